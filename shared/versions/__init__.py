@@ -1,0 +1,1 @@
+"""Payment-code versions: one module each, routed by `registry`."""

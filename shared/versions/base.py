@@ -1,0 +1,204 @@
+"""Types every code version shares: what a wallet holds, what a server looks up, what comes back.
+
+A code version is a module that implements `CodeVersion`. Verification never raises for a
+well-formed code: a wrong, expired or replayed code is a `Rejected` result with a stable reason.
+Only a string that is not a code of that version at all raises `CodeMalformed`.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from shared.timestep import STEP_SECONDS, step_at
+
+Rng = Callable[[int], bytes]
+"""Source of random bytes (os.urandom by default); tests pass a deterministic one."""
+
+
+class VersionStatus(enum.StrEnum):
+    """Lifecycle of a code version (BRIEF §3): active -> deprecated -> retired."""
+
+    ACTIVE = "active"
+    DEPRECATED = "deprecated"
+    RETIRED = "retired"
+
+
+class Reason(enum.StrEnum):
+    """Stable rejection codes (BRIEF §5) that verification can produce."""
+
+    CODE_INVALID = "code_invalid"
+    CODE_EXPIRED = "code_expired"
+    CODE_AMBIGUOUS = "code_ambiguous"
+    DEVICE_REVOKED = "device_revoked"
+    VERSION_RETIRED = "version_retired"
+
+
+class Flags(enum.IntFlag):
+    """Per-code flags carried by versions that have room for them (v2, v3)."""
+
+    NONE = 0
+    USER_VERIFIED = 1
+    """The wallet unlocked with the user's PIN or biometric before showing this code."""
+
+
+KNOWN_FLAGS = int(Flags.USER_VERIFIED)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCredential:
+    """What a provisioned wallet holds for one version. `repr` never shows key material."""
+
+    version: str
+    handle: bytes
+    secret: bytes = field(repr=False)
+    """v1/v2: the device's HMAC key. v3: the device's Ed25519 private key (32-byte seed)."""
+    hiding_key: bytes = field(default=b"", repr=False)
+    """v1/v2: the version's AES key that hides the handle (every phone of the version has it)."""
+    seal_public_key: bytes = b""
+    """v3: the server's X25519 public key the handle is sealed to."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    """What the server knows about one enrolled device, found by (version, handle)."""
+
+    device_id: str
+    handle: bytes
+    key: bytes = field(repr=False)
+    """v1/v2: the device's HMAC key. v3: the device's Ed25519 public key."""
+    drift_steps: int = 0
+    """Learned offset of the device's clock, in steps (device step - server step)."""
+    revoked: bool = False
+
+
+DeviceLookup = Callable[[str, bytes], "DeviceRecord | None"]
+"""(version, handle) -> the device, in O(1): an index lookup, never a scan."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerifierKeys:
+    """Server-side secrets, current first; older ones stay during a rotation."""
+
+    hiding_keys: dict[str, tuple[bytes, ...]] = field(default_factory=dict, repr=False)
+    """version -> AES-256 hiding keys (v1, v2)."""
+    seal_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    """X25519 private keys the v3 handle is sealed to."""
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Acceptance window around the step the server expects from this device."""
+
+    steps_back: int = 1
+    """A code shown at the end of its step is still accepted during the next one (<= 60 s)."""
+    steps_ahead: int = 1
+    """A device clock up to one step ahead of what the server learned is tolerated."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyContext:
+    """Everything verification needs besides the code. `now_s` is a parameter, never read."""
+
+    now_s: float
+    lookup: DeviceLookup
+    keys: VerifierKeys
+    window: Window = Window()
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A genuine code inside its window. The server must still claim it (single use)."""
+
+    version: str
+    device: DeviceRecord
+    step: int
+    counter: int
+    flags: int
+    drift_steps: int
+    """Observed device step - server step; the server learns the device's drift from it."""
+    deprecated: bool = False
+
+    @property
+    def claim_key(self) -> bytes:
+        """Identity of this code for the single-use claim: one per (device, step, counter)."""
+        return b"%s:%s:%d:%d" % (
+            self.version.encode(),
+            self.device.handle.hex().encode(),
+            self.step,
+            self.counter,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A well-formed code that does not pay. `device` is set only once the code proved genuine."""
+
+    version: str
+    reason: Reason
+    detail: str
+    device: DeviceRecord | None = None
+
+
+Verification = Accepted | Rejected
+
+
+class CodeVersion(Protocol):
+    """One code version: a module plus one registry line (shared/versions/registry.py)."""
+
+    version: str
+    """Short stable name: "v1", "v2", "v3"."""
+    prefix: str
+    """Leading characters that route a scanned string to this version."""
+    handle_bytes: int
+    """Size of the device handle the server indexes."""
+    symbology: str
+    """"numeric" (Code 128 + QR + keyboard) or "qr"."""
+    counter_max: int
+    """Highest counter in one step: how many codes a device can make per step."""
+
+    def matches(self, text: str) -> bool: ...
+
+    def new_handle(self, rng: Rng = os.urandom) -> bytes: ...
+
+    def generate(
+        self,
+        credential: DeviceCredential,
+        *,
+        step: int,
+        counter: int,
+        flags: int = 0,
+        rng: Rng = os.urandom,
+    ) -> str: ...
+
+    def verify(self, text: str, ctx: VerifyContext) -> Verification: ...
+
+
+def judge_window(
+    ctx: VerifyContext, version: str, device: DeviceRecord, *, step: int, counter: int, flags: int
+) -> Verification:
+    """The checks every version makes once a code has proved genuine for `device`."""
+    if device.revoked:
+        return Rejected(version, Reason.DEVICE_REVOKED, "device was revoked", device)
+    server_step = step_at(ctx.now_s, STEP_SECONDS)
+    offset_steps = step - (server_step + device.drift_steps)
+    if offset_steps < -ctx.window.steps_back:
+        age_s = (server_step + device.drift_steps - step) * STEP_SECONDS
+        return Rejected(version, Reason.CODE_EXPIRED, f"code is about {age_s} s old", device)
+    if offset_steps > ctx.window.steps_ahead:
+        ahead_s = offset_steps * STEP_SECONDS
+        detail = f"device clock about {ahead_s} s ahead of the server"
+        return Rejected(version, Reason.CODE_EXPIRED, detail, device)
+    return Accepted(version, device, step, counter, flags, step - server_step)
+
+
+def pick_single(version: str, matches: list[Verification]) -> Verification:
+    """Zero genuine candidates is invalid; two is ambiguous: never guess between devices."""
+    if not matches:
+        return Rejected(version, Reason.CODE_INVALID, "code is not genuine")
+    if len(matches) > 1:
+        return Rejected(version, Reason.CODE_AMBIGUOUS, "code matches more than one device")
+    return matches[0]
