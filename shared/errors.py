@@ -73,6 +73,12 @@ class CounterExhausted(PaycodeError):
         self.retry_after_s = retry_after_s
 
 
+class ImageUnreadable(PaycodeError):
+    """An image file is missing or is not a picture a decoder can read."""
+
+    code = "image_unreadable"
+
+
 class ServerUnreachable(PaycodeError):
     """The server did not answer (network down, refused, timed out). Nothing was learned."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 
 from shared.versions.base import (
@@ -33,5 +32,5 @@ def verify_code(
         return Rejected(codec.version, Reason.VERSION_RETIRED, detail)
     result = codec.verify(text, ctx)
     if status is VersionStatus.DEPRECATED and isinstance(result, Accepted):
-        return dataclasses.replace(result, deprecated=True)
+        return result._replace(deprecated=True)
     return result

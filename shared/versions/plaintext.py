@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 HANDLE_BYTES = 8
 COUNTER_MAX = 0xFFFF
@@ -12,8 +12,7 @@ SIZE = _LAYOUT.size
 assert SIZE == 15
 
 
-@dataclass(frozen=True, slots=True)
-class CodeFields:
+class CodeFields(NamedTuple):
     handle: bytes
     step: int
     counter: int

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import struct
 
 from shared.checkdigit import damm_digit, damm_valid
 from shared.errors import CodeMalformed
@@ -43,22 +44,20 @@ _TAG_MODULUS: int = 10**TAG_DIGITS
 _MASKED_MODULUS: int = 10**MASKED_DIGITS
 _HANDLE_MODULUS: int = 10**HANDLE_DIGITS
 _TAG_DOMAIN = b"paycode-v1tag"
-_PAD_DOMAIN = b"paycode-v1pd"  # 12 bytes + 4-byte tag = one AES block
+_TAG_FIELDS = struct.Struct(">13sQIB")
+_PAD_DOMAIN = b"pcv1pad:"  # 8 bytes + 8 tag digits = one AES block
 _MASKED_START = len(PREFIX) + TAG_DIGITS
 
 
-def _tag(device_key: bytes, handle: int, step: int, counter: int) -> int:
-    message = (
-        _TAG_DOMAIN
-        + handle.to_bytes(HANDLE_BYTES, "big")
-        + step.to_bytes(4, "big")
-        + counter.to_bytes(1, "big")
-    )
-    return int.from_bytes(mac(device_key, message)[:8], "big") % _TAG_MODULUS
+def _tag(device_key: bytes, handle: int, step: int, counter: int) -> str:
+    """The 8 tag digits. MAC input: domain | handle (u64) | step (u32) | counter (u8)."""
+    message = _TAG_FIELDS.pack(_TAG_DOMAIN, handle, step, counter)
+    return f"{int.from_bytes(mac(device_key, message)[:8], 'big') % _TAG_MODULUS:08d}"
 
 
-def _pad(hiding_key: bytes, tag: int) -> int:
-    block = aes_block(hiding_key, _PAD_DOMAIN + tag.to_bytes(4, "big"))
+def _pad(hiding_key: bytes, tag: str) -> int:
+    """AES of "pcv1pad:" | the 8 ASCII tag digits, as an integer mod 10^13."""
+    block = aes_block(hiding_key, _PAD_DOMAIN + tag.encode())
     return int.from_bytes(block, "big") % _MASKED_MODULUS
 
 
@@ -109,18 +108,18 @@ class NumericV1:
         tag = _tag(credential.secret, handle, step, counter)
         plain = handle * 1000 + (step % STEP_MODULUS) * 10 + counter
         masked = (plain + _pad(credential.hiding_key, tag)) % _MASKED_MODULUS
-        body = f"{PREFIX}{tag:0{TAG_DIGITS}d}{masked:0{MASKED_DIGITS}d}"
+        body = f"{PREFIX}{tag}{masked:0{MASKED_DIGITS}d}"
         code = body + damm_digit(body)
         assert len(code) == LENGTH
         return code
 
-    def parse(self, text: str) -> tuple[int, int]:
-        """(tag, masked) of a well-formed v1 code; raises CodeMalformed otherwise."""
+    def parse(self, text: str) -> tuple[str, int]:
+        """(tag digits, masked) of a well-formed v1 code; raises CodeMalformed otherwise."""
         if len(text) != LENGTH or not self.matches(text):
             raise CodeMalformed(f"a v1 code is {LENGTH} digits starting {PREFIX}")
         if not damm_valid(text):
             raise CodeMalformed("check digit does not match: the code was misread or mistyped")
-        return int(text[len(PREFIX) : _MASKED_START]), int(text[_MASKED_START : LENGTH - 1])
+        return text[len(PREFIX) : _MASKED_START], int(text[_MASKED_START : LENGTH - 1])
 
     def verify(self, text: str, ctx: VerifyContext) -> Verification:
         tag, masked = self.parse(text)
@@ -135,7 +134,7 @@ class NumericV1:
             step = _resolve_step(rest // 10, expected_step)
             counter = rest % 10
             if not 0 <= step < 2**32 or not hmac.compare_digest(
-                _tag(device.key, handle, step, counter).to_bytes(4, "big"), tag.to_bytes(4, "big")
+                _tag(device.key, handle, step, counter), tag
             ):
                 continue
             matches.append(judge_window(ctx, VERSION, device, step=step, counter=counter, flags=0))
