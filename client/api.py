@@ -1,0 +1,137 @@
+"""HTTP client for the server's wallet API (docs/api.md). Standard library only.
+
+Every call has a bounded timeout. A network failure raises ServerUnreachable; a problem
+response (RFC 9457) raises ServerRejected with the server's stable code. Every response's
+server time feeds the wallet's clock-offset estimate.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import secrets
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from shared import wallet_auth
+from shared.errors import ServerRejected, ServerUnreachable
+from shared.versions.base import DeviceCredential
+
+TIMEOUT_S = 10.0
+RESPONSE_BYTES_MAX = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: dict[str, Any]
+    clock_offset_s: float | None
+    """server time - local time, from the body's server_time or the Date header."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAuth:
+    device_id: str
+    credential: DeviceCredential
+    clock_offset_s: float = 0.0
+    """server time - local time: requests are timestamped in server time."""
+
+
+class ServerClient:
+    def __init__(self, base_url: str, *, timeout_s: float = TIMEOUT_S) -> None:
+        parsed = urllib.parse.urlsplit(base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ServerUnreachable(
+                f"server URL must be http(s)://host[:port], got {base_url[:80]!r}"
+            )
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        bearer: str | None = None,
+        device: DeviceAuth | None = None,
+        idempotency_key: str | None = None,
+    ) -> Response:
+        data = b"" if body is None else json.dumps(body).encode()
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        if bearer is not None:
+            headers["Authorization"] = f"Bearer {bearer}"
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        if device is not None:
+            headers.update(_device_headers(device, method, path, data))
+        request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
+            self.base_url + path,
+            data=data if body is not None else None,
+            method=method,
+            headers=headers,
+        )
+        return self._send(request)
+
+    def _send(self, request: urllib.request.Request) -> Response:
+        sent_at = time.time()
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as reply:  # noqa: S310 - scheme checked
+                status, raw, date = (
+                    reply.status,
+                    reply.read(RESPONSE_BYTES_MAX),
+                    reply.headers.get("Date"),
+                )
+        except urllib.error.HTTPError as error:
+            status, raw, date = (
+                error.code,
+                error.read(RESPONSE_BYTES_MAX),
+                error.headers.get("Date"),
+            )
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise ServerUnreachable(f"cannot reach {self.base_url}: {reason}") from error
+        received_at = time.time()
+        body = _json_body(raw)
+        offset = _clock_offset(body, date, (sent_at + received_at) / 2)
+        if status >= 400:
+            code = str(body.get("code") or f"http_{status}")
+            detail = str(body.get("detail") or body.get("title") or f"HTTP {status}")
+            raise ServerRejected(code, detail, status=status)
+        return Response(status, body, offset)
+
+
+def _device_headers(device: DeviceAuth, method: str, path: str, data: bytes) -> dict[str, str]:
+    timestamp_s = int(time.time() + device.clock_offset_s)
+    nonce = secrets.token_hex(16)
+    message = wallet_auth.signing_message(method, path, timestamp_s, nonce, data)
+    signature = wallet_auth.sign(device.credential, message)
+    return wallet_auth.SignedHeaders(device.device_id, timestamp_s, nonce, signature).as_dict()
+
+
+def _json_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw) if raw else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _clock_offset(
+    body: dict[str, Any], date_header: str | None, local_mid_s: float
+) -> float | None:
+    server_time = body.get("server_time")
+    if isinstance(server_time, int | float) and not isinstance(server_time, bool):
+        return float(server_time) - local_mid_s
+    if date_header:
+        try:
+            return email.utils.parsedate_to_datetime(date_header).timestamp() - local_mid_s
+        except (TypeError, ValueError):
+            return None
+    return None
