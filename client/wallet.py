@@ -94,7 +94,13 @@ class Wallet:
 
     @classmethod
     def open(cls, home: Path) -> Wallet:
-        """Open an existing wallet; raises WalletError(not_enrolled) when there is none."""
+        """Open an existing wallet; raises WalletError(not_enrolled) when there is none.
+
+        Checks for the keystore first, so a read-only command on an empty home creates nothing.
+        """
+        if not (home / KEYSTORE_NAME).exists():
+            message = f"no wallet at {home}: run 'paycode-wallet enroll' first"
+            raise WalletError(message, code="not_enrolled")
         store, document = Keystore.open(home / KEYSTORE_NAME, passphrase_for(home))
         return cls(home, store, document)
 
