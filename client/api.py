@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,9 @@ from shared.errors import ServerRejected, ServerUnreachable
 from shared.versions.base import DeviceCredential
 
 TIMEOUT_S = 10.0
+
+Signer = Callable[[str, str, bytes], dict[str, str]]
+"""(method, path with query, body bytes) -> signature headers over the exact bytes sent."""
 RESPONSE_BYTES_MAX = 1 << 20
 
 
@@ -59,6 +63,7 @@ class ServerClient:
         *,
         bearer: str | None = None,
         device: DeviceAuth | None = None,
+        signer: Signer | None = None,
         idempotency_key: str | None = None,
     ) -> Response:
         data = b"" if body is None else json.dumps(body).encode()
@@ -71,6 +76,8 @@ class ServerClient:
             headers["Idempotency-Key"] = idempotency_key
         if device is not None:
             headers.update(_device_headers(device, method, path, data))
+        if signer is not None:
+            headers.update(signer(method, path, data))
         request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
             self.base_url + path,
             data=data if body is not None else None,

@@ -1,16 +1,329 @@
-"""paycode-server: operator commands (BRIEF §5). This release lists the code versions; the
-HTTP server, database and admin commands land with issue 3."""
+"""paycode-server: operator commands (BRIEF §5).
+
+    init-db | run | serve | worker | versions
+    users create | users top-up | merchants create | terminals create | devices revoke
+
+Every command reads its configuration from the environment (server.config), opens its own
+engine, commits once at the end, and reports failures as `error [code]: message` (exit 1) or,
+with --json, as {"ok": false, "error": {...}}; never as a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import base64
+import getpass
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.orm import Session
 
 from client.cliutil import add_json_flag, emit, run
+from server import admin
+from server.config import ServerConfig
+from server.passwords import PASSWORD_CHARS_MAX
+from server.secretbox import SecretBox
+from shared.errors import PaycodeError
+from shared.money import Money, format_amount, parse_amount
 from shared.versions.registry import DEFAULT_STATUS, PREFERRED_VERSION, VERSIONS
 
+if TYPE_CHECKING:
+    from flask import Flask
+
 PROG = "paycode-server"
+DEFAULT_CURRENCY = "CNY"
+WORKERS_MAX = 64
+GUNICORN_TIMEOUT_S = 30
+GUNICORN_GRACEFUL_TIMEOUT_S = 10
+WORKER_INTERVAL_S_MIN = 0.1
+DB_MESSAGE_CHARS_MAX = 200
+
+
+class CliError(PaycodeError):
+    """A command-level failure with its own stable code (password_required, ...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class DatabaseError(PaycodeError):
+    """The database refused or could not be reached; the message names the driver's reason."""
+
+    code = "database_error"
+
+
+# -- shared plumbing ---------------------------------------------------------------------------
+
+
+def _config() -> ServerConfig:
+    return ServerConfig.from_env()
+
+
+def _hidden_url(url: str) -> str:
+    """The URL for printing: a password in it is shown as ***."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@contextmanager
+def _session(config: ServerConfig) -> Iterator[Session]:
+    """One session on a fresh engine; commits if the block succeeds, rolls back otherwise."""
+    from server.db import make_engine  # noqa: PLC0415 - keeps `--help` and `versions` fast
+
+    _check_url(config.database_url)
+    engine = make_engine(config.database_url)
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            yield session
+            session.commit()
+    except DBAPIError as error:
+        raise _database_error(error) from None
+    finally:
+        engine.dispose()
+
+
+def _check_url(url: str) -> None:
+    """A URL SQLAlchemy cannot use fails with config_invalid, before any connection."""
+    try:
+        make_url(url).get_dialect()
+    except ArgumentError as error:  # includes an unknown dialect or a missing driver
+        raise CliError("config_invalid", f"PAYCODE_DATABASE_URL is not usable: {error}") from None
+
+
+def _database_error(error: DBAPIError) -> DatabaseError:
+    """The driver's first line (never the SQL or its parameters), plus what usually fixes it."""
+    reason = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else ""
+    reason = reason[:DB_MESSAGE_CHARS_MAX] or type(error.orig).__name__
+    return DatabaseError(
+        f"{reason} (check PAYCODE_DATABASE_URL and run `{PROG} init-db` first)",
+    )
+
+
+def _money_text(amount_minor: int, currency: str) -> str:
+    return format_amount(Money(amount_minor, currency))
+
+
+# -- init-db, run, serve, worker ----------------------------------------------------------------
+
+
+def cmd_init_db(args: argparse.Namespace) -> int:
+    """Create or upgrade the schema, then the verifier keys. Safe to run any number of times."""
+    from server import keyring, migrate  # noqa: PLC0415
+
+    config = _config()
+    if config.database_url.startswith("sqlite"):
+        config.instance_path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        _check_url(config.database_url)
+        migrate.upgrade(config.database_url)
+    except DBAPIError as error:
+        raise _database_error(error) from None
+    with _session(config) as session:
+        keyring.ensure_keys(session, SecretBox.from_config(config), time.time())
+    url = _hidden_url(config.database_url)
+    revision = migrate.current_revision(config.database_url)
+    emit(
+        args,
+        f"database ready: {url} (schema {revision})",
+        {"database_url": url, "revision": revision},
+    )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Flask's development server: one process, threaded. Use `serve` in production."""
+    from server.app import create_app  # noqa: PLC0415
+
+    app = create_app(_config())
+    print(f"{PROG}: development server on http://{args.host}:{args.port}", file=sys.stderr)
+    app.run(host=args.host, port=args.port, threaded=True, debug=False, use_reloader=False)
+    return 0
+
+
+def _parse_bind(bind: str) -> str:
+    host, sep, port = bind.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CliError("invalid_argument", f"--bind must be HOST:PORT, got {bind[:80]!r}")
+    return bind
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """gunicorn with sync workers; each worker imports server.wsgi (its own engine) after fork."""
+    if not 1 <= args.workers <= WORKERS_MAX:
+        raise CliError("invalid_argument", f"--workers must be 1-{WORKERS_MAX}")
+    _config()  # a broken configuration fails here, with its code, not in every worker
+    options: dict[str, Any] = {
+        "bind": [_parse_bind(args.bind)],
+        "workers": args.workers,
+        "worker_class": "sync",
+        "timeout": GUNICORN_TIMEOUT_S,
+        "graceful_timeout": GUNICORN_GRACEFUL_TIMEOUT_S,
+        "accesslog": "-" if args.access_log else None,
+        "errorlog": "-",
+        "loglevel": "info",
+        "proc_name": PROG,
+        # gunicorn >= 25.1 opens a control socket at one per-user path: two servers would clash.
+        "control_socket_disable": True,
+    }
+    _run_gunicorn(options)
+    return 0
+
+
+def _run_gunicorn(options: dict[str, Any]) -> None:
+    from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    class PaycodeGunicorn(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in options.items():
+                if key in self.cfg.settings:  # older gunicorn lacks some settings
+                    self.cfg.set(key, value)
+
+        def load(self) -> Flask:
+            from server.wsgi import app  # noqa: PLC0415 - imported in each worker
+
+            return app
+
+    PaycodeGunicorn().run()
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Purge expired rows every --interval-s; --once or --iterations-max bound the loop."""
+    if args.interval_s < WORKER_INTERVAL_S_MIN:
+        raise CliError("invalid_argument", f"--interval-s must be at least {WORKER_INTERVAL_S_MIN}")
+    iterations_max = 1 if args.once else args.iterations_max
+    if iterations_max is not None and iterations_max < 1:
+        raise CliError("invalid_argument", "--iterations-max must be at least 1")
+    config = _config()
+    stop = _stop_on_signals()
+    iteration = 0
+    while iterations_max is None or iteration < iterations_max:
+        with _session(config) as session:
+            purged = admin.purge_expired(session, time.time())
+        counts = " ".join(f"{table}={count}" for table, count in purged.items())
+        emit(args, f"purged {counts}", {"purged": purged})
+        sys.stdout.flush()
+        iteration += 1
+        if iteration == iterations_max or stop.wait(args.interval_s):
+            break
+    return 0
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event SIGTERM/SIGINT set, so the worker finishes its batch and exits 0."""
+    stop = threading.Event()
+
+    def _handler(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)
+    return stop
+
+
+# -- users, merchants, terminals, devices -------------------------------------------------------
+
+
+def _read_password(from_stdin: bool) -> str:
+    """One line from stdin, or a prompt (twice) on a terminal; never from the command line."""
+    if from_stdin:
+        line = sys.stdin.readline(PASSWORD_CHARS_MAX + 2)
+        return line.rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise CliError("password_required", "no terminal to prompt on: use --password-stdin")
+    password = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat password: ") != password:
+        raise CliError("password_mismatch", "the two passwords differ")
+    return password
+
+
+def cmd_users_create(args: argparse.Namespace) -> int:
+    password = _read_password(args.password_stdin)
+    config = _config()
+    with _session(config) as session:
+        user = admin.create_user(session, args.name, password, args.currency, now_s=time.time())
+        currency = admin.default_currency(session, user.name)
+        data = {"user": {"id": user.id, "name": user.name, "currency": currency}}
+    emit(args, f"created user {user.name} ({user.id}) with a {currency} account", data)
+    return 0
+
+
+def cmd_users_top_up(args: argparse.Namespace) -> int:
+    config = _config()
+    with _session(config) as session:
+        currency = admin.check_currency(args.currency) if args.currency else None
+        currency = currency or admin.default_currency(session, args.name)
+        balance_minor = admin.top_up(session, args.name, args.amount, time.time(), currency)
+    amount = format_amount(parse_amount(args.amount, currency))
+    balance = _money_text(balance_minor, currency)
+    data = {
+        "user": args.name,
+        "currency": currency,
+        "amount": amount,
+        "balance": balance,
+        "balance_minor": balance_minor,
+    }
+    emit(args, f"topped up {args.name} by {amount} {currency}; balance {balance} {currency}", data)
+    return 0
+
+
+def cmd_merchants_create(args: argparse.Namespace) -> int:
+    config = _config()
+    with _session(config) as session:
+        merchant = admin.create_merchant(
+            session, args.name, args.currency, args.notify_url, now_s=time.time()
+        )
+    data = {
+        "merchant": {
+            "id": merchant.id,
+            "name": merchant.name,
+            "currency": merchant.currency,
+            "notify_url": merchant.notify_url,
+        }
+    }
+    emit(args, f"created merchant {merchant.name} ({merchant.id}), {merchant.currency}", data)
+    return 0
+
+
+def cmd_terminals_create(args: argparse.Namespace) -> int:
+    """Print the terminal's key id and secret: the only time the secret is ever shown."""
+    config = _config()
+    with _session(config) as session:
+        terminal, secret = admin.create_terminal(
+            session, SecretBox.from_config(config), args.merchant, time.time()
+        )
+        merchant_id = terminal.merchant_id
+    secret_b64 = base64.b64encode(secret).decode("ascii")
+    human = "\n".join(
+        (
+            f"terminal for merchant {merchant_id}",
+            f"key id: {terminal.id}",
+            f"secret: {secret_b64}",
+            "Store the secret now: it is not shown again (the server keeps it sealed).",
+            f"Configure the POS: paycode-pos configure --server URL --key-id {terminal.id} "
+            "--secret-stdin",
+        )
+    )
+    emit(args, human, {"key_id": terminal.id, "secret": secret_b64, "merchant_id": merchant_id})
+    return 0
+
+
+def cmd_devices_revoke(args: argparse.Namespace) -> int:
+    config = _config()
+    with _session(config) as session:
+        revoked = admin.revoke_device(session, args.device_id, time.time())
+    state = "revoked" if revoked else "was already revoked"
+    emit(
+        args, f"device {args.device_id} {state}", {"device_id": args.device_id, "revoked": revoked}
+    )
+    return 0
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
@@ -33,12 +346,70 @@ def cmd_versions(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- parser -------------------------------------------------------------------------------------
+
+Subparsers = Any  # argparse's _SubParsersAction is private
+
+
+def _add_server_commands(sub: Subparsers) -> None:
+    sub.add_parser(
+        "init-db", help="create or upgrade the database schema and server keys (idempotent)"
+    ).set_defaults(func=cmd_init_db)
+    run_parser = sub.add_parser("run", help="development server (Flask, threaded)")
+    run_parser.add_argument("--host", default="127.0.0.1")
+    run_parser.add_argument("--port", type=int, default=5000)
+    run_parser.set_defaults(func=cmd_run)
+    serve = sub.add_parser("serve", help="production server (gunicorn, sync workers)")
+    serve.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    serve.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT (default %(default)s)")
+    serve.add_argument("--access-log", action="store_true", help="log every request to stdout")
+    serve.set_defaults(func=cmd_serve)
+    worker = sub.add_parser("worker", help="purge expired claims, nonces, sessions, idempotency")
+    worker.add_argument("--once", action="store_true", help="one pass, then exit")
+    worker.add_argument("--interval-s", type=float, default=60.0, help="seconds between passes")
+    worker.add_argument("--iterations-max", type=int, default=None, help="stop after N passes")
+    worker.set_defaults(func=cmd_worker)
+    sub.add_parser("versions", help="list the live code versions").set_defaults(func=cmd_versions)
+
+
+def _add_admin_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
+    users = sub.add_parser("users", help="wallet users").add_subparsers(metavar="ACTION")
+    create = users.add_parser("create", help="create a user and an empty account")
+    create.add_argument("name")
+    create.add_argument("--password-stdin", action="store_true", help="read one line as password")
+    create.add_argument("--currency", default=DEFAULT_CURRENCY)
+    create.set_defaults(func=cmd_users_create)
+    top_up = users.add_parser("top-up", help="credit a user from the funding account")
+    top_up.add_argument("name")
+    top_up.add_argument("amount", help='decimal string, e.g. "100.00"')
+    top_up.add_argument("--currency", default=None, help="default: the user's first account")
+    top_up.set_defaults(func=cmd_users_top_up)
+    merchants = sub.add_parser("merchants", help="merchants").add_subparsers(metavar="ACTION")
+    merchant = merchants.add_parser("create", help="create a merchant and its account")
+    merchant.add_argument("name")
+    merchant.add_argument("--currency", default=DEFAULT_CURRENCY)
+    merchant.add_argument("--notify-url", default=None)
+    merchant.set_defaults(func=cmd_merchants_create)
+    terminals = sub.add_parser("terminals", help="POS terminal keys").add_subparsers(
+        metavar="ACTION"
+    )
+    terminal = terminals.add_parser("create", help="create a terminal key (secret shown once)")
+    terminal.add_argument("merchant", help="merchant id or name")
+    terminal.set_defaults(func=cmd_terminals_create)
+    devices = sub.add_parser("devices", help="enrolled devices").add_subparsers(metavar="ACTION")
+    revoke = devices.add_parser("revoke", help="stop accepting a device's codes")
+    revoke.add_argument("device_id")
+    revoke.set_defaults(func=cmd_devices_revoke)
+    return [create, top_up, merchant, terminal, revoke]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Paycode payment server (operator).")
     add_json_flag(parser)
     sub = parser.add_subparsers(metavar="COMMAND")
-    sub.add_parser("versions", help="list the live code versions").set_defaults(func=cmd_versions)
-    for action in sub.choices.values():
+    _add_server_commands(sub)
+    leaves = _add_admin_commands(sub)
+    for action in [*sub.choices.values(), *leaves]:
         add_json_flag(action)
     return parser
 

@@ -40,10 +40,12 @@ class SignedHeaders:
         }
 
 
-def signing_message(method: str, path: str, timestamp_s: int, nonce: str, body: bytes) -> bytes:
+def signing_message(
+    method: str, path: str, timestamp_s: int, nonce: str, body: bytes, *, scheme: str = SCHEME
+) -> bytes:
     """The exact bytes signed: scheme, method, path with query, timestamp, nonce, body digest."""
     digest = hashlib.sha256(body).hexdigest()
-    lines = (SCHEME, method.upper(), path, str(timestamp_s), nonce, digest)
+    lines = (scheme, method.upper(), path, str(timestamp_s), nonce, digest)
     return "\n".join(lines).encode()
 
 

@@ -105,7 +105,8 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     for version in ("v1", "v2", "v3"):
-        assert f"-> {version} device" in done.stdout
-    assert "code128  -> v1" in done.stdout
-    assert "code_malformed" in done.stdout and "code_expired" in done.stdout
+        assert f"   {version}: " in done.stdout
+    assert done.stdout.count("succeeded") == 3
+    assert "refused: code_replayed" in done.stdout
+    assert "alice's balance: 76.30 CNY" in done.stdout
     assert (tmp_path / "demo-out" / "v3.png").exists()

@@ -1,0 +1,320 @@
+"""Operator services behind `paycode-server` (users, top-ups, merchants, terminals, purging).
+
+Each takes an open Session and the time, and leaves committing to the caller, so the CLI and the
+tests run the same code. Failures raise ApiError with a stable code. Duplicates are decided by
+the database's UNIQUE constraints (IntegrityError inside a savepoint), never by check-then-insert,
+so two operators racing on one name get one row and one `*_exists` error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Final
+from urllib.parse import urlsplit
+
+from sqlalchemy import ColumnElement, delete, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from server import ledger
+from server.models import (
+    Account,
+    Base,
+    Claim,
+    Device,
+    IdempotencyRecord,
+    Merchant,
+    RequestNonce,
+    Terminal,
+    User,
+    WalletSession,
+    new_id,
+)
+from server.passwords import PasswordInvalid, hash_password
+from server.problems import ApiError
+from server.secretbox import SecretBox
+from shared.errors import CurrencyUnknown
+from shared.money import currency as lookup_currency
+from shared.money import parse_amount
+from shared.terminal_auth import SECRET_BYTES
+
+USER_NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+MERCHANT_NAME_CHARS_MAX: Final = 64
+NOTIFY_URL_CHARS_MAX: Final = 512
+ID_CHARS_MAX: Final = 64
+IDEMPOTENCY_TTL_S: Final = 24 * 3600
+"""Idempotency records are kept a day: a client retrying later than that is a new request."""
+PURGE_BATCH_ROWS: Final = 1000
+PURGE_BATCHES_MAX: Final = 100
+"""Per table and call: at most 100k rows go per purge; the worker's next run takes the rest."""
+
+Key = tuple[InstrumentedAttribute[str], ...]
+
+
+def _now(now_s: float | None) -> float:
+    return time.time() if now_s is None else now_s
+
+
+def check_user_name(name: str) -> str:
+    """Names are what users type into the wallet's --user: short, ASCII, no spaces."""
+    if not isinstance(name, str) or USER_NAME_PATTERN.fullmatch(name) is None:
+        raise ApiError("name_invalid", "a user name has 1-64 characters from A-Z a-z 0-9 _ . -")
+    return name
+
+
+def check_merchant_name(name: str) -> str:
+    """Merchant names are shown to consumers ("Corner Cafe"): printable, trimmed, 1-64 chars."""
+    if (
+        not isinstance(name, str)
+        or not 1 <= len(name) <= MERCHANT_NAME_CHARS_MAX
+        or not name.isprintable()
+        or name != name.strip()
+    ):
+        raise ApiError(
+            "name_invalid",
+            f"a merchant name has 1-{MERCHANT_NAME_CHARS_MAX} printable characters, "
+            "without leading or trailing spaces",
+        )
+    return name
+
+
+def check_currency(code: str) -> str:
+    """The ISO 4217 alpha code for `code` (alpha or numeric); `currency_unknown` otherwise."""
+    try:
+        return lookup_currency(code).alpha
+    except CurrencyUnknown as error:
+        raise ApiError("currency_unknown", error.message) from error
+
+
+def check_notify_url(url: str) -> str:
+    """Notifications are POSTed to this URL, so only absolute http(s) URLs are stored."""
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if (
+        parts is None
+        or len(url) > NOTIFY_URL_CHARS_MAX
+        or parts.scheme not in {"http", "https"}
+        or not parts.hostname
+        or not url.isprintable()
+        or " " in url
+    ):
+        raise ApiError(
+            "notify_url_invalid",
+            f"the notify URL must be an absolute http(s) URL of at most {NOTIFY_URL_CHARS_MAX} "
+            "characters",
+        )
+    return url
+
+
+def create_user(
+    session: Session, name: str, password: str, currency: str, *, now_s: float | None = None
+) -> User:
+    """A wallet user with a scrypt password hash and an empty account in `currency`."""
+    check_user_name(name)
+    alpha = check_currency(currency)
+    try:
+        password_hash = hash_password(password)
+    except PasswordInvalid as error:
+        raise ApiError("password_invalid", str(error)) from error
+    user = User(id=new_id("usr"), name=name, password_hash=password_hash, created_at_s=_now(now_s))
+    _insert_unique(session, user, "user_exists", f"a user named {name!r} already exists")
+    ledger.open_account(session, "user", user.id, alpha)
+    return user
+
+
+def _insert_unique(session: Session, row: object, code: str, detail: str) -> None:
+    """Insert `row` in a savepoint; a UNIQUE violation becomes ApiError(code)."""
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError as error:
+        raise ApiError(code, detail, status=409) from error
+
+
+def find_user(session: Session, name: str) -> User:
+    user = session.scalars(select(User).where(User.name == name[:ID_CHARS_MAX])).one_or_none()
+    if user is None:
+        raise ApiError("not_found", f"no user named {name[:ID_CHARS_MAX]!r}")
+    return user
+
+
+def default_currency(session: Session, name: str) -> str:
+    """The currency of the user's first account: what a top-up without --currency means."""
+    user = find_user(session, name)
+    first = session.scalars(
+        select(Account.currency)
+        .where(Account.owner_kind == "user", Account.owner_id == user.id)
+        .order_by(Account.id)
+        .limit(1)
+    ).first()
+    if first is None:
+        raise ApiError("currency_required", f"user {name!r} has no account; name a currency")
+    return first
+
+
+def top_up(
+    session: Session, name: str, amount_text: str, now_s: float, currency: str | None = None
+) -> int:
+    """Credit a user from the system funding account; returns the new balance in minor units.
+
+    A currency the user has no account in yet opens one (a user may hold several currencies).
+    """
+    user = find_user(session, name)
+    alpha = check_currency(currency) if currency else default_currency(session, name)
+    amount = parse_amount(amount_text, alpha)  # AmountInvalid: code amount_invalid
+    funding = ledger.system_account(session, alpha)
+    account = ledger.open_account(session, "user", user.id, alpha)
+    ledger.transfer(
+        session,
+        kind="top_up",
+        debit=funding,
+        credit=account,
+        amount_minor=amount.amount_minor,
+        now_s=now_s,
+    )
+    balance = ledger.balance_minor(session, account.id)
+    assert balance >= amount.amount_minor
+    return balance
+
+
+def create_merchant(
+    session: Session,
+    name: str,
+    currency: str,
+    notify_url: str | None = None,
+    *,
+    now_s: float | None = None,
+) -> Merchant:
+    """A merchant with an empty settlement account in `currency`."""
+    check_merchant_name(name)
+    alpha = check_currency(currency)
+    url = check_notify_url(notify_url) if notify_url is not None else None
+    merchant = Merchant(
+        id=new_id("mch"), name=name, currency=alpha, notify_url=url, created_at_s=_now(now_s)
+    )
+    _insert_unique(session, merchant, "merchant_exists", f"a merchant named {name!r} exists")
+    ledger.open_account(session, "merchant", merchant.id, alpha)
+    return merchant
+
+
+def find_merchant(session: Session, name_or_id: str) -> Merchant:
+    """By id first, then by name: an id is unambiguous, a name is what operators remember."""
+    key = name_or_id[:ID_CHARS_MAX]
+    merchant = (
+        session.get(Merchant, key)
+        or session.scalars(select(Merchant).where(Merchant.name == key)).one_or_none()
+    )
+    if merchant is None:
+        raise ApiError("not_found", f"no merchant with id or name {key!r}")
+    return merchant
+
+
+def create_terminal(
+    session: Session, box: SecretBox, merchant_name_or_id: str, now_s: float
+) -> tuple[Terminal, bytes]:
+    """A POS key: (terminal, raw secret). The secret is stored only sealed; show it once."""
+    merchant = find_merchant(session, merchant_name_or_id)
+    secret = os.urandom(SECRET_BYTES)
+    terminal_id = new_id("term")
+    key_id, sealed = box.seal(secret, row_id=terminal_id)
+    terminal = Terminal(
+        id=terminal_id,
+        merchant_id=merchant.id,
+        key_id=key_id,
+        secret_sealed=sealed,
+        created_at_s=now_s,
+    )
+    session.add(terminal)
+    session.flush()
+    return terminal, secret
+
+
+def revoke_device(session: Session, device_id: str, now_s: float) -> bool:
+    """Stop accepting a device's codes and signatures. True if this call revoked it, False if
+    it already was (revoking twice is harmless, and the first time is kept)."""
+    result = session.execute(
+        update(Device)
+        .where(Device.id == device_id[:ID_CHARS_MAX], Device.revoked_at_s.is_(None))
+        .values(revoked_at_s=now_s),
+        execution_options={"synchronize_session": False},
+    )
+    if result.rowcount == 1:  # type: ignore[attr-defined]
+        return True
+    if session.get(Device, device_id[:ID_CHARS_MAX]) is None:
+        raise ApiError("not_found", f"no device {device_id[:ID_CHARS_MAX]!r}")
+    return False
+
+
+def purge_expired(
+    session: Session,
+    now_s: float,
+    *,
+    batch_rows: int = PURGE_BATCH_ROWS,
+    batches_max: int = PURGE_BATCHES_MAX,
+) -> dict[str, int]:
+    """Delete expired claims, nonces and wallet sessions, and day-old idempotency records.
+
+    Works in batches and commits after each one, so a large backlog never holds the write lock
+    (SQLite) or a long transaction (PostgreSQL) against live charges. Returns rows per table.
+    """
+    assert batch_rows > 0 and batches_max > 0
+    day_ago_s = now_s - IDEMPOTENCY_TTL_S
+    targets: list[tuple[str, type[Base], ColumnElement[bool], Key]] = [
+        ("claims", Claim, Claim.expires_at_s < now_s, (Claim.claim_key,)),
+        (
+            "request_nonces",
+            RequestNonce,
+            RequestNonce.expires_at_s < now_s,
+            (RequestNonce.scope, RequestNonce.nonce),
+        ),
+        (
+            "wallet_sessions",
+            WalletSession,
+            WalletSession.expires_at_s < now_s,
+            (WalletSession.token_hash,),
+        ),
+        (
+            "idempotency_keys",
+            IdempotencyRecord,
+            IdempotencyRecord.created_at_s < day_ago_s,
+            (IdempotencyRecord.scope, IdempotencyRecord.key),
+        ),
+    ]
+    return {
+        name: _purge_table(
+            session,
+            model,
+            condition=condition,
+            key=key,
+            batch_rows=batch_rows,
+            batches_max=batches_max,
+        )
+        for name, model, condition, key in targets
+    }
+
+
+def _purge_table(
+    session: Session,
+    model: type[Base],
+    *,
+    condition: ColumnElement[bool],
+    key: Key,
+    batch_rows: int,
+    batches_max: int,
+) -> int:
+    """Delete up to batch_rows matching rows per transaction, at most batches_max times."""
+    purged = 0
+    batch = select(*key).where(condition).limit(batch_rows)
+    target = key[0] if len(key) == 1 else tuple_(*key)
+    for _batch in range(batches_max):
+        result = session.execute(
+            delete(model).where(target.in_(batch)),
+            execution_options={"synchronize_session": False},
+        )
+        session.commit()
+        deleted = int(result.rowcount)  # type: ignore[attr-defined]
+        purged += deleted
+        if deleted < batch_rows:
+            break
+    return purged

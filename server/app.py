@@ -1,0 +1,39 @@
+"""The application factory: `create_app(config)`; one blueprint per URL area."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask, Response, jsonify
+
+from server.config import ServerConfig
+from server.db import db
+from server.problems import register_error_handlers
+from server.secretbox import SecretBox
+
+
+def create_app(config: ServerConfig | None = None) -> Flask:
+    config = config or ServerConfig.from_env()
+    app = Flask("server", instance_path=str(config.instance_path))
+    app.config["PAYCODE"] = config
+    app.config["MAX_CONTENT_LENGTH"] = config.body_bytes_max
+    app.config["TESTING"] = config.testing
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    db.init_app(app)
+    app.extensions["paycode_secrets"] = SecretBox.from_config(config)
+    register_error_handlers(app)
+    _register_blueprints(app)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify(status="ok", server_time=time.time())
+
+    return app
+
+
+def _register_blueprints(app: Flask) -> None:
+    from server.blueprints import charges, meta, wallet  # noqa: PLC0415 - keeps import order acyclic
+
+    app.register_blueprint(meta.bp)
+    app.register_blueprint(wallet.bp)
+    app.register_blueprint(charges.bp)

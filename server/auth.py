@@ -1,0 +1,79 @@
+"""Who is calling: signed terminal requests, and the replay guard every signed request shares."""
+
+from __future__ import annotations
+
+from flask import current_app, request
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from server.config import ServerConfig
+from server.models import RequestNonce, Terminal
+from server.problems import ApiError
+from server.secretbox import SecretBox
+from shared import terminal_auth
+
+NONCE_CHARS_MAX = 64
+
+
+def config() -> ServerConfig:
+    value: ServerConfig = current_app.config["PAYCODE"]
+    return value
+
+
+def secret_box() -> SecretBox:
+    box: SecretBox = current_app.extensions["paycode_secrets"]
+    return box
+
+
+def signed_headers(names: tuple[str, ...]) -> list[str]:
+    values = [request.headers.get(name, "") for name in names]
+    if not all(values):
+        raise ApiError("unauthorized", f"signed request needs the headers {', '.join(names)}")
+    return values
+
+
+def check_timestamp(timestamp: str, now_s: float) -> int:
+    if not timestamp.isdigit() or len(timestamp) > 12:
+        raise ApiError("unauthorized", "Paycode-Timestamp must be Unix seconds")
+    timestamp_s = int(timestamp)
+    if abs(timestamp_s - now_s) > config().request_skew_s_max:
+        raise ApiError("unauthorized", "request timestamp is too far from the server clock")
+    return timestamp_s
+
+
+def remember_nonce(session: Session, scope: str, nonce: str, now_s: float) -> None:
+    """Refuse a signature seen before: the (scope, nonce) primary key decides, across workers."""
+    if not 16 <= len(nonce) <= NONCE_CHARS_MAX or not nonce.isascii():
+        raise ApiError("unauthorized", "Paycode-Nonce must be 16-64 ASCII characters")
+    expires_at_s = now_s + 2 * config().request_skew_s_max
+    try:
+        with session.begin_nested():
+            session.add(RequestNonce(scope=scope, nonce=nonce, expires_at_s=expires_at_s))
+    except IntegrityError as error:
+        raise ApiError("unauthorized", "this request signature was already used") from error
+
+
+def authenticate_terminal(session: Session, now_s: float) -> Terminal:
+    key_id, timestamp, nonce, signature = signed_headers(
+        ("Paycode-Key-Id", "Paycode-Timestamp", "Paycode-Nonce", "Paycode-Signature")
+    )
+    timestamp_s = check_timestamp(timestamp, now_s)
+    terminal = session.get(Terminal, key_id[:64])
+    if terminal is None or terminal.revoked_at_s is not None:
+        raise ApiError("unauthorized", "unknown or revoked terminal key")
+    secret = secret_box().open(terminal.key_id, terminal.secret_sealed, row_id=terminal.id)
+    body = request.get_data(cache=True)
+    path = request.full_path.rstrip("?")
+    valid = terminal_auth.signature_valid(
+        secret,
+        request.method,
+        path,
+        body,
+        timestamp_s=timestamp_s,
+        nonce=nonce,
+        signature_b64=signature,
+    )
+    if not valid:
+        raise ApiError("unauthorized", "request signature does not verify")
+    remember_nonce(session, f"terminal:{terminal.id}", nonce, now_s)
+    return terminal

@@ -1,0 +1,159 @@
+"""/v1/wallet: the HTTP contract the wallet library speaks (docs/api.md, wallet part).
+
+A password is used once, to get a short-lived token that can only enroll devices. After that
+every call is signed by an enrolled device, so a phone keeps no password or bearer token.
+Every body carries `server_time`, from which the wallet learns its clock offset (spec §9).
+The logic lives in server/wallet_service.py; this module parses requests and shapes answers.
+"""
+
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, Response, jsonify, request
+from sqlalchemy.orm import Session
+
+from server import keyring
+from server import wallet_service as service
+from server.auth import (
+    check_timestamp,
+    config,
+    remember_nonce,
+    secret_box,
+    signed_headers,
+)
+from server.db import db
+from server.idempotency import require_key, respond, run_once
+from server.models import Device
+from server.passwords import PASSWORD_CHARS_MAX
+from server.problems import ApiError
+from server.requests import json_object, request_sha256, string_field
+from shared.wallet_auth import signature_valid, signing_message
+
+bp = Blueprint("wallet", __name__, url_prefix="/v1/wallet")
+
+DEVICE_HEADERS = ("Paycode-Device", "Paycode-Timestamp", "Paycode-Nonce", "Paycode-Signature")
+DEVICE_ID_CHARS_MAX = 32
+
+
+def _ok(body: dict[str, object], status: int = 200) -> Response:
+    """A JSON answer stamped with the server clock at the moment it is sent."""
+    response = jsonify({**body, "server_time": service.now_s()})
+    response.status_code = status
+    return response
+
+
+@bp.after_request
+def _stamp_problems(response: Response) -> Response:
+    """Problems carry `server_time` too (docs/api.md: every body does), so a wallet refused
+    for a wrong clock can still learn the server's. The wallet service's clock decides."""
+    if response.mimetype == "application/problem+json":
+        body = response.get_json(silent=True)
+        if isinstance(body, dict):
+            body["server_time"] = service.now_s()
+            response.set_data(json.dumps(body))
+    return response
+
+
+def _signed_path() -> str:
+    """The path with query as the wallet signed it: Werkzeug adds '?' even to an empty query."""
+    return request.full_path.removesuffix("?")
+
+
+def authenticate_device(session: Session, now_s: float) -> Device:
+    """The enrolled, unrevoked device that signed this request; `unauthorized` otherwise.
+
+    The nonce is remembered last, inside the caller's transaction: a request refused for any
+    reason leaves no trace, and a verified one can never be replayed.
+    """
+    device_id, timestamp, nonce, signature = signed_headers(DEVICE_HEADERS)
+    timestamp_s = check_timestamp(timestamp, now_s)
+    device = session.get(Device, device_id[:DEVICE_ID_CHARS_MAX])
+    if device is None or device.revoked_at_s is not None:
+        raise ApiError("unauthorized", "unknown or revoked device")
+    message = signing_message(
+        request.method, _signed_path(), timestamp_s, nonce, request.get_data(cache=True)
+    )
+    key = service.device_verify_key(device, secret_box())
+    if not key or not signature_valid(device.version, key, message, signature):
+        raise ApiError("unauthorized", "request signature does not verify")
+    scope = f"device:{device.id}"
+    remember_nonce(session, scope, nonce, now_s)
+    service.forget_old_nonces(session, scope, now_s)
+    return device
+
+
+@bp.post("/sessions")
+def create_session() -> Response:
+    """Log in: the password is checked between two short transactions, never holding a lock."""
+    body = json_object()
+    user = string_field(body, "user", max_chars=service.USER_CHARS_MAX)
+    password = string_field(body, "password", max_chars=PASSWORD_CHARS_MAX)
+    assert user is not None and password is not None
+    with db.transaction() as session:
+        found = service.find_login(session, user)
+    user_id = service.check_password(found, password)
+    with db.transaction() as session:
+        token, expires_at_s = service.open_session(
+            session, user_id, service.now_s(), config().session_ttl_s
+        )
+    return _ok({"token": token, "expires_at": expires_at_s}, 201)
+
+
+@bp.post("/devices")
+def enroll_device() -> Response:
+    """Enroll one device; the Idempotency-Key makes a retry return the same grant."""
+    now_s = service.now_s()
+    with db.transaction() as session:
+        user_id = service.session_user(session, request.headers.get("Authorization", ""), now_s)
+        key = require_key()
+        wanted = service.parse_enroll(json_object())
+        current = _enrollment_keys(session, wanted.version)
+
+        def work() -> tuple[int, dict[str, object]]:
+            device = service.enroll_device(
+                session, user_id=user_id, wanted=wanted, box=secret_box(), at_s=now_s
+            )
+            return 201, {"device_id": device.id}
+
+        status, body, replayed = run_once(
+            session,
+            scope=f"session:{user_id}",
+            key=key,
+            request_hash=request_sha256(),
+            now_s=now_s,
+            work=work,
+        )
+        if status == 201:
+            device_id = str(body["device_id"])
+            body = service.grant_for(session, device_id, secret_box(), current, service.now_s())
+    return respond(status, body, replayed)
+
+
+def _enrollment_keys(session: Session, version: str) -> dict[str, bytes]:
+    """The current hiding keys and seal public key; a server without them was never set up."""
+    _, current = keyring.load_keys(session, secret_box())
+    if ("seal_public" if version == "v3" else version) not in current:
+        raise ApiError(
+            "internal_error",
+            "the server's verifier keys are missing; run 'paycode-server init-db'",
+            status=500,
+        )
+    return current
+
+
+@bp.get("/balance")
+def balance() -> Response:
+    with db.transaction() as session:
+        device = authenticate_device(session, service.now_s())
+        accounts = service.balances(session, device.user_id)
+    return _ok({"accounts": accounts})
+
+
+@bp.get("/history")
+def history() -> Response:
+    with db.transaction() as session:
+        device = authenticate_device(session, service.now_s())
+        limit = service.parse_limit(request.args.get("limit"))
+        items = service.history(session, device.user_id, limit)
+    return _ok({"items": items})

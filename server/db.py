@@ -1,0 +1,84 @@
+"""The database extension: one engine per app, one session per request (flask.g).
+
+SQLite (the default) runs in WAL mode with foreign keys on, and every transaction starts with
+BEGIN IMMEDIATE so two writers queue instead of failing mid-transaction. PostgreSQL is used as
+is: READ COMMITTED, conditional updates and unique constraints decide every race.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flask import Flask, current_app, g
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from server.config import ServerConfig
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        _tune_sqlite(engine)
+        return engine
+    return create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Database:
+    """Flask extension: `db.init_app(app)`, then `db.session` inside a request."""
+
+    def init_app(self, app: Flask) -> None:
+        config: ServerConfig = app.config["PAYCODE"]
+        engine = make_engine(config.database_url)
+        app.extensions["paycode_db"] = sessionmaker(engine, expire_on_commit=False)
+        app.extensions["paycode_engine"] = engine
+        app.teardown_appcontext(self._close)
+
+    @property
+    def engine(self) -> Engine:
+        engine: Engine = current_app.extensions["paycode_engine"]
+        return engine
+
+    @property
+    def session(self) -> Session:
+        session: Session | None = g.get("paycode_session")
+        if session is None:
+            session = current_app.extensions["paycode_db"]()
+            g.paycode_session = session
+        return session
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One database transaction; commits on success, rolls back on any exception."""
+        session = self.session
+        with session.begin():
+            yield session
+
+    @staticmethod
+    def _close(_error: BaseException | None) -> None:
+        session: Session | None = g.pop("paycode_session", None)
+        if session is not None:
+            session.close()
+
+
+db = Database()

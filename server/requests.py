@@ -1,0 +1,76 @@
+"""Reading requests strictly: JSON objects only, bounded, typed errors for everything else."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from flask import request
+
+from server.problems import ApiError
+from shared.errors import AmountInvalid
+from shared.money import Money, currency, parse_amount
+
+JSON_DEPTH_MAX = 8
+
+
+def json_object() -> dict[str, Any]:
+    """The request body as a JSON object; 415/400 problems for anything else."""
+    if request.mimetype != "application/json":
+        raise ApiError("unsupported_media_type", "send Content-Type: application/json")
+    raw = request.get_data(cache=True)
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as error:
+        raise ApiError("invalid_request", "the body is not valid JSON") from error
+    if not isinstance(body, dict):
+        raise ApiError("invalid_request", "the body must be a JSON object")
+    if _depth(body) > JSON_DEPTH_MAX:
+        raise ApiError("invalid_request", "the body is nested too deeply")
+    return body
+
+
+def _depth(value: object, level: int = 0) -> int:
+    if level > JSON_DEPTH_MAX:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+def request_sha256() -> str:
+    """What an Idempotency-Key is bound to: method, path and body (64 hex characters)."""
+    digest = hashlib.sha256(f"{request.method} {request.path}\n".encode())
+    digest.update(request.get_data(cache=True))
+    return digest.hexdigest()
+
+
+def string_field(
+    body: dict[str, Any], name: str, *, max_chars: int, required: bool = True
+) -> str | None:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ApiError("invalid_request", f"'{name}' must be a non-empty string")
+    if len(value) > max_chars:
+        raise ApiError("invalid_request", f"'{name}' is longer than {max_chars} characters")
+    return value
+
+
+def money_fields(body: dict[str, Any]) -> Money:
+    """`amount` (decimal string) and `currency` (ISO 4217) -> Money; amount_invalid otherwise."""
+    amount = body.get("amount")
+    code = body.get("currency")
+    if not isinstance(amount, str):
+        raise ApiError("amount_invalid", "'amount' must be a decimal string such as '12.50'")
+    if not isinstance(code, str) or len(code) != 3 or not (code.isascii() and code.isupper()):
+        raise ApiError("amount_invalid", "'currency' must be an ISO 4217 code such as 'CNY'")
+    try:
+        currency(code)
+        return parse_amount(amount, code)
+    except AmountInvalid as error:
+        raise ApiError("amount_invalid", error.message) from error
