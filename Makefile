@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system-deps demo test lint typecheck pytest bench vectors clean
+.PHONY: setup system-deps bench-deps demo test lint typecheck pytest bench bench-charges vectors clean
 
 setup: system-deps $(STAMP)
 
@@ -42,8 +42,26 @@ pytest: setup
 
 test: lint typecheck pytest
 
-bench: setup
+bench: setup bench-deps
 	$(PY) -m bench.bench_codes
+	$(PY) -m bench.bench_charges
+
+# Charges over HTTP vs bare Flask and pgbench (BRIEF §8); e.g. `make bench-charges BENCH_ARGS=--quick`.
+bench-charges: setup bench-deps
+	$(PY) -m bench.bench_charges $(BENCH_ARGS)
+
+# wrk drives the HTTP load of bench_charges; install it when we can (root) and it is missing.
+bench-deps:
+	@if ! command -v wrk >/dev/null; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	    echo "installing wrk (apt-get)"; \
+	    (apt-get install -y -q wrk >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null)) || \
+	    echo "warning: could not install wrk; bench_charges cannot run"; \
+	  else \
+	    echo "warning: wrk missing and not root; install it to run bench_charges"; \
+	  fi; \
+	fi
 
 vectors: setup
 	$(PY) -m scripts.gen_vectors

@@ -1,138 +1,172 @@
-"""`make demo`: provision a wallet, make a code of each version, scan it back and verify it.
+"""`make demo`: the whole flow on the embedded SQLite default, with real processes.
 
-There is no server process yet, so a local issuer plays the server's part with the same shared
-functions the server will call (build_grant, verify_code). The wallet is driven through its
-real console script, the PNGs it writes are decoded with zxing-cpp, and the decoded text goes
-through the shared verifier.
+1. paycode-server: init-db, a customer with money, a merchant with a terminal, then `run`
+2. paycode-wallet: enroll (online, once), then make a code of each version (offline) as PNGs
+3. the till: read each PNG with zxing-cpp and charge it through the signed HTTP API
+4. a replayed code is refused; balances and history at the end; the server is stopped
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
-from client.wallet import Wallet
+from merchant_pos.api import TerminalClient
 from merchant_pos.scanner import decode_image_file
-from shared.enrollment import build_grant, new_ed25519_seed
-from shared.errors import CodeMalformed
-from shared.verify import verify_code
-from shared.versions.base import Accepted, DeviceRecord, VerifierKeys, VerifyContext
-from shared.versions.registry import VERSIONS, by_name
+from shared.errors import ServerRejected
 
-OUT = Path("demo-out")
-PASSPHRASE = "demo passphrase (use the OS keystore on a phone)"
+OUT = Path("demo-out").resolve()
+PASSWORD = "correct horse battery staple"
+AMOUNTS = {"v1": "12.50", "v2": "8.00", "v3": "3.20"}
+START_TIMEOUT_S = 30.0
 
 
-class LocalIssuer:
-    """The server's side of enrollment and verification, in memory, for this demo only."""
-
-    def __init__(self) -> None:
-        seal = X25519PrivateKey.generate()
-        self.seal_public = seal.public_key().public_bytes_raw()
-        hiding = {"v1": os.urandom(32), "v2": os.urandom(32)}
-        self.hiding = hiding
-        self.keys = VerifierKeys(
-            hiding_keys={v: (k,) for v, k in hiding.items()}, seal_keys=(seal.private_bytes_raw(),)
-        )
-        self.devices: dict[tuple[str, bytes], DeviceRecord] = {}
-
-    def enroll(self, version: str, public_key: bytes = b"") -> dict[str, object]:
-        handle = by_name(version).new_handle()
-        device_id = f"dev_{version}_{handle.hex()[:6]}"
-        if version == "v3":
-            self.devices[(version, handle)] = DeviceRecord(device_id, handle, public_key)
-            return build_grant(
-                version=version,
-                device_id=device_id,
-                handle=handle,
-                server_time_s=time.time(),
-                seal_public_key=self.seal_public,
-            )
-        device_key = os.urandom(32)
-        self.devices[(version, handle)] = DeviceRecord(device_id, handle, device_key)
-        return build_grant(
-            version=version,
-            device_id=device_id,
-            handle=handle,
-            server_time_s=time.time(),
-            device_key=device_key,
-            hiding_key=self.hiding[version],
-        )
-
-    def context(self, now_s: float) -> VerifyContext:
-        return VerifyContext(now_s, lambda v, h: self.devices.get((v, h)), self.keys)
+def env() -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PAYCODE_")}
+    return base | {
+        "PAYCODE_INSTANCE": str(OUT / "instance"),
+        "PAYCODE_WALLET_PASSPHRASE": "demo passphrase (a phone uses its OS keystore)",
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
-def wallet_cli(home: Path, *args: str) -> dict[str, Any]:
-    env = {**os.environ, "PAYCODE_WALLET_PASSPHRASE": PASSPHRASE}
-    command = [sys.executable, "-m", "client.cli", "--home", str(home), "--json", *args]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
-    reply: dict[str, Any] = json.loads(done.stdout)
+def run(tool: str, *args: str, stdin: str | None = None) -> dict[str, Any]:
+    """Run a console script with --json; stop the demo with its error if it fails."""
+    module = {"server": "server.cli", "wallet": "client.cli"}[tool]
+    command = [sys.executable, "-m", module, "--json", *args]
+    done = subprocess.run(
+        command, input=stdin, env=env(), capture_output=True, text=True, timeout=120, check=False
+    )
+    reply: dict[str, Any] = json.loads(done.stdout or "{}")
     if done.returncode != 0:
-        raise SystemExit(f"paycode-wallet {' '.join(args)} failed: {reply.get('error')}")
+        raise SystemExit(
+            f"paycode-{tool} {' '.join(args)} failed: {reply.get('error') or done.stderr}"
+        )
     return reply
 
 
-def provision(issuer: LocalIssuer, home: Path) -> None:
-    os.environ["PAYCODE_WALLET_PASSPHRASE"] = PASSPHRASE
-    wallet = Wallet.open_or_create(home)
-    for codec in VERSIONS:
-        seed, public = new_ed25519_seed() if codec.version == "v3" else (b"", b"")
-        info = wallet.add_grant(issuer.enroll(codec.version, public), ed25519_seed=seed)
-        print(f"  enrolled {info.version:<3} device {info.device_id}")
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
-def scan_and_verify(issuer: LocalIssuer, png: Path, expected: str) -> str:
-    decoded = decode_image_file(png, backend="zxing")
-    if [d.text for d in decoded] != [expected]:
-        raise SystemExit(f"{png}: zxing read {[d.text[:16] for d in decoded]}, expected the code")
-    result = verify_code(decoded[0].text, issuer.context(time.time()))
-    if not isinstance(result, Accepted):
-        raise SystemExit(f"{png}: verifier refused the code: {result.reason} ({result.detail})")
-    device = result.device.device_id
-    return f"{decoded[0].format:<8} -> {result.version} device {device} step {result.step}"
+def start_server(port: int) -> subprocess.Popen[bytes]:
+    log = (OUT / "server.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "run", "--port", str(port)],
+        env=env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                return process
+        except OSError:
+            time.sleep(0.2)
+    stop_server(process)
+    raise SystemExit(f"the server did not start; see {OUT / 'server.log'}")
 
 
-def show_refusals(issuer: LocalIssuer, home: Path) -> None:
-    code = wallet_cli(home, "code", "--version", "v1")["code"]
-    typo = code[:10] + str((int(code[10]) + 1) % 10) + code[11:]
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=15)
+
+
+def set_up_bank() -> TerminalClient:
+    print("1. operator: paycode-server init-db, users, merchants, terminals")
+    run("server", "init-db")
+    run(
+        "server",
+        "users",
+        "create",
+        "alice",
+        "--password-stdin",
+        "--currency",
+        "CNY",
+        stdin=PASSWORD + "\n",
+    )
+    run("server", "users", "top-up", "alice", "100.00")
+    run("server", "merchants", "create", "Corner Cafe", "--currency", "CNY")
+    terminal = run("server", "terminals", "create", "Corner Cafe")
+    print(f"   alice has 100.00 CNY; Corner Cafe's till is terminal {terminal['key_id']}")
+    return TerminalClient("http://unset", terminal["key_id"], base64.b64decode(terminal["secret"]))
+
+
+def charge_each_version(till: TerminalClient) -> str:
+    wallet = str(OUT / "wallet")
+    print("3. wallet makes a code of each version (offline); the till scans and charges it")
+    first_code = ""
+    for version, amount in AMOUNTS.items():
+        png = OUT / f"{version}.png"
+        made = run("wallet", "--home", wallet, "code", "--version", version, "--png", str(png))
+        scanned = [d.text for d in decode_image_file(png)]
+        assert scanned == [made["code"]], "zxing-cpp read something else"
+        paid = till.charge(
+            code=scanned[0], amount=amount, currency="CNY", merchant_order_id=f"demo-{version}"
+        )
+        first_code = first_code or scanned[0]
+        shown = f"{scanned[0][:28]:<28}  {paid['status']:<9} {paid['amount']} CNY"
+        print(f"   {version}: {shown}  {paid['payment_id']}")
+    return first_code
+
+
+def show_replay(till: TerminalClient, code: str) -> None:
+    print("4. the same v1 code presented again")
     try:
-        verify_code(typo, issuer.context(time.time()))
-    except CodeMalformed as error:
-        print(f"  one mistyped digit      -> {error.code}: {error.message}")
-    late = verify_code(code, issuer.context(time.time() + 180))
-    outcome = "accepted?!" if isinstance(late, Accepted) else late.reason
-    print(f"  the same code 3 min on  -> {outcome}")
+        till.charge(code=code, amount="12.50", currency="CNY")
+    except ServerRejected as error:
+        print(f"   refused: {error.code} ({error.message})")
+    else:
+        raise SystemExit("a replayed code was accepted")
 
 
 def main() -> int:
     shutil.rmtree(OUT, ignore_errors=True)
-    home = OUT / "wallet"
-    issuer = LocalIssuer()
-    print("1. provisioning a wallet (local issuer stands in for the server until it lands)")
-    provision(issuer, home)
-    print("2. each version: paycode-wallet makes a code and PNGs; zxing-cpp reads them back;")
-    print("   the shared verifier checks what was read")
-    for codec in VERSIONS:
-        png = OUT / f"{codec.version}.png"
-        reply = wallet_cli(home, "code", "--version", codec.version, "--png", str(png))
-        shown = reply["code"] if len(reply["code"]) < 48 else reply["code"][:44] + "..."
-        print(f"  {codec.version}: {shown}  ({len(reply['code'])} chars)")
-        for name in reply["files"]:
-            print(
-                f"     {Path(name).name:<16} {scan_and_verify(issuer, Path(name), reply['code'])}"
-            )
-    print("3. what a wrong code gets")
-    show_refusals(issuer, home)
-    print(f"done: images in {OUT}/")
+    OUT.mkdir(parents=True)
+    till = set_up_bank()
+    port = free_port()
+    server = start_server(port)
+    try:
+        till.base_url = f"http://127.0.0.1:{port}"
+        print(f"2. server running at {till.base_url}; the wallet enrolls all three versions")
+        wallet = str(OUT / "wallet")
+        enrolled = run(
+            "wallet",
+            "--home",
+            wallet,
+            "enroll",
+            "--server",
+            till.base_url,
+            "--user",
+            "alice",
+            "--password-stdin",
+            stdin=PASSWORD + "\n",
+        )
+        print(f"   enrolled: {', '.join(d['version'] for d in enrolled['enrolled'])}")
+        show_replay(till, charge_each_version(till))
+        balance = run("wallet", "--home", wallet, "balance")["accounts"][0]
+        history = run("wallet", "--home", wallet, "history")["items"]
+        print(
+            f"5. alice's balance: {balance['balance']} {balance['currency']} "
+            f"(100.00 - 12.50 - 8.00 - 3.20); {len(history)} payments in her history"
+        )
+    finally:
+        stop_server(server)
+    print(f"done: server stopped; images, wallet and database in {OUT}/")
     return 0
 
 

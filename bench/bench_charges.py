@@ -1,0 +1,1312 @@
+"""Charges per second over HTTP (gunicorn, PostgreSQL) next to two ceilings, in one run.
+
+    python -m bench.bench_charges [--quick] [--workers 2,4] [--merchants 1,8] [--rounds 3]
+                                  [--duration-s 10] [--customers 200] [--no-profile]
+
+BRIEF §8 / issue 3. At 32 concurrent clients (wrk, one connection each) it measures, in
+interleaved rounds so that the noise of this shared machine hits all three alike:
+
+  charge   `paycode-server serve --workers N` on a fresh PostgreSQL database: real signed
+           POST /v1/charges (v2 codes, HMAC-signed terminal requests, unique Idempotency-Key),
+           each pre-built request sent once; the ledger must sum to zero after every run;
+  bare     a Flask endpoint that parses the same JSON body and answers {"ok": true}, served by
+           the same `serve` code path with the same worker count (bench/bare_server.py);
+  pgbench  TPC-B (`pgbench -i -s 10` on a scratch database, `-c 32 -j 2 -T <duration>`) on the
+           same PostgreSQL.
+
+Targets: charge >= 0.8 x C with C = 1 / (1/bare + 1/pgbench), and charge p99 <= 25 ms. Then
+a per-charge profile: round trips and statements (libpq trace), Python vs database time,
+where Python time goes (cProfile in-process; py-spy on the gunicorn workers when installed),
+and what the database sessions wait on under load (pg_stat_activity samples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import json
+import os
+import platform
+import pstats
+import re
+import resource
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import psycopg
+from sqlalchemy import Engine, event, func, make_url, select
+
+from server import admin, keyring, ledger
+from server.config import ServerConfig
+from server.models import Device, Payment, User, new_id
+from server.passwords import hash_password
+from server.secretbox import SecretBox
+from shared.terminal_auth import sign_headers
+from shared.timestep import step_at
+from shared.versions.base import DeviceCredential
+from shared.versions.registry import by_name
+from tests.live_server import (
+    POSTGRES_ADMIN_URL,
+    REPO_ROOT,
+    LiveServer,
+    postgres_database,
+    server_env,
+    start_live_server,
+)
+
+CLIENTS = 32
+WRK_THREADS = 2
+PGBENCH_SCALE = 10
+TARGET_RATIO = 0.8
+TARGET_P99_MS = 25.0
+CURRENCY = "CNY"
+TOP_UP_AMOUNT = "1000000.00"
+CHARGE_AMOUNT = "1.00"
+BENCH_PASSWORD = "bench-password"
+"""Every bench user shares one scrypt hash of it: logins are not what is measured."""
+CHARGE_PATH = "/v1/charges"
+LUA_SCRIPT = Path(__file__).with_name("charges.lua")
+RATE_GUESS_PER_S = 2500
+"""Requests generated per second of run before anything was measured; later runs use 1.5 x the
+best measured charge rate. A run that outruns its requests is flagged `exhausted`."""
+REQUESTS_MIN = 2000
+BARE_REQUESTS = 2000
+"""The bare endpoint cycles through this many charge-shaped requests (nothing is single-use)."""
+DURATION_S_MAX = 20
+"""Codes are made for the current 30 s step and accepted during the next one: a run started
+right after generating them must end within 30 s."""
+WARMUP_S = 2
+WRK_REQUEST_TIMEOUT_S = 10
+SUBPROCESS_SLACK_S = 60
+DRAIN_TIMEOUT_S = 15.0
+DRAIN_POLL_S = 0.3
+PROFILE_CHARGES = 200
+PROFILE_WARMUP_CHARGES = 20
+LOAD_PROFILE_S = 6
+SAMPLE_INTERVAL_S = 0.02
+PY_SPY_RATE_HZ = 100
+COUNTER_MAX = 65535
+DEFAULT_CUSTOMERS = 200
+
+Kind = str  # "bare", "pgbench", "charge"
+
+
+# -- machine ------------------------------------------------------------------------------------
+
+
+def machine_line() -> str:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+        pg_version = str(row[0]) if row else "?"
+        sync = conn.execute("SHOW synchronous_commit").fetchone()
+    wrk_version = _first_line(["wrk", "--version"])
+    load = os.getloadavg()
+    return (
+        f"machine: {os.cpu_count()} cores ({model or platform.machine()}), "
+        f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; python {platform.python_version()}; "
+        f"PostgreSQL {pg_version} (synchronous_commit={sync[0] if sync else '?'}); "
+        f"{wrk_version.split(' Copyright')[0]}; {_first_line(['pgbench', '--version'])}"
+    )
+
+
+def _first_line(command: list[str]) -> str:
+    done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
+    return (
+        (done.stdout or done.stderr).strip().splitlines()[0] if done.stdout or done.stderr else ""
+    )
+
+
+def preflight() -> str | None:
+    """Why the bench cannot run here, or None."""
+    for tool in ("wrk", "pgbench"):
+        if shutil.which(tool) is None:
+            hint = "apt-get install -y wrk" if tool == "wrk" else "install postgresql-client"
+            return f"{tool} not found ({hint}; `make bench-charges` installs wrk when root)"
+    try:
+        psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3).close()
+    except psycopg.Error as error:
+        return f"PostgreSQL at {make_url(POSTGRES_ADMIN_URL).render_as_string()}: {error}"
+    return None
+
+
+# -- the bank the charges run against ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TerminalKey:
+    merchant_id: str
+    key_id: str
+    secret: bytes = field(repr=False)
+
+
+@dataclass
+class Fixture:
+    """Customers (one v2 device each, ample balance) and merchants (one terminal each)."""
+
+    credentials: list[DeviceCredential]
+    terminals: list[TerminalKey]
+    counters: dict[tuple[int, int], int] = field(default_factory=dict)
+    serial: int = 0
+    run_tag: str = field(default_factory=lambda: secrets.token_hex(3))
+
+    def next_counter(self, customer: int, step: int) -> int:
+        counter = self.counters.get((customer, step), 0)
+        assert counter <= COUNTER_MAX, "out of v2 counters for this step"
+        self.counters[(customer, step)] = counter + 1
+        return counter
+
+    def request_lines(self, count: int, merchants: int) -> Iterator[str]:
+        """`count` signed charges, round-robin over customers and the first `merchants`
+        terminals, as TSV lines for bench/charges.lua."""
+        assert 1 <= merchants <= len(self.terminals)
+        codec = by_name("v2")
+        now_s = time.time()
+        step, timestamp_s = step_at(now_s), int(now_s)
+        for index in range(count):
+            customer = index % len(self.credentials)
+            code = codec.generate(
+                self.credentials[customer], step=step, counter=self.next_counter(customer, step)
+            )
+            self.serial += 1
+            order_id = f"bench-{self.run_tag}-{self.serial}"
+            body = json.dumps(
+                {
+                    "code": code,
+                    "amount": CHARGE_AMOUNT,
+                    "currency": CURRENCY,
+                    "merchant_order_id": order_id,
+                },
+                separators=(",", ":"),
+            )
+            terminal = self.terminals[index % merchants]
+            headers = sign_headers(
+                terminal.key_id,
+                terminal.secret,
+                "POST",
+                CHARGE_PATH,
+                body.encode(),
+                timestamp_s=timestamp_s,
+            )
+            yield "\t".join(
+                (
+                    headers["Paycode-Key-Id"],
+                    headers["Paycode-Timestamp"],
+                    headers["Paycode-Nonce"],
+                    headers["Paycode-Signature"],
+                    order_id,  # unique: doubles as the Idempotency-Key
+                    body,
+                )
+            )
+
+    def write_requests(self, path: Path, count: int, merchants: int) -> None:
+        with path.open("w") as out:
+            for line in self.request_lines(count, merchants):
+                out.write(line + "\n")
+
+
+def populate(server: LiveServer, customers: int, merchants: int) -> Fixture:
+    """Users and top-ups through server.admin (what `paycode-server users ...` runs), v2 devices
+    inserted and sealed as tests/bank_fixture.py::add_devices does, merchants and terminals
+    through server.admin (what `merchants create` / `terminals create` run)."""
+    box = SecretBox.from_config(ServerConfig.from_env(server.env))
+    password_hash = hash_password(BENCH_PASSWORD)
+    codec = by_name("v2")
+    now_s = time.time()
+    credentials: list[DeviceCredential] = []
+    terminals: list[TerminalKey] = []
+    with server.session() as session:
+        _, current = keyring.load_keys(session, box)
+        for index in range(customers):
+            user = User(
+                id=new_id("usr"),
+                name=f"bench-{index}",
+                password_hash=password_hash,
+                created_at_s=now_s,
+            )
+            session.add(user)
+            session.flush()
+            admin.top_up(session, user.name, TOP_UP_AMOUNT, now_s, CURRENCY)
+            device_id, handle, device_key = new_id("dev"), codec.new_handle(), os.urandom(32)
+            key_id, sealed = box.seal(device_key, row_id=device_id)
+            session.add(
+                Device(
+                    id=device_id,
+                    user_id=user.id,
+                    version="v2",
+                    handle=handle,
+                    key_id=key_id,
+                    key_sealed=sealed,
+                    drift_steps=0,
+                    label="bench",
+                    created_at_s=now_s,
+                )
+            )
+            credentials.append(DeviceCredential("v2", handle, device_key, hiding_key=current["v2"]))
+        for index in range(merchants):
+            merchant = admin.create_merchant(session, f"bench-shop-{index}", CURRENCY, now_s=now_s)
+            terminal, secret = admin.create_terminal(session, box, merchant.id, now_s)
+            terminals.append(TerminalKey(merchant.id, terminal.id, secret))
+    return Fixture(credentials, terminals)
+
+
+def payment_counts(server: LiveServer) -> Counter[str]:
+    with server.session() as session:
+        rows = session.execute(select(Payment.status, func.count()).group_by(Payment.status))
+        return Counter({str(status): int(count) for status, count in rows})
+
+
+def settle(server: LiveServer) -> Counter[str]:
+    """Wait (bounded) until the server has finished what wrk left in flight."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    previous = payment_counts(server)
+    while time.monotonic() < deadline:
+        time.sleep(DRAIN_POLL_S)
+        current = payment_counts(server)
+        if current == previous:
+            return current
+        previous = current
+    return previous
+
+
+def ledger_sum(server: LiveServer) -> int:
+    with server.session() as session:
+        return ledger.ledger_sum_minor(session)
+
+
+# -- servers ------------------------------------------------------------------------------------
+
+
+class BareServer(LiveServer):
+    """bench/bare_server.py under the same `serve` code path, the same way LiveServer runs it."""
+
+    def _spawn(self, mode: str, port: int, workers: int) -> subprocess.Popen[bytes]:
+        assert mode == "serve"
+        args = ["serve", "--workers", str(workers), "--bind", f"127.0.0.1:{port}"]
+        with self.log_path.open("ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "bench.bare_server", *args],
+                env=self.env,
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+
+@contextlib.contextmanager
+def bare_server() -> Iterator[BareServer]:
+    instance = Path(tempfile.mkdtemp(prefix="paycode-bench-bare-"))
+    url = f"sqlite:///{instance / 'unused.db'}"
+    server = BareServer("bare", url, instance, server_env(instance, url))
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(instance, ignore_errors=True)
+
+
+def restart(server: LiveServer, workers: int) -> None:
+    server.stop()
+    server.start(mode="serve", workers=workers)
+
+
+def worker_pids(server: LiveServer) -> list[int]:
+    """The gunicorn workers: children of the arbiter LiveServer started."""
+    process = server._process  # the bench reads the pid, never signals it
+    if process is None:
+        return []
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # pid (comm) state ppid ...: comm may hold spaces, so split after its ')'
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == process.pid:
+                pids.append(int(stat.parent.name))
+    return sorted(pids)
+
+
+# -- load ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    kind: Kind
+    workers: int
+    merchants: int
+    round: int
+    rate_per_s: float
+    p50_ms: float
+    p99_ms: float
+    ok: int
+    bad: int = 0
+    exhausted: int = 0
+    socket_errors: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return self.bad == 0 and self.exhausted == 0 and not self.notes
+
+
+def run_wrk(
+    url: str, requests: Path, expected_status: int, mode: str, duration_s: float
+) -> dict[str, Any]:
+    command = [
+        "wrk",
+        "-t",
+        str(WRK_THREADS),
+        "-c",
+        str(CLIENTS),
+        "-d",
+        f"{duration_s:g}s",
+        "--timeout",
+        f"{WRK_REQUEST_TIMEOUT_S}s",
+        "-s",
+        str(LUA_SCRIPT),
+        url,
+        "--",
+        str(requests),
+        str(expected_status),
+        mode,
+        str(WRK_THREADS),
+    ]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=duration_s + SUBPROCESS_SLACK_S,
+        check=False,
+    )
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            result: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
+            return result
+    raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+
+
+def wrk_run(kind: Kind, result: dict[str, Any], workers: int, merchants: int, rnd: int) -> Run:
+    duration_s = result["duration_us"] / 1e6
+    errors = sum(
+        int(result[k]) for k in ("connect_errors", "read_errors", "write_errors", "timeouts")
+    )
+    run = Run(
+        kind,
+        workers,
+        merchants,
+        rnd,
+        rate_per_s=result["good"] / duration_s,
+        p50_ms=result["p50_us"] / 1000,
+        p99_ms=result["p99_us"] / 1000,
+        ok=int(result["good"]),
+        bad=int(result["bad"]) - int(result["exhausted"]),
+        exhausted=int(result["exhausted"]),
+        socket_errors=errors,
+    )
+    if result["bad"]:
+        run.notes.append(f"first unexpected answer: {result['first_bad'][:200]}")
+    if errors:
+        run.notes.append(f"{errors} socket errors/timeouts")
+    return run
+
+
+def run_pgbench(dbname: str, duration_s: float, log_dir: Path, rnd: int, workers: int) -> Run:
+    url = make_url(POSTGRES_ADMIN_URL)
+    prefix = log_dir / f"pgbench-{rnd}-{workers}"
+    command = [
+        *_pg_args(url),
+        "-c",
+        str(CLIENTS),
+        "-j",
+        str(WRK_THREADS),
+        "-T",
+        str(round(duration_s)),
+        "-l",
+        "--log-prefix",
+        str(prefix),
+        dbname,
+    ]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=duration_s + SUBPROCESS_SLACK_S,
+        check=False,
+        env=_pg_env(url),
+    )
+    tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", done.stdout)
+    if done.returncode != 0 or tps is None:
+        raise RuntimeError(f"pgbench failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    failed = re.search(r"number of failed transactions: (\d+)", done.stdout)
+    latencies_us: list[int] = []
+    for log in log_dir.glob(f"{prefix.name}.*"):
+        for line in log.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3:
+                latencies_us.append(int(parts[2]))
+        log.unlink()
+    latencies_us.sort()
+    run = Run(
+        "pgbench",
+        workers,
+        0,
+        rnd,
+        rate_per_s=float(tps.group(1)),
+        p50_ms=_percentile(latencies_us, 50) / 1000,
+        p99_ms=_percentile(latencies_us, 99) / 1000,
+        ok=len(latencies_us),
+        bad=int(failed.group(1)) if failed else 0,
+    )
+    return run
+
+
+def pgbench_init(dbname: str) -> None:
+    url = make_url(POSTGRES_ADMIN_URL)
+    command = [*_pg_args(url), "-i", "-q", "-s", str(PGBENCH_SCALE), dbname]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, check=False, env=_pg_env(url)
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"pgbench -i failed:\n{done.stdout}\n{done.stderr}")
+
+
+def _pg_args(url: Any) -> list[str]:
+    return [
+        "pgbench",
+        "-h",
+        str(url.host or "127.0.0.1"),
+        "-p",
+        str(url.port or 5432),
+        "-U",
+        str(url.username or "postgres"),
+    ]
+
+
+def _pg_env(url: Any) -> dict[str, str]:
+    env = dict(os.environ)
+    if url.password:
+        env["PGPASSWORD"] = str(url.password)
+    return env
+
+
+def _percentile(sorted_values: list[int], percent: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, round(percent / 100 * (len(sorted_values) - 1)))
+    return float(sorted_values[index])
+
+
+# -- the measurement ----------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    charge_server: LiveServer
+    bare: BareServer
+    fixture: Fixture
+    pgbench_db: str
+    workdir: Path
+    charge_workers: int
+    runs: list[Run] = field(default_factory=list)
+    best_charge_rate: float = 0.0
+    target_per_s: dict[int, float] = field(default_factory=dict)
+    """workers -> 0.8 x the median ceiling C measured with that many workers."""
+
+    def charge_requests(self, duration_s: float) -> int:
+        rate = 1.5 * self.best_charge_rate if self.best_charge_rate else RATE_GUESS_PER_S
+        return max(REQUESTS_MIN, int(rate * duration_s) + 1000)
+
+    def run_charge(self, workers: int, merchants: int, rnd: int, duration_s: float) -> Run:
+        path = self.workdir / "charges.tsv"
+        self.fixture.write_requests(path, self.charge_requests(duration_s), merchants)
+        before = payment_counts(self.charge_server)
+        result = run_wrk(self.charge_server.url, path, 201, "once", duration_s)
+        after = settle(self.charge_server)
+        run = wrk_run("charge", result, workers, merchants, rnd)
+        self.check_books(run, before, after)
+        self.best_charge_rate = max(self.best_charge_rate, run.rate_per_s)
+        return run
+
+    def check_books(self, run: Run, before: Counter[str], after: Counter[str]) -> None:
+        """The ledger sums to zero; the server made at least every payment wrk saw succeed and
+        at most those plus what was in flight when wrk stopped (one per client)."""
+        total = ledger_sum(self.charge_server)
+        if total != 0:
+            run.notes.append(f"LEDGER DOES NOT SUM TO ZERO: {total}")
+        made = after["succeeded"] - before["succeeded"]
+        if not run.ok <= made <= run.ok + CLIENTS:
+            run.notes.append(f"server made {made} payments, wrk saw {run.ok} succeed")
+        failed = after["failed"] - before["failed"]
+        if failed:
+            run.notes.append(f"{failed} failed payments")
+
+    def run_bare(self, workers: int, rnd: int, duration_s: float) -> Run:
+        path = self.workdir / "bare.tsv"
+        if not path.exists():
+            self.fixture.write_requests(path, BARE_REQUESTS, len(self.fixture.terminals))
+        result = run_wrk(self.bare.url, path, 200, "cycle", duration_s)
+        return wrk_run("bare", result, workers, 0, rnd)
+
+    def warm_up(self, workers: int) -> None:
+        """Start-up costs (imports, first connections, key cache) stay out of the rounds."""
+        for run in (self.run_bare(workers, 0, WARMUP_S), self.run_charge(workers, 1, 0, WARMUP_S)):
+            if not run.valid:
+                print_run(run)
+
+    def measure(self, workers: int) -> None:
+        if self.charge_workers != workers:
+            restart(self.charge_server, workers)
+            self.charge_workers = workers
+        restart(self.bare, workers)
+        self.warm_up(workers)
+        duration_s = self.args.duration_s
+        kinds: list[tuple[Kind, int]] = [("bare", 0), ("pgbench", 0)]
+        kinds += [("charge", m) for m in self.args.merchants]
+        for rnd in range(1, self.args.rounds + 1):
+            shift = (rnd - 1) % len(kinds)
+            for kind, merchants in kinds[shift:] + kinds[:shift]:
+                if kind == "bare":
+                    run = self.run_bare(workers, rnd, duration_s)
+                elif kind == "pgbench":
+                    run = run_pgbench(self.pgbench_db, duration_s, self.workdir, rnd, workers)
+                else:
+                    run = self.run_charge(workers, merchants, rnd, duration_s)
+                self.runs.append(run)
+                print_run(run)
+
+
+def print_run(run: Run) -> None:
+    label = run.kind
+    if run.kind == "charge":
+        label += f" ({run.merchants} merchant{'s' if run.merchants > 1 else ''})"
+    unit = "tps" if run.kind == "pgbench" else "/s"
+    expected = {"charge": "non-201", "bare": "non-200", "pgbench": "failed"}[run.kind]
+    line = (
+        f"  w={run.workers} round {run.round}  {label:<24} {run.rate_per_s:>8.0f} {unit:<4}"
+        f" p50 {run.p50_ms:>6.1f} ms  p99 {run.p99_ms:>6.1f} ms  n={run.ok:<6}"
+        f" {expected}={run.bad}"
+    )
+    if run.exhausted:
+        line += f" EXHAUSTED={run.exhausted}"
+    print(line + "".join(f"\n      ! {note}" for note in run.notes), flush=True)
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    workers: int
+    merchants: int
+    bare: float
+    pgbench: float
+    ceiling: float
+    charge: float
+    ratio: float
+    p50_ms: float
+    p99_ms: float
+    bare_p99_ms: float
+    pgbench_p99_ms: float
+    bad: int
+    valid: bool
+
+
+def summarize(runs: list[Run], workers: int, merchants: int) -> Row | None:
+    """Medians over rounds; the ratio is the median of the per-round ratios (same-round
+    ceilings), as bench_codes does."""
+    rounds = sorted({r.round for r in runs if r.workers == workers})
+    ratios, ceilings = [], []
+    picked: dict[str, list[Run]] = {"bare": [], "pgbench": [], "charge": []}
+    for rnd in rounds:
+        in_round = [r for r in runs if r.workers == workers and r.round == rnd]
+        bare = [r for r in in_round if r.kind == "bare"]
+        pg = [r for r in in_round if r.kind == "pgbench"]
+        charge = [r for r in in_round if r.kind == "charge" and r.merchants == merchants]
+        if not (bare and pg and charge):
+            continue
+        ceiling = 1 / (1 / bare[0].rate_per_s + 1 / pg[0].rate_per_s)
+        ceilings.append(ceiling)
+        ratios.append(charge[0].rate_per_s / ceiling)
+        picked["bare"] += bare
+        picked["pgbench"] += pg
+        picked["charge"] += charge
+    if not ratios:
+        return None
+
+    def med(kind: str, attr: str) -> float:
+        return float(statistics.median(float(getattr(r, attr)) for r in picked[kind]))
+
+    return Row(
+        workers,
+        merchants,
+        bare=med("bare", "rate_per_s"),
+        pgbench=med("pgbench", "rate_per_s"),
+        ceiling=statistics.median(ceilings),
+        charge=med("charge", "rate_per_s"),
+        ratio=statistics.median(ratios),
+        p50_ms=med("charge", "p50_ms"),
+        p99_ms=med("charge", "p99_ms"),
+        bare_p99_ms=med("bare", "p99_ms"),
+        pgbench_p99_ms=med("pgbench", "p99_ms"),
+        bad=sum(r.bad + r.exhausted for r in picked["charge"]),
+        valid=all(r.valid for kind in picked.values() for r in kind),
+    )
+
+
+def print_table(rows: list[Row], rounds: int, duration_s: float) -> None:
+    print(
+        f"\nsummary: medians of {rounds} interleaved round(s) of {duration_s:g} s, "
+        f"{CLIENTS} clients; ratio = median of per-round charge / C"
+    )
+    print(
+        f"{'workers':>7} {'merch':>5} | {'bare/s':>7} {'p99':>5} | {'pgb tps':>7} {'p99':>5} |"
+        f" {'C/s':>6} | {'charge/s':>8} {'x C':>5} {'p50':>6} {'p99':>6} | {'non-201':>7} | valid"
+    )
+    for r in rows:
+        print(
+            f"{r.workers:>7} {r.merchants:>5} | {r.bare:>7.0f} {r.bare_p99_ms:>5.1f} |"
+            f" {r.pgbench:>7.0f} {r.pgbench_p99_ms:>5.1f} | {r.ceiling:>6.0f} |"
+            f" {r.charge:>8.0f} {r.ratio:>5.2f} {r.p50_ms:>6.1f} {r.p99_ms:>6.1f} |"
+            f" {r.bad:>7} | {'yes' if r.valid else 'NO'}"
+        )
+    print("(latencies in ms; C = 1 / (1/bare + 1/pgbench), from the same round)")
+    print("\nverdict (targets: charge >= 0.8 x C, charge p99 <= 25 ms at 32 clients):")
+    for r in rows:
+        throughput = "meets" if r.ratio >= TARGET_RATIO else "MISSES"
+        latency = "meets" if r.p99_ms <= TARGET_P99_MS else "MISSES"
+        print(
+            f"  workers={r.workers} merchants={r.merchants}: throughput {throughput} "
+            f"({r.charge:.0f}/s = {r.ratio:.2f} x C of {r.ceiling:.0f}/s; 0.8 x C = "
+            f"{TARGET_RATIO * r.ceiling:.0f}/s), p99 {latency} ({r.p99_ms:.1f} ms)"
+        )
+    print(
+        f"  note: {CLIENTS} closed-loop clients wait on average {CLIENTS} / rate (Little's law):"
+        f" even a mean of 25 ms needs >= {CLIENTS / (TARGET_P99_MS / 1000):.0f} charges/s."
+    )
+
+
+# -- profile: one charge in-process --------------------------------------------------------------
+
+
+@dataclass
+class DbClock:
+    """Time spent waiting on PostgreSQL in this process, by kind: the first keyword of each
+    statement (the first statement of a transaction also carries psycopg's BEGIN), plus the
+    pool's pre-ping and COMMIT."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    counts: Counter[str] = field(default_factory=Counter)
+    enabled: bool = True
+
+    def add(self, kind: str, elapsed_s: float) -> None:
+        if self.enabled:
+            self.seconds[kind] = self.seconds.get(kind, 0.0) + elapsed_s
+            self.counts[kind] += 1
+
+
+def instrument(engine: Engine) -> DbClock:
+    clock = DbClock()
+    started: list[float] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before(*_args: Any) -> None:
+        started.append(time.perf_counter())
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _after(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        clock.add(_keyword(statement), time.perf_counter() - started.pop())
+
+    dialect = engine.dialect
+
+    def timed(name: str, kind: str) -> None:
+        original: Callable[..., Any] = getattr(dialect, name)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                clock.add(kind, time.perf_counter() - start)
+
+        setattr(dialect, name, wrapper)
+
+    timed("do_ping", "ping (pool_pre_ping)")
+    timed("do_commit", "COMMIT")
+    return clock
+
+
+class WireTrace:
+    """libpq's own protocol trace (PQtrace) on every new connection of an engine: the exact
+    round trips (ReadyForQuery) and statements a charge costs, BEGIN/COMMIT and pings included."""
+
+    def __init__(self, engine: Engine, path: Path) -> None:
+        self.path = path
+        self._file = path.open("w")
+        self._connections: list[Any] = []
+        self.enabled = False
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            if self.enabled:
+                dbapi_connection.pgconn.trace(self._file.fileno())
+                flags = psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE
+                dbapi_connection.pgconn.set_trace_flags(flags)
+                self._connections.append(dbapi_connection)
+
+    def close(self) -> tuple[int, Counter[str]]:
+        for connection in self._connections:
+            with contextlib.suppress(Exception):
+                connection.pgconn.untrace()
+        self._file.close()
+        return parse_trace(self.path.read_text())
+
+
+QUOTED = re.compile(r'"((?:[^"]|"")*)"')
+MESSAGE = re.compile(r"^([FB])\t\d+\t(\w+)", re.MULTILINE)
+
+
+def parse_trace(text: str) -> tuple[int, Counter[str]]:
+    """(round trips, statements by first keyword) from a libpq trace. A message starts a line
+    with F (frontend) or B (backend), its length and its type; SQL text may span lines."""
+    round_trips, statements = 0, Counter[str]()
+    prepared: dict[str, str] = {}
+    bound = ""
+    matches = list(MESSAGE.finditer(text))
+    for index, match in enumerate(matches):
+        direction, message = match.group(1), match.group(2)
+        end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
+        quoted = QUOTED.findall(text[match.end() : end])
+        if direction == "B" and message == "ReadyForQuery":
+            round_trips += 1
+        elif direction == "F" and message == "Query" and quoted:
+            statements[_keyword(quoted[0])] += 1
+        elif direction == "F" and message == "Parse" and len(quoted) >= 2:
+            prepared[quoted[0]] = quoted[1]
+        elif direction == "F" and message == "Bind" and len(quoted) >= 2:
+            bound = quoted[1]
+        elif direction == "F" and message == "Execute":
+            statements[_keyword(prepared.get(bound, "?"))] += 1
+    return round_trips, statements
+
+
+def _keyword(sql_text: str) -> str:
+    words = sql_text.strip().split(None, 1)
+    if not words or words[0] == ";":
+        return "; (pool ping)"
+    return words[0].upper()
+
+
+PACKAGES = (
+    ("sqlalchemy", "/sqlalchemy/"),
+    ("psycopg (incl. waiting for PostgreSQL)", "psycopg"),
+    ("flask + werkzeug", "/flask/"),
+    ("flask + werkzeug", "/werkzeug/"),
+    ("cryptography", "cryptography"),
+    ("server/ (app code)", f"{REPO_ROOT}/server/"),
+    ("shared/ (protocol)", f"{REPO_ROOT}/shared/"),
+    ("json", "/json/"),
+)
+PHASES = (
+    ("authenticate_terminal: terminal, HMAC, nonce", "authenticate_terminal"),
+    ("run_once: idempotency record + charge", "run_once"),
+    ("charge: verify, claim, move money", "charge"),
+    ("_verify: device lookup + crypto", "_verify"),
+    ("_claim: claim insert", "_claim"),
+    ("_move_money: accounts, ledger, payment", "_move_money"),
+    ("SessionTransaction.commit: flush + COMMIT/RELEASE", "commit"),
+)
+TPC_B_ROUND_TRIPS = 7
+"""pgbench's TPC-B transaction: BEGIN, 3 UPDATEs, SELECT, INSERT, END, simple protocol."""
+
+
+def _package(filename: str, function: str) -> str:
+    text = f"{filename} {function}"
+    for name, needle in PACKAGES:
+        if needle in text:
+            return name
+    return "other (stdlib, builtins)"
+
+
+def profile_in_process(server: LiveServer, fixture: Fixture, workdir: Path) -> None:
+    """Sequential charges through the real app (Flask test client, same database): no queueing,
+    no HTTP, no lock waits: what one charge costs by itself."""
+    from server.app import create_app  # noqa: PLC0415
+
+    app = create_app(ServerConfig.from_env(server.env))
+    engine: Engine = app.extensions["paycode_engine"]
+    client = app.test_client()
+    lines = list(fixture.request_lines(PROFILE_WARMUP_CHARGES + 3 * PROFILE_CHARGES, 1))
+    batches = iter(
+        [
+            lines[:PROFILE_WARMUP_CHARGES],
+            *[
+                lines[PROFILE_WARMUP_CHARGES + i * PROFILE_CHARGES :][:PROFILE_CHARGES]
+                for i in range(3)
+            ],
+        ]
+    )
+
+    def post_all(batch: list[str]) -> float:
+        start = time.perf_counter()
+        for line in batch:
+            key_id, timestamp, nonce, signature, idempotency_key, body = line.split("\t")
+            response = client.post(
+                CHARGE_PATH,
+                data=body,
+                headers={
+                    "Content-Type": "application/json",
+                    "Paycode-Key-Id": key_id,
+                    "Paycode-Timestamp": timestamp,
+                    "Paycode-Nonce": nonce,
+                    "Paycode-Signature": signature,
+                    "Idempotency-Key": idempotency_key,
+                },
+            )
+            assert response.status_code == 201, response.get_data(as_text=True)[:300]
+        return time.perf_counter() - start
+
+    post_all(next(batches))  # imports, key cache, prepared statements
+    # 1. exact round trips and statements, from libpq's trace, on fresh connections
+    engine.dispose()
+    trace = WireTrace(engine, workdir / "libpq.trace")
+    trace.enabled = True
+    post_all(next(batches))
+    trace.enabled = False
+    engine.dispose()
+    round_trips, statements = trace.close()
+    # 2. wall time vs time waiting on the database (no tracing, no profiler)
+    clock = instrument(engine)
+    wall_s = post_all(next(batches))
+    clock.enabled = False
+    # 3. where the Python time goes (cProfile: inflates Python time, so shares only)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    post_all(next(batches))
+    profiler.disable()
+    engine.dispose()
+    n = PROFILE_CHARGES
+    print(f"\nper-charge profile, in-process (Flask test client, {n} sequential charges):")
+    print(
+        f"  round trips to PostgreSQL: {round_trips / n:.1f} per charge (a pgbench TPC-B "
+        f"transaction: {TPC_B_ROUND_TRIPS}); statements per charge: "
+        + ", ".join(f"{k} {v / n:.1f}" for k, v in statements.most_common())
+    )
+    db_ms, wall_ms = 1000 * sum(clock.seconds.values()) / n, 1000 * wall_s / n
+    print(
+        f"  time: {wall_ms:.2f} ms per charge = {wall_ms - db_ms:.2f} ms Python + {db_ms:.2f} ms "
+        "waiting on PostgreSQL, of which (ms per charge, calls per charge):"
+    )
+    for kind, seconds in sorted(clock.seconds.items(), key=lambda item: -item[1]):
+        print(f"    {kind:<24} {1000 * seconds / n:6.2f} ms  {clock.counts[kind] / n:5.1f}")
+    print(f"  so one worker alone does at most {1000 / wall_ms:.0f} charges/s")
+    print_cprofile(pstats.Stats(profiler), n)
+
+
+def print_cprofile(stats: pstats.Stats, n: int) -> None:
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    by_package: Counter[str] = Counter()
+    total = 0.0
+    for (filename, _line, function), (_cc, _nc, tottime, _ct, _callers) in raw.items():
+        by_package[_package(filename, function)] += tottime
+        total += tottime
+    print("  cProfile, own time by package (shares of a profiled charge):")
+    for name, seconds in by_package.most_common():
+        print(f"    {name:<40} {100 * seconds / total:5.1f} %")
+    print("  cProfile, cumulative time per charge phase (ms per charge, profiled):")
+    for label, function in PHASES:
+        cumulative = [
+            ct
+            for (filename, _line, fn), (_cc, _nc, _tt, ct, _callers) in raw.items()
+            if fn == function
+            and (f"{REPO_ROOT}/server/" in filename or "sqlalchemy/orm/session" in filename)
+        ]
+        if cumulative:
+            print(f"    {label:<52} {1000 * max(cumulative) / n:6.2f}")
+
+
+# -- profile: under load ------------------------------------------------------------------------
+
+
+def classify(state: str | None, wait_type: str | None, wait_event: str | None) -> str:
+    if state == "idle":
+        return "idle: no transaction open (worker in Python/HTTP, or no request)"
+    if state == "idle in transaction":
+        return "in transaction, waiting for the worker (Python between statements)"
+    if state == "active" and wait_type is None:
+        return "running a statement (PostgreSQL CPU)"
+    if wait_type == "Lock":
+        return f"waiting for a row lock (Lock:{wait_event})"
+    if wait_type in ("IO", "LWLock") and wait_event and "WAL" in wait_event:
+        return f"commit: WAL write/flush ({wait_type}:{wait_event})"
+    if wait_type == "Client":
+        return f"sending results to the worker (Client:{wait_event})"
+    return f"{state} {wait_type}:{wait_event}"
+
+
+@contextlib.contextmanager
+def sample_sessions(database: str) -> Iterator[Counter[str]]:
+    """Sample pg_stat_activity of the app's database every SAMPLE_INTERVAL_S (bounded by the
+    caller's block)."""
+    samples: Counter[str] = Counter()
+    stop = threading.Event()
+
+    def loop() -> None:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
+            while not stop.wait(SAMPLE_INTERVAL_S):
+                rows = conn.execute(
+                    "SELECT state, wait_event_type, wait_event FROM pg_stat_activity"
+                    " WHERE datname = %s AND backend_type = 'client backend'"
+                    " AND pid <> pg_backend_pid()",
+                    (database,),
+                ).fetchall()
+                for state, wait_type, wait_event in rows:
+                    samples[classify(state, wait_type, wait_event)] += 1
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+def wal_counters() -> tuple[int, int]:
+    with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3) as conn:
+        row = conn.execute("SELECT wal_records, wal_sync FROM pg_stat_wal").fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+
+def py_spy_binary() -> str | None:
+    local = Path(sys.executable).with_name("py-spy")
+    return str(local) if local.exists() else shutil.which("py-spy")
+
+
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process (0 if it is gone)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
+    return 0.0
+
+
+def postgres_pids() -> list[int]:
+    pids = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError, ValueError):
+            if comm.read_text().strip() == "postgres":
+                pids.append(int(comm.parent.name))
+    return pids
+
+
+@dataclass
+class CpuSnapshot:
+    """CPU seconds used so far: by the gunicorn workers, by PostgreSQL (all its processes),
+    by this process's finished children (wrk), and by the whole machine (busy, steal)."""
+
+    workers_s: float
+    postgres_s: float
+    children_s: float
+    busy_s: float
+    steal_s: float
+
+    @classmethod
+    def take(cls, workers: list[int], postgres: list[int]) -> CpuSnapshot:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle, iowait, steal = ticks[3], ticks[4], ticks[7] if len(ticks) > 7 else 0
+        busy = sum(ticks[:8]) - idle - iowait - steal
+        return cls(
+            workers_s=sum(process_cpu_s(pid) for pid in workers),
+            postgres_s=sum(process_cpu_s(pid) for pid in postgres),
+            children_s=usage.ru_utime + usage.ru_stime,
+            busy_s=busy / CLOCK_TICKS_PER_S,
+            steal_s=steal / CLOCK_TICKS_PER_S,
+        )
+
+
+def print_cpu(
+    before: CpuSnapshot, after: CpuSnapshot, charges: int, wall_s: float, target_per_s: float
+) -> None:
+    def ms(attr: str) -> float:
+        spent_s = float(getattr(after, attr)) - float(getattr(before, attr))
+        return 1000 * spent_s / max(1, charges)
+
+    other = ms("busy_s") - ms("workers_s") - ms("postgres_s") - ms("children_s")
+    cores = os.cpu_count() or 1
+    busy_share = (after.busy_s - before.busy_s) / (wall_s * cores)
+    print(
+        f"  CPU per charge: gunicorn workers {ms('workers_s'):.2f} ms, PostgreSQL "
+        f"{ms('postgres_s'):.2f} ms, wrk {ms('children_s'):.2f} ms, rest {other:.2f} ms "
+        f"(samplers, py-spy, other tenants); machine {100 * busy_share:.0f} % busy, "
+        f"steal {1000 * (after.steal_s - before.steal_s) / max(1, charges):.2f} ms/charge"
+    )
+    total_ms = ms("busy_s")
+    print(
+        f"  -> {cores} cores / {total_ms:.1f} ms of CPU per charge = "
+        f"{1000 * cores / max(total_ms, 1e-9):.0f} charges/s at most on this machine"
+        + (
+            f"; 0.8 x C = {target_per_s:.0f}/s allows {1000 * cores / target_per_s:.1f} ms"
+            if target_per_s
+            else ""
+        )
+    )
+
+
+def profile_under_load(bench: Bench, workers: int, merchants: int) -> None:
+    """Two extra charge runs (not counted above): a clean one that only reads CPU and WAL
+    counters, then one with the database sessions sampled and (when installed) py-spy on the
+    gunicorn workers; samplers cost CPU, so the first run's rate is the one to compare."""
+    server = bench.charge_server
+    path = bench.workdir / "profile.tsv"
+    # a short warm-up first: every worker has its database connection before pids are taken
+    bench.fixture.write_requests(path, bench.charge_requests(1), merchants)
+    run_wrk(server.url, path, 201, "once", 1)
+    settle(server)
+    print(
+        f"\nunder load: workers={workers}, merchants={merchants}, {CLIENTS} clients, "
+        f"{LOAD_PROFILE_S} s runs (not in the table)"
+    )
+    accounted_run(bench, path, workers, merchants)
+    sampled_run(bench, path, workers, merchants)
+
+
+def accounted_run(bench: Bench, path: Path, workers: int, merchants: int) -> None:
+    server = bench.charge_server
+    bench.fixture.write_requests(path, bench.charge_requests(LOAD_PROFILE_S), merchants)
+    wal_before, before = wal_counters(), payment_counts(server)
+    server.engine.dispose()  # the bench's own connection stays out of PostgreSQL's CPU
+    pids = worker_pids(server), postgres_pids()
+    cpu_before, started = CpuSnapshot.take(*pids), time.monotonic()
+    result = run_wrk(server.url, path, 201, "once", LOAD_PROFILE_S)
+    cpu_after, wall_s = CpuSnapshot.take(*pids), time.monotonic() - started
+    after, wal_after = settle(server), wal_counters()
+    run = wrk_run("charge", result, workers, merchants, 0)
+    bench.check_books(run, before, after)
+    charges = max(1, after["succeeded"] - before["succeeded"])
+    print(
+        f"  clean run: {run.rate_per_s:.0f} charges/s, p50 {run.p50_ms:.1f} ms, p99 "
+        f"{run.p99_ms:.1f} ms, non-201={run.bad}" + "".join(f"; ! {note}" for note in run.notes)
+    )
+    print_cpu(cpu_before, cpu_after, run.ok, wall_s, bench.target_per_s.get(workers, 0.0))
+    print(
+        f"  WAL: {(wal_after[0] - wal_before[0]) / charges:.1f} records and "
+        f"{(wal_after[1] - wal_before[1]) / charges:.2f} WAL flushes (fsync) per charge"
+    )
+
+
+def sampled_run(bench: Bench, path: Path, workers: int, merchants: int) -> None:
+    server = bench.charge_server
+    database = make_url(server.database_url).database or ""
+    bench.fixture.write_requests(path, bench.charge_requests(LOAD_PROFILE_S), merchants)
+    spy = py_spy_binary()
+    spies: list[tuple[subprocess.Popen[bytes], Path]] = []
+    before = payment_counts(server)
+    server.engine.dispose()  # only the workers' sessions remain in the database to sample
+    try:
+        for pid in worker_pids(server) if spy else []:
+            out = bench.workdir / f"py-spy-{pid}.txt"
+            command = [
+                str(spy), "record", "--pid", str(pid), "--rate", str(PY_SPY_RATE_HZ),
+                "--duration", str(LOAD_PROFILE_S), "--format", "raw", "--output", str(out),
+                "--nonblocking", "--full-filenames",
+            ]  # fmt: skip
+            process = subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            spies.append((process, out))
+        with sample_sessions(database) as samples:
+            result = run_wrk(server.url, path, 201, "once", LOAD_PROFILE_S)
+        for process, _out in spies:  # they stop by themselves after LOAD_PROFILE_S
+            process.wait(timeout=LOAD_PROFILE_S + SUBPROCESS_SLACK_S)
+    finally:
+        for process, _out in spies:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+    run = wrk_run("charge", result, workers, merchants, 0)
+    bench.check_books(run, before, settle(server))
+    total = sum(samples.values())
+    print(
+        f"  sampled run ({run.rate_per_s:.0f} charges/s, non-201={run.bad}"
+        + "".join(f"; ! {note}" for note in run.notes)
+        + f"): the workers' PostgreSQL sessions, {total} samples of pg_stat_activity:"
+    )
+    for label, count in samples.most_common():
+        print(f"    {100 * count / max(1, total):5.1f} %  {label}")
+    if not spy:
+        print("  (py-spy not installed: `.venv/bin/pip install py-spy` adds a worker profile)")
+        return
+    print_py_spy([out for _process, out in spies])
+
+
+def print_py_spy(files: list[Path]) -> None:
+    leaf: Counter[str] = Counter()
+    phases: Counter[str] = Counter()
+    total = 0
+    for path in files:
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            stack, _, count_text = line.rpartition(" ")
+            if not count_text.isdigit():
+                continue
+            count = int(count_text)
+            frames = stack.split(";")
+            total += count
+            file_of_leaf = frames[-1].rsplit("(", 1)[-1]
+            leaf[_package(file_of_leaf, frames[-1])] += count
+            for label, function in PHASES:
+                if any(frame.startswith(f"{function} (") for frame in frames):
+                    phases[label] += count
+    if not total:
+        print("  py-spy: no samples (ptrace not permitted?)")
+        return
+    print(f"  py-spy on the gunicorn workers ({total} samples, only when not idle):")
+    for name, count in leaf.most_common():
+        print(f"    {100 * count / total:5.1f} %  {name} (own time)")
+    for label, _function in PHASES:
+        if phases[label]:
+            print(f"    {100 * phases[label] / total:5.1f} %  in {label} (inclusive)")
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="workers 2, 1 merchant, 2 x 8 s")
+    parser.add_argument("--workers", type=_int_list, default=None, help="e.g. 2,4")
+    parser.add_argument("--merchants", type=_int_list, default=None, help="e.g. 1,8")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--duration-s", type=float, default=None)
+    parser.add_argument("--customers", type=int, default=DEFAULT_CUSTOMERS)
+    parser.add_argument("--no-profile", action="store_true", help="skip the per-charge profile")
+    parser.add_argument("--profile-only", action="store_true", help="only the profile")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.workers = args.workers or ([2] if quick else [2, 4])
+    args.merchants = args.merchants or ([1] if quick else [1, 8])
+    args.rounds = args.rounds or (2 if quick else 3)
+    args.duration_s = args.duration_s or (8.0 if quick else 10.0)
+    if not 1 <= args.duration_s <= DURATION_S_MAX:
+        parser.error(f"--duration-s must be 1-{DURATION_S_MAX} (codes expire)")
+    if not all(1 <= w <= 16 for w in args.workers) or not all(m >= 1 for m in args.merchants):
+        parser.error("--workers 1-16 each, --merchants >= 1 each")
+    if not 1 <= args.rounds <= 20 or not 1 <= args.customers <= 10_000:
+        parser.error("--rounds 1-20, --customers 1-10000")
+    return args
+
+
+def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    problem = preflight()
+    if problem:
+        print(f"bench_charges: cannot run: {problem}", file=sys.stderr)
+        return 2
+    # Clean up on `kill` as on Ctrl-C, even when started with SIGINT ignored (`cmd &`).
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    started = time.monotonic()
+    print(machine_line())
+    print(
+        f"setup: {args.customers} customers (one v2 device each), merchants {args.merchants} "
+        f"(one terminal each), workers {args.workers}, {CLIENTS} clients (wrk -t "
+        f"{WRK_THREADS}), {args.rounds} round(s) x {args.duration_s:g} s, pgbench -s "
+        f"{PGBENCH_SCALE} -c {CLIENTS} -j {WRK_THREADS}",
+        flush=True,
+    )
+    try:
+        return _run(args, started)
+    except KeyboardInterrupt:
+        print("\ninterrupted: servers stopped, databases dropped", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace, started: float) -> int:
+    with (
+        tempfile.TemporaryDirectory(prefix="paycode-bench-") as workdir,
+        postgres_database() as app_url,
+        postgres_database() as pgbench_url,
+        start_live_server(
+            "postgres", database_url=app_url, mode="serve", workers=args.workers[0]
+        ) as charge_server,
+        bare_server() as bare,
+    ):
+        fixture = populate(charge_server, args.customers, max(args.merchants))
+        pgbench_db = make_url(pgbench_url).database or ""
+        pgbench_init(pgbench_db)
+        bench = Bench(
+            args, charge_server, bare, fixture, pgbench_db, Path(workdir), args.workers[0]
+        )
+        print(f"ready in {time.monotonic() - started:.0f} s; runs:", flush=True)
+        for workers in args.workers if not args.profile_only else []:
+            bench.measure(workers)
+        rows = [
+            row
+            for workers in args.workers
+            for merchants in args.merchants
+            if (row := summarize(bench.runs, workers, merchants)) is not None
+        ]
+        if rows:
+            print_table(rows, args.rounds, args.duration_s)
+        missed = any(r.ratio < TARGET_RATIO or r.p99_ms > TARGET_P99_MS for r in rows)
+        bench.target_per_s = {r.workers: TARGET_RATIO * r.ceiling for r in rows}
+        if not args.no_profile:
+            print("\nprofile" + (" (targets missed: where the time goes)" if missed else ""))
+            profile_in_process(charge_server, fixture, Path(workdir))
+            workers = args.workers[-1]
+            if bench.charge_workers != workers:
+                restart(charge_server, workers)
+                bench.charge_workers = workers
+            for merchants in args.merchants if not args.quick else args.merchants[:1]:
+                profile_under_load(bench, workers, merchants)
+        print(
+            f"\nledger sums to zero after every run: "
+            f"{'yes' if ledger_sum(charge_server) == 0 and all_books_ok(bench.runs) else 'NO'}; "
+            f"total {time.monotonic() - started:.0f} s"
+        )
+        valid = all(r.valid for r in rows)
+        if not valid:
+            print("INVALID: some runs had unexpected answers or exhausted their requests")
+        return 0 if valid else 1
+
+
+def all_books_ok(runs: list[Run]) -> bool:
+    return not any("LEDGER" in note for run in runs for note in run.notes)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
