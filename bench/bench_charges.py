@@ -99,6 +99,7 @@ PROFILE_WARMUP_CHARGES = 20
 LOAD_PROFILE_S = 6
 SAMPLE_INTERVAL_S = 0.02
 PY_SPY_RATE_HZ = 100
+PY_SPY_TOP_FUNCTIONS = 12
 COUNTER_MAX = 65535
 DEFAULT_CUSTOMERS = 200
 
@@ -1166,6 +1167,7 @@ def sampled_run(bench: Bench, path: Path, workers: int, merchants: int) -> None:
 
 def print_py_spy(files: list[Path]) -> None:
     leaf: Counter[str] = Counter()
+    functions: Counter[str] = Counter()
     phases: Counter[str] = Counter()
     total = 0
     for path in files:
@@ -1180,6 +1182,7 @@ def print_py_spy(files: list[Path]) -> None:
             total += count
             file_of_leaf = frames[-1].rsplit("(", 1)[-1]
             leaf[_package(file_of_leaf, frames[-1])] += count
+            functions[_short_frame(frames[-1])] += count
             for label, function in PHASES:
                 if any(frame.startswith(f"{function} (") for frame in frames):
                     phases[label] += count
@@ -1192,6 +1195,17 @@ def print_py_spy(files: list[Path]) -> None:
     for label, _function in PHASES:
         if phases[label]:
             print(f"    {100 * phases[label] / total:5.1f} %  in {label} (inclusive)")
+    print("  hottest functions (own time):")
+    for name, count in functions.most_common(PY_SPY_TOP_FUNCTIONS):
+        print(f"    {100 * count / total:5.1f} %  {name}")
+
+
+def _short_frame(frame: str) -> str:
+    """'send (/x/site-packages/psycopg/conn.py:12)' -> 'send (psycopg/conn.py)'."""
+    function, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    tail = "/".join(Path(path).parts[-2:]) if path else "?"
+    return f"{function} ({tail})"
 
 
 # -- main ---------------------------------------------------------------------------------------

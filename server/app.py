@@ -6,6 +6,7 @@ import time
 
 from flask import Flask, Response, jsonify
 
+from server.caches import Directory
 from server.config import ServerConfig
 from server.db import db
 from server.problems import register_error_handlers
@@ -20,7 +21,9 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     app.config["TESTING"] = config.testing
     app.json.sort_keys = False  # type: ignore[attr-defined]
     db.init_app(app)
-    app.extensions["paycode_secrets"] = SecretBox.from_config(config)
+    box = SecretBox.from_config(config)
+    app.extensions["paycode_secrets"] = box
+    app.extensions["paycode_directory"] = Directory(app.extensions["paycode_engine"], box)
     register_error_handlers(app)
     _register_blueprints(app)
 

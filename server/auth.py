@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from flask import current_app, request
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from server.caches import Directory, TerminalCredential
 from server.config import ServerConfig
 from server.models import RequestNonce, Terminal
 from server.problems import ApiError
@@ -23,6 +26,11 @@ def config() -> ServerConfig:
 def secret_box() -> SecretBox:
     box: SecretBox = current_app.extensions["paycode_secrets"]
     return box
+
+
+def directory() -> Directory:
+    found: Directory = current_app.extensions["paycode_directory"]
+    return found
 
 
 def signed_headers(names: tuple[str, ...]) -> list[str]:
@@ -53,27 +61,52 @@ def remember_nonce(session: Session, scope: str, nonce: str, now_s: float) -> No
         raise ApiError("unauthorized", "this request signature was already used") from error
 
 
-def authenticate_terminal(session: Session, now_s: float) -> Terminal:
+@dataclass(frozen=True, slots=True)
+class SignedTerminalRequest:
+    """A terminal request whose signature verified; `nonce` is not yet known to be fresh."""
+
+    terminal: TerminalCredential
+    nonce: str
+
+
+def signed_terminal_request(now_s: float) -> SignedTerminalRequest:
+    """Check the signature headers against the terminal's (cached) secret. Revocation and the
+    nonce are the caller's to check, in its transaction: neither may be trusted from a cache."""
     key_id, timestamp, nonce, signature = signed_headers(
         ("Paycode-Key-Id", "Paycode-Timestamp", "Paycode-Nonce", "Paycode-Signature")
     )
     timestamp_s = check_timestamp(timestamp, now_s)
-    terminal = session.get(Terminal, key_id[:64])
-    if terminal is None or terminal.revoked_at_s is not None:
+    if not 16 <= len(nonce) <= NONCE_CHARS_MAX or not nonce.isascii():
+        raise ApiError("unauthorized", "Paycode-Nonce must be 16-64 ASCII characters")
+    terminal = directory().terminal(key_id[:64])
+    if terminal is None:
         raise ApiError("unauthorized", "unknown or revoked terminal key")
-    secret = secret_box().open(terminal.key_id, terminal.secret_sealed, row_id=terminal.id)
-    body = request.get_data(cache=True)
-    path = request.full_path.rstrip("?")
     valid = terminal_auth.signature_valid(
-        secret,
+        terminal.secret,
         request.method,
-        path,
-        body,
+        request.full_path.rstrip("?"),
+        request.get_data(cache=True),
         timestamp_s=timestamp_s,
         nonce=nonce,
         signature_b64=signature,
     )
     if not valid:
         raise ApiError("unauthorized", "request signature does not verify")
-    remember_nonce(session, f"terminal:{terminal.id}", nonce, now_s)
-    return terminal
+    return SignedTerminalRequest(terminal, nonce)
+
+
+def terminal_revoked(key_id: str) -> ApiError:
+    """The error for a terminal revoked since its secret was cached; the cache forgets it."""
+    directory().forget_terminal(key_id)
+    return ApiError("unauthorized", "unknown or revoked terminal key")
+
+
+def authenticate_terminal(session: Session, now_s: float) -> TerminalCredential:
+    """A signed terminal request that is live and unreplayed, for the ORM-backed endpoints."""
+    signed = signed_terminal_request(now_s)
+    terminal_id = signed.terminal.terminal_id
+    row = session.get(Terminal, terminal_id)
+    if row is None or row.revoked_at_s is not None:
+        raise terminal_revoked(terminal_id)
+    remember_nonce(session, f"terminal:{terminal_id}", signed.nonce, now_s)
+    return signed.terminal

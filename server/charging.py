@@ -1,33 +1,39 @@
-"""A charge, inside one database transaction: verify, claim, then move the money.
+"""A charge, planned in Python and then carried out as one database transaction.
 
-    verify (shared.verify) -> claim (UNIQUE insert) -> drift -> debit/credit (ledger) -> payment
+    plan:    body fields -> currency -> verify (shared.verify)           no I/O but cached reads
+    execute: nonce -> idempotency -> device live -> claim -> drift -> money -> payment -> reply
 
-The claim is made as soon as the code proves genuine and stays even when the payment then
-fails (insufficient funds, currency), so a code is never spendable twice, across workers and
-hosts. Verification failures claim nothing and move nothing.
+Planning does the CPU work (parsing, signatures, the code's MAC) and renders every reply the
+transaction can end with; server.charge_store then runs the transaction in one round trip on
+PostgreSQL. The claim is made as soon as the code proves genuine and stays even when the
+payment then fails (insufficient funds, currency), so a code is never spendable twice, across
+workers and hosts. Verification failures claim nothing and move nothing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
-
-from server import ledger
-from server.keyring import load_keys
-from server.models import Claim, Device, Merchant, Payment, Terminal, new_id
-from server.problems import ApiError, problem_body
+from server.caches import CachedDevice, Directory, TerminalCredential
+from server.models import Payment, new_id
+from server.problems import STATUS_BY_CODE, ApiError, problem_body
 from server.requests import money_fields, string_field
-from server.secretbox import SecretBox
 from shared.errors import CodeMalformed
 from shared.money import Money, format_amount
 from shared.timestep import STEP_SECONDS
 from shared.verify import verify_code
-from shared.versions.base import Accepted, DeviceRecord, VerifyContext, Window
+from shared.versions.base import (
+    Accepted,
+    DeviceRecord,
+    Rejected,
+    VerifierKeys,
+    VerifyContext,
+    Window,
+)
 
 DRIFT_STEPS_MAX = 10
 """A device clock followed up to 5 minutes off; further off, its codes expire (re-sync)."""
@@ -35,29 +41,72 @@ CLAIM_STEPS_KEPT = Window().steps_ahead + DRIFT_STEPS_MAX + 2
 """A claim outlives every moment its code could still verify; then the worker purges it."""
 CODE_CHARS_MAX = 512
 ORDER_ID_CHARS_MAX = 64
+SUCCEEDED = "succeeded"
+
+FAILURE_DETAILS: Mapping[str, str] = {
+    "code_replayed": "this code was already used; ask for a fresh one",
+    "device_revoked": "device was revoked",
+    "insufficient_funds": "the balance does not cover the amount",
+    "currency_mismatch": "the customer has no account in this currency",
+    "duplicate_order": "this merchant_order_id already has a successful payment",
+}
+"""Outcomes decided inside the transaction, after planning."""
+RECORDED_FAILURES = frozenset({"insufficient_funds", "currency_mismatch", "duplicate_order"})
+"""Outcomes that leave a failed payment behind (the code was claimed; the till can query it)."""
 
 
-@dataclass
-class DeviceFinder:
-    """The verifier's O(1) lookup: one indexed SELECT by (version, handle), key unsealed."""
+@dataclass(frozen=True, slots=True)
+class ChargeAttempt:
+    """Who asked, and the request's replay and idempotency identity."""
 
-    session: Session
-    box: SecretBox
-    rows: dict[str, Device] = field(default_factory=dict)
+    terminal: TerminalCredential
+    nonce: str
+    nonce_expires_at_s: float
+    idempotency_key: str
+    request_hash: str
+    now_s: float
 
-    def __call__(self, version: str, handle: bytes) -> DeviceRecord | None:
-        row = self.session.scalars(
-            select(Device).where(Device.version == version, Device.handle == handle)
-        ).one_or_none()
-        if row is None:
-            return None
-        self.rows[row.id] = row
-        if row.key_sealed is not None and row.key_id is not None:
-            key = self.box.open(row.key_id, row.key_sealed, row_id=row.id)
-        else:
-            assert row.public_key is not None
-            key = row.public_key
-        return DeviceRecord(row.id, row.handle, key, row.drift_steps, row.revoked_at_s is not None)
+    @property
+    def scope(self) -> str:
+        return f"terminal:{self.terminal.terminal_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class ChargePlan:
+    """Everything the transaction needs. `rejection` set: store that reply, move nothing."""
+
+    attempt: ChargeAttempt
+    replies: Mapping[str, tuple[int, dict[str, Any]]]
+    rejection: str | None = None
+    accepted: Accepted | None = None
+    device: CachedDevice | None = None
+    payment_id: str = ""
+    transaction_id: str = ""
+    amount_minor: int = 0
+    currency: str = ""
+    order_id: str | None = None
+
+    @property
+    def claim_expires_at_s(self) -> float:
+        assert self.accepted is not None
+        return float((self.accepted.step + 1 + CLAIM_STEPS_KEPT) * STEP_SECONDS)
+
+    @property
+    def drift_steps(self) -> int:
+        assert self.accepted is not None
+        return learned_drift(self.accepted.drift_steps, self.accepted.device.drift_steps)
+
+    def reply_texts(self) -> dict[str, list[int | str]]:
+        """outcome -> [status, JSON body]: what the transaction stores for its key."""
+        return {name: [status, json.dumps(body)] for name, (status, body) in self.replies.items()}
+
+
+def learned_drift(observed_steps: int, current_steps: int) -> int:
+    """A code shown one step after it was made is ordinary latency, not a slow clock: learning
+    -1 from it would stretch that device's window past 60 s. Anything else moves the drift."""
+    if observed_steps == current_steps - 1:
+        return current_steps
+    return max(-DRIFT_STEPS_MAX, min(DRIFT_STEPS_MAX, observed_steps))
 
 
 def iso_time(unix_s: float) -> str:
@@ -68,124 +117,140 @@ def iso_time(unix_s: float) -> str:
     )
 
 
-def payment_json(payment: Payment) -> dict[str, Any]:
-    money = Money(payment.amount_minor, payment.currency)
-    refunded = Money(payment.refunded_minor, payment.currency)
+def payment_reply(
+    *,
+    payment_id: str,
+    status: str,
+    money: Money,
+    refunded_minor: int,
+    merchant_id: str,
+    merchant_order_id: str | None,
+    code_version: str | None,
+    failure_code: str | None,
+    created_at_s: float,
+) -> dict[str, Any]:
     return {
-        "payment_id": payment.id,
-        "status": payment.status,
+        "payment_id": payment_id,
+        "status": status,
         "amount": format_amount(money),
-        "amount_minor": payment.amount_minor,
-        "currency": payment.currency,
-        "refunded": format_amount(refunded),
-        "refunded_minor": payment.refunded_minor,
-        "merchant_id": payment.merchant_id,
-        "merchant_order_id": payment.merchant_order_id,
-        "code_version": payment.code_version,
-        "failure_code": payment.failure_code,
-        "created_at": iso_time(payment.created_at_s),
+        "amount_minor": money.amount_minor,
+        "currency": money.currency,
+        "refunded": format_amount(Money(refunded_minor, money.currency)),
+        "refunded_minor": refunded_minor,
+        "merchant_id": merchant_id,
+        "merchant_order_id": merchant_order_id,
+        "code_version": code_version,
+        "failure_code": failure_code,
+        "created_at": iso_time(created_at_s),
     }
 
 
-def _verify(session: Session, box: SecretBox, code: str, now_s: float) -> tuple[Accepted, Device]:
-    keys, _ = load_keys(session, box)
-    finder = DeviceFinder(session, box)
-    try:
-        result = verify_code(code, VerifyContext(now_s, finder, keys))
-    except CodeMalformed as error:
-        raise ApiError("code_malformed", error.message) from error
-    if not isinstance(result, Accepted):
-        raise ApiError(result.reason.value, result.detail)
-    return result, finder.rows[result.device.device_id]
-
-
-def _claim(session: Session, accepted: Accepted) -> None:
-    expires_at_s = float((accepted.step + 1 + CLAIM_STEPS_KEPT) * STEP_SECONDS)
-    claim = Claim(
-        claim_key=accepted.claim_key.decode(),
-        device_id=accepted.device.device_id,
-        expires_at_s=expires_at_s,
+def payment_json(payment: Payment) -> dict[str, Any]:
+    return payment_reply(
+        payment_id=payment.id,
+        status=payment.status,
+        money=Money(payment.amount_minor, payment.currency),
+        refunded_minor=payment.refunded_minor,
+        merchant_id=payment.merchant_id,
+        merchant_order_id=payment.merchant_order_id,
+        code_version=payment.code_version,
+        failure_code=payment.failure_code,
+        created_at_s=payment.created_at_s,
     )
+
+
+def _problem(code: str, detail: str, **extra: Any) -> tuple[int, dict[str, Any]]:
+    status = STATUS_BY_CODE[code]
+    return status, problem_body(code, detail, status) | extra
+
+
+def _verify(
+    code: str, now_s: float, directory: Directory, keys: VerifierKeys
+) -> tuple[Accepted, CachedDevice]:
+    """Verify on cached device rows; a code that fails on them is judged again on fresh rows,
+    since another worker may have learned a new drift for that device."""
+    served: dict[str, CachedDevice] = {}
+    rejected: Rejected | None = None
+    for fresh in (False, True):
+
+        def lookup(version: str, handle: bytes, fresh: bool = fresh) -> DeviceRecord | None:
+            found = directory.device(version, handle, fresh=fresh)
+            if found is None:
+                return None
+            served[found.record.device_id] = found
+            return found.record
+
+        try:
+            result = verify_code(code, VerifyContext(now_s, lookup, keys))
+        except CodeMalformed as error:
+            raise ApiError("code_malformed", error.message) from error
+        if isinstance(result, Accepted):
+            return result, served[result.device.device_id]
+        rejected = result
+        if not served:
+            break
+    assert rejected is not None
+    raise ApiError(rejected.reason.value, rejected.detail)
+
+
+def plan_charge(
+    attempt: ChargeAttempt, body: dict[str, Any], directory: Directory, keys: VerifierKeys
+) -> ChargePlan:
+    """The plan for this request; a request that cannot pay becomes a stored rejection."""
     try:
-        with session.begin_nested():
-            session.add(claim)
-    except IntegrityError as error:
-        raise ApiError(
-            "code_replayed", "this code was already used; ask for a fresh one"
-        ) from error
-
-
-def _learn_drift(device: Device, accepted: Accepted) -> None:
-    """A code shown one step after it was made is ordinary latency, not a slow clock: learning
-    -1 from it would stretch that device's window past 60 s. Anything else moves the drift."""
-    if accepted.drift_steps == device.drift_steps - 1:
-        return
-    device.drift_steps = max(-DRIFT_STEPS_MAX, min(DRIFT_STEPS_MAX, accepted.drift_steps))
-
-
-def charge(
-    session: Session, box: SecretBox, terminal: Terminal, body: dict[str, Any], now_s: float
-) -> tuple[int, dict[str, Any]]:
-    """Run one charge. Raises ApiError before the claim; returns a failure body after it."""
-    code = string_field(body, "code", max_chars=CODE_CHARS_MAX)
-    assert code is not None
-    money = money_fields(body)
-    order_id = string_field(body, "merchant_order_id", max_chars=ORDER_ID_CHARS_MAX, required=False)
-    merchant = session.get(Merchant, terminal.merchant_id)
-    assert merchant is not None
-    if money.currency != merchant.currency:
-        raise ApiError("currency_mismatch", f"this merchant takes {merchant.currency}")
-    accepted, device = _verify(session, box, code.strip(), now_s)
-    _claim(session, accepted)
-    _learn_drift(device, accepted)
-    payment = Payment(
-        id=new_id("pay"),
-        merchant_id=merchant.id,
-        terminal_id=terminal.id,
-        user_id=device.user_id,
-        device_id=device.id,
+        code = string_field(body, "code", max_chars=CODE_CHARS_MAX)
+        assert code is not None
+        money = money_fields(body)
+        order_id = string_field(
+            body, "merchant_order_id", max_chars=ORDER_ID_CHARS_MAX, required=False
+        )
+        if money.currency != attempt.terminal.currency:
+            raise ApiError("currency_mismatch", f"this merchant takes {attempt.terminal.currency}")
+        accepted, device = _verify(code.strip(), attempt.now_s, directory, keys)
+    except ApiError as error:
+        status = error.status
+        return ChargePlan(
+            attempt,
+            {error.code: (status, problem_body(error.code, error.message, status))},
+            rejection=error.code,
+        )
+    payment_id = new_id("pay")
+    return ChargePlan(
+        attempt,
+        _replies(attempt, accepted, payment_id, money, order_id),
+        accepted=accepted,
+        device=device,
+        payment_id=payment_id,
+        transaction_id=new_id("txn"),
         amount_minor=money.amount_minor,
         currency=money.currency,
+        order_id=order_id,
+    )
+
+
+def _replies(
+    attempt: ChargeAttempt,
+    accepted: Accepted,
+    payment_id: str,
+    money: Money,
+    order_id: str | None,
+) -> dict[str, tuple[int, dict[str, Any]]]:
+    """Every reply the transaction can end with, rendered before it starts."""
+    success = payment_reply(
+        payment_id=payment_id,
+        status=SUCCEEDED,
+        money=money,
         refunded_minor=0,
-        status="succeeded",
+        merchant_id=attempt.terminal.merchant_id,
         merchant_order_id=order_id,
         code_version=accepted.version,
-        created_at_s=now_s,
+        failure_code=None,
+        created_at_s=attempt.now_s,
     )
-    try:
-        with session.begin_nested():
-            _move_money(session, payment, merchant, now_s)
-    except ApiError as error:
-        payment.status, payment.failure_code = "failed", error.code
-        session.add(payment)
-        return error.status, problem_body(error.code, error.message, error.status) | {
-            "payment_id": payment.id
-        }
-    reply = payment_json(payment)
     if accepted.deprecated:
-        reply["notice"] = f"code version {accepted.version} is deprecated"
-    return 201, reply
-
-
-def _move_money(session: Session, payment: Payment, merchant: Merchant, now_s: float) -> None:
-    payer = ledger.account(session, "user", payment.user_id or "", payment.currency)
-    payee = ledger.account(session, "merchant", merchant.id, payment.currency)
-    if payer is None:
-        raise ApiError("currency_mismatch", f"the customer has no {payment.currency} account")
-    assert payee is not None, "a merchant's account is opened with the merchant"
-    ledger.transfer(
-        session,
-        kind="charge",
-        debit=payer,
-        credit=payee,
-        amount_minor=payment.amount_minor,
-        now_s=now_s,
-        payment_id=payment.id,
-    )
-    session.add(payment)
-    try:
-        session.flush()
-    except IntegrityError as error:
-        raise ApiError(
-            "duplicate_order", "this merchant_order_id already has a successful payment"
-        ) from error
+        success["notice"] = f"code version {accepted.version} is deprecated"
+    replies = {SUCCEEDED: (201, success)}
+    for outcome, detail in FAILURE_DETAILS.items():
+        extra = {"payment_id": payment_id} if outcome in RECORDED_FAILURES else {}
+        replies[outcome] = _problem(outcome, detail, **extra)
+    return replies

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from server.config import ServerConfig
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+POOL_RECYCLE_S = 1800
 
 
 def make_engine(url: str) -> Engine:
@@ -25,7 +26,9 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _tune_sqlite(engine)
         return engine
-    return create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+    # No pre-ping: it would cost a round trip per request. A connection found dead when used
+    # fails that one request with a retryable 503 (server.problems) and the pool is refreshed.
+    return create_engine(url, pool_size=8, max_overflow=8, pool_recycle=POOL_RECYCLE_S)
 
 
 def _tune_sqlite(engine: Engine) -> None:

@@ -36,17 +36,24 @@ def require_key() -> str:
     return key
 
 
-def _stored(record: IdempotencyRecord, request_hash: str) -> tuple[int, dict[str, Any]]:
-    if record.request_hash != request_hash:
+def stored_reply(
+    status: int, body: str, stored_hash: str, request_hash: str
+) -> tuple[int, dict[str, Any]]:
+    """The reply stored for a key, if this request is the one that key was first used for."""
+    if stored_hash != request_hash:
         raise ApiError(
             "idempotency_conflict", "this Idempotency-Key was used with a different request"
         )
-    if record.status_code == PENDING_STATUS:
+    if status == PENDING_STATUS:
         raise ApiError(
             "idempotency_in_progress", "a request with this Idempotency-Key is still running"
         )
-    body: dict[str, Any] = json.loads(record.response_body)
-    return record.status_code, body
+    reply: dict[str, Any] = json.loads(body)
+    return status, reply
+
+
+def _stored(record: IdempotencyRecord, request_hash: str) -> tuple[int, dict[str, Any]]:
+    return stored_reply(record.status_code, record.response_body, record.request_hash, request_hash)
 
 
 def run_once(

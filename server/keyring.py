@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,7 +25,9 @@ HIDING_PURPOSES = {"hiding:v1": "v1", "hiding:v2": "v2"}
 SEAL_PURPOSE = "seal"
 
 _lock = threading.Lock()
-_cache: dict[str, tuple[float, VerifierKeys, dict[str, bytes]]] = {}
+_cache: weakref.WeakKeyDictionary[Engine, tuple[float, VerifierKeys, dict[str, bytes]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def ensure_keys(session: Session, box: SecretBox, now_s: float) -> None:
@@ -53,18 +56,23 @@ def ensure_keys(session: Session, box: SecretBox, now_s: float) -> None:
             continue
 
 
-def load_keys(session: Session, box: SecretBox) -> tuple[VerifierKeys, dict[str, bytes]]:
+def load_keys(bind: Session | Engine, box: SecretBox) -> tuple[VerifierKeys, dict[str, bytes]]:
     """(verifier keys, current public material for enrollment: hiding keys and seal public)."""
-    cache_key = session.get_bind().engine.url.render_as_string(hide_password=True)
+    engine = bind if isinstance(bind, Engine) else bind.get_bind().engine
     with _lock:
-        cached = _cache.get(cache_key)
+        cached = _cache.get(engine)
         if cached is not None and time.monotonic() - cached[0] < KEYS_TTL_S:
             return cached[1], cached[2]
-    rows = session.scalars(
+    statement = (
         select(ServerKey)
         .where(ServerKey.retired_at_s.is_(None))
         .order_by(ServerKey.created_at_s.desc())
-    ).all()
+    )
+    if isinstance(bind, Session):
+        rows = bind.scalars(statement).all()
+    else:
+        with Session(engine) as session:
+            rows = session.scalars(statement).all()
     hiding: dict[str, list[bytes]] = {}
     seals: list[bytes] = []
     for row in rows:
@@ -79,7 +87,7 @@ def load_keys(session: Session, box: SecretBox) -> tuple[VerifierKeys, dict[str,
         seal_public = X25519PrivateKey.from_private_bytes(seals[0]).public_key().public_bytes_raw()
         current["seal_public"] = seal_public
     with _lock:
-        _cache[cache_key] = (time.monotonic(), keys, current)
+        _cache[engine] = (time.monotonic(), keys, current)
     return keys, current
 
 

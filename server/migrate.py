@@ -28,6 +28,15 @@ def upgrade(database_url: str) -> None:
     command.upgrade(alembic_config(database_url), "head")
 
 
+def head_revision() -> str:
+    """The newest revision the shipped migrations define."""
+    from alembic.script import ScriptDirectory  # noqa: PLC0415 - rarely needed
+
+    head = ScriptDirectory.from_config(alembic_config("")).get_current_head()
+    assert head is not None, "the migrations directory defines a head"
+    return head
+
+
 def current_revision(database_url: str) -> str | None:
     """The revision the database is at, or None for an empty database."""
     from alembic.runtime.migration import MigrationContext  # noqa: PLC0415 - rarely needed

@@ -9,10 +9,13 @@ never by check-then-insert; CHECK constraints are the database's own assertions.
 from __future__ import annotations
 
 import secrets
+from importlib import resources
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Connection,
     Float,
     ForeignKey,
     Index,
@@ -21,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -209,3 +213,21 @@ class RequestNonce(Base):
     scope: Mapped[str] = mapped_column(String(40), primary_key=True)
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at_s: Mapped[float] = mapped_column(Float, index=True)
+
+
+def install_pg_functions(connection: Connection) -> None:
+    """Create or replace the charge functions of server/pg_charge.sql (PostgreSQL only)."""
+    if connection.dialect.name != "postgresql":
+        return
+    sql = resources.files("server").joinpath("pg_charge.sql").read_text(encoding="utf-8")
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(sql)  # no parameters at all, so the driver reads no '%' placeholders
+    finally:
+        cursor.close()
+
+
+@event.listens_for(Base.metadata, "after_create")
+def _after_create(_target: Any, connection: Connection, **_kw: Any) -> None:
+    """Schemas made by metadata.create_all (tests, benchmarks) get what migrations add."""
+    install_pg_functions(connection)

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from flask import Flask, Response, json
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from shared.errors import PaycodeError
@@ -99,6 +100,13 @@ def register_error_handlers(app: Flask) -> None:
         status = error.code or 500
         code = _HTTP_CODES.get(status, "invalid_request" if status < 500 else "internal_error")
         return problem(code, error.description or code, status)
+
+    @app.errorhandler(OperationalError)
+    def _database_unavailable(error: OperationalError) -> Response:
+        # Lost connection, restart, lock timeout: nothing was acknowledged, so a retry with
+        # the same Idempotency-Key is safe and gets the true outcome.
+        app.logger.warning("database unavailable: %s", type(error.orig).__name__)
+        return problem("database_busy", "the database is unavailable; retry shortly", 503)
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:

@@ -12,14 +12,15 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from server import ledger
+from server.caches import TerminalCredential
 from server.charging import payment_json
-from server.models import Payment, Refund, Terminal, new_id
+from server.models import Payment, Refund, new_id
 from server.problems import ApiError
 from shared.errors import AmountInvalid
 from shared.money import Money, format_amount, parse_amount
 
 
-def owned_payment(session: Session, terminal: Terminal, payment_id: str) -> Payment:
+def owned_payment(session: Session, terminal: TerminalCredential, payment_id: str) -> Payment:
     """The payment if it belongs to the terminal's merchant; not_found otherwise (no leak)."""
     payment = session.get(Payment, payment_id[:64])
     if payment is None or payment.merchant_id != terminal.merchant_id:
@@ -40,7 +41,11 @@ def _amount(body: dict[str, Any], payment: Payment) -> int:
 
 
 def refund(
-    session: Session, terminal: Terminal, payment_id: str, body: dict[str, Any], now_s: float
+    session: Session,
+    terminal: TerminalCredential,
+    payment_id: str,
+    body: dict[str, Any],
+    now_s: float,
 ) -> tuple[int, dict[str, Any]]:
     payment = owned_payment(session, terminal, payment_id)
     if payment.status != "succeeded":

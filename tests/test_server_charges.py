@@ -11,11 +11,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
 from merchant_pos.api import TerminalClient
+from server.models import Device, Terminal
 from shared import terminal_auth
 from shared.errors import ServerRejected
-from shared.timestep import step_at
+from shared.timestep import STEP_SECONDS, step_at
 from shared.versions.registry import by_name
 from tests.bank_fixture import (
     Bank,
@@ -187,6 +189,35 @@ def test_revoked_device_is_refused(bank: Bank) -> None:
         amount="1.00",
         currency="CNY",
     )
+
+
+def test_revocations_reach_a_server_that_cached_the_secrets(bank: Bank) -> None:
+    """Terminal secrets and device keys are cached per process; revocations must not be."""
+    pos = terminal(bank)
+    device_id, _ = device_of(bank, "v1")
+    pos.charge(code=code(bank, "v1", counter=0), amount="1.00", currency="CNY")  # now cached
+    revoke(bank, device_id)
+    later = code(bank, "v1", counter=1)
+    expect_error("device_revoked", pos.charge, code=later, amount="1.00", currency="CNY")
+    key_id, _ = next(iter(bank.terminals.values()))
+    with bank.session() as session, session.begin():
+        session.execute(update(Terminal).where(Terminal.id == key_id).values(revoked_at_s=1.0))
+    expect_error("unauthorized", pos.charge, code=code(bank, "v2"), amount="1.00", currency="CNY")
+    assert bank.balance("user", bank.user_id) == START_MINOR - 100
+    assert bank.ledger_sum() == 0
+
+
+def test_drift_learned_elsewhere_is_used(bank: Bank) -> None:
+    """Another worker learned that this device runs 3 steps fast; this server cached drift 0.
+    Its codes verify here too: a code failing on a cached device is judged on fresh rows."""
+    pos = terminal(bank)
+    device_id, _ = device_of(bank, "v2")
+    pos.charge(code=code(bank, "v2", counter=0), amount="1.00", currency="CNY")
+    with bank.session() as session, session.begin():
+        session.execute(update(Device).where(Device.id == device_id).values(drift_steps=3))
+    fast = code(bank, "v2", counter=1, at_s=time.time() + 3 * STEP_SECONDS)
+    assert pos.charge(code=fast, amount="1.00", currency="CNY")["status"] == "succeeded"
+    assert bank.balance("user", bank.user_id) == START_MINOR - 200
 
 
 @pytest.mark.parametrize(

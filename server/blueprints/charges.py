@@ -10,11 +10,19 @@ from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server import charging, refunds
-from server.auth import authenticate_terminal, secret_box
+from server import charge_store, charging, keyring, refunds
+from server.auth import (
+    authenticate_terminal,
+    config,
+    directory,
+    secret_box,
+    signed_terminal_request,
+    terminal_revoked,
+)
+from server.caches import TerminalCredential
 from server.db import db
-from server.idempotency import require_key, respond, run_once
-from server.models import Payment, Terminal
+from server.idempotency import require_key, respond, run_once, stored_reply
+from server.models import Payment
 from server.problems import ApiError
 from server.requests import json_object, request_sha256
 
@@ -23,7 +31,9 @@ bp = Blueprint("charges", __name__, url_prefix="/v1")
 LIST_LIMIT_MAX = 100
 
 
-TerminalAction = Callable[[Session, Terminal, dict[str, Any], float], tuple[int, dict[str, Any]]]
+TerminalAction = Callable[
+    [Session, TerminalCredential, dict[str, Any], float], tuple[int, dict[str, Any]]
+]
 
 
 def _signed_idempotent_post(action: TerminalAction) -> Response:
@@ -35,7 +45,7 @@ def _signed_idempotent_post(action: TerminalAction) -> Response:
         body = json_object()
         status, reply, replayed = run_once(
             session,
-            scope=f"terminal:{terminal.id}",
+            scope=f"terminal:{terminal.terminal_id}",
             key=key,
             request_hash=request_sha256(),
             now_s=now_s,
@@ -46,11 +56,35 @@ def _signed_idempotent_post(action: TerminalAction) -> Response:
 
 @bp.post("/charges")
 def create_charge() -> Response:
-    return _signed_idempotent_post(
-        lambda session, terminal, body, now_s: charging.charge(
-            session, secret_box(), terminal, body, now_s
-        )
+    """The hot path: checks and verification in Python, then one database transaction
+    (server.charge_store) that records the nonce, the key, the claim and the money."""
+    now_s = time.time()
+    signed = signed_terminal_request(now_s)
+    attempt = charging.ChargeAttempt(
+        terminal=signed.terminal,
+        nonce=signed.nonce,
+        nonce_expires_at_s=now_s + 2 * config().request_skew_s_max,
+        idempotency_key=require_key(),
+        request_hash=request_sha256(),
+        now_s=now_s,
     )
+    body = json_object()
+    keys, _ = keyring.load_keys(db.engine, secret_box())
+    plan = charging.plan_charge(attempt, body, directory(), keys)
+    result = charge_store.execute(db.engine, plan)
+    if result.outcome == charge_store.TERMINAL_REVOKED:
+        raise terminal_revoked(signed.terminal.terminal_id)
+    if result.outcome == charge_store.NONCE_REPLAYED:
+        raise ApiError("unauthorized", "this request signature was already used")
+    if result.outcome == charge_store.STORED:
+        status, reply = stored_reply(
+            result.status, result.body, result.request_hash, attempt.request_hash
+        )
+        return respond(status, reply | {"server_time": now_s}, replayed=True)
+    if result.outcome == charging.SUCCEEDED and plan.accepted and plan.device:
+        directory().learned_drift(plan.accepted.version, plan.device, plan.drift_steps)
+    status, reply = plan.replies[result.outcome]
+    return respond(status, reply | {"server_time": now_s}, replayed=False)
 
 
 @bp.post("/payments/<payment_id>/refunds")

@@ -1,0 +1,274 @@
+"""Carry out a planned charge as one database transaction, and say how it ended.
+
+PostgreSQL runs it as one call of the `paycode_charge` function (server/pg_charge.sql), in
+autocommit, so a charge costs one round trip. SQLite (the embedded default) runs the same
+steps here, statement by statement, inside BEGIN IMMEDIATE. The steps, in both:
+
+    terminal live -> nonce unseen -> idempotency key new (else: its stored reply)
+    -> rejection? store it : device live -> claim -> drift -> accounts locked in id order
+    -> payment (or a failed payment) -> ledger entries -> store the reply
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from sqlalchemy import Connection, Engine, text
+
+from server.charging import RECORDED_FAILURES, SUCCEEDED, ChargePlan
+from server.problems import ApiError
+
+TERMINAL_REVOKED = "terminal_revoked"
+NONCE_REPLAYED = "nonce_replayed"
+STORED = "stored"
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeResult:
+    """`outcome` is a reply name of the plan, or TERMINAL_REVOKED / NONCE_REPLAYED (nothing
+    stored), or STORED (the key's earlier reply: `status`, `body`, `request_hash` are its)."""
+
+    outcome: str
+    status: int = 0
+    body: str = ""
+    request_hash: str = ""
+
+
+_PG_CALL = (
+    "SELECT o_outcome, o_status, o_body, o_request_hash FROM paycode_charge("
+    "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+
+
+def execute(engine: Engine, plan: ChargePlan) -> ChargeResult:
+    if engine.dialect.name == "postgresql":
+        return _execute_postgres(engine, plan)
+    with engine.begin() as connection:
+        return _execute_steps(connection, plan)
+
+
+def _pg_params(plan: ChargePlan) -> tuple[Any, ...]:
+    attempt, accepted, device = plan.attempt, plan.accepted, plan.device
+    common = (
+        attempt.terminal.terminal_id,
+        attempt.nonce,
+        attempt.nonce_expires_at_s,
+        attempt.scope,
+        attempt.idempotency_key,
+        attempt.request_hash,
+        attempt.now_s,
+        plan.rejection,
+        json.dumps(plan.reply_texts()),
+    )
+    if accepted is None or device is None:
+        return (*common, *([None] * 12))
+    return (
+        *common,
+        accepted.device.device_id,
+        device.user_id,
+        accepted.claim_key.decode(),
+        plan.claim_expires_at_s,
+        plan.drift_steps,
+        plan.payment_id,
+        plan.transaction_id,
+        attempt.terminal.merchant_id,
+        plan.amount_minor,
+        plan.currency,
+        plan.order_id,
+        accepted.version,
+    )
+
+
+def _execute_postgres(engine: Engine, plan: ChargePlan) -> ChargeResult:
+    """One statement in autocommit: the function's body is the whole transaction."""
+    raw = engine.raw_connection()
+    try:
+        driver = raw.driver_connection
+        assert driver is not None
+        driver.autocommit = True
+        try:
+            cursor = raw.cursor()
+            cursor.execute(_PG_CALL, _pg_params(plan))
+            row = cursor.fetchone()
+            cursor.close()
+        finally:
+            if not driver.closed:
+                driver.autocommit = False
+    except psycopg.OperationalError as error:
+        raw.invalidate()  # a dead pooled connection must not serve the next request
+        raise ApiError("database_busy", "the database is unavailable; retry shortly") from error
+    finally:
+        raw.close()
+    assert row is not None
+    outcome, status, body, request_hash = row
+    return ChargeResult(outcome, status or 0, body or "", request_hash or "")
+
+
+def _execute_steps(connection: Connection, plan: ChargePlan) -> ChargeResult:
+    attempt = plan.attempt
+    revoked = connection.execute(
+        text("SELECT revoked_at_s FROM terminals WHERE id = :id"),
+        {"id": attempt.terminal.terminal_id},
+    ).first()
+    if revoked is None or revoked[0] is not None:
+        return ChargeResult(TERMINAL_REVOKED)
+    if not _insert_new(
+        connection,
+        "INSERT INTO request_nonces (scope, nonce, expires_at_s) VALUES (:scope, :nonce, :exp)",
+        {"scope": attempt.scope, "nonce": attempt.nonce, "exp": attempt.nonce_expires_at_s},
+    ):
+        return ChargeResult(NONCE_REPLAYED)
+    key = {"scope": attempt.scope, "key": attempt.idempotency_key}
+    if not _insert_new(
+        connection,
+        "INSERT INTO idempotency_keys (scope, key, request_hash, status_code, response_body,"
+        " created_at_s) VALUES (:scope, :key, :hash, 0, '{}', :now)",
+        key | {"hash": attempt.request_hash, "now": attempt.now_s},
+    ):
+        stored = connection.execute(
+            text(
+                "SELECT status_code, response_body, request_hash FROM idempotency_keys"
+                " WHERE scope = :scope AND key = :key"
+            ),
+            key,
+        ).one()
+        return ChargeResult(STORED, stored[0], stored[1], stored[2])
+    outcome = plan.rejection or _claim_and_pay(connection, plan)
+    status, body = plan.reply_texts()[outcome]
+    assert isinstance(status, int) and isinstance(body, str)
+    connection.execute(
+        text(
+            "UPDATE idempotency_keys SET status_code = :status, response_body = :body"
+            " WHERE scope = :scope AND key = :key"
+        ),
+        key | {"status": status, "body": body},
+    )
+    return ChargeResult(outcome, status, body, attempt.request_hash)
+
+
+def _insert_new(connection: Connection, insert_sql: str, params: dict[str, Any]) -> bool:
+    """Insert unless the primary key exists; whether this call inserted it."""
+    result = connection.execute(text(insert_sql + " ON CONFLICT DO NOTHING"), params)
+    return result.rowcount == 1
+
+
+def _claim_and_pay(connection: Connection, plan: ChargePlan) -> str:
+    accepted, device = plan.accepted, plan.device
+    assert accepted is not None and device is not None
+    device_id = accepted.device.device_id
+    revoked = connection.execute(
+        text("SELECT revoked_at_s FROM devices WHERE id = :id"), {"id": device_id}
+    ).first()
+    if revoked is None or revoked[0] is not None:
+        return "device_revoked"
+    if not _insert_new(
+        connection,
+        "INSERT INTO claims (claim_key, device_id, expires_at_s) VALUES (:key, :device, :exp)",
+        {"key": accepted.claim_key.decode(), "device": device_id, "exp": plan.claim_expires_at_s},
+    ):
+        return "code_replayed"
+    connection.execute(
+        text("UPDATE devices SET drift_steps = :drift WHERE id = :id AND drift_steps <> :drift"),
+        {"drift": plan.drift_steps, "id": device_id},
+    )
+    failure, payer, payee = _payable(connection, plan, device.user_id)
+    if failure is None:
+        failure = _insert_payment(connection, plan, device.user_id, None)
+    if failure is not None:
+        assert failure in RECORDED_FAILURES
+        _insert_payment(connection, plan, device.user_id, failure)
+        return failure
+    _move(connection, plan, payer, payee)
+    return SUCCEEDED
+
+
+def _payable(connection: Connection, plan: ChargePlan, user_id: str) -> tuple[str | None, int, int]:
+    """(failure or None, payer account, payee account); SQLite's BEGIN IMMEDIATE already
+    holds the write lock, so the balance read here cannot change before the debit."""
+    find = text(
+        "SELECT id, balance_minor FROM accounts"
+        " WHERE owner_kind = :kind AND owner_id = :owner AND currency = :currency"
+    )
+    merchant_id = plan.attempt.terminal.merchant_id
+    payee = connection.execute(
+        find, {"kind": "merchant", "owner": merchant_id, "currency": plan.currency}
+    ).first()
+    assert payee is not None, "a merchant's account is opened with the merchant"
+    payer = connection.execute(
+        find, {"kind": "user", "owner": user_id, "currency": plan.currency}
+    ).first()
+    if payer is None:
+        return "currency_mismatch", 0, payee[0]
+    if payer[1] < plan.amount_minor:
+        return "insufficient_funds", payer[0], payee[0]
+    return None, payer[0], payee[0]
+
+
+def _insert_payment(
+    connection: Connection, plan: ChargePlan, user_id: str, failure: str | None
+) -> str | None:
+    """Insert the payment; a successful one yields to an earlier success of the same order."""
+    assert plan.accepted is not None
+    sql = (
+        "INSERT INTO payments (id, merchant_id, terminal_id, user_id, device_id, amount_minor,"
+        " currency, refunded_minor, status, failure_code, merchant_order_id, code_version,"
+        " created_at_s) VALUES (:id, :merchant, :terminal, :user, :device, :amount, :currency,"
+        " 0, :status, :failure, :order_id, :version, :now)"
+    )
+    if failure is None:
+        sql += " ON CONFLICT (merchant_id, merchant_order_id) WHERE status = 'succeeded' DO NOTHING"
+    attempt = plan.attempt
+    result = connection.execute(
+        text(sql),
+        {
+            "id": plan.payment_id,
+            "merchant": attempt.terminal.merchant_id,
+            "terminal": attempt.terminal.terminal_id,
+            "user": user_id,
+            "device": plan.accepted.device.device_id,
+            "amount": plan.amount_minor,
+            "currency": plan.currency,
+            "status": "failed" if failure else SUCCEEDED,
+            "failure": failure,
+            "order_id": plan.order_id,
+            "version": plan.accepted.version,
+            "now": attempt.now_s,
+        },
+    )
+    return "duplicate_order" if result.rowcount != 1 else None
+
+
+def _move(connection: Connection, plan: ChargePlan, payer: int, payee: int) -> None:
+    amount_minor, txn = plan.amount_minor, plan.transaction_id
+    debited = connection.execute(
+        text(
+            "UPDATE accounts SET balance_minor = balance_minor - :amount"
+            " WHERE id = :id AND balance_minor >= :amount"
+        ),
+        {"amount": amount_minor, "id": payer},
+    )
+    assert debited.rowcount == 1, "the balance was checked under the write lock"
+    connection.execute(
+        text("UPDATE accounts SET balance_minor = balance_minor + :amount WHERE id = :id"),
+        {"amount": amount_minor, "id": payee},
+    )
+    connection.execute(
+        text(
+            "INSERT INTO ledger_transactions (id, kind, payment_id, created_at_s)"
+            " VALUES (:id, 'charge', :payment, :now)"
+        ),
+        {"id": plan.transaction_id, "payment": plan.payment_id, "now": plan.attempt.now_s},
+    )
+    connection.execute(
+        text(
+            "INSERT INTO ledger_entries (transaction_id, account_id, amount_minor, currency)"
+            " VALUES (:txn, :account, :amount, :currency)"
+        ),
+        [
+            {"txn": txn, "account": payer, "amount": -amount_minor, "currency": plan.currency},
+            {"txn": txn, "account": payee, "amount": amount_minor, "currency": plan.currency},
+        ],
+    )
