@@ -8,18 +8,22 @@ STAMP  := $(VENV)/.installed
 
 setup: system-deps $(STAMP)
 
-# pyzbar needs the zbar shared library; install it when we can (root) and it is missing.
+# Debian packages pip cannot provide: libzbar0 (the pyzbar backend) and xvfb (the POS window
+# test runs under a virtual display). Installed when we can (root with apt-get) and missing.
 system-deps:
-	@if ! ldconfig -p 2>/dev/null | grep -q 'libzbar\.so\.0'; then \
-	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
-	    echo "installing libzbar0 (apt-get)"; \
-	    (apt-get install -y -q libzbar0 >/dev/null 2>&1 || \
-	     (apt-get update -q >/dev/null && apt-get install -y -q libzbar0 >/dev/null)) || \
-	    echo "warning: could not install libzbar0; the pyzbar backend will be unavailable"; \
-	  else \
-	    echo "warning: libzbar0 missing and not root; install it for the pyzbar backend"; \
-	  fi; \
-	fi
+	@if ! ldconfig -p 2>/dev/null | grep -q 'libzbar\.so\.0'; then $(call apt_install,libzbar0); fi
+	@if ! command -v xvfb-run >/dev/null; then $(call apt_install,xvfb); fi
+
+define apt_install
+if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+  echo "installing $(1) (apt-get)"; \
+  (apt-get install -y -q $(1) >/dev/null 2>&1 || \
+   (apt-get update -q >/dev/null && apt-get install -y -q $(1) >/dev/null)) || \
+  echo "warning: could not install $(1)"; \
+else \
+  echo "warning: $(1) is missing and this is not root: install it with apt-get"; \
+fi
+endef
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,16 +56,7 @@ bench-charges: setup bench-deps
 
 # wrk drives the HTTP load of bench_charges; install it when we can (root) and it is missing.
 bench-deps:
-	@if ! command -v wrk >/dev/null; then \
-	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
-	    echo "installing wrk (apt-get)"; \
-	    (apt-get install -y -q wrk >/dev/null 2>&1 || \
-	     (apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null)) || \
-	    echo "warning: could not install wrk; bench_charges cannot run"; \
-	  else \
-	    echo "warning: wrk missing and not root; install it to run bench_charges"; \
-	  fi; \
-	fi
+	@if ! command -v wrk >/dev/null; then $(call apt_install,wrk); fi
 
 vectors: setup
 	$(PY) -m scripts.gen_vectors

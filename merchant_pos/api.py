@@ -44,20 +44,22 @@ class TerminalClient:
         body: dict[str, Any] | None = None,
         *,
         idempotency_key: str | None = None,
+        attempts_max: int = ATTEMPTS_MAX,
     ) -> dict[str, Any]:
         """One logical request, retried (same key, fresh signature) on network errors and 5xx."""
+        assert 1 <= attempts_max <= ATTEMPTS_MAX
         client = ServerClient(self.base_url, timeout_s=self.timeout_s)
         delay_s = BACKOFF_FIRST_S
-        for attempt in range(1, ATTEMPTS_MAX + 1):
+        for attempt in range(1, attempts_max + 1):
             try:
                 reply = client.call(
                     method, path, body, signer=self._signer, idempotency_key=idempotency_key
                 )
             except ServerUnreachable:
-                if attempt == ATTEMPTS_MAX:
+                if attempt == attempts_max:
                     raise
             except ServerRejected as error:
-                if error.status < 500 or attempt == ATTEMPTS_MAX:
+                if error.status < 500 or attempt == attempts_max:
                     raise
             else:
                 if reply.clock_offset_s is not None:

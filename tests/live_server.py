@@ -67,7 +67,7 @@ def _postgres_unavailable(reason: str) -> NoReturn:
     pytest.skip(message)
 
 
-def _admin_connection() -> psycopg.Connection[Any]:
+def admin_connection() -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(
             POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=POSTGRES_CONNECT_TIMEOUT_S
@@ -80,7 +80,7 @@ def _admin_connection() -> psycopg.Connection[Any]:
 def postgres_database() -> Iterator[str]:
     """A fresh database `paycode_test_<random>`; yields its SQLAlchemy URL, drops it after."""
     name = f"paycode_test_{secrets.token_hex(6)}"
-    with _admin_connection() as admin:
+    with admin_connection() as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
         url = make_url(POSTGRES_ADMIN_URL).set(drivername="postgresql+psycopg", database=name)
@@ -91,7 +91,7 @@ def postgres_database() -> Iterator[str]:
 
 def _drop_database(name: str) -> None:
     """Terminate what still uses the database (a server we killed), then drop it."""
-    with _admin_connection() as admin:
+    with admin_connection() as admin:
         admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = %s AND pid <> pg_backend_pid()",

@@ -29,7 +29,7 @@ from tests.bank_fixture import (
     revoke,
     served,
 )
-from tests.live_server import postgres_database
+from tests.live_server import admin_connection, postgres_database
 
 START_MINOR = 10_000
 
@@ -352,3 +352,55 @@ def test_secrets_never_in_responses(bank: Bank) -> None:
     for device_id, credential in bank.credentials.items():
         assert credential.secret.hex() not in text and device_id not in text
     assert next(iter(bank.terminals.values()))[1].hex() not in text
+
+
+def _kill_server_connections(bank: Bank) -> int:
+    """Terminate the app's pooled PostgreSQL sessions, as a database restart would."""
+    database = bank.engine.url.database
+    with admin_connection() as admin:
+        rows = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        ).fetchall()
+    return len(rows)
+
+
+@pytest.mark.postgres
+def test_lost_database_connections_are_retryable_not_500(tmp_path: Path) -> None:
+    """No pre-ping: a pooled connection found dead answers 503 database_busy (retryable), and
+    the till's retry with the same key charges exactly once."""
+    with postgres_database() as url:
+        bank = make_bank(url, tmp_path)
+        bank.user_id = add_user(bank, "alice", START_MINOR)
+        bank.credentials = add_devices(bank, bank.user_id)
+        add_merchant(bank, "Corner Cafe")
+        try:
+            with served(bank):
+                pos = terminal(bank)
+                pos.charge(code=code(bank, "v1", counter=0), amount="1.00", currency="CNY")
+                bank.engine.dispose()
+                assert _kill_server_connections(bank) >= 1
+                single_try = TerminalClient(pos.base_url, pos.key_id, pos.secret)
+                single_try_error = _one_attempt(single_try, code(bank, "v1", counter=1))
+                assert (single_try_error.status, single_try_error.code) == (503, "database_busy")
+                assert _kill_server_connections(bank) >= 0
+                paid = pos.charge(code=code(bank, "v1", counter=2), amount="2.00", currency="CNY")
+                assert paid["status"] == "succeeded"
+            assert bank.balance("user", bank.user_id) == START_MINOR - 300
+            assert bank.ledger_sum() == 0
+        finally:
+            bank.engine.dispose()
+            bank.app.extensions["paycode_engine"].dispose()
+
+
+def _one_attempt(pos: TerminalClient, text: str) -> ServerRejected:
+    with pytest.raises(ServerRejected) as caught:
+        pos._call(  # one HTTP attempt: ATTEMPTS_MAX retries would hide the 503
+            "POST",
+            "/v1/charges",
+            {"code": text, "amount": "1.00", "currency": "CNY"},
+            idempotency_key=str(uuid.uuid4()),
+            attempts_max=1,
+        )
+    return caught.value
