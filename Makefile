@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system-deps bench-deps demo test lint typecheck pytest bench bench-charges vectors clean
+.PHONY: setup system-deps bench-deps demo test lint typecheck pytest bench bench-charges bench-scanner vectors clean
 
 setup: system-deps $(STAMP)
 
@@ -49,6 +49,7 @@ test: lint typecheck pytest
 bench: setup bench-deps
 	$(PY) -m bench.bench_codes
 	$(PY) -m bench.bench_charges
+	$(PY) -m bench.bench_scanner
 
 # Charges over HTTP vs bare Flask and pgbench (BRIEF §8); e.g. `make bench-charges BENCH_ARGS=--quick`.
 bench-charges: setup bench-deps
@@ -63,3 +64,8 @@ vectors: setup
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
+
+# POS scanner ms per 720p frame and read rate vs each decoder (BRIEF §8); writes docs/scanner.md.
+# e.g. `make bench-scanner BENCH_ARGS=--quick`.
+bench-scanner: setup
+	$(PY) -m bench.bench_scanner $(BENCH_ARGS)

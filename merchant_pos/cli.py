@@ -1,18 +1,33 @@
-"""paycode-pos: the cashier's till (BRIEF §5). This release has `inspect`; charging lands with
-the server (issue 3/4)."""
+"""paycode-pos: the cashier's till (BRIEF §5).
+
+paycode-pos configure --server URL --key-id KEY --secret-stdin [--currency CNY]
+paycode-pos charge --amount 12.50 [--source camera:0|video:PATH|image:PATH|stdin]
+paycode-pos refund PAYMENT_ID [--amount 5.00]
+paycode-pos query (PAYMENT_ID | --order-id ORDER)
+paycode-pos inspect (--image FILE | --text STRING)
+"""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from client.cliutil import add_json_flag, emit, run
+from client.cliutil import add_json_flag, emit, run, wants_json
+from merchant_pos import settings
 from merchant_pos.inspect import describe
-from shared.errors import PaycodeError
+from merchant_pos.till import Sale, SaleOutcome, charge_code, codes_from_lines, new_order_id
+from shared.errors import AmountInvalid, PaycodeError
+from shared.money import parse_amount
 
 PROG = "paycode-pos"
+EXIT_NOT_PAID = 3
+"""`charge` exits 0 only when paid; 3 when the server refused or the outcome is unknown."""
+SCAN_TIMEOUT_S_DEFAULT = 60.0
+HOLD_S_DEFAULT = 3.0
 
 
 class ScanError(PaycodeError):
@@ -50,10 +65,114 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_configure(args: argparse.Namespace) -> int:
+    if args.secret_stdin:
+        secret_text = sys.stdin.readline()
+    elif sys.stdin.isatty():
+        secret_text = getpass.getpass("terminal secret (base64, as printed once): ")
+    else:
+        raise settings.SettingsInvalid("pass --secret-stdin and pipe the secret in")
+    configured = settings.validated(
+        args.server, args.key_id, settings.parse_secret(secret_text), args.currency
+    )
+    path = settings.save(args.home, configured)
+    human = f"till configured: {configured.server_url} as {configured.key_id} ({path}, 0600)"
+    data = {"server_url": configured.server_url, "key_id": configured.key_id, "path": str(path)}
+    emit(args, human, data | {"currency": configured.currency})
+    return 0
+
+
+def _checked_amount(text: str, currency: str) -> str:
+    """Refuse a bad amount before scanning: the customer's code must not be burned for it."""
+    try:
+        parse_amount(text, currency)
+    except AmountInvalid as error:
+        raise settings.SettingsInvalid(f"--amount: {error.message}") from error
+    return text
+
+
+def cmd_charge(args: argparse.Namespace) -> int:
+    configured = settings.load(args.home)
+    currency = args.currency or configured.currency
+    sale = Sale(_checked_amount(args.amount, currency), currency, args.order_id or new_order_id())
+    client = configured.client()
+    if args.source == "stdin":
+        outcome = _charge_from_stdin(client, sale)
+    else:
+        from merchant_pos.camera_sale import charge_from_frames  # noqa: PLC0415 - loads OpenCV
+
+        outcome = charge_from_frames(client, sale, args)
+    _report(args, outcome)
+    return 0 if outcome.paid else EXIT_NOT_PAID
+
+
+def _charge_from_stdin(client: Any, sale: Sale) -> SaleOutcome:
+    if sys.stdin.isatty():
+        print(f"PAY {sale.amount} {sale.currency}: scan the customer's code", file=sys.stderr)
+    code = next(codes_from_lines(sys.stdin), None)
+    if code is None:
+        raise ScanError("stdin ended without a payment code (other lines were ignored)")
+    return charge_code(client, code, sale)
+
+
+def _report(args: argparse.Namespace, outcome: SaleOutcome) -> None:
+    human = f"{outcome.headline}\n{outcome.message}\norder {outcome.merchant_order_id}"
+    if outcome.payment:
+        human += f", payment {outcome.payment.get('payment_id')}"
+    if wants_json(args):
+        emit(args, human, outcome.as_json())
+    else:
+        print(human)
+
+
+def cmd_refund(args: argparse.Namespace) -> int:
+    client = settings.load(args.home).client()
+    reply = client.refund(args.payment_id, amount=args.amount)
+    human = (
+        f"refunded {reply.get('amount')} {reply.get('currency', '')} of {args.payment_id} "
+        f"(refund {reply.get('refund_id')})"
+    )
+    emit(args, human, {"refund": reply})
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    client = settings.load(args.home).client()
+    if args.payment_id:
+        payments = [client.payment(args.payment_id)]
+    else:
+        payments = client.payments_by_order(args.order_id)
+    lines = [
+        f"{p['payment_id']}  {p['status']:<9} {p['amount']} {p['currency']}  "
+        f"refunded {p['refunded']}  order {p.get('merchant_order_id')}"
+        + (f"  ({p['failure_code']})" if p.get("failure_code") else "")
+        for p in payments
+    ]
+    emit(args, "\n".join(lines) or "no payment with that order id", {"payments": payments})
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Merchant point of sale for Paycode.")
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Merchant point of sale for Paycode: scan a customer's code and charge it.",
+        epilog=f"The till's settings live in --home (default ${settings.HOME_ENV} or "
+        "~/.paycode/pos). Errors print `error [code]: message`; --json prints one JSON object.",
+    )
     add_json_flag(parser)
+    parser.add_argument("--home", type=Path, default=settings.default_home(), help="POS home")
     sub = parser.add_subparsers(metavar="COMMAND")
+    _add_configure(sub)
+    _add_charge(sub)
+    p = sub.add_parser("refund", help="refund a payment, wholly or in part")
+    p.add_argument("payment_id")
+    p.add_argument("--amount", help="decimal amount to refund (default: all that is left)")
+    p.set_defaults(func=cmd_refund)
+    p = sub.add_parser("query", help="show a payment by id, or by the merchant order id")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("payment_id", nargs="?")
+    target.add_argument("--order-id", help="the order id the sale was charged under")
+    p.set_defaults(func=cmd_query)
     p = sub.add_parser("inspect", help="what is this code? (any QR/barcode, EMV fields)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", type=Path, help="a photo or PNG containing codes")
@@ -62,6 +181,47 @@ def build_parser() -> argparse.ArgumentParser:
     for action in sub.choices.values():
         add_json_flag(action)
     return parser
+
+
+def _add_configure(sub: Any) -> None:
+    p = sub.add_parser("configure", help="set the server URL and this terminal's key, once")
+    p.add_argument("--server", required=True, help="payment server URL, e.g. https://pay.shop")
+    p.add_argument("--key-id", required=True, help="key id from `paycode-server terminals create`")
+    p.add_argument("--secret-stdin", action="store_true", help="read the secret from stdin")
+    p.add_argument("--currency", default="CNY", help="the merchant's currency (default CNY)")
+    p.set_defaults(func=cmd_configure)
+
+
+def _add_charge(sub: Any) -> None:
+    p = sub.add_parser(
+        "charge",
+        help="scan a payment code and charge it",
+        description="Scan the customer's payment code and charge it once. Exit 0 when paid, "
+        f"{EXIT_NOT_PAID} when not paid (the reason is printed), 1 on other errors.",
+    )
+    p.add_argument("--amount", required=True, help="decimal amount, e.g. 12.50")
+    p.add_argument("--currency", help="ISO 4217 code (default: the configured one)")
+    p.add_argument(
+        "--source",
+        default="camera:0",
+        help="camera:N, video:PATH, image:PATH, or stdin (a barcode gun); default camera:0",
+    )
+    p.add_argument("--order-id", help="your order number (default: a new one per sale)")
+    p.add_argument(
+        "--timeout-s",
+        type=float,
+        default=SCAN_TIMEOUT_S_DEFAULT,
+        help=f"stop scanning after this many seconds (default {SCAN_TIMEOUT_S_DEFAULT:g})",
+    )
+    p.add_argument("--headless", action="store_true", help="no window, even with a display")
+    p.add_argument(
+        "--hold-s",
+        type=float,
+        default=HOLD_S_DEFAULT,
+        help=f"seconds the result stays on screen (default {HOLD_S_DEFAULT:g})",
+    )
+    p.add_argument("--screenshot", type=Path, help=argparse.SUPPRESS)  # tests: grab the screen
+    p.set_defaults(func=cmd_charge)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
