@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system-deps bench-deps demo test lint typecheck pytest bench bench-charges bench-scanner vectors clean
+.PHONY: setup system-deps bench-deps demo test lint typecheck pytest bench bench-charges bench-scanner bench-pos vectors clean
 
 setup: system-deps $(STAMP)
 
@@ -50,6 +50,7 @@ bench: setup bench-deps
 	$(PY) -m bench.bench_codes
 	$(PY) -m bench.bench_charges
 	$(PY) -m bench.bench_scanner
+	$(PY) -m bench.bench_pos
 
 # Charges over HTTP vs bare Flask and pgbench (BRIEF §8); e.g. `make bench-charges BENCH_ARGS=--quick`.
 bench-charges: setup bench-deps
@@ -69,3 +70,7 @@ clean:
 # e.g. `make bench-scanner BENCH_ARGS=--quick`.
 bench-scanner: setup
 	$(PY) -m bench.bench_scanner $(BENCH_ARGS)
+
+# Scan to answer: first frame showing a code -> the server's answer, over loopback (issue 4).
+bench-pos: setup
+	$(PY) -m bench.bench_pos $(BENCH_ARGS)
