@@ -102,3 +102,17 @@ class WalletError(PaycodeError):
     def __init__(self, message: str, *, code: str = "wallet_error") -> None:
         super().__init__(message)
         self.code = code
+
+
+class NotPaycodeCollection(CodeMalformed):
+    """A well-formed EMV merchant-presented QR of another scheme: no Paycode merchant account."""
+
+    code = "not_paycode_collection"
+
+
+class CollectionInvalid(PaycodeError, ValueError):
+    """A collection code cannot be written as asked (name too long, non-ASCII city, ...).
+
+    Also a ValueError: bad arguments to a pure builder, which callers may treat either way."""
+
+    code = "invalid_argument"
