@@ -15,6 +15,8 @@ from client import online, render
 from client.api import ServerClient
 from client.cliutil import add_json_flag, emit, run, wants_json
 from client.wallet import GeneratedCode, Wallet, live_versions
+from shared.binding import MerchantBinding
+from shared.emv.collection import CollectionCode, read_collection
 from shared.errors import WalletError
 
 PROG = "paycode-wallet"
@@ -65,36 +67,80 @@ def _write_pngs(code: GeneratedCode, png: Path) -> list[str]:
     return written
 
 
-def _code_data(code: GeneratedCode, files: list[str]) -> dict[str, Any]:
+def _code_data(
+    code: GeneratedCode, files: list[str], collection: CollectionCode | None
+) -> dict[str, Any]:
+    bound_to = None
+    if collection is not None:
+        bound_to = {
+            "merchant_id": collection.merchant_id,
+            "merchant_name": collection.merchant_name,
+            "terminal_id": collection.terminal_id,
+        }
     return {
         "code": code.text,
         "version": code.version,
         "symbology": code.symbology,
         "refresh_in_s": round(code.refresh_in_s, 1),
         "files": files,
+        "bound_to": bound_to,
     }
+
+
+def _collection(args: argparse.Namespace) -> CollectionCode | None:
+    """The merchant's collection QR named by --bind-qr or --bind-payload, read offline."""
+    payload: str | None = args.bind_payload
+    if args.bind_qr is not None:
+        # Deferred: OpenCV and zxing load in ~0.2 s, which an unbound `code` should not pay.
+        from merchant_pos.scanner import decode_image_file  # noqa: PLC0415
+
+        found = [d for d in decode_image_file(args.bind_qr) if d.format == "qr"]
+        if not found:
+            raise WalletError(f"no QR code found in {args.bind_qr}", code="qr_not_found")
+        payload = found[0].text
+    return None if payload is None else read_collection(payload)
+
+
+def _binding(collection: CollectionCode | None) -> MerchantBinding | None:
+    if collection is None:
+        return None
+    try:
+        return MerchantBinding(collection.merchant_id, collection.terminal_id)
+    except ValueError as error:
+        message = f"the collection QR names no usable merchant: {error}"
+        raise WalletError(message, code="qr_invalid") from error
+
+
+def _bound_line(collection: CollectionCode | None) -> list[str]:
+    if collection is None:
+        return []
+    till = f", terminal {collection.terminal_id}" if collection.terminal_id else ""
+    name = collection.merchant_name or collection.merchant_id
+    return [f"bound to {name} ({collection.merchant_id}{till}): pays nowhere else"]
 
 
 def cmd_code(args: argparse.Namespace) -> int:
     wallet = Wallet.open(args.home)
+    collection = _collection(args)
+    binding = _binding(collection)
     if args.show:
         if wants_json(args):
             raise WalletError(
                 "--show draws in the terminal; it cannot be combined with --json", code="usage"
             )
-        return _show_loop(wallet, args)
-    code = wallet.next_code(args.version, local_now_s=time.time())
+        return _show_loop(wallet, args, binding)
+    code = wallet.next_code(args.version, local_now_s=time.time(), binding=binding)
     files = _write_pngs(code, args.png) if args.png else []
     shown = render.group_digits(code.text) if code.symbology == "numeric" else code.text
-    human = "\n".join([shown, *(f"wrote {name}" for name in files)])
-    emit(args, human, _code_data(code, files))
+    lines = [shown, *_bound_line(collection), *(f"wrote {name}" for name in files)]
+    emit(args, "\n".join(lines), _code_data(code, files, collection))
     return 0
 
 
-def _show_loop(wallet: Wallet, args: argparse.Namespace) -> int:
+def _show_loop(wallet: Wallet, args: argparse.Namespace, binding: MerchantBinding | None) -> int:
     refreshes_max = min(args.count or SHOW_REFRESHES_MAX, SHOW_REFRESHES_MAX)
     for _ in range(refreshes_max):
-        code = wallet.next_code(args.version, local_now_s=time.time())
+        code = wallet.next_code(args.version, local_now_s=time.time(), binding=binding)
         text = (
             render.group_digits(code.text) if code.symbology == "numeric" else code.text[:24] + "…"
         )
@@ -125,17 +171,48 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_pay(args: argparse.Namespace) -> int:
+    """Read the poster offline, show who is paid and how much, confirm, then pay online."""
     # Deferred: OpenCV and zxing load in ~0.2 s, which `code` (the hot path) should not pay.
     from merchant_pos.scanner import decode_image_file  # noqa: PLC0415
 
     found = [d for d in decode_image_file(args.qr_image) if d.format == "qr"]
     if not found:
         raise WalletError(f"no QR code found in {args.qr_image}", code="qr_not_found")
+    collection = read_collection(found[0].text)
+    amount = _pay_amount(collection, args.amount)
+    _confirm(
+        args,
+        f"pay {amount} {collection.currency} to {collection.merchant_name}, "
+        f"{collection.merchant_city} ({collection.merchant_id})",
+    )
     body = online.pay(Wallet.open(args.home), qr_payload=found[0].text, amount=args.amount)
-    amount = f"{body.get('amount')} {body.get('currency')}"
-    human = f"paid {amount} to {body.get('merchant')}: {body.get('status')}"
+    paid = f"{body.get('amount')} {body.get('currency')}"
+    human = f"paid {paid} to {body.get('merchant')}: {body.get('status')}"
     emit(args, human, {"payment": body})
     return 0
+
+
+def _pay_amount(collection: CollectionCode, asked: str | None) -> str:
+    """The amount to confirm: the poster's own, or the one the payer typed."""
+    if collection.amount is not None:
+        if asked is not None and asked != collection.amount:
+            # The server compares the values exactly; here only a clear early word is given.
+            print(f"note: this QR fixes the amount at {collection.amount}", file=sys.stderr)
+        return collection.amount
+    if asked is None:
+        raise WalletError("this QR has no amount: pass --amount", code="amount_invalid")
+    return asked
+
+
+def _confirm(args: argparse.Namespace, what: str) -> None:
+    """Money leaves only on a yes: --yes, or typed at a terminal."""
+    if args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise WalletError(f"confirm with --yes to {what}", code="confirmation_required")
+    answer = input(f"{what}? [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        raise WalletError("payment cancelled; nothing was paid", code="cancelled")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -186,6 +263,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--show", action="store_true", help="draw the QR in the terminal, refresh every step"
     )
     p.add_argument("--count", type=int, default=0, help="with --show: stop after N refreshes")
+    bind = p.add_mutually_exclusive_group()
+    bind.add_argument(
+        "--bind-qr",
+        type=Path,
+        metavar="IMAGE",
+        help="bind the code to the merchant (and terminal) of this collection QR photo or PNG: "
+        "it pays nowhere else (v2/v3 only; offline)",
+    )
+    bind.add_argument(
+        "--bind-payload",
+        metavar="TEXT",
+        help="like --bind-qr, from the collection QR's text (EMV payload)",
+    )
     p.set_defaults(func=cmd_code)
 
     sub.add_parser("balance", help="show your balances (online)").set_defaults(func=cmd_balance)
@@ -196,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pay", help="pay a merchant's collection QR (online)")
     p.add_argument("--qr-image", required=True, type=Path, help="photo or PNG of the merchant's QR")
     p.add_argument("--amount", help="amount as a decimal string, e.g. 12.50 (if the QR has none)")
+    p.add_argument("--yes", action="store_true", help="pay without asking to confirm")
     p.set_defaults(func=cmd_pay)
 
     sub.add_parser("status", help="show what this wallet is enrolled for").set_defaults(

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from client.keystore import KEYSTORE_NAME, Keystore, passphrase_for
+from shared.binding import MerchantBinding
 from shared.enrollment import GrantInfo, read_grant
 from shared.errors import CounterExhausted, WalletError
 from shared.timestep import STEP_SECONDS, seconds_left_in_step, step_at
-from shared.versions.base import DeviceCredential, Rng
+from shared.versions.base import DeviceCredential, Flags, Rng
 from shared.versions.registry import VERSIONS, by_name
 
 DOCUMENT_VERSION = 1
@@ -27,6 +28,8 @@ COUNTER_STEPS_KEPT = 8
 """Steps whose counters are remembered, so a clock stepping back cannot repeat a code."""
 DEFAULT_VERSION_ORDER = ("v1", "v2", "v3")
 """`code` without --version shows the numeric code: every scanner and a keyboard can read it."""
+BOUND_VERSION_ORDER = ("v3", "v2")
+"""A bound code without --version: v1 cannot be bound (no flags); v3 shares no secret."""
 CLOCK_OFFSET_S_MAX = 10 * 365 * 86400
 
 
@@ -46,6 +49,8 @@ class GeneratedCode:
     counter: int
     refresh_in_s: float
     """Seconds until the wallet should show a fresh code (end of the step)."""
+    binding: MerchantBinding | None = None
+    """Where this code pays, when it is merchant-bound; None pays anywhere."""
 
 
 def _b64(data: bytes) -> str:
@@ -131,14 +136,22 @@ class Wallet:
         raw = self._doc["enrollments"]
         return {version: _enrollment_from_json(item) for version, item in sorted(raw.items())}
 
-    def enrollment(self, version: str | None = None) -> Enrollment:
-        """The enrollment for `version`, or the default one; raises WalletError(not_enrolled)."""
+    def enrollment(self, version: str | None = None, *, bindable: bool = False) -> Enrollment:
+        """The enrollment for `version`, or the default one (`bindable`: the default among the
+        versions that can make merchant-bound codes); raises WalletError(not_enrolled)."""
         enrolled = self.enrollments()
         if not enrolled:
             raise WalletError(
                 "this wallet has no enrolled device: run 'paycode-wallet enroll'",
                 code="not_enrolled",
             )
+        if version is None and bindable:
+            version = next((v for v in BOUND_VERSION_ORDER if v in enrolled), None)
+            if version is None:
+                message = (
+                    f"a bound code needs a v2 or v3 enrollment (enrolled: {', '.join(enrolled)})"
+                )
+                raise WalletError(message, code="not_enrolled")
         if version is None:
             version = next(
                 (v for v in DEFAULT_VERSION_ORDER if v in enrolled), next(iter(enrolled))
@@ -179,18 +192,31 @@ class Wallet:
         local_now_s: float,
         flags: int = 0,
         rng: Rng = os.urandom,
+        binding: MerchantBinding | None = None,
     ) -> GeneratedCode:
-        """A fresh single-use code. Offline. Raises CounterExhausted after counter_max codes."""
-        enrollment = self.enrollment(version)
+        """A fresh single-use code. Offline. Raises CounterExhausted after counter_max codes.
+
+        With `binding` (read from the merchant's collection QR, which needs no network) the
+        code pays only at that merchant, or terminal: a copy relayed elsewhere is refused
+        there without being used up. Raises WalletError(binding_unsupported) for v1."""
+        enrollment = self.enrollment(version, bindable=binding is not None)
         codec = by_name(enrollment.credential.version)
+        if binding is not None and not codec.bindable:
+            message = f"{codec.version} codes cannot be merchant-bound: use --version v2 or v3"
+            raise WalletError(message, code="binding_unsupported")
         device_now_s = local_now_s + self.clock_offset_s
         step = step_at(device_now_s, STEP_SECONDS)
         counter = self._claim_counter(codec.version, step, enrollment.counter_max, device_now_s)
+        digest = b"" if binding is None else binding.digest
+        if binding is not None:
+            flags |= Flags.MERCHANT_BOUND
         text = codec.generate(
-            enrollment.credential, step=step, counter=counter, flags=flags, rng=rng
+            enrollment.credential, step=step, counter=counter, flags=flags, rng=rng, binding=digest
         )
         refresh_in_s = seconds_left_in_step(device_now_s, STEP_SECONDS)
-        return GeneratedCode(text, codec.version, codec.symbology, step, counter, refresh_in_s)
+        return GeneratedCode(
+            text, codec.version, codec.symbology, step, counter, refresh_in_s, binding
+        )
 
     def _claim_counter(self, version: str, step: int, counter_max: int, device_now_s: float) -> int:
         counters: dict[str, int] = self._doc["counters"].setdefault(version, {})

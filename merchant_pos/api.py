@@ -84,6 +84,10 @@ class TerminalClient:
         key = idempotency_key or str(uuid.uuid4())
         return self._call("POST", "/v1/charges", body, idempotency_key=key)
 
+    def merchant(self) -> dict[str, Any]:
+        """The merchant this terminal collects for (for collection QR posters)."""
+        return self._call("GET", "/v1/merchant")
+
     def payment(self, payment_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/payments/{payment_id}")
 

@@ -125,6 +125,37 @@ def _report(args: argparse.Namespace, outcome: SaleOutcome) -> None:
         print(human)
 
 
+def cmd_poster(args: argparse.Namespace) -> int:
+    # Deferred: the poster pulls in PIL drawing and the QR encoder; other commands need neither.
+    from merchant_pos import poster  # noqa: PLC0415
+
+    reply = settings.load(args.home).client().merchant()
+    profile = poster.MerchantProfile(
+        merchant_id=str(reply["merchant_id"]),
+        name=str(reply["name"]),
+        city=str(reply["city"]),
+        country=str(reply["country"]),
+        currency=str(reply["currency"]),
+        terminal_id=None if args.any_terminal else str(reply["terminal_id"]),
+    )
+    reference = args.reference or (new_order_id() if args.amount else None)
+    code = poster.collection_code(profile, amount=args.amount, reference=reference)
+    path = poster.save_poster(poster.render_poster(profile, code), args.out)
+    what = f"{code.amount} {code.currency}, order {reference}" if code.amount else "any amount"
+    emit(
+        args,
+        f"poster for {profile.name} ({what}) written to {path}",
+        {
+            "path": str(path),
+            "merchant_id": profile.merchant_id,
+            "amount": code.amount,
+            "reference": reference,
+            "terminal_id": profile.terminal_id,
+        },
+    )
+    return 0
+
+
 def cmd_refund(args: argparse.Namespace) -> int:
     client = settings.load(args.home).client()
     reply = client.refund(args.payment_id, amount=args.amount)
@@ -138,8 +169,9 @@ def cmd_refund(args: argparse.Namespace) -> int:
 
 def cmd_query(args: argparse.Namespace) -> int:
     client = settings.load(args.home).client()
-    if args.payment_id:
-        payments = [client.payment(args.payment_id)]
+    payment_id = args.payment_id or args.payment_id_option
+    if payment_id:
+        payments = [client.payment(payment_id)]
     else:
         payments = client.payments_by_order(args.order_id)
     lines = [
@@ -164,14 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(metavar="COMMAND")
     _add_configure(sub)
     _add_charge(sub)
+    _add_poster(sub)
     p = sub.add_parser("refund", help="refund a payment, wholly or in part")
     p.add_argument("payment_id")
     p.add_argument("--amount", help="decimal amount to refund (default: all that is left)")
     p.set_defaults(func=cmd_refund)
     p = sub.add_parser("query", help="show a payment by id, or by the merchant order id")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("payment_id", nargs="?")
-    target.add_argument("--order-id", help="the order id the sale was charged under")
+    target.add_argument("payment_id", nargs="?", help="a payment id (pay_...)")
+    target.add_argument("--payment", dest="payment_id_option", metavar="ID", help="the same")
+    target.add_argument("--order", "--order-id", dest="order_id", metavar="ID", help="order id")
     p.set_defaults(func=cmd_query)
     p = sub.add_parser("inspect", help="what is this code? (any QR/barcode, EMV fields)")
     source = p.add_mutually_exclusive_group(required=True)
@@ -190,6 +224,23 @@ def _add_configure(sub: Any) -> None:
     p.add_argument("--secret-stdin", action="store_true", help="read the secret from stdin")
     p.add_argument("--currency", default="CNY", help="the merchant's currency (default CNY)")
     p.set_defaults(func=cmd_configure)
+
+
+def _add_poster(sub: Any) -> None:
+    p = sub.add_parser(
+        "poster",
+        help="print an A6 collection QR poster customers scan to pay",
+        description="Render the merchant's EMV collection QR as a printable A6 poster. Without "
+        "--amount the customer enters the amount (a static poster); with it, the poster is "
+        "for one order and pays once.",
+    )
+    p.add_argument("--out", type=Path, required=True, help="poster.png or poster.pdf")
+    p.add_argument("--amount", help="fix the amount (a one-order poster)")
+    p.add_argument("--reference", help="order reference for --amount (default: a new one)")
+    p.add_argument(
+        "--any-terminal", action="store_true", help="leave this terminal's id off the QR"
+    )
+    p.set_defaults(func=cmd_poster)
 
 
 def _add_charge(sub: Any) -> None:

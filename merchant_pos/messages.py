@@ -17,6 +17,8 @@ CASHIER_MESSAGES: Mapping[str, str] = MappingProxyType(
         "code_malformed": "Unreadable payment code: ask the customer to show the code again.",
         "code_ambiguous": "Code could not be matched: ask the customer for a fresh code.",
         "device_revoked": "This phone's wallet was revoked: the customer must re-enroll it.",
+        "merchant_mismatch": "This code was made for another shop or till: ask the customer "
+        "for a fresh code for this one.",
         "version_retired": "This code type is no longer accepted: the customer must update "
         "their wallet.",
         "insufficient_funds": "Insufficient funds: the customer's balance does not cover it.",

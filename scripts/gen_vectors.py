@@ -15,6 +15,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from shared.binding import MerchantBinding
 from shared.enrollment import new_ed25519_seed
 from shared.timestep import STEP_SECONDS, step_at
 from shared.versions.base import DeviceCredential, Flags
@@ -37,6 +38,16 @@ CASES: tuple[tuple[str, int, int, int, str], ...] = (
     ("v3", 2_000_000_015, 65535, 0, "v3-b"),
 )
 
+BOUND = int(Flags.MERCHANT_BOUND)
+# Merchant-bound codes (spec §10), after the unbound ones so those keep their places:
+# (version, unix time, counter, flags, label, merchant id, terminal id or None)
+BOUND_CASES: tuple[tuple[str, int, int, int, str, str, str | None], ...] = (
+    ("v2", 1_763_888_400, 2, BOUND, "v2-a", "mer_corner_cafe", None),
+    ("v2", 1_763_888_400, 3, BOUND | int(Flags.USER_VERIFIED), "v2-a", "mer_corner_cafe", "t1"),
+    ("v3", 1_763_888_400, 2, BOUND, "v3-a", "mer_corner_cafe", None),
+    ("v3", 1_763_888_401, 3, BOUND | int(Flags.USER_VERIFIED), "v3-a", "mer_corner_cafe", "t1"),
+)
+
 
 def derived(label: str, size: int = 32) -> bytes:
     """Deterministic test bytes: SHA-256 of a label (never use these keys for real)."""
@@ -47,8 +58,17 @@ def _handle(version: str, label: str) -> bytes:
     return by_name(version).new_handle(lambda n: derived("handle:" + label, n))
 
 
-def _vector(version: str, unix_s: int, counter: int, flags: int, label: str) -> dict[str, Any]:
+def _vector(
+    version: str,
+    unix_s: int,
+    counter: int,
+    flags: int,
+    label: str,
+    *,
+    binding: MerchantBinding | None = None,
+) -> dict[str, Any]:
     codec = by_name(version)
+    digest = binding.digest if binding else b""
     step = step_at(unix_s, STEP_SECONDS)
     handle = _handle(version, label)
     vector: dict[str, Any] = {
@@ -59,6 +79,9 @@ def _vector(version: str, unix_s: int, counter: int, flags: int, label: str) -> 
         "flags": flags,
         "handle": handle.hex(),
     }
+    if binding is not None:
+        vector["binding"] = {"merchant_id": binding.merchant_id, "terminal_id": binding.terminal_id}
+        vector["binding_digest"] = digest.hex()
     if version == "v3":
         seed, public = new_ed25519_seed(lambda n: derived("ed25519:" + label, n))
         seal = X25519PrivateKey.from_private_bytes(derived("seal-key"))
@@ -74,13 +97,18 @@ def _vector(version: str, unix_s: int, counter: int, flags: int, label: str) -> 
             "ephemeral_private": ephemeral.hex(),
         }
         code = codec.generate(
-            credential, step=step, counter=counter, flags=flags, rng=lambda n: ephemeral[:n]
+            credential,
+            step=step,
+            counter=counter,
+            flags=flags,
+            rng=lambda n: ephemeral[:n],
+            binding=digest,
         )
     else:
         device_key, hiding_key = derived("device-key:" + label), derived(f"hiding-key:{version}")
         credential = DeviceCredential(version, handle, device_key, hiding_key=hiding_key)
         vector |= {"device_key": device_key.hex(), "hiding_key": hiding_key.hex()}
-        code = codec.generate(credential, step=step, counter=counter, flags=flags)
+        code = codec.generate(credential, step=step, counter=counter, flags=flags, binding=digest)
     vector["code"] = code
     return vector
 
@@ -90,14 +118,20 @@ def build() -> dict[str, Any]:
         "format": "paycode-vectors/1",
         "step_seconds": STEP_SECONDS,
         "note": "Test keys derived from public labels. Never use them outside tests.",
-        "vectors": [_vector(*case) for case in CASES],
+        "vectors": [_vector(*case) for case in CASES]
+        + [
+            _vector(
+                version, unix_s, counter, flags, label, binding=MerchantBinding(merchant, terminal)
+            )
+            for version, unix_s, counter, flags, label, merchant, terminal in BOUND_CASES
+        ],
     }
 
 
 def main() -> int:
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(build(), indent=2) + "\n")
-    print(f"wrote {len(CASES)} vectors to {OUT}")
+    print(f"wrote {len(CASES) + len(BOUND_CASES)} vectors to {OUT}")
     return 0
 
 

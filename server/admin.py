@@ -20,6 +20,8 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from server import ledger
 from server.models import (
+    DEFAULT_CITY,
+    DEFAULT_COUNTRY,
     Account,
     Base,
     Claim,
@@ -42,6 +44,7 @@ from shared.terminal_auth import SECRET_BYTES
 
 USER_NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MERCHANT_NAME_CHARS_MAX: Final = 64
+CITY_CHARS_MAX: Final = 15
 NOTIFY_URL_CHARS_MAX: Final = 512
 ID_CHARS_MAX: Final = 64
 IDEMPOTENCY_TTL_S: Final = 24 * 3600
@@ -178,12 +181,27 @@ def top_up(
     return balance
 
 
+def check_city(city: str) -> str:
+    """EMV tag 60 allows 15 characters; a poster's wallet shows it under the name."""
+    if not 1 <= len(city) <= CITY_CHARS_MAX or not city.isprintable() or city != city.strip():
+        raise ApiError("invalid_argument", f"a city has 1-{CITY_CHARS_MAX} printable characters")
+    return city
+
+
+def check_country(country: str) -> str:
+    if len(country) != 2 or not (country.isascii() and country.isalpha() and country.isupper()):
+        raise ApiError("invalid_argument", "a country is an ISO 3166 alpha-2 code such as CN")
+    return country
+
+
 def create_merchant(
     session: Session,
     name: str,
     currency: str,
     notify_url: str | None = None,
     *,
+    city: str = DEFAULT_CITY,
+    country: str = DEFAULT_COUNTRY,
     now_s: float | None = None,
 ) -> Merchant:
     """A merchant with an empty settlement account in `currency`."""
@@ -191,7 +209,13 @@ def create_merchant(
     alpha = check_currency(currency)
     url = check_notify_url(notify_url) if notify_url is not None else None
     merchant = Merchant(
-        id=new_id("mch"), name=name, currency=alpha, notify_url=url, created_at_s=_now(now_s)
+        id=new_id("mch"),
+        name=name,
+        currency=alpha,
+        city=check_city(city),
+        country=check_country(country),
+        notify_url=url,
+        created_at_s=_now(now_s),
     )
     _insert_unique(session, merchant, "merchant_exists", f"a merchant named {name!r} exists")
     ledger.open_account(session, "merchant", merchant.id, alpha)

@@ -22,6 +22,7 @@ from server.caches import CachedDevice, Directory, TerminalCredential
 from server.models import Payment, new_id
 from server.problems import STATUS_BY_CODE, ApiError, problem_body
 from server.requests import money_fields, string_field
+from shared.binding import charging_point_bindings
 from shared.errors import CodeMalformed
 from shared.money import Money, format_amount
 from shared.timestep import STEP_SECONDS
@@ -165,10 +166,17 @@ def _problem(code: str, detail: str, **extra: Any) -> tuple[int, dict[str, Any]]
 
 
 def _verify(
-    code: str, now_s: float, directory: Directory, keys: VerifierKeys
+    code: str,
+    now_s: float,
+    directory: Directory,
+    keys: VerifierKeys,
+    bindings: tuple[bytes, ...] = (),
 ) -> tuple[Accepted, CachedDevice]:
     """Verify on cached device rows; a code that fails on them is judged again on fresh rows,
-    since another worker may have learned a new drift for that device."""
+    since another worker may have learned a new drift for that device.
+
+    `bindings` name this charging point: a merchant-bound code made for another one fails as
+    merchant_mismatch before any claim, so the customer's code still pays where it belongs."""
     served: dict[str, CachedDevice] = {}
     rejected: Rejected | None = None
     for fresh in (False, True):
@@ -181,7 +189,7 @@ def _verify(
             return found.record
 
         try:
-            result = verify_code(code, VerifyContext(now_s, lookup, keys))
+            result = verify_code(code, VerifyContext(now_s, lookup, keys, bindings=bindings))
         except CodeMalformed as error:
             raise ApiError("code_malformed", error.message) from error
         if isinstance(result, Accepted):
@@ -206,7 +214,9 @@ def plan_charge(
         )
         if money.currency != attempt.terminal.currency:
             raise ApiError("currency_mismatch", f"this merchant takes {attempt.terminal.currency}")
-        accepted, device = _verify(code.strip(), attempt.now_s, directory, keys)
+        terminal = attempt.terminal
+        bindings = charging_point_bindings(terminal.merchant_id, terminal.terminal_id)
+        accepted, device = _verify(code.strip(), attempt.now_s, directory, keys, bindings)
     except ApiError as error:
         status = error.status
         return ChargePlan(

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from client.cliutil import add_json_flag, emit, run
 from server import admin
 from server.config import ServerConfig
+from server.models import DEFAULT_CITY, DEFAULT_COUNTRY
 from server.passwords import PASSWORD_CHARS_MAX
 from server.secretbox import SecretBox
 from shared.errors import PaycodeError
@@ -278,13 +279,21 @@ def cmd_merchants_create(args: argparse.Namespace) -> int:
     config = _config()
     with _session(config) as session:
         merchant = admin.create_merchant(
-            session, args.name, args.currency, args.notify_url, now_s=time.time()
+            session,
+            args.name,
+            args.currency,
+            args.notify_url,
+            city=args.city,
+            country=args.country,
+            now_s=time.time(),
         )
     data = {
         "merchant": {
             "id": merchant.id,
             "name": merchant.name,
             "currency": merchant.currency,
+            "city": merchant.city,
+            "country": merchant.country,
             "notify_url": merchant.notify_url,
         }
     }
@@ -389,6 +398,8 @@ def _add_admin_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
     merchant.add_argument("name")
     merchant.add_argument("--currency", default=DEFAULT_CURRENCY)
     merchant.add_argument("--notify-url", default=None)
+    merchant.add_argument("--city", default=DEFAULT_CITY, help="city on its QR posters (<= 15)")
+    merchant.add_argument("--country", default=DEFAULT_COUNTRY, help="ISO 3166 alpha-2 (CN)")
     merchant.set_defaults(func=cmd_merchants_create)
     terminals = sub.add_parser("terminals", help="POS terminal keys").add_subparsers(
         metavar="ACTION"

@@ -29,6 +29,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+DEFAULT_CITY = "Beijing"
+DEFAULT_COUNTRY = "CN"
 SYSTEM = "system"
 """Owner kind of the funding account: the only account allowed below zero (top-ups come from it)."""
 
@@ -54,6 +56,12 @@ class Merchant(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     currency: Mapped[str] = mapped_column(String(3))
+    city: Mapped[str] = mapped_column(String(15), default=DEFAULT_CITY, server_default=DEFAULT_CITY)
+    """EMV tag 60 on the merchant's collection QR (at most 15 characters)."""
+    country: Mapped[str] = mapped_column(
+        String(2), default=DEFAULT_COUNTRY, server_default=DEFAULT_COUNTRY
+    )
+    """ISO 3166-1 alpha-2, EMV tag 58."""
     notify_url: Mapped[str | None] = mapped_column(String(512))
     created_at_s: Mapped[float] = mapped_column(Float)
 

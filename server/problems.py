@@ -20,6 +20,7 @@ PROBLEM_BASE = "https://paycode.dev/problems/"
 STATUS_BY_CODE: dict[str, int] = {
     "invalid_request": 400,
     "code_malformed": 400,
+    "qr_invalid": 400,
     "amount_invalid": 400,
     "unauthorized": 401,
     "forbidden": 403,
@@ -39,6 +40,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "code_ambiguous": 422,
     "version_retired": 422,
     "device_revoked": 422,
+    "merchant_mismatch": 422,
     "insufficient_funds": 422,
     "limit_exceeded": 422,
     "confirmation_required": 422,

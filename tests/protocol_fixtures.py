@@ -41,9 +41,25 @@ class Registry:
         return self.records.get((version, handle))
 
     def context(
-        self, keys: VerifierKeys, now_s: float, window: Window = DEFAULT_WINDOW
+        self,
+        keys: VerifierKeys,
+        now_s: float,
+        window: Window = DEFAULT_WINDOW,
+        bindings: tuple[bytes, ...] = (),
     ) -> VerifyContext:
-        return VerifyContext(now_s=now_s, lookup=self.lookup, keys=keys, window=window)
+        return VerifyContext(
+            now_s=now_s, lookup=self.lookup, keys=keys, window=window, bindings=bindings
+        )
+
+
+def vector_binding(vector: dict[str, Any]) -> bytes:
+    """The binding digest a vector's code was made for; empty for an unbound vector."""
+    return bytes.fromhex(vector.get("binding_digest", ""))
+
+
+def vector_bindings(vector: dict[str, Any]) -> tuple[bytes, ...]:
+    """The charging point's bindings under which a vector verifies: its own, when bound."""
+    return (vector_binding(vector),) if "binding" in vector else ()
 
 
 def vector_setup(vector: dict[str, Any]) -> tuple[DeviceCredential, DeviceRecord, VerifierKeys]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.request
 import uuid
@@ -14,10 +15,12 @@ import pytest
 from sqlalchemy import update
 
 from merchant_pos.api import TerminalClient
-from server.models import Device, Terminal
+from server.models import Device, Terminal, new_id
 from shared import terminal_auth
+from shared.binding import MerchantBinding
 from shared.errors import ServerRejected
 from shared.timestep import STEP_SECONDS, step_at
+from shared.versions.base import Flags
 from shared.versions.registry import by_name
 from tests.bank_fixture import (
     Bank,
@@ -72,6 +75,13 @@ def code(bank: Bank, version: str, *, counter: int = 0, at_s: float | None = Non
     _, credential = device_of(bank, version)
     step = step_at(time.time() if at_s is None else at_s)
     return by_name(version).generate(credential, step=step, counter=counter)
+
+
+def tampered_tag(v2_code: str) -> str:
+    """One character of the v2 tag changed. (Not the last character: that one lands in the
+    flags byte, which could then read as a merchant-bound code: merchant_mismatch.)"""
+    first = v2_code[3]
+    return v2_code[:3] + ("A" if first != "A" else "B") + v2_code[4:]
 
 
 def rejected(call: object) -> ServerRejected:
@@ -167,7 +177,7 @@ def test_failure_is_stored_for_its_idempotency_key(bank: Bank) -> None:
     ("text_of", "error_code"),
     [
         (lambda b: code(b, "v1", at_s=time.time() - 300), "code_expired"),
-        (lambda b: code(b, "v2")[:-1] + ("A" if code(b, "v2")[-1] != "A" else "B"), "code_invalid"),
+        (lambda b: tampered_tag(code(b, "v2")), "code_invalid"),
         (lambda b: "8700000000000000000000001", "code_malformed"),
         (lambda b: "https://example.com", "code_malformed"),
     ],
@@ -269,6 +279,83 @@ def test_a_terminal_sees_only_its_merchants_payments(bank: Bank) -> None:
     expect_error("not_found", other.payment, paid["payment_id"])
     expect_error("not_found", other.refund, paid["payment_id"])
     assert other.payments_by_order("nothing") == []
+
+
+def bound_code(bank: Bank, version: str, binding: MerchantBinding, *, counter: int = 0) -> str:
+    """What the wallet makes after scanning the collection QR that names `binding`."""
+    _, credential = device_of(bank, version)
+    return by_name(version).generate(
+        credential,
+        step=step_at(time.time()),
+        counter=counter,
+        flags=int(Flags.MERCHANT_BOUND),
+        binding=binding.digest,
+    )
+
+
+def second_terminal(bank: Bank, merchant: str) -> TerminalClient:
+    """Another till of the same merchant (the bank fixture makes one per merchant)."""
+    secret, terminal_id = os.urandom(32), new_id("term")
+    key_id, sealed = bank.box.seal(secret, row_id=terminal_id)
+    with bank.session() as session, session.begin():
+        session.add(
+            Terminal(
+                id=terminal_id,
+                merchant_id=merchant,
+                key_id=key_id,
+                secret_sealed=sealed,
+                created_at_s=time.time(),
+            )
+        )
+    return TerminalClient(bank.url, terminal_id, secret, sleep=lambda _s: None)
+
+
+@pytest.mark.parametrize("version", ["v2", "v3"])
+def test_bound_code_relayed_to_another_merchant_is_refused_unburned(
+    bank: Bank, version: str
+) -> None:
+    """Sniff-and-spend: the code made for Corner Cafe is relayed to Other Shop. Refused there
+    before any claim, so the customer's code still pays at the cafe, once."""
+    cafe, shop = merchant_id(bank, 0), merchant_id(bank, 1)
+    text = bound_code(bank, version, MerchantBinding(cafe))
+    error = expect_error(
+        "merchant_mismatch", terminal(bank, 1).charge, code=text, amount="5.00", currency="CNY"
+    )
+    assert error.status == 422
+    assert bank.balance("user", bank.user_id) == START_MINOR
+    assert bank.balance("merchant", shop) == 0
+    assert terminal(bank, 1).payments_by_order("nothing") == []
+    paid = terminal(bank, 0).charge(code=text, amount="5.00", currency="CNY")
+    assert paid["status"] == "succeeded" and paid["merchant_id"] == cafe
+    assert bank.balance("user", bank.user_id) == START_MINOR - 500
+    assert bank.balance("merchant", cafe) == 500
+    expect_error(
+        "code_replayed", terminal(bank, 0).charge, code=text, amount="5.00", currency="CNY"
+    )
+    assert bank.ledger_sum() == 0
+
+
+@pytest.mark.parametrize("version", ["v2", "v3"])
+def test_terminal_bound_code_pays_only_at_its_till(bank: Bank, version: str) -> None:
+    cafe = merchant_id(bank, 0)
+    till_1, _ = bank.terminals[cafe]
+    till_2 = second_terminal(bank, cafe)
+    text = bound_code(bank, version, MerchantBinding(cafe, till_1), counter=0)
+    expect_error("merchant_mismatch", till_2.charge, code=text, amount="2.00", currency="CNY")
+    expect_error(
+        "merchant_mismatch", terminal(bank, 1).charge, code=text, amount="2.00", currency="CNY"
+    )
+    assert bank.balance("user", bank.user_id) == START_MINOR
+    assert terminal(bank, 0).charge(code=text, amount="2.00", currency="CNY")["status"] == (
+        "succeeded"
+    )
+    merchant_only = bound_code(bank, version, MerchantBinding(cafe), counter=1)
+    assert till_2.charge(code=merchant_only, amount="1.00", currency="CNY")["status"] == (
+        "succeeded"
+    )
+    assert bank.balance("user", bank.user_id) == START_MINOR - 300
+    assert bank.balance("merchant", cafe) == 300
+    assert bank.ledger_sum() == 0
 
 
 def _raw_post(bank: Bank, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, object]]:

@@ -24,9 +24,19 @@ from client.api import DeviceAuth, ServerClient
 from client.keystore import KEYSTORE_NAME, PASSPHRASE_ENV, SECRET_NAME
 from client.wallet import COUNTER_STEPS_KEPT, Enrollment, GeneratedCode, Wallet
 from shared import wallet_auth
+from shared.binding import MerchantBinding, charging_point_bindings
 from shared.errors import CounterExhausted, ServerRejected, ServerUnreachable, WalletError
 from shared.timestep import STEP_SECONDS, step_at
-from shared.versions.base import Accepted, DeviceCredential, Reason, Rejected
+from shared.verify import verify_code
+from shared.versions.base import (
+    Accepted,
+    DeviceCredential,
+    Flags,
+    Reason,
+    Rejected,
+    Verification,
+    VerifyContext,
+)
 from tests.wallet_stub_server import DEFAULT_USERS, WalletStub, closed_port_url, running_stub
 
 PASSPHRASE = "test passphrase, not a secret"
@@ -471,3 +481,53 @@ def test_stub_rejects_tampered_signatures(wallet: Wallet, stub: WalletStub, vers
     with pytest.raises(ServerRejected) as caught:
         ServerClient(stub.url).call("GET", "/v1/wallet/balance", device=forged)
     assert (caught.value.code, caught.value.status) == ("unauthorized", 401)
+
+
+# --- merchant-bound codes -------------------------------------------------------------------
+
+CAFE_TILL = MerchantBinding("mer_cafe", "term_1")
+
+
+def charged_at(
+    stub: WalletStub, code: GeneratedCode, merchant_id: str, terminal_id: str
+) -> Verification:
+    """Verify as the server does for a charge from `terminal_id` of `merchant_id`."""
+    bindings = charging_point_bindings(merchant_id, terminal_id)
+    return verify_code(code.text, VerifyContext(T0_S, stub.lookup, stub.keys, bindings=bindings))
+
+
+@pytest.mark.parametrize("version", ["v2", "v3"])
+def test_bound_code_pays_only_where_it_was_made_for(
+    wallet: Wallet, stub: WalletStub, version: str
+) -> None:
+    code = wallet.next_code(version, local_now_s=T0_S, binding=CAFE_TILL)
+    assert code.binding == CAFE_TILL
+    result = charged_at(stub, code, "mer_cafe", "term_1")
+    assert isinstance(result, Accepted) and result.flags == Flags.MERCHANT_BOUND
+    for merchant_id, terminal_id in (("mer_cafe", "term_2"), ("mer_shop", "term_1")):
+        elsewhere = charged_at(stub, code, merchant_id, terminal_id)
+        assert isinstance(elsewhere, Rejected) and elsewhere.reason is Reason.MERCHANT_MISMATCH
+    unbound = wallet.next_code(version, local_now_s=T0_S)
+    assert unbound.binding is None
+    assert isinstance(charged_at(stub, unbound, "mer_shop", "term_1"), Accepted)
+
+
+@pytest.mark.parametrize(
+    ("enrolled_versions", "expected"), [(VERSIONS, "v3"), (["v1", "v2"], "v2")]
+)
+def test_bound_code_defaults_to_a_version_that_can_be_bound(
+    tmp_path: Path, stub: WalletStub, enrolled_versions: list[str], expected: str
+) -> None:
+    wallet = enrolled_wallet(tmp_path / "wallet", stub, enrolled_versions)
+    assert wallet.next_code(local_now_s=T0_S, binding=CAFE_TILL).version == expected
+    assert wallet.next_code(local_now_s=T0_S).version == "v1"  # unbound default unchanged
+
+
+def test_v1_cannot_be_bound_and_spends_no_counter(tmp_path: Path, stub: WalletStub) -> None:
+    wallet = enrolled_wallet(tmp_path / "wallet", stub, ["v1"])
+    for version in ("v1", None):
+        with pytest.raises(WalletError) as caught:
+            wallet.next_code(version, local_now_s=T0_S, binding=CAFE_TILL)
+        assert caught.value.code == ("binding_unsupported" if version else "not_enrolled")
+        assert "v2 or v3" in caught.value.message
+    assert wallet.next_code("v1", local_now_s=T0_S).counter == 0

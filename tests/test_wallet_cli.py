@@ -19,10 +19,14 @@ from typing import Any
 
 import pytest
 
+from client import render
 from client.keystore import KEYSTORE_NAME, PASSPHRASE_ENV, SCRYPT_N, Keystore
 from client.wallet import Wallet
 from merchant_pos.scanner import decode_image_file
-from shared.versions.base import Accepted
+from shared.binding import charging_point_bindings
+from shared.emv.collection import CollectionCode, build_collection_payload
+from shared.verify import verify_code
+from shared.versions.base import Accepted, Flags, Reason, Rejected, Verification, VerifyContext
 from tests.wallet_stub_server import DEFAULT_USERS, WalletStub, closed_port_url, running_stub
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -231,6 +235,78 @@ def test_balance_and_history(enrolled: Enrolled, stub: WalletStub) -> None:
     assert "/v1/wallet/history?limit=5" in [seen.path for seen in signed]
     v1_device = open_wallet(enrolled.home).enrollment("v1").device_id
     assert {seen.headers["Paycode-Device"] for seen in signed} == {v1_device}
+
+
+# --- merchant-bound codes -------------------------------------------------------------------
+
+CAFE = CollectionCode(
+    merchant_id="mer_cafe",
+    merchant_name="Corner Cafe",
+    merchant_city="Shanghai",
+    currency="CNY",
+    terminal_id="term_1",
+)
+
+
+def charged_at(stub: WalletStub, text: str, merchant_id: str, terminal_id: str) -> Verification:
+    bindings = charging_point_bindings(merchant_id, terminal_id)
+    return verify_code(text, VerifyContext(stub.now_s(), stub.lookup, stub.keys, bindings=bindings))
+
+
+def assert_bound_to_cafe_till(stub: WalletStub, text: str) -> None:
+    result = charged_at(stub, text, "mer_cafe", "term_1")
+    assert isinstance(result, Accepted) and result.flags & Flags.MERCHANT_BOUND
+    for merchant_id, terminal_id in (("mer_cafe", "term_2"), ("mer_shop", "term_1")):
+        elsewhere = charged_at(stub, text, merchant_id, terminal_id)
+        assert isinstance(elsewhere, Rejected) and elsewhere.reason is Reason.MERCHANT_MISMATCH
+
+
+def test_code_bound_by_payload(enrolled: Enrolled, stub: WalletStub) -> None:
+    payload = build_collection_payload(CAFE)
+    data = wallet_cli(enrolled.home, "code", "--bind-payload", payload, "--json").json()
+    assert data["version"] == "v3"  # the default for a bound code: v1 cannot be bound
+    assert data["bound_to"] == {
+        "merchant_id": "mer_cafe",
+        "merchant_name": "Corner Cafe",
+        "terminal_id": "term_1",
+    }
+    assert_bound_to_cafe_till(stub, data["code"])
+    human = wallet_cli(enrolled.home, "code", "--version", "v2", "--bind-payload", payload)
+    assert human.returncode == 0, human
+    text, bound_line = human.stdout.strip().splitlines()
+    assert bound_line == "bound to Corner Cafe (mer_cafe, terminal term_1): pays nowhere else"
+    assert_bound_to_cafe_till(stub, text)
+
+
+def test_code_bound_by_poster_image(enrolled: Enrolled, stub: WalletStub, tmp_path: Path) -> None:
+    poster = tmp_path / "collection.png"
+    render.save_png(render.qr_image(build_collection_payload(CAFE)), poster)
+    data = wallet_cli(enrolled.home, "--json", "code", "--bind-qr", str(poster)).json()
+    assert data["bound_to"]["merchant_id"] == "mer_cafe"
+    assert_bound_to_cafe_till(stub, data["code"])
+
+
+def test_merchant_only_collection_binds_to_every_till(enrolled: Enrolled, stub: WalletStub) -> None:
+    payload = build_collection_payload(CollectionCode("mer_cafe", "Corner Cafe", "Shanghai", "CNY"))
+    data = wallet_cli(enrolled.home, "code", "--bind-payload", payload, "--json").json()
+    assert data["bound_to"]["terminal_id"] is None
+    for terminal_id in ("term_1", "term_2"):
+        assert isinstance(charged_at(stub, data["code"], "mer_cafe", terminal_id), Accepted)
+    shop = charged_at(stub, data["code"], "mer_shop", "term_1")
+    assert isinstance(shop, Rejected) and shop.reason is Reason.MERCHANT_MISMATCH
+
+
+def test_binding_errors(enrolled: Enrolled, tmp_path: Path) -> None:
+    payload = build_collection_payload(CAFE)
+    v1 = wallet_cli(enrolled.home, "code", "--version", "v1", "--bind-payload", payload)
+    assert_error(v1, "binding_unsupported")
+    assert "v2 or v3" in v1.stderr
+    assert_error(wallet_cli(enrolled.home, "code", "--bind-payload", "hello"), "code_malformed")
+    blank = tmp_path / "blank.png"
+    render.save_png(render.qr_image("x").point(lambda _v: 255), blank)
+    assert_error(wallet_cli(enrolled.home, "code", "--bind-qr", str(blank)), "qr_not_found")
+    both = wallet_cli(enrolled.home, "code", "--bind-qr", str(blank), "--bind-payload", payload)
+    assert both.returncode == 2 and "not allowed with" in both.stderr
 
 
 # --- errors ---------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from server.auth import (
 from server.caches import TerminalCredential
 from server.db import db
 from server.idempotency import require_key, respond, run_once, stored_reply
-from server.models import Payment
+from server.models import Merchant, Payment
 from server.problems import ApiError
 from server.requests import json_object, request_sha256
 
@@ -125,3 +125,22 @@ def find_payments() -> Response:
         ).all()
         items = [charging.payment_json(row) for row in rows]
     return jsonify(items=items, server_time=now_s)
+
+
+@bp.get("/merchant")
+def merchant_profile() -> Response:
+    """Who this terminal collects for: what a collection QR poster carries (EMV 26, 58-60)."""
+    now_s = time.time()
+    with db.transaction() as session:
+        terminal = authenticate_terminal(session, now_s)
+        merchant = session.get(Merchant, terminal.merchant_id)
+        assert merchant is not None, "a terminal belongs to a merchant"
+        reply = {
+            "merchant_id": merchant.id,
+            "name": merchant.name,
+            "city": merchant.city,
+            "country": merchant.country,
+            "currency": merchant.currency,
+            "terminal_id": terminal.terminal_id,
+        }
+    return jsonify(reply | {"server_time": now_s})

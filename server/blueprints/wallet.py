@@ -13,7 +13,7 @@ import json
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.orm import Session
 
-from server import keyring
+from server import collection_payments, keyring
 from server import wallet_service as service
 from server.auth import (
     check_timestamp,
@@ -157,3 +157,22 @@ def history() -> Response:
         limit = service.parse_limit(request.args.get("limit"))
         items = service.history(session, device.user_id, limit)
     return _ok({"items": items})
+
+
+@bp.post("/payments")
+def pay_merchant() -> Response:
+    """Pay a merchant's collection QR; the Idempotency-Key makes a retry pay once."""
+    now_s = service.now_s()
+    with db.transaction() as session:
+        device = authenticate_device(session, now_s)
+        key = require_key()
+        body = json_object()
+        status, reply, replayed = run_once(
+            session,
+            scope=f"device:{device.id}",
+            key=key,
+            request_hash=request_sha256(),
+            now_s=now_s,
+            work=lambda: (201, collection_payments.pay(session, device, body, now_s)),
+        )
+    return respond(status, reply | {"server_time": now_s}, replayed)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
+from shared.binding import BINDING_BYTES
 from shared.timestep import STEP_SECONDS
 
 Rng = Callable[[int], bytes]
@@ -35,6 +36,8 @@ class Reason(enum.StrEnum):
     CODE_AMBIGUOUS = "code_ambiguous"
     DEVICE_REVOKED = "device_revoked"
     VERSION_RETIRED = "version_retired"
+    MERCHANT_MISMATCH = "merchant_mismatch"
+    """A merchant-bound code presented where it was not made for (docs/spec.md §10)."""
 
 
 class Flags(enum.IntFlag):
@@ -43,9 +46,14 @@ class Flags(enum.IntFlag):
     NONE = 0
     USER_VERIFIED = 1
     """The wallet unlocked with the user's PIN or biometric before showing this code."""
+    MERCHANT_BOUND = 2
+    """The tag or signature also covers a merchant binding (shared.binding) the code does not
+    carry: the code pays only at the merchant (or terminal) it was made for."""
 
 
-KNOWN_FLAGS = int(Flags.USER_VERIFIED)
+KNOWN_FLAGS = int(Flags.USER_VERIFIED | Flags.MERCHANT_BOUND)
+BOUND_FLAG = int(Flags.MERCHANT_BOUND)
+"""As a plain int: `int & IntFlag` builds an enum member, a cost on every verification."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +115,9 @@ class VerifyContext:
     lookup: DeviceLookup
     keys: VerifierKeys
     window: Window = Window()
+    bindings: tuple[bytes, ...] = ()
+    """Binding digests of the charging point (shared.binding.charging_point_bindings): what a
+    merchant-bound code must have been made for. Empty: no bound code verifies here."""
 
 
 class Accepted(NamedTuple):
@@ -161,6 +172,8 @@ class CodeVersion(Protocol):
     """"numeric" (Code 128 + QR + keyboard) or "qr"."""
     counter_max: int
     """Highest counter in one step: how many codes a device can make per step."""
+    bindable: bool
+    """Whether codes can be merchant-bound: the version must carry flags (v1 has no room)."""
 
     def matches(self, text: str) -> bool: ...
 
@@ -174,7 +187,10 @@ class CodeVersion(Protocol):
         counter: int,
         flags: int = 0,
         rng: Rng = os.urandom,
-    ) -> str: ...
+        binding: bytes = b"",
+    ) -> str:
+        """`binding` (a MerchantBinding digest) is given exactly when flags has MERCHANT_BOUND."""
+        ...
 
     def parse(self, text: str) -> object:
         """Check the layout (length, alphabet, check digit, container); raise CodeMalformed."""
@@ -201,8 +217,38 @@ def judge_window(
     return Accepted(version, device, step, counter, flags, step - server_step)
 
 
-def pick_single(version: str, matches: list[Verification]) -> Verification:
-    """Zero genuine candidates is invalid; two is ambiguous: never guess between devices."""
+def check_binding_arguments(flags: int, binding: bytes) -> None:
+    """A generator's guard: the MERCHANT_BOUND flag and a binding digest come together."""
+    if flags & ~KNOWN_FLAGS:
+        raise ValueError("unknown flag bits")
+    if bool(flags & BOUND_FLAG) != bool(binding):
+        raise ValueError("the MERCHANT_BOUND flag and a binding go together")
+    if binding and len(binding) != BINDING_BYTES:
+        raise ValueError(f"a binding is {BINDING_BYTES} bytes")
+
+
+def reads_as_bound(flags: int) -> bool:
+    """Whether a reading whose tag or signature failed claims to be a bound code (with no
+    unknown flag): it may be genuine and made for another charging point. The flags are not
+    authenticated until the tag checks, so a corrupted flags byte can read this way too (v2's
+    masking is malleable; v3's AEAD is not) and gets the same refusal: nothing pays, nothing is
+    claimed."""
+    return bool(flags & BOUND_FLAG) and not flags & ~KNOWN_FLAGS
+
+
+def pick_single(
+    version: str, matches: list[Verification], *, bound_elsewhere: bool = False
+) -> Verification:
+    """Zero genuine candidates is invalid; two is ambiguous: never guess between devices.
+
+    `bound_elsewhere`: some reading named an enrolled device and the MERCHANT_BOUND flag but
+    verified under none of this charging point's bindings. A code bound to another merchant and
+    a forgery that sets the flag look the same here, so neither proves a device; both get
+    merchant_mismatch, and nothing is claimed, so the genuine code still pays where it belongs.
+    """
+    if not matches and bound_elsewhere:
+        detail = "this code was made for another merchant or terminal"
+        return Rejected(version, Reason.MERCHANT_MISMATCH, detail)
     if not matches:
         return Rejected(version, Reason.CODE_INVALID, "code is not genuine")
     if len(matches) > 1:

@@ -77,6 +77,8 @@ class NumericV1:
     handle_bytes = HANDLE_BYTES
     symbology = "numeric"
     counter_max = COUNTER_MAX
+    bindable = False
+    """24 digits leave no room for flags, so a verifier could not tell a bound code (spec §10)."""
 
     def matches(self, text: str) -> bool:
         return text.startswith(PREFIX) and text.isascii() and text.isdigit()
@@ -98,9 +100,10 @@ class NumericV1:
         counter: int,
         flags: int = 0,
         rng: Rng = os.urandom,
+        binding: bytes = b"",
     ) -> str:
-        if flags != 0:
-            raise ValueError("v1 codes carry no flags")
+        if flags != 0 or binding:
+            raise ValueError("v1 codes carry no flags, so they cannot be merchant-bound")
         if not 0 <= counter <= COUNTER_MAX:
             raise ValueError(f"v1 counter must be 0..{COUNTER_MAX}")
         handle = int.from_bytes(credential.handle, "big")

@@ -3,8 +3,11 @@
     "PC2" + base32(tag[10] | masked[15])          43 characters, QR alphanumeric mode
 
 plaintext = handle[8] | step[4] | counter[2] | flags[1]
-tag       = HMAC-SHA256(device key, "paycode-v2tag" | plaintext)[:10]
+tag       = HMAC-SHA256(device key, "paycode-v2tag" | plaintext [| binding])[:10]
 masked    = plaintext XOR AES-256(hiding key, "pcv2pd" | tag)[:15]
+
+`binding` (shared.binding, 32 bytes) is in the MAC only when flags has MERCHANT_BOUND (spec
+§10); it never travels: the server supplies the charging point's bindings.
 
 Same SIV shape as v1 with room to spare: an 80-bit tag, 64-bit handles, the full step (no
 drift resolution needed) and flags the risk controls read.
@@ -21,6 +24,7 @@ from shared.errors import CodeMalformed
 from shared.prf import aes_block, mac
 from shared.versions import plaintext
 from shared.versions.base import (
+    BOUND_FLAG,
     KNOWN_FLAGS,
     DeviceCredential,
     Reason,
@@ -28,8 +32,10 @@ from shared.versions.base import (
     Rng,
     Verification,
     VerifyContext,
+    check_binding_arguments,
     judge_window,
     pick_single,
+    reads_as_bound,
 )
 
 VERSION = "v2"
@@ -48,6 +54,11 @@ def _tag(device_key: bytes, plain: bytes) -> bytes:
     return mac(device_key, _TAG_DOMAIN + plain)[:TAG_BYTES]
 
 
+def _tag_matches(device_key: bytes, plain: bytes, tag: bytes, suffixes: tuple[bytes, ...]) -> bool:
+    """Whether `tag` is the device's over `plain` plus one of the charging point's bindings."""
+    return any(hmac.compare_digest(_tag(device_key, plain + suffix), tag) for suffix in suffixes)
+
+
 def _xor_pad(hiding_key: bytes, tag: bytes, data: bytes) -> bytes:
     pad = aes_block(hiding_key, _PAD_DOMAIN + tag)
     return (int.from_bytes(data, "big") ^ int.from_bytes(pad[: plaintext.SIZE], "big")).to_bytes(
@@ -61,6 +72,7 @@ class QrSymmetricV2:
     handle_bytes = plaintext.HANDLE_BYTES
     symbology = "qr"
     counter_max = COUNTER_MAX
+    bindable = True
 
     def matches(self, text: str) -> bool:
         return text.startswith(PREFIX)
@@ -76,11 +88,11 @@ class QrSymmetricV2:
         counter: int,
         flags: int = 0,
         rng: Rng = os.urandom,
+        binding: bytes = b"",
     ) -> str:
-        if flags & ~KNOWN_FLAGS:
-            raise ValueError("unknown flag bits")
+        check_binding_arguments(flags, binding)
         plain = plaintext.pack(plaintext.CodeFields(credential.handle, step, counter, flags))
-        tag = _tag(credential.secret, plain)
+        tag = _tag(credential.secret, plain + binding)
         body = base64.b32encode(tag + _xor_pad(credential.hiding_key, tag, plain)).decode()
         assert len(body) == BODY_CHARS
         return PREFIX + body
@@ -101,11 +113,20 @@ class QrSymmetricV2:
     def verify(self, text: str, ctx: VerifyContext) -> Verification:
         tag, masked = self.parse(text)
         matches: list[Verification] = []
+        bound_elsewhere = False
         for hiding_key in ctx.keys.hiding_keys.get(VERSION, ()):
             plain = _xor_pad(hiding_key, tag, masked)
             fields = plaintext.unpack(plain)
             device = ctx.lookup(VERSION, fields.handle)
-            if device is None or not hmac.compare_digest(_tag(device.key, plain), tag):
+            if device is None:
+                continue
+            if fields.flags & BOUND_FLAG:
+                # The flag is read before the tag checks; the tag covers it (it is in `plain`),
+                # so a flipped flag only changes which message fails.
+                if not _tag_matches(device.key, plain, tag, ctx.bindings):
+                    bound_elsewhere |= reads_as_bound(fields.flags)
+                    continue
+            elif not hmac.compare_digest(_tag(device.key, plain), tag):
                 continue
             if fields.flags & ~KNOWN_FLAGS:
                 detail = "code carries flags this server does not know"
@@ -121,7 +142,7 @@ class QrSymmetricV2:
                     flags=fields.flags,
                 )
             )
-        return pick_single(VERSION, matches)
+        return pick_single(VERSION, matches, bound_elsewhere=bound_elsewhere)
 
 
 CODEC = QrSymmetricV2()

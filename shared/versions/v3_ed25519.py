@@ -5,12 +5,14 @@
        4F 09 F0 "PAYCODE" 03                        proprietary AID (ISO 7816-5 'F' RID), v3
        63 81 85                                     application specific transparent template
           DF01 3F  eph_pub[32] | AEAD(plaintext)[31] the sealed envelope
-          DF02 40  Ed25519 signature[64] over "paycode-v3sig" | AID | envelope
+          DF02 40  Ed25519 signature[64] over "paycode-v3sig" | AID | envelope [| binding]
 
 The envelope seals the 15-byte plaintext (handle, step, counter, flags) to the server's X25519
 public key with a fresh ephemeral key per code: key = HKDF-SHA256(X25519(eph, server)),
 ChaCha20-Poly1305 with a zero nonce (the key is never reused). No secret is shared by all
 phones, and the server stores only device public keys: a database leak cannot forge codes.
+A merchant-bound code (flags has MERCHANT_BOUND, spec §10) also signs the binding digest,
+which it does not carry: the server supplies the charging point's bindings.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from shared.emv.tlv import decode_tlv, encode_constructed, encode_tlv, find_tlv
 from shared.errors import CodeMalformed
 from shared.versions import plaintext
 from shared.versions.base import (
+    BOUND_FLAG,
     KNOWN_FLAGS,
     DeviceCredential,
     Reason,
@@ -38,8 +41,10 @@ from shared.versions.base import (
     Rng,
     Verification,
     VerifyContext,
+    check_binding_arguments,
     judge_window,
     pick_single,
+    reads_as_bound,
 )
 
 VERSION = "v3"
@@ -112,6 +117,7 @@ class QrEd25519V3:
     handle_bytes = plaintext.HANDLE_BYTES
     symbology = "qr"
     counter_max = COUNTER_MAX
+    bindable = True
 
     def matches(self, text: str) -> bool:
         return text.startswith(PREFIX)
@@ -127,13 +133,13 @@ class QrEd25519V3:
         counter: int,
         flags: int = 0,
         rng: Rng = os.urandom,
+        binding: bytes = b"",
     ) -> str:
-        if flags & ~KNOWN_FLAGS:
-            raise ValueError("unknown flag bits")
+        check_binding_arguments(flags, binding)
         plain = plaintext.pack(plaintext.CodeFields(credential.handle, step, counter, flags))
         envelope = seal(plain, credential.seal_public_key, rng(KEY_BYTES))
         signing_key = Ed25519PrivateKey.from_private_bytes(credential.secret)
-        signature = signing_key.sign(_SIG_DOMAIN + AID + envelope)
+        signature = signing_key.sign(_SIG_DOMAIN + AID + envelope + binding)
         payload = _container(envelope, signature)
         assert len(payload) == PAYLOAD_BYTES
         return base64.b64encode(payload).decode()
@@ -160,6 +166,7 @@ class QrEd25519V3:
     def verify(self, text: str, ctx: VerifyContext) -> Verification:
         envelope, signature = self.parse(text)
         matches: list[Verification] = []
+        bound_elsewhere = False
         for seal_key in ctx.keys.seal_keys:
             plain = unseal(envelope, seal_key)
             if plain is None:
@@ -168,10 +175,14 @@ class QrEd25519V3:
             device = ctx.lookup(VERSION, fields.handle)
             if device is None:
                 continue
-            try:
-                public_key = Ed25519PublicKey.from_public_bytes(device.key)
-                public_key.verify(signature, _SIG_DOMAIN + AID + envelope)
-            except InvalidSignature:
+            message = _SIG_DOMAIN + AID + envelope
+            if fields.flags & BOUND_FLAG:
+                # The flag is read before the signature checks; the signature covers it (it is
+                # inside the envelope), so a flipped flag only changes which message fails.
+                if not any(_signed(device.key, signature, message + b) for b in ctx.bindings):
+                    bound_elsewhere |= reads_as_bound(fields.flags)
+                    continue
+            elif not _signed(device.key, signature, message):
                 continue
             if fields.flags & ~KNOWN_FLAGS:
                 detail = "code carries flags this server does not know"
@@ -187,7 +198,15 @@ class QrEd25519V3:
                     flags=fields.flags,
                 )
             )
-        return pick_single(VERSION, matches)
+        return pick_single(VERSION, matches, bound_elsewhere=bound_elsewhere)
+
+
+def _signed(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True
 
 
 CODEC = QrEd25519V3()

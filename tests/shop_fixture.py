@@ -1,0 +1,118 @@
+"""A live shop for CLI end-to-end tests: server, customer, merchants with tills, a wallet.
+
+Everything goes through the console scripts a person would type (`paycode-server`,
+`paycode-wallet`, `paycode-pos`, each with --json), against a live server process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.live_server import REPO_ROOT, LiveServer
+
+PASSWORD = "shop test password"
+CLI_TIMEOUT_S = 120
+
+
+def run_command(command: list[str], env: dict[str, str], stdin: str | None) -> Any:
+    return subprocess.run(
+        command,
+        input=stdin if stdin is not None else "",
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+    )
+
+
+def ok_json(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert done.returncode == 0, done.stdout + done.stderr
+    reply: dict[str, Any] = json.loads(done.stdout)
+    return reply
+
+
+@dataclass
+class Shop:
+    server: LiveServer
+    home: Path
+    env: dict[str, str]
+    tills: dict[str, Path] = field(default_factory=dict)
+    """Merchant name -> its POS home."""
+
+    @property
+    def wallet_home(self) -> Path:
+        return self.home / "wallet"
+
+    def pos(
+        self,
+        *args: str,
+        merchant: str = "",
+        stdin: str | None = None,
+        wrap: list[str] | None = None,
+    ) -> Any:
+        pos_home = self.tills[merchant or next(iter(self.tills))]
+        command = [*(wrap or []), sys.executable, "-m", "merchant_pos.cli", "--json", *args]
+        return run_command(command, self.env | {"PAYCODE_POS_HOME": str(pos_home)}, stdin)
+
+    def wallet_raw(self, *args: str, stdin: str | None = None) -> Any:
+        command = [sys.executable, "-m", "client.cli", "--json", "--home", str(self.wallet_home)]
+        return run_command([*command, *args], self.env, stdin)
+
+    def wallet(self, *args: str, stdin: str | None = None) -> dict[str, Any]:
+        return ok_json(self.wallet_raw(*args, stdin=stdin))
+
+    def code(self, version: str, *extra: str) -> str:
+        return str(self.wallet("code", "--version", version, *extra)["code"])
+
+    def balance(self) -> str:
+        return str(self.wallet("balance")["accounts"][0]["balance"])
+
+    def add_till(self, merchant: str) -> None:
+        """Create the merchant and a terminal, and configure a POS home for it."""
+        made = self.server.cli("merchants", "create", merchant, "--currency", "CNY")
+        assert made.returncode == 0, made.stdout + made.stderr
+        terminal = ok_json(self.server.cli("--json", "terminals", "create", merchant))
+        self.tills[merchant] = self.home / f"till-{len(self.tills)}"
+        configured = self.pos(
+            "configure",
+            "--server",
+            self.server.url,
+            "--key-id",
+            terminal["key_id"],
+            "--secret-stdin",
+            merchant=merchant,
+            stdin=terminal["secret"] + "\n",
+        )
+        ok_json(configured)
+
+
+def open_shop(server: LiveServer, home: Path, *, merchants: list[str], top_up: str) -> Shop:
+    """A customer 'carol' with `top_up` CNY and a wallet enrolled in every version."""
+    created = server.cli(
+        "users", "create", "carol", "--password-stdin", "--currency", "CNY", stdin=PASSWORD + "\n"
+    )
+    assert created.returncode == 0, created.stdout + created.stderr
+    assert server.cli("users", "top-up", "carol", top_up).returncode == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYCODE_")}
+    env |= {"PAYCODE_WALLET_PASSPHRASE": "shop test wallet", "PYTHONUNBUFFERED": "1"}
+    shop = Shop(server, home, env)
+    for merchant in merchants:
+        shop.add_till(merchant)
+    shop.wallet(
+        "enroll",
+        "--server",
+        server.url,
+        "--user",
+        "carol",
+        "--password-stdin",
+        stdin=PASSWORD + "\n",
+    )
+    return shop
