@@ -154,19 +154,40 @@ def _show_loop(wallet: Wallet, args: argparse.Namespace, binding: MerchantBindin
     return 0
 
 
+def _reenroll_notice(
+    args: argparse.Namespace, wallet: Wallet, body: dict[str, Any]
+) -> dict[str, Any]:
+    """Pass on the server's advice to re-enroll: a line on stderr (stdout stays the answer),
+    or a `reenroll` member with --json. Returns what to add to the JSON output."""
+    advice = online.reenroll_of(body)
+    if advice is None:
+        return {}
+    if not wants_json(args):
+        command = (
+            f"{PROG} enroll --server {wallet.server_url} --user {wallet.user} "
+            f"--version {advice.version}"
+        )
+        print(f"notice: {advice.reason}; re-enroll on {advice.version}: {command}", file=sys.stderr)
+    return {"reenroll": {"version": advice.version, "reason": advice.reason}}
+
+
 def cmd_balance(args: argparse.Namespace) -> int:
-    body = online.balance(Wallet.open(args.home))
+    wallet = Wallet.open(args.home)
+    body = online.balance(wallet)
     lines = [f"{item.get('balance')} {item.get('currency')}" for item in body.get("accounts", [])]
-    emit(args, "\n".join(lines) or "no accounts", {"accounts": body.get("accounts", [])})
+    notice = _reenroll_notice(args, wallet, body)
+    emit(args, "\n".join(lines) or "no accounts", {"accounts": body.get("accounts", []), **notice})
     return 0
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    body = online.history(Wallet.open(args.home), limit=args.limit)
+    wallet = Wallet.open(args.home)
+    body = online.history(wallet, limit=args.limit)
     items = body.get("items", [])
     columns = ("created_at", "amount", "currency", "status", "merchant")
     lines = ["  ".join(str(item.get(column, "")) for column in columns) for item in items]
-    emit(args, "\n".join(lines) or "no payments yet", {"items": items})
+    notice = _reenroll_notice(args, wallet, body)
+    emit(args, "\n".join(lines) or "no payments yet", {"items": items, **notice})
     return 0
 
 
@@ -185,10 +206,12 @@ def cmd_pay(args: argparse.Namespace) -> int:
         f"pay {amount} {collection.currency} to {collection.merchant_name}, "
         f"{collection.merchant_city} ({collection.merchant_id})",
     )
-    body = online.pay(Wallet.open(args.home), qr_payload=found[0].text, amount=args.amount)
+    wallet = Wallet.open(args.home)
+    body = online.pay(wallet, qr_payload=found[0].text, amount=args.amount)
     paid = f"{body.get('amount')} {body.get('currency')}"
     human = f"paid {paid} to {body.get('merchant')}: {body.get('status')}"
-    emit(args, human, {"payment": body})
+    notice = _reenroll_notice(args, wallet, body)
+    emit(args, human, {"payment": {k: v for k, v in body.items() if k != "reenroll"}, **notice})
     return 0
 
 

@@ -17,6 +17,32 @@ from shared.enrollment import GrantInfo, b64, new_ed25519_seed
 from shared.errors import ServerRejected, WalletError
 
 HISTORY_LIMIT_MAX = 100
+REENROLL_CHARS_MAX = 200
+"""Server text shown to the user is cut to a line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reenroll:
+    """The server's word that this wallet's code version is being phased out (docs/api.md)."""
+
+    version: str
+    """The version to enroll on instead."""
+    reason: str
+
+
+def reenroll_of(body: dict[str, Any]) -> Reenroll | None:
+    """The `reenroll` advice of a balance, history or payment answer, if it carries one.
+
+    Advice only: a malformed one is ignored rather than failing the call it rode on."""
+    advice = body.get("reenroll")
+    if not isinstance(advice, dict):
+        return None
+    version, reason = advice.get("version"), advice.get("reason")
+    if not isinstance(version, str) or not isinstance(reason, str):
+        return None
+    if not (version.isprintable() and reason.isprintable()):  # printed on the user's terminal
+        return None
+    return Reenroll(version[:REENROLL_CHARS_MAX], reason[:REENROLL_CHARS_MAX])
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ so two operators racing on one name get one row and one `*_exists` error.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import time
@@ -45,6 +46,7 @@ from shared.terminal_auth import SECRET_BYTES
 USER_NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MERCHANT_NAME_CHARS_MAX: Final = 64
 CITY_CHARS_MAX: Final = 15
+ALLOWED_NETWORKS_MAX: Final = 32
 NOTIFY_URL_CHARS_MAX: Final = 512
 ID_CHARS_MAX: Final = 64
 IDEMPOTENCY_TTL_S: Final = 24 * 3600
@@ -194,6 +196,19 @@ def check_country(country: str) -> str:
     return country
 
 
+def check_networks(cidrs: list[str]) -> str | None:
+    """The allow-list as stored (canonical, comma-separated), or None for 'anywhere'."""
+    if not cidrs:
+        return None
+    if len(cidrs) > ALLOWED_NETWORKS_MAX:
+        raise ApiError("invalid_argument", f"at most {ALLOWED_NETWORKS_MAX} --allow-ip networks")
+    try:
+        networks = [ipaddress.ip_network(cidr.strip(), strict=False) for cidr in cidrs]
+    except ValueError as error:
+        raise ApiError("invalid_argument", f"--allow-ip: {error}") from error
+    return ",".join(str(network) for network in networks)
+
+
 def create_merchant(
     session: Session,
     name: str,
@@ -202,6 +217,7 @@ def create_merchant(
     *,
     city: str = DEFAULT_CITY,
     country: str = DEFAULT_COUNTRY,
+    allow_ips: list[str] | None = None,
     now_s: float | None = None,
 ) -> Merchant:
     """A merchant with an empty settlement account in `currency`."""
@@ -215,6 +231,7 @@ def create_merchant(
         city=check_city(city),
         country=check_country(country),
         notify_url=url,
+        allowed_cidrs=check_networks(allow_ips or []),
         created_at_s=_now(now_s),
     )
     _insert_unique(session, merchant, "merchant_exists", f"a merchant named {name!r} exists")

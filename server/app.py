@@ -9,6 +9,7 @@ from flask import Flask, Response, jsonify
 from server.caches import Directory
 from server.config import ServerConfig
 from server.db import db
+from server.guard import GuardSettings
 from server.problems import register_error_handlers
 from server.secretbox import SecretBox
 
@@ -24,6 +25,7 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     box = SecretBox.from_config(config)
     app.extensions["paycode_secrets"] = box
     app.extensions["paycode_directory"] = Directory(app.extensions["paycode_engine"], box)
+    app.extensions["paycode_guard"] = GuardSettings.from_env()
     register_error_handlers(app)
     _register_blueprints(app)
 

@@ -92,6 +92,8 @@ def signed_terminal_request(now_s: float) -> SignedTerminalRequest:
     )
     if not valid:
         raise ApiError("unauthorized", "request signature does not verify")
+    if not terminal.allows(request.remote_addr):
+        raise ApiError("forbidden", "this merchant's terminals may not call from this address")
     return SignedTerminalRequest(terminal, nonce)
 
 

@@ -9,6 +9,7 @@ caches hold no state another worker or host would need, and every entry is safe 
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -16,10 +17,12 @@ from typing import Generic, TypeVar
 
 from sqlalchemy import Engine, select
 
+from server.db import read_only
 from server.models import Device, Merchant, Terminal
 from server.secretbox import SecretBox
 from shared.versions.base import DeviceRecord
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -69,6 +72,17 @@ class TerminalCredential:
     merchant_id: str
     currency: str
     secret: bytes = field(repr=False)
+    allowed_networks: tuple[IPNetwork, ...] = ()
+    """Where its requests may come from (the merchant's allow-list); () means anywhere."""
+
+    def allows(self, address: str | None) -> bool:
+        if not self.allowed_networks:
+            return True
+        try:
+            client = ipaddress.ip_address(address or "")
+        except ValueError:
+            return False
+        return any(client in network for network in self.allowed_networks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,16 +108,19 @@ class Directory:
         if cached is not None:
             return cached
         statement = (
-            select(Terminal.__table__, Merchant.currency)
+            select(Terminal.__table__, Merchant.currency, Merchant.allowed_cidrs)
             .join(Merchant, Merchant.id == Terminal.merchant_id)
             .where(Terminal.id == key_id)
         )
-        with self._engine.connect() as connection:
+        with read_only(self._engine) as connection:
             row = connection.execute(statement).one_or_none()
         if row is None or row.revoked_at_s is not None:
             return None
         secret = self._box.open(row.key_id, row.secret_sealed, row_id=row.id)
-        credential = TerminalCredential(row.id, row.merchant_id, row.currency, secret)
+        networks = tuple(
+            ipaddress.ip_network(cidr) for cidr in (row.allowed_cidrs or "").split(",") if cidr
+        )
+        credential = TerminalCredential(row.id, row.merchant_id, row.currency, secret, networks)
         self._terminals.put(key_id, credential)
         return credential
 
@@ -119,7 +136,7 @@ class Directory:
         statement = select(Device.__table__).where(
             Device.version == version, Device.handle == handle
         )
-        with self._engine.connect() as connection:
+        with read_only(self._engine) as connection:
             row = connection.execute(statement).one_or_none()
         if row is None:
             return None

@@ -19,9 +19,11 @@ import psycopg
 from sqlalchemy import Connection, Engine, text
 
 from server.charging import RECORDED_FAILURES, SUCCEEDED, ChargePlan
+from server.guard import GuardSettings, blocked_until_s, count_failure
 from server.problems import ApiError
 
 TERMINAL_REVOKED = "terminal_revoked"
+RATE_LIMITED = "rate_limited"
 NONCE_REPLAYED = "nonce_replayed"
 STORED = "stored"
 
@@ -29,7 +31,8 @@ STORED = "stored"
 @dataclass(frozen=True, slots=True)
 class ChargeResult:
     """`outcome` is a reply name of the plan, or TERMINAL_REVOKED / NONCE_REPLAYED (nothing
-    stored), or STORED (the key's earlier reply: `status`, `body`, `request_hash` are its)."""
+    stored), or RATE_LIMITED (nothing stored; `body` is the block's end, Unix seconds), or
+    STORED (the key's earlier reply: `status`, `body`, `request_hash` are its)."""
 
     outcome: str
     status: int = 0
@@ -39,20 +42,27 @@ class ChargeResult:
 
 _PG_CALL = (
     "SELECT o_outcome, o_status, o_body, o_request_hash FROM paycode_charge("
+    "%s, %s, %s, %s, %s, %s, "
     "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 
 
-def execute(engine: Engine, plan: ChargePlan) -> ChargeResult:
+def execute(engine: Engine, plan: ChargePlan, guard: GuardSettings) -> ChargeResult:
     if engine.dialect.name == "postgresql":
-        return _execute_postgres(engine, plan)
+        return _execute_postgres(engine, plan, guard)
     with engine.begin() as connection:
-        return _execute_steps(connection, plan)
+        return _execute_steps(connection, plan, guard)
 
 
-def _pg_params(plan: ChargePlan) -> tuple[Any, ...]:
+def _pg_params(plan: ChargePlan, guard: GuardSettings) -> tuple[Any, ...]:
     attempt, accepted, device = plan.attempt, plan.accepted, plan.device
     common = (
+        list(attempt.guard_scopes.names),
+        list(attempt.guard_scopes.limits),
+        guard.window_s,
+        guard.backoff_base_s,
+        guard.backoff_max_s,
+        plan.counts_as_guess,
         attempt.terminal.terminal_id,
         attempt.nonce,
         attempt.nonce_expires_at_s,
@@ -82,7 +92,7 @@ def _pg_params(plan: ChargePlan) -> tuple[Any, ...]:
     )
 
 
-def _execute_postgres(engine: Engine, plan: ChargePlan) -> ChargeResult:
+def _execute_postgres(engine: Engine, plan: ChargePlan, guard: GuardSettings) -> ChargeResult:
     """One statement in autocommit: the function's body is the whole transaction."""
     raw = engine.raw_connection()
     try:
@@ -91,7 +101,7 @@ def _execute_postgres(engine: Engine, plan: ChargePlan) -> ChargeResult:
         driver.autocommit = True
         try:
             cursor = raw.cursor()
-            cursor.execute(_PG_CALL, _pg_params(plan))
+            cursor.execute(_PG_CALL, _pg_params(plan, guard))
             row = cursor.fetchone()
             cursor.close()
         finally:
@@ -107,7 +117,7 @@ def _execute_postgres(engine: Engine, plan: ChargePlan) -> ChargeResult:
     return ChargeResult(outcome, status or 0, body or "", request_hash or "")
 
 
-def _execute_steps(connection: Connection, plan: ChargePlan) -> ChargeResult:
+def _execute_steps(connection: Connection, plan: ChargePlan, guard: GuardSettings) -> ChargeResult:
     attempt = plan.attempt
     revoked = connection.execute(
         text("SELECT revoked_at_s FROM terminals WHERE id = :id"),
@@ -115,6 +125,9 @@ def _execute_steps(connection: Connection, plan: ChargePlan) -> ChargeResult:
     ).first()
     if revoked is None or revoked[0] is not None:
         return ChargeResult(TERMINAL_REVOKED)
+    until_s = blocked_until_s(connection, attempt.guard_scopes, attempt.now_s)
+    if until_s is not None:
+        return ChargeResult(RATE_LIMITED, body=repr(until_s))
     if not _insert_new(
         connection,
         "INSERT INTO request_nonces (scope, nonce, expires_at_s) VALUES (:scope, :nonce, :exp)",
@@ -136,6 +149,8 @@ def _execute_steps(connection: Connection, plan: ChargePlan) -> ChargeResult:
             key,
         ).one()
         return ChargeResult(STORED, stored[0], stored[1], stored[2])
+    if plan.counts_as_guess:
+        count_failure(connection, attempt.guard_scopes, guard, attempt.now_s)
     outcome = plan.rejection or _claim_and_pay(connection, plan)
     status, body = plan.reply_texts()[outcome]
     assert isinstance(status, int) and isinstance(body, str)

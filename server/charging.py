@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.caches import CachedDevice, Directory, TerminalCredential
+from server.guard import COUNTED_FAILURES, GuardScopes
 from server.models import Payment, new_id
 from server.problems import STATUS_BY_CODE, ApiError, problem_body
 from server.requests import money_fields, string_field
@@ -33,8 +34,10 @@ from shared.versions.base import (
     Rejected,
     VerifierKeys,
     VerifyContext,
+    VersionStatus,
     Window,
 )
+from shared.versions.registry import DEFAULT_STATUS
 
 DRIFT_STEPS_MAX = 10
 """A device clock followed up to 5 minutes off; further off, its codes expire (re-sync)."""
@@ -66,6 +69,7 @@ class ChargeAttempt:
     idempotency_key: str
     request_hash: str
     now_s: float
+    guard_scopes: GuardScopes
 
     @property
     def scope(self) -> str:
@@ -86,6 +90,11 @@ class ChargePlan:
     amount_minor: int = 0
     currency: str = ""
     order_id: str | None = None
+
+    @property
+    def counts_as_guess(self) -> bool:
+        """A rejection the guessing guard counts (server/guard.py)."""
+        return self.rejection in COUNTED_FAILURES
 
     @property
     def claim_expires_at_s(self) -> float:
@@ -170,13 +179,17 @@ def _verify(
     now_s: float,
     directory: Directory,
     keys: VerifierKeys,
+    *,
     bindings: tuple[bytes, ...] = (),
+    statuses: Mapping[str, VersionStatus] = DEFAULT_STATUS,
 ) -> tuple[Accepted, CachedDevice]:
     """Verify on cached device rows; a code that fails on them is judged again on fresh rows,
     since another worker may have learned a new drift for that device.
 
     `bindings` name this charging point: a merchant-bound code made for another one fails as
-    merchant_mismatch before any claim, so the customer's code still pays where it belongs."""
+    merchant_mismatch before any claim, so the customer's code still pays where it belongs.
+    `statuses` are the live version lifecycle (server.lifecycle): a retired version is refused
+    before any device lookup."""
     served: dict[str, CachedDevice] = {}
     rejected: Rejected | None = None
     for fresh in (False, True):
@@ -189,7 +202,8 @@ def _verify(
             return found.record
 
         try:
-            result = verify_code(code, VerifyContext(now_s, lookup, keys, bindings=bindings))
+            context = VerifyContext(now_s, lookup, keys, bindings=bindings)
+            result = verify_code(code, context, statuses)
         except CodeMalformed as error:
             raise ApiError("code_malformed", error.message) from error
         if isinstance(result, Accepted):
@@ -202,7 +216,12 @@ def _verify(
 
 
 def plan_charge(
-    attempt: ChargeAttempt, body: dict[str, Any], directory: Directory, keys: VerifierKeys
+    attempt: ChargeAttempt,
+    body: dict[str, Any],
+    directory: Directory,
+    keys: VerifierKeys,
+    *,
+    statuses: Mapping[str, VersionStatus] = DEFAULT_STATUS,
 ) -> ChargePlan:
     """The plan for this request; a request that cannot pay becomes a stored rejection."""
     try:
@@ -216,7 +235,9 @@ def plan_charge(
             raise ApiError("currency_mismatch", f"this merchant takes {attempt.terminal.currency}")
         terminal = attempt.terminal
         bindings = charging_point_bindings(terminal.merchant_id, terminal.terminal_id)
-        accepted, device = _verify(code.strip(), attempt.now_s, directory, keys, bindings)
+        accepted, device = _verify(
+            code.strip(), attempt.now_s, directory, keys, bindings=bindings, statuses=statuses
+        )
     except ApiError as error:
         status = error.status
         return ChargePlan(

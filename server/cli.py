@@ -1,7 +1,8 @@
 """paycode-server: operator commands (BRIEF §5).
 
-    init-db | run | serve | worker | versions
+    init-db | run | serve | worker
     users create | users top-up | merchants create | terminals create | devices revoke
+    versions [activate | deprecate | retire V] | keys status | keys rotate-master
 
 Every command reads its configuration from the environment (server.config), opens its own
 engine, commits once at the end, and reports failures as `error [code]: message` (exit 1) or,
@@ -27,14 +28,15 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session
 
 from client.cliutil import add_json_flag, emit, run
-from server import admin
+from server import admin, lifecycle, rotation
 from server.config import ServerConfig
 from server.models import DEFAULT_CITY, DEFAULT_COUNTRY
 from server.passwords import PASSWORD_CHARS_MAX
 from server.secretbox import SecretBox
 from shared.errors import PaycodeError
 from shared.money import Money, format_amount, parse_amount
-from shared.versions.registry import DEFAULT_STATUS, PREFERRED_VERSION, VERSIONS
+from shared.versions.base import VersionStatus
+from shared.versions.registry import PREFERRED_VERSION, VERSIONS
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -285,6 +287,7 @@ def cmd_merchants_create(args: argparse.Namespace) -> int:
             args.notify_url,
             city=args.city,
             country=args.country,
+            allow_ips=args.allow_ip,
             now_s=time.time(),
         )
     data = {
@@ -294,6 +297,7 @@ def cmd_merchants_create(args: argparse.Namespace) -> int:
             "currency": merchant.currency,
             "city": merchant.city,
             "country": merchant.country,
+            "allowed_networks": merchant.allowed_cidrs.split(",") if merchant.allowed_cidrs else [],
             "notify_url": merchant.notify_url,
         }
     }
@@ -335,11 +339,25 @@ def cmd_devices_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- versions and master keys -------------------------------------------------------------------
+
+VERSION_ACTIONS = {
+    "activate": VersionStatus.ACTIVE,
+    "deprecate": VersionStatus.DEPRECATED,
+    "retire": VersionStatus.RETIRED,
+}
+BATCH_ROWS_MAX = 10_000
+
+
 def cmd_versions(args: argparse.Namespace) -> int:
+    """The code versions with their live lifecycle status (the database's, not the default)."""
+    with _session(_config()) as session:
+        states = {state.version: state for state in lifecycle.read_states(session)}
     rows = [
         {
             "version": codec.version,
-            "status": str(DEFAULT_STATUS[codec.version]),
+            "status": str(states[codec.version].status),
+            "changed_at_s": states[codec.version].changed_at_s,
             "symbology": codec.symbology,
             "prefix": codec.prefix,
             "preferred": codec.version == PREFERRED_VERSION,
@@ -352,6 +370,91 @@ def cmd_versions(args: argparse.Namespace) -> int:
         for r in rows
     ]
     emit(args, "\n".join(lines), {"versions": rows})
+    return 0
+
+
+def cmd_versions_set(args: argparse.Namespace) -> int:
+    """deprecate | retire | activate: every server applies it within lifecycle.STATUSES_TTL_S."""
+    status = VERSION_ACTIONS[args.action]
+    with _session(_config()) as session:
+        change = lifecycle.set_status(session, args.version, status, time.time())
+        target = lifecycle.reenroll_target(lifecycle.read_statuses(session))
+    effect = {
+        VersionStatus.ACTIVE: "its codes pay as usual",
+        VersionStatus.DEPRECATED: f"its codes still pay; wallets are told to re-enroll on {target}",
+        VersionStatus.RETIRED: "its codes are refused with version_retired",
+    }[status]
+    state = f"{change.before} -> {change.after}" if change.changed else f"already {status}"
+    within = f"every server within {lifecycle.STATUSES_TTL_S:.0f} s"
+    human = f"{args.version}: {state}; {effect} ({within})"
+    data = {
+        "version": args.version,
+        "before": str(change.before),
+        "status": str(change.after),
+        "changed": change.changed,
+    }
+    emit(args, human, data)
+    return 0
+
+
+def cmd_keys_status(args: argparse.Namespace) -> int:
+    """Which master key ids the configuration holds and how many rows each one seals."""
+    config = _config()
+    with _session(config) as session:
+        usage = rotation.key_usage(session)
+    configured = sorted(config.master_keys)
+    lines = [f"current master key: {config.master_key_id} (configured: {', '.join(configured)})"]
+    lines += [
+        f"{table:<12} " + (" ".join(f"{k}={n}" for k, n in sorted(ids.items())) or "no rows")
+        for table, ids in usage.items()
+    ]
+    missing = sorted({key_id for ids in usage.values() for key_id in ids} - set(configured))
+    if missing:
+        lines.append(f"not configured, their rows cannot be opened: {', '.join(missing)}")
+    data = {
+        "current_key_id": config.master_key_id,
+        "configured_key_ids": configured,
+        "missing_key_ids": missing,
+        "rows": usage,
+        "not_current": rotation.not_current(usage, config.master_key_id),
+    }
+    emit(args, "\n".join(lines), data)
+    return 0
+
+
+def cmd_keys_rotate_master(args: argparse.Namespace) -> int:
+    """Re-wrap every sealed secret under the new (current) master key; resumable."""
+    if not 1 <= args.batch_rows <= BATCH_ROWS_MAX:
+        raise CliError("invalid_argument", f"--batch-rows must be 1-{BATCH_ROWS_MAX}")
+    if args.batches_max < 1:
+        raise CliError("invalid_argument", "--batches-max must be at least 1")
+    config = _config()
+    if args.new_key_id != config.master_key_id:
+        raise CliError(
+            "master_key_not_current",
+            f"PAYCODE_MASTER_KEY_ID is {config.master_key_id!r}, not {args.new_key_id[:16]!r}: "
+            "configure the new key and make it current first (docs/operations.md)",
+        )
+    with _session(config) as session:
+        report = rotation.rotate_master(
+            session,
+            SecretBox.from_config(config),
+            batch_rows=args.batch_rows,
+            batches_max=args.batches_max,
+        )
+    counts = " ".join(f"{table}={n}" for table, n in report.rewrapped.items())
+    if not report.complete:
+        left = " ".join(f"{table}={n}" for table, n in report.remaining.items())
+        raise CliError(
+            "rotation_incomplete",
+            f"re-wrapped {counts}; still under older keys: {left}; run the command again",
+        )
+    human = (
+        f"re-wrapped {counts} under {report.key_id}; no secret is sealed under another key. "
+        "Remove the old key from the configuration once every server runs with "
+        f"PAYCODE_MASTER_KEY_ID={report.key_id}."
+    )
+    emit(args, human, {"key_id": report.key_id, "rewrapped": report.rewrapped, "complete": True})
     return 0
 
 
@@ -378,7 +481,6 @@ def _add_server_commands(sub: Subparsers) -> None:
     worker.add_argument("--interval-s", type=float, default=60.0, help="seconds between passes")
     worker.add_argument("--iterations-max", type=int, default=None, help="stop after N passes")
     worker.set_defaults(func=cmd_worker)
-    sub.add_parser("versions", help="list the live code versions").set_defaults(func=cmd_versions)
 
 
 def _add_admin_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
@@ -400,6 +502,12 @@ def _add_admin_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
     merchant.add_argument("--notify-url", default=None)
     merchant.add_argument("--city", default=DEFAULT_CITY, help="city on its QR posters (<= 15)")
     merchant.add_argument("--country", default=DEFAULT_COUNTRY, help="ISO 3166 alpha-2 (CN)")
+    merchant.add_argument(
+        "--allow-ip",
+        action="append",
+        metavar="CIDR",
+        help="only accept its terminals' requests from this network (repeatable; default any)",
+    )
     merchant.set_defaults(func=cmd_merchants_create)
     terminals = sub.add_parser("terminals", help="POS terminal keys").add_subparsers(
         metavar="ACTION"
@@ -414,12 +522,37 @@ def _add_admin_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
     return [create, top_up, merchant, terminal, revoke]
 
 
+def _add_lifecycle_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
+    versions = sub.add_parser("versions", help="list code versions, or change one's lifecycle")
+    versions.set_defaults(func=cmd_versions)
+    actions = versions.add_subparsers(metavar="ACTION")
+    leaves = []
+    for action, status in VERSION_ACTIONS.items():
+        leaf = actions.add_parser(action, help=f"mark a code version {status}")
+        leaf.add_argument("version", help="v1, v2, v3, ...")
+        leaf.set_defaults(func=cmd_versions_set, action=action)
+        leaves.append(leaf)
+    keys = sub.add_parser("keys", help="master keys").add_subparsers(metavar="ACTION")
+    status = keys.add_parser("status", help="configured master keys and the rows each one seals")
+    status.set_defaults(func=cmd_keys_status)
+    rotate = keys.add_parser(
+        "rotate-master", help="re-wrap every sealed secret under the new master key (resumable)"
+    )
+    rotate.add_argument("--new-key-id", required=True, help="must be PAYCODE_MASTER_KEY_ID")
+    rotate.add_argument("--batch-rows", type=int, default=rotation.BATCH_ROWS, help="per commit")
+    rotate.add_argument(
+        "--batches-max", type=int, default=rotation.BATCHES_MAX, help="per table, then stop"
+    )
+    rotate.set_defaults(func=cmd_keys_rotate_master)
+    return [*leaves, status, rotate]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Paycode payment server (operator).")
     add_json_flag(parser)
     sub = parser.add_subparsers(metavar="COMMAND")
     _add_server_commands(sub)
-    leaves = _add_admin_commands(sub)
+    leaves = [*_add_admin_commands(sub), *_add_lifecycle_commands(sub)]
     for action in [*sub.choices.values(), *leaves]:
         add_json_flag(action)
     return parser

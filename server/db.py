@@ -12,12 +12,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from flask import Flask, current_app, g
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.config import ServerConfig
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+READ_ONLY_OPTION = "paycode_read_only"
 POOL_RECYCLE_S = 1800
 
 
@@ -44,7 +45,19 @@ def _tune_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read-only look-up (a cache miss) takes no write lock, so it can run while this
+        # thread's own request transaction holds one; everything else queues as a writer.
+        reads_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
+        connection.exec_driver_sql("BEGIN" if reads_only else "BEGIN IMMEDIATE")
+
+
+@contextmanager
+def read_only(engine: Engine) -> Iterator[Connection]:
+    """A connection for reads only. On SQLite its transaction is a plain (deferred) BEGIN,
+    which never waits for a writer in WAL mode: a cache miss inside a request that already
+    holds the write lock would otherwise wait out the busy timeout on itself."""
+    with engine.connect() as connection:
+        yield connection.execution_options(**{READ_ONLY_OPTION: True})
 
 
 class Database:

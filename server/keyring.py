@@ -16,6 +16,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from server.db import read_only
 from server.models import ServerKey, new_id
 from server.secretbox import SecretBox
 from shared.versions.base import VerifierKeys
@@ -64,15 +65,15 @@ def load_keys(bind: Session | Engine, box: SecretBox) -> tuple[VerifierKeys, dic
         if cached is not None and time.monotonic() - cached[0] < KEYS_TTL_S:
             return cached[1], cached[2]
     statement = (
-        select(ServerKey)
+        select(ServerKey.__table__)
         .where(ServerKey.retired_at_s.is_(None))
         .order_by(ServerKey.created_at_s.desc())
     )
     if isinstance(bind, Session):
-        rows = bind.scalars(statement).all()
+        rows = bind.execute(statement).all()
     else:
-        with Session(engine) as session:
-            rows = session.scalars(statement).all()
+        with read_only(engine) as connection:
+            rows = connection.execute(statement).all()
     hiding: dict[str, list[bytes]] = {}
     seals: list[bytes] = []
     for row in rows:

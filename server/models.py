@@ -63,6 +63,8 @@ class Merchant(Base):
     )
     """ISO 3166-1 alpha-2, EMV tag 58."""
     notify_url: Mapped[str | None] = mapped_column(String(512))
+    allowed_cidrs: Mapped[str | None] = mapped_column(Text)
+    """Comma-separated networks its terminals may call from; NULL: from anywhere."""
     created_at_s: Mapped[float] = mapped_column(Float)
 
 
@@ -221,6 +223,33 @@ class RequestNonce(Base):
     scope: Mapped[str] = mapped_column(String(40), primary_key=True)
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at_s: Mapped[float] = mapped_column(Float, index=True)
+
+
+class FailureCounter(Base):
+    """Failed code verifications per scope (terminal:, merchant:, ip:); see server/guard.py."""
+
+    __tablename__ = "failure_counters"
+    scope: Mapped[str] = mapped_column(String(80), primary_key=True)
+    window_start_s: Mapped[float] = mapped_column(Float)
+    failures: Mapped[int] = mapped_column(Integer)
+    strikes: Mapped[int] = mapped_column(Integer)
+    """Blocks so far: the next block lasts base x 2^strikes (bounded)."""
+    blocked_until_s: Mapped[float | None] = mapped_column(Float)
+
+
+class VersionState(Base):
+    """An operator's lifecycle decision for a code version (server/lifecycle.py). No row: the
+    registry's default status, so a version added in code needs no row."""
+
+    __tablename__ = "version_states"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('active', 'deprecated', 'retired')", name="ck_version_state_status"
+        ),
+    )
+    version: Mapped[str] = mapped_column(String(8), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    changed_at_s: Mapped[float] = mapped_column(Float)
 
 
 def install_pg_functions(connection: Connection) -> None:

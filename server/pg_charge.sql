@@ -3,9 +3,44 @@
 -- Races are decided by the primary keys (nonce, idempotency key, claim), the partial unique
 -- index on successful merchant orders, and row locks taken on accounts in ascending id order,
 -- the order every transfer in server/ledger.py uses, so charges, refunds and top-ups cannot
--- deadlock on each other.
+-- deadlock on each other. The guessing guard (server/guard.py) checks and counts failures here
+-- too, so it costs no extra round trip.
 
-CREATE OR REPLACE FUNCTION paycode_charge_claimed(
+DROP FUNCTION IF EXISTS paycode_charge;
+DROP FUNCTION IF EXISTS paycode_charge_claimed;
+DROP FUNCTION IF EXISTS paycode_count_failure;
+
+CREATE FUNCTION paycode_count_failure(
+    p_scopes text[], p_limits integer[], p_now_s double precision, p_window_s double precision,
+    p_base_s double precision, p_max_s double precision
+) RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_failures integer;
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(p_scopes, 1), 0) LOOP
+        INSERT INTO failure_counters AS f (scope, window_start_s, failures, strikes,
+                                           blocked_until_s)
+            VALUES (p_scopes[i], p_now_s, 1, 0, NULL)
+            ON CONFLICT (scope) DO UPDATE SET
+                strikes = CASE WHEN f.window_start_s + p_window_s <= p_now_s
+                                AND coalesce(f.blocked_until_s, 0) + p_max_s <= p_now_s
+                               THEN 0 ELSE f.strikes END,
+                failures = CASE WHEN f.window_start_s + p_window_s <= p_now_s
+                                THEN 1 ELSE f.failures + 1 END,
+                window_start_s = CASE WHEN f.window_start_s + p_window_s <= p_now_s
+                                      THEN p_now_s ELSE f.window_start_s END
+            RETURNING f.failures INTO v_failures;
+        IF v_failures >= p_limits[i] THEN
+            UPDATE failure_counters f
+                SET blocked_until_s = p_now_s + least(p_max_s, p_base_s * (1::bigint << least(f.strikes, 20))),
+                    strikes = f.strikes + 1, failures = 0, window_start_s = p_now_s
+                WHERE f.scope = p_scopes[i];
+        END IF;
+    END LOOP;
+END
+$fn$;
+
+CREATE FUNCTION paycode_charge_claimed(
     p_device_id text, p_user_id text, p_claim_key text, p_claim_expires_at_s double precision,
     p_drift_steps integer, p_payment_id text, p_transaction_id text, p_merchant_id text,
     p_terminal_id text, p_amount_minor bigint, p_currency text, p_order_id text,
@@ -83,7 +118,9 @@ BEGIN
 END
 $fn$;
 
-CREATE OR REPLACE FUNCTION paycode_charge(
+CREATE FUNCTION paycode_charge(
+    p_guard_scopes text[], p_guard_limits integer[], p_guard_window_s double precision,
+    p_guard_base_s double precision, p_guard_max_s double precision, p_count_failure boolean,
     p_terminal_id text, p_nonce text, p_nonce_expires_at_s double precision,
     p_scope text, p_key text, p_request_hash text, p_now_s double precision,
     p_rejection text, p_replies jsonb,
@@ -94,10 +131,18 @@ CREATE OR REPLACE FUNCTION paycode_charge(
 ) LANGUAGE plpgsql AS $fn$
 DECLARE
     v_revoked_at_s double precision;
+    v_blocked_until_s double precision;
 BEGIN
     SELECT t.revoked_at_s INTO v_revoked_at_s FROM terminals t WHERE t.id = p_terminal_id;
     IF NOT FOUND OR v_revoked_at_s IS NOT NULL THEN
         o_outcome := 'terminal_revoked';
+        RETURN;
+    END IF;
+    SELECT max(f.blocked_until_s) INTO v_blocked_until_s FROM failure_counters f
+        WHERE f.scope = ANY (p_guard_scopes) AND f.blocked_until_s > p_now_s;
+    IF v_blocked_until_s IS NOT NULL THEN
+        o_outcome := 'rate_limited';
+        o_body := v_blocked_until_s::text;
         RETURN;
     END IF;
     INSERT INTO request_nonces (scope, nonce, expires_at_s)
@@ -118,6 +163,10 @@ BEGIN
     END IF;
     IF p_rejection IS NOT NULL THEN
         o_outcome := p_rejection;
+        IF p_count_failure THEN
+            PERFORM paycode_count_failure(p_guard_scopes, p_guard_limits, p_now_s,
+                                          p_guard_window_s, p_guard_base_s, p_guard_max_s);
+        END IF;
     ELSE
         o_outcome := paycode_charge_claimed(
             p_device_id, p_user_id, p_claim_key, p_claim_expires_at_s, p_drift_steps,

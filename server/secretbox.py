@@ -25,6 +25,11 @@ class SecretBox:
     def __repr__(self) -> str:
         return f"SecretBox(current_id={self.current_id!r}, key_ids={sorted(self._aeads)})"
 
+    @property
+    def key_ids(self) -> frozenset[str]:
+        """Every master key id this box opens (the current one and any older ones)."""
+        return frozenset(self._aeads)
+
     @classmethod
     def from_config(cls, config: ServerConfig) -> SecretBox:
         return cls(config.master_keys, config.master_key_id)

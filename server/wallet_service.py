@@ -16,6 +16,7 @@ import hashlib
 import os
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -127,12 +128,17 @@ class EnrollRequest:
     public_key: bytes = field(default=b"", repr=False)
 
 
-def parse_enroll(body: dict[str, Any]) -> EnrollRequest:
-    """Validate the enrollment body; `invalid_request` or `version_retired` otherwise."""
+def parse_enroll(
+    body: dict[str, Any], statuses: Mapping[str, VersionStatus] = DEFAULT_STATUS
+) -> EnrollRequest:
+    """Validate the enrollment body; `invalid_request` or `version_retired` otherwise.
+
+    `statuses` is the live lifecycle (server.lifecycle): a deprecated version still enrolls
+    (a wallet may need it where tills read only numeric codes), a retired one does not."""
     version = body.get("version")
     if not isinstance(version, str) or version not in DEFAULT_STATUS:
         raise ApiError("invalid_request", f"'version' must be one of {', '.join(DEFAULT_STATUS)}")
-    if DEFAULT_STATUS[version] is VersionStatus.RETIRED:
+    if statuses.get(version, VersionStatus.RETIRED) is VersionStatus.RETIRED:
         raise ApiError("version_retired", f"code version {version} is retired")
     label = body.get("label", "")
     if not isinstance(label, str):

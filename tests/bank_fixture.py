@@ -174,3 +174,33 @@ def served(bank: Bank) -> Iterator[str]:
 
 def engine_for(url: str) -> Engine:
     return create_engine(url)
+
+
+@contextmanager
+def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """An SQLite file in `tmp_path`, or a fresh PostgreSQL database dropped afterwards."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'bank.db'}"
+    else:
+        from tests.live_server import postgres_database
+
+        with postgres_database() as url:
+            yield url
+
+
+@contextmanager
+def served_bank(backend: str, tmp_path: Path, start_minor: int) -> Iterator[Bank]:
+    """alice (a device per version, `start_minor` CNY), Corner Cafe and Other Shop with a
+    terminal each, served over real HTTP; everything disposed of afterwards."""
+    with database_url(backend, tmp_path) as url:
+        bank = make_bank(url, tmp_path)
+        bank.user_id = add_user(bank, "alice", start_minor)
+        bank.credentials = add_devices(bank, bank.user_id)
+        add_merchant(bank, "Corner Cafe")
+        add_merchant(bank, "Other Shop")
+        try:
+            with served(bank):
+                yield bank
+        finally:
+            bank.engine.dispose()
+            bank.app.extensions["paycode_engine"].dispose()

@@ -8,7 +8,6 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,42 +23,19 @@ from shared.versions.base import Flags
 from shared.versions.registry import by_name
 from tests.bank_fixture import (
     Bank,
-    add_devices,
-    add_merchant,
-    add_user,
     device_of,
-    make_bank,
     revoke,
-    served,
+    served_bank,
 )
-from tests.live_server import admin_connection, postgres_database
+from tests.live_server import admin_connection
 
 START_MINOR = 10_000
 
 
-@contextmanager
-def _database(backend: str, tmp_path: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'bank.db'}"
-    else:
-        with postgres_database() as url:
-            yield url
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def bank(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bank]:
-    with _database(request.param, tmp_path) as url:
-        bank = make_bank(url, tmp_path)
-        bank.user_id = add_user(bank, "alice", START_MINOR)
-        bank.credentials = add_devices(bank, bank.user_id)
-        add_merchant(bank, "Corner Cafe")
-        add_merchant(bank, "Other Shop")
-        try:
-            with served(bank):
-                yield bank
-        finally:
-            bank.engine.dispose()
-            bank.app.extensions["paycode_engine"].dispose()
+    with served_bank(request.param, tmp_path, START_MINOR) as bank:
+        yield bank
 
 
 def terminal(bank: Bank, index: int = 0) -> TerminalClient:
@@ -457,28 +433,19 @@ def _kill_server_connections(bank: Bank) -> int:
 def test_lost_database_connections_are_retryable_not_500(tmp_path: Path) -> None:
     """No pre-ping: a pooled connection found dead answers 503 database_busy (retryable), and
     the till's retry with the same key charges exactly once."""
-    with postgres_database() as url:
-        bank = make_bank(url, tmp_path)
-        bank.user_id = add_user(bank, "alice", START_MINOR)
-        bank.credentials = add_devices(bank, bank.user_id)
-        add_merchant(bank, "Corner Cafe")
-        try:
-            with served(bank):
-                pos = terminal(bank)
-                pos.charge(code=code(bank, "v1", counter=0), amount="1.00", currency="CNY")
-                bank.engine.dispose()
-                assert _kill_server_connections(bank) >= 1
-                single_try = TerminalClient(pos.base_url, pos.key_id, pos.secret)
-                single_try_error = _one_attempt(single_try, code(bank, "v1", counter=1))
-                assert (single_try_error.status, single_try_error.code) == (503, "database_busy")
-                assert _kill_server_connections(bank) >= 0
-                paid = pos.charge(code=code(bank, "v1", counter=2), amount="2.00", currency="CNY")
-                assert paid["status"] == "succeeded"
-            assert bank.balance("user", bank.user_id) == START_MINOR - 300
-            assert bank.ledger_sum() == 0
-        finally:
-            bank.engine.dispose()
-            bank.app.extensions["paycode_engine"].dispose()
+    with served_bank("postgres", tmp_path, START_MINOR) as bank:
+        pos = terminal(bank)
+        pos.charge(code=code(bank, "v1", counter=0), amount="1.00", currency="CNY")
+        bank.engine.dispose()
+        assert _kill_server_connections(bank) >= 1
+        single_try = TerminalClient(pos.base_url, pos.key_id, pos.secret)
+        single_try_error = _one_attempt(single_try, code(bank, "v1", counter=1))
+        assert (single_try_error.status, single_try_error.code) == (503, "database_busy")
+        assert _kill_server_connections(bank) >= 0
+        paid = pos.charge(code=code(bank, "v1", counter=2), amount="2.00", currency="CNY")
+        assert paid["status"] == "succeeded"
+        assert bank.balance("user", bank.user_id) == START_MINOR - 300
+        assert bank.ledger_sum() == 0
 
 
 def _one_attempt(pos: TerminalClient, text: str) -> ServerRejected:

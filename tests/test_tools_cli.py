@@ -17,8 +17,10 @@ REPO = Path(__file__).resolve().parent.parent
 EMV_EXAMPLE = "hQVDUFYwMWEaTwegAAAAVVVVVw8SNFZ4kBI0WNGRIgESNF8="
 
 
-def run(module: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def run(
+    module: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         capture_output=True,
@@ -78,9 +80,12 @@ def test_inspect_errors_have_codes_and_no_traceback(tmp_path: Path) -> None:
         assert "Traceback" not in done.stderr + done.stdout
 
 
-def test_server_versions_lists_three_live_versions() -> None:
-    done = run("server.cli", "versions", "--json")
-    assert done.returncode == 0
+def test_server_versions_lists_three_live_versions(tmp_path: Path) -> None:
+    """The statuses are the database's (server/lifecycle.py): a fresh one has them all active."""
+    env = {"PAYCODE_INSTANCE": str(tmp_path), "PAYCODE_DATABASE_URL": ""}
+    assert run("server.cli", "init-db", env=env).returncode == 0
+    done = run("server.cli", "versions", "--json", env=env)
+    assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)["versions"]
     assert [r["version"] for r in rows] == ["v1", "v2", "v3"]
     assert all(r["status"] == "active" for r in rows)

@@ -237,6 +237,33 @@ def test_balance_and_history(enrolled: Enrolled, stub: WalletStub) -> None:
     assert {seen.headers["Paycode-Device"] for seen in signed} == {v1_device}
 
 
+def test_reenroll_advice_is_shown_on_stderr_and_in_json(
+    enrolled: Enrolled, stub: WalletStub
+) -> None:
+    advice = {"version": "v3", "reason": "code version v1 is deprecated"}
+    stub.reenroll = advice
+    try:
+        human = wallet_cli(enrolled.home, "balance")
+        as_json = wallet_cli(enrolled.home, "balance", "--json")
+        history = wallet_cli(enrolled.home, "--json", "history")
+        hostile = dict(advice, reason="deprecated\x1b[2J")
+        stub.reenroll = hostile
+        ignored = wallet_cli(enrolled.home, "balance")
+    finally:
+        stub.reenroll = None
+    assert human.returncode == 0 and human.stdout == "12.50 CNY\n"  # the answer is unchanged
+    assert human.stderr == (
+        "notice: code version v1 is deprecated; re-enroll on v3: paycode-wallet enroll "
+        f"--server {stub.url} --user {USER} --version v3\n"
+    )
+    assert as_json.json() == {"ok": True, "accounts": stub.accounts, "reenroll": advice}
+    assert as_json.stderr == ""
+    assert history.json()["reenroll"] == advice
+    assert ignored.returncode == 0 and ignored.stderr == ""  # no escape codes reach a terminal
+    quiet = wallet_cli(enrolled.home, "balance", "--json")
+    assert "reenroll" not in quiet.json()
+
+
 # --- merchant-bound codes -------------------------------------------------------------------
 
 CAFE = CollectionCode(

@@ -81,6 +81,8 @@ class WalletStub:
     users: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_USERS))
     accounts: list[dict[str, Any]] = field(default_factory=lambda: list(DEFAULT_ACCOUNTS))
     history_items: list[dict[str, Any]] = field(default_factory=list)
+    reenroll: dict[str, str] | None = None
+    """Set: balance and history answers carry it, as the server's for a deprecated version."""
     server_time_offset_s: float = 0.0
     """The server's clock is the real clock plus this."""
     counter_max_override: int | None = None
@@ -157,8 +159,9 @@ class WalletStub:
     def signed_get(self, path: str, headers: dict[str, str]) -> tuple[int, dict[str, object]]:
         self._check_signature("GET", path, headers, b"")
         parsed = urllib.parse.urlsplit(path)
+        advice = {} if self.reenroll is None else {"reenroll": self.reenroll}
         if parsed.path == "/v1/wallet/balance":
-            return 200, {"accounts": self.accounts, "server_time": self.now_s()}
+            return 200, {"accounts": self.accounts, "server_time": self.now_s(), **advice}
         if parsed.path == "/v1/wallet/history":
             query = urllib.parse.parse_qs(parsed.query)
             try:
@@ -167,7 +170,11 @@ class WalletStub:
                 raise Problem(400, "limit_invalid", "limit must be an integer") from error
             if not 1 <= limit <= HISTORY_LIMIT_MAX:
                 raise Problem(400, "limit_invalid", f"limit must be 1..{HISTORY_LIMIT_MAX}")
-            return 200, {"items": self.history_items[:limit], "server_time": self.now_s()}
+            return 200, {
+                "items": self.history_items[:limit],
+                "server_time": self.now_s(),
+                **advice,
+            }
         raise Problem(404, "not_found", f"no route {parsed.path}")
 
     # --- internals -----------------------------------------------------------------------

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server import charge_store, charging, keyring, refunds
+from server import charge_store, charging, guard, keyring, lifecycle, refunds
 from server.auth import (
     authenticate_terminal,
     config,
@@ -23,7 +24,7 @@ from server.caches import TerminalCredential
 from server.db import db
 from server.idempotency import require_key, respond, run_once, stored_reply
 from server.models import Merchant, Payment
-from server.problems import ApiError
+from server.problems import ApiError, problem
 from server.requests import json_object, request_sha256
 
 bp = Blueprint("charges", __name__, url_prefix="/v1")
@@ -60,20 +61,27 @@ def create_charge() -> Response:
     (server.charge_store) that records the nonce, the key, the claim and the money."""
     now_s = time.time()
     signed = signed_terminal_request(now_s)
+    terminal = signed.terminal
     attempt = charging.ChargeAttempt(
-        terminal=signed.terminal,
+        terminal=terminal,
         nonce=signed.nonce,
         nonce_expires_at_s=now_s + 2 * config().request_skew_s_max,
         idempotency_key=require_key(),
         request_hash=request_sha256(),
         now_s=now_s,
+        guard_scopes=guard.scopes_for(
+            guard_settings(), terminal.terminal_id, terminal.merchant_id, request.remote_addr
+        ),
     )
     body = json_object()
     keys, _ = keyring.load_keys(db.engine, secret_box())
-    plan = charging.plan_charge(attempt, body, directory(), keys)
-    result = charge_store.execute(db.engine, plan)
+    statuses = lifecycle.load_statuses(db.engine, time.monotonic())
+    plan = charging.plan_charge(attempt, body, directory(), keys, statuses=statuses)
+    result = charge_store.execute(db.engine, plan, guard_settings())
     if result.outcome == charge_store.TERMINAL_REVOKED:
         raise terminal_revoked(signed.terminal.terminal_id)
+    if result.outcome == charge_store.RATE_LIMITED:
+        return _rate_limited(float(result.body) - now_s)
     if result.outcome == charge_store.NONCE_REPLAYED:
         raise ApiError("unauthorized", "this request signature was already used")
     if result.outcome == charge_store.STORED:
@@ -85,6 +93,23 @@ def create_charge() -> Response:
         directory().learned_drift(plan.accepted.version, plan.device, plan.drift_steps)
     status, reply = plan.replies[result.outcome]
     return respond(status, reply | {"server_time": now_s}, replayed=False)
+
+
+def guard_settings() -> guard.GuardSettings:
+    settings: guard.GuardSettings = current_app.extensions["paycode_guard"]
+    return settings
+
+
+def _rate_limited(wait_s: float) -> Response:
+    """429 with Retry-After: too many failed codes from this terminal, merchant or address."""
+    retry_after_s = max(1, math.ceil(wait_s))
+    response = problem(
+        "rate_limited",
+        f"too many failed payment codes here; try again in {retry_after_s} s",
+        429,
+    )
+    response.headers["Retry-After"] = str(retry_after_s)
+    return response
 
 
 @bp.post("/payments/<payment_id>/refunds")

@@ -9,11 +9,12 @@ The logic lives in server/wallet_service.py; this module parses requests and sha
 from __future__ import annotations
 
 import json
+import time
 
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.orm import Session
 
-from server import collection_payments, keyring
+from server import collection_payments, keyring, lifecycle
 from server import wallet_service as service
 from server.auth import (
     check_timestamp,
@@ -107,7 +108,7 @@ def enroll_device() -> Response:
     with db.transaction() as session:
         user_id = service.session_user(session, request.headers.get("Authorization", ""), now_s)
         key = require_key()
-        wanted = service.parse_enroll(json_object())
+        wanted = service.parse_enroll(json_object(), _statuses())
         current = _enrollment_keys(session, wanted.version)
 
         def work() -> tuple[int, dict[str, object]]:
@@ -142,12 +143,23 @@ def _enrollment_keys(session: Session, version: str) -> dict[str, bytes]:
     return current
 
 
+def _statuses() -> lifecycle.Statuses:
+    return lifecycle.load_statuses(db.engine, time.monotonic())
+
+
+def _reenroll(device: Device) -> dict[str, object]:
+    """`{"reenroll": {...}}` when the calling device's code version is deprecated or retired:
+    the wallet's online calls are the only way to reach a phone that otherwise works offline."""
+    advice = lifecycle.reenroll_advice(device.version, _statuses())
+    return {} if advice is None else {"reenroll": advice}
+
+
 @bp.get("/balance")
 def balance() -> Response:
     with db.transaction() as session:
         device = authenticate_device(session, service.now_s())
         accounts = service.balances(session, device.user_id)
-    return _ok({"accounts": accounts})
+    return _ok({"accounts": accounts, **_reenroll(device)})
 
 
 @bp.get("/history")
@@ -156,7 +168,7 @@ def history() -> Response:
         device = authenticate_device(session, service.now_s())
         limit = service.parse_limit(request.args.get("limit"))
         items = service.history(session, device.user_id, limit)
-    return _ok({"items": items})
+    return _ok({"items": items, **_reenroll(device)})
 
 
 @bp.post("/payments")
@@ -175,4 +187,5 @@ def pay_merchant() -> Response:
             now_s=now_s,
             work=lambda: (201, collection_payments.pay(session, device, body, now_s)),
         )
-    return respond(status, reply | {"server_time": now_s}, replayed)
+    advice = _reenroll(device) if status < 300 else {}
+    return respond(status, reply | advice | {"server_time": now_s}, replayed)
