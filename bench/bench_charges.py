@@ -81,8 +81,8 @@ BENCH_PASSWORD = "bench-password"
 CHARGE_PATH = "/v1/charges"
 LUA_SCRIPT = Path(__file__).with_name("charges.lua")
 RATE_GUESS_PER_S = 2500
-"""Requests generated per second of run before anything was measured; later runs use 1.5 x the
-best measured charge rate. A run that outruns its requests is flagged `exhausted`."""
+"""Requests generated per second of run, at least; 1.5 x the best measured charge rate when that
+is more. A run that outruns its requests is flagged `exhausted`."""
 REQUESTS_MIN = 2000
 BARE_REQUESTS = 2000
 """The bare endpoint cycles through this many charge-shaped requests (nothing is single-use)."""
@@ -534,7 +534,8 @@ class Bench:
     """workers -> 0.8 x the median ceiling C measured with that many workers."""
 
     def charge_requests(self, duration_s: float) -> int:
-        rate = 1.5 * self.best_charge_rate if self.best_charge_rate else RATE_GUESS_PER_S
+        # Never below the guess: a cold warm-up once set the budget under a later round's rate.
+        rate = max(RATE_GUESS_PER_S, 1.5 * self.best_charge_rate)
         return max(REQUESTS_MIN, int(rate * duration_s) + 1000)
 
     def run_charge(self, workers: int, merchants: int, rnd: int, duration_s: float) -> Run:
