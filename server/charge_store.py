@@ -152,8 +152,8 @@ def _execute_steps(connection: Connection, plan: ChargePlan, guard: GuardSetting
     if plan.counts_as_guess:
         count_failure(connection, attempt.guard_scopes, guard, attempt.now_s)
     outcome = plan.rejection or _claim_and_pay(connection, plan)
-    status, body = plan.reply_texts()[outcome]
-    assert isinstance(status, int) and isinstance(body, str)
+    status, reply = plan.replies[outcome]
+    body = json.dumps(reply)  # as reply_texts renders it, for this outcome only
     connection.execute(
         text(
             "UPDATE idempotency_keys SET status_code = :status, response_body = :body"

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from server.models import IdempotencyRecord
 from server.problems import ApiError, problem_body
+from server.requests import json_object, request_sha256
 
 KEY_CHARS_MAX = 128
 PENDING_STATUS = 0
@@ -88,6 +89,26 @@ def run_once(
     record.status_code = status
     record.response_body = json.dumps(body)
     return status, body, False
+
+
+def run_keyed_post(
+    session: Session,
+    *,
+    scope: str,
+    now_s: float,
+    work: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]],
+) -> tuple[int, dict[str, Any], bool]:
+    """A POST's Idempotency-Key header and JSON body, then `work(body)` run once for the key."""
+    key = require_key()
+    body = json_object()
+    return run_once(
+        session,
+        scope=scope,
+        key=key,
+        request_hash=request_sha256(),
+        now_s=now_s,
+        work=lambda: work(body),
+    )
 
 
 def respond(status: int, body: dict[str, Any], replayed: bool) -> Response:

@@ -122,16 +122,16 @@ def server_env(instance: Path, database_url: str) -> dict[str, str]:
     return env
 
 
-def run_cli(
-    env: dict[str, str], *args: str, stdin: str | None = None
+def run_command(
+    command: list[str], env: dict[str, str], stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """`paycode-server ARGS` as a subprocess; never raises on a non-zero exit. Without `stdin`
-    the command reads /dev/null, never the developer's terminal."""
+    """`command` in the repository as a subprocess; never raises on a non-zero exit. Without
+    `stdin` the command reads /dev/null, never the developer's terminal."""
     stdin_kwargs: dict[str, Any] = (
         {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
     )
     return subprocess.run(
-        [sys.executable, "-m", "server.cli", *args],
+        command,
         **stdin_kwargs,
         env=env,
         cwd=REPO_ROOT,
@@ -140,6 +140,13 @@ def run_cli(
         timeout=CLI_TIMEOUT_S,
         check=False,
     )
+
+
+def run_cli(
+    env: dict[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`paycode-server ARGS` (see run_command)."""
+    return run_command([sys.executable, "-m", "server.cli", *args], env, stdin)
 
 
 @dataclass

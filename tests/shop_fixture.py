@@ -14,23 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.live_server import REPO_ROOT, LiveServer
+from tests.live_server import LiveServer, run_command
 
 PASSWORD = "shop test password"
-CLI_TIMEOUT_S = 120
-
-
-def run_command(command: list[str], env: dict[str, str], stdin: str | None) -> Any:
-    return subprocess.run(
-        command,
-        input=stdin if stdin is not None else "",
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-    )
 
 
 def ok_json(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:

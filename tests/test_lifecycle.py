@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +36,12 @@ from tests.bank_fixture import (
     add_devices,
     add_merchant,
     add_user,
+    database_url,
     device_of,
     make_bank,
     served,
 )
-from tests.live_server import postgres_database, run_cli, server_env
+from tests.live_server import run_cli, server_env
 
 START_MINOR = 10_000
 ACTIVE, DEPRECATED, RETIRED = VersionStatus.ACTIVE, VersionStatus.DEPRECATED, VersionStatus.RETIRED
@@ -49,15 +49,6 @@ BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 BLOCKED_WAIT_S = 0.5
 """How long a second transition is watched to prove it waits for the first one's commit."""
 PROPAGATION_SLACK_S = 2.0
-
-
-@contextmanager
-def database(backend: str, tmp_path: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'lifecycle.db'}"
-    else:
-        with postgres_database() as url:
-            yield url
 
 
 @pytest.fixture
@@ -71,7 +62,7 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
 @pytest.fixture(params=BACKENDS)
 def bank(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bank]:
     """alice with a device per version, a merchant with a terminal, served over HTTP."""
-    with database(request.param, tmp_path) as url:
+    with database_url(request.param, tmp_path) as url:
         bank = make_bank(url, tmp_path)
         lifecycle.forget_cache()
         bank.user_id = add_user(bank, "alice", START_MINOR)
@@ -171,7 +162,7 @@ def test_enrollment_follows_the_live_states() -> None:
 def test_two_operators_cannot_leave_no_active_version(backend: str, tmp_path: Path) -> None:
     """v3 is deprecated; one operator deprecates v1 while another deprecates v2. Without the
     transition lock both would see the other version active and both would succeed."""
-    with database(backend, tmp_path) as url:
+    with database_url(backend, tmp_path) as url:
         bound = make_engine(url)
         try:
             Base.metadata.create_all(bound)

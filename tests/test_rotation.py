@@ -30,8 +30,16 @@ from server.rotation import SEALED_COLUMNS, key_usage, rotate_master
 from server.secretbox import SecretBox
 from shared.timestep import step_at
 from shared.versions.registry import by_name
-from tests.bank_fixture import Bank, add_devices, add_merchant, add_user, device_of, served
-from tests.live_server import postgres_database, run_cli, server_env
+from tests.bank_fixture import (
+    Bank,
+    add_devices,
+    add_merchant,
+    add_user,
+    database_url,
+    device_of,
+    served,
+)
+from tests.live_server import run_cli, server_env
 
 OLD, NEW = os.urandom(32), os.urandom(32)
 BOTH = {"mk1": OLD, "mk2": NEW}
@@ -120,15 +128,6 @@ def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
 # -- rotation while servers charge --------------------------------------------------------------
 
 
-@contextmanager
-def database(backend: str, tmp_path: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'rotation.db'}"
-    else:
-        with postgres_database() as url:
-            yield url
-
-
 def app_bank(url: str, instance: Path, keys: dict[str, bytes], current: str) -> Bank:
     """A server (its own engine and caches) on `url` with these master keys."""
     config = ServerConfig(
@@ -146,7 +145,7 @@ def app_bank(url: str, instance: Path, keys: dict[str, bytes], current: str) -> 
 def bank(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bank]:
     """A live server that already has the new key configured, still sealing under the old one;
     alice and bob with a device per version, three merchants with a terminal each."""
-    with database(request.param, tmp_path) as url:
+    with database_url(request.param, tmp_path) as url:
         keyring.forget_cache()
         bank = app_bank(url, tmp_path, BOTH, "mk1")
         Base.metadata.create_all(bank.engine)
@@ -318,7 +317,7 @@ def failed(env: dict[str, str], *args: str) -> str:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_rotation_procedure_with_key_files(backend: str, tmp_path: Path) -> None:
     instance = tmp_path / "instance"
-    with database(backend, tmp_path) as url:
+    with database_url(backend, tmp_path) as url:
         env = server_env(instance, url)
         del env["PAYCODE_MASTER_KEY"]  # the default set-up: instance/master.key, id mk1
         ok(env, "init-db")

@@ -22,7 +22,7 @@ from server.auth import (
 )
 from server.caches import TerminalCredential
 from server.db import db
-from server.idempotency import require_key, respond, run_once, stored_reply
+from server.idempotency import require_key, respond, run_keyed_post, stored_reply
 from server.models import Merchant, Payment
 from server.problems import ApiError, problem
 from server.requests import json_object, request_sha256
@@ -42,15 +42,11 @@ def _signed_idempotent_post(action: TerminalAction) -> Response:
     now_s = time.time()
     with db.transaction() as session:
         terminal = authenticate_terminal(session, now_s)
-        key = require_key()
-        body = json_object()
-        status, reply, replayed = run_once(
+        status, reply, replayed = run_keyed_post(
             session,
             scope=f"terminal:{terminal.terminal_id}",
-            key=key,
-            request_hash=request_sha256(),
             now_s=now_s,
-            work=lambda: action(session, terminal, body, now_s),
+            work=lambda body: action(session, terminal, body, now_s),
         )
     return respond(status, reply | {"server_time": now_s}, replayed)
 

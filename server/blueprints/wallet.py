@@ -24,7 +24,7 @@ from server.auth import (
     signed_headers,
 )
 from server.db import db
-from server.idempotency import require_key, respond, run_once
+from server.idempotency import require_key, respond, run_keyed_post, run_once
 from server.models import Device
 from server.passwords import PASSWORD_CHARS_MAX
 from server.problems import ApiError
@@ -177,15 +177,11 @@ def pay_merchant() -> Response:
     now_s = service.now_s()
     with db.transaction() as session:
         device = authenticate_device(session, now_s)
-        key = require_key()
-        body = json_object()
-        status, reply, replayed = run_once(
+        status, reply, replayed = run_keyed_post(
             session,
             scope=f"device:{device.id}",
-            key=key,
-            request_hash=request_sha256(),
             now_s=now_s,
-            work=lambda: (201, collection_payments.pay(session, device, body, now_s)),
+            work=lambda body: (201, collection_payments.pay(session, device, body, now_s)),
         )
     advice = _reenroll(device) if status < 300 else {}
     return respond(status, reply | advice | {"server_time": now_s}, replayed)
