@@ -110,7 +110,7 @@ class ServerClient:
         if status >= 400:
             code = str(body.get("code") or f"http_{status}")
             detail = str(body.get("detail") or body.get("title") or f"HTTP {status}")
-            raise ServerRejected(code, detail, status=status)
+            raise ServerRejected(code, detail, status=status, clock_offset_s=offset)
         return Response(status, body, offset)
 
 

@@ -109,6 +109,10 @@ class Keystore:
         store = cls(path, kdf.derive(passphrase), kdf)
         return store, store._decrypt(envelope)
 
+    def reload(self) -> dict[str, Any]:
+        """The document as saved now (another process may have saved since it was opened)."""
+        return self._decrypt(_read_envelope(self.path))
+
     def save(self, document: dict[str, Any]) -> None:
         nonce = os.urandom(_NONCE_BYTES)
         plain = json.dumps(document, sort_keys=True).encode()

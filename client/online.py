@@ -1,7 +1,9 @@
 """What the wallet does online: enroll, balance, history, pay (docs/api.md, wallet section).
 
-Every call teaches the wallet the server's clock. After enrollment no password is kept: calls
-are signed with the device key (shared.wallet_auth).
+Every call teaches the wallet the server's clock, a refused one too: a signed call refused
+because the phone's clock moved is signed again, once, with the offset its refusal taught.
+After enrollment no password is kept: calls are signed with the device key
+(shared.wallet_auth).
 """
 
 from __future__ import annotations
@@ -12,13 +14,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from client.api import DeviceAuth, Response, ServerClient
-from client.wallet import Wallet
+from client.wallet import Enrollment, Wallet
 from shared.enrollment import GrantInfo, b64, new_ed25519_seed
 from shared.errors import ServerRejected, WalletError
 
 HISTORY_LIMIT_MAX = 100
 REENROLL_CHARS_MAX = 200
 """Server text shown to the user is cut to a line."""
+SIGNED_ATTEMPTS_MAX = 2
+"""A signed call is sent at most twice: again only when its refusal taught a new clock."""
+CLOCK_RETRY_S_MIN = 30.0
+"""A refusal that moved the learned offset by at least this much may have been for the clock."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +94,40 @@ def client_for(wallet: Wallet) -> ServerClient:
     return ServerClient(wallet.server_url)
 
 
+def signed_call(
+    wallet: Wallet,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    *,
+    enrollment: Enrollment | None = None,
+    idempotency_key: str | None = None,
+) -> Response:
+    """A call signed by `enrollment` (default: the wallet's default device). Its answer, or its
+    refusal, re-syncs the clock; a refusal that moved the clock is signed afresh and sent once
+    more (same Idempotency-Key: a refused request stored nothing)."""
+    signer = enrollment or wallet.enrollment()
+    client = client_for(wallet)
+    for attempt in range(1, SIGNED_ATTEMPTS_MAX + 1):
+        used_offset_s = wallet.clock_offset_s
+        auth = DeviceAuth(signer.device_id, signer.credential, used_offset_s)
+        try:
+            reply = client.call(method, path, body, device=auth, idempotency_key=idempotency_key)
+        except ServerRejected as error:
+            wallet.record_clock_offset(error.clock_offset_s)
+            moved_s = abs(wallet.clock_offset_s - used_offset_s)
+            if error.code != "unauthorized" or moved_s < CLOCK_RETRY_S_MIN:
+                raise
+            if attempt == SIGNED_ATTEMPTS_MAX:
+                raise
+            continue
+        wallet.record_clock_offset(reply.clock_offset_s)
+        return reply
+    raise AssertionError("unreachable: the loop returns or raises")
+
+
 def _signed_get(wallet: Wallet, path: str) -> Response:
-    enrollment = wallet.enrollment()
-    auth = DeviceAuth(enrollment.device_id, enrollment.credential, wallet.clock_offset_s)
-    reply = client_for(wallet).call("GET", path, device=auth)
-    wallet.record_clock_offset(reply.clock_offset_s)
-    return reply
+    return signed_call(wallet, "GET", path)
 
 
 def balance(wallet: Wallet) -> dict[str, Any]:
@@ -107,13 +141,8 @@ def history(wallet: Wallet, *, limit: int = 20) -> dict[str, Any]:
 
 def pay(wallet: Wallet, *, qr_payload: str, amount: str | None) -> dict[str, Any]:
     """Pay a merchant's collection QR online; one idempotency key per attempt."""
-    enrollment = wallet.enrollment()
-    auth = DeviceAuth(enrollment.device_id, enrollment.credential, wallet.clock_offset_s)
     body: dict[str, Any] = {"qr_payload": qr_payload}
     if amount is not None:
         body["amount"] = amount
-    reply = client_for(wallet).call(
-        "POST", "/v1/wallet/payments", body, device=auth, idempotency_key=str(uuid.uuid4())
-    )
-    wallet.record_clock_offset(reply.clock_offset_s)
-    return reply.body
+    key = str(uuid.uuid4())
+    return signed_call(wallet, "POST", "/v1/wallet/payments", body, idempotency_key=key).body

@@ -9,9 +9,13 @@ never repeat one.
 from __future__ import annotations
 
 import base64
+import binascii
+import fcntl
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,8 @@ from shared.versions.base import DeviceCredential, Flags, Rng
 from shared.versions.registry import VERSIONS, by_name
 
 DOCUMENT_VERSION = 1
+LOCK_NAME = "wallet.lock"
+"""Beside the keystore: serialises read-change-save between wallet processes on one home."""
 COUNTER_STEPS_KEPT = 8
 """Steps whose counters are remembered, so a clock stepping back cannot repeat a code."""
 DEFAULT_VERSION_ORDER = ("v1", "v2", "v3")
@@ -31,6 +37,13 @@ DEFAULT_VERSION_ORDER = ("v1", "v2", "v3")
 BOUND_VERSION_ORDER = ("v3", "v2")
 """A bound code without --version: v1 cannot be bound (no flags); v3 shares no secret."""
 CLOCK_OFFSET_S_MAX = 10 * 365 * 86400
+CLOCK_SYNC_AGE_S_MAX = 7 * 86400
+"""`code` warns when the clock was last checked against the server longer ago than this. A
+phone clock left to itself drifts about 1-2 s a day, so a week is ~15 s: well inside the
+server's window (30-60 s, plus the drift it learns per device). Past it, or when the clock was
+set by hand, codes may expire at the till; any online call (`balance`) re-syncs."""
+CLOCK_SYNC_SLACK_S = 60.0
+"""A local clock this far before the last sync was set back since: the offset is stale."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +51,20 @@ class Enrollment:
     device_id: str
     credential: DeviceCredential
     counter_max: int
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRotation:
+    """A key rotation asked of the server and not yet answered, kept so a retry after a crash
+    or a lost answer sends the same request (same Idempotency-Key, same new v3 key)."""
+
+    version: str
+    """The enrolled version whose device is being replaced (and revoked)."""
+    target: str
+    """The version the new device is enrolled on."""
+    idempotency_key: str
+    seed: bytes = field(repr=False)
+    """The new v3 device's Ed25519 seed; empty for v1/v2 (the server makes their keys)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,17 +112,13 @@ def _enrollment_from_json(raw: Mapping[str, Any]) -> Enrollment:
 
 
 class Wallet:
-    """One wallet home directory. Not thread-safe: one process uses a home at a time."""
+    """One wallet home directory. Not thread-safe; several processes may share a home, since
+    every change is a locked read-change-save of the keystore (`_editing`)."""
 
     def __init__(self, home: Path, store: Keystore, document: dict[str, Any]) -> None:
         self.home = home
         self._store = store
-        self._doc = document
-        self._doc.setdefault("format", DOCUMENT_VERSION)
-        self._doc.setdefault("enrollments", {})
-        self._doc.setdefault("counters", {})
-        self._doc.setdefault("counter_floors", {})
-        self._doc.setdefault("clock_offset_s", 0.0)
+        self._doc = _with_defaults(document)
 
     @classmethod
     def open(cls, home: Path) -> Wallet:
@@ -163,27 +186,115 @@ class Wallet:
 
     # --- changes ----------------------------------------------------------------------------
 
+    @contextmanager
+    def _editing(self) -> Iterator[None]:
+        """Read, change and save the keystore under an exclusive lock on the home. Two wallet
+        processes on one home (a `code` while `balance` runs) then never lose each other's
+        changes: a lost counter would hand out a code twice."""
+        with _home_lock(self.home):
+            if self._store.path.exists():
+                self._doc = _with_defaults(self._store.reload())
+            yield
+            self._store.save(self._doc)
+
     def set_server(self, server_url: str, user: str) -> None:
-        self._doc["server_url"] = server_url
-        self._doc["user"] = user
-        self._store.save(self._doc)
+        with self._editing():
+            self._doc["server_url"] = server_url
+            self._doc["user"] = user
 
     def add_grant(self, grant: Mapping[str, object], *, ed25519_seed: bytes = b"") -> GrantInfo:
         """Install a server's enrollment grant (validated) and save it."""
         credential, info = read_grant(grant, ed25519_seed=ed25519_seed)
         enrollment = Enrollment(info.device_id, credential, info.counter_max)
-        self._doc["enrollments"][info.version] = _enrollment_to_json(enrollment)
-        self._doc["counters"].pop(info.version, None)
-        self._doc["counter_floors"].pop(info.version, None)
-        self._store.save(self._doc)
+        with self._editing():
+            self._doc["enrollments"][info.version] = _enrollment_to_json(enrollment)
+            self._doc["counters"].pop(info.version, None)
+            self._doc["counter_floors"].pop(info.version, None)
         return info
 
-    def record_clock_offset(self, offset_s: float | None) -> None:
-        """Learn server time - local time from an online contact."""
+    def record_clock_offset(
+        self, offset_s: float | None, *, local_now_s: float | None = None
+    ) -> None:
+        """Learn server time - local time from an online contact (made at `local_now_s`, by
+        default now), and remember when, so `clock_warning` can tell a stale offset."""
         if offset_s is None or abs(offset_s) > CLOCK_OFFSET_S_MAX:
             return
-        self._doc["clock_offset_s"] = round(offset_s, 3)
-        self._store.save(self._doc)
+        with self._editing():
+            self._doc["clock_offset_s"] = round(offset_s, 3)
+            self._doc["clock_synced_at_s"] = round(
+                time.time() if local_now_s is None else local_now_s, 3
+            )
+
+    @property
+    def clock_synced_at_s(self) -> float | None:
+        """Local time of the last online contact that taught the offset; None: never."""
+        value = self._doc.get("clock_synced_at_s")
+        return float(value) if isinstance(value, int | float) else None
+
+    def clock_warning(self, local_now_s: float) -> str | None:
+        """Why the learned clock offset may be wrong now, or None when it is fresh."""
+        synced_at_s = self.clock_synced_at_s
+        if synced_at_s is None:
+            return "this wallet has never checked its clock against the server"
+        age_s = local_now_s - synced_at_s
+        if age_s < -CLOCK_SYNC_SLACK_S:
+            return "this phone's clock was set back since the wallet last checked it"
+        if age_s > CLOCK_SYNC_AGE_S_MAX:
+            days = age_s / 86400
+            return f"this wallet last checked its clock against the server {days:.0f} days ago"
+        return None
+
+    def remove_enrollment(self, version: str) -> None:
+        """Forget one enrolled device (revoked on the server, or being replaced)."""
+        with self._editing():
+            for name in ("enrollments", "counters", "counter_floors", "rotations"):
+                self._doc[name].pop(version, None)
+
+    # --- key rotation: the old key is kept until the new grant is saved -------------------------
+
+    def pending_rotation(self, version: str) -> PendingRotation | None:
+        raw = self._doc["rotations"].get(version)
+        if not isinstance(raw, dict):
+            return None
+        try:
+            seed = base64.b64decode(str(raw["seed"]), validate=True)
+            return PendingRotation(version, str(raw["target"]), str(raw["key"]), seed)
+        except (KeyError, binascii.Error, ValueError) as error:
+            raise WalletError("keystore holds a damaged rotation", code="wallet_corrupt") from error
+
+    def begin_rotation(self, pending: PendingRotation) -> None:
+        """Save the request before it is sent: if the answer is lost, the retry is the same."""
+        with self._editing():
+            self.enrollment(pending.version)  # raises not_enrolled
+            self._doc["rotations"][pending.version] = {
+                "target": pending.target,
+                "key": pending.idempotency_key,
+                "seed": _b64(pending.seed),
+            }
+
+    def abandon_rotation(self, version: str) -> None:
+        """The server refused the rotation for good: nothing changed there."""
+        with self._editing():
+            self._doc["rotations"].pop(version, None)
+
+    def finish_rotation(self, version: str, grant: Mapping[str, object]) -> GrantInfo:
+        """Install the new device's grant in place of `version`'s, in one atomic save: the
+        keystore holds the old device or the new one, never neither."""
+        pending = self.pending_rotation(version)
+        if pending is None:
+            raise WalletError(f"no rotation of {version} is under way", code="not_enrolled")
+        credential, info = read_grant(grant, ed25519_seed=pending.seed)
+        if info.version != pending.target:
+            message = f"the server granted {info.version[:8]}, not {pending.target}"
+            raise WalletError(message, code="enrollment_invalid")
+        enrollment = Enrollment(info.device_id, credential, info.counter_max)
+        with self._editing():
+            self._doc["rotations"].pop(version, None)
+            for name in ("enrollments", "counters", "counter_floors"):
+                self._doc[name].pop(version, None)
+                self._doc[name].pop(info.version, None)
+            self._doc["enrollments"][info.version] = _enrollment_to_json(enrollment)
+        return info
 
     def next_code(
         self,
@@ -206,7 +317,8 @@ class Wallet:
             raise WalletError(message, code="binding_unsupported")
         device_now_s = local_now_s + self.clock_offset_s
         step = step_at(device_now_s, STEP_SECONDS)
-        counter = self._claim_counter(codec.version, step, enrollment.counter_max, device_now_s)
+        with self._editing():
+            counter = self._claim_counter(codec.version, step, enrollment.counter_max, device_now_s)
         digest = b"" if binding is None else binding.digest
         if binding is not None:
             flags |= Flags.MERCHANT_BOUND
@@ -237,8 +349,27 @@ class Wallet:
         for old in sorted(counters, key=int)[:-COUNTER_STEPS_KEPT]:
             floors[version] = max(floors.get(version, -1), int(old))
             del counters[old]
-        self._store.save(self._doc)
         return counter
+
+
+def _with_defaults(document: dict[str, Any]) -> dict[str, Any]:
+    document.setdefault("format", DOCUMENT_VERSION)
+    for name in ("enrollments", "counters", "counter_floors", "rotations"):
+        document.setdefault(name, {})
+    document.setdefault("clock_offset_s", 0.0)
+    return document
+
+
+@contextmanager
+def _home_lock(home: Path) -> Iterator[None]:
+    """An exclusive advisory lock on the wallet home, held for one read-change-save."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(home / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def live_versions() -> list[str]:

@@ -91,6 +91,12 @@ class TerminalClient:
     def payment(self, payment_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/payments/{payment_id}")
 
+    def cancel(self, payment_id: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Cancel a payment waiting for the customer's confirmation; answers the payment as it
+        ends (succeeded, if the customer confirmed first)."""
+        key = idempotency_key or str(uuid.uuid4())
+        return self._call("POST", f"/v1/payments/{payment_id}/cancel", {}, idempotency_key=key)
+
     def payments_by_order(self, merchant_order_id: str) -> list[dict[str, Any]]:
         reply = self._call("GET", f"/v1/payments?merchant_order_id={quote(merchant_order_id)}")
         items: list[dict[str, Any]] = reply.get("items", [])

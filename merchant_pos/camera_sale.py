@@ -19,11 +19,12 @@ from merchant_pos.display import (
     display_available,
     render_outcome,
     render_scan_frame,
+    render_waiting,
 )
 from merchant_pos.frames import open_source
 from merchant_pos.messages import cashier_message
 from merchant_pos.scanloop import Detection, NoPaymentCode, Scanner
-from merchant_pos.till import Sale, SaleOutcome, charge_code
+from merchant_pos.till import CONFIRM_POLL_S, ConfirmWait, Sale, SaleOutcome, charge_code
 
 SCREENSHOT_SETTLE_S = 0.5
 """Time for the window manager-less X server to map and paint the window before a grab."""
@@ -32,7 +33,10 @@ SCREENSHOT_SETTLE_S = 0.5
 def charge_from_frames(client: TerminalClient, sale: Sale, args: argparse.Namespace) -> SaleOutcome:
     window = TillWindow() if display_available(args.headless) else None
     try:
-        outcome = _scan_and_charge(client, sale, args.source, args.timeout_s, window)
+        wait = _wait_on_screen(window, sale, args.confirm_wait_s)
+        outcome = _scan_and_charge(
+            client, sale, args.source, args.timeout_s, window=window, wait=wait
+        )
         if window is not None:
             _show_outcome(window, outcome, args.hold_s, args.screenshot)
         return outcome
@@ -41,8 +45,31 @@ def charge_from_frames(client: TerminalClient, sale: Sale, args: argparse.Namesp
             window.close()
 
 
+def _wait_on_screen(window: TillWindow | None, sale: Sale, wait_s: float) -> ConfirmWait:
+    """While the customer confirms, the window says so (and stays responsive meanwhile)."""
+    poll_s = min(CONFIRM_POLL_S, wait_s)
+    if window is None:
+        return ConfirmWait(wait_s=wait_s, poll_s=poll_s)
+    shown: list[Bgr] = []
+
+    def on_waiting(remaining_s: float) -> None:
+        shown[:] = [render_waiting(f"{sale.amount} {sale.currency}", remaining_s)]
+        window.show(shown[0])
+
+    def sleep(seconds: float) -> None:
+        window.hold(shown[0], seconds) if shown else time.sleep(seconds)
+
+    return ConfirmWait(wait_s=wait_s, poll_s=poll_s, on_waiting=on_waiting, sleep=sleep)
+
+
 def _scan_and_charge(
-    client: TerminalClient, sale: Sale, source: str, timeout_s: float, window: TillWindow | None
+    client: TerminalClient,
+    sale: Sale,
+    source: str,
+    timeout_s: float,
+    *,
+    window: TillWindow | None,
+    wait: ConfirmWait,
 ) -> SaleOutcome:
     amount_text = f"{sale.amount} {sale.currency}"
     seen_at: dict[int, float] = {}
@@ -60,7 +87,7 @@ def _scan_and_charge(
             )
         except NoPaymentCode as error:
             return sale.outcome(False, error.code, f"{cashier_message(error.code)} ({error})")
-    outcome = charge_code(client, found.text, sale)
+    outcome = charge_code(client, found.text, sale, wait)
     read_at = seen_at.get(found.frame_index, time.monotonic())
     return dataclasses.replace(outcome, scan_to_answer_ms=(time.monotonic() - read_at) * 1000)
 

@@ -19,7 +19,18 @@ from typing import Any
 from client.cliutil import add_json_flag, emit, run, wants_json
 from merchant_pos import settings
 from merchant_pos.inspect import describe
-from merchant_pos.till import Sale, SaleOutcome, charge_code, codes_from_lines, new_order_id
+from merchant_pos.messages import cashier_message
+from merchant_pos.till import (
+    CONFIRM_POLL_S,
+    CONFIRM_WAIT_S,
+    CONFIRM_WAIT_S_MAX,
+    ConfirmWait,
+    Sale,
+    SaleOutcome,
+    charge_code,
+    codes_from_lines,
+    new_order_id,
+)
 from shared.errors import AmountInvalid, PaycodeError
 from shared.money import parse_amount
 
@@ -28,6 +39,8 @@ EXIT_NOT_PAID = 3
 """`charge` exits 0 only when paid; 3 when the server refused or the outcome is unknown."""
 SCAN_TIMEOUT_S_DEFAULT = 60.0
 HOLD_S_DEFAULT = 3.0
+WAIT_REPORT_S = 10.0
+"""While waiting for a customer's confirmation, the seconds left are printed this often."""
 
 
 class ScanError(PaycodeError):
@@ -92,12 +105,16 @@ def _checked_amount(text: str, currency: str) -> str:
 
 
 def cmd_charge(args: argparse.Namespace) -> int:
+    if not 0 < args.confirm_wait_s <= CONFIRM_WAIT_S_MAX:
+        raise settings.SettingsInvalid(
+            f"--confirm-wait-s must be more than 0 and at most {CONFIRM_WAIT_S_MAX:g}"
+        )
     configured = settings.load(args.home)
     currency = args.currency or configured.currency
     sale = Sale(_checked_amount(args.amount, currency), currency, args.order_id or new_order_id())
     client = configured.client()
     if args.source == "stdin":
-        outcome = _charge_from_stdin(client, sale)
+        outcome = _charge_from_stdin(client, sale, _wait_on_stderr(args.confirm_wait_s))
     else:
         from merchant_pos.camera_sale import charge_from_frames  # noqa: PLC0415 - loads OpenCV
 
@@ -106,13 +123,29 @@ def cmd_charge(args: argparse.Namespace) -> int:
     return 0 if outcome.paid else EXIT_NOT_PAID
 
 
-def _charge_from_stdin(client: Any, sale: Sale) -> SaleOutcome:
+def _wait_on_stderr(wait_s: float) -> ConfirmWait:
+    """Tell the cashier, once, that the customer must confirm (then the seconds left)."""
+    told: list[float] = []
+
+    def on_waiting(remaining_s: float) -> None:
+        if not told:
+            print(cashier_message("confirmation_required"), file=sys.stderr)
+        elif told[-1] - remaining_s >= WAIT_REPORT_S:
+            print(f"  {remaining_s:.0f} s left", file=sys.stderr)
+        else:
+            return
+        told.append(remaining_s)
+
+    return ConfirmWait(wait_s=wait_s, poll_s=min(CONFIRM_POLL_S, wait_s), on_waiting=on_waiting)
+
+
+def _charge_from_stdin(client: Any, sale: Sale, wait: ConfirmWait) -> SaleOutcome:
     if sys.stdin.isatty():
         print(f"PAY {sale.amount} {sale.currency}: scan the customer's code", file=sys.stderr)
     code = next(codes_from_lines(sys.stdin), None)
     if code is None:
         raise ScanError("stdin ended without a payment code (other lines were ignored)")
-    return charge_code(client, code, sale)
+    return charge_code(client, code, sale, wait)
 
 
 def _report(args: argparse.Namespace, outcome: SaleOutcome) -> None:
@@ -263,6 +296,14 @@ def _add_charge(sub: Any) -> None:
         type=float,
         default=SCAN_TIMEOUT_S_DEFAULT,
         help=f"stop scanning after this many seconds (default {SCAN_TIMEOUT_S_DEFAULT:g})",
+    )
+    p.add_argument(
+        "--confirm-wait-s",
+        type=float,
+        default=CONFIRM_WAIT_S,
+        help="above the customer's password-free limit the payment waits for their PIN; "
+        f"cancel it after this many seconds (default {CONFIRM_WAIT_S:g}, at most "
+        f"{CONFIRM_WAIT_S_MAX:g})",
     )
     p.add_argument("--headless", action="store_true", help="no window, even with a display")
     p.add_argument(

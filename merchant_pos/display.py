@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from merchant_pos.messages import cashier_message
 from merchant_pos.scanloop import Detection
 from merchant_pos.till import SaleOutcome
 
@@ -74,6 +75,20 @@ def render_outcome(outcome: SaleOutcome) -> Bgr:
         _banner(image, line, top_px=height // 2 + 50 + 48 * index, scale=1.1, thickness=2)
     order_text = f"order {outcome.merchant_order_id}"
     _banner(image, order_text, top_px=height - 60, scale=0.7, thickness=1)
+    return image
+
+
+def render_waiting(amount_text: str, remaining_s: float) -> Bgr:
+    """Amber: the payment is above the customer's password-free limit and waits for their PIN."""
+    width, height = OUTCOME_SIZE_PX
+    image = np.full((height, width, 3), AMBER, dtype=np.uint8)
+    _banner(image, "WAITING", top_px=height // 4, scale=3.2, thickness=7)
+    _banner(image, amount_text, top_px=height // 2 - 40, scale=1.6, thickness=3)
+    message = cashier_message("confirmation_required")
+    lines = textwrap.wrap(message, MESSAGE_CHARS_PER_LINE)[:MESSAGE_LINES_MAX]
+    for index, line in enumerate(lines):
+        _banner(image, line, top_px=height // 2 + 50 + 48 * index, scale=1.1, thickness=2)
+    _banner(image, f"cancels in {remaining_s:.0f} s", top_px=height - 60, scale=0.9, thickness=2)
     return image
 
 

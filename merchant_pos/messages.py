@@ -26,6 +26,14 @@ CASHIER_MESSAGES: Mapping[str, str] = MappingProxyType(
         "use different currencies.",
         "limit_exceeded": "Over the customer's limit: ask them to pay another way.",
         "confirmation_required": "Waiting for the customer to confirm on their phone.",
+        "declined_by_customer": "The customer declined the payment on their phone.",
+        "cancelled_by_merchant": "Not confirmed in time: the payment was cancelled and nothing "
+        "was paid. Ask for another way to pay.",
+        "confirmation_expired": "Not confirmed in time: nothing was paid. Ask for another way "
+        "to pay.",
+        "device_locked": "This phone's codes are locked after bad codes: the customer opens "
+        "the wallet online to unlock it.",
+        "payment_not_pending": "This payment is no longer waiting for a confirmation.",
         "duplicate_order": "This order was already paid: check the payment before charging again.",
         "amount_invalid": "Amount not accepted: check the amount and currency.",
         "idempotency_conflict": "This sale was already sent with different details: start a "

@@ -8,8 +8,10 @@ when that fails too does the cashier see "outcome unknown", with the order id to
 
 from __future__ import annotations
 
+import math
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -18,6 +20,12 @@ from merchant_pos.messages import cashier_message
 from shared.errors import CodeMalformed, ServerRejected, ServerUnreachable
 from shared.versions.registry import route
 
+PENDING = "pending_confirmation"
+CONFIRM_WAIT_S = 60.0
+"""How long the till waits for the customer's PIN before cancelling (the server keeps a
+pending payment a little longer, PAYCODE_CONFIRM_WINDOW_S, so the till's cancel decides)."""
+CONFIRM_WAIT_S_MAX = 600.0
+CONFIRM_POLL_S = 2.0
 STDIN_LINES_MAX = 1000
 """A barcode gun types one code and Enter; a thousand lines without a code is not a sale."""
 LINE_CHARS_MAX = 4096
@@ -75,7 +83,25 @@ class Sale:
         return SaleOutcome(paid, code, message, self.amount, self.currency, self.order_id, payment)
 
 
-def charge_code(client: TerminalClient, code: str, sale: Sale) -> SaleOutcome:
+@dataclass(frozen=True)
+class ConfirmWait:
+    """How the till waits for a customer confirming a payment above their password-free
+    limit: it polls the payment and cancels it when `wait_s` passes (or on Ctrl-C)."""
+
+    wait_s: float = CONFIRM_WAIT_S
+    poll_s: float = CONFIRM_POLL_S
+    on_waiting: Callable[[float], None] = field(default=lambda _remaining_s: None)
+    """Told the seconds left before each poll (the display shows them)."""
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+    def __post_init__(self) -> None:
+        assert 0 < self.poll_s <= self.wait_s <= CONFIRM_WAIT_S_MAX
+
+
+def charge_code(
+    client: TerminalClient, code: str, sale: Sale, wait: ConfirmWait | None = None
+) -> SaleOutcome:
     """Charge `code` once and return the final outcome; never raises for a server answer."""
     try:
         payment = client.charge(
@@ -88,11 +114,54 @@ def charge_code(client: TerminalClient, code: str, sale: Sale) -> SaleOutcome:
     except ServerRejected as error:
         return sale.outcome(False, error.code, cashier_message(error.code, error.message))
     except ServerUnreachable:
-        return _settle_by_order(client, sale)
-    return sale.outcome(payment.get("status") == "succeeded", "paid", PAID_MESSAGE, payment)
+        return _settle_by_order(client, sale, wait or ConfirmWait())
+    if payment.get("status") == PENDING:
+        return _await_confirmation(client, sale, payment, wait or ConfirmWait())
+    return final_outcome(sale, payment)
 
 
-def _settle_by_order(client: TerminalClient, sale: Sale) -> SaleOutcome:
+def final_outcome(sale: Sale, payment: dict[str, Any]) -> SaleOutcome:
+    """A payment in an end state, as the cashier reads it."""
+    if payment.get("status") == "succeeded":
+        return sale.outcome(True, "paid", PAID_MESSAGE, payment)
+    code = str(payment.get("failure_code") or payment.get("status") or "payment_failed")
+    return sale.outcome(False, code, cashier_message(code), payment)
+
+
+def _await_confirmation(
+    client: TerminalClient, sale: Sale, payment: dict[str, Any], wait: ConfirmWait
+) -> SaleOutcome:
+    """Poll until the customer confirms or declines; past the wait (or on Ctrl-C), cancel.
+    The cancel answers the payment as it ends, so a confirm that won the race is still paid."""
+    payment_id = str(payment.get("payment_id", ""))
+    deadline_s = wait.clock() + wait.wait_s
+    try:
+        for _poll in range(math.ceil(wait.wait_s / wait.poll_s) + 1):
+            remaining_s = deadline_s - wait.clock()
+            if remaining_s <= 0:
+                break
+            wait.on_waiting(remaining_s)
+            wait.sleep(min(wait.poll_s, remaining_s))
+            try:
+                current = client.payment(payment_id)
+            except (ServerUnreachable, ServerRejected):
+                continue  # keep waiting; the cancel below settles it
+            if current.get("status") != PENDING:
+                return final_outcome(sale, current)
+    except KeyboardInterrupt:
+        pass
+    return _cancel(client, sale, payment_id)
+
+
+def _cancel(client: TerminalClient, sale: Sale, payment_id: str) -> SaleOutcome:
+    try:
+        return final_outcome(sale, client.cancel(payment_id))
+    except (ServerUnreachable, ServerRejected):
+        message = f"{cashier_message('outcome_unknown')} (payment {payment_id})"
+        return sale.outcome(False, "outcome_unknown", message)
+
+
+def _settle_by_order(client: TerminalClient, sale: Sale, wait: ConfirmWait) -> SaleOutcome:
     """Every retry of the charge went unanswered: the order id says whether it went through."""
     try:
         found = client.payments_by_order(sale.order_id)
@@ -101,10 +170,12 @@ def _settle_by_order(client: TerminalClient, sale: Sale) -> SaleOutcome:
         return sale.outcome(False, "outcome_unknown", message)
     for payment in found:
         if payment.get("status") == "succeeded":
-            return sale.outcome(True, "paid", PAID_MESSAGE, payment)
+            return final_outcome(sale, payment)
+    for payment in found:
+        if payment.get("status") == PENDING:
+            return _await_confirmation(client, sale, payment, wait)
     if found:
-        code = str(found[0].get("failure_code") or "payment_failed")
-        return sale.outcome(False, code, cashier_message(code), found[0])
+        return final_outcome(sale, found[0])
     return sale.outcome(False, "not_charged", "The sale was not charged: scan the code again.")
 
 

@@ -31,6 +31,9 @@ AMOUNTS = {"v1": "12.50", "v2": "8.00", "v3": "3.20"}
 START_TIMEOUT_S = 30.0
 
 
+DEMO_PIN = "246810"
+
+
 def env() -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("PAYCODE_")}
     return base | {
@@ -134,6 +137,21 @@ def show_replay(till: TerminalClient, code: str) -> None:
         raise SystemExit("a replayed code was accepted")
 
 
+def show_step_up(till: TerminalClient, wallet: str) -> None:
+    """Above alice's password-free limit the charge waits; her PIN moves the money."""
+    print("6. operator lowers alice's password-free limit to 5.00; alice sets a payment PIN")
+    run("server", "users", "limits", "alice", "--payment-max", "5.00")
+    run("wallet", "--home", wallet, "set-pin", "--stdin", stdin=f"{PASSWORD}\n{DEMO_PIN}\n")
+    code = run("wallet", "--home", wallet, "code", "--version", "v1")["code"]
+    waiting = till.charge(code=code, amount="6.00", currency="CNY")
+    print(f"   a 6.00 CNY charge answers {waiting['status']}: the till waits for her phone")
+    listed = run("wallet", "--home", wallet, "pending")["items"]
+    assert [item["payment_id"] for item in listed] == [waiting["payment_id"]]
+    run("wallet", "--home", wallet, "confirm", waiting["payment_id"], "--stdin", stdin=DEMO_PIN)
+    final = till.payment(waiting["payment_id"])
+    print(f"   alice confirms with her PIN: the till polls and sees {final['status']}")
+
+
 def main() -> int:
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
@@ -164,6 +182,9 @@ def main() -> int:
             f"5. alice's balance: {balance['balance']} {balance['currency']} "
             f"(100.00 - 12.50 - 8.00 - 3.20); {len(history)} payments in her history"
         )
+        show_step_up(till, wallet)
+        balance = run("wallet", "--home", wallet, "balance")["accounts"][0]
+        print(f"   her balance: {balance['balance']} {balance['currency']}")
     finally:
         stop_server(server)
     print(f"done: server stopped; images, wallet and database in {OUT}/")

@@ -15,11 +15,11 @@ import time
 from typing import Final
 from urllib.parse import urlsplit
 
-from sqlalchemy import ColumnElement, delete, select, tuple_, update
+from sqlalchemy import ColumnElement, delete, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from server import ledger
+from server import confirmations, ledger, wallet_service
 from server.models import (
     DEFAULT_CITY,
     DEFAULT_COUNTRY,
@@ -42,6 +42,8 @@ from shared.errors import CurrencyUnknown
 from shared.money import currency as lookup_currency
 from shared.money import parse_amount
 from shared.terminal_auth import SECRET_BYTES
+
+DAILY_COUNT_MAX: Final = 1_000_000
 
 USER_NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MERCHANT_NAME_CHARS_MAX: Final = 64
@@ -183,6 +185,41 @@ def top_up(
     return balance
 
 
+def set_limits(
+    session: Session,
+    name: str,
+    currency: str,
+    *,
+    payment_max: str | None,
+    daily_max: str | None,
+    daily_count_max: int | None,
+    reset: bool,
+) -> None:
+    """Set a user's own password-free limits in one currency (server/limits.py); `reset`
+    first returns all three to the server defaults. Zero is allowed: every payment asks."""
+    user = find_user(session, name)
+    account = ledger.account(session, "user", user.id, check_currency(currency))
+    if account is None:
+        raise ApiError("not_found", f"{name} has no {currency} account")
+    if reset:
+        account.pinless_payment_max_minor = None
+        account.pinless_daily_max_minor = None
+        account.pinless_daily_count_max = None
+    if payment_max is not None:
+        account.pinless_payment_max_minor = parse_amount(
+            payment_max, currency, allow_zero=True
+        ).amount_minor
+    if daily_max is not None:
+        account.pinless_daily_max_minor = parse_amount(
+            daily_max, currency, allow_zero=True
+        ).amount_minor
+    if daily_count_max is not None:
+        if not 0 <= daily_count_max <= DAILY_COUNT_MAX:
+            raise ApiError("invalid_argument", f"--daily-count must be 0-{DAILY_COUNT_MAX}")
+        account.pinless_daily_count_max = daily_count_max
+    session.flush()
+
+
 def check_city(city: str) -> str:
     """EMV tag 60 allows 15 characters; a poster's wallet shows it under the name."""
     if not 1 <= len(city) <= CITY_CHARS_MAX or not city.isprintable() or city != city.strip():
@@ -274,17 +311,17 @@ def create_terminal(
 def revoke_device(session: Session, device_id: str, now_s: float) -> bool:
     """Stop accepting a device's codes and signatures. True if this call revoked it, False if
     it already was (revoking twice is harmless, and the first time is kept)."""
-    result = session.execute(
-        update(Device)
-        .where(Device.id == device_id[:ID_CHARS_MAX], Device.revoked_at_s.is_(None))
-        .values(revoked_at_s=now_s),
-        execution_options={"synchronize_session": False},
-    )
-    if result.rowcount == 1:  # type: ignore[attr-defined]
-        return True
-    if session.get(Device, device_id[:ID_CHARS_MAX]) is None:
+    device = session.get(Device, device_id[:ID_CHARS_MAX])
+    if device is None:
         raise ApiError("not_found", f"no device {device_id[:ID_CHARS_MAX]!r}")
-    return False
+    return wallet_service.revoke(session, device, now_s)
+
+
+def list_devices(session: Session, user_name: str, limit: int) -> list[Device]:
+    """A user's devices for the operator: live ones first, then the most recently revoked."""
+    if not 1 <= limit <= wallet_service.DEVICES_LIMIT_MAX:
+        raise ApiError("invalid_argument", f"--limit must be 1-{wallet_service.DEVICES_LIMIT_MAX}")
+    return wallet_service.user_devices(session, find_user(session, user_name).id, limit)
 
 
 def purge_expired(
@@ -322,7 +359,7 @@ def purge_expired(
             (IdempotencyRecord.scope, IdempotencyRecord.key),
         ),
     ]
-    return {
+    purged = {
         name: _purge_table(
             session,
             model,
@@ -333,6 +370,20 @@ def purge_expired(
         )
         for name, model, condition, key in targets
     }
+    purged["pending_expired"] = _expire_pending(session, now_s, batches_max)
+    return purged
+
+
+def _expire_pending(session: Session, now_s: float, batches_max: int) -> int:
+    """Cancel payments left waiting for a confirmation past their deadline."""
+    expired = 0
+    for _batch in range(batches_max):
+        count = confirmations.expire_stale(session, now_s)
+        session.commit()
+        expired += count
+        if count < confirmations.EXPIRE_BATCH_ROWS:
+            break
+    return expired
 
 
 def _purge_table(

@@ -10,6 +10,7 @@ from server.caches import Directory
 from server.config import ServerConfig
 from server.db import db
 from server.guard import GuardSettings
+from server.limits import LimitSettings
 from server.problems import register_error_handlers
 from server.secretbox import SecretBox
 
@@ -26,6 +27,7 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     app.extensions["paycode_secrets"] = box
     app.extensions["paycode_directory"] = Directory(app.extensions["paycode_engine"], box)
     app.extensions["paycode_guard"] = GuardSettings.from_env()
+    app.extensions["paycode_limits"] = LimitSettings.from_env()
     register_error_handlers(app)
     _register_blueprints(app)
 
@@ -37,8 +39,14 @@ def create_app(config: ServerConfig | None = None) -> Flask:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from server.blueprints import charges, meta, wallet  # noqa: PLC0415 - keeps import order acyclic
+    from server.blueprints import (  # noqa: PLC0415 - keeps import order acyclic
+        charges,
+        confirm,
+        meta,
+        wallet,
+    )
 
     app.register_blueprint(meta.bp)
     app.register_blueprint(wallet.bp)
+    app.register_blueprint(confirm.bp)
     app.register_blueprint(charges.bp)

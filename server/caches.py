@@ -151,6 +151,11 @@ class Directory:
         self._devices.put((version, handle), found)
         return found
 
+    def forget_device(self, version: str, handle: bytes) -> None:
+        """Drop a device this process saw revoked. Only a courtesy: the charge transaction
+        re-reads revocation anyway, and other processes learn it there."""
+        self._devices.drop((version, handle))
+
     def learned_drift(self, version: str, found: CachedDevice, drift_steps: int) -> None:
         """Remember the drift the charge transaction is about to store for this device."""
         record = found.record

@@ -19,7 +19,8 @@ import psycopg
 from sqlalchemy import Connection, Engine, text
 
 from server.charging import RECORDED_FAILURES, SUCCEEDED, ChargePlan
-from server.guard import GuardSettings, blocked_until_s, count_failure
+from server.guard import GuardSettings, blocked_until_s, count_failure, lock_device_if_blocked
+from server.limits import CONFIRMATION_REQUIRED, PENDING
 from server.problems import ApiError
 
 TERMINAL_REVOKED = "terminal_revoked"
@@ -43,7 +44,8 @@ class ChargeResult:
 _PG_CALL = (
     "SELECT o_outcome, o_status, o_body, o_request_hash FROM paycode_charge("
     "%s, %s, %s, %s, %s, %s, "
-    "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+    " %s, %s, %s, %s)"
 )
 
 
@@ -56,9 +58,10 @@ def execute(engine: Engine, plan: ChargePlan, guard: GuardSettings) -> ChargeRes
 
 def _pg_params(plan: ChargePlan, guard: GuardSettings) -> tuple[Any, ...]:
     attempt, accepted, device = plan.attempt, plan.accepted, plan.device
+    scopes = plan.guard_scopes(guard)
     common = (
-        list(attempt.guard_scopes.names),
-        list(attempt.guard_scopes.limits),
+        list(scopes.names),
+        list(scopes.limits),
         guard.window_s,
         guard.backoff_base_s,
         guard.backoff_max_s,
@@ -74,14 +77,16 @@ def _pg_params(plan: ChargePlan, guard: GuardSettings) -> tuple[Any, ...]:
         json.dumps(plan.reply_texts()),
     )
     if accepted is None or device is None:
-        return (*common, *([None] * 12))
+        return (*common, *([None] * 15), plan.suspect_device_id)
+    limits = plan.limits
+    assert limits is not None
     return (
         *common,
         accepted.device.device_id,
         device.user_id,
         accepted.claim_key.decode(),
         plan.claim_expires_at_s,
-        plan.drift_steps,
+        plan.observed_drift_steps,
         plan.payment_id,
         plan.transaction_id,
         attempt.terminal.merchant_id,
@@ -89,6 +94,15 @@ def _pg_params(plan: ChargePlan, guard: GuardSettings) -> tuple[Any, ...]:
         plan.currency,
         plan.order_id,
         accepted.version,
+        [
+            limits.payment_max_minor,
+            limits.daily_max_minor,
+            limits.daily_count_max,
+            limits.code_payment_max_minor,
+        ],
+        plan.day,
+        plan.confirm_by_s,
+        None,
     )
 
 
@@ -125,7 +139,8 @@ def _execute_steps(connection: Connection, plan: ChargePlan, guard: GuardSetting
     ).first()
     if revoked is None or revoked[0] is not None:
         return ChargeResult(TERMINAL_REVOKED)
-    until_s = blocked_until_s(connection, attempt.guard_scopes, attempt.now_s)
+    scopes = plan.guard_scopes(guard)
+    until_s = blocked_until_s(connection, scopes, attempt.now_s)
     if until_s is not None:
         return ChargeResult(RATE_LIMITED, body=repr(until_s))
     if not _insert_new(
@@ -150,7 +165,9 @@ def _execute_steps(connection: Connection, plan: ChargePlan, guard: GuardSetting
         ).one()
         return ChargeResult(STORED, stored[0], stored[1], stored[2])
     if plan.counts_as_guess:
-        count_failure(connection, attempt.guard_scopes, guard, attempt.now_s)
+        count_failure(connection, scopes, guard, attempt.now_s)
+        if plan.suspect_device_id is not None:
+            lock_device_if_blocked(connection, plan.suspect_device_id, attempt.now_s)
     outcome = plan.rejection or _claim_and_pay(connection, plan)
     status, reply = plan.replies[outcome]
     body = json.dumps(reply)  # as reply_texts renders it, for this outcome only
@@ -174,11 +191,13 @@ def _claim_and_pay(connection: Connection, plan: ChargePlan) -> str:
     accepted, device = plan.accepted, plan.device
     assert accepted is not None and device is not None
     device_id = accepted.device.device_id
-    revoked = connection.execute(
-        text("SELECT revoked_at_s FROM devices WHERE id = :id"), {"id": device_id}
+    state = connection.execute(
+        text("SELECT revoked_at_s, locked_at_s FROM devices WHERE id = :id"), {"id": device_id}
     ).first()
-    if revoked is None or revoked[0] is not None:
+    if state is None or state[0] is not None:
         return "device_revoked"
+    if state[1] is not None:
+        return "device_locked"
     if not _insert_new(
         connection,
         "INSERT INTO claims (claim_key, device_id, expires_at_s) VALUES (:key, :device, :exp)",
@@ -186,55 +205,104 @@ def _claim_and_pay(connection: Connection, plan: ChargePlan) -> str:
     ):
         return "code_replayed"
     connection.execute(
-        text("UPDATE devices SET drift_steps = :drift WHERE id = :id AND drift_steps <> :drift"),
-        {"drift": plan.drift_steps, "id": device_id},
+        text(
+            "UPDATE devices SET drift_steps = :drift WHERE id = :id AND drift_steps <> :drift"
+            " AND drift_steps - 1 <> :drift"  # one step late is latency (learned_drift)
+        ),
+        {"drift": plan.observed_drift_steps, "id": device_id},
     )
-    failure, payer, payee = _payable(connection, plan, device.user_id)
-    if failure is None:
-        failure = _insert_payment(connection, plan, device.user_id, None)
-    if failure is not None:
-        assert failure in RECORDED_FAILURES
-        _insert_payment(connection, plan, device.user_id, failure)
-        return failure
+    outcome, payer, payee = _payable(connection, plan, device.user_id)
+    if outcome in (SUCCEEDED, CONFIRMATION_REQUIRED):
+        failure = _insert_payment(connection, plan, device.user_id, outcome)
+        if failure is None and outcome == CONFIRMATION_REQUIRED:
+            return outcome
+        outcome = failure or outcome
+    if outcome != SUCCEEDED:
+        assert outcome in RECORDED_FAILURES
+        _insert_payment(connection, plan, device.user_id, outcome)
+        return outcome
+    assert payer is not None
     _move(connection, plan, payer, payee)
     return SUCCEEDED
 
 
-def _payable(connection: Connection, plan: ChargePlan, user_id: str) -> tuple[str | None, int, int]:
-    """(failure or None, payer account, payee account); SQLite's BEGIN IMMEDIATE already
-    holds the write lock, so the balance read here cannot change before the debit."""
-    find = text(
-        "SELECT id, balance_minor FROM accounts"
-        " WHERE owner_kind = :kind AND owner_id = :owner AND currency = :currency"
-    )
+@dataclass(frozen=True, slots=True)
+class _Payer:
+    account_id: int
+    day_count: int
+    """Password-free payments so far today (before this one)."""
+    day_minor: int
+
+
+def _payable(
+    connection: Connection, plan: ChargePlan, user_id: str
+) -> tuple[str, _Payer | None, int]:
+    """(SUCCEEDED, CONFIRMATION_REQUIRED or a failure; the payer; the payee account). SQLite's
+    BEGIN IMMEDIATE already holds the write lock, so nothing read here can change before the
+    debit: the balance, and today's password-free count and amount (server/limits.py)."""
+    limits = plan.limits
+    assert limits is not None
     merchant_id = plan.attempt.terminal.merchant_id
     payee = connection.execute(
-        find, {"kind": "merchant", "owner": merchant_id, "currency": plan.currency}
+        text(
+            "SELECT id FROM accounts WHERE owner_kind = 'merchant' AND owner_id = :owner"
+            " AND currency = :currency"
+        ),
+        {"owner": merchant_id, "currency": plan.currency},
+    ).scalar_one()
+    row = connection.execute(
+        text(
+            "SELECT id, balance_minor, pinless_payment_max_minor, pinless_daily_max_minor,"
+            " pinless_daily_count_max, pinless_day, pinless_day_count, pinless_day_minor"
+            " FROM accounts WHERE owner_kind = 'user' AND owner_id = :owner"
+            " AND currency = :currency"
+        ),
+        {"owner": user_id, "currency": plan.currency},
     ).first()
-    assert payee is not None, "a merchant's account is opened with the merchant"
-    payer = connection.execute(
-        find, {"kind": "user", "owner": user_id, "currency": plan.currency}
-    ).first()
-    if payer is None:
-        return "currency_mismatch", 0, payee[0]
-    if payer[1] < plan.amount_minor:
-        return "insufficient_funds", payer[0], payee[0]
-    return None, payer[0], payee[0]
+    if row is None:
+        return "currency_mismatch", None, payee
+    today = row.pinless_day == plan.day
+    payer = _Payer(
+        row.id, row.pinless_day_count if today else 0, row.pinless_day_minor if today else 0
+    )
+    amount_minor = plan.amount_minor
+    if amount_minor > limits.code_payment_max_minor:
+        return "limit_exceeded", payer, payee
+    if row.balance_minor < amount_minor:
+        return "insufficient_funds", payer, payee
+    payment_max_minor = _own_or(row.pinless_payment_max_minor, limits.payment_max_minor)
+    daily_max_minor = _own_or(row.pinless_daily_max_minor, limits.daily_max_minor)
+    count_max = _own_or(row.pinless_daily_count_max, limits.daily_count_max)
+    if (
+        amount_minor > payment_max_minor
+        or payer.day_count + 1 > count_max
+        or payer.day_minor + amount_minor > daily_max_minor
+    ):
+        return CONFIRMATION_REQUIRED, payer, payee
+    return SUCCEEDED, payer, payee
+
+
+def _own_or(own: int | None, default: int) -> int:
+    return default if own is None else int(own)
 
 
 def _insert_payment(
-    connection: Connection, plan: ChargePlan, user_id: str, failure: str | None
+    connection: Connection, plan: ChargePlan, user_id: str, outcome: str
 ) -> str | None:
-    """Insert the payment; a successful one yields to an earlier success of the same order."""
+    """Insert the payment as `outcome` says: succeeded, pending or failed. A successful or
+    pending one yields to an earlier success of the same order (then: duplicate_order)."""
     assert plan.accepted is not None
     sql = (
         "INSERT INTO payments (id, merchant_id, terminal_id, user_id, device_id, amount_minor,"
         " currency, refunded_minor, status, failure_code, merchant_order_id, code_version,"
-        " created_at_s) VALUES (:id, :merchant, :terminal, :user, :device, :amount, :currency,"
-        " 0, :status, :failure, :order_id, :version, :now)"
+        " created_at_s, confirm_by_s) VALUES (:id, :merchant, :terminal, :user, :device,"
+        " :amount, :currency, 0, :status, :failure, :order_id, :version, :now, :confirm_by)"
     )
-    if failure is None:
+    if outcome == SUCCEEDED:
         sql += " ON CONFLICT (merchant_id, merchant_order_id) WHERE status = 'succeeded' DO NOTHING"
+    elif outcome == CONFIRMATION_REQUIRED and _order_paid(connection, plan):
+        return "duplicate_order"
+    status = {SUCCEEDED: SUCCEEDED, CONFIRMATION_REQUIRED: PENDING}.get(outcome, "failed")
     attempt = plan.attempt
     result = connection.execute(
         text(sql),
@@ -246,24 +314,47 @@ def _insert_payment(
             "device": plan.accepted.device.device_id,
             "amount": plan.amount_minor,
             "currency": plan.currency,
-            "status": "failed" if failure else SUCCEEDED,
-            "failure": failure,
+            "status": status,
+            "failure": None if status in (SUCCEEDED, PENDING) else outcome,
             "order_id": plan.order_id,
             "version": plan.accepted.version,
             "now": attempt.now_s,
+            "confirm_by": plan.confirm_by_s if status == PENDING else None,
         },
     )
     return "duplicate_order" if result.rowcount != 1 else None
 
 
-def _move(connection: Connection, plan: ChargePlan, payer: int, payee: int) -> None:
+def _order_paid(connection: Connection, plan: ChargePlan) -> bool:
+    """Whether the order already has a successful payment: a pending one would be confirmed
+    for nothing (confirming re-checks under the unique index in any case)."""
+    if plan.order_id is None:
+        return False
+    found = connection.execute(
+        text(
+            "SELECT 1 FROM payments WHERE merchant_id = :merchant AND merchant_order_id = :order"
+            " AND status = 'succeeded'"
+        ),
+        {"merchant": plan.attempt.terminal.merchant_id, "order": plan.order_id},
+    ).first()
+    return found is not None
+
+
+def _move(connection: Connection, plan: ChargePlan, payer: _Payer, payee: int) -> None:
     amount_minor, txn = plan.amount_minor, plan.transaction_id
     debited = connection.execute(
         text(
-            "UPDATE accounts SET balance_minor = balance_minor - :amount"
+            "UPDATE accounts SET balance_minor = balance_minor - :amount, pinless_day = :day,"
+            " pinless_day_count = :count, pinless_day_minor = :spent"
             " WHERE id = :id AND balance_minor >= :amount"
         ),
-        {"amount": amount_minor, "id": payer},
+        {
+            "amount": amount_minor,
+            "id": payer.account_id,
+            "day": plan.day,
+            "count": payer.day_count + 1,
+            "spent": payer.day_minor + amount_minor,
+        },
     )
     assert debited.rowcount == 1, "the balance was checked under the write lock"
     connection.execute(
@@ -283,7 +374,12 @@ def _move(connection: Connection, plan: ChargePlan, payer: int, payee: int) -> N
             " VALUES (:txn, :account, :amount, :currency)"
         ),
         [
-            {"txn": txn, "account": payer, "amount": -amount_minor, "currency": plan.currency},
+            {
+                "txn": txn,
+                "account": payer.account_id,
+                "amount": -amount_minor,
+                "currency": plan.currency,
+            },
             {"txn": txn, "account": payee, "amount": amount_minor, "currency": plan.currency},
         ],
     )

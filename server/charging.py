@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.caches import CachedDevice, Directory, TerminalCredential
-from server.guard import COUNTED_FAILURES, GuardScopes
+from server.guard import COUNTED_FAILURES, GuardScopes, GuardSettings, with_device
+from server.limits import CONFIRMATION_REQUIRED, PENDING, DefaultLimits, LimitSettings
 from server.models import Payment, new_id
 from server.problems import STATUS_BY_CODE, ApiError, problem_body
 from server.requests import money_fields, string_field
@@ -46,16 +47,22 @@ CLAIM_STEPS_KEPT = Window().steps_ahead + DRIFT_STEPS_MAX + 2
 CODE_CHARS_MAX = 512
 ORDER_ID_CHARS_MAX = 64
 SUCCEEDED = "succeeded"
+DEFAULT_LIMITS = LimitSettings()
 
 FAILURE_DETAILS: Mapping[str, str] = {
     "code_replayed": "this code was already used; ask for a fresh one",
     "device_revoked": "device was revoked",
+    "device_locked": "this phone made too many bad codes; the customer opens the wallet online "
+    "to unlock it",
     "insufficient_funds": "the balance does not cover the amount",
     "currency_mismatch": "the customer has no account in this currency",
     "duplicate_order": "this merchant_order_id already has a successful payment",
+    "limit_exceeded": "the amount is above what a payment code may pay; use another method",
 }
 """Outcomes decided inside the transaction, after planning."""
-RECORDED_FAILURES = frozenset({"insufficient_funds", "currency_mismatch", "duplicate_order"})
+RECORDED_FAILURES = frozenset(
+    {"insufficient_funds", "currency_mismatch", "duplicate_order", "limit_exceeded"}
+)
 """Outcomes that leave a failed payment behind (the code was claimed; the till can query it)."""
 
 
@@ -90,6 +97,17 @@ class ChargePlan:
     amount_minor: int = 0
     currency: str = ""
     order_id: str | None = None
+    limits: DefaultLimits | None = None
+    day: int = 0
+    confirm_by_s: float = 0.0
+    suspect_device_id: str | None = None
+    """A rejected code's target device (CodeRefused), counted by the guard."""
+
+    def guard_scopes(self, settings: GuardSettings) -> GuardScopes:
+        """The request's guard counters, plus the suspect device's when there is one."""
+        if self.suspect_device_id is None or not self.counts_as_guess:
+            return self.attempt.guard_scopes
+        return with_device(self.attempt.guard_scopes, settings, self.suspect_device_id)
 
     @property
     def counts_as_guess(self) -> bool:
@@ -103,8 +121,16 @@ class ChargePlan:
 
     @property
     def drift_steps(self) -> int:
+        """The drift to remember, judged against this worker's cached row (for its cache)."""
         assert self.accepted is not None
         return learned_drift(self.accepted.drift_steps, self.accepted.device.drift_steps)
+
+    @property
+    def observed_drift_steps(self) -> int:
+        """What this code showed, bounded. The transaction applies learned_drift's latency rule
+        against the row it reads, since another worker may have moved the drift since."""
+        assert self.accepted is not None
+        return max(-DRIFT_STEPS_MAX, min(DRIFT_STEPS_MAX, self.accepted.drift_steps))
 
     def reply_texts(self) -> dict[str, list[int | str]]:
         """outcome -> [status, JSON body]: what the transaction stores for its key."""
@@ -156,7 +182,7 @@ def payment_reply(
 
 
 def payment_json(payment: Payment) -> dict[str, Any]:
-    return payment_reply(
+    reply = payment_reply(
         payment_id=payment.id,
         status=payment.status,
         money=Money(payment.amount_minor, payment.currency),
@@ -167,6 +193,9 @@ def payment_json(payment: Payment) -> dict[str, Any]:
         failure_code=payment.failure_code,
         created_at_s=payment.created_at_s,
     )
+    if payment.status == PENDING and payment.confirm_by_s is not None:
+        reply["confirm_by"] = iso_time(payment.confirm_by_s)
+    return reply
 
 
 def _problem(code: str, detail: str, **extra: Any) -> tuple[int, dict[str, Any]]:
@@ -212,7 +241,17 @@ def _verify(
         if not served:
             break
     assert rejected is not None
-    raise ApiError(rejected.reason.value, rejected.detail)
+    suspect = rejected.suspect.device_id if rejected.suspect is not None else None
+    raise CodeRefused(rejected.reason.value, rejected.detail, suspect_device_id=suspect)
+
+
+class CodeRefused(ApiError):
+    """A well-formed code that does not pay; `suspect_device_id` names the enrolled device a
+    forged one was aimed at (its tag did not check), for the per-device guard."""
+
+    def __init__(self, code: str, detail: str, *, suspect_device_id: str | None) -> None:
+        super().__init__(code, detail)
+        self.suspect_device_id = suspect_device_id
 
 
 def plan_charge(
@@ -222,6 +261,7 @@ def plan_charge(
     keys: VerifierKeys,
     *,
     statuses: Mapping[str, VersionStatus] = DEFAULT_STATUS,
+    limits: LimitSettings = DEFAULT_LIMITS,
 ) -> ChargePlan:
     """The plan for this request; a request that cannot pay becomes a stored rejection."""
     try:
@@ -244,11 +284,20 @@ def plan_charge(
             attempt,
             {error.code: (status, problem_body(error.code, error.message, status))},
             rejection=error.code,
+            suspect_device_id=getattr(error, "suspect_device_id", None),
         )
     payment_id = new_id("pay")
+    confirm_by_s = attempt.now_s + limits.confirm_window_s
     return ChargePlan(
         attempt,
-        _replies(attempt, accepted, payment_id, money, order_id),
+        _replies(
+            attempt,
+            accepted,
+            payment_id=payment_id,
+            money=money,
+            order_id=order_id,
+            confirm_by_s=confirm_by_s,
+        ),
         accepted=accepted,
         device=device,
         payment_id=payment_id,
@@ -256,15 +305,20 @@ def plan_charge(
         amount_minor=money.amount_minor,
         currency=money.currency,
         order_id=order_id,
+        limits=limits.defaults_minor(money.currency),
+        day=limits.day(attempt.now_s),
+        confirm_by_s=confirm_by_s,
     )
 
 
 def _replies(
     attempt: ChargeAttempt,
     accepted: Accepted,
+    *,
     payment_id: str,
     money: Money,
     order_id: str | None,
+    confirm_by_s: float,
 ) -> dict[str, tuple[int, dict[str, Any]]]:
     """Every reply the transaction can end with, rendered before it starts."""
     success = payment_reply(
@@ -280,7 +334,14 @@ def _replies(
     )
     if accepted.deprecated:
         success["notice"] = f"code version {accepted.version} is deprecated"
-    replies = {SUCCEEDED: (201, success)}
+    pending = success | {
+        "status": PENDING,
+        "code": CONFIRMATION_REQUIRED,
+        "detail": "above the customer's password-free limit: waiting for the customer to "
+        "confirm on their phone",
+        "confirm_by": iso_time(confirm_by_s),
+    }
+    replies = {SUCCEEDED: (201, success), CONFIRMATION_REQUIRED: (202, pending)}
     for outcome, detail in FAILURE_DETAILS.items():
         extra = {"payment_id": payment_id} if outcome in RECORDED_FAILURES else {}
         replies[outcome] = _problem(outcome, detail, **extra)

@@ -1,4 +1,6 @@
-"""Guessing defence: failed code verifications are counted per terminal, merchant and client IP.
+"""Guessing defence: failed code verifications are counted per terminal, merchant, client IP and
+device (a forged code that names an enrolled device counts against it, and locks it at its limit
+until the device's wallet calls in).
 
 A brute-forcer's guesses are verification failures (`code_invalid`, `code_malformed`,
 `code_ambiguous`, `merchant_mismatch`). Each failure adds one to the counter of every scope
@@ -37,6 +39,7 @@ class GuardSettings:
     terminal_failures_max: int = 20  # PAYCODE_GUESS_TERMINAL_MAX
     merchant_failures_max: int = 100  # PAYCODE_GUESS_MERCHANT_MAX
     ip_failures_max: int = 50  # PAYCODE_GUESS_IP_MAX
+    device_failures_max: int = 5  # PAYCODE_GUESS_DEVICE_MAX: forgeries naming one device lock it
     backoff_base_s: float = 60.0  # PAYCODE_GUESS_BACKOFF_S: the first block; each next doubles
     backoff_max_s: float = 3600.0  # PAYCODE_GUESS_BACKOFF_MAX_S; also the quiet time that resets
 
@@ -64,6 +67,9 @@ class GuardSettings:
                 number("PAYCODE_GUESS_MERCHANT_MAX", defaults.merchant_failures_max)
             ),
             ip_failures_max=int(number("PAYCODE_GUESS_IP_MAX", defaults.ip_failures_max)),
+            device_failures_max=int(
+                number("PAYCODE_GUESS_DEVICE_MAX", defaults.device_failures_max)
+            ),
             backoff_base_s=number("PAYCODE_GUESS_BACKOFF_S", defaults.backoff_base_s),
             backoff_max_s=number("PAYCODE_GUESS_BACKOFF_MAX_S", defaults.backoff_max_s),
         )
@@ -89,6 +95,42 @@ def scopes_for(
     return GuardScopes(tuple(names), tuple(limits))
 
 
+def device_scope(device_id: str) -> str:
+    return f"device:{device_id}"
+
+
+def with_device(scopes: GuardScopes, settings: GuardSettings, device_id: str) -> GuardScopes:
+    """`scopes` plus the counter of a device a forged code named (see server/charging.py)."""
+    return GuardScopes(
+        (*scopes.names, device_scope(device_id)),
+        (*scopes.limits, settings.device_failures_max),
+    )
+
+
+def lock_device_if_blocked(connection: Connection, device_id: str, now_s: float) -> None:
+    """Lock a device whose counter just reached its limit (SQLite path; PostgreSQL: the
+    charge function). The lock lasts until the device's wallet makes a signed call."""
+    connection.execute(
+        text(
+            "UPDATE devices SET locked_at_s = :now WHERE id = :id AND locked_at_s IS NULL"
+            " AND EXISTS (SELECT 1 FROM failure_counters WHERE scope = :scope"
+            " AND blocked_until_s > :now)"
+        ),
+        {"now": now_s, "id": device_id, "scope": device_scope(device_id)},
+    )
+
+
+def unlock_device(connection: Connection, device_id: str) -> None:
+    """The device's own wallet called in (its key signed): lift the lock and its count."""
+    connection.execute(
+        text("UPDATE devices SET locked_at_s = NULL WHERE id = :id"), {"id": device_id}
+    )
+    connection.execute(
+        text("DELETE FROM failure_counters WHERE scope = :scope"),
+        {"scope": device_scope(device_id)},
+    )
+
+
 def blocked_until_s(connection: Connection, scopes: GuardScopes, now_s: float) -> float | None:
     """The latest end of a block on any of `scopes`, if one is in force (SQLite path)."""
     until = None
@@ -100,6 +142,27 @@ def blocked_until_s(connection: Connection, scopes: GuardScopes, now_s: float) -
         if row is not None and row[0] is not None and row[0] > now_s:
             until = max(until or 0.0, float(row[0]))
     return until
+
+
+def count_failure_any(
+    connection: Connection, scopes: GuardScopes, settings: GuardSettings, now_s: float
+) -> None:
+    """count_failure on either database (PostgreSQL: its function, in the caller's
+    transaction); for the guards outside the charge path, such as wrong PINs."""
+    if connection.dialect.name != "postgresql":
+        count_failure(connection, scopes, settings, now_s)
+        return
+    connection.execute(
+        text("SELECT paycode_count_failure(:scopes, :limits, :now, :window, :base, :max)"),
+        {
+            "scopes": list(scopes.names),
+            "limits": list(scopes.limits),
+            "now": now_s,
+            "window": settings.window_s,
+            "base": settings.backoff_base_s,
+            "max": settings.backoff_max_s,
+        },
+    )
 
 
 def count_failure(

@@ -48,6 +48,8 @@ class User(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(256))
+    pin_hash: Mapped[str | None] = mapped_column(String(256))
+    """Payment PIN (scrypt, as passwords): confirms payments above the password-free limits."""
     created_at_s: Mapped[float] = mapped_column(Float)
 
 
@@ -82,6 +84,14 @@ class Account(Base):
     owner_id: Mapped[str] = mapped_column(String(32))
     currency: Mapped[str] = mapped_column(String(3))
     balance_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The user's own password-free limits (server/limits.py); NULL: the server default.
+    pinless_payment_max_minor: Mapped[int | None] = mapped_column(BigInteger)
+    pinless_daily_max_minor: Mapped[int | None] = mapped_column(BigInteger)
+    pinless_daily_count_max: Mapped[int | None] = mapped_column(Integer)
+    # Password-free use on day `pinless_day`: kept on the row every charge locks anyway.
+    pinless_day: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    pinless_day_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    pinless_day_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class LedgerTransaction(Base):
@@ -119,6 +129,8 @@ class Device(Base):
     label: Mapped[str] = mapped_column(String(64), default="")
     created_at_s: Mapped[float] = mapped_column(Float)
     revoked_at_s: Mapped[float | None] = mapped_column(Float)
+    locked_at_s: Mapped[float | None] = mapped_column(Float)
+    """Set after repeated bad codes naming this device; its next signed wallet call clears it."""
 
 
 class ServerKey(Base):
@@ -173,11 +185,14 @@ class Payment(Base):
     currency: Mapped[str] = mapped_column(String(3))
     refunded_minor: Mapped[int] = mapped_column(BigInteger, default=0)
     status: Mapped[str] = mapped_column(String(24))
-    """'succeeded' or 'failed' (failure_code says why)."""
+    """'succeeded', 'failed' (failure_code says why), 'pending_confirmation' (above the
+    password-free limits, waiting for the customer's PIN), then 'declined' or 'cancelled'."""
     failure_code: Mapped[str | None] = mapped_column(String(32))
     merchant_order_id: Mapped[str | None] = mapped_column(String(64))
     code_version: Mapped[str | None] = mapped_column(String(8))
     created_at_s: Mapped[float] = mapped_column(Float, index=True)
+    confirm_by_s: Mapped[float | None] = mapped_column(Float)
+    """A pending payment's deadline: after it, it can only be cancelled."""
 
 
 class Refund(Base):

@@ -44,26 +44,44 @@ CREATE FUNCTION paycode_charge_claimed(
     p_device_id text, p_user_id text, p_claim_key text, p_claim_expires_at_s double precision,
     p_drift_steps integer, p_payment_id text, p_transaction_id text, p_merchant_id text,
     p_terminal_id text, p_amount_minor bigint, p_currency text, p_order_id text,
-    p_code_version text, p_now_s double precision
+    p_code_version text, p_now_s double precision, p_limits bigint[], p_day integer,
+    p_confirm_by_s double precision
 ) RETURNS text LANGUAGE plpgsql AS $fn$
+-- p_limits: the server's default (payment, daily amount, daily count) password-free limits,
+-- then the hard ceiling of any offline code (server/limits.py).
 DECLARE
     v_revoked_at_s double precision;
+    v_locked_at_s double precision;
     v_payer integer;
     v_payee integer;
     v_balance_minor bigint;
+    v_payment_max_minor bigint;
+    v_daily_max_minor bigint;
+    v_daily_count_max bigint;
+    v_day integer;
+    v_day_count integer;
+    v_day_minor bigint;
     v_failure text;
+    v_status text := 'succeeded';
 BEGIN
-    SELECT d.revoked_at_s INTO v_revoked_at_s FROM devices d WHERE d.id = p_device_id;
+    SELECT d.revoked_at_s, d.locked_at_s INTO v_revoked_at_s, v_locked_at_s
+        FROM devices d WHERE d.id = p_device_id;
     IF NOT FOUND OR v_revoked_at_s IS NOT NULL THEN
         RETURN 'device_revoked';
+    END IF;
+    IF v_locked_at_s IS NOT NULL THEN
+        RETURN 'device_locked';
     END IF;
     INSERT INTO claims (claim_key, device_id, expires_at_s)
         VALUES (p_claim_key, p_device_id, p_claim_expires_at_s) ON CONFLICT DO NOTHING;
     IF NOT FOUND THEN
         RETURN 'code_replayed';
     END IF;
+    -- p_drift_steps is what the code showed; one step late is latency, not a slow clock
+    -- (server/charging.py learned_drift), judged against the row as it is now.
     UPDATE devices d SET drift_steps = p_drift_steps
-        WHERE d.id = p_device_id AND d.drift_steps <> p_drift_steps;
+        WHERE d.id = p_device_id AND d.drift_steps <> p_drift_steps
+          AND d.drift_steps - 1 <> p_drift_steps;
 
     SELECT a.id INTO v_payer FROM accounts a
         WHERE a.owner_kind = 'user' AND a.owner_id = p_user_id AND a.currency = p_currency;
@@ -76,9 +94,39 @@ BEGIN
         v_failure := 'currency_mismatch';
     ELSE
         PERFORM 1 FROM accounts a WHERE a.id IN (v_payer, v_payee) ORDER BY a.id FOR UPDATE;
-        SELECT a.balance_minor INTO v_balance_minor FROM accounts a WHERE a.id = v_payer;
-        IF v_balance_minor < p_amount_minor THEN
+        -- Read after the lock: a racing charge of the same payer has committed its count.
+        SELECT a.balance_minor, coalesce(a.pinless_payment_max_minor, p_limits[1]),
+               coalesce(a.pinless_daily_max_minor, p_limits[2]),
+               coalesce(a.pinless_daily_count_max, p_limits[3]),
+               a.pinless_day, a.pinless_day_count, a.pinless_day_minor
+            INTO v_balance_minor, v_payment_max_minor, v_daily_max_minor, v_daily_count_max,
+                 v_day, v_day_count, v_day_minor
+            FROM accounts a WHERE a.id = v_payer;
+        IF v_day <> p_day THEN
+            v_day_count := 0;
+            v_day_minor := 0;
+        END IF;
+        IF p_amount_minor > p_limits[4] THEN
+            v_failure := 'limit_exceeded';
+        ELSIF v_balance_minor < p_amount_minor THEN
             v_failure := 'insufficient_funds';
+        ELSIF p_amount_minor > v_payment_max_minor OR v_day_count + 1 > v_daily_count_max
+              OR v_day_minor + p_amount_minor > v_daily_max_minor THEN
+            v_status := 'pending_confirmation';
+            PERFORM 1 FROM payments p WHERE p.merchant_id = p_merchant_id
+                AND p.merchant_order_id = p_order_id AND p.status = 'succeeded';
+            IF FOUND THEN
+                v_failure := 'duplicate_order';
+            ELSE
+                INSERT INTO payments (id, merchant_id, terminal_id, user_id, device_id,
+                                      amount_minor, currency, refunded_minor, status,
+                                      failure_code, merchant_order_id, code_version,
+                                      created_at_s, confirm_by_s)
+                    VALUES (p_payment_id, p_merchant_id, p_terminal_id, p_user_id, p_device_id,
+                            p_amount_minor, p_currency, 0, v_status, NULL, p_order_id,
+                            p_code_version, p_now_s, p_confirm_by_s);
+                RETURN 'confirmation_required';
+            END IF;
         ELSE
             INSERT INTO payments (id, merchant_id, terminal_id, user_id, device_id, amount_minor,
                                   currency, refunded_minor, status, failure_code,
@@ -103,7 +151,9 @@ BEGIN
         RETURN v_failure;
     END IF;
 
-    UPDATE accounts a SET balance_minor = a.balance_minor - p_amount_minor
+    UPDATE accounts a SET balance_minor = a.balance_minor - p_amount_minor,
+                          pinless_day = p_day, pinless_day_count = v_day_count + 1,
+                          pinless_day_minor = v_day_minor + p_amount_minor
         WHERE a.id = v_payer AND a.balance_minor >= p_amount_minor;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'paycode: balance of account % changed under its row lock', v_payer;
@@ -127,6 +177,8 @@ CREATE FUNCTION paycode_charge(
     p_device_id text, p_user_id text, p_claim_key text, p_claim_expires_at_s double precision,
     p_drift_steps integer, p_payment_id text, p_transaction_id text, p_merchant_id text,
     p_amount_minor bigint, p_currency text, p_order_id text, p_code_version text,
+    p_limits bigint[], p_day integer, p_confirm_by_s double precision,
+    p_suspect_device_id text,
     OUT o_outcome text, OUT o_status integer, OUT o_body text, OUT o_request_hash text
 ) LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -166,12 +218,18 @@ BEGIN
         IF p_count_failure THEN
             PERFORM paycode_count_failure(p_guard_scopes, p_guard_limits, p_now_s,
                                           p_guard_window_s, p_guard_base_s, p_guard_max_s);
+            -- Forgeries aimed at one device lock it until its wallet calls in (re-sync).
+            UPDATE devices d SET locked_at_s = p_now_s
+                WHERE d.id = p_suspect_device_id AND d.locked_at_s IS NULL
+                  AND EXISTS (SELECT 1 FROM failure_counters f
+                              WHERE f.scope = 'device:' || p_suspect_device_id
+                                AND f.blocked_until_s > p_now_s);
         END IF;
     ELSE
         o_outcome := paycode_charge_claimed(
             p_device_id, p_user_id, p_claim_key, p_claim_expires_at_s, p_drift_steps,
             p_payment_id, p_transaction_id, p_merchant_id, p_terminal_id, p_amount_minor,
-            p_currency, p_order_id, p_code_version, p_now_s);
+            p_currency, p_order_id, p_code_version, p_now_s, p_limits, p_day, p_confirm_by_s);
     END IF;
     o_status := (p_replies -> o_outcome ->> 0)::integer;
     o_body := p_replies -> o_outcome ->> 1;

@@ -6,6 +6,7 @@ Every error response is `application/problem+json` with `type`, `title`, `status
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -42,8 +43,13 @@ STATUS_BY_CODE: dict[str, int] = {
     "device_revoked": 422,
     "merchant_mismatch": 422,
     "insufficient_funds": 422,
+    "device_locked": 422,
     "limit_exceeded": 422,
-    "confirmation_required": 422,
+    "confirmation_required": 202,  # not an error: the charge waits for the customer's PIN
+    "pin_invalid": 403,
+    "pin_not_set": 409,
+    "payment_not_pending": 409,
+    "confirmation_expired": 409,
     "currency_mismatch": 422,
     "refund_exceeds_payment": 422,
     "payment_not_refundable": 422,
@@ -80,6 +86,14 @@ def problem(code: str, detail: str, status: int | None = None) -> Response:
         status=status,
         mimetype="application/problem+json",
     )
+
+
+def rate_limited(wait_s: float, detail: str) -> Response:
+    """429 with Retry-After (whole seconds, at least one); `detail` ends "... in N s"."""
+    retry_after_s = max(1, math.ceil(wait_s))
+    response = problem("rate_limited", f"{detail}; try again in {retry_after_s} s", 429)
+    response.headers["Retry-After"] = str(retry_after_s)
+    return response
 
 
 _HTTP_CODES = {

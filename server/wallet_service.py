@@ -22,10 +22,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from server import lifecycle
 from server.models import (
     Account,
     Device,
@@ -52,6 +53,12 @@ HANDLE_ATTEMPTS_MAX = 8
 collisions in a row is below 1e-8, so running out means a fault, not bad luck."""
 HISTORY_LIMIT_DEFAULT = 20
 HISTORY_LIMIT_MAX = 100
+DEVICES_LISTED_MAX = 100
+"""A user's devices a listing shows: live ones first, then the most recently revoked. Every
+rotation leaves a revoked device behind, so the list is bounded, not the history."""
+DEVICES_LIMIT_MAX = 1000
+"""The most an operator may list at once (`paycode-server devices list --limit`)."""
+DEVICE_ID_CHARS_MAX = 32
 WRONG_LOGIN = "wrong user name or password"
 
 
@@ -246,6 +253,109 @@ def forget_old_nonces(session: Session, scope: str, at_s: float) -> None:
     session.execute(
         delete(RequestNonce).where(RequestNonce.scope == scope, RequestNonce.expires_at_s < at_s)
     )
+
+
+# --- device lifecycle: list, revoke, rotate -------------------------------------------------
+
+
+def _iso(at_s: float) -> str:
+    return datetime.fromtimestamp(at_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def user_devices(session: Session, user_id: str, limit: int = DEVICES_LISTED_MAX) -> list[Device]:
+    """A user's devices: live ones first (newest first), then the most recently revoked."""
+    assert 1 <= limit <= DEVICES_LIMIT_MAX
+    rows = session.scalars(
+        select(Device)
+        .where(Device.user_id == user_id)
+        .order_by(Device.revoked_at_s.desc().nulls_first(), Device.created_at_s.desc(), Device.id)
+        .limit(limit)
+    ).all()
+    return list(rows)
+
+
+def device_json(device: Device) -> dict[str, object]:
+    """What anyone allowed to see a device is shown: never its handle or key."""
+    revoked_at_s = device.revoked_at_s
+    return {
+        "device_id": device.id,
+        "version": device.version,
+        "label": device.label,
+        "created_at": _iso(device.created_at_s),
+        "revoked": revoked_at_s is not None,
+        "revoked_at": None if revoked_at_s is None else _iso(revoked_at_s),
+    }
+
+
+def wallet_device_json(
+    device: Device, statuses: Mapping[str, VersionStatus], caller_id: str
+) -> dict[str, object]:
+    """A device as its own user's wallet sees it: which one is calling, and whether its code
+    version is being phased out (`reenroll`: the advice balance gives, per live device)."""
+    status = statuses.get(device.version, VersionStatus.RETIRED)
+    live = device.revoked_at_s is None
+    return device_json(device) | {
+        "current": device.id == caller_id,
+        "version_status": str(status),
+        "reenroll": lifecycle.reenroll_advice(device.version, statuses) if live else None,
+    }
+
+
+def revoke(session: Session, device: Device, at_s: float) -> bool:
+    """Revoke `device`. True if this call did, False if it already was: the conditional UPDATE
+    lets two racing revocations agree on one, and the first time is kept."""
+    result = session.execute(
+        update(Device)
+        .where(Device.id == device.id, Device.revoked_at_s.is_(None))
+        .values(revoked_at_s=at_s),
+        execution_options={"synchronize_session": False},
+    )
+    session.refresh(device)
+    return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+
+def own_device(session: Session, user_id: str, device_id: str) -> Device:
+    """One of `user_id`'s devices. Another user's device gets the very answer a device that
+    does not exist gets, so ids cannot be probed."""
+    device = session.scalars(
+        select(Device).where(
+            Device.id == device_id[:DEVICE_ID_CHARS_MAX], Device.user_id == user_id
+        )
+    ).one_or_none()
+    if device is None:
+        raise ApiError("not_found", "no such device among yours")
+    return device
+
+
+def revoke_own(session: Session, caller: Device, device_id: str, at_s: float) -> dict[str, object]:
+    """The wallet's revocation of one of its user's devices (itself included)."""
+    device = own_device(session, caller.user_id, device_id)
+    revoked_now = revoke(session, device, at_s)
+    return device_json(device) | {
+        "current": device.id == caller.id,
+        "already_revoked": not revoked_now,
+    }
+
+
+def rotate(
+    session: Session,
+    caller: Device,
+    body: dict[str, Any],
+    *,
+    statuses: Mapping[str, VersionStatus],
+    box: SecretBox,
+    at_s: float,
+) -> Device:
+    """Enroll a new device for the caller's user and revoke the caller, in one transaction:
+    a key rotation (same version) or a re-enrollment (another one) without a password.
+
+    The new device keeps the caller's label unless the body names one."""
+    wanted = parse_enroll({"label": caller.label} | body, statuses)
+    device = enroll_device(session, user_id=caller.user_id, wanted=wanted, box=box, at_s=at_s)
+    if not revoke(session, caller, at_s):
+        # Revoked by someone else since it signed this request: roll the new device back.
+        raise ApiError("unauthorized", "unknown or revoked device")
+    return device
 
 
 # --- balance and history --------------------------------------------------------------------

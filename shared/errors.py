@@ -86,12 +86,18 @@ class ServerUnreachable(PaycodeError):
 
 
 class ServerRejected(PaycodeError):
-    """The server answered with an RFC 9457 problem; `code` is the server's stable code."""
+    """The server answered with an RFC 9457 problem; `code` is the server's stable code.
 
-    def __init__(self, code: str, message: str, *, status: int) -> None:
+    `clock_offset_s` (server time - local time) is what the answer taught about the clock: a
+    refusal for a wrong clock is exactly when the wallet must learn the server's."""
+
+    def __init__(
+        self, code: str, message: str, *, status: int, clock_offset_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.status = status
+        self.clock_offset_s = clock_offset_s
 
 
 class WalletError(PaycodeError):

@@ -70,13 +70,22 @@ def make_bank(database_url: str, instance: Path) -> Bank:
     return Bank(create_app(config), engine, box)
 
 
-def add_user(bank: Bank, name: str, balance_minor: int, currency: str = "CNY") -> str:
+def add_user(
+    bank: Bank,
+    name: str,
+    balance_minor: int,
+    currency: str = "CNY",
+    *,
+    pinless_count_max: int | None = None,
+) -> str:
+    """A user with one account; `pinless_count_max` raises the daily password-free count."""
     now_s = time.time()
     with bank.session() as session, session.begin():
         user = User(id=new_id("usr"), name=name, password_hash="scrypt$unused", created_at_s=now_s)
         session.add(user)
         session.flush()
         account = ledger.open_account(session, "user", user.id, currency)
+        account.pinless_daily_count_max = pinless_count_max
         if balance_minor:
             ledger.transfer(
                 session,

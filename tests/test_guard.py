@@ -3,6 +3,8 @@ the back-off arithmetic of the counters on both databases."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -11,9 +13,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
+from client.api import DeviceAuth, ServerClient
 from merchant_pos.api import TerminalClient
 from server import guard
 from server.guard import GuardScopes, GuardSettings
+from shared.enrollment import new_ed25519_seed
 from shared.errors import ServerRejected
 from shared.timestep import step_at
 from shared.versions.registry import by_name
@@ -177,3 +181,41 @@ def test_allow_list_is_validated() -> None:
     with pytest.raises(ApiError) as caught:
         check_networks(["not-a-network"])
     assert caught.value.code == "invalid_argument"
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "v3"])
+def test_forgeries_aimed_at_one_device_lock_it_until_its_wallet_calls(
+    bank: Bank, version: str
+) -> None:
+    """Someone who extracted a version's hiding key (or, for v3, the seal) names a victim's
+    device in forged codes from many tills; the device's own counter catches what no till's
+    or address's counter sees, and locks it. Its genuine codes then pay nothing until the
+    phone makes one signed online call (proof its key is in the owner's hands)."""
+    bank.app.extensions["paycode_guard"] = GuardSettings(
+        terminal_failures_max=99, merchant_failures_max=99, ip_failures_max=99,
+        device_failures_max=3,
+    )  # fmt: skip
+    device_id, genuine = device_of(bank, version)
+    forger = dataclasses.replace(genuine, secret=_wrong_key(version))
+    codec, step = by_name(version), step_at(time.time())
+    tills = _tills(bank)
+    forged = [codec.generate(forger, step=step, counter=n) for n in range(4)]
+    assert [_error(tills[n % 2], forged[n]).code for n in range(3)] == ["code_invalid"] * 3
+    assert _error(tills[0], forged[3]).code == "rate_limited"  # the device's counter is blocked
+    real = codec.generate(genuine, step=step, counter=5)
+    locked = _error(tills[1], real)
+    assert (locked.code, locked.status) == ("device_locked", 422)
+    assert bank.balance("user", bank.user_id) == START_MINOR
+    wallet_call = ServerClient(bank.url).call(
+        "GET", "/v1/wallet/balance", device=DeviceAuth(device_id, genuine)
+    )
+    assert wallet_call.body["accounts"]
+    paid = tills[1].charge(code=real, amount="1.00", currency="CNY")  # not burned by the lock
+    assert paid["status"] == "succeeded"
+
+
+def _wrong_key(version: str) -> bytes:
+    if version == "v3":
+        seed, _ = new_ed25519_seed()
+        return seed
+    return os.urandom(32)

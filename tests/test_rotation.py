@@ -151,7 +151,7 @@ def bank(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bank]:
         Base.metadata.create_all(bank.engine)
         with bank.session() as session, session.begin():
             keyring.ensure_keys(session, bank.box, time.time())
-        bank.user_id = add_user(bank, "alice", START_MINOR)
+        bank.user_id = add_user(bank, "alice", START_MINOR, pinless_count_max=1000)
         bank.credentials = add_devices(bank, bank.user_id)
         add_devices(bank, add_user(bank, "bob", 0))
         for name in ("Corner Cafe", "Other Shop", "Third Shop"):

@@ -37,11 +37,13 @@ from server.models import (
     LedgerEntry,
     LedgerTransaction,
     Merchant,
+    Payment,
     RequestNonce,
     ServerKey,
     Terminal,
     User,
     WalletSession,
+    new_id,
 )
 from server.passwords import hash_password, verify_password
 from server.problems import ApiError
@@ -124,7 +126,7 @@ def test_server_answers_over_http(live_server: LiveServer) -> None:
 
 def test_init_db_twice_is_fine(live_server: LiveServer) -> None:
     data = ok_json(live_server.cli("init-db", "--json"))  # the harness ran it once already
-    assert data["revision"] == head_revision() == "0005"
+    assert data["revision"] == head_revision() == "0006"
     with live_server.session() as session:
         purposes = sorted(session.scalars(select(ServerKey.purpose)))
     assert purposes == ["hiding:v1", "hiding:v2", "seal"]  # no second set of keys
@@ -261,8 +263,14 @@ def test_worker_once_purges_expired_rows(live_server: LiveServer) -> None:
                 ),
             ]
         )
+    late, waiting = _pending_payments(live_server, user_id, now_s)
     purged = ok_json(live_server.cli("--json", "worker", "--once"))["purged"]
     assert min(purged.values()) >= 1, purged
+    with live_server.session() as session:
+        expired, still = session.get(Payment, late), session.get(Payment, waiting)
+        assert expired is not None and still is not None
+        assert (expired.status, expired.failure_code) == ("cancelled", "confirmation_expired")
+        assert (still.status, still.failure_code) == ("pending_confirmation", None)
     with live_server.session() as session:
         assert session.get(Claim, stale) is None
         assert session.get(Claim, fresh) is not None
@@ -421,3 +429,31 @@ def test_admin_services_refuse_bad_input(tmp_path: Path) -> None:
         assert admin.default_currency(session, user.name) == "CNY"
         assert admin.top_up(session, "bob", "5", 1.0, currency="JPY") == 5  # a second currency
         session.commit()
+
+
+def _pending_payments(server: LiveServer, user_id: str, now_s: float) -> tuple[str, str]:
+    """Two payments waiting for the customer's PIN: one past its deadline, one not."""
+    merchant_id = new_id("mer")
+    ids = (new_id("pay"), new_id("pay"))
+    with server.session() as session:
+        session.add(
+            Merchant(
+                id=merchant_id, name=unique("Pending Shop"), currency="CNY", created_at_s=now_s
+            )
+        )
+        session.flush()
+        for payment_id, confirm_by_s in zip(ids, (now_s - 1, now_s + 600), strict=True):
+            session.add(
+                Payment(
+                    id=payment_id,
+                    merchant_id=merchant_id,
+                    user_id=user_id,
+                    amount_minor=100,
+                    currency="CNY",
+                    refunded_minor=0,
+                    status="pending_confirmation",
+                    created_at_s=now_s - 60,
+                    confirm_by_s=confirm_by_s,
+                )
+            )
+    return ids

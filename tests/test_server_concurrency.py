@@ -50,6 +50,8 @@ def _customer(
 ) -> Wallet:
     _ok(server.cli("users", "create", name, "--password-stdin", stdin="pw-" + name + "\n"))
     _ok(server.cli("users", "top-up", name, amount))
+    # Every payment here may go without the PIN: these tests race money, not limits.
+    _ok(server.cli("users", "limits", name, "--daily-count", "1000"))
     monkeypatch.setenv("PAYCODE_WALLET_PASSPHRASE", "test passphrase")
     wallet = Wallet.open_or_create(home)
     online.enroll(

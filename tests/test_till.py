@@ -70,7 +70,8 @@ def test_refusal_is_final_and_human() -> None:
 
 NOT_TILL_CODES = frozenset(
     {"password_invalid", "user_exists", "merchant_exists", "method_not_allowed", "qr_invalid",
-     "payload_too_large", "unsupported_media_type", "invalid_request"}
+     "payload_too_large", "unsupported_media_type", "invalid_request", "pin_invalid",
+     "pin_not_set"}
 )  # fmt: skip
 """Codes of the wallet and admin APIs, or of malformed requests the till never sends."""
 

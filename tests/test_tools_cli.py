@@ -111,7 +111,10 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     for version in ("v1", "v2", "v3"):
         assert f"   {version}: " in done.stdout
-    assert done.stdout.count("succeeded") == 3
+    assert done.stdout.count("  succeeded ") == 3
     assert "refused: code_replayed" in done.stdout
     assert "alice's balance: 76.30 CNY" in done.stdout
+    assert "a 6.00 CNY charge answers pending_confirmation" in done.stdout
+    assert "the till polls and sees succeeded" in done.stdout
+    assert "her balance: 70.30 CNY" in done.stdout
     assert (tmp_path / "demo-out" / "v3.png").exists()

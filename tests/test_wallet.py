@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import stat
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +25,7 @@ import pytest
 from client import keystore, online
 from client.api import DeviceAuth, ServerClient
 from client.keystore import KEYSTORE_NAME, PASSPHRASE_ENV, SECRET_NAME
-from client.wallet import COUNTER_STEPS_KEPT, Enrollment, GeneratedCode, Wallet
+from client.wallet import COUNTER_STEPS_KEPT, LOCK_NAME, Enrollment, GeneratedCode, Wallet
 from shared import wallet_auth
 from shared.binding import MerchantBinding, charging_point_bindings
 from shared.errors import CounterExhausted, ServerRejected, ServerUnreachable, WalletError
@@ -110,7 +113,9 @@ def write_envelope(home: Path, envelope: dict[str, Any]) -> None:
 def test_keystore_file_is_private_and_holds_no_key_material(wallet: Wallet) -> None:
     path = wallet.home / KEYSTORE_NAME
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert sorted(p.name for p in wallet.home.iterdir()) == [KEYSTORE_NAME], "temp files left"
+    names = sorted(p.name for p in wallet.home.iterdir())
+    assert names == [KEYSTORE_NAME, LOCK_NAME], "temp files left"
+    assert (wallet.home / LOCK_NAME).stat().st_size == 0  # a lock, never a copy
     raw = path.read_bytes()
     enrollments = wallet.enrollments()
     assert sorted(enrollments) == VERSIONS
@@ -531,3 +536,37 @@ def test_v1_cannot_be_bound_and_spends_no_counter(tmp_path: Path, stub: WalletSt
         assert caught.value.code == ("binding_unsupported" if version else "not_enrolled")
         assert "v2 or v3" in caught.value.message
     assert wallet.next_code("v1", local_now_s=T0_S).counter == 0
+
+
+CONCURRENT_SCRIPT = """
+import pathlib, sys
+from client.wallet import Wallet
+wallet = Wallet.open(pathlib.Path(sys.argv[1]))
+for n in range(30):
+    if sys.argv[2] == "codes":
+        print(wallet.next_code("v2", local_now_s=1_763_888_401.0).text)
+    else:
+        wallet.record_clock_offset(n / 1000)
+"""
+
+
+def test_processes_sharing_a_home_never_hand_out_a_code_twice(
+    wallet: Wallet, tmp_path: Path
+) -> None:
+    """Two `code` processes and one re-syncing the clock (an online call) on one home: each
+    change re-reads the keystore under a lock, so no counter is lost and no code repeats."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT_SCRIPT, str(wallet.home), role],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for role in ("codes", "clock", "codes")
+    ]
+    outputs = [run.communicate(timeout=120)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0]
+    codes = [line for output in outputs for line in output.split()]
+    assert len(codes) == 60 and len(set(codes)) == 60
+    assert Wallet.open(wallet.home).clock_offset_s == pytest.approx(0.029)

@@ -33,7 +33,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PASSPHRASE = "cli test passphrase 7f3a"
 USER = "alice"
 PASSWORD = DEFAULT_USERS[USER]
-SUBCOMMANDS = ["enroll", "code", "balance", "history", "pay", "status"]
+SUBCOMMANDS = [
+    "enroll", "code", "balance", "history", "pay", "status", "devices", "revoke", "rotate",
+    "reenroll",
+]  # fmt: skip
 CLI_TIMEOUT_S = 30
 
 
@@ -253,8 +256,7 @@ def test_reenroll_advice_is_shown_on_stderr_and_in_json(
         stub.reenroll = None
     assert human.returncode == 0 and human.stdout == "12.50 CNY\n"  # the answer is unchanged
     assert human.stderr == (
-        "notice: code version v1 is deprecated; re-enroll on v3: paycode-wallet enroll "
-        f"--server {stub.url} --user {USER} --version v3\n"
+        "notice: code version v1 is deprecated; re-enroll on v3: paycode-wallet reenroll\n"
     )
     assert as_json.json() == {"ok": True, "accounts": stub.accounts, "reenroll": advice}
     assert as_json.stderr == ""

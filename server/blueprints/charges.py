@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server import charge_store, charging, guard, keyring, lifecycle, refunds
+from server import charge_store, charging, confirmations, guard, keyring, lifecycle, refunds
 from server.auth import (
     authenticate_terminal,
     config,
@@ -23,8 +22,9 @@ from server.auth import (
 from server.caches import TerminalCredential
 from server.db import db
 from server.idempotency import require_key, respond, run_keyed_post, stored_reply
+from server.limits import LimitSettings
 from server.models import Merchant, Payment
-from server.problems import ApiError, problem
+from server.problems import ApiError, rate_limited
 from server.requests import json_object, request_sha256
 
 bp = Blueprint("charges", __name__, url_prefix="/v1")
@@ -72,12 +72,14 @@ def create_charge() -> Response:
     body = json_object()
     keys, _ = keyring.load_keys(db.engine, secret_box())
     statuses = lifecycle.load_statuses(db.engine, time.monotonic())
-    plan = charging.plan_charge(attempt, body, directory(), keys, statuses=statuses)
+    plan = charging.plan_charge(
+        attempt, body, directory(), keys, statuses=statuses, limits=limit_settings()
+    )
     result = charge_store.execute(db.engine, plan, guard_settings())
     if result.outcome == charge_store.TERMINAL_REVOKED:
         raise terminal_revoked(signed.terminal.terminal_id)
     if result.outcome == charge_store.RATE_LIMITED:
-        return _rate_limited(float(result.body) - now_s)
+        return rate_limited(float(result.body) - now_s, "too many failed payment codes here")
     if result.outcome == charge_store.NONCE_REPLAYED:
         raise ApiError("unauthorized", "this request signature was already used")
     if result.outcome == charge_store.STORED:
@@ -91,21 +93,14 @@ def create_charge() -> Response:
     return respond(status, reply | {"server_time": now_s}, replayed=False)
 
 
-def guard_settings() -> guard.GuardSettings:
-    settings: guard.GuardSettings = current_app.extensions["paycode_guard"]
+def limit_settings() -> LimitSettings:
+    settings: LimitSettings = current_app.extensions["paycode_limits"]
     return settings
 
 
-def _rate_limited(wait_s: float) -> Response:
-    """429 with Retry-After: too many failed codes from this terminal, merchant or address."""
-    retry_after_s = max(1, math.ceil(wait_s))
-    response = problem(
-        "rate_limited",
-        f"too many failed payment codes here; try again in {retry_after_s} s",
-        429,
-    )
-    response.headers["Retry-After"] = str(retry_after_s)
-    return response
+def guard_settings() -> guard.GuardSettings:
+    settings: guard.GuardSettings = current_app.extensions["paycode_guard"]
+    return settings
 
 
 @bp.post("/payments/<payment_id>/refunds")
@@ -113,6 +108,16 @@ def create_refund(payment_id: str) -> Response:
     return _signed_idempotent_post(
         lambda session, terminal, body, now_s: refunds.refund(
             session, terminal, payment_id, body, now_s
+        )
+    )
+
+
+@bp.post("/payments/<payment_id>/cancel")
+def cancel_payment(payment_id: str) -> Response:
+    """Give up on a payment waiting for the customer's confirmation (the POS's timeout)."""
+    return _signed_idempotent_post(
+        lambda session, terminal, _body, _now_s: confirmations.cancel(
+            session, refunds.owned_payment(session, terminal, payment_id)
         )
     )
 

@@ -19,13 +19,15 @@ from server import wallet_service as service
 from server.auth import (
     check_timestamp,
     config,
+    directory,
     remember_nonce,
     secret_box,
     signed_headers,
 )
 from server.db import db
+from server.guard import unlock_device
 from server.idempotency import require_key, respond, run_keyed_post, run_once
-from server.models import Device
+from server.models import Device, IdempotencyRecord
 from server.passwords import PASSWORD_CHARS_MAX
 from server.problems import ApiError
 from server.requests import json_object, request_sha256, string_field
@@ -45,7 +47,7 @@ def _ok(body: dict[str, object], status: int = 200) -> Response:
 
 
 @bp.after_request
-def _stamp_problems(response: Response) -> Response:
+def stamp_problems(response: Response) -> Response:
     """Problems carry `server_time` too (docs/api.md: every body does), so a wallet refused
     for a wrong clock can still learn the server's. The wallet service's clock decides."""
     if response.mimetype == "application/problem+json":
@@ -61,16 +63,17 @@ def _signed_path() -> str:
     return request.full_path.removesuffix("?")
 
 
-def authenticate_device(session: Session, now_s: float) -> Device:
+def authenticate_device(session: Session, now_s: float, *, revoked_ok: bool = False) -> Device:
     """The enrolled, unrevoked device that signed this request; `unauthorized` otherwise.
 
     The nonce is remembered last, inside the caller's transaction: a request refused for any
-    reason leaves no trace, and a verified one can never be replayed.
+    reason leaves no trace, and a verified one can never be replayed. `revoked_ok`: a revoked
+    device passes too, and the caller must check it (see `_retry_of_revoked`).
     """
     device_id, timestamp, nonce, signature = signed_headers(DEVICE_HEADERS)
     timestamp_s = check_timestamp(timestamp, now_s)
     device = session.get(Device, device_id[:DEVICE_ID_CHARS_MAX])
-    if device is None or device.revoked_at_s is not None:
+    if device is None or (device.revoked_at_s is not None and not revoked_ok):
         raise ApiError("unauthorized", "unknown or revoked device")
     message = signing_message(
         request.method, _signed_path(), timestamp_s, nonce, request.get_data(cache=True)
@@ -81,6 +84,11 @@ def authenticate_device(session: Session, now_s: float) -> Device:
     scope = f"device:{device.id}"
     remember_nonce(session, scope, nonce, now_s)
     service.forget_old_nonces(session, scope, now_s)
+    if device.locked_at_s is not None:
+        # Locked after forged codes named it (server/guard.py); its own key just signed, so
+        # the phone is in its owner's hands: this online contact is the re-sync that unlocks.
+        unlock_device(session.connection(), device.id)
+        session.refresh(device)
     return device
 
 
@@ -185,3 +193,84 @@ def pay_merchant() -> Response:
         )
     advice = _reenroll(device) if status < 300 else {}
     return respond(status, reply | advice | {"server_time": now_s}, replayed)
+
+
+# --- device lifecycle: list, revoke, rotate (docs/api.md, "Manage devices") -------------------
+
+
+@bp.get("/devices")
+def list_devices() -> Response:
+    """The calling user's devices; `current` marks the one that signed this request."""
+    with db.transaction() as session:
+        caller = authenticate_device(session, service.now_s())
+        statuses = _statuses()
+        items = [
+            service.wallet_device_json(row, statuses, caller.id)
+            for row in service.user_devices(session, caller.user_id)
+        ]
+    return _ok({"items": items, **_reenroll(caller)})
+
+
+def _retry_of_revoked(session: Session, caller: Device) -> None:
+    """A revoked device may only fetch the stored answer of a request it made while it was live:
+    a rotation or self-revocation whose answer was lost on the way (same Idempotency-Key)."""
+    if caller.revoked_at_s is None:
+        return
+    if session.get(IdempotencyRecord, (f"device:{caller.id}", require_key())) is None:
+        raise ApiError("unauthorized", "unknown or revoked device")
+
+
+@bp.post("/devices/<device_id>/revoke")
+def revoke_device(device_id: str) -> Response:
+    """Revoke one of the caller's user's devices (itself included); idempotent."""
+    now_s = service.now_s()
+    with db.transaction() as session:
+        caller = authenticate_device(session, now_s, revoked_ok=True)
+        _retry_of_revoked(session, caller)
+        status, reply, replayed = run_keyed_post(
+            session,
+            scope=f"device:{caller.id}",
+            now_s=now_s,
+            work=lambda _body: (200, service.revoke_own(session, caller, device_id, now_s)),
+        )
+        revoked = session.get(Device, str(reply.get("device_id", "")))
+    if status < 300 and revoked is not None:
+        directory().forget_device(revoked.version, revoked.handle)
+    return respond(status, reply | {"server_time": now_s}, replayed)
+
+
+@bp.post("/devices/rotate")
+def rotate_device() -> Response:
+    """A new device for the caller's user, on the version asked for, and the caller revoked,
+    in one transaction. Answers the new device's grant, like POST /devices."""
+    now_s = service.now_s()
+    with db.transaction() as session:
+        caller = authenticate_device(session, now_s, revoked_ok=True)
+        _retry_of_revoked(session, caller)
+        statuses = _statuses()
+
+        def work(body: dict[str, object]) -> tuple[int, dict[str, object]]:
+            device = service.rotate(
+                session, caller, dict(body), statuses=statuses, box=secret_box(), at_s=now_s
+            )
+            return 201, {"device_id": device.id}
+
+        status, reply, replayed = run_keyed_post(
+            session, scope=f"device:{caller.id}", now_s=now_s, work=work
+        )
+        if status == 201:
+            reply = _rotation_grant(session, str(reply["device_id"]), caller.id)
+    if status == 201:
+        directory().forget_device(caller.version, caller.handle)
+        return respond(status, reply, replayed)
+    return respond(status, reply | {"server_time": now_s}, replayed)
+
+
+def _rotation_grant(session: Session, device_id: str, revoked_id: str) -> dict[str, object]:
+    """The new device's grant, rebuilt from its row (the key's record keeps only its id)."""
+    device = session.get(Device, device_id)
+    if device is None or device.revoked_at_s is not None:
+        raise ApiError("device_revoked", "the device this rotation enrolled was revoked")
+    current = _enrollment_keys(session, device.version)
+    grant = service.grant_for(session, device.id, secret_box(), current, service.now_s())
+    return grant | {"revoked_device_id": revoked_id}

@@ -154,6 +154,9 @@ class Rejected(NamedTuple):
     reason: Reason
     detail: str
     device: DeviceRecord | None = None
+    suspect: DeviceRecord | None = None
+    """An enrolled device the reading named whose tag or signature did not check: the
+    target of a forgery (or of a corrupted code). The server counts these per device."""
 
 
 Verification = Accepted | Rejected
@@ -205,16 +208,32 @@ def judge_window(
     """The checks every version makes once a code has proved genuine for `device`."""
     if device.revoked:
         return Rejected(version, Reason.DEVICE_REVOKED, "device was revoked", device)
-    server_step = int(ctx.now_s // STEP_SECONDS)
-    offset_steps = step - (server_step + device.drift_steps)
-    if offset_steps < -ctx.window.steps_back:
-        age_s = (server_step + device.drift_steps - step) * STEP_SECONDS
-        return Rejected(version, Reason.CODE_EXPIRED, f"code is about {age_s} s old", device)
-    if offset_steps > ctx.window.steps_ahead:
-        ahead_s = offset_steps * STEP_SECONDS
-        detail = f"device clock about {ahead_s} s ahead of the server"
-        return Rejected(version, Reason.CODE_EXPIRED, detail, device)
-    return Accepted(version, device, step, counter, flags, step - server_step)
+    window = ctx.window
+    clock_steps = step - int(ctx.now_s // STEP_SECONDS)
+    offset_steps = clock_steps - device.drift_steps
+    # The window follows the drift learned for this device, and always covers the server's
+    # own clock too: a wallet that re-synced (its clock now right) must not be refused because
+    # the device ran fast or slow before.
+    learned = -window.steps_back <= offset_steps <= window.steps_ahead
+    if not learned and not -window.steps_back <= clock_steps <= window.steps_ahead:
+        return Rejected(version, Reason.CODE_EXPIRED, expired_detail(clock_steps), device)
+    return Accepted(version, device, step, counter, flags, clock_steps)
+
+
+def expired_detail(offset_steps: int) -> str:
+    """What a till shows for a code outside its window, made `offset_steps` steps from the
+    server's clock. A code made on a wrong clock and one shown too late look alike when
+    behind, so both are named; either way a re-synced wallet's fresh code pays."""
+    off_s = abs(offset_steps) * STEP_SECONDS
+    if offset_steps > 0:
+        return (
+            f"the phone's clock looks off by about {off_s} seconds (ahead of the server): "
+            "an online call in the wallet re-syncs it; then show a fresh code"
+        )
+    return (
+        f"code is about {off_s} s old: show a fresh one; if it was just made, the phone's "
+        f"clock looks off by about {off_s} seconds (behind the server)"
+    )
 
 
 def check_binding_arguments(flags: int, binding: bytes) -> None:
@@ -237,7 +256,11 @@ def reads_as_bound(flags: int) -> bool:
 
 
 def pick_single(
-    version: str, matches: list[Verification], *, bound_elsewhere: bool = False
+    version: str,
+    matches: list[Verification],
+    *,
+    bound_elsewhere: bool = False,
+    suspect: DeviceRecord | None = None,
 ) -> Verification:
     """Zero genuine candidates is invalid; two is ambiguous: never guess between devices.
 
@@ -250,7 +273,7 @@ def pick_single(
         detail = "this code was made for another merchant or terminal"
         return Rejected(version, Reason.MERCHANT_MISMATCH, detail)
     if not matches:
-        return Rejected(version, Reason.CODE_INVALID, "code is not genuine")
+        return Rejected(version, Reason.CODE_INVALID, "code is not genuine", suspect=suspect)
     if len(matches) > 1:
         return Rejected(version, Reason.CODE_AMBIGUOUS, "code matches more than one device")
     return matches[0]

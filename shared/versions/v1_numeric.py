@@ -23,6 +23,7 @@ from shared.prf import aes_block, mac
 from shared.timestep import step_at
 from shared.versions.base import (
     DeviceCredential,
+    DeviceRecord,
     Rng,
     Verification,
     VerifyContext,
@@ -127,6 +128,7 @@ class NumericV1:
     def verify(self, text: str, ctx: VerifyContext) -> Verification:
         tag, masked = self.parse(text)
         matches: list[Verification] = []
+        suspect: DeviceRecord | None = None
         for hiding_key in ctx.keys.hiding_keys.get(VERSION, ()):
             plain = (masked - _pad(hiding_key, tag)) % _MASKED_MODULUS
             handle, rest = divmod(plain, 1000)
@@ -139,9 +141,10 @@ class NumericV1:
             if not 0 <= step < 2**32 or not hmac.compare_digest(
                 _tag(device.key, handle, step, counter), tag
             ):
+                suspect = suspect or device
                 continue
             matches.append(judge_window(ctx, VERSION, device, step=step, counter=counter, flags=0))
-        return pick_single(VERSION, matches)
+        return pick_single(VERSION, matches, suspect=suspect)
 
 
 CODEC = NumericV1()

@@ -27,6 +27,7 @@ from shared.versions.base import (
     BOUND_FLAG,
     KNOWN_FLAGS,
     DeviceCredential,
+    DeviceRecord,
     Reason,
     Rejected,
     Rng,
@@ -114,6 +115,7 @@ class QrSymmetricV2:
         tag, masked = self.parse(text)
         matches: list[Verification] = []
         bound_elsewhere = False
+        suspect: DeviceRecord | None = None
         for hiding_key in ctx.keys.hiding_keys.get(VERSION, ()):
             plain = _xor_pad(hiding_key, tag, masked)
             fields = plaintext.unpack(plain)
@@ -127,6 +129,7 @@ class QrSymmetricV2:
                     bound_elsewhere |= reads_as_bound(fields.flags)
                     continue
             elif not hmac.compare_digest(_tag(device.key, plain), tag):
+                suspect = suspect or device
                 continue
             if fields.flags & ~KNOWN_FLAGS:
                 detail = "code carries flags this server does not know"
@@ -142,7 +145,7 @@ class QrSymmetricV2:
                     flags=fields.flags,
                 )
             )
-        return pick_single(VERSION, matches, bound_elsewhere=bound_elsewhere)
+        return pick_single(VERSION, matches, bound_elsewhere=bound_elsewhere, suspect=suspect)
 
 
 CODEC = QrSymmetricV2()

@@ -36,6 +36,7 @@ from shared.versions.base import (
     BOUND_FLAG,
     KNOWN_FLAGS,
     DeviceCredential,
+    DeviceRecord,
     Reason,
     Rejected,
     Rng,
@@ -167,6 +168,7 @@ class QrEd25519V3:
         envelope, signature = self.parse(text)
         matches: list[Verification] = []
         bound_elsewhere = False
+        suspect: DeviceRecord | None = None
         for seal_key in ctx.keys.seal_keys:
             plain = unseal(envelope, seal_key)
             if plain is None:
@@ -183,6 +185,7 @@ class QrEd25519V3:
                     bound_elsewhere |= reads_as_bound(fields.flags)
                     continue
             elif not _signed(device.key, signature, message):
+                suspect = suspect or device
                 continue
             if fields.flags & ~KNOWN_FLAGS:
                 detail = "code carries flags this server does not know"
@@ -198,7 +201,7 @@ class QrEd25519V3:
                     flags=fields.flags,
                 )
             )
-        return pick_single(VERSION, matches, bound_elsewhere=bound_elsewhere)
+        return pick_single(VERSION, matches, bound_elsewhere=bound_elsewhere, suspect=suspect)
 
 
 def _signed(public_key: bytes, signature: bytes, message: bytes) -> bool:

@@ -1,0 +1,152 @@
+"""/v1/wallet: pending payments, confirm with the PIN or decline, the PIN itself, the limits.
+
+Calls are signed by an enrolled device, like the rest of the wallet API (server/blueprints/
+wallet.py). A PIN is checked outside any transaction (scrypt is slow) and never stored in an
+idempotency record: the key of a confirm is bound to its path, not to its body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from flask import Blueprint, Response, current_app, jsonify
+from sqlalchemy.orm import Session
+
+from server import confirmations
+from server import wallet_service as service
+from server.blueprints.wallet import authenticate_device, stamp_problems
+from server.db import db
+from server.idempotency import require_key, respond, run_once
+from server.limits import LimitSettings, limits_json, limits_of
+from server.models import User
+from server.passwords import PASSWORD_CHARS_MAX
+from server.problems import ApiError, rate_limited
+from server.requests import json_object, string_field
+
+bp = Blueprint("wallet_confirm", __name__, url_prefix="/v1/wallet")
+bp.after_request(stamp_problems)
+
+
+def _path_hash(action: str) -> str:
+    """What a PIN-bearing POST's Idempotency-Key is bound to: never the PIN's own hash."""
+    return hashlib.sha256(action.encode()).hexdigest()
+
+
+@bp.get("/pending")
+def pending() -> Response:
+    now_s = service.now_s()
+    with db.transaction() as session:
+        device = authenticate_device(session, now_s)
+        items = confirmations.pending_for(session, device.user_id, now_s)
+    return jsonify(items=items, server_time=now_s)
+
+
+@bp.get("/limits")
+def limits() -> Response:
+    now_s = service.now_s()
+    settings: LimitSettings = current_app.extensions["paycode_limits"]
+    with db.transaction() as session:
+        device = authenticate_device(session, now_s)
+        found = limits_of(session, device.user_id, settings, now_s)
+    accounts = [limits_json(account) for account in found]
+    return jsonify(accounts=accounts, server_time=now_s)
+
+
+@bp.post("/payments/<payment_id>/confirm")
+def confirm_payment(payment_id: str) -> Response:
+    """Confirm with the PIN: the money moves now, or the reply says why it cannot."""
+    now_s = service.now_s()
+    key = require_key()
+    pin = confirmations.parse_pin(json_object().get("pin"))
+    user_id, device_id = _check_pin(pin, now_s)
+    with db.transaction() as session:
+        status, reply, replayed = run_once(
+            session,
+            scope=f"device:{device_id}",
+            key=key,
+            request_hash=_path_hash(f"confirm {payment_id}"),
+            now_s=now_s,
+            work=lambda: confirmations.confirm(session, user_id, payment_id, now_s),
+        )
+    return respond(status, reply | {"server_time": now_s}, replayed)
+
+
+def _check_pin(pin: str, now_s: float) -> tuple[str, str]:
+    """(user id, device id) of the signing device whose user's PIN this is; wrong PINs count
+    towards a block (confirmations.PIN_GUARD), so a stolen phone cannot try them all."""
+    with db.transaction() as session:
+        device = authenticate_device(session, now_s)
+        user_id, device_id = device.user_id, device.id
+        wait_s = confirmations.pin_blocked_for_s(session, user_id, now_s)
+        stored = confirmations.stored_pin(session, user_id)
+    if wait_s is not None:
+        raise _PinBlocked(wait_s)
+    if not confirmations.pin_matches(stored, pin):
+        with db.transaction() as session:
+            confirmations.count_wrong_pin(session, user_id, now_s)
+        raise ApiError("pin_invalid", "the PIN is not right")
+    return user_id, device_id
+
+
+class _PinBlocked(Exception):
+    def __init__(self, wait_s: float) -> None:
+        super().__init__("PIN attempts blocked")
+        self.wait_s = wait_s
+
+
+@bp.errorhandler(_PinBlocked)
+def _pin_blocked(error: _PinBlocked) -> Response:
+    return rate_limited(error.wait_s, "too many wrong PINs")
+
+
+@bp.post("/payments/<payment_id>/decline")
+def decline_payment(payment_id: str) -> Response:
+    """Say no: the payment ends declined, nothing moves, the code stays used."""
+    now_s = service.now_s()
+    with db.transaction() as session:
+        device = authenticate_device(session, now_s)
+        status, reply, replayed = run_once(
+            session,
+            scope=f"device:{device.id}",
+            key=require_key(),
+            request_hash=_path_hash(f"decline {payment_id}"),
+            now_s=now_s,
+            work=lambda: confirmations.decline(session, device.user_id, payment_id),
+        )
+    return respond(status, reply | {"server_time": now_s}, replayed)
+
+
+@bp.post("/pin")
+def set_pin() -> Response:
+    """Set or change the payment PIN; the account password proves it is the owner."""
+    now_s = service.now_s()
+    key = require_key()
+    body = json_object()
+    password = string_field(body, "password", max_chars=PASSWORD_CHARS_MAX)
+    assert password is not None
+    pin = confirmations.parse_pin(body.get("pin"))
+    with db.transaction() as session:
+        device = authenticate_device(session, now_s)
+        device_id = device.id
+        found = _login_of(session, device.user_id)
+    user_id = service.check_password(found, password)
+    with db.transaction() as session:
+
+        def work() -> tuple[int, dict[str, object]]:
+            confirmations.set_pin(session, user_id, pin)
+            return 200, {"pin_set": True}
+
+        status, reply, replayed = run_once(
+            session,
+            scope=f"device:{device_id}",
+            key=key,
+            request_hash=_path_hash("pin"),
+            now_s=now_s,
+            work=work,
+        )
+    return respond(status, reply | {"server_time": now_s}, replayed)
+
+
+def _login_of(session: Session, user_id: str) -> tuple[str, str] | None:
+    user = session.get(User, user_id)
+    return None if user is None else (user.id, user.password_hash)

@@ -1,0 +1,89 @@
+"""Phones and a till against a live server (tests/live_server.py), for the device lifecycle
+and clock tests.
+
+Users and merchants are made with the real `paycode-server` CLI, wallets are enrolled with the
+real wallet library over HTTP, and codes are charged by the real terminal client. Servers are
+module-scoped, so every helper makes fresh names.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from client import keystore, online
+from client.api import ServerClient
+from client.wallet import Wallet
+from merchant_pos.api import TerminalClient
+from shared.errors import ServerRejected
+from tests.live_server import LiveServer
+
+PASSWORD = "phone test password"
+PASSPHRASE = "phone test wallet"
+FAST_SCRYPT_N = 2**10
+"""Wallets made in-process use cheap scrypt: a test opens and saves keystores many times."""
+
+
+def use_fast_keystore(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(keystore.PASSPHRASE_ENV, PASSPHRASE)
+    monkeypatch.setattr(keystore, "SCRYPT_N", FAST_SCRYPT_N)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(4)}"
+
+
+def ok_json(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert done.returncode == 0, done.stdout + done.stderr
+    reply: dict[str, Any] = json.loads(done.stdout)
+    assert reply["ok"] is True
+    return reply
+
+
+def new_user(server: LiveServer, prefix: str = "user", top_up: str = "100.00") -> str:
+    name = unique(prefix)
+    created = server.cli("users", "create", name, "--password-stdin", stdin=PASSWORD + "\n")
+    assert created.returncode == 0, created.stdout + created.stderr
+    assert server.cli("users", "top-up", name, top_up).returncode == 0
+    return name
+
+
+def new_phone(server: LiveServer, home: Path, user: str, versions: list[str]) -> Wallet:
+    """A wallet in `home` enrolled for `user` on `versions`, one device each."""
+    wallet = Wallet.open_or_create(home)
+    client = ServerClient(server.url)
+    online.enroll(wallet, client, user=user, password=PASSWORD, versions=versions)
+    return wallet
+
+
+def new_till(server: LiveServer) -> TerminalClient:
+    merchant = unique("Cafe")
+    made = server.cli("merchants", "create", merchant, "--currency", "CNY")
+    assert made.returncode == 0, made.stdout + made.stderr
+    terminal = ok_json(server.cli("--json", "terminals", "create", merchant))
+    secret = base64.b64decode(terminal["secret"])
+    return TerminalClient(server.url, terminal["key_id"], secret, sleep=lambda _s: None)
+
+
+def code_of(wallet: Wallet, version: str, *, local_now_s: float | None = None) -> str:
+    now_s = time.time() if local_now_s is None else local_now_s
+    return wallet.next_code(version, local_now_s=now_s).text
+
+
+def charge(till: TerminalClient, code: str, amount: str = "1.00") -> dict[str, Any]:
+    return till.charge(code=code, amount=amount, currency="CNY")
+
+
+def refused(code: str, call: Any, *args: Any, **kwargs: Any) -> ServerRejected:
+    """`call(*args, **kwargs)` fails with the stable `code`; returns the error."""
+    with pytest.raises(ServerRejected) as caught:
+        call(*args, **kwargs)
+    assert caught.value.code == code, (caught.value.code, caught.value.message)
+    return caught.value
