@@ -247,6 +247,17 @@ def populate(server: LiveServer, customers: int, merchants: int) -> Fixture:
             session.add(user)
             session.flush()
             admin.top_up(session, user.name, TOP_UP_AMOUNT, now_s, CURRENCY)
+            # A bench customer pays thousands of times a day: lift the password-free limits
+            # (they are still checked on every charge, so their cost is measured).
+            admin.set_limits(
+                session,
+                user.name,
+                CURRENCY,
+                payment_max=None,
+                daily_max=TOP_UP_AMOUNT,
+                daily_count_max=admin.DAILY_COUNT_MAX,
+                reset=False,
+            )
             device_id, handle, device_key = new_id("dev"), codec.new_handle(), os.urandom(32)
             key_id, sealed = box.seal(device_key, row_id=device_id)
             session.add(

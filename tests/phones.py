@@ -8,7 +8,6 @@ module-scoped, so every helper makes fresh names.
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 import subprocess
@@ -22,6 +21,9 @@ from client import keystore, online
 from client.api import ServerClient
 from client.wallet import Wallet
 from merchant_pos.api import TerminalClient
+from server import admin
+from server.config import ServerConfig
+from server.secretbox import SecretBox
 from shared.errors import ServerRejected
 from tests.live_server import LiveServer
 
@@ -48,10 +50,13 @@ def ok_json(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 
 
 def new_user(server: LiveServer, prefix: str = "user", top_up: str = "100.00") -> str:
+    """A user with `top_up` CNY, made in-process with what `paycode-server users create` and
+    `users top-up` run (tests of the commands themselves spawn them; a subprocess per helper
+    call would cost a second each)."""
     name = unique(prefix)
-    created = server.cli("users", "create", name, "--password-stdin", stdin=PASSWORD + "\n")
-    assert created.returncode == 0, created.stdout + created.stderr
-    assert server.cli("users", "top-up", name, top_up).returncode == 0
+    with server.session() as session:
+        admin.create_user(session, name, PASSWORD, "CNY", now_s=time.time())
+        admin.top_up(session, name, top_up, time.time(), "CNY")
     return name
 
 
@@ -64,12 +69,15 @@ def new_phone(server: LiveServer, home: Path, user: str, versions: list[str]) ->
 
 
 def new_till(server: LiveServer) -> TerminalClient:
+    """A fresh merchant and terminal, made in-process as `merchants create` and `terminals
+    create` make them."""
     merchant = unique("Cafe")
-    made = server.cli("merchants", "create", merchant, "--currency", "CNY")
-    assert made.returncode == 0, made.stdout + made.stderr
-    terminal = ok_json(server.cli("--json", "terminals", "create", merchant))
-    secret = base64.b64decode(terminal["secret"])
-    return TerminalClient(server.url, terminal["key_id"], secret, sleep=lambda _s: None)
+    box = SecretBox.from_config(ServerConfig.from_env(server.env))
+    with server.session() as session:
+        admin.create_merchant(session, merchant, "CNY", now_s=time.time())
+        terminal, secret = admin.create_terminal(session, box, merchant, time.time())
+        key_id = terminal.id
+    return TerminalClient(server.url, key_id, secret, sleep=lambda _s: None)
 
 
 def code_of(wallet: Wallet, version: str, *, local_now_s: float | None = None) -> str:

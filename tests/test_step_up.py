@@ -21,6 +21,7 @@ from sqlalchemy import select
 from client import online, pending
 from client.wallet import Wallet
 from merchant_pos.api import TerminalClient
+from server import admin
 from server.models import Account, LedgerEntry, LedgerTransaction, Payment, User
 from shared.errors import ServerRejected
 from tests.live_server import LiveServer
@@ -47,11 +48,27 @@ def _fast_wallets(monkeypatch: pytest.MonkeyPatch) -> None:
     use_fast_keystore(monkeypatch)
 
 
-def _customer(server: LiveServer, home: Path, *limits: str) -> tuple[str, Wallet]:
-    """A fresh user with 10,000 CNY, the given `users limits` options, a phone and a PIN."""
+def _customer(
+    server: LiveServer,
+    home: Path,
+    *,
+    payment_max: str | None = None,
+    daily_max: str | None = None,
+    daily_count: int | None = None,
+) -> tuple[str, Wallet]:
+    """A fresh user with 10,000 CNY and these password-free limits (in-process, as
+    `paycode-server users limits` sets them), a phone and a PIN."""
     name = new_user(server, "payer", top_up="10000.00")
-    if limits:
-        ok_json(server.cli("--json", "users", "limits", name, *limits))
+    with server.session() as session:
+        admin.set_limits(
+            session,
+            name,
+            "CNY",
+            payment_max=payment_max,
+            daily_max=daily_max,
+            daily_count_max=daily_count,
+            reset=False,
+        )
     wallet = new_phone(server, home / name, name, ["v2"])
     pending.set_pin(wallet, password=PASSWORD, pin=PIN)
     return name, wallet
@@ -91,7 +108,7 @@ def charge_once(till: TerminalClient, code: str, amount: str) -> dict[str, Any]:
 
 
 def test_payment_limit_boundary(live_server: LiveServer, tmp_path: Path) -> None:
-    name, wallet = _customer(live_server, tmp_path, "--payment-max", "10.00")
+    name, wallet = _customer(live_server, tmp_path, payment_max="10.00")
     till = new_till(live_server)
     assert _pay(till, wallet, "9.99")["status"] == "succeeded"
     assert _pay(till, wallet, "10.00")["status"] == "succeeded"
@@ -105,14 +122,14 @@ def test_payment_limit_boundary(live_server: LiveServer, tmp_path: Path) -> None
 
 
 def test_daily_count_boundary(live_server: LiveServer, tmp_path: Path) -> None:
-    _, wallet = _customer(live_server, tmp_path, "--daily-count", "3")
+    _, wallet = _customer(live_server, tmp_path, daily_count=3)
     till = new_till(live_server)
     statuses = [_pay(till, wallet, "1.00")["status"] for _ in range(4)]
     assert statuses == ["succeeded"] * 3 + ["pending_confirmation"]  # 2 = limit-1, 3, 4
 
 
 def test_daily_amount_boundary(live_server: LiveServer, tmp_path: Path) -> None:
-    _, wallet = _customer(live_server, tmp_path, "--daily-max", "10.00")
+    _, wallet = _customer(live_server, tmp_path, daily_max="10.00")
     till = new_till(live_server)
     assert _pay(till, wallet, "6.00")["status"] == "succeeded"
     assert _pay(till, wallet, "3.99")["status"] == "succeeded"  # today 9.99: limit - 1
@@ -132,6 +149,20 @@ def test_daily_amount_boundary(live_server: LiveServer, tmp_path: Path) -> None:
     ]
 
 
+def test_operator_sets_and_resets_limits_from_the_cli(live_server: LiveServer) -> None:
+    name = new_user(live_server, "limited")
+    shown = ok_json(
+        live_server.cli("--json", "users", "limits", name, "--payment-max", "200.00",
+                        "--daily-count", "0")
+    )["limits"]  # fmt: skip
+    assert (shown["payment_max"], shown["daily_count_max"], shown["custom"]) == ("200.00", 0, True)
+    human = live_server.cli("users", "limits", name, "--reset")
+    assert human.returncode == 0 and "server defaults" in human.stdout and "1000.00" in human.stdout
+    wrong = live_server.cli("--json", "users", "limits", name, "--payment-max", "-1")
+    assert wrong.returncode == 1
+    assert json.loads(wrong.stdout)["error"]["code"] == "amount_invalid"
+
+
 def test_no_code_pays_above_the_hard_ceiling(live_server: LiveServer, tmp_path: Path) -> None:
     name, wallet = _customer(live_server, tmp_path)
     live_server.cli("users", "top-up", name, "50000.00")
@@ -148,7 +179,7 @@ def test_no_code_pays_above_the_hard_ceiling(live_server: LiveServer, tmp_path: 
 def test_racing_charges_cannot_both_pass_the_daily_limit(
     live_server: LiveServer, tmp_path: Path
 ) -> None:
-    _, wallet = _customer(live_server, tmp_path, "--daily-count", "3", "--daily-max", "100.00")
+    _, wallet = _customer(live_server, tmp_path, daily_count=3, daily_max="100.00")
     till = new_till(live_server)
     codes = [code_of(wallet, "v2") for _ in range(8)]
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -164,7 +195,7 @@ def test_racing_charges_cannot_both_pass_the_daily_limit(
 
 
 def test_confirm_moves_the_money_once(live_server: LiveServer, tmp_path: Path) -> None:
-    name, wallet = _customer(live_server, tmp_path, "--payment-max", "5.00")
+    name, wallet = _customer(live_server, tmp_path, payment_max="5.00")
     till = new_till(live_server)
     waiting = _pay(till, wallet, "80.00")
     before = _balance_minor(live_server, name)
@@ -184,7 +215,7 @@ def test_confirm_moves_the_money_once(live_server: LiveServer, tmp_path: Path) -
 
 
 def test_decline_and_cancel_move_nothing(live_server: LiveServer, tmp_path: Path) -> None:
-    name, wallet = _customer(live_server, tmp_path, "--payment-max", "5.00")
+    name, wallet = _customer(live_server, tmp_path, payment_max="5.00")
     till = new_till(live_server)
     declined, cancelled = _pay(till, wallet, "7.00"), _pay(till, wallet, "8.00")
     before = _balance_minor(live_server, name)
@@ -199,7 +230,7 @@ def test_decline_and_cancel_move_nothing(live_server: LiveServer, tmp_path: Path
 
 
 def test_confirm_after_the_deadline_is_refused(live_server: LiveServer, tmp_path: Path) -> None:
-    name, wallet = _customer(live_server, tmp_path, "--payment-max", "5.00")
+    name, wallet = _customer(live_server, tmp_path, payment_max="5.00")
     till = new_till(live_server)
     waiting = _pay(till, wallet, "9.00")
     with live_server.session() as session:
@@ -216,7 +247,7 @@ def test_confirm_after_the_deadline_is_refused(live_server: LiveServer, tmp_path
 def test_confirm_without_funds_fails_and_moves_nothing(
     live_server: LiveServer, tmp_path: Path
 ) -> None:
-    name, wallet = _customer(live_server, tmp_path, "--payment-max", "5.00")
+    name, wallet = _customer(live_server, tmp_path, payment_max="5.00")
     till = new_till(live_server)
     first, second = _pay(till, wallet, "6000.00"), _pay(till, wallet, "6000.00")
     pending.confirm(wallet, first["payment_id"], PIN)
@@ -227,7 +258,7 @@ def test_confirm_without_funds_fails_and_moves_nothing(
 
 
 def test_wrong_pins_are_throttled(live_server: LiveServer, tmp_path: Path) -> None:
-    _, wallet = _customer(live_server, tmp_path, "--payment-max", "5.00")
+    _, wallet = _customer(live_server, tmp_path, payment_max="5.00")
     till = new_till(live_server)
     waiting = _pay(till, wallet, "9.00")
     for _ in range(5):
@@ -238,7 +269,7 @@ def test_wrong_pins_are_throttled(live_server: LiveServer, tmp_path: Path) -> No
 
 
 def test_another_customers_payment_is_not_found(live_server: LiveServer, tmp_path: Path) -> None:
-    _, wallet = _customer(live_server, tmp_path, "--payment-max", "5.00")
+    _, wallet = _customer(live_server, tmp_path, payment_max="5.00")
     _, stranger = _customer(live_server, tmp_path)
     waiting = _pay(new_till(live_server), wallet, "9.00")
     refused("not_found", pending.confirm, stranger, waiting["payment_id"], PIN)
