@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from shared.errors import PaycodeError
+from shared.errors import PaycodeError, WalletError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -71,3 +71,16 @@ def run(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None) 
             traceback.print_exc()
         report_error(prog, args, "internal_error", f"unexpected {type(error).__name__}")
         return EXIT_ERROR
+
+
+def confirm_or_stop(
+    args: argparse.Namespace, what: str, cancelled: str = "payment cancelled; nothing was paid"
+) -> None:
+    """Money leaves (or a device goes) only on a yes: --yes, or typed at a terminal."""
+    if args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise WalletError(f"confirm with --yes to {what}", code="confirmation_required")
+    answer = input(f"{what}? [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        raise WalletError(cancelled, code="cancelled")
