@@ -6,6 +6,7 @@ import time
 
 from flask import Flask, Response, jsonify
 
+from server import metrics, observability
 from server.caches import Directory
 from server.config import ServerConfig
 from server.db import db
@@ -29,6 +30,8 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     app.extensions["paycode_guard"] = GuardSettings.from_env()
     app.extensions["paycode_limits"] = LimitSettings.from_env()
     register_error_handlers(app)
+    observability.init_app(app)  # request id, JSON log line
+    metrics.init_app(app)  # /metrics, latency
     _register_blueprints(app)
 
     @app.get("/healthz")
@@ -43,6 +46,7 @@ def _register_blueprints(app: Flask) -> None:
         charges,
         confirm,
         meta,
+        notifications,
         wallet,
     )
 
@@ -50,3 +54,4 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(wallet.bp)
     app.register_blueprint(confirm.bp)
     app.register_blueprint(charges.bp)
+    app.register_blueprint(notifications.bp)

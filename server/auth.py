@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from server.caches import Directory, TerminalCredential
 from server.config import ServerConfig
 from server.models import RequestNonce, Terminal
+from server.observability import annotate
 from server.problems import ApiError
 from server.secretbox import SecretBox
 from shared import terminal_auth
@@ -92,6 +93,7 @@ def signed_terminal_request(now_s: float) -> SignedTerminalRequest:
     )
     if not valid:
         raise ApiError("unauthorized", "request signature does not verify")
+    annotate(terminal_id=terminal.terminal_id)  # the request's log line names who signed
     if not terminal.allows(request.remote_addr):
         raise ApiError("forbidden", "this merchant's terminals may not call from this address")
     return SignedTerminalRequest(terminal, nonce)

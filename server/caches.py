@@ -74,6 +74,8 @@ class TerminalCredential:
     secret: bytes = field(repr=False)
     allowed_networks: tuple[IPNetwork, ...] = ()
     """Where its requests may come from (the merchant's allow-list); () means anywhere."""
+    notify: bool = False
+    """The merchant has a notify_url: its charges write a notification in their transaction."""
 
     def allows(self, address: str | None) -> bool:
         if not self.allowed_networks:
@@ -108,7 +110,9 @@ class Directory:
         if cached is not None:
             return cached
         statement = (
-            select(Terminal.__table__, Merchant.currency, Merchant.allowed_cidrs)
+            select(
+                Terminal.__table__, Merchant.currency, Merchant.allowed_cidrs, Merchant.notify_url
+            )
             .join(Merchant, Merchant.id == Terminal.merchant_id)
             .where(Terminal.id == key_id)
         )
@@ -120,7 +124,9 @@ class Directory:
         networks = tuple(
             ipaddress.ip_network(cidr) for cidr in (row.allowed_cidrs or "").split(",") if cidr
         )
-        credential = TerminalCredential(row.id, row.merchant_id, row.currency, secret, networks)
+        credential = TerminalCredential(
+            row.id, row.merchant_id, row.currency, secret, networks, row.notify_url is not None
+        )
         self._terminals.put(key_id, credential)
         return credential
 

@@ -6,7 +6,8 @@ steps here, statement by statement, inside BEGIN IMMEDIATE. The steps, in both:
 
     terminal live -> nonce unseen -> idempotency key new (else: its stored reply)
     -> rejection? store it : device live -> claim -> drift -> accounts locked in id order
-    -> payment (or a failed payment) -> ledger entries -> store the reply
+    -> payment (or a failed payment) -> ledger entries -> the merchant's notification (one
+    outbox row, when it has a notify_url and a payment was recorded) -> store the reply
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ _PG_CALL = (
     "SELECT o_outcome, o_status, o_body, o_request_hash FROM paycode_charge("
     "%s, %s, %s, %s, %s, %s, "
     "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-    " %s, %s, %s, %s)"
+    " %s, %s, %s, %s, %s, %s)"
 )
 
 
@@ -77,7 +78,7 @@ def _pg_params(plan: ChargePlan, guard: GuardSettings) -> tuple[Any, ...]:
         json.dumps(plan.reply_texts()),
     )
     if accepted is None or device is None:
-        return (*common, *([None] * 15), plan.suspect_device_id)
+        return (*common, *([None] * 15), plan.suspect_device_id, None, None)
     limits = plan.limits
     assert limits is not None
     return (
@@ -103,6 +104,8 @@ def _pg_params(plan: ChargePlan, guard: GuardSettings) -> tuple[Any, ...]:
         plan.day,
         plan.confirm_by_s,
         None,
+        plan.event_id,
+        plan.notice_texts(),
     )
 
 
@@ -169,6 +172,8 @@ def _execute_steps(connection: Connection, plan: ChargePlan, guard: GuardSetting
         if plan.suspect_device_id is not None:
             lock_device_if_blocked(connection, plan.suspect_device_id, attempt.now_s)
     outcome = plan.rejection or _claim_and_pay(connection, plan)
+    if plan.rejection is None:
+        _notify(connection, plan, outcome)
     status, reply = plan.replies[outcome]
     body = json.dumps(reply)  # as reply_texts renders it, for this outcome only
     connection.execute(
@@ -179,6 +184,30 @@ def _execute_steps(connection: Connection, plan: ChargePlan, guard: GuardSetting
         key | {"status": status, "body": body},
     )
     return ChargeResult(outcome, status, body, attempt.request_hash)
+
+
+def _notify(connection: Connection, plan: ChargePlan, outcome: str) -> None:
+    """The outbox row for this outcome, when the merchant takes notifications and a payment
+    was recorded (succeeded, pending or failed); as paycode_charge does."""
+    notice = (plan.notices or {}).get(outcome)
+    if notice is None:
+        return
+    event_type, payload = notice
+    connection.execute(
+        text(
+            "INSERT INTO notification_outbox (event_id, merchant_id, payment_id, event_type,"
+            " payload, created_at_s, attempts, next_attempt_at_s)"
+            " VALUES (:event, :merchant, :payment, :type, :payload, :now, 0, :now)"
+        ),
+        {
+            "event": plan.event_id,
+            "merchant": plan.attempt.terminal.merchant_id,
+            "payment": plan.payment_id,
+            "type": event_type,
+            "payload": payload,
+            "now": plan.attempt.now_s,
+        },
+    )
 
 
 def _insert_new(connection: Connection, insert_sql: str, params: dict[str, Any]) -> bool:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from server import notifications
 from server.caches import CachedDevice, Directory, TerminalCredential
 from server.guard import COUNTED_FAILURES, GuardScopes, GuardSettings, with_device
 from server.limits import CONFIRMATION_REQUIRED, PENDING, DefaultLimits, LimitSettings
@@ -102,6 +103,11 @@ class ChargePlan:
     confirm_by_s: float = 0.0
     suspect_device_id: str | None = None
     """A rejected code's target device (CodeRefused), counted by the guard."""
+    event_id: str | None = None
+    """The notification's id when the merchant takes notifications (server/notifications.py)."""
+    notices: Mapping[str, tuple[str, str]] | None = None
+    """outcome -> (event type, body): the outbox row the transaction writes for that outcome;
+    outcomes before the claim have none (nothing happened to a payment)."""
 
     def guard_scopes(self, settings: GuardSettings) -> GuardScopes:
         """The request's guard counters, plus the suspect device's when there is one."""
@@ -135,6 +141,12 @@ class ChargePlan:
     def reply_texts(self) -> dict[str, list[int | str]]:
         """outcome -> [status, JSON body]: what the transaction stores for its key."""
         return {name: [status, json.dumps(body)] for name, (status, body) in self.replies.items()}
+
+    def notice_texts(self) -> str | None:
+        """outcome -> [event type, body] as JSON for the PostgreSQL function; None: no row."""
+        if self.notices is None:
+            return None
+        return json.dumps({name: list(notice) for name, notice in self.notices.items()})
 
 
 def learned_drift(observed_steps: int, current_steps: int) -> int:
@@ -288,16 +300,18 @@ def plan_charge(
         )
     payment_id = new_id("pay")
     confirm_by_s = attempt.now_s + limits.confirm_window_s
+    replies = _replies(
+        attempt,
+        accepted,
+        payment_id=payment_id,
+        money=money,
+        order_id=order_id,
+        confirm_by_s=confirm_by_s,
+    )
+    event_id = notifications.new_event_id() if attempt.terminal.notify else None
     return ChargePlan(
         attempt,
-        _replies(
-            attempt,
-            accepted,
-            payment_id=payment_id,
-            money=money,
-            order_id=order_id,
-            confirm_by_s=confirm_by_s,
-        ),
+        replies,
         accepted=accepted,
         device=device,
         payment_id=payment_id,
@@ -308,7 +322,42 @@ def plan_charge(
         limits=limits.defaults_minor(money.currency),
         day=limits.day(attempt.now_s),
         confirm_by_s=confirm_by_s,
+        event_id=event_id,
+        notices=_notices(event_id, replies, attempt.now_s) if event_id else None,
     )
+
+
+FAILURE_CODE_NULL = '"failure_code":null'
+REPLY_ONLY_MEMBERS = ("notice", "code", "detail")
+"""Reply members that are advice to the till, not part of the payment a merchant is told."""
+
+
+def _notices(
+    event_id: str, replies: Mapping[str, tuple[int, dict[str, Any]]], now_s: float
+) -> dict[str, tuple[str, str]]:
+    """Every notification body the transaction can end with, rendered before it starts, from
+    the replies: the payment as the till sees it, succeeded, pending or failed. The failures
+    share one rendering: `"failure_code":null` occurs once in it (a JSON string value cannot
+    hold its unescaped quotes), and is replaced by each failure's code."""
+
+    def told(reply: dict[str, Any], event_type: str) -> str:
+        payment = {key: value for key, value in reply.items() if key not in REPLY_ONLY_MEMBERS}
+        return notifications.render(event_id, event_type, payment, now_s)
+
+    success = replies[SUCCEEDED][1]
+    failed = told(success | {"status": "failed"}, notifications.FAILED)
+    assert success["failure_code"] is None and failed.count(FAILURE_CODE_NULL) == 1
+    notices = {
+        SUCCEEDED: (notifications.SUCCEEDED, told(success, notifications.SUCCEEDED)),
+        CONFIRMATION_REQUIRED: (
+            notifications.PENDING_CONFIRMATION,
+            told(replies[CONFIRMATION_REQUIRED][1], notifications.PENDING_CONFIRMATION),
+        ),
+    }
+    for outcome in RECORDED_FAILURES:
+        body = failed.replace(FAILURE_CODE_NULL, f'"failure_code":{json.dumps(outcome)}')
+        notices[outcome] = (notifications.FAILED, body)
+    return notices
 
 
 def _replies(

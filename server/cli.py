@@ -1,8 +1,9 @@
 """paycode-server: operator commands (BRIEF §5).
 
-    init-db | run | serve | worker
+    init-db | run | serve | worker (purges; delivers merchant notifications)
     users create | users top-up | merchants create | terminals create | devices list | revoke
     versions [activate | deprecate | retire V] | keys status | keys rotate-master
+    settlement --merchant M --date YYYY-MM-DD [--out FILE] | reconcile
 
 Every command reads its configuration from the environment (server.config), opens its own
 engine, commits once at the end, and reports failures as `error [code]: message` (exit 1) or,
@@ -12,6 +13,8 @@ with --json, as {"ok": false, "error": {...}}; never as a traceback.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import signal
 import sys
 import threading
@@ -23,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import DBAPIError
 
 from client.cliutil import add_json_flag, emit, run
-from server import admin
+from server import admin, notify_delivery, observability
 from server.cli_accounts import add_account_commands
 from server.cli_common import PROG, CliError, Subparsers
 from server.cli_common import check_url as _check_url
@@ -32,6 +35,8 @@ from server.cli_common import database_error as _database_error
 from server.cli_common import hidden_url as _hidden_url
 from server.cli_common import session as _session
 from server.cli_keys import add_lifecycle_commands
+from server.cli_money import add_money_commands
+from server.cli_notify import add_notification_commands
 from server.secretbox import SecretBox
 
 if TYPE_CHECKING:
@@ -72,7 +77,9 @@ def cmd_init_db(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Flask's development server: one process, threaded. Use `serve` in production."""
-    from server.app import create_app  # noqa: PLC0415
+    os.environ.pop(observability.MULTIPROC_ENV, None)  # one process: metrics in memory
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # our JSON line replaces its own
+    from server.app import create_app  # noqa: PLC0415 - after the line above (server.metrics)
 
     app = create_app(_config())
     print(f"{PROG}: development server on http://{args.host}:{args.port}", file=sys.stderr)
@@ -91,7 +98,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """gunicorn with sync workers; each worker imports server.wsgi (its own engine) after fork."""
     if not 1 <= args.workers <= WORKERS_MAX:
         raise CliError("invalid_argument", f"--workers must be 1-{WORKERS_MAX}")
-    _config()  # a broken configuration fails here, with its code, not in every worker
+    config = _config()  # a broken configuration fails here, with its code, not in every worker
+    observability.MetricsAccess.from_env()
+    # Before anything imports prometheus_client: each worker writes its samples here.
+    metrics_dir = observability.prepare_multiprocess_dir(config.instance_path)
+    os.environ[observability.MULTIPROC_ENV] = str(metrics_dir)
     options: dict[str, Any] = {
         "bind": [_parse_bind(args.bind)],
         "workers": args.workers,
@@ -101,6 +112,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "accesslog": "-" if args.access_log else None,
         "errorlog": "-",
         "loglevel": "info",
+        "logger_class": observability.GunicornJsonLogger,
+        "child_exit": observability.gunicorn_child_exit,
+        "on_exit": observability.gunicorn_on_exit,
         "proc_name": PROG,
         # gunicorn >= 25.1 opens a control socket at one per-user path: two servers would clash.
         "control_socket_disable": True,
@@ -127,20 +141,27 @@ def _run_gunicorn(options: dict[str, Any]) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    """Purge expired rows every --interval-s; --once or --iterations-max bound the loop."""
+    """Purge expired rows and deliver due notifications every --interval-s; --once or
+    --iterations-max bound the loop."""
     if args.interval_s < WORKER_INTERVAL_S_MIN:
         raise CliError("invalid_argument", f"--interval-s must be at least {WORKER_INTERVAL_S_MIN}")
     iterations_max = 1 if args.once else args.iterations_max
     if iterations_max is not None and iterations_max < 1:
         raise CliError("invalid_argument", "--iterations-max must be at least 1")
     config = _config()
+    delivery = notify_delivery.DeliverySettings.from_env()
+    box = SecretBox.from_config(config)
     stop = _stop_on_signals()
     iteration = 0
     while iterations_max is None or iteration < iterations_max:
         with _session(config) as session:
             purged = admin.purge_expired(session, time.time())
+        with _session(config) as session:
+            sent = notify_delivery.deliver_due(session, box, delivery, stopping=stop.is_set)
         counts = " ".join(f"{table}={count}" for table, count in purged.items())
-        emit(args, f"purged {counts}", {"purged": purged})
+        told = " ".join(f"{name}={count}" for name, count in sent.as_dict().items())
+        data = {"purged": purged, "notifications": sent.as_dict()}
+        emit(args, f"purged {counts}; notifications {told}", data)
         sys.stdout.flush()
         iteration += 1
         if iteration == iterations_max or stop.wait(args.interval_s):
@@ -176,7 +197,9 @@ def _add_server_commands(sub: Subparsers) -> None:
     serve.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT (default %(default)s)")
     serve.add_argument("--access-log", action="store_true", help="log every request to stdout")
     serve.set_defaults(func=cmd_serve)
-    worker = sub.add_parser("worker", help="purge expired claims, nonces, sessions, idempotency")
+    worker = sub.add_parser(
+        "worker", help="purge expired claims, nonces, sessions; deliver merchant notifications"
+    )
     worker.add_argument("--once", action="store_true", help="one pass, then exit")
     worker.add_argument("--interval-s", type=float, default=60.0, help="seconds between passes")
     worker.add_argument("--iterations-max", type=int, default=None, help="stop after N passes")
@@ -188,7 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_json_flag(parser)
     sub = parser.add_subparsers(metavar="COMMAND")
     _add_server_commands(sub)
-    leaves = [*add_account_commands(sub), *add_lifecycle_commands(sub)]
+    leaves = [
+        *add_account_commands(sub),
+        *add_lifecycle_commands(sub),
+        *add_notification_commands(sub),
+        *add_money_commands(sub),
+    ]
     for action in [*sub.choices.values(), *leaves]:
         add_json_flag(action)
     return parser

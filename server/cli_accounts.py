@@ -9,7 +9,7 @@ import sys
 import time
 
 from client.cliutil import emit
-from server import admin, wallet_service
+from server import admin, notifications, wallet_service
 from server.cli_common import (
     CliError,
     Subparsers,
@@ -23,6 +23,7 @@ from server.cli_common import (
 from server.cli_common import (
     session as _session,
 )
+from server.cli_notify import add_notify_secret_command
 from server.limits import LimitSettings, limits_json, limits_of
 from server.models import DEFAULT_CITY, DEFAULT_COUNTRY
 from server.passwords import PASSWORD_CHARS_MAX
@@ -114,6 +115,9 @@ def cmd_users_limits(args: argparse.Namespace) -> int:
 
 
 def cmd_merchants_create(args: argparse.Namespace) -> int:
+    """Also issues the merchant's notification secret: shown here once, kept only sealed."""
+    from server.cli_notify import secret_lines  # noqa: PLC0415 - it imports this module's peers
+
     config = _config()
     with _session(config) as session:
         merchant = admin.create_merchant(
@@ -126,7 +130,10 @@ def cmd_merchants_create(args: argparse.Namespace) -> int:
             allow_ips=args.allow_ip,
             now_s=time.time(),
         )
+        secret = notifications.issue_secret(session, SecretBox.from_config(config), merchant)
+    secret_human, secret_data = secret_lines(merchant.id, secret)
     data = {
+        "notify_secret": secret_data["notify_secret"],
         "merchant": {
             "id": merchant.id,
             "name": merchant.name,
@@ -135,9 +142,10 @@ def cmd_merchants_create(args: argparse.Namespace) -> int:
             "country": merchant.country,
             "allowed_networks": merchant.allowed_cidrs.split(",") if merchant.allowed_cidrs else [],
             "notify_url": merchant.notify_url,
-        }
+        },
     }
-    emit(args, f"created merchant {merchant.name} ({merchant.id}), {merchant.currency}", data)
+    human = f"created merchant {merchant.name} ({merchant.id}), {merchant.currency}"
+    emit(args, f"{human}\n{secret_human}", data)
     return 0
 
 
@@ -234,6 +242,7 @@ def add_account_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
         help="only accept its terminals' requests from this network (repeatable; default any)",
     )
     merchant.set_defaults(func=cmd_merchants_create)
+    notify_secret = add_notify_secret_command(merchants)
     terminals = sub.add_parser("terminals", help="POS terminal keys").add_subparsers(
         metavar="ACTION"
     )
@@ -250,4 +259,4 @@ def add_account_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
         "--limit", type=int, default=wallet_service.DEVICES_LISTED_MAX, help="at most N (1-1000)"
     )
     listing.set_defaults(func=cmd_devices_list)
-    return [create, top_up, limits, merchant, terminal, revoke, listing]
+    return [create, top_up, limits, merchant, notify_secret, terminal, revoke, listing]

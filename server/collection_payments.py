@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server import ledger
+from server import ledger, notifications
 from server.charging import payment_json
 from server.models import Device, Merchant, Payment, Terminal, new_id
 from server.problems import ApiError
@@ -107,4 +107,7 @@ def pay(session: Session, device: Device, body: dict[str, Any], now_s: float) ->
         now_s=now_s,
         payment_id=payment.id,
     )
-    return payment_json(payment) | {"merchant": merchant.name}
+    told = payment_json(payment)
+    notify = merchant.notify_url is not None
+    notifications.record(session, told, notifications.SUCCEEDED, now_s, notify=notify)
+    return told | {"merchant": merchant.name}

@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server import ledger
+from server import ledger, notifications
 from server.charging import payment_json
 from server.guard import GuardScopes, GuardSettings, blocked_until_s, count_failure_any
 from server.limits import CANCELLED, DECLINED, PENDING
@@ -130,14 +130,23 @@ def confirm(session: Session, user_id: str, payment_id: str, now_s: float) -> Re
         return _not_pending(payment)
     assert payment.confirm_by_s is not None, "a pending payment has a deadline"
     if payment.confirm_by_s < now_s:
-        _transition(session, payment.id, CANCELLED, CONFIRMATION_EXPIRED)
+        moved = _transition(session, payment.id, CANCELLED, CONFIRMATION_EXPIRED)
         detail = "the time to confirm has passed; the shop must charge a new code"
-        expired = payment_json(_current(session, payment.id))
+        expired = _told(session, payment.id, now_s, moved)
         return _problem(CONFIRMATION_EXPIRED, detail, payment=expired)
     failure = _pay_pending(session, payment, now_s)
     if failure is not None:
         return failure
-    return 200, payment_json(_current(session, payment.id))
+    return 200, _told(session, payment.id, now_s, moved=True)
+
+
+def _told(session: Session, payment_id: str, now_s: float, moved: bool) -> dict[str, Any]:
+    """The payment as it now stands; when this call `moved` it on, the merchant's notification
+    of its new status is written too (server/notifications.py), in this transaction."""
+    payment = payment_json(_current(session, payment_id))
+    if moved:
+        notifications.record_status(session, payment, now_s)
+    return payment
 
 
 def _pay_pending(session: Session, payment: Payment, now_s: float) -> Reply | None:
@@ -153,7 +162,8 @@ def _pay_pending(session: Session, payment: Payment, now_s: float) -> Reply | No
         code, detail = error.code, error.message
     else:
         return None
-    _transition(session, payment.id, "failed", code)
+    if _transition(session, payment.id, "failed", code):
+        _told(session, payment.id, now_s, moved=True)
     return _problem(code, detail, payment_id=payment.id)
 
 
@@ -174,36 +184,49 @@ def _move_money(session: Session, payment: Payment, now_s: float) -> None:
     )
 
 
-def decline(session: Session, user_id: str, payment_id: str) -> Reply:
+def decline(session: Session, user_id: str, payment_id: str, now_s: float) -> Reply:
     payment = _customers(session, user_id, payment_id)
     if payment is None:
         return _problem("not_found", "no such payment for you")
     if not _transition(session, payment.id, DECLINED, DECLINED_BY_CUSTOMER):
         return _not_pending(_current(session, payment.id))
-    return 200, payment_json(_current(session, payment.id))
+    return 200, _told(session, payment.id, now_s, moved=True)
 
 
-def cancel(session: Session, payment: Payment) -> Reply:
+def cancel(session: Session, payment: Payment, now_s: float) -> Reply:
     """The POS gives up waiting. Answers the payment as it now is: cancelled, or whatever
     the customer made of it first (a confirm that won the race is `succeeded`)."""
-    _transition(session, payment.id, CANCELLED, CANCELLED_BY_MERCHANT)
-    return 200, payment_json(_current(session, payment.id))
+    moved = _transition(session, payment.id, CANCELLED, CANCELLED_BY_MERCHANT)
+    return 200, _told(session, payment.id, now_s, moved)
 
 
 def expire_stale(session: Session, now_s: float) -> int:
-    """Cancel pending payments past their deadline (the worker's sweep); how many."""
+    """Cancel pending payments past their deadline (the worker's sweep); how many. Each one
+    cancelled here is told to its merchant in the same transaction."""
     stale = (
         select(Payment.id)
         .where(Payment.status == PENDING, Payment.confirm_by_s < now_s)
         .limit(EXPIRE_BATCH_ROWS)
     )
-    result = session.execute(
+    expired = session.scalars(
         update(Payment)
         .where(Payment.id.in_(stale), Payment.status == PENDING)
-        .values(status=CANCELLED, failure_code=CONFIRMATION_EXPIRED),
+        .values(status=CANCELLED, failure_code=CONFIRMATION_EXPIRED)
+        .returning(Payment.id),
         execution_options={"synchronize_session": False},
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    ).all()
+    if expired:
+        told = session.scalars(
+            select(Payment)
+            .join(Merchant, Merchant.id == Payment.merchant_id)
+            .where(Payment.id.in_(expired), Merchant.notify_url.is_not(None))
+            .execution_options(populate_existing=True)
+        )
+        for payment in told:
+            notifications.record(
+                session, payment_json(payment), notifications.CANCELLED, now_s, notify=True
+            )
+    return len(expired)
 
 
 def pending_for(session: Session, user_id: str, now_s: float) -> list[dict[str, Any]]:

@@ -65,6 +65,11 @@ class Merchant(Base):
     )
     """ISO 3166-1 alpha-2, EMV tag 58."""
     notify_url: Mapped[str | None] = mapped_column(String(512))
+    """Where payment notifications are POSTed (server/notifications.py); NULL: none are."""
+    key_id: Mapped[str | None] = mapped_column(String(16))
+    """The master key sealing `notify_secret_sealed` (server/rotation.py re-wraps it)."""
+    notify_secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary(64))
+    """The notification signing key (32 bytes), sealed; NULL for merchants made before 0007."""
     allowed_cidrs: Mapped[str | None] = mapped_column(Text)
     """Comma-separated networks its terminals may call from; NULL: from anywhere."""
     created_at_s: Mapped[float] = mapped_column(Float)
@@ -265,6 +270,37 @@ class VersionState(Base):
     version: Mapped[str] = mapped_column(String(8), primary_key=True)
     status: Mapped[str] = mapped_column(String(16))
     changed_at_s: Mapped[float] = mapped_column(Float)
+
+
+class Notification(Base):
+    """The outbox: one row per payment state change a merchant with a notify_url is told about,
+    written in the transaction that made the change; `paycode-server worker` delivers it.
+
+    Due rows have `next_attempt_at_s` <= now; a worker that claims a row moves it into the
+    future (its lease), so a killed worker's row becomes due again when the lease ends.
+    Delivered and dead rows have it NULL. No foreign keys: the row is written on the charge
+    path, and an outbox entry is a record of what was said, not a live reference."""
+
+    __tablename__ = "notification_outbox"
+    __table_args__ = (
+        Index("ix_notification_outbox_merchant_created", "merchant_id", "created_at_s"),
+    )
+    event_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    """`evt_…`: stable across redeliveries, the merchant de-duplicates on it."""
+    merchant_id: Mapped[str] = mapped_column(String(32))
+    payment_id: Mapped[str] = mapped_column(String(32), index=True)
+    event_type: Mapped[str] = mapped_column(String(40))
+    """payment.succeeded | failed | pending_confirmation | declined | cancelled | refunded"""
+    payload: Mapped[str] = mapped_column(Text)
+    """The JSON body, rendered once: every delivery sends these exact bytes."""
+    created_at_s: Mapped[float] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at_s: Mapped[float | None] = mapped_column(Float, index=True)
+    delivered_at_s: Mapped[float | None] = mapped_column(Float, index=True)
+    """Delivered rows are purged a while after it (server/notify_delivery.py)."""
+    dead_at_s: Mapped[float | None] = mapped_column(Float)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    """Why the last attempt failed, short ("http 500", "timeout"); never a body or a secret."""
 
 
 def install_pg_functions(connection: Connection) -> None:

@@ -4,7 +4,8 @@
 -- index on successful merchant orders, and row locks taken on accounts in ascending id order,
 -- the order every transfer in server/ledger.py uses, so charges, refunds and top-ups cannot
 -- deadlock on each other. The guessing guard (server/guard.py) checks and counts failures here
--- too, so it costs no extra round trip.
+-- too, so it costs no extra round trip. So does the merchant's notification: one outbox row
+-- (server/notifications.py), its body rendered in Python, for an outcome that recorded a payment.
 
 DROP FUNCTION IF EXISTS paycode_charge;
 DROP FUNCTION IF EXISTS paycode_charge_claimed;
@@ -179,11 +180,14 @@ CREATE FUNCTION paycode_charge(
     p_amount_minor bigint, p_currency text, p_order_id text, p_code_version text,
     p_limits bigint[], p_day integer, p_confirm_by_s double precision,
     p_suspect_device_id text,
+    -- Defaults: a server still on the code before 0007 calls without them (rolling upgrade).
+    p_event_id text DEFAULT NULL, p_notices jsonb DEFAULT NULL,
     OUT o_outcome text, OUT o_status integer, OUT o_body text, OUT o_request_hash text
 ) LANGUAGE plpgsql AS $fn$
 DECLARE
     v_revoked_at_s double precision;
     v_blocked_until_s double precision;
+    v_notice jsonb;
 BEGIN
     SELECT t.revoked_at_s INTO v_revoked_at_s FROM terminals t WHERE t.id = p_terminal_id;
     IF NOT FOUND OR v_revoked_at_s IS NOT NULL THEN
@@ -230,6 +234,14 @@ BEGIN
             p_device_id, p_user_id, p_claim_key, p_claim_expires_at_s, p_drift_steps,
             p_payment_id, p_transaction_id, p_merchant_id, p_terminal_id, p_amount_minor,
             p_currency, p_order_id, p_code_version, p_now_s, p_limits, p_day, p_confirm_by_s);
+        -- p_notices: outcome -> [event type, body]; only outcomes that recorded a payment.
+        v_notice := p_notices -> o_outcome;
+        IF v_notice IS NOT NULL THEN
+            INSERT INTO notification_outbox (event_id, merchant_id, payment_id, event_type,
+                                             payload, created_at_s, attempts, next_attempt_at_s)
+                VALUES (p_event_id, p_merchant_id, p_payment_id, v_notice ->> 0,
+                        v_notice ->> 1, p_now_s, 0, p_now_s);
+        END IF;
     END IF;
     o_status := (p_replies -> o_outcome ->> 0)::integer;
     o_body := p_replies -> o_outcome ->> 1;

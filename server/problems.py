@@ -10,7 +10,7 @@ import math
 import time
 from typing import Any
 
-from flask import Flask, Response, json
+from flask import Flask, Response, g, has_request_context, json
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -53,6 +53,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "currency_mismatch": 422,
     "refund_exceeds_payment": 422,
     "payment_not_refundable": 422,
+    "date_invalid": 400,
+    "ledger_mismatch": 409,  # the settlement does not add up: `paycode-server reconcile`
+    "settlement_too_large": 422,
     "rate_limited": 429,
     "internal_error": 500,
     "database_busy": 503,
@@ -81,6 +84,8 @@ def problem_body(code: str, detail: str, status: int) -> dict[str, Any]:
 def problem(code: str, detail: str, status: int | None = None) -> Response:
     """A problem response; carries server_time like every body, so clients learn the clock."""
     status = status or STATUS_BY_CODE.get(code, 400)
+    if has_request_context():
+        g.paycode_error_code = code  # for the request's log line and metrics
     return Response(
         json.dumps(problem_body(code, detail, status) | {"server_time": time.time()}),
         status=status,

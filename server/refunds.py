@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from server import ledger
+from server import ledger, notifications
 from server.caches import TerminalCredential
 from server.charging import payment_json
 from server.models import Payment, Refund, new_id
@@ -85,4 +85,9 @@ def refund(
         "refund_id": refund_row.id,
         "amount": format_amount(Money(amount_minor, payment.currency)),
     }
-    return 201, reply | {"payment": payment_json(payment)}
+    told = payment_json(payment)
+    refund_json = reply | {"amount_minor": amount_minor, "currency": payment.currency}
+    notifications.record(
+        session, told, notifications.REFUNDED, now_s, extra={"refund": refund_json}
+    )
+    return 201, reply | {"payment": told}

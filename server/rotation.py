@@ -1,9 +1,10 @@
 """Master-key rotation: re-wrap every sealed secret under the current master key.
 
-Sealed columns: devices.key_sealed, terminals.secret_sealed and server_keys.key_sealed, each
-beside its key_id. Only the wrapping changes, never the secret, so the caches of running servers
-(device keys, terminal secrets, verifier keys) stay valid, and a server with both keys
-configured opens either wrapping: rotating needs no downtime (docs/operations.md gives the order).
+Sealed columns: devices.key_sealed, terminals.secret_sealed, server_keys.key_sealed and
+merchants.notify_secret_sealed (the notification signing key), each beside its key_id. Only
+the wrapping changes, never the secret, so the caches of running servers (device keys, terminal
+secrets, verifier keys) stay valid, and a server with both keys configured opens either
+wrapping: rotating needs no downtime (docs/operations.md gives the order).
 
 Rows go in batches of `batch_rows`, each its own transaction, so no lock is held long against
 live charges. Idempotent and resumable: a run re-wraps only rows still under another key id, so
@@ -30,6 +31,7 @@ SEALED_COLUMNS: Final = (
     ("devices", "key_sealed"),
     ("terminals", "secret_sealed"),
     ("server_keys", "key_sealed"),
+    ("merchants", "notify_secret_sealed"),
 )
 
 Usage = dict[str, dict[str, int]]

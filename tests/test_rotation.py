@@ -220,8 +220,14 @@ def usage(bank: Bank) -> dict[str, dict[str, int]]:
 
 def all_under(key_id: str) -> dict[str, dict[str, int]]:
     """The bank's sealed rows, all under `key_id`: 2 users x (v1, v2) devices (v3 devices store
-    only a public key), 3 terminals, 3 verifier keys."""
-    return {"devices": {key_id: 4}, "terminals": {key_id: 3}, "server_keys": {key_id: 3}}
+    only a public key), 3 terminals, 3 verifier keys; its merchants have no notification
+    secret (they were made without `merchants create`)."""
+    return {
+        "devices": {key_id: 4},
+        "terminals": {key_id: 3},
+        "server_keys": {key_id: 3},
+        "merchants": {},
+    }
 
 
 def test_rotation_without_downtime(bank: Bank) -> None:
@@ -230,8 +236,8 @@ def test_rotation_without_downtime(bank: Bank) -> None:
     charge(bank, "v1")  # the running server has every secret cached now
     rotator = SecretBox(BOTH, "mk2")
     partial = rotate(bank, rotator, batch_rows=2, batches_max=1)  # as if stopped mid-way
-    assert partial.rewrapped == {"devices": 2, "terminals": 2, "server_keys": 2}
-    assert partial.remaining == {"devices": 2, "terminals": 1, "server_keys": 1}
+    assert partial.rewrapped == {"devices": 2, "terminals": 2, "server_keys": 2, "merchants": 0}
+    assert partial.remaining == {"devices": 2, "terminals": 1, "server_keys": 1, "merchants": 0}
     assert not partial.complete
     charge(bank, "v1", counter=1)  # the old server, cached, charges on
     with another_server(bank, BOTH, "mk2") as fresh:  # and a new one reads mixed rows
@@ -275,7 +281,12 @@ def test_a_crash_mid_rotation_is_finished_by_a_rerun(bank: Bank) -> None:
     assert usage(bank)["terminals"] == {"mk1": 3}
     assert secrets_of(bank, SecretBox(BOTH, "mk2")) == before
     done = rotate(bank, SecretBox(BOTH, "mk2"), batch_rows=2)
-    assert done.complete and done.rewrapped == {"devices": 2, "terminals": 3, "server_keys": 3}
+    assert done.complete and done.rewrapped == {
+        "devices": 2,
+        "terminals": 3,
+        "server_keys": 3,
+        "merchants": 0,
+    }
     assert secrets_of(bank, SecretBox({"mk2": NEW}, "mk2")) == before
 
 
@@ -321,7 +332,7 @@ def test_rotation_procedure_with_key_files(backend: str, tmp_path: Path) -> None
         env = server_env(instance, url)
         del env["PAYCODE_MASTER_KEY"]  # the default set-up: instance/master.key, id mk1
         ok(env, "init-db")
-        ok(env, "merchants", "create", "Shop")
+        notify_secret = base64.b64decode(ok(env, "merchants", "create", "Shop")["notify_secret"])
         secret = base64.b64decode(ok(env, "terminals", "create", "Shop")["secret"])
         old = base64.b64decode((instance / "master.key").read_text())
         write_key(instance / "master-mk2.key", NEW)  # 1. the new key beside the old one
@@ -338,16 +349,26 @@ def test_rotation_procedure_with_key_files(backend: str, tmp_path: Path) -> None
             "rotation_incomplete"
         )
         done = ok(new_env, "keys", "rotate-master", "--new-key-id", "mk2")
-        assert done["rewrapped"] == {"devices": 0, "terminals": 0, "server_keys": 2}
+        assert done["rewrapped"] == {
+            "devices": 0,
+            "terminals": 0,
+            "server_keys": 2,
+            "merchants": 0,  # the limited run above re-wrapped the only one
+        }
         (instance / "master-mk1.key").unlink()  # 5. the old key goes
         status = ok(new_env, "keys", "status")
         assert status["configured_key_ids"] == ["mk2"] and status["missing_key_ids"] == []
-        assert status["rows"] == {"devices": {}, "terminals": {"mk2": 1}, "server_keys": {"mk2": 3}}
-        assert_opens_under_new_key_only(url, secret)
+        assert status["rows"] == {
+            "devices": {},
+            "terminals": {"mk2": 1},
+            "server_keys": {"mk2": 3},
+            "merchants": {"mk2": 1},
+        }
+        assert_opens_under_new_key_only(url, secret, notify_secret)
         assert old != NEW
 
 
-def assert_opens_under_new_key_only(url: str, terminal_secret: bytes) -> None:
+def assert_opens_under_new_key_only(url: str, terminal_secret: bytes, notify_secret: bytes) -> None:
     box = SecretBox({"mk2": NEW}, "mk2")
     engine = make_engine(url)
     try:
@@ -358,6 +379,12 @@ def assert_opens_under_new_key_only(url: str, terminal_secret: bytes) -> None:
         with Session(engine) as session:
             row = session.execute(select(table.c.id, table.c.key_id, table.c.secret_sealed)).one()
         assert box.open(row.key_id, row.secret_sealed, row_id=row.id) == terminal_secret
+        merchants = Base.metadata.tables["merchants"]
+        with Session(engine) as session:
+            found = session.execute(
+                select(merchants.c.id, merchants.c.key_id, merchants.c.notify_secret_sealed)
+            ).one()
+        assert box.open(found.key_id, found.notify_secret_sealed, row_id=found.id) == notify_secret
     finally:
         engine.dispose()
         keyring.forget_cache()

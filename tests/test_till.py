@@ -71,9 +71,10 @@ def test_refusal_is_final_and_human() -> None:
 NOT_TILL_CODES = frozenset(
     {"password_invalid", "user_exists", "merchant_exists", "method_not_allowed", "qr_invalid",
      "payload_too_large", "unsupported_media_type", "invalid_request", "pin_invalid",
-     "pin_not_set"}
+     "pin_not_set", "date_invalid", "ledger_mismatch", "settlement_too_large"}
 )  # fmt: skip
-"""Codes of the wallet and admin APIs, or of malformed requests the till never sends."""
+"""Codes of the wallet and admin APIs, of the settlement file (GET /v1/settlement: the till
+never fetches it), or of malformed requests the till never sends."""
 
 
 @pytest.mark.parametrize("code", sorted(set(STATUS_BY_CODE) - NOT_TILL_CODES))

@@ -111,7 +111,7 @@ def decline_payment(payment_id: str) -> Response:
             key=require_key(),
             request_hash=_path_hash(f"decline {payment_id}"),
             now_s=now_s,
-            work=lambda: confirmations.decline(session, device.user_id, payment_id),
+            work=lambda: confirmations.decline(session, device.user_id, payment_id, now_s),
         )
     return respond(status, reply | {"server_time": now_s}, replayed)
 

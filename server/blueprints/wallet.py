@@ -28,6 +28,7 @@ from server.db import db
 from server.guard import unlock_device
 from server.idempotency import require_key, respond, run_keyed_post, run_once
 from server.models import Device, IdempotencyRecord
+from server.observability import annotate
 from server.passwords import PASSWORD_CHARS_MAX
 from server.problems import ApiError
 from server.requests import json_object, request_sha256, string_field
@@ -81,6 +82,7 @@ def authenticate_device(session: Session, now_s: float, *, revoked_ok: bool = Fa
     key = service.device_verify_key(device, secret_box())
     if not key or not signature_valid(device.version, key, message, signature):
         raise ApiError("unauthorized", "request signature does not verify")
+    annotate(device_id=device.id)  # the request's log line names who signed
     scope = f"device:{device.id}"
     remember_nonce(session, scope, nonce, now_s)
     service.forget_old_nonces(session, scope, now_s)
