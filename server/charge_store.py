@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, text
 
 from server.charging import RECORDED_FAILURES, SUCCEEDED, ChargePlan
 from server.guard import GuardSettings, blocked_until_s, count_failure, lock_device_if_blocked
-from server.limits import CONFIRMATION_REQUIRED, PENDING
+from server.limits import CONFIRMATION_REQUIRED, PENDING, maxima, needs_confirmation, used_on
 from server.problems import ApiError
 
 TERMINAL_REVOKED = "terminal_revoked"
@@ -290,29 +290,17 @@ def _payable(
     ).first()
     if row is None:
         return "currency_mismatch", None, payee
-    today = row.pinless_day == plan.day
-    payer = _Payer(
-        row.id, row.pinless_day_count if today else 0, row.pinless_day_minor if today else 0
-    )
+    used = used_on(plan.day, (row.pinless_day, row.pinless_day_count, row.pinless_day_minor))
+    payer = _Payer(row.id, *used)
     amount_minor = plan.amount_minor
     if amount_minor > limits.code_payment_max_minor:
         return "limit_exceeded", payer, payee
     if row.balance_minor < amount_minor:
         return "insufficient_funds", payer, payee
-    payment_max_minor = _own_or(row.pinless_payment_max_minor, limits.payment_max_minor)
-    daily_max_minor = _own_or(row.pinless_daily_max_minor, limits.daily_max_minor)
-    count_max = _own_or(row.pinless_daily_count_max, limits.daily_count_max)
-    if (
-        amount_minor > payment_max_minor
-        or payer.day_count + 1 > count_max
-        or payer.day_minor + amount_minor > daily_max_minor
-    ):
+    own = (row.pinless_payment_max_minor, row.pinless_daily_max_minor, row.pinless_daily_count_max)
+    if needs_confirmation(amount_minor, maxima(limits, own), used):
         return CONFIRMATION_REQUIRED, payer, payee
     return SUCCEEDED, payer, payee
-
-
-def _own_or(own: int | None, default: int) -> int:
-    return default if own is None else int(own)
 
 
 def _insert_payment(

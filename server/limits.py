@@ -126,26 +126,61 @@ class UserLimits:
     """Whether any limit is the user's own rather than the server default."""
 
 
+OwnLimits = tuple[int | None, int | None, int | None]
+"""An account's own (payment, daily amount, daily count) limits; None: the server default."""
+
+
+def maxima(defaults: DefaultLimits, own: OwnLimits) -> tuple[int, int, int]:
+    """(payment, daily amount, daily count) in force: the account's own where it has them."""
+    return (
+        defaults.payment_max_minor if own[0] is None else int(own[0]),
+        defaults.daily_max_minor if own[1] is None else int(own[1]),
+        defaults.daily_count_max if own[2] is None else int(own[2]),
+    )
+
+
+def used_on(day: int, counted: tuple[int, int, int]) -> tuple[int, int]:
+    """(count, amount) of password-free payments on `day`, from the account's stored
+    (day, count, amount): a count kept for an earlier day is zero today."""
+    counted_day, count, spent_minor = counted
+    return (count, spent_minor) if counted_day == day else (0, 0)
+
+
+def needs_confirmation(
+    amount_minor: int, in_force: tuple[int, int, int], used: tuple[int, int]
+) -> bool:
+    """Whether this payment is above a password-free limit (the PostgreSQL charge function
+    makes the same comparison in SQL)."""
+    payment_max_minor, daily_max_minor, count_max = in_force
+    count, spent_minor = used
+    return (
+        amount_minor > payment_max_minor
+        or count + 1 > count_max
+        or spent_minor + amount_minor > daily_max_minor
+    )
+
+
 def effective(
     settings: LimitSettings,
     *,
     currency_code: str,
-    own: tuple[int | None, int | None, int | None],
+    own: OwnLimits,
     counted: tuple[int, int, int],
     now_s: float,
 ) -> UserLimits:
-    """`own`: the account's (payment, daily amount, daily count) overrides; `counted`: its
-    stored (day, count, amount) of password-free payments."""
-    defaults = settings.defaults_minor(currency_code)
-    counted_day, count, spent_minor = counted
-    today = counted_day == settings.day(now_s)
+    """`own`: the account's overrides; `counted`: its stored (day, count, amount) of
+    password-free payments."""
+    payment_max_minor, daily_max_minor, count_max = maxima(
+        settings.defaults_minor(currency_code), own
+    )
+    today_count, today_minor = used_on(settings.day(now_s), counted)
     return UserLimits(
         currency=currency_code,
-        payment_max_minor=defaults.payment_max_minor if own[0] is None else own[0],
-        daily_max_minor=defaults.daily_max_minor if own[1] is None else own[1],
-        daily_count_max=defaults.daily_count_max if own[2] is None else own[2],
-        today_count=count if today else 0,
-        today_minor=spent_minor if today else 0,
+        payment_max_minor=payment_max_minor,
+        daily_max_minor=daily_max_minor,
+        daily_count_max=count_max,
+        today_count=today_count,
+        today_minor=today_minor,
         custom=any(value is not None for value in own),
     )
 

@@ -10,6 +10,9 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,3 +105,17 @@ def open_shop(server: LiveServer, home: Path, *, merchants: list[str], top_up: s
         stdin=PASSWORD + "\n",
     )
     return shop
+
+
+def waiting_payment(pending_items: Callable[[], list[dict[str, Any]]], till: Future[Any]) -> str:
+    """The id of the first payment the wallet lists as waiting, while a POS charge runs in
+    `till`; fails at once if the POS ends first, or after about 20 s."""
+    for _ in range(100):
+        if till.done():
+            done = till.result()
+            raise AssertionError(f"the POS ended first: {done.stdout} {done.stderr}")
+        items = pending_items()
+        if items:
+            return str(items[0]["payment_id"])
+        time.sleep(0.2)
+    raise AssertionError("the charge never showed up as pending in the wallet")

@@ -18,7 +18,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -42,6 +41,7 @@ from server.app import create_app
 from server.config import ConfigError, ServerConfig
 from tests.live_server import BACKENDS, LiveServer, postgres_database, run_command
 from tests.live_server import start_live_server as _start_live_server
+from tests.shop_fixture import waiting_payment
 
 PASSWORD = "obs test password 7Q"
 PIN = "739152"
@@ -329,18 +329,6 @@ class Secrets:
         return hits + [name for name, value in self.raw.items() if value in data]
 
 
-def _wait_pending(shop: ShopRun, till: Any) -> str:
-    for _ in range(100):
-        if till.done():
-            done = till.result()
-            raise AssertionError(f"the POS ended first: {done.stdout} {done.stderr}")
-        items = shop.wallet("pending")["items"]
-        if items:
-            return str(items[0]["payment_id"])
-        time.sleep(0.2)
-    raise AssertionError("the charge never showed up as pending in the wallet")
-
-
 def _shop_flow(shop: ShopRun, secrets: Secrets) -> dict[tuple[str, str], int]:
     """The whole flow; returns the charges made, (outcome, code_version) -> count."""
     made: Counter[tuple[str, str]] = Counter()
@@ -379,7 +367,7 @@ def _shop_flow(shop: ShopRun, secrets: Secrets) -> dict[tuple[str, str], int]:
     secrets.texts["step-up code"] = big
     with ThreadPoolExecutor(max_workers=1) as pool:
         till = pool.submit(shop.charge, big, "20.00", wait_s="60")
-        waiting = _wait_pending(shop, till)
+        waiting = waiting_payment(lambda: shop.wallet("pending")["items"], till)
         confirmed = shop.wallet("confirm", waiting, "--stdin", stdin=PIN + "\n")
         done = till.result()
     assert confirmed["payment"]["status"] == "succeeded"

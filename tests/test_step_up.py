@@ -36,7 +36,7 @@ from tests.phones import (
     use_fast_keystore,
 )
 from tests.shop_fixture import PASSWORD as SHOP_PASSWORD
-from tests.shop_fixture import Shop, open_shop
+from tests.shop_fixture import Shop, open_shop, waiting_payment
 
 PIN = "246810"
 WRONG_PIN = "135790"
@@ -303,23 +303,11 @@ def _pos_charge(shop: Shop, code: str, amount: str, wait_s: str) -> Any:
     )  # fmt: skip
 
 
-def _waiting_payment(shop: Shop, till: Any) -> str:
-    for _ in range(100):
-        if till.done():
-            done = till.result()
-            raise AssertionError(f"the POS ended first: {done.stdout} {done.stderr}")
-        items = shop.wallet("pending")["items"]
-        if items:
-            return str(items[0]["payment_id"])
-        time.sleep(0.2)
-    raise AssertionError("the charge never showed up as pending in the wallet")
-
-
 def test_pos_waits_while_the_customer_confirms(shop: Shop) -> None:
     before = shop.balance()
     with ThreadPoolExecutor(max_workers=1) as pool:
         till = pool.submit(_pos_charge, shop, shop.code("v1"), "1200.00", "60")
-        payment_id = _waiting_payment(shop, till)
+        payment_id = waiting_payment(lambda: shop.wallet("pending")["items"], till)
         confirmed = shop.wallet("confirm", payment_id, "--stdin", stdin=PIN + "\n")
         done = till.result()
     assert confirmed["payment"]["status"] == "succeeded"
@@ -334,7 +322,7 @@ def test_pos_reports_a_decline(shop: Shop) -> None:
     before = shop.balance()
     with ThreadPoolExecutor(max_workers=1) as pool:
         till = pool.submit(_pos_charge, shop, shop.code("v1"), "1500.00", "60")
-        _waiting_payment(shop, till)
+        waiting_payment(lambda: shop.wallet("pending")["items"], till)
         declined = shop.wallet("decline")  # the one waiting payment
         done = till.result()
     assert declined["payment"]["status"] == "declined"

@@ -8,6 +8,8 @@ idempotency record: the key of a confirm is bound to its path, not to its body.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy.orm import Session
@@ -27,9 +29,26 @@ bp = Blueprint("wallet_confirm", __name__, url_prefix="/v1/wallet")
 bp.after_request(stamp_problems)
 
 
-def _path_hash(action: str) -> str:
-    """What a PIN-bearing POST's Idempotency-Key is bound to: never the PIN's own hash."""
-    return hashlib.sha256(action.encode()).hexdigest()
+def _keyed_to_action(
+    session: Session,
+    *,
+    device_id: str,
+    key: str,
+    action: str,
+    now_s: float,
+    work: Callable[[], tuple[int, dict[str, Any]]],
+) -> Response:
+    """`work` run once for the Idempotency-Key, the key bound to `action` (the operation and
+    its payment), never to the body: the body may hold a PIN, whose hash must not be kept."""
+    status, reply, replayed = run_once(
+        session,
+        scope=f"device:{device_id}",
+        key=key,
+        request_hash=hashlib.sha256(action.encode()).hexdigest(),
+        now_s=now_s,
+        work=work,
+    )
+    return respond(status, reply | {"server_time": now_s}, replayed)
 
 
 @bp.get("/pending")
@@ -60,15 +79,14 @@ def confirm_payment(payment_id: str) -> Response:
     pin = confirmations.parse_pin(json_object().get("pin"))
     user_id, device_id = _check_pin(pin, now_s)
     with db.transaction() as session:
-        status, reply, replayed = run_once(
+        return _keyed_to_action(
             session,
-            scope=f"device:{device_id}",
+            device_id=device_id,
             key=key,
-            request_hash=_path_hash(f"confirm {payment_id}"),
+            action=f"confirm {payment_id}",
             now_s=now_s,
             work=lambda: confirmations.confirm(session, user_id, payment_id, now_s),
         )
-    return respond(status, reply | {"server_time": now_s}, replayed)
 
 
 def _check_pin(pin: str, now_s: float) -> tuple[str, str]:
@@ -105,15 +123,14 @@ def decline_payment(payment_id: str) -> Response:
     now_s = service.now_s()
     with db.transaction() as session:
         device = authenticate_device(session, now_s)
-        status, reply, replayed = run_once(
+        return _keyed_to_action(
             session,
-            scope=f"device:{device.id}",
+            device_id=device.id,
             key=require_key(),
-            request_hash=_path_hash(f"decline {payment_id}"),
+            action=f"decline {payment_id}",
             now_s=now_s,
             work=lambda: confirmations.decline(session, device.user_id, payment_id, now_s),
         )
-    return respond(status, reply | {"server_time": now_s}, replayed)
 
 
 @bp.post("/pin")
@@ -132,19 +149,13 @@ def set_pin() -> Response:
     user_id = service.check_password(found, password)
     with db.transaction() as session:
 
-        def work() -> tuple[int, dict[str, object]]:
+        def work() -> tuple[int, dict[str, Any]]:
             confirmations.set_pin(session, user_id, pin)
             return 200, {"pin_set": True}
 
-        status, reply, replayed = run_once(
-            session,
-            scope=f"device:{device_id}",
-            key=key,
-            request_hash=_path_hash("pin"),
-            now_s=now_s,
-            work=work,
+        return _keyed_to_action(
+            session, device_id=device_id, key=key, action="pin", now_s=now_s, work=work
         )
-    return respond(status, reply | {"server_time": now_s}, replayed)
 
 
 def _login_of(session: Session, user_id: str) -> tuple[str, str] | None:
