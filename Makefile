@@ -8,11 +8,13 @@ STAMP  := $(VENV)/.installed
 
 setup: system-deps $(STAMP)
 
-# Debian packages pip cannot provide: libzbar0 (the pyzbar backend) and xvfb (the POS window
-# test runs under a virtual display). Installed when we can (root with apt-get) and missing.
+# Debian packages pip cannot provide: libzbar0 (the pyzbar backend), xvfb (the POS window test
+# runs under a virtual display) and chromium (the dashboard's browser test, driven by
+# Playwright). Installed when we can (root with apt-get) and missing.
 system-deps:
 	@if ! ldconfig -p 2>/dev/null | grep -q 'libzbar\.so\.0'; then $(call apt_install,libzbar0); fi
 	@if ! command -v xvfb-run >/dev/null; then $(call apt_install,xvfb); fi
+	@if ! [ -x /usr/bin/chromium ]; then $(call apt_install,chromium); fi
 
 define apt_install
 if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \

@@ -3,20 +3,25 @@
 1. paycode-server: init-db, a customer with money, a merchant with a terminal, then `run`
 2. paycode-wallet: enroll (online, once), then make a code of each version (offline) as PNGs
 3. the till: read each PNG with zxing-cpp and charge it through the signed HTTP API
-4. a replayed code is refused; balances and history at the end; the server is stopped
+4. a replayed code is refused; 5. balances and history
+6. a charge above the password-free limit waits for the customer's PIN
+7. the merchant logs in to its dashboard and reads the day's volume; the server is stopped
 """
 
 from __future__ import annotations
 
 import base64
+import http.cookiejar
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,7 @@ START_TIMEOUT_S = 30.0
 
 
 DEMO_PIN = "246810"
+DASHBOARD_PASSWORD = "corner cafe dashboard"
 
 
 def env() -> dict[str, str]:
@@ -152,6 +158,30 @@ def show_step_up(till: TerminalClient, wallet: str) -> None:
     print(f"   alice confirms with her PIN: the till polls and sees {final['status']}")
 
 
+def show_dashboard(base_url: str) -> None:
+    """The merchant's own log-in (no terminal key) opens /dashboard; read today's volume."""
+    print("7. operator sets Corner Cafe's dashboard password; the merchant logs in")
+    run(
+        "server",
+        "merchants",
+        "set-password",
+        "Corner Cafe",
+        "--password-stdin",
+        stdin=DASHBOARD_PASSWORD + "\n",
+    )
+    browser = urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+    )
+    form = urllib.parse.urlencode({"name": "Corner Cafe", "password": DASHBOARD_PASSWORD})
+    with browser.open(f"{base_url}/dashboard/login", data=form.encode(), timeout=10) as page:
+        body = page.read().decode()
+    volume = re.search(r'id="volume-CNY">([0-9.]+)<', body)
+    count = re.search(r'id="paid-count">(\d+)<', body)
+    if volume is None or count is None:
+        raise SystemExit("the dashboard did not show today's volume")
+    print(f"   {base_url}/dashboard/: today {volume.group(1)} CNY in {count.group(1)} payments")
+
+
 def main() -> int:
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
@@ -185,6 +215,7 @@ def main() -> int:
         show_step_up(till, wallet)
         balance = run("wallet", "--home", wallet, "balance")["accounts"][0]
         print(f"   her balance: {balance['balance']} {balance['currency']}")
+        show_dashboard(till.base_url)
     finally:
         stop_server(server)
     print(f"done: server stopped; images, wallet and database in {OUT}/")

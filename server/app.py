@@ -45,6 +45,7 @@ def _register_blueprints(app: Flask) -> None:
     from server.blueprints import (  # noqa: PLC0415 - keeps import order acyclic
         charges,
         confirm,
+        dashboard,
         meta,
         notifications,
         wallet,
@@ -55,3 +56,4 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(confirm.bp)
     app.register_blueprint(charges.bp)
     app.register_blueprint(notifications.bp)
+    app.register_blueprint(dashboard.bp)

@@ -9,7 +9,7 @@ import sys
 import time
 
 from client.cliutil import emit
-from server import admin, notifications, wallet_service
+from server import admin, dashboard_auth, notifications, wallet_service
 from server.cli_common import (
     CliError,
     Subparsers,
@@ -149,6 +149,24 @@ def cmd_merchants_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merchants_set_password(args: argparse.Namespace) -> int:
+    """The merchant's dashboard log-in (/dashboard); setting it again ends open sessions."""
+    password = None if args.close else _read_password(args.password_stdin)
+    with _session(_config()) as session:
+        merchant = admin.find_merchant(session, args.merchant)
+        if password is None:
+            dashboard_auth.close_dashboard(session, merchant.id)
+        else:
+            dashboard_auth.set_password(session, merchant.id, password)
+        data = {"merchant": {"id": merchant.id, "name": merchant.name}, "open": bool(password)}
+    if password is None:
+        human = f"closed the dashboard of {merchant.name}: it can no longer log in"
+    else:
+        human = f"set the dashboard password of {merchant.name}: log in at /dashboard/login"
+    emit(args, human, data)
+    return 0
+
+
 def cmd_terminals_create(args: argparse.Namespace) -> int:
     """Print the terminal's key id and secret: the only time the secret is ever shown."""
     config = _config()
@@ -243,6 +261,18 @@ def add_account_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
     )
     merchant.set_defaults(func=cmd_merchants_create)
     notify_secret = add_notify_secret_command(merchants)
+    password = merchants.add_parser(
+        "set-password",
+        help="the merchant's dashboard password (prompted twice, or --password-stdin)",
+        description="Set the password the merchant logs in to /dashboard with. It is the "
+        "merchant's own: no terminal holds it, and it cannot charge. Setting it again, or "
+        f"--close, ends every open dashboard session. At least "
+        f"{dashboard_auth.PASSWORD_CHARS_MIN} characters.",
+    )
+    password.add_argument("merchant", help="merchant id or name")
+    password.add_argument("--password-stdin", action="store_true", help="read it from stdin")
+    password.add_argument("--close", action="store_true", help="remove it: no log-in at all")
+    password.set_defaults(func=cmd_merchants_set_password)
     terminals = sub.add_parser("terminals", help="POS terminal keys").add_subparsers(
         metavar="ACTION"
     )
@@ -259,4 +289,4 @@ def add_account_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
         "--limit", type=int, default=wallet_service.DEVICES_LISTED_MAX, help="at most N (1-1000)"
     )
     listing.set_defaults(func=cmd_devices_list)
-    return [create, top_up, limits, merchant, notify_secret, terminal, revoke, listing]
+    return [create, top_up, limits, merchant, notify_secret, password, terminal, revoke, listing]

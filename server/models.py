@@ -72,6 +72,8 @@ class Merchant(Base):
     """The notification signing key (32 bytes), sealed; NULL for merchants made before 0007."""
     allowed_cidrs: Mapped[str | None] = mapped_column(Text)
     """Comma-separated networks its terminals may call from; NULL: from anywhere."""
+    password_hash: Mapped[str | None] = mapped_column(String(256))
+    """The dashboard log-in (scrypt), held by no terminal; NULL: the dashboard is closed to it."""
     created_at_s: Mapped[float] = mapped_column(Float)
 
 
@@ -233,6 +235,15 @@ class WalletSession(Base):
     __tablename__ = "wallet_sessions"
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    expires_at_s: Mapped[float] = mapped_column(Float, index=True)
+
+
+class MerchantSession(Base):
+    """A dashboard log-in: the cookie carries the token, the table only its SHA-256."""
+
+    __tablename__ = "merchant_sessions"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
     expires_at_s: Mapped[float] = mapped_column(Float, index=True)
 
 

@@ -53,6 +53,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "currency_mismatch": 422,
     "refund_exceeds_payment": 422,
     "payment_not_refundable": 422,
+    "payment_changed": 409,
     "date_invalid": 400,
     "ledger_mismatch": 409,  # the settlement does not add up: `paycode-server reconcile`
     "settlement_too_large": 422,

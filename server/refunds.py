@@ -12,7 +12,6 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from server import ledger, notifications
-from server.caches import TerminalCredential
 from server.charging import payment_json
 from server.models import Payment, Refund, new_id
 from server.problems import ApiError
@@ -20,10 +19,10 @@ from shared.errors import AmountInvalid
 from shared.money import Money, format_amount, parse_amount
 
 
-def owned_payment(session: Session, terminal: TerminalCredential, payment_id: str) -> Payment:
-    """The payment if it belongs to the terminal's merchant; not_found otherwise (no leak)."""
+def owned_payment(session: Session, merchant_id: str, payment_id: str) -> Payment:
+    """The payment if it belongs to the merchant; not_found otherwise (no leak)."""
     payment = session.get(Payment, payment_id[:64])
-    if payment is None or payment.merchant_id != terminal.merchant_id:
+    if payment is None or payment.merchant_id != merchant_id:
         raise ApiError("not_found", "no such payment for this merchant")
     return payment
 
@@ -42,26 +41,41 @@ def _amount(body: dict[str, Any], payment: Payment) -> int:
 
 def refund(
     session: Session,
-    terminal: TerminalCredential,
+    merchant_id: str,
     payment_id: str,
     body: dict[str, Any],
     now_s: float,
+    *,
+    refunded_seen_minor: int | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    payment = owned_payment(session, terminal, payment_id)
+    """Refund `body["amount"]` (default: all that is left) of the merchant's payment.
+
+    `refunded_seen_minor` is what the caller saw refunded when it decided (the dashboard's
+    form): the refund happens only if that is still so, which makes a double-submitted form
+    refund once (`payment_changed`) where an idempotency key is not available."""
+    payment = owned_payment(session, merchant_id, payment_id)
     if payment.status != "succeeded":
         raise ApiError("payment_not_refundable", f"a {payment.status} payment moved no money")
     amount_minor = _amount(body, payment)
     if amount_minor <= 0:
         raise ApiError("refund_exceeds_payment", "this payment is already fully refunded")
+    unchanged = (
+        () if refunded_seen_minor is None else (Payment.refunded_minor == refunded_seen_minor,)
+    )
     bounded = session.execute(
         update(Payment)
         .where(
-            Payment.id == payment.id, Payment.refunded_minor + amount_minor <= Payment.amount_minor
+            Payment.id == payment.id,
+            Payment.refunded_minor + amount_minor <= Payment.amount_minor,
+            *unchanged,
         )
         .values(refunded_minor=Payment.refunded_minor + amount_minor),
         execution_options={"synchronize_session": False},
     )
     if bounded.rowcount != 1:  # type: ignore[attr-defined]
+        session.refresh(payment)
+        if refunded_seen_minor is not None and payment.refunded_minor != refunded_seen_minor:
+            raise ApiError("payment_changed", "the payment was refunded meanwhile: look again")
         left = Money(payment.amount_minor - payment.refunded_minor, payment.currency)
         raise ApiError("refund_exceeds_payment", f"at most {format_amount(left)} can be refunded")
     merchant_account = ledger.account(session, "merchant", payment.merchant_id, payment.currency)

@@ -523,10 +523,10 @@ def file_name(settlement: Settlement) -> str:
     return f"settlement-{settlement.merchant_id}-{settlement.window.day.isoformat()}.csv"
 
 
-def for_terminal(
+def for_merchant(
     engine: Engine, merchant_id: str, date_text: str | None, limits: LimitSettings
 ) -> Settlement:
-    """GET /v1/settlement: the terminal's merchant, one day, read on one snapshot."""
+    """One merchant's day, read on one snapshot (GET /v1/settlement, the dashboard)."""
     window = day_window(parse_day(date_text), limits)
     settings = SettlementSettings.from_env()
     with snapshot_session(engine) as session:

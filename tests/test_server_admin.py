@@ -130,7 +130,7 @@ def test_server_answers_over_http(live_server: LiveServer) -> None:
 
 def test_init_db_twice_is_fine(live_server: LiveServer) -> None:
     data = ok_json(live_server.cli("init-db", "--json"))  # the harness ran it once already
-    assert data["revision"] == head_revision() == "0007"
+    assert data["revision"] == head_revision() == "0008"
     with live_server.session() as session:
         purposes = sorted(session.scalars(select(ServerKey.purpose)))
     assert purposes == ["hiding:v1", "hiding:v2", "seal"]  # no second set of keys

@@ -118,7 +118,7 @@ def guard_settings() -> guard.GuardSettings:
 def create_refund(payment_id: str) -> Response:
     return _signed_idempotent_post(
         lambda session, terminal, body, now_s: refunds.refund(
-            session, terminal, payment_id, body, now_s
+            session, terminal.merchant_id, payment_id, body, now_s
         )
     )
 
@@ -128,7 +128,7 @@ def cancel_payment(payment_id: str) -> Response:
     """Give up on a payment waiting for the customer's confirmation (the POS's timeout)."""
     return _signed_idempotent_post(
         lambda session, terminal, _body, now_s: confirmations.cancel(
-            session, refunds.owned_payment(session, terminal, payment_id), now_s
+            session, refunds.owned_payment(session, terminal.merchant_id, payment_id), now_s
         )
     )
 
@@ -138,7 +138,7 @@ def get_payment(payment_id: str) -> Response:
     now_s = time.time()
     with db.transaction() as session:
         terminal = authenticate_terminal(session, now_s)
-        payment = refunds.owned_payment(session, terminal, payment_id)
+        payment = refunds.owned_payment(session, terminal.merchant_id, payment_id)
         reply = charging.payment_json(payment)
     return jsonify(reply | {"server_time": now_s})
 
@@ -170,7 +170,7 @@ def settlement_file() -> Response:
     now_s = time.time()
     with db.transaction() as session:
         terminal = authenticate_terminal(session, now_s)
-    found = settlement.for_terminal(
+    found = settlement.for_merchant(
         db.engine, terminal.merchant_id, request.args.get("date"), limit_settings()
     )
     response = Response(settlement.to_csv(found), mimetype="text/csv")
