@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system-deps bench-deps demo test lint typecheck pytest bench bench-charges bench-scanner bench-pos vectors clean
+.PHONY: setup system-deps bench-deps demo test lint typecheck pytest bench bench-quick bench-charges bench-scanner bench-pos vectors clean
 
 setup: system-deps $(STAMP)
 
@@ -48,11 +48,13 @@ pytest: setup
 
 test: lint typecheck pytest
 
+# Every benchmark, then docs/benchmarks.md and docs/bench/*.png (bench/suite.py): the full run
+# takes under 20 minutes, `make bench-quick` (or `make bench QUICK=1`) under 3.
 bench: setup bench-deps
-	$(PY) -m bench.bench_codes
-	$(PY) -m bench.bench_charges
-	$(PY) -m bench.bench_scanner
-	$(PY) -m bench.bench_pos
+	$(PY) -m bench.suite $(if $(QUICK),--quick)
+
+bench-quick: setup bench-deps
+	$(PY) -m bench.suite --quick
 
 # Charges over HTTP vs bare Flask and pgbench (BRIEF §8); e.g. `make bench-charges BENCH_ARGS=--quick`.
 bench-charges: setup bench-deps

@@ -25,7 +25,9 @@ The tables are printed and written to docs/scanner.md.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import functools
+import json
 import os
 import platform
 import statistics
@@ -294,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="3 frames per distortion")
     parser.add_argument("--per-distortion", type=int, default=10)
     parser.add_argument("--out", type=Path, default=DOC_PATH)
+    parser.add_argument("--json", type=Path, default=None, help="the figures, for bench/report")
     args = parser.parse_args(argv)
     per_distortion = 3 if args.quick else args.per_distortion
     env = environment(pin_one_core())
@@ -310,7 +313,39 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(report))
     args.out.write_text("\n".join(report) + "\n")
     print(f"\nwritten to {args.out}")
+    if args.json:
+        args.json.write_text(json.dumps(figures(env, samples, len(frames), coded), indent=1))
     return 0
+
+
+def figures(
+    env: list[str], samples: dict[str, Samples], frame_count: int, coded: int
+) -> dict[str, object]:
+    """Per contender: ms per frame (median, p95, with and without a code) and read rate."""
+    contenders = {}
+    for name, found in samples.items():
+        every_ms = found.code_ms + found.empty_ms
+        reads = [read for per_distortion in found.reads.values() for read in per_distortion]
+        contenders[name] = {
+            "median_ms": statistics.median(every_ms) if every_ms else None,
+            "p95_ms": _p95(every_ms) if every_ms else None,
+            "median_ms_code": statistics.median(found.code_ms) if found.code_ms else None,
+            "median_ms_empty": statistics.median(found.empty_ms) if found.empty_ms else None,
+            "read_rate": sum(reads) / len(reads) if reads else None,
+            "read_rate_by_distortion": {
+                distortion: sum(values) / len(values)
+                for distortion, values in found.reads.items()
+                if values
+            },
+        }
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "environment": env,
+        "frames": frame_count,
+        "frames_with_code": coded,
+        "target_median_ms": TARGET_MEDIAN_MS,
+        "contenders": contenders,
+    }
 
 
 def render(

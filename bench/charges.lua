@@ -101,10 +101,11 @@ function done(summary, latency, requests_summary)
    local e = summary.errors
    io.write(string.format(
       'RESULT {"requests": %d, "duration_us": %d, "good": %d, "bad": %d, "exhausted": %d, '
-      .. '"p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d, "mean_us": %.1f, '
+      .. '"p50_us": %d, "p90_us": %d, "p95_us": %d, "p99_us": %d, "max_us": %d, "mean_us": %.1f, '
       .. '"connect_errors": %d, "read_errors": %d, "write_errors": %d, "timeouts": %d, '
       .. '"status_errors": %d, "first_bad": %s}\n',
       summary.requests, summary.duration, good_total, bad_total, exhausted_total,
-      latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+      latency:percentile(50), latency:percentile(90), latency:percentile(95),
+      latency:percentile(99), latency.max,
       latency.mean, e.connect, e.read, e.write, e.timeout, e.status, json_string(first)))
 end

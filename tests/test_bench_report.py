@@ -1,0 +1,127 @@
+"""bench/report.py turns the benchmarks' JSON into docs/benchmarks.md: checked on made-up
+figures whose ratios and verdicts are known, so a report change cannot silently misstate one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench import report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _run(kind: str, backend: str, workers: int, clients: int, rate: float, **extra: Any) -> dict:
+    return {
+        "kind": kind,
+        "backend": backend,
+        "workers": workers,
+        "clients": clients,
+        "rate_per_s": rate,
+        "round": 1,
+        "instances": 1,
+        "p50_ms": 10.0,
+        "p95_ms": 15.0,
+        "p99_ms": 20.0,
+        "bad": 0,
+        "exhausted": 0,
+    } | extra
+
+
+def _matrix() -> dict[str, Any]:
+    runs = []
+    for clients in (8, 32):
+        runs.append(_run("bare", "none", 2, clients, 3000.0))
+        runs.append(_run("pgbench", "postgres", 0, clients, 2000.0))
+        runs.append(_run("charge", "sqlite", 2, clients, 500.0))
+        # C = 1 / (1/3000 + 1/2000) = 1200/s; 960/s is exactly 0.8 x C.
+        runs.append(_run("charge", "postgres", 2, clients, 960.0))
+    runs.append(_run("charge", "postgres", 4, 32, 900.0))
+    runs.append(_run("charge", "postgres", 2, 32, 1000.0, instances=2))
+    return {
+        "machine": "machine: test",
+        "date": "2026-12-03T00:00:00+00:00",
+        "duration_s": 5,
+        "rounds": 1,
+        "merchants": 8,
+        "runs": runs,
+    }
+
+
+def _write_results(folder: Path) -> None:
+    figures = {
+        "matrix": _matrix(),
+        "codes": {
+            "rounds": 3,
+            "versions": {
+                "v1": {
+                    "verify_us": 3.0,
+                    "prim_us": 2.0,
+                    "verify_vs_prim": 1.5,
+                    "verify_vs_floor": 1.1,
+                    "gen_us": 3.0,
+                    "gen_vs_prim": 1.5,
+                },
+                "v3": {
+                    "verify_us": 300.0,
+                    "prim_us": 100.0,
+                    "verify_vs_prim": 3.0,
+                    "verify_vs_floor": 1.2,
+                    "gen_us": 90.0,
+                    "gen_vs_prim": 1.0,
+                },
+            },
+        },
+        "devices": {
+            "sizes": [1000, 1000000],
+            "rounds": 9,
+            "versions": {
+                "v1": {
+                    "1000": {"verify_us": 500, "vs_smallest": 1.0},
+                    "1000000": {"verify_us": 650, "vs_smallest": 1.3},
+                }
+            },
+        },
+        "claims": {
+            "duration_s": 540,
+            "rate_per_s": 100.0,
+            "worker_interval_s": 5,
+            "retention_s_max": 450,
+            "bound_rows": 46000.0,
+            "peak_rows": 45000,
+            "reached_plateau": True,
+            "within_bound_after_retention": True,
+            "samples": [
+                {"t_s": 0, "claims": 0, "charges": 0},
+                {"t_s": 500, "claims": 45000, "charges": 50000},
+            ],
+        },
+    }
+    for name, data in figures.items():
+        (folder / f"{name}.json").write_text(json.dumps(data))
+
+
+def test_report_states_ratios_and_verdicts(tmp_path: Path) -> None:
+    _write_results(tmp_path)
+    out = tmp_path / "docs" / "benchmarks.md"
+    status = {"matrix": {"exit_code": 0, "elapsed_s": 300}, "scanner": {"exit_code": 2}}
+    report.write(tmp_path, out, status, quick=False, total_s=600)
+    text = out.read_text()
+
+    assert "| 2 | 32 | 2000 | 3000 | 1200 | 960 | 0.80 | 20.0 | **meets** |" in text
+    assert "| postgres | 2 | 32 | 960 | 0.32 |" in text  # x bare = 960 / 3000
+    assert "| v1 | 3.0 | 2.0 | 1.50 |" in text and "| **meets** |" in text
+    assert "v3 miss the 2x bar" in text
+    assert "| v1 | 500 µs (1.00x) | 650 µs (1.30x) | **misses** |" in text
+    assert "| 2 instances | 1000 |" in text and "| 1 instance | 900 |" in text
+    assert "stays within the bound: **meets**" in text
+    # A benchmark that failed is named, not dropped; one never run says so.
+    assert "| 5. POS scanner per 720p frame | `scanner` | 2 |" in text
+    assert "Not measured: `scanner` did not produce results" in text
+    assert "| 1. Code generation and verification | `codes` | not run |" in text
+    for number in range(1, 7):
+        if number == 5:
+            continue
+        png = next((out.parent / "bench").glob(f"fig{number}_*.png"))
+        assert png.read_bytes().startswith(PNG_MAGIC)
