@@ -9,6 +9,9 @@ ask for a fixture (or call `start_live_server` / `postgres_database` yourself):
     live_server    parametrized over both ("sqlite", "postgres")
     postgres_url   just a fresh, empty PostgreSQL database URL
 
+`start_live_servers` runs several `serve` instances on one PostgreSQL database, as separate
+hosts would (tests/test_scale_out.py); `all_at_once` fires calls at the same moment.
+
 Servers are module-scoped (start-up costs about two seconds); tests that share one use distinct
 names. PostgreSQL unreachable: the test is skipped, except under CI=true where it fails. A test
 that fails gets the server's log attached to its report.
@@ -26,13 +29,15 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import psycopg
 import pytest
@@ -54,6 +59,8 @@ START_ATTEMPTS_MAX = 3
 """A free port can be taken between probing and binding; a lost race is retried, boundedly."""
 LOG_TAIL_CHARS_MAX = 20_000
 DEFAULT_WORKERS = 2
+BARRIER_TIMEOUT_S = 30.0
+T = TypeVar("T")
 
 
 # -- PostgreSQL --------------------------------------------------------------------------------
@@ -271,21 +278,72 @@ def start_live_server(
         database_url = database_url or f"sqlite:///{instance / 'paycode.db'}"
     assert database_url is not None, "postgres needs database_url (see postgres_database)"
     server = LiveServer(backend, database_url, instance, server_env(instance, database_url))
+    with _running(
+        [server], mode=mode or ("run" if backend == "sqlite" else "serve"), workers=workers
+    ):
+        yield server
+
+
+@contextlib.contextmanager
+def start_live_servers(
+    count: int, *, database_url: str, workers: int = DEFAULT_WORKERS
+) -> Iterator[list[LiveServer]]:
+    """`count` instances of one deployment on one PostgreSQL database, as separate hosts run
+    them: each a `paycode-server serve` on its own port with its own instance folder, and
+    otherwise the first one's environment (the database URL and the master key, so a secret
+    one instance sealed opens on every other). init-db runs once; the instances start together."""
+    assert count >= 1
+    servers: list[LiveServer] = []
+    for _ in range(count):
+        instance = Path(tempfile.mkdtemp(prefix="paycode-live-postgres-"))
+        if servers:
+            env = servers[0].env | {"PAYCODE_INSTANCE": str(instance)}
+        else:
+            env = server_env(instance, database_url)
+        servers.append(LiveServer("postgres", database_url, instance, env))
+    with _running(servers, mode="serve", workers=workers):
+        yield servers
+
+
+@contextlib.contextmanager
+def _running(servers: list[LiveServer], *, mode: str, workers: int) -> Iterator[None]:
+    """init-db (once: the servers share one database), start them all, and stop them and
+    remove their instance folders after; on a failure every server's log goes to stderr."""
     failed = False
     try:
-        init = server.cli("init-db")
+        init = servers[0].cli("init-db")
         if init.returncode != 0:
             raise RuntimeError(f"init-db failed:\n{init.stdout}{init.stderr}")
-        server.start(mode=mode or ("run" if backend == "sqlite" else "serve"), workers=workers)
-        yield server
+        with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+            for started in [pool.submit(s.start, mode=mode, workers=workers) for s in servers]:
+                started.result()
+        yield
     except BaseException:
         failed = True
         raise
     finally:
-        server.stop()
-        if failed:
-            print(f"--- {backend} server log ---\n{server.log()}", file=sys.stderr)
-        shutil.rmtree(instance, ignore_errors=True)
+        with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+            list(pool.map(LiveServer.stop, servers))  # together: each takes about a second
+        for server in servers:
+            if failed:
+                print(
+                    f"--- {server.backend} server log ({server.url}) ---\n{server.log()}",
+                    file=sys.stderr,
+                )
+            shutil.rmtree(server.instance, ignore_errors=True)
+
+
+def all_at_once(calls: Sequence[Callable[[], T]]) -> list[T]:
+    """Run every call in its own thread, released at the same moment by a barrier; their
+    results in order (a call that raises re-raises here)."""
+    barrier = threading.Barrier(len(calls))
+
+    def one(call: Callable[[], T]) -> T:
+        barrier.wait(timeout=BARRIER_TIMEOUT_S)
+        return call()
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(one, calls))
 
 
 # -- pytest fixtures and the failure hook -------------------------------------------------------
@@ -329,7 +387,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     if report.failed:
         funcargs: dict[str, Any] = getattr(item, "funcargs", {})
-        servers = {id(v): v for v in funcargs.values() if isinstance(v, LiveServer)}
+        values = [v for value in funcargs.values() for v in _servers_in(value)]
+        servers = {id(v): v for v in values}
         for server in servers.values():
             report.sections.append((f"{server.backend} server log ({server.url})", server.log()))
     return report
+
+
+def _servers_in(value: Any) -> list[LiveServer]:
+    """A fixture's live servers: itself, or the members of a list of them (start_live_servers)."""
+    if isinstance(value, LiveServer):
+        return [value]
+    if isinstance(value, list | tuple):
+        return [v for v in value if isinstance(v, LiveServer)]
+    return []
