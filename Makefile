@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system-deps bench-deps demo test lint typecheck pytest bench bench-quick bench-charges bench-scanner bench-pos vectors clean
+.PHONY: setup system-deps bench-deps demo test lint typecheck pytest reliability bench bench-quick bench-charges bench-scanner bench-pos vectors clean
 
 setup: system-deps $(STAMP)
 
@@ -47,6 +47,13 @@ pytest: setup
 	$(PY) -m pytest
 
 test: lint typecheck pytest
+
+# The reliability and security suite at full scale (tests/reliability; `make test` runs it short),
+# then docs/reliability.md from the figures every test recorded. Fails if any test failed.
+reliability: setup
+	rm -rf build/reliability
+	PAYCODE_RELIABILITY=full CI=true $(PY) -m pytest tests/reliability -p no:cacheprovider; \
+	status=$$?; $(PY) -m tests.reliability.report; exit $$status
 
 # Every benchmark, then docs/benchmarks.md and docs/bench/*.png (bench/suite.py): the full run
 # takes under 20 minutes, `make bench-quick` (or `make bench QUICK=1`) under 3.
