@@ -24,12 +24,11 @@ OUTCOMES_MAX = 20
 """Distinct outcomes shown; the failure codes are a fixed, small set, so this only bounds."""
 
 
-@dataclass(frozen=True, slots=True)
-class Volume:
-    """Succeeded payments of one currency that day (refunds shown beside, not netted)."""
+class _ShownAmounts:
+    """`amount` and `refunded` as the page shows them ("12.50"), from the minor units."""
 
+    __slots__ = ()
     currency: str
-    count: int
     amount_minor: int
     refunded_minor: int
 
@@ -40,6 +39,16 @@ class Volume:
     @property
     def refunded(self) -> str:
         return format_amount(Money(self.refunded_minor, self.currency))
+
+
+@dataclass(frozen=True, slots=True)
+class Volume(_ShownAmounts):
+    """Succeeded payments of one currency that day (refunds shown beside, not netted)."""
+
+    currency: str
+    count: int
+    amount_minor: int
+    refunded_minor: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +60,7 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
-class PaymentRow:
+class PaymentRow(_ShownAmounts):
     id: str
     created_at_s: float
     merchant_order_id: str | None
@@ -62,14 +71,6 @@ class PaymentRow:
     currency: str
     amount_minor: int
     refunded_minor: int
-
-    @property
-    def amount(self) -> str:
-        return format_amount(Money(self.amount_minor, self.currency))
-
-    @property
-    def refunded(self) -> str:
-        return format_amount(Money(self.refunded_minor, self.currency))
 
     @property
     def refundable(self) -> str | None:
