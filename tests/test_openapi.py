@@ -115,6 +115,14 @@ def test_served_document_equals_the_file(app: Flask, document: dict[str, Any]) -
     assert response.get_json() == document
 
 
+def test_the_package_ships_the_docs_file_itself() -> None:
+    """server/openapi.json (package data, what an installed server serves) is a link to the
+    document in docs/, never a copy that could fall behind it."""
+    shipped = ROOT / "server" / "openapi.json"
+    assert shipped.is_symlink()
+    assert shipped.resolve() == OPENAPI_PATH.resolve()
+
+
 def test_problem_schema_lists_every_stable_code(document: dict[str, Any]) -> None:
     enum = document["components"]["schemas"]["Problem"]["properties"]["code"]["enum"]
     assert set(STATUS_BY_CODE) <= set(enum)

@@ -1,22 +1,24 @@
-"""/v1/openapi.json: the API description, served from the copy kept in docs/."""
+"""/v1/openapi.json: the API description kept in docs/openapi.json.
+
+server/openapi.json is a symbolic link to it, so the document ships as package data: a wheel
+holds the file itself, and an installed server never reads the source tree."""
 
 from __future__ import annotations
 
 import json
 from functools import cache
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
 bp = Blueprint("meta", __name__, url_prefix="/v1")
 
-OPENAPI_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
-
 
 @cache
 def openapi_document() -> dict[str, Any]:
-    document: dict[str, Any] = json.loads(OPENAPI_PATH.read_text())
+    text = resources.files("server").joinpath("openapi.json").read_text(encoding="utf-8")
+    document: dict[str, Any] = json.loads(text)
     return document
 
 
