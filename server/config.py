@@ -8,6 +8,10 @@ PAYCODE_MASTER_KEY     base64 of 32 bytes: the current key
 PAYCODE_MASTER_KEYS    more keys as "ID:BASE64,ID:BASE64" (older keys during a rotation)
 instance/master-ID.key a key file (0600, base64) per key id
 instance/master.key    the current key when no other source names it; created at first start
+PAYCODE_VERSION_STATUSES_TTL_S
+                       test knob: seconds a worker caches the code-version statuses; unset in
+                       production (server.lifecycle.STATUSES_TTL_S, 5 s). The test suite sets
+                       it on its own servers so that a lifecycle change shows in about a second
 
 Every configured key opens the rows sealed under its id, so a master-key rotation
 (docs/operations.md) adds the new key next to the old one, makes it current, re-wraps the rows
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -33,6 +38,7 @@ MASTER_KEY_FILE_GLOB = "master-*.key"
 MASTER_KEYS_MAX = 16
 KEY_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,16}")
 """Key ids are stored in 16-character columns and appear in file names."""
+STATUSES_TTL_ENV = "PAYCODE_VERSION_STATUSES_TTL_S"
 
 
 class ConfigError(PaycodeError):
@@ -51,6 +57,9 @@ class ServerConfig:
     request_skew_s_max: int = 300
     body_bytes_max: int = 64 * 1024
     testing: bool = False
+    statuses_ttl_s: float | None = None
+    """How long a worker caches the code-version statuses; None: server.lifecycle.STATUSES_TTL_S.
+    Only tests set it (PAYCODE_VERSION_STATUSES_TTL_S), to see lifecycle changes sooner."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServerConfig:
@@ -63,9 +72,24 @@ class ServerConfig:
             "instance_path": instance,
             "master_keys": keys,
             "master_key_id": key_id,
+            "statuses_ttl_s": _seconds(env, STATUSES_TTL_ENV),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _seconds(env: Mapping[str, str], name: str) -> float | None:
+    """A non-negative number of seconds from `name`; None when it is unset or empty."""
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError as error:
+        raise ConfigError(f"{name} must be a number of seconds") from error
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name} must be a non-negative number of seconds")
+    return value
 
 
 def master_keys(env: Mapping[str, str], instance: Path) -> tuple[dict[str, bytes], str]:

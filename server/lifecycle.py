@@ -74,13 +74,15 @@ def read_statuses(bind: Session | Connection) -> dict[str, VersionStatus]:
     return {state.version: state.status for state in read_states(bind)}
 
 
-def load_statuses(engine: Engine, monotonic_s: float) -> Statuses:
-    """The live statuses, from this process's cache when it is younger than STATUSES_TTL_S.
+def load_statuses(engine: Engine, monotonic_s: float, ttl_s: float | None = None) -> Statuses:
+    """The live statuses, from this process's cache when it is younger than `ttl_s`.
 
-    `monotonic_s` is time.monotonic() in production; tests pass their own clock."""
+    `monotonic_s` is time.monotonic() in production; tests pass their own clock. `ttl_s` is
+    ServerConfig.statuses_ttl_s: None (STATUSES_TTL_S) unless a test server shortened it."""
+    ttl_s = STATUSES_TTL_S if ttl_s is None else ttl_s
     with _lock:
         cached = _cache.get(engine)
-        if cached is not None and 0.0 <= monotonic_s - cached[0] < STATUSES_TTL_S:
+        if cached is not None and 0.0 <= monotonic_s - cached[0] < ttl_s:
             return cached[1]
     with read_only(engine) as connection:  # may run inside a request's write transaction
         statuses: Statuses = MappingProxyType(read_statuses(connection))

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import importlib
+import io
 import os
 import secrets
 import shutil
@@ -38,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
+from unittest import mock
 
 import psycopg
 import pytest
@@ -156,6 +159,49 @@ def run_cli(
     return run_command([sys.executable, "-m", "server.cli", *args], env, stdin)
 
 
+_IN_PROCESS_LOCK = threading.Lock()
+
+
+def run_in_process(
+    module: str, env: dict[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m MODULE ARGS` as run_command runs it, but in this process: the console script's
+    own `main(argv)` (server.cli, client.cli or merchant_pos.cli), with os.environ replaced by
+    `env`, stdin from `stdin` (else empty, like /dev/null), stdout and stderr captured. It saves
+    the interpreter's start-up, about a second a command, where a test needs a command's work
+    and output; tests of the process itself (the console script, signals, a crash, several at
+    once) spawn it. One at a time, from the main thread: the worker sets signal handlers, which
+    are put back after."""
+    assert threading.current_thread() is threading.main_thread(), "spawn it from threads"
+    main: Callable[[list[str]], int] = importlib.import_module(module).main
+    out, err = io.StringIO(), io.StringIO()
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    with (
+        _IN_PROCESS_LOCK,
+        mock.patch.dict(os.environ, env, clear=True),
+        mock.patch.object(sys, "stdin", io.StringIO(stdin or "")),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        try:
+            returncode = main(list(args))
+        except SystemExit as exit_:  # argparse: usage errors and --help
+            code = exit_.code
+            returncode = code if isinstance(code, int) else 0 if code is None else 1
+        finally:
+            for number, handler in handlers.items():
+                signal.signal(number, handler)
+    argv = [sys.executable, "-m", module, *args]
+    return subprocess.CompletedProcess(argv, returncode, out.getvalue(), err.getvalue())
+
+
+def run_cli_in_process(
+    env: dict[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`paycode-server ARGS` as run_cli runs it, in this process (see run_in_process)."""
+    return run_in_process("server.cli", env, *args, stdin=stdin)
+
+
 @dataclass
 class LiveServer:
     """A running `paycode-server run|serve` plus the environment its admin commands need."""
@@ -175,6 +221,12 @@ class LiveServer:
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run a paycode-server command against this server's database."""
         return run_cli(self.env, *args, stdin=stdin)
+
+    def cli_in_process(
+        self, *args: str, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """The same command, run in this process (see run_cli_in_process)."""
+        return run_cli_in_process(self.env, *args, stdin=stdin)
 
     @property
     def engine(self) -> Engine:
@@ -268,16 +320,19 @@ def start_live_server(
     database_url: str | None = None,
     mode: str | None = None,
     workers: int = DEFAULT_WORKERS,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[LiveServer]:
     """A server on `backend` ("sqlite": an SQLite file in a temp instance folder; "postgres":
     `database_url`, required). `mode` is "run" or "serve"; by default SQLite gets the development
-    server and PostgreSQL gunicorn, as an operator would run them."""
+    server and PostgreSQL gunicorn, as an operator would run them. `extra_env`: more PAYCODE_*
+    settings for the server and its commands (e.g. a short PAYCODE_VERSION_STATUSES_TTL_S)."""
     assert backend in BACKENDS
     instance = Path(tempfile.mkdtemp(prefix=f"paycode-live-{backend}-"))
     if backend == "sqlite":
         database_url = database_url or f"sqlite:///{instance / 'paycode.db'}"
     assert database_url is not None, "postgres needs database_url (see postgres_database)"
-    server = LiveServer(backend, database_url, instance, server_env(instance, database_url))
+    env = server_env(instance, database_url) | (extra_env or {})
+    server = LiveServer(backend, database_url, instance, env)
     with _running(
         [server], mode=mode or ("run" if backend == "sqlite" else "serve"), workers=workers
     ):
@@ -308,10 +363,12 @@ def start_live_servers(
 @contextlib.contextmanager
 def _running(servers: list[LiveServer], *, mode: str, workers: int) -> Iterator[None]:
     """init-db (once: the servers share one database), start them all, and stop them and
-    remove their instance folders after; on a failure every server's log goes to stderr."""
+    remove their instance folders after; on a failure every server's log goes to stderr.
+    init-db runs in this process (run_cli_in_process): the same command, a second sooner;
+    tests of init-db itself (test_server_admin) run it as a process of its own."""
     failed = False
     try:
-        init = servers[0].cli("init-db")
+        init = servers[0].cli_in_process("init-db")
         if init.returncode != 0:
             raise RuntimeError(f"init-db failed:\n{init.stdout}{init.stderr}")
         with ThreadPoolExecutor(max_workers=len(servers)) as pool:

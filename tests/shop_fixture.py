@@ -1,7 +1,10 @@
 """A live shop for CLI end-to-end tests: server, customer, merchants with tills, a wallet.
 
 Everything goes through the console scripts a person would type (`paycode-server`,
-`paycode-wallet`, `paycode-pos`, each with --json), against a live server process.
+`paycode-wallet`, `paycode-pos`, each with --json), against a live server process. The
+operator's set-up commands (users, merchants, terminals) run `paycode-server`'s main(argv) in
+this process (tests.live_server.run_cli_in_process), which saves a second each; the wallet and
+the POS, the subjects of these tests, run as processes of their own.
 """
 
 from __future__ import annotations
@@ -66,9 +69,9 @@ class Shop:
 
     def add_till(self, merchant: str) -> None:
         """Create the merchant and a terminal, and configure a POS home for it."""
-        made = self.server.cli("merchants", "create", merchant, "--currency", "CNY")
+        made = self.server.cli_in_process("merchants", "create", merchant, "--currency", "CNY")
         assert made.returncode == 0, made.stdout + made.stderr
-        terminal = ok_json(self.server.cli("--json", "terminals", "create", merchant))
+        terminal = ok_json(self.server.cli_in_process("--json", "terminals", "create", merchant))
         self.tills[merchant] = self.home / f"till-{len(self.tills)}"
         configured = self.pos(
             "configure",
@@ -85,11 +88,11 @@ class Shop:
 
 def open_shop(server: LiveServer, home: Path, *, merchants: list[str], top_up: str) -> Shop:
     """A customer 'carol' with `top_up` CNY and a wallet enrolled in every version."""
-    created = server.cli(
+    created = server.cli_in_process(
         "users", "create", "carol", "--password-stdin", "--currency", "CNY", stdin=PASSWORD + "\n"
     )
     assert created.returncode == 0, created.stdout + created.stderr
-    assert server.cli("users", "top-up", "carol", top_up).returncode == 0
+    assert server.cli_in_process("users", "top-up", "carol", top_up).returncode == 0
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYCODE_")}
     env |= {"PAYCODE_WALLET_PASSPHRASE": "shop test wallet", "PYTHONUNBUFFERED": "1"}
     shop = Shop(server, home, env)

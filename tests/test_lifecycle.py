@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from client.api import DeviceAuth, ServerClient
 from merchant_pos.api import TerminalClient
 from server import lifecycle
+from server.config import STATUSES_TTL_ENV, ConfigError, ServerConfig
 from server.db import make_engine
 from server.models import Base, Claim, Payment, VersionState
 from server.problems import ApiError
@@ -49,6 +50,9 @@ BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 BLOCKED_WAIT_S = 0.5
 """How long a second transition is watched to prove it waits for the first one's commit."""
 PROPAGATION_SLACK_S = 2.0
+STATUSES_TTL_S = 0.5
+"""The served banks here cache the statuses this long (ServerConfig.statuses_ttl_s), not the
+production lifecycle.STATUSES_TTL_S (5 s), so that a change reaches them sooner."""
 
 
 @pytest.fixture
@@ -63,7 +67,7 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
 def bank(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bank]:
     """alice with a device per version, a merchant with a terminal, served over HTTP."""
     with database_url(request.param, tmp_path) as url:
-        bank = make_bank(url, tmp_path)
+        bank = make_bank(url, tmp_path, statuses_ttl_s=STATUSES_TTL_S)
         lifecycle.forget_cache()
         bank.user_id = add_user(bank, "alice", START_MINOR)
         bank.credentials = add_devices(bank, bank.user_id)
@@ -129,6 +133,23 @@ def test_the_cache_is_stale_at_most_the_ttl(engine: Engine) -> None:
     assert lifecycle.load_statuses(engine, 100.0 + ttl_s)["v1"] is RETIRED  # re-read
     transition(engine, "v1", ACTIVE)
     assert lifecycle.load_statuses(engine, 50.0)["v1"] is ACTIVE  # a clock going back re-reads
+
+
+def test_a_configured_ttl_replaces_the_default(engine: Engine, tmp_path: Path) -> None:
+    """PAYCODE_VERSION_STATUSES_TTL_S (test servers only) -> ServerConfig -> load_statuses."""
+    base = {"PAYCODE_INSTANCE": str(tmp_path), "PAYCODE_MASTER_KEY": "A" * 43 + "="}
+    assert ServerConfig.from_env(base).statuses_ttl_s is None  # production: STATUSES_TTL_S
+    short = ServerConfig.from_env(base | {STATUSES_TTL_ENV: "0.25"}).statuses_ttl_s
+    assert short == 0.25
+    for bad in ("soon", "-1", "nan"):
+        with pytest.raises(ConfigError):
+            ServerConfig.from_env(base | {STATUSES_TTL_ENV: bad})
+    lifecycle.forget_cache()
+    assert lifecycle.load_statuses(engine, 100.0, short)["v1"] is ACTIVE
+    transition(engine, "v1", RETIRED)
+    assert lifecycle.load_statuses(engine, 100.2, short)["v1"] is ACTIVE  # cached
+    assert lifecycle.load_statuses(engine, 100.25, short)["v1"] is RETIRED  # re-read
+    lifecycle.forget_cache()
 
 
 def test_reenroll_advice_names_an_active_version() -> None:
@@ -264,7 +285,7 @@ def test_versions_commands(tmp_path: Path) -> None:
 
 def set_by_cli(bank: Bank, tmp_path: Path, action: str, version: str) -> None:
     """What an operator types; then this process forgets its cached states, as every worker
-    does within lifecycle.STATUSES_TTL_S (test_a_change_reaches_a_running_server)."""
+    does within its TTL (test_a_change_reaches_a_running_server)."""
     url = bank.engine.url.render_as_string(hide_password=False)
     result = cli(server_env(tmp_path / "cli", url), "versions", action, version, "--json")
     ok_json(result)
@@ -333,14 +354,15 @@ def test_retired_version_moves_nothing_until_activated(bank: Bank, tmp_path: Pat
 
 
 def test_a_change_reaches_a_running_server(bank: Bank, tmp_path: Path) -> None:
-    """No cache is forgotten by hand here: the server's own TTL brings the change."""
+    """No cache is forgotten by hand here: the server's own TTL brings the change (this
+    module's short one; the production default is test_the_cache_is_stale_at_most_the_ttl's)."""
     assert "reenroll" not in wallet_get(bank, "v1", "/v1/wallet/balance")  # cached: active
     url = bank.engine.url.render_as_string(hide_password=False)
     ok_json(cli(server_env(tmp_path / "cli", url), "versions", "deprecate", "v1", "--json"))
     changed_at_s = time.monotonic()
-    deadline_s = changed_at_s + lifecycle.STATUSES_TTL_S + PROPAGATION_SLACK_S
+    deadline_s = changed_at_s + STATUSES_TTL_S + PROPAGATION_SLACK_S
     seen = False
     while not seen and time.monotonic() < deadline_s:
         seen = "reenroll" in wallet_get(bank, "v1", "/v1/wallet/balance")
-        time.sleep(0.2)
+        time.sleep(0.05)
     assert seen, "the deprecation did not reach the running server in time"

@@ -1,9 +1,14 @@
 """Merchant notifications over real HTTP, on SQLite and PostgreSQL.
 
-A real server (tests/live_server.py) and real `paycode-server worker --once` processes deliver
-to a tiny HTTP receiver in a thread, which checks every signature with the recipe printed in
+A real server (tests/live_server.py) and `paycode-server worker --once` passes deliver to a tiny
+HTTP receiver in a thread, which checks every signature with the recipe printed in
 docs/operations.md (the snippet is executed as it stands). Payments are made by the real
 wallet and terminal clients; the outbox is read back with SQLAlchemy.
+
+Most commands (the worker pass, the shop's set-up) run the console script's `main(argv)` in this
+process (tests.live_server.run_cli_in_process): a process each would cost about a second. The
+tests that need real processes spawn them: a worker killed mid-delivery, several workers at
+once, and the secret never printed by any command.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from server import notify_delivery
 from server.config import ConfigError
 from server.models import Merchant, Notification, Payment, new_id
 from shared.emv.collection import CollectionCode, build_collection_payload
-from tests.live_server import REPO_ROOT, LiveServer, run_cli
+from tests.bank_fixture import SHUTDOWN_POLL_S
+from tests.live_server import REPO_ROOT, LiveServer, run_cli, run_cli_in_process
 from tests.phones import (
     PASSWORD,
     code_of,
@@ -105,7 +111,11 @@ class Receiver:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_port}/paycode/notify"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": SHUTDOWN_POLL_S},
+            daemon=True,
+        )
         self._thread.start()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -173,9 +183,11 @@ class Shop:
 def open_shop(server: LiveServer, receiver: Receiver) -> Shop:
     """A merchant notified at the receiver's URL (made with the real CLI), with a terminal."""
     name = unique("Notified")
-    made = ok_json(server.cli("--json", "merchants", "create", name, "--notify-url", receiver.url))
+    made = ok_json(
+        server.cli_in_process("--json", "merchants", "create", name, "--notify-url", receiver.url)
+    )
     receiver.secret_b64 = made["notify_secret"]
-    terminal = ok_json(server.cli("--json", "terminals", "create", name))
+    terminal = ok_json(server.cli_in_process("--json", "terminals", "create", name))
     secret = base64.b64decode(terminal["secret"])
     till = TerminalClient(server.url, terminal["key_id"], secret, sleep=lambda _s: None)
     return Shop(made["merchant"]["id"], name, made["notify_secret"], till)
@@ -184,7 +196,7 @@ def open_shop(server: LiveServer, receiver: Receiver) -> Shop:
 def customer(server: LiveServer, home: Path, *limits: str, top_up: str = "500.00") -> Wallet:
     name = new_user(server, "payer", top_up=top_up)
     if limits:
-        ok_json(server.cli("--json", "users", "limits", name, *limits))
+        ok_json(server.cli_in_process("--json", "users", "limits", name, *limits))
     return new_phone(server, home / name, name, ["v2"])
 
 
@@ -193,7 +205,13 @@ def charge(shop: Shop, wallet: Wallet, amount: str, **extra: Any) -> dict[str, A
 
 
 def worker(server: LiveServer, **env: str) -> dict[str, Any]:
-    """One `paycode-server worker --once` pass; its JSON report."""
+    """One `paycode-server worker --once` pass, run in this process; its JSON report."""
+    done = run_cli_in_process(server.env | WORKER_ENV | env, "--json", "worker", "--once")
+    return ok_json(done)
+
+
+def worker_process(server: LiveServer, **env: str) -> dict[str, Any]:
+    """The same pass as a real process of its own, as an operator runs it."""
     done = run_cli(server.env | WORKER_ENV | env, "--json", "worker", "--once")
     return ok_json(done)
 
@@ -424,21 +442,25 @@ def test_a_failing_endpoint_is_retried_with_back_off_then_dead(
     worker(live_server, **env)  # dead: left alone
     assert len(receiver.for_payment(pid)) == 3
     dead = ok_json(
-        live_server.cli("--json", "notifications", "list", "--dead", "--merchant", shop.name)
+        live_server.cli_in_process(
+            "--json", "notifications", "list", "--dead", "--merchant", shop.name
+        )
     )["notifications"]
     assert [(d["event_id"], d["state"], d["attempts"]) for d in dead] == [(row.event_id, "dead", 3)]
     assert dead[0]["last_error"] == "http 500" and "payload" not in dead[0]
     receiver.status = 204
-    retried = ok_json(live_server.cli("--json", "notifications", "retry", row.event_id))
+    retried = ok_json(live_server.cli_in_process("--json", "notifications", "retry", row.event_id))
     assert (retried["state"], retried["attempts"]) == ("pending", 0)
     worker(live_server, **env)
     assert [d.headers["Paycode-Event-Id"] for d in receiver.for_payment(pid)] == [row.event_id] * 4
     assert outbox(live_server, payment_id=pid)[0].delivered_at_s is not None
     listed = ok_json(
-        live_server.cli("--json", "notifications", "list", "--merchant", shop.merchant_id)
+        live_server.cli_in_process(
+            "--json", "notifications", "list", "--merchant", shop.merchant_id
+        )
     )
     assert listed["notifications"] == []
-    unknown = live_server.cli("--json", "notifications", "retry", "evt_nope")
+    unknown = live_server.cli_in_process("--json", "notifications", "retry", "evt_nope")
     assert unknown.returncode == 1 and json.loads(unknown.stdout)["error"]["code"] == "not_found"
 
 
@@ -454,7 +476,7 @@ def _make_due(server: LiveServer, payment_id: str) -> None:
 def test_a_worker_killed_mid_delivery_loses_nothing(
     live_server: LiveServer, receiver: Receiver, tmp_path: Path
 ) -> None:
-    env = WORKER_ENV | {"PAYCODE_NOTIFY_TIMEOUT_S": "5", "PAYCODE_NOTIFY_LEASE_S": "6"}
+    env = WORKER_ENV | {"PAYCODE_NOTIFY_TIMEOUT_S": "2", "PAYCODE_NOTIFY_LEASE_S": "3"}
     shop = open_shop(live_server, receiver)
     paid = charge(shop, customer(live_server, tmp_path), "6.00")
     pid = paid["payment_id"]
@@ -515,7 +537,7 @@ def test_several_workers_deliver_each_row_once(live_server: LiveServer, receiver
             )
     env = {"PAYCODE_NOTIFY_BATCH_ROWS": "2"}
     with ThreadPoolExecutor(max_workers=3) as pool:
-        reports = list(pool.map(lambda _i: worker(live_server, **env), range(3)))
+        reports = list(pool.map(lambda _i: worker_process(live_server, **env), range(3)))
     got = [d.headers["Paycode-Event-Id"] for d in receiver.for_merchant(shop.merchant_id)]
     assert sorted(got) == sorted(events)  # every row, each exactly once
     assert sum(r["notifications"]["delivered"] for r in reports) >= len(events)
@@ -650,7 +672,9 @@ def test_redirects_are_not_followed(receiver: Receiver) -> None:
                 pass
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": SHUTDOWN_POLL_S}, daemon=True
+        )
         thread.start()
         try:
             url = f"http://127.0.0.1:{server.server_port}/hook"

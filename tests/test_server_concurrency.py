@@ -48,10 +48,13 @@ def _ok(done: Any) -> str:
 def _customer(
     server: LiveServer, home: Path, name: str, amount: str, monkeypatch: pytest.MonkeyPatch
 ) -> Wallet:
-    _ok(server.cli("users", "create", name, "--password-stdin", stdin="pw-" + name + "\n"))
-    _ok(server.cli("users", "top-up", name, amount))
+    """The admin commands run in this process (tests.live_server.run_cli_in_process): they only
+    set the race up, and a process each would cost about a second."""
+    cli = server.cli_in_process
+    _ok(cli("users", "create", name, "--password-stdin", stdin="pw-" + name + "\n"))
+    _ok(cli("users", "top-up", name, amount))
     # Every payment here may go without the PIN: these tests race money, not limits.
-    _ok(server.cli("users", "limits", name, "--daily-count", "1000"))
+    _ok(cli("users", "limits", name, "--daily-count", "1000"))
     monkeypatch.setenv("PAYCODE_WALLET_PASSPHRASE", "test passphrase")
     wallet = Wallet.open_or_create(home)
     online.enroll(
@@ -61,8 +64,8 @@ def _customer(
 
 
 def _terminal(server: LiveServer, merchant: str) -> TerminalClient:
-    _ok(server.cli("merchants", "create", merchant, "--currency", "CNY"))
-    created = json.loads(_ok(server.cli("terminals", "create", merchant, "--json")))
+    _ok(server.cli_in_process("merchants", "create", merchant, "--currency", "CNY"))
+    created = json.loads(_ok(server.cli_in_process("terminals", "create", merchant, "--json")))
     return TerminalClient(server.url, created["key_id"], base64.b64decode(created["secret"]))
 
 

@@ -53,6 +53,7 @@ from shared.timestep import step_at
 from shared.verify import verify_code
 from shared.versions.base import Accepted, DeviceCredential, DeviceRecord, VerifyContext
 from shared.versions.registry import by_name
+from tests.bank_fixture import SHUTDOWN_POLL_S
 
 ALICE, ALICE_PASSWORD = "alice", "correct horse battery staple"
 BOB, BOB_PASSWORD = "bob", "tr0ub4dor&3"
@@ -662,7 +663,12 @@ def test_malformed_requests_get_problems_never_500(app: Flask, client: FlaskClie
 @pytest.fixture
 def served(app: Flask) -> Iterator[str]:
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="paycode-test-server", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": SHUTDOWN_POLL_S},
+        name="paycode-test-server",
+        daemon=True,
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}"

@@ -6,6 +6,10 @@ database onto a fixed day, with one payment pushed to the next day's first secon
 the signed API must produce the same CSV, whose totals equal the movement of the merchant's
 ledger account in the window. Reconciliation passes on the healthy ledger and names each
 mismatch once the test corrupts a balance or deletes a ledger entry.
+
+The commands mostly run the console script's main(argv) in this process
+(tests.live_server.run_cli_in_process); one settlement file, one reconcile and the unknown
+merchant run `paycode-server` as a process of its own.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from server.models import Account, LedgerEntry, LedgerTransaction, Merchant, Pay
 from server.settlement import COLUMNS, DayWindow, day_window
 from shared import terminal_auth
 from shared.emv.collection import CollectionCode, build_collection_payload
-from tests.live_server import LiveServer, run_cli
+from tests.live_server import LiveServer, run_cli, run_cli_in_process
 from tests.phones import (
     PASSWORD,
     code_of,
@@ -89,8 +93,8 @@ def _collection_payload(till: TerminalClient, amount: str, reference: str) -> st
 def _make_day(shop: Shop, home: Path) -> None:
     server = shop.server
     name = new_user(server, "payer", top_up="1000.00")
-    ok_json(server.cli("--json", "users", "limits", name, "--payment-max", "50.00"))
-    ok_json(server.cli("--json", "users", "limits", name, "--daily-count", "20"))
+    ok_json(server.cli_in_process("--json", "users", "limits", name, "--payment-max", "50.00"))
+    ok_json(server.cli_in_process("--json", "users", "limits", name, "--daily-count", "20"))
     wallet = new_phone(server, home / name, name, ["v2"])
     pending.set_pin(wallet, password=PASSWORD, pin=PIN)
     poor = new_user(server, "poor", top_up="1.00")
@@ -221,13 +225,18 @@ def _signed_get(shop: Shop, path: str) -> tuple[int, str, str]:
         return error.code, error.headers.get_content_type(), error.read().decode()
 
 
-def _settlement_cli(shop: Shop, *args: str, env: dict[str, str] | None = None) -> Any:
+def _settlement_cli(
+    shop: Shop, *args: str, env: dict[str, str] | None = None, process: bool = False
+) -> Any:
+    """`paycode-server settlement`: its main(argv) in this process, or with `process` the
+    console script as a process of its own (a second a run)."""
     command = ("settlement", "--merchant", shop.merchant, *args)
-    return run_cli(shop.server.env | (env or {}), *command)
+    run = run_cli if process else run_cli_in_process
+    return run(shop.server.env | (env or {}), *command)
 
 
 def _reconcile(shop: Shop, *args: str) -> tuple[int, dict[str, Any]]:
-    done = shop.server.cli("--json", "reconcile", *args)
+    done = shop.server.cli_in_process("--json", "reconcile", *args)
     return done.returncode, json.loads(done.stdout)
 
 
@@ -236,7 +245,9 @@ def _reconcile(shop: Shop, *args: str) -> tuple[int, dict[str, Any]]:
 
 def test_cli_file_lists_the_days_movements_and_adds_up(shop: Shop, tmp_path: Path) -> None:
     out = tmp_path / "day.csv"
-    reply = ok_json(_settlement_cli(shop, "--date", DAY.isoformat(), "--out", str(out), "--json"))
+    reply = ok_json(
+        _settlement_cli(shop, "--date", DAY.isoformat(), "--out", str(out), "--json", process=True)
+    )
     rows = _rows(out.read_text(encoding="utf-8"))
     movements = _movements(rows)
     by_payment = {(row["payment_id"], row["type"]): row for row in movements}
@@ -407,7 +418,7 @@ def test_reconcile_names_a_corrupted_balance(shop: Shop) -> None:
         assert [(m["code"], m["subject"]) for m in reply["mismatches"]] == [
             ("balance_mismatch", f"account:{shop.account_id}")
         ]
-        human = shop.server.cli("reconcile")
+        human = shop.server.cli_in_process("reconcile")
         assert human.returncode == 1
         assert f"mismatch [balance_mismatch] account:{shop.account_id}" in human.stdout
         assert "error [ledger_mismatch]" in human.stderr

@@ -165,7 +165,8 @@ def test_operator_sets_and_resets_limits_from_the_cli(live_server: LiveServer) -
 
 def test_no_code_pays_above_the_hard_ceiling(live_server: LiveServer, tmp_path: Path) -> None:
     name, wallet = _customer(live_server, tmp_path)
-    live_server.cli("users", "top-up", name, "50000.00")
+    topped_up = live_server.cli_in_process("users", "top-up", name, "50000.00")
+    assert topped_up.returncode == 0, topped_up.stderr
     till = new_till(live_server)
     code = code_of(wallet, "v2")
     before = _balance_minor(live_server, name)
@@ -335,7 +336,7 @@ def test_pos_reports_a_decline(shop: Shop) -> None:
 
 def test_pos_cancels_after_its_wait(shop: Shop) -> None:
     before = shop.balance()
-    done = _pos_charge(shop, shop.code("v1"), "1300.00", "3")
+    done = _pos_charge(shop, shop.code("v1"), "1300.00", "1")  # nobody confirms: cancelled
     assert done.returncode == 3, done.stdout + done.stderr
     outcome = json.loads(done.stdout)
     assert outcome["code"] == "cancelled_by_merchant" and outcome["paid"] is False

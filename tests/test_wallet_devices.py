@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,13 @@ from server import lifecycle
 from server.models import Device
 from shared.enrollment import read_grant
 from shared.errors import WalletError
-from tests.live_server import LiveServer, run_command
+from tests.live_server import (
+    LiveServer,
+    postgres_database,
+    run_command,
+    run_in_process,
+    start_live_server,
+)
 from tests.phones import (
     PASSPHRASE,
     PASSWORD,
@@ -43,8 +50,30 @@ from tests.phones import (
 )
 
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
-LIFECYCLE_WAIT_S = lifecycle.STATUSES_TTL_S + 0.5
+STATUSES_TTL_S = 0.5
+"""This module's servers cache the code-version statuses this long, not the production
+lifecycle.STATUSES_TTL_S (5 s): PAYCODE_VERSION_STATUSES_TTL_S, read by server.config."""
+LIFECYCLE_WAIT_S = STATUSES_TTL_S + 0.5
 """Every worker of the live server applies a lifecycle change within its cache's TTL."""
+SERVER_ENV = {"PAYCODE_VERSION_STATUSES_TTL_S": str(STATUSES_TTL_S)}
+assert STATUSES_TTL_S < lifecycle.STATUSES_TTL_S
+
+
+@pytest.fixture(scope="module")
+def live_sqlite() -> Iterator[LiveServer]:
+    """tests.live_server's live_sqlite (and so live_server), with the short TTL."""
+    with start_live_server("sqlite", extra_env=SERVER_ENV) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def live_postgres() -> Iterator[LiveServer]:
+    """tests.live_server's live_postgres (and so live_server), with the short TTL."""
+    with (
+        postgres_database() as url,
+        start_live_server("postgres", database_url=url, extra_env=SERVER_ENV) as server,
+    ):
+        yield server
 
 
 @pytest.fixture(autouse=True)
@@ -310,12 +339,27 @@ def test_reenroll_after_deprecate_and_retired_versions_refused(
 # --- the console scripts ----------------------------------------------------------------------
 
 
+def wallet_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYCODE_")}
+    env["PAYCODE_WALLET_PASSPHRASE"] = PASSPHRASE
+    return env
+
+
 def wallet_cli(
     home: Path, *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYCODE_")}
-    env["PAYCODE_WALLET_PASSPHRASE"] = PASSPHRASE
-    return run_command([sys.executable, "-m", "client.cli", "--home", str(home), *args], env, stdin)
+    """`paycode-wallet --home HOME ARGS`, the console script as a process of its own."""
+    command = [sys.executable, "-m", "client.cli", "--home", str(home), *args]
+    return run_command(command, wallet_env(), stdin)
+
+
+def wallet_main(
+    home: Path, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The same command, its main(argv) run in this process (tests.live_server.run_in_process):
+    test_wallet_commands runs a dozen, and test_wallet_help and tests/test_wallet_cli.py run the
+    console script itself."""
+    return run_in_process("client.cli", wallet_env(), "--home", str(home), *args, stdin=stdin)
 
 
 def cli_error(done: subprocess.CompletedProcess[str], code: str) -> None:
@@ -334,44 +378,44 @@ def test_wallet_commands(live_server: LiveServer, till: TerminalClient, tmp_path
     )
     other = new_phone(live_server, tmp_path / "other", user, ["v3"])
     other_id = device_ids(other)["v3"]
-    listing = ok_json(wallet_cli(home, "devices", "--json"))
+    listing = ok_json(wallet_main(home, "devices", "--json"))
     marks = {item["device_id"]: item["this_wallet"] for item in listing["devices"]}
     assert sorted(mark for mark in marks.values() if mark) == ["v1", "v2"]
     assert marks[other_id] is None and "reenroll" not in listing
-    human = wallet_cli(home, "devices")
+    human = wallet_cli(home, "devices")  # a process of its own: nothing at all on stderr
     assert human.returncode == 0 and human.stderr == ""
     own_lines = [line for line in human.stdout.splitlines() if line.startswith("* ")]
     assert len(own_lines) == 2 and all("this wallet's v" in line for line in own_lines)
     assert f"  {other_id}  v3  live  created " in human.stdout
     # revoke asks first; with no terminal to ask on, --yes is required
-    cli_error(wallet_cli(home, "revoke", other_id), "confirmation_required")
+    cli_error(wallet_main(home, "revoke", other_id), "confirmation_required")
     assert row(live_server, other_id).revoked_at_s is None
-    done = ok_json(wallet_cli(home, "revoke", other_id, "--yes", "--json"))
+    done = ok_json(wallet_main(home, "revoke", other_id, "--yes", "--json"))
     assert (done["device_id"], done["already_revoked"], done["removed_from_wallet"]) == (
         other_id,
         False,
         None,
     )
-    again = wallet_cli(home, "revoke", other_id, "--yes")
+    again = wallet_main(home, "revoke", other_id, "--yes")
     assert again.stdout == f"device {other_id} was already revoked\n"
-    cli_error(wallet_cli(home, "revoke", "dev_0000000000000000", "--yes"), "not_found")
-    cli_error(wallet_cli(home, "revoke", "a/b", "--yes"), "invalid_argument")
+    cli_error(wallet_main(home, "revoke", "dev_0000000000000000", "--yes"), "not_found")
+    cli_error(wallet_main(home, "revoke", "a/b", "--yes"), "invalid_argument")
     # rotate one version, then re-enroll (nothing to do)
-    v2_before = ok_json(wallet_cli(home, "status", "--json"))["enrolled"]["v2"]
-    rotated = ok_json(wallet_cli(home, "rotate", "--version", "v2", "--json"))["rotated"]
+    v2_before = ok_json(wallet_main(home, "status", "--json"))["enrolled"]["v2"]
+    rotated = ok_json(wallet_main(home, "rotate", "--version", "v2", "--json"))["rotated"]
     assert [(r["version"], r["old_device_id"]) for r in rotated] == [("v2", v2_before)]
-    v2_after = ok_json(wallet_cli(home, "status", "--json"))["enrolled"]["v2"]
+    v2_after = ok_json(wallet_main(home, "status", "--json"))["enrolled"]["v2"]
     assert v2_after == rotated[0]["new_device_id"] != v2_before
-    code = ok_json(wallet_cli(home, "code", "--version", "v2", "--json"))["code"]
+    code = ok_json(wallet_main(home, "code", "--version", "v2", "--json"))["code"]
     assert charge(till, code)["status"] == "succeeded"
-    nothing = wallet_cli(home, "reenroll")
+    nothing = wallet_main(home, "reenroll")
     assert nothing.stdout.startswith("nothing to re-enroll")
     # revoking this wallet's own device removes it here
-    own = wallet_cli(home, "revoke", v2_after, "--yes")
+    own = wallet_main(home, "revoke", v2_after, "--yes")
     assert own.stdout == f"device {v2_after} revoked; removed v2 from this wallet\n"
-    assert list(ok_json(wallet_cli(home, "status", "--json"))["enrolled"]) == ["v1"]
+    assert list(ok_json(wallet_main(home, "status", "--json"))["enrolled"]) == ["v1"]
     # the admin CLI sees the same devices
-    admin = ok_json(live_server.cli("--json", "devices", "list", user))
+    admin = ok_json(live_server.cli_in_process("--json", "devices", "list", user))
     states = {item["device_id"]: item["revoked"] for item in admin["devices"]}
     assert states[other_id] is True and states[v2_before] is True and states[v2_after] is True
     assert sum(not revoked for revoked in states.values()) == 1
@@ -379,7 +423,7 @@ def test_wallet_commands(live_server: LiveServer, till: TerminalClient, tmp_path
     text = live_server.cli("devices", "list", user)
     assert text.returncode == 0 and f"{other_id}  v3  created " in text.stdout
     assert "revoked " in text.stdout and "live" in text.stdout
-    missing = live_server.cli("devices", "list", "nobody_here")
+    missing = live_server.cli_in_process("devices", "list", "nobody_here")
     assert missing.returncode == 1 and "error [not_found]" in missing.stderr
 
 

@@ -81,7 +81,7 @@ def create_charge() -> Response:
     )
     body = json_object()
     keys, _ = keyring.load_keys(db.engine, secret_box())
-    statuses = lifecycle.load_statuses(db.engine, time.monotonic())
+    statuses = lifecycle.load_statuses(db.engine, time.monotonic(), config().statuses_ttl_s)
     plan = charging.plan_charge(
         attempt, body, directory(), keys, statuses=statuses, limits=limit_settings()
     )
