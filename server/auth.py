@@ -41,6 +41,15 @@ def signed_headers(names: tuple[str, ...]) -> list[str]:
     return values
 
 
+def signed_path() -> str:
+    """The path with query as the client signed it (docs/api.md). Werkzeug's full_path adds
+    '?' even to an empty query; stripping '?' off its end would also strip a query's own
+    trailing '?', so a query changed after signing ("...?id=A-1" sent as "...?id=A-1?") would
+    still verify."""
+    query = request.query_string.decode()
+    return f"{request.path}?{query}" if query else request.path
+
+
 def check_timestamp(timestamp: str, now_s: float) -> int:
     if not timestamp.isdigit() or len(timestamp) > 12:
         raise ApiError("unauthorized", "Paycode-Timestamp must be Unix seconds")
@@ -85,7 +94,7 @@ def signed_terminal_request(now_s: float) -> SignedTerminalRequest:
     valid = terminal_auth.signature_valid(
         terminal.secret,
         request.method,
-        request.full_path.rstrip("?"),
+        signed_path(),
         request.get_data(cache=True),
         timestamp_s=timestamp_s,
         nonce=nonce,

@@ -23,6 +23,7 @@ from server.auth import (
     remember_nonce,
     secret_box,
     signed_headers,
+    signed_path,
 )
 from server.db import db
 from server.guard import unlock_device
@@ -60,8 +61,8 @@ def stamp_problems(response: Response) -> Response:
 
 
 def _signed_path() -> str:
-    """The path with query as the wallet signed it: Werkzeug adds '?' even to an empty query."""
-    return request.full_path.removesuffix("?")
+    """The path with query as the wallet signed it (server.auth.signed_path)."""
+    return signed_path()
 
 
 def authenticate_device(session: Session, now_s: float, *, revoked_ok: bool = False) -> Device:
@@ -154,7 +155,7 @@ def _enrollment_keys(session: Session, version: str) -> dict[str, bytes]:
 
 
 def _statuses() -> lifecycle.Statuses:
-    return lifecycle.load_statuses(db.engine, time.monotonic())
+    return lifecycle.load_statuses(db.engine, time.monotonic(), config().statuses_ttl_s)
 
 
 def _reenroll(device: Device) -> dict[str, object]:
