@@ -8,6 +8,7 @@ server time feeds the wallet's clock-offset estimate.
 from __future__ import annotations
 
 import email.utils
+import http.client
 import json
 import secrets
 import time
@@ -27,6 +28,8 @@ TIMEOUT_S = 10.0
 Signer = Callable[[str, str, bytes], dict[str, str]]
 """(method, path with query, body bytes) -> signature headers over the exact bytes sent."""
 RESPONSE_BYTES_MAX = 1 << 20
+SERVER_TIME_MAX = 1e11
+"""Unix seconds (the year 5138): a server_time beyond it (or NaN) is ignored, not believed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +101,16 @@ class ServerClient:
         except urllib.error.HTTPError as error:
             status, raw, date = (
                 error.code,
-                error.read(RESPONSE_BYTES_MAX),
+                _problem_bytes(error, self.base_url),
                 error.headers.get("Date"),
             )
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
+        except (
+            urllib.error.URLError,
+            http.client.HTTPException,  # an answer cut inside its status line or body
+            TimeoutError,
+            ConnectionError,
+            OSError,
+        ) as error:
             reason = getattr(error, "reason", error)
             raise ServerUnreachable(f"cannot reach {self.base_url}: {reason}") from error
         received_at = time.time()
@@ -111,7 +120,33 @@ class ServerClient:
             code = str(body.get("code") or f"http_{status}")
             detail = str(body.get("detail") or body.get("title") or f"HTTP {status}")
             raise ServerRejected(code, detail, status=status, clock_offset_s=offset)
+        if not _whole_json_object(raw):
+            # A success whose reply was cut short (the connection dropped mid-answer) tells
+            # nothing of what the server did: no answer, so the caller retries with its
+            # Idempotency-Key and hears the stored reply, rather than reading {} as a failure.
+            raise ServerUnreachable(f"{self.base_url} answered {status}, but the reply was cut")
         return Response(status, body, offset)
+
+
+def _problem_bytes(error: urllib.error.HTTPError, base_url: str) -> bytes:
+    """A problem answer's body; a connection that breaks while it is read gave no answer."""
+    try:
+        raw = error.read(RESPONSE_BYTES_MAX)
+    except (http.client.HTTPException, OSError) as cut:
+        raise ServerUnreachable(f"{base_url} answered {error.code}, then broke: {cut}") from cut
+    # A body shorter than its Content-Length was cut (a server killed mid-answer): read()
+    # returns the part silently, and an empty problem would read as a refusal "http_422".
+    length = error.headers.get("Content-Length", "")
+    if length.isdigit() and len(raw) < min(int(length), RESPONSE_BYTES_MAX):
+        raise ServerUnreachable(f"{base_url} answered {error.code}, but the reply was cut")
+    return raw
+
+
+def _whole_json_object(raw: bytes) -> bool:
+    try:
+        return isinstance(json.loads(raw), dict)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, >4300 digits, deep nesting
+        return False
 
 
 def _device_headers(device: DeviceAuth, method: str, path: str, data: bytes) -> dict[str, str]:
@@ -125,7 +160,7 @@ def _device_headers(device: DeviceAuth, method: str, path: str, data: bytes) -> 
 def _json_body(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw) if raw else {}
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, >4300 digits, deep nesting
         return {}
     return body if isinstance(body, dict) else {}
 
@@ -134,7 +169,12 @@ def _clock_offset(
     body: dict[str, Any], date_header: str | None, local_mid_s: float
 ) -> float | None:
     server_time = body.get("server_time")
-    if isinstance(server_time, int | float) and not isinstance(server_time, bool):
+    # A huge integer or NaN/Infinity (json reads both) must not become the wallet's clock.
+    if (
+        isinstance(server_time, int | float)
+        and not isinstance(server_time, bool)
+        and abs(server_time) < SERVER_TIME_MAX
+    ):
         return float(server_time) - local_mid_s
     if date_header:
         try:

@@ -2,8 +2,9 @@
 
 Each sale has one Idempotency-Key and one merchant order id. The terminal client retries with
 that key on network errors and 5xx, so a dropped connection after the server debited can only
-return the first outcome. When every retry failed, the till asks for the order by its id; only
-when that fails too does the cashier see "outcome unknown", with the order id to query later.
+return the first outcome. When every retry failed, the till asks for the order by its id, and
+if the server has no payment for it yet, sends the same charge (same key) once more; only when
+that fails too does the cashier see "outcome unknown", with the order id to query later.
 """
 
 from __future__ import annotations
@@ -103,21 +104,26 @@ def charge_code(
     client: TerminalClient, code: str, sale: Sale, wait: ConfirmWait | None = None
 ) -> SaleOutcome:
     """Charge `code` once and return the final outcome; never raises for a server answer."""
+    key = str(uuid.uuid4())
     try:
-        payment = client.charge(
-            code=code,
-            amount=sale.amount,
-            currency=sale.currency,
-            merchant_order_id=sale.order_id,
-            idempotency_key=str(uuid.uuid4()),
-        )
+        payment = _charge(client, code, sale, key)
     except ServerRejected as error:
         return sale.outcome(False, error.code, cashier_message(error.code, error.message))
     except ServerUnreachable:
-        return _settle_by_order(client, sale, wait or ConfirmWait())
+        return _settle_by_order(client, code, sale, key, wait or ConfirmWait())
     if payment.get("status") == PENDING:
         return _await_confirmation(client, sale, payment, wait or ConfirmWait())
     return final_outcome(sale, payment)
+
+
+def _charge(client: TerminalClient, code: str, sale: Sale, key: str) -> dict[str, Any]:
+    return client.charge(
+        code=code,
+        amount=sale.amount,
+        currency=sale.currency,
+        merchant_order_id=sale.order_id,
+        idempotency_key=key,
+    )
 
 
 def final_outcome(sale: Sale, payment: dict[str, Any]) -> SaleOutcome:
@@ -161,13 +167,14 @@ def _cancel(client: TerminalClient, sale: Sale, payment_id: str) -> SaleOutcome:
         return sale.outcome(False, "outcome_unknown", message)
 
 
-def _settle_by_order(client: TerminalClient, sale: Sale, wait: ConfirmWait) -> SaleOutcome:
+def _settle_by_order(
+    client: TerminalClient, code: str, sale: Sale, key: str, wait: ConfirmWait
+) -> SaleOutcome:
     """Every retry of the charge went unanswered: the order id says whether it went through."""
     try:
         found = client.payments_by_order(sale.order_id)
     except (ServerUnreachable, ServerRejected):
-        message = f"{cashier_message('outcome_unknown')} (order {sale.order_id})"
-        return sale.outcome(False, "outcome_unknown", message)
+        return _unknown(sale)
     for payment in found:
         if payment.get("status") == "succeeded":
             return final_outcome(sale, payment)
@@ -176,7 +183,30 @@ def _settle_by_order(client: TerminalClient, sale: Sale, wait: ConfirmWait) -> S
             return _await_confirmation(client, sale, payment, wait)
     if found:
         return final_outcome(sale, found[0])
-    return sale.outcome(False, "not_charged", "The sale was not charged: scan the code again.")
+    return _charge_again(client, code, sale, key, wait)
+
+
+def _charge_again(
+    client: TerminalClient, code: str, sale: Sale, key: str, wait: ConfirmWait
+) -> SaleOutcome:
+    """No payment has the order yet, but an attempt may still be on its way (held in a queue,
+    not lost), so "not charged" is never concluded: the same charge goes once more, with its
+    key, and the server's answer to it is final (whichever copy runs first, the other replays
+    it)."""
+    try:
+        payment = _charge(client, code, sale, key)
+    except ServerRejected as error:
+        return sale.outcome(False, error.code, cashier_message(error.code, error.message))
+    except ServerUnreachable:
+        return _unknown(sale)
+    if payment.get("status") == PENDING:
+        return _await_confirmation(client, sale, payment, wait)
+    return final_outcome(sale, payment)
+
+
+def _unknown(sale: Sale) -> SaleOutcome:
+    message = f"{cashier_message('outcome_unknown')} (order {sale.order_id})"
+    return sale.outcome(False, "outcome_unknown", message)
 
 
 def codes_from_lines(stream: TextIO, *, lines_max: int = STDIN_LINES_MAX) -> Iterator[str]:

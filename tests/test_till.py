@@ -21,9 +21,11 @@ class LostAnswers:
     def __init__(self, by_order: list[dict[str, Any]] | Exception) -> None:
         self.by_order = by_order
         self.charges = 0
+        self.keys: set[str] = set()
 
-    def charge(self, **_kwargs: Any) -> dict[str, Any]:
+    def charge(self, **kwargs: Any) -> dict[str, Any]:
         self.charges += 1
+        self.keys.add(kwargs["idempotency_key"])
         raise ServerUnreachable("connection reset after the request was sent")
 
     def payments_by_order(self, order_id: str) -> list[dict[str, Any]]:
@@ -46,9 +48,13 @@ def test_lost_answer_with_a_recorded_failure_gives_its_reason() -> None:
     assert outcome.message == CASHIER_MESSAGES["insufficient_funds"]
 
 
-def test_nothing_recorded_means_not_charged() -> None:
-    outcome = charge_code(LostAnswers([]), "code", Sale("5.00", "CNY"))  # type: ignore[arg-type]
-    assert not outcome.paid and outcome.code == "not_charged"
+def test_nothing_recorded_yet_is_never_called_not_charged() -> None:
+    """An attempt may still be on its way: the same charge (same key) is sent once more, and
+    unanswered too, the outcome is unknown (tests/reliability/test_network_faults.py)."""
+    client = LostAnswers([])
+    outcome = charge_code(client, "code", Sale("5.00", "CNY"))  # type: ignore[arg-type]
+    assert not outcome.paid and outcome.code == "outcome_unknown"
+    assert client.charges == 2 and len(client.keys) == 1
 
 
 def test_server_gone_entirely_is_outcome_unknown_with_the_order_id() -> None:
@@ -71,10 +77,12 @@ def test_refusal_is_final_and_human() -> None:
 NOT_TILL_CODES = frozenset(
     {"password_invalid", "user_exists", "merchant_exists", "method_not_allowed", "qr_invalid",
      "payload_too_large", "unsupported_media_type", "invalid_request", "pin_invalid",
-     "pin_not_set", "date_invalid", "ledger_mismatch", "settlement_too_large"}
+     "pin_not_set", "date_invalid", "ledger_mismatch", "settlement_too_large",
+     "payment_changed"}
 )  # fmt: skip
 """Codes of the wallet and admin APIs, of the settlement file (GET /v1/settlement: the till
-never fetches it), or of malformed requests the till never sends."""
+never fetches it), of the merchant dashboard (payment_changed: its refund form only), or of
+malformed requests the till never sends."""
 
 
 @pytest.mark.parametrize("code", sorted(set(STATUS_BY_CODE) - NOT_TILL_CODES))
