@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from server import metrics, observability
 from server.caches import Directory
@@ -12,7 +13,7 @@ from server.config import ServerConfig
 from server.db import db
 from server.guard import GuardSettings
 from server.limits import LimitSettings
-from server.problems import register_error_handlers
+from server.problems import ApiError, register_error_handlers
 from server.secretbox import SecretBox
 
 
@@ -33,6 +34,18 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     observability.init_app(app)  # request id, JSON log line
     metrics.init_app(app)  # /metrics, latency
     _register_blueprints(app)
+
+    @app.before_request
+    def _hostile_framing() -> None:
+        # NUL reaches the database as text PostgreSQL refuses (a 500): refused here instead.
+        nul = "\x00" in request.path or b"%00" in request.query_string
+        if nul or any("\x00" in value for value in request.headers.values()):
+            raise ApiError("invalid_request", "NUL is not allowed in a path, query or header")
+        # A chunked body has no Content-Length: werkzeug stops reading it at
+        # MAX_CONTENT_LENGTH without an error, and the request would be read as its prefix.
+        chunked = request.content_length is None and "Transfer-Encoding" in request.headers
+        if chunked and len(request.get_data(cache=True)) >= config.body_bytes_max:
+            raise RequestEntityTooLarge()
 
     @app.get("/healthz")
     def healthz() -> Response:

@@ -132,6 +132,10 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
+        if type(error).__module__ == "gunicorn.http.errors":
+            # gunicorn raises these from wsgi.input for a malformed chunked body: the client's
+            # fault, as werkzeug's own server says (400). The body was unreadable: nothing changed.
+            return problem("invalid_request", "the request body is malformed", 400)
         # Logged with its type only: the exception text may quote a request body or a key.
         app.logger.error("unexpected %s in request", type(error).__name__)
         return problem("internal_error", "internal error; the request changed nothing", 500)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 from flask import request
@@ -21,14 +22,58 @@ def json_object() -> dict[str, Any]:
         raise ApiError("unsupported_media_type", "send Content-Type: application/json")
     raw = request.get_data(cache=True)
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except _NotStrictJson as error:
+        raise ApiError("invalid_request", f"the body is not valid JSON: {error}") from error
     except (ValueError, RecursionError) as error:
         raise ApiError("invalid_request", "the body is not valid JSON") from error
     if not isinstance(body, dict):
         raise ApiError("invalid_request", "the body must be a JSON object")
     if _depth(body) > JSON_DEPTH_MAX:
         raise ApiError("invalid_request", "the body is nested too deeply")
+    if _UNSTORABLE_ESCAPE.search(raw) and not _storable(body):
+        raise ApiError("invalid_request", "the body holds NUL or a lone surrogate in a string")
     return body
+
+
+class _NotStrictJson(ValueError):
+    """What Python's json reads but RFC 8259 does not allow, or leaves to chance."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A repeated key is refused: which one wins is parser-dependent (a proxy, a log reader
+    and this server could each see a different amount)."""
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise _NotStrictJson("a key is repeated")
+    return found
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotStrictJson(f"{name} is not a JSON number")
+
+
+_UNSTORABLE_ESCAPE = re.compile(rb"\\u(0000|[dD][89a-fA-F])")
+"""How json writes what no database column takes: NUL (PostgreSQL refuses it in text) and a
+lone surrogate (not UTF-8). A surrogate pair is fine; the escape only says to look."""
+
+
+def _storable(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" not in value and _utf8(value)
+    if isinstance(value, dict):
+        return all(_storable(key) and _storable(item) for key, item in value.items())
+    if isinstance(value, list):
+        return all(_storable(item) for item in value)
+    return True
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _depth(value: object, level: int = 0) -> int:

@@ -22,6 +22,8 @@ from shared.versions.registry import by_name
 
 SYMMETRIC_KEY_BYTES = 32
 ED25519_BYTES = 32
+SERVER_TIME_MAX = 1e11
+"""Unix seconds (the year 5138): the bound a grant's server_time must stay under."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +138,8 @@ def _grant_info(grant: Mapping[str, object], version: str) -> GrantInfo:
     server_time = grant.get("server_time")
     if not isinstance(server_time, int | float) or isinstance(server_time, bool):
         raise EnrollmentInvalid("enrollment grant field 'server_time' is missing or not a number")
+    if not abs(server_time) < SERVER_TIME_MAX:  # NaN, Infinity or an int no float can hold
+        raise EnrollmentInvalid("enrollment grant field 'server_time' is out of range")
     assert isinstance(device_id, str) and isinstance(step_seconds, int)
     assert isinstance(counter_max, int)
     if step_seconds != STEP_SECONDS:

@@ -41,9 +41,9 @@ def signature_valid(
     nonce: str,
     signature_b64: str,
 ) -> bool:
-    message = signing_message(method, path, timestamp_s, nonce, body, scheme=SCHEME)
     try:
+        message = signing_message(method, path, timestamp_s, nonce, body, scheme=SCHEME)
         signature = base64.b64decode(signature_b64, validate=True)
-    except ValueError:
+    except ValueError:  # not base64; or a lone surrogate (UnicodeEncodeError): nobody signed it
         return False
     return hmac.compare_digest(mac(secret, message), signature)

@@ -153,6 +153,9 @@ class QrEd25519V3:
             payload = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError) as error:
             raise CodeMalformed("a v3 code is not valid base64") from error
+        if base64.b64encode(payload) != text.encode():
+            # The last group's unused low bits: 15 other spellings of one code would verify.
+            raise CodeMalformed("a v3 code is not canonical base64")
         items = decode_tlv(payload)
         application = find_tlv(items, TAG_APP)
         app_data = find_tlv(application.children or (), TAG_APP_DATA) if application else None
