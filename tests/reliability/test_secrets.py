@@ -1,0 +1,832 @@
+"""8. Secrets: after a whole shop has run, no secret is anywhere it should not be.
+
+tests/test_observability.py already looks for secrets in the server's log and the console
+output of an end-to-end run. This test extends the search to where secrets are kept and sent:
+
+- the database: every column of every table, on PostgreSQL and on SQLite (there also the raw
+  database files: deleted rows and free pages included);
+- every HTTP answer: the wallet, the POS and the dashboard talk to the server through a
+  recording proxy, so every answer any of them received is kept; a secret the server issues
+  (a device key, a session token) may be in the one answer that issued it and in none after;
+- the server's log, the operator's and the till's console output, the notifications the
+  merchant received, and every file the wallet, the till and the server wrote;
+- the files that do hold a secret by design (the master key file a server makes at its first
+  start with no key configured, the wallet keystore and its passphrase file, the till's
+  configuration) are readable by their owner only, in folders only their owner can enter.
+
+The shop: a user created with a password, topped up; a merchant with a notification URL (its
+notification secret) and a dashboard password; a terminal (its secret) configured into a till;
+a wallet enrolled on every code version (device keys, hiding keys, a v3 seed), a payment PIN;
+a charge with a code of each version, refunds from the till and from the dashboard (a dashboard
+session), a second log-in whose session token enrolls one more device, and the worker
+delivering the signed notifications (each checked against the notification secret). FULL mode
+does it three times per server, with key rotations (wallet devices, notification secret), and
+runs every console script as its own process; SHORT runs them in this process (their `main`).
+
+Secrets are searched raw and as hex, base64 and base64url. A PIN (six digits) is searched as a
+whole word: digits inside a longer number or id are not a PIN. Every secret that has a place by
+design (a file, an output, the answer that issued it, the request that sent it) must be found
+there: a positive control, so a blind search cannot pass. Figures: operations are the
+(secret, place) pairs searched, the positive controls and the permission checks.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import http.client
+import http.server
+import io
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+
+from client import keystore
+from client.api import ServerClient
+from client.wallet import Wallet
+from server import dashboard_auth
+from tests.live_server import REPO_ROOT, LiveServer, postgres_database, server_env
+from tests.reliability.figures import Figures, Scale
+
+SECTION = "8. Secrets"
+HTTP_TIMEOUT_S = 15.0
+CLI_TIMEOUT_S = 60.0
+OWNER_ONLY_FILE = 0o600
+OWNER_ONLY_DIR = 0o700
+FAST_SCRYPT_N = 2**10
+"""SHORT mode: wallets made in this process use cheap scrypt (FULL runs the real cost)."""
+
+
+# -- what is secret, and where it may be ----------------------------------------------------------
+
+
+@dataclass
+class Secret:
+    """One secret. `files` and `outputs`: names of the files and console outputs that hold it
+    by design; `routes`: (method, path prefix) of the answers that may carry it (the one that
+    issued it); `once`: at most one answer may. Each secret must be found where it is by design
+    (or where it is `sent`): a search that finds nothing there would be blind."""
+
+    name: str
+    value: bytes = field(repr=False)
+    word: bool = False
+    files: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    routes: tuple[tuple[str, str], ...] = ()
+    once: bool = False
+    sent: tuple[str, str] = ("", "")
+    """(method, path prefix) of a request that carries it (a password, a PIN, a code): where the
+    search must find it, to prove it can find it."""
+
+    def forms(self) -> dict[str, bytes]:
+        encoded = {
+            "hex": self.value.hex().encode(),
+            "HEX": self.value.hex().upper().encode(),
+            "base64": base64.b64encode(self.value),
+            "base64url": base64.urlsafe_b64encode(self.value).rstrip(b"="),
+        }
+        return {"raw": self.value} | encoded
+
+    def found_in(self, data: bytes) -> list[str]:
+        found = []
+        for form, value in self.forms().items():
+            if self.word and form == "raw":
+                pattern = rb"(?<![0-9A-Za-z])" + re.escape(value) + rb"(?![0-9A-Za-z])"
+                if re.search(pattern, data):
+                    found.append(form)
+            elif value in data:
+                found.append(form)
+        return found
+
+
+def key_secret(name: str, value: bytes, **where: Any) -> Secret:
+    assert len(value) >= 16, f"{name}: a key is at least 16 bytes"
+    return Secret(name, value, **where)
+
+
+def text_secret(name: str, value: str, **where: Any) -> Secret:
+    return Secret(name, value.encode(), **where)
+
+
+@dataclass
+class Place:
+    """Somewhere a secret may leak to: its kind, its name, its bytes."""
+
+    kind: str
+    name: str
+    data: bytes = field(repr=False)
+    route: tuple[str, str] = ("", "")
+    """Answers: the request's method and path."""
+
+
+# -- the recording proxy and the merchant's notification endpoint -------------------------------
+
+
+HOP_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "host", "content-length"})
+
+
+class RecordingProxy:
+    """Forwards every request to the server and keeps every answer (status, headers, body)."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = urllib.parse.urlsplit(upstream)
+        self.answers: list[Place] = []
+        self.requests: list[Place] = []
+        """What the clients sent: passwords, PINs and codes belong there (not searched for
+        leaks; only to show that the search finds what is there)."""
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
+                status, reply_headers, data = proxy.send(self.command, self.path, body, headers)
+                self.send_response(status)
+                for name, value in reply_headers:
+                    if name.lower() not in HOP_HEADERS:
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _forward
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    def send(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        connection = http.client.HTTPConnection(
+            self.upstream.hostname or "", self.upstream.port, timeout=HTTP_TIMEOUT_S
+        )
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+            reply_headers = response.getheaders()
+        finally:
+            connection.close()
+        head = f"HTTP {response.status}\n" + "".join(f"{k}: {v}\n" for k, v in reply_headers)
+        route = (method, urllib.parse.urlsplit(path).path)
+        sent = "".join(f"{k}: {v}\n" for k, v in headers.items()).encode() + b"\n" + (body or b"")
+        with self._lock:
+            name = f"answer {len(self.answers)}: {method} {route[1]} -> {response.status}"
+            self.answers.append(Place("answer", name, head.encode() + b"\n" + data, route))
+            self.requests.append(Place("request", f"request {len(self.requests)}", sent, route))
+        return response.status, reply_headers, data
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+
+class NotifyEndpoint:
+    """The merchant's endpoint: answers 200 and keeps each notification (headers and body)."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        endpoint = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                endpoint.received.append((dict(self.headers.items()), body))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_port}/paycode-hook"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+
+# -- the console scripts -------------------------------------------------------------------------
+
+
+PROGRAMS = {"server": "server.cli", "wallet": "client.cli", "pos": "merchant_pos.cli"}
+
+
+def run_console(
+    program: str, args: Sequence[str], env: dict[str, str], stdin: str, *, own_process: bool
+) -> subprocess.CompletedProcess[str]:
+    """`paycode-<program> ARGS` as its own process, or its `main` in this one (the same code
+    without the interpreter's start-up: environment, stdin and stdout are swapped in for it)."""
+    module = PROGRAMS[program]
+    if own_process:
+        return subprocess.run(
+            [sys.executable, "-m", module, *args],
+            input=stdin,
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT_S,
+            check=False,
+        )
+    main: Callable[[list[str]], int] = __import__(module, fromlist=["main"]).main
+    out, err = io.StringIO(), io.StringIO()
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    with (
+        mock.patch.dict(os.environ, env, clear=True),
+        mock.patch.object(sys, "stdin", io.StringIO(stdin)),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        try:
+            returncode = main(list(args))
+        except SystemExit as exit_:
+            returncode = exit_.code if isinstance(exit_.code, int) else 1
+        finally:
+            for number, handler in handlers.items():
+                signal.signal(number, handler)
+    return subprocess.CompletedProcess([module, *args], returncode, out.getvalue(), err.getvalue())
+
+
+# -- one shop ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Shop:
+    """One backend's server, behind its recording proxy, and everything the run collected."""
+
+    server: LiveServer
+    proxy: RecordingProxy
+    endpoint: NotifyEndpoint
+    home: Path
+    own_process: bool
+    rng: random.Random
+    secrets: list[Secret] = field(default_factory=list)
+    outputs: list[Place] = field(default_factory=list)
+    notify_secrets: dict[str, bytes] = field(default_factory=dict)
+    """Merchant id -> its current notification secret."""
+    wallet_homes: list[Path] = field(default_factory=list)
+    pos_homes: list[Path] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        """A person's shell: no PAYCODE_* (so the wallet keeps its passphrase in a file)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PAYCODE_")}
+        return env | {"PYTHONUNBUFFERED": "1"}
+
+    def run(self, program: str, *args: str, stdin: str = "", output: str = "") -> Any:
+        """Run a console script with --json; keep its output (named `output`) for the search."""
+        env = self.server.env if program == "server" else self.client_env
+        done = run_console(program, ["--json", *args], env, stdin, own_process=self.own_process)
+        name = output or f"paycode-{program} {' '.join(a for a in args if not a.startswith('/'))}"
+        self.outputs.append(Place("output", name[:120], (done.stdout + done.stderr).encode()))
+        self.counts["console commands"] = self.counts.get("console commands", 0) + 1
+        assert done.returncode == 0, f"{name}: {done.stdout}{done.stderr}"
+        return json.loads(done.stdout)
+
+    def secret(self, secret: Secret) -> None:
+        self.secrets.append(secret)
+
+
+def open_shop(shop: Shop, round_no: int) -> None:
+    """One round of the whole flow; every secret it makes is added to shop.secrets."""
+    tag = f"{round_no}{shop.rng.randrange(16**6):06x}"
+    user, merchant = f"carol_{tag}", f"Secret Cafe {tag}"
+    password = f"pw-{shop.rng.randrange(16**16):016x}"
+    dashboard_password = f"dash-{shop.rng.randrange(16**16):016x}"
+    pin = f"{shop.rng.randrange(10**6):06d}"
+    shop.secret(text_secret(f"{tag} user password", password, sent=SESSIONS))
+    shop.secret(text_secret(f"{tag} dashboard password", dashboard_password, sent=LOGIN))
+    shop.secret(
+        Secret(f"{tag} payment PIN", pin.encode(), word=True, sent=("POST", "/v1/wallet/pin"))
+    )
+    wallet_home, pos_home = shop.home / f"wallet-{tag}", shop.home / f"pos-{tag}"
+    shop.wallet_homes.append(wallet_home)
+    shop.pos_homes.append(pos_home)
+
+    shop.run("server", "users", "create", user, "--password-stdin", stdin=password + "\n")
+    shop.run("server", "users", "top-up", user, "500.00")
+    made = shop.run(
+        "server", "merchants", "create", merchant, "--notify-url", shop.endpoint.url,
+        output=f"merchants create {tag}",
+    )  # fmt: skip
+    merchant_id = made["merchant"]["id"]
+    notify_secret = base64.b64decode(made["notify_secret"])
+    shop.notify_secrets[merchant_id] = notify_secret
+    shop.secret(
+        key_secret(
+            f"{tag} notification secret", notify_secret, outputs=(f"merchants create {tag}",)
+        )
+    )
+    shop.run(
+        "server", "merchants", "set-password", merchant, "--password-stdin",
+        stdin=dashboard_password + "\n",
+    )  # fmt: skip
+    terminal = shop.run("server", "terminals", "create", merchant, output=f"terminals create {tag}")
+    shop.secret(
+        key_secret(
+            f"{tag} terminal secret",
+            base64.b64decode(terminal["secret"]),
+            outputs=(f"terminals create {tag}",),
+            files=(f"{pos_home.name}/pos.json",),
+        )
+    )
+    shop.run(
+        "pos", "--home", str(pos_home), "configure", "--server", shop.proxy.url,
+        "--key-id", terminal["key_id"], "--secret-stdin", stdin=terminal["secret"] + "\n",
+    )  # fmt: skip
+    wallet = ("wallet", "--home", str(wallet_home))
+    shop.run(
+        *wallet, "enroll", "--server", shop.proxy.url, "--user", user, "--password-stdin",
+        stdin=password + "\n",
+    )  # fmt: skip
+    shop.run(*wallet, "set-pin", "--stdin", stdin=f"{password}\n{pin}\n{pin}\n")
+    _wallet_keys(shop, wallet_home, tag)
+    paid = _charges(shop, wallet, pos_home, tag)
+    shop.run("pos", "--home", str(pos_home), "refund", paid[0], "--amount", "0.50")
+    _second_login(shop, user, password, tag)
+    _dashboard(shop, merchant, dashboard_password, paid[1])
+    if shop.own_process:  # FULL: rotations make new keys; the old ones must vanish as well
+        shop.run(*wallet, "rotate")
+        _wallet_keys(shop, wallet_home, f"{tag} rotated")
+        rotated = shop.run(
+            "server", "merchants", "notify-secret", merchant, "--rotate",
+            output=f"notify-secret rotate {tag}",
+        )  # fmt: skip
+        shop.notify_secrets[merchant_id] = base64.b64decode(rotated["notify_secret"])
+        shop.secret(
+            key_secret(
+                f"{tag} rotated notification secret",
+                shop.notify_secrets[merchant_id],
+                outputs=(f"notify-secret rotate {tag}",),
+            )
+        )
+
+
+GRANTS = (("POST", "/v1/wallet/devices"),)
+"""Enrollment and rotation answers: the only ones that carry device and hiding keys."""
+SESSIONS = ("POST", "/v1/wallet/sessions")
+LOGIN = ("POST", "/dashboard/login")
+CHARGES = ("POST", "/v1/charges")
+
+
+def _wallet_keys(shop: Shop, home: Path, tag: str) -> None:
+    """The keys the wallet received (or made), read back from its keystore."""
+    wallet = Wallet.open(home)
+    passphrase = (home / "device-secret").read_bytes().strip()
+    shop.secret(
+        text_secret(
+            f"{tag} wallet passphrase",
+            passphrase.decode(),
+            files=(f"{home.name}/device-secret",),
+        )
+    )
+    for version, enrollment in wallet.enrollments().items():
+        credential = enrollment.credential
+        if version == "v3":
+            shop.secret(key_secret(f"{tag} v3 device seed", credential.secret))
+            continue
+        shop.secret(
+            key_secret(f"{tag} {version} device key", credential.secret, routes=GRANTS, once=True)
+        )
+        shop.secret(key_secret(f"{tag} {version} hiding key", credential.hiding_key, routes=GRANTS))
+
+
+def _charges(shop: Shop, wallet: tuple[str, ...], pos_home: Path, tag: str) -> list[str]:
+    """A charge with a code of each version, made and charged by the console scripts."""
+    paid = []
+    for version in ("v1", "v2", "v3"):
+        name = f"code {version} {tag}"
+        code = shop.run(*wallet, "code", "--version", version, output=name)["code"]
+        shop.secret(
+            text_secret(f"{tag} {version} payment code", code, outputs=(name,), sent=CHARGES)
+        )
+        charged = shop.run(
+            "pos", "--home", str(pos_home), "charge", "--amount", "1.00", "--source", "stdin",
+            stdin=code + "\n",
+        )  # fmt: skip
+        assert charged["payment"]["status"] == "succeeded", charged
+        paid.append(str(charged["payment"]["payment_id"]))
+    return paid
+
+
+def _second_login(shop: Shop, user: str, password: str, tag: str) -> None:
+    """A password log-in over HTTP, so the session token is known; it enrolls one more device."""
+    client = ServerClient(shop.proxy.url)
+    session = client.call("POST", "/v1/wallet/sessions", {"user": user, "password": password})
+    token = str(session.body["token"])
+    shop.secret(text_secret(f"{tag} wallet session token", token,
+                            routes=(SESSIONS,), once=True))  # fmt: skip
+    grant = client.call(
+        "POST", "/v1/wallet/devices", {"version": "v2", "label": "second phone"},
+        bearer=token, idempotency_key=str(uuid.uuid4()),
+    ).body  # fmt: skip
+    home = shop.home / f"wallet-{tag}-second"
+    second = Wallet.open_or_create(home)
+    second.set_server(shop.proxy.url, user)
+    second.add_grant(grant)
+    shop.wallet_homes.append(home)
+    _wallet_keys(shop, home, f"{tag} second")
+
+
+def _dashboard(shop: Shop, merchant: str, password: str, payment_id: str) -> None:
+    """Log in to the dashboard, read the page, refund from it."""
+    form = urllib.parse.urlencode({"name": merchant, "password": password}).encode()
+    form_type = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, headers, _ = shop.proxy.send("POST", "/dashboard/login", form, form_type)
+    assert status == 302, status
+    cookie = dict(headers).get("Set-Cookie", "")
+    found = re.match(rf"{dashboard_auth.COOKIE_NAME}=([^;]+)", cookie)
+    assert found is not None, cookie
+    token = found.group(1)
+    shop.secret(text_secret(f"{merchant} dashboard session token", token,
+                            routes=(LOGIN,), once=True))  # fmt: skip
+    jar = {"Cookie": f"{dashboard_auth.COOKIE_NAME}={token}"}
+    status, _, page = shop.proxy.send("GET", "/dashboard/", None, jar)
+    csrf = re.search(rb'name="csrf" value="([0-9a-f]{64})"', page)
+    assert status == 200 and csrf is not None, status
+    refund = urllib.parse.urlencode(
+        {"csrf": csrf.group(1).decode(), "amount": "0.30", "refunded_seen_minor": "0"}
+    ).encode()
+    status, _, _ = shop.proxy.send(
+        "POST", f"/dashboard/payments/{payment_id}/refund", refund, jar | form_type
+    )
+    assert status == 303, status
+
+
+def deliver_notifications(shop: Shop) -> list[str]:
+    """`paycode-server worker --once`; every notification the endpoint got must verify with
+    its merchant's notification secret. Returns what did not."""
+    shop.run("server", "worker", "--once")
+    problems = []
+    for headers, body in shop.endpoint.received:
+        merchant_id = json.loads(body)["merchant_id"]
+        key = shop.notify_secrets.get(merchant_id, b"")
+        signed = headers.get("Paycode-Timestamp", "").encode() + b"." + body
+        expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+        if not hmac.compare_digest(expected, headers.get("Paycode-Signature", "")):
+            problems.append(f"notification {headers.get('Paycode-Event-Id')} does not verify")
+        shop.outputs.append(
+            Place("notification", f"notification {headers.get('Paycode-Event-Id')}",
+                  json.dumps(headers).encode() + b"\n" + body)
+        )  # fmt: skip
+    return problems
+
+
+# -- where to look --------------------------------------------------------------------------------
+
+
+def database_places(url: str) -> list[Place]:
+    """Every column of every table, each a place: its values, as the database gives them
+    (bytes as they are, everything else as text)."""
+    engine = create_engine(url)
+    places = []
+    try:
+        with engine.connect() as connection:
+            for table in inspect(connection).get_table_names():
+                result = connection.execute(text(f'SELECT * FROM "{table}"'))
+                columns = list(result.keys())
+                values: dict[str, list[bytes]] = {column: [] for column in columns}
+                for row in result:
+                    for column, value in zip(columns, row, strict=True):
+                        values[column].append(_as_bytes(value))
+                for column in columns:
+                    data = b"\x00".join(values[column])
+                    places.append(Place("database", f"{table}.{column}", data))
+    finally:
+        engine.dispose()
+    return places
+
+
+def _as_bytes(value: object) -> bytes:
+    if value is None:
+        return b""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode()
+
+
+def file_places(root: Path, label: str) -> list[Place]:
+    """Every file under `root`, named `<label>/<path relative to root>`."""
+    return [
+        Place("file", f"{label}/{path.relative_to(root)}", path.read_bytes())
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    ]
+
+
+@dataclass
+class Finding:
+    secret: str
+    place: str
+    forms: list[str]
+
+
+def search(secrets: list[Secret], places: list[Place]) -> tuple[int, list[Finding]]:
+    """Every (secret, place) pair: (pairs searched, the findings that break a rule)."""
+    findings: list[Finding] = []
+    searched = 0
+    for secret in secrets:
+        carriers: list[Place] = []
+        for place in places:
+            searched += 1
+            forms = secret.found_in(place.data)
+            if not forms:
+                continue
+            if place.kind == "answer":
+                carriers.append(place)
+                allowed = any(place.route[0] == m and place.route[1].startswith(p)
+                              for m, p in secret.routes)  # fmt: skip
+            elif place.kind == "file":
+                allowed = place.name in secret.files
+            elif place.kind == "output":
+                allowed = place.name in secret.outputs
+            else:
+                allowed = False
+            if not allowed:
+                findings.append(Finding(secret.name, place.name, forms))
+        if secret.once and len(carriers) > 1:
+            later = ", ".join(place.name for place in carriers[1:])
+            findings.append(Finding(secret.name, f"answers after the one that issued it: {later}",
+                                    ["raw"]))  # fmt: skip
+    return searched, findings
+
+
+def blind_spots(secrets: list[Secret], places: list[Place], requests: list[Place]) -> list[str]:
+    """The secrets the search did not find where they are by design (the positive controls).
+    Secrets with no such place (a v3 seed never leaves the phone) are not controlled."""
+    missed = []
+    for secret in secrets:
+        if secret.sent != ("", ""):
+            method, prefix = secret.sent
+            wanted = [r for r in requests if r.route[0] == method and r.route[1].startswith(prefix)]
+        else:
+            wanted = [
+                place
+                for place in places
+                if (place.kind == "file" and place.name in secret.files)
+                or (place.kind == "output" and place.name in secret.outputs)
+                or (place.kind == "answer" and any(
+                    place.route[0] == m and place.route[1].startswith(p) for m, p in secret.routes
+                ))
+            ]  # fmt: skip
+            if not (secret.files or secret.outputs or secret.routes):
+                continue
+        if not any(secret.found_in(place.data) for place in wanted):
+            missed.append(secret.name)
+    return missed
+
+
+def controlled(secrets: list[Secret]) -> int:
+    return sum(bool(s.sent != ("", "") or s.files or s.outputs or s.routes) for s in secrets)
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@dataclass
+class Permissions:
+    checked: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def expect(self, path: Path, mode: int, what: str) -> None:
+        self.checked.append(what)
+        if not path.exists():
+            self.problems.append(f"{what}: {path} is missing")
+            return
+        found = mode_of(path)
+        if found & 0o077 or found & mode != mode:
+            self.problems.append(f"{what}: {path} is {found:o}, expected {mode:o}")
+
+
+def check_client_files(shop: Shop, permissions: Permissions) -> None:
+    for home in shop.wallet_homes:
+        permissions.expect(home, OWNER_ONLY_DIR, f"wallet home {home.name}")
+        for name in ("wallet.json", "device-secret", "wallet.lock"):
+            permissions.expect(home / name, OWNER_ONLY_FILE, f"wallet {name} ({home.name})")
+    for home in shop.pos_homes:
+        permissions.expect(home, OWNER_ONLY_DIR, f"till home {home.name}")
+        permissions.expect(home / "pos.json", OWNER_ONLY_FILE, f"till pos.json ({home.name})")
+
+
+# -- the test ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def served_shops(
+    tmp_path: Path, *, own_process: bool, rng: random.Random
+) -> Iterator[Iterator[Shop]]:
+    """Two servers, each behind its own recording proxy, with its own notification endpoint;
+    the shops come one at a time, each as soon as its server answers (the PostgreSQL one
+    starts while the SQLite shop runs). SQLite: `run`, with no master key configured, so the
+    server makes instance/master.key at its first start, in an instance folder it creates.
+    PostgreSQL: `serve` (2 workers), the key from the environment."""
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(postgres_database())
+        homes = [tmp_path / "sqlite", tmp_path / "postgres"]
+        for home in homes:
+            home.mkdir(mode=OWNER_ONLY_DIR)
+        instance = homes[0] / "instance"
+        servers = [
+            _live("sqlite", f"sqlite:///{instance / 'paycode.db'}", {
+                "PAYCODE_INSTANCE": str(instance), "PAYCODE_MASTER_KEY": "",
+            }),
+            _live("postgres", url, {}),
+        ]  # fmt: skip
+        starts = stack.enter_context(_running(servers, own_process=own_process))
+
+        def shops() -> Iterator[Shop]:
+            for server, home, started in zip(servers, homes, starts, strict=True):
+                started.result()
+                endpoint = NotifyEndpoint()
+                stack.callback(endpoint.close)
+                proxy = RecordingProxy(server.url)
+                stack.callback(proxy.close)
+                yield Shop(server, proxy, endpoint, home, own_process, rng)
+
+        yield shops()
+
+
+def _live(backend: str, database_url: str, extra_env: dict[str, str]) -> LiveServer:
+    instance = Path(tempfile.mkdtemp(prefix=f"paycode-secrets-{backend}-"))
+    return LiveServer(
+        backend, database_url, instance, server_env(instance, database_url) | extra_env
+    )
+
+
+@contextlib.contextmanager
+def _running(servers: list[LiveServer], *, own_process: bool) -> Iterator[list[Future[None]]]:
+    """tests/live_server.py's start, but each server starts in the background once init-db
+    (the first start, which makes the master key file) has run for all; yields the starts.
+    Stopped and their folders removed after."""
+    pool = ThreadPoolExecutor(max_workers=len(servers))
+    try:
+        for server in servers:
+            init = run_console("server", ["init-db"], server.env, "", own_process=own_process)
+            assert init.returncode == 0, init.stdout + init.stderr
+        yield [
+            pool.submit(s.start, mode="run" if s.backend == "sqlite" else "serve", workers=2)
+            for s in servers
+        ]
+    except BaseException:
+        for server in servers:
+            print(f"--- {server.backend} server log ---\n{server.log()}", file=sys.stderr)
+        raise
+    finally:
+        pool.shutdown(wait=True)  # a start still under way finishes, so that it can be stopped
+        with ThreadPoolExecutor(max_workers=len(servers)) as stopping:
+            list(stopping.map(LiveServer.stop, servers))
+        for server in servers:
+            shutil.rmtree(server.instance, ignore_errors=True)
+
+
+def server_secrets(shop: Shop) -> None:
+    """The master key: from the environment, or the file the server made at first start."""
+    configured = shop.server.env.get("PAYCODE_MASTER_KEY")
+    if configured:
+        shop.secret(key_secret("master key", base64.b64decode(configured)))
+        return
+    key_file = Path(shop.server.env["PAYCODE_INSTANCE"]) / "master.key"
+    key = base64.b64decode(key_file.read_bytes().strip())
+    shop.secret(key_secret("master key (made at first start)", key, files=("instance/master.key",)))
+
+
+def places_of(shop: Shop) -> list[Place]:
+    server = shop.server
+    places = [
+        *database_places(server.database_url),
+        Place("log", "server log", server.log_path.read_bytes()),
+        *shop.proxy.answers,
+        *shop.outputs,
+    ]
+    for folder in sorted({Path(server.env["PAYCODE_INSTANCE"]), server.instance}):
+        # the database files too (SQLite: free pages and the journal included); the log is
+        # searched above
+        found = file_places(folder, folder.name)
+        places += [place for place in found if not place.name.endswith("/server.log")]
+    for home in [*shop.wallet_homes, *shop.pos_homes]:
+        places += file_places(home, home.name)
+    return places
+
+
+def server_permissions(shop: Shop, permissions: Permissions) -> None:
+    server = shop.server
+    if server.backend == "sqlite":
+        instance = Path(server.env["PAYCODE_INSTANCE"])
+        permissions.expect(instance, OWNER_ONLY_DIR, "instance folder made at first start")
+        permissions.expect(instance / "master.key", OWNER_ONLY_FILE, "master.key")
+        database = instance / "paycode.db"
+        permissions.checked.append("SQLite database reachable by its owner only")
+        permissions.notes["sqlite database file mode"] = f"{mode_of(database):o}"
+        if mode_of(database) & 0o077 and mode_of(instance) & 0o077:
+            permissions.problems.append(f"{database} and its folder are open to others")
+        return
+    metrics = server.instance / "prometheus"
+    permissions.expect(metrics, OWNER_ONLY_DIR, "metrics folder of serve")
+    for child in sorted(metrics.iterdir()):
+        permissions.expect(child, OWNER_ONLY_DIR, f"metrics folder {child.name}")
+
+
+def test_no_secret_at_rest_in_answers_or_logs(
+    figures: Figures, seed: int, scale: Scale, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    figures.section = SECTION
+    figures.seed = seed
+    monkeypatch.delenv("PAYCODE_WALLET_PASSPHRASE", raising=False)  # the keystore's own file
+    rng = random.Random(seed)
+    rounds = scale.pick(short=1, full=3)
+    own_process = scale.full
+    permissions = Permissions()
+    started = time.monotonic()
+    if not own_process:  # the keystore's KDF cost is not what this test is about
+        monkeypatch.setattr(keystore, "SCRYPT_N", FAST_SCRYPT_N)
+    with served_shops(tmp_path, own_process=own_process, rng=rng) as shops:
+        for shop in shops:
+            backend = shop.server.backend
+            server_secrets(shop)
+            for round_no in range(rounds):
+                open_shop(shop, round_no)
+                figures.runs += 1
+            for problem in deliver_notifications(shop):
+                figures.anomaly(f"{backend}: {problem}")
+            delivered = len(shop.endpoint.received)
+            if delivered == 0:
+                figures.anomaly(f"{backend}: no notification was delivered")
+            places = places_of(shop)
+            searched, findings = search(shop.secrets, places)
+            for name in blind_spots(shop.secrets, places, shop.proxy.requests):
+                figures.anomaly(f"{backend}: the search did not find {name} where it must be")
+            figures.operations += controlled(shop.secrets)
+            server_permissions(shop, permissions)
+            check_client_files(shop, permissions)
+            figures.operations += searched
+            for finding in findings:
+                figures.anomaly(f"{backend}: {finding.secret} in {finding.place} ({finding.forms})")
+            kinds: dict[str, int] = {}
+            for place in places:
+                kinds[place.kind] = kinds.get(place.kind, 0) + 1
+            figures.details |= {
+                f"{backend} secrets": len(shop.secrets),
+                f"{backend} positive controls": controlled(shop.secrets),
+                f"{backend} places": len(places),
+                **{f"{backend} places: {kind}": count for kind, count in sorted(kinds.items())},
+                f"{backend} notifications": delivered,
+                f"{backend} console commands": shop.counts.get("console commands", 0),
+            }
+    figures.operations += len(permissions.checked)
+    for problem in permissions.problems:
+        figures.anomaly(problem)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    figures.details |= {
+        "umask": f"{umask:03o}",
+        "rounds per server": rounds,
+        "console scripts": "own processes" if own_process else "their main, in this process",
+        "permission checks": len(permissions.checked),
+        **permissions.notes,
+        "flow seconds": round(time.monotonic() - started, 1),
+    }
+    assert figures.anomalies == 0, figures.anomaly_notes
