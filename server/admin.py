@@ -15,7 +15,7 @@ import time
 from typing import Final
 from urllib.parse import urlsplit
 
-from sqlalchemy import ColumnElement, delete, select, tuple_
+from sqlalchemy import ColumnElement, delete, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -306,6 +306,39 @@ def create_terminal(
     session.add(terminal)
     session.flush()
     return terminal, secret
+
+
+TERMINALS_LISTED_MAX: Final = 1000
+
+
+def revoke_terminal(session: Session, key_id: str, now_s: float) -> Terminal:
+    """Stop accepting a terminal's signatures at once (a lost or stolen till): every worker
+    checks revoked_at_s inside its transaction, whatever it has cached. Revoking twice is
+    harmless and keeps the first time."""
+    key = key_id[:ID_CHARS_MAX]
+    session.execute(
+        update(Terminal)
+        .where(Terminal.id == key, Terminal.revoked_at_s.is_(None))
+        .values(revoked_at_s=now_s),
+        execution_options={"synchronize_session": False},
+    )
+    terminal = session.get(Terminal, key, populate_existing=True)
+    if terminal is None:
+        raise ApiError("not_found", f"no terminal {key!r}")
+    return terminal
+
+
+def list_terminals(session: Session, merchant_name_or_id: str) -> list[Terminal]:
+    """A merchant's terminals, live ones first, newest first (no secrets); at most
+    TERMINALS_LISTED_MAX."""
+    merchant = find_merchant(session, merchant_name_or_id)
+    query = (
+        select(Terminal)
+        .where(Terminal.merchant_id == merchant.id)
+        .order_by(Terminal.revoked_at_s.is_not(None), Terminal.created_at_s.desc())
+        .limit(TERMINALS_LISTED_MAX)
+    )
+    return list(session.scalars(query).all())
 
 
 def revoke_device(session: Session, device_id: str, now_s: float) -> bool:

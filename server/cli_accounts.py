@@ -10,6 +10,7 @@ import time
 
 from client.cliutil import emit
 from server import admin, dashboard_auth, notifications, wallet_service
+from server.charging import iso_time
 from server.cli_common import (
     CliError,
     Subparsers,
@@ -25,7 +26,7 @@ from server.cli_common import (
 )
 from server.cli_notify import add_notify_secret_command
 from server.limits import LimitSettings, limits_json, limits_of
-from server.models import DEFAULT_CITY, DEFAULT_COUNTRY
+from server.models import DEFAULT_CITY, DEFAULT_COUNTRY, Terminal
 from server.passwords import PASSWORD_CHARS_MAX
 from server.secretbox import SecretBox
 from shared.money import format_amount, parse_amount
@@ -190,6 +191,38 @@ def cmd_terminals_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _terminal_json(terminal: Terminal) -> dict[str, object]:
+    return {
+        "key_id": terminal.id,
+        "merchant_id": terminal.merchant_id,
+        "created_at": iso_time(terminal.created_at_s),
+        "revoked": terminal.revoked_at_s is not None,
+        "revoked_at": iso_time(terminal.revoked_at_s) if terminal.revoked_at_s else None,
+    }
+
+
+def cmd_terminals_revoke(args: argparse.Namespace) -> int:
+    """A lost or stolen till: its signatures are refused from the next request on."""
+    with _session(_config()) as session:
+        terminal = admin.revoke_terminal(session, args.key_id, time.time())
+        row = _terminal_json(terminal)
+    human = f"terminal {row['key_id']} revoked at {row['revoked_at']}: its requests now answer 401"
+    emit(args, human, row)
+    return 0
+
+
+def cmd_terminals_list(args: argparse.Namespace) -> int:
+    with _session(_config()) as session:
+        rows = [_terminal_json(row) for row in admin.list_terminals(session, args.merchant)]
+    lines = [
+        f"{row['key_id']}  created {row['created_at']}  "
+        + (f"revoked {row['revoked_at']}" if row["revoked"] else "live")
+        for row in rows
+    ]
+    emit(args, "\n".join(lines) or "no terminals", {"terminals": rows})
+    return 0
+
+
 def cmd_devices_revoke(args: argparse.Namespace) -> int:
     config = _config()
     with _session(config) as session:
@@ -220,6 +253,28 @@ def cmd_devices_list(args: argparse.Namespace) -> int:
         {"user": args.name, "devices": rows},
     )
     return 0
+
+
+def _add_terminal_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
+    terminals = sub.add_parser("terminals", help="POS terminal keys").add_subparsers(
+        metavar="ACTION"
+    )
+    terminal = terminals.add_parser("create", help="create a terminal key (secret shown once)")
+    terminal.add_argument("merchant", help="merchant id or name")
+    terminal.set_defaults(func=cmd_terminals_create)
+    terminal_revoke = terminals.add_parser(
+        "revoke",
+        help="stop accepting a terminal's requests at once (a lost or stolen till)",
+        description="Revoke a terminal key: every request it signs is refused from now on, on "
+        "every worker and host. Payments it made stay. Revoking twice keeps the first time. "
+        "To replace the till, `terminals create` a new key.",
+    )
+    terminal_revoke.add_argument("key_id", help="the terminal's key id (term_...)")
+    terminal_revoke.set_defaults(func=cmd_terminals_revoke)
+    terminal_list = terminals.add_parser("list", help="a merchant's terminals, live ones first")
+    terminal_list.add_argument("merchant", help="merchant id or name")
+    terminal_list.set_defaults(func=cmd_terminals_list)
+    return [terminal, terminal_revoke, terminal_list]
 
 
 def add_account_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
@@ -273,12 +328,7 @@ def add_account_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
     password.add_argument("--password-stdin", action="store_true", help="read it from stdin")
     password.add_argument("--close", action="store_true", help="remove it: no log-in at all")
     password.set_defaults(func=cmd_merchants_set_password)
-    terminals = sub.add_parser("terminals", help="POS terminal keys").add_subparsers(
-        metavar="ACTION"
-    )
-    terminal = terminals.add_parser("create", help="create a terminal key (secret shown once)")
-    terminal.add_argument("merchant", help="merchant id or name")
-    terminal.set_defaults(func=cmd_terminals_create)
+    terminal_parsers = _add_terminal_commands(sub)
     devices = sub.add_parser("devices", help="enrolled devices").add_subparsers(metavar="ACTION")
     revoke = devices.add_parser("revoke", help="stop accepting a device's codes")
     revoke.add_argument("device_id")
@@ -289,4 +339,14 @@ def add_account_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
         "--limit", type=int, default=wallet_service.DEVICES_LISTED_MAX, help="at most N (1-1000)"
     )
     listing.set_defaults(func=cmd_devices_list)
-    return [create, top_up, limits, merchant, notify_secret, password, terminal, revoke, listing]
+    return [
+        create,
+        top_up,
+        limits,
+        merchant,
+        notify_secret,
+        password,
+        *terminal_parsers,
+        revoke,
+        listing,
+    ]

@@ -24,6 +24,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from merchant_pos.api import TerminalClient
 from server import admin, cli, migrate
 from server.db import make_engine
 from server.ledger import ledger_sum_minor
@@ -48,7 +49,7 @@ from server.models import (
 from server.passwords import hash_password, verify_password
 from server.problems import ApiError
 from server.secretbox import SecretBox
-from shared.errors import AmountInvalid
+from shared.errors import AmountInvalid, ServerRejected
 from tests.live_server import LiveServer, run_cli, server_env
 
 PASSWORD = "correct horse 42"
@@ -75,6 +76,8 @@ SUBCOMMANDS = [
     ["notifications", "retry"],
     ["terminals"],
     ["terminals", "create"],
+    ["terminals", "revoke"],
+    ["terminals", "list"],
     ["devices"],
     ["devices", "revoke"],
 ]
@@ -243,6 +246,43 @@ def test_terminal_secret_is_shown_once_and_stored_sealed(live_server: LiveServer
     assert secret_b64.encode() not in terminal.secret_sealed
     box = SecretBox({"mk1": base64.b64decode(live_server.env["PAYCODE_MASTER_KEY"])}, "mk1")
     assert box.open(terminal.key_id, terminal.secret_sealed, row_id=key_id) == secret
+
+
+def test_terminals_revoke_cuts_off_a_till_at_once(live_server: LiveServer) -> None:
+    """A stolen till: after `terminals revoke` its signed requests answer 401 on the worker
+    that has its secret cached, a garbage charge included, and `terminals list` says so."""
+    merchant = unique("Kiosk")
+    with live_server.session() as session:
+        admin.create_merchant(session, merchant, "CNY")
+    created = ok_json(live_server.cli("--json", "terminals", "create", merchant))
+    till = TerminalClient(live_server.url, created["key_id"], base64.b64decode(created["secret"]))
+    assert till.merchant()["name"] == merchant
+    with pytest.raises(ServerRejected) as refused:  # caches the secret, moves nothing
+        till.charge(code="not a code", amount="1.00", currency="CNY")
+    assert refused.value.code == "code_malformed"
+    first = ok_json(live_server.cli("--json", "terminals", "revoke", created["key_id"]))
+    assert first["revoked"] is True and first["key_id"] == created["key_id"]
+    for call in (
+        till.merchant,
+        lambda: till.charge(code="not a code", amount="1.00", currency="CNY"),
+    ):
+        with pytest.raises(ServerRejected) as refused:
+            call()
+        assert (refused.value.status, refused.value.code) == (401, "unauthorized")
+    again, unknown = parallel(
+        live_server,
+        ["--json", "terminals", "revoke", created["key_id"]],
+        ["terminals", "revoke", unique("term")],
+    )
+    assert json.loads(again.stdout)["revoked_at"] == first["revoked_at"]  # the first time stays
+    assert_error(unknown, "not_found")
+    spare = ok_json(live_server.cli("--json", "terminals", "create", merchant))
+    listed = ok_json(live_server.cli("--json", "terminals", "list", merchant))["terminals"]
+    assert [(row["key_id"], row["revoked"]) for row in listed] == [
+        (spare["key_id"], False),
+        (created["key_id"], True),
+    ]
+    assert created["secret"] not in json.dumps(listed) + again.stdout + live_server.log()
 
 
 def test_worker_once_purges_expired_rows(live_server: LiveServer) -> None:
