@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 
 from flask import Flask, Response, jsonify, request
+from sqlalchemy import text
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from server import metrics, observability
 from server.caches import Directory
 from server.config import ServerConfig
-from server.db import db
+from server.db import db, read_only
 from server.guard import GuardSettings
 from server.limits import LimitSettings
 from server.problems import ApiError, register_error_handlers
@@ -49,7 +50,16 @@ def create_app(config: ServerConfig | None = None) -> Flask:
 
     @app.get("/healthz")
     def healthz() -> Response:
+        """Liveness: this process serves requests. Never touches the database."""
         return jsonify(status="ok", server_time=time.time())
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        """Readiness: the database answers a query from this process (one round trip). A
+        database that cannot is a 503 database_busy, through the OperationalError handler."""
+        with read_only(db.engine) as connection:
+            connection.execute(text("SELECT 1")).scalar_one()
+        return jsonify(status="ready", server_time=time.time())
 
     return app
 
