@@ -7,6 +7,7 @@ import time
 from flask import Flask, Response, jsonify, request
 from sqlalchemy import text
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from server import metrics, observability
 from server.caches import Directory
@@ -35,6 +36,11 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     observability.init_app(app)  # request id, JSON log line
     metrics.init_app(app)  # /metrics, latency
     _register_blueprints(app)
+    if config.proxy_hops:
+        # The guard's ip: scope, the terminal allow-list, the dashboard's per-address log-in
+        # limit and the log's client_addr then see the client, not the proxy. Only the
+        # right-most hops entries are believed: what the client sent itself stays ignored.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.proxy_hops)  # type: ignore[method-assign]
 
     @app.before_request
     def _hostile_framing() -> None:

@@ -8,6 +8,10 @@ PAYCODE_MASTER_KEY     base64 of 32 bytes: the current key
 PAYCODE_MASTER_KEYS    more keys as "ID:BASE64,ID:BASE64" (older keys during a rotation)
 instance/master-ID.key a key file (0600, base64) per key id
 instance/master.key    the current key when no other source names it; created at first start
+PAYCODE_PROXY_HOPS     reverse proxies in front of the server that append to X-Forwarded-For
+                       (nginx: 1); the client address is then read from that header, N
+                       entries from its right end. Default 0: the TCP peer. Set it only when
+                       nothing but the proxy can reach the server's port
 PAYCODE_VERSION_STATUSES_TTL_S
                        test knob: seconds a worker caches the code-version statuses; unset in
                        production (server.lifecycle.STATUSES_TTL_S, 5 s). The test suite sets
@@ -39,6 +43,8 @@ MASTER_KEYS_MAX = 16
 KEY_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,16}")
 """Key ids are stored in 16-character columns and appear in file names."""
 STATUSES_TTL_ENV = "PAYCODE_VERSION_STATUSES_TTL_S"
+PROXY_HOPS_ENV = "PAYCODE_PROXY_HOPS"
+PROXY_HOPS_MAX = 8
 
 
 class ConfigError(PaycodeError):
@@ -57,6 +63,8 @@ class ServerConfig:
     request_skew_s_max: int = 300
     body_bytes_max: int = 64 * 1024
     testing: bool = False
+    proxy_hops: int = 0
+    """Trusted reverse proxies in front (X-Forwarded-For); 0: the TCP peer is the client."""
     statuses_ttl_s: float | None = None
     """How long a worker caches the code-version statuses; None: server.lifecycle.STATUSES_TTL_S.
     Only tests set it (PAYCODE_VERSION_STATUSES_TTL_S), to see lifecycle changes sooner."""
@@ -73,9 +81,20 @@ class ServerConfig:
             "master_keys": keys,
             "master_key_id": key_id,
             "statuses_ttl_s": _seconds(env, STATUSES_TTL_ENV),
+            "proxy_hops": _proxy_hops(env),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _proxy_hops(env: Mapping[str, str]) -> int:
+    raw = (env.get(PROXY_HOPS_ENV) or "0").strip()
+    if not raw.isdigit() or int(raw) > PROXY_HOPS_MAX:
+        raise ConfigError(
+            f"{PROXY_HOPS_ENV} must be a whole number 0-{PROXY_HOPS_MAX}: the reverse proxies "
+            "in front of the server (nginx alone: 1)"
+        )
+    return int(raw)
 
 
 def _seconds(env: Mapping[str, str], name: str) -> float | None:
