@@ -7,12 +7,14 @@ is: READ COMMITTED, conditional updates and unique constraints decide every race
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from flask import Flask, current_app, g
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.config import ServerConfig
@@ -24,12 +26,23 @@ POOL_RECYCLE_S = 1800
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
+        _create_owner_only(make_url(url).database)
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _tune_sqlite(engine)
         return engine
     # No pre-ping: it would cost a round trip per request. A connection found dead when used
     # fails that one request with a retryable 503 (server.problems) and the pool is refreshed.
     return create_engine(url, pool_size=8, max_overflow=8, pool_recycle=POOL_RECYCLE_S)
+
+
+def _create_owner_only(path: str | None) -> None:
+    """Create a new SQLite file 0600 before SQLite does (it would follow the umask, often 0644):
+    it holds password hashes, sealed secrets and every payment. SQLite gives its -wal and -shm
+    files the database file's permissions. An existing file is left as its owner set it."""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    with contextlib.suppress(FileExistsError, FileNotFoundError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _tune_sqlite(engine: Engine) -> None:

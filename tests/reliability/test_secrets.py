@@ -758,11 +758,9 @@ def server_permissions(shop: Shop, permissions: Permissions) -> None:
         instance = Path(server.env["PAYCODE_INSTANCE"])
         permissions.expect(instance, OWNER_ONLY_DIR, "instance folder made at first start")
         permissions.expect(instance / "master.key", OWNER_ONLY_FILE, "master.key")
-        database = instance / "paycode.db"
-        permissions.checked.append("SQLite database reachable by its owner only")
-        permissions.notes["sqlite database file mode"] = f"{mode_of(database):o}"
-        if mode_of(database) & 0o077 and mode_of(instance) & 0o077:
-            permissions.problems.append(f"{database} and its folder are open to others")
+        for name in ("paycode.db", "paycode.db-wal", "paycode.db-shm"):
+            if name == "paycode.db" or (instance / name).exists():
+                permissions.expect(instance / name, OWNER_ONLY_FILE, f"SQLite file {name}")
         return
     metrics = server.instance / "prometheus"
     permissions.expect(metrics, OWNER_ONLY_DIR, "metrics folder of serve")
