@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             status[step.name] = run_step(step, args.quick, RESULTS_DIR) | {"quick": args.quick}
     status_path.write_text(json.dumps(status, indent=1))
     total_s = time.monotonic() - started
-    report.write(RESULTS_DIR, args.out, status, quick=args.quick, total_s=total_s)
+    report.write(RESULTS_DIR, args.out, status, quick=args.quick)
     print(f"report: {args.out} (+ {report.figure_dir(args.out)}/); total {total_s:.0f} s")
     return 0 if all(entry["exit_code"] == 0 for entry in status.values()) else 1
 

@@ -106,10 +106,12 @@ def test_report_states_ratios_and_verdicts(tmp_path: Path) -> None:
     _write_results(tmp_path)
     out = tmp_path / "docs" / "benchmarks.md"
     status = {"matrix": {"exit_code": 0, "elapsed_s": 300}, "scanner": {"exit_code": 2}}
-    report.write(tmp_path, out, status, quick=False, total_s=600)
+    report.write(tmp_path, out, status, quick=False)
     text = out.read_text()
 
     assert "| 2 | 32 | 2000 | 3000 | 1200 | 960 | 0.80 | 20.0 | **meets** |" in text
+    assert "Why the bars are missed" not in text  # only said when a bar is missed
+    assert "5.0 min of benchmarks" in text  # the steps' own seconds, also for --report-only
     assert "| postgres | 2 | 32 | 960 | 0.32 |" in text  # x bare = 960 / 3000
     assert "| v1 | 3.0 | 2.0 | 1.50 |" in text and "| **meets** |" in text
     assert "v3 miss the 2x bar" in text
@@ -125,3 +127,20 @@ def test_report_states_ratios_and_verdicts(tmp_path: Path) -> None:
             continue
         png = next((out.parent / "bench").glob(f"fig{number}_*.png"))
         assert png.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_a_missed_charge_bar_is_explained_with_the_runs_numbers(tmp_path: Path) -> None:
+    _write_results(tmp_path)
+    matrix_path = tmp_path / "matrix.json"
+    matrix = json.loads(matrix_path.read_text())
+    for run in matrix["runs"]:
+        if run["kind"] == "charge" and run["clients"] == 32 and run["workers"] == 2:
+            run["rate_per_s"] = 600.0
+    matrix_path.write_text(json.dumps(matrix))
+    out = tmp_path / "benchmarks.md"
+    report.write(tmp_path, out, {}, quick=False)
+    text = out.read_text()
+    assert "| 2 | 32 | 2000 | 3000 | 1200 | 600 | 0.50 | 20.0 | **misses** |" in text
+    # Little's law at C = 1200/s and 32 clients; 25 ms needs 32 / 0.025 = 1280/s
+    assert "would wait 26.7 ms on average" in text and "more than 1280 charges/s" in text
+    assert "the best charge rate, 600/s, is 1.67 ms" in text
