@@ -15,11 +15,12 @@ import time
 from typing import Final
 from urllib.parse import urlsplit
 
-from sqlalchemy import ColumnElement, delete, select, tuple_, update
+from sqlalchemy import ColumnElement, and_, delete, func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from server import confirmations, ledger, wallet_service
+from server.guard import GuardSettings
 from server.models import (
     DEFAULT_CITY,
     DEFAULT_COUNTRY,
@@ -27,6 +28,7 @@ from server.models import (
     Base,
     Claim,
     Device,
+    FailureCounter,
     IdempotencyRecord,
     Merchant,
     RequestNonce,
@@ -361,10 +363,12 @@ def purge_expired(
     session: Session,
     now_s: float,
     *,
+    guard: GuardSettings | None = None,
     batch_rows: int = PURGE_BATCH_ROWS,
     batches_max: int = PURGE_BATCHES_MAX,
 ) -> dict[str, int]:
-    """Delete expired claims, nonces and wallet sessions, and day-old idempotency records.
+    """Delete expired claims, nonces and wallet sessions, day-old idempotency records, and
+    guessing-guard counters that have gone quiet (`guard`: the server's settings).
 
     Works in batches and commits after each one, so a large backlog never holds the write lock
     (SQLite) or a long transaction (PostgreSQL) against live charges. Returns rows per table.
@@ -391,7 +395,9 @@ def purge_expired(
             IdempotencyRecord.created_at_s < day_ago_s,
             (IdempotencyRecord.scope, IdempotencyRecord.key),
         ),
-    ]
+        ("failure_counters", FailureCounter, quiet_counter(guard or GuardSettings(), now_s),
+         (FailureCounter.scope,)),
+    ]  # fmt: skip
     purged = {
         name: _purge_table(
             session,
@@ -405,6 +411,16 @@ def purge_expired(
     }
     purged["pending_expired"] = _expire_pending(session, now_s, batches_max)
     return purged
+
+
+def quiet_counter(guard: GuardSettings, now_s: float) -> ColumnElement[bool]:
+    """A counter whose window has ended and whose last block is older than the back-off
+    maximum: its next failure would reset it to a fresh row (server/guard.py), so deleting it
+    changes nothing but the table's size."""
+    return and_(
+        FailureCounter.window_start_s + guard.window_s <= now_s,
+        func.coalesce(FailureCounter.blocked_until_s, 0.0) + guard.backoff_max_s <= now_s,
+    )
 
 
 def _expire_pending(session: Session, now_s: float, batches_max: int) -> int:
@@ -434,7 +450,8 @@ def _purge_table(
     target = key[0] if len(key) == 1 else tuple_(*key)
     for _batch in range(batches_max):
         result = session.execute(
-            delete(model).where(target.in_(batch)),
+            # The condition again: a row changed since the batch was read is kept.
+            delete(model).where(target.in_(batch), condition),
             execution_options={"synchronize_session": False},
         )
         session.commit()

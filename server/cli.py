@@ -37,6 +37,7 @@ from server.cli_common import session as _session
 from server.cli_keys import add_lifecycle_commands
 from server.cli_money import add_money_commands
 from server.cli_notify import add_notification_commands
+from server.guard import GuardSettings
 from server.secretbox import SecretBox
 
 if TYPE_CHECKING:
@@ -150,12 +151,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise CliError("invalid_argument", "--iterations-max must be at least 1")
     config = _config()
     delivery = notify_delivery.DeliverySettings.from_env()
+    guard = GuardSettings.from_env()
     box = SecretBox.from_config(config)
     stop = _stop_on_signals()
     iteration = 0
     while iterations_max is None or iteration < iterations_max:
         with _session(config) as session:
-            purged = admin.purge_expired(session, time.time())
+            purged = admin.purge_expired(session, time.time(), guard=guard)
         with _session(config) as session:
             sent = notify_delivery.deliver_due(session, box, delivery, stopping=stop.is_set)
         counts = " ".join(f"{table}={count}" for table, count in purged.items())

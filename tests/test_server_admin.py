@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from merchant_pos.api import TerminalClient
 from server import admin, cli, migrate
 from server.db import make_engine
+from server.guard import GuardSettings
 from server.ledger import ledger_sum_minor
 from server.migrate import head_revision
 from server.models import (
@@ -34,6 +35,7 @@ from server.models import (
     Account,
     Claim,
     Device,
+    FailureCounter,
     IdempotencyRecord,
     LedgerEntry,
     LedgerTransaction,
@@ -290,6 +292,7 @@ def test_worker_once_purges_expired_rows(live_server: LiveServer) -> None:
     now_s = time.time()
     stale, fresh = unique("claim-stale"), unique("claim-fresh")
     nonce_scope, token = unique("terminal:t"), secrets.token_hex(16)
+    quiet_scope, live_scope = unique("ip:quiet"), unique("ip:live")
     with live_server.session() as session:
         session.add_all(
             [
@@ -304,6 +307,16 @@ def test_worker_once_purges_expired_rows(live_server: LiveServer) -> None:
                     status_code=201,
                     response_body="{}",
                     created_at_s=now_s - 2 * 86400,
+                ),
+                FailureCounter(  # quiet for longer than the default back-off maximum
+                    scope=quiet_scope,
+                    window_start_s=now_s - 2 * 86400,
+                    failures=3,
+                    strikes=1,
+                    blocked_until_s=now_s - 86400,
+                ),
+                FailureCounter(  # still inside its window
+                    scope=live_scope, window_start_s=now_s, failures=1, strikes=0
                 ),
             ]
         )
@@ -321,6 +334,8 @@ def test_worker_once_purges_expired_rows(live_server: LiveServer) -> None:
         assert session.get(RequestNonce, (nonce_scope, "n" * 32)) is None
         assert session.get(WalletSession, token) is None
         assert session.get(IdempotencyRecord, (nonce_scope, "k1")) is None
+        assert session.get(FailureCounter, quiet_scope) is None
+        assert session.get(FailureCounter, live_scope) is not None
 
 
 def test_devices_revoke(live_server: LiveServer) -> None:
@@ -453,6 +468,36 @@ def test_purge_works_in_bounded_batches(tmp_path: Path) -> None:
         second = admin.purge_expired(session, 100.0, batch_rows=10, batches_max=2)
         assert (first["claims"], second["claims"]) == (20, 5)
         assert session.scalar(select(func.count()).select_from(Claim)) == 0
+
+
+def test_purge_drops_only_guard_counters_that_have_gone_quiet(tmp_path: Path) -> None:
+    """A quiet counter is one whose next failure would start afresh anyway (strikes 0): so
+    purging it changes nothing but the table's size. Blocks and back-off memory stay."""
+    guard = GuardSettings(window_s=300.0, backoff_max_s=3600.0)
+    now_s = 100_000.0
+    rows = {
+        "quiet": (now_s - 4000.0, 3, 2, now_s - 3601.0),  # block ended over backoff_max ago
+        "never-blocked": (now_s - 301.0, 5, 0, None),
+        "in-window": (now_s - 10.0, 5, 0, None),
+        "blocked": (now_s - 1000.0, 0, 1, now_s + 50.0),
+        "remembers-strikes": (now_s - 1000.0, 0, 3, now_s - 600.0),  # back-off still grows
+    }
+    with _migrated_session(tmp_path) as session:
+        session.add_all(
+            FailureCounter(
+                scope=f"terminal:{name}",
+                window_start_s=start,
+                failures=failures,
+                strikes=strikes,
+                blocked_until_s=until,
+            )
+            for name, (start, failures, strikes, until) in rows.items()
+        )
+        session.commit()
+        purged = admin.purge_expired(session, now_s, guard=guard)
+        kept = set(session.scalars(select(FailureCounter.scope)))
+    assert purged["failure_counters"] == 2
+    assert kept == {"terminal:in-window", "terminal:blocked", "terminal:remembers-strikes"}
 
 
 def test_admin_services_refuse_bad_input(tmp_path: Path) -> None:
