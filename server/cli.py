@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import DBAPIError
 
 from client.cliutil import add_json_flag, emit, run
-from server import admin, notify_delivery, observability
+from server import notify_delivery, observability, purge
 from server.cli_accounts import add_account_commands
 from server.cli_common import PROG, CliError, Subparsers
 from server.cli_common import check_url as _check_url
@@ -157,7 +157,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     iteration = 0
     while iterations_max is None or iteration < iterations_max:
         with _session(config) as session:
-            purged = admin.purge_expired(session, time.time(), guard=guard)
+            purged = purge.purge_expired(session, time.time(), guard=guard)
         with _session(config) as session:
             sent = notify_delivery.deliver_due(session, box, delivery, stopping=stop.is_set)
         counts = " ".join(f"{table}={count}" for table, count in purged.items())

@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from merchant_pos.api import TerminalClient
-from server import admin, cli, migrate
+from server import admin, cli, migrate, purge
 from server.db import make_engine
 from server.guard import GuardSettings
 from server.ledger import ledger_sum_minor
@@ -464,8 +464,8 @@ def test_purge_works_in_bounded_batches(tmp_path: Path) -> None:
             Claim(claim_key=f"c{i}", device_id="d", expires_at_s=float(i)) for i in range(25)
         )
         session.commit()
-        first = admin.purge_expired(session, 100.0, batch_rows=10, batches_max=2)
-        second = admin.purge_expired(session, 100.0, batch_rows=10, batches_max=2)
+        first = purge.purge_expired(session, 100.0, batch_rows=10, batches_max=2)
+        second = purge.purge_expired(session, 100.0, batch_rows=10, batches_max=2)
         assert (first["claims"], second["claims"]) == (20, 5)
         assert session.scalar(select(func.count()).select_from(Claim)) == 0
 
@@ -494,7 +494,7 @@ def test_purge_drops_only_guard_counters_that_have_gone_quiet(tmp_path: Path) ->
             for name, (start, failures, strikes, until) in rows.items()
         )
         session.commit()
-        purged = admin.purge_expired(session, now_s, guard=guard)
+        purged = purge.purge_expired(session, now_s, guard=guard)
         kept = set(session.scalars(select(FailureCounter.scope)))
     assert purged["failure_counters"] == 2
     assert kept == {"terminal:in-window", "terminal:blocked", "terminal:remembers-strikes"}
