@@ -256,13 +256,13 @@ def test_terminals_revoke_cuts_off_a_till_at_once(live_server: LiveServer) -> No
     merchant = unique("Kiosk")
     with live_server.session() as session:
         admin.create_merchant(session, merchant, "CNY")
-    created = ok_json(live_server.cli("--json", "terminals", "create", merchant))
+    created = ok_json(live_server.cli_in_process("--json", "terminals", "create", merchant))
     till = TerminalClient(live_server.url, created["key_id"], base64.b64decode(created["secret"]))
     assert till.merchant()["name"] == merchant
     with pytest.raises(ServerRejected) as refused:  # caches the secret, moves nothing
         till.charge(code="not a code", amount="1.00", currency="CNY")
     assert refused.value.code == "code_malformed"
-    first = ok_json(live_server.cli("--json", "terminals", "revoke", created["key_id"]))
+    first = ok_json(live_server.cli_in_process("--json", "terminals", "revoke", created["key_id"]))
     assert first["revoked"] is True and first["key_id"] == created["key_id"]
     for call in (
         till.merchant,
@@ -278,8 +278,10 @@ def test_terminals_revoke_cuts_off_a_till_at_once(live_server: LiveServer) -> No
     )
     assert json.loads(again.stdout)["revoked_at"] == first["revoked_at"]  # the first time stays
     assert_error(unknown, "not_found")
-    spare = ok_json(live_server.cli("--json", "terminals", "create", merchant))
-    listed = ok_json(live_server.cli("--json", "terminals", "list", merchant))["terminals"]
+    spare = ok_json(live_server.cli_in_process("--json", "terminals", "create", merchant))
+    listed = ok_json(live_server.cli_in_process("--json", "terminals", "list", merchant))[
+        "terminals"
+    ]
     assert [(row["key_id"], row["revoked"]) for row in listed] == [
         (spare["key_id"], False),
         (created["key_id"], True),
