@@ -33,11 +33,12 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from server.config import ConfigError
 from server.models import Merchant, Notification
+from server.purge import PURGE_BATCH_ROWS, delete_in_batches
 from server.secretbox import SecretBox
 
 USER_AGENT: Final = "paycode-notify/1"
@@ -47,7 +48,6 @@ RESPONSE_BYTES_MAX: Final = 4096
 ERROR_CHARS_MAX: Final = 200
 DELIVERED_KEPT_S: Final = 30 * 86_400
 """Delivered rows are purged after 30 days; dead ones stay until an operator acts."""
-PURGE_BATCH_ROWS: Final = 1000
 BACKOFF_EXPONENT_MAX: Final = 30
 
 
@@ -370,20 +370,11 @@ def _deliver_batch(
 
 def purge_delivered(session: Session, now_s: float, *, batches_max: int = 100) -> int:
     """Delete rows delivered more than DELIVERED_KEPT_S ago, in bounded batches."""
-    purged = 0
-    old = (
-        select(Notification.event_id)
-        .where(Notification.delivered_at_s < now_s - DELIVERED_KEPT_S)
-        .limit(PURGE_BATCH_ROWS)
+    return delete_in_batches(
+        session,
+        Notification,
+        condition=Notification.delivered_at_s < now_s - DELIVERED_KEPT_S,
+        key=(Notification.event_id,),
+        batch_rows=PURGE_BATCH_ROWS,
+        batches_max=batches_max,
     )
-    for _batch in range(batches_max):
-        result = session.execute(
-            delete(Notification).where(Notification.event_id.in_(old)),
-            execution_options={"synchronize_session": False},
-        )
-        session.commit()
-        deleted = int(result.rowcount)  # type: ignore[attr-defined]
-        purged += deleted
-        if deleted < PURGE_BATCH_ROWS:
-            break
-    return purged

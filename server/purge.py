@@ -74,7 +74,7 @@ def purge_expired(
          (FailureCounter.scope,)),
     ]  # fmt: skip
     purged = {
-        name: _purge_table(
+        name: delete_in_batches(
             session,
             model,
             condition=condition,
@@ -110,7 +110,7 @@ def _expire_pending(session: Session, now_s: float, batches_max: int) -> int:
     return expired
 
 
-def _purge_table(
+def delete_in_batches(
     session: Session,
     model: type[Base],
     *,

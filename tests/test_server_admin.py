@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from merchant_pos.api import TerminalClient
-from server import admin, cli, migrate, purge
+from server import admin, cli, migrate, notify_delivery, purge
 from server.db import make_engine
 from server.guard import GuardSettings
 from server.ledger import ledger_sum_minor
@@ -40,6 +40,7 @@ from server.models import (
     LedgerEntry,
     LedgerTransaction,
     Merchant,
+    Notification,
     Payment,
     RequestNonce,
     ServerKey,
@@ -470,6 +471,30 @@ def test_purge_works_in_bounded_batches(tmp_path: Path) -> None:
         second = purge.purge_expired(session, 100.0, batch_rows=10, batches_max=2)
         assert (first["claims"], second["claims"]) == (20, 5)
         assert session.scalar(select(func.count()).select_from(Claim)) == 0
+
+
+def test_delivered_notifications_are_purged_after_their_keep_time(tmp_path: Path) -> None:
+    now_s = 100 * 86_400.0
+    kept_s = notify_delivery.DELIVERED_KEPT_S
+    delivered_at = {"old": now_s - kept_s - 1, "recent": now_s - kept_s + 60, "due": None}
+    with _migrated_session(tmp_path) as session:
+        session.add_all(
+            Notification(
+                event_id=f"evt_{name}",
+                merchant_id="mer_x",
+                payment_id="pay_x",
+                event_type="payment.succeeded",
+                payload="{}",
+                created_at_s=now_s - kept_s - 100,
+                delivered_at_s=at,
+            )
+            for name, at in delivered_at.items()
+        )
+        session.commit()
+        purged = notify_delivery.purge_delivered(session, now_s)
+        kept = set(session.scalars(select(Notification.event_id)))
+    assert purged == 1
+    assert kept == {"evt_recent", "evt_due"}  # an undelivered row is never purged
 
 
 def test_purge_drops_only_guard_counters_that_have_gone_quiet(tmp_path: Path) -> None:
