@@ -1,5 +1,7 @@
 """Tills and customers for racing charges against live servers (tests/test_scale_out.py,
-tests/reliability/test_races.py, tests/reliability/test_network_faults.py).
+tests/reliability/test_races.py, tests/reliability/test_network_faults.py), and the `cluster`
+fixture both race modules use: INSTANCES `serve` instances of WORKERS workers on one fresh
+PostgreSQL database, one per module (a pytest plugin, registered in tests/conftest.py).
 
 A Till signs each request afresh with the real terminal HMAC (shared/terminal_auth.py) and
 sends it once, never retrying, so a test sees every raw answer; the books are read straight
@@ -11,10 +13,12 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from client.api import ServerClient
@@ -24,9 +28,11 @@ from server.models import LedgerEntry, Payment, Terminal
 from shared import terminal_auth
 from shared.errors import ServerRejected
 from shared.money import parse_amount
-from tests.live_server import LiveServer
+from tests.live_server import LiveServer, postgres_database, start_live_servers
 from tests.phones import new_phone, new_till, new_user
 
+INSTANCES = 2
+WORKERS = 2
 AMOUNT = "1.50"
 AMOUNT_MINOR = parse_amount(AMOUNT, "CNY").amount_minor
 
@@ -70,6 +76,15 @@ class Till:
         except ServerRejected as error:
             return Answer(self.url, error.status, error.code, {})
         return Answer(self.url, reply.status, str(reply.body["status"]), reply.body)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[list[LiveServer]]:
+    with (
+        postgres_database() as url,
+        start_live_servers(INSTANCES, database_url=url, workers=WORKERS) as servers,
+    ):
+        yield servers
 
 
 def tills(cluster: list[LiveServer]) -> list[Till]:

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
 import pytest
 
 from shared.money import parse_amount
-from tests.live_server import LiveServer, all_at_once, postgres_database, start_live_servers
+from tests.live_server import LiveServer, all_at_once
 from tests.phones import code_of, use_fast_keystore
-from tests.race_fixture import AMOUNT_MINOR
+from tests.race_fixture import AMOUNT_MINOR, INSTANCES, WORKERS
 from tests.race_fixture import books as _books
 from tests.race_fixture import customer as _customer
 from tests.race_fixture import ledger_sum as _ledger_sum
@@ -32,22 +31,11 @@ from tests.race_fixture import workers_charging as _workers_charging
 
 pytestmark = pytest.mark.postgres
 
-INSTANCES = 2
-WORKERS = 2
 SAME_CODE_CHARGES = 50
 SAME_KEY_CHARGES = 20
 CODES_EACH = 12
 BALANCES = {"4.50": 3, "10.00": 6, "13.00": 8, "30.00": 12}
 """A customer's balance -> how many of their CODES_EACH charges of AMOUNT it covers."""
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[list[LiveServer]]:
-    with (
-        postgres_database() as url,
-        start_live_servers(INSTANCES, database_url=url, workers=WORKERS) as servers,
-    ):
-        yield servers
 
 
 @pytest.fixture(autouse=True)

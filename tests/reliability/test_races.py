@@ -21,16 +21,17 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
 import pytest
 
-from tests.live_server import LiveServer, all_at_once, postgres_database, start_live_servers
+from tests.live_server import LiveServer, all_at_once
 from tests.phones import code_of, use_fast_keystore
 from tests.race_fixture import (
     AMOUNT_MINOR,
+    INSTANCES,
+    WORKERS,
     Answer,
     Books,
     Till,
@@ -46,21 +47,10 @@ from tests.reliability.figures import Figures, Scale
 pytestmark = pytest.mark.postgres
 
 SECTION = "2. Races across workers and instances"
-INSTANCES = 2
-WORKERS = 2
 SAME_CODE_CHARGES = 50
 SAME_KEY_CHARGES = 20
 TOP_UP_MINOR_MAX = 99_999_999
 """A customer's balance covers every round with room to spare (a second debit would show)."""
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[list[LiveServer]]:
-    with (
-        postgres_database() as url,
-        start_live_servers(INSTANCES, database_url=url, workers=WORKERS) as servers,
-    ):
-        yield servers
 
 
 @pytest.fixture(autouse=True)
