@@ -38,13 +38,11 @@ import hashlib
 import hmac
 import http.client
 import http.server
-import io
 import json
 import os
 import random
 import re
 import shutil
-import signal
 import stat
 import subprocess
 import sys
@@ -53,12 +51,11 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
 from sqlalchemy import create_engine, inspect, text
@@ -67,12 +64,17 @@ from client import keystore
 from client.api import ServerClient
 from client.wallet import Wallet
 from server import dashboard_auth
-from tests.live_server import REPO_ROOT, LiveServer, postgres_database, server_env
+from tests.live_server import (
+    LiveServer,
+    postgres_database,
+    run_command,
+    run_in_process,
+    server_env,
+)
 from tests.reliability.figures import Figures, Scale
 
 SECTION = "8. Secrets"
 HTTP_TIMEOUT_S = 15.0
-CLI_TIMEOUT_S = 60.0
 OWNER_ONLY_FILE = 0o600
 OWNER_ONLY_DIR = 0o700
 FAST_SCRYPT_N = 2**10
@@ -259,33 +261,8 @@ def run_console(
     without the interpreter's start-up: environment, stdin and stdout are swapped in for it)."""
     module = PROGRAMS[program]
     if own_process:
-        return subprocess.run(
-            [sys.executable, "-m", module, *args],
-            input=stdin,
-            env=env,
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=CLI_TIMEOUT_S,
-            check=False,
-        )
-    main: Callable[[list[str]], int] = __import__(module, fromlist=["main"]).main
-    out, err = io.StringIO(), io.StringIO()
-    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
-    with (
-        mock.patch.dict(os.environ, env, clear=True),
-        mock.patch.object(sys, "stdin", io.StringIO(stdin)),
-        contextlib.redirect_stdout(out),
-        contextlib.redirect_stderr(err),
-    ):
-        try:
-            returncode = main(list(args))
-        except SystemExit as exit_:
-            returncode = exit_.code if isinstance(exit_.code, int) else 1
-        finally:
-            for number, handler in handlers.items():
-                signal.signal(number, handler)
-    return subprocess.CompletedProcess([module, *args], returncode, out.getvalue(), err.getvalue())
+        return run_command([sys.executable, "-m", module, *args], env, stdin)
+    return run_in_process(module, env, *args, stdin=stdin)
 
 
 # -- one shop ------------------------------------------------------------------------------------
