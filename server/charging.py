@@ -12,7 +12,6 @@ workers and hosts. Verification failures claim nothing and move nothing.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from server.caches import CachedDevice, Directory, TerminalCredential
 from server.guard import COUNTED_FAILURES, GuardScopes, GuardSettings, with_device
 from server.limits import CONFIRMATION_REQUIRED, PENDING, DefaultLimits, LimitSettings
 from server.models import Payment, new_id
+from server.notifications import iso_time
 from server.problems import STATUS_BY_CODE, ApiError, problem_body
 from server.requests import money_fields, string_field
 from shared.binding import charging_point_bindings
@@ -155,14 +155,6 @@ def learned_drift(observed_steps: int, current_steps: int) -> int:
     if observed_steps == current_steps - 1:
         return current_steps
     return max(-DRIFT_STEPS_MAX, min(DRIFT_STEPS_MAX, observed_steps))
-
-
-def iso_time(unix_s: float) -> str:
-    return (
-        dt.datetime.fromtimestamp(unix_s, dt.UTC)
-        .isoformat(timespec="seconds")
-        .replace("+00:00", "Z")
-    )
 
 
 def payment_reply(

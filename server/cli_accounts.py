@@ -10,7 +10,6 @@ import time
 
 from client.cliutil import emit
 from server import admin, dashboard_auth, notifications, wallet_service
-from server.charging import iso_time
 from server.cli_common import (
     CliError,
     Subparsers,
@@ -27,6 +26,7 @@ from server.cli_common import (
 from server.cli_notify import add_notify_secret_command
 from server.limits import LimitSettings, limits_json, limits_of
 from server.models import DEFAULT_CITY, DEFAULT_COUNTRY, Terminal
+from server.notifications import iso_time
 from server.passwords import PASSWORD_CHARS_MAX
 from server.secretbox import SecretBox
 from shared.money import format_amount, parse_amount

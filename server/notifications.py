@@ -60,6 +60,7 @@ def new_event_id() -> str:
 
 
 def iso_time(unix_s: float) -> str:
+    """UTC, whole seconds, e.g. 2026-12-03T21:00:00Z: every time the API and its files show."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix_s))
 
 

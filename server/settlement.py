@@ -34,10 +34,10 @@ from typing import Any, Final
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from server.charging import iso_time
 from server.config import ConfigError
 from server.limits import DAY_S, LimitSettings
 from server.models import Account, LedgerEntry, LedgerTransaction, Merchant, Payment, Refund
+from server.notifications import iso_time
 from server.problems import ApiError
 from server.reconcile import snapshot_session
 from shared.money import currency as lookup_currency
