@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from server.config import ConfigError
 from server.models import Merchant, Notification
-from server.purge import PURGE_BATCH_ROWS, delete_in_batches
+from server.purge import PURGE_BATCH_ROWS, PURGE_BATCHES_MAX, delete_in_batches
 from server.secretbox import SecretBox
 
 USER_AGENT: Final = "paycode-notify/1"
@@ -368,7 +368,7 @@ def _deliver_batch(
             report.failed += 1
 
 
-def purge_delivered(session: Session, now_s: float, *, batches_max: int = 100) -> int:
+def purge_delivered(session: Session, now_s: float, *, batches_max: int = PURGE_BATCHES_MAX) -> int:
     """Delete rows delivered more than DELIVERED_KEPT_S ago, in bounded batches."""
     return delete_in_batches(
         session,
