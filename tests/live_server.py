@@ -23,6 +23,7 @@ import base64
 import contextlib
 import importlib
 import io
+import json
 import os
 import secrets
 import shutil
@@ -63,6 +64,7 @@ START_ATTEMPTS_MAX = 3
 LOG_TAIL_CHARS_MAX = 20_000
 DEFAULT_WORKERS = 2
 BARRIER_TIMEOUT_S = 30.0
+HTTP_GET_TIMEOUT_S = 20.0
 T = TypeVar("T")
 
 
@@ -388,6 +390,16 @@ def _running(servers: list[LiveServer], *, mode: str, workers: int) -> Iterator[
                     file=sys.stderr,
                 )
             shutil.rmtree(server.instance, ignore_errors=True)
+
+
+def get_json(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, Any]:
+    """(status, Content-Type, JSON body) of a GET over real HTTP, error answers included."""
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_GET_TIMEOUT_S) as answer:
+            return answer.status, answer.headers["Content-Type"], json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["Content-Type"], json.loads(error.read())
 
 
 def all_at_once(calls: Sequence[Callable[[], T]]) -> list[T]:

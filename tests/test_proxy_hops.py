@@ -7,15 +7,13 @@ from __future__ import annotations
 import base64
 import json
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pytest
 
 from server.config import ConfigError, ServerConfig
 from shared import terminal_auth
-from tests.live_server import LiveServer, start_live_server
+from tests.live_server import LiveServer, get_json, start_live_server
 
 ALLOWED_NET = "203.0.113.0/24"
 INSIDE = "203.0.113.7"
@@ -42,12 +40,8 @@ def merchant_call(
     )
     if forwarded_for is not None:
         headers["X-Forwarded-For"] = forwarded_for
-    request = urllib.request.Request(f"{server.url}/v1/merchant", headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=20) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    status, _, body = get_json(f"{server.url}/v1/merchant", headers)
+    return status, body
 
 
 def test_behind_one_proxy_the_allow_list_sees_the_client() -> None:

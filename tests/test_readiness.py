@@ -4,23 +4,16 @@ ready again without a restart once it is back. /healthz (liveness) never asks th
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pytest
 from psycopg import sql
 
-from tests.live_server import LiveServer, admin_connection, start_live_server
+from tests.live_server import LiveServer, admin_connection, get_json, start_live_server
 
 
-def get(server: LiveServer, path: str) -> tuple[int, str, dict[str, Any]]:
-    """(status, content type, JSON body) of a GET, error answers included."""
-    try:
-        with urllib.request.urlopen(f"{server.url}{path}", timeout=20) as answer:
-            return answer.status, answer.headers["Content-Type"], json.loads(answer.read())
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers["Content-Type"], json.loads(error.read())
+def get(server: LiveServer, path: str) -> tuple[int, str, Any]:
+    return get_json(f"{server.url}{path}")
 
 
 def set_connections_allowed(database: str, allowed: bool) -> None:
