@@ -32,10 +32,12 @@ def healthz() -> Response:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    module = types.ModuleType("server.wsgi")
+    module = types.ModuleType("paycode.server.wsgi")
     module.app = bare  # type: ignore[attr-defined]
-    sys.modules["server.wsgi"] = module  # what PaycodeGunicorn.load() imports in each worker
-    from server import cli  # noqa: PLC0415 - after the substitution, on purpose
+    sys.modules["paycode.server.wsgi"] = (
+        module  # what PaycodeGunicorn.load() imports in each worker
+    )
+    from paycode.server import cli  # noqa: PLC0415 - after the substitution, on purpose
 
     return cli.main(list(sys.argv[1:] if argv is None else argv))
 

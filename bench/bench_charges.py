@@ -71,7 +71,7 @@ from bench.load import (
     worker_pids,
     wrk_run,
 )
-from server.config import ServerConfig
+from paycode.server.config import ServerConfig
 from tests.live_server import (
     POSTGRES_ADMIN_URL,
     REPO_ROOT,
@@ -437,7 +437,7 @@ def _package(filename: str, function: str) -> str:
 def profile_in_process(server: LiveServer, fixture: Fixture, workdir: Path) -> None:
     """Sequential charges through the real app (Flask test client, same database): no queueing,
     no HTTP, no lock waits: what one charge costs by itself."""
-    from server.app import create_app  # noqa: PLC0415
+    from paycode.server.app import create_app  # noqa: PLC0415
 
     app = create_app(ServerConfig.from_env(server.env))
     engine: Engine = app.extensions["paycode_engine"]

@@ -28,8 +28,8 @@ from typing import Any
 from sqlalchemy import text
 
 from bench.load import Fixture, ledger_sum, machine_line, populate, preflight, run_wrk
-from server.charging import CLAIM_STEPS_KEPT
-from shared.timestep import STEP_SECONDS
+from paycode.server.charging import CLAIM_STEPS_KEPT
+from paycode.shared.timestep import STEP_SECONDS
 from tests.live_server import REPO_ROOT, LiveServer, postgres_database, start_live_server
 
 FULL_DURATION_S = 540
@@ -77,7 +77,14 @@ def sample_until(server: LiveServer, samples: Samples, stop: threading.Event) ->
 def start_worker(server: LiveServer, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "worker", "--interval-s", str(WORKER_INTERVAL_S)],
+            [
+                sys.executable,
+                "-m",
+                "paycode.server.cli",
+                "worker",
+                "--interval-s",
+                str(WORKER_INTERVAL_S),
+            ],
             env=server.env,
             cwd=REPO_ROOT,
             stdin=subprocess.DEVNULL,

@@ -30,17 +30,17 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from shared.enrollment import new_ed25519_seed
-from shared.prf import aes_block
-from shared.verify import verify_code
-from shared.versions.base import (
+from paycode.shared.enrollment import new_ed25519_seed
+from paycode.shared.prf import aes_block
+from paycode.shared.verify import verify_code
+from paycode.shared.versions.base import (
     Accepted,
     DeviceCredential,
     DeviceRecord,
     VerifierKeys,
     VerifyContext,
 )
-from shared.versions.registry import VERSIONS, by_name
+from paycode.shared.versions.registry import VERSIONS, by_name
 
 TARGET_RATIO = 2.0
 Op = Callable[[], object]

@@ -29,14 +29,14 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy import Engine, text
 
-from server.caches import Directory
-from server.db import make_engine
-from server.models import Base, Device, User
-from server.secretbox import SecretBox
-from shared.enrollment import new_ed25519_seed
-from shared.verify import verify_code
-from shared.versions.base import Accepted, DeviceCredential, VerifierKeys, VerifyContext
-from shared.versions.registry import VERSIONS, by_name
+from paycode.server.caches import Directory
+from paycode.server.db import make_engine
+from paycode.server.models import Base, Device, User
+from paycode.server.secretbox import SecretBox
+from paycode.shared.enrollment import new_ed25519_seed
+from paycode.shared.verify import verify_code
+from paycode.shared.versions.base import Accepted, DeviceCredential, VerifierKeys, VerifyContext
+from paycode.shared.versions.registry import VERSIONS, by_name
 from tests.live_server import postgres_database
 
 FULL_SIZES = (1_000, 100_000, 1_000_000)

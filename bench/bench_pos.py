@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from client.api import ServerClient
-from client.online import enroll
-from client.wallet import Wallet
-from merchant_pos.api import TerminalClient
-from merchant_pos.scanloop import Scanner
-from merchant_pos.till import Sale, charge_code
+from paycode.client.api import ServerClient
+from paycode.client.online import enroll
+from paycode.client.wallet import Wallet
+from paycode.merchant_pos.api import TerminalClient
+from paycode.merchant_pos.scanloop import Scanner
+from paycode.merchant_pos.till import Sale, charge_code
 from tests.live_server import LiveServer, postgres_database, start_live_server
 from tests.synthetic_frames import DISTORTIONS, Subject, compose_frame, empty_frame
 

@@ -41,9 +41,15 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from merchant_pos.scanloop import BUDGET_MS, Scanner
-from merchant_pos.scanner import DecoderBackend, Gray, available_backends, make_backend, to_gray
-from merchant_pos.scanpasses import DecodePass
+from paycode.merchant_pos.scanloop import BUDGET_MS, Scanner
+from paycode.merchant_pos.scanner import (
+    DecoderBackend,
+    Gray,
+    available_backends,
+    make_backend,
+    to_gray,
+)
+from paycode.merchant_pos.scanpasses import DecodePass
 from tests.protocol_fixtures import load_vectors
 from tests.synthetic_frames import (
     DISTORTIONS,

@@ -28,15 +28,15 @@ from typing import Any
 import psycopg
 from sqlalchemy import func, make_url, select
 
-from server import admin, keyring, ledger
-from server.config import ServerConfig
-from server.models import Device, Payment, User, new_id
-from server.passwords import hash_password
-from server.secretbox import SecretBox
-from shared.terminal_auth import sign_headers
-from shared.timestep import step_at
-from shared.versions.base import DeviceCredential
-from shared.versions.registry import by_name
+from paycode.server import admin, keyring, ledger
+from paycode.server.config import ServerConfig
+from paycode.server.models import Device, Payment, User, new_id
+from paycode.server.passwords import hash_password
+from paycode.server.secretbox import SecretBox
+from paycode.shared.terminal_auth import sign_headers
+from paycode.shared.timestep import step_at
+from paycode.shared.versions.base import DeviceCredential
+from paycode.shared.versions.registry import by_name
 from tests.live_server import POSTGRES_ADMIN_URL, REPO_ROOT, LiveServer, server_env
 
 CLIENTS = 32

@@ -26,9 +26,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from merchant_pos.api import TerminalClient
-from merchant_pos.scanner import decode_image_file
-from shared.errors import ServerRejected
+from paycode.merchant_pos.api import TerminalClient
+from paycode.merchant_pos.scanner import decode_image_file
+from paycode.shared.errors import ServerRejected
 
 OUT = Path("demo-out").resolve()
 PASSWORD = "correct horse battery staple"
@@ -51,7 +51,7 @@ def env() -> dict[str, str]:
 
 def run(tool: str, *args: str, stdin: str | None = None) -> dict[str, Any]:
     """Run a console script with --json; stop the demo with its error if it fails."""
-    module = {"server": "server.cli", "wallet": "client.cli"}[tool]
+    module = {"server": "paycode.server.cli", "wallet": "paycode.client.cli"}[tool]
     command = [sys.executable, "-m", module, "--json", *args]
     done = subprocess.run(
         command, input=stdin, env=env(), capture_output=True, text=True, timeout=120, check=False
@@ -73,7 +73,7 @@ def free_port() -> int:
 def start_server(port: int) -> subprocess.Popen[bytes]:
     log = (OUT / "server.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "run", "--port", str(port)],
+        [sys.executable, "-m", "paycode.server.cli", "run", "--port", str(port)],
         env=env(),
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -15,11 +15,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from shared.binding import MerchantBinding
-from shared.enrollment import new_ed25519_seed
-from shared.timestep import STEP_SECONDS, step_at
-from shared.versions.base import DeviceCredential, Flags
-from shared.versions.registry import by_name
+from paycode.shared.binding import MerchantBinding
+from paycode.shared.enrollment import new_ed25519_seed
+from paycode.shared.timestep import STEP_SECONDS, step_at
+from paycode.shared.versions.base import DeviceCredential, Flags
+from paycode.shared.versions.registry import by_name
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "vectors" / "codes.json"
 

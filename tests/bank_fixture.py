@@ -16,15 +16,15 @@ from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
-from server import keyring, ledger
-from server.app import create_app
-from server.config import ServerConfig
-from server.db import make_engine
-from server.models import Base, Device, Merchant, Terminal, User, new_id
-from server.secretbox import SecretBox
-from shared.enrollment import new_ed25519_seed
-from shared.versions.base import DeviceCredential
-from shared.versions.registry import VERSIONS
+from paycode.server import keyring, ledger
+from paycode.server.app import create_app
+from paycode.server.config import ServerConfig
+from paycode.server.db import make_engine
+from paycode.server.models import Base, Device, Merchant, Terminal, User, new_id
+from paycode.server.secretbox import SecretBox
+from paycode.shared.enrollment import new_ed25519_seed
+from paycode.shared.versions.base import DeviceCredential
+from paycode.shared.versions.registry import VERSIONS
 
 SHUTDOWN_POLL_S = 0.02
 """How often a served bank's loop looks for shutdown(): the default 0.5 s made every test that

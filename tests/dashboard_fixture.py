@@ -13,10 +13,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from email.message import Message
 
-from merchant_pos.api import TerminalClient
-from server import admin, dashboard_auth
-from server.config import ServerConfig
-from server.secretbox import SecretBox
+from paycode.merchant_pos.api import TerminalClient
+from paycode.server import admin, dashboard_auth
+from paycode.server.config import ServerConfig
+from paycode.server.secretbox import SecretBox
 from tests.live_server import LiveServer
 from tests.phones import unique
 

@@ -158,7 +158,7 @@ def run_cli(
     env: dict[str, str], *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`paycode-server ARGS` (see run_command)."""
-    return run_command([sys.executable, "-m", "server.cli", *args], env, stdin)
+    return run_command([sys.executable, "-m", "paycode.server.cli", *args], env, stdin)
 
 
 _IN_PROCESS_LOCK = threading.Lock()
@@ -201,7 +201,7 @@ def run_cli_in_process(
     env: dict[str, str], *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`paycode-server ARGS` as run_cli runs it, in this process (see run_in_process)."""
-    return run_in_process("server.cli", env, *args, stdin=stdin)
+    return run_in_process("paycode.server.cli", env, *args, stdin=stdin)
 
 
 @dataclass
@@ -234,7 +234,7 @@ class LiveServer:
     def engine(self) -> Engine:
         """An engine on the same database, for tests that check rows directly."""
         if self._engine is None:
-            from server.db import make_engine
+            from paycode.server.db import make_engine
 
             self._engine = make_engine(self.database_url)
         return self._engine
@@ -273,7 +273,7 @@ class LiveServer:
             args = ["serve", "--workers", str(workers), "--bind", f"127.0.0.1:{port}"]
         with self.log_path.open("ab") as log:
             return subprocess.Popen(
-                [sys.executable, "-m", "server.cli", *args],
+                [sys.executable, "-m", "paycode.server.cli", *args],
                 env=self.env,
                 cwd=REPO_ROOT,
                 stdin=subprocess.DEVNULL,

@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 
-from client import keystore, online
-from client.api import ServerClient
-from client.wallet import Wallet
-from merchant_pos.api import TerminalClient
-from server import admin
-from server.config import ServerConfig
-from server.secretbox import SecretBox
-from shared.errors import ServerRejected
+from paycode.client import keystore, online
+from paycode.client.api import ServerClient
+from paycode.client.wallet import Wallet
+from paycode.merchant_pos.api import TerminalClient
+from paycode.server import admin
+from paycode.server.config import ServerConfig
+from paycode.server.secretbox import SecretBox
+from paycode.shared.errors import ServerRejected
 from tests.live_server import LiveServer
 
 PASSWORD = "phone test password"

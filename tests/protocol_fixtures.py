@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.versions.base import (
+from paycode.shared.versions.base import (
     DeviceCredential,
     DeviceRecord,
     VerifierKeys,

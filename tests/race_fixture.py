@@ -21,13 +21,13 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from client.api import ServerClient
-from client.wallet import Wallet
-from server import admin, ledger
-from server.models import LedgerEntry, Payment, Terminal
-from shared import terminal_auth
-from shared.errors import ServerRejected
-from shared.money import parse_amount
+from paycode.client.api import ServerClient
+from paycode.client.wallet import Wallet
+from paycode.server import admin, ledger
+from paycode.server.models import LedgerEntry, Payment, Terminal
+from paycode.shared import terminal_auth
+from paycode.shared.errors import ServerRejected
+from paycode.shared.money import parse_amount
 from tests.live_server import LiveServer, postgres_database, start_live_servers
 from tests.phones import new_phone, new_till, new_user
 

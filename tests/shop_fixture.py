@@ -51,11 +51,18 @@ class Shop:
         wrap: list[str] | None = None,
     ) -> Any:
         pos_home = self.tills[merchant or next(iter(self.tills))]
-        command = [*(wrap or []), sys.executable, "-m", "merchant_pos.cli", "--json", *args]
+        command = [*(wrap or []), sys.executable, "-m", "paycode.merchant_pos.cli", "--json", *args]
         return run_command(command, self.env | {"PAYCODE_POS_HOME": str(pos_home)}, stdin)
 
     def wallet_raw(self, *args: str, stdin: str | None = None) -> Any:
-        command = [sys.executable, "-m", "client.cli", "--json", "--home", str(self.wallet_home)]
+        command = [
+            sys.executable,
+            "-m",
+            "paycode.client.cli",
+            "--json",
+            "--home",
+            str(self.wallet_home),
+        ]
         return run_command([*command, *args], self.env, stdin)
 
     def wallet(self, *args: str, stdin: str | None = None) -> dict[str, Any]:

@@ -10,11 +10,11 @@ from dataclasses import replace
 
 import pytest
 
-from shared.binding import MerchantBinding, charging_point_bindings
-from shared.errors import CodeMalformed
-from shared.verify import verify_code
-from shared.versions import plaintext, v1_numeric, v2_qr, v3_ed25519
-from shared.versions.base import (
+from paycode.shared.binding import MerchantBinding, charging_point_bindings
+from paycode.shared.errors import CodeMalformed
+from paycode.shared.verify import verify_code
+from paycode.shared.versions import plaintext, v1_numeric, v2_qr, v3_ed25519
+from paycode.shared.versions.base import (
     Accepted,
     DeviceCredential,
     Flags,
@@ -22,7 +22,7 @@ from shared.versions.base import (
     Rejected,
     Verification,
 )
-from shared.versions.registry import VERSIONS, by_name
+from paycode.shared.versions.registry import VERSIONS, by_name
 from tests.test_versions import NOW_S, STEP, World
 
 BOUND = int(Flags.MERCHANT_BOUND)

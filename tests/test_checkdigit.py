@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.checkdigit import damm_digit, damm_interim, damm_valid
+from paycode.shared.checkdigit import damm_digit, damm_interim, damm_valid
 
 digit_strings = st.text(alphabet="0123456789", min_size=1, max_size=30)
 

@@ -23,15 +23,15 @@ from typing import Any
 
 import pytest
 
-from client import api, online
-from client.keystore import KEYSTORE_NAME, Keystore
-from client.wallet import CLOCK_SYNC_AGE_S_MAX, Wallet
-from merchant_pos.api import TerminalClient
-from server.charging import learned_drift
-from server.models import Device
-from shared import terminal_auth
-from shared.timestep import STEP_SECONDS, seconds_left_in_step
-from shared.versions.base import (
+from paycode.client import api, online
+from paycode.client.keystore import KEYSTORE_NAME, Keystore
+from paycode.client.wallet import CLOCK_SYNC_AGE_S_MAX, Wallet
+from paycode.merchant_pos.api import TerminalClient
+from paycode.server.charging import learned_drift
+from paycode.server.models import Device
+from paycode.shared import terminal_auth
+from paycode.shared.timestep import STEP_SECONDS, seconds_left_in_step
+from paycode.shared.versions.base import (
     Accepted,
     DeviceRecord,
     Reason,
@@ -156,7 +156,9 @@ def test_a_signature_refused_for_the_clock_is_signed_again_once(
 def wallet_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYCODE_")}
     env["PAYCODE_WALLET_PASSPHRASE"] = PASSPHRASE
-    return run_command([sys.executable, "-m", "client.cli", "--home", str(home), *args], env)
+    return run_command(
+        [sys.executable, "-m", "paycode.client.cli", "--home", str(home), *args], env
+    )
 
 
 def forget_sync_time(home: Path) -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from server import dashboard_auth
-from server.models import LedgerEntry, MerchantSession, Payment, Refund
-from shared.errors import ServerRejected
+from paycode.server import dashboard_auth
+from paycode.server.models import LedgerEntry, MerchantSession, Payment, Refund
+from paycode.shared.errors import ServerRejected
 from tests.dashboard_fixture import DASHBOARD_PASSWORD, Browser, open_shop
 from tests.live_server import LiveServer
 from tests.phones import charge, code_of, new_phone, new_user, use_fast_keystore

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from server import dashboard_chart
-from server.dashboard_chart import AXIS_TOP, CHART_HEIGHT, hourly, nice_max, shares
+from paycode.server import dashboard_chart
+from paycode.server.dashboard_chart import AXIS_TOP, CHART_HEIGHT, hourly, nice_max, shares
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from merchant_pos.inspect import describe
-from shared.emv.collection import GUID, CollectionCode, build_collection_payload, read_collection
-from shared.emv.mpm import crc16_ccitt_false, decode_mpm
-from shared.errors import (
+from paycode.merchant_pos.inspect import describe
+from paycode.shared.emv.collection import (
+    GUID,
+    CollectionCode,
+    build_collection_payload,
+    read_collection,
+)
+from paycode.shared.emv.mpm import crc16_ccitt_false, decode_mpm
+from paycode.shared.errors import (
     AmountInvalid,
     CodeMalformed,
     CollectionInvalid,
@@ -22,7 +27,7 @@ from shared.errors import (
     EmvFormatError,
     NotPaycodeCollection,
 )
-from shared.money import SUPPORTED_CURRENCIES
+from paycode.shared.money import SUPPORTED_CURRENCIES
 
 STATIC = CollectionCode(
     merchant_id="mer_0123456789abcdef",

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from merchant_pos.inspect import describe
-from shared.emv.mpm import (
+from paycode.merchant_pos.inspect import describe
+from paycode.shared.emv.mpm import (
     PAYLOAD_CHARS_MAX,
     DataObject,
     FieldValue,
@@ -24,8 +24,8 @@ from shared.emv.mpm import (
     decode_mpm,
     encode_mpm,
 )
-from shared.errors import EmvCrcError, EmvFormatError
-from shared.money import SUPPORTED_CURRENCIES
+from paycode.shared.errors import EmvCrcError, EmvFormatError
+from paycode.shared.money import SUPPORTED_CURRENCIES
 
 VECTORS: dict[str, Any] = json.loads(
     (Path(__file__).parent / "vectors" / "mpm_payloads.json").read_text(encoding="utf-8")

@@ -13,13 +13,13 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from shared.emv.cpm import (
+from paycode.shared.emv.cpm import (
     TEXT_CHARS_MAX,
     CpmApplication,
     decode_cpm,
     encode_cpm,
 )
-from shared.emv.tlv import (
+from paycode.shared.emv.tlv import (
     DEPTH_LIMIT,
     Tlv,
     decode_tlv,
@@ -28,7 +28,7 @@ from shared.emv.tlv import (
     find_tlv,
     walk_tlv,
 )
-from shared.errors import CodeMalformed, EmvFormatError
+from paycode.shared.errors import CodeMalformed, EmvFormatError
 
 SPEC_EXAMPLE_ONE_APP = "hQVDUFYwMWEaTwegAAAAVVVVVw8SNFZ4kBI0WNGRIgESNF8="
 SPEC_EXAMPLE_TWO_APPS = (

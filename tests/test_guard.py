@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from client.api import DeviceAuth, ServerClient
-from merchant_pos.api import TerminalClient
-from server import guard
-from server.guard import GuardScopes, GuardSettings
-from shared.enrollment import new_ed25519_seed
-from shared.errors import ServerRejected
-from shared.timestep import step_at
-from shared.versions.registry import by_name
+from paycode.client.api import DeviceAuth, ServerClient
+from paycode.merchant_pos.api import TerminalClient
+from paycode.server import guard
+from paycode.server.guard import GuardScopes, GuardSettings
+from paycode.shared.enrollment import new_ed25519_seed
+from paycode.shared.errors import ServerRejected
+from paycode.shared.timestep import step_at
+from paycode.shared.versions.registry import by_name
 from tests.bank_fixture import Bank, device_of, served_bank
 
 START_MINOR = 10_000
@@ -68,7 +68,7 @@ def test_the_block_says_when_to_retry(bank: Bank) -> None:
     cafe = _tills(bank)[0]
     _error(cafe, BAD_V2)
     body = b'{"code": "x", "amount": "1.00", "currency": "CNY"}'
-    from shared.terminal_auth import sign_headers
+    from paycode.shared.terminal_auth import sign_headers
 
     headers = sign_headers(
         cafe.key_id, cafe.secret, "POST", "/v1/charges", body, timestamp_s=int(time.time())
@@ -173,8 +173,8 @@ def test_merchant_ip_allow_list(bank: Bank) -> None:
 
 
 def test_allow_list_is_validated() -> None:
-    from server.admin import check_networks
-    from server.problems import ApiError
+    from paycode.server.admin import check_networks
+    from paycode.server.problems import ApiError
 
     assert check_networks(["10.1.2.3/8", "::1"]) == "10.0.0.0/8,::1/128"
     assert check_networks([]) is None

@@ -20,18 +20,18 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from client.api import DeviceAuth, ServerClient
-from merchant_pos.api import TerminalClient
-from server import lifecycle
-from server.config import STATUSES_TTL_ENV, ConfigError, ServerConfig
-from server.db import make_engine
-from server.models import Base, Claim, Payment, VersionState
-from server.problems import ApiError
-from server.wallet_service import parse_enroll
-from shared.errors import ServerRejected
-from shared.timestep import step_at
-from shared.versions.base import VersionStatus
-from shared.versions.registry import DEFAULT_STATUS, by_name
+from paycode.client.api import DeviceAuth, ServerClient
+from paycode.merchant_pos.api import TerminalClient
+from paycode.server import lifecycle
+from paycode.server.config import STATUSES_TTL_ENV, ConfigError, ServerConfig
+from paycode.server.db import make_engine
+from paycode.server.models import Base, Claim, Payment, VersionState
+from paycode.server.problems import ApiError
+from paycode.server.wallet_service import parse_enroll
+from paycode.shared.errors import ServerRejected
+from paycode.shared.timestep import step_at
+from paycode.shared.versions.base import VersionStatus
+from paycode.shared.versions.registry import DEFAULT_STATUS, by_name
 from tests.bank_fixture import (
     Bank,
     add_devices,

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.errors import AmountInvalid, CurrencyMismatch, CurrencyUnknown
-from shared.money import (
+from paycode.shared.errors import AmountInvalid, CurrencyMismatch, CurrencyUnknown
+from paycode.shared.money import (
     AMOUNT_TEXT_CHARS_MAX,
     MAX_AMOUNT_MINOR,
     SUPPORTED_CURRENCIES,

@@ -32,13 +32,13 @@ from typing import Any
 import pytest
 from sqlalchemy import inspect, select, update
 
-from client import online, pending
-from client.wallet import Wallet
-from merchant_pos.api import TerminalClient
-from server import notify_delivery
-from server.config import ConfigError
-from server.models import Merchant, Notification, Payment, new_id
-from shared.emv.collection import CollectionCode, build_collection_payload
+from paycode.client import online, pending
+from paycode.client.wallet import Wallet
+from paycode.merchant_pos.api import TerminalClient
+from paycode.server import notify_delivery
+from paycode.server.config import ConfigError
+from paycode.server.models import Merchant, Notification, Payment, new_id
+from paycode.shared.emv.collection import CollectionCode, build_collection_payload
 from tests.bank_fixture import SHUTDOWN_POLL_S
 from tests.live_server import REPO_ROOT, LiveServer, run_cli, run_cli_in_process
 from tests.phones import (
@@ -482,7 +482,7 @@ def test_a_worker_killed_mid_delivery_loses_nothing(
     pid = paid["payment_id"]
     receiver.hang.set()  # the endpoint takes the POST and does not answer
     process = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "--json", "worker", "--once"],
+        [sys.executable, "-m", "paycode.server.cli", "--json", "worker", "--once"],
         env=live_server.env | env,
         cwd=REPO_ROOT,
         stdin=subprocess.DEVNULL,

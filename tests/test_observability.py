@@ -33,12 +33,12 @@ from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
-from client import keystore
-from client.api import ServerClient
-from client.wallet import Wallet
-from server import metrics, observability
-from server.app import create_app
-from server.config import ConfigError, ServerConfig
+from paycode.client import keystore
+from paycode.client.api import ServerClient
+from paycode.client.wallet import Wallet
+from paycode.server import metrics, observability
+from paycode.server.app import create_app
+from paycode.server.config import ConfigError, ServerConfig
 from tests.live_server import BACKENDS, LiveServer, postgres_database, run_command
 from tests.live_server import start_live_server as _start_live_server
 from tests.shop_fixture import waiting_payment
@@ -161,9 +161,7 @@ def test_the_cli_does_not_import_prometheus_before_serve_sets_its_directory() ->
     """prometheus_client picks in-memory or multiprocess values when it is imported: if the
     gunicorn master imported it before `serve` set PROMETHEUS_MULTIPROC_DIR, every worker
     would count in its own memory and a scrape would see one worker's numbers."""
-    probe = (
-        "import sys, server.cli, server.observability; sys.exit('prometheus_client' in sys.modules)"
-    )
+    probe = "import sys, paycode.server.cli, paycode.server.observability; sys.exit('prometheus_client' in sys.modules)"
     done = run_command([sys.executable, "-c", probe], dict(os.environ))
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -289,13 +287,20 @@ class ShopRun:
         return json.loads(done.stdout)
 
     def wallet(self, *args: str, stdin: str | None = None, keep: bool = True) -> Any:
-        command = [sys.executable, "-m", "client.cli", "--json", "--home", str(self.home / "w")]
+        command = [
+            sys.executable,
+            "-m",
+            "paycode.client.cli",
+            "--json",
+            "--home",
+            str(self.home / "w"),
+        ]
         done = self._kept(run_command([*command, *args], self.env, stdin), keep=keep)
         assert done.returncode == 0, done.stdout + done.stderr
         return json.loads(done.stdout)
 
     def pos(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "merchant_pos.cli", "--json", *args]
+        command = [sys.executable, "-m", "paycode.merchant_pos.cli", "--json", *args]
         env = self.env | {"PAYCODE_POS_HOME": str(self.home / "pos")}
         return self._kept(run_command(command, env, stdin))
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from server.app import create_app
-from server.config import ServerConfig
-from server.problems import STATUS_BY_CODE
+from paycode.server.app import create_app
+from paycode.server.config import ServerConfig
+from paycode.server.problems import STATUS_BY_CODE
 
 ROOT = Path(__file__).resolve().parents[1]
 OPENAPI_PATH = ROOT / "docs" / "openapi.json"
@@ -118,7 +118,7 @@ def test_served_document_equals_the_file(app: Flask, document: dict[str, Any]) -
 def test_the_package_ships_the_docs_file_itself() -> None:
     """server/openapi.json (package data, what an installed server serves) is a link to the
     document in docs/, never a copy that could fall behind it."""
-    shipped = ROOT / "server" / "openapi.json"
+    shipped = ROOT / "server" / "paycode" / "server" / "openapi.json"
     assert shipped.is_symlink()
     assert shipped.resolve() == OPENAPI_PATH.resolve()
 

@@ -117,8 +117,8 @@ def test_scan_timeout_is_a_clear_outcome(till: Shop, tmp_path: Path) -> None:
 
 
 def test_window_screenshot_under_xvfb(till: Shop, tmp_path: Path) -> None:
-    from merchant_pos.display import render_outcome
-    from merchant_pos.till import SaleOutcome
+    from paycode.merchant_pos.display import render_outcome
+    from paycode.merchant_pos.till import SaleOutcome
 
     assert shutil.which("xvfb-run"), "Debian's xvfb is missing: `make setup` installs it"
     video = _video_with(till.code("v2"), "qr", tmp_path / "shown.avi")

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from server.config import ConfigError, ServerConfig
-from shared import terminal_auth
+from paycode.server.config import ConfigError, ServerConfig
+from paycode.shared import terminal_auth
 from tests.live_server import LiveServer, get_json, start_live_server
 
 ALLOWED_NET = "203.0.113.0/24"

@@ -22,9 +22,9 @@ import zxingcpp
 from numpy.typing import NDArray
 from PIL import Image
 
-from client.render import code128_image, group_digits, qr_image, save_png, terminal_qr
-from merchant_pos import scanner
-from shared.errors import ImageUnreadable
+from paycode.client.render import code128_image, group_digits, qr_image, save_png, terminal_qr
+from paycode.merchant_pos import scanner
+from paycode.shared.errors import ImageUnreadable
 
 NUMERIC_CODE = "870123456789012345678906"
 BASE32_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"

@@ -19,17 +19,17 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from merchant_pos.api import TerminalClient
-from server import keyring
-from server.app import create_app
-from server.config import ConfigError, ServerConfig, master_keys
-from server.db import make_engine
-from server.models import Base
-from server.problems import ApiError
-from server.rotation import SEALED_COLUMNS, key_usage, rotate_master
-from server.secretbox import SecretBox
-from shared.timestep import step_at
-from shared.versions.registry import by_name
+from paycode.merchant_pos.api import TerminalClient
+from paycode.server import keyring
+from paycode.server.app import create_app
+from paycode.server.config import ConfigError, ServerConfig, master_keys
+from paycode.server.db import make_engine
+from paycode.server.models import Base
+from paycode.server.problems import ApiError
+from paycode.server.rotation import SEALED_COLUMNS, key_usage, rotate_master
+from paycode.server.secretbox import SecretBox
+from paycode.shared.timestep import step_at
+from paycode.shared.versions.registry import by_name
 from tests.bank_fixture import (
     Bank,
     add_devices,

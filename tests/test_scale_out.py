@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.money import parse_amount
+from paycode.shared.money import parse_amount
 from tests.live_server import LiveServer, all_at_once
 from tests.phones import code_of, use_fast_keystore
 from tests.race_fixture import AMOUNT_MINOR, INSTANCES, WORKERS

@@ -22,23 +22,23 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from merchant_pos import scanner as backends
-from merchant_pos.frames import (
+from paycode.merchant_pos import scanner as backends
+from paycode.merchant_pos.frames import (
     IMAGE_REPEATS,
     SourceInvalid,
     SourceUnavailable,
     open_source,
     parse_source,
 )
-from merchant_pos.scanloop import (
+from paycode.merchant_pos.scanloop import (
     STARVED_FRAMES_MAX,
     Detection,
     NoPaymentCode,
     Scanner,
     ScanTimeout,
 )
-from merchant_pos.scanner import Decoded
-from merchant_pos.scanpasses import DecodePass, Plan
+from paycode.merchant_pos.scanner import Decoded
+from paycode.merchant_pos.scanpasses import DecodePass, Plan
 from tests.protocol_fixtures import load_vectors
 from tests.synthetic_frames import (
     DISTORTIONS,

@@ -24,13 +24,13 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from merchant_pos.api import TerminalClient
-from server import admin, cli, migrate, notify_delivery, purge
-from server.db import make_engine
-from server.guard import GuardSettings
-from server.ledger import ledger_sum_minor
-from server.migrate import head_revision
-from server.models import (
+from paycode.merchant_pos.api import TerminalClient
+from paycode.server import admin, cli, migrate, notify_delivery, purge
+from paycode.server.db import make_engine
+from paycode.server.guard import GuardSettings
+from paycode.server.ledger import ledger_sum_minor
+from paycode.server.migrate import head_revision
+from paycode.server.models import (
     SYSTEM,
     Account,
     Claim,
@@ -49,10 +49,10 @@ from server.models import (
     WalletSession,
     new_id,
 )
-from server.passwords import hash_password, verify_password
-from server.problems import ApiError
-from server.secretbox import SecretBox
-from shared.errors import AmountInvalid, ServerRejected
+from paycode.server.passwords import hash_password, verify_password
+from paycode.server.problems import ApiError
+from paycode.server.secretbox import SecretBox
+from paycode.shared.errors import AmountInvalid, ServerRejected
 from tests.live_server import LiveServer, run_cli, server_env
 
 PASSWORD = "correct horse 42"

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from merchant_pos.api import TerminalClient
-from server.models import Device, Terminal, new_id
-from shared import terminal_auth
-from shared.binding import MerchantBinding
-from shared.errors import ServerRejected
-from shared.timestep import STEP_SECONDS, step_at
-from shared.versions.base import Flags
-from shared.versions.registry import by_name
+from paycode.merchant_pos.api import TerminalClient
+from paycode.server.models import Device, Terminal, new_id
+from paycode.shared import terminal_auth
+from paycode.shared.binding import MerchantBinding
+from paycode.shared.errors import ServerRejected
+from paycode.shared.timestep import STEP_SECONDS, step_at
+from paycode.shared.versions.base import Flags
+from paycode.shared.versions.registry import by_name
 from tests.bank_fixture import (
     Bank,
     device_of,

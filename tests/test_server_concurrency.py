@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
-from client import online
-from client.api import ServerClient
-from client.wallet import Wallet
-from merchant_pos.api import TerminalClient
-from server import ledger
-from server.models import User
-from shared.errors import ServerRejected
+from paycode.client import online
+from paycode.client.api import ServerClient
+from paycode.client.wallet import Wallet
+from paycode.merchant_pos.api import TerminalClient
+from paycode.server import ledger
+from paycode.server.models import User
+from paycode.shared.errors import ServerRejected
 from tests.live_server import LiveServer, postgres_database, start_live_server
 
 pytestmark = pytest.mark.postgres

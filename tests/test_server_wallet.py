@@ -26,15 +26,15 @@ from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
-from client import keystore, online
-from client.api import DeviceAuth, ServerClient, _device_headers
-from client.wallet import Wallet
-from server import keyring, passwords
-from server import wallet_service as service
-from server.app import create_app
-from server.config import ServerConfig
-from server.db import db, make_engine
-from server.models import (
+from paycode.client import keystore, online
+from paycode.client.api import DeviceAuth, ServerClient, _device_headers
+from paycode.client.wallet import Wallet
+from paycode.server import keyring, passwords
+from paycode.server import wallet_service as service
+from paycode.server.app import create_app
+from paycode.server.config import ServerConfig
+from paycode.server.db import db, make_engine
+from paycode.server.models import (
     Account,
     Base,
     Device,
@@ -46,13 +46,13 @@ from server.models import (
     WalletSession,
     new_id,
 )
-from server.secretbox import SecretBox
-from shared.enrollment import b64, new_ed25519_seed, read_grant
-from shared.errors import ServerRejected
-from shared.timestep import step_at
-from shared.verify import verify_code
-from shared.versions.base import Accepted, DeviceCredential, DeviceRecord, VerifyContext
-from shared.versions.registry import by_name
+from paycode.server.secretbox import SecretBox
+from paycode.shared.enrollment import b64, new_ed25519_seed, read_grant
+from paycode.shared.errors import ServerRejected
+from paycode.shared.timestep import step_at
+from paycode.shared.verify import verify_code
+from paycode.shared.versions.base import Accepted, DeviceCredential, DeviceRecord, VerifyContext
+from paycode.shared.versions.registry import by_name
 from tests.bank_fixture import SHUTDOWN_POLL_S
 
 ALICE, ALICE_PASSWORD = "alice", "correct horse battery staple"

@@ -29,13 +29,13 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, func, insert, select, update
 
-from client import online, pending
-from merchant_pos.api import TerminalClient
-from server.limits import LimitSettings
-from server.models import Account, LedgerEntry, LedgerTransaction, Merchant, Payment, Refund
-from server.settlement import COLUMNS, DayWindow, day_window
-from shared import terminal_auth
-from shared.emv.collection import CollectionCode, build_collection_payload
+from paycode.client import online, pending
+from paycode.merchant_pos.api import TerminalClient
+from paycode.server.limits import LimitSettings
+from paycode.server.models import Account, LedgerEntry, LedgerTransaction, Merchant, Payment, Refund
+from paycode.server.settlement import COLUMNS, DayWindow, day_window
+from paycode.shared import terminal_auth
+from paycode.shared.emv.collection import CollectionCode, build_collection_payload
 from tests.live_server import LiveServer, run_cli, run_cli_in_process
 from tests.phones import (
     PASSWORD,

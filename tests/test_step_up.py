@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from client import online, pending
-from client.wallet import Wallet
-from merchant_pos.api import TerminalClient
-from server import admin
-from server.models import Account, LedgerEntry, LedgerTransaction, Payment, User
-from shared.errors import ServerRejected
+from paycode.client import online, pending
+from paycode.client.wallet import Wallet
+from paycode.merchant_pos.api import TerminalClient
+from paycode.server import admin
+from paycode.server.models import Account, LedgerEntry, LedgerTransaction, Payment, User
+from paycode.shared.errors import ServerRejected
 from tests.live_server import LiveServer
 from tests.phones import (
     PASSWORD,

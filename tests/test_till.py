@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from merchant_pos.messages import CASHIER_MESSAGES, cashier_message
-from merchant_pos.till import Sale, charge_code, codes_from_lines
-from server.problems import STATUS_BY_CODE
-from shared.errors import ServerRejected, ServerUnreachable
+from paycode.merchant_pos.messages import CASHIER_MESSAGES, cashier_message
+from paycode.merchant_pos.till import Sale, charge_code, codes_from_lines
+from paycode.server.problems import STATUS_BY_CODE
+from paycode.shared.errors import ServerRejected, ServerUnreachable
 from tests.protocol_fixtures import load_vectors
 
 

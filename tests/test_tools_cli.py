@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from client.render import qr_image, save_png
+from paycode.client.render import qr_image, save_png
 from tests.protocol_fixtures import load_vectors
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,7 +32,7 @@ def run(
 
 
 def inspect_json(*args: str) -> dict[str, object]:
-    done = run("merchant_pos.cli", "inspect", *args, "--json")
+    done = run("paycode.merchant_pos.cli", "inspect", *args, "--json")
     assert done.returncode == 0, done.stderr
     reply: dict[str, object] = json.loads(done.stdout)
     return reply
@@ -69,11 +69,11 @@ def test_inspect_image(tmp_path: Path) -> None:
 
 
 def test_inspect_errors_have_codes_and_no_traceback(tmp_path: Path) -> None:
-    missing = run("merchant_pos.cli", "inspect", "--image", str(tmp_path / "none.png"))
+    missing = run("paycode.merchant_pos.cli", "inspect", "--image", str(tmp_path / "none.png"))
     assert missing.returncode == 1 and "[image_unreadable]" in missing.stderr
     blank = tmp_path / "blank.png"
     save_png(qr_image("x").resize((8, 8)).point(lambda _: 255), blank)
-    empty = run("merchant_pos.cli", "--json", "inspect", "--image", str(blank))
+    empty = run("paycode.merchant_pos.cli", "--json", "inspect", "--image", str(blank))
     assert empty.returncode == 1
     assert json.loads(empty.stdout)["error"]["code"] == "no_code_found"
     for done in (missing, empty):
@@ -83,15 +83,17 @@ def test_inspect_errors_have_codes_and_no_traceback(tmp_path: Path) -> None:
 def test_server_versions_lists_three_live_versions(tmp_path: Path) -> None:
     """The statuses are the database's (server/lifecycle.py): a fresh one has them all active."""
     env = {"PAYCODE_INSTANCE": str(tmp_path), "PAYCODE_DATABASE_URL": ""}
-    assert run("server.cli", "init-db", env=env).returncode == 0
-    done = run("server.cli", "versions", "--json", env=env)
+    assert run("paycode.server.cli", "init-db", env=env).returncode == 0
+    done = run("paycode.server.cli", "versions", "--json", env=env)
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)["versions"]
     assert [r["version"] for r in rows] == ["v1", "v2", "v3"]
     assert all(r["status"] == "active" for r in rows)
 
 
-@pytest.mark.parametrize("module", ["merchant_pos.cli", "server.cli", "client.cli"])
+@pytest.mark.parametrize(
+    "module", ["paycode.merchant_pos.cli", "paycode.server.cli", "paycode.client.cli"]
+)
 def test_help_and_bare_invocation(module: str) -> None:
     assert run(module, "--help").returncode == 0
     bare = run(module)

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from shared.binding import MerchantBinding
-from shared.timestep import step_at
-from shared.verify import verify_code
-from shared.versions.base import Accepted, Flags, Reason, Rejected
-from shared.versions.registry import by_name, route
+from paycode.shared.binding import MerchantBinding
+from paycode.shared.timestep import step_at
+from paycode.shared.verify import verify_code
+from paycode.shared.versions.base import Accepted, Flags, Reason, Rejected
+from paycode.shared.versions.registry import by_name, route
 from tests.protocol_fixtures import (
     Registry,
     load_vectors,

@@ -11,12 +11,12 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.checkdigit import damm_digit
-from shared.errors import CodeMalformed, PaycodeError
-from shared.timestep import STEP_SECONDS
-from shared.verify import verify_code
-from shared.versions import v1_numeric, v3_ed25519
-from shared.versions.base import (
+from paycode.shared.checkdigit import damm_digit
+from paycode.shared.errors import CodeMalformed, PaycodeError
+from paycode.shared.timestep import STEP_SECONDS
+from paycode.shared.verify import verify_code
+from paycode.shared.versions import v1_numeric, v3_ed25519
+from paycode.shared.versions.base import (
     Accepted,
     CodeVersion,
     DeviceCredential,
@@ -26,7 +26,7 @@ from shared.versions.base import (
     VerifierKeys,
     VersionStatus,
 )
-from shared.versions.registry import DEFAULT_STATUS, VERSIONS, by_name, route
+from paycode.shared.versions.registry import DEFAULT_STATUS, VERSIONS, by_name, route
 from tests.protocol_fixtures import Registry
 
 NOW_S = 1_763_888_400.0
@@ -48,7 +48,7 @@ class World:
         self.registry = Registry()
 
     def enroll(self, version: str, *, drift_steps: int = 0) -> DeviceCredential:
-        from shared.enrollment import new_ed25519_seed
+        from paycode.shared.enrollment import new_ed25519_seed
 
         codec = by_name(version)
         handle = codec.new_handle()
@@ -101,7 +101,7 @@ def test_qr_versions_have_fixed_length(world: World, version: str) -> None:
 
 
 def test_v3_is_an_emv_cpm_payload(world: World) -> None:
-    from shared.emv.cpm import decode_cpm
+    from paycode.shared.emv.cpm import decode_cpm
 
     code = _make(world, "v3")
     assert code.startswith("hQVDUFY")

@@ -22,16 +22,16 @@ from typing import Any
 
 import pytest
 
-from client import keystore, online
-from client.api import DeviceAuth, ServerClient
-from client.keystore import KEYSTORE_NAME, PASSPHRASE_ENV, SECRET_NAME
-from client.wallet import COUNTER_STEPS_KEPT, LOCK_NAME, Enrollment, GeneratedCode, Wallet
-from shared import wallet_auth
-from shared.binding import MerchantBinding, charging_point_bindings
-from shared.errors import CounterExhausted, ServerRejected, ServerUnreachable, WalletError
-from shared.timestep import STEP_SECONDS, step_at
-from shared.verify import verify_code
-from shared.versions.base import (
+from paycode.client import keystore, online
+from paycode.client.api import DeviceAuth, ServerClient
+from paycode.client.keystore import KEYSTORE_NAME, PASSPHRASE_ENV, SECRET_NAME
+from paycode.client.wallet import COUNTER_STEPS_KEPT, LOCK_NAME, Enrollment, GeneratedCode, Wallet
+from paycode.shared import wallet_auth
+from paycode.shared.binding import MerchantBinding, charging_point_bindings
+from paycode.shared.errors import CounterExhausted, ServerRejected, ServerUnreachable, WalletError
+from paycode.shared.timestep import STEP_SECONDS, step_at
+from paycode.shared.verify import verify_code
+from paycode.shared.versions.base import (
     Accepted,
     DeviceCredential,
     Flags,
@@ -540,7 +540,7 @@ def test_v1_cannot_be_bound_and_spends_no_counter(tmp_path: Path, stub: WalletSt
 
 CONCURRENT_SCRIPT = """
 import pathlib, sys
-from client.wallet import Wallet
+from paycode.client.wallet import Wallet
 wallet = Wallet.open(pathlib.Path(sys.argv[1]))
 for n in range(30):
     if sys.argv[2] == "codes":

@@ -19,14 +19,21 @@ from typing import Any
 
 import pytest
 
-from client import render
-from client.keystore import KEYSTORE_NAME, PASSPHRASE_ENV, SCRYPT_N, Keystore
-from client.wallet import Wallet
-from merchant_pos.scanner import decode_image_file
-from shared.binding import charging_point_bindings
-from shared.emv.collection import CollectionCode, build_collection_payload
-from shared.verify import verify_code
-from shared.versions.base import Accepted, Flags, Reason, Rejected, Verification, VerifyContext
+from paycode.client import render
+from paycode.client.keystore import KEYSTORE_NAME, PASSPHRASE_ENV, SCRYPT_N, Keystore
+from paycode.client.wallet import Wallet
+from paycode.merchant_pos.scanner import decode_image_file
+from paycode.shared.binding import charging_point_bindings
+from paycode.shared.emv.collection import CollectionCode, build_collection_payload
+from paycode.shared.verify import verify_code
+from paycode.shared.versions.base import (
+    Accepted,
+    Flags,
+    Reason,
+    Rejected,
+    Verification,
+    VerifyContext,
+)
 from tests.wallet_stub_server import DEFAULT_USERS, WalletStub, closed_port_url, running_stub
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +71,7 @@ def wallet_cli(
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYCODE_")}
     env[PASSPHRASE_ENV] = passphrase
     completed = subprocess.run(
-        [sys.executable, "-m", "client.cli", "--home", str(home), *args],
+        [sys.executable, "-m", "paycode.client.cli", "--home", str(home), *args],
         input=stdin,
         stdin=None if stdin is not None else subprocess.DEVNULL,
         capture_output=True,
@@ -423,7 +430,7 @@ def test_read_only_command_on_empty_home_creates_nothing(tmp_path: Path) -> None
     home = tmp_path / "never-enrolled"
     env = {k: v for k, v in os.environ.items() if k != "PAYCODE_WALLET_PASSPHRASE"}
     done = subprocess.run(
-        [sys.executable, "-m", "client.cli", "--home", str(home), "code"],
+        [sys.executable, "-m", "paycode.client.cli", "--home", str(home), "code"],
         capture_output=True,
         text=True,
         timeout=60,

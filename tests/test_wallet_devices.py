@@ -22,13 +22,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from client import devices, online
-from client.wallet import PendingRotation, Wallet
-from merchant_pos.api import TerminalClient
-from server import lifecycle
-from server.models import Device
-from shared.enrollment import read_grant
-from shared.errors import WalletError
+from paycode.client import devices, online
+from paycode.client.wallet import PendingRotation, Wallet
+from paycode.merchant_pos.api import TerminalClient
+from paycode.server import lifecycle
+from paycode.server.models import Device
+from paycode.shared.enrollment import read_grant
+from paycode.shared.errors import WalletError
 from tests.live_server import (
     LiveServer,
     postgres_database,
@@ -349,7 +349,7 @@ def wallet_cli(
     home: Path, *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`paycode-wallet --home HOME ARGS`, the console script as a process of its own."""
-    command = [sys.executable, "-m", "client.cli", "--home", str(home), *args]
+    command = [sys.executable, "-m", "paycode.client.cli", "--home", str(home), *args]
     return run_command(command, wallet_env(), stdin)
 
 
@@ -359,7 +359,9 @@ def wallet_main(
     """The same command, its main(argv) run in this process (tests.live_server.run_in_process):
     test_wallet_commands runs a dozen, and test_wallet_help and tests/test_wallet_cli.py run the
     console script itself."""
-    return run_in_process("client.cli", wallet_env(), "--home", str(home), *args, stdin=stdin)
+    return run_in_process(
+        "paycode.client.cli", wallet_env(), "--home", str(home), *args, stdin=stdin
+    )
 
 
 def cli_error(done: subprocess.CompletedProcess[str], code: str) -> None:

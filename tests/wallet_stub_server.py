@@ -33,11 +33,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from shared import wallet_auth
-from shared.enrollment import ED25519_BYTES, SYMMETRIC_KEY_BYTES, build_grant
-from shared.verify import verify_code
-from shared.versions.base import DeviceRecord, Verification, VerifierKeys, VerifyContext
-from shared.versions.registry import by_name
+from paycode.shared import wallet_auth
+from paycode.shared.enrollment import ED25519_BYTES, SYMMETRIC_KEY_BYTES, build_grant
+from paycode.shared.verify import verify_code
+from paycode.shared.versions.base import DeviceRecord, Verification, VerifierKeys, VerifyContext
+from paycode.shared.versions.registry import by_name
 
 BODY_BYTES_MAX = 64 * 1024
 HISTORY_LIMIT_MAX = 100

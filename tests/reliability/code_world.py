@@ -11,17 +11,17 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from shared.binding import charging_point_bindings
-from shared.enrollment import new_ed25519_seed
-from shared.timestep import STEP_SECONDS
-from shared.versions.base import (
+from paycode.shared.binding import charging_point_bindings
+from paycode.shared.enrollment import new_ed25519_seed
+from paycode.shared.timestep import STEP_SECONDS
+from paycode.shared.versions.base import (
     DeviceCredential,
     DeviceRecord,
     Flags,
     VerifierKeys,
     VerifyContext,
 )
-from shared.versions.registry import by_name
+from paycode.shared.versions.registry import by_name
 
 VERSIONS = ("v1", "v2", "v3")
 REAL_DEVICES = 3

@@ -54,14 +54,14 @@ from sqlalchemy import Connection, Engine, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from bench.load import worker_pids
-from client import online
-from client.api import ServerClient
-from client.wallet import Wallet
-from merchant_pos.api import TerminalClient
-from server import admin, ledger
-from server.config import ServerConfig
-from server.db import READ_ONLY_OPTION, make_engine
-from server.models import (
+from paycode.client import online
+from paycode.client.api import ServerClient
+from paycode.client.wallet import Wallet
+from paycode.merchant_pos.api import TerminalClient
+from paycode.server import admin, ledger
+from paycode.server.config import ServerConfig
+from paycode.server.db import READ_ONLY_OPTION, make_engine
+from paycode.server.models import (
     SYSTEM,
     Account,
     LedgerEntry,
@@ -71,9 +71,9 @@ from server.models import (
     User,
     new_id,
 )
-from server.passwords import hash_password
-from server.secretbox import SecretBox
-from shared.errors import CounterExhausted, ServerRejected, ServerUnreachable
+from paycode.server.passwords import hash_password
+from paycode.server.secretbox import SecretBox
+from paycode.shared.errors import CounterExhausted, ServerRejected, ServerUnreachable
 from tests.live_server import LiveServer
 
 CURRENCY = "CNY"

@@ -47,19 +47,19 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from client import online
-from client.wallet import Wallet
-from merchant_pos.api import TerminalClient
-from server import admin, dashboard_auth, notifications, settlement
-from server.config import ServerConfig
-from server.limits import LimitSettings
-from server.problems import PROBLEM_BASE
-from server.secretbox import SecretBox
-from shared import terminal_auth, wallet_auth
-from shared.emv.collection import CollectionCode, build_collection_payload
-from shared.enrollment import b64, new_ed25519_seed
-from shared.prf import mac
-from shared.versions.base import DeviceCredential
+from paycode.client import online
+from paycode.client.wallet import Wallet
+from paycode.merchant_pos.api import TerminalClient
+from paycode.server import admin, dashboard_auth, notifications, settlement
+from paycode.server.config import ServerConfig
+from paycode.server.limits import LimitSettings
+from paycode.server.problems import PROBLEM_BASE
+from paycode.server.secretbox import SecretBox
+from paycode.shared import terminal_auth, wallet_auth
+from paycode.shared.emv.collection import CollectionCode, build_collection_payload
+from paycode.shared.enrollment import b64, new_ed25519_seed
+from paycode.shared.prf import mac
+from paycode.shared.versions.base import DeviceCredential
 from tests import phones
 from tests.live_server import LiveServer, postgres_database, start_live_server
 from tests.reliability.figures import Figures, Scale, current_scale

@@ -39,14 +39,14 @@ from pathlib import Path
 
 import pytest
 
-from shared import terminal_auth
-from shared.checkdigit import damm_digit
-from shared.emv.tlv import encode_constructed, encode_tlv
-from shared.errors import CodeMalformed
-from shared.verify import verify_code
-from shared.versions import v3_ed25519
-from shared.versions.base import Accepted, DeviceCredential, Flags, Rejected, VerifyContext
-from shared.versions.registry import by_name
+from paycode.shared import terminal_auth
+from paycode.shared.checkdigit import damm_digit
+from paycode.shared.emv.tlv import encode_constructed, encode_tlv
+from paycode.shared.errors import CodeMalformed
+from paycode.shared.verify import verify_code
+from paycode.shared.versions import v3_ed25519
+from paycode.shared.versions.base import Accepted, DeviceCredential, Flags, Rejected, VerifyContext
+from paycode.shared.versions.registry import by_name
 from tests import phones
 from tests.live_server import LiveServer, postgres_database, start_live_server
 from tests.reliability.code_world import (

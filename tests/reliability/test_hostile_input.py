@@ -45,29 +45,29 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from sqlalchemy import text
 
-from client import api as client_api
-from client import online
-from client.wallet import Wallet
-from merchant_pos.api import TerminalClient
-from merchant_pos.inspect import describe
-from server.problems import STATUS_BY_CODE
-from shared import terminal_auth, wallet_auth
-from shared.checkdigit import damm_digit
-from shared.emv.collection import CollectionCode, build_collection_payload, read_collection
-from shared.emv.cpm import decode_cpm, encode_cpm
-from shared.emv.mpm import crc16_ccitt_false, decode_mpm
-from shared.emv.tlv import decode_tlv, encode_tlv
-from shared.enrollment import build_grant, new_ed25519_seed, read_grant
-from shared.errors import (
+from paycode.client import api as client_api
+from paycode.client import online
+from paycode.client.wallet import Wallet
+from paycode.merchant_pos.api import TerminalClient
+from paycode.merchant_pos.inspect import describe
+from paycode.server.problems import STATUS_BY_CODE
+from paycode.shared import terminal_auth, wallet_auth
+from paycode.shared.checkdigit import damm_digit
+from paycode.shared.emv.collection import CollectionCode, build_collection_payload, read_collection
+from paycode.shared.emv.cpm import decode_cpm, encode_cpm
+from paycode.shared.emv.mpm import crc16_ccitt_false, decode_mpm
+from paycode.shared.emv.tlv import decode_tlv, encode_tlv
+from paycode.shared.enrollment import build_grant, new_ed25519_seed, read_grant
+from paycode.shared.errors import (
     AmountInvalid,
     CodeMalformed,
     EmvFormatError,
     EnrollmentInvalid,
 )
-from shared.money import MAX_AMOUNT_MINOR, Money, format_amount, parse_amount
-from shared.verify import verify_code
-from shared.versions.base import Accepted, DeviceCredential, Rejected
-from shared.versions.registry import by_name
+from paycode.shared.money import MAX_AMOUNT_MINOR, Money, format_amount, parse_amount
+from paycode.shared.verify import verify_code
+from paycode.shared.versions.base import Accepted, DeviceCredential, Rejected
+from paycode.shared.versions.registry import by_name
 from tests import phones
 from tests.live_server import LiveServer, postgres_database, start_live_server
 from tests.reliability.code_world import VERSIONS, World, build_world, genuine_codes
@@ -353,7 +353,7 @@ def emv_parsers() -> list[Parser]:
             ),
         ),
         Parser(
-            "merchant_pos.inspect.describe",
+            "paycode.merchant_pos.inspect.describe",
             describe,
             (),
             st.one_of(
@@ -672,7 +672,7 @@ PARSER_IDS = {
     "cpm": "decode_cpm",
     "mpm": "decode_mpm",
     "collection": "read_collection",
-    "inspect": "merchant_pos.inspect.describe",
+    "inspect": "paycode.merchant_pos.inspect.describe",
     "amount": "parse_amount",
     "terminal-signature": "terminal_auth.signature_valid",
     "wallet-signature": "wallet_auth.signature_valid",

@@ -37,12 +37,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from client.wallet import Wallet
-from merchant_pos import api as pos_api
-from merchant_pos.api import TerminalClient
-from merchant_pos.till import ConfirmWait, Sale, SaleOutcome, charge_code
-from server.models import Payment, Refund, Terminal
-from shared.errors import ServerRejected, ServerUnreachable
+from paycode.client.wallet import Wallet
+from paycode.merchant_pos import api as pos_api
+from paycode.merchant_pos.api import TerminalClient
+from paycode.merchant_pos.till import ConfirmWait, Sale, SaleOutcome, charge_code
+from paycode.server.models import Payment, Refund, Terminal
+from paycode.shared.errors import ServerRejected, ServerUnreachable
 from tests.live_server import LiveServer, postgres_database, start_live_server
 from tests.phones import code_of, new_till, use_fast_keystore
 from tests.race_fixture import Till, books, customer, ledger_sum, merchant_balance

@@ -60,10 +60,10 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from client import keystore
-from client.api import ServerClient
-from client.wallet import Wallet
-from server import dashboard_auth
+from paycode.client import keystore
+from paycode.client.api import ServerClient
+from paycode.client.wallet import Wallet
+from paycode.server import dashboard_auth
 from tests.live_server import (
     LiveServer,
     postgres_database,
@@ -251,7 +251,11 @@ class NotifyEndpoint:
 # -- the console scripts -------------------------------------------------------------------------
 
 
-PROGRAMS = {"server": "server.cli", "wallet": "client.cli", "pos": "merchant_pos.cli"}
+PROGRAMS = {
+    "server": "paycode.server.cli",
+    "wallet": "paycode.client.cli",
+    "pos": "paycode.merchant_pos.cli",
+}
 
 
 def run_console(

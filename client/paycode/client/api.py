@@ -1,0 +1,184 @@
+"""HTTP client for the server's wallet API (docs/api.md). Standard library only.
+
+Every call has a bounded timeout. A network failure raises ServerUnreachable; a problem
+response (RFC 9457) raises ServerRejected with the server's stable code. Every response's
+server time feeds the wallet's clock-offset estimate.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http.client
+import json
+import secrets
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from paycode.shared import wallet_auth
+from paycode.shared.errors import ServerRejected, ServerUnreachable
+from paycode.shared.versions.base import DeviceCredential
+
+TIMEOUT_S = 10.0
+
+Signer = Callable[[str, str, bytes], dict[str, str]]
+"""(method, path with query, body bytes) -> signature headers over the exact bytes sent."""
+RESPONSE_BYTES_MAX = 1 << 20
+SERVER_TIME_MAX = 1e11
+"""Unix seconds (the year 5138): a server_time beyond it (or NaN) is ignored, not believed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: dict[str, Any]
+    clock_offset_s: float | None
+    """server time - local time, from the body's server_time or the Date header."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAuth:
+    device_id: str
+    credential: DeviceCredential
+    clock_offset_s: float = 0.0
+    """server time - local time: requests are timestamped in server time."""
+
+
+class ServerClient:
+    def __init__(self, base_url: str, *, timeout_s: float = TIMEOUT_S) -> None:
+        parsed = urllib.parse.urlsplit(base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ServerUnreachable(
+                f"server URL must be http(s)://host[:port], got {base_url[:80]!r}"
+            )
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        bearer: str | None = None,
+        device: DeviceAuth | None = None,
+        signer: Signer | None = None,
+        idempotency_key: str | None = None,
+    ) -> Response:
+        data = b"" if body is None else json.dumps(body).encode()
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        if bearer is not None:
+            headers["Authorization"] = f"Bearer {bearer}"
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        if device is not None:
+            headers.update(_device_headers(device, method, path, data))
+        if signer is not None:
+            headers.update(signer(method, path, data))
+        request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
+            self.base_url + path,
+            data=data if body is not None else None,
+            method=method,
+            headers=headers,
+        )
+        return self._send(request)
+
+    def _send(self, request: urllib.request.Request) -> Response:
+        sent_at = time.time()
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as reply:  # noqa: S310 - scheme checked
+                status, raw, date = (
+                    reply.status,
+                    reply.read(RESPONSE_BYTES_MAX),
+                    reply.headers.get("Date"),
+                )
+        except urllib.error.HTTPError as error:
+            status, raw, date = (
+                error.code,
+                _problem_bytes(error, self.base_url),
+                error.headers.get("Date"),
+            )
+        except (
+            urllib.error.URLError,
+            http.client.HTTPException,  # an answer cut inside its status line or body
+            TimeoutError,
+            ConnectionError,
+            OSError,
+        ) as error:
+            reason = getattr(error, "reason", error)
+            raise ServerUnreachable(f"cannot reach {self.base_url}: {reason}") from error
+        received_at = time.time()
+        body = _json_body(raw)
+        offset = _clock_offset(body, date, (sent_at + received_at) / 2)
+        if status >= 400:
+            code = str(body.get("code") or f"http_{status}")
+            detail = str(body.get("detail") or body.get("title") or f"HTTP {status}")
+            raise ServerRejected(code, detail, status=status, clock_offset_s=offset)
+        if not _whole_json_object(raw):
+            # A success whose reply was cut short (the connection dropped mid-answer) tells
+            # nothing of what the server did: no answer, so the caller retries with its
+            # Idempotency-Key and hears the stored reply, rather than reading {} as a failure.
+            raise ServerUnreachable(f"{self.base_url} answered {status}, but the reply was cut")
+        return Response(status, body, offset)
+
+
+def _problem_bytes(error: urllib.error.HTTPError, base_url: str) -> bytes:
+    """A problem answer's body; a connection that breaks while it is read gave no answer."""
+    try:
+        raw = error.read(RESPONSE_BYTES_MAX)
+    except (http.client.HTTPException, OSError) as cut:
+        raise ServerUnreachable(f"{base_url} answered {error.code}, then broke: {cut}") from cut
+    # A body shorter than its Content-Length was cut (a server killed mid-answer): read()
+    # returns the part silently, and an empty problem would read as a refusal "http_422".
+    length = error.headers.get("Content-Length", "")
+    if length.isdigit() and len(raw) < min(int(length), RESPONSE_BYTES_MAX):
+        raise ServerUnreachable(f"{base_url} answered {error.code}, but the reply was cut")
+    return raw
+
+
+def _whole_json_object(raw: bytes) -> bool:
+    try:
+        return isinstance(json.loads(raw), dict)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, >4300 digits, deep nesting
+        return False
+
+
+def _device_headers(device: DeviceAuth, method: str, path: str, data: bytes) -> dict[str, str]:
+    timestamp_s = int(time.time() + device.clock_offset_s)
+    nonce = secrets.token_hex(16)
+    message = wallet_auth.signing_message(method, path, timestamp_s, nonce, data)
+    signature = wallet_auth.sign(device.credential, message)
+    return wallet_auth.SignedHeaders(device.device_id, timestamp_s, nonce, signature).as_dict()
+
+
+def _json_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw) if raw else {}
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, >4300 digits, deep nesting
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _clock_offset(
+    body: dict[str, Any], date_header: str | None, local_mid_s: float
+) -> float | None:
+    server_time = body.get("server_time")
+    # A huge integer or NaN/Infinity (json reads both) must not become the wallet's clock.
+    if (
+        isinstance(server_time, int | float)
+        and not isinstance(server_time, bool)
+        and abs(server_time) < SERVER_TIME_MAX
+    ):
+        return float(server_time) - local_mid_s
+    if date_header:
+        try:
+            return email.utils.parsedate_to_datetime(date_header).timestamp() - local_mid_s
+        except (TypeError, ValueError):
+            return None
+    return None

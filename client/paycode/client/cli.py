@@ -1,0 +1,324 @@
+"""paycode-wallet: the consumer's wallet on the command line (BRIEF §5)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from paycode.client import online, render
+from paycode.client.api import ServerClient
+from paycode.client.cliutil import add_json_flag, confirm_or_stop, emit, run, wants_json
+from paycode.client.devices_cli import PROG, add_device_commands, advice_notice
+from paycode.client.pending_cli import add_pending_commands
+from paycode.client.wallet import GeneratedCode, Wallet, live_versions
+from paycode.shared.binding import MerchantBinding
+from paycode.shared.emv.collection import CollectionCode, read_collection
+from paycode.shared.errors import WalletError
+
+HOME_ENV = "PAYCODE_WALLET_HOME"
+SHOW_REFRESHES_MAX = 2880
+"""--show stops by itself after a day of 30 s steps."""
+
+
+def default_home() -> Path:
+    return Path(os.environ.get(HOME_ENV) or Path.home() / ".paycode" / "wallet")
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass(f"password for {args.user}: ")
+    else:
+        raise WalletError(
+            "no password: pass --password-stdin and pipe it in", code="password_required"
+        )
+    if not password:
+        raise WalletError("the password is empty", code="password_required")
+    return password
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    versions = args.version or live_versions()
+    client = ServerClient(args.server)
+    wallet = Wallet.open_or_create(args.home)
+    password = _read_password(args)
+    result = online.enroll(wallet, client, user=args.user, password=password, versions=versions)
+    enrolled = [{"version": g.version, "device_id": g.device_id} for g in result.granted]
+    names = ", ".join(f"{g.version} ({g.device_id})" for g in result.granted)
+    offset = f"clock offset {result.clock_offset_s:+.1f} s"
+    human = f"enrolled {args.user} at {client.base_url}: {names}; {offset}"
+    emit(args, human, {"enrolled": enrolled, "clock_offset_s": result.clock_offset_s})
+    return 0
+
+
+def _write_pngs(code: GeneratedCode, png: Path) -> list[str]:
+    written = [str(png)]
+    render.save_png(render.qr_image(code.text), png)
+    if code.symbology == "numeric":
+        barcode_path = png.with_name(png.stem + ".code128.png")
+        render.save_png(render.code128_image(code.text), barcode_path)
+        written.append(str(barcode_path))
+    return written
+
+
+def _code_data(
+    code: GeneratedCode, files: list[str], collection: CollectionCode | None
+) -> dict[str, Any]:
+    bound_to = None
+    if collection is not None:
+        bound_to = {
+            "merchant_id": collection.merchant_id,
+            "merchant_name": collection.merchant_name,
+            "terminal_id": collection.terminal_id,
+        }
+    return {
+        "code": code.text,
+        "version": code.version,
+        "symbology": code.symbology,
+        "refresh_in_s": round(code.refresh_in_s, 1),
+        "files": files,
+        "bound_to": bound_to,
+    }
+
+
+def _collection(args: argparse.Namespace) -> CollectionCode | None:
+    """The merchant's collection QR named by --bind-qr or --bind-payload, read offline."""
+    payload: str | None = args.bind_payload
+    if args.bind_qr is not None:
+        # Deferred: OpenCV and zxing load in ~0.2 s, which an unbound `code` should not pay.
+        from paycode.merchant_pos.scanner import decode_image_file  # noqa: PLC0415
+
+        found = [d for d in decode_image_file(args.bind_qr) if d.format == "qr"]
+        if not found:
+            raise WalletError(f"no QR code found in {args.bind_qr}", code="qr_not_found")
+        payload = found[0].text
+    return None if payload is None else read_collection(payload)
+
+
+def _binding(collection: CollectionCode | None) -> MerchantBinding | None:
+    if collection is None:
+        return None
+    try:
+        return MerchantBinding(collection.merchant_id, collection.terminal_id)
+    except ValueError as error:
+        message = f"the collection QR names no usable merchant: {error}"
+        raise WalletError(message, code="qr_invalid") from error
+
+
+def _bound_line(collection: CollectionCode | None) -> list[str]:
+    if collection is None:
+        return []
+    till = f", terminal {collection.terminal_id}" if collection.terminal_id else ""
+    name = collection.merchant_name or collection.merchant_id
+    return [f"bound to {name} ({collection.merchant_id}{till}): pays nowhere else"]
+
+
+def _clock_check(wallet: Wallet, local_now_s: float) -> None:
+    """Warn on stderr (never in the --json answer) when the learned clock offset may be stale:
+    a code made on a wrong clock is refused at the till as code_expired."""
+    reason = wallet.clock_warning(local_now_s)
+    if reason is not None:
+        print(
+            f"warning: {reason}; the till may refuse codes as expired: "
+            f"run '{PROG} balance' (online) to re-sync",
+            file=sys.stderr,
+        )
+
+
+def cmd_code(args: argparse.Namespace) -> int:
+    wallet = Wallet.open(args.home)
+    _clock_check(wallet, time.time())
+    collection = _collection(args)
+    binding = _binding(collection)
+    if args.show:
+        if wants_json(args):
+            raise WalletError(
+                "--show draws in the terminal; it cannot be combined with --json", code="usage"
+            )
+        return _show_loop(wallet, args, binding)
+    code = wallet.next_code(args.version, local_now_s=time.time(), binding=binding)
+    files = _write_pngs(code, args.png) if args.png else []
+    shown = render.group_digits(code.text) if code.symbology == "numeric" else code.text
+    lines = [shown, *_bound_line(collection), *(f"wrote {name}" for name in files)]
+    emit(args, "\n".join(lines), _code_data(code, files, collection))
+    return 0
+
+
+def _show_loop(wallet: Wallet, args: argparse.Namespace, binding: MerchantBinding | None) -> int:
+    refreshes_max = min(args.count or SHOW_REFRESHES_MAX, SHOW_REFRESHES_MAX)
+    for _ in range(refreshes_max):
+        code = wallet.next_code(args.version, local_now_s=time.time(), binding=binding)
+        text = (
+            render.group_digits(code.text) if code.symbology == "numeric" else code.text[:24] + "…"
+        )
+        screen = render.terminal_qr(code.text)
+        sys.stdout.write("\x1b[2J\x1b[H" + screen + "\n")
+        sys.stdout.write(
+            f"{code.version}  {text}\nrefreshes in {code.refresh_in_s:.0f} s (Ctrl-C to stop)\n"
+        )
+        sys.stdout.flush()
+        time.sleep(code.refresh_in_s + 0.05)
+    return 0
+
+
+def _reenroll_notice(
+    args: argparse.Namespace, wallet: Wallet, body: dict[str, Any]
+) -> dict[str, Any]:
+    """Pass on the server's advice to re-enroll: a line on stderr (stdout stays the answer),
+    or a `reenroll` member with --json. Returns what to add to the JSON output."""
+    return advice_notice(args, online.reenroll_of(body))
+
+
+def cmd_balance(args: argparse.Namespace) -> int:
+    wallet = Wallet.open(args.home)
+    body = online.balance(wallet)
+    lines = [f"{item.get('balance')} {item.get('currency')}" for item in body.get("accounts", [])]
+    notice = _reenroll_notice(args, wallet, body)
+    emit(args, "\n".join(lines) or "no accounts", {"accounts": body.get("accounts", []), **notice})
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    wallet = Wallet.open(args.home)
+    body = online.history(wallet, limit=args.limit)
+    items = body.get("items", [])
+    columns = ("created_at", "amount", "currency", "status", "merchant")
+    lines = ["  ".join(str(item.get(column, "")) for column in columns) for item in items]
+    notice = _reenroll_notice(args, wallet, body)
+    emit(args, "\n".join(lines) or "no payments yet", {"items": items, **notice})
+    return 0
+
+
+def cmd_pay(args: argparse.Namespace) -> int:
+    """Read the poster offline, show who is paid and how much, confirm, then pay online."""
+    # Deferred: OpenCV and zxing load in ~0.2 s, which `code` (the hot path) should not pay.
+    from paycode.merchant_pos.scanner import decode_image_file  # noqa: PLC0415
+
+    found = [d for d in decode_image_file(args.qr_image) if d.format == "qr"]
+    if not found:
+        raise WalletError(f"no QR code found in {args.qr_image}", code="qr_not_found")
+    collection = read_collection(found[0].text)
+    amount = _pay_amount(collection, args.amount)
+    confirm_or_stop(
+        args,
+        f"pay {amount} {collection.currency} to {collection.merchant_name}, "
+        f"{collection.merchant_city} ({collection.merchant_id})",
+    )
+    wallet = Wallet.open(args.home)
+    body = online.pay(wallet, qr_payload=found[0].text, amount=args.amount)
+    paid = f"{body.get('amount')} {body.get('currency')}"
+    human = f"paid {paid} to {body.get('merchant')}: {body.get('status')}"
+    notice = _reenroll_notice(args, wallet, body)
+    emit(args, human, {"payment": {k: v for k, v in body.items() if k != "reenroll"}, **notice})
+    return 0
+
+
+def _pay_amount(collection: CollectionCode, asked: str | None) -> str:
+    """The amount to confirm: the poster's own, or the one the payer typed."""
+    if collection.amount is not None:
+        if asked is not None and asked != collection.amount:
+            # The server compares the values exactly; here only a clear early word is given.
+            print(f"note: this QR fixes the amount at {collection.amount}", file=sys.stderr)
+        return collection.amount
+    if asked is None:
+        raise WalletError("this QR has no amount: pass --amount", code="amount_invalid")
+    return asked
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    wallet = Wallet.open(args.home)
+    enrolled = {v: e.device_id for v, e in wallet.enrollments().items()}
+    human = "\n".join(
+        [
+            f"server: {wallet.server_url or '-'}  user: {wallet.user or '-'}",
+            f"clock offset: {wallet.clock_offset_s:+.1f} s",
+        ]
+        + [f"{version}: device {device_id}" for version, device_id in enrolled.items()]
+    )
+    emit(args, human, {"server": wallet.server_url, "user": wallet.user, "enrolled": enrolled})
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Offline payment codes. Enroll once online; making a code needs no network.",
+        epilog=f"The wallet lives in --home (default ${HOME_ENV} or ~/.paycode/wallet), "
+        "encrypted with $PAYCODE_WALLET_PASSPHRASE or a 0600 secret file beside it. "
+        "Errors exit 1 and name a stable code.",
+    )
+    parser.add_argument("--home", type=Path, default=default_home(), help="wallet directory")
+    add_json_flag(parser)
+    sub = parser.add_subparsers(metavar="COMMAND")
+    versions = live_versions()
+
+    p = sub.add_parser("enroll", help="provision this wallet with a server (online, once)")
+    p.add_argument("--server", required=True, help="server URL, e.g. http://127.0.0.1:5000")
+    p.add_argument("--user", required=True, help="your user name on that server")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.add_argument(
+        "--version",
+        action="append",
+        choices=versions,
+        help="code version (repeatable; default all)",
+    )
+    p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser("code", help="make a fresh single-use payment code (offline)")
+    p.add_argument("--version", choices=versions, help="code version (default v1, the numeric one)")
+    p.add_argument(
+        "--png", type=Path, help="write a QR PNG here (numeric codes also FILE.code128.png)"
+    )
+    p.add_argument(
+        "--show", action="store_true", help="draw the QR in the terminal, refresh every step"
+    )
+    p.add_argument("--count", type=int, default=0, help="with --show: stop after N refreshes")
+    bind = p.add_mutually_exclusive_group()
+    bind.add_argument(
+        "--bind-qr",
+        type=Path,
+        metavar="IMAGE",
+        help="bind the code to the merchant (and terminal) of this collection QR photo or PNG: "
+        "it pays nowhere else (v2/v3 only; offline)",
+    )
+    bind.add_argument(
+        "--bind-payload",
+        metavar="TEXT",
+        help="like --bind-qr, from the collection QR's text (EMV payload)",
+    )
+    p.set_defaults(func=cmd_code)
+
+    sub.add_parser("balance", help="show your balances (online)").set_defaults(func=cmd_balance)
+    p = sub.add_parser("history", help="show your recent payments (online)")
+    p.add_argument("--limit", type=int, default=20, help="how many (1-100)")
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("pay", help="pay a merchant's collection QR (online)")
+    p.add_argument("--qr-image", required=True, type=Path, help="photo or PNG of the merchant's QR")
+    p.add_argument("--amount", help="amount as a decimal string, e.g. 12.50 (if the QR has none)")
+    p.add_argument("--yes", action="store_true", help="pay without asking to confirm")
+    p.set_defaults(func=cmd_pay)
+
+    sub.add_parser("status", help="show what this wallet is enrolled for").set_defaults(
+        func=cmd_status
+    )
+    add_device_commands(sub, versions)
+    add_pending_commands(sub)
+    for action in sub.choices.values():
+        add_json_flag(action)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(PROG, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

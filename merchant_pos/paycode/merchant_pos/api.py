@@ -1,0 +1,110 @@
+"""The terminal's HTTP client: signed requests to /v1/charges and /v1/payments (docs/api.md).
+
+A sale has one Idempotency-Key, reused on every retry of that sale, so a connection dropped
+after the server debited can only ever return the first outcome, never charge twice. Retries
+are bounded, with exponential back-off, for network failures and 5xx answers only.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from paycode.client.api import ServerClient
+from paycode.shared import terminal_auth
+from paycode.shared.errors import ServerRejected, ServerUnreachable
+
+ATTEMPTS_MAX = 4
+BACKOFF_FIRST_S = 0.25
+
+
+@dataclass
+class TerminalClient:
+    base_url: str
+    key_id: str
+    secret: bytes = field(repr=False)
+    timeout_s: float = 10.0
+    clock_offset_s: float = 0.0
+    sleep: Callable[[float], None] = time.sleep
+
+    def _signer(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        timestamp_s = int(time.time() + self.clock_offset_s)
+        return terminal_auth.sign_headers(
+            self.key_id, self.secret, method, path, body, timestamp_s=timestamp_s
+        )
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        attempts_max: int = ATTEMPTS_MAX,
+    ) -> dict[str, Any]:
+        """One logical request, retried (same key, fresh signature) on network errors and 5xx."""
+        assert 1 <= attempts_max <= ATTEMPTS_MAX
+        client = ServerClient(self.base_url, timeout_s=self.timeout_s)
+        delay_s = BACKOFF_FIRST_S
+        for attempt in range(1, attempts_max + 1):
+            try:
+                reply = client.call(
+                    method, path, body, signer=self._signer, idempotency_key=idempotency_key
+                )
+            except ServerUnreachable:
+                if attempt == attempts_max:
+                    raise
+            except ServerRejected as error:
+                if error.status < 500 or attempt == attempts_max:
+                    raise
+            else:
+                if reply.clock_offset_s is not None:
+                    self.clock_offset_s = reply.clock_offset_s
+                return reply.body
+            self.sleep(delay_s)
+            delay_s *= 2
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def charge(
+        self,
+        *,
+        code: str,
+        amount: str,
+        currency: str,
+        merchant_order_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": code, "amount": amount, "currency": currency}
+        if merchant_order_id is not None:
+            body["merchant_order_id"] = merchant_order_id
+        key = idempotency_key or str(uuid.uuid4())
+        return self._call("POST", "/v1/charges", body, idempotency_key=key)
+
+    def merchant(self) -> dict[str, Any]:
+        """The merchant this terminal collects for (for collection QR posters)."""
+        return self._call("GET", "/v1/merchant")
+
+    def payment(self, payment_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/payments/{payment_id}")
+
+    def cancel(self, payment_id: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Cancel a payment waiting for the customer's confirmation; answers the payment as it
+        ends (succeeded, if the customer confirmed first)."""
+        key = idempotency_key or str(uuid.uuid4())
+        return self._call("POST", f"/v1/payments/{payment_id}/cancel", {}, idempotency_key=key)
+
+    def payments_by_order(self, merchant_order_id: str) -> list[dict[str, Any]]:
+        reply = self._call("GET", f"/v1/payments?merchant_order_id={quote(merchant_order_id)}")
+        items: list[dict[str, Any]] = reply.get("items", [])
+        return items
+
+    def refund(
+        self, payment_id: str, *, amount: str | None = None, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {} if amount is None else {"amount": amount}
+        key = idempotency_key or str(uuid.uuid4())
+        return self._call("POST", f"/v1/payments/{payment_id}/refunds", body, idempotency_key=key)

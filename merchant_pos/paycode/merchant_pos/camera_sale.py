@@ -1,0 +1,109 @@
+"""A sale from frames (camera, video, image): scan, show, charge once, show the outcome.
+
+With a display, an OpenCV window shows each frame with the code outlined and the amount, then
+the result screen; without one, the till prints the same outcome (merchant_pos.cli).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+from paycode.merchant_pos.api import TerminalClient
+from paycode.merchant_pos.display import (
+    Bgr,
+    TillWindow,
+    display_available,
+    render_outcome,
+    render_scan_frame,
+    render_waiting,
+)
+from paycode.merchant_pos.frames import open_source
+from paycode.merchant_pos.messages import cashier_message
+from paycode.merchant_pos.scanloop import Detection, NoPaymentCode, Scanner
+from paycode.merchant_pos.till import CONFIRM_POLL_S, ConfirmWait, Sale, SaleOutcome, charge_code
+
+SCREENSHOT_SETTLE_S = 0.5
+"""Time for the window manager-less X server to map and paint the window before a grab."""
+
+
+def charge_from_frames(client: TerminalClient, sale: Sale, args: argparse.Namespace) -> SaleOutcome:
+    window = TillWindow() if display_available(args.headless) else None
+    try:
+        wait = _wait_on_screen(window, sale, args.confirm_wait_s)
+        outcome = _scan_and_charge(
+            client, sale, args.source, args.timeout_s, window=window, wait=wait
+        )
+        if window is not None:
+            _show_outcome(window, outcome, args.hold_s, args.screenshot)
+        return outcome
+    finally:
+        if window is not None:
+            window.close()
+
+
+def _wait_on_screen(window: TillWindow | None, sale: Sale, wait_s: float) -> ConfirmWait:
+    """While the customer confirms, the window says so (and stays responsive meanwhile)."""
+    poll_s = min(CONFIRM_POLL_S, wait_s)
+    if window is None:
+        return ConfirmWait(wait_s=wait_s, poll_s=poll_s)
+    shown: list[Bgr] = []
+
+    def on_waiting(remaining_s: float) -> None:
+        shown[:] = [render_waiting(f"{sale.amount} {sale.currency}", remaining_s)]
+        window.show(shown[0])
+
+    def sleep(seconds: float) -> None:
+        window.hold(shown[0], seconds) if shown else time.sleep(seconds)
+
+    return ConfirmWait(wait_s=wait_s, poll_s=poll_s, on_waiting=on_waiting, sleep=sleep)
+
+
+def _scan_and_charge(
+    client: TerminalClient,
+    sale: Sale,
+    source: str,
+    timeout_s: float,
+    *,
+    window: TillWindow | None,
+    wait: ConfirmWait,
+) -> SaleOutcome:
+    amount_text = f"{sale.amount} {sale.currency}"
+    seen_at: dict[int, float] = {}
+
+    def on_frame(frame: Bgr, detections: list[Detection]) -> None:
+        if detections:
+            seen_at.setdefault(detections[0].frame_index, time.monotonic())
+        if window is not None:
+            window.show(render_scan_frame(frame, detections, amount_text))
+
+    with open_source(source) as frames:
+        try:
+            found = Scanner().first_payment_code(
+                frames, clock=time.monotonic, timeout_seconds=timeout_s, on_frame=on_frame
+            )
+        except NoPaymentCode as error:
+            return sale.outcome(False, error.code, f"{cashier_message(error.code)} ({error})")
+    outcome = charge_code(client, found.text, sale, wait)
+    read_at = seen_at.get(found.frame_index, time.monotonic())
+    return dataclasses.replace(outcome, scan_to_answer_ms=(time.monotonic() - read_at) * 1000)
+
+
+def _show_outcome(
+    window: TillWindow, outcome: SaleOutcome, hold_s: float, screenshot: Path | None
+) -> None:
+    image = render_outcome(outcome)
+    if screenshot is not None:
+        window.hold(image, SCREENSHOT_SETTLE_S)
+        _grab_screen(screenshot)
+    window.hold(image, hold_s)
+
+
+def _grab_screen(path: Path) -> None:
+    """A real screenshot of the X display (the window as the cashier sees it)."""
+    from PIL import ImageGrab  # noqa: PLC0415 - only tests ask for screenshots
+
+    ImageGrab.grab(xdisplay=os.environ.get("DISPLAY")).save(path)

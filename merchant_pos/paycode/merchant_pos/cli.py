@@ -1,0 +1,324 @@
+"""paycode-pos: the cashier's till (BRIEF §5).
+
+paycode-pos configure --server URL --key-id KEY --secret-stdin [--currency CNY]
+paycode-pos charge --amount 12.50 [--source camera:0|video:PATH|image:PATH|stdin]
+paycode-pos refund PAYMENT_ID [--amount 5.00]
+paycode-pos query (PAYMENT_ID | --order-id ORDER)
+paycode-pos inspect (--image FILE | --text STRING)
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from paycode.client.cliutil import add_json_flag, emit, run, wants_json
+from paycode.merchant_pos import settings
+from paycode.merchant_pos.inspect import describe
+from paycode.merchant_pos.messages import cashier_message
+from paycode.merchant_pos.till import (
+    CONFIRM_POLL_S,
+    CONFIRM_WAIT_S,
+    CONFIRM_WAIT_S_MAX,
+    ConfirmWait,
+    Sale,
+    SaleOutcome,
+    charge_code,
+    codes_from_lines,
+    new_order_id,
+)
+from paycode.shared.errors import AmountInvalid, PaycodeError
+from paycode.shared.money import parse_amount
+
+PROG = "paycode-pos"
+EXIT_NOT_PAID = 3
+"""`charge` exits 0 only when paid; 3 when the server refused or the outcome is unknown."""
+SCAN_TIMEOUT_S_DEFAULT = 60.0
+HOLD_S_DEFAULT = 3.0
+WAIT_REPORT_S = 10.0
+"""While waiting for a customer's confirmation, the seconds left are printed this often."""
+
+
+class ScanError(PaycodeError):
+    code = "no_code_found"
+
+
+def _human(found: list[dict[str, object]]) -> str:
+    lines = []
+    for item in found:
+        head = f"[{item.get('format', 'text')}] {item.get('kind')}"
+        if item.get("version"):
+            head += f" {item['version']}"
+        if "well_formed" in item:
+            head += (
+                " (well-formed)"
+                if item["well_formed"]
+                else f" ({item.get('error')}: {item.get('message')})"
+            )
+        lines.append(f"{head}\n    {item.get('text_preview')}")
+    return "\n".join(lines)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    if args.text is not None:
+        found = [describe(args.text) | {"format": "text"}]
+    else:
+        # Deferred: OpenCV and zxing take ~0.2 s to load; --text should not pay for them.
+        from paycode.merchant_pos.scanner import decode_image_file  # noqa: PLC0415
+
+        decoded = decode_image_file(args.image)
+        if not decoded:
+            raise ScanError(f"no QR code or Code 128 barcode found in {args.image}")
+        found = [describe(d.text) | {"format": d.format, "backend": d.backend} for d in decoded]
+    emit(args, _human(found), {"codes": found})
+    return 0
+
+
+def cmd_configure(args: argparse.Namespace) -> int:
+    if args.secret_stdin:
+        secret_text = sys.stdin.readline()
+    elif sys.stdin.isatty():
+        secret_text = getpass.getpass("terminal secret (base64, as printed once): ")
+    else:
+        raise settings.SettingsInvalid("pass --secret-stdin and pipe the secret in")
+    configured = settings.validated(
+        args.server, args.key_id, settings.parse_secret(secret_text), args.currency
+    )
+    path = settings.save(args.home, configured)
+    human = f"till configured: {configured.server_url} as {configured.key_id} ({path}, 0600)"
+    data = {"server_url": configured.server_url, "key_id": configured.key_id, "path": str(path)}
+    emit(args, human, data | {"currency": configured.currency})
+    return 0
+
+
+def _checked_amount(text: str, currency: str) -> str:
+    """Refuse a bad amount before scanning: the customer's code must not be burned for it."""
+    try:
+        parse_amount(text, currency)
+    except AmountInvalid as error:
+        raise settings.SettingsInvalid(f"--amount: {error.message}") from error
+    return text
+
+
+def cmd_charge(args: argparse.Namespace) -> int:
+    if not 0 < args.confirm_wait_s <= CONFIRM_WAIT_S_MAX:
+        raise settings.SettingsInvalid(
+            f"--confirm-wait-s must be more than 0 and at most {CONFIRM_WAIT_S_MAX:g}"
+        )
+    configured = settings.load(args.home)
+    currency = args.currency or configured.currency
+    sale = Sale(_checked_amount(args.amount, currency), currency, args.order_id or new_order_id())
+    client = configured.client()
+    if args.source == "stdin":
+        outcome = _charge_from_stdin(client, sale, _wait_on_stderr(args.confirm_wait_s))
+    else:
+        from paycode.merchant_pos.camera_sale import charge_from_frames  # noqa: PLC0415 - loads OpenCV
+
+        outcome = charge_from_frames(client, sale, args)
+    _report(args, outcome)
+    return 0 if outcome.paid else EXIT_NOT_PAID
+
+
+def _wait_on_stderr(wait_s: float) -> ConfirmWait:
+    """Tell the cashier, once, that the customer must confirm (then the seconds left)."""
+    told: list[float] = []
+
+    def on_waiting(remaining_s: float) -> None:
+        if not told:
+            print(cashier_message("confirmation_required"), file=sys.stderr)
+        elif told[-1] - remaining_s >= WAIT_REPORT_S:
+            print(f"  {remaining_s:.0f} s left", file=sys.stderr)
+        else:
+            return
+        told.append(remaining_s)
+
+    return ConfirmWait(wait_s=wait_s, poll_s=min(CONFIRM_POLL_S, wait_s), on_waiting=on_waiting)
+
+
+def _charge_from_stdin(client: Any, sale: Sale, wait: ConfirmWait) -> SaleOutcome:
+    if sys.stdin.isatty():
+        print(f"PAY {sale.amount} {sale.currency}: scan the customer's code", file=sys.stderr)
+    code = next(codes_from_lines(sys.stdin), None)
+    if code is None:
+        raise ScanError("stdin ended without a payment code (other lines were ignored)")
+    return charge_code(client, code, sale, wait)
+
+
+def _report(args: argparse.Namespace, outcome: SaleOutcome) -> None:
+    human = f"{outcome.headline}\n{outcome.message}\norder {outcome.merchant_order_id}"
+    if outcome.payment:
+        human += f", payment {outcome.payment.get('payment_id')}"
+    if wants_json(args):
+        emit(args, human, outcome.as_json())
+    else:
+        print(human)
+
+
+def cmd_poster(args: argparse.Namespace) -> int:
+    # Deferred: the poster pulls in PIL drawing and the QR encoder; other commands need neither.
+    from paycode.merchant_pos import poster  # noqa: PLC0415
+
+    reply = settings.load(args.home).client().merchant()
+    profile = poster.MerchantProfile(
+        merchant_id=str(reply["merchant_id"]),
+        name=str(reply["name"]),
+        city=str(reply["city"]),
+        country=str(reply["country"]),
+        currency=str(reply["currency"]),
+        terminal_id=None if args.any_terminal else str(reply["terminal_id"]),
+    )
+    reference = args.reference or (new_order_id() if args.amount else None)
+    code = poster.collection_code(profile, amount=args.amount, reference=reference)
+    path = poster.save_poster(poster.render_poster(profile, code), args.out)
+    what = f"{code.amount} {code.currency}, order {reference}" if code.amount else "any amount"
+    emit(
+        args,
+        f"poster for {profile.name} ({what}) written to {path}",
+        {
+            "path": str(path),
+            "merchant_id": profile.merchant_id,
+            "amount": code.amount,
+            "reference": reference,
+            "terminal_id": profile.terminal_id,
+        },
+    )
+    return 0
+
+
+def cmd_refund(args: argparse.Namespace) -> int:
+    client = settings.load(args.home).client()
+    reply = client.refund(args.payment_id, amount=args.amount)
+    human = (
+        f"refunded {reply.get('amount')} {reply.get('currency', '')} of {args.payment_id} "
+        f"(refund {reply.get('refund_id')})"
+    )
+    emit(args, human, {"refund": reply})
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    client = settings.load(args.home).client()
+    payment_id = args.payment_id or args.payment_id_option
+    if payment_id:
+        payments = [client.payment(payment_id)]
+    else:
+        payments = client.payments_by_order(args.order_id)
+    lines = [
+        f"{p['payment_id']}  {p['status']:<9} {p['amount']} {p['currency']}  "
+        f"refunded {p['refunded']}  order {p.get('merchant_order_id')}"
+        + (f"  ({p['failure_code']})" if p.get("failure_code") else "")
+        for p in payments
+    ]
+    emit(args, "\n".join(lines) or "no payment with that order id", {"payments": payments})
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Merchant point of sale for Paycode: scan a customer's code and charge it.",
+        epilog=f"The till's settings live in --home (default ${settings.HOME_ENV} or "
+        "~/.paycode/pos). Errors print `error [code]: message`; --json prints one JSON object.",
+    )
+    add_json_flag(parser)
+    parser.add_argument("--home", type=Path, default=settings.default_home(), help="POS home")
+    sub = parser.add_subparsers(metavar="COMMAND")
+    _add_configure(sub)
+    _add_charge(sub)
+    _add_poster(sub)
+    p = sub.add_parser("refund", help="refund a payment, wholly or in part")
+    p.add_argument("payment_id")
+    p.add_argument("--amount", help="decimal amount to refund (default: all that is left)")
+    p.set_defaults(func=cmd_refund)
+    p = sub.add_parser("query", help="show a payment by id, or by the merchant order id")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("payment_id", nargs="?", help="a payment id (pay_...)")
+    target.add_argument("--payment", dest="payment_id_option", metavar="ID", help="the same")
+    target.add_argument("--order", "--order-id", dest="order_id", metavar="ID", help="order id")
+    p.set_defaults(func=cmd_query)
+    p = sub.add_parser("inspect", help="what is this code? (any QR/barcode, EMV fields)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image", type=Path, help="a photo or PNG containing codes")
+    source.add_argument("--text", help="the code's text, as a scanner or keyboard gives it")
+    p.set_defaults(func=cmd_inspect)
+    for action in sub.choices.values():
+        add_json_flag(action)
+    return parser
+
+
+def _add_configure(sub: Any) -> None:
+    p = sub.add_parser("configure", help="set the server URL and this terminal's key, once")
+    p.add_argument("--server", required=True, help="payment server URL, e.g. https://pay.shop")
+    p.add_argument("--key-id", required=True, help="key id from `paycode-server terminals create`")
+    p.add_argument("--secret-stdin", action="store_true", help="read the secret from stdin")
+    p.add_argument("--currency", default="CNY", help="the merchant's currency (default CNY)")
+    p.set_defaults(func=cmd_configure)
+
+
+def _add_poster(sub: Any) -> None:
+    p = sub.add_parser(
+        "poster",
+        help="print an A6 collection QR poster customers scan to pay",
+        description="Render the merchant's EMV collection QR as a printable A6 poster. Without "
+        "--amount the customer enters the amount (a static poster); with it, the poster is "
+        "for one order and pays once.",
+    )
+    p.add_argument("--out", type=Path, required=True, help="poster.png or poster.pdf")
+    p.add_argument("--amount", help="fix the amount (a one-order poster)")
+    p.add_argument("--reference", help="order reference for --amount (default: a new one)")
+    p.add_argument(
+        "--any-terminal", action="store_true", help="leave this terminal's id off the QR"
+    )
+    p.set_defaults(func=cmd_poster)
+
+
+def _add_charge(sub: Any) -> None:
+    p = sub.add_parser(
+        "charge",
+        help="scan a payment code and charge it",
+        description="Scan the customer's payment code and charge it once. Exit 0 when paid, "
+        f"{EXIT_NOT_PAID} when not paid (the reason is printed), 1 on other errors.",
+    )
+    p.add_argument("--amount", required=True, help="decimal amount, e.g. 12.50")
+    p.add_argument("--currency", help="ISO 4217 code (default: the configured one)")
+    p.add_argument(
+        "--source",
+        default="camera:0",
+        help="camera:N, video:PATH, image:PATH, or stdin (a barcode gun); default camera:0",
+    )
+    p.add_argument("--order-id", help="your order number (default: a new one per sale)")
+    p.add_argument(
+        "--timeout-s",
+        type=float,
+        default=SCAN_TIMEOUT_S_DEFAULT,
+        help=f"stop scanning after this many seconds (default {SCAN_TIMEOUT_S_DEFAULT:g})",
+    )
+    p.add_argument(
+        "--confirm-wait-s",
+        type=float,
+        default=CONFIRM_WAIT_S,
+        help="above the customer's password-free limit the payment waits for their PIN; "
+        f"cancel it after this many seconds (default {CONFIRM_WAIT_S:g}, at most "
+        f"{CONFIRM_WAIT_S_MAX:g})",
+    )
+    p.add_argument("--headless", action="store_true", help="no window, even with a display")
+    p.add_argument(
+        "--hold-s",
+        type=float,
+        default=HOLD_S_DEFAULT,
+        help=f"seconds the result stays on screen (default {HOLD_S_DEFAULT:g})",
+    )
+    p.add_argument("--screenshot", type=Path, help=argparse.SUPPRESS)  # tests: grab the screen
+    p.set_defaults(func=cmd_charge)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(PROG, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

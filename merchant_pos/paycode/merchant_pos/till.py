@@ -1,0 +1,229 @@
+"""One sale at the till: a scanned code becomes exactly one charge, and a final answer.
+
+Each sale has one Idempotency-Key and one merchant order id. The terminal client retries with
+that key on network errors and 5xx, so a dropped connection after the server debited can only
+return the first outcome. When every retry failed, the till asks for the order by its id, and
+if the server has no payment for it yet, sends the same charge (same key) once more; only when
+that fails too does the cashier see "outcome unknown", with the order id to query later.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from paycode.merchant_pos.api import TerminalClient
+from paycode.merchant_pos.messages import cashier_message
+from paycode.shared.errors import CodeMalformed, ServerRejected, ServerUnreachable
+from paycode.shared.versions.registry import route
+
+PENDING = "pending_confirmation"
+CONFIRM_WAIT_S = 60.0
+"""How long the till waits for the customer's PIN before cancelling (the server keeps a
+pending payment a little longer, PAYCODE_CONFIRM_WINDOW_S, so the till's cancel decides)."""
+CONFIRM_WAIT_S_MAX = 600.0
+CONFIRM_POLL_S = 2.0
+STDIN_LINES_MAX = 1000
+"""A barcode gun types one code and Enter; a thousand lines without a code is not a sale."""
+LINE_CHARS_MAX = 4096
+PAID_MESSAGE = "Payment received."
+
+
+@dataclass(frozen=True)
+class SaleOutcome:
+    """What the cashier sees. `paid` is the server's final word; `code` is a stable code."""
+
+    paid: bool
+    code: str
+    message: str
+    amount: str
+    currency: str
+    merchant_order_id: str
+    payment: dict[str, Any] | None = field(default=None)
+    scan_to_answer_ms: float | None = None
+    """From the frame the code was read in to the server's answer (camera sources)."""
+
+    @property
+    def headline(self) -> str:
+        if self.paid:
+            return f"PAID {self.amount} {self.currency}"
+        return "NOT PAID" if self.code != "outcome_unknown" else "OUTCOME UNKNOWN"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "paid": self.paid,
+            "code": self.code,
+            "message": self.message,
+            "amount": self.amount,
+            "currency": self.currency,
+            "merchant_order_id": self.merchant_order_id,
+            "payment": self.payment,
+            "scan_to_answer_ms": self.scan_to_answer_ms,
+        }
+
+
+def new_order_id() -> str:
+    return f"pos-{uuid.uuid4().hex[:20]}"
+
+
+@dataclass(frozen=True)
+class Sale:
+    """What the cashier rang up; `order_id` names it to the server for its whole life."""
+
+    amount: str
+    currency: str
+    order_id: str = field(default_factory=new_order_id)
+
+    def outcome(
+        self, paid: bool, code: str, message: str, payment: dict[str, Any] | None = None
+    ) -> SaleOutcome:
+        return SaleOutcome(paid, code, message, self.amount, self.currency, self.order_id, payment)
+
+
+@dataclass(frozen=True)
+class ConfirmWait:
+    """How the till waits for a customer confirming a payment above their password-free
+    limit: it polls the payment and cancels it when `wait_s` passes (or on Ctrl-C)."""
+
+    wait_s: float = CONFIRM_WAIT_S
+    poll_s: float = CONFIRM_POLL_S
+    on_waiting: Callable[[float], None] = field(default=lambda _remaining_s: None)
+    """Told the seconds left before each poll (the display shows them)."""
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+    def __post_init__(self) -> None:
+        assert 0 < self.poll_s <= self.wait_s <= CONFIRM_WAIT_S_MAX
+
+
+def charge_code(
+    client: TerminalClient, code: str, sale: Sale, wait: ConfirmWait | None = None
+) -> SaleOutcome:
+    """Charge `code` once and return the final outcome; never raises for a server answer."""
+    key = str(uuid.uuid4())
+    try:
+        payment = _charge(client, code, sale, key)
+    except ServerRejected as error:
+        return sale.outcome(False, error.code, cashier_message(error.code, error.message))
+    except ServerUnreachable:
+        return _settle_by_order(client, code, sale, key, wait or ConfirmWait())
+    if payment.get("status") == PENDING:
+        return _await_confirmation(client, sale, payment, wait or ConfirmWait())
+    return final_outcome(sale, payment)
+
+
+def _charge(client: TerminalClient, code: str, sale: Sale, key: str) -> dict[str, Any]:
+    return client.charge(
+        code=code,
+        amount=sale.amount,
+        currency=sale.currency,
+        merchant_order_id=sale.order_id,
+        idempotency_key=key,
+    )
+
+
+def final_outcome(sale: Sale, payment: dict[str, Any]) -> SaleOutcome:
+    """A payment in an end state, as the cashier reads it."""
+    if payment.get("status") == "succeeded":
+        return sale.outcome(True, "paid", PAID_MESSAGE, payment)
+    code = str(payment.get("failure_code") or payment.get("status") or "payment_failed")
+    return sale.outcome(False, code, cashier_message(code), payment)
+
+
+def _await_confirmation(
+    client: TerminalClient, sale: Sale, payment: dict[str, Any], wait: ConfirmWait
+) -> SaleOutcome:
+    """Poll until the customer confirms or declines; past the wait (or on Ctrl-C), cancel.
+    The cancel answers the payment as it ends, so a confirm that won the race is still paid."""
+    payment_id = str(payment.get("payment_id", ""))
+    deadline_s = wait.clock() + wait.wait_s
+    try:
+        for _poll in range(math.ceil(wait.wait_s / wait.poll_s) + 1):
+            remaining_s = deadline_s - wait.clock()
+            if remaining_s <= 0:
+                break
+            wait.on_waiting(remaining_s)
+            wait.sleep(min(wait.poll_s, remaining_s))
+            try:
+                current = client.payment(payment_id)
+            except (ServerUnreachable, ServerRejected):
+                continue  # keep waiting; the cancel below settles it
+            if current.get("status") != PENDING:
+                return final_outcome(sale, current)
+    except KeyboardInterrupt:
+        pass
+    return _cancel(client, sale, payment_id)
+
+
+def _cancel(client: TerminalClient, sale: Sale, payment_id: str) -> SaleOutcome:
+    try:
+        return final_outcome(sale, client.cancel(payment_id))
+    except (ServerUnreachable, ServerRejected):
+        message = f"{cashier_message('outcome_unknown')} (payment {payment_id})"
+        return sale.outcome(False, "outcome_unknown", message)
+
+
+def _settle_by_order(
+    client: TerminalClient, code: str, sale: Sale, key: str, wait: ConfirmWait
+) -> SaleOutcome:
+    """Every retry of the charge went unanswered: the order id says whether it went through."""
+    try:
+        found = client.payments_by_order(sale.order_id)
+    except (ServerUnreachable, ServerRejected):
+        return _unknown(sale)
+    for payment in found:
+        if payment.get("status") == "succeeded":
+            return final_outcome(sale, payment)
+    for payment in found:
+        if payment.get("status") == PENDING:
+            return _await_confirmation(client, sale, payment, wait)
+    if found:
+        return final_outcome(sale, found[0])
+    return _charge_again(client, code, sale, key, wait)
+
+
+def _charge_again(
+    client: TerminalClient, code: str, sale: Sale, key: str, wait: ConfirmWait
+) -> SaleOutcome:
+    """No payment has the order yet, but an attempt may still be on its way (held in a queue,
+    not lost), so "not charged" is never concluded: the same charge goes once more, with its
+    key, and the server's answer to it is final (whichever copy runs first, the other replays
+    it)."""
+    try:
+        payment = _charge(client, code, sale, key)
+    except ServerRejected as error:
+        return sale.outcome(False, error.code, cashier_message(error.code, error.message))
+    except ServerUnreachable:
+        return _unknown(sale)
+    if payment.get("status") == PENDING:
+        return _await_confirmation(client, sale, payment, wait)
+    return final_outcome(sale, payment)
+
+
+def _unknown(sale: Sale) -> SaleOutcome:
+    message = f"{cashier_message('outcome_unknown')} (order {sale.order_id})"
+    return sale.outcome(False, "outcome_unknown", message)
+
+
+def codes_from_lines(stream: TextIO, *, lines_max: int = STDIN_LINES_MAX) -> Iterator[str]:
+    """Payment codes typed by a barcode gun (or pasted), one per line; other lines ignored.
+
+    A gun in keyboard mode types the digits then Enter. Blank lines, product barcodes and
+    URLs are skipped without charging; the caller takes the first code it wants.
+    """
+    for _ in range(lines_max):
+        line = stream.readline(LINE_CHARS_MAX)
+        if not line:
+            return
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            route(text).parse(text)
+        except CodeMalformed:
+            continue  # a product barcode, a URL, or a misread: never charged
+        yield text

@@ -1,0 +1,88 @@
+"""The application factory: `create_app(config)`; one blueprint per URL area."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask, Response, jsonify, request
+from sqlalchemy import text
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from paycode.server import metrics, observability
+from paycode.server.caches import Directory
+from paycode.server.config import ServerConfig
+from paycode.server.db import db, read_only
+from paycode.server.guard import GuardSettings
+from paycode.server.limits import LimitSettings
+from paycode.server.problems import ApiError, register_error_handlers
+from paycode.server.secretbox import SecretBox
+
+
+def create_app(config: ServerConfig | None = None) -> Flask:
+    config = config or ServerConfig.from_env()
+    app = Flask("paycode.server", instance_path=str(config.instance_path))
+    app.config["PAYCODE"] = config
+    app.config["MAX_CONTENT_LENGTH"] = config.body_bytes_max
+    app.config["TESTING"] = config.testing
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    db.init_app(app)
+    box = SecretBox.from_config(config)
+    app.extensions["paycode_secrets"] = box
+    app.extensions["paycode_directory"] = Directory(app.extensions["paycode_engine"], box)
+    app.extensions["paycode_guard"] = GuardSettings.from_env()
+    app.extensions["paycode_limits"] = LimitSettings.from_env()
+    register_error_handlers(app)
+    observability.init_app(app)  # request id, JSON log line
+    metrics.init_app(app)  # /metrics, latency
+    _register_blueprints(app)
+    if config.proxy_hops:
+        # The guard's ip: scope, the terminal allow-list, the dashboard's per-address log-in
+        # limit and the log's client_addr then see the client, not the proxy. Only the
+        # right-most hops entries are believed: what the client sent itself stays ignored.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.proxy_hops)  # type: ignore[method-assign]
+
+    @app.before_request
+    def _hostile_framing() -> None:
+        # NUL reaches the database as text PostgreSQL refuses (a 500): refused here instead.
+        nul = "\x00" in request.path or b"%00" in request.query_string
+        if nul or any("\x00" in value for value in request.headers.values()):
+            raise ApiError("invalid_request", "NUL is not allowed in a path, query or header")
+        # A chunked body has no Content-Length: werkzeug stops reading it at
+        # MAX_CONTENT_LENGTH without an error, and the request would be read as its prefix.
+        chunked = request.content_length is None and "Transfer-Encoding" in request.headers
+        if chunked and len(request.get_data(cache=True)) >= config.body_bytes_max:
+            raise RequestEntityTooLarge()
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        """Liveness: this process serves requests. Never touches the database."""
+        return jsonify(status="ok", server_time=time.time())
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        """Readiness: the database answers a query from this process (one round trip). A
+        database that cannot is a 503 database_busy, through the OperationalError handler."""
+        with read_only(db.engine) as connection:
+            connection.execute(text("SELECT 1")).scalar_one()
+        return jsonify(status="ready", server_time=time.time())
+
+    return app
+
+
+def _register_blueprints(app: Flask) -> None:
+    from paycode.server.blueprints import (  # noqa: PLC0415 - keeps import order acyclic
+        charges,
+        confirm,
+        dashboard,
+        meta,
+        notifications,
+        wallet,
+    )
+
+    app.register_blueprint(meta.bp)
+    app.register_blueprint(wallet.bp)
+    app.register_blueprint(confirm.bp)
+    app.register_blueprint(charges.bp)
+    app.register_blueprint(notifications.bp)
+    app.register_blueprint(dashboard.bp)

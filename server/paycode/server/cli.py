@@ -1,0 +1,232 @@
+"""paycode-server: operator commands (BRIEF §5).
+
+    init-db | run | serve | worker (purges; delivers merchant notifications)
+    users create | users top-up | merchants create | terminals create | devices list | revoke
+    versions [activate | deprecate | retire V] | keys status | keys rotate-master
+    settlement --merchant M --date YYYY-MM-DD [--out FILE] | reconcile
+
+Every command reads its configuration from the environment (server.config), opens its own
+engine, commits once at the end, and reports failures as `error [code]: message` (exit 1) or,
+with --json, as {"ok": false, "error": {...}}; never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.exc import DBAPIError
+
+from paycode.client.cliutil import add_json_flag, emit, run
+from paycode.server import notify_delivery, observability, purge
+from paycode.server.cli_accounts import add_account_commands
+from paycode.server.cli_common import PROG, CliError, Subparsers
+from paycode.server.cli_common import check_url as _check_url
+from paycode.server.cli_common import config as _config
+from paycode.server.cli_common import database_error as _database_error
+from paycode.server.cli_common import hidden_url as _hidden_url
+from paycode.server.cli_common import session as _session
+from paycode.server.cli_keys import add_lifecycle_commands
+from paycode.server.cli_money import add_money_commands
+from paycode.server.cli_notify import add_notification_commands
+from paycode.server.guard import GuardSettings
+from paycode.server.secretbox import SecretBox
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+WORKERS_MAX = 64
+GUNICORN_TIMEOUT_S = 30
+GUNICORN_GRACEFUL_TIMEOUT_S = 10
+WORKER_INTERVAL_S_MIN = 0.1
+
+
+# -- init-db, run, serve, worker ----------------------------------------------------------------
+
+
+def cmd_init_db(args: argparse.Namespace) -> int:
+    """Create or upgrade the schema, then the verifier keys. Safe to run any number of times."""
+    from paycode.server import keyring, migrate  # noqa: PLC0415
+
+    config = _config()
+    if config.database_url.startswith("sqlite"):
+        config.instance_path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        _check_url(config.database_url)
+        migrate.upgrade(config.database_url)
+    except DBAPIError as error:
+        raise _database_error(error) from None
+    with _session(config) as session:
+        keyring.ensure_keys(session, SecretBox.from_config(config), time.time())
+    url = _hidden_url(config.database_url)
+    revision = migrate.current_revision(config.database_url)
+    emit(
+        args,
+        f"database ready: {url} (schema {revision})",
+        {"database_url": url, "revision": revision},
+    )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Flask's development server: one process, threaded. Use `serve` in production."""
+    os.environ.pop(observability.MULTIPROC_ENV, None)  # one process: metrics in memory
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # our JSON line replaces its own
+    from paycode.server.app import create_app  # noqa: PLC0415 - after the line above (server.metrics)
+
+    app = create_app(_config())
+    print(f"{PROG}: development server on http://{args.host}:{args.port}", file=sys.stderr)
+    app.run(host=args.host, port=args.port, threaded=True, debug=False, use_reloader=False)
+    return 0
+
+
+def _parse_bind(bind: str) -> str:
+    host, sep, port = bind.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CliError("invalid_argument", f"--bind must be HOST:PORT, got {bind[:80]!r}")
+    return bind
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """gunicorn with sync workers; each worker imports server.wsgi (its own engine) after fork."""
+    if not 1 <= args.workers <= WORKERS_MAX:
+        raise CliError("invalid_argument", f"--workers must be 1-{WORKERS_MAX}")
+    config = _config()  # a broken configuration fails here, with its code, not in every worker
+    observability.MetricsAccess.from_env()
+    # Before anything imports prometheus_client: each worker writes its samples here.
+    metrics_dir = observability.prepare_multiprocess_dir(config.instance_path)
+    os.environ[observability.MULTIPROC_ENV] = str(metrics_dir)
+    options: dict[str, Any] = {
+        "bind": [_parse_bind(args.bind)],
+        "workers": args.workers,
+        "worker_class": "sync",
+        "timeout": GUNICORN_TIMEOUT_S,
+        "graceful_timeout": GUNICORN_GRACEFUL_TIMEOUT_S,
+        "accesslog": "-" if args.access_log else None,
+        "errorlog": "-",
+        "loglevel": "info",
+        "logger_class": observability.GunicornJsonLogger,
+        "child_exit": observability.gunicorn_child_exit,
+        "on_exit": observability.gunicorn_on_exit,
+        "proc_name": PROG,
+        # gunicorn >= 25.1 opens a control socket at one per-user path: two servers would clash.
+        "control_socket_disable": True,
+    }
+    _run_gunicorn(options)
+    return 0
+
+
+def _run_gunicorn(options: dict[str, Any]) -> None:
+    from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    class PaycodeGunicorn(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in options.items():
+                if key in self.cfg.settings:  # older gunicorn lacks some settings
+                    self.cfg.set(key, value)
+
+        def load(self) -> Flask:
+            from paycode.server.wsgi import app  # noqa: PLC0415 - imported in each worker
+
+            return app
+
+    PaycodeGunicorn().run()
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Purge expired rows and deliver due notifications every --interval-s; --once or
+    --iterations-max bound the loop."""
+    if args.interval_s < WORKER_INTERVAL_S_MIN:
+        raise CliError("invalid_argument", f"--interval-s must be at least {WORKER_INTERVAL_S_MIN}")
+    iterations_max = 1 if args.once else args.iterations_max
+    if iterations_max is not None and iterations_max < 1:
+        raise CliError("invalid_argument", "--iterations-max must be at least 1")
+    config = _config()
+    delivery = notify_delivery.DeliverySettings.from_env()
+    guard = GuardSettings.from_env()
+    box = SecretBox.from_config(config)
+    stop = _stop_on_signals()
+    iteration = 0
+    while iterations_max is None or iteration < iterations_max:
+        with _session(config) as session:
+            purged = purge.purge_expired(session, time.time(), guard=guard)
+        with _session(config) as session:
+            sent = notify_delivery.deliver_due(session, box, delivery, stopping=stop.is_set)
+        counts = " ".join(f"{table}={count}" for table, count in purged.items())
+        told = " ".join(f"{name}={count}" for name, count in sent.as_dict().items())
+        data = {"purged": purged, "notifications": sent.as_dict()}
+        emit(args, f"purged {counts}; notifications {told}", data)
+        sys.stdout.flush()
+        iteration += 1
+        if iteration == iterations_max or stop.wait(args.interval_s):
+            break
+    return 0
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event SIGTERM/SIGINT set, so the worker finishes its batch and exits 0."""
+    stop = threading.Event()
+
+    def _handler(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)
+    return stop
+
+
+# -- parser -------------------------------------------------------------------------------------
+
+
+def _add_server_commands(sub: Subparsers) -> None:
+    sub.add_parser(
+        "init-db", help="create or upgrade the database schema and server keys (idempotent)"
+    ).set_defaults(func=cmd_init_db)
+    run_parser = sub.add_parser("run", help="development server (Flask, threaded)")
+    run_parser.add_argument("--host", default="127.0.0.1")
+    run_parser.add_argument("--port", type=int, default=5000)
+    run_parser.set_defaults(func=cmd_run)
+    serve = sub.add_parser("serve", help="production server (gunicorn, sync workers)")
+    serve.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    serve.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT (default %(default)s)")
+    serve.add_argument("--access-log", action="store_true", help="log every request to stdout")
+    serve.set_defaults(func=cmd_serve)
+    worker = sub.add_parser(
+        "worker", help="purge expired claims, nonces, sessions; deliver merchant notifications"
+    )
+    worker.add_argument("--once", action="store_true", help="one pass, then exit")
+    worker.add_argument("--interval-s", type=float, default=60.0, help="seconds between passes")
+    worker.add_argument("--iterations-max", type=int, default=None, help="stop after N passes")
+    worker.set_defaults(func=cmd_worker)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Paycode payment server (operator).")
+    add_json_flag(parser)
+    sub = parser.add_subparsers(metavar="COMMAND")
+    _add_server_commands(sub)
+    leaves = [
+        *add_account_commands(sub),
+        *add_lifecycle_commands(sub),
+        *add_notification_commands(sub),
+        *add_money_commands(sub),
+    ]
+    for action in [*sub.choices.values(), *leaves]:
+        add_json_flag(action)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(PROG, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

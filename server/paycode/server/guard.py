@@ -1,0 +1,211 @@
+"""Guessing defence: failed code verifications are counted per terminal, merchant, client IP and
+device (a forged code that names an enrolled device counts against it, and locks it at its limit
+until the device's wallet calls in).
+
+A brute-forcer's guesses are verification failures (`code_invalid`, `code_malformed`,
+`code_ambiguous`, `merchant_mismatch`). Each failure adds one to the counter of every scope
+of the request inside the charge transaction; a scope that reaches its limit within the
+window is blocked for a back-off that doubles with each block (base .. max), and while any
+scope of a request is blocked the charge answers `rate_limited` before any work. The
+counters are rows in the database, so every worker and host shares them; the check and the
+count ride in the charge's own round trip (server/pg_charge.sql, server/charge_store.py).
+
+Honest failures are not counted: an expired code (a slow customer) or a replay (the till
+retried) says nothing about guessing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, text
+
+from paycode.server.config import ConfigError
+
+COUNTED_FAILURES = frozenset(
+    {"code_invalid", "code_malformed", "code_ambiguous", "merchant_mismatch"}
+)
+SCOPES_MAX = 3
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    """The numbers (environment variables in brackets), defaults sized for a busy shop."""
+
+    window_s: float = 300.0  # PAYCODE_GUESS_WINDOW_S
+    terminal_failures_max: int = 20  # PAYCODE_GUESS_TERMINAL_MAX
+    merchant_failures_max: int = 100  # PAYCODE_GUESS_MERCHANT_MAX
+    ip_failures_max: int = 50  # PAYCODE_GUESS_IP_MAX
+    device_failures_max: int = 5  # PAYCODE_GUESS_DEVICE_MAX: forgeries naming one device lock it
+    backoff_base_s: float = 60.0  # PAYCODE_GUESS_BACKOFF_S: the first block; each next doubles
+    backoff_max_s: float = 3600.0  # PAYCODE_GUESS_BACKOFF_MAX_S; also the quiet time that resets
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> GuardSettings:
+        env = os.environ if env is None else env
+        defaults = cls()
+
+        def number(name: str, default: float) -> float:
+            raw = env.get(name)
+            try:
+                value = float(raw) if raw else default
+            except ValueError as error:
+                raise ConfigError(f"{name} must be a number") from error
+            if not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"{name} must be a positive number")
+            return value
+
+        return cls(
+            window_s=number("PAYCODE_GUESS_WINDOW_S", defaults.window_s),
+            terminal_failures_max=int(
+                number("PAYCODE_GUESS_TERMINAL_MAX", defaults.terminal_failures_max)
+            ),
+            merchant_failures_max=int(
+                number("PAYCODE_GUESS_MERCHANT_MAX", defaults.merchant_failures_max)
+            ),
+            ip_failures_max=int(number("PAYCODE_GUESS_IP_MAX", defaults.ip_failures_max)),
+            device_failures_max=int(
+                number("PAYCODE_GUESS_DEVICE_MAX", defaults.device_failures_max)
+            ),
+            backoff_base_s=number("PAYCODE_GUESS_BACKOFF_S", defaults.backoff_base_s),
+            backoff_max_s=number("PAYCODE_GUESS_BACKOFF_MAX_S", defaults.backoff_max_s),
+        )
+
+
+@dataclass(frozen=True)
+class GuardScopes:
+    """The counters one charge request touches, with each one's limit."""
+
+    names: tuple[str, ...]
+    limits: tuple[int, ...]
+
+
+def scopes_for(
+    settings: GuardSettings, terminal_id: str, merchant_id: str, client_ip: str | None
+) -> GuardScopes:
+    names = [f"terminal:{terminal_id}", f"merchant:{merchant_id}"]
+    limits = [settings.terminal_failures_max, settings.merchant_failures_max]
+    if client_ip:
+        names.append(f"ip:{client_ip[:64]}")
+        limits.append(settings.ip_failures_max)
+    assert len(names) <= SCOPES_MAX
+    return GuardScopes(tuple(names), tuple(limits))
+
+
+def device_scope(device_id: str) -> str:
+    return f"device:{device_id}"
+
+
+def with_device(scopes: GuardScopes, settings: GuardSettings, device_id: str) -> GuardScopes:
+    """`scopes` plus the counter of a device a forged code named (see server/charging.py)."""
+    return GuardScopes(
+        (*scopes.names, device_scope(device_id)),
+        (*scopes.limits, settings.device_failures_max),
+    )
+
+
+def lock_device_if_blocked(connection: Connection, device_id: str, now_s: float) -> None:
+    """Lock a device whose counter just reached its limit (SQLite path; PostgreSQL: the
+    charge function). The lock lasts until the device's wallet makes a signed call."""
+    connection.execute(
+        text(
+            "UPDATE devices SET locked_at_s = :now WHERE id = :id AND locked_at_s IS NULL"
+            " AND EXISTS (SELECT 1 FROM failure_counters WHERE scope = :scope"
+            " AND blocked_until_s > :now)"
+        ),
+        {"now": now_s, "id": device_id, "scope": device_scope(device_id)},
+    )
+
+
+def unlock_device(connection: Connection, device_id: str) -> None:
+    """The device's own wallet called in (its key signed): lift the lock and its count."""
+    connection.execute(
+        text("UPDATE devices SET locked_at_s = NULL WHERE id = :id"), {"id": device_id}
+    )
+    connection.execute(
+        text("DELETE FROM failure_counters WHERE scope = :scope"),
+        {"scope": device_scope(device_id)},
+    )
+
+
+def blocked_until_s(connection: Connection, scopes: GuardScopes, now_s: float) -> float | None:
+    """The latest end of a block on any of `scopes`, if one is in force (SQLite path)."""
+    until = None
+    for scope in scopes.names:
+        row = connection.execute(
+            text("SELECT blocked_until_s FROM failure_counters WHERE scope = :scope"),
+            {"scope": scope},
+        ).first()
+        if row is not None and row[0] is not None and row[0] > now_s:
+            until = max(until or 0.0, float(row[0]))
+    return until
+
+
+def count_failure_any(
+    connection: Connection, scopes: GuardScopes, settings: GuardSettings, now_s: float
+) -> None:
+    """count_failure on either database (PostgreSQL: its function, in the caller's
+    transaction); for the guards outside the charge path, such as wrong PINs."""
+    if connection.dialect.name != "postgresql":
+        count_failure(connection, scopes, settings, now_s)
+        return
+    connection.execute(
+        text("SELECT paycode_count_failure(:scopes, :limits, :now, :window, :base, :max)"),
+        {
+            "scopes": list(scopes.names),
+            "limits": list(scopes.limits),
+            "now": now_s,
+            "window": settings.window_s,
+            "base": settings.backoff_base_s,
+            "max": settings.backoff_max_s,
+        },
+    )
+
+
+def count_failure(
+    connection: Connection, scopes: GuardScopes, settings: GuardSettings, now_s: float
+) -> None:
+    """Add one failure to every scope; block the scopes that reach their limit (SQLite path;
+    the PostgreSQL function runs the same statements)."""
+    for scope, limit in zip(scopes.names, scopes.limits, strict=True):
+        failures = connection.execute(_COUNT_SQL, _params(scope, settings, now_s)).scalar_one()
+        if failures >= limit:
+            connection.execute(_BLOCK_SQL, _params(scope, settings, now_s))
+
+
+def _params(scope: str, settings: GuardSettings, now_s: float) -> dict[str, object]:
+    return {
+        "scope": scope,
+        "now": now_s,
+        "window": settings.window_s,
+        "base": settings.backoff_base_s,
+        "max": settings.backoff_max_s,
+    }
+
+
+_COUNT_SQL = text(
+    """
+    INSERT INTO failure_counters (scope, window_start_s, failures, strikes, blocked_until_s)
+    VALUES (:scope, :now, 1, 0, NULL)
+    ON CONFLICT (scope) DO UPDATE SET
+        strikes = CASE WHEN failure_counters.window_start_s + :window <= :now
+                        AND COALESCE(failure_counters.blocked_until_s, 0) + :max <= :now
+                       THEN 0 ELSE failure_counters.strikes END,
+        failures = CASE WHEN failure_counters.window_start_s + :window <= :now
+                        THEN 1 ELSE failure_counters.failures + 1 END,
+        window_start_s = CASE WHEN failure_counters.window_start_s + :window <= :now
+                              THEN :now ELSE failure_counters.window_start_s END
+    RETURNING failures
+    """
+)
+_BLOCK_SQL = text(
+    """
+    UPDATE failure_counters
+    SET blocked_until_s = :now + MIN(:max, :base * (1 << MIN(strikes, 20))),
+        strikes = strikes + 1, failures = 0, window_start_s = :now
+    WHERE scope = :scope
+    """
+)
