@@ -36,9 +36,12 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(PY) -m scripts.demo
 
+# ruff, then the import contracts of pyproject.toml: the apps are peers over appkit over the
+# pure core (README, "Layout").
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: setup
 	$(VENV)/bin/mypy

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from paycode.client.api import ServerClient
+from paycode.appkit.http_client import ServerClient
 from paycode.client.online import enroll
 from paycode.client.wallet import Wallet
 from paycode.merchant_pos.api import TerminalClient

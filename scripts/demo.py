@@ -26,8 +26,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from paycode.appkit.decoding import decode_image_file
 from paycode.merchant_pos.api import TerminalClient
-from paycode.merchant_pos.scanner import decode_image_file
 from paycode.shared.errors import ServerRejected
 
 OUT = Path("demo-out").resolve()

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from paycode.client.api import ServerClient
+from paycode.appkit.http_client import ServerClient
 from paycode.client.wallet import Wallet
 from paycode.server import admin, ledger
 from paycode.server.models import LedgerEntry, Payment, Terminal

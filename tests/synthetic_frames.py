@@ -25,7 +25,7 @@ import numpy as np
 import zxingcpp
 from numpy.typing import NDArray
 
-from paycode.client.render import code128_image, qr_image
+from paycode.appkit.rendering import code128_image, qr_image
 
 __all__ = [
     "DISTORTIONS",

@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from paycode.client import api, online
+from paycode.appkit import http_client as api
+from paycode.client import online
 from paycode.client.keystore import KEYSTORE_NAME, Keystore
 from paycode.client.wallet import CLOCK_SYNC_AGE_S_MAX, Wallet
 from paycode.merchant_pos.api import TerminalClient
@@ -78,11 +79,13 @@ class SkewedClock:
 
 @contextlib.contextmanager
 def phone_clock(monkeypatch: pytest.MonkeyPatch, skew_s: float) -> Iterator[SkewedClock]:
-    """Inside: the wallet's HTTP client runs on the skewed clock. The till shares that client
-    code, so it is used outside only (a till's clock is not the phone's)."""
+    """Inside: the wallet's HTTP client and its request signing run on the skewed clock. The
+    till shares that client code, so it is used outside only (a till's clock is not the
+    phone's)."""
     clock = SkewedClock(skew_s)
     with monkeypatch.context() as patch:
         patch.setattr(api, "time", clock)
+        patch.setattr(online, "time", clock)
         yield clock
 
 
@@ -132,7 +135,9 @@ def test_a_signature_refused_for_the_clock_is_signed_again_once(
     """10 minutes off: past the 300 s the server allows a signature. The refusal still
     carries the server's time; the wallet learns it and signs once more."""
     phone = new_phone(live_server, tmp_path / "p", new_user(live_server), ["v2"])
-    monkeypatch.setattr(api, "time", SkewedClock(-600.0))  # no till in this test
+    skewed = SkewedClock(-600.0)  # no till in this test
+    monkeypatch.setattr(api, "time", skewed)
+    monkeypatch.setattr(online, "time", skewed)
     sent: list[str] = []
     real_call = api.ServerClient.call
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from paycode.client.api import DeviceAuth, ServerClient
+from paycode.appkit.http_client import ServerClient
+from paycode.client.online import DeviceAuth
 from paycode.merchant_pos.api import TerminalClient
 from paycode.server import guard
 from paycode.server.guard import GuardScopes, GuardSettings
@@ -207,7 +208,7 @@ def test_forgeries_aimed_at_one_device_lock_it_until_its_wallet_calls(
     assert (locked.code, locked.status) == ("device_locked", 422)
     assert bank.balance("user", bank.user_id) == START_MINOR
     wallet_call = ServerClient(bank.url).call(
-        "GET", "/v1/wallet/balance", device=DeviceAuth(device_id, genuine)
+        "GET", "/v1/wallet/balance", signer=DeviceAuth(device_id, genuine).sign
     )
     assert wallet_call.body["accounts"]
     paid = tills[1].charge(code=real, amount="1.00", currency="CNY")  # not burned by the lock

@@ -20,7 +20,8 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from paycode.client.api import DeviceAuth, ServerClient
+from paycode.appkit.http_client import ServerClient
+from paycode.client.online import DeviceAuth
 from paycode.merchant_pos.api import TerminalClient
 from paycode.server import lifecycle
 from paycode.server.config import STATUSES_TTL_ENV, ConfigError, ServerConfig
@@ -305,7 +306,7 @@ def code(bank: Bank, version: str, counter: int = 0) -> str:
 def wallet_get(bank: Bank, version: str, path: str) -> dict[str, Any]:
     """A wallet call signed by alice's device of `version`."""
     device_id, credential = device_of(bank, version)
-    reply = ServerClient(bank.url).call("GET", path, device=DeviceAuth(device_id, credential))
+    reply = ServerClient(bank.url).call("GET", path, signer=DeviceAuth(device_id, credential).sign)
     return reply.body
 
 

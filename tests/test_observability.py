@@ -33,8 +33,8 @@ from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
+from paycode.appkit.http_client import ServerClient
 from paycode.client import keystore
-from paycode.client.api import ServerClient
 from paycode.client.wallet import Wallet
 from paycode.server import metrics, observability
 from paycode.server.app import create_app
@@ -161,7 +161,10 @@ def test_the_cli_does_not_import_prometheus_before_serve_sets_its_directory() ->
     """prometheus_client picks in-memory or multiprocess values when it is imported: if the
     gunicorn master imported it before `serve` set PROMETHEUS_MULTIPROC_DIR, every worker
     would count in its own memory and a scrape would see one worker's numbers."""
-    probe = "import sys, paycode.server.cli, paycode.server.observability; sys.exit('prometheus_client' in sys.modules)"
+    probe = (
+        "import sys, paycode.server.cli, paycode.server.observability;"
+        " sys.exit('prometheus_client' in sys.modules)"
+    )
     done = run_command([sys.executable, "-c", probe], dict(os.environ))
     assert done.returncode == 0, done.stdout + done.stderr
 

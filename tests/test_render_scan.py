@@ -22,8 +22,10 @@ import zxingcpp
 from numpy.typing import NDArray
 from PIL import Image
 
-from paycode.client.render import code128_image, group_digits, qr_image, save_png, terminal_qr
-from paycode.merchant_pos import scanner
+from paycode.appkit import decoding
+from paycode.appkit.rendering import code128_image, group_digits, qr_image, save_png, terminal_qr
+from paycode.merchant_pos import decoders as scanner
+from paycode.merchant_pos.frames import to_gray
 from paycode.shared.errors import ImageUnreadable
 
 NUMERIC_CODE = "870123456789012345678906"
@@ -78,7 +80,7 @@ def _write(image: Image.Image, tmp_path: Path, name: str) -> Path:
     return path
 
 
-def _assert_inside(decoded: scanner.Decoded, width: int, height: int) -> None:
+def _assert_inside(decoded: decoding.Decoded, width: int, height: int) -> None:
     assert len(decoded.corners) == 4
     for x, y in decoded.corners:
         assert 0 <= x <= width and 0 <= y <= height, decoded.corners
@@ -106,7 +108,7 @@ def test_qr_png_round_trip(kind: str, backend_name: str, tmp_path: Path) -> None
     text = CODES[kind]
     image = qr_image(text)
     path = _write(image, tmp_path, f"{kind}.png")
-    found = scanner.decode_image_file(path, backend=backend_name)
+    found = decoding.decode_image_file(path, backend=scanner.make_backend(backend_name))
     assert [(d.format, d.text, d.backend) for d in found] == [("qr", text, backend_name)]
     _assert_inside(found[0], *image.size)
 
@@ -128,7 +130,7 @@ def test_qr_image_is_black_on_white_with_exact_modules() -> None:
 def test_code128_png_round_trip(barcode_backend_name: str, tmp_path: Path) -> None:
     image = code128_image(NUMERIC_CODE)
     path = _write(image, tmp_path, "numeric-code128.png")
-    found = scanner.decode_image_file(path, backend=barcode_backend_name)
+    found = decoding.decode_image_file(path, backend=scanner.make_backend(barcode_backend_name))
     assert [(d.format, d.text) for d in found] == [("code128", NUMERIC_CODE)]
     _assert_inside(found[0], *image.size)
 
@@ -233,22 +235,22 @@ def test_transparent_background_reads_as_paper(tmp_path: Path) -> None:
     rgba[..., 3] = np.where(dark, 255, 0)
     path = tmp_path / "transparent.png"
     Image.fromarray(rgba, mode="RGBA").save(path)
-    found = scanner.decode_image_file(path)
+    found = decoding.decode_image_file(path)
     assert [d.text for d in found] == [text]
 
 
 def test_to_gray_accepts_opencv_layouts() -> None:
     bgr = np.zeros((4, 5, 3), dtype=np.uint8)
     bgr[..., 2] = 255  # pure red
-    red = scanner.to_gray(bgr)
+    red = to_gray(bgr)
     assert red.shape == (4, 5) and red.dtype == np.uint8
     assert int(red[0, 0]) == int(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)[0, 0])
     deep = np.full((3, 3), 65535, dtype=np.uint16)
-    assert (scanner.to_gray(deep) == 255).all()
+    assert (to_gray(deep) == 255).all()
     with pytest.raises(ValueError, match="shape"):
-        scanner.to_gray(np.zeros((3, 3, 2), dtype=np.uint8))
+        to_gray(np.zeros((3, 3, 2), dtype=np.uint8))
     with pytest.raises(ValueError, match="dtype"):
-        scanner.to_gray(np.zeros((3, 3), dtype=np.float32))
+        to_gray(np.zeros((3, 3), dtype=np.float32))
 
 
 def test_backend_rejects_a_frame_that_is_not_gray() -> None:
@@ -259,14 +261,14 @@ def test_backend_rejects_a_frame_that_is_not_gray() -> None:
 def test_decode_image_file_names_a_missing_path(tmp_path: Path) -> None:
     missing = tmp_path / "nope.png"
     with pytest.raises(ImageUnreadable, match=re.escape(str(missing))):
-        scanner.decode_image_file(missing)
+        decoding.decode_image_file(missing)
 
 
 def test_decode_image_file_names_a_file_that_is_not_an_image(tmp_path: Path) -> None:
     text_file = tmp_path / "code.png"
     text_file.write_text("PC2 not really a picture\n")
     with pytest.raises(ImageUnreadable, match=re.escape(str(text_file))):
-        scanner.decode_image_file(text_file)
+        decoding.decode_image_file(text_file)
 
 
 def test_make_backend_rejects_unknown_names() -> None:

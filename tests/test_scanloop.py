@@ -22,13 +22,16 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from paycode.merchant_pos import scanner as backends
+from paycode.appkit import decoding
+from paycode.appkit.decoding import Decoded
+from paycode.merchant_pos import decoders as backends
 from paycode.merchant_pos.frames import (
     IMAGE_REPEATS,
     SourceInvalid,
     SourceUnavailable,
     open_source,
     parse_source,
+    to_gray,
 )
 from paycode.merchant_pos.scanloop import (
     STARVED_FRAMES_MAX,
@@ -37,7 +40,6 @@ from paycode.merchant_pos.scanloop import (
     Scanner,
     ScanTimeout,
 )
-from paycode.merchant_pos.scanner import Decoded
 from paycode.merchant_pos.scanpasses import DecodePass, Plan
 from tests.protocol_fixtures import load_vectors
 from tests.synthetic_frames import (
@@ -196,7 +198,7 @@ def test_a_new_code_is_reported_and_reset_starts_a_new_sale() -> None:
 @pytest.mark.parametrize("subject", FOREIGN_CODES, ids=lambda s: s.text[:16])
 def test_non_payment_codes_are_ignored(subject: Subject) -> None:
     frame = _frame(subject)
-    raw = backends.make_backend("zxing").decode(backends.to_gray(frame.image))
+    raw = backends.make_backend("zxing").decode(to_gray(frame.image))
     if subject.symbology != "ean13":  # the decoders are restricted to QR and Code 128
         assert [d.text for d in raw] == [subject.text]  # readable: the test is not vacuous
     scanner = Scanner(clock=frozen)
@@ -209,7 +211,7 @@ def test_payment_code_next_to_a_foreign_code_is_the_only_detection() -> None:
     rng = np.random.default_rng(5)
     menu = compose_frame(FOREIGN_CODES[0], "clean", rng, centre_x_fraction=0.22)
     both = compose_frame(_subject("v3"), "clean", rng, base=menu.image, centre_x_fraction=0.72)
-    raw = backends.make_backend("zxing").decode(backends.to_gray(both.image))
+    raw = backends.make_backend("zxing").decode(to_gray(both.image))
     assert sorted(d.text for d in raw) == sorted([FOREIGN_CODES[0].text, CODES["v3"]])
     found = Scanner(clock=frozen).scan_frame(both.image)
     assert [d.text for d in found] == [CODES["v3"]]
@@ -300,7 +302,7 @@ class CostlyDecoder:
     clock: ManualClock
     calls: int = 0
 
-    def decode(self, gray: backends.Gray) -> list[Decoded]:
+    def decode(self, gray: decoding.Gray) -> list[Decoded]:
         self.calls += 1
         self.clock.now_s += self.cost_ms / 1000.0
         return []
@@ -429,7 +431,7 @@ def test_image_source_repeats_a_still_then_ends(tmp_path: Path) -> None:
 
 def test_transparent_image_reads_as_black_on_white(tmp_path: Path) -> None:
     """A code exported with a transparent background must not turn black-on-black."""
-    gray = backends.to_gray(_frame(_subject("v2")).image)
+    gray = to_gray(_frame(_subject("v2")).image)
     rgba = np.zeros((*gray.shape, 4), dtype=np.uint8)
     rgba[..., 3] = np.where(gray < 128, 255, 0)  # dark pixels opaque black, rest transparent
     path = tmp_path / "transparent.png"
@@ -489,7 +491,7 @@ def _subject_reads(
         cell = reads.setdefault(
             (_label(subject), frame.distortion), {c: [] for c in [*names, "any", "scanner"]}
         )
-        gray = backends.to_gray(frame.image)
+        gray = to_gray(frame.image)
         single = [subject.text in {d.text for d in decoders[n].decode(gray)} for n in names]
         for name, read in zip(names, single, strict=True):
             cell[name].append(read)

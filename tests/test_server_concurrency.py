@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from paycode.appkit.http_client import ServerClient
 from paycode.client import online
-from paycode.client.api import ServerClient
 from paycode.client.wallet import Wallet
 from paycode.merchant_pos.api import TerminalClient
 from paycode.server import ledger

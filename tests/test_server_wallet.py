@@ -1,6 +1,6 @@
 """The server's wallet API (server/blueprints/wallet.py) against the contract in docs/api.md.
 
-Requests are signed by the real wallet code (`client.api._device_headers`), grants are read by
+Requests are signed by the real wallet code (`paycode.client.online.DeviceAuth`), grants are read by
 the real `shared.enrollment.read_grant`, and codes are checked by `shared.verify.verify_code`
 with a lookup built from the database rows, so server and wallet are held to one protocol.
 The last test runs a real HTTP server and drives the wallet library against it.
@@ -26,8 +26,9 @@ from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
+from paycode.appkit.http_client import ServerClient
 from paycode.client import keystore, online
-from paycode.client.api import DeviceAuth, ServerClient, _device_headers
+from paycode.client.online import DeviceAuth
 from paycode.client.wallet import Wallet
 from paycode.server import keyring, passwords
 from paycode.server import wallet_service as service
@@ -175,7 +176,7 @@ def enroll(client: FlaskClient, version: str, *, token: str | None = None) -> En
 def signed_get(
     client: FlaskClient, device: Enrolled, path: str, *, offset_s: float = 0.0
 ) -> TestResponse:
-    headers = _device_headers(device.auth(offset_s), "GET", path, b"")
+    headers = device.auth(offset_s).sign("GET", path, b"")
     return client.get(path, headers=headers)
 
 
@@ -532,18 +533,18 @@ def test_history_limit_out_of_range(client: FlaskClient, limit: str) -> None:
 
 def test_tampered_signature_is_refused(client: FlaskClient) -> None:
     device = enroll(client, "v1")
-    headers = _device_headers(device.auth(), "GET", "/v1/wallet/balance", b"")
+    headers = device.auth().sign("GET", "/v1/wallet/balance", b"")
     signature = bytearray(base64.b64decode(headers["Paycode-Signature"]))
     signature[0] ^= 1
     headers["Paycode-Signature"] = base64.b64encode(bytes(signature)).decode()
     assert_problem(client.get("/v1/wallet/balance", headers=headers), 401, "unauthorized")
     # Signed for one path, sent to another.
-    headers = _device_headers(device.auth(), "GET", "/v1/wallet/history?limit=5", b"")
+    headers = device.auth().sign("GET", "/v1/wallet/history?limit=5", b"")
     reply = client.get("/v1/wallet/history?limit=6", headers=headers)
     assert_problem(reply, 401, "unauthorized")
     # Another device's id on this device's signature.
     other = enroll(client, "v1")
-    headers = _device_headers(device.auth(), "GET", "/v1/wallet/balance", b"")
+    headers = device.auth().sign("GET", "/v1/wallet/balance", b"")
     headers["Paycode-Device"] = other.device_id
     assert_problem(client.get("/v1/wallet/balance", headers=headers), 401, "unauthorized")
 
@@ -561,14 +562,14 @@ def test_stale_timestamp_is_refused(client: FlaskClient, offset_s: float) -> Non
 @pytest.mark.parametrize("version", VERSIONS)
 def test_replayed_nonce_is_refused(client: FlaskClient, version: str) -> None:
     device = enroll(client, version)
-    headers = _device_headers(device.auth(), "GET", "/v1/wallet/balance", b"")
+    headers = device.auth().sign("GET", "/v1/wallet/balance", b"")
     assert client.get("/v1/wallet/balance", headers=headers).status_code == 200
     assert_problem(client.get("/v1/wallet/balance", headers=headers), 401, "unauthorized")
 
 
 def test_refused_request_does_not_spend_its_nonce(client: FlaskClient) -> None:
     device = enroll(client, "v1")
-    headers = _device_headers(device.auth(), "GET", "/v1/wallet/history?limit=0", b"")
+    headers = device.auth().sign("GET", "/v1/wallet/history?limit=0", b"")
     assert_problem(
         client.get("/v1/wallet/history?limit=0", headers=headers), 400, "invalid_request"
     )
@@ -605,14 +606,14 @@ def test_revoked_or_unknown_device_is_refused(app: Flask, client: FlaskClient) -
 )
 def test_missing_signature_headers_are_refused(client: FlaskClient, drop: str) -> None:
     device = enroll(client, "v1")
-    headers = _device_headers(device.auth(), "GET", "/v1/wallet/balance", b"")
+    headers = device.auth().sign("GET", "/v1/wallet/balance", b"")
     del headers[drop]
     assert_problem(client.get("/v1/wallet/balance", headers=headers), 401, "unauthorized")
 
 
 def test_bad_header_values_are_refused_not_crashing(client: FlaskClient) -> None:
     device = enroll(client, "v1")
-    base = _device_headers(device.auth(), "GET", "/v1/wallet/balance", b"")
+    base = device.auth().sign("GET", "/v1/wallet/balance", b"")
     for name, value in (
         ("Paycode-Timestamp", "12e9"),
         ("Paycode-Timestamp", "-5"),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from paycode.client.render import qr_image, save_png
+from paycode.appkit.rendering import qr_image, save_png
 from tests.protocol_fixtures import load_vectors
 
 REPO = Path(__file__).resolve().parent.parent

@@ -22,9 +22,10 @@ from typing import Any
 
 import pytest
 
+from paycode.appkit.http_client import ServerClient
 from paycode.client import keystore, online
-from paycode.client.api import DeviceAuth, ServerClient
 from paycode.client.keystore import KEYSTORE_NAME, PASSPHRASE_ENV, SECRET_NAME
+from paycode.client.online import DeviceAuth
 from paycode.client.wallet import COUNTER_STEPS_KEPT, LOCK_NAME, Enrollment, GeneratedCode, Wallet
 from paycode.shared import wallet_auth
 from paycode.shared.binding import MerchantBinding, charging_point_bindings
@@ -484,7 +485,7 @@ def test_stub_rejects_tampered_signatures(wallet: Wallet, stub: WalletStub, vers
 
     forged = DeviceAuth(enrollment.device_id, wrong_key)
     with pytest.raises(ServerRejected) as caught:
-        ServerClient(stub.url).call("GET", "/v1/wallet/balance", device=forged)
+        ServerClient(stub.url).call("GET", "/v1/wallet/balance", signer=forged.sign)
     assert (caught.value.code, caught.value.status) == ("unauthorized", 401)
 
 

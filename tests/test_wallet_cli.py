@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from paycode.client import render
+from paycode.appkit import rendering as render
+from paycode.appkit.decoding import decode_image_file
 from paycode.client.keystore import KEYSTORE_NAME, PASSPHRASE_ENV, SCRYPT_N, Keystore
 from paycode.client.wallet import Wallet
-from paycode.merchant_pos.scanner import decode_image_file
 from paycode.shared.binding import charging_point_bindings
 from paycode.shared.emv.collection import CollectionCode, build_collection_payload
 from paycode.shared.verify import verify_code

@@ -54,8 +54,8 @@ from sqlalchemy import Connection, Engine, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from bench.load import worker_pids
+from paycode.appkit.http_client import ServerClient
 from paycode.client import online
-from paycode.client.api import ServerClient
 from paycode.client.wallet import Wallet
 from paycode.merchant_pos.api import TerminalClient
 from paycode.server import admin, ledger

@@ -45,7 +45,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from sqlalchemy import text
 
-from paycode.client import api as client_api
+from paycode.appkit import http_client as client_api
 from paycode.client import online
 from paycode.client.wallet import Wallet
 from paycode.merchant_pos.api import TerminalClient
@@ -580,7 +580,8 @@ def enrollment_parsers(rng: random.Random) -> list[Parser]:
 
 def client_response_parsers() -> list[Parser]:
     """What a wallet or a till reads from a (hostile, or broken) server: the body, its
-    server_time (the clock) and the re-enroll advice (client/api.py, client/online.py)."""
+    server_time (the clock) and the re-enroll advice (paycode.appkit.http_client and
+    paycode.client.online)."""
     replies = [
         json.dumps({"balance": "12.50", "currency": "CNY", "server_time": 1_796_000_000.25}),
         json.dumps({"reenroll": {"version": "v3", "reason": "v1 retires"}, "server_time": 1}),

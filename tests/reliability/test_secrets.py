@@ -60,8 +60,8 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
+from paycode.appkit.http_client import ServerClient
 from paycode.client import keystore
-from paycode.client.api import ServerClient
 from paycode.client.wallet import Wallet
 from paycode.server import dashboard_auth
 from tests.live_server import (

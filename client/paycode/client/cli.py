@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from paycode.client import online, render
-from paycode.client.api import ServerClient
-from paycode.client.cliutil import add_json_flag, confirm_or_stop, emit, run, wants_json
+from paycode.appkit import rendering
+from paycode.appkit.console import add_json_flag, confirm_or_stop, emit, run, wants_json
+from paycode.appkit.http_client import ServerClient
+from paycode.client import online
 from paycode.client.devices_cli import PROG, add_device_commands, advice_notice
 from paycode.client.pending_cli import add_pending_commands
 from paycode.client.wallet import GeneratedCode, Wallet, live_versions
@@ -60,10 +61,10 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 def _write_pngs(code: GeneratedCode, png: Path) -> list[str]:
     written = [str(png)]
-    render.save_png(render.qr_image(code.text), png)
+    rendering.save_png(rendering.qr_image(code.text), png)
     if code.symbology == "numeric":
         barcode_path = png.with_name(png.stem + ".code128.png")
-        render.save_png(render.code128_image(code.text), barcode_path)
+        rendering.save_png(rendering.code128_image(code.text), barcode_path)
         written.append(str(barcode_path))
     return written
 
@@ -93,7 +94,7 @@ def _collection(args: argparse.Namespace) -> CollectionCode | None:
     payload: str | None = args.bind_payload
     if args.bind_qr is not None:
         # Deferred: OpenCV and zxing load in ~0.2 s, which an unbound `code` should not pay.
-        from paycode.merchant_pos.scanner import decode_image_file  # noqa: PLC0415
+        from paycode.appkit.decoding import decode_image_file  # noqa: PLC0415
 
         found = [d for d in decode_image_file(args.bind_qr) if d.format == "qr"]
         if not found:
@@ -145,7 +146,7 @@ def cmd_code(args: argparse.Namespace) -> int:
         return _show_loop(wallet, args, binding)
     code = wallet.next_code(args.version, local_now_s=time.time(), binding=binding)
     files = _write_pngs(code, args.png) if args.png else []
-    shown = render.group_digits(code.text) if code.symbology == "numeric" else code.text
+    shown = rendering.group_digits(code.text) if code.symbology == "numeric" else code.text
     lines = [shown, *_bound_line(collection), *(f"wrote {name}" for name in files)]
     emit(args, "\n".join(lines), _code_data(code, files, collection))
     return 0
@@ -156,9 +157,11 @@ def _show_loop(wallet: Wallet, args: argparse.Namespace, binding: MerchantBindin
     for _ in range(refreshes_max):
         code = wallet.next_code(args.version, local_now_s=time.time(), binding=binding)
         text = (
-            render.group_digits(code.text) if code.symbology == "numeric" else code.text[:24] + "…"
+            rendering.group_digits(code.text)
+            if code.symbology == "numeric"
+            else code.text[:24] + "…"
         )
-        screen = render.terminal_qr(code.text)
+        screen = rendering.terminal_qr(code.text)
         sys.stdout.write("\x1b[2J\x1b[H" + screen + "\n")
         sys.stdout.write(
             f"{code.version}  {text}\nrefreshes in {code.refresh_in_s:.0f} s (Ctrl-C to stop)\n"
@@ -199,7 +202,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 def cmd_pay(args: argparse.Namespace) -> int:
     """Read the poster offline, show who is paid and how much, confirm, then pay online."""
     # Deferred: OpenCV and zxing load in ~0.2 s, which `code` (the hot path) should not pay.
-    from paycode.merchant_pos.scanner import decode_image_file  # noqa: PLC0415
+    from paycode.appkit.decoding import decode_image_file  # noqa: PLC0415
 
     found = [d for d in decode_image_file(args.qr_image) if d.format == "qr"]
     if not found:

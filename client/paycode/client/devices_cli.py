@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from paycode.appkit.console import confirm_or_stop, emit, wants_json
 from paycode.client import devices, online
-from paycode.client.cliutil import confirm_or_stop, emit, wants_json
 from paycode.client.wallet import Wallet
 from paycode.shared.errors import ServerUnreachable
 

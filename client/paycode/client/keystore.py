@@ -15,7 +15,6 @@ import base64
 import json
 import os
 import secrets
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from paycode.appkit.private_files import write_private
 from paycode.shared.errors import WalletError
 
 FORMAT = "paycode-wallet/1"
@@ -56,22 +56,6 @@ class _Kdf:
     def as_json(self) -> dict[str, object]:
         salt = base64.b64encode(self.salt).decode()
         return {"name": "scrypt", "n": self.n, "r": self.r, "p": self.p, "salt": salt}
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Atomically replace `path` with `data`, readable by the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def passphrase_for(home: Path) -> bytes:

@@ -9,14 +9,18 @@ After enrollment no password is kept: calls are signed with the device key
 from __future__ import annotations
 
 import platform
+import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from paycode.client.api import DeviceAuth, Response, ServerClient
+from paycode.appkit.http_client import Response, ServerClient
 from paycode.client.wallet import Enrollment, Wallet
+from paycode.shared import wallet_auth
 from paycode.shared.enrollment import GrantInfo, b64, new_ed25519_seed
 from paycode.shared.errors import ServerRejected, WalletError
+from paycode.shared.versions.base import DeviceCredential
 
 HISTORY_LIMIT_MAX = 100
 REENROLL_CHARS_MAX = 200
@@ -25,6 +29,25 @@ SIGNED_ATTEMPTS_MAX = 2
 """A signed call is sent at most twice: again only when its refusal taught a new clock."""
 CLOCK_RETRY_S_MIN = 30.0
 """A refusal that moved the learned offset by at least this much may have been for the clock."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAuth:
+    """Signs a wallet request with a device key (docs/api.md, "Signed wallet requests")."""
+
+    device_id: str
+    credential: DeviceCredential
+    clock_offset_s: float = 0.0
+    """server time - local time: requests are timestamped in server time."""
+
+    def sign(self, method: str, path: str, data: bytes) -> dict[str, str]:
+        """The signature headers over the exact bytes sent (a paycode.appkit Signer)."""
+        timestamp_s = int(time.time() + self.clock_offset_s)
+        nonce = secrets.token_hex(16)
+        message = wallet_auth.signing_message(method, path, timestamp_s, nonce, data)
+        signature = wallet_auth.sign(self.credential, message)
+        headers = wallet_auth.SignedHeaders(self.device_id, timestamp_s, nonce, signature)
+        return headers.as_dict()
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +135,9 @@ def signed_call(
         used_offset_s = wallet.clock_offset_s
         auth = DeviceAuth(signer.device_id, signer.credential, used_offset_s)
         try:
-            reply = client.call(method, path, body, device=auth, idempotency_key=idempotency_key)
+            reply = client.call(
+                method, path, body, signer=auth.sign, idempotency_key=idempotency_key
+            )
         except ServerRejected as error:
             wallet.record_clock_offset(error.clock_offset_s)
             moved_s = abs(wallet.clock_offset_s - used_offset_s)

@@ -7,8 +7,8 @@ import getpass
 import sys
 from typing import Any
 
+from paycode.appkit.console import emit
 from paycode.client import pending
-from paycode.client.cliutil import emit
 from paycode.client.wallet import Wallet
 from paycode.shared.errors import WalletError
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from paycode.client.api import ServerClient
+from paycode.appkit.http_client import ServerClient
 from paycode.shared import terminal_auth
 from paycode.shared.errors import ServerRejected, ServerUnreachable
 

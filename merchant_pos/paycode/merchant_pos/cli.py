@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from paycode.client.cliutil import add_json_flag, emit, run, wants_json
+from paycode.appkit.console import add_json_flag, emit, run, wants_json
 from paycode.merchant_pos import settings
 from paycode.merchant_pos.inspect import describe
 from paycode.merchant_pos.messages import cashier_message
@@ -68,7 +68,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         found = [describe(args.text) | {"format": "text"}]
     else:
         # Deferred: OpenCV and zxing take ~0.2 s to load; --text should not pay for them.
-        from paycode.merchant_pos.scanner import decode_image_file  # noqa: PLC0415
+        from paycode.appkit.decoding import decode_image_file  # noqa: PLC0415
 
         decoded = decode_image_file(args.image)
         if not decoded:

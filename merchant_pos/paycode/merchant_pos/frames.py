@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from paycode.merchant_pos.scanner import to_gray
+from paycode.appkit.decoding import Gray
 from paycode.shared.errors import PaycodeError
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "SourceUnavailable",
     "open_source",
     "parse_source",
+    "to_gray",
 ]
 
 Bgr = NDArray[np.uint8]
@@ -243,3 +244,28 @@ def open_source(
     """Open `camera:N`, `video:PATH` or `image:PATH` (text or parsed) as a FrameSource."""
     parsed = parse_source(spec) if isinstance(spec, str) else spec
     return FrameSource(parsed, frames_max=frames_max, image_repeats=image_repeats)
+
+
+def _gray_from_bgra(image: NDArray[np.uint8]) -> Gray:
+    """Flatten alpha onto white: an exported code with a transparent background is
+    black-on-nothing, which would otherwise read as black-on-black."""
+    gray = cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2GRAY).astype(np.float32)
+    alpha = image[:, :, 3].astype(np.float32) / 255.0
+    flat: Gray = np.round(gray * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    return flat
+
+
+def to_gray(image: NDArray[Any]) -> Gray:
+    """Convert an OpenCV image (gray, BGR or BGRA; 8- or 16-bit) to 8-bit gray."""
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    if image.dtype != np.uint8:
+        raise ValueError(f"unsupported image dtype {image.dtype}; expected uint8 or uint16")
+    channels = 1 if image.ndim == 2 else image.shape[2] if image.ndim == 3 else 0
+    if channels == 1:
+        return np.ascontiguousarray(image.reshape(image.shape[:2]))
+    if channels == 3:
+        return np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), dtype=np.uint8)
+    if channels == 4:
+        return _gray_from_bgra(image)
+    raise ValueError(f"unsupported image shape {image.shape}; expected gray, BGR or BGRA")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from paycode.client.render import qr_image
+from paycode.appkit.rendering import qr_image
 from paycode.shared.emv.collection import CollectionCode, build_collection_payload
 from paycode.shared.errors import PaycodeError
 from paycode.shared.money import format_amount, parse_amount

@@ -36,7 +36,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from paycode.merchant_pos.scanner import Corners, Decoded, Gray, to_gray
+from paycode.appkit.decoding import Corners, Decoded, Gray
+from paycode.merchant_pos.frames import to_gray
 from paycode.merchant_pos.scanpasses import DecodePass, Plan, default_plan
 from paycode.shared.errors import CodeMalformed, PaycodeError
 from paycode.shared.versions.registry import route

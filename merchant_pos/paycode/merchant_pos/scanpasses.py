@@ -20,15 +20,14 @@ import cv2
 import numpy as np
 import zxingcpp
 
-from paycode.merchant_pos.scanner import (
+from paycode.appkit.decoding import (
     FORMAT_CODE128,
     FORMAT_QR,
     Decoded,
     DecoderBackend,
     Gray,
-    available_backends,
-    make_backend,
 )
+from paycode.merchant_pos.decoders import available_backends, make_backend
 
 __all__ = [
     "DEFAULT_BACKENDS",

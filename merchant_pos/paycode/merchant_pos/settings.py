@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from paycode.client.keystore import write_private
+from paycode.appkit.private_files import write_private
 from paycode.merchant_pos.api import TerminalClient
 from paycode.shared.errors import PaycodeError
 from paycode.shared.money import currency as known_currency

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import DBAPIError
 
-from paycode.client.cliutil import add_json_flag, emit, run
+from paycode.appkit.console import add_json_flag, emit, run
 from paycode.server import notify_delivery, observability, purge
 from paycode.server.cli_accounts import add_account_commands
 from paycode.server.cli_common import PROG, CliError, Subparsers

@@ -8,7 +8,7 @@ import getpass
 import sys
 import time
 
-from paycode.client.cliutil import emit
+from paycode.appkit.console import emit
 from paycode.server import admin, dashboard_auth, notifications, wallet_service
 from paycode.server.cli_common import (
     CliError,

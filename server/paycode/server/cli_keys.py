@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from paycode.client.cliutil import emit
+from paycode.appkit.console import emit
 from paycode.server import lifecycle, rotation
 from paycode.server.cli_common import (
     CliError,

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from paycode.client.cliutil import EXIT_ERROR, emit, wants_json
+from paycode.appkit.console import EXIT_ERROR, emit, wants_json
 from paycode.server import admin, reconcile, settlement
 from paycode.server.cli_common import CliError, Subparsers, check_url, database_error
 from paycode.server.cli_common import config as _config

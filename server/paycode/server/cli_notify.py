@@ -11,7 +11,7 @@ import argparse
 import base64
 import time
 
-from paycode.client.cliutil import emit
+from paycode.appkit.console import emit
 from paycode.server import admin, notifications
 from paycode.server.cli_common import CliError, Subparsers
 from paycode.server.cli_common import config as _config

@@ -9,10 +9,9 @@ tests scan is exactly what a phone would display.
 
 from __future__ import annotations
 
+import io
 import math
 import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import qrcode
@@ -20,6 +19,8 @@ import qrcode.constants
 import zxingcpp
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
+
+from paycode.appkit.private_files import write_private
 
 __all__ = ["code128_image", "group_digits", "qr_image", "save_png", "terminal_qr"]
 
@@ -132,23 +133,12 @@ def code128_image(
 
 
 def save_png(image: Image.Image, path: str | os.PathLike[str]) -> None:
-    """Write `image` as PNG so a reader never sees a half-written file.
-
-    The PNG goes to a temporary file in the target directory and is renamed over `path`
-    (atomic on POSIX and Windows). The file keeps mkstemp's owner-only mode on purpose: a
-    payment code is a bearer credential until it expires.
-    """
-    target = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    """Write `image` as PNG, owner-only and atomically (paycode.appkit.private_files): a payment
+    code is a bearer credential until it expires. An image PNG cannot hold fails before the
+    file is touched."""
+    encoded = io.BytesIO()
+    image.save(encoded, format="PNG")
+    write_private(path, encoded.getvalue())
 
 
 def terminal_qr(text: str, *, invert: bool = False) -> str:

@@ -1,93 +1,42 @@
-"""Find payment codes in a camera frame or an image file.
+"""The till's decoders besides zxing-cpp: pyzbar over the system zbar library, and OpenCV.
 
-Three decoders sit behind one small interface so the POS can prefer the fast, robust one
-(zxing-cpp), fall back to pyzbar where the system library is installed, and still work with
-nothing but OpenCV. Every backend reads only the two symbologies payment codes use, QR and
-Code 128: a product barcode that drifts into the camera's view is not a payment attempt.
+They sit behind the interface of paycode.appkit.decoding, so the till can prefer the fast,
+robust zxing-cpp, fall back to pyzbar where the system library is installed, and still work
+with nothing but OpenCV. `make_backend` builds any of the three by name.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any
 
 import cv2
 import numpy as np
 import zxingcpp
-from numpy.typing import NDArray
 
-from paycode.shared.errors import ImageUnreadable
+from paycode.appkit.decoding import (
+    CORNER_COUNT,
+    FORMAT_CODE128,
+    FORMAT_QR,
+    Corners,
+    Decoded,
+    DecoderBackend,
+    Gray,
+    ZxingBackend,
+    checked_gray,
+    int_corners,
+)
 
 __all__ = [
     "BACKEND_NAMES",
-    "Decoded",
-    "DecoderBackend",
     "OpenCvBackend",
     "PyzbarBackend",
-    "ZxingBackend",
     "available_backends",
-    "decode_image_file",
     "make_backend",
-    "to_gray",
 ]
 
-Gray = NDArray[np.uint8]
-Corners = tuple[tuple[int, int], ...]
-
-FORMAT_QR = "qr"
-FORMAT_CODE128 = "code128"
-CORNER_COUNT = 4
-
-_ZXING_FORMATS = zxingcpp.BarcodeFormats(
-    [zxingcpp.BarcodeFormat.QRCodeModel2, zxingcpp.BarcodeFormat.Code128]
-)
-_ZXING_NAMES: Mapping[zxingcpp.BarcodeFormat, str] = MappingProxyType(
-    {zxingcpp.BarcodeFormat.QRCode: FORMAT_QR, zxingcpp.BarcodeFormat.Code128: FORMAT_CODE128}
-)
 _ZBAR_NAMES: Mapping[str, str] = MappingProxyType({"QRCODE": FORMAT_QR, "CODE128": FORMAT_CODE128})
-
-
-@dataclass(frozen=True, slots=True)
-class Decoded:
-    """One code found in a frame.
-
-    `corners` are 4 image pixel points, clockwise on screen; they start at the symbol's own
-    top-left when the decoder reports orientation, else at the corner nearest the image's
-    top-left. The POS uses them to outline the code it read.
-    """
-
-    format: str
-    text: str
-    corners: Corners
-    backend: str
-
-
-class DecoderBackend(Protocol):
-    """A decoder the POS can run on every camera frame."""
-
-    name: str
-
-    def decode(self, gray: Gray) -> list[Decoded]:
-        """Return every QR / Code 128 symbol in `gray`; [] when there is none."""
-        ...
-
-
-def _checked_gray(gray: Gray) -> Gray:
-    """Reject frames that are not 2-D uint8: that is a caller bug, not 'no code in view'."""
-    if gray.ndim != 2 or gray.dtype != np.uint8 or gray.size == 0:
-        raise ValueError(
-            f"expected a non-empty 2-D uint8 gray image, got shape {gray.shape} of {gray.dtype}"
-        )
-    return np.ascontiguousarray(gray)
-
-
-def _int_corners(points: Iterable[Sequence[float]]) -> Corners:
-    """Round decoder coordinates (often float) to whole pixels."""
-    return tuple((round(float(x)), round(float(y))) for x, y in points)
 
 
 def _quad(points: Sequence[Sequence[float]]) -> Corners:
@@ -102,34 +51,7 @@ def _quad(points: Sequence[Sequence[float]]) -> Corners:
     angles = np.arctan2(pts[:, 1] - centre[1], pts[:, 0] - centre[0])
     clockwise = pts[np.argsort(angles)]  # y grows downwards, so rising angle is clockwise
     start = int(np.argmin(clockwise.sum(axis=1)))
-    return _int_corners(np.roll(clockwise, -start, axis=0).tolist())
-
-
-class ZxingBackend:
-    """zxing-cpp: the fastest and most forgiving reader (perspective, blur, inverted screens).
-
-    QR is restricted to Model 2, the only QR variant a wallet renders; Micro QR and rMQR
-    finders would only add false positives and time.
-    """
-
-    name: str = "zxing"
-
-    def decode(self, gray: Gray) -> list[Decoded]:
-        """Decode with TextMode.Plain: the symbol's bytes as text, no HRI reformatting."""
-        found = zxingcpp.read_barcodes(
-            _checked_gray(gray), formats=_ZXING_FORMATS, text_mode=zxingcpp.TextMode.Plain
-        )
-        return [self._to_decoded(barcode) for barcode in found if barcode.symbology in _ZXING_NAMES]
-
-    def _to_decoded(self, barcode: zxingcpp.Barcode) -> Decoded:
-        pos = barcode.position
-        corners = (pos.top_left, pos.top_right, pos.bottom_right, pos.bottom_left)
-        return Decoded(
-            format=_ZXING_NAMES[barcode.symbology],
-            text=barcode.text,
-            corners=tuple((point.x, point.y) for point in corners),
-            backend=self.name,
-        )
+    return int_corners(np.roll(clockwise, -start, axis=0).tolist())
 
 
 class PyzbarBackend:
@@ -156,7 +78,7 @@ class PyzbarBackend:
     def decode(self, gray: Gray) -> list[Decoded]:
         """Decode bytes as UTF-8, replacing bad bytes so the POS reports a malformed code
         instead of ignoring a symbol the cashier can see."""
-        found = self._decode(_checked_gray(gray), symbols=self._symbols)
+        found = self._decode(checked_gray(gray), symbols=self._symbols)
         return [self._to_decoded(symbol) for symbol in found if symbol.type in _ZBAR_NAMES]
 
     def _to_decoded(self, symbol: Any) -> Decoded:
@@ -209,7 +131,7 @@ class OpenCvBackend:
         OpenCV's decoders can fail an internal assertion on odd frames; a camera loop must
         survive that, so cv2.error counts as "nothing read in this frame".
         """
-        frame = _checked_gray(gray)
+        frame = checked_gray(gray)
         try:
             return self._decode_qr(frame) + self._decode_code128(frame)
         except cv2.error:
@@ -220,7 +142,7 @@ class OpenCvBackend:
         if not ok or points is None:
             return []
         return [
-            Decoded(FORMAT_QR, text, _int_corners(quad.reshape(-1, 2).tolist()), self.name)
+            Decoded(FORMAT_QR, text, int_corners(quad.reshape(-1, 2).tolist()), self.name)
             for text, quad in zip(texts, points, strict=True)
             if text
         ]
@@ -264,42 +186,3 @@ def available_backends() -> list[str]:
             continue
         names.append(name)
     return names
-
-
-def _gray_from_bgra(image: NDArray[np.uint8]) -> Gray:
-    """Flatten alpha onto white: an exported code with a transparent background is
-    black-on-nothing, which would otherwise read as black-on-black."""
-    gray = cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2GRAY).astype(np.float32)
-    alpha = image[:, :, 3].astype(np.float32) / 255.0
-    flat: Gray = np.round(gray * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
-    return flat
-
-
-def to_gray(image: NDArray[Any]) -> Gray:
-    """Convert an OpenCV image (gray, BGR or BGRA; 8- or 16-bit) to 8-bit gray."""
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    if image.dtype != np.uint8:
-        raise ValueError(f"unsupported image dtype {image.dtype}; expected uint8 or uint16")
-    channels = 1 if image.ndim == 2 else image.shape[2] if image.ndim == 3 else 0
-    if channels == 1:
-        return np.ascontiguousarray(image.reshape(image.shape[:2]))
-    if channels == 3:
-        return np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), dtype=np.uint8)
-    if channels == 4:
-        return _gray_from_bgra(image)
-    raise ValueError(f"unsupported image shape {image.shape}; expected gray, BGR or BGRA")
-
-
-def decode_image_file(path: str | os.PathLike[str], *, backend: str = "zxing") -> list[Decoded]:
-    """Read an image file (PNG, JPEG, ...) and decode the payment codes in it.
-
-    IMREAD_UNCHANGED keeps the alpha channel, so transparent backgrounds become white.
-    """
-    file = Path(path)
-    if not file.is_file():
-        raise ImageUnreadable(f"no image file at {file}")
-    image = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ImageUnreadable(f"{file} is not an image OpenCV can read")
-    return make_backend(backend).decode(to_gray(image))

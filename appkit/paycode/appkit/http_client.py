@@ -1,8 +1,10 @@
-"""HTTP client for the server's wallet API (docs/api.md). Standard library only.
+"""The HTTP client the wallet and the till call the server with (docs/api.md). Standard
+library only.
 
 Every call has a bounded timeout. A network failure raises ServerUnreachable; a problem
 response (RFC 9457) raises ServerRejected with the server's stable code. Every response's
-server time feeds the wallet's clock-offset estimate.
+server time feeds the caller's clock-offset estimate. Requests are signed by a `Signer` the
+caller passes: the wallet's device signature, the till's terminal HMAC.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import email.utils
 import http.client
 import json
-import secrets
 import time
 import urllib.error
 import urllib.parse
@@ -19,9 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from paycode.shared import wallet_auth
 from paycode.shared.errors import ServerRejected, ServerUnreachable
-from paycode.shared.versions.base import DeviceCredential
 
 TIMEOUT_S = 10.0
 
@@ -38,14 +37,6 @@ class Response:
     body: dict[str, Any]
     clock_offset_s: float | None
     """server time - local time, from the body's server_time or the Date header."""
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceAuth:
-    device_id: str
-    credential: DeviceCredential
-    clock_offset_s: float = 0.0
-    """server time - local time: requests are timestamped in server time."""
 
 
 class ServerClient:
@@ -65,7 +56,6 @@ class ServerClient:
         body: dict[str, Any] | None = None,
         *,
         bearer: str | None = None,
-        device: DeviceAuth | None = None,
         signer: Signer | None = None,
         idempotency_key: str | None = None,
     ) -> Response:
@@ -77,8 +67,6 @@ class ServerClient:
             headers["Authorization"] = f"Bearer {bearer}"
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
-        if device is not None:
-            headers.update(_device_headers(device, method, path, data))
         if signer is not None:
             headers.update(signer(method, path, data))
         request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
@@ -147,14 +135,6 @@ def _whole_json_object(raw: bytes) -> bool:
         return isinstance(json.loads(raw), dict)
     except (ValueError, RecursionError):  # not JSON, not UTF-8, >4300 digits, deep nesting
         return False
-
-
-def _device_headers(device: DeviceAuth, method: str, path: str, data: bytes) -> dict[str, str]:
-    timestamp_s = int(time.time() + device.clock_offset_s)
-    nonce = secrets.token_hex(16)
-    message = wallet_auth.signing_message(method, path, timestamp_s, nonce, data)
-    signature = wallet_auth.sign(device.credential, message)
-    return wallet_auth.SignedHeaders(device.device_id, timestamp_s, nonce, signature).as_dict()
 
 
 def _json_body(raw: bytes) -> dict[str, Any]:
