@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import text
 
 from bench.load import Fixture, ledger_sum, machine_line, populate, preflight, run_wrk
-from paycode.server.charging import CLAIM_STEPS_KEPT
+from paycode.server.charge.planning import CLAIM_STEPS_KEPT
 from paycode.shared.timestep import STEP_SECONDS
 from tests.live_server import REPO_ROOT, LiveServer, postgres_database, start_live_server
 

@@ -29,10 +29,10 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy import Engine, text
 
-from paycode.server.caches import Directory
-from paycode.server.db import make_engine
-from paycode.server.models import Base, Device, User
-from paycode.server.secretbox import SecretBox
+from paycode.server.database.directory import Directory
+from paycode.server.database.engine import make_engine
+from paycode.server.database.models import Base, Device, User
+from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.enrollment import new_ed25519_seed
 from paycode.shared.verify import verify_code
 from paycode.shared.versions.base import Accepted, DeviceCredential, VerifierKeys, VerifyContext

@@ -28,11 +28,13 @@ from typing import Any
 import psycopg
 from sqlalchemy import func, make_url, select
 
-from paycode.server import admin, keyring, ledger
+from paycode.server.books import ledger
 from paycode.server.config import ServerConfig
-from paycode.server.models import Device, Payment, User, new_id
-from paycode.server.passwords import hash_password
-from paycode.server.secretbox import SecretBox
+from paycode.server.database.models import Device, Payment, User, new_id
+from paycode.server.operations import admin
+from paycode.server.safety import keyring
+from paycode.server.safety.passwords import hash_password
+from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.terminal_auth import sign_headers
 from paycode.shared.timestep import step_at
 from paycode.shared.versions.base import DeviceCredential

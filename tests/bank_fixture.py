@@ -16,12 +16,13 @@ from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
-from paycode.server import keyring, ledger
 from paycode.server.app import create_app
+from paycode.server.books import ledger
 from paycode.server.config import ServerConfig
-from paycode.server.db import make_engine
-from paycode.server.models import Base, Device, Merchant, Terminal, User, new_id
-from paycode.server.secretbox import SecretBox
+from paycode.server.database.engine import make_engine
+from paycode.server.database.models import Base, Device, Merchant, Terminal, User, new_id
+from paycode.server.safety import keyring
+from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.enrollment import new_ed25519_seed
 from paycode.shared.versions.base import DeviceCredential
 from paycode.shared.versions.registry import VERSIONS

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from email.message import Message
 
 from paycode.merchant_pos.api import TerminalClient
-from paycode.server import admin, dashboard_auth
 from paycode.server.config import ServerConfig
-from paycode.server.secretbox import SecretBox
+from paycode.server.dashboard import access
+from paycode.server.operations import admin
+from paycode.server.safety.secretbox import SecretBox
 from tests.live_server import LiveServer
 from tests.phones import unique
 
@@ -38,7 +39,7 @@ def open_shop(server: LiveServer, prefix: str = "Shop") -> Shop:
     box = SecretBox.from_config(ServerConfig.from_env(server.env))
     with server.session() as session:
         merchant = admin.create_merchant(session, name, "CNY", now_s=time.time())
-        dashboard_auth.set_password(session, merchant.id, DASHBOARD_PASSWORD)
+        access.set_password(session, merchant.id, DASHBOARD_PASSWORD)
         terminal, secret = admin.create_terminal(session, box, name, time.time())
         merchant_id, key_id = merchant.id, terminal.id
     return Shop(name, merchant_id, TerminalClient(server.url, key_id, secret, sleep=lambda _s: 0))
@@ -99,7 +100,7 @@ class Browser:
 
     def session_cookie(self) -> http.cookiejar.Cookie | None:
         for cookie in self.cookies:
-            if cookie.name == dashboard_auth.COOKIE_NAME:
+            if cookie.name == access.COOKIE_NAME:
                 return cookie
         return None
 

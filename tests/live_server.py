@@ -234,7 +234,7 @@ class LiveServer:
     def engine(self) -> Engine:
         """An engine on the same database, for tests that check rows directly."""
         if self._engine is None:
-            from paycode.server.db import make_engine
+            from paycode.server.database.engine import make_engine
 
             self._engine = make_engine(self.database_url)
         return self._engine

@@ -21,9 +21,9 @@ from paycode.appkit.http_client import ServerClient
 from paycode.client import keystore, online
 from paycode.client.wallet import Wallet
 from paycode.merchant_pos.api import TerminalClient
-from paycode.server import admin
 from paycode.server.config import ServerConfig
-from paycode.server.secretbox import SecretBox
+from paycode.server.operations import admin
+from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.errors import ServerRejected
 from tests.live_server import LiveServer
 

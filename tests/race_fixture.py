@@ -23,8 +23,9 @@ from sqlalchemy import func, select
 
 from paycode.appkit.http_client import ServerClient
 from paycode.client.wallet import Wallet
-from paycode.server import admin, ledger
-from paycode.server.models import LedgerEntry, Payment, Terminal
+from paycode.server.books import ledger
+from paycode.server.database.models import LedgerEntry, Payment, Terminal
+from paycode.server.operations import admin
 from paycode.shared import terminal_auth
 from paycode.shared.errors import ServerRejected
 from paycode.shared.money import parse_amount

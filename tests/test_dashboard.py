@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from paycode.server import dashboard_auth
-from paycode.server.models import LedgerEntry, MerchantSession, Payment, Refund
+from paycode.server.dashboard import access
+from paycode.server.database.models import LedgerEntry, MerchantSession, Payment, Refund
 from paycode.shared.errors import ServerRejected
 from tests.dashboard_fixture import DASHBOARD_PASSWORD, Browser, open_shop
 from tests.live_server import LiveServer
@@ -201,7 +201,7 @@ def test_log_in_log_out_and_the_throttle(live_server: LiveServer) -> None:
             == 0
         )
 
-    for _ in range(dashboard_auth.LOGIN_FAILURES_MAX - 1):  # the first wrong one counted too
+    for _ in range(access.LOGIN_FAILURES_MAX - 1):  # the first wrong one counted too
         assert browser.log_in(shop.name, "guess").status == 401
     blocked = browser.log_in(shop.name)  # now even the right password waits
     assert blocked.status == 429 and "too many wrong passwords" in blocked.body

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from paycode.server.models import Payment
+from paycode.server.database.models import Payment
 from tests.dashboard_fixture import DASHBOARD_PASSWORD, open_shop
 from tests.live_server import REPO_ROOT, LiveServer
 from tests.phones import charge, code_of, new_phone, new_user, use_fast_keystore

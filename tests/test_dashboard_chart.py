@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from paycode.server import dashboard_chart
-from paycode.server.dashboard_chart import AXIS_TOP, CHART_HEIGHT, hourly, nice_max, shares
+from paycode.server.dashboard.chart import AXIS_TOP, CHART_HEIGHT, hourly, nice_max, shares
 
 
 @pytest.mark.parametrize(
@@ -32,7 +31,7 @@ def test_bars_scale_to_the_axis_and_stay_inside_the_plot() -> None:
     assert chart.plot_bottom < CHART_HEIGHT
     assert [tick.value for tick in chart.ticks] == [0, 5, 10]
     assert chart.ticks[-1].y == AXIS_TOP
-    assert sum(bar.show_label for bar in chart.bars) == 24 // dashboard_chart.HOUR_LABEL_EVERY
+    assert sum(bar.show_label for bar in chart.bars) == 24 // chart.HOUR_LABEL_EVERY
 
 
 def test_an_empty_day_draws_flat_bars() -> None:

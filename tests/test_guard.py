@@ -16,8 +16,8 @@ from sqlalchemy import Engine, text
 from paycode.appkit.http_client import ServerClient
 from paycode.client.online import DeviceAuth
 from paycode.merchant_pos.api import TerminalClient
-from paycode.server import guard
-from paycode.server.guard import GuardScopes, GuardSettings
+from paycode.server.safety import guard
+from paycode.server.safety.guard import GuardScopes, GuardSettings
 from paycode.shared.enrollment import new_ed25519_seed
 from paycode.shared.errors import ServerRejected
 from paycode.shared.timestep import step_at
@@ -174,8 +174,8 @@ def test_merchant_ip_allow_list(bank: Bank) -> None:
 
 
 def test_allow_list_is_validated() -> None:
-    from paycode.server.admin import check_networks
-    from paycode.server.problems import ApiError
+    from paycode.server.http.problems import ApiError
+    from paycode.server.operations.admin import check_networks
 
     assert check_networks(["10.1.2.3/8", "::1"]) == "10.0.0.0/8,::1/128"
     assert check_networks([]) is None

@@ -35,9 +35,9 @@ from sqlalchemy import inspect, select, update
 from paycode.client import online, pending
 from paycode.client.wallet import Wallet
 from paycode.merchant_pos.api import TerminalClient
-from paycode.server import notify_delivery
 from paycode.server.config import ConfigError
-from paycode.server.models import Merchant, Notification, Payment, new_id
+from paycode.server.database.models import Merchant, Notification, Payment, new_id
+from paycode.server.notifications import delivery
 from paycode.shared.emv.collection import CollectionCode, build_collection_payload
 from tests.bank_fixture import SHUTDOWN_POLL_S
 from tests.live_server import REPO_ROOT, LiveServer, run_cli, run_cli_in_process
@@ -641,11 +641,11 @@ def test_the_outbox_schema_matches_the_model(live_server: LiveServer) -> None:
 
 
 def test_back_off_doubles_up_to_its_cap() -> None:
-    settings = notify_delivery.DeliverySettings()
+    settings = delivery.DeliverySettings()
     waits = [settings.backoff_for_s(attempts) for attempts in range(1, 8)]
     assert waits == [30, 60, 120, 240, 480, 960, 1920]
     assert settings.backoff_for_s(100) == settings.backoff_max_s == 3600
-    custom = notify_delivery.DeliverySettings.from_env({"PAYCODE_NOTIFY_BACKOFF_S": "0.5"})
+    custom = delivery.DeliverySettings.from_env({"PAYCODE_NOTIFY_BACKOFF_S": "0.5"})
     assert custom.backoff_for_s(3) == 2.0
     for env in (
         {"PAYCODE_NOTIFY_LEASE_S": "2", "PAYCODE_NOTIFY_TIMEOUT_S": "5"},
@@ -654,7 +654,7 @@ def test_back_off_doubles_up_to_its_cap() -> None:
         {"PAYCODE_NOTIFY_TIMEOUT_S": "nan"},
     ):
         with pytest.raises(ConfigError):
-            notify_delivery.DeliverySettings.from_env(env)
+            delivery.DeliverySettings.from_env(env)
 
 
 def test_redirects_are_not_followed(receiver: Receiver) -> None:
@@ -678,17 +678,17 @@ def test_redirects_are_not_followed(receiver: Receiver) -> None:
         thread.start()
         try:
             url = f"http://127.0.0.1:{server.server_port}/hook"
-            error = notify_delivery.post(url, b"{}", {}, timeout_s=5)
+            error = delivery.post(url, b"{}", {}, timeout_s=5)
         finally:
             server.shutdown()
             server.server_close()
         assert error == "http 307 (redirects are not followed)"
         assert elsewhere.deliveries == []
         receiver.status = 500
-        assert notify_delivery.post(receiver.url, b"{}", {}, timeout_s=5) == "http 500"
+        assert delivery.post(receiver.url, b"{}", {}, timeout_s=5) == "http 500"
         receiver.status = 200
-        assert notify_delivery.post(receiver.url, b"{}", {}, timeout_s=5) is None
-        refused_error = notify_delivery.post("http://127.0.0.1:9/x", b"{}", {}, timeout_s=5)
+        assert delivery.post(receiver.url, b"{}", {}, timeout_s=5) is None
+        refused_error = delivery.post("http://127.0.0.1:9/x", b"{}", {}, timeout_s=5)
         assert refused_error is not None and refused_error.startswith("connection failed")
     finally:
         elsewhere.close()

@@ -36,9 +36,9 @@ from sqlalchemy import create_engine, text
 from paycode.appkit.http_client import ServerClient
 from paycode.client import keystore
 from paycode.client.wallet import Wallet
-from paycode.server import metrics, observability
 from paycode.server.app import create_app
 from paycode.server.config import ConfigError, ServerConfig
+from paycode.server.operations import metrics, observability
 from tests.live_server import BACKENDS, LiveServer, postgres_database, run_command
 from tests.live_server import start_live_server as _start_live_server
 from tests.shop_fixture import waiting_payment

@@ -15,7 +15,7 @@ from flask import Flask
 
 from paycode.server.app import create_app
 from paycode.server.config import ServerConfig
-from paycode.server.problems import STATUS_BY_CODE
+from paycode.server.http.problems import STATUS_BY_CODE
 
 ROOT = Path(__file__).resolve().parents[1]
 OPENAPI_PATH = ROOT / "docs" / "openapi.json"

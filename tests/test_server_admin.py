@@ -25,12 +25,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from paycode.merchant_pos.api import TerminalClient
-from paycode.server import admin, cli, migrate, notify_delivery, purge
-from paycode.server.db import make_engine
-from paycode.server.guard import GuardSettings
-from paycode.server.ledger import ledger_sum_minor
-from paycode.server.migrate import head_revision
-from paycode.server.models import (
+from paycode.server import cli
+from paycode.server.books.ledger import ledger_sum_minor
+from paycode.server.database import migrate
+from paycode.server.database.engine import make_engine
+from paycode.server.database.migrate import head_revision
+from paycode.server.database.models import (
     SYSTEM,
     Account,
     Claim,
@@ -49,9 +49,12 @@ from paycode.server.models import (
     WalletSession,
     new_id,
 )
-from paycode.server.passwords import hash_password, verify_password
-from paycode.server.problems import ApiError
-from paycode.server.secretbox import SecretBox
+from paycode.server.http.problems import ApiError
+from paycode.server.notifications import delivery
+from paycode.server.operations import admin, purge
+from paycode.server.safety.guard import GuardSettings
+from paycode.server.safety.passwords import hash_password, verify_password
+from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.errors import AmountInvalid, ServerRejected
 from tests.live_server import LiveServer, run_cli, server_env
 
@@ -475,7 +478,7 @@ def test_purge_works_in_bounded_batches(tmp_path: Path) -> None:
 
 def test_delivered_notifications_are_purged_after_their_keep_time(tmp_path: Path) -> None:
     now_s = 100 * 86_400.0
-    kept_s = notify_delivery.DELIVERED_KEPT_S
+    kept_s = delivery.DELIVERED_KEPT_S
     delivered_at = {"old": now_s - kept_s - 1, "recent": now_s - kept_s + 60, "due": None}
     with _migrated_session(tmp_path) as session:
         session.add_all(
@@ -491,7 +494,7 @@ def test_delivered_notifications_are_purged_after_their_keep_time(tmp_path: Path
             for name, at in delivered_at.items()
         )
         session.commit()
-        purged = notify_delivery.purge_delivered(session, now_s)
+        purged = delivery.purge_delivered(session, now_s)
         kept = set(session.scalars(select(Notification.event_id)))
     assert purged == 1
     assert kept == {"evt_recent", "evt_due"}  # an undelivered row is never purged

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import update
 
 from paycode.merchant_pos.api import TerminalClient
-from paycode.server.models import Device, Terminal, new_id
+from paycode.server.database.models import Device, Terminal, new_id
 from paycode.shared import terminal_auth
 from paycode.shared.binding import MerchantBinding
 from paycode.shared.errors import ServerRejected

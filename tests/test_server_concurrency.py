@@ -22,8 +22,8 @@ from paycode.appkit.http_client import ServerClient
 from paycode.client import online
 from paycode.client.wallet import Wallet
 from paycode.merchant_pos.api import TerminalClient
-from paycode.server import ledger
-from paycode.server.models import User
+from paycode.server.books import ledger
+from paycode.server.database.models import User
 from paycode.shared.errors import ServerRejected
 from tests.live_server import LiveServer, postgres_database, start_live_server
 

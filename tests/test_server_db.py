@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from paycode.server.db import make_engine, read_only
+from paycode.server.database.engine import make_engine, read_only
 
 
 def test_read_only_lookup_inside_a_write_transaction_does_not_wait(tmp_path: Path) -> None:

@@ -30,12 +30,10 @@ from paycode.appkit.http_client import ServerClient
 from paycode.client import keystore, online
 from paycode.client.online import DeviceAuth
 from paycode.client.wallet import Wallet
-from paycode.server import keyring, passwords
-from paycode.server import wallet_service as service
 from paycode.server.app import create_app
 from paycode.server.config import ServerConfig
-from paycode.server.db import db, make_engine
-from paycode.server.models import (
+from paycode.server.database.engine import db, make_engine
+from paycode.server.database.models import (
     Account,
     Base,
     Device,
@@ -47,7 +45,9 @@ from paycode.server.models import (
     WalletSession,
     new_id,
 )
-from paycode.server.secretbox import SecretBox
+from paycode.server.safety import keyring, passwords
+from paycode.server.safety.secretbox import SecretBox
+from paycode.server.wallets import service
 from paycode.shared.enrollment import b64, new_ed25519_seed, read_grant
 from paycode.shared.errors import ServerRejected
 from paycode.shared.timestep import step_at

@@ -31,9 +31,16 @@ from sqlalchemy import delete, func, insert, select, update
 
 from paycode.client import online, pending
 from paycode.merchant_pos.api import TerminalClient
-from paycode.server.limits import LimitSettings
-from paycode.server.models import Account, LedgerEntry, LedgerTransaction, Merchant, Payment, Refund
-from paycode.server.settlement import COLUMNS, DayWindow, day_window
+from paycode.server.books.settlement import COLUMNS, DayWindow, day_window
+from paycode.server.database.models import (
+    Account,
+    LedgerEntry,
+    LedgerTransaction,
+    Merchant,
+    Payment,
+    Refund,
+)
+from paycode.server.safety.limits import LimitSettings
 from paycode.shared import terminal_auth
 from paycode.shared.emv.collection import CollectionCode, build_collection_payload
 from tests.live_server import LiveServer, run_cli, run_cli_in_process

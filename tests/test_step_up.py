@@ -21,8 +21,8 @@ from sqlalchemy import select
 from paycode.client import online, pending
 from paycode.client.wallet import Wallet
 from paycode.merchant_pos.api import TerminalClient
-from paycode.server import admin
-from paycode.server.models import Account, LedgerEntry, LedgerTransaction, Payment, User
+from paycode.server.database.models import Account, LedgerEntry, LedgerTransaction, Payment, User
+from paycode.server.operations import admin
 from paycode.shared.errors import ServerRejected
 from tests.live_server import LiveServer
 from tests.phones import (

@@ -9,7 +9,7 @@ import pytest
 
 from paycode.merchant_pos.messages import CASHIER_MESSAGES, cashier_message
 from paycode.merchant_pos.till import Sale, charge_code, codes_from_lines
-from paycode.server.problems import STATUS_BY_CODE
+from paycode.server.http.problems import STATUS_BY_CODE
 from paycode.shared.errors import ServerRejected, ServerUnreachable
 from tests.protocol_fixtures import load_vectors
 

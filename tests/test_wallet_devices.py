@@ -25,8 +25,8 @@ from sqlalchemy import select
 from paycode.client import devices, online
 from paycode.client.wallet import PendingRotation, Wallet
 from paycode.merchant_pos.api import TerminalClient
-from paycode.server import lifecycle
-from paycode.server.models import Device
+from paycode.server.database.models import Device
+from paycode.server.operations import lifecycle
 from paycode.shared.enrollment import read_grant
 from paycode.shared.errors import WalletError
 from tests.live_server import (

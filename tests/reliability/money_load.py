@@ -58,10 +58,10 @@ from paycode.appkit.http_client import ServerClient
 from paycode.client import online
 from paycode.client.wallet import Wallet
 from paycode.merchant_pos.api import TerminalClient
-from paycode.server import admin, ledger
+from paycode.server.books import ledger
 from paycode.server.config import ServerConfig
-from paycode.server.db import READ_ONLY_OPTION, make_engine
-from paycode.server.models import (
+from paycode.server.database.engine import READ_ONLY_OPTION, make_engine
+from paycode.server.database.models import (
     SYSTEM,
     Account,
     LedgerEntry,
@@ -71,8 +71,9 @@ from paycode.server.models import (
     User,
     new_id,
 )
-from paycode.server.passwords import hash_password
-from paycode.server.secretbox import SecretBox
+from paycode.server.operations import admin
+from paycode.server.safety.passwords import hash_password
+from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.errors import CounterExhausted, ServerRejected, ServerUnreachable
 from tests.live_server import LiveServer
 

@@ -50,11 +50,14 @@ from sqlalchemy import text
 from paycode.client import online
 from paycode.client.wallet import Wallet
 from paycode.merchant_pos.api import TerminalClient
-from paycode.server import admin, dashboard_auth, notifications, settlement
+from paycode.server.books import settlement
 from paycode.server.config import ServerConfig
-from paycode.server.limits import LimitSettings
-from paycode.server.problems import PROBLEM_BASE
-from paycode.server.secretbox import SecretBox
+from paycode.server.dashboard import access
+from paycode.server.http.problems import PROBLEM_BASE
+from paycode.server.notifications import events
+from paycode.server.operations import admin
+from paycode.server.safety.limits import LimitSettings
+from paycode.server.safety.secretbox import SecretBox
 from paycode.shared import terminal_auth, wallet_auth
 from paycode.shared.emv.collection import CollectionCode, build_collection_payload
 from paycode.shared.enrollment import b64, new_ed25519_seed
@@ -403,9 +406,9 @@ def _accounts(world: World, tag: str) -> None:
                 allow_ips=["127.0.0.0/8"] if letter == "D" else None,
                 now_s=now_s,
             )
-            notifications.issue_secret(session, box, merchant)
+            events.issue_secret(session, box, merchant)
             if letter != "D":
-                dashboard_auth.set_password(session, merchant.id, DASHBOARD_PASSWORD)
+                access.set_password(session, merchant.id, DASHBOARD_PASSWORD)
             terminal, secret = admin.create_terminal(session, box, merchant.id, now_s)
             world.merchants[letter] = merchant.id
             world.terminals[letter] = TerminalKey(terminal.id, secret, merchant.id)
@@ -470,7 +473,7 @@ def _dashboard_login(world: World, letter: str) -> str:
     )
     assert reply.status == 302, (reply.status, reply.text[:300])
     cookie = reply.header("Set-Cookie")
-    found = re.match(rf"{dashboard_auth.COOKIE_NAME}=([^;]+)", cookie)
+    found = re.match(rf"{access.COOKIE_NAME}=([^;]+)", cookie)
     assert found is not None, cookie
     return found.group(1)
 
@@ -514,14 +517,14 @@ def _wallet_login(world: World, letter: str) -> str:
 
 
 def dashboard_get(path: str, cookie: str | None) -> Req:
-    headers = {} if cookie is None else {"Cookie": f"{dashboard_auth.COOKIE_NAME}={cookie}"}
+    headers = {} if cookie is None else {"Cookie": f"{access.COOKIE_NAME}={cookie}"}
     return Req("GET", path, b"", headers)
 
 
 def dashboard_post(path: str, cookie: str | None, form: dict[str, str]) -> Req:
     headers = {"Content-Type": "application/x-www-form-urlencoded"}
     if cookie is not None:
-        headers["Cookie"] = f"{dashboard_auth.COOKIE_NAME}={cookie}"
+        headers["Cookie"] = f"{access.COOKIE_NAME}={cookie}"
     return Req("POST", path, urllib.parse.urlencode(form).encode(), headers)
 
 

@@ -50,7 +50,7 @@ from paycode.client import online
 from paycode.client.wallet import Wallet
 from paycode.merchant_pos.api import TerminalClient
 from paycode.merchant_pos.inspect import describe
-from paycode.server.problems import STATUS_BY_CODE
+from paycode.server.http.problems import STATUS_BY_CODE
 from paycode.shared import terminal_auth, wallet_auth
 from paycode.shared.checkdigit import damm_digit
 from paycode.shared.emv.collection import CollectionCode, build_collection_payload, read_collection

@@ -41,7 +41,7 @@ from paycode.client.wallet import Wallet
 from paycode.merchant_pos import api as pos_api
 from paycode.merchant_pos.api import TerminalClient
 from paycode.merchant_pos.till import ConfirmWait, Sale, SaleOutcome, charge_code
-from paycode.server.models import Payment, Refund, Terminal
+from paycode.server.database.models import Payment, Refund, Terminal
 from paycode.shared.errors import ServerRejected, ServerUnreachable
 from tests.live_server import LiveServer, postgres_database, start_live_server
 from tests.phones import code_of, new_till, use_fast_keystore

@@ -63,7 +63,7 @@ from sqlalchemy import create_engine, inspect, text
 from paycode.appkit.http_client import ServerClient
 from paycode.client import keystore
 from paycode.client.wallet import Wallet
-from paycode.server import dashboard_auth
+from paycode.server.dashboard import access
 from tests.live_server import (
     LiveServer,
     postgres_database,
@@ -458,12 +458,12 @@ def _dashboard(shop: Shop, merchant: str, password: str, payment_id: str) -> Non
     status, headers, _ = shop.proxy.send("POST", "/dashboard/login", form, form_type)
     assert status == 302, status
     cookie = dict(headers).get("Set-Cookie", "")
-    found = re.match(rf"{dashboard_auth.COOKIE_NAME}=([^;]+)", cookie)
+    found = re.match(rf"{access.COOKIE_NAME}=([^;]+)", cookie)
     assert found is not None, cookie
     token = found.group(1)
     shop.secret(text_secret(f"{merchant} dashboard session token", token,
                             routes=(LOGIN,), once=True))  # fmt: skip
-    jar = {"Cookie": f"{dashboard_auth.COOKIE_NAME}={token}"}
+    jar = {"Cookie": f"{access.COOKIE_NAME}={token}"}
     status, _, page = shop.proxy.send("GET", "/dashboard/", None, jar)
     csrf = re.search(rb'name="csrf" value="([0-9a-f]{64})"', page)
     assert status == 200 and csrf is not None, status

@@ -9,14 +9,14 @@ from sqlalchemy import text
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from paycode.server import metrics, observability
-from paycode.server.caches import Directory
 from paycode.server.config import ServerConfig
-from paycode.server.db import db, read_only
-from paycode.server.guard import GuardSettings
-from paycode.server.limits import LimitSettings
-from paycode.server.problems import ApiError, register_error_handlers
-from paycode.server.secretbox import SecretBox
+from paycode.server.database.directory import Directory
+from paycode.server.database.engine import db, read_only
+from paycode.server.http.problems import ApiError, register_error_handlers
+from paycode.server.operations import metrics, observability
+from paycode.server.safety.guard import GuardSettings
+from paycode.server.safety.limits import LimitSettings
+from paycode.server.safety.secretbox import SecretBox
 
 
 def create_app(config: ServerConfig | None = None) -> Flask:
@@ -71,7 +71,7 @@ def create_app(config: ServerConfig | None = None) -> Flask:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from paycode.server.blueprints import (  # noqa: PLC0415 - keeps import order acyclic
+    from paycode.server.http import (  # noqa: PLC0415 - keeps import order acyclic
         charges,
         confirm,
         dashboard,

@@ -26,19 +26,20 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import DBAPIError
 
 from paycode.appkit.console import add_json_flag, emit, run
-from paycode.server import notify_delivery, observability, purge
-from paycode.server.cli_accounts import add_account_commands
-from paycode.server.cli_common import PROG, CliError, Subparsers
-from paycode.server.cli_common import check_url as _check_url
-from paycode.server.cli_common import config as _config
-from paycode.server.cli_common import database_error as _database_error
-from paycode.server.cli_common import hidden_url as _hidden_url
-from paycode.server.cli_common import session as _session
-from paycode.server.cli_keys import add_lifecycle_commands
-from paycode.server.cli_money import add_money_commands
-from paycode.server.cli_notify import add_notification_commands
-from paycode.server.guard import GuardSettings
-from paycode.server.secretbox import SecretBox
+from paycode.server.commands.accounts import add_account_commands
+from paycode.server.commands.common import PROG, CliError, Subparsers
+from paycode.server.commands.common import check_url as _check_url
+from paycode.server.commands.common import config as _config
+from paycode.server.commands.common import database_error as _database_error
+from paycode.server.commands.common import hidden_url as _hidden_url
+from paycode.server.commands.common import session as _session
+from paycode.server.commands.keys import add_lifecycle_commands
+from paycode.server.commands.money import add_money_commands
+from paycode.server.commands.notifications import add_notification_commands
+from paycode.server.notifications import delivery
+from paycode.server.operations import observability, purge
+from paycode.server.safety.guard import GuardSettings
+from paycode.server.safety.secretbox import SecretBox
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -54,7 +55,8 @@ WORKER_INTERVAL_S_MIN = 0.1
 
 def cmd_init_db(args: argparse.Namespace) -> int:
     """Create or upgrade the schema, then the verifier keys. Safe to run any number of times."""
-    from paycode.server import keyring, migrate  # noqa: PLC0415
+    from paycode.server.database import migrate  # noqa: PLC0415 - keeps --help fast
+    from paycode.server.safety import keyring  # noqa: PLC0415
 
     config = _config()
     if config.database_url.startswith("sqlite"):
@@ -150,7 +152,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if iterations_max is not None and iterations_max < 1:
         raise CliError("invalid_argument", "--iterations-max must be at least 1")
     config = _config()
-    delivery = notify_delivery.DeliverySettings.from_env()
+    delivery_settings = delivery.DeliverySettings.from_env()
     guard = GuardSettings.from_env()
     box = SecretBox.from_config(config)
     stop = _stop_on_signals()
@@ -159,7 +161,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         with _session(config) as session:
             purged = purge.purge_expired(session, time.time(), guard=guard)
         with _session(config) as session:
-            sent = notify_delivery.deliver_due(session, box, delivery, stopping=stop.is_set)
+            sent = delivery.deliver_due(session, box, delivery_settings, stopping=stop.is_set)
         counts = " ".join(f"{table}={count}" for table, count in purged.items())
         told = " ".join(f"{name}={count}" for name, count in sent.as_dict().items())
         data = {"purged": purged, "notifications": sent.as_dict()}

@@ -1,0 +1,1 @@
+"""The books: the double-entry ledger, refunds, settlement files and reconciliation."""

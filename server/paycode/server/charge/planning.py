@@ -1,0 +1,394 @@
+"""A charge, planned in Python and then carried out as one database transaction.
+
+    plan:    body fields -> currency -> verify (shared.verify)           no I/O but cached reads
+    execute: nonce -> idempotency -> device live -> claim -> drift -> money -> payment -> reply
+
+Planning does the CPU work (parsing, signatures, the code's MAC) and renders every reply the
+transaction can end with; server.charge_store then runs the transaction in one round trip on
+PostgreSQL. The claim is made as soon as the code proves genuine and stays even when the
+payment then fails (insufficient funds, currency), so a code is never spendable twice, across
+workers and hosts. Verification failures claim nothing and move nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from paycode.server.database.directory import CachedDevice, Directory, TerminalCredential
+from paycode.server.database.models import Payment, new_id
+from paycode.server.http.problems import STATUS_BY_CODE, ApiError, problem_body
+from paycode.server.http.request_fields import money_fields, string_field
+from paycode.server.notifications import events
+from paycode.server.notifications.events import iso_time
+from paycode.server.safety.guard import COUNTED_FAILURES, GuardScopes, GuardSettings, with_device
+from paycode.server.safety.limits import (
+    CONFIRMATION_REQUIRED,
+    PENDING,
+    DefaultLimits,
+    LimitSettings,
+)
+from paycode.shared.binding import charging_point_bindings
+from paycode.shared.errors import CodeMalformed
+from paycode.shared.money import Money, format_amount
+from paycode.shared.timestep import STEP_SECONDS
+from paycode.shared.verify import verify_code
+from paycode.shared.versions.base import (
+    Accepted,
+    DeviceRecord,
+    Rejected,
+    VerifierKeys,
+    VerifyContext,
+    VersionStatus,
+    Window,
+)
+from paycode.shared.versions.registry import DEFAULT_STATUS
+
+DRIFT_STEPS_MAX = 10
+"""A device clock followed up to 5 minutes off; further off, its codes expire (re-sync)."""
+CLAIM_STEPS_KEPT = Window().steps_ahead + DRIFT_STEPS_MAX + 2
+"""A claim outlives every moment its code could still verify; then the worker purges it."""
+CODE_CHARS_MAX = 512
+ORDER_ID_CHARS_MAX = 64
+SUCCEEDED = "succeeded"
+DEFAULT_LIMITS = LimitSettings()
+
+FAILURE_DETAILS: Mapping[str, str] = {
+    "code_replayed": "this code was already used; ask for a fresh one",
+    "device_revoked": "device was revoked",
+    "device_locked": "this phone made too many bad codes; the customer opens the wallet online "
+    "to unlock it",
+    "insufficient_funds": "the balance does not cover the amount",
+    "currency_mismatch": "the customer has no account in this currency",
+    "duplicate_order": "this merchant_order_id already has a successful payment",
+    "limit_exceeded": "the amount is above what a payment code may pay; use another method",
+}
+"""Outcomes decided inside the transaction, after planning."""
+RECORDED_FAILURES = frozenset(
+    {"insufficient_funds", "currency_mismatch", "duplicate_order", "limit_exceeded"}
+)
+"""Outcomes that leave a failed payment behind (the code was claimed; the till can query it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeAttempt:
+    """Who asked, and the request's replay and idempotency identity."""
+
+    terminal: TerminalCredential
+    nonce: str
+    nonce_expires_at_s: float
+    idempotency_key: str
+    request_hash: str
+    now_s: float
+    guard_scopes: GuardScopes
+
+    @property
+    def scope(self) -> str:
+        return f"terminal:{self.terminal.terminal_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class ChargePlan:
+    """Everything the transaction needs. `rejection` set: store that reply, move nothing."""
+
+    attempt: ChargeAttempt
+    replies: Mapping[str, tuple[int, dict[str, Any]]]
+    rejection: str | None = None
+    accepted: Accepted | None = None
+    device: CachedDevice | None = None
+    payment_id: str = ""
+    transaction_id: str = ""
+    amount_minor: int = 0
+    currency: str = ""
+    order_id: str | None = None
+    limits: DefaultLimits | None = None
+    day: int = 0
+    confirm_by_s: float = 0.0
+    suspect_device_id: str | None = None
+    """A rejected code's target device (CodeRefused), counted by the guard."""
+    event_id: str | None = None
+    """The notification's id when the merchant takes notifications (server/notifications.py)."""
+    notices: Mapping[str, tuple[str, str]] | None = None
+    """outcome -> (event type, body): the outbox row the transaction writes for that outcome;
+    outcomes before the claim have none (nothing happened to a payment)."""
+
+    def guard_scopes(self, settings: GuardSettings) -> GuardScopes:
+        """The request's guard counters, plus the suspect device's when there is one."""
+        if self.suspect_device_id is None or not self.counts_as_guess:
+            return self.attempt.guard_scopes
+        return with_device(self.attempt.guard_scopes, settings, self.suspect_device_id)
+
+    @property
+    def counts_as_guess(self) -> bool:
+        """A rejection the guessing guard counts (server/guard.py)."""
+        return self.rejection in COUNTED_FAILURES
+
+    @property
+    def claim_expires_at_s(self) -> float:
+        assert self.accepted is not None
+        return float((self.accepted.step + 1 + CLAIM_STEPS_KEPT) * STEP_SECONDS)
+
+    @property
+    def drift_steps(self) -> int:
+        """The drift to remember, judged against this worker's cached row (for its cache)."""
+        assert self.accepted is not None
+        return learned_drift(self.accepted.drift_steps, self.accepted.device.drift_steps)
+
+    @property
+    def observed_drift_steps(self) -> int:
+        """What this code showed, bounded. The transaction applies learned_drift's latency rule
+        against the row it reads, since another worker may have moved the drift since."""
+        assert self.accepted is not None
+        return max(-DRIFT_STEPS_MAX, min(DRIFT_STEPS_MAX, self.accepted.drift_steps))
+
+    def reply_texts(self) -> dict[str, list[int | str]]:
+        """outcome -> [status, JSON body]: what the transaction stores for its key."""
+        return {name: [status, json.dumps(body)] for name, (status, body) in self.replies.items()}
+
+    def notice_texts(self) -> str | None:
+        """outcome -> [event type, body] as JSON for the PostgreSQL function; None: no row."""
+        if self.notices is None:
+            return None
+        return json.dumps({name: list(notice) for name, notice in self.notices.items()})
+
+
+def learned_drift(observed_steps: int, current_steps: int) -> int:
+    """A code shown one step after it was made is ordinary latency, not a slow clock: learning
+    -1 from it would stretch that device's window past 60 s. Anything else moves the drift."""
+    if observed_steps == current_steps - 1:
+        return current_steps
+    return max(-DRIFT_STEPS_MAX, min(DRIFT_STEPS_MAX, observed_steps))
+
+
+def payment_reply(
+    *,
+    payment_id: str,
+    status: str,
+    money: Money,
+    refunded_minor: int,
+    merchant_id: str,
+    merchant_order_id: str | None,
+    code_version: str | None,
+    failure_code: str | None,
+    created_at_s: float,
+) -> dict[str, Any]:
+    return {
+        "payment_id": payment_id,
+        "status": status,
+        "amount": format_amount(money),
+        "amount_minor": money.amount_minor,
+        "currency": money.currency,
+        "refunded": format_amount(Money(refunded_minor, money.currency)),
+        "refunded_minor": refunded_minor,
+        "merchant_id": merchant_id,
+        "merchant_order_id": merchant_order_id,
+        "code_version": code_version,
+        "failure_code": failure_code,
+        "created_at": iso_time(created_at_s),
+    }
+
+
+def payment_json(payment: Payment) -> dict[str, Any]:
+    reply = payment_reply(
+        payment_id=payment.id,
+        status=payment.status,
+        money=Money(payment.amount_minor, payment.currency),
+        refunded_minor=payment.refunded_minor,
+        merchant_id=payment.merchant_id,
+        merchant_order_id=payment.merchant_order_id,
+        code_version=payment.code_version,
+        failure_code=payment.failure_code,
+        created_at_s=payment.created_at_s,
+    )
+    if payment.status == PENDING and payment.confirm_by_s is not None:
+        reply["confirm_by"] = iso_time(payment.confirm_by_s)
+    return reply
+
+
+def _problem(code: str, detail: str, **extra: Any) -> tuple[int, dict[str, Any]]:
+    status = STATUS_BY_CODE[code]
+    return status, problem_body(code, detail, status) | extra
+
+
+def _verify(
+    code: str,
+    now_s: float,
+    directory: Directory,
+    keys: VerifierKeys,
+    *,
+    bindings: tuple[bytes, ...] = (),
+    statuses: Mapping[str, VersionStatus] = DEFAULT_STATUS,
+) -> tuple[Accepted, CachedDevice]:
+    """Verify on cached device rows; a code that fails on them is judged again on fresh rows,
+    since another worker may have learned a new drift for that device.
+
+    `bindings` name this charging point: a merchant-bound code made for another one fails as
+    merchant_mismatch before any claim, so the customer's code still pays where it belongs.
+    `statuses` are the live version lifecycle (server.lifecycle): a retired version is refused
+    before any device lookup."""
+    served: dict[str, CachedDevice] = {}
+    rejected: Rejected | None = None
+    for fresh in (False, True):
+
+        def lookup(version: str, handle: bytes, fresh: bool = fresh) -> DeviceRecord | None:
+            found = directory.device(version, handle, fresh=fresh)
+            if found is None:
+                return None
+            served[found.record.device_id] = found
+            return found.record
+
+        try:
+            context = VerifyContext(now_s, lookup, keys, bindings=bindings)
+            result = verify_code(code, context, statuses)
+        except CodeMalformed as error:
+            raise ApiError("code_malformed", error.message) from error
+        if isinstance(result, Accepted):
+            return result, served[result.device.device_id]
+        rejected = result
+        if not served:
+            break
+    assert rejected is not None
+    suspect = rejected.suspect.device_id if rejected.suspect is not None else None
+    raise CodeRefused(rejected.reason.value, rejected.detail, suspect_device_id=suspect)
+
+
+class CodeRefused(ApiError):
+    """A well-formed code that does not pay; `suspect_device_id` names the enrolled device a
+    forged one was aimed at (its tag did not check), for the per-device guard."""
+
+    def __init__(self, code: str, detail: str, *, suspect_device_id: str | None) -> None:
+        super().__init__(code, detail)
+        self.suspect_device_id = suspect_device_id
+
+
+def plan_charge(
+    attempt: ChargeAttempt,
+    body: dict[str, Any],
+    directory: Directory,
+    keys: VerifierKeys,
+    *,
+    statuses: Mapping[str, VersionStatus] = DEFAULT_STATUS,
+    limits: LimitSettings = DEFAULT_LIMITS,
+) -> ChargePlan:
+    """The plan for this request; a request that cannot pay becomes a stored rejection."""
+    try:
+        code = string_field(body, "code", max_chars=CODE_CHARS_MAX)
+        assert code is not None
+        money = money_fields(body)
+        order_id = string_field(
+            body, "merchant_order_id", max_chars=ORDER_ID_CHARS_MAX, required=False
+        )
+        if money.currency != attempt.terminal.currency:
+            raise ApiError("currency_mismatch", f"this merchant takes {attempt.terminal.currency}")
+        terminal = attempt.terminal
+        bindings = charging_point_bindings(terminal.merchant_id, terminal.terminal_id)
+        accepted, device = _verify(
+            code.strip(), attempt.now_s, directory, keys, bindings=bindings, statuses=statuses
+        )
+    except ApiError as error:
+        status = error.status
+        return ChargePlan(
+            attempt,
+            {error.code: (status, problem_body(error.code, error.message, status))},
+            rejection=error.code,
+            suspect_device_id=getattr(error, "suspect_device_id", None),
+        )
+    payment_id = new_id("pay")
+    confirm_by_s = attempt.now_s + limits.confirm_window_s
+    replies = _replies(
+        attempt,
+        accepted,
+        payment_id=payment_id,
+        money=money,
+        order_id=order_id,
+        confirm_by_s=confirm_by_s,
+    )
+    event_id = events.new_event_id() if attempt.terminal.notify else None
+    return ChargePlan(
+        attempt,
+        replies,
+        accepted=accepted,
+        device=device,
+        payment_id=payment_id,
+        transaction_id=new_id("txn"),
+        amount_minor=money.amount_minor,
+        currency=money.currency,
+        order_id=order_id,
+        limits=limits.defaults_minor(money.currency),
+        day=limits.day(attempt.now_s),
+        confirm_by_s=confirm_by_s,
+        event_id=event_id,
+        notices=_notices(event_id, replies, attempt.now_s) if event_id else None,
+    )
+
+
+FAILURE_CODE_NULL = '"failure_code":null'
+REPLY_ONLY_MEMBERS = ("notice", "code", "detail")
+"""Reply members that are advice to the till, not part of the payment a merchant is told."""
+
+
+def _notices(
+    event_id: str, replies: Mapping[str, tuple[int, dict[str, Any]]], now_s: float
+) -> dict[str, tuple[str, str]]:
+    """Every notification body the transaction can end with, rendered before it starts, from
+    the replies: the payment as the till sees it, succeeded, pending or failed. The failures
+    share one rendering: `"failure_code":null` occurs once in it (a JSON string value cannot
+    hold its unescaped quotes), and is replaced by each failure's code."""
+
+    def told(reply: dict[str, Any], event_type: str) -> str:
+        payment = {key: value for key, value in reply.items() if key not in REPLY_ONLY_MEMBERS}
+        return events.render(event_id, event_type, payment, now_s)
+
+    success = replies[SUCCEEDED][1]
+    failed = told(success | {"status": "failed"}, events.FAILED)
+    assert success["failure_code"] is None and failed.count(FAILURE_CODE_NULL) == 1
+    notices = {
+        SUCCEEDED: (events.SUCCEEDED, told(success, events.SUCCEEDED)),
+        CONFIRMATION_REQUIRED: (
+            events.PENDING_CONFIRMATION,
+            told(replies[CONFIRMATION_REQUIRED][1], events.PENDING_CONFIRMATION),
+        ),
+    }
+    for outcome in RECORDED_FAILURES:
+        body = failed.replace(FAILURE_CODE_NULL, f'"failure_code":{json.dumps(outcome)}')
+        notices[outcome] = (events.FAILED, body)
+    return notices
+
+
+def _replies(
+    attempt: ChargeAttempt,
+    accepted: Accepted,
+    *,
+    payment_id: str,
+    money: Money,
+    order_id: str | None,
+    confirm_by_s: float,
+) -> dict[str, tuple[int, dict[str, Any]]]:
+    """Every reply the transaction can end with, rendered before it starts."""
+    success = payment_reply(
+        payment_id=payment_id,
+        status=SUCCEEDED,
+        money=money,
+        refunded_minor=0,
+        merchant_id=attempt.terminal.merchant_id,
+        merchant_order_id=order_id,
+        code_version=accepted.version,
+        failure_code=None,
+        created_at_s=attempt.now_s,
+    )
+    if accepted.deprecated:
+        success["notice"] = f"code version {accepted.version} is deprecated"
+    pending = success | {
+        "status": PENDING,
+        "code": CONFIRMATION_REQUIRED,
+        "detail": "above the customer's password-free limit: waiting for the customer to "
+        "confirm on their phone",
+        "confirm_by": iso_time(confirm_by_s),
+    }
+    replies = {SUCCEEDED: (201, success), CONFIRMATION_REQUIRED: (202, pending)}
+    for outcome, detail in FAILURE_DETAILS.items():
+        extra = {"payment_id": payment_id} if outcome in RECORDED_FAILURES else {}
+        replies[outcome] = _problem(outcome, detail, **extra)
+    return replies

@@ -1,0 +1,1 @@
+"""The subcommands of `paycode-server` (paycode.server.cli is the console script)."""

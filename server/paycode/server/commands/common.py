@@ -1,0 +1,84 @@
+"""What the paycode-server commands share: configuration, one session per command, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.orm import Session
+
+from paycode.server.config import ServerConfig
+from paycode.shared.errors import PaycodeError
+from paycode.shared.money import Money, format_amount
+
+PROG = "paycode-server"
+DB_MESSAGE_CHARS_MAX = 200
+
+Subparsers = Any  # argparse's _SubParsersAction is private
+
+
+class CliError(PaycodeError):
+    """A command-level failure with its own stable code (password_required, ...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class DatabaseError(PaycodeError):
+    """The database refused or could not be reached; the message names the driver's reason."""
+
+    code = "database_error"
+
+
+# -- shared plumbing ---------------------------------------------------------------------------
+
+
+def config() -> ServerConfig:
+    return ServerConfig.from_env()
+
+
+def hidden_url(url: str) -> str:
+    """The URL for printing: a password in it is shown as ***."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@contextmanager
+def session(config: ServerConfig) -> Iterator[Session]:
+    """One session on a fresh engine; commits if the block succeeds, rolls back otherwise."""
+    from paycode.server.database.engine import make_engine  # noqa: PLC0415 - keeps `--help` and `versions` fast
+
+    check_url(config.database_url)
+    engine = make_engine(config.database_url)
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            yield session
+            session.commit()
+    except DBAPIError as error:
+        raise database_error(error) from None
+    finally:
+        engine.dispose()
+
+
+def check_url(url: str) -> None:
+    """A URL SQLAlchemy cannot use fails with config_invalid, before any connection."""
+    try:
+        make_url(url).get_dialect()
+    except ArgumentError as error:  # includes an unknown dialect or a missing driver
+        raise CliError("config_invalid", f"PAYCODE_DATABASE_URL is not usable: {error}") from None
+
+
+def database_error(error: DBAPIError) -> DatabaseError:
+    """The driver's first line (never the SQL or its parameters), plus what usually fixes it."""
+    reason = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else ""
+    reason = reason[:DB_MESSAGE_CHARS_MAX] or type(error.orig).__name__
+    return DatabaseError(
+        f"{reason} (check PAYCODE_DATABASE_URL and run `{PROG} init-db` first)",
+    )
+
+
+def money_text(amount_minor: int, currency: str) -> str:
+    return format_amount(Money(amount_minor, currency))

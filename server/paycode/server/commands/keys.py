@@ -1,0 +1,164 @@
+"""paycode-server versions | keys: code-version lifecycle and master-key rotation."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from paycode.appkit.console import emit
+from paycode.server.commands.common import (
+    CliError,
+    Subparsers,
+)
+from paycode.server.commands.common import (
+    config as _config,
+)
+from paycode.server.commands.common import (
+    session as _session,
+)
+from paycode.server.operations import lifecycle
+from paycode.server.safety import rotation
+from paycode.server.safety.secretbox import SecretBox
+from paycode.shared.versions.base import VersionStatus
+from paycode.shared.versions.registry import PREFERRED_VERSION, VERSIONS
+
+VERSION_ACTIONS = {
+    "activate": VersionStatus.ACTIVE,
+    "deprecate": VersionStatus.DEPRECATED,
+    "retire": VersionStatus.RETIRED,
+}
+BATCH_ROWS_MAX = 10_000
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    """The code versions with their live lifecycle status (the database's, not the default)."""
+    with _session(_config()) as session:
+        states = {state.version: state for state in lifecycle.read_states(session)}
+    rows = [
+        {
+            "version": codec.version,
+            "status": str(states[codec.version].status),
+            "changed_at_s": states[codec.version].changed_at_s,
+            "symbology": codec.symbology,
+            "prefix": codec.prefix,
+            "preferred": codec.version == PREFERRED_VERSION,
+        }
+        for codec in VERSIONS
+    ]
+    lines = [
+        f"{r['version']}  {r['status']:<10} {r['symbology']:<8} prefix {str(r['prefix'])[:12]}"
+        + ("  (preferred)" if r["preferred"] else "")
+        for r in rows
+    ]
+    emit(args, "\n".join(lines), {"versions": rows})
+    return 0
+
+
+def cmd_versions_set(args: argparse.Namespace) -> int:
+    """deprecate | retire | activate: every server applies it within lifecycle.STATUSES_TTL_S."""
+    status = VERSION_ACTIONS[args.action]
+    with _session(_config()) as session:
+        change = lifecycle.set_status(session, args.version, status, time.time())
+        target = lifecycle.reenroll_target(lifecycle.read_statuses(session))
+    effect = {
+        VersionStatus.ACTIVE: "its codes pay as usual",
+        VersionStatus.DEPRECATED: f"its codes still pay; wallets are told to re-enroll on {target}",
+        VersionStatus.RETIRED: "its codes are refused with version_retired",
+    }[status]
+    state = f"{change.before} -> {change.after}" if change.changed else f"already {status}"
+    within = f"every server within {lifecycle.STATUSES_TTL_S:.0f} s"
+    human = f"{args.version}: {state}; {effect} ({within})"
+    data = {
+        "version": args.version,
+        "before": str(change.before),
+        "status": str(change.after),
+        "changed": change.changed,
+    }
+    emit(args, human, data)
+    return 0
+
+
+def cmd_keys_status(args: argparse.Namespace) -> int:
+    """Which master key ids the configuration holds and how many rows each one seals."""
+    config = _config()
+    with _session(config) as session:
+        usage = rotation.key_usage(session)
+    configured = sorted(config.master_keys)
+    lines = [f"current master key: {config.master_key_id} (configured: {', '.join(configured)})"]
+    lines += [
+        f"{table:<12} " + (" ".join(f"{k}={n}" for k, n in sorted(ids.items())) or "no rows")
+        for table, ids in usage.items()
+    ]
+    missing = sorted({key_id for ids in usage.values() for key_id in ids} - set(configured))
+    if missing:
+        lines.append(f"not configured, their rows cannot be opened: {', '.join(missing)}")
+    data = {
+        "current_key_id": config.master_key_id,
+        "configured_key_ids": configured,
+        "missing_key_ids": missing,
+        "rows": usage,
+        "not_current": rotation.not_current(usage, config.master_key_id),
+    }
+    emit(args, "\n".join(lines), data)
+    return 0
+
+
+def cmd_keys_rotate_master(args: argparse.Namespace) -> int:
+    """Re-wrap every sealed secret under the new (current) master key; resumable."""
+    if not 1 <= args.batch_rows <= BATCH_ROWS_MAX:
+        raise CliError("invalid_argument", f"--batch-rows must be 1-{BATCH_ROWS_MAX}")
+    if args.batches_max < 1:
+        raise CliError("invalid_argument", "--batches-max must be at least 1")
+    config = _config()
+    if args.new_key_id != config.master_key_id:
+        raise CliError(
+            "master_key_not_current",
+            f"PAYCODE_MASTER_KEY_ID is {config.master_key_id!r}, not {args.new_key_id[:16]!r}: "
+            "configure the new key and make it current first (docs/operations.md)",
+        )
+    with _session(config) as session:
+        report = rotation.rotate_master(
+            session,
+            SecretBox.from_config(config),
+            batch_rows=args.batch_rows,
+            batches_max=args.batches_max,
+        )
+    counts = " ".join(f"{table}={n}" for table, n in report.rewrapped.items())
+    if not report.complete:
+        left = " ".join(f"{table}={n}" for table, n in report.remaining.items())
+        raise CliError(
+            "rotation_incomplete",
+            f"re-wrapped {counts}; still under older keys: {left}; run the command again",
+        )
+    human = (
+        f"re-wrapped {counts} under {report.key_id}; no secret is sealed under another key. "
+        "Remove the old key from the configuration once every server runs with "
+        f"PAYCODE_MASTER_KEY_ID={report.key_id}."
+    )
+    emit(args, human, {"key_id": report.key_id, "rewrapped": report.rewrapped, "complete": True})
+    return 0
+
+
+def add_lifecycle_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
+    versions = sub.add_parser("versions", help="list code versions, or change one's lifecycle")
+    versions.set_defaults(func=cmd_versions)
+    actions = versions.add_subparsers(metavar="ACTION")
+    leaves = []
+    for action, status in VERSION_ACTIONS.items():
+        leaf = actions.add_parser(action, help=f"mark a code version {status}")
+        leaf.add_argument("version", help="v1, v2, v3, ...")
+        leaf.set_defaults(func=cmd_versions_set, action=action)
+        leaves.append(leaf)
+    keys = sub.add_parser("keys", help="master keys").add_subparsers(metavar="ACTION")
+    status = keys.add_parser("status", help="configured master keys and the rows each one seals")
+    status.set_defaults(func=cmd_keys_status)
+    rotate = keys.add_parser(
+        "rotate-master", help="re-wrap every sealed secret under the new master key (resumable)"
+    )
+    rotate.add_argument("--new-key-id", required=True, help="must be PAYCODE_MASTER_KEY_ID")
+    rotate.add_argument("--batch-rows", type=int, default=rotation.BATCH_ROWS, help="per commit")
+    rotate.add_argument(
+        "--batches-max", type=int, default=rotation.BATCHES_MAX, help="per table, then stop"
+    )
+    rotate.set_defaults(func=cmd_keys_rotate_master)
+    return [*leaves, status, rotate]

@@ -1,0 +1,152 @@
+"""Merchant log-in for the dashboard: a password no terminal holds, cookie sessions, CSRF tokens.
+
+The credential is the merchant's own (set by the operator with `paycode-server merchants
+set-password`), so a stolen till key cannot open the dashboard and a dashboard password cannot
+charge. Sessions live in the database like wallet sessions (only a SHA-256 of the token is
+stored), so every worker and host sees the same log-ins and a password change ends them all.
+Wrong passwords are counted by server/guard.py per merchant name and per client address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from paycode.server.database.models import Merchant, MerchantSession
+from paycode.server.http.problems import ApiError
+from paycode.server.safety.guard import (
+    GuardScopes,
+    GuardSettings,
+    blocked_until_s,
+    count_failure_any,
+)
+from paycode.server.safety.passwords import PasswordInvalid, hash_password
+from paycode.server.wallets import service
+
+COOKIE_NAME = "paycode_dashboard"
+SESSION_TTL_S = 8 * 3600
+"""A working day; after it the merchant logs in again."""
+TOKEN_BYTES = 32
+NAME_CHARS_MAX = 64
+PASSWORD_CHARS_MAX = 1024
+PASSWORD_CHARS_MIN = 10
+"""The dashboard can refund money, so its password is longer than a wallet's may be."""
+LOGIN_GUARD = GuardSettings(window_s=900.0, backoff_base_s=300.0, backoff_max_s=86_400.0)
+"""Ten wrong passwords for one merchant (50 from one address) in 15 minutes block its log-in
+for 5 minutes, then 10, 20 ... up to a day."""
+LOGIN_FAILURES_MAX = 10
+LOGIN_FAILURES_PER_IP_MAX = 50
+WRONG_LOGIN = "wrong merchant name or password"
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardSession:
+    merchant_id: str
+    token: str
+    expires_at_s: float
+
+
+def login_scopes(name: str, client_ip: str | None) -> GuardScopes:
+    names = [f"dashboard:{name[:NAME_CHARS_MAX]}"]
+    limits = [LOGIN_FAILURES_MAX]
+    if client_ip:
+        names.append(f"dashboard-ip:{client_ip[:64]}")
+        limits.append(LOGIN_FAILURES_PER_IP_MAX)
+    return GuardScopes(tuple(names), tuple(limits))
+
+
+def login_blocked_for_s(session: Session, scopes: GuardScopes, now_s: float) -> float | None:
+    until_s = blocked_until_s(session.connection(), scopes, now_s)
+    return None if until_s is None else until_s - now_s
+
+
+def count_wrong_login(session: Session, scopes: GuardScopes, now_s: float) -> None:
+    count_failure_any(session.connection(), scopes, LOGIN_GUARD, now_s)
+
+
+def find_login(session: Session, name: str) -> tuple[str, str] | None:
+    """(merchant id, password hash) of a merchant whose dashboard is open, or None."""
+    row = session.execute(
+        select(Merchant.id, Merchant.password_hash).where(Merchant.name == name[:NAME_CHARS_MAX])
+    ).one_or_none()
+    if row is None or row[1] is None:
+        return None
+    return (row[0], row[1])
+
+
+def check_password(found: tuple[str, str] | None, password: str) -> str:
+    """The merchant id, or `unauthorized`; as slow for an unknown name as for a wrong password.
+    Called outside any transaction (scrypt takes tens of milliseconds)."""
+    try:
+        return service.check_password(found, password[:PASSWORD_CHARS_MAX])
+    except ApiError as error:
+        raise ApiError("unauthorized", WRONG_LOGIN) from error
+
+
+def open_session(session: Session, merchant_id: str, now_s: float) -> DashboardSession:
+    """A new session; expired ones are purged here, so the table stays bounded."""
+    session.execute(delete(MerchantSession).where(MerchantSession.expires_at_s <= now_s))
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    expires_at_s = now_s + SESSION_TTL_S
+    session.add(
+        MerchantSession(
+            token_hash=service.token_hash(token),
+            merchant_id=merchant_id,
+            expires_at_s=expires_at_s,
+        )
+    )
+    return DashboardSession(merchant_id, token, expires_at_s)
+
+
+def session_merchant(session: Session, token: str | None, now_s: float) -> str | None:
+    """The merchant logged in with `token`, or None (absent, unknown or expired)."""
+    if not token or len(token) > 2 * TOKEN_BYTES:
+        return None
+    row = session.get(MerchantSession, service.token_hash(token))
+    if row is None or row.expires_at_s <= now_s:
+        return None
+    return row.merchant_id
+
+
+def close_session(session: Session, token: str | None) -> None:
+    if token and len(token) <= 2 * TOKEN_BYTES:
+        session.execute(
+            delete(MerchantSession).where(MerchantSession.token_hash == service.token_hash(token))
+        )
+
+
+def csrf_token(token: str) -> str:
+    """The form token of a session: derived from the cookie's secret, which a page from another
+    site can neither read nor guess, so only our own pages can post a refund."""
+    return hmac.new(token.encode(), b"paycode-dashboard-csrf", hashlib.sha256).hexdigest()
+
+
+def csrf_valid(token: str, given: str | None) -> bool:
+    return isinstance(given, str) and hmac.compare_digest(csrf_token(token), given)
+
+
+def set_password(session: Session, merchant_id: str, password: str) -> None:
+    """Set (or change) the dashboard password; every open session of the merchant ends."""
+    if len(password) < PASSWORD_CHARS_MIN:
+        raise ApiError(
+            "password_invalid", f"a dashboard password has at least {PASSWORD_CHARS_MIN} characters"
+        )
+    try:
+        password_hash = hash_password(password)
+    except PasswordInvalid as error:
+        raise ApiError("password_invalid", str(error)) from error
+    session.execute(
+        update(Merchant).where(Merchant.id == merchant_id).values(password_hash=password_hash)
+    )
+    session.execute(delete(MerchantSession).where(MerchantSession.merchant_id == merchant_id))
+
+
+def close_dashboard(session: Session, merchant_id: str) -> None:
+    """Remove the password: the merchant can no longer log in, and open sessions end."""
+    session.execute(update(Merchant).where(Merchant.id == merchant_id).values(password_hash=None))
+    session.execute(delete(MerchantSession).where(MerchantSession.merchant_id == merchant_id))

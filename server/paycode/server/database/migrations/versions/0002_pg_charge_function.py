@@ -1,0 +1,32 @@
+"""The charge transaction as a PostgreSQL function (server/pg_charge.sql); nothing on SQLite.
+
+Later changes to the function edit pg_charge.sql and add a migration that calls
+install_pg_functions again (CREATE OR REPLACE).
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-23 12:00:00
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from alembic import op
+
+from paycode.server.database.models import install_pg_functions
+
+revision: str = "0002"
+down_revision: str | Sequence[str] | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    install_pg_functions(op.get_bind())
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION IF EXISTS paycode_charge")
+        op.execute("DROP FUNCTION IF EXISTS paycode_charge_claimed")

@@ -1,0 +1,191 @@
+"""/v1/charges and /v1/payments: what a terminal (POS) calls. Every call is HMAC-signed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from paycode.server.books import refunds, settlement
+from paycode.server.charge import planning, step_up, transaction
+from paycode.server.database.directory import TerminalCredential
+from paycode.server.database.engine import db
+from paycode.server.database.models import Merchant, Payment
+from paycode.server.http.idempotency import require_key, respond, run_keyed_post, stored_reply
+from paycode.server.http.problems import ApiError, rate_limited
+from paycode.server.http.request_fields import json_object, request_sha256
+from paycode.server.http.signed_requests import (
+    authenticate_terminal,
+    config,
+    directory,
+    secret_box,
+    signed_terminal_request,
+    terminal_revoked,
+)
+from paycode.server.operations import lifecycle, metrics
+from paycode.server.safety import guard, keyring
+from paycode.server.safety.limits import LimitSettings
+
+bp = Blueprint("charges", __name__, url_prefix="/v1")
+
+LIST_LIMIT_MAX = 100
+
+
+TerminalAction = Callable[
+    [Session, TerminalCredential, dict[str, Any], float], tuple[int, dict[str, Any]]
+]
+
+
+def _signed_idempotent_post(action: TerminalAction) -> Response:
+    """Every terminal POST: signature, Idempotency-Key, JSON body, then `action` run once."""
+    now_s = time.time()
+    with db.transaction() as session:
+        terminal = authenticate_terminal(session, now_s)
+        status, reply, replayed = run_keyed_post(
+            session,
+            scope=f"terminal:{terminal.terminal_id}",
+            now_s=now_s,
+            work=lambda body: action(session, terminal, body, now_s),
+        )
+    return respond(status, reply | {"server_time": now_s}, replayed)
+
+
+@bp.post("/charges")
+def create_charge() -> Response:
+    """The hot path: checks and verification in Python, then one database transaction
+    (server.charge_store) that records the nonce, the key, the claim and the money."""
+    now_s = time.time()
+    signed = signed_terminal_request(now_s)
+    terminal = signed.terminal
+    attempt = planning.ChargeAttempt(
+        terminal=terminal,
+        nonce=signed.nonce,
+        nonce_expires_at_s=now_s + 2 * config().request_skew_s_max,
+        idempotency_key=require_key(),
+        request_hash=request_sha256(),
+        now_s=now_s,
+        guard_scopes=guard.scopes_for(
+            guard_settings(), terminal.terminal_id, terminal.merchant_id, request.remote_addr
+        ),
+    )
+    body = json_object()
+    keys, _ = keyring.load_keys(db.engine, secret_box())
+    statuses = lifecycle.load_statuses(db.engine, time.monotonic(), config().statuses_ttl_s)
+    plan = planning.plan_charge(
+        attempt, body, directory(), keys, statuses=statuses, limits=limit_settings()
+    )
+    result = transaction.execute(db.engine, plan, guard_settings())
+    metrics.record_charge(result.outcome, plan, body.get("code"))  # no I/O: a few us
+    if result.outcome == transaction.TERMINAL_REVOKED:
+        raise terminal_revoked(signed.terminal.terminal_id)
+    if result.outcome == transaction.RATE_LIMITED:
+        return rate_limited(float(result.body) - now_s, "too many failed payment codes here")
+    if result.outcome == transaction.NONCE_REPLAYED:
+        raise ApiError("unauthorized", "this request signature was already used")
+    if result.outcome == transaction.STORED:
+        status, reply = stored_reply(
+            result.status, result.body, result.request_hash, attempt.request_hash
+        )
+        return respond(status, reply | {"server_time": now_s}, replayed=True)
+    if result.outcome == planning.SUCCEEDED and plan.accepted and plan.device:
+        directory().learned_drift(plan.accepted.version, plan.device, plan.drift_steps)
+    status, reply = plan.replies[result.outcome]
+    return respond(status, reply | {"server_time": now_s}, replayed=False)
+
+
+def limit_settings() -> LimitSettings:
+    settings: LimitSettings = current_app.extensions["paycode_limits"]
+    return settings
+
+
+def guard_settings() -> guard.GuardSettings:
+    settings: guard.GuardSettings = current_app.extensions["paycode_guard"]
+    return settings
+
+
+@bp.post("/payments/<payment_id>/refunds")
+def create_refund(payment_id: str) -> Response:
+    return _signed_idempotent_post(
+        lambda session, terminal, body, now_s: refunds.refund(
+            session, terminal.merchant_id, payment_id, body, now_s
+        )
+    )
+
+
+@bp.post("/payments/<payment_id>/cancel")
+def cancel_payment(payment_id: str) -> Response:
+    """Give up on a payment waiting for the customer's confirmation (the POS's timeout)."""
+    return _signed_idempotent_post(
+        lambda session, terminal, _body, now_s: step_up.cancel(
+            session, refunds.owned_payment(session, terminal.merchant_id, payment_id), now_s
+        )
+    )
+
+
+@bp.get("/payments/<payment_id>")
+def get_payment(payment_id: str) -> Response:
+    now_s = time.time()
+    with db.transaction() as session:
+        terminal = authenticate_terminal(session, now_s)
+        payment = refunds.owned_payment(session, terminal.merchant_id, payment_id)
+        reply = planning.payment_json(payment)
+    return jsonify(reply | {"server_time": now_s})
+
+
+@bp.get("/payments")
+def find_payments() -> Response:
+    """Payments of this merchant with a given merchant_order_id (the merchant's own number)."""
+    now_s = time.time()
+    with db.transaction() as session:
+        terminal = authenticate_terminal(session, now_s)
+        order_id = request.args.get("merchant_order_id", "")
+        if not order_id or len(order_id) > planning.ORDER_ID_CHARS_MAX:
+            raise ApiError("invalid_request", "give ?merchant_order_id= (1-64 characters)")
+        rows = session.scalars(
+            select(Payment)
+            .where(
+                Payment.merchant_id == terminal.merchant_id, Payment.merchant_order_id == order_id
+            )
+            .order_by(Payment.created_at_s.desc())
+            .limit(LIST_LIMIT_MAX)
+        ).all()
+        items = [planning.payment_json(row) for row in rows]
+    return jsonify(items=items, server_time=now_s)
+
+
+@bp.get("/settlement")
+def settlement_file() -> Response:
+    """This merchant's settlement file for ?date=YYYY-MM-DD, as CSV (server/settlement.py)."""
+    now_s = time.time()
+    with db.transaction() as session:
+        terminal = authenticate_terminal(session, now_s)
+    found = settlement.for_merchant(
+        db.engine, terminal.merchant_id, request.args.get("date"), limit_settings()
+    )
+    response = Response(settlement.to_csv(found), mimetype="text/csv")
+    name = settlement.file_name(found)
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+@bp.get("/merchant")
+def merchant_profile() -> Response:
+    """Who this terminal collects for: what a collection QR poster carries (EMV 26, 58-60)."""
+    now_s = time.time()
+    with db.transaction() as session:
+        terminal = authenticate_terminal(session, now_s)
+        merchant = session.get(Merchant, terminal.merchant_id)
+        assert merchant is not None, "a terminal belongs to a merchant"
+        reply = {
+            "merchant_id": merchant.id,
+            "name": merchant.name,
+            "city": merchant.city,
+            "country": merchant.country,
+            "currency": merchant.currency,
+            "terminal_id": terminal.terminal_id,
+        }
+    return jsonify(reply | {"server_time": now_s})

@@ -1,0 +1,163 @@
+"""/v1/wallet: pending payments, confirm with the PIN or decline, the PIN itself, the limits.
+
+Calls are signed by an enrolled device, like the rest of the wallet API (server/blueprints/
+wallet.py). A PIN is checked outside any transaction (scrypt is slow) and never stored in an
+idempotency record: the key of a confirm is bound to its path, not to its body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify
+from sqlalchemy.orm import Session
+
+from paycode.server.charge import step_up
+from paycode.server.database.engine import db
+from paycode.server.database.models import User
+from paycode.server.http.idempotency import require_key, respond, run_once
+from paycode.server.http.problems import ApiError, rate_limited
+from paycode.server.http.request_fields import json_object, string_field
+from paycode.server.http.wallet import authenticate_device, stamp_problems
+from paycode.server.safety.limits import LimitSettings, limits_json, limits_of
+from paycode.server.safety.passwords import PASSWORD_CHARS_MAX
+from paycode.server.wallets import service
+
+bp = Blueprint("wallet_confirm", __name__, url_prefix="/v1/wallet")
+bp.after_request(stamp_problems)
+
+
+def _keyed_to_action(
+    session: Session,
+    *,
+    device_id: str,
+    key: str,
+    action: str,
+    now_s: float,
+    work: Callable[[], tuple[int, dict[str, Any]]],
+) -> Response:
+    """`work` run once for the Idempotency-Key, the key bound to `action` (the operation and
+    its payment), never to the body: the body may hold a PIN, whose hash must not be kept."""
+    status, reply, replayed = run_once(
+        session,
+        scope=f"device:{device_id}",
+        key=key,
+        request_hash=hashlib.sha256(action.encode()).hexdigest(),
+        now_s=now_s,
+        work=work,
+    )
+    return respond(status, reply | {"server_time": now_s}, replayed)
+
+
+@bp.get("/pending")
+def pending() -> Response:
+    now_s = service.now_s()
+    with db.transaction() as session:
+        device = authenticate_device(session, now_s)
+        items = step_up.pending_for(session, device.user_id, now_s)
+    return jsonify(items=items, server_time=now_s)
+
+
+@bp.get("/limits")
+def limits() -> Response:
+    now_s = service.now_s()
+    settings: LimitSettings = current_app.extensions["paycode_limits"]
+    with db.transaction() as session:
+        device = authenticate_device(session, now_s)
+        found = limits_of(session, device.user_id, settings, now_s)
+    accounts = [limits_json(account) for account in found]
+    return jsonify(accounts=accounts, server_time=now_s)
+
+
+@bp.post("/payments/<payment_id>/confirm")
+def confirm_payment(payment_id: str) -> Response:
+    """Confirm with the PIN: the money moves now, or the reply says why it cannot."""
+    now_s = service.now_s()
+    key = require_key()
+    pin = step_up.parse_pin(json_object().get("pin"))
+    user_id, device_id = _check_pin(pin, now_s)
+    with db.transaction() as session:
+        return _keyed_to_action(
+            session,
+            device_id=device_id,
+            key=key,
+            action=f"confirm {payment_id}",
+            now_s=now_s,
+            work=lambda: step_up.confirm(session, user_id, payment_id, now_s),
+        )
+
+
+def _check_pin(pin: str, now_s: float) -> tuple[str, str]:
+    """(user id, device id) of the signing device whose user's PIN this is; wrong PINs count
+    towards a block (confirmations.PIN_GUARD), so a stolen phone cannot try them all."""
+    with db.transaction() as session:
+        device = authenticate_device(session, now_s)
+        user_id, device_id = device.user_id, device.id
+        wait_s = step_up.pin_blocked_for_s(session, user_id, now_s)
+        stored = step_up.stored_pin(session, user_id)
+    if wait_s is not None:
+        raise _PinBlocked(wait_s)
+    if not step_up.pin_matches(stored, pin):
+        with db.transaction() as session:
+            step_up.count_wrong_pin(session, user_id, now_s)
+        raise ApiError("pin_invalid", "the PIN is not right")
+    return user_id, device_id
+
+
+class _PinBlocked(Exception):
+    def __init__(self, wait_s: float) -> None:
+        super().__init__("PIN attempts blocked")
+        self.wait_s = wait_s
+
+
+@bp.errorhandler(_PinBlocked)
+def _pin_blocked(error: _PinBlocked) -> Response:
+    return rate_limited(error.wait_s, "too many wrong PINs")
+
+
+@bp.post("/payments/<payment_id>/decline")
+def decline_payment(payment_id: str) -> Response:
+    """Say no: the payment ends declined, nothing moves, the code stays used."""
+    now_s = service.now_s()
+    with db.transaction() as session:
+        device = authenticate_device(session, now_s)
+        return _keyed_to_action(
+            session,
+            device_id=device.id,
+            key=require_key(),
+            action=f"decline {payment_id}",
+            now_s=now_s,
+            work=lambda: step_up.decline(session, device.user_id, payment_id, now_s),
+        )
+
+
+@bp.post("/pin")
+def set_pin() -> Response:
+    """Set or change the payment PIN; the account password proves it is the owner."""
+    now_s = service.now_s()
+    key = require_key()
+    body = json_object()
+    password = string_field(body, "password", max_chars=PASSWORD_CHARS_MAX)
+    assert password is not None
+    pin = step_up.parse_pin(body.get("pin"))
+    with db.transaction() as session:
+        device = authenticate_device(session, now_s)
+        device_id = device.id
+        found = _login_of(session, device.user_id)
+    user_id = service.check_password(found, password)
+    with db.transaction() as session:
+
+        def work() -> tuple[int, dict[str, Any]]:
+            step_up.set_pin(session, user_id, pin)
+            return 200, {"pin_set": True}
+
+        return _keyed_to_action(
+            session, device_id=device_id, key=key, action="pin", now_s=now_s, work=work
+        )
+
+
+def _login_of(session: Session, user_id: str) -> tuple[str, str] | None:
+    user = session.get(User, user_id)
+    return None if user is None else (user.id, user.password_hash)

@@ -1,0 +1,281 @@
+"""/v1/wallet: the HTTP contract the wallet library speaks (docs/api.md, wallet part).
+
+A password is used once, to get a short-lived token that can only enroll devices. After that
+every call is signed by an enrolled device, so a phone keeps no password or bearer token.
+Every body carries `server_time`, from which the wallet learns its clock offset (spec §9).
+The logic lives in server/wallet_service.py; this module parses requests and shapes answers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from flask import Blueprint, Response, jsonify, request
+from sqlalchemy.orm import Session
+
+from paycode.server.charge import collection
+from paycode.server.database.engine import db
+from paycode.server.database.models import Device, IdempotencyRecord
+from paycode.server.http.idempotency import require_key, respond, run_keyed_post, run_once
+from paycode.server.http.problems import ApiError
+from paycode.server.http.request_fields import json_object, request_sha256, string_field
+from paycode.server.http.signed_requests import (
+    check_timestamp,
+    config,
+    directory,
+    remember_nonce,
+    secret_box,
+    signed_headers,
+    signed_path,
+)
+from paycode.server.operations import lifecycle
+from paycode.server.operations.observability import annotate
+from paycode.server.safety import keyring
+from paycode.server.safety.guard import unlock_device
+from paycode.server.safety.passwords import PASSWORD_CHARS_MAX
+from paycode.server.wallets import service
+from paycode.shared.wallet_auth import signature_valid, signing_message
+
+bp = Blueprint("wallet", __name__, url_prefix="/v1/wallet")
+
+DEVICE_HEADERS = ("Paycode-Device", "Paycode-Timestamp", "Paycode-Nonce", "Paycode-Signature")
+DEVICE_ID_CHARS_MAX = 32
+
+
+def _ok(body: dict[str, object], status: int = 200) -> Response:
+    """A JSON answer stamped with the server clock at the moment it is sent."""
+    response = jsonify({**body, "server_time": service.now_s()})
+    response.status_code = status
+    return response
+
+
+@bp.after_request
+def stamp_problems(response: Response) -> Response:
+    """Problems carry `server_time` too (docs/api.md: every body does), so a wallet refused
+    for a wrong clock can still learn the server's. The wallet service's clock decides."""
+    if response.mimetype == "application/problem+json":
+        body = response.get_json(silent=True)
+        if isinstance(body, dict):
+            body["server_time"] = service.now_s()
+            response.set_data(json.dumps(body))
+    return response
+
+
+def _signed_path() -> str:
+    """The path with query as the wallet signed it (server.auth.signed_path)."""
+    return signed_path()
+
+
+def authenticate_device(session: Session, now_s: float, *, revoked_ok: bool = False) -> Device:
+    """The enrolled, unrevoked device that signed this request; `unauthorized` otherwise.
+
+    The nonce is remembered last, inside the caller's transaction: a request refused for any
+    reason leaves no trace, and a verified one can never be replayed. `revoked_ok`: a revoked
+    device passes too, and the caller must check it (see `_retry_of_revoked`).
+    """
+    device_id, timestamp, nonce, signature = signed_headers(DEVICE_HEADERS)
+    timestamp_s = check_timestamp(timestamp, now_s)
+    device = session.get(Device, device_id[:DEVICE_ID_CHARS_MAX])
+    if device is None or (device.revoked_at_s is not None and not revoked_ok):
+        raise ApiError("unauthorized", "unknown or revoked device")
+    message = signing_message(
+        request.method, _signed_path(), timestamp_s, nonce, request.get_data(cache=True)
+    )
+    key = service.device_verify_key(device, secret_box())
+    if not key or not signature_valid(device.version, key, message, signature):
+        raise ApiError("unauthorized", "request signature does not verify")
+    annotate(device_id=device.id)  # the request's log line names who signed
+    scope = f"device:{device.id}"
+    remember_nonce(session, scope, nonce, now_s)
+    service.forget_old_nonces(session, scope, now_s)
+    if device.locked_at_s is not None:
+        # Locked after forged codes named it (server/guard.py); its own key just signed, so
+        # the phone is in its owner's hands: this online contact is the re-sync that unlocks.
+        unlock_device(session.connection(), device.id)
+        session.refresh(device)
+    return device
+
+
+@bp.post("/sessions")
+def create_session() -> Response:
+    """Log in: the password is checked between two short transactions, never holding a lock."""
+    body = json_object()
+    user = string_field(body, "user", max_chars=service.USER_CHARS_MAX)
+    password = string_field(body, "password", max_chars=PASSWORD_CHARS_MAX)
+    assert user is not None and password is not None
+    with db.transaction() as session:
+        found = service.find_login(session, user)
+    user_id = service.check_password(found, password)
+    with db.transaction() as session:
+        token, expires_at_s = service.open_session(
+            session, user_id, service.now_s(), config().session_ttl_s
+        )
+    return _ok({"token": token, "expires_at": expires_at_s}, 201)
+
+
+@bp.post("/devices")
+def enroll_device() -> Response:
+    """Enroll one device; the Idempotency-Key makes a retry return the same grant."""
+    now_s = service.now_s()
+    with db.transaction() as session:
+        user_id = service.session_user(session, request.headers.get("Authorization", ""), now_s)
+        key = require_key()
+        wanted = service.parse_enroll(json_object(), _statuses())
+        current = _enrollment_keys(session, wanted.version)
+
+        def work() -> tuple[int, dict[str, object]]:
+            device = service.enroll_device(
+                session, user_id=user_id, wanted=wanted, box=secret_box(), at_s=now_s
+            )
+            return 201, {"device_id": device.id}
+
+        status, body, replayed = run_once(
+            session,
+            scope=f"session:{user_id}",
+            key=key,
+            request_hash=request_sha256(),
+            now_s=now_s,
+            work=work,
+        )
+        if status == 201:
+            device_id = str(body["device_id"])
+            body = service.grant_for(session, device_id, secret_box(), current, service.now_s())
+    return respond(status, body, replayed)
+
+
+def _enrollment_keys(session: Session, version: str) -> dict[str, bytes]:
+    """The current hiding keys and seal public key; a server without them was never set up."""
+    _, current = keyring.load_keys(session, secret_box())
+    if ("seal_public" if version == "v3" else version) not in current:
+        raise ApiError(
+            "internal_error",
+            "the server's verifier keys are missing; run 'paycode-server init-db'",
+            status=500,
+        )
+    return current
+
+
+def _statuses() -> lifecycle.Statuses:
+    return lifecycle.load_statuses(db.engine, time.monotonic(), config().statuses_ttl_s)
+
+
+def _reenroll(device: Device) -> dict[str, object]:
+    """`{"reenroll": {...}}` when the calling device's code version is deprecated or retired:
+    the wallet's online calls are the only way to reach a phone that otherwise works offline."""
+    advice = lifecycle.reenroll_advice(device.version, _statuses())
+    return {} if advice is None else {"reenroll": advice}
+
+
+@bp.get("/balance")
+def balance() -> Response:
+    with db.transaction() as session:
+        device = authenticate_device(session, service.now_s())
+        accounts = service.balances(session, device.user_id)
+    return _ok({"accounts": accounts, **_reenroll(device)})
+
+
+@bp.get("/history")
+def history() -> Response:
+    with db.transaction() as session:
+        device = authenticate_device(session, service.now_s())
+        limit = service.parse_limit(request.args.get("limit"))
+        items = service.history(session, device.user_id, limit)
+    return _ok({"items": items, **_reenroll(device)})
+
+
+@bp.post("/payments")
+def pay_merchant() -> Response:
+    """Pay a merchant's collection QR; the Idempotency-Key makes a retry pay once."""
+    now_s = service.now_s()
+    with db.transaction() as session:
+        device = authenticate_device(session, now_s)
+        status, reply, replayed = run_keyed_post(
+            session,
+            scope=f"device:{device.id}",
+            now_s=now_s,
+            work=lambda body: (201, collection.pay(session, device, body, now_s)),
+        )
+    advice = _reenroll(device) if status < 300 else {}
+    return respond(status, reply | advice | {"server_time": now_s}, replayed)
+
+
+# --- device lifecycle: list, revoke, rotate (docs/api.md, "Manage devices") -------------------
+
+
+@bp.get("/devices")
+def list_devices() -> Response:
+    """The calling user's devices; `current` marks the one that signed this request."""
+    with db.transaction() as session:
+        caller = authenticate_device(session, service.now_s())
+        statuses = _statuses()
+        items = [
+            service.wallet_device_json(row, statuses, caller.id)
+            for row in service.user_devices(session, caller.user_id)
+        ]
+    return _ok({"items": items, **_reenroll(caller)})
+
+
+def _retry_of_revoked(session: Session, caller: Device) -> None:
+    """A revoked device may only fetch the stored answer of a request it made while it was live:
+    a rotation or self-revocation whose answer was lost on the way (same Idempotency-Key)."""
+    if caller.revoked_at_s is None:
+        return
+    if session.get(IdempotencyRecord, (f"device:{caller.id}", require_key())) is None:
+        raise ApiError("unauthorized", "unknown or revoked device")
+
+
+@bp.post("/devices/<device_id>/revoke")
+def revoke_device(device_id: str) -> Response:
+    """Revoke one of the caller's user's devices (itself included); idempotent."""
+    now_s = service.now_s()
+    with db.transaction() as session:
+        caller = authenticate_device(session, now_s, revoked_ok=True)
+        _retry_of_revoked(session, caller)
+        status, reply, replayed = run_keyed_post(
+            session,
+            scope=f"device:{caller.id}",
+            now_s=now_s,
+            work=lambda _body: (200, service.revoke_own(session, caller, device_id, now_s)),
+        )
+        revoked = session.get(Device, str(reply.get("device_id", "")))
+    if status < 300 and revoked is not None:
+        directory().forget_device(revoked.version, revoked.handle)
+    return respond(status, reply | {"server_time": now_s}, replayed)
+
+
+@bp.post("/devices/rotate")
+def rotate_device() -> Response:
+    """A new device for the caller's user, on the version asked for, and the caller revoked,
+    in one transaction. Answers the new device's grant, like POST /devices."""
+    now_s = service.now_s()
+    with db.transaction() as session:
+        caller = authenticate_device(session, now_s, revoked_ok=True)
+        _retry_of_revoked(session, caller)
+        statuses = _statuses()
+
+        def work(body: dict[str, object]) -> tuple[int, dict[str, object]]:
+            device = service.rotate(
+                session, caller, dict(body), statuses=statuses, box=secret_box(), at_s=now_s
+            )
+            return 201, {"device_id": device.id}
+
+        status, reply, replayed = run_keyed_post(
+            session, scope=f"device:{caller.id}", now_s=now_s, work=work
+        )
+        if status == 201:
+            reply = _rotation_grant(session, str(reply["device_id"]), caller.id)
+    if status == 201:
+        directory().forget_device(caller.version, caller.handle)
+        return respond(status, reply, replayed)
+    return respond(status, reply | {"server_time": now_s}, replayed)
+
+
+def _rotation_grant(session: Session, device_id: str, revoked_id: str) -> dict[str, object]:
+    """The new device's grant, rebuilt from its row (the key's record keeps only its id)."""
+    device = session.get(Device, device_id)
+    if device is None or device.revoked_at_s is not None:
+        raise ApiError("device_revoked", "the device this rotation enrolled was revoked")
+    current = _enrollment_keys(session, device.version)
+    grant = service.grant_for(session, device.id, secret_box(), current, service.now_s())
+    return grant | {"revoked_device_id": revoked_id}

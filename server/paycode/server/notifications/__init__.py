@@ -1,0 +1,1 @@
+"""Merchant notifications: what is told (events) and how it is delivered (delivery)."""

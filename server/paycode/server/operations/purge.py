@@ -1,0 +1,137 @@
+"""What `paycode-server worker` deletes on every pass: rows whose job is over.
+
+Expired claims, request nonces and wallet sessions, day-old idempotency records, guessing-
+guard counters that have gone quiet, and payments left waiting for a confirmation past their
+deadline (cancelled, not deleted). Work goes in bounded batches, each its own transaction, so
+a large backlog never holds the write lock (SQLite) or a long transaction (PostgreSQL) against
+live charges.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from sqlalchemy import ColumnElement, and_, delete, func, select, tuple_
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from paycode.server.charge import step_up
+from paycode.server.database.models import (
+    Base,
+    Claim,
+    FailureCounter,
+    IdempotencyRecord,
+    RequestNonce,
+    WalletSession,
+)
+from paycode.server.safety.guard import GuardSettings
+
+IDEMPOTENCY_TTL_S: Final = 24 * 3600
+"""Idempotency records are kept a day: a client retrying later than that is a new request."""
+PURGE_BATCH_ROWS: Final = 1000
+PURGE_BATCHES_MAX: Final = 100
+"""Per table and call: at most 100k rows go per purge; the worker's next run takes the rest."""
+
+Key = tuple[InstrumentedAttribute[str], ...]
+
+
+def purge_expired(
+    session: Session,
+    now_s: float,
+    *,
+    guard: GuardSettings | None = None,
+    batch_rows: int = PURGE_BATCH_ROWS,
+    batches_max: int = PURGE_BATCHES_MAX,
+) -> dict[str, int]:
+    """Delete expired claims, nonces and wallet sessions, day-old idempotency records, and
+    guessing-guard counters that have gone quiet (`guard`: the server's settings).
+
+    Works in batches and commits after each one, so a large backlog never holds the write lock
+    (SQLite) or a long transaction (PostgreSQL) against live charges. Returns rows per table.
+    """
+    assert batch_rows > 0 and batches_max > 0
+    day_ago_s = now_s - IDEMPOTENCY_TTL_S
+    targets: list[tuple[str, type[Base], ColumnElement[bool], Key]] = [
+        ("claims", Claim, Claim.expires_at_s < now_s, (Claim.claim_key,)),
+        (
+            "request_nonces",
+            RequestNonce,
+            RequestNonce.expires_at_s < now_s,
+            (RequestNonce.scope, RequestNonce.nonce),
+        ),
+        (
+            "wallet_sessions",
+            WalletSession,
+            WalletSession.expires_at_s < now_s,
+            (WalletSession.token_hash,),
+        ),
+        (
+            "idempotency_keys",
+            IdempotencyRecord,
+            IdempotencyRecord.created_at_s < day_ago_s,
+            (IdempotencyRecord.scope, IdempotencyRecord.key),
+        ),
+        ("failure_counters", FailureCounter, quiet_counter(guard or GuardSettings(), now_s),
+         (FailureCounter.scope,)),
+    ]  # fmt: skip
+    purged = {
+        name: delete_in_batches(
+            session,
+            model,
+            condition=condition,
+            key=key,
+            batch_rows=batch_rows,
+            batches_max=batches_max,
+        )
+        for name, model, condition, key in targets
+    }
+    purged["pending_expired"] = _expire_pending(session, now_s, batches_max)
+    return purged
+
+
+def quiet_counter(guard: GuardSettings, now_s: float) -> ColumnElement[bool]:
+    """A counter whose window has ended and whose last block is older than the back-off
+    maximum: its next failure would reset it to a fresh row (server/guard.py), so deleting it
+    changes nothing but the table's size."""
+    return and_(
+        FailureCounter.window_start_s + guard.window_s <= now_s,
+        func.coalesce(FailureCounter.blocked_until_s, 0.0) + guard.backoff_max_s <= now_s,
+    )
+
+
+def _expire_pending(session: Session, now_s: float, batches_max: int) -> int:
+    """Cancel payments left waiting for a confirmation past their deadline."""
+    expired = 0
+    for _batch in range(batches_max):
+        count = step_up.expire_stale(session, now_s)
+        session.commit()
+        expired += count
+        if count < step_up.EXPIRE_BATCH_ROWS:
+            break
+    return expired
+
+
+def delete_in_batches(
+    session: Session,
+    model: type[Base],
+    *,
+    condition: ColumnElement[bool],
+    key: Key,
+    batch_rows: int,
+    batches_max: int,
+) -> int:
+    """Delete up to batch_rows matching rows per transaction, at most batches_max times."""
+    purged = 0
+    batch = select(*key).where(condition).limit(batch_rows)
+    target = key[0] if len(key) == 1 else tuple_(*key)
+    for _batch in range(batches_max):
+        result = session.execute(
+            # The condition again: a row changed since the batch was read is kept.
+            delete(model).where(target.in_(batch), condition),
+            execution_options={"synchronize_session": False},
+        )
+        session.commit()
+        deleted = int(result.rowcount)  # type: ignore[attr-defined]
+        purged += deleted
+        if deleted < batch_rows:
+            break
+    return purged
