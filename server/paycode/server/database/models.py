@@ -9,7 +9,6 @@ never by check-then-insert; CHECK constraints are the database's own assertions.
 from __future__ import annotations
 
 import secrets
-from importlib import resources
 from typing import Any
 
 from sqlalchemy import (
@@ -28,6 +27,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from paycode.server.database import functions
 
 DEFAULT_CITY = "Beijing"
 DEFAULT_COUNTRY = "CN"
@@ -314,23 +315,7 @@ class Notification(Base):
     """Why the last attempt failed, short ("http 500", "timeout"); never a body or a secret."""
 
 
-def install_pg_functions(connection: Connection) -> None:
-    """Create or replace the charge functions of server/pg_charge.sql (PostgreSQL only)."""
-    if connection.dialect.name != "postgresql":
-        return
-    sql = (
-        resources.files("paycode.server.charge")
-        .joinpath("pg_charge.sql")
-        .read_text(encoding="utf-8")
-    )
-    cursor = connection.connection.cursor()
-    try:
-        cursor.execute(sql)  # no parameters at all, so the driver reads no '%' placeholders
-    finally:
-        cursor.close()
-
-
 @event.listens_for(Base.metadata, "after_create")
 def _after_create(_target: Any, connection: Connection, **_kw: Any) -> None:
     """Schemas made by metadata.create_all (tests, benchmarks) get what migrations add."""
-    install_pg_functions(connection)
+    functions.install_current(connection)

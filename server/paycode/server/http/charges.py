@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from paycode.server.books import refunds, settlement
 from paycode.server.charge import planning, step_up, transaction
+from paycode.server.charge.result import NONCE_REPLAYED, RATE_LIMITED, STORED, TERMINAL_REVOKED
 from paycode.server.database.directory import TerminalCredential
 from paycode.server.database.engine import db
 from paycode.server.database.models import Merchant, Payment
@@ -80,13 +81,13 @@ def create_charge() -> Response:
     )
     result = transaction.execute(db.engine, plan, guard_settings())
     metrics.record_charge(result.outcome, plan, body.get("code"))  # no I/O: a few us
-    if result.outcome == transaction.TERMINAL_REVOKED:
+    if result.outcome == TERMINAL_REVOKED:
         raise terminal_revoked(signed.terminal.terminal_id)
-    if result.outcome == transaction.RATE_LIMITED:
+    if result.outcome == RATE_LIMITED:
         return rate_limited(float(result.body) - now_s, "too many failed payment codes here")
-    if result.outcome == transaction.NONCE_REPLAYED:
+    if result.outcome == NONCE_REPLAYED:
         raise ApiError("unauthorized", "this request signature was already used")
-    if result.outcome == transaction.STORED:
+    if result.outcome == STORED:
         status, reply = stored_reply(
             result.status, result.body, result.request_hash, attempt.request_hash
         )

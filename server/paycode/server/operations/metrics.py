@@ -35,8 +35,8 @@ from prometheus_client.registry import REGISTRY, Collector
 from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from paycode.server.charge import transaction
 from paycode.server.charge.planning import RECORDED_FAILURES, SUCCEEDED, ChargePlan
+from paycode.server.charge.result import NONCE_REPLAYED, STORED, TERMINAL_REVOKED
 from paycode.server.database.engine import read_only
 from paycode.server.http.problems import ApiError
 from paycode.server.operations.observability import (
@@ -72,9 +72,9 @@ VERIFICATION_REASONS = frozenset(
 _OUTCOME_NAMES = {
     SUCCEEDED: "succeeded",
     CONFIRMATION_REQUIRED: "pending",
-    transaction.STORED: "idempotent_replay",
-    transaction.TERMINAL_REVOKED: "unauthorized",
-    transaction.NONCE_REPLAYED: "unauthorized",
+    STORED: "idempotent_replay",
+    TERMINAL_REVOKED: "unauthorized",
+    NONCE_REPLAYED: "unauthorized",
 }
 
 _LEAVES_PAYMENT = frozenset({SUCCEEDED, CONFIRMATION_REQUIRED} | RECORDED_FAILURES)

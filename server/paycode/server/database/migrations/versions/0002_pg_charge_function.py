@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from paycode.server.database.models import install_pg_functions
+from paycode.server.database import functions
 
 revision: str = "0002"
 down_revision: str | Sequence[str] | None = "0001"
@@ -23,7 +23,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    install_pg_functions(op.get_bind())
+    functions.install(op.get_bind(), "0002_charge_function.sql")
 
 
 def downgrade() -> None:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from paycode.server.database.models import install_pg_functions
+from paycode.server.database import functions
 
 revision: str = "0005"
 down_revision: str | Sequence[str] | None = "0004"
@@ -34,7 +34,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("merchants") as batch:
         batch.add_column(sa.Column("allowed_cidrs", sa.Text(), nullable=True))
-    install_pg_functions(op.get_bind())
+    functions.install(op.get_bind(), "0005_charge_function.sql")
 
 
 def downgrade() -> None:

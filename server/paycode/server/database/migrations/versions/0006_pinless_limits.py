@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from paycode.server.database.models import install_pg_functions
+from paycode.server.database import functions
 
 revision: str = "0006"
 down_revision: str | Sequence[str] | None = "0005"
@@ -43,7 +43,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("confirm_by_s", sa.Float(), nullable=True))
     with op.batch_alter_table("devices") as batch:
         batch.add_column(sa.Column("locked_at_s", sa.Float(), nullable=True))
-    install_pg_functions(op.get_bind())
+    functions.install(op.get_bind(), "0006_charge_function.sql")
 
 
 def downgrade() -> None:

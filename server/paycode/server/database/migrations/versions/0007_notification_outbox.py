@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from paycode.server.database.models import install_pg_functions
+from paycode.server.database import functions
 
 revision: str = "0007"
 down_revision: str | Sequence[str] | None = "0006"
@@ -47,7 +47,7 @@ def upgrade() -> None:
     with op.batch_alter_table("merchants") as batch:
         batch.add_column(sa.Column("key_id", sa.String(length=16), nullable=True))
         batch.add_column(sa.Column("notify_secret_sealed", sa.LargeBinary(64), nullable=True))
-    install_pg_functions(op.get_bind())
+    functions.install(op.get_bind(), "0007_charge_function.sql")
 
 
 def downgrade() -> None:

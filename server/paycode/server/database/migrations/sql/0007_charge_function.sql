@@ -1,3 +1,7 @@
+-- Frozen: the SQL migration 0007 installed, as it was released. Never edit it: a change to these
+-- functions is a new migration with a file of its own (paycode.server.database.functions).
+-- The module paths in its comments are those of that release.
+
 -- The charge transaction on PostgreSQL: one round trip instead of a dozen (server/charge_store.py
 -- runs the same steps statement by statement on SQLite; tests hold both to the same behaviour).
 -- Races are decided by the primary keys (nonce, idempotency key, claim), the partial unique
