@@ -9,6 +9,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
@@ -26,6 +27,12 @@ from tests.bank_fixture import Bank, device_of, served_bank
 
 START_MINOR = 10_000
 BAD_V2 = "PC2" + "A" * 40
+
+
+def configure_guard(bank: Bank, **numbers: Any) -> None:
+    """The app's guessing guard, for this test: its configuration with other numbers."""
+    config = bank.app.config["PAYCODE"]
+    bank.app.config["PAYCODE"] = dataclasses.replace(config, guard=GuardSettings(**numbers))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -53,9 +60,7 @@ def _error(till: TerminalClient, code: str) -> ServerRejected:
 
 
 def test_guessing_at_one_terminal_blocks_it_and_only_it(bank: Bank) -> None:
-    bank.app.extensions["paycode_guard"] = GuardSettings(
-        terminal_failures_max=3, ip_failures_max=99
-    )
+    configure_guard(bank, terminal_failures_max=3, ip_failures_max=99)
     cafe, other = _tills(bank)
     assert [_error(cafe, BAD_V2).code for _ in range(3)] == ["code_invalid"] * 3
     blocked = _error(cafe, _code(bank, 0))
@@ -65,7 +70,7 @@ def test_guessing_at_one_terminal_blocks_it_and_only_it(bank: Bank) -> None:
 
 
 def test_the_block_says_when_to_retry(bank: Bank) -> None:
-    bank.app.extensions["paycode_guard"] = GuardSettings(terminal_failures_max=1, backoff_base_s=90)
+    configure_guard(bank, terminal_failures_max=1, backoff_base_s=90)
     cafe = _tills(bank)[0]
     _error(cafe, BAD_V2)
     body = b'{"code": "x", "amount": "1.00", "currency": "CNY"}'
@@ -83,9 +88,7 @@ def test_the_block_says_when_to_retry(bank: Bank) -> None:
 
 
 def test_one_address_guessing_at_many_terminals_is_blocked(bank: Bank) -> None:
-    bank.app.extensions["paycode_guard"] = GuardSettings(
-        terminal_failures_max=99, ip_failures_max=2
-    )
+    configure_guard(bank, terminal_failures_max=99, ip_failures_max=2)
     cafe, other = _tills(bank)
     assert _error(cafe, BAD_V2).code == "code_invalid"
     assert _error(other, BAD_V2).code == "code_invalid"
@@ -94,7 +97,7 @@ def test_one_address_guessing_at_many_terminals_is_blocked(bank: Bank) -> None:
 
 
 def test_honest_failures_are_not_counted(bank: Bank) -> None:
-    bank.app.extensions["paycode_guard"] = GuardSettings(terminal_failures_max=2)
+    configure_guard(bank, terminal_failures_max=2)
     cafe = _tills(bank)[0]
     _, credential = device_of(bank, "v2")
     stale = by_name("v2").generate(credential, step=step_at(time.time() - 600), counter=0)
@@ -174,8 +177,8 @@ def test_merchant_ip_allow_list(bank: Bank) -> None:
 
 
 def test_allow_list_is_validated() -> None:
-    from paycode.server.http.problems import ApiError
     from paycode.server.operations.admin import check_networks
+    from paycode.shared.errors import ApiError
 
     assert check_networks(["10.1.2.3/8", "::1"]) == "10.0.0.0/8,::1/128"
     assert check_networks([]) is None
@@ -192,7 +195,7 @@ def test_forgeries_aimed_at_one_device_lock_it_until_its_wallet_calls(
     device in forged codes from many tills; the device's own counter catches what no till's
     or address's counter sees, and locks it. Its genuine codes then pay nothing until the
     phone makes one signed online call (proof its key is in the owner's hands)."""
-    bank.app.extensions["paycode_guard"] = GuardSettings(
+    configure_guard(bank,
         terminal_failures_max=99, merchant_failures_max=99, ip_failures_max=99,
         device_failures_max=3,
     )  # fmt: skip

@@ -23,13 +23,12 @@ from sqlalchemy.orm import Session
 from paycode.appkit.http_client import ServerClient
 from paycode.client.online import DeviceAuth
 from paycode.merchant_pos.api import TerminalClient
-from paycode.server.config import STATUSES_TTL_ENV, ConfigError, ServerConfig
+from paycode.server.config import STATUSES_TTL_ENV, ServerConfig
 from paycode.server.database.engine import make_engine
 from paycode.server.database.models import Base, Claim, Payment, VersionState
-from paycode.server.http.problems import ApiError
 from paycode.server.operations import lifecycle
 from paycode.server.wallets.service import parse_enroll
-from paycode.shared.errors import ServerRejected
+from paycode.shared.errors import ApiError, ConfigError, ServerRejected
 from paycode.shared.timestep import step_at
 from paycode.shared.versions.base import VersionStatus
 from paycode.shared.versions.registry import DEFAULT_STATUS, by_name

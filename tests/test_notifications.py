@@ -35,10 +35,10 @@ from sqlalchemy import inspect, select, update
 from paycode.client import online, pending
 from paycode.client.wallet import Wallet
 from paycode.merchant_pos.api import TerminalClient
-from paycode.server.config import ConfigError
 from paycode.server.database.models import Merchant, Notification, Payment, new_id
 from paycode.server.notifications import delivery
 from paycode.shared.emv.collection import CollectionCode, build_collection_payload
+from paycode.shared.errors import ConfigError
 from tests.bank_fixture import SHUTDOWN_POLL_S
 from tests.live_server import REPO_ROOT, LiveServer, run_cli, run_cli_in_process
 from tests.phones import (
@@ -645,7 +645,7 @@ def test_back_off_doubles_up_to_its_cap() -> None:
     waits = [settings.backoff_for_s(attempts) for attempts in range(1, 8)]
     assert waits == [30, 60, 120, 240, 480, 960, 1920]
     assert settings.backoff_for_s(100) == settings.backoff_max_s == 3600
-    custom = delivery.DeliverySettings.from_env({"PAYCODE_NOTIFY_BACKOFF_S": "0.5"})
+    custom = delivery.DeliverySettings.parse({"PAYCODE_NOTIFY_BACKOFF_S": "0.5"})
     assert custom.backoff_for_s(3) == 2.0
     for env in (
         {"PAYCODE_NOTIFY_LEASE_S": "2", "PAYCODE_NOTIFY_TIMEOUT_S": "5"},
@@ -654,7 +654,7 @@ def test_back_off_doubles_up_to_its_cap() -> None:
         {"PAYCODE_NOTIFY_TIMEOUT_S": "nan"},
     ):
         with pytest.raises(ConfigError):
-            delivery.DeliverySettings.from_env(env)
+            delivery.DeliverySettings.parse(env)
 
 
 def test_redirects_are_not_followed(receiver: Receiver) -> None:

@@ -13,6 +13,7 @@ against what was done, summed over both workers.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import os
@@ -37,8 +38,9 @@ from paycode.appkit.http_client import ServerClient
 from paycode.client import keystore
 from paycode.client.wallet import Wallet
 from paycode.server.app import create_app
-from paycode.server.config import ConfigError, ServerConfig
+from paycode.server.config import ServerConfig
 from paycode.server.operations import metrics, observability
+from paycode.shared.errors import ConfigError
 from tests.live_server import BACKENDS, LiveServer, postgres_database, run_command
 from tests.live_server import start_live_server as _start_live_server
 from tests.shop_fixture import waiting_payment
@@ -139,10 +141,10 @@ def test_version_label_is_bounded() -> None:
 
 
 def test_metrics_token_must_be_long_enough() -> None:
-    assert observability.MetricsAccess.from_env({}).token is None
-    assert observability.MetricsAccess.from_env({"PAYCODE_METRICS_TOKEN": METRICS_TOKEN}).token
+    assert observability.MetricsAccess.parse({}).token is None
+    assert observability.MetricsAccess.parse({"PAYCODE_METRICS_TOKEN": METRICS_TOKEN}).token
     with pytest.raises(ConfigError):
-        observability.MetricsAccess.from_env({"PAYCODE_METRICS_TOKEN": "short"})
+        observability.MetricsAccess.parse({"PAYCODE_METRICS_TOKEN": "short"})
 
 
 def test_multiprocess_dir_is_fresh_and_stale_ones_go(tmp_path: Path) -> None:
@@ -162,7 +164,7 @@ def test_the_cli_does_not_import_prometheus_before_serve_sets_its_directory() ->
     gunicorn master imported it before `serve` set PROMETHEUS_MULTIPROC_DIR, every worker
     would count in its own memory and a scrape would see one worker's numbers."""
     probe = (
-        "import sys, paycode.server.cli, paycode.server.observability;"
+        "import sys, paycode.server.cli, paycode.server.operations.observability;"
         " sys.exit('prometheus_client' in sys.modules)"
     )
     done = run_command([sys.executable, "-c", probe], dict(os.environ))
@@ -239,7 +241,9 @@ def test_metrics_default_to_loopback_without_a_proxy(app: Flask) -> None:
 
 
 def test_metrics_token_opens_them_from_anywhere(app: Flask) -> None:
-    app.extensions["paycode_metrics_access"] = observability.MetricsAccess(METRICS_TOKEN)
+    config = app.config["PAYCODE"]
+    metrics = observability.MetricsAccess(METRICS_TOKEN)
+    app.config["PAYCODE"] = dataclasses.replace(config, metrics=metrics)
     client = app.test_client()
     remote = {"REMOTE_ADDR": "203.0.113.9"}
     ok = client.get(

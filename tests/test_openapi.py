@@ -15,7 +15,7 @@ from flask import Flask
 
 from paycode.server.app import create_app
 from paycode.server.config import ServerConfig
-from paycode.server.http.problems import STATUS_BY_CODE
+from paycode.shared.codes import HTTP_STATUS
 
 ROOT = Path(__file__).resolve().parents[1]
 OPENAPI_PATH = ROOT / "docs" / "openapi.json"
@@ -125,7 +125,7 @@ def test_the_package_ships_the_docs_file_itself() -> None:
 
 def test_problem_schema_lists_every_stable_code(document: dict[str, Any]) -> None:
     enum = document["components"]["schemas"]["Problem"]["properties"]["code"]["enum"]
-    assert set(STATUS_BY_CODE) <= set(enum)
+    assert set(HTTP_STATUS) <= set(enum)
     assert len(enum) == len(set(enum))
 
 
@@ -143,7 +143,7 @@ def test_documented_problem_codes_match_their_status(document: dict[str, Any]) -
             ]
             assert codes, f"{method.upper()} {path} {status} names no codes"
             for code in codes:
-                assert STATUS_BY_CODE[code] == int(status), (path, method, code)
+                assert HTTP_STATUS[code] == int(status), (path, method, code)
 
 
 def test_state_changing_posts_take_an_idempotency_key(document: dict[str, Any]) -> None:

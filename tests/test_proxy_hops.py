@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from paycode.server.config import ConfigError, ServerConfig
+from paycode.server.config import ServerConfig
 from paycode.shared import terminal_auth
+from paycode.shared.errors import ConfigError
 from tests.live_server import LiveServer, get_json, start_live_server
 
 ALLOWED_NET = "203.0.113.0/24"

@@ -21,13 +21,13 @@ from sqlalchemy.orm import Session
 
 from paycode.merchant_pos.api import TerminalClient
 from paycode.server.app import create_app
-from paycode.server.config import ConfigError, ServerConfig, master_keys
+from paycode.server.config import ServerConfig, master_keys
 from paycode.server.database.engine import make_engine
 from paycode.server.database.models import Base
-from paycode.server.http.problems import ApiError
 from paycode.server.safety import keyring
 from paycode.server.safety.rotation import SEALED_COLUMNS, key_usage, rotate_master
 from paycode.server.safety.secretbox import SecretBox
+from paycode.shared.errors import ApiError, ConfigError
 from paycode.shared.timestep import step_at
 from paycode.shared.versions.registry import by_name
 from tests.bank_fixture import (

@@ -49,13 +49,12 @@ from paycode.server.database.models import (
     WalletSession,
     new_id,
 )
-from paycode.server.http.problems import ApiError
 from paycode.server.notifications import delivery
 from paycode.server.operations import admin, purge
 from paycode.server.safety.guard import GuardSettings
 from paycode.server.safety.passwords import hash_password, verify_password
 from paycode.server.safety.secretbox import SecretBox
-from paycode.shared.errors import AmountInvalid, ServerRejected
+from paycode.shared.errors import AmountInvalid, ApiError, ServerRejected
 from tests.live_server import LiveServer, run_cli, server_env
 
 PASSWORD = "correct horse 42"

@@ -9,7 +9,7 @@ import pytest
 
 from paycode.merchant_pos.messages import CASHIER_MESSAGES, cashier_message
 from paycode.merchant_pos.till import Sale, charge_code, codes_from_lines
-from paycode.server.http.problems import STATUS_BY_CODE
+from paycode.shared.codes import HTTP_STATUS
 from paycode.shared.errors import ServerRejected, ServerUnreachable
 from tests.protocol_fixtures import load_vectors
 
@@ -85,7 +85,7 @@ never fetches it), of the merchant dashboard (payment_changed: its refund form o
 malformed requests the till never sends."""
 
 
-@pytest.mark.parametrize("code", sorted(set(STATUS_BY_CODE) - NOT_TILL_CODES))
+@pytest.mark.parametrize("code", sorted(set(HTTP_STATUS) - NOT_TILL_CODES))
 def test_every_server_code_a_till_can_meet_has_a_cashier_message(code: str) -> None:
     assert code in CASHIER_MESSAGES, f"add a cashier line for {code}"
 

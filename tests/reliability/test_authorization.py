@@ -445,7 +445,7 @@ def _day_of(world: World, payment_id: str) -> str:
         created_at_s = connection.execute(
             text("SELECT created_at_s FROM payments WHERE id = :p"), {"p": payment_id}
         ).scalar_one()
-    day = LimitSettings.from_env(world.server.env).day(float(created_at_s))
+    day = LimitSettings.parse(world.server.env).day(float(created_at_s))
     return (settlement.EPOCH + dt.timedelta(days=day)).isoformat()
 
 

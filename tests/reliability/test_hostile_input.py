@@ -50,9 +50,9 @@ from paycode.client import online
 from paycode.client.wallet import Wallet
 from paycode.merchant_pos.api import TerminalClient
 from paycode.merchant_pos.inspect import describe
-from paycode.server.http.problems import STATUS_BY_CODE
 from paycode.shared import terminal_auth, wallet_auth
 from paycode.shared.checkdigit import damm_digit
+from paycode.shared.codes import HTTP_STATUS
 from paycode.shared.emv.collection import CollectionCode, build_collection_payload, read_collection
 from paycode.shared.emv.cpm import decode_cpm, encode_cpm
 from paycode.shared.emv.mpm import crc16_ccitt_false, decode_mpm
@@ -790,7 +790,7 @@ def problem_anomaly(status: int, content_type: str, raw: bytes) -> str | None:
         body = json.loads(raw)
     except ValueError:
         return f"{status} problem is not JSON: {raw[:120]!r}"
-    if not isinstance(body, dict) or body.get("code") not in STATUS_BY_CODE:
+    if not isinstance(body, dict) or body.get("code") not in HTTP_STATUS:
         return f"{status} problem without a stable code: {raw[:160]!r}"
     if body.get("status") != status:
         return f"{status} problem says status {body.get('status')!r}"

@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import PaycodeError, WalletError
 
 EXIT_ERROR = 1
@@ -62,14 +63,16 @@ def run(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None) 
         return EXIT_ERROR
     except OSError as error:  # a file the user named cannot be read or written
         name = f": {error.filename}" if error.filename else ""
-        report_error(prog, args, "io_error", f"{error.strerror or type(error).__name__}{name}")
+        report_error(
+            prog, args, ErrorCode.IO_ERROR, f"{error.strerror or type(error).__name__}{name}"
+        )
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except Exception as error:  # the last line of defence: a code, never a traceback
         if os.environ.get("PAYCODE_DEBUG"):
             traceback.print_exc()
-        report_error(prog, args, "internal_error", f"unexpected {type(error).__name__}")
+        report_error(prog, args, ErrorCode.INTERNAL_ERROR, f"unexpected {type(error).__name__}")
         return EXIT_ERROR
 
 
@@ -80,7 +83,7 @@ def confirm_or_stop(
     if args.yes:
         return
     if not sys.stdin.isatty():
-        raise WalletError(f"confirm with --yes to {what}", code="confirmation_required")
+        raise WalletError(f"confirm with --yes to {what}", code=ErrorCode.CONFIRMATION_REQUIRED)
     answer = input(f"{what}? [y/N] ").strip().lower()
     if answer not in ("y", "yes"):
-        raise WalletError(cancelled, code="cancelled")
+        raise WalletError(cancelled, code=ErrorCode.CANCELLED)

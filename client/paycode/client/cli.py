@@ -19,6 +19,7 @@ from paycode.client.devices_cli import PROG, add_device_commands, advice_notice
 from paycode.client.pending_cli import add_pending_commands
 from paycode.client.wallet import GeneratedCode, Wallet, live_versions
 from paycode.shared.binding import MerchantBinding
+from paycode.shared.codes import ErrorCode
 from paycode.shared.emv.collection import CollectionCode, read_collection
 from paycode.shared.errors import WalletError
 
@@ -38,10 +39,10 @@ def _read_password(args: argparse.Namespace) -> str:
         password = getpass.getpass(f"password for {args.user}: ")
     else:
         raise WalletError(
-            "no password: pass --password-stdin and pipe it in", code="password_required"
+            "no password: pass --password-stdin and pipe it in", code=ErrorCode.PASSWORD_REQUIRED
         )
     if not password:
-        raise WalletError("the password is empty", code="password_required")
+        raise WalletError("the password is empty", code=ErrorCode.PASSWORD_REQUIRED)
     return password
 
 
@@ -98,7 +99,7 @@ def _collection(args: argparse.Namespace) -> CollectionCode | None:
 
         found = [d for d in decode_image_file(args.bind_qr) if d.format == "qr"]
         if not found:
-            raise WalletError(f"no QR code found in {args.bind_qr}", code="qr_not_found")
+            raise WalletError(f"no QR code found in {args.bind_qr}", code=ErrorCode.QR_NOT_FOUND)
         payload = found[0].text
     return None if payload is None else read_collection(payload)
 
@@ -110,7 +111,7 @@ def _binding(collection: CollectionCode | None) -> MerchantBinding | None:
         return MerchantBinding(collection.merchant_id, collection.terminal_id)
     except ValueError as error:
         message = f"the collection QR names no usable merchant: {error}"
-        raise WalletError(message, code="qr_invalid") from error
+        raise WalletError(message, code=ErrorCode.QR_INVALID) from error
 
 
 def _bound_line(collection: CollectionCode | None) -> list[str]:
@@ -141,7 +142,8 @@ def cmd_code(args: argparse.Namespace) -> int:
     if args.show:
         if wants_json(args):
             raise WalletError(
-                "--show draws in the terminal; it cannot be combined with --json", code="usage"
+                "--show draws in the terminal; it cannot be combined with --json",
+                code=ErrorCode.USAGE,
             )
         return _show_loop(wallet, args, binding)
     code = wallet.next_code(args.version, local_now_s=time.time(), binding=binding)
@@ -206,7 +208,7 @@ def cmd_pay(args: argparse.Namespace) -> int:
 
     found = [d for d in decode_image_file(args.qr_image) if d.format == "qr"]
     if not found:
-        raise WalletError(f"no QR code found in {args.qr_image}", code="qr_not_found")
+        raise WalletError(f"no QR code found in {args.qr_image}", code=ErrorCode.QR_NOT_FOUND)
     collection = read_collection(found[0].text)
     amount = _pay_amount(collection, args.amount)
     confirm_or_stop(
@@ -231,7 +233,7 @@ def _pay_amount(collection: CollectionCode, asked: str | None) -> str:
             print(f"note: this QR fixes the amount at {collection.amount}", file=sys.stderr)
         return collection.amount
     if asked is None:
-        raise WalletError("this QR has no amount: pass --amount", code="amount_invalid")
+        raise WalletError("this QR has no amount: pass --amount", code=ErrorCode.AMOUNT_INVALID)
     return asked
 
 

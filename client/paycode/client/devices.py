@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from paycode.client import online
 from paycode.client.wallet import PendingRotation, Wallet, live_versions
+from paycode.shared.codes import ErrorCode
 from paycode.shared.enrollment import b64, new_ed25519_seed
 from paycode.shared.errors import ServerRejected, WalletError
 
@@ -30,7 +31,7 @@ ROTATE_PATH = f"{DEVICES_PATH}/rotate"
 DEVICE_ID_CHARS_MAX = 32
 TEXT_CHARS_MAX = 64
 """Server text a listing shows (labels) is cut to this and made printable."""
-KEEP_PENDING_CODES = frozenset({"idempotency_in_progress"})
+KEEP_PENDING_CODES = frozenset({ErrorCode.IDEMPOTENCY_IN_PROGRESS})
 """Refusals after which the rotation may still have happened: keep it for a retry."""
 
 
@@ -119,11 +120,11 @@ def check_device_id(device_id: str) -> str:
     if not 1 <= len(device_id) <= DEVICE_ID_CHARS_MAX or not device_id.isascii():
         raise WalletError(
             f"a device id has 1-{DEVICE_ID_CHARS_MAX} ASCII characters, e.g. dev_0123abcd",
-            code="invalid_argument",
+            code=ErrorCode.INVALID_ARGUMENT,
         )
     if not device_id.isprintable() or "/" in device_id:
         message = "a device id has no spaces, slashes or control characters"
-        raise WalletError(message, code="invalid_argument")
+        raise WalletError(message, code=ErrorCode.INVALID_ARGUMENT)
     return device_id
 
 
@@ -150,7 +151,7 @@ def revoke(wallet: Wallet, device_id: str) -> Revocation:
             wallet, "POST", path, {}, enrollment=signer, idempotency_key=str(uuid.uuid4())
         )
     except ServerRejected as error:
-        if version is None or error.code != "unauthorized" or signer.device_id != device_id:
+        if version is None or error.code != ErrorCode.UNAUTHORIZED or signer.device_id != device_id:
             raise
         # The server refuses this device's own signature: it is revoked (or unknown) there.
         wallet.remove_enrollment(version)

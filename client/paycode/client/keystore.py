@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from paycode.appkit.private_files import write_private
+from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import WalletError
 
 FORMAT = "paycode-wallet/1"
@@ -115,7 +116,7 @@ class Keystore:
             plain = AESGCM(self._key).decrypt(nonce, ciphertext, _AAD)
         except InvalidTag as error:
             message = f"cannot decrypt {self.path}: wrong passphrase, or the file was altered"
-            raise WalletError(message, code="wallet_locked") from error
+            raise WalletError(message, code=ErrorCode.WALLET_LOCKED) from error
         except (KeyError, TypeError, ValueError) as error:
             raise _corrupt(self.path) from error
         document = json.loads(plain)
@@ -125,13 +126,13 @@ class Keystore:
 
 
 def _corrupt(path: Path) -> WalletError:
-    return WalletError(f"{path} is not a paycode wallet keystore", code="wallet_corrupt")
+    return WalletError(f"{path} is not a paycode wallet keystore", code=ErrorCode.WALLET_CORRUPT)
 
 
 def _read_envelope(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise WalletError(
-            f"no wallet at {path}: run 'paycode-wallet enroll' first", code="not_enrolled"
+            f"no wallet at {path}: run 'paycode-wallet enroll' first", code=ErrorCode.NOT_ENROLLED
         )
     if path.stat().st_size > KEYSTORE_BYTES_MAX:
         raise _corrupt(path)
@@ -146,7 +147,7 @@ def _read_envelope(path: Path) -> dict[str, Any]:
 
 def _kdf_from(envelope: dict[str, Any]) -> _Kdf:
     raw = envelope.get("kdf")
-    unknown = WalletError("keystore names an unknown key derivation", code="wallet_corrupt")
+    unknown = WalletError("keystore names an unknown key derivation", code=ErrorCode.WALLET_CORRUPT)
     if not isinstance(raw, dict) or raw.get("name") != "scrypt":
         raise unknown
     try:
@@ -159,7 +160,9 @@ def _kdf_from(envelope: dict[str, Any]) -> _Kdf:
     in_range = 2**10 <= kdf.n <= 2**20 and 1 <= kdf.r <= 32 and 1 <= kdf.p <= 4
     power_of_two = kdf.n & (kdf.n - 1) == 0
     if not in_range or not power_of_two or not _scrypt_cost_bounded(kdf):
-        raise WalletError("keystore asks for out-of-range scrypt parameters", code="wallet_corrupt")
+        raise WalletError(
+            "keystore asks for out-of-range scrypt parameters", code=ErrorCode.WALLET_CORRUPT
+        )
     return kdf
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from paycode.appkit.http_client import Response, ServerClient
 from paycode.client.wallet import Enrollment, Wallet
 from paycode.shared import wallet_auth
+from paycode.shared.codes import ErrorCode
 from paycode.shared.enrollment import GrantInfo, b64, new_ed25519_seed
 from paycode.shared.errors import ServerRejected, WalletError
 from paycode.shared.versions.base import DeviceCredential
@@ -113,7 +114,7 @@ def _enroll_one(wallet: Wallet, client: ServerClient, token: str, version: str) 
 def client_for(wallet: Wallet) -> ServerClient:
     if wallet.server_url is None:
         message = "this wallet has no server: run 'paycode-wallet enroll --server URL'"
-        raise WalletError(message, code="not_enrolled")
+        raise WalletError(message, code=ErrorCode.NOT_ENROLLED)
     return ServerClient(wallet.server_url)
 
 
@@ -141,7 +142,7 @@ def signed_call(
         except ServerRejected as error:
             wallet.record_clock_offset(error.clock_offset_s)
             moved_s = abs(wallet.clock_offset_s - used_offset_s)
-            if error.code != "unauthorized" or moved_s < CLOCK_RETRY_S_MIN:
+            if error.code != ErrorCode.UNAUTHORIZED or moved_s < CLOCK_RETRY_S_MIN:
                 raise
             if attempt == SIGNED_ATTEMPTS_MAX:
                 raise

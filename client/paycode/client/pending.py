@@ -14,6 +14,7 @@ from typing import Any
 
 from paycode.client.online import signed_call
 from paycode.client.wallet import Wallet
+from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import WalletError
 
 PIN_DIGITS = 6
@@ -22,7 +23,7 @@ PAYMENT_ID = re.compile(r"pay_[0-9a-f]{16}")
 
 def check_pin(pin: str) -> str:
     if len(pin) != PIN_DIGITS or not pin.isascii() or not pin.isdigit():
-        raise WalletError(f"a PIN is {PIN_DIGITS} digits", code="pin_invalid")
+        raise WalletError(f"a PIN is {PIN_DIGITS} digits", code=ErrorCode.PIN_INVALID)
     return pin
 
 
@@ -30,7 +31,7 @@ def check_payment_id(payment_id: str) -> str:
     if PAYMENT_ID.fullmatch(payment_id) is None:
         raise WalletError(
             f"{payment_id[:40]!r} is not a payment id (pay_ and 16 hex digits)",
-            code="invalid_argument",
+            code=ErrorCode.INVALID_ARGUMENT,
         )
     return payment_id
 
@@ -48,7 +49,7 @@ def only_pending(wallet: Wallet) -> str:
         detail = "no payment is" if not items else f"{len(items)} payments are"
         raise WalletError(
             f"{detail} waiting: name one (paycode-wallet pending lists them)",
-            code="payment_not_pending" if not items else "invalid_argument",
+            code=ErrorCode.PAYMENT_NOT_PENDING if not items else ErrorCode.INVALID_ARGUMENT,
         )
     return str(items[0].get("payment_id", ""))
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from paycode.client.keystore import KEYSTORE_NAME, Keystore, passphrase_for
 from paycode.shared.binding import MerchantBinding
+from paycode.shared.codes import ErrorCode
 from paycode.shared.enrollment import GrantInfo, read_grant
 from paycode.shared.errors import CounterExhausted, WalletError
 from paycode.shared.timestep import STEP_SECONDS, seconds_left_in_step, step_at
@@ -108,7 +109,9 @@ def _enrollment_from_json(raw: Mapping[str, Any]) -> Enrollment:
         )
         return Enrollment(str(raw["device_id"]), credential, int(raw["counter_max"]))
     except (KeyError, TypeError, ValueError) as error:
-        raise WalletError("keystore holds a damaged enrollment", code="wallet_corrupt") from error
+        raise WalletError(
+            "keystore holds a damaged enrollment", code=ErrorCode.WALLET_CORRUPT
+        ) from error
 
 
 class Wallet:
@@ -128,7 +131,7 @@ class Wallet:
         """
         if not (home / KEYSTORE_NAME).exists():
             message = f"no wallet at {home}: run 'paycode-wallet enroll' first"
-            raise WalletError(message, code="not_enrolled")
+            raise WalletError(message, code=ErrorCode.NOT_ENROLLED)
         store, document = Keystore.open(home / KEYSTORE_NAME, passphrase_for(home))
         return cls(home, store, document)
 
@@ -166,7 +169,7 @@ class Wallet:
         if not enrolled:
             raise WalletError(
                 "this wallet has no enrolled device: run 'paycode-wallet enroll'",
-                code="not_enrolled",
+                code=ErrorCode.NOT_ENROLLED,
             )
         if version is None and bindable:
             version = next((v for v in BOUND_VERSION_ORDER if v in enrolled), None)
@@ -174,14 +177,16 @@ class Wallet:
                 message = (
                     f"a bound code needs a v2 or v3 enrollment (enrolled: {', '.join(enrolled)})"
                 )
-                raise WalletError(message, code="not_enrolled")
+                raise WalletError(message, code=ErrorCode.NOT_ENROLLED)
         if version is None:
             version = next(
                 (v for v in DEFAULT_VERSION_ORDER if v in enrolled), next(iter(enrolled))
             )
         if version not in enrolled:
             have = ", ".join(enrolled)
-            raise WalletError(f"not enrolled for {version} (enrolled: {have})", code="not_enrolled")
+            raise WalletError(
+                f"not enrolled for {version} (enrolled: {have})", code=ErrorCode.NOT_ENROLLED
+            )
         return enrolled[version]
 
     # --- changes ----------------------------------------------------------------------------
@@ -260,7 +265,9 @@ class Wallet:
             seed = base64.b64decode(str(raw["seed"]), validate=True)
             return PendingRotation(version, str(raw["target"]), str(raw["key"]), seed)
         except (KeyError, binascii.Error, ValueError) as error:
-            raise WalletError("keystore holds a damaged rotation", code="wallet_corrupt") from error
+            raise WalletError(
+                "keystore holds a damaged rotation", code=ErrorCode.WALLET_CORRUPT
+            ) from error
 
     def begin_rotation(self, pending: PendingRotation) -> None:
         """Save the request before it is sent: if the answer is lost, the retry is the same."""
@@ -282,11 +289,11 @@ class Wallet:
         keystore holds the old device or the new one, never neither."""
         pending = self.pending_rotation(version)
         if pending is None:
-            raise WalletError(f"no rotation of {version} is under way", code="not_enrolled")
+            raise WalletError(f"no rotation of {version} is under way", code=ErrorCode.NOT_ENROLLED)
         credential, info = read_grant(grant, ed25519_seed=pending.seed)
         if info.version != pending.target:
             message = f"the server granted {info.version[:8]}, not {pending.target}"
-            raise WalletError(message, code="enrollment_invalid")
+            raise WalletError(message, code=ErrorCode.ENROLLMENT_INVALID)
         enrollment = Enrollment(info.device_id, credential, info.counter_max)
         with self._editing():
             self._doc["rotations"].pop(version, None)
@@ -314,7 +321,7 @@ class Wallet:
         codec = by_name(enrollment.credential.version)
         if binding is not None and not codec.bindable:
             message = f"{codec.version} codes cannot be merchant-bound: use --version v2 or v3"
-            raise WalletError(message, code="binding_unsupported")
+            raise WalletError(message, code=ErrorCode.BINDING_UNSUPPORTED)
         device_now_s = local_now_s + self.clock_offset_s
         step = step_at(device_now_s, STEP_SECONDS)
         with self._editing():

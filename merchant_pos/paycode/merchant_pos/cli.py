@@ -31,6 +31,7 @@ from paycode.merchant_pos.till import (
     codes_from_lines,
     new_order_id,
 )
+from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import AmountInvalid, PaycodeError
 from paycode.shared.money import parse_amount
 
@@ -44,7 +45,7 @@ WAIT_REPORT_S = 10.0
 
 
 class ScanError(PaycodeError):
-    code = "no_code_found"
+    code = ErrorCode.NO_CODE_FOUND
 
 
 def _human(found: list[dict[str, object]]) -> str:
@@ -129,7 +130,7 @@ def _wait_on_stderr(wait_s: float) -> ConfirmWait:
 
     def on_waiting(remaining_s: float) -> None:
         if not told:
-            print(cashier_message("confirmation_required"), file=sys.stderr)
+            print(cashier_message(ErrorCode.CONFIRMATION_REQUIRED), file=sys.stderr)
         elif told[-1] - remaining_s >= WAIT_REPORT_S:
             print(f"  {remaining_s:.0f} s left", file=sys.stderr)
         else:

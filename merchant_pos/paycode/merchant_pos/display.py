@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from paycode.merchant_pos.messages import cashier_message
 from paycode.merchant_pos.scanloop import Detection
 from paycode.merchant_pos.till import SaleOutcome
+from paycode.shared.codes import ErrorCode
 
 Bgr = NDArray[np.uint8]
 
@@ -64,7 +65,7 @@ def render_scan_frame(frame: Bgr, detections: Sequence[Detection], amount_text: 
 def render_outcome(outcome: SaleOutcome) -> Bgr:
     """A full screen the cashier reads from a step away: green PAID, or red with the reason."""
     width, height = OUTCOME_SIZE_PX
-    colour = GREEN if outcome.paid else AMBER if outcome.code == "outcome_unknown" else RED
+    colour = GREEN if outcome.paid else AMBER if outcome.code == ErrorCode.OUTCOME_UNKNOWN else RED
     image = np.full((height, width, 3), colour, dtype=np.uint8)
     _banner(image, outcome.headline, top_px=height // 4, scale=3.2, thickness=7)
     if not outcome.paid:
@@ -84,7 +85,7 @@ def render_waiting(amount_text: str, remaining_s: float) -> Bgr:
     image = np.full((height, width, 3), AMBER, dtype=np.uint8)
     _banner(image, "WAITING", top_px=height // 4, scale=3.2, thickness=7)
     _banner(image, amount_text, top_px=height // 2 - 40, scale=1.6, thickness=3)
-    message = cashier_message("confirmation_required")
+    message = cashier_message(ErrorCode.CONFIRMATION_REQUIRED)
     lines = textwrap.wrap(message, MESSAGE_CHARS_PER_LINE)[:MESSAGE_LINES_MAX]
     for index, line in enumerate(lines):
         _banner(image, line, top_px=height // 2 + 50 + 48 * index, scale=1.1, thickness=2)

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from paycode.appkit.decoding import Gray
+from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import PaycodeError
 
 __all__ = [
@@ -58,13 +59,13 @@ class SourceUnavailable(PaycodeError):
     """A frame source cannot be opened or stopped delivering frames (no camera, no file, not
     a video or image OpenCV can read)."""
 
-    code = "source_unavailable"
+    code = ErrorCode.SOURCE_UNAVAILABLE
 
 
 class SourceInvalid(PaycodeError):
     """A source spec is not `camera:N`, `video:PATH`, `image:PATH` or `stdin`."""
 
-    code = "source_invalid"
+    code = ErrorCode.SOURCE_INVALID
 
 
 @dataclass(frozen=True, slots=True)

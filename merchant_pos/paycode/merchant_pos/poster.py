@@ -14,6 +14,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from paycode.appkit.rendering import qr_image
+from paycode.shared.codes import ErrorCode
 from paycode.shared.emv.collection import CollectionCode, build_collection_payload
 from paycode.shared.errors import PaycodeError
 from paycode.shared.money import format_amount, parse_amount
@@ -28,7 +29,7 @@ POSTER_SUFFIXES = (".png", ".pdf")
 
 
 class PosterInvalid(PaycodeError):
-    code = "invalid_argument"
+    code = ErrorCode.INVALID_ARGUMENT
 
 
 @dataclass(frozen=True)

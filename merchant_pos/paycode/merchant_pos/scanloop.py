@@ -39,6 +39,7 @@ from numpy.typing import NDArray
 from paycode.appkit.decoding import Corners, Decoded, Gray
 from paycode.merchant_pos.frames import to_gray
 from paycode.merchant_pos.scanpasses import DecodePass, Plan, default_plan
+from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import CodeMalformed, PaycodeError
 from paycode.shared.versions.registry import route
 
@@ -79,7 +80,7 @@ class Detection:
 class NoPaymentCode(PaycodeError):
     """The source ended (a video's last frame, a still image) without a payment code."""
 
-    code = "no_payment_code"
+    code = ErrorCode.NO_PAYMENT_CODE
 
     def __init__(self, message: str, *, frames_scanned: int, elapsed_seconds: float) -> None:
         super().__init__(message)
@@ -90,7 +91,7 @@ class NoPaymentCode(PaycodeError):
 class ScanTimeout(NoPaymentCode):
     """No payment code was found within the scan's `timeout_seconds`."""
 
-    code = "scan_timeout"
+    code = ErrorCode.SCAN_TIMEOUT
 
 
 @dataclass

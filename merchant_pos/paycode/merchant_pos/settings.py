@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from paycode.appkit.private_files import write_private
 from paycode.merchant_pos.api import TerminalClient
+from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import PaycodeError
 from paycode.shared.money import currency as known_currency
 from paycode.shared.terminal_auth import SECRET_BYTES
@@ -26,11 +27,11 @@ KEY_ID_CHARS_MAX = 64
 
 
 class PosNotConfigured(PaycodeError):
-    code = "pos_not_configured"
+    code = ErrorCode.POS_NOT_CONFIGURED
 
 
 class SettingsInvalid(PaycodeError):
-    code = "invalid_argument"
+    code = ErrorCode.INVALID_ARGUMENT
 
 
 def default_home() -> Path:

@@ -18,10 +18,10 @@ from typing import Any, TextIO
 
 from paycode.merchant_pos.api import TerminalClient
 from paycode.merchant_pos.messages import cashier_message
+from paycode.shared.codes import ErrorCode, PaymentStatus
 from paycode.shared.errors import CodeMalformed, ServerRejected, ServerUnreachable
 from paycode.shared.versions.registry import route
 
-PENDING = "pending_confirmation"
 CONFIRM_WAIT_S = 60.0
 """How long the till waits for the customer's PIN before cancelling (the server keeps a
 pending payment a little longer, PAYCODE_CONFIRM_WINDOW_S, so the till's cancel decides)."""
@@ -51,7 +51,7 @@ class SaleOutcome:
     def headline(self) -> str:
         if self.paid:
             return f"PAID {self.amount} {self.currency}"
-        return "NOT PAID" if self.code != "outcome_unknown" else "OUTCOME UNKNOWN"
+        return "NOT PAID" if self.code != ErrorCode.OUTCOME_UNKNOWN else "OUTCOME UNKNOWN"
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -111,7 +111,7 @@ def charge_code(
         return sale.outcome(False, error.code, cashier_message(error.code, error.message))
     except ServerUnreachable:
         return _settle_by_order(client, code, sale, key, wait or ConfirmWait())
-    if payment.get("status") == PENDING:
+    if payment.get("status") == PaymentStatus.PENDING_CONFIRMATION:
         return _await_confirmation(client, sale, payment, wait or ConfirmWait())
     return final_outcome(sale, payment)
 
@@ -128,7 +128,7 @@ def _charge(client: TerminalClient, code: str, sale: Sale, key: str) -> dict[str
 
 def final_outcome(sale: Sale, payment: dict[str, Any]) -> SaleOutcome:
     """A payment in an end state, as the cashier reads it."""
-    if payment.get("status") == "succeeded":
+    if payment.get("status") == PaymentStatus.SUCCEEDED:
         return sale.outcome(True, "paid", PAID_MESSAGE, payment)
     code = str(payment.get("failure_code") or payment.get("status") or "payment_failed")
     return sale.outcome(False, code, cashier_message(code), payment)
@@ -152,7 +152,7 @@ def _await_confirmation(
                 current = client.payment(payment_id)
             except (ServerUnreachable, ServerRejected):
                 continue  # keep waiting; the cancel below settles it
-            if current.get("status") != PENDING:
+            if current.get("status") != PaymentStatus.PENDING_CONFIRMATION:
                 return final_outcome(sale, current)
     except KeyboardInterrupt:
         pass
@@ -164,7 +164,7 @@ def _cancel(client: TerminalClient, sale: Sale, payment_id: str) -> SaleOutcome:
         return final_outcome(sale, client.cancel(payment_id))
     except (ServerUnreachable, ServerRejected):
         message = f"{cashier_message('outcome_unknown')} (payment {payment_id})"
-        return sale.outcome(False, "outcome_unknown", message)
+        return sale.outcome(False, ErrorCode.OUTCOME_UNKNOWN, message)
 
 
 def _settle_by_order(
@@ -176,10 +176,10 @@ def _settle_by_order(
     except (ServerUnreachable, ServerRejected):
         return _unknown(sale)
     for payment in found:
-        if payment.get("status") == "succeeded":
+        if payment.get("status") == PaymentStatus.SUCCEEDED:
             return final_outcome(sale, payment)
     for payment in found:
-        if payment.get("status") == PENDING:
+        if payment.get("status") == PaymentStatus.PENDING_CONFIRMATION:
             return _await_confirmation(client, sale, payment, wait)
     if found:
         return final_outcome(sale, found[0])
@@ -199,14 +199,14 @@ def _charge_again(
         return sale.outcome(False, error.code, cashier_message(error.code, error.message))
     except ServerUnreachable:
         return _unknown(sale)
-    if payment.get("status") == PENDING:
+    if payment.get("status") == PaymentStatus.PENDING_CONFIRMATION:
         return _await_confirmation(client, sale, payment, wait)
     return final_outcome(sale, payment)
 
 
 def _unknown(sale: Sale) -> SaleOutcome:
     message = f"{cashier_message('outcome_unknown')} (order {sale.order_id})"
-    return sale.outcome(False, "outcome_unknown", message)
+    return sale.outcome(False, ErrorCode.OUTCOME_UNKNOWN, message)
 
 
 def codes_from_lines(stream: TextIO, *, lines_max: int = STDIN_LINES_MAX) -> Iterator[str]:

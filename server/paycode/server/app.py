@@ -12,17 +12,19 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from paycode.server.config import ServerConfig
 from paycode.server.database.directory import Directory
 from paycode.server.database.engine import db, read_only
-from paycode.server.http.problems import ApiError, register_error_handlers
+from paycode.server.http.problems import register_error_handlers
 from paycode.server.operations import metrics, observability
-from paycode.server.safety.guard import GuardSettings
-from paycode.server.safety.limits import LimitSettings
 from paycode.server.safety.secretbox import SecretBox
+from paycode.server.services import CONFIG_KEY
+from paycode.shared.codes import ErrorCode
+from paycode.shared.errors import ApiError
 
 
-def create_app(config: ServerConfig | None = None) -> Flask:
-    config = config or ServerConfig.from_env()
+def create_app(config: ServerConfig) -> Flask:
+    """The app for `config` (ServerConfig.from_env() in production): nothing is read from the
+    environment here."""
     app = Flask("paycode.server", instance_path=str(config.instance_path))
-    app.config["PAYCODE"] = config
+    app.config[CONFIG_KEY] = config
     app.config["MAX_CONTENT_LENGTH"] = config.body_bytes_max
     app.config["TESTING"] = config.testing
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -30,8 +32,6 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     box = SecretBox.from_config(config)
     app.extensions["paycode_secrets"] = box
     app.extensions["paycode_directory"] = Directory(app.extensions["paycode_engine"], box)
-    app.extensions["paycode_guard"] = GuardSettings.from_env()
-    app.extensions["paycode_limits"] = LimitSettings.from_env()
     register_error_handlers(app)
     observability.init_app(app)  # request id, JSON log line
     metrics.init_app(app)  # /metrics, latency
@@ -47,7 +47,9 @@ def create_app(config: ServerConfig | None = None) -> Flask:
         # NUL reaches the database as text PostgreSQL refuses (a 500): refused here instead.
         nul = "\x00" in request.path or b"%00" in request.query_string
         if nul or any("\x00" in value for value in request.headers.values()):
-            raise ApiError("invalid_request", "NUL is not allowed in a path, query or header")
+            raise ApiError(
+                ErrorCode.INVALID_REQUEST, "NUL is not allowed in a path, query or header"
+            )
         # A chunked body has no Content-Length: werkzeug stops reading it at
         # MAX_CONTENT_LENGTH without an error, and the request would be read as its prefix.
         chunked = request.content_length is None and "Transfer-Encoding" in request.headers

@@ -38,8 +38,8 @@ from paycode.server.commands.money import add_money_commands
 from paycode.server.commands.notifications import add_notification_commands
 from paycode.server.notifications import delivery
 from paycode.server.operations import observability, purge
-from paycode.server.safety.guard import GuardSettings
 from paycode.server.safety.secretbox import SecretBox
+from paycode.shared.codes import ErrorCode
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -93,16 +93,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _parse_bind(bind: str) -> str:
     host, sep, port = bind.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise CliError("invalid_argument", f"--bind must be HOST:PORT, got {bind[:80]!r}")
+        raise CliError(ErrorCode.INVALID_ARGUMENT, f"--bind must be HOST:PORT, got {bind[:80]!r}")
     return bind
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """gunicorn with sync workers; each worker imports server.wsgi (its own engine) after fork."""
     if not 1 <= args.workers <= WORKERS_MAX:
-        raise CliError("invalid_argument", f"--workers must be 1-{WORKERS_MAX}")
+        raise CliError(ErrorCode.INVALID_ARGUMENT, f"--workers must be 1-{WORKERS_MAX}")
     config = _config()  # a broken configuration fails here, with its code, not in every worker
-    observability.MetricsAccess.from_env()
     # Before anything imports prometheus_client: each worker writes its samples here.
     metrics_dir = observability.prepare_multiprocess_dir(config.instance_path)
     os.environ[observability.MULTIPROC_ENV] = str(metrics_dir)
@@ -147,21 +146,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Purge expired rows and deliver due notifications every --interval-s; --once or
     --iterations-max bound the loop."""
     if args.interval_s < WORKER_INTERVAL_S_MIN:
-        raise CliError("invalid_argument", f"--interval-s must be at least {WORKER_INTERVAL_S_MIN}")
+        raise CliError(
+            ErrorCode.INVALID_ARGUMENT, f"--interval-s must be at least {WORKER_INTERVAL_S_MIN}"
+        )
     iterations_max = 1 if args.once else args.iterations_max
     if iterations_max is not None and iterations_max < 1:
-        raise CliError("invalid_argument", "--iterations-max must be at least 1")
+        raise CliError(ErrorCode.INVALID_ARGUMENT, "--iterations-max must be at least 1")
     config = _config()
-    delivery_settings = delivery.DeliverySettings.from_env()
-    guard = GuardSettings.from_env()
     box = SecretBox.from_config(config)
     stop = _stop_on_signals()
     iteration = 0
     while iterations_max is None or iteration < iterations_max:
         with _session(config) as session:
-            purged = purge.purge_expired(session, time.time(), guard=guard)
+            purged = purge.purge_expired(session, time.time(), guard=config.guard)
         with _session(config) as session:
-            sent = delivery.deliver_due(session, box, delivery_settings, stopping=stop.is_set)
+            sent = delivery.deliver_due(session, box, config.delivery, stopping=stop.is_set)
         counts = " ".join(f"{table}={count}" for table, count in purged.items())
         told = " ".join(f"{name}={count}" for name, count in sent.as_dict().items())
         data = {"purged": purged, "notifications": sent.as_dict()}

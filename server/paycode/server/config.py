@@ -1,4 +1,5 @@
-"""Server configuration, read from the environment once at start (never per request).
+"""Server configuration: one object, read from the environment once at start (never per
+request) by `ServerConfig.from_env`, and handed to `create_app`, the worker and the commands.
 
 PAYCODE_DATABASE_URL   SQLAlchemy URL; default an SQLite file in the instance folder
 PAYCODE_INSTANCE       instance folder (database, master key files); default ./instance
@@ -17,6 +18,13 @@ PAYCODE_VERSION_STATUSES_TTL_S
                        production (server.lifecycle.STATUSES_TTL_S, 5 s). The test suite sets
                        it on its own servers so that a lifecycle change shows in about a second
 
+The settings of the parts are fields of it, each parsed from the same environment:
+`guard` (PAYCODE_GUESS_*, paycode.server.safety.guard), `limits` (PAYCODE_PINLESS_*,
+PAYCODE_CODE_PAYMENT_MAX, PAYCODE_CONFIRM_WINDOW_S, PAYCODE_LIMIT_DAY_OFFSET_MINUTES,
+paycode.server.safety.limits), `delivery` (PAYCODE_NOTIFY_*, paycode.server.notifications.delivery),
+`settlement` (PAYCODE_FEE_BPS, paycode.server.books.settlement) and `metrics`
+(PAYCODE_METRICS_TOKEN, paycode.server.operations.observability); docs/operations.md lists them.
+
 Every configured key opens the rows sealed under its id, so a master-key rotation
 (docs/operations.md) adds the new key next to the old one, makes it current, re-wraps the rows
 (`paycode-server keys rotate-master`), then drops the old key. One id given two different keys
@@ -34,7 +42,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from paycode.shared.errors import PaycodeError
+from paycode.server.books.settlement import SettlementSettings
+from paycode.server.notifications.delivery import DeliverySettings
+from paycode.server.operations.observability import MetricsAccess
+from paycode.server.safety.guard import GuardSettings
+from paycode.server.safety.limits import LimitSettings
+from paycode.shared.errors import ConfigError
 
 MASTER_KEY_BYTES = 32
 MASTER_KEY_FILE = "master.key"
@@ -45,10 +58,6 @@ KEY_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,16}")
 STATUSES_TTL_ENV = "PAYCODE_VERSION_STATUSES_TTL_S"
 PROXY_HOPS_ENV = "PAYCODE_PROXY_HOPS"
 PROXY_HOPS_MAX = 8
-
-
-class ConfigError(PaycodeError):
-    code = "config_invalid"
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,11 @@ class ServerConfig:
     statuses_ttl_s: float | None = None
     """How long a worker caches the code-version statuses; None: server.lifecycle.STATUSES_TTL_S.
     Only tests set it (PAYCODE_VERSION_STATUSES_TTL_S), to see lifecycle changes sooner."""
+    guard: GuardSettings = field(default_factory=GuardSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    settlement: SettlementSettings = field(default_factory=SettlementSettings)
+    metrics: MetricsAccess = field(default_factory=MetricsAccess)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServerConfig:
@@ -82,6 +96,11 @@ class ServerConfig:
             "master_key_id": key_id,
             "statuses_ttl_s": _seconds(env, STATUSES_TTL_ENV),
             "proxy_hops": _proxy_hops(env),
+            "guard": GuardSettings.parse(env),
+            "limits": LimitSettings.parse(env),
+            "delivery": DeliverySettings.parse(env),
+            "settlement": SettlementSettings.parse(env),
+            "metrics": MetricsAccess.parse(env),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

@@ -9,6 +9,8 @@ verification returns a `Rejected` result (see `shared.verify`).
 
 from __future__ import annotations
 
+from paycode.shared.codes import HTTP_STATUS, ErrorCode
+
 
 class PaycodeError(Exception):
     """Base of every error the project raises on purpose."""
@@ -26,7 +28,7 @@ class PaycodeError(Exception):
 class CodeMalformed(PaycodeError):
     """A scanned string is not a payment code of any live version (or is corrupt)."""
 
-    code = "code_malformed"
+    code = ErrorCode.CODE_MALFORMED
 
 
 class EmvFormatError(CodeMalformed):
@@ -44,29 +46,35 @@ class EmvCrcError(EmvFormatError):
 class AmountInvalid(PaycodeError):
     """An amount is not a positive decimal with at most the currency's minor digits."""
 
-    code = "amount_invalid"
+    code = ErrorCode.AMOUNT_INVALID
 
 
 class CurrencyUnknown(AmountInvalid):
     """A currency is not an ISO 4217 code we support."""
 
 
+class ConfigError(PaycodeError):
+    """The server's configuration (environment, key files) cannot be used as it is."""
+
+    code = ErrorCode.CONFIG_INVALID
+
+
 class CurrencyMismatch(PaycodeError):
     """Two amounts (or an amount and an account) have different currencies."""
 
-    code = "currency_mismatch"
+    code = ErrorCode.CURRENCY_MISMATCH
 
 
 class EnrollmentInvalid(PaycodeError):
     """A provisioning message from the server is incomplete or inconsistent."""
 
-    code = "enrollment_invalid"
+    code = ErrorCode.ENROLLMENT_INVALID
 
 
 class CounterExhausted(PaycodeError):
     """The device made every code it may make in this time step; the next step frees more."""
 
-    code = "counter_exhausted"
+    code = ErrorCode.COUNTER_EXHAUSTED
 
     def __init__(self, message: str, *, retry_after_s: float) -> None:
         super().__init__(message)
@@ -76,13 +84,13 @@ class CounterExhausted(PaycodeError):
 class ImageUnreadable(PaycodeError):
     """An image file is missing or is not a picture a decoder can read."""
 
-    code = "image_unreadable"
+    code = ErrorCode.IMAGE_UNREADABLE
 
 
 class ServerUnreachable(PaycodeError):
     """The server did not answer (network down, refused, timed out). Nothing was learned."""
 
-    code = "server_unreachable"
+    code = ErrorCode.SERVER_UNREACHABLE
 
 
 class ServerRejected(PaycodeError):
@@ -103,9 +111,9 @@ class ServerRejected(PaycodeError):
 class WalletError(PaycodeError):
     """The local wallet cannot do what was asked (not enrolled, wrong passphrase, corrupt)."""
 
-    code = "wallet_error"
+    code = ErrorCode.WALLET_ERROR
 
-    def __init__(self, message: str, *, code: str = "wallet_error") -> None:
+    def __init__(self, message: str, *, code: ErrorCode = ErrorCode.WALLET_ERROR) -> None:
         super().__init__(message)
         self.code = code
 
@@ -113,7 +121,7 @@ class WalletError(PaycodeError):
 class NotPaycodeCollection(CodeMalformed):
     """A well-formed EMV merchant-presented QR of another scheme: no Paycode merchant account."""
 
-    code = "not_paycode_collection"
+    code = ErrorCode.NOT_PAYCODE_COLLECTION
 
 
 class CollectionInvalid(PaycodeError, ValueError):
@@ -121,4 +129,15 @@ class CollectionInvalid(PaycodeError, ValueError):
 
     Also a ValueError: bad arguments to a pure builder, which callers may treat either way."""
 
-    code = "invalid_argument"
+    code = ErrorCode.INVALID_ARGUMENT
+
+
+class ApiError(PaycodeError):
+    """A request the server refuses with a stable code: raised anywhere while a request is
+    served, turned into an RFC 9457 problem by the server (paycode.server.http.problems), with
+    the code's HTTP status unless `status` says otherwise."""
+
+    def __init__(self, code: ErrorCode, detail: str, *, status: int | None = None) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.status = status or HTTP_STATUS.get(code, 400)

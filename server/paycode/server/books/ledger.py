@@ -12,7 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from paycode.server.database.models import SYSTEM, Account, LedgerEntry, LedgerTransaction, new_id
-from paycode.server.http.problems import ApiError
+from paycode.shared.codes import ErrorCode
+from paycode.shared.errors import ApiError
 
 
 def account(session: Session, owner_kind: str, owner_id: str, currency: str) -> Account | None:
@@ -71,10 +72,10 @@ def transfer(
     """Move `amount_minor` from `debit` to `credit`; raises insufficient_funds, moves nothing."""
     assert amount_minor > 0 and debit.id != credit.id
     if debit.currency != credit.currency:
-        raise ApiError("currency_mismatch", "accounts hold different currencies")
+        raise ApiError(ErrorCode.CURRENCY_MISMATCH, "accounts hold different currencies")
     for account_id, delta in sorted([(debit.id, -amount_minor), (credit.id, amount_minor)]):
         if not _move(session, account_id, delta):
-            raise ApiError("insufficient_funds", "the balance does not cover the amount")
+            raise ApiError(ErrorCode.INSUFFICIENT_FUNDS, "the balance does not cover the amount")
     transaction_id = new_id("txn")
     entries: list[dict[str, str | int]] = [
         {"transaction_id": transaction_id, "account_id": debit.id, "amount_minor": -amount_minor},

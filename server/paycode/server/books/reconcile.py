@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from paycode.server.database.engine import read_only
 from paycode.server.database.models import Account, LedgerEntry, LedgerTransaction, Payment, Refund
+from paycode.shared.codes import PaymentStatus
 
 BATCH_ROWS: Final = 1000
 BATCH_ROWS_MAX: Final = 10_000
@@ -44,7 +45,6 @@ MISMATCHES_LISTED_MAX: Final = 50
 KINDS: Final = ("top_up", "charge", "refund")
 CHARGE: Final = "charge"
 REFUND: Final = "refund"
-SUCCEEDED: Final = "succeeded"
 
 Side = tuple[str, str, str]
 """(owner_kind, owner_id, currency) of an account."""
@@ -332,7 +332,7 @@ def _transfer(payment: Payment, from_kind: str, amount_minor: int) -> dict[Side,
 
 def _check_charge(report: Report, payment: Payment, moved: _Moved) -> None:
     charges = moved.transactions.get(CHARGE, 0)
-    if payment.status != SUCCEEDED:
+    if payment.status != PaymentStatus.SUCCEEDED:
         if charges:
             detail = f"a {payment.status} payment has {charges} charge transaction(s)"
             report.add("charge_without_success", payment.id, detail)
@@ -359,7 +359,7 @@ def _check_refunds(report: Report, payment: Payment, moved: _Moved) -> None:
         detail = f"{moved.refund_count} refund(s), {transactions} refund transaction(s)"
         report.add("refund_mismatch", payment.id, detail)
         return
-    if moved.refund_count and payment.status != SUCCEEDED:
+    if moved.refund_count and payment.status != PaymentStatus.SUCCEEDED:
         report.add("refund_mismatch", payment.id, f"a {payment.status} payment has refunds")
     expected = _transfer(payment, "merchant", moved.refund_sum_minor)
     found = dict(moved.sides.get(REFUND, {}))

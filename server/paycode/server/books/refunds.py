@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 from paycode.server.books import ledger
 from paycode.server.charge.planning import payment_json
 from paycode.server.database.models import Payment, Refund, new_id
-from paycode.server.http.problems import ApiError
 from paycode.server.notifications import events
-from paycode.shared.errors import AmountInvalid
+from paycode.shared.codes import ErrorCode, PaymentStatus
+from paycode.shared.errors import AmountInvalid, ApiError
 from paycode.shared.money import Money, format_amount, parse_amount
 
 
@@ -24,7 +24,7 @@ def owned_payment(session: Session, merchant_id: str, payment_id: str) -> Paymen
     """The payment if it belongs to the merchant; not_found otherwise (no leak)."""
     payment = session.get(Payment, payment_id[:64])
     if payment is None or payment.merchant_id != merchant_id:
-        raise ApiError("not_found", "no such payment for this merchant")
+        raise ApiError(ErrorCode.NOT_FOUND, "no such payment for this merchant")
     return payment
 
 
@@ -33,11 +33,11 @@ def _amount(body: dict[str, Any], payment: Payment) -> int:
     if text is None:
         return payment.amount_minor - payment.refunded_minor
     if not isinstance(text, str):
-        raise ApiError("amount_invalid", "'amount' must be a decimal string")
+        raise ApiError(ErrorCode.AMOUNT_INVALID, "'amount' must be a decimal string")
     try:
         return parse_amount(text, payment.currency).amount_minor
     except AmountInvalid as error:
-        raise ApiError("amount_invalid", error.message) from error
+        raise ApiError(ErrorCode.AMOUNT_INVALID, error.message) from error
 
 
 def refund(
@@ -55,11 +55,13 @@ def refund(
     form): the refund happens only if that is still so, which makes a double-submitted form
     refund once (`payment_changed`) where an idempotency key is not available."""
     payment = owned_payment(session, merchant_id, payment_id)
-    if payment.status != "succeeded":
-        raise ApiError("payment_not_refundable", f"a {payment.status} payment moved no money")
+    if payment.status != PaymentStatus.SUCCEEDED:
+        raise ApiError(
+            ErrorCode.PAYMENT_NOT_REFUNDABLE, f"a {payment.status} payment moved no money"
+        )
     amount_minor = _amount(body, payment)
     if amount_minor <= 0:
-        raise ApiError("refund_exceeds_payment", "this payment is already fully refunded")
+        raise ApiError(ErrorCode.REFUND_EXCEEDS_PAYMENT, "this payment is already fully refunded")
     unchanged = (
         () if refunded_seen_minor is None else (Payment.refunded_minor == refunded_seen_minor,)
     )
@@ -76,9 +78,13 @@ def refund(
     if bounded.rowcount != 1:  # type: ignore[attr-defined]
         session.refresh(payment)
         if refunded_seen_minor is not None and payment.refunded_minor != refunded_seen_minor:
-            raise ApiError("payment_changed", "the payment was refunded meanwhile: look again")
+            raise ApiError(
+                ErrorCode.PAYMENT_CHANGED, "the payment was refunded meanwhile: look again"
+            )
         left = Money(payment.amount_minor - payment.refunded_minor, payment.currency)
-        raise ApiError("refund_exceeds_payment", f"at most {format_amount(left)} can be refunded")
+        raise ApiError(
+            ErrorCode.REFUND_EXCEEDS_PAYMENT, f"at most {format_amount(left)} can be refunded"
+        )
     merchant_account = ledger.account(session, "merchant", payment.merchant_id, payment.currency)
     user_account = ledger.account(session, "user", payment.user_id or "", payment.currency)
     assert merchant_account is not None and user_account is not None

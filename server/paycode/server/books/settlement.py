@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -35,7 +34,6 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from paycode.server.books.reconcile import snapshot_session
-from paycode.server.config import ConfigError
 from paycode.server.database.models import (
     Account,
     LedgerEntry,
@@ -44,10 +42,11 @@ from paycode.server.database.models import (
     Payment,
     Refund,
 )
-from paycode.server.http.problems import ApiError
-from paycode.server.notifications.events import iso_time
 from paycode.server.safety.limits import DAY_S, LimitSettings
+from paycode.shared.codes import ErrorCode, PaymentStatus
+from paycode.shared.errors import ApiError, ConfigError
 from paycode.shared.money import currency as lookup_currency
+from paycode.shared.timestamps import iso_time
 
 BATCH_ROWS: Final = 1000
 LINES_MAX: Final = 100_000
@@ -90,8 +89,9 @@ class SettlementSettings:
     fee_bps: int = 0  # PAYCODE_FEE_BPS: the merchant fee rate reported in the file
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> SettlementSettings:
-        raw = (os.environ if env is None else env).get("PAYCODE_FEE_BPS", "")
+    def parse(cls, env: Mapping[str, str]) -> SettlementSettings:
+        """From the environment variables in `env` (ServerConfig.from_env hands them in)."""
+        raw = env.get("PAYCODE_FEE_BPS", "")
         if not raw:
             return cls()
         if not raw.isascii() or not raw.isdigit() or int(raw) > FEE_BPS_MAX:
@@ -149,11 +149,11 @@ def parse_day(text: str | None) -> dt.date:
     """A calendar date written YYYY-MM-DD; `date_invalid` otherwise."""
     if not isinstance(text, str) or DATE_PATTERN.fullmatch(text) is None:
         shown = "nothing" if not text else repr(text[:32])
-        raise ApiError("date_invalid", f"the date must be YYYY-MM-DD, got {shown}")
+        raise ApiError(ErrorCode.DATE_INVALID, f"the date must be YYYY-MM-DD, got {shown}")
     try:
         return dt.date.fromisoformat(text)
     except ValueError as error:
-        raise ApiError("date_invalid", f"{text} is not a calendar date") from error
+        raise ApiError(ErrorCode.DATE_INVALID, f"{text} is not a calendar date") from error
 
 
 def day_window(day: dt.date, limits: LimitSettings) -> DayWindow:
@@ -230,7 +230,8 @@ def _lines(
         if len(lines) > LINES_MAX:
             break
     raise ApiError(
-        "settlement_too_large", f"more than {LINES_MAX} movements in one day: ask the operator"
+        ErrorCode.SETTLEMENT_TOO_LARGE,
+        f"more than {LINES_MAX} movements in one day: ask the operator",
     )
 
 
@@ -301,7 +302,7 @@ def _payment_line(line: Line, payment: _PaymentRef | None, merchant_id: str, fee
         )
     assert payment is not None
     if line.kind == CHARGE and (
-        payment.status != "succeeded" or line.amount_minor != payment.amount_minor
+        payment.status != PaymentStatus.SUCCEEDED or line.amount_minor != payment.amount_minor
     ):
         _mismatch(
             f"charge {line.transaction_id} credits {line.amount_minor}, but payment "
@@ -370,7 +371,7 @@ def _totals(lines: list[Line], currencies: set[str]) -> tuple[Total, ...]:
 
 def _mismatch(detail: str) -> None:
     raise ApiError(
-        "ledger_mismatch",
+        ErrorCode.LEDGER_MISMATCH,
         f"the settlement does not match the ledger ({detail}); run `paycode-server reconcile`",
     )
 
@@ -531,11 +532,14 @@ def file_name(settlement: Settlement) -> str:
 
 
 def for_merchant(
-    engine: Engine, merchant_id: str, date_text: str | None, limits: LimitSettings
+    engine: Engine,
+    merchant_id: str,
+    date_text: str | None,
+    limits: LimitSettings,
+    settings: SettlementSettings,
 ) -> Settlement:
     """One merchant's day, read on one snapshot (GET /v1/settlement, the dashboard)."""
     window = day_window(parse_day(date_text), limits)
-    settings = SettlementSettings.from_env()
     with snapshot_session(engine) as session:
         merchant = session.get(Merchant, merchant_id)
         assert merchant is not None, "a terminal belongs to a merchant"

@@ -16,11 +16,11 @@ from sqlalchemy.orm import Session
 from paycode.server.books import ledger
 from paycode.server.charge.planning import payment_json
 from paycode.server.database.models import Device, Merchant, Payment, Terminal, new_id
-from paycode.server.http.problems import ApiError
 from paycode.server.http.request_fields import string_field
 from paycode.server.notifications import events
+from paycode.shared.codes import ErrorCode, PaymentStatus
 from paycode.shared.emv.collection import CollectionCode, read_collection
-from paycode.shared.errors import AmountInvalid, CodeMalformed
+from paycode.shared.errors import AmountInvalid, ApiError, CodeMalformed
 from paycode.shared.money import Money, format_amount, parse_amount
 
 QR_PAYLOAD_CHARS_MAX = 512
@@ -35,19 +35,21 @@ def _collection(body: dict[str, Any]) -> CollectionCode:
     try:
         return read_collection(payload)
     except CodeMalformed as error:
-        raise ApiError("qr_invalid", f"not a Paycode collection QR: {error.message}") from error
+        raise ApiError(
+            ErrorCode.QR_INVALID, f"not a Paycode collection QR: {error.message}"
+        ) from error
 
 
 def _merchant(session: Session, code: CollectionCode) -> Merchant:
     merchant = session.get(Merchant, code.merchant_id[:ID_CHARS_MAX])
     if merchant is None:
-        raise ApiError("not_found", "this QR names a merchant the server does not know")
+        raise ApiError(ErrorCode.NOT_FOUND, "this QR names a merchant the server does not know")
     if code.currency != merchant.currency:
-        raise ApiError("currency_mismatch", f"this merchant takes {merchant.currency}")
+        raise ApiError(ErrorCode.CURRENCY_MISMATCH, f"this merchant takes {merchant.currency}")
     if code.terminal_id is not None:
         terminal = session.get(Terminal, code.terminal_id[:ID_CHARS_MAX])
         if terminal is None or terminal.merchant_id != merchant.id:
-            raise ApiError("qr_invalid", "this QR names a terminal of another merchant")
+            raise ApiError(ErrorCode.QR_INVALID, "this QR names a terminal of another merchant")
     return merchant
 
 
@@ -55,17 +57,21 @@ def _amount(body: dict[str, Any], code: CollectionCode) -> Money:
     """A dynamic QR's amount is the amount; a static QR needs the consumer's amount."""
     asked = body.get("amount")
     if asked is not None and not isinstance(asked, str):
-        raise ApiError("amount_invalid", "'amount' must be a decimal string such as '12.50'")
+        raise ApiError(
+            ErrorCode.AMOUNT_INVALID, "'amount' must be a decimal string such as '12.50'"
+        )
     try:
         fixed = parse_amount(code.amount, code.currency) if code.amount is not None else None
         wanted = parse_amount(asked, code.currency) if asked is not None else None
     except AmountInvalid as error:
-        raise ApiError("amount_invalid", error.message) from error
+        raise ApiError(ErrorCode.AMOUNT_INVALID, error.message) from error
     if fixed is not None and wanted is not None and fixed != wanted:
-        raise ApiError("amount_invalid", f"this QR fixes the amount at {format_amount(fixed)}")
+        raise ApiError(
+            ErrorCode.AMOUNT_INVALID, f"this QR fixes the amount at {format_amount(fixed)}"
+        )
     amount = fixed or wanted
     if amount is None:
-        raise ApiError("amount_invalid", "this QR has no amount: send 'amount'")
+        raise ApiError(ErrorCode.AMOUNT_INVALID, "this QR has no amount: send 'amount'")
     return amount
 
 
@@ -77,7 +83,7 @@ def pay(session: Session, device: Device, body: dict[str, Any], now_s: float) ->
     payer = ledger.account(session, "user", device.user_id, money.currency)
     payee = ledger.account(session, "merchant", merchant.id, money.currency)
     if payer is None:
-        raise ApiError("currency_mismatch", f"you have no {money.currency} account")
+        raise ApiError(ErrorCode.CURRENCY_MISMATCH, f"you have no {money.currency} account")
     assert payee is not None, "a merchant's account is opened with the merchant"
     payment = Payment(
         id=new_id("pay"),
@@ -88,7 +94,7 @@ def pay(session: Session, device: Device, body: dict[str, Any], now_s: float) ->
         amount_minor=money.amount_minor,
         currency=money.currency,
         refunded_minor=0,
-        status="succeeded",
+        status=PaymentStatus.SUCCEEDED,
         merchant_order_id=code.reference,
         code_version=CODE_VERSION_MPM,
         created_at_s=now_s,
@@ -98,7 +104,7 @@ def pay(session: Session, device: Device, body: dict[str, Any], now_s: float) ->
             session.add(payment)
             session.flush()
     except IntegrityError as error:
-        raise ApiError("duplicate_order", "this QR's order is already paid") from error
+        raise ApiError(ErrorCode.DUPLICATE_ORDER, "this QR's order is already paid") from error
     ledger.transfer(
         session,
         kind="charge",

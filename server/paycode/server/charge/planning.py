@@ -19,20 +19,16 @@ from typing import Any
 
 from paycode.server.database.directory import CachedDevice, Directory, TerminalCredential
 from paycode.server.database.models import Payment, new_id
-from paycode.server.http.problems import STATUS_BY_CODE, ApiError, problem_body
+from paycode.server.http.problems import problem_body
 from paycode.server.http.request_fields import money_fields, string_field
 from paycode.server.notifications import events
-from paycode.server.notifications.events import iso_time
 from paycode.server.safety.guard import COUNTED_FAILURES, GuardScopes, GuardSettings, with_device
-from paycode.server.safety.limits import (
-    CONFIRMATION_REQUIRED,
-    PENDING,
-    DefaultLimits,
-    LimitSettings,
-)
+from paycode.server.safety.limits import DefaultLimits, LimitSettings
 from paycode.shared.binding import charging_point_bindings
-from paycode.shared.errors import CodeMalformed
+from paycode.shared.codes import HTTP_STATUS, ErrorCode, PaymentStatus
+from paycode.shared.errors import ApiError, CodeMalformed
 from paycode.shared.money import Money, format_amount
+from paycode.shared.timestamps import iso_time
 from paycode.shared.timestep import STEP_SECONDS
 from paycode.shared.verify import verify_code
 from paycode.shared.versions.base import (
@@ -52,22 +48,27 @@ CLAIM_STEPS_KEPT = Window().steps_ahead + DRIFT_STEPS_MAX + 2
 """A claim outlives every moment its code could still verify; then the worker purges it."""
 CODE_CHARS_MAX = 512
 ORDER_ID_CHARS_MAX = 64
-SUCCEEDED = "succeeded"
 DEFAULT_LIMITS = LimitSettings()
 
 FAILURE_DETAILS: Mapping[str, str] = {
-    "code_replayed": "this code was already used; ask for a fresh one",
-    "device_revoked": "device was revoked",
-    "device_locked": "this phone made too many bad codes; the customer opens the wallet online "
+    ErrorCode.CODE_REPLAYED: "this code was already used; ask for a fresh one",
+    ErrorCode.DEVICE_REVOKED: "device was revoked",
+    ErrorCode.DEVICE_LOCKED: "this phone made too many bad codes; the customer opens the wallet "
+    "online "
     "to unlock it",
-    "insufficient_funds": "the balance does not cover the amount",
-    "currency_mismatch": "the customer has no account in this currency",
-    "duplicate_order": "this merchant_order_id already has a successful payment",
-    "limit_exceeded": "the amount is above what a payment code may pay; use another method",
+    ErrorCode.INSUFFICIENT_FUNDS: "the balance does not cover the amount",
+    ErrorCode.CURRENCY_MISMATCH: "the customer has no account in this currency",
+    ErrorCode.DUPLICATE_ORDER: "this merchant_order_id already has a successful payment",
+    ErrorCode.LIMIT_EXCEEDED: "the amount is above what a payment code may pay; use another method",
 }
 """Outcomes decided inside the transaction, after planning."""
 RECORDED_FAILURES = frozenset(
-    {"insufficient_funds", "currency_mismatch", "duplicate_order", "limit_exceeded"}
+    {
+        ErrorCode.INSUFFICIENT_FUNDS,
+        ErrorCode.CURRENCY_MISMATCH,
+        ErrorCode.DUPLICATE_ORDER,
+        ErrorCode.LIMIT_EXCEEDED,
+    }
 )
 """Outcomes that leave a failed payment behind (the code was claimed; the till can query it)."""
 
@@ -202,13 +203,13 @@ def payment_json(payment: Payment) -> dict[str, Any]:
         failure_code=payment.failure_code,
         created_at_s=payment.created_at_s,
     )
-    if payment.status == PENDING and payment.confirm_by_s is not None:
+    if payment.status == PaymentStatus.PENDING_CONFIRMATION and payment.confirm_by_s is not None:
         reply["confirm_by"] = iso_time(payment.confirm_by_s)
     return reply
 
 
 def _problem(code: str, detail: str, **extra: Any) -> tuple[int, dict[str, Any]]:
-    status = STATUS_BY_CODE[code]
+    status = HTTP_STATUS[code]
     return status, problem_body(code, detail, status) | extra
 
 
@@ -243,7 +244,7 @@ def _verify(
             context = VerifyContext(now_s, lookup, keys, bindings=bindings)
             result = verify_code(code, context, statuses)
         except CodeMalformed as error:
-            raise ApiError("code_malformed", error.message) from error
+            raise ApiError(ErrorCode.CODE_MALFORMED, error.message) from error
         if isinstance(result, Accepted):
             return result, served[result.device.device_id]
         rejected = result
@@ -251,14 +252,14 @@ def _verify(
             break
     assert rejected is not None
     suspect = rejected.suspect.device_id if rejected.suspect is not None else None
-    raise CodeRefused(rejected.reason.value, rejected.detail, suspect_device_id=suspect)
+    raise CodeRefused(ErrorCode(rejected.reason), rejected.detail, suspect_device_id=suspect)
 
 
 class CodeRefused(ApiError):
     """A well-formed code that does not pay; `suspect_device_id` names the enrolled device a
     forged one was aimed at (its tag did not check), for the per-device guard."""
 
-    def __init__(self, code: str, detail: str, *, suspect_device_id: str | None) -> None:
+    def __init__(self, code: ErrorCode, detail: str, *, suspect_device_id: str | None) -> None:
         super().__init__(code, detail)
         self.suspect_device_id = suspect_device_id
 
@@ -281,7 +282,9 @@ def plan_charge(
             body, "merchant_order_id", max_chars=ORDER_ID_CHARS_MAX, required=False
         )
         if money.currency != attempt.terminal.currency:
-            raise ApiError("currency_mismatch", f"this merchant takes {attempt.terminal.currency}")
+            raise ApiError(
+                ErrorCode.CURRENCY_MISMATCH, f"this merchant takes {attempt.terminal.currency}"
+            )
         terminal = attempt.terminal
         bindings = charging_point_bindings(terminal.merchant_id, terminal.terminal_id)
         accepted, device = _verify(
@@ -341,14 +344,14 @@ def _notices(
         payment = {key: value for key, value in reply.items() if key not in REPLY_ONLY_MEMBERS}
         return events.render(event_id, event_type, payment, now_s)
 
-    success = replies[SUCCEEDED][1]
-    failed = told(success | {"status": "failed"}, events.FAILED)
+    success = replies[PaymentStatus.SUCCEEDED][1]
+    failed = told(success | {"status": PaymentStatus.FAILED}, events.FAILED)
     assert success["failure_code"] is None and failed.count(FAILURE_CODE_NULL) == 1
-    notices = {
-        SUCCEEDED: (events.SUCCEEDED, told(success, events.SUCCEEDED)),
-        CONFIRMATION_REQUIRED: (
+    notices: dict[str, tuple[str, str]] = {
+        PaymentStatus.SUCCEEDED: (events.SUCCEEDED, told(success, events.SUCCEEDED)),
+        ErrorCode.CONFIRMATION_REQUIRED: (
             events.PENDING_CONFIRMATION,
-            told(replies[CONFIRMATION_REQUIRED][1], events.PENDING_CONFIRMATION),
+            told(replies[ErrorCode.CONFIRMATION_REQUIRED][1], events.PENDING_CONFIRMATION),
         ),
     }
     for outcome in RECORDED_FAILURES:
@@ -369,7 +372,7 @@ def _replies(
     """Every reply the transaction can end with, rendered before it starts."""
     success = payment_reply(
         payment_id=payment_id,
-        status=SUCCEEDED,
+        status=PaymentStatus.SUCCEEDED,
         money=money,
         refunded_minor=0,
         merchant_id=attempt.terminal.merchant_id,
@@ -381,13 +384,16 @@ def _replies(
     if accepted.deprecated:
         success["notice"] = f"code version {accepted.version} is deprecated"
     pending = success | {
-        "status": PENDING,
-        "code": CONFIRMATION_REQUIRED,
+        "status": PaymentStatus.PENDING_CONFIRMATION,
+        "code": ErrorCode.CONFIRMATION_REQUIRED,
         "detail": "above the customer's password-free limit: waiting for the customer to "
         "confirm on their phone",
         "confirm_by": iso_time(confirm_by_s),
     }
-    replies = {SUCCEEDED: (201, success), CONFIRMATION_REQUIRED: (202, pending)}
+    replies: dict[str, tuple[int, dict[str, Any]]] = {
+        PaymentStatus.SUCCEEDED: (201, success),
+        ErrorCode.CONFIRMATION_REQUIRED: (202, pending),
+    }
     for outcome, detail in FAILURE_DETAILS.items():
         extra = {"payment_id": payment_id} if outcome in RECORDED_FAILURES else {}
         replies[outcome] = _problem(outcome, detail, **extra)

@@ -17,8 +17,9 @@ from sqlalchemy import Engine
 
 from paycode.server.charge.planning import ChargePlan
 from paycode.server.charge.result import ChargeResult
-from paycode.server.http.problems import ApiError
 from paycode.server.safety.guard import GuardSettings
+from paycode.shared.codes import ErrorCode
+from paycode.shared.errors import ApiError
 
 REQUEST_PARAMETERS = (
     "p_guard_scopes",
@@ -153,7 +154,9 @@ def call_charge(engine: Engine, plan: ChargePlan, guard: GuardSettings) -> Charg
                 driver.autocommit = False
     except psycopg.OperationalError as error:
         raw.invalidate()  # a dead pooled connection must not serve the next request
-        raise ApiError("database_busy", "the database is unavailable; retry shortly") from error
+        raise ApiError(
+            ErrorCode.DATABASE_BUSY, "the database is unavailable; retry shortly"
+        ) from error
     finally:
         raw.close()
     assert row is not None

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 TERMINAL_REVOKED = "terminal_revoked"
-RATE_LIMITED = "rate_limited"
 NONCE_REPLAYED = "nonce_replayed"
 STORED = "stored"
 

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from paycode.server.books import ledger
 from paycode.server.charge.planning import payment_json
 from paycode.server.database.models import Merchant, Payment, User
-from paycode.server.http.problems import STATUS_BY_CODE, ApiError, problem_body
+from paycode.server.http.problems import problem_body
 from paycode.server.notifications import events
 from paycode.server.safety.guard import (
     GuardScopes,
@@ -36,24 +36,22 @@ from paycode.server.safety.guard import (
     blocked_until_s,
     count_failure_any,
 )
-from paycode.server.safety.limits import CANCELLED, DECLINED, PENDING
 from paycode.server.safety.passwords import hash_password, verify_password
+from paycode.shared.codes import HTTP_STATUS, ErrorCode, PaymentStatus
+from paycode.shared.errors import ApiError
 
 PIN_DIGITS = 6
 PIN_FAILURES_MAX = 5
 PIN_GUARD = GuardSettings(window_s=900.0, backoff_base_s=300.0, backoff_max_s=86_400.0)
 """Five wrong PINs in 15 minutes block confirmations for 5 minutes, then 10, 20 ... a day."""
 PENDING_LIST_MAX = 20
-CANCELLED_BY_MERCHANT = "cancelled_by_merchant"
-DECLINED_BY_CUSTOMER = "declined_by_customer"
-CONFIRMATION_EXPIRED = "confirmation_expired"
 EXPIRE_BATCH_ROWS = 1000
 
 Reply = tuple[int, dict[str, Any]]
 
 
 def _problem(code: str, detail: str, **extra: Any) -> Reply:
-    status = STATUS_BY_CODE[code]
+    status = HTTP_STATUS[code]
     return status, problem_body(code, detail, status) | extra
 
 
@@ -62,9 +60,9 @@ def _problem(code: str, detail: str, **extra: Any) -> Reply:
 
 def parse_pin(value: object) -> str:
     if not isinstance(value, str) or len(value) != PIN_DIGITS or not value.isascii():
-        raise ApiError("invalid_request", f"'pin' must be {PIN_DIGITS} digits")
+        raise ApiError(ErrorCode.INVALID_REQUEST, f"'pin' must be {PIN_DIGITS} digits")
     if not value.isdigit():
-        raise ApiError("invalid_request", f"'pin' must be {PIN_DIGITS} digits")
+        raise ApiError(ErrorCode.INVALID_REQUEST, f"'pin' must be {PIN_DIGITS} digits")
     return value
 
 
@@ -85,7 +83,9 @@ def stored_pin(session: Session, user_id: str) -> str | None:
 def pin_matches(stored: str | None, pin: str) -> bool:
     """Checked outside any transaction: scrypt takes tens of milliseconds."""
     if stored is None:
-        raise ApiError("pin_not_set", "no payment PIN yet: set one with 'paycode-wallet set-pin'")
+        raise ApiError(
+            ErrorCode.PIN_NOT_SET, "no payment PIN yet: set one with 'paycode-wallet set-pin'"
+        )
     return verify_password(pin, stored)
 
 
@@ -104,7 +104,7 @@ def _transition(session: Session, payment_id: str, status: str, failure_code: st
     """Move a pending payment on; False when something else moved it first."""
     result = session.execute(
         update(Payment)
-        .where(Payment.id == payment_id, Payment.status == PENDING)
+        .where(Payment.id == payment_id, Payment.status == PaymentStatus.PENDING_CONFIRMATION)
         .values(status=status, failure_code=failure_code),
         execution_options={"synchronize_session": False},
     )
@@ -124,22 +124,24 @@ def _customers(session: Session, user_id: str, payment_id: str) -> Payment | Non
 
 def _not_pending(payment: Payment) -> Reply:
     detail = f"this payment is {payment.status.replace('_', ' ')}; nothing to confirm"
-    return _problem("payment_not_pending", detail, payment=payment_json(payment))
+    return _problem(ErrorCode.PAYMENT_NOT_PENDING, detail, payment=payment_json(payment))
 
 
 def confirm(session: Session, user_id: str, payment_id: str, now_s: float) -> Reply:
     """The customer (PIN already checked) says yes: debit now, or record why not."""
     payment = _customers(session, user_id, payment_id)
     if payment is None:
-        return _problem("not_found", "no such payment for you")
-    if payment.status != PENDING:
+        return _problem(ErrorCode.NOT_FOUND, "no such payment for you")
+    if payment.status != PaymentStatus.PENDING_CONFIRMATION:
         return _not_pending(payment)
     assert payment.confirm_by_s is not None, "a pending payment has a deadline"
     if payment.confirm_by_s < now_s:
-        moved = _transition(session, payment.id, CANCELLED, CONFIRMATION_EXPIRED)
+        moved = _transition(
+            session, payment.id, PaymentStatus.CANCELLED, ErrorCode.CONFIRMATION_EXPIRED
+        )
         detail = "the time to confirm has passed; the shop must charge a new code"
         expired = _told(session, payment.id, now_s, moved)
-        return _problem(CONFIRMATION_EXPIRED, detail, payment=expired)
+        return _problem(ErrorCode.CONFIRMATION_EXPIRED, detail, payment=expired)
     failure = _pay_pending(session, payment, now_s)
     if failure is not None:
         return failure
@@ -157,18 +159,19 @@ def _told(session: Session, payment_id: str, now_s: float, moved: bool) -> dict[
 
 def _pay_pending(session: Session, payment: Payment, now_s: float) -> Reply | None:
     """Mark the payment succeeded and move the money, together or not at all."""
+    code: str
     try:
         with session.begin_nested():
-            if not _transition(session, payment.id, "succeeded", None):
+            if not _transition(session, payment.id, PaymentStatus.SUCCEEDED, None):
                 return _not_pending(_current(session, payment.id))
             _move_money(session, payment, now_s)
     except IntegrityError:
-        code, detail = "duplicate_order", "this order was paid meanwhile by another payment"
+        code, detail = ErrorCode.DUPLICATE_ORDER, "this order was paid meanwhile by another payment"
     except ApiError as error:  # insufficient_funds, currency_mismatch from the ledger
         code, detail = error.code, error.message
     else:
         return None
-    if _transition(session, payment.id, "failed", code):
+    if _transition(session, payment.id, PaymentStatus.FAILED, code):
         _told(session, payment.id, now_s, moved=True)
     return _problem(code, detail, payment_id=payment.id)
 
@@ -178,7 +181,7 @@ def _move_money(session: Session, payment: Payment, now_s: float) -> None:
     payer = ledger.account(session, "user", payment.user_id, payment.currency)
     payee = ledger.account(session, "merchant", payment.merchant_id, payment.currency)
     if payer is None or payee is None:
-        raise ApiError("currency_mismatch", "the customer has no account in this currency")
+        raise ApiError(ErrorCode.CURRENCY_MISMATCH, "the customer has no account in this currency")
     ledger.transfer(
         session,
         kind="charge",
@@ -193,8 +196,8 @@ def _move_money(session: Session, payment: Payment, now_s: float) -> None:
 def decline(session: Session, user_id: str, payment_id: str, now_s: float) -> Reply:
     payment = _customers(session, user_id, payment_id)
     if payment is None:
-        return _problem("not_found", "no such payment for you")
-    if not _transition(session, payment.id, DECLINED, DECLINED_BY_CUSTOMER):
+        return _problem(ErrorCode.NOT_FOUND, "no such payment for you")
+    if not _transition(session, payment.id, PaymentStatus.DECLINED, ErrorCode.DECLINED_BY_CUSTOMER):
         return _not_pending(_current(session, payment.id))
     return 200, _told(session, payment.id, now_s, moved=True)
 
@@ -202,7 +205,9 @@ def decline(session: Session, user_id: str, payment_id: str, now_s: float) -> Re
 def cancel(session: Session, payment: Payment, now_s: float) -> Reply:
     """The POS gives up waiting. Answers the payment as it now is: cancelled, or whatever
     the customer made of it first (a confirm that won the race is `succeeded`)."""
-    moved = _transition(session, payment.id, CANCELLED, CANCELLED_BY_MERCHANT)
+    moved = _transition(
+        session, payment.id, PaymentStatus.CANCELLED, ErrorCode.CANCELLED_BY_MERCHANT
+    )
     return 200, _told(session, payment.id, now_s, moved)
 
 
@@ -211,13 +216,13 @@ def expire_stale(session: Session, now_s: float) -> int:
     cancelled here is told to its merchant in the same transaction."""
     stale = (
         select(Payment.id)
-        .where(Payment.status == PENDING, Payment.confirm_by_s < now_s)
+        .where(Payment.status == PaymentStatus.PENDING_CONFIRMATION, Payment.confirm_by_s < now_s)
         .limit(EXPIRE_BATCH_ROWS)
     )
     expired = session.scalars(
         update(Payment)
-        .where(Payment.id.in_(stale), Payment.status == PENDING)
-        .values(status=CANCELLED, failure_code=CONFIRMATION_EXPIRED)
+        .where(Payment.id.in_(stale), Payment.status == PaymentStatus.PENDING_CONFIRMATION)
+        .values(status=PaymentStatus.CANCELLED, failure_code=ErrorCode.CONFIRMATION_EXPIRED)
         .returning(Payment.id),
         execution_options={"synchronize_session": False},
     ).all()
@@ -240,7 +245,7 @@ def pending_for(session: Session, user_id: str, now_s: float) -> list[dict[str, 
         .join(Merchant, Merchant.id == Payment.merchant_id)
         .where(
             Payment.user_id == user_id,
-            Payment.status == PENDING,
+            Payment.status == PaymentStatus.PENDING_CONFIRMATION,
             Payment.confirm_by_s >= now_s,
         )
         .order_by(Payment.created_at_s.desc())

@@ -15,27 +15,16 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from paycode.server.charge.planning import RECORDED_FAILURES, SUCCEEDED, ChargePlan
-from paycode.server.charge.result import (
-    NONCE_REPLAYED,
-    RATE_LIMITED,
-    STORED,
-    TERMINAL_REVOKED,
-    ChargeResult,
-)
+from paycode.server.charge.planning import RECORDED_FAILURES, ChargePlan
+from paycode.server.charge.result import NONCE_REPLAYED, STORED, TERMINAL_REVOKED, ChargeResult
 from paycode.server.safety.guard import (
     GuardSettings,
     blocked_until_s,
     count_failure,
     lock_device_if_blocked,
 )
-from paycode.server.safety.limits import (
-    CONFIRMATION_REQUIRED,
-    PENDING,
-    maxima,
-    needs_confirmation,
-    used_on,
-)
+from paycode.server.safety.limits import maxima, needs_confirmation, used_on
+from paycode.shared.codes import ErrorCode, PaymentStatus
 
 
 def run_charge(connection: Connection, plan: ChargePlan, guard: GuardSettings) -> ChargeResult:
@@ -49,7 +38,7 @@ def run_charge(connection: Connection, plan: ChargePlan, guard: GuardSettings) -
     scopes = plan.guard_scopes(guard)
     until_s = blocked_until_s(connection, scopes, attempt.now_s)
     if until_s is not None:
-        return ChargeResult(RATE_LIMITED, body=repr(until_s))
+        return ChargeResult(ErrorCode.RATE_LIMITED, body=repr(until_s))
     if not _insert_new(
         connection,
         "INSERT INTO request_nonces (scope, nonce, expires_at_s) VALUES (:scope, :nonce, :exp)",
@@ -128,15 +117,15 @@ def _claim_and_pay(connection: Connection, plan: ChargePlan) -> str:
         text("SELECT revoked_at_s, locked_at_s FROM devices WHERE id = :id"), {"id": device_id}
     ).first()
     if state is None or state[0] is not None:
-        return "device_revoked"
+        return ErrorCode.DEVICE_REVOKED
     if state[1] is not None:
-        return "device_locked"
+        return ErrorCode.DEVICE_LOCKED
     if not _insert_new(
         connection,
         "INSERT INTO claims (claim_key, device_id, expires_at_s) VALUES (:key, :device, :exp)",
         {"key": accepted.claim_key.decode(), "device": device_id, "exp": plan.claim_expires_at_s},
     ):
-        return "code_replayed"
+        return ErrorCode.CODE_REPLAYED
     connection.execute(
         text(
             "UPDATE devices SET drift_steps = :drift WHERE id = :id AND drift_steps <> :drift"
@@ -145,18 +134,18 @@ def _claim_and_pay(connection: Connection, plan: ChargePlan) -> str:
         {"drift": plan.observed_drift_steps, "id": device_id},
     )
     outcome, payer, payee = _payable(connection, plan, device.user_id)
-    if outcome in (SUCCEEDED, CONFIRMATION_REQUIRED):
+    if outcome in (PaymentStatus.SUCCEEDED, ErrorCode.CONFIRMATION_REQUIRED):
         failure = _insert_payment(connection, plan, device.user_id, outcome)
-        if failure is None and outcome == CONFIRMATION_REQUIRED:
+        if failure is None and outcome == ErrorCode.CONFIRMATION_REQUIRED:
             return outcome
         outcome = failure or outcome
-    if outcome != SUCCEEDED:
+    if outcome != PaymentStatus.SUCCEEDED:
         assert outcome in RECORDED_FAILURES
         _insert_payment(connection, plan, device.user_id, outcome)
         return outcome
     assert payer is not None
     _move(connection, plan, payer, payee)
-    return SUCCEEDED
+    return PaymentStatus.SUCCEEDED
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,18 +182,18 @@ def _payable(
         {"owner": user_id, "currency": plan.currency},
     ).first()
     if row is None:
-        return "currency_mismatch", None, payee
+        return ErrorCode.CURRENCY_MISMATCH, None, payee
     used = used_on(plan.day, (row.pinless_day, row.pinless_day_count, row.pinless_day_minor))
     payer = _Payer(row.id, *used)
     amount_minor = plan.amount_minor
     if amount_minor > limits.code_payment_max_minor:
-        return "limit_exceeded", payer, payee
+        return ErrorCode.LIMIT_EXCEEDED, payer, payee
     if row.balance_minor < amount_minor:
-        return "insufficient_funds", payer, payee
+        return ErrorCode.INSUFFICIENT_FUNDS, payer, payee
     own = (row.pinless_payment_max_minor, row.pinless_daily_max_minor, row.pinless_daily_count_max)
     if needs_confirmation(amount_minor, maxima(limits, own), used):
-        return CONFIRMATION_REQUIRED, payer, payee
-    return SUCCEEDED, payer, payee
+        return ErrorCode.CONFIRMATION_REQUIRED, payer, payee
+    return PaymentStatus.SUCCEEDED, payer, payee
 
 
 def _insert_payment(
@@ -219,11 +208,15 @@ def _insert_payment(
         " created_at_s, confirm_by_s) VALUES (:id, :merchant, :terminal, :user, :device,"
         " :amount, :currency, 0, :status, :failure, :order_id, :version, :now, :confirm_by)"
     )
-    if outcome == SUCCEEDED:
+    if outcome == PaymentStatus.SUCCEEDED:
         sql += " ON CONFLICT (merchant_id, merchant_order_id) WHERE status = 'succeeded' DO NOTHING"
-    elif outcome == CONFIRMATION_REQUIRED and _order_paid(connection, plan):
-        return "duplicate_order"
-    status = {SUCCEEDED: SUCCEEDED, CONFIRMATION_REQUIRED: PENDING}.get(outcome, "failed")
+    elif outcome == ErrorCode.CONFIRMATION_REQUIRED and _order_paid(connection, plan):
+        return ErrorCode.DUPLICATE_ORDER
+    statuses: dict[str, PaymentStatus] = {
+        PaymentStatus.SUCCEEDED: PaymentStatus.SUCCEEDED,
+        ErrorCode.CONFIRMATION_REQUIRED: PaymentStatus.PENDING_CONFIRMATION,
+    }
+    status = statuses.get(outcome, PaymentStatus.FAILED)
     attempt = plan.attempt
     result = connection.execute(
         text(sql),
@@ -236,14 +229,18 @@ def _insert_payment(
             "amount": plan.amount_minor,
             "currency": plan.currency,
             "status": status,
-            "failure": None if status in (SUCCEEDED, PENDING) else outcome,
+            "failure": None
+            if status in (PaymentStatus.SUCCEEDED, PaymentStatus.PENDING_CONFIRMATION)
+            else outcome,
             "order_id": plan.order_id,
             "version": plan.accepted.version,
             "now": attempt.now_s,
-            "confirm_by": plan.confirm_by_s if status == PENDING else None,
+            "confirm_by": plan.confirm_by_s
+            if status == PaymentStatus.PENDING_CONFIRMATION
+            else None,
         },
     )
-    return "duplicate_order" if result.rowcount != 1 else None
+    return ErrorCode.DUPLICATE_ORDER if result.rowcount != 1 else None
 
 
 def _order_paid(connection: Connection, plan: ChargePlan) -> bool:

@@ -26,13 +26,14 @@ from paycode.server.commands.notifications import add_notify_secret_command
 from paycode.server.dashboard import access
 from paycode.server.database.models import DEFAULT_CITY, DEFAULT_COUNTRY, Terminal
 from paycode.server.notifications import events
-from paycode.server.notifications.events import iso_time
 from paycode.server.operations import admin
-from paycode.server.safety.limits import LimitSettings, limits_json, limits_of
+from paycode.server.safety.limits import limits_json, limits_of
 from paycode.server.safety.passwords import PASSWORD_CHARS_MAX
 from paycode.server.safety.secretbox import SecretBox
 from paycode.server.wallets import service
+from paycode.shared.codes import ErrorCode
 from paycode.shared.money import format_amount, parse_amount
+from paycode.shared.timestamps import iso_time
 
 DEFAULT_CURRENCY = "CNY"
 
@@ -43,10 +44,12 @@ def _read_password(from_stdin: bool) -> str:
         line = sys.stdin.readline(PASSWORD_CHARS_MAX + 2)
         return line.rstrip("\r\n")
     if not sys.stdin.isatty():
-        raise CliError("password_required", "no terminal to prompt on: use --password-stdin")
+        raise CliError(
+            ErrorCode.PASSWORD_REQUIRED, "no terminal to prompt on: use --password-stdin"
+        )
     password = getpass.getpass("Password: ")
     if getpass.getpass("Repeat password: ") != password:
-        raise CliError("password_mismatch", "the two passwords differ")
+        raise CliError(ErrorCode.PASSWORD_MISMATCH, "the two passwords differ")
     return password
 
 
@@ -83,7 +86,7 @@ def cmd_users_top_up(args: argparse.Namespace) -> int:
 def cmd_users_limits(args: argparse.Namespace) -> int:
     """Show (and with options, set) a user's password-free limits."""
     config = _config()
-    settings = LimitSettings.from_env()
+    settings = config.limits
     with _session(config) as session:
         currency = admin.check_currency(args.currency) if args.currency else None
         currency = currency or admin.default_currency(session, args.name)

@@ -11,6 +11,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session
 
 from paycode.server.config import ServerConfig
+from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import PaycodeError
 from paycode.shared.money import Money, format_amount
 
@@ -23,7 +24,7 @@ Subparsers = Any  # argparse's _SubParsersAction is private
 class CliError(PaycodeError):
     """A command-level failure with its own stable code (password_required, ...)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
 
@@ -31,7 +32,7 @@ class CliError(PaycodeError):
 class DatabaseError(PaycodeError):
     """The database refused or could not be reached; the message names the driver's reason."""
 
-    code = "database_error"
+    code = ErrorCode.DATABASE_ERROR
 
 
 # -- shared plumbing ---------------------------------------------------------------------------
@@ -68,7 +69,9 @@ def check_url(url: str) -> None:
     try:
         make_url(url).get_dialect()
     except ArgumentError as error:  # includes an unknown dialect or a missing driver
-        raise CliError("config_invalid", f"PAYCODE_DATABASE_URL is not usable: {error}") from None
+        raise CliError(
+            ErrorCode.CONFIG_INVALID, f"PAYCODE_DATABASE_URL is not usable: {error}"
+        ) from None
 
 
 def database_error(error: DBAPIError) -> DatabaseError:

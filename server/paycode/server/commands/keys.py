@@ -19,6 +19,7 @@ from paycode.server.commands.common import (
 from paycode.server.operations import lifecycle
 from paycode.server.safety import rotation
 from paycode.server.safety.secretbox import SecretBox
+from paycode.shared.codes import ErrorCode
 from paycode.shared.versions.base import VersionStatus
 from paycode.shared.versions.registry import PREFERRED_VERSION, VERSIONS
 
@@ -106,13 +107,13 @@ def cmd_keys_status(args: argparse.Namespace) -> int:
 def cmd_keys_rotate_master(args: argparse.Namespace) -> int:
     """Re-wrap every sealed secret under the new (current) master key; resumable."""
     if not 1 <= args.batch_rows <= BATCH_ROWS_MAX:
-        raise CliError("invalid_argument", f"--batch-rows must be 1-{BATCH_ROWS_MAX}")
+        raise CliError(ErrorCode.INVALID_ARGUMENT, f"--batch-rows must be 1-{BATCH_ROWS_MAX}")
     if args.batches_max < 1:
-        raise CliError("invalid_argument", "--batches-max must be at least 1")
+        raise CliError(ErrorCode.INVALID_ARGUMENT, "--batches-max must be at least 1")
     config = _config()
     if args.new_key_id != config.master_key_id:
         raise CliError(
-            "master_key_not_current",
+            ErrorCode.MASTER_KEY_NOT_CURRENT,
             f"PAYCODE_MASTER_KEY_ID is {config.master_key_id!r}, not {args.new_key_id[:16]!r}: "
             "configure the new key and make it current first (docs/operations.md)",
         )
@@ -127,7 +128,7 @@ def cmd_keys_rotate_master(args: argparse.Namespace) -> int:
     if not report.complete:
         left = " ".join(f"{table}={n}" for table, n in report.remaining.items())
         raise CliError(
-            "rotation_incomplete",
+            ErrorCode.ROTATION_INCOMPLETE,
             f"re-wrapped {counts}; still under older keys: {left}; run the command again",
         )
     human = (

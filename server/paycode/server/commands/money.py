@@ -20,9 +20,7 @@ from paycode.server.commands.common import CliError, Subparsers, check_url, data
 from paycode.server.commands.common import config as _config
 from paycode.server.config import ServerConfig
 from paycode.server.operations import admin
-from paycode.server.safety.limits import LimitSettings
-
-MISMATCH_CODE = "ledger_mismatch"
+from paycode.shared.codes import ErrorCode
 
 
 @contextmanager
@@ -52,17 +50,16 @@ def _write_atomically(path: Path, text: str) -> None:
 def cmd_settlement(args: argparse.Namespace) -> int:
     day = settlement.parse_day(args.date)
     config = _config()
-    window = settlement.day_window(day, LimitSettings.from_env())
-    fees = settlement.SettlementSettings.from_env()
+    window = settlement.day_window(day, config.limits)
     with _snapshot(config) as session:
         merchant = admin.find_merchant(session, args.merchant)
-        report = settlement.settle(session, merchant, window, fees)
+        report = settlement.settle(session, merchant, window, config.settlement)
     text = settlement.to_csv(report)
     data: dict[str, Any] = {
         "merchant": {"id": report.merchant_id, "name": report.merchant_name},
         "date": day.isoformat(),
         "window": {"start_s": window.start_s, "end_s": window.end_s},
-        "fee_bps": fees.fee_bps,
+        "fee_bps": config.settlement.fee_bps,
         "lines": len(report.lines),
         "totals": settlement.totals_json(report),
     }
@@ -86,7 +83,9 @@ def cmd_settlement(args: argparse.Namespace) -> int:
 def cmd_reconcile(args: argparse.Namespace) -> int:
     """Exit 0 with a summary, or 1 naming each mismatch (at most 50) with its code."""
     if not 1 <= args.batch_rows <= reconcile.BATCH_ROWS_MAX:
-        raise CliError("invalid_argument", f"--batch-rows must be 1-{reconcile.BATCH_ROWS_MAX}")
+        raise CliError(
+            ErrorCode.INVALID_ARGUMENT, f"--batch-rows must be 1-{reconcile.BATCH_ROWS_MAX}"
+        )
     with _snapshot(_config()) as session:
         report = reconcile.reconcile(session, batch_rows=args.batch_rows)
     data = reconcile.report_json(report)
@@ -100,12 +99,12 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     listed = len(report.mismatches)
     message = f"{report.mismatch_count} mismatch(es) in {summary} (first {listed} named)"
     if wants_json(args):
-        error = {"code": MISMATCH_CODE, "message": message}
+        error = {"code": ErrorCode.LEDGER_MISMATCH, "message": message}
         print(json.dumps({"ok": False, "error": error, **data}, sort_keys=True))
         return EXIT_ERROR
     for item in report.mismatches:
         print(f"mismatch [{item.code}] {item.subject}: {item.detail}")
-    raise CliError(MISMATCH_CODE, message)
+    raise CliError(ErrorCode.LEDGER_MISMATCH, message)
 
 
 def add_money_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:

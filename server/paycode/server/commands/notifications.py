@@ -18,6 +18,7 @@ from paycode.server.commands.common import session as _session
 from paycode.server.notifications import events
 from paycode.server.operations import admin
 from paycode.server.safety.secretbox import SecretBox
+from paycode.shared.codes import ErrorCode
 
 LIST_LIMIT_DEFAULT = 100
 VERIFY_HINT = "verify each notification with it (docs/operations.md, Merchant notifications)"
@@ -59,7 +60,7 @@ def cmd_notify_secret(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     if not 1 <= args.limit <= events.LISTED_MAX:
-        raise CliError("invalid_argument", f"--limit must be 1-{events.LISTED_MAX}")
+        raise CliError(ErrorCode.INVALID_ARGUMENT, f"--limit must be 1-{events.LISTED_MAX}")
     with _session(_config()) as session:
         merchant_id = admin.find_merchant(session, args.merchant).id if args.merchant else None
         wanted = events.ListFilter(
@@ -82,7 +83,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     with _session(_config()) as session:
         row = events.retry(session, args.event_id[:64], time.time())
         if row is None:
-            raise CliError("not_found", f"no notification {args.event_id[:64]!r}")
+            raise CliError(ErrorCode.NOT_FOUND, f"no notification {args.event_id[:64]!r}")
         data = events.row_json(row)
     emit(args, f"{data['event_id']} is due now, with a fresh set of attempts", data)
     return 0

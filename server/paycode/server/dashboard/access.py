@@ -18,7 +18,6 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from paycode.server.database.models import Merchant, MerchantSession
-from paycode.server.http.problems import ApiError
 from paycode.server.safety.guard import (
     GuardScopes,
     GuardSettings,
@@ -27,6 +26,8 @@ from paycode.server.safety.guard import (
 )
 from paycode.server.safety.passwords import PasswordInvalid, hash_password
 from paycode.server.wallets import service
+from paycode.shared.codes import ErrorCode
+from paycode.shared.errors import ApiError
 
 COOKIE_NAME = "paycode_dashboard"
 SESSION_TTL_S = 8 * 3600
@@ -85,7 +86,7 @@ def check_password(found: tuple[str, str] | None, password: str) -> str:
     try:
         return service.check_password(found, password[:PASSWORD_CHARS_MAX])
     except ApiError as error:
-        raise ApiError("unauthorized", WRONG_LOGIN) from error
+        raise ApiError(ErrorCode.UNAUTHORIZED, WRONG_LOGIN) from error
 
 
 def open_session(session: Session, merchant_id: str, now_s: float) -> DashboardSession:
@@ -134,12 +135,13 @@ def set_password(session: Session, merchant_id: str, password: str) -> None:
     """Set (or change) the dashboard password; every open session of the merchant ends."""
     if len(password) < PASSWORD_CHARS_MIN:
         raise ApiError(
-            "password_invalid", f"a dashboard password has at least {PASSWORD_CHARS_MIN} characters"
+            ErrorCode.PASSWORD_INVALID,
+            f"a dashboard password has at least {PASSWORD_CHARS_MIN} characters",
         )
     try:
         password_hash = hash_password(password)
     except PasswordInvalid as error:
-        raise ApiError("password_invalid", str(error)) from error
+        raise ApiError(ErrorCode.PASSWORD_INVALID, str(error)) from error
     session.execute(
         update(Merchant).where(Merchant.id == merchant_id).values(password_hash=password_hash)
     )

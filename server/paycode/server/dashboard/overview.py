@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from paycode.server.books.settlement import DayWindow
 from paycode.server.database.models import Payment
+from paycode.shared.codes import PaymentStatus
 from paycode.shared.money import Money, format_amount
 
 HOURS_PER_DAY = 24
@@ -76,7 +77,7 @@ class PaymentRow(_ShownAmounts):
     def refundable(self) -> str | None:
         """What is left to refund, or None when nothing can be."""
         left_minor = self.amount_minor - self.refunded_minor
-        if self.status != "succeeded" or left_minor <= 0:
+        if self.status != PaymentStatus.SUCCEEDED or left_minor <= 0:
             return None
         return format_amount(Money(left_minor, self.currency))
 
@@ -123,7 +124,7 @@ def _volumes(session: Session, in_day: tuple[ColumnElement[bool], ...]) -> tuple
             func.sum(Payment.amount_minor),
             func.sum(Payment.refunded_minor),
         )
-        .where(*in_day, Payment.status == "succeeded")
+        .where(*in_day, Payment.status == PaymentStatus.SUCCEEDED)
         .group_by(Payment.currency)
         .order_by(Payment.currency)
     )
@@ -162,7 +163,9 @@ def _outcomes(session: Session, in_day: tuple[ColumnElement[bool], ...]) -> tupl
         .limit(OUTCOMES_MAX)
     )
     return tuple(
-        Outcome(label=failure_code or status, count=int(count), ok=status == "succeeded")
+        Outcome(
+            label=failure_code or status, count=int(count), ok=status == PaymentStatus.SUCCEEDED
+        )
         for status, failure_code, count in rows
     )
 

@@ -11,13 +11,15 @@ import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app, g
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from paycode.server.config import ServerConfig
+if TYPE_CHECKING:  # the configuration imports the parts; they only name its type
+    from paycode.server.config import ServerConfig
+
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 READ_ONLY_OPTION = "paycode_read_only"

@@ -6,30 +6,29 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from paycode.server.books import refunds, settlement
 from paycode.server.charge import planning, step_up, transaction
-from paycode.server.charge.result import NONCE_REPLAYED, RATE_LIMITED, STORED, TERMINAL_REVOKED
+from paycode.server.charge.result import NONCE_REPLAYED, STORED, TERMINAL_REVOKED
 from paycode.server.database.directory import TerminalCredential
 from paycode.server.database.engine import db
 from paycode.server.database.models import Merchant, Payment
 from paycode.server.http.idempotency import require_key, respond, run_keyed_post, stored_reply
-from paycode.server.http.problems import ApiError, rate_limited
+from paycode.server.http.problems import rate_limited
 from paycode.server.http.request_fields import json_object, request_sha256
 from paycode.server.http.signed_requests import (
     authenticate_terminal,
-    config,
-    directory,
-    secret_box,
     signed_terminal_request,
     terminal_revoked,
 )
 from paycode.server.operations import lifecycle, metrics
 from paycode.server.safety import guard, keyring
-from paycode.server.safety.limits import LimitSettings
+from paycode.server.services import config, directory, secret_box
+from paycode.shared.codes import ErrorCode, PaymentStatus
+from paycode.shared.errors import ApiError
 
 bp = Blueprint("charges", __name__, url_prefix="/v1")
 
@@ -70,42 +69,32 @@ def create_charge() -> Response:
         request_hash=request_sha256(),
         now_s=now_s,
         guard_scopes=guard.scopes_for(
-            guard_settings(), terminal.terminal_id, terminal.merchant_id, request.remote_addr
+            config().guard, terminal.terminal_id, terminal.merchant_id, request.remote_addr
         ),
     )
     body = json_object()
     keys, _ = keyring.load_keys(db.engine, secret_box())
     statuses = lifecycle.load_statuses(db.engine, time.monotonic(), config().statuses_ttl_s)
     plan = planning.plan_charge(
-        attempt, body, directory(), keys, statuses=statuses, limits=limit_settings()
+        attempt, body, directory(), keys, statuses=statuses, limits=config().limits
     )
-    result = transaction.execute(db.engine, plan, guard_settings())
+    result = transaction.execute(db.engine, plan, config().guard)
     metrics.record_charge(result.outcome, plan, body.get("code"))  # no I/O: a few us
     if result.outcome == TERMINAL_REVOKED:
         raise terminal_revoked(signed.terminal.terminal_id)
-    if result.outcome == RATE_LIMITED:
+    if result.outcome == ErrorCode.RATE_LIMITED:
         return rate_limited(float(result.body) - now_s, "too many failed payment codes here")
     if result.outcome == NONCE_REPLAYED:
-        raise ApiError("unauthorized", "this request signature was already used")
+        raise ApiError(ErrorCode.UNAUTHORIZED, "this request signature was already used")
     if result.outcome == STORED:
         status, reply = stored_reply(
             result.status, result.body, result.request_hash, attempt.request_hash
         )
         return respond(status, reply | {"server_time": now_s}, replayed=True)
-    if result.outcome == planning.SUCCEEDED and plan.accepted and plan.device:
+    if result.outcome == PaymentStatus.SUCCEEDED and plan.accepted and plan.device:
         directory().learned_drift(plan.accepted.version, plan.device, plan.drift_steps)
     status, reply = plan.replies[result.outcome]
     return respond(status, reply | {"server_time": now_s}, replayed=False)
-
-
-def limit_settings() -> LimitSettings:
-    settings: LimitSettings = current_app.extensions["paycode_limits"]
-    return settings
-
-
-def guard_settings() -> guard.GuardSettings:
-    settings: guard.GuardSettings = current_app.extensions["paycode_guard"]
-    return settings
 
 
 @bp.post("/payments/<payment_id>/refunds")
@@ -145,7 +134,7 @@ def find_payments() -> Response:
         terminal = authenticate_terminal(session, now_s)
         order_id = request.args.get("merchant_order_id", "")
         if not order_id or len(order_id) > planning.ORDER_ID_CHARS_MAX:
-            raise ApiError("invalid_request", "give ?merchant_order_id= (1-64 characters)")
+            raise ApiError(ErrorCode.INVALID_REQUEST, "give ?merchant_order_id= (1-64 characters)")
         rows = session.scalars(
             select(Payment)
             .where(
@@ -165,7 +154,11 @@ def settlement_file() -> Response:
     with db.transaction() as session:
         terminal = authenticate_terminal(session, now_s)
     found = settlement.for_merchant(
-        db.engine, terminal.merchant_id, request.args.get("date"), limit_settings()
+        db.engine,
+        terminal.merchant_id,
+        request.args.get("date"),
+        config().limits,
+        config().settlement,
     )
     response = Response(settlement.to_csv(found), mimetype="text/csv")
     name = settlement.file_name(found)

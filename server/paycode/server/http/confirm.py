@@ -11,19 +11,22 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 from sqlalchemy.orm import Session
 
 from paycode.server.charge import step_up
 from paycode.server.database.engine import db
 from paycode.server.database.models import User
 from paycode.server.http.idempotency import require_key, respond, run_once
-from paycode.server.http.problems import ApiError, rate_limited
+from paycode.server.http.problems import rate_limited
 from paycode.server.http.request_fields import json_object, string_field
 from paycode.server.http.wallet import authenticate_device, stamp_problems
-from paycode.server.safety.limits import LimitSettings, limits_json, limits_of
+from paycode.server.safety.limits import limits_json, limits_of
 from paycode.server.safety.passwords import PASSWORD_CHARS_MAX
+from paycode.server.services import config
 from paycode.server.wallets import service
+from paycode.shared.codes import ErrorCode
+from paycode.shared.errors import ApiError
 
 bp = Blueprint("wallet_confirm", __name__, url_prefix="/v1/wallet")
 bp.after_request(stamp_problems)
@@ -63,7 +66,7 @@ def pending() -> Response:
 @bp.get("/limits")
 def limits() -> Response:
     now_s = service.now_s()
-    settings: LimitSettings = current_app.extensions["paycode_limits"]
+    settings = config().limits
     with db.transaction() as session:
         device = authenticate_device(session, now_s)
         found = limits_of(session, device.user_id, settings, now_s)
@@ -102,7 +105,7 @@ def _check_pin(pin: str, now_s: float) -> tuple[str, str]:
     if not step_up.pin_matches(stored, pin):
         with db.transaction() as session:
             step_up.count_wrong_pin(session, user_id, now_s)
-        raise ApiError("pin_invalid", "the PIN is not right")
+        raise ApiError(ErrorCode.PIN_INVALID, "the PIN is not right")
     return user_id, device_id
 
 

@@ -13,14 +13,16 @@ import re
 import time
 from typing import Any
 
-from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, Response, redirect, render_template, request, url_for
 
 from paycode.server.books import refunds, settlement
 from paycode.server.dashboard import access, chart, overview
 from paycode.server.database.engine import db
 from paycode.server.database.models import Merchant
-from paycode.server.http.problems import STATUS_BY_CODE, ApiError
 from paycode.server.safety.limits import LimitSettings
+from paycode.server.services import config
+from paycode.shared.codes import HTTP_STATUS, ErrorCode
+from paycode.shared.errors import ApiError
 
 bp = Blueprint(
     "dashboard",
@@ -51,8 +53,7 @@ def _harden(response: Response) -> Response:
 
 
 def _limits() -> LimitSettings:
-    settings: LimitSettings = current_app.extensions["paycode_limits"]
-    return settings
+    return config().limits
 
 
 def _cookie() -> str | None:
@@ -201,7 +202,7 @@ def refund(payment_id: str) -> Response | tuple[str, int]:
                 refunded_seen_minor=seen_minor,
             )
     except ApiError as error:
-        status = STATUS_BY_CODE.get(error.code, 400)
+        status = HTTP_STATUS.get(error.code, 400)
         return _render(merchant_id, now_s, problem=error.message), status
     done = url_for("dashboard.overview_page", refunded=payment_id[:32])
     return redirect(done, code=303)  # type: ignore[return-value]
@@ -209,7 +210,7 @@ def refund(payment_id: str) -> Response | tuple[str, int]:
 
 def _whole_number(text: str | None) -> int:
     if text is None or not text.isascii() or not text.isdigit() or len(text) > 18:
-        raise ApiError("invalid_request", "the form is incomplete: reload the page")
+        raise ApiError(ErrorCode.INVALID_REQUEST, "the form is incomplete: reload the page")
     return int(text)
 
 
@@ -220,9 +221,11 @@ def settlement_file() -> Response | tuple[str, int]:
     if merchant_id is None:
         return _to_login()
     try:
-        found = settlement.for_merchant(db.engine, merchant_id, request.args.get("date"), _limits())
+        found = settlement.for_merchant(
+            db.engine, merchant_id, request.args.get("date"), _limits(), config().settlement
+        )
     except ApiError as error:
-        status = STATUS_BY_CODE.get(error.code, 400)
+        status = HTTP_STATUS.get(error.code, 400)
         return _render(merchant_id, now_s, problem=error.message), status
     response = Response(settlement.to_csv(found), mimetype="text/csv")
     name = settlement.file_name(found)

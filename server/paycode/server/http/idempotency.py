@@ -17,8 +17,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from paycode.server.database.models import IdempotencyRecord
-from paycode.server.http.problems import ApiError, problem_body
+from paycode.server.http.problems import problem_body
 from paycode.server.http.request_fields import json_object, request_sha256
+from paycode.shared.codes import ErrorCode
+from paycode.shared.errors import ApiError
 
 KEY_CHARS_MAX = 128
 PENDING_STATUS = 0
@@ -29,10 +31,10 @@ Work = Callable[[], tuple[int, dict[str, Any]]]
 def require_key() -> str:
     key = request.headers.get("Idempotency-Key", "")
     if not key:
-        raise ApiError("invalid_request", "POST requests need an Idempotency-Key header")
+        raise ApiError(ErrorCode.INVALID_REQUEST, "POST requests need an Idempotency-Key header")
     if len(key) > KEY_CHARS_MAX or not key.isascii() or not key.isprintable():
         raise ApiError(
-            "invalid_request", f"Idempotency-Key must be 1-{KEY_CHARS_MAX} ASCII characters"
+            ErrorCode.INVALID_REQUEST, f"Idempotency-Key must be 1-{KEY_CHARS_MAX} ASCII characters"
         )
     return key
 
@@ -43,11 +45,12 @@ def stored_reply(
     """The reply stored for a key, if this request is the one that key was first used for."""
     if stored_hash != request_hash:
         raise ApiError(
-            "idempotency_conflict", "this Idempotency-Key was used with a different request"
+            ErrorCode.IDEMPOTENCY_CONFLICT, "this Idempotency-Key was used with a different request"
         )
     if status == PENDING_STATUS:
         raise ApiError(
-            "idempotency_in_progress", "a request with this Idempotency-Key is still running"
+            ErrorCode.IDEMPOTENCY_IN_PROGRESS,
+            "a request with this Idempotency-Key is still running",
         )
     reply: dict[str, Any] = json.loads(body)
     return status, reply

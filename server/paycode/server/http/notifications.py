@@ -13,9 +13,11 @@ from flask import Blueprint, Response, jsonify, request
 
 from paycode.server.charge import planning
 from paycode.server.database.engine import db
-from paycode.server.http.problems import ApiError
 from paycode.server.http.signed_requests import authenticate_terminal
 from paycode.server.notifications import events
+from paycode.shared.codes import ErrorCode
+from paycode.shared.errors import ApiError
+from paycode.shared.timestamps import iso_time
 
 bp = Blueprint("notifications", __name__, url_prefix="/v1/notifications")
 
@@ -29,7 +31,7 @@ def _older_than_s() -> int:
         return OLDER_THAN_S_DEFAULT
     if not raw.isascii() or not raw.isdigit() or int(raw) > OLDER_THAN_S_MAX:
         raise ApiError(
-            "invalid_request", f"older_than_s must be whole seconds, 0-{OLDER_THAN_S_MAX}"
+            ErrorCode.INVALID_REQUEST, f"older_than_s must be whole seconds, 0-{OLDER_THAN_S_MAX}"
         )
     return int(raw)
 
@@ -48,7 +50,7 @@ def undelivered() -> Response:
             {
                 "event_id": event.event_id,
                 "event_type": event.event_type,
-                "created_at": events.iso_time(event.created_at_s),
+                "created_at": iso_time(event.created_at_s),
                 "state": events.state_of(event),
                 "attempts": event.attempts,
                 "last_error": event.last_error,

@@ -9,8 +9,8 @@ from typing import Any
 
 from flask import request
 
-from paycode.server.http.problems import ApiError
-from paycode.shared.errors import AmountInvalid
+from paycode.shared.codes import ErrorCode
+from paycode.shared.errors import AmountInvalid, ApiError
 from paycode.shared.money import Money, currency, parse_amount
 
 JSON_DEPTH_MAX = 8
@@ -19,20 +19,22 @@ JSON_DEPTH_MAX = 8
 def json_object() -> dict[str, Any]:
     """The request body as a JSON object; 415/400 problems for anything else."""
     if request.mimetype != "application/json":
-        raise ApiError("unsupported_media_type", "send Content-Type: application/json")
+        raise ApiError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "send Content-Type: application/json")
     raw = request.get_data(cache=True)
     try:
         body = json.loads(raw, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except _NotStrictJson as error:
-        raise ApiError("invalid_request", f"the body is not valid JSON: {error}") from error
+        raise ApiError(ErrorCode.INVALID_REQUEST, f"the body is not valid JSON: {error}") from error
     except (ValueError, RecursionError) as error:
-        raise ApiError("invalid_request", "the body is not valid JSON") from error
+        raise ApiError(ErrorCode.INVALID_REQUEST, "the body is not valid JSON") from error
     if not isinstance(body, dict):
-        raise ApiError("invalid_request", "the body must be a JSON object")
+        raise ApiError(ErrorCode.INVALID_REQUEST, "the body must be a JSON object")
     if _depth(body) > JSON_DEPTH_MAX:
-        raise ApiError("invalid_request", "the body is nested too deeply")
+        raise ApiError(ErrorCode.INVALID_REQUEST, "the body is nested too deeply")
     if _UNSTORABLE_ESCAPE.search(raw) and not _storable(body):
-        raise ApiError("invalid_request", "the body holds NUL or a lone surrogate in a string")
+        raise ApiError(
+            ErrorCode.INVALID_REQUEST, "the body holds NUL or a lone surrogate in a string"
+        )
     return body
 
 
@@ -100,9 +102,9 @@ def string_field(
     if value is None and not required:
         return None
     if not isinstance(value, str) or not value:
-        raise ApiError("invalid_request", f"'{name}' must be a non-empty string")
+        raise ApiError(ErrorCode.INVALID_REQUEST, f"'{name}' must be a non-empty string")
     if len(value) > max_chars:
-        raise ApiError("invalid_request", f"'{name}' is longer than {max_chars} characters")
+        raise ApiError(ErrorCode.INVALID_REQUEST, f"'{name}' is longer than {max_chars} characters")
     return value
 
 
@@ -111,11 +113,15 @@ def money_fields(body: dict[str, Any]) -> Money:
     amount = body.get("amount")
     code = body.get("currency")
     if not isinstance(amount, str):
-        raise ApiError("amount_invalid", "'amount' must be a decimal string such as '12.50'")
+        raise ApiError(
+            ErrorCode.AMOUNT_INVALID, "'amount' must be a decimal string such as '12.50'"
+        )
     if not isinstance(code, str) or len(code) != 3 or not (code.isascii() and code.isupper()):
-        raise ApiError("amount_invalid", "'currency' must be an ISO 4217 code such as 'CNY'")
+        raise ApiError(
+            ErrorCode.AMOUNT_INVALID, "'currency' must be an ISO 4217 code such as 'CNY'"
+        )
     try:
         currency(code)
         return parse_amount(amount, code)
     except AmountInvalid as error:
-        raise ApiError("amount_invalid", error.message) from error
+        raise ApiError(ErrorCode.AMOUNT_INVALID, error.message) from error

@@ -4,40 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import current_app, request
+from flask import request
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from paycode.server.config import ServerConfig
-from paycode.server.database.directory import Directory, TerminalCredential
+from paycode.server.database.directory import TerminalCredential
 from paycode.server.database.models import RequestNonce, Terminal
-from paycode.server.http.problems import ApiError
 from paycode.server.operations.observability import annotate
-from paycode.server.safety.secretbox import SecretBox
+from paycode.server.services import config, directory
 from paycode.shared import terminal_auth
+from paycode.shared.codes import ErrorCode
+from paycode.shared.errors import ApiError
 
 NONCE_CHARS_MAX = 64
-
-
-def config() -> ServerConfig:
-    value: ServerConfig = current_app.config["PAYCODE"]
-    return value
-
-
-def secret_box() -> SecretBox:
-    box: SecretBox = current_app.extensions["paycode_secrets"]
-    return box
-
-
-def directory() -> Directory:
-    found: Directory = current_app.extensions["paycode_directory"]
-    return found
 
 
 def signed_headers(names: tuple[str, ...]) -> list[str]:
     values = [request.headers.get(name, "") for name in names]
     if not all(values):
-        raise ApiError("unauthorized", f"signed request needs the headers {', '.join(names)}")
+        raise ApiError(
+            ErrorCode.UNAUTHORIZED, f"signed request needs the headers {', '.join(names)}"
+        )
     return values
 
 
@@ -52,23 +39,23 @@ def signed_path() -> str:
 
 def check_timestamp(timestamp: str, now_s: float) -> int:
     if not timestamp.isdigit() or len(timestamp) > 12:
-        raise ApiError("unauthorized", "Paycode-Timestamp must be Unix seconds")
+        raise ApiError(ErrorCode.UNAUTHORIZED, "Paycode-Timestamp must be Unix seconds")
     timestamp_s = int(timestamp)
     if abs(timestamp_s - now_s) > config().request_skew_s_max:
-        raise ApiError("unauthorized", "request timestamp is too far from the server clock")
+        raise ApiError(ErrorCode.UNAUTHORIZED, "request timestamp is too far from the server clock")
     return timestamp_s
 
 
 def remember_nonce(session: Session, scope: str, nonce: str, now_s: float) -> None:
     """Refuse a signature seen before: the (scope, nonce) primary key decides, across workers."""
     if not 16 <= len(nonce) <= NONCE_CHARS_MAX or not nonce.isascii():
-        raise ApiError("unauthorized", "Paycode-Nonce must be 16-64 ASCII characters")
+        raise ApiError(ErrorCode.UNAUTHORIZED, "Paycode-Nonce must be 16-64 ASCII characters")
     expires_at_s = now_s + 2 * config().request_skew_s_max
     try:
         with session.begin_nested():
             session.add(RequestNonce(scope=scope, nonce=nonce, expires_at_s=expires_at_s))
     except IntegrityError as error:
-        raise ApiError("unauthorized", "this request signature was already used") from error
+        raise ApiError(ErrorCode.UNAUTHORIZED, "this request signature was already used") from error
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +74,10 @@ def signed_terminal_request(now_s: float) -> SignedTerminalRequest:
     )
     timestamp_s = check_timestamp(timestamp, now_s)
     if not 16 <= len(nonce) <= NONCE_CHARS_MAX or not nonce.isascii():
-        raise ApiError("unauthorized", "Paycode-Nonce must be 16-64 ASCII characters")
+        raise ApiError(ErrorCode.UNAUTHORIZED, "Paycode-Nonce must be 16-64 ASCII characters")
     terminal = directory().terminal(key_id[:64])
     if terminal is None:
-        raise ApiError("unauthorized", "unknown or revoked terminal key")
+        raise ApiError(ErrorCode.UNAUTHORIZED, "unknown or revoked terminal key")
     valid = terminal_auth.signature_valid(
         terminal.secret,
         request.method,
@@ -101,17 +88,19 @@ def signed_terminal_request(now_s: float) -> SignedTerminalRequest:
         signature_b64=signature,
     )
     if not valid:
-        raise ApiError("unauthorized", "request signature does not verify")
+        raise ApiError(ErrorCode.UNAUTHORIZED, "request signature does not verify")
     annotate(terminal_id=terminal.terminal_id)  # the request's log line names who signed
     if not terminal.allows(request.remote_addr):
-        raise ApiError("forbidden", "this merchant's terminals may not call from this address")
+        raise ApiError(
+            ErrorCode.FORBIDDEN, "this merchant's terminals may not call from this address"
+        )
     return SignedTerminalRequest(terminal, nonce)
 
 
 def terminal_revoked(key_id: str) -> ApiError:
     """The error for a terminal revoked since its secret was cached; the cache forgets it."""
     directory().forget_terminal(key_id)
-    return ApiError("unauthorized", "unknown or revoked terminal key")
+    return ApiError(ErrorCode.UNAUTHORIZED, "unknown or revoked terminal key")
 
 
 def authenticate_terminal(session: Session, now_s: float) -> TerminalCredential:

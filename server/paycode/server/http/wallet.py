@@ -18,14 +18,10 @@ from paycode.server.charge import collection
 from paycode.server.database.engine import db
 from paycode.server.database.models import Device, IdempotencyRecord
 from paycode.server.http.idempotency import require_key, respond, run_keyed_post, run_once
-from paycode.server.http.problems import ApiError
 from paycode.server.http.request_fields import json_object, request_sha256, string_field
 from paycode.server.http.signed_requests import (
     check_timestamp,
-    config,
-    directory,
     remember_nonce,
-    secret_box,
     signed_headers,
     signed_path,
 )
@@ -34,7 +30,10 @@ from paycode.server.operations.observability import annotate
 from paycode.server.safety import keyring
 from paycode.server.safety.guard import unlock_device
 from paycode.server.safety.passwords import PASSWORD_CHARS_MAX
+from paycode.server.services import config, directory, secret_box
 from paycode.server.wallets import service
+from paycode.shared.codes import ErrorCode
+from paycode.shared.errors import ApiError
 from paycode.shared.wallet_auth import signature_valid, signing_message
 
 bp = Blueprint("wallet", __name__, url_prefix="/v1/wallet")
@@ -78,13 +77,13 @@ def authenticate_device(session: Session, now_s: float, *, revoked_ok: bool = Fa
     timestamp_s = check_timestamp(timestamp, now_s)
     device = session.get(Device, device_id[:DEVICE_ID_CHARS_MAX])
     if device is None or (device.revoked_at_s is not None and not revoked_ok):
-        raise ApiError("unauthorized", "unknown or revoked device")
+        raise ApiError(ErrorCode.UNAUTHORIZED, "unknown or revoked device")
     message = signing_message(
         request.method, _signed_path(), timestamp_s, nonce, request.get_data(cache=True)
     )
     key = service.device_verify_key(device, secret_box())
     if not key or not signature_valid(device.version, key, message, signature):
-        raise ApiError("unauthorized", "request signature does not verify")
+        raise ApiError(ErrorCode.UNAUTHORIZED, "request signature does not verify")
     annotate(device_id=device.id)  # the request's log line names who signed
     scope = f"device:{device.id}"
     remember_nonce(session, scope, nonce, now_s)
@@ -149,7 +148,7 @@ def _enrollment_keys(session: Session, version: str) -> dict[str, bytes]:
     _, current = keyring.load_keys(session, secret_box())
     if ("seal_public" if version == "v3" else version) not in current:
         raise ApiError(
-            "internal_error",
+            ErrorCode.INTERNAL_ERROR,
             "the server's verifier keys are missing; run 'paycode-server init-db'",
             status=500,
         )
@@ -222,7 +221,7 @@ def _retry_of_revoked(session: Session, caller: Device) -> None:
     if caller.revoked_at_s is None:
         return
     if session.get(IdempotencyRecord, (f"device:{caller.id}", require_key())) is None:
-        raise ApiError("unauthorized", "unknown or revoked device")
+        raise ApiError(ErrorCode.UNAUTHORIZED, "unknown or revoked device")
 
 
 @bp.post("/devices/<device_id>/revoke")
@@ -275,7 +274,7 @@ def _rotation_grant(session: Session, device_id: str, revoked_id: str) -> dict[s
     """The new device's grant, rebuilt from its row (the key's record keeps only its id)."""
     device = session.get(Device, device_id)
     if device is None or device.revoked_at_s is not None:
-        raise ApiError("device_revoked", "the device this rotation enrolled was revoked")
+        raise ApiError(ErrorCode.DEVICE_REVOKED, "the device this rotation enrolled was revoked")
     current = _enrollment_keys(session, device.version)
     grant = service.grant_for(session, device.id, secret_box(), current, service.now_s())
     return grant | {"revoked_device_id": revoked_id}

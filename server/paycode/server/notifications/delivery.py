@@ -24,7 +24,6 @@ import hashlib
 import hmac
 import http.client
 import math
-import os
 import time
 import urllib.error
 import urllib.request
@@ -36,10 +35,10 @@ from urllib.parse import urlsplit
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from paycode.server.config import ConfigError
 from paycode.server.database.models import Merchant, Notification
 from paycode.server.operations.purge import PURGE_BATCH_ROWS, PURGE_BATCHES_MAX, delete_in_batches
 from paycode.server.safety.secretbox import SecretBox
+from paycode.shared.errors import ConfigError
 
 USER_AGENT: Final = "paycode-notify/1"
 ALLOWED_SCHEMES: Final = frozenset({"http", "https"})
@@ -64,8 +63,8 @@ class DeliverySettings:
     batches_max: int = 50  # PAYCODE_NOTIFY_BATCHES_MAX: batches per worker pass
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> DeliverySettings:
-        env = os.environ if env is None else env
+    def parse(cls, env: Mapping[str, str]) -> DeliverySettings:
+        """From the environment variables in `env` (ServerConfig.from_env hands them in)."""
         base = cls()
         settings = cls(
             timeout_s=_number(env, "PAYCODE_NOTIFY_TIMEOUT_S", base.timeout_s, 0.05, 120.0),

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -32,6 +31,8 @@ from sqlalchemy.orm import Session
 
 from paycode.server.database.models import Merchant, Notification, Payment, new_id
 from paycode.server.safety.secretbox import SecretBox
+from paycode.shared.codes import PaymentStatus
+from paycode.shared.timestamps import iso_time
 
 SUCCEEDED: Final = "payment.succeeded"
 FAILED: Final = "payment.failed"
@@ -41,11 +42,11 @@ CANCELLED: Final = "payment.cancelled"
 REFUNDED: Final = "payment.refunded"
 EVENT_TYPES: Final = (SUCCEEDED, FAILED, PENDING_CONFIRMATION, DECLINED, CANCELLED, REFUNDED)
 EVENT_BY_STATUS: Final[Mapping[str, str]] = {
-    "succeeded": SUCCEEDED,
-    "failed": FAILED,
-    "pending_confirmation": PENDING_CONFIRMATION,
-    "declined": DECLINED,
-    "cancelled": CANCELLED,
+    PaymentStatus.SUCCEEDED: SUCCEEDED,
+    PaymentStatus.FAILED: FAILED,
+    PaymentStatus.PENDING_CONFIRMATION: PENDING_CONFIRMATION,
+    PaymentStatus.DECLINED: DECLINED,
+    PaymentStatus.CANCELLED: CANCELLED,
 }
 """The event a payment's new status is told as."""
 SECRET_BYTES: Final = 32
@@ -57,11 +58,6 @@ _ENCODER: Final = json.JSONEncoder(separators=(",", ":"))
 
 def new_event_id() -> str:
     return new_id("evt")
-
-
-def iso_time(unix_s: float) -> str:
-    """UTC, whole seconds, e.g. 2026-12-03T21:00:00Z: every time the API and its files show."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix_s))
 
 
 def render(

@@ -31,11 +31,11 @@ from paycode.server.database.models import (
     User,
     new_id,
 )
-from paycode.server.http.problems import ApiError
 from paycode.server.safety.passwords import PasswordInvalid, hash_password
 from paycode.server.safety.secretbox import SecretBox
 from paycode.server.wallets import service
-from paycode.shared.errors import CurrencyUnknown
+from paycode.shared.codes import ErrorCode
+from paycode.shared.errors import ApiError, CurrencyUnknown
 from paycode.shared.money import currency as lookup_currency
 from paycode.shared.money import parse_amount
 from paycode.shared.terminal_auth import SECRET_BYTES
@@ -57,7 +57,9 @@ def _now(now_s: float | None) -> float:
 def check_user_name(name: str) -> str:
     """Names are what users type into the wallet's --user: short, ASCII, no spaces."""
     if not isinstance(name, str) or USER_NAME_PATTERN.fullmatch(name) is None:
-        raise ApiError("name_invalid", "a user name has 1-64 characters from A-Z a-z 0-9 _ . -")
+        raise ApiError(
+            ErrorCode.NAME_INVALID, "a user name has 1-64 characters from A-Z a-z 0-9 _ . -"
+        )
     return name
 
 
@@ -70,7 +72,7 @@ def check_merchant_name(name: str) -> str:
         or name != name.strip()
     ):
         raise ApiError(
-            "name_invalid",
+            ErrorCode.NAME_INVALID,
             f"a merchant name has 1-{MERCHANT_NAME_CHARS_MAX} printable characters, "
             "without leading or trailing spaces",
         )
@@ -82,7 +84,7 @@ def check_currency(code: str) -> str:
     try:
         return lookup_currency(code).alpha
     except CurrencyUnknown as error:
-        raise ApiError("currency_unknown", error.message) from error
+        raise ApiError(ErrorCode.CURRENCY_UNKNOWN, error.message) from error
 
 
 def check_notify_url(url: str) -> str:
@@ -97,7 +99,7 @@ def check_notify_url(url: str) -> str:
         or " " in url
     ):
         raise ApiError(
-            "notify_url_invalid",
+            ErrorCode.NOTIFY_URL_INVALID,
             f"the notify URL must be an absolute http(s) URL of at most {NOTIFY_URL_CHARS_MAX} "
             "characters",
         )
@@ -113,14 +115,14 @@ def create_user(
     try:
         password_hash = hash_password(password)
     except PasswordInvalid as error:
-        raise ApiError("password_invalid", str(error)) from error
+        raise ApiError(ErrorCode.PASSWORD_INVALID, str(error)) from error
     user = User(id=new_id("usr"), name=name, password_hash=password_hash, created_at_s=_now(now_s))
-    _insert_unique(session, user, "user_exists", f"a user named {name!r} already exists")
+    _insert_unique(session, user, ErrorCode.USER_EXISTS, f"a user named {name!r} already exists")
     ledger.open_account(session, "user", user.id, alpha)
     return user
 
 
-def _insert_unique(session: Session, row: object, code: str, detail: str) -> None:
+def _insert_unique(session: Session, row: object, code: ErrorCode, detail: str) -> None:
     """Insert `row` in a savepoint; a UNIQUE violation becomes ApiError(code)."""
     try:
         with session.begin_nested():
@@ -132,7 +134,7 @@ def _insert_unique(session: Session, row: object, code: str, detail: str) -> Non
 def find_user(session: Session, name: str) -> User:
     user = session.scalars(select(User).where(User.name == name[:ID_CHARS_MAX])).one_or_none()
     if user is None:
-        raise ApiError("not_found", f"no user named {name[:ID_CHARS_MAX]!r}")
+        raise ApiError(ErrorCode.NOT_FOUND, f"no user named {name[:ID_CHARS_MAX]!r}")
     return user
 
 
@@ -146,7 +148,9 @@ def default_currency(session: Session, name: str) -> str:
         .limit(1)
     ).first()
     if first is None:
-        raise ApiError("currency_required", f"user {name!r} has no account; name a currency")
+        raise ApiError(
+            ErrorCode.CURRENCY_REQUIRED, f"user {name!r} has no account; name a currency"
+        )
     return first
 
 
@@ -190,7 +194,7 @@ def set_limits(
     user = find_user(session, name)
     account = ledger.account(session, "user", user.id, check_currency(currency))
     if account is None:
-        raise ApiError("not_found", f"{name} has no {currency} account")
+        raise ApiError(ErrorCode.NOT_FOUND, f"{name} has no {currency} account")
     if reset:
         account.pinless_payment_max_minor = None
         account.pinless_daily_max_minor = None
@@ -205,7 +209,7 @@ def set_limits(
         ).amount_minor
     if daily_count_max is not None:
         if not 0 <= daily_count_max <= DAILY_COUNT_MAX:
-            raise ApiError("invalid_argument", f"--daily-count must be 0-{DAILY_COUNT_MAX}")
+            raise ApiError(ErrorCode.INVALID_ARGUMENT, f"--daily-count must be 0-{DAILY_COUNT_MAX}")
         account.pinless_daily_count_max = daily_count_max
     session.flush()
 
@@ -213,13 +217,17 @@ def set_limits(
 def check_city(city: str) -> str:
     """EMV tag 60 allows 15 characters; a poster's wallet shows it under the name."""
     if not 1 <= len(city) <= CITY_CHARS_MAX or not city.isprintable() or city != city.strip():
-        raise ApiError("invalid_argument", f"a city has 1-{CITY_CHARS_MAX} printable characters")
+        raise ApiError(
+            ErrorCode.INVALID_ARGUMENT, f"a city has 1-{CITY_CHARS_MAX} printable characters"
+        )
     return city
 
 
 def check_country(country: str) -> str:
     if len(country) != 2 or not (country.isascii() and country.isalpha() and country.isupper()):
-        raise ApiError("invalid_argument", "a country is an ISO 3166 alpha-2 code such as CN")
+        raise ApiError(
+            ErrorCode.INVALID_ARGUMENT, "a country is an ISO 3166 alpha-2 code such as CN"
+        )
     return country
 
 
@@ -228,11 +236,13 @@ def check_networks(cidrs: list[str]) -> str | None:
     if not cidrs:
         return None
     if len(cidrs) > ALLOWED_NETWORKS_MAX:
-        raise ApiError("invalid_argument", f"at most {ALLOWED_NETWORKS_MAX} --allow-ip networks")
+        raise ApiError(
+            ErrorCode.INVALID_ARGUMENT, f"at most {ALLOWED_NETWORKS_MAX} --allow-ip networks"
+        )
     try:
         networks = [ipaddress.ip_network(cidr.strip(), strict=False) for cidr in cidrs]
     except ValueError as error:
-        raise ApiError("invalid_argument", f"--allow-ip: {error}") from error
+        raise ApiError(ErrorCode.INVALID_ARGUMENT, f"--allow-ip: {error}") from error
     return ",".join(str(network) for network in networks)
 
 
@@ -261,7 +271,9 @@ def create_merchant(
         allowed_cidrs=check_networks(allow_ips or []),
         created_at_s=_now(now_s),
     )
-    _insert_unique(session, merchant, "merchant_exists", f"a merchant named {name!r} exists")
+    _insert_unique(
+        session, merchant, ErrorCode.MERCHANT_EXISTS, f"a merchant named {name!r} exists"
+    )
     ledger.open_account(session, "merchant", merchant.id, alpha)
     return merchant
 
@@ -274,7 +286,7 @@ def find_merchant(session: Session, name_or_id: str) -> Merchant:
         or session.scalars(select(Merchant).where(Merchant.name == key)).one_or_none()
     )
     if merchant is None:
-        raise ApiError("not_found", f"no merchant with id or name {key!r}")
+        raise ApiError(ErrorCode.NOT_FOUND, f"no merchant with id or name {key!r}")
     return merchant
 
 
@@ -314,7 +326,7 @@ def revoke_terminal(session: Session, key_id: str, now_s: float) -> Terminal:
     )
     terminal = session.get(Terminal, key, populate_existing=True)
     if terminal is None:
-        raise ApiError("not_found", f"no terminal {key!r}")
+        raise ApiError(ErrorCode.NOT_FOUND, f"no terminal {key!r}")
     return terminal
 
 
@@ -336,12 +348,12 @@ def revoke_device(session: Session, device_id: str, now_s: float) -> bool:
     it already was (revoking twice is harmless, and the first time is kept)."""
     device = session.get(Device, device_id[:ID_CHARS_MAX])
     if device is None:
-        raise ApiError("not_found", f"no device {device_id[:ID_CHARS_MAX]!r}")
+        raise ApiError(ErrorCode.NOT_FOUND, f"no device {device_id[:ID_CHARS_MAX]!r}")
     return service.revoke(session, device, now_s)
 
 
 def list_devices(session: Session, user_name: str, limit: int) -> list[Device]:
     """A user's devices for the operator: live ones first, then the most recently revoked."""
     if not 1 <= limit <= service.DEVICES_LIMIT_MAX:
-        raise ApiError("invalid_argument", f"--limit must be 1-{service.DEVICES_LIMIT_MAX}")
+        raise ApiError(ErrorCode.INVALID_ARGUMENT, f"--limit must be 1-{service.DEVICES_LIMIT_MAX}")
     return service.user_devices(session, find_user(session, user_name).id, limit)

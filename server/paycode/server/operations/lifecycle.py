@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session
 
 from paycode.server.database.engine import read_only
 from paycode.server.database.models import VersionState
-from paycode.server.http.problems import ApiError
+from paycode.shared.codes import ErrorCode
+from paycode.shared.errors import ApiError
 from paycode.shared.versions.base import VersionStatus
 from paycode.shared.versions.registry import DEFAULT_STATUS, PREFERRED_VERSION
 
@@ -124,7 +125,7 @@ def set_status(session: Session, version: str, status: VersionStatus, now_s: flo
     two active versions at once cannot both succeed."""
     if version not in DEFAULT_STATUS:
         raise ApiError(
-            "version_unknown", f"unknown code version {version[:16]!r}; live: {_names()}"
+            ErrorCode.VERSION_UNKNOWN, f"unknown code version {version[:16]!r}; live: {_names()}"
         )
     _serialize(session)
     statuses = read_statuses(session)
@@ -133,13 +134,13 @@ def set_status(session: Session, version: str, status: VersionStatus, now_s: flo
         return Transition(version, before, status)
     if status is VersionStatus.RETIRED and version == PREFERRED_VERSION:
         raise ApiError(
-            "version_preferred",
+            ErrorCode.VERSION_PREFERRED,
             f"{version} is the preferred version (new wallets enroll on it); it cannot retire",
         )
     statuses[version] = status
     if VersionStatus.ACTIVE not in statuses.values():
         raise ApiError(
-            "last_active_version",
+            ErrorCode.LAST_ACTIVE_VERSION,
             f"{version} is the last active version; activate another one first",
         )
     row = session.get(VersionState, version)  # under the transition lock: no racing insert

@@ -35,18 +35,18 @@ from prometheus_client.registry import REGISTRY, Collector
 from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from paycode.server.charge.planning import RECORDED_FAILURES, SUCCEEDED, ChargePlan
+from paycode.server import services
+from paycode.server.charge.planning import RECORDED_FAILURES, ChargePlan
 from paycode.server.charge.result import NONCE_REPLAYED, STORED, TERMINAL_REVOKED
 from paycode.server.database.engine import read_only
-from paycode.server.http.problems import ApiError
 from paycode.server.operations.observability import (
     MULTIPROC_ENV,
-    MetricsAccess,
     annotate,
     mask_code,
     route_of_request,
 )
-from paycode.server.safety.limits import CONFIRMATION_REQUIRED
+from paycode.shared.codes import ErrorCode, PaymentStatus
+from paycode.shared.errors import ApiError
 from paycode.shared.versions.base import Reason
 from paycode.shared.versions.registry import VERSIONS
 
@@ -66,18 +66,21 @@ METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 """Any other method is labelled "other": a caller cannot mint label values."""
 
 VERIFICATION_REASONS = frozenset(
-    {reason.value for reason in Reason} | {"code_malformed", "code_replayed", "device_locked"}
+    {reason.value for reason in Reason}
+    | {ErrorCode.CODE_MALFORMED, ErrorCode.CODE_REPLAYED, ErrorCode.DEVICE_LOCKED}
 )
 """Outcomes that say the code itself did not pay (as opposed to the money or the request)."""
 _OUTCOME_NAMES = {
-    SUCCEEDED: "succeeded",
-    CONFIRMATION_REQUIRED: "pending",
+    PaymentStatus.SUCCEEDED: "succeeded",
+    ErrorCode.CONFIRMATION_REQUIRED: "pending",
     STORED: "idempotent_replay",
-    TERMINAL_REVOKED: "unauthorized",
-    NONCE_REPLAYED: "unauthorized",
+    TERMINAL_REVOKED: ErrorCode.UNAUTHORIZED,
+    NONCE_REPLAYED: ErrorCode.UNAUTHORIZED,
 }
 
-_LEAVES_PAYMENT = frozenset({SUCCEEDED, CONFIRMATION_REQUIRED} | RECORDED_FAILURES)
+_LEAVES_PAYMENT = frozenset(
+    {PaymentStatus.SUCCEEDED, ErrorCode.CONFIRMATION_REQUIRED} | RECORDED_FAILURES
+)
 """Outcomes whose payment row exists: the log line names it."""
 
 _log = logging.getLogger("paycode.metrics")
@@ -253,19 +256,17 @@ def render(gauges: Collector) -> bytes:
 def init_app(app: Flask) -> None:
     """GET /metrics, and the latency observation after every request (after the request-id
     hook of server.observability.init_app, which starts the clock)."""
-    app.extensions["paycode_metrics_access"] = MetricsAccess.from_env()
     app.extensions["paycode_db_gauges"] = DatabaseGauges(app.extensions["paycode_engine"])
     app.after_request(_observe)
 
     @app.get("/metrics")
     def metrics() -> Response:
-        access: MetricsAccess = current_app.extensions["paycode_metrics_access"]
-        access.check()
+        services.config().metrics.check()
         try:
             body = render(current_app.extensions["paycode_db_gauges"])
         except (OSError, ValueError) as error:  # the samples directory went away, say
             _log.error("metrics: cannot read the samples (%s)", type(error).__name__)
             raise ApiError(
-                "metrics_unavailable", "metrics cannot be read now", status=503
+                ErrorCode.METRICS_UNAVAILABLE, "metrics cannot be read now", status=503
             ) from None
         return Response(body, content_type=CONTENT_TYPE_LATEST)

@@ -35,8 +35,8 @@ from typing import Any
 from flask import Flask, Response, g, has_request_context, request
 from gunicorn.glogging import Logger as GunicornLogger  # type: ignore[import-untyped]
 
-from paycode.server.config import ConfigError
-from paycode.server.http.problems import ApiError
+from paycode.shared.codes import ErrorCode
+from paycode.shared.errors import ApiError, ConfigError
 from paycode.shared.versions.registry import VERSIONS
 
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -287,8 +287,8 @@ class MetricsAccess:
     token: str | None = field(default=None, repr=False)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> MetricsAccess:
-        env = os.environ if env is None else env
+    def parse(cls, env: Mapping[str, str]) -> MetricsAccess:
+        """From the environment variables in `env` (ServerConfig.from_env hands them in)."""
         token = env.get(METRICS_TOKEN_ENV) or None
         if token is not None and (
             len(token) < METRICS_TOKEN_CHARS_MIN or not token.isascii() or not token.isprintable()
@@ -306,11 +306,13 @@ class MetricsAccess:
             if scheme.lower() != "bearer" or not hmac.compare_digest(
                 given.strip().encode(), self.token.encode()
             ):
-                raise ApiError("unauthorized", "/metrics needs Authorization: Bearer <token>")
+                raise ApiError(
+                    ErrorCode.UNAUTHORIZED, "/metrics needs Authorization: Bearer <token>"
+                )
             return
         if not _loopback(request.remote_addr) or any(h in request.headers for h in PROXY_HEADERS):
             raise ApiError(
-                "forbidden",
+                ErrorCode.FORBIDDEN,
                 f"/metrics is served to loopback only; set {METRICS_TOKEN_ENV} to scrape "
                 "from elsewhere",
             )

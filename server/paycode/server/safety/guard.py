@@ -17,16 +17,21 @@ retried) says nothing about guessing.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
 
-from paycode.server.config import ConfigError
+from paycode.shared.codes import ErrorCode
+from paycode.shared.errors import ConfigError
 
 COUNTED_FAILURES = frozenset(
-    {"code_invalid", "code_malformed", "code_ambiguous", "merchant_mismatch"}
+    {
+        ErrorCode.CODE_INVALID,
+        ErrorCode.CODE_MALFORMED,
+        ErrorCode.CODE_AMBIGUOUS,
+        ErrorCode.MERCHANT_MISMATCH,
+    }
 )
 SCOPES_MAX = 3
 
@@ -44,8 +49,8 @@ class GuardSettings:
     backoff_max_s: float = 3600.0  # PAYCODE_GUESS_BACKOFF_MAX_S; also the quiet time that resets
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> GuardSettings:
-        env = os.environ if env is None else env
+    def parse(cls, env: Mapping[str, str]) -> GuardSettings:
+        """From the environment variables in `env` (ServerConfig.from_env hands them in)."""
         defaults = cls()
 
         def number(name: str, default: float) -> float:

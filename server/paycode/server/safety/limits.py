@@ -16,7 +16,6 @@ over the daily limit are serialised there and cannot both pass.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,15 +23,11 @@ from functools import lru_cache
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from paycode.server.config import ConfigError
 from paycode.server.database.models import Account
+from paycode.shared.errors import ConfigError
 from paycode.shared.money import MAX_AMOUNT_MINOR, Money, currency, format_amount
 
 DAY_S = 86_400
-PENDING = "pending_confirmation"
-DECLINED = "declined"
-CANCELLED = "cancelled"
-CONFIRMATION_REQUIRED = "confirmation_required"
 
 
 @dataclass(frozen=True)
@@ -48,8 +43,8 @@ class LimitSettings:
     day_offset_minutes: int = 480  # PAYCODE_LIMIT_DAY_OFFSET_MINUTES: days start at 00:00 UTC+8
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> LimitSettings:
-        env = os.environ if env is None else env
+    def parse(cls, env: Mapping[str, str]) -> LimitSettings:
+        """From the environment variables in `env` (ServerConfig.from_env hands them in)."""
         base = cls()
         return cls(
             payment_max=_integer(env, "PAYCODE_PINLESS_PAYMENT_MAX", base.payment_max),

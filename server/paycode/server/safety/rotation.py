@@ -20,8 +20,9 @@ from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session
 
 from paycode.server.database.models import Base
-from paycode.server.http.problems import ApiError
 from paycode.server.safety.secretbox import SecretBox
+from paycode.shared.codes import ErrorCode
+from paycode.shared.errors import ApiError
 
 BATCH_ROWS: Final = 500
 """A batch is a few milliseconds of AES-GCM; its row locks delay a charge only that long."""
@@ -104,7 +105,7 @@ def _check_configured(usage: Usage, box: SecretBox) -> None:
     missing = sorted({key_id for ids in usage.values() for key_id in ids} - box.key_ids)
     if missing:
         raise ApiError(
-            "master_key_missing",
+            ErrorCode.MASTER_KEY_MISSING,
             f"rows are sealed under master key ids that are not configured: "
             f"{', '.join(missing)}; configure them next to the new key (docs/operations.md)",
         )
@@ -148,7 +149,9 @@ def _rewrap_row(
     try:
         secret = box.open(key_id, sealed, row_id=row_id)
     except LookupError as error:
-        raise ApiError("master_key_invalid", f"{table.name} row {row_id}: {error}") from error
+        raise ApiError(
+            ErrorCode.MASTER_KEY_INVALID, f"{table.name} row {row_id}: {error}"
+        ) from error
     new_key_id, new_sealed = box.seal(secret, row_id=row_id)
     result = session.execute(
         update(table)

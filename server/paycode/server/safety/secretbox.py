@@ -7,11 +7,14 @@ associated data, so a ciphertext copied onto another row does not decrypt.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from paycode.server.config import ServerConfig
+if TYPE_CHECKING:  # the configuration imports the parts; they only name its type
+    from paycode.server.config import ServerConfig
+
 
 _NONCE_BYTES = 12
 

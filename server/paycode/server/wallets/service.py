@@ -18,7 +18,6 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -36,12 +35,14 @@ from paycode.server.database.models import (
     WalletSession,
     new_id,
 )
-from paycode.server.http.problems import ApiError
 from paycode.server.operations import lifecycle
 from paycode.server.safety.passwords import hash_password, verify_password
 from paycode.server.safety.secretbox import SecretBox
+from paycode.shared.codes import ErrorCode
 from paycode.shared.enrollment import ED25519_BYTES, SYMMETRIC_KEY_BYTES, build_grant
+from paycode.shared.errors import ApiError
 from paycode.shared.money import Money, format_amount
+from paycode.shared.timestamps import iso_time
 from paycode.shared.versions.base import VersionStatus
 from paycode.shared.versions.registry import DEFAULT_STATUS, by_name
 
@@ -98,7 +99,7 @@ def check_password(found: tuple[str, str] | None, password: str) -> str:
     stored = found[1] if found is not None else _dummy_hash()
     valid = verify_password(password, stored)
     if found is None or not valid:
-        raise ApiError("unauthorized", WRONG_LOGIN)
+        raise ApiError(ErrorCode.UNAUTHORIZED, WRONG_LOGIN)
     return found[0]
 
 
@@ -121,7 +122,7 @@ def session_user(session: Session, authorization: str, at_s: float) -> str:
     if scheme.lower() == "bearer" and token.strip():
         row = session.get(WalletSession, token_hash(token.strip()))
     if row is None or row.expires_at_s <= at_s:
-        raise ApiError("unauthorized", "a valid, unexpired session token is required")
+        raise ApiError(ErrorCode.UNAUTHORIZED, "a valid, unexpired session token is required")
     return row.user_id
 
 
@@ -144,22 +145,26 @@ def parse_enroll(
     (a wallet may need it where tills read only numeric codes), a retired one does not."""
     version = body.get("version")
     if not isinstance(version, str) or version not in DEFAULT_STATUS:
-        raise ApiError("invalid_request", f"'version' must be one of {', '.join(DEFAULT_STATUS)}")
+        raise ApiError(
+            ErrorCode.INVALID_REQUEST, f"'version' must be one of {', '.join(DEFAULT_STATUS)}"
+        )
     if statuses.get(version, VersionStatus.RETIRED) is VersionStatus.RETIRED:
-        raise ApiError("version_retired", f"code version {version} is retired")
+        raise ApiError(ErrorCode.VERSION_RETIRED, f"code version {version} is retired")
     label = body.get("label", "")
     if not isinstance(label, str):
-        raise ApiError("invalid_request", "'label' must be a string")
+        raise ApiError(ErrorCode.INVALID_REQUEST, "'label' must be a string")
     if version != "v3":
         if "public_key" in body:
-            raise ApiError("invalid_request", "'public_key' is for v3 devices only")
+            raise ApiError(ErrorCode.INVALID_REQUEST, "'public_key' is for v3 devices only")
         # The wallet builds the label from the host name, which can be long: cut, not refuse.
         return EnrollRequest(version, label[:LABEL_CHARS_MAX])
     return EnrollRequest(version, label[:LABEL_CHARS_MAX], _public_key(body.get("public_key")))
 
 
 def _public_key(value: object) -> bytes:
-    refused = ApiError("invalid_request", "'public_key' must be 32 bytes of base64 (Ed25519)")
+    refused = ApiError(
+        ErrorCode.INVALID_REQUEST, "'public_key' must be 32 bytes of base64 (Ed25519)"
+    )
     if not isinstance(value, str) or len(value) > 64:
         raise refused
     try:
@@ -218,7 +223,7 @@ def grant_for(
     """
     device = session.get(Device, device_id)
     if device is None or device.revoked_at_s is not None:
-        raise ApiError("device_revoked", "the device this key enrolled was revoked")
+        raise ApiError(ErrorCode.DEVICE_REVOKED, "the device this key enrolled was revoked")
     if device.version == "v3":
         return build_grant(
             version="v3",
@@ -258,10 +263,6 @@ def forget_old_nonces(session: Session, scope: str, at_s: float) -> None:
 # --- device lifecycle: list, revoke, rotate -------------------------------------------------
 
 
-def _iso(at_s: float) -> str:
-    return datetime.fromtimestamp(at_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def user_devices(session: Session, user_id: str, limit: int = DEVICES_LISTED_MAX) -> list[Device]:
     """A user's devices: live ones first (newest first), then the most recently revoked."""
     assert 1 <= limit <= DEVICES_LIMIT_MAX
@@ -281,9 +282,9 @@ def device_json(device: Device) -> dict[str, object]:
         "device_id": device.id,
         "version": device.version,
         "label": device.label,
-        "created_at": _iso(device.created_at_s),
+        "created_at": iso_time(device.created_at_s),
         "revoked": revoked_at_s is not None,
-        "revoked_at": None if revoked_at_s is None else _iso(revoked_at_s),
+        "revoked_at": None if revoked_at_s is None else iso_time(revoked_at_s),
     }
 
 
@@ -323,7 +324,7 @@ def own_device(session: Session, user_id: str, device_id: str) -> Device:
         )
     ).one_or_none()
     if device is None:
-        raise ApiError("not_found", "no such device among yours")
+        raise ApiError(ErrorCode.NOT_FOUND, "no such device among yours")
     return device
 
 
@@ -354,7 +355,7 @@ def rotate(
     device = enroll_device(session, user_id=caller.user_id, wanted=wanted, box=box, at_s=at_s)
     if not revoke(session, caller, at_s):
         # Revoked by someone else since it signed this request: roll the new device back.
-        raise ApiError("unauthorized", "unknown or revoked device")
+        raise ApiError(ErrorCode.UNAUTHORIZED, "unknown or revoked device")
     return device
 
 
@@ -382,7 +383,9 @@ def parse_limit(raw: str | None) -> int:
         return HISTORY_LIMIT_DEFAULT
     digits = raw.isascii() and raw.isdigit() and len(raw) <= 3
     if not digits or not 1 <= int(raw) <= HISTORY_LIMIT_MAX:
-        raise ApiError("invalid_request", f"'limit' must be an integer 1-{HISTORY_LIMIT_MAX}")
+        raise ApiError(
+            ErrorCode.INVALID_REQUEST, f"'limit' must be an integer 1-{HISTORY_LIMIT_MAX}"
+        )
     return int(raw)
 
 
@@ -400,10 +403,9 @@ def history(session: Session, user_id: str, limit: int) -> list[dict[str, object
 
 
 def _history_item(payment: Payment, merchant: str) -> dict[str, object]:
-    created = datetime.fromtimestamp(payment.created_at_s, UTC)
     return {
         "payment_id": payment.id,
-        "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created_at": iso_time(payment.created_at_s),
         "merchant": merchant,
         "amount": format_amount(Money(payment.amount_minor, payment.currency)),
         "currency": payment.currency,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from paycode.shared.binding import BINDING_BYTES
+from paycode.shared.codes import ErrorCode
 from paycode.shared.timestep import STEP_SECONDS
 
 Rng = Callable[[int], bytes]
@@ -31,12 +32,12 @@ class VersionStatus(enum.StrEnum):
 class Reason(enum.StrEnum):
     """Stable rejection codes (BRIEF §5) that verification can produce."""
 
-    CODE_INVALID = "code_invalid"
-    CODE_EXPIRED = "code_expired"
-    CODE_AMBIGUOUS = "code_ambiguous"
-    DEVICE_REVOKED = "device_revoked"
-    VERSION_RETIRED = "version_retired"
-    MERCHANT_MISMATCH = "merchant_mismatch"
+    CODE_INVALID = ErrorCode.CODE_INVALID
+    CODE_EXPIRED = ErrorCode.CODE_EXPIRED
+    CODE_AMBIGUOUS = ErrorCode.CODE_AMBIGUOUS
+    DEVICE_REVOKED = ErrorCode.DEVICE_REVOKED
+    VERSION_RETIRED = ErrorCode.VERSION_RETIRED
+    MERCHANT_MISMATCH = ErrorCode.MERCHANT_MISMATCH
     """A merchant-bound code presented where it was not made for (docs/spec.md §10)."""
 
 

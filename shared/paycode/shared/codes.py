@@ -1,0 +1,170 @@
+"""The stable codes and statuses every part of Paycode speaks, defined once.
+
+`ErrorCode` is every code a user, a till or a program may branch on: the `code` of an API
+problem (docs/api.md, "Stable error codes", with the HTTP status of `HTTP_STATUS`), and the
+codes the wallet, the till and the server's commands print (`error [code]: message`).
+`PaymentStatus` is a payment's `status`. Both are `StrEnum`s: a member is its string, so it is
+written to JSON, the database and logs as the code itself, and a code read back from any of
+them compares equal to its member.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from types import MappingProxyType
+
+
+class ErrorCode(enum.StrEnum):
+    """Stable codes; docs/api.md says what each means."""
+
+    # -- the request -----------------------------------------------------------------------
+    INVALID_REQUEST = "invalid_request"
+    INVALID_ARGUMENT = "invalid_argument"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    NOT_FOUND = "not_found"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    RATE_LIMITED = "rate_limited"
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
+    # -- payment codes ---------------------------------------------------------------------
+    CODE_MALFORMED = "code_malformed"
+    CODE_INVALID = "code_invalid"
+    CODE_EXPIRED = "code_expired"
+    CODE_REPLAYED = "code_replayed"
+    CODE_AMBIGUOUS = "code_ambiguous"
+    VERSION_RETIRED = "version_retired"
+    MERCHANT_MISMATCH = "merchant_mismatch"
+    DEVICE_REVOKED = "device_revoked"
+    DEVICE_LOCKED = "device_locked"
+    BINDING_UNSUPPORTED = "binding_unsupported"
+    # -- money -----------------------------------------------------------------------------
+    AMOUNT_INVALID = "amount_invalid"
+    CURRENCY_MISMATCH = "currency_mismatch"
+    CURRENCY_UNKNOWN = "currency_unknown"
+    CURRENCY_REQUIRED = "currency_required"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    LIMIT_EXCEEDED = "limit_exceeded"
+    DUPLICATE_ORDER = "duplicate_order"
+    REFUND_EXCEEDS_PAYMENT = "refund_exceeds_payment"
+    PAYMENT_NOT_REFUNDABLE = "payment_not_refundable"
+    PAYMENT_CHANGED = "payment_changed"
+    # -- confirmation above the password-free limits (step-up) -----------------------------
+    CONFIRMATION_REQUIRED = "confirmation_required"
+    CONFIRMATION_EXPIRED = "confirmation_expired"
+    PAYMENT_NOT_PENDING = "payment_not_pending"
+    PIN_INVALID = "pin_invalid"
+    PIN_NOT_SET = "pin_not_set"
+    PIN_REQUIRED = "pin_required"
+    DECLINED_BY_CUSTOMER = "declined_by_customer"
+    CANCELLED_BY_MERCHANT = "cancelled_by_merchant"
+    # -- merchant QR -----------------------------------------------------------------------
+    QR_INVALID = "qr_invalid"
+    QR_NOT_FOUND = "qr_not_found"
+    NOT_PAYCODE_COLLECTION = "not_paycode_collection"
+    # -- accounts and operators ------------------------------------------------------------
+    PASSWORD_INVALID = "password_invalid"  # noqa: S105 - a code, not a password
+    PASSWORD_REQUIRED = "password_required"  # noqa: S105 - a code, not a password
+    PASSWORD_MISMATCH = "password_mismatch"  # noqa: S105 - a code, not a password
+    NAME_INVALID = "name_invalid"
+    USER_EXISTS = "user_exists"
+    MERCHANT_EXISTS = "merchant_exists"
+    DATE_INVALID = "date_invalid"
+    LEDGER_MISMATCH = "ledger_mismatch"
+    SETTLEMENT_TOO_LARGE = "settlement_too_large"
+    NOTIFY_URL_INVALID = "notify_url_invalid"
+    CONFIG_INVALID = "config_invalid"
+    MASTER_KEY_INVALID = "master_key_invalid"
+    MASTER_KEY_MISSING = "master_key_missing"
+    MASTER_KEY_NOT_CURRENT = "master_key_not_current"
+    ROTATION_INCOMPLETE = "rotation_incomplete"
+    VERSION_UNKNOWN = "version_unknown"
+    VERSION_PREFERRED = "version_preferred"
+    LAST_ACTIVE_VERSION = "last_active_version"
+    DATABASE_ERROR = "database_error"
+    # -- the server itself -----------------------------------------------------------------
+    INTERNAL_ERROR = "internal_error"
+    DATABASE_BUSY = "database_busy"
+    METRICS_UNAVAILABLE = "metrics_unavailable"
+    # -- the wallet and the till, on their side --------------------------------------------
+    SERVER_UNREACHABLE = "server_unreachable"
+    OUTCOME_UNKNOWN = "outcome_unknown"
+    ENROLLMENT_INVALID = "enrollment_invalid"
+    NOT_ENROLLED = "not_enrolled"
+    COUNTER_EXHAUSTED = "counter_exhausted"
+    WALLET_ERROR = "wallet_error"
+    WALLET_CORRUPT = "wallet_corrupt"
+    WALLET_LOCKED = "wallet_locked"
+    CANCELLED = "cancelled"
+    USAGE = "usage"
+    IMAGE_UNREADABLE = "image_unreadable"
+    IO_ERROR = "io_error"
+    POS_NOT_CONFIGURED = "pos_not_configured"
+    SOURCE_INVALID = "source_invalid"
+    SOURCE_UNAVAILABLE = "source_unavailable"
+    SCAN_TIMEOUT = "scan_timeout"
+    NO_PAYMENT_CODE = "no_payment_code"
+    NO_CODE_FOUND = "no_code_found"
+
+
+HTTP_STATUS: Mapping[str, int] = MappingProxyType(
+    {
+        ErrorCode.INVALID_REQUEST: 400,
+        ErrorCode.CODE_MALFORMED: 400,
+        ErrorCode.QR_INVALID: 400,
+        ErrorCode.AMOUNT_INVALID: 400,
+        ErrorCode.PASSWORD_INVALID: 400,
+        ErrorCode.DATE_INVALID: 400,
+        ErrorCode.UNAUTHORIZED: 401,
+        ErrorCode.FORBIDDEN: 403,
+        ErrorCode.PIN_INVALID: 403,
+        ErrorCode.NOT_FOUND: 404,
+        ErrorCode.METHOD_NOT_ALLOWED: 405,
+        ErrorCode.USER_EXISTS: 409,
+        ErrorCode.MERCHANT_EXISTS: 409,
+        ErrorCode.IDEMPOTENCY_CONFLICT: 409,
+        ErrorCode.IDEMPOTENCY_IN_PROGRESS: 409,
+        ErrorCode.DUPLICATE_ORDER: 409,
+        ErrorCode.PIN_NOT_SET: 409,
+        ErrorCode.PAYMENT_NOT_PENDING: 409,
+        ErrorCode.CONFIRMATION_EXPIRED: 409,
+        ErrorCode.PAYMENT_CHANGED: 409,
+        ErrorCode.LEDGER_MISMATCH: 409,  # the settlement does not add up: `reconcile`
+        ErrorCode.PAYLOAD_TOO_LARGE: 413,
+        ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+        ErrorCode.CODE_INVALID: 422,
+        ErrorCode.CODE_EXPIRED: 422,
+        ErrorCode.CODE_REPLAYED: 422,
+        ErrorCode.CODE_AMBIGUOUS: 422,
+        ErrorCode.VERSION_RETIRED: 422,
+        ErrorCode.DEVICE_REVOKED: 422,
+        ErrorCode.MERCHANT_MISMATCH: 422,
+        ErrorCode.INSUFFICIENT_FUNDS: 422,
+        ErrorCode.DEVICE_LOCKED: 422,
+        ErrorCode.LIMIT_EXCEEDED: 422,
+        ErrorCode.CURRENCY_MISMATCH: 422,
+        ErrorCode.REFUND_EXCEEDS_PAYMENT: 422,
+        ErrorCode.PAYMENT_NOT_REFUNDABLE: 422,
+        ErrorCode.SETTLEMENT_TOO_LARGE: 422,
+        ErrorCode.CONFIRMATION_REQUIRED: 202,  # not an error: the charge waits for the PIN
+        ErrorCode.RATE_LIMITED: 429,
+        ErrorCode.INTERNAL_ERROR: 500,
+        ErrorCode.DATABASE_BUSY: 503,
+    }
+)
+"""The HTTP status of every code the server answers with; the others never cross HTTP."""
+
+
+class PaymentStatus(enum.StrEnum):
+    """A payment's `status` (docs/api.md)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    """`failure_code` says why; no money moved."""
+    PENDING_CONFIRMATION = "pending_confirmation"
+    """Above the password-free limits: waits for the customer's PIN."""
+    DECLINED = "declined"
+    CANCELLED = "cancelled"
