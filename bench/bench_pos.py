@@ -31,8 +31,8 @@ import numpy as np
 from paycode.appkit.http_client import ServerClient
 from paycode.client.online import enroll
 from paycode.client.wallet import Wallet
-from paycode.merchant_pos.api import TerminalClient
 from paycode.merchant_pos.scanloop import Scanner
+from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.merchant_pos.till import Sale, charge_code
 from tests.live_server import LiveServer, postgres_database, start_live_server
 from tests.synthetic_frames import DISTORTIONS, Subject, compose_frame, empty_frame

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from paycode.appkit.decoding import decode_image_file
-from paycode.merchant_pos.api import TerminalClient
+from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.shared.errors import ServerRejected
 
 OUT = Path("demo-out").resolve()

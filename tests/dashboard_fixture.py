@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from email.message import Message
 
-from paycode.merchant_pos.api import TerminalClient
+from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.server.config import ServerConfig
 from paycode.server.dashboard import access
 from paycode.server.operations import admin

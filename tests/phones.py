@@ -20,7 +20,7 @@ import pytest
 from paycode.appkit.http_client import ServerClient
 from paycode.client import keystore, online
 from paycode.client.wallet import Wallet
-from paycode.merchant_pos.api import TerminalClient
+from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.server.config import ServerConfig
 from paycode.server.operations import admin
 from paycode.server.safety.secretbox import SecretBox

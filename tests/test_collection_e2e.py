@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from paycode.appkit.decoding import decode_image_file
-from paycode.merchant_pos.inspect import describe
+from paycode.merchant_pos.identify import describe
 from tests.live_server import start_live_server
 from tests.shop_fixture import Shop, ok_json, open_shop
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from paycode.merchant_pos.inspect import describe
+from paycode.merchant_pos.identify import describe
 from paycode.shared.emv.collection import (
     GUID,
     CollectionCode,

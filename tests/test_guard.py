@@ -16,7 +16,7 @@ from sqlalchemy import Engine, text
 
 from paycode.appkit.http_client import ServerClient
 from paycode.client.online import DeviceAuth
-from paycode.merchant_pos.api import TerminalClient
+from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.server.safety import guard
 from paycode.server.safety.guard import GuardScopes, GuardSettings
 from paycode.shared.enrollment import new_ed25519_seed

@@ -22,12 +22,12 @@ from sqlalchemy.orm import Session
 
 from paycode.appkit.http_client import ServerClient
 from paycode.client.online import DeviceAuth
-from paycode.merchant_pos.api import TerminalClient
+from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.server.config import STATUSES_TTL_ENV, ServerConfig
 from paycode.server.database.engine import make_engine
 from paycode.server.database.models import Base, Claim, Payment, VersionState
 from paycode.server.operations import lifecycle
-from paycode.server.wallets.service import parse_enroll
+from paycode.server.wallets.devices import parse_enroll
 from paycode.shared.errors import ApiError, ConfigError, ServerRejected
 from paycode.shared.timestep import step_at
 from paycode.shared.versions.base import VersionStatus

@@ -34,7 +34,7 @@ from sqlalchemy import inspect, select, update
 
 from paycode.client import online, pending
 from paycode.client.wallet import Wallet
-from paycode.merchant_pos.api import TerminalClient
+from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.server.database.models import Merchant, Notification, Payment, new_id
 from paycode.server.notifications import delivery
 from paycode.shared.emv.collection import CollectionCode, build_collection_payload

@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from paycode.merchant_pos.api import TerminalClient
+from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.server import cli
 from paycode.server.books.ledger import ledger_sum_minor
 from paycode.server.database import migrate

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from paycode.merchant_pos.api import TerminalClient
+from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.server.database.models import Device, Terminal, new_id
 from paycode.shared import terminal_auth
 from paycode.shared.binding import MerchantBinding

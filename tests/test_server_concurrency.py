@@ -21,7 +21,7 @@ import pytest
 from paycode.appkit.http_client import ServerClient
 from paycode.client import online
 from paycode.client.wallet import Wallet
-from paycode.merchant_pos.api import TerminalClient
+from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.server.books import ledger
 from paycode.server.database.models import User
 from paycode.shared.errors import ServerRejected

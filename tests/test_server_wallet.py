@@ -47,7 +47,7 @@ from paycode.server.database.models import (
 )
 from paycode.server.safety import keyring, passwords
 from paycode.server.safety.secretbox import SecretBox
-from paycode.server.wallets import service
+from paycode.server.wallets import devices, sessions
 from paycode.shared.enrollment import b64, new_ed25519_seed, read_grant
 from paycode.shared.errors import ServerRejected
 from paycode.shared.timestep import step_at
@@ -187,7 +187,7 @@ def assert_problem(reply: TestResponse, status: int, code: str, *, routed: bool 
     assert reply.json is not None and reply.json["code"] == code
     assert reply.json["status"] == status
     if routed:
-        assert abs(reply.json["server_time"] - service.now_s()) < 5
+        assert abs(reply.json["server_time"] - sessions.now_s()) < 5
 
 
 def db_lookup(app: Flask) -> Any:
@@ -201,7 +201,7 @@ def db_lookup(app: Flask) -> Any:
             ).one_or_none()
             if row is None:
                 return None
-            key = service.device_verify_key(row, box)
+            key = devices.device_verify_key(row, box)
             revoked = row.revoked_at_s is not None
             return DeviceRecord(row.id, row.handle, key, row.drift_steps, revoked)
 
@@ -229,7 +229,7 @@ def test_login_returns_a_token_and_stores_only_its_hash(app: Flask, client: Flas
     assert body["expires_at"] == pytest.approx(before + ttl_s, abs=5)
     with app.app_context():
         rows = db.session.scalars(select(WalletSession)).all()
-    assert [row.token_hash for row in rows] == [service.token_hash(body["token"])]
+    assert [row.token_hash for row in rows] == [sessions.token_hash(body["token"])]
     assert body["token"] not in rows[0].token_hash
 
 
@@ -243,7 +243,7 @@ def test_unknown_user_and_wrong_password_get_one_answer_at_one_cost(
         checked.append(stored)
         return real_verify(password, stored)
 
-    monkeypatch.setattr(service, "verify_password", spy)
+    monkeypatch.setattr(sessions, "verify_password", spy)
     answers = []
     for user, password in ((ALICE, "wrong"), ("mallory", "wrong"), ("mallory", ALICE_PASSWORD)):
         reply = client.post("/v1/wallet/sessions", json={"user": user, "password": password})
@@ -272,7 +272,7 @@ def test_a_token_expires_after_its_ttl(
     token = login(client)
     ttl_s = app.config["PAYCODE"].session_ttl_s
     later = time.time() + ttl_s + 1
-    monkeypatch.setattr(service, "now_s", lambda: later)
+    monkeypatch.setattr(sessions, "now_s", lambda: later)
     body, _ = enroll_body("v1")
     assert_problem(post_device(client, token, body), 401, "unauthorized")
     assert count(app, Device) == 0
@@ -415,7 +415,7 @@ def test_a_long_label_is_cut_not_refused(app: Flask, client: FlaskClient) -> Non
     assert reply.status_code == 201 and reply.json is not None
     with app.app_context():
         row = db.session.get(Device, reply.json["device_id"])
-        assert row is not None and row.label == "x" * service.LABEL_CHARS_MAX
+        assert row is not None and row.label == "x" * devices.LABEL_CHARS_MAX
 
 
 def test_handle_collisions_are_decided_by_the_unique_index(

@@ -30,8 +30,9 @@ import pytest
 from sqlalchemy import delete, func, insert, select, update
 
 from paycode.client import online, pending
-from paycode.merchant_pos.api import TerminalClient
-from paycode.server.books.settlement import COLUMNS, DayWindow, day_window
+from paycode.merchant_pos.terminal_client import TerminalClient
+from paycode.server.books.settlement import DayWindow, day_window
+from paycode.server.books.settlement_csv import COLUMNS
 from paycode.server.database.models import (
     Account,
     LedgerEntry,

@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from paycode.client import online, pending
 from paycode.client.wallet import Wallet
-from paycode.merchant_pos.api import TerminalClient
+from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.server.database.models import Account, LedgerEntry, LedgerTransaction, Payment, User
 from paycode.server.operations import admin
 from paycode.shared.errors import ServerRejected

@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from paycode.client import devices, online
 from paycode.client.wallet import PendingRotation, Wallet
-from paycode.merchant_pos.api import TerminalClient
+from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.server.database.models import Device
 from paycode.server.operations import lifecycle
 from paycode.shared.enrollment import read_grant

@@ -57,7 +57,7 @@ from bench.load import worker_pids
 from paycode.appkit.http_client import ServerClient
 from paycode.client import online
 from paycode.client.wallet import Wallet
-from paycode.merchant_pos.api import TerminalClient
+from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.server.books import ledger
 from paycode.server.config import ServerConfig
 from paycode.server.database.engine import READ_ONLY_OPTION, make_engine

@@ -49,7 +49,7 @@ from sqlalchemy import text
 
 from paycode.client import online
 from paycode.client.wallet import Wallet
-from paycode.merchant_pos.api import TerminalClient
+from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.server.books import settlement
 from paycode.server.config import ServerConfig
 from paycode.server.dashboard import access

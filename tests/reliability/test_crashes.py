@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from bench.load import worker_pids
-from paycode.merchant_pos.api import TerminalClient
+from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.shared.errors import ServerRejected
 from tests.live_server import LiveServer, postgres_database, start_live_server
 from tests.phones import use_fast_keystore

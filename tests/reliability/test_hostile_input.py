@@ -48,8 +48,8 @@ from sqlalchemy import text
 from paycode.appkit import http_client as client_api
 from paycode.client import online
 from paycode.client.wallet import Wallet
-from paycode.merchant_pos.api import TerminalClient
-from paycode.merchant_pos.inspect import describe
+from paycode.merchant_pos.identify import describe
+from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.shared import terminal_auth, wallet_auth
 from paycode.shared.checkdigit import damm_digit
 from paycode.shared.codes import HTTP_STATUS
@@ -353,7 +353,7 @@ def emv_parsers() -> list[Parser]:
             ),
         ),
         Parser(
-            "paycode.merchant_pos.inspect.describe",
+            "paycode.merchant_pos.identify.describe",
             describe,
             (),
             st.one_of(
@@ -673,7 +673,7 @@ PARSER_IDS = {
     "cpm": "decode_cpm",
     "mpm": "decode_mpm",
     "collection": "read_collection",
-    "inspect": "paycode.merchant_pos.inspect.describe",
+    "inspect": "paycode.merchant_pos.identify.describe",
     "amount": "parse_amount",
     "terminal-signature": "terminal_auth.signature_valid",
     "wallet-signature": "wallet_auth.signature_valid",

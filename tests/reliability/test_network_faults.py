@@ -39,7 +39,7 @@ from sqlalchemy import select
 
 from paycode.client.wallet import Wallet
 from paycode.merchant_pos import api as pos_api
-from paycode.merchant_pos.api import TerminalClient
+from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.merchant_pos.till import ConfirmWait, Sale, SaleOutcome, charge_code
 from paycode.server.database.models import Payment, Refund, Terminal
 from paycode.shared.errors import ServerRejected, ServerUnreachable

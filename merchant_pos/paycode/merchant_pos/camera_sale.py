@@ -12,7 +12,6 @@ import os
 import time
 from pathlib import Path
 
-from paycode.merchant_pos.api import TerminalClient
 from paycode.merchant_pos.display import (
     Bgr,
     TillWindow,
@@ -24,6 +23,7 @@ from paycode.merchant_pos.display import (
 from paycode.merchant_pos.frames import open_source
 from paycode.merchant_pos.messages import cashier_message
 from paycode.merchant_pos.scanloop import Detection, NoPaymentCode, Scanner
+from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.merchant_pos.till import CONFIRM_POLL_S, ConfirmWait, Sale, SaleOutcome, charge_code
 
 SCREENSHOT_SETTLE_S = 0.5

@@ -18,7 +18,7 @@ from typing import Any
 
 from paycode.appkit.console import add_json_flag, emit, run, wants_json
 from paycode.merchant_pos import settings
-from paycode.merchant_pos.inspect import describe
+from paycode.merchant_pos.identify import describe
 from paycode.merchant_pos.messages import cashier_message
 from paycode.merchant_pos.till import (
     CONFIRM_POLL_S,

@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from paycode.appkit.private_files import write_private
-from paycode.merchant_pos.api import TerminalClient
+from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import PaycodeError
 from paycode.shared.money import currency as known_currency

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from paycode.merchant_pos.api import TerminalClient
 from paycode.merchant_pos.messages import cashier_message
+from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.shared.codes import ErrorCode, PaymentStatus
 from paycode.shared.errors import CodeMalformed, ServerRejected, ServerUnreachable
 from paycode.shared.versions.registry import route

@@ -21,9 +21,7 @@ the window); any difference fails with `ledger_mismatch` and no file at all.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -45,8 +43,6 @@ from paycode.server.database.models import (
 from paycode.server.safety.limits import DAY_S, LimitSettings
 from paycode.shared.codes import ErrorCode, PaymentStatus
 from paycode.shared.errors import ApiError, ConfigError
-from paycode.shared.money import currency as lookup_currency
-from paycode.shared.timestamps import iso_time
 
 BATCH_ROWS: Final = 1000
 LINES_MAX: Final = 100_000
@@ -56,32 +52,7 @@ BPS_PER_UNIT: Final = 10_000
 DATE_PATTERN: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 CHARGE: Final = "charge"
 REFUND: Final = "refund"
-MOVEMENT: Final = "movement"
-TOTAL: Final = "total"
-FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
-"""Free text starting with these is prefixed with ' so a spreadsheet never runs it."""
 EPOCH: Final = dt.date(1970, 1, 1)
-
-COLUMNS: Final = (
-    "record",
-    "date",
-    "merchant_id",
-    "currency",
-    "created_at",
-    "ledger_transaction_id",
-    "type",
-    "payment_id",
-    "refund_id",
-    "merchant_order_id",
-    "terminal_id",
-    "code_version",
-    "sign",
-    "amount",
-    "amount_minor",
-    "fee",
-    "fee_minor",
-    "count",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,99 +407,6 @@ def _text(figures: dict[str, tuple[int, int]]) -> str:
         f"{count} for {sum_minor} minor {currency}"
         for currency, (count, sum_minor) in sorted(figures.items())
     )
-
-
-# -- output -----------------------------------------------------------------------------------
-
-
-def _safe_text(value: str | None) -> str:
-    if not value:
-        return ""
-    return "'" + value if value.startswith(FORMULA_STARTS) else value
-
-
-def _sign(amount_minor: int) -> str:
-    return "debit" if amount_minor < 0 else "credit"
-
-
-def _amount(amount_minor: int, currency_code: str) -> str:
-    """The decimal string ("-2.50"); a day's total may exceed one payment's bound, so the
-    digits are written here rather than through Money."""
-    digits = lookup_currency(currency_code).minor_digits
-    sign = "-" if amount_minor < 0 else ""
-    whole, fraction = divmod(abs(amount_minor), 10**digits)
-    return f"{sign}{whole}.{fraction:0{digits}d}" if digits else f"{sign}{whole}"
-
-
-def to_csv(settlement: Settlement) -> str:
-    """RFC 4180 CSV (CRLF, UTF-8): a header, the movements, then one total line per currency."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(COLUMNS)
-    day = settlement.window.day.isoformat()
-    for line in settlement.lines:
-        writer.writerow(_movement_row(settlement.merchant_id, day, line))
-    for total in settlement.totals:
-        writer.writerow(_total_row(settlement.merchant_id, day, total))
-    return out.getvalue()
-
-
-def _movement_row(merchant_id: str, day: str, line: Line) -> list[str | int]:
-    return [
-        MOVEMENT,
-        day,
-        merchant_id,
-        line.currency,
-        iso_time(line.created_at_s),
-        line.transaction_id,
-        line.kind,
-        line.payment_id or "",
-        line.refund_id or "",
-        _safe_text(line.merchant_order_id),
-        line.terminal_id or "",
-        line.code_version or "",
-        _sign(line.amount_minor),
-        _amount(line.amount_minor, line.currency),
-        line.amount_minor,
-        _amount(line.fee_minor, line.currency),
-        line.fee_minor,
-        "",
-    ]
-
-
-def _total_row(merchant_id: str, day: str, total: Total) -> list[str | int]:
-    blank = [""] * 8
-    return [
-        TOTAL,
-        day,
-        merchant_id,
-        total.currency,
-        *blank,
-        _sign(total.net_minor),
-        _amount(total.net_minor, total.currency),
-        total.net_minor,
-        _amount(total.fee_minor, total.currency),
-        total.fee_minor,
-        total.count,
-    ]
-
-
-def totals_json(settlement: Settlement) -> list[dict[str, Any]]:
-    return [
-        {
-            "currency": total.currency,
-            "count": total.count,
-            "net": _amount(total.net_minor, total.currency),
-            "net_minor": total.net_minor,
-            "fee": _amount(total.fee_minor, total.currency),
-            "fee_minor": total.fee_minor,
-        }
-        for total in settlement.totals
-    ]
-
-
-def file_name(settlement: Settlement) -> str:
-    return f"settlement-{settlement.merchant_id}-{settlement.window.day.isoformat()}.csv"
 
 
 def for_merchant(

@@ -30,7 +30,7 @@ from paycode.server.operations import admin
 from paycode.server.safety.limits import limits_json, limits_of
 from paycode.server.safety.passwords import PASSWORD_CHARS_MAX
 from paycode.server.safety.secretbox import SecretBox
-from paycode.server.wallets import service
+from paycode.server.wallets import devices
 from paycode.shared.codes import ErrorCode
 from paycode.shared.money import format_amount, parse_amount
 from paycode.shared.timestamps import iso_time
@@ -244,7 +244,7 @@ def cmd_devices_list(args: argparse.Namespace) -> int:
     """A user's devices: live ones first, then the most recently revoked (no keys, no handles)."""
     with _session(_config()) as session:
         rows = [
-            service.device_json(device)
+            devices.device_json(device)
             for device in admin.list_devices(session, args.name, args.limit)
         ]
     lines = [
@@ -335,14 +335,16 @@ def add_account_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
     password.add_argument("--close", action="store_true", help="remove it: no log-in at all")
     password.set_defaults(func=cmd_merchants_set_password)
     terminal_parsers = _add_terminal_commands(sub)
-    devices = sub.add_parser("devices", help="enrolled devices").add_subparsers(metavar="ACTION")
-    revoke = devices.add_parser("revoke", help="stop accepting a device's codes")
+    device_commands = sub.add_parser("devices", help="enrolled devices").add_subparsers(
+        metavar="ACTION"
+    )
+    revoke = device_commands.add_parser("revoke", help="stop accepting a device's codes")
     revoke.add_argument("device_id")
     revoke.set_defaults(func=cmd_devices_revoke)
-    listing = devices.add_parser("list", help="a user's devices, live ones first")
+    listing = device_commands.add_parser("list", help="a user's devices, live ones first")
     listing.add_argument("name", metavar="USER_NAME")
     listing.add_argument(
-        "--limit", type=int, default=service.DEVICES_LISTED_MAX, help="at most N (1-1000)"
+        "--limit", type=int, default=devices.DEVICES_LISTED_MAX, help="at most N (1-1000)"
     )
     listing.set_defaults(func=cmd_devices_list)
     return [

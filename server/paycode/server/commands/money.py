@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from paycode.appkit.console import EXIT_ERROR, emit, wants_json
-from paycode.server.books import reconcile, settlement
+from paycode.server.books import reconcile, settlement, settlement_csv
 from paycode.server.commands.common import CliError, Subparsers, check_url, database_error
 from paycode.server.commands.common import config as _config
 from paycode.server.config import ServerConfig
@@ -54,14 +54,14 @@ def cmd_settlement(args: argparse.Namespace) -> int:
     with _snapshot(config) as session:
         merchant = admin.find_merchant(session, args.merchant)
         report = settlement.settle(session, merchant, window, config.settlement)
-    text = settlement.to_csv(report)
+    text = settlement_csv.to_csv(report)
     data: dict[str, Any] = {
         "merchant": {"id": report.merchant_id, "name": report.merchant_name},
         "date": day.isoformat(),
         "window": {"start_s": window.start_s, "end_s": window.end_s},
         "fee_bps": config.settlement.fee_bps,
         "lines": len(report.lines),
-        "totals": settlement.totals_json(report),
+        "totals": settlement_csv.totals_json(report),
     }
     if args.out is None:
         if wants_json(args):

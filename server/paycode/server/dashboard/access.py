@@ -25,7 +25,7 @@ from paycode.server.safety.guard import (
     count_failure_any,
 )
 from paycode.server.safety.passwords import PasswordInvalid, hash_password
-from paycode.server.wallets import service
+from paycode.server.wallets import sessions
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import ApiError
 
@@ -84,7 +84,7 @@ def check_password(found: tuple[str, str] | None, password: str) -> str:
     """The merchant id, or `unauthorized`; as slow for an unknown name as for a wrong password.
     Called outside any transaction (scrypt takes tens of milliseconds)."""
     try:
-        return service.check_password(found, password[:PASSWORD_CHARS_MAX])
+        return sessions.check_password(found, password[:PASSWORD_CHARS_MAX])
     except ApiError as error:
         raise ApiError(ErrorCode.UNAUTHORIZED, WRONG_LOGIN) from error
 
@@ -96,7 +96,7 @@ def open_session(session: Session, merchant_id: str, now_s: float) -> DashboardS
     expires_at_s = now_s + SESSION_TTL_S
     session.add(
         MerchantSession(
-            token_hash=service.token_hash(token),
+            token_hash=sessions.token_hash(token),
             merchant_id=merchant_id,
             expires_at_s=expires_at_s,
         )
@@ -108,7 +108,7 @@ def session_merchant(session: Session, token: str | None, now_s: float) -> str |
     """The merchant logged in with `token`, or None (absent, unknown or expired)."""
     if not token or len(token) > 2 * TOKEN_BYTES:
         return None
-    row = session.get(MerchantSession, service.token_hash(token))
+    row = session.get(MerchantSession, sessions.token_hash(token))
     if row is None or row.expires_at_s <= now_s:
         return None
     return row.merchant_id
@@ -117,7 +117,7 @@ def session_merchant(session: Session, token: str | None, now_s: float) -> str |
 def close_session(session: Session, token: str | None) -> None:
     if token and len(token) <= 2 * TOKEN_BYTES:
         session.execute(
-            delete(MerchantSession).where(MerchantSession.token_hash == service.token_hash(token))
+            delete(MerchantSession).where(MerchantSession.token_hash == sessions.token_hash(token))
         )
 
 

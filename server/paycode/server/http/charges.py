@@ -10,7 +10,7 @@ from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from paycode.server.books import refunds, settlement
+from paycode.server.books import refunds, settlement, settlement_csv
 from paycode.server.charge import planning, step_up, transaction
 from paycode.server.charge.result import NONCE_REPLAYED, STORED, TERMINAL_REVOKED
 from paycode.server.database.directory import TerminalCredential
@@ -160,8 +160,8 @@ def settlement_file() -> Response:
         config().limits,
         config().settlement,
     )
-    response = Response(settlement.to_csv(found), mimetype="text/csv")
-    name = settlement.file_name(found)
+    response = Response(settlement_csv.to_csv(found), mimetype="text/csv")
+    name = settlement_csv.file_name(found)
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
 

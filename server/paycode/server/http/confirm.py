@@ -24,7 +24,7 @@ from paycode.server.http.wallet import authenticate_device, stamp_problems
 from paycode.server.safety.limits import limits_json, limits_of
 from paycode.server.safety.passwords import PASSWORD_CHARS_MAX
 from paycode.server.services import config
-from paycode.server.wallets import service
+from paycode.server.wallets import sessions
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import ApiError
 
@@ -56,7 +56,7 @@ def _keyed_to_action(
 
 @bp.get("/pending")
 def pending() -> Response:
-    now_s = service.now_s()
+    now_s = sessions.now_s()
     with db.transaction() as session:
         device = authenticate_device(session, now_s)
         items = step_up.pending_for(session, device.user_id, now_s)
@@ -65,7 +65,7 @@ def pending() -> Response:
 
 @bp.get("/limits")
 def limits() -> Response:
-    now_s = service.now_s()
+    now_s = sessions.now_s()
     settings = config().limits
     with db.transaction() as session:
         device = authenticate_device(session, now_s)
@@ -77,7 +77,7 @@ def limits() -> Response:
 @bp.post("/payments/<payment_id>/confirm")
 def confirm_payment(payment_id: str) -> Response:
     """Confirm with the PIN: the money moves now, or the reply says why it cannot."""
-    now_s = service.now_s()
+    now_s = sessions.now_s()
     key = require_key()
     pin = step_up.parse_pin(json_object().get("pin"))
     user_id, device_id = _check_pin(pin, now_s)
@@ -123,7 +123,7 @@ def _pin_blocked(error: _PinBlocked) -> Response:
 @bp.post("/payments/<payment_id>/decline")
 def decline_payment(payment_id: str) -> Response:
     """Say no: the payment ends declined, nothing moves, the code stays used."""
-    now_s = service.now_s()
+    now_s = sessions.now_s()
     with db.transaction() as session:
         device = authenticate_device(session, now_s)
         return _keyed_to_action(
@@ -139,7 +139,7 @@ def decline_payment(payment_id: str) -> Response:
 @bp.post("/pin")
 def set_pin() -> Response:
     """Set or change the payment PIN; the account password proves it is the owner."""
-    now_s = service.now_s()
+    now_s = sessions.now_s()
     key = require_key()
     body = json_object()
     password = string_field(body, "password", max_chars=PASSWORD_CHARS_MAX)
@@ -149,7 +149,7 @@ def set_pin() -> Response:
         device = authenticate_device(session, now_s)
         device_id = device.id
         found = _login_of(session, device.user_id)
-    user_id = service.check_password(found, password)
+    user_id = sessions.check_password(found, password)
     with db.transaction() as session:
 
         def work() -> tuple[int, dict[str, Any]]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
-from paycode.server.books import refunds, settlement
+from paycode.server.books import refunds, settlement, settlement_csv
 from paycode.server.dashboard import access, chart, overview
 from paycode.server.database.engine import db
 from paycode.server.database.models import Merchant
@@ -227,7 +227,7 @@ def settlement_file() -> Response | tuple[str, int]:
     except ApiError as error:
         status = HTTP_STATUS.get(error.code, 400)
         return _render(merchant_id, now_s, problem=error.message), status
-    response = Response(settlement.to_csv(found), mimetype="text/csv")
-    name = settlement.file_name(found)
+    response = Response(settlement_csv.to_csv(found), mimetype="text/csv")
+    name = settlement_csv.file_name(found)
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     return response

@@ -31,7 +31,7 @@ from paycode.server.safety import keyring
 from paycode.server.safety.guard import unlock_device
 from paycode.server.safety.passwords import PASSWORD_CHARS_MAX
 from paycode.server.services import config, directory, secret_box
-from paycode.server.wallets import service
+from paycode.server.wallets import devices, sessions, statements
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import ApiError
 from paycode.shared.wallet_auth import signature_valid, signing_message
@@ -44,7 +44,7 @@ DEVICE_ID_CHARS_MAX = 32
 
 def _ok(body: dict[str, object], status: int = 200) -> Response:
     """A JSON answer stamped with the server clock at the moment it is sent."""
-    response = jsonify({**body, "server_time": service.now_s()})
+    response = jsonify({**body, "server_time": sessions.now_s()})
     response.status_code = status
     return response
 
@@ -56,7 +56,7 @@ def stamp_problems(response: Response) -> Response:
     if response.mimetype == "application/problem+json":
         body = response.get_json(silent=True)
         if isinstance(body, dict):
-            body["server_time"] = service.now_s()
+            body["server_time"] = sessions.now_s()
             response.set_data(json.dumps(body))
     return response
 
@@ -81,13 +81,13 @@ def authenticate_device(session: Session, now_s: float, *, revoked_ok: bool = Fa
     message = signing_message(
         request.method, _signed_path(), timestamp_s, nonce, request.get_data(cache=True)
     )
-    key = service.device_verify_key(device, secret_box())
+    key = devices.device_verify_key(device, secret_box())
     if not key or not signature_valid(device.version, key, message, signature):
         raise ApiError(ErrorCode.UNAUTHORIZED, "request signature does not verify")
     annotate(device_id=device.id)  # the request's log line names who signed
     scope = f"device:{device.id}"
     remember_nonce(session, scope, nonce, now_s)
-    service.forget_old_nonces(session, scope, now_s)
+    devices.forget_old_nonces(session, scope, now_s)
     if device.locked_at_s is not None:
         # Locked after forged codes named it (server/guard.py); its own key just signed, so
         # the phone is in its owner's hands: this online contact is the re-sync that unlocks.
@@ -100,15 +100,15 @@ def authenticate_device(session: Session, now_s: float, *, revoked_ok: bool = Fa
 def create_session() -> Response:
     """Log in: the password is checked between two short transactions, never holding a lock."""
     body = json_object()
-    user = string_field(body, "user", max_chars=service.USER_CHARS_MAX)
+    user = string_field(body, "user", max_chars=sessions.USER_CHARS_MAX)
     password = string_field(body, "password", max_chars=PASSWORD_CHARS_MAX)
     assert user is not None and password is not None
     with db.transaction() as session:
-        found = service.find_login(session, user)
-    user_id = service.check_password(found, password)
+        found = sessions.find_login(session, user)
+    user_id = sessions.check_password(found, password)
     with db.transaction() as session:
-        token, expires_at_s = service.open_session(
-            session, user_id, service.now_s(), config().session_ttl_s
+        token, expires_at_s = sessions.open_session(
+            session, user_id, sessions.now_s(), config().session_ttl_s
         )
     return _ok({"token": token, "expires_at": expires_at_s}, 201)
 
@@ -116,15 +116,15 @@ def create_session() -> Response:
 @bp.post("/devices")
 def enroll_device() -> Response:
     """Enroll one device; the Idempotency-Key makes a retry return the same grant."""
-    now_s = service.now_s()
+    now_s = sessions.now_s()
     with db.transaction() as session:
-        user_id = service.session_user(session, request.headers.get("Authorization", ""), now_s)
+        user_id = sessions.session_user(session, request.headers.get("Authorization", ""), now_s)
         key = require_key()
-        wanted = service.parse_enroll(json_object(), _statuses())
+        wanted = devices.parse_enroll(json_object(), _statuses())
         current = _enrollment_keys(session, wanted.version)
 
         def work() -> tuple[int, dict[str, object]]:
-            device = service.enroll_device(
+            device = devices.enroll_device(
                 session, user_id=user_id, wanted=wanted, box=secret_box(), at_s=now_s
             )
             return 201, {"device_id": device.id}
@@ -139,7 +139,7 @@ def enroll_device() -> Response:
         )
         if status == 201:
             device_id = str(body["device_id"])
-            body = service.grant_for(session, device_id, secret_box(), current, service.now_s())
+            body = devices.grant_for(session, device_id, secret_box(), current, sessions.now_s())
     return respond(status, body, replayed)
 
 
@@ -169,24 +169,24 @@ def _reenroll(device: Device) -> dict[str, object]:
 @bp.get("/balance")
 def balance() -> Response:
     with db.transaction() as session:
-        device = authenticate_device(session, service.now_s())
-        accounts = service.balances(session, device.user_id)
+        device = authenticate_device(session, sessions.now_s())
+        accounts = statements.balances(session, device.user_id)
     return _ok({"accounts": accounts, **_reenroll(device)})
 
 
 @bp.get("/history")
 def history() -> Response:
     with db.transaction() as session:
-        device = authenticate_device(session, service.now_s())
-        limit = service.parse_limit(request.args.get("limit"))
-        items = service.history(session, device.user_id, limit)
+        device = authenticate_device(session, sessions.now_s())
+        limit = statements.parse_limit(request.args.get("limit"))
+        items = statements.history(session, device.user_id, limit)
     return _ok({"items": items, **_reenroll(device)})
 
 
 @bp.post("/payments")
 def pay_merchant() -> Response:
     """Pay a merchant's collection QR; the Idempotency-Key makes a retry pay once."""
-    now_s = service.now_s()
+    now_s = sessions.now_s()
     with db.transaction() as session:
         device = authenticate_device(session, now_s)
         status, reply, replayed = run_keyed_post(
@@ -206,11 +206,11 @@ def pay_merchant() -> Response:
 def list_devices() -> Response:
     """The calling user's devices; `current` marks the one that signed this request."""
     with db.transaction() as session:
-        caller = authenticate_device(session, service.now_s())
+        caller = authenticate_device(session, sessions.now_s())
         statuses = _statuses()
         items = [
-            service.wallet_device_json(row, statuses, caller.id)
-            for row in service.user_devices(session, caller.user_id)
+            devices.wallet_device_json(row, statuses, caller.id)
+            for row in devices.user_devices(session, caller.user_id)
         ]
     return _ok({"items": items, **_reenroll(caller)})
 
@@ -227,7 +227,7 @@ def _retry_of_revoked(session: Session, caller: Device) -> None:
 @bp.post("/devices/<device_id>/revoke")
 def revoke_device(device_id: str) -> Response:
     """Revoke one of the caller's user's devices (itself included); idempotent."""
-    now_s = service.now_s()
+    now_s = sessions.now_s()
     with db.transaction() as session:
         caller = authenticate_device(session, now_s, revoked_ok=True)
         _retry_of_revoked(session, caller)
@@ -235,7 +235,7 @@ def revoke_device(device_id: str) -> Response:
             session,
             scope=f"device:{caller.id}",
             now_s=now_s,
-            work=lambda _body: (200, service.revoke_own(session, caller, device_id, now_s)),
+            work=lambda _body: (200, devices.revoke_own(session, caller, device_id, now_s)),
         )
         revoked = session.get(Device, str(reply.get("device_id", "")))
     if status < 300 and revoked is not None:
@@ -247,14 +247,14 @@ def revoke_device(device_id: str) -> Response:
 def rotate_device() -> Response:
     """A new device for the caller's user, on the version asked for, and the caller revoked,
     in one transaction. Answers the new device's grant, like POST /devices."""
-    now_s = service.now_s()
+    now_s = sessions.now_s()
     with db.transaction() as session:
         caller = authenticate_device(session, now_s, revoked_ok=True)
         _retry_of_revoked(session, caller)
         statuses = _statuses()
 
         def work(body: dict[str, object]) -> tuple[int, dict[str, object]]:
-            device = service.rotate(
+            device = devices.rotate(
                 session, caller, dict(body), statuses=statuses, box=secret_box(), at_s=now_s
             )
             return 201, {"device_id": device.id}
@@ -276,5 +276,5 @@ def _rotation_grant(session: Session, device_id: str, revoked_id: str) -> dict[s
     if device is None or device.revoked_at_s is not None:
         raise ApiError(ErrorCode.DEVICE_REVOKED, "the device this rotation enrolled was revoked")
     current = _enrollment_keys(session, device.version)
-    grant = service.grant_for(session, device.id, secret_box(), current, service.now_s())
+    grant = devices.grant_for(session, device.id, secret_box(), current, sessions.now_s())
     return grant | {"revoked_device_id": revoked_id}

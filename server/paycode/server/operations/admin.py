@@ -33,7 +33,7 @@ from paycode.server.database.models import (
 )
 from paycode.server.safety.passwords import PasswordInvalid, hash_password
 from paycode.server.safety.secretbox import SecretBox
-from paycode.server.wallets import service
+from paycode.server.wallets import devices
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import ApiError, CurrencyUnknown
 from paycode.shared.money import currency as lookup_currency
@@ -349,11 +349,11 @@ def revoke_device(session: Session, device_id: str, now_s: float) -> bool:
     device = session.get(Device, device_id[:ID_CHARS_MAX])
     if device is None:
         raise ApiError(ErrorCode.NOT_FOUND, f"no device {device_id[:ID_CHARS_MAX]!r}")
-    return service.revoke(session, device, now_s)
+    return devices.revoke(session, device, now_s)
 
 
 def list_devices(session: Session, user_name: str, limit: int) -> list[Device]:
     """A user's devices for the operator: live ones first, then the most recently revoked."""
-    if not 1 <= limit <= service.DEVICES_LIMIT_MAX:
-        raise ApiError(ErrorCode.INVALID_ARGUMENT, f"--limit must be 1-{service.DEVICES_LIMIT_MAX}")
-    return service.user_devices(session, find_user(session, user_name).id, limit)
+    if not 1 <= limit <= devices.DEVICES_LIMIT_MAX:
+        raise ApiError(ErrorCode.INVALID_ARGUMENT, f"--limit must be 1-{devices.DEVICES_LIMIT_MAX}")
+    return devices.user_devices(session, find_user(session, user_name).id, limit)

@@ -1,21 +1,14 @@
-"""What the wallet endpoints do, apart from HTTP: log-in sessions, enrollment, balance, history.
+"""Enrollment and the devices of a wallet: grants, device keys, listing, revoking, rotating.
 
-Each function takes a database Session and plain values, so the blueprint (server/blueprints/
-wallet.py) stays a thin layer of request parsing and responses. Security choices live here:
-only a hash of a session token is stored; a device key is sealed under the master key the moment
-it exists and is unsealed only to build the one response that carries it; the UNIQUE
-(version, handle) index, not a prior SELECT, decides handle collisions.
-"""
+A device key is sealed under the master key the moment it exists and is unsealed only to build
+the one response that carries it; the UNIQUE (version, handle) index, not a prior SELECT,
+decides handle collisions."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import functools
-import hashlib
 import os
-import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,107 +19,37 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from paycode.server.database.models import (
-    Account,
     Device,
-    Merchant,
-    Payment,
     RequestNonce,
-    User,
-    WalletSession,
     new_id,
 )
 from paycode.server.operations import lifecycle
-from paycode.server.safety.passwords import hash_password, verify_password
 from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.codes import ErrorCode
 from paycode.shared.enrollment import ED25519_BYTES, SYMMETRIC_KEY_BYTES, build_grant
 from paycode.shared.errors import ApiError
-from paycode.shared.money import Money, format_amount
 from paycode.shared.timestamps import iso_time
 from paycode.shared.versions.base import VersionStatus
 from paycode.shared.versions.registry import DEFAULT_STATUS, by_name
 
-USER_CHARS_MAX = 64
 LABEL_CHARS_MAX = 64
-TOKEN_BYTES = 32
+
+
 HANDLE_ATTEMPTS_MAX = 8
 """A fresh handle collides with probability <= 1e9 / 1e10 (v1 at a billion devices); eight
 collisions in a row is below 1e-8, so running out means a fault, not bad luck."""
-HISTORY_LIMIT_DEFAULT = 20
-HISTORY_LIMIT_MAX = 100
+
+
 DEVICES_LISTED_MAX = 100
 """A user's devices a listing shows: live ones first, then the most recently revoked. Every
 rotation leaves a revoked device behind, so the list is bounded, not the history."""
+
+
 DEVICES_LIMIT_MAX = 1000
 """The most an operator may list at once (`paycode-server devices list --limit`)."""
+
+
 DEVICE_ID_CHARS_MAX = 32
-WRONG_LOGIN = "wrong user name or password"
-
-
-def now_s() -> float:
-    """The server clock; one seam so tests can move time without sleeping."""
-    return time.time()
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-# --- log in ---------------------------------------------------------------------------------
-
-
-@functools.cache
-def _dummy_hash() -> str:
-    """A real scrypt hash of a random password, checked when the user does not exist, so an
-    unknown name costs as long as a wrong password and names cannot be probed by timing."""
-    return hash_password(secrets.token_urlsafe(16))
-
-
-def find_login(session: Session, user_name: str) -> tuple[str, str] | None:
-    """(user id, stored password hash) of `user_name`, or None."""
-    row = session.execute(
-        select(User.id, User.password_hash).where(User.name == user_name)
-    ).one_or_none()
-    return None if row is None else (row[0], row[1])
-
-
-def check_password(found: tuple[str, str] | None, password: str) -> str:
-    """The user id if `password` is right; `unauthorized` (one answer for both causes) if not.
-
-    Called outside any transaction: scrypt takes tens of milliseconds, and SQLite's write lock
-    must not be held that long.
-    """
-    stored = found[1] if found is not None else _dummy_hash()
-    valid = verify_password(password, stored)
-    if found is None or not valid:
-        raise ApiError(ErrorCode.UNAUTHORIZED, WRONG_LOGIN)
-    return found[0]
-
-
-def open_session(session: Session, user_id: str, at_s: float, ttl_s: int) -> tuple[str, float]:
-    """A new bearer token and its expiry; expired sessions are purged here, so storage stays
-    bounded by the logins of one TTL."""
-    session.execute(delete(WalletSession).where(WalletSession.expires_at_s <= at_s))
-    token = secrets.token_urlsafe(TOKEN_BYTES)
-    expires_at_s = at_s + ttl_s
-    session.add(
-        WalletSession(token_hash=token_hash(token), user_id=user_id, expires_at_s=expires_at_s)
-    )
-    return token, expires_at_s
-
-
-def session_user(session: Session, authorization: str, at_s: float) -> str:
-    """The user id behind `Authorization: Bearer <token>`; `unauthorized` if absent or expired."""
-    scheme, _, token = authorization.partition(" ")
-    row = None
-    if scheme.lower() == "bearer" and token.strip():
-        row = session.get(WalletSession, token_hash(token.strip()))
-    if row is None or row.expires_at_s <= at_s:
-        raise ApiError(ErrorCode.UNAUTHORIZED, "a valid, unexpired session token is required")
-    return row.user_id
-
-
-# --- enrollment -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,9 +183,6 @@ def forget_old_nonces(session: Session, scope: str, at_s: float) -> None:
     )
 
 
-# --- device lifecycle: list, revoke, rotate -------------------------------------------------
-
-
 def user_devices(session: Session, user_id: str, limit: int = DEVICES_LISTED_MAX) -> list[Device]:
     """A user's devices: live ones first (newest first), then the most recently revoked."""
     assert 1 <= limit <= DEVICES_LIMIT_MAX
@@ -357,58 +277,3 @@ def rotate(
         # Revoked by someone else since it signed this request: roll the new device back.
         raise ApiError(ErrorCode.UNAUTHORIZED, "unknown or revoked device")
     return device
-
-
-# --- balance and history --------------------------------------------------------------------
-
-
-def balances(session: Session, user_id: str) -> list[dict[str, object]]:
-    rows = session.scalars(
-        select(Account)
-        .where(Account.owner_kind == "user", Account.owner_id == user_id)
-        .order_by(Account.currency)
-    ).all()
-    return [
-        {
-            "currency": row.currency,
-            "balance": format_amount(Money(row.balance_minor, row.currency)),
-            "balance_minor": row.balance_minor,
-        }
-        for row in rows
-    ]
-
-
-def parse_limit(raw: str | None) -> int:
-    if raw is None:
-        return HISTORY_LIMIT_DEFAULT
-    digits = raw.isascii() and raw.isdigit() and len(raw) <= 3
-    if not digits or not 1 <= int(raw) <= HISTORY_LIMIT_MAX:
-        raise ApiError(
-            ErrorCode.INVALID_REQUEST, f"'limit' must be an integer 1-{HISTORY_LIMIT_MAX}"
-        )
-    return int(raw)
-
-
-def history(session: Session, user_id: str, limit: int) -> list[dict[str, object]]:
-    """This user's payments, newest first (failed ones too: their code was still used)."""
-    assert 1 <= limit <= HISTORY_LIMIT_MAX
-    rows = session.execute(
-        select(Payment, Merchant.name)
-        .join(Merchant, Merchant.id == Payment.merchant_id)
-        .where(Payment.user_id == user_id)
-        .order_by(Payment.created_at_s.desc(), Payment.id.desc())
-        .limit(limit)
-    ).all()
-    return [_history_item(payment, merchant) for payment, merchant in rows]
-
-
-def _history_item(payment: Payment, merchant: str) -> dict[str, object]:
-    return {
-        "payment_id": payment.id,
-        "created_at": iso_time(payment.created_at_s),
-        "merchant": merchant,
-        "amount": format_amount(Money(payment.amount_minor, payment.currency)),
-        "currency": payment.currency,
-        "status": payment.status,
-        "refunded": format_amount(Money(payment.refunded_minor, payment.currency)),
-    }
