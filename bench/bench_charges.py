@@ -47,6 +47,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import Engine, event, make_url
 
+from bench import REPO_ROOT
 from bench.load import (
     CHARGE_PATH,
     CLIENTS,
@@ -72,12 +73,11 @@ from bench.load import (
     wrk_run,
 )
 from paycode.server.config import ServerConfig
-from tests.live_server import (
+from paycode.server.testing import (
     POSTGRES_ADMIN_URL,
-    REPO_ROOT,
     LiveServer,
     postgres_database,
-    start_live_server,
+    start_server,
 )
 
 TARGET_RATIO = 0.8
@@ -860,7 +860,7 @@ def _run(args: argparse.Namespace, started: float) -> int:
         tempfile.TemporaryDirectory(prefix="paycode-bench-") as workdir,
         postgres_database() as app_url,
         postgres_database() as pgbench_url,
-        start_live_server(
+        start_server(
             "postgres", database_url=app_url, mode="serve", workers=args.workers[0]
         ) as charge_server,
         bare_server() as bare,

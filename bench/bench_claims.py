@@ -27,10 +27,11 @@ from typing import Any
 
 from sqlalchemy import text
 
+from bench import REPO_ROOT
 from bench.load import Fixture, ledger_sum, machine_line, populate, preflight, run_wrk
 from paycode.server.charge.planning import CLAIM_STEPS_KEPT
+from paycode.server.testing import LiveServer, postgres_database, start_server
 from paycode.shared.timestep import STEP_SECONDS
-from tests.live_server import REPO_ROOT, LiveServer, postgres_database, start_live_server
 
 FULL_DURATION_S = 540
 """Retention (450 s) plus a minute and a half of plateau."""
@@ -176,7 +177,7 @@ def run(duration_s: float) -> Samples:
     with (
         tempfile.TemporaryDirectory(prefix="paycode-claims-") as workdir,
         postgres_database() as url,
-        start_live_server("postgres", database_url=url, mode="serve", workers=2) as server,
+        start_server("postgres", database_url=url, mode="serve", workers=2) as server,
     ):
         fixture = populate(server, CUSTOMERS, MERCHANTS)
         worker = start_worker(server, Path(workdir) / "worker.log")

@@ -33,11 +33,11 @@ from paycode.server.database.directory import Directory
 from paycode.server.database.engine import make_engine
 from paycode.server.database.models import Base, Device, User
 from paycode.server.safety.secretbox import SecretBox
+from paycode.server.testing import postgres_database
 from paycode.shared.enrollment import new_ed25519_seed
 from paycode.shared.verify import verify_code
 from paycode.shared.versions.base import Accepted, DeviceCredential, VerifierKeys, VerifyContext
 from paycode.shared.versions.registry import VERSIONS, by_name
-from tests.live_server import postgres_database
 
 FULL_SIZES = (1_000, 100_000, 1_000_000)
 QUICK_SIZES = (1_000, 100_000)

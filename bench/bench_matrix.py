@@ -54,7 +54,7 @@ from bench.load import (
     settle,
     wrk_run,
 )
-from tests.live_server import LiveServer, postgres_database, start_live_server
+from paycode.server.testing import LiveServer, postgres_database, start_server
 
 FULL = {"workers": [1, 2, 4], "clients": [8, 32, 128], "rounds": 1, "duration_s": 6.0}
 """One round keeps `make bench` under 20 minutes; within it the runs compared are side by side."""
@@ -299,8 +299,8 @@ def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
         tempfile.TemporaryDirectory(prefix="paycode-matrix-") as workdir,
         postgres_database() as app_url,
         postgres_database() as pgbench_url,
-        start_live_server("postgres", database_url=app_url, mode="serve", workers=1) as pg,
-        start_live_server("sqlite", mode="serve", workers=1) as lite,
+        start_server("postgres", database_url=app_url, mode="serve", workers=1) as pg,
+        start_server("sqlite", mode="serve", workers=1) as lite,
         bare_server() as bare,
     ):
         pgbench_db = make_url(pgbench_url).database or ""

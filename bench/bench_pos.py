@@ -32,10 +32,10 @@ from paycode.appkit.http_client import ServerClient
 from paycode.client.online import enroll
 from paycode.client.wallet import Wallet
 from paycode.merchant_pos.scanloop import Scanner
+from paycode.merchant_pos.synthetic_frames import DISTORTIONS, Subject, compose_frame, empty_frame
 from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.merchant_pos.till import Sale, charge_code
-from tests.live_server import LiveServer, postgres_database, start_live_server
-from tests.synthetic_frames import DISTORTIONS, Subject, compose_frame, empty_frame
+from paycode.server.testing import LiveServer, postgres_database, start_server
 
 TARGET_MS = 150.0
 PASSWORD = "bench pos password"
@@ -118,10 +118,10 @@ def one_sale(
 @contextmanager
 def live_server(backend: str) -> Iterator[LiveServer]:
     if backend == "sqlite":
-        with start_live_server("sqlite", mode="serve", workers=2) as server:
+        with start_server("sqlite", mode="serve", workers=2) as server:
             yield server
     else:
-        with postgres_database() as url, start_live_server("postgres", database_url=url) as server:
+        with postgres_database() as url, start_server("postgres", database_url=url) as server:
             yield server
 
 

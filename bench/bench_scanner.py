@@ -41,13 +41,13 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
+from bench import load_vectors
 from paycode.appkit.decoding import DecoderBackend, Gray
 from paycode.merchant_pos.decoders import available_backends, make_backend
 from paycode.merchant_pos.frames import to_gray
 from paycode.merchant_pos.scanloop import BUDGET_MS, Scanner
 from paycode.merchant_pos.scanpasses import DecodePass
-from tests.protocol_fixtures import load_vectors
-from tests.synthetic_frames import (
+from paycode.merchant_pos.synthetic_frames import (
     DISTORTIONS,
     FOREIGN_CODES,
     SyntheticFrame,

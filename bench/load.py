@@ -28,6 +28,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import func, make_url, select
 
+from bench import REPO_ROOT
 from paycode.server.books import ledger
 from paycode.server.config import ServerConfig
 from paycode.server.database.models import Device, Payment, User, new_id
@@ -35,11 +36,11 @@ from paycode.server.operations import admin
 from paycode.server.safety import keyring
 from paycode.server.safety.passwords import hash_password
 from paycode.server.safety.secretbox import SecretBox
+from paycode.server.testing import POSTGRES_ADMIN_URL, LiveServer, server_env
 from paycode.shared.terminal_auth import sign_headers
 from paycode.shared.timestep import step_at
 from paycode.shared.versions.base import DeviceCredential
 from paycode.shared.versions.registry import by_name
-from tests.live_server import POSTGRES_ADMIN_URL, REPO_ROOT, LiveServer, server_env
 
 CLIENTS = 32
 """Concurrent connections (wrk -c, pgbench -c) unless a run says otherwise."""

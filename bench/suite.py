@@ -19,9 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import report
+from bench import REPO_ROOT, report
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "build" / "bench"
 STEP_TIMEOUT_S = 30 * 60
 

@@ -1,5 +1,5 @@
-"""Fixtures every test module may use: the live-server harness (tests/live_server.py), the
-reliability suite's scale, seed and figures (tests/reliability/figures.py), and the two-instance
-cluster of the race tests (tests/race_fixture.py)."""
+"""Fixtures every test module may use: the servers (tests/support/servers.py), the two-instance
+cluster of the race tests (tests/support/races.py), and the reliability suite's scale, seed and
+figures (tests/reliability/figures.py). tests/support/__init__.py says where everything is."""
 
-pytest_plugins = ("tests.live_server", "tests.race_fixture", "tests.reliability.figures")
+pytest_plugins = ("tests.support.servers", "tests.support.races", "tests.reliability.figures")

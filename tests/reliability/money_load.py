@@ -75,7 +75,7 @@ from paycode.server.operations import admin
 from paycode.server.safety.passwords import hash_password
 from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.errors import CounterExhausted, ServerRejected, ServerUnreachable
-from tests.live_server import LiveServer
+from tests.support.servers import LiveServer
 
 CURRENCY = "CNY"
 PASSWORD = "reliability bank password"

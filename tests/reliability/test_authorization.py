@@ -63,9 +63,9 @@ from paycode.shared.emv.collection import CollectionCode, build_collection_paylo
 from paycode.shared.enrollment import b64, new_ed25519_seed
 from paycode.shared.prf import mac
 from paycode.shared.versions.base import DeviceCredential
-from tests import phones
-from tests.live_server import LiveServer, postgres_database, start_live_server
 from tests.reliability.figures import Figures, Scale, current_scale
+from tests.support import phones
+from tests.support.servers import LiveServer, postgres_database, start_server
 
 SECTION = "7. Authorization matrix"
 HTTP_TIMEOUT_S = 15.0
@@ -1082,12 +1082,12 @@ def authz_server(request: pytest.FixtureRequest) -> Iterator[LiveServer]:
         phones.use_fast_keystore(patch)
         if backend == "sqlite":  # this one also checks the metrics token rule
             extra = knob | {"PAYCODE_METRICS_TOKEN": METRICS_TOKEN}
-            with start_live_server("sqlite", extra_env=extra) as server:
+            with start_server("sqlite", extra_env=extra) as server:
                 yield server
             return
         with (
             postgres_database() as url,
-            start_live_server("postgres", database_url=url, extra_env=knob) as server,
+            start_server("postgres", database_url=url, extra_env=knob) as server,
         ):
             yield server
 
@@ -1136,7 +1136,7 @@ def test_regression_signature_covers_a_trailing_question_mark(
     signing, still verified, and the server then ran the changed query
     (`merchant_order_id=A-1?` instead of `A-1`). Now the signed path is the path and query
     exactly as sent (server.auth.signed_path)."""
-    from tests.bank_fixture import served_bank
+    from tests.support.bank import served_bank
 
     figures.section = SECTION
     with served_bank("sqlite", tmp_path, 10_000) as bank:

@@ -24,8 +24,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.live_server import postgres_database, start_live_server
-from tests.phones import use_fast_keystore
 from tests.reliability.figures import Figures, Scale
 from tests.reliability.money_load import (
     Reader,
@@ -35,6 +33,8 @@ from tests.reliability.money_load import (
     run_clients,
     settle_and_reconcile,
 )
+from tests.support.phones import use_fast_keystore
+from tests.support.servers import postgres_database, start_server
 
 pytestmark = pytest.mark.postgres
 
@@ -56,7 +56,7 @@ def test_money_is_conserved_under_concurrent_clients(
     duration_s = scale.pick(short=5.0, full=60.0)
     with (
         postgres_database() as url,
-        start_live_server("postgres", database_url=url, workers=WORKERS) as server,
+        start_server("postgres", database_url=url, workers=WORKERS) as server,
     ):
         bank = open_bank(server, tmp_path, derived_rng(seed, "bank"), users, MERCHANTS)
         stop = threading.Event()

@@ -33,8 +33,6 @@ import pytest
 from bench.load import worker_pids
 from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.shared.errors import ServerRejected
-from tests.live_server import LiveServer, postgres_database, start_live_server
-from tests.phones import use_fast_keystore
 from tests.reliability.figures import Figures, Scale
 from tests.reliability.money_load import (
     Bank,
@@ -46,6 +44,8 @@ from tests.reliability.money_load import (
     run_clients,
     settle_and_reconcile,
 )
+from tests.support.phones import use_fast_keystore
+from tests.support.servers import LiveServer, postgres_database, start_server
 
 WORKERS = 4
 MERCHANTS = 3
@@ -155,7 +155,7 @@ def test_postgres_survives_killed_workers_and_a_killed_server(
     users, threads = scale.pick(short=6, full=10), scale.pick(short=6, full=12)
     with (
         postgres_database() as url,
-        start_live_server("postgres", database_url=url, workers=WORKERS) as server,
+        start_server("postgres", database_url=url, workers=WORKERS) as server,
     ):
         bank = open_bank(server, tmp_path, derived_rng(seed, "bank"), users, MERCHANTS)
         details = _load_with_faults(
@@ -186,7 +186,7 @@ def test_sqlite_survives_a_killed_server(
     use_fast_keystore(monkeypatch)
     kills = scale.pick(short=1, full=10)
     users, threads = scale.pick(short=4, full=8), scale.pick(short=4, full=8)
-    with start_live_server("sqlite") as server:
+    with start_server("sqlite") as server:
         bank = open_bank(server, tmp_path, derived_rng(seed, "bank"), users, MERCHANTS)
         details = _load_with_faults(
             bank,

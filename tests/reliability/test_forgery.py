@@ -47,8 +47,6 @@ from paycode.shared.verify import verify_code
 from paycode.shared.versions import v3_ed25519
 from paycode.shared.versions.base import Accepted, DeviceCredential, Flags, Rejected, VerifyContext
 from paycode.shared.versions.registry import by_name
-from tests import phones
-from tests.live_server import LiveServer, postgres_database, start_live_server
 from tests.reliability.code_world import (
     REAL_DEVICES,
     VERSIONS,
@@ -57,6 +55,8 @@ from tests.reliability.code_world import (
     genuine_codes,
 )
 from tests.reliability.figures import Figures, Scale
+from tests.support import phones
+from tests.support.servers import LiveServer, postgres_database, start_server
 
 SECTION = "6. Forgery"
 ALPHABETS = {
@@ -450,11 +450,11 @@ def test_guessing_one_terminal_is_throttled(
 def guess_limited_server(backend: str) -> Iterator[LiveServer]:
     """A live server with the low guess limit on `backend` (PostgreSQL: a fresh database)."""
     if backend == "sqlite":
-        with start_live_server("sqlite", extra_env=GUESS_ENV) as server:
+        with start_server("sqlite", extra_env=GUESS_ENV) as server:
             yield server
         return
     with (
         postgres_database() as url,
-        start_live_server("postgres", database_url=url, extra_env=GUESS_ENV) as server,
+        start_server("postgres", database_url=url, extra_env=GUESS_ENV) as server,
     ):
         yield server

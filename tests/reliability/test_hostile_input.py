@@ -68,10 +68,10 @@ from paycode.shared.money import MAX_AMOUNT_MINOR, Money, format_amount, parse_a
 from paycode.shared.verify import verify_code
 from paycode.shared.versions.base import Accepted, DeviceCredential, Rejected
 from paycode.shared.versions.registry import by_name
-from tests import phones
-from tests.live_server import LiveServer, postgres_database, start_live_server
 from tests.reliability.code_world import VERSIONS, World, build_world, genuine_codes
 from tests.reliability.figures import Figures, Scale
+from tests.support import phones
+from tests.support.servers import LiveServer, postgres_database, start_server
 
 SECTION = "5. Hostile input"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -749,13 +749,11 @@ def live_target(name: str, home: Path) -> Iterator[Target]:
     backend, mode = name.split("-")
     with contextlib.ExitStack() as stack:
         if backend == "sqlite":
-            server = stack.enter_context(
-                start_live_server("sqlite", mode=mode, extra_env=GUARD_OFF)
-            )
+            server = stack.enter_context(start_server("sqlite", mode=mode, extra_env=GUARD_OFF))
         else:
             url = stack.enter_context(postgres_database())
             server = stack.enter_context(
-                start_live_server("postgres", database_url=url, mode=mode, extra_env=GUARD_OFF)
+                start_server("postgres", database_url=url, mode=mode, extra_env=GUARD_OFF)
             )
         user = phones.new_user(server, "hostile", top_up="100000.00")
         wallet = phones.new_phone(server, home / name, user, ["v3"])

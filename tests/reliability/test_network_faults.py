@@ -38,16 +38,16 @@ import pytest
 from sqlalchemy import select
 
 from paycode.client.wallet import Wallet
-from paycode.merchant_pos import api as pos_api
+from paycode.merchant_pos import terminal_client as pos_api
 from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.merchant_pos.till import ConfirmWait, Sale, SaleOutcome, charge_code
 from paycode.server.database.models import Payment, Refund, Terminal
 from paycode.shared.errors import ServerRejected, ServerUnreachable
-from tests.live_server import LiveServer, postgres_database, start_live_server
-from tests.phones import code_of, new_till, use_fast_keystore
-from tests.race_fixture import Till, books, customer, ledger_sum, merchant_balance
 from tests.reliability.faultproxy import Fault, FaultProxy, Region, Step, fault_proxy
 from tests.reliability.figures import Figures, Scale
+from tests.support.phones import code_of, new_till, use_fast_keystore
+from tests.support.races import Till, books, customer, ledger_sum, merchant_balance
+from tests.support.servers import LiveServer, postgres_database, start_server
 
 pytestmark = pytest.mark.postgres
 
@@ -171,7 +171,7 @@ def make_plan(seed: int, full: bool) -> list[Planned]:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[LiveServer]:
-    with postgres_database() as url, start_live_server("postgres", database_url=url) as live:
+    with postgres_database() as url, start_server("postgres", database_url=url) as live:
         yield live
 
 

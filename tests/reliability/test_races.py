@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.live_server import LiveServer, all_at_once
-from tests.phones import code_of, use_fast_keystore
-from tests.race_fixture import (
+from tests.reliability.figures import Figures, Scale
+from tests.support.phones import code_of, use_fast_keystore
+from tests.support.races import (
     AMOUNT_MINOR,
     INSTANCES,
     WORKERS,
@@ -42,7 +42,7 @@ from tests.race_fixture import (
     tills,
     workers_charging,
 )
-from tests.reliability.figures import Figures, Scale
+from tests.support.servers import LiveServer, all_at_once
 
 pytestmark = pytest.mark.postgres
 

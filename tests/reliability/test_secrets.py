@@ -64,14 +64,14 @@ from paycode.appkit.http_client import ServerClient
 from paycode.client import keystore
 from paycode.client.wallet import Wallet
 from paycode.server.dashboard import access
-from tests.live_server import (
+from tests.reliability.figures import Figures, Scale
+from tests.support.servers import (
     LiveServer,
     postgres_database,
     run_command,
     run_in_process,
     server_env,
 )
-from tests.reliability.figures import Figures, Scale
 
 SECTION = "8. Secrets"
 HTTP_TIMEOUT_S = 15.0

@@ -16,9 +16,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, Protocol
 
 from paycode.shared.errors import ServerRejected, ServerUnreachable
 
@@ -37,6 +37,84 @@ class Response:
     body: dict[str, Any]
     clock_offset_s: float | None
     """server time - local time, from the body's server_time or the Date header."""
+
+
+@dataclass(frozen=True, slots=True)
+class WireRequest:
+    """One HTTP request as it goes out: the bytes are already signed."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class WireReply:
+    """What came back: the status, the body (at most RESPONSE_BYTES_MAX) and the Date header."""
+
+    status: int
+    body: bytes
+    date: str | None
+
+
+class Transport(Protocol):
+    """Carries a WireRequest to the server and its reply back."""
+
+    def send(self, request: WireRequest, timeout_s: float) -> WireReply:
+        """The server's reply, or ServerUnreachable when there is none to read: no
+        connection, a timeout, or an answer cut before its end."""
+        ...
+
+
+class UrllibTransport:
+    """The network, through the standard library's urllib."""
+
+    def send(self, request: WireRequest, timeout_s: float) -> WireReply:
+        outgoing = urllib.request.Request(  # noqa: S310 - ServerClient checked the scheme
+            request.url, data=request.body, method=request.method, headers=dict(request.headers)
+        )
+        base_url = _origin(request.url)
+        try:
+            with urllib.request.urlopen(outgoing, timeout=timeout_s) as reply:  # noqa: S310 - scheme checked
+                return WireReply(
+                    reply.status, reply.read(RESPONSE_BYTES_MAX), reply.headers.get("Date")
+                )
+        except urllib.error.HTTPError as error:
+            raw = _problem_bytes(error, base_url)
+            return WireReply(error.code, raw, error.headers.get("Date"))
+        except (
+            urllib.error.URLError,
+            http.client.HTTPException,  # an answer cut inside its status line or body
+            TimeoutError,
+            ConnectionError,
+            OSError,
+        ) as error:
+            reason = getattr(error, "reason", error)
+            raise ServerUnreachable(f"cannot reach {base_url}: {reason}") from error
+
+
+NETWORK: Final = UrllibTransport()
+MOUNTS_MAX: Final = 64
+_mounted: dict[str, Transport] = {}
+
+
+def mount(base_url: str, transport: Transport) -> None:
+    """Send every call to `base_url` (scheme, host and port) through `transport` instead of
+    the network, in this process: how a program that embeds the server (the test suite, a
+    benchmark) lets the wallet and the till reach it with no socket."""
+    origin = _origin(base_url)
+    assert origin in _mounted or len(_mounted) < MOUNTS_MAX, "unmount what is no longer served"
+    _mounted[origin] = transport
+
+
+def unmount(base_url: str) -> None:
+    _mounted.pop(_origin(base_url), None)
+
+
+def _origin(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 class ServerClient:
@@ -69,41 +147,17 @@ class ServerClient:
             headers["Idempotency-Key"] = idempotency_key
         if signer is not None:
             headers.update(signer(method, path, data))
-        request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
-            self.base_url + path,
-            data=data if body is not None else None,
-            method=method,
-            headers=headers,
-        )
-        return self._send(request)
+        body_bytes = data if body is not None else None
+        return self._send(WireRequest(method, self.base_url + path, headers, body_bytes))
 
-    def _send(self, request: urllib.request.Request) -> Response:
+    def _send(self, request: WireRequest) -> Response:
+        transport = _mounted.get(_origin(self.base_url), NETWORK)
         sent_at = time.time()
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as reply:  # noqa: S310 - scheme checked
-                status, raw, date = (
-                    reply.status,
-                    reply.read(RESPONSE_BYTES_MAX),
-                    reply.headers.get("Date"),
-                )
-        except urllib.error.HTTPError as error:
-            status, raw, date = (
-                error.code,
-                _problem_bytes(error, self.base_url),
-                error.headers.get("Date"),
-            )
-        except (
-            urllib.error.URLError,
-            http.client.HTTPException,  # an answer cut inside its status line or body
-            TimeoutError,
-            ConnectionError,
-            OSError,
-        ) as error:
-            reason = getattr(error, "reason", error)
-            raise ServerUnreachable(f"cannot reach {self.base_url}: {reason}") from error
+        reply = transport.send(request, self.timeout_s)
         received_at = time.time()
+        status, raw = reply.status, reply.body
         body = _json_body(raw)
-        offset = _clock_offset(body, date, (sent_at + received_at) / 2)
+        offset = _clock_offset(body, reply.date, (sent_at + received_at) / 2)
         if status >= 400:
             code = str(body.get("code") or f"http_{status}")
             detail = str(body.get("detail") or body.get("title") or f"HTTP {status}")

@@ -1,0 +1,225 @@
+"""The guessing guard: failed verifications per terminal, merchant and IP, over live HTTP, and
+the back-off arithmetic of the counters on both databases."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from paycode.appkit.http_client import ServerClient
+from paycode.client.online import DeviceAuth
+from paycode.merchant_pos.terminal_client import TerminalClient
+from paycode.server.safety import guard
+from paycode.server.safety.guard import GuardScopes, GuardSettings
+from paycode.shared.enrollment import new_ed25519_seed
+from paycode.shared.errors import ServerRejected
+from paycode.shared.timestep import step_at
+from paycode.shared.versions.registry import by_name
+from tests.support.bank import Bank, device_of, served_bank
+
+START_MINOR = 10_000
+BAD_V2 = "PC2" + "A" * 40
+
+
+def configure_guard(bank: Bank, **numbers: Any) -> None:
+    """The app's guessing guard, for this test: its configuration with other numbers."""
+    config = bank.app.config["PAYCODE"]
+    bank.app.config["PAYCODE"] = dataclasses.replace(config, guard=GuardSettings(**numbers))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def bank(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bank]:
+    with served_bank(request.param, tmp_path, START_MINOR) as bank:
+        yield bank
+
+
+def _tills(bank: Bank) -> list[TerminalClient]:
+    return [
+        TerminalClient(bank.url, key, secret, sleep=lambda _s: None)
+        for key, secret in bank.terminals.values()
+    ]
+
+
+def _code(bank: Bank, counter: int) -> str:
+    _, credential = device_of(bank, "v2")
+    return by_name("v2").generate(credential, step=step_at(time.time()), counter=counter)
+
+
+def _error(till: TerminalClient, code: str) -> ServerRejected:
+    with pytest.raises(ServerRejected) as caught:
+        till.charge(code=code, amount="1.00", currency="CNY")
+    return caught.value
+
+
+def test_guessing_at_one_terminal_blocks_it_and_only_it(bank: Bank) -> None:
+    configure_guard(bank, terminal_failures_max=3, ip_failures_max=99)
+    cafe, other = _tills(bank)
+    assert [_error(cafe, BAD_V2).code for _ in range(3)] == ["code_invalid"] * 3
+    blocked = _error(cafe, _code(bank, 0))
+    assert (blocked.code, blocked.status) == ("rate_limited", 429)
+    assert bank.balance("user", bank.user_id) == START_MINOR
+    assert other.charge(code=_code(bank, 0), amount="1.00", currency="CNY")["status"] == "succeeded"
+
+
+def test_the_block_says_when_to_retry(bank: Bank) -> None:
+    configure_guard(bank, terminal_failures_max=1, backoff_base_s=90)
+    cafe = _tills(bank)[0]
+    _error(cafe, BAD_V2)
+    body = b'{"code": "x", "amount": "1.00", "currency": "CNY"}'
+    from paycode.shared.terminal_auth import sign_headers
+
+    headers = sign_headers(
+        cafe.key_id, cafe.secret, "POST", "/v1/charges", body, timestamp_s=int(time.time())
+    )
+    headers |= {"Content-Type": "application/json", "Idempotency-Key": "k-retry-after"}
+    request = urllib.request.Request(f"{bank.url}/v1/charges", body, headers, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=10)
+    assert caught.value.code == 429
+    assert 85 <= int(caught.value.headers["Retry-After"]) <= 90
+
+
+def test_one_address_guessing_at_many_terminals_is_blocked(bank: Bank) -> None:
+    configure_guard(bank, terminal_failures_max=99, ip_failures_max=2)
+    cafe, other = _tills(bank)
+    assert _error(cafe, BAD_V2).code == "code_invalid"
+    assert _error(other, BAD_V2).code == "code_invalid"
+    assert _error(cafe, _code(bank, 0)).code == "rate_limited"
+    assert _error(other, _code(bank, 1)).code == "rate_limited"
+
+
+def test_honest_failures_are_not_counted(bank: Bank) -> None:
+    configure_guard(bank, terminal_failures_max=2)
+    cafe = _tills(bank)[0]
+    _, credential = device_of(bank, "v2")
+    stale = by_name("v2").generate(credential, step=step_at(time.time() - 600), counter=0)
+    paid = _code(bank, 3)
+    cafe.charge(code=paid, amount="1.00", currency="CNY")
+    for _ in range(3):
+        assert _error(cafe, stale).code == "code_expired"
+        assert _error(cafe, paid).code == "code_replayed"
+    assert cafe.charge(code=_code(bank, 4), amount="1.00", currency="CNY")["status"] == "succeeded"
+
+
+def _count(engine: Engine, scopes: GuardScopes, settings: GuardSettings, now_s: float) -> None:
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(
+                text("SELECT paycode_count_failure(:s, :l, :now, :w, :b, :m)"),
+                {
+                    "s": list(scopes.names),
+                    "l": list(scopes.limits),
+                    "now": now_s,
+                    "w": settings.window_s,
+                    "b": settings.backoff_base_s,
+                    "m": settings.backoff_max_s,
+                },
+            )
+        else:
+            guard.count_failure(connection, scopes, settings, now_s)
+
+
+def _until(engine: Engine, scope: str) -> float | None:
+    with engine.connect() as connection:
+        row = connection.execute(
+            text("SELECT blocked_until_s FROM failure_counters WHERE scope = :s"), {"s": scope}
+        ).first()
+    return None if row is None else row[0]
+
+
+def test_backoff_doubles_and_resets_after_quiet(bank: Bank) -> None:
+    """Both databases run the same arithmetic: limit 2, base 60 s, max 600 s, window 300 s."""
+    settings = GuardSettings(window_s=300, backoff_base_s=60, backoff_max_s=600)
+    scopes = GuardScopes(("terminal:t-backoff",), (2,))
+    _count(bank.engine, scopes, settings, 1000.0)
+    assert _until(bank.engine, "terminal:t-backoff") is None
+    _count(bank.engine, scopes, settings, 1001.0)
+    assert _until(bank.engine, "terminal:t-backoff") == 1061.0
+    _count(bank.engine, scopes, settings, 1100.0)
+    _count(bank.engine, scopes, settings, 1101.0)
+    assert _until(bank.engine, "terminal:t-backoff") == 1101.0 + 120
+    for index in range(8):  # blocks keep doubling up to the maximum
+        _count(bank.engine, scopes, settings, 2000.0 + 10 * index)
+        _count(bank.engine, scopes, settings, 2001.0 + 10 * index)
+    assert _until(bank.engine, "terminal:t-backoff") == 2071.0 + 600
+    _count(bank.engine, scopes, settings, 9000.0)  # long quiet: the strikes reset
+    _count(bank.engine, scopes, settings, 9001.0)
+    assert _until(bank.engine, "terminal:t-backoff") == 9061.0
+
+
+def test_merchant_ip_allow_list(bank: Bank) -> None:
+    """Corner Cafe's terminals may only call from 10.0.0.0/8; Other Shop's from loopback."""
+    with bank.engine.begin() as connection:
+        for name, networks in (
+            ("Corner Cafe", "10.0.0.0/8"),
+            ("Other Shop", "127.0.0.0/8,::1/128"),
+        ):
+            connection.execute(
+                text("UPDATE merchants SET allowed_cidrs = :n WHERE name = :name"),
+                {"n": networks, "name": name},
+            )
+    cafe, other = _tills(bank)
+    refused = _error(cafe, _code(bank, 0))
+    assert (refused.code, refused.status) == ("forbidden", 403)
+    with pytest.raises(ServerRejected) as caught:
+        cafe.payments_by_order("any")
+    assert caught.value.code == "forbidden"
+    assert other.charge(code=_code(bank, 0), amount="1.00", currency="CNY")["status"] == "succeeded"
+    assert bank.balance("user", bank.user_id) == START_MINOR - 100
+
+
+def test_allow_list_is_validated() -> None:
+    from paycode.server.operations.admin import check_networks
+    from paycode.shared.errors import ApiError
+
+    assert check_networks(["10.1.2.3/8", "::1"]) == "10.0.0.0/8,::1/128"
+    assert check_networks([]) is None
+    with pytest.raises(ApiError) as caught:
+        check_networks(["not-a-network"])
+    assert caught.value.code == "invalid_argument"
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "v3"])
+def test_forgeries_aimed_at_one_device_lock_it_until_its_wallet_calls(
+    bank: Bank, version: str
+) -> None:
+    """Someone who extracted a version's hiding key (or, for v3, the seal) names a victim's
+    device in forged codes from many tills; the device's own counter catches what no till's
+    or address's counter sees, and locks it. Its genuine codes then pay nothing until the
+    phone makes one signed online call (proof its key is in the owner's hands)."""
+    configure_guard(bank,
+        terminal_failures_max=99, merchant_failures_max=99, ip_failures_max=99,
+        device_failures_max=3,
+    )  # fmt: skip
+    device_id, genuine = device_of(bank, version)
+    forger = dataclasses.replace(genuine, secret=_wrong_key(version))
+    codec, step = by_name(version), step_at(time.time())
+    tills = _tills(bank)
+    forged = [codec.generate(forger, step=step, counter=n) for n in range(4)]
+    assert [_error(tills[n % 2], forged[n]).code for n in range(3)] == ["code_invalid"] * 3
+    assert _error(tills[0], forged[3]).code == "rate_limited"  # the device's counter is blocked
+    real = codec.generate(genuine, step=step, counter=5)
+    locked = _error(tills[1], real)
+    assert (locked.code, locked.status) == ("device_locked", 422)
+    assert bank.balance("user", bank.user_id) == START_MINOR
+    wallet_call = ServerClient(bank.url).call(
+        "GET", "/v1/wallet/balance", signer=DeviceAuth(device_id, genuine).sign
+    )
+    assert wallet_call.body["accounts"]
+    paid = tills[1].charge(code=real, amount="1.00", currency="CNY")  # not burned by the lock
+    assert paid["status"] == "succeeded"
+
+
+def _wrong_key(version: str) -> bytes:
+    if version == "v3":
+        seed, _ = new_ed25519_seed()
+        return seed
+    return os.urandom(32)

@@ -1,0 +1,16 @@
+"""What the tests share, one module per concern:
+
+    servers     the server fixtures (`server` in this process, `live_server` as a process),
+                PostgreSQL databases, commands run as processes or in this process
+    shop        a shop run through the console scripts a person types (CLI end-to-end tests)
+    phones      wallets and tills in this process against a server (the device lifecycle)
+    bank        an app with a user, devices of every version and two merchants, built directly
+                on the database (server unit tests)
+    dashboard   a browser-like client for /dashboard (cookies, CSRF)
+    races       two `serve` instances on one PostgreSQL database (tests/reliability/test_races.py)
+    protocol    the published test vectors and an in-memory device registry
+    wallet_stub a stand-in wallet API for the wallet library's own tests
+
+The servers themselves are started by paycode.server.testing (the benchmarks use it too), and
+camera-like frames come from paycode.merchant_pos.synthetic_frames.
+"""

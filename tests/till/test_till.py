@@ -1,0 +1,102 @@
+"""The till's sale logic with the server as its neighbour: final outcomes after lost answers."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+
+from paycode.merchant_pos.messages import CASHIER_MESSAGES, cashier_message
+from paycode.merchant_pos.till import Sale, charge_code, codes_from_lines
+from paycode.shared.codes import HTTP_STATUS
+from paycode.shared.errors import ServerRejected, ServerUnreachable
+from tests.support.protocol import load_vectors
+
+
+class LostAnswers:
+    """A terminal client whose charge never gets an answer back (every retry was dropped),
+    and whose order lookup says what the server actually did."""
+
+    def __init__(self, by_order: list[dict[str, Any]] | Exception) -> None:
+        self.by_order = by_order
+        self.charges = 0
+        self.keys: set[str] = set()
+
+    def charge(self, **kwargs: Any) -> dict[str, Any]:
+        self.charges += 1
+        self.keys.add(kwargs["idempotency_key"])
+        raise ServerUnreachable("connection reset after the request was sent")
+
+    def payments_by_order(self, order_id: str) -> list[dict[str, Any]]:
+        assert order_id.startswith("pos-")
+        if isinstance(self.by_order, Exception):
+            raise self.by_order
+        return self.by_order
+
+
+def test_lost_answer_after_a_debit_is_reported_paid() -> None:
+    client = LostAnswers([{"status": "succeeded", "payment_id": "pay_1", "amount": "5.00"}])
+    outcome = charge_code(client, "code", Sale("5.00", "CNY"))  # type: ignore[arg-type]
+    assert outcome.paid and outcome.payment is not None and client.charges == 1
+
+
+def test_lost_answer_with_a_recorded_failure_gives_its_reason() -> None:
+    failed = {"status": "failed", "failure_code": "insufficient_funds", "payment_id": "pay_2"}
+    outcome = charge_code(LostAnswers([failed]), "code", Sale("5.00", "CNY"))  # type: ignore[arg-type]
+    assert not outcome.paid and outcome.code == "insufficient_funds"
+    assert outcome.message == CASHIER_MESSAGES["insufficient_funds"]
+
+
+def test_nothing_recorded_yet_is_never_called_not_charged() -> None:
+    """An attempt may still be on its way: the same charge (same key) is sent once more, and
+    unanswered too, the outcome is unknown (tests/reliability/test_network_faults.py)."""
+    client = LostAnswers([])
+    outcome = charge_code(client, "code", Sale("5.00", "CNY"))  # type: ignore[arg-type]
+    assert not outcome.paid and outcome.code == "outcome_unknown"
+    assert client.charges == 2 and len(client.keys) == 1
+
+
+def test_server_gone_entirely_is_outcome_unknown_with_the_order_id() -> None:
+    sale = Sale("5.00", "CNY")
+    lookup_failed = ServerUnreachable("still down")
+    outcome = charge_code(LostAnswers(lookup_failed), "code", sale)  # type: ignore[arg-type]
+    assert not outcome.paid and outcome.code == "outcome_unknown"
+    assert sale.order_id in outcome.message and outcome.headline == "OUTCOME UNKNOWN"
+
+
+def test_refusal_is_final_and_human() -> None:
+    class Refuses:
+        def charge(self, **_kwargs: Any) -> dict[str, Any]:
+            raise ServerRejected("code_expired", "code is outside its window", status=422)
+
+    outcome = charge_code(Refuses(), "code", Sale("1.00", "CNY"))  # type: ignore[arg-type]
+    assert outcome.code == "code_expired" and "refresh" in outcome.message
+
+
+NOT_TILL_CODES = frozenset(
+    {"password_invalid", "user_exists", "merchant_exists", "method_not_allowed", "qr_invalid",
+     "payload_too_large", "unsupported_media_type", "invalid_request", "pin_invalid",
+     "pin_not_set", "date_invalid", "ledger_mismatch", "settlement_too_large",
+     "payment_changed"}
+)  # fmt: skip
+"""Codes of the wallet and admin APIs, of the settlement file (GET /v1/settlement: the till
+never fetches it), of the merchant dashboard (payment_changed: its refund form only), or of
+malformed requests the till never sends."""
+
+
+@pytest.mark.parametrize("code", sorted(set(HTTP_STATUS) - NOT_TILL_CODES))
+def test_every_server_code_a_till_can_meet_has_a_cashier_message(code: str) -> None:
+    assert code in CASHIER_MESSAGES, f"add a cashier line for {code}"
+
+
+def test_unknown_code_falls_back_to_the_server_message() -> None:
+    assert "newer thing" in cashier_message("brand_new_code", "newer thing")
+
+
+def test_barcode_gun_lines_skip_foreign_and_damaged_codes() -> None:
+    numeric = next(v["code"] for v in load_vectors() if v["version"] == "v1")
+    damaged = numeric[:-1] + str((int(numeric[-1]) + 1) % 10)
+    typed = f"\n4006381333931\n{damaged}\nhttps://x.example\n{numeric}\n{numeric}\n"
+    assert list(codes_from_lines(io.StringIO(typed))) == [numeric, numeric]
+    assert list(codes_from_lines(io.StringIO("a\n" * 5000), lines_max=10)) == []
