@@ -18,8 +18,8 @@ from paycode.server.dashboard import access
 from paycode.server.database.models import LedgerEntry, MerchantSession, Payment, Refund
 from paycode.shared.errors import ServerRejected
 from tests.support.dashboard import DASHBOARD_PASSWORD, Browser, open_shop
-from tests.support.phones import charge, code_of, new_phone, new_user, use_fast_keystore
 from tests.support.servers import LiveServer
+from tests.support.shop import charge, code_of, new_phone, new_user, use_fast_keystore
 
 
 @pytest.fixture(autouse=True)

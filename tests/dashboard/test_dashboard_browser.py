@@ -19,8 +19,8 @@ import pytest
 
 from paycode.server.database.models import Payment
 from tests.support.dashboard import DASHBOARD_PASSWORD, open_shop
-from tests.support.phones import charge, code_of, new_phone, new_user, use_fast_keystore
 from tests.support.servers import REPO_ROOT, LiveServer
+from tests.support.shop import charge, code_of, new_phone, new_user, use_fast_keystore
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu"]

@@ -44,8 +44,8 @@ from tests.reliability.money_load import (
     run_clients,
     settle_and_reconcile,
 )
-from tests.support.phones import use_fast_keystore
 from tests.support.servers import LiveServer, postgres_database, start_server
+from tests.support.shop import use_fast_keystore
 
 WORKERS = 4
 MERCHANTS = 3

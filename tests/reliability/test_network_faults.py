@@ -45,9 +45,9 @@ from paycode.server.database.models import Payment, Refund, Terminal
 from paycode.shared.errors import ServerRejected, ServerUnreachable
 from tests.reliability.faultproxy import Fault, FaultProxy, Region, Step, fault_proxy
 from tests.reliability.figures import Figures, Scale
-from tests.support.phones import code_of, new_till, use_fast_keystore
 from tests.support.races import Till, books, customer, ledger_sum, merchant_balance
 from tests.support.servers import LiveServer, postgres_database, start_server
+from tests.support.shop import code_of, new_till, use_fast_keystore
 
 pytestmark = pytest.mark.postgres
 

@@ -27,7 +27,6 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.figures import Figures, Scale
-from tests.support.phones import code_of, use_fast_keystore
 from tests.support.races import (
     AMOUNT_MINOR,
     INSTANCES,
@@ -43,6 +42,7 @@ from tests.support.races import (
     workers_charging,
 )
 from tests.support.servers import LiveServer, all_at_once
+from tests.support.shop import code_of, use_fast_keystore
 
 pytestmark = pytest.mark.postgres
 

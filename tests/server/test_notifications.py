@@ -40,7 +40,8 @@ from paycode.server.notifications import delivery
 from paycode.shared.emv.collection import CollectionCode, build_collection_payload
 from paycode.shared.errors import ConfigError
 from tests.support.bank import SHUTDOWN_POLL_S
-from tests.support.phones import (
+from tests.support.servers import REPO_ROOT, LiveServer, run_cli, run_cli_in_process
+from tests.support.shop import (
     PASSWORD,
     code_of,
     new_phone,
@@ -51,7 +52,6 @@ from tests.support.phones import (
     unique,
     use_fast_keystore,
 )
-from tests.support.servers import REPO_ROOT, LiveServer, run_cli, run_cli_in_process
 
 PIN = "246810"
 WAIT_S = 30.0

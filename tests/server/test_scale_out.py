@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from paycode.shared.money import parse_amount
-from tests.support.phones import code_of, use_fast_keystore
 from tests.support.races import AMOUNT_MINOR, INSTANCES, WORKERS
 from tests.support.races import books as _books
 from tests.support.races import customer as _customer
@@ -28,6 +27,7 @@ from tests.support.races import merchant_balance as _merchant_balance
 from tests.support.races import tills as _tills
 from tests.support.races import workers_charging as _workers_charging
 from tests.support.servers import LiveServer, all_at_once
+from tests.support.shop import code_of, use_fast_keystore
 
 pytestmark = pytest.mark.postgres
 

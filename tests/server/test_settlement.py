@@ -44,7 +44,8 @@ from paycode.server.database.models import (
 from paycode.server.safety.limits import LimitSettings
 from paycode.shared import terminal_auth
 from paycode.shared.emv.collection import CollectionCode, build_collection_payload
-from tests.support.phones import (
+from tests.support.servers import LiveServer, run_cli, run_cli_in_process
+from tests.support.shop import (
     PASSWORD,
     code_of,
     new_phone,
@@ -54,7 +55,6 @@ from tests.support.phones import (
     refused,
     use_fast_keystore,
 )
-from tests.support.servers import LiveServer, run_cli, run_cli_in_process
 
 PIN = "246810"
 DAY = dt.date(2026, 1, 15)

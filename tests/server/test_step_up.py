@@ -24,19 +24,20 @@ from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.server.database.models import Account, LedgerEntry, LedgerTransaction, Payment, User
 from paycode.server.operations import admin
 from paycode.shared.errors import ServerRejected
-from tests.support.phones import (
+from tests.support.servers import LiveServer
+from tests.support.shop import (
     PASSWORD,
+    Shop,
     code_of,
     new_phone,
     new_till,
     new_user,
     ok_json,
+    open_shop,
     refused,
     use_fast_keystore,
+    waiting_payment,
 )
-from tests.support.servers import LiveServer
-from tests.support.shop import PASSWORD as SHOP_PASSWORD
-from tests.support.shop import Shop, open_shop, waiting_payment
 
 PIN = "246810"
 WRONG_PIN = "135790"
@@ -293,7 +294,7 @@ def test_a_pin_needs_the_password(live_server: LiveServer, tmp_path: Path) -> No
 def shop(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     home = tmp_path_factory.mktemp("step-up")
     shop = open_shop(live_server, home, merchants=[MERCHANT], top_up="5000.00")
-    shop.wallet("set-pin", "--stdin", stdin=f"{SHOP_PASSWORD}\n{PIN}\n")
+    shop.wallet("set-pin", "--stdin", stdin=f"{PASSWORD}\n{PIN}\n")
     yield shop
 
 

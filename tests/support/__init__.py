@@ -2,8 +2,8 @@
 
     servers     the server fixtures (`server` in this process, `live_server` as a process),
                 PostgreSQL databases, commands run as processes or in this process
-    shop        a shop run through the console scripts a person types (CLI end-to-end tests)
-    phones      wallets and tills in this process against a server (the device lifecycle)
+    shop        the one shop builder: customers with wallets and merchants with tills, as
+                library objects or through the console scripts a person types
     bank        an app with a user, devices of every version and two merchants, built directly
                 on the database (server unit tests)
     dashboard   a browser-like client for /dashboard (cookies, CSRF)

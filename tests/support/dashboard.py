@@ -18,8 +18,8 @@ from paycode.server.config import ServerConfig
 from paycode.server.dashboard import access
 from paycode.server.operations import admin
 from paycode.server.safety.secretbox import SecretBox
-from tests.support.phones import unique
 from tests.support.servers import LiveServer
+from tests.support.shop import unique
 
 DASHBOARD_PASSWORD = "dashboard password 1"
 HTTP_TIMEOUT_S = 10.0

@@ -29,8 +29,8 @@ from paycode.server.operations import admin
 from paycode.shared import terminal_auth
 from paycode.shared.errors import ServerRejected
 from paycode.shared.money import parse_amount
-from tests.support.phones import new_phone, new_till, new_user
 from tests.support.servers import LiveServer, postgres_database, start_live_servers
+from tests.support.shop import new_phone, new_till, new_user
 
 INSTANCES = 2
 WORKERS = 2

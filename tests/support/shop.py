@@ -1,16 +1,22 @@
-"""A live shop for CLI end-to-end tests: server, customer, merchants with tills, a wallet.
+"""The one shop builder: customers with wallets, merchants with tills, on any server.
 
-Everything goes through the console scripts a person would type (`paycode-server`,
-`paycode-wallet`, `paycode-pos`, each with --json), against a live server process. The
-operator's set-up commands (users, merchants, terminals) run `paycode-server`'s main(argv) in
-this process (tests.support.servers.run_cli_in_process), which saves a second each; the wallet and
-the POS, the subjects of these tests, run as processes of their own.
+Library level (for tests of the server, the wallet library and the till library): `new_user`,
+`new_phone` (a wallet enrolled over the server's API), `new_till` (a merchant and a terminal
+client), `code_of`, `charge` and `refused`. Users and merchants are made in this process with
+the same operator services `paycode-server users create` and `merchants create` run (tests of
+the commands themselves run those). Servers are module-scoped, so every helper makes fresh
+names.
+
+Console level (CLI end-to-end tests): `open_shop` makes a customer 'carol' with a wallet home
+and a POS home per merchant, and `Shop.wallet` / `Shop.pos` run `paycode-wallet` and
+`paycode-pos` with --json, as a person would type them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -20,20 +26,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.servers import LiveServer, run_command
+import pytest
+
+from paycode.appkit.http_client import ServerClient
+from paycode.client import keystore, online
+from paycode.client.wallet import Wallet
+from paycode.merchant_pos.terminal_client import TerminalClient
+from paycode.server.config import ServerConfig
+from paycode.server.operations import admin
+from paycode.server.safety.secretbox import SecretBox
+from paycode.shared.errors import ServerRejected
+from tests.support.servers import Server, run_command
 
 PASSWORD = "shop test password"
-
-
-def ok_json(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    assert done.returncode == 0, done.stdout + done.stderr
-    reply: dict[str, Any] = json.loads(done.stdout)
-    return reply
+"""Every customer's log-in password (users are made with fresh names)."""
+PASSPHRASE = "phone test wallet"
+FAST_SCRYPT_N = 2**10
+"""Wallets made in-process use cheap scrypt: a test opens and saves keystores many times."""
 
 
 @dataclass
 class Shop:
-    server: LiveServer
+    server: Server
     home: Path
     env: dict[str, str]
     tills: dict[str, Path] = field(default_factory=dict)
@@ -93,7 +107,7 @@ class Shop:
         ok_json(configured)
 
 
-def open_shop(server: LiveServer, home: Path, *, merchants: list[str], top_up: str) -> Shop:
+def open_shop(server: Server, home: Path, *, merchants: list[str], top_up: str) -> Shop:
     """A customer 'carol' with `top_up` CNY and a wallet enrolled in every version."""
     created = server.cli_in_process(
         "users", "create", "carol", "--password-stdin", "--currency", "CNY", stdin=PASSWORD + "\n"
@@ -129,3 +143,67 @@ def waiting_payment(pending_items: Callable[[], list[dict[str, Any]]], till: Fut
             return str(items[0]["payment_id"])
         time.sleep(0.2)
     raise AssertionError("the charge never showed up as pending in the wallet")
+
+
+def use_fast_keystore(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(keystore.PASSPHRASE_ENV, PASSPHRASE)
+    monkeypatch.setattr(keystore, "SCRYPT_N", FAST_SCRYPT_N)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(4)}"
+
+
+def ok_json(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert done.returncode == 0, done.stdout + done.stderr
+    reply: dict[str, Any] = json.loads(done.stdout)
+    assert reply["ok"] is True
+    return reply
+
+
+def new_user(server: Server, prefix: str = "user", top_up: str = "100.00") -> str:
+    """A user with `top_up` CNY, made in-process with what `paycode-server users create` and
+    `users top-up` run (tests of the commands themselves spawn them; a subprocess per helper
+    call would cost a second each)."""
+    name = unique(prefix)
+    with server.session() as session:
+        admin.create_user(session, name, PASSWORD, "CNY", now_s=time.time())
+        admin.top_up(session, name, top_up, time.time(), "CNY")
+    return name
+
+
+def new_phone(server: Server, home: Path, user: str, versions: list[str]) -> Wallet:
+    """A wallet in `home` enrolled for `user` on `versions`, one device each."""
+    wallet = Wallet.open_or_create(home)
+    client = ServerClient(server.url)
+    online.enroll(wallet, client, user=user, password=PASSWORD, versions=versions)
+    return wallet
+
+
+def new_till(server: Server) -> TerminalClient:
+    """A fresh merchant and terminal, made in-process as `merchants create` and `terminals
+    create` make them."""
+    merchant = unique("Cafe")
+    box = SecretBox.from_config(ServerConfig.from_env(server.env))
+    with server.session() as session:
+        admin.create_merchant(session, merchant, "CNY", now_s=time.time())
+        terminal, secret = admin.create_terminal(session, box, merchant, time.time())
+        key_id = terminal.id
+    return TerminalClient(server.url, key_id, secret, sleep=lambda _s: None)
+
+
+def code_of(wallet: Wallet, version: str, *, local_now_s: float | None = None) -> str:
+    now_s = time.time() if local_now_s is None else local_now_s
+    return wallet.next_code(version, local_now_s=now_s).text
+
+
+def charge(till: TerminalClient, code: str, amount: str = "1.00") -> dict[str, Any]:
+    return till.charge(code=code, amount=amount, currency="CNY")
+
+
+def refused(code: str, call: Any, *args: Any, **kwargs: Any) -> ServerRejected:
+    """`call(*args, **kwargs)` fails with the stable `code`; returns the error."""
+    with pytest.raises(ServerRejected) as caught:
+        call(*args, **kwargs)
+    assert caught.value.code == code, (caught.value.code, caught.value.message)
+    return caught.value

@@ -41,7 +41,8 @@ from paycode.shared.versions.base import (
     VerifyContext,
     judge_window,
 )
-from tests.support.phones import (
+from tests.support.servers import LiveServer, run_command
+from tests.support.shop import (
     PASSPHRASE,
     charge,
     code_of,
@@ -51,7 +52,6 @@ from tests.support.phones import (
     refused,
     use_fast_keystore,
 )
-from tests.support.servers import LiveServer, run_command
 
 BOUNDARY_MARGIN_S = 1.0
 """Codes are made at least this long before a step ends, so the server sees the same step."""

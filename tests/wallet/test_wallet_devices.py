@@ -29,7 +29,14 @@ from paycode.server.database.models import Device
 from paycode.server.operations import lifecycle
 from paycode.shared.enrollment import read_grant
 from paycode.shared.errors import WalletError
-from tests.support.phones import (
+from tests.support.servers import (
+    LiveServer,
+    postgres_database,
+    run_command,
+    run_in_process,
+    start_server,
+)
+from tests.support.shop import (
     PASSPHRASE,
     PASSWORD,
     charge,
@@ -40,13 +47,6 @@ from tests.support.phones import (
     ok_json,
     refused,
     use_fast_keystore,
-)
-from tests.support.servers import (
-    LiveServer,
-    postgres_database,
-    run_command,
-    run_in_process,
-    start_server,
 )
 
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
