@@ -66,7 +66,7 @@ bench: setup bench-deps
 bench-quick: setup bench-deps
 	$(PY) -m bench.suite --quick
 
-# Charges over HTTP vs bare Flask and pgbench (BRIEF §8); e.g. `make bench-charges BENCH_ARGS=--quick`.
+# Charges over HTTP vs bare Flask and pgbench (docs/bars.md); e.g. `make bench-charges BENCH_ARGS=--quick`.
 bench-charges: setup bench-deps
 	$(PY) -m bench.bench_charges $(BENCH_ARGS)
 
@@ -80,11 +80,11 @@ vectors: setup
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
 
-# POS scanner ms per 720p frame and read rate vs each decoder (BRIEF §8); writes docs/scanner.md.
+# POS scanner ms per 720p frame and read rate vs each decoder (docs/bars.md); writes docs/scanner.md.
 # e.g. `make bench-scanner BENCH_ARGS=--quick`.
 bench-scanner: setup
 	$(PY) -m bench.bench_scanner $(BENCH_ARGS)
 
-# Scan to answer: first frame showing a code -> the server's answer, over loopback (issue 4).
+# Scan to answer: first frame showing a code -> the server's answer, over loopback (docs/pos.md).
 bench-pos: setup
 	$(PY) -m bench.bench_pos $(BENCH_ARGS)

@@ -3,7 +3,8 @@
     python -m bench.bench_charges [--quick] [--workers 2,4] [--merchants 1,8] [--rounds 3]
                                   [--duration-s 10] [--customers 200] [--no-profile]
 
-BRIEF §8 / issue 3. At 32 concurrent clients (wrk, one connection each) it measures, in
+docs/bars.md (charge throughput). At 32 concurrent clients (wrk, one connection each) it measures,
+in
 interleaved rounds so that the noise of this shared machine hits all three alike:
 
   charge   `paycode-server serve --workers N` on a fresh PostgreSQL database: real signed

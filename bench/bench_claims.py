@@ -5,7 +5,8 @@
 A real server (`serve --workers 2`, PostgreSQL) takes signed charges without pause (wrk, one
 connection, in 10-second slices of freshly signed requests), while the real `paycode-server
 worker --interval-s 5` purges. Every few seconds the claims table is counted. A claim is kept
-until its code can no longer be accepted (server/charging.py: the step, the acceptance window
+until its code can no longer be accepted (paycode.server.charge.planning: the step, the acceptance
+window
 and the largest learned drift, about 7 minutes), so the table grows for that long and then
 stays flat at about rate x retention: the figure shows the count against that bound. The
 quick run is too short to reach the plateau and says so.

@@ -2,7 +2,7 @@
 
     python -m bench.bench_pos [--sales 30] [--backend postgres|sqlite]
 
-BRIEF §8 / issue 4. A live server on loopback (`serve --workers 2` on a fresh PostgreSQL
+docs/bars.md. A live server on loopback (`serve --workers 2` on a fresh PostgreSQL
 database, or the SQLite default), a wallet enrolled over HTTP, and for each sale: a fresh
 code of each version composed into synthetic 720p frames (random distortion), handed to the
 till's Scanner frame by frame as a camera would, then charged through the till's own code

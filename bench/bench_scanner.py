@@ -2,7 +2,8 @@
 
     python -m bench.bench_scanner [--quick] [--per-distortion N] [--out docs/scanner.md]
 
-BRIEF §8 / issue 4. Frames come from tests/synthetic_frames.py: the four ways the wallet shows
+docs/bars.md (the till's scanner). Frames come from paycode.merchant_pos.synthetic_frames: the four
+ways the wallet shows
 a code (v1 as Code 128 and as QR, v2 QR, v3 EMV QR) under eight distortions, plus frames with
 no code and frames with only a foreign code (a URL, an EMV poster, a parcel label). The till
 has one core for this, so the process is pinned to one CPU and OpenCV to one thread.
@@ -408,14 +409,15 @@ def render(
 DESIGN_NOTES = [
     "## How a frame is spent",
     "",
-    "`merchant_pos/scanloop.py` converts the frame to gray (downscaled to at most 1280 px wide),",
-    "runs the `always` passes, and, when they find no payment code, runs `ring` passes in turn",
-    "while each one's running cost estimate fits what is left of the budget; the turn carries",
-    "over to the next frame. A pass that never fits (pyzbar on a cluttered frame) still runs at",
-    "least every 10 frames (starvation guard), which is where the no-code p95 comes from.",
-    "Code 128 passes read an image squeezed to a quarter of its height: bars are vertical, so",
-    "the bar widths survive and there are 4x fewer rows to scan. Every decoded text goes through",
-    "the version registry (`route` + the version's `parse`); anything else is dropped.",
+    "`paycode.merchant_pos.scanloop` converts the frame to gray (downscaled to at most 1280 px",
+    "wide), runs the `always` passes, and, when they find no payment code, runs `ring` passes",
+    "in turn while each one's running cost estimate fits what is left of the budget; the turn",
+    "carries over to the next frame. A pass that never fits (pyzbar on a cluttered frame) still",
+    "runs at least every 10 frames (starvation guard), which is where the no-code p95 comes",
+    "from. Code 128 passes read an image squeezed to a quarter of its height: bars are",
+    "vertical, so the bar widths survive and there are 4x fewer rows to scan. Every decoded",
+    "text goes through the version registry (`route` + the version's `parse`); anything else is",
+    "dropped.",
     "OpenCV is not in the default plan: it costs 5-10x as much per frame, its worst frame has",
     "no bound (see its max column), and it adds no frame the others miss (line above).",
 ]

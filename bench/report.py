@@ -1,7 +1,7 @@
 """docs/benchmarks.md and its PNG plots, from the JSON the benchmarks of bench/suite.py write.
 
 Every figure is a ratio measured in the same run, with the absolute numbers beside it, and a
-verdict against BRIEF §8 where the brief sets a bar. A benchmark that failed or was not run is
+verdict against docs/bars.md where it sets a bar. A benchmark that failed or was not run is
 named as such, never left out.
 """
 
@@ -110,7 +110,7 @@ def _codes(data: dict[str, Any], figures: Path) -> list[str]:
         f"Median of {data['rounds']} rounds; `x prim` is verify time over one call of the raw "
         "primitive (HMAC-SHA256 for v1/v2, Ed25519 verify for v3), `x floor` over every "
         "primitive call the verification must make (v1/v2 add an AES block; v3 adds X25519 + "
-        f"HKDF + AEAD). BRIEF §8: verify <= {VERIFY_RATIO_MAX:g} x the raw primitive.",
+        f"HKDF + AEAD). docs/bars.md: verify <= {VERIFY_RATIO_MAX:g} x the raw primitive.",
         "",
         "| version | verify µs | primitive µs | verify x prim | x floor | generate µs | gen x prim "
         "| bar |",
@@ -151,7 +151,7 @@ def _devices(data: dict[str, Any], figures: Path) -> list[str]:
         "Verification through the server's own device lookup on PostgreSQL (unique index on "
         "(version, handle), uncached, then unsealing the device key), one database per size, "
         f"sizes measured side by side in {data['rounds']} rounds; ratio = median per-round "
-        f"ratio to the smallest. BRIEF §8: 1k vs 1M within {FLAT_RATIO_MAX:g}x.",
+        f"ratio to the smallest. docs/bars.md: 1k vs 1M within {FLAT_RATIO_MAX:g}x.",
         "",
         "| version | " + " | ".join(f"{int(s):,} devices" for s in sizes) + " | bar |",
         "| --- | " + " | ".join("---:" for _ in sizes) + " | --- |",
@@ -249,7 +249,8 @@ def _scale_out(data: dict[str, Any]) -> list[str]:
         f"workers each, loaded at once with {two[0]['clients'] // 2} clients each, against one "
         f"instance with {2 * two[0]['workers']} workers and {two[0]['clients']} clients. The "
         "ledger summed to zero and every acknowledged payment existed exactly once after each "
-        "run (the same-code and same-key races across instances are tests/test_scale_out.py).",
+        "run (the same-code and same-key races across instances are "
+        "tests/server/test_scale_out.py).",
         "",
         "| setup | charges/s | p99 ms |",
         "| --- | ---: | ---: |",
@@ -273,7 +274,7 @@ def _ceiling(data: dict[str, Any], figures: Path) -> list[str]:
     lines = [
         "pgbench TPC-B on the same PostgreSQL at the same client count (at most "
         "64 connections: the shared server allows 100), and the ceiling C = 1 / (1/bare + "
-        "1/pgbench) of BRIEF §8, with each worker count's bare rate. The brief's bar is at 32 "
+        "1/pgbench) of docs/bars.md, with each worker count's bare rate. The bar is at 32 "
         f"clients: charge >= {CHARGE_RATIO_MIN:g} x C and p99 <= {CHARGE_P99_MS_MAX:g} ms.",
         "",
         "| workers | clients | pgbench tps | bare/s | C/s | charges/s (postgres) | x C | p99 ms "
@@ -310,7 +311,7 @@ def _ceiling(data: dict[str, Any], figures: Path) -> list[str]:
                 f"{charge / ceiling:.2f} | {p99:.1f} | {bar} |"
             )
         axis.plot(clients, ratios, "o-", label=f"{count} worker{'s' * (count > 1)}")
-    axis.axhline(CHARGE_RATIO_MIN, color="grey", linestyle="--", label="BRIEF bar 0.8")
+    axis.axhline(CHARGE_RATIO_MIN, color="grey", linestyle="--", label="bar 0.8 (docs/bars.md)")
     axis.set_xscale("log", base=2)
     axis.set_xticks(clients, [str(c) for c in clients])
     axis.set_xlabel("concurrent clients")
@@ -362,8 +363,9 @@ def _scanner(data: dict[str, Any], figures: Path) -> list[str]:
     lines = [
         f"{data['frames']} synthetic 1280x720 frames ({data['frames_with_code']} with a payment "
         "code under 8 distortions, the rest empty scenes and foreign codes), one core. "
-        f"BRIEF §8: >= {SCANNER_READ_RATE_MIN:.0%} read, <= {SCANNER_MEDIAN_MS_MAX:g} ms median "
-        "per frame (the brief asks for real photographs; this set is synthetic, docs/scanner.md).",
+        f"docs/bars.md: >= {SCANNER_READ_RATE_MIN:.0%} read, <= {SCANNER_MEDIAN_MS_MAX:g} ms "
+        "median per frame (the bar is for real photographs; this set is synthetic, "
+        "docs/scanner.md).",
         "",
         "| decoder | median ms | p95 ms | ms, code | ms, no code | read rate | x scanner ms |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",

@@ -1,4 +1,4 @@
-"""Money: integer minor units, strict decimal strings, same-currency arithmetic (BRIEF §4)."""
+"""Money: integer minor units, strict decimal strings, same-currency arithmetic (docs/api.md)."""
 
 from __future__ import annotations
 

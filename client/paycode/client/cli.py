@@ -1,4 +1,4 @@
-"""paycode-wallet: the consumer's wallet on the command line (BRIEF §5)."""
+"""paycode-wallet: the consumer's wallet on the command line (README, "Using the wallet")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""paycode-pos: the cashier's till (BRIEF §5).
+"""paycode-pos: the cashier's till (docs/pos.md).
 
 paycode-pos configure --server URL --key-id KEY --secret-stdin [--currency CNY]
 paycode-pos charge --amount 12.50 [--source camera:0|video:PATH|image:PATH|stdin]

@@ -1,4 +1,4 @@
-"""paycode-server: operator commands (BRIEF §5).
+"""paycode-server: operator commands (README, "Running a shop"; docs/operations.md).
 
     init-db | run | serve | worker (purges; delivers merchant notifications)
     users create | users top-up | merchants create | terminals create | devices list | revoke

@@ -1,6 +1,7 @@
 """The one exception hierarchy of the project.
 
-Every error a user can see carries a stable `code` (the strings of BRIEF §5) that the HTTP API,
+Every error a user can see carries a stable `code` (paycode.shared.codes, docs/api.md "Stable error
+codes") that the HTTP API,
 the CLIs and the logs repeat verbatim. Messages never contain secrets or whole payment codes.
 
 Malformed input raises one of these; a well-formed but wrong payment code is not an exception:

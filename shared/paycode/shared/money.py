@@ -1,4 +1,4 @@
-"""Money: integer minor units plus an ISO 4217 currency, never floats (BRIEF §4).
+"""Money: integer minor units plus an ISO 4217 currency, never floats (docs/api.md).
 
 A float cannot hold 0.10 exactly, so every amount is an `int` count of the currency's minor unit
 (fen, cent, fils; yen have none). The API speaks decimal strings ("12.50"); `parse_amount` turns

@@ -294,7 +294,7 @@ def _refund_candidates(
     session: Session, payment_ids: set[str], window: DayWindow
 ) -> dict[tuple[str, float, int], list[str]]:
     """(payment id, time, amount) -> refund ids. A refund row and its ledger transaction are
-    written with the same time and amount (server/refunds.py); that pairs them."""
+    written with the same time and amount (paycode.server.books.refunds); that pairs them."""
     found: dict[tuple[str, float, int], list[str]] = defaultdict(list)
     if not payment_ids:
         return found

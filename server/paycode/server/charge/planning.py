@@ -110,7 +110,8 @@ class ChargePlan:
     suspect_device_id: str | None = None
     """A rejected code's target device (CodeRefused), counted by the guard."""
     event_id: str | None = None
-    """The notification's id when the merchant takes notifications (server/notifications.py)."""
+    """The notification's id when the merchant takes notifications
+    (paycode.server.notifications.events)."""
     notices: Mapping[str, tuple[str, str]] | None = None
     """outcome -> (event type, body): the outbox row the transaction writes for that outcome;
     outcomes before the claim have none (nothing happened to a payment)."""
@@ -123,7 +124,7 @@ class ChargePlan:
 
     @property
     def counts_as_guess(self) -> bool:
-        """A rejection the guessing guard counts (server/guard.py)."""
+        """A rejection the guessing guard counts (paycode.server.safety.guard)."""
         return self.rejection in COUNTED_FAILURES
 
     @property

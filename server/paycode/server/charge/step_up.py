@@ -1,4 +1,5 @@
-"""Step-up confirmation: a payment above the password-free limits (server/limits.py) waits in
+"""Step-up confirmation: a payment above the password-free limits (paycode.server.safety.limits)
+waits in
 `pending_confirmation` until the customer confirms it with the PIN, declines it, the POS
 cancels it, or its deadline passes.
 
@@ -150,7 +151,7 @@ def confirm(session: Session, user_id: str, payment_id: str, now_s: float) -> Re
 
 def _told(session: Session, payment_id: str, now_s: float, moved: bool) -> dict[str, Any]:
     """The payment as it now stands; when this call `moved` it on, the merchant's notification
-    of its new status is written too (server/notifications.py), in this transaction."""
+    of its new status is written too (paycode.server.notifications.events), in this transaction."""
     payment = payment_json(_current(session, payment_id))
     if moved:
         events.record_status(session, payment, now_s)

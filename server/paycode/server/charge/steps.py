@@ -161,7 +161,8 @@ def _payable(
 ) -> tuple[str, _Payer | None, int]:
     """(SUCCEEDED, CONFIRMATION_REQUIRED or a failure; the payer; the payee account). SQLite's
     BEGIN IMMEDIATE already holds the write lock, so nothing read here can change before the
-    debit: the balance, and today's password-free count and amount (server/limits.py)."""
+    debit: the balance, and today's password-free count and amount
+    (paycode.server.safety.limits)."""
     limits = plan.limits
     assert limits is not None
     merchant_id = plan.attempt.terminal.merchant_id

@@ -4,7 +4,7 @@ The credential is the merchant's own (set by the operator with `paycode-server m
 set-password`), so a stolen till key cannot open the dashboard and a dashboard password cannot
 charge. Sessions live in the database like wallet sessions (only a SHA-256 of the token is
 stored), so every worker and host sees the same log-ins and a password change ends them all.
-Wrong passwords are counted by server/guard.py per merchant name and per client address.
+Wrong passwords are counted by paycode.server.safety.guard per merchant name and per client address.
 """
 
 from __future__ import annotations

@@ -66,9 +66,11 @@ class Merchant(Base):
     )
     """ISO 3166-1 alpha-2, EMV tag 58."""
     notify_url: Mapped[str | None] = mapped_column(String(512))
-    """Where payment notifications are POSTed (server/notifications.py); NULL: none are."""
+    """Where payment notifications are POSTed (paycode.server.notifications.events); NULL: none
+    are."""
     key_id: Mapped[str | None] = mapped_column(String(16))
-    """The master key sealing `notify_secret_sealed` (server/rotation.py re-wraps it)."""
+    """The master key sealing `notify_secret_sealed` (paycode.server.safety.rotation re-wraps
+    it)."""
     notify_secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary(64))
     """The notification signing key (32 bytes), sealed; NULL for merchants made before 0007."""
     allowed_cidrs: Mapped[str | None] = mapped_column(Text)
@@ -92,7 +94,7 @@ class Account(Base):
     owner_id: Mapped[str] = mapped_column(String(32))
     currency: Mapped[str] = mapped_column(String(3))
     balance_minor: Mapped[int] = mapped_column(BigInteger, default=0)
-    # The user's own password-free limits (server/limits.py); NULL: the server default.
+    # The user's own password-free limits (paycode.server.safety.limits); NULL: the server default.
     pinless_payment_max_minor: Mapped[int | None] = mapped_column(BigInteger)
     pinless_daily_max_minor: Mapped[int | None] = mapped_column(BigInteger)
     pinless_daily_count_max: Mapped[int | None] = mapped_column(Integer)
@@ -258,7 +260,8 @@ class RequestNonce(Base):
 
 
 class FailureCounter(Base):
-    """Failed code verifications per scope (terminal:, merchant:, ip:); see server/guard.py."""
+    """Failed code verifications per scope (terminal:, merchant:, ip:); see
+    paycode.server.safety.guard."""
 
     __tablename__ = "failure_counters"
     scope: Mapped[str] = mapped_column(String(80), primary_key=True)
@@ -270,7 +273,8 @@ class FailureCounter(Base):
 
 
 class VersionState(Base):
-    """An operator's lifecycle decision for a code version (server/lifecycle.py). No row: the
+    """An operator's lifecycle decision for a code version (paycode.server.operations.lifecycle).
+    No row: the
     registry's default status, so a version added in code needs no row."""
 
     __tablename__ = "version_states"
@@ -309,7 +313,7 @@ class Notification(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_attempt_at_s: Mapped[float | None] = mapped_column(Float, index=True)
     delivered_at_s: Mapped[float | None] = mapped_column(Float, index=True)
-    """Delivered rows are purged a while after it (server/notify_delivery.py)."""
+    """Delivered rows are purged a while after it (paycode.server.notifications.delivery)."""
     dead_at_s: Mapped[float | None] = mapped_column(Float)
     last_error: Mapped[str | None] = mapped_column(String(200))
     """Why the last attempt failed, short ("http 500", "timeout"); never a body or a secret."""

@@ -149,7 +149,8 @@ def find_payments() -> Response:
 
 @bp.get("/settlement")
 def settlement_file() -> Response:
-    """This merchant's settlement file for ?date=YYYY-MM-DD, as CSV (server/settlement.py)."""
+    """This merchant's settlement file for ?date=YYYY-MM-DD, as CSV
+    (paycode.server.books.settlement)."""
     now_s = time.time()
     with db.transaction() as session:
         terminal = authenticate_terminal(session, now_s)

@@ -1,6 +1,6 @@
 """/v1/wallet: pending payments, confirm with the PIN or decline, the PIN itself, the limits.
 
-Calls are signed by an enrolled device, like the rest of the wallet API (server/blueprints/
+Calls are signed by an enrolled device, like the rest of the wallet API (server/paycode/server/http/
 wallet.py). A PIN is checked outside any transaction (scrypt is slow) and never stored in an
 idempotency record: the key of a confirm is bound to its path, not to its body.
 """

@@ -1,9 +1,10 @@
 """/dashboard: the merchant's own web page (server-rendered, no script).
 
-Log in with the merchant's dashboard password (server/dashboard_auth.py); see the day's volume,
+Log in with the merchant's dashboard password (paycode.server.dashboard.access); see the day's
+volume,
 attempts per hour, outcomes and the latest payments; refund one; download a settlement file.
 Every change is a POST carrying the session's CSRF token; a refund form also carries what it
-saw refunded, so a double-submitted form refunds once (server/refunds.py).
+saw refunded, so a double-submitted form refunds once (paycode.server.books.refunds).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""RFC 9457 problem details carrying the stable error codes of BRIEF §5.
+"""RFC 9457 problem details carrying the stable error codes of paycode.shared.codes (docs/api.md).
 
 Every error response is `application/problem+json` with `type`, `title`, `status`, `code` and
 `detail`. Nothing else (no traceback, no secret, no whole payment code) is ever in it.

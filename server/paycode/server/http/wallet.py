@@ -3,7 +3,7 @@
 A password is used once, to get a short-lived token that can only enroll devices. After that
 every call is signed by an enrolled device, so a phone keeps no password or bearer token.
 Every body carries `server_time`, from which the wallet learns its clock offset (spec §9).
-The logic lives in server/wallet_service.py; this module parses requests and shapes answers.
+The logic lives in server/paycode/server/wallets/; this module parses requests and shapes answers.
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ def authenticate_device(session: Session, now_s: float, *, revoked_ok: bool = Fa
     remember_nonce(session, scope, nonce, now_s)
     devices.forget_old_nonces(session, scope, now_s)
     if device.locked_at_s is not None:
-        # Locked after forged codes named it (server/guard.py); its own key just signed, so
+        # Locked after forged codes named it (paycode.server.safety.guard); its own key just
+        # signed, so
         # the phone is in its owner's hands: this online contact is the re-sync that unlocks.
         unlock_device(session.connection(), device.id)
         session.refresh(device)

@@ -1,4 +1,5 @@
-"""Delivering the outbox (server/notifications.py): what `paycode-server worker` does each pass.
+"""Delivering the outbox (paycode.server.notifications.events): what `paycode-server worker` does
+each pass.
 
     claim a batch of due rows (commit) -> POST each, signed -> record the outcome (commit)
 

@@ -3,7 +3,8 @@
 Every state change of a payment whose merchant has a notify_url writes one row to the outbox
 (`notification_outbox`, server/models.Notification) in the same transaction as the change, so
 a change is never lost and never told without having happened. `paycode-server worker` then
-delivers the rows (server/notify_delivery.py), at least once, each signed with the merchant's
+delivers the rows (paycode.server.notifications.delivery), at least once, each signed with the
+merchant's
 notification secret.
 
     charge           -> payment.succeeded | payment.pending_confirmation | payment.failed
@@ -14,7 +15,8 @@ notification secret.
     refund           -> payment.refunded
     collection QR    -> payment.succeeded
 
-The charge path (server/charge_store.py, server/pg_charge.sql) renders its bodies while
+The charge path (paycode.server.charge.transaction,
+server/paycode/server/database/migrations/sql/0007_charge_function.sql) renders its bodies while
 planning and inserts the row itself, at no extra round trip; every other path calls `record`.
 """
 

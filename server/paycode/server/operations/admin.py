@@ -1,5 +1,5 @@
 """Operator services behind `paycode-server` (users, top-ups, merchants, terminals, devices).
-The worker's purge is server/purge.py.
+The worker's purge is paycode.server.operations.purge.
 
 Each takes an open Session and the time, and leaves committing to the caller, so the CLI and the
 tests run the same code. Failures raise ApiError with a stable code. Duplicates are decided by
@@ -189,7 +189,7 @@ def set_limits(
     daily_count_max: int | None,
     reset: bool,
 ) -> None:
-    """Set a user's own password-free limits in one currency (server/limits.py); `reset`
+    """Set a user's own password-free limits in one currency (paycode.server.safety.limits); `reset`
     first returns all three to the server defaults. Zero is allowed: every payment asks."""
     user = find_user(session, name)
     account = ledger.account(session, "user", user.id, check_currency(currency))

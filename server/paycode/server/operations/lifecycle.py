@@ -1,4 +1,5 @@
-"""Code-version lifecycle (BRIEF §3): active -> deprecated -> retired, as an operator decides.
+"""Code-version lifecycle (docs/spec.md §8): active -> deprecated -> retired, as an operator
+decides.
 
 Decisions live in the table version_states (no row: the registry's DEFAULT_STATUS), so every
 worker and host applies the same one. The charge path reads them through a per-process cache of

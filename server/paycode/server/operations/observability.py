@@ -12,7 +12,7 @@
 
 Nothing here imports prometheus_client: the gunicorn master imports this module, and the
 metrics library must be imported only after `serve` has set PROMETHEUS_MULTIPROC_DIR
-(server/metrics.py holds the metrics themselves).
+(paycode.server.operations.metrics holds the metrics themselves).
 """
 
 from __future__ import annotations

@@ -90,7 +90,8 @@ def purge_expired(
 
 def quiet_counter(guard: GuardSettings, now_s: float) -> ColumnElement[bool]:
     """A counter whose window has ended and whose last block is older than the back-off
-    maximum: its next failure would reset it to a fresh row (server/guard.py), so deleting it
+    maximum: its next failure would reset it to a fresh row (paycode.server.safety.guard), so
+    deleting it
     changes nothing but the table's size."""
     return and_(
         FailureCounter.window_start_s + guard.window_s <= now_s,

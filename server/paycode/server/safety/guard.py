@@ -8,7 +8,9 @@ of the request inside the charge transaction; a scope that reaches its limit wit
 window is blocked for a back-off that doubles with each block (base .. max), and while any
 scope of a request is blocked the charge answers `rate_limited` before any work. The
 counters are rows in the database, so every worker and host shares them; the check and the
-count ride in the charge's own round trip (server/pg_charge.sql, server/charge_store.py).
+count ride in the charge's own round trip
+(server/paycode/server/database/migrations/sql/0007_charge_function.sql,
+paycode.server.charge.transaction).
 
 Honest failures are not counted: an expired code (a slow customer) or a replay (the till
 retried) says nothing about guessing.
@@ -105,7 +107,8 @@ def device_scope(device_id: str) -> str:
 
 
 def with_device(scopes: GuardScopes, settings: GuardSettings, device_id: str) -> GuardScopes:
-    """`scopes` plus the counter of a device a forged code named (see server/charging.py)."""
+    """`scopes` plus the counter of a device a forged code named (see
+    paycode.server.charge.planning)."""
     return GuardScopes(
         (*scopes.names, device_scope(device_id)),
         (*scopes.limits, settings.device_failures_max),

@@ -2,7 +2,8 @@
 
 A CPM QR code is base64 text of BER-TLV: the Payload Format Indicator (85, "CPV01"), one or more
 Application Templates (61), optionally a Common Data Template (62). Templates may nest the
-transparent templates 63 (inside 61) and 64 (inside 62). The asymmetric code version (BRIEF §3)
+transparent templates 63 (inside 61) and 64 (inside 62). The asymmetric code version (docs/spec.md
+§6)
 rides in this container so that a scanner recognises it as a payment code by its `hQVDUFY`
 prefix. This module reads and writes only the container; what the tags mean to us lives in the
 code version that uses it. Tags we do not know are kept in `tlvs`, never rejected.

@@ -22,7 +22,7 @@ Rng = Callable[[int], bytes]
 
 
 class VersionStatus(enum.StrEnum):
-    """Lifecycle of a code version (BRIEF §3): active -> deprecated -> retired."""
+    """Lifecycle of a code version (docs/spec.md §8): active -> deprecated -> retired."""
 
     ACTIVE = "active"
     DEPRECATED = "deprecated"
@@ -30,7 +30,7 @@ class VersionStatus(enum.StrEnum):
 
 
 class Reason(enum.StrEnum):
-    """Stable rejection codes (BRIEF §5) that verification can produce."""
+    """Stable rejection codes (paycode.shared.codes) that verification can produce."""
 
     CODE_INVALID = ErrorCode.CODE_INVALID
     CODE_EXPIRED = ErrorCode.CODE_EXPIRED
@@ -164,7 +164,7 @@ Verification = Accepted | Rejected
 
 
 class CodeVersion(Protocol):
-    """One code version: a module plus one registry line (shared/versions/registry.py)."""
+    """One code version: a module plus one registry line (paycode.shared.versions.registry)."""
 
     version: str
     """Short stable name: "v1", "v2", "v3"."""

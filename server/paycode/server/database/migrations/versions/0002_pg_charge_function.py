@@ -1,7 +1,8 @@
-"""The charge transaction as a PostgreSQL function (server/pg_charge.sql); nothing on SQLite.
+"""The charge transaction as a PostgreSQL function (migrations/sql/0002_charge_function.sql);
+nothing on SQLite.
 
-Later changes to the function edit pg_charge.sql and add a migration that calls
-install_pg_functions again (CREATE OR REPLACE).
+Later changes to the function are new migrations, each with its own frozen SQL file in
+database/migrations/sql/ (paycode.server.database.functions).
 
 Revision ID: 0002
 Revises: 0001

@@ -1,5 +1,7 @@
-"""Failure counters of the guessing guard (server/guard.py); the charge functions learn to use
-them (server/pg_charge.sql is installed again: it drops and recreates its functions).
+"""Failure counters of the guessing guard (paycode.server.safety.guard); the charge functions learn
+to use
+them (migrations/sql/0005_charge_function.sql: it drops
+and recreates them).
 Merchants get an optional allow-list of networks their terminals may call from.
 
 Revision ID: 0005

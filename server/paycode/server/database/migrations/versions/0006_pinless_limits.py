@@ -1,6 +1,7 @@
-"""Password-free limits and step-up confirmation (server/limits.py): per-account limits and
+"""Password-free limits and step-up confirmation (paycode.server.safety.limits): per-account limits
+and
 today's use, the user's payment PIN, a pending payment's deadline, and device locks after
-repeated bad codes. The charge functions learn them (server/pg_charge.sql is installed again).
+repeated bad codes. The charge functions learn them (migrations/sql/0006_charge_function.sql).
 
 Revision ID: 0006
 Revises: 0005

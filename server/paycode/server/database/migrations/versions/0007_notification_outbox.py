@@ -1,6 +1,7 @@
-"""Merchant notifications (server/notifications.py): the outbox every payment state change
+"""Merchant notifications (paycode.server.notifications.events): the outbox every payment state
+change
 writes to in its own transaction, and each merchant's sealed notification signing key. The
-charge functions learn to write the outbox (server/pg_charge.sql is installed again).
+charge functions learn to write the outbox (migrations/sql/0007_charge_function.sql).
 
 Revision ID: 0007
 Revises: 0006

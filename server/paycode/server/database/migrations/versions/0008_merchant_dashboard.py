@@ -1,4 +1,4 @@
-"""The merchant dashboard (server/blueprints/dashboard.py): a merchant's own password, which no
+"""The merchant dashboard (paycode.server.http.dashboard): a merchant's own password, which no
 terminal holds, and its log-in sessions (only a hash of each session token is stored).
 
 Revision ID: 0008
