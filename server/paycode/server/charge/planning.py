@@ -19,13 +19,13 @@ from typing import Any
 
 from paycode.server.database.directory import CachedDevice, Directory, TerminalCredential
 from paycode.server.database.models import Payment, new_id
-from paycode.server.http.problems import problem_body
+from paycode.server.http.problems import problem_body, problem_reply
 from paycode.server.http.request_fields import money_fields, string_field
 from paycode.server.notifications import events
 from paycode.server.safety.guard import COUNTED_FAILURES, GuardScopes, GuardSettings, with_device
 from paycode.server.safety.limits import DefaultLimits, LimitSettings
 from paycode.shared.binding import charging_point_bindings
-from paycode.shared.codes import HTTP_STATUS, ErrorCode, PaymentStatus
+from paycode.shared.codes import ErrorCode, PaymentStatus
 from paycode.shared.errors import ApiError, CodeMalformed
 from paycode.shared.money import Money, format_amount
 from paycode.shared.timestamps import iso_time
@@ -207,11 +207,6 @@ def payment_json(payment: Payment) -> dict[str, Any]:
     if payment.status == PaymentStatus.PENDING_CONFIRMATION and payment.confirm_by_s is not None:
         reply["confirm_by"] = iso_time(payment.confirm_by_s)
     return reply
-
-
-def _problem(code: str, detail: str, **extra: Any) -> tuple[int, dict[str, Any]]:
-    status = HTTP_STATUS[code]
-    return status, problem_body(code, detail, status) | extra
 
 
 def _verify(
@@ -397,5 +392,5 @@ def _replies(
     }
     for outcome, detail in FAILURE_DETAILS.items():
         extra = {"payment_id": payment_id} if outcome in RECORDED_FAILURES else {}
-        replies[outcome] = _problem(outcome, detail, **extra)
+        replies[outcome] = problem_reply(outcome, detail, **extra)
     return replies

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from paycode.server.books import ledger
 from paycode.server.charge.planning import payment_json
 from paycode.server.database.models import Merchant, Payment, User
-from paycode.server.http.problems import problem_body
+from paycode.server.http.problems import problem_reply
 from paycode.server.notifications import events
 from paycode.server.safety.guard import (
     GuardScopes,
@@ -38,7 +38,7 @@ from paycode.server.safety.guard import (
     count_failure_any,
 )
 from paycode.server.safety.passwords import hash_password, verify_password
-from paycode.shared.codes import HTTP_STATUS, ErrorCode, PaymentStatus
+from paycode.shared.codes import ErrorCode, PaymentStatus
 from paycode.shared.errors import ApiError
 
 PIN_DIGITS = 6
@@ -49,11 +49,6 @@ PENDING_LIST_MAX = 20
 EXPIRE_BATCH_ROWS = 1000
 
 Reply = tuple[int, dict[str, Any]]
-
-
-def _problem(code: str, detail: str, **extra: Any) -> Reply:
-    status = HTTP_STATUS[code]
-    return status, problem_body(code, detail, status) | extra
 
 
 # -- the customer's PIN ---------------------------------------------------------------------
@@ -125,14 +120,14 @@ def _customers(session: Session, user_id: str, payment_id: str) -> Payment | Non
 
 def _not_pending(payment: Payment) -> Reply:
     detail = f"this payment is {payment.status.replace('_', ' ')}; nothing to confirm"
-    return _problem(ErrorCode.PAYMENT_NOT_PENDING, detail, payment=payment_json(payment))
+    return problem_reply(ErrorCode.PAYMENT_NOT_PENDING, detail, payment=payment_json(payment))
 
 
 def confirm(session: Session, user_id: str, payment_id: str, now_s: float) -> Reply:
     """The customer (PIN already checked) says yes: debit now, or record why not."""
     payment = _customers(session, user_id, payment_id)
     if payment is None:
-        return _problem(ErrorCode.NOT_FOUND, "no such payment for you")
+        return problem_reply(ErrorCode.NOT_FOUND, "no such payment for you")
     if payment.status != PaymentStatus.PENDING_CONFIRMATION:
         return _not_pending(payment)
     assert payment.confirm_by_s is not None, "a pending payment has a deadline"
@@ -142,7 +137,7 @@ def confirm(session: Session, user_id: str, payment_id: str, now_s: float) -> Re
         )
         detail = "the time to confirm has passed; the shop must charge a new code"
         expired = _told(session, payment.id, now_s, moved)
-        return _problem(ErrorCode.CONFIRMATION_EXPIRED, detail, payment=expired)
+        return problem_reply(ErrorCode.CONFIRMATION_EXPIRED, detail, payment=expired)
     failure = _pay_pending(session, payment, now_s)
     if failure is not None:
         return failure
@@ -174,7 +169,7 @@ def _pay_pending(session: Session, payment: Payment, now_s: float) -> Reply | No
         return None
     if _transition(session, payment.id, PaymentStatus.FAILED, code):
         _told(session, payment.id, now_s, moved=True)
-    return _problem(code, detail, payment_id=payment.id)
+    return problem_reply(code, detail, payment_id=payment.id)
 
 
 def _move_money(session: Session, payment: Payment, now_s: float) -> None:
@@ -197,7 +192,7 @@ def _move_money(session: Session, payment: Payment, now_s: float) -> None:
 def decline(session: Session, user_id: str, payment_id: str, now_s: float) -> Reply:
     payment = _customers(session, user_id, payment_id)
     if payment is None:
-        return _problem(ErrorCode.NOT_FOUND, "no such payment for you")
+        return problem_reply(ErrorCode.NOT_FOUND, "no such payment for you")
     if not _transition(session, payment.id, PaymentStatus.DECLINED, ErrorCode.DECLINED_BY_CUSTOMER):
         return _not_pending(_current(session, payment.id))
     return 200, _told(session, payment.id, now_s, moved=True)

@@ -30,6 +30,13 @@ def problem_body(code: str, detail: str, status: int) -> dict[str, Any]:
     }
 
 
+def problem_reply(code: str, detail: str, **extra: Any) -> tuple[int, dict[str, Any]]:
+    """(status, body) of a problem to be stored or sent later (an idempotent reply), with
+    `extra` members (a failed payment's `payment_id`)."""
+    status = HTTP_STATUS[code]
+    return status, problem_body(code, detail, status) | extra
+
+
 def problem(code: str, detail: str, status: int | None = None) -> Response:
     """A problem response; carries server_time like every body, so clients learn the clock."""
     status = status or HTTP_STATUS.get(code, 400)
