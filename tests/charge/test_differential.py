@@ -11,8 +11,8 @@ The operations reach every way a charge can end (REQUIRED_LABELS): success, each
 failure, the password-free limits (per payment, per day's amount and count, across a day's
 end), duplicate orders, replays of codes, keys and nonces, revoked terminals and devices,
 forgeries counted by the guessing guard until it blocks and locks the device they aimed at, and
-the merchants' notifications. The seeded run fails when it reached one nowhere, so it cannot
-quietly degenerate.
+the merchants' notifications. The seeded exploration fails when it reached one nowhere, so it
+cannot quietly degenerate; a fixed walk through the same operations reaches each for sure.
 """
 
 from __future__ import annotations
@@ -1025,3 +1025,107 @@ def test_steps_and_function_agree(backends: Backends) -> None:
     print(f"{dict(run.labels)} in {time.monotonic() - run.started_s:.1f} s")
     missing = sorted(REQUIRED_LABELS - set(run.labels))
     assert not missing, f"no operation reached {missing}; seen {dict(run.labels)}"
+
+
+@dataclass(frozen=True, slots=True)
+class WalkStep:
+    rule: str
+    outcome: str | None
+    """What the charge must end in (as labelled); None: the step charges nothing."""
+    arguments: Mapping[str, Any]
+
+
+def step(rule: str, outcome: str | None, **arguments: Any) -> WalkStep:
+    return WalkStep(rule, outcome, arguments)
+
+
+WALK = (
+    # cai's count is yesterday's: it starts over. Corner Cafe is told of each payment.
+    step(
+        "purchase_for_order",
+        "succeeded",
+        terminal=0,
+        device=6,
+        amount_minor=1_000,
+        order_id="order-1",
+    ),
+    # order-1 again: within the limits (the insert meets the paid one), then above them.
+    step(
+        "purchase_for_order",
+        "duplicate_order",
+        terminal=1,
+        device=7,
+        amount_minor=2_000,
+        order_id="order-1",
+    ),
+    step(
+        "purchase_for_order",
+        "duplicate_order",
+        terminal=0,
+        device=7,
+        amount_minor=6_000,
+        order_id="order-1",
+    ),
+    step("big_purchase", "confirmation_required", terminal=2, device=0, amount_minor=6_000),
+    # ana's fourth password-free payment today, then a fifth that must ask.
+    step("purchase", "succeeded", terminal=2, device=1, amount_minor=2_000),
+    step("purchase", "confirmation_required", terminal=2, device=2, amount_minor=500),
+    step("big_purchase", "confirmation_required", terminal=0, device=6, amount_minor=12_001),
+    step("big_purchase", "limit_exceeded", terminal=0, device=6, amount_minor=250_000),
+    step("big_purchase", "insufficient_funds", terminal=2, device=3, amount_minor=7_000),
+    step("charge", "currency_mismatch", terminal=3, device=6, amount_minor=100),
+    step("replay_code", "code_replayed", terminal=2, back=1, amount_minor=100),
+    step("retry_key", "stored", pick=0, same_hash=True, device=0),
+    step("retry_key", "stored", pick=0, same_hash=False, device=0),
+    step("replay_nonce", "nonce_replayed", pick=0, device=0),
+    step("pay_with_locked_device", "device_locked", pick=0, terminal=0),
+    step("purchase", "device_revoked", terminal=0, device=4, amount_minor=100),
+    step("refused_in_planning", "refused:code_expired", terminal=0, device=0, kind="expired"),
+    step("refused_in_planning", "refused:amount_invalid", terminal=0, device=0, kind="zero_amount"),
+    step(
+        "refused_in_planning",
+        "refused:currency_mismatch",
+        terminal=0,
+        device=0,
+        kind="other_currency",
+    ),
+    step("malformed", "refused:code_malformed", terminal=2, code="hello"),
+    step("bound_elsewhere", "refused:merchant_mismatch", terminal=2, device=1, elsewhere=1),
+    # Two forgeries aimed at ana's v1 phone lock it; the third meets the block.
+    step("forge", "refused:code_invalid", terminal=2, device=0),
+    step("forge", "refused:code_invalid", terminal=2, device=0),
+    step("forge", "rate_limited", terminal=2, device=0),
+    step("pay_with_locked_device", "device_locked", pick=0, terminal=1),
+    step("unlock_device", None, device=0),
+    step("purchase", "confirmation_required", terminal=0, device=0, amount_minor=300),
+    # ben's v3 phone runs a step fast: the drift moves.
+    step("purchase", "succeeded", terminal=0, device=5, amount_minor=100, delta_steps=1),
+    step("revoke", None, pick=3),
+    step("charge", "terminal_revoked", terminal=3, device=0, amount_minor=100),
+    # A new day, and ana's own count limit: she pays without her PIN again.
+    step("wait", None, seconds=None),
+    step(
+        "set_own_limits",
+        None,
+        account=("ana", "CNY"),
+        payment_max_minor=None,
+        daily_max_minor=None,
+        count_max=7,
+    ),
+    step("purchase", "succeeded", terminal=1, device=0, amount_minor=300),
+)
+"""One walk through every branch, each step with the outcome it must have: the exploration's
+operations in an order that reaches each branch for sure, whatever the exploration draws."""
+
+
+def test_every_branch_in_one_walk(backends: Backends) -> None:
+    machine = ChargeMachine(backends, Run())
+    machine.same_rows()
+    for walk_step in WALK:
+        machine.last_outcome = ""
+        getattr(machine, walk_step.rule)(**walk_step.arguments)
+        machine.same_rows()
+        if walk_step.outcome is not None:
+            assert machine.last_outcome == walk_step.outcome, walk_step
+    missing = sorted(REQUIRED_LABELS - set(machine.labels))
+    assert not missing, f"the walk reached no {missing}"
