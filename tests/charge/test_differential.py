@@ -413,19 +413,33 @@ def comparable(result: ChargeResult) -> tuple[str, int, str | float, str]:
     return result.outcome, result.status, body, result.request_hash
 
 
+def as_dict(names: list[str], row: tuple[Any, ...]) -> dict[str, Any]:
+    return dict(zip(names, row, strict=True))
+
+
 def table_differences(expected: Rows, actual: Rows) -> list[str]:
-    """Readable differences, table by table: the rows only one side has, by column name."""
+    """Readable differences, table by table: for a row both sides hold (by primary key), the
+    columns that differ as (sqlite, postgresql); whole rows for a row only one side holds."""
     found = []
     for table in TABLES:
-        mine, theirs = expected[table.name], actual[table.name]
-        if mine == theirs:
+        if expected[table.name] == actual[table.name]:
             continue
         names = table.columns.keys()
-        only_reference = [dict(zip(names, row, strict=True)) for row in mine if row not in theirs]
-        only_production = [dict(zip(names, row, strict=True)) for row in theirs if row not in mine]
-        found.append(
-            f"{table.name}: sqlite only {only_reference}; postgresql only {only_production}"
-        )
+        keys = [index for index, column in enumerate(table.columns) if column.primary_key]
+        mine = {tuple(row[key] for key in keys): row for row in expected[table.name]}
+        theirs = {tuple(row[key] for key in keys): row for row in actual[table.name]}
+        for key in sorted(mine.keys() | theirs.keys()):
+            if key not in theirs:
+                found.append(f"{table.name} {key}: sqlite only {as_dict(names, mine[key])}")
+            elif key not in mine:
+                found.append(f"{table.name} {key}: postgresql only {as_dict(names, theirs[key])}")
+            elif mine[key] != theirs[key]:
+                changed = {
+                    name: (left, right)
+                    for name, left, right in zip(names, mine[key], theirs[key], strict=True)
+                    if left != right
+                }
+                found.append(f"{table.name} {key}: (sqlite, postgresql) {changed}")
     return found
 
 
