@@ -1,7 +1,11 @@
-"""The merchant dashboard over real HTTP, on SQLite and PostgreSQL: log-in and its throttle,
-the day's figures against the payments really made, refunds through the real ledger (CSRF,
-double submission, another merchant's payment), the settlement download, log-out, and the
-operator's `merchants set-password` command."""
+"""The merchant dashboard on SQLite and PostgreSQL: log-in and its throttle, the day's figures
+against the payments really made, refunds through the real ledger (CSRF, double submission,
+another merchant's payment), the settlement download, log-out, and the operator's
+`merchants set-password` command.
+
+The pages are fetched with urllib and its cookie jar (tests.support.dashboard.Browser) from the
+app in this process; the log-in, its cookie and log-out go over real HTTP to a live server
+(`paycode-server run` on SQLite, gunicorn on PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from paycode.server.dashboard import access
 from paycode.server.database.models import LedgerEntry, MerchantSession, Payment, Refund
 from paycode.shared.errors import ServerRejected
 from tests.support.dashboard import DASHBOARD_PASSWORD, Browser, open_shop
-from tests.support.servers import LiveServer
+from tests.support.servers import Server
 from tests.support.shop import charge, code_of, new_phone, new_user, use_fast_keystore
 
 
@@ -27,21 +31,21 @@ def _fast_keystore(monkeypatch: pytest.MonkeyPatch) -> None:
     use_fast_keystore(monkeypatch)
 
 
-def _payment(server: LiveServer, payment_id: str) -> Payment:
+def _payment(server: Server, payment_id: str) -> Payment:
     with server.session() as session:
         payment = session.get(Payment, payment_id)
         assert payment is not None
         return payment
 
 
-def _refund_count(server: LiveServer, payment_id: str) -> int:
+def _refund_count(server: Server, payment_id: str) -> int:
     with server.session() as session:
         return session.scalar(
             select(func.count()).select_from(Refund).where(Refund.payment_id == payment_id)
         )
 
 
-def _ledger_sum(server: LiveServer) -> int:
+def _ledger_sum(server: Server) -> int:
     with server.session() as session:
         return int(session.scalar(select(func.coalesce(func.sum(LedgerEntry.amount_minor), 0))))
 
@@ -55,16 +59,16 @@ def _refund_form(page_body: str, payment_id: str) -> dict[str, str]:
     return fields
 
 
-def test_a_merchant_sees_its_day_and_refunds_once(live_server: LiveServer, tmp_path: Path) -> None:
-    shop = open_shop(live_server)
-    user = new_user(live_server, top_up="20.00")
-    wallet = new_phone(live_server, tmp_path, user, ["v1"])
+def test_a_merchant_sees_its_day_and_refunds_once(server: Server, tmp_path: Path) -> None:
+    shop = open_shop(server)
+    user = new_user(server, top_up="20.00")
+    wallet = new_phone(server, tmp_path, user, ["v1"])
     paid = charge(shop.till, code_of(wallet, "v1"), "12.50")
     charge(shop.till, code_of(wallet, "v1"), "2.25")
     with pytest.raises(ServerRejected):  # 5.25 left: a recorded failure, not a payment
         charge(shop.till, code_of(wallet, "v1"), "9.00")
 
-    browser = Browser(live_server.url)
+    browser = Browser(server)
     assert browser.get("/dashboard/").headers["Location"].endswith("/dashboard/login")
     page = browser.follow(browser.log_in(shop.name))
     assert page.status == 200
@@ -79,7 +83,7 @@ def test_a_merchant_sees_its_day_and_refunds_once(live_server: LiveServer, tmp_p
     assert outcomes == {"succeeded": "2", "insufficient funds": "1"}
     assert page.body.index(paid["payment_id"]) > 0
 
-    money_before = _ledger_sum(live_server)
+    money_before = _ledger_sum(server)
     form = _refund_form(page.body, paid["payment_id"])
     assert form["amount"] == "12.50" and form["refunded_seen_minor"] == "0"
     done = browser.post(
@@ -88,7 +92,7 @@ def test_a_merchant_sees_its_day_and_refunds_once(live_server: LiveServer, tmp_p
     assert done.status == 303
     after = browser.follow(done)
     assert f"Refund recorded for {paid['payment_id']}" in after.body
-    assert _payment(live_server, paid["payment_id"]).refunded_minor == 250
+    assert _payment(server, paid["payment_id"]).refunded_minor == 250
     assert _refund_form(after.body, paid["payment_id"])["amount"] == "10.00"
 
     # The same form again (a double click, a reload): it saw 0 refunded, so nothing moves.
@@ -97,18 +101,18 @@ def test_a_merchant_sees_its_day_and_refunds_once(live_server: LiveServer, tmp_p
     )
     assert again.status == 409
     assert "refunded meanwhile" in html.unescape(again.body)
-    assert _payment(live_server, paid["payment_id"]).refunded_minor == 250
-    assert _refund_count(live_server, paid["payment_id"]) == 1
-    assert _ledger_sum(live_server) == money_before == 0
+    assert _payment(server, paid["payment_id"]).refunded_minor == 250
+    assert _refund_count(server, paid["payment_id"]) == 1
+    assert _ledger_sum(server) == money_before == 0
 
 
-def test_refund_mistakes_move_no_money(live_server: LiveServer, tmp_path: Path) -> None:
-    shop, other = open_shop(live_server), open_shop(live_server, "Other")
-    user = new_user(live_server, top_up="20.00")
-    wallet = new_phone(live_server, tmp_path, user, ["v1"])
+def test_refund_mistakes_move_no_money(server: Server, tmp_path: Path) -> None:
+    shop, other = open_shop(server), open_shop(server, "Other")
+    user = new_user(server, top_up="20.00")
+    wallet = new_phone(server, tmp_path, user, ["v1"])
     paid = charge(shop.till, code_of(wallet, "v1"), "3.00")
     theirs = charge(other.till, code_of(wallet, "v1"), "4.00")
-    browser = Browser(live_server.url)
+    browser = Browser(server)
     page = browser.follow(browser.log_in(shop.name))
     form = _refund_form(page.body, paid["payment_id"])
     path = f"/dashboard/payments/{paid['payment_id']}/refund"
@@ -128,21 +132,21 @@ def test_refund_mistakes_move_no_money(live_server: LiveServer, tmp_path: Path) 
         assert answer.status == status, (fields, answer.status)
         assert words in html.unescape(answer.body), (fields, answer.body[-800:])
         assert "Traceback" not in answer.body
-    assert _payment(live_server, paid["payment_id"]).refunded_minor == 0
-    assert _payment(live_server, theirs["payment_id"]).refunded_minor == 0
+    assert _payment(server, paid["payment_id"]).refunded_minor == 0
+    assert _payment(server, theirs["payment_id"]).refunded_minor == 0
 
-    stranger = Browser(live_server.url)  # no session at all: back to the log-in page
+    stranger = Browser(server)  # no session at all: back to the log-in page
     refused = stranger.post(path, form)
     assert refused.status == 302 and refused.headers["Location"].endswith("/dashboard/login")
-    assert _refund_count(live_server, paid["payment_id"]) == 0
+    assert _refund_count(server, paid["payment_id"]) == 0
 
 
-def test_settlement_download_matches_the_day(live_server: LiveServer, tmp_path: Path) -> None:
-    shop = open_shop(live_server)
-    user = new_user(live_server, top_up="20.00")
-    wallet = new_phone(live_server, tmp_path, user, ["v2"])
+def test_settlement_download_matches_the_day(server: Server, tmp_path: Path) -> None:
+    shop = open_shop(server)
+    user = new_user(server, top_up="20.00")
+    wallet = new_phone(server, tmp_path, user, ["v2"])
     paid = charge(shop.till, code_of(wallet, "v2"), "6.00")
-    browser = Browser(live_server.url)
+    browser = Browser(server)
     page = browser.follow(browser.log_in(shop.name))
     browser.post(
         f"/dashboard/payments/{paid['payment_id']}/refund",
@@ -168,9 +172,9 @@ def test_settlement_download_matches_the_day(live_server: LiveServer, tmp_path: 
     assert bad.status == 400 and "not a calendar date" in bad.body
 
 
-def test_log_in_log_out_and_the_throttle(live_server: LiveServer) -> None:
+def test_log_in_log_out_and_the_throttle(live_server: Server) -> None:
     shop = open_shop(live_server)
-    browser = Browser(live_server.url)
+    browser = Browser(live_server)
     wrong = browser.log_in(shop.name, "not the password")
     assert wrong.status == 401 and "wrong merchant name or password" in wrong.body
     assert browser.log_in("no such shop").status == 401
@@ -206,17 +210,17 @@ def test_log_in_log_out_and_the_throttle(live_server: LiveServer) -> None:
     assert browser.session_cookie() is None
 
 
-def test_set_password_command(live_server: LiveServer) -> None:
-    shop = open_shop(live_server)
-    browser = Browser(live_server.url)
+def test_set_password_command(server: Server) -> None:
+    shop = open_shop(server)
+    browser = Browser(server)
     page = browser.follow(browser.log_in(shop.name))
     assert page.status == 200
 
-    short = live_server.cli(
+    short = server.cli_in_process(
         "--json", "merchants", "set-password", shop.name, "--password-stdin", stdin="short\n"
     )
     assert short.returncode != 0 and "password_invalid" in short.stdout
-    done = live_server.cli(
+    done = server.cli_in_process(
         "merchants", "set-password", shop.name, "--password-stdin", stdin="a brand new password\n"
     )
     assert done.returncode == 0, done.stderr
@@ -226,7 +230,7 @@ def test_set_password_command(live_server: LiveServer) -> None:
     assert browser.log_in(shop.name).status == 401
     assert browser.log_in(shop.name, "a brand new password").status == 302
 
-    closed = live_server.cli("merchants", "set-password", shop.merchant_id, "--close")
+    closed = server.cli_in_process("merchants", "set-password", shop.merchant_id, "--close")
     assert closed.returncode == 0, closed.stderr
     assert browser.get("/dashboard/").status == 302
     assert browser.log_in(shop.name, "a brand new password").status == 401

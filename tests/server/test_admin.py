@@ -1,8 +1,13 @@
-"""`paycode-server` admin commands against a live server on SQLite and on PostgreSQL.
+"""`paycode-server` admin commands on SQLite and on PostgreSQL.
 
-Commands run as real subprocesses against the same database the running server uses; the
-database is then read with SQLAlchemy to check what they did (ledger, sealed secrets, hashes).
-Services and password hashing that need no process are tested in-process, which is faster.
+The commands run as their console script's main(argv) in this process (Server.cli_in_process:
+a process each would cost about a second of start-up), against the database of a running
+server; the database is then read with SQLAlchemy to check what they did (ledger, sealed
+secrets, hashes). Most tests use the in-process server; the live servers (`paycode-server run`
+on SQLite, gunicorn on PostgreSQL) stay for /healthz over HTTP, a secret looked for in a real
+server's log, and a till whose worker cached its secret before `terminals revoke`.
+`paycode-server` as a process of its own: test_help_as_a_console_script here, and the worker
+and settlement tests (tests/server/test_notifications.py, test_settlement.py).
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +59,7 @@ from paycode.server.safety.guard import GuardSettings
 from paycode.server.safety.passwords import hash_password, verify_password
 from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.errors import AmountInvalid, ApiError, ServerRejected
-from tests.support.servers import LiveServer, run_cli, server_env
+from tests.support.servers import LiveServer, Server, run_cli, run_cli_in_process, server_env
 
 PASSWORD = "correct horse 42"
 SUBCOMMANDS = [
@@ -107,15 +111,12 @@ def ok_json(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return data
 
 
-def parallel(
-    server: LiveServer, *commands: Sequence[str]
-) -> list[subprocess.CompletedProcess[str]]:
-    """Independent commands at once: each one's start-up (about a second) is mostly imports."""
-    with ThreadPoolExecutor(max_workers=len(commands)) as pool:
-        return list(pool.map(lambda args: server.cli(*args), commands))
+def in_turn(server: Server, *commands: Sequence[str]) -> list[subprocess.CompletedProcess[str]]:
+    """Independent commands, one after the other, in this process."""
+    return [server.cli_in_process(*args) for args in commands]
 
 
-def seed_user(server: LiveServer, name: str) -> str:
+def seed_user(server: Server, name: str) -> str:
     """A user made in-process, for tests whose subject is another command; returns its id."""
     with server.session() as session:
         return admin.create_user(session, name, PASSWORD, "CNY").id
@@ -128,7 +129,7 @@ def user_account(session: Session, name: str) -> Account:
     ).one()
 
 
-# -- live, on both backends --------------------------------------------------------------------
+# -- on both backends ---------------------------------------------------------------------------
 
 
 def test_server_answers_over_http(live_server: LiveServer) -> None:
@@ -136,22 +137,24 @@ def test_server_answers_over_http(live_server: LiveServer) -> None:
         assert json.load(response)["status"] == "ok"
 
 
-def test_init_db_twice_is_fine(live_server: LiveServer) -> None:
-    data = ok_json(live_server.cli("init-db", "--json"))  # the harness ran it once already
+def test_init_db_twice_is_fine(server: Server) -> None:
+    data = ok_json(server.cli_in_process("init-db", "--json"))  # the harness ran it once already
     assert data["revision"] == head_revision() == "0008"
-    with live_server.session() as session:
+    with server.session() as session:
         purposes = sorted(session.scalars(select(ServerKey.purpose)))
     assert purposes == ["hiding:v1", "hiding:v2", "seal"]  # no second set of keys
 
 
-def test_users_create_then_duplicate(live_server: LiveServer) -> None:
+def test_users_create_then_duplicate(server: Server) -> None:
     name = unique("alice")
-    result = live_server.cli("users", "create", name, "--password-stdin", stdin=PASSWORD + "\n")
+    result = server.cli_in_process(
+        "users", "create", name, "--password-stdin", stdin=PASSWORD + "\n"
+    )
     assert result.returncode == 0, result.stderr
     assert name in result.stdout and "CNY" in result.stdout
-    again = live_server.cli("users", "create", name, "--password-stdin", stdin="other\n")
+    again = server.cli_in_process("users", "create", name, "--password-stdin", stdin="other\n")
     assert_error(again, "user_exists")
-    with live_server.session() as session:
+    with server.session() as session:
         user = session.scalars(select(User).where(User.name == name)).one()
         assert user_account(session, name).balance_minor == 0
     assert user.password_hash.startswith("scrypt$16384$8$1$")
@@ -160,18 +163,18 @@ def test_users_create_then_duplicate(live_server: LiveServer) -> None:
     assert not verify_password("other", user.password_hash)  # the duplicate changed nothing
 
 
-def test_top_up_moves_money_through_the_ledger(live_server: LiveServer) -> None:
+def test_top_up_moves_money_through_the_ledger(server: Server) -> None:
     name = unique("bob")
-    seed_user(live_server, name)
-    first = ok_json(live_server.cli("--json", "users", "top-up", name, "100.5"))
+    seed_user(server, name)
+    first = ok_json(server.cli_in_process("--json", "users", "top-up", name, "100.5"))
     assert (first["amount"], first["balance"], first["balance_minor"]) == (
         "100.50",
         "100.50",
         10050,
     )
-    second = live_server.cli("users", "top-up", name, "0.50")
+    second = server.cli_in_process("users", "top-up", name, "0.50")
     assert second.returncode == 0 and "balance 101.00 CNY" in second.stdout
-    with live_server.session() as session:
+    with server.session() as session:
         account = user_account(session, name)
         funding = session.scalars(select(Account).where(Account.owner_kind == SYSTEM)).one()
         user_total = session.scalar(
@@ -194,32 +197,34 @@ def test_top_up_moves_money_through_the_ledger(live_server: LiveServer) -> None:
     assert user_total is not None and funding.balance_minor == -user_total < 0
 
 
-def test_bad_amounts_and_unknown_users_move_nothing(live_server: LiveServer) -> None:
+def test_bad_amounts_and_unknown_users_move_nothing(server: Server) -> None:
     name = unique("carol")
-    seed_user(live_server, name)
-    too_precise, unknown = parallel(
-        live_server,
+    seed_user(server, name)
+    too_precise, unknown = in_turn(
+        server,
         ["--json", "users", "top-up", name, "1.234"],
         ["users", "top-up", unique("nobody"), "1"],
     )
     assert too_precise.returncode == 1 and "Traceback" not in too_precise.stderr
     assert json.loads(too_precise.stdout)["error"]["code"] == "amount_invalid"
     assert_error(unknown, "not_found")
-    with live_server.session() as session:
+    with server.session() as session:
         for text in ("0", "-5", "1e3", "", "9" * 40):
             with pytest.raises(AmountInvalid):
                 admin.top_up(session, name, text, time.time())
         assert user_account(session, name).balance_minor == 0
 
 
-def test_merchants_create(live_server: LiveServer) -> None:
+def test_merchants_create(server: Server) -> None:
     name = unique("Corner Cafe")
     url = "https://merchant.example/notify"
-    data = ok_json(live_server.cli("--json", "merchants", "create", name, "--notify-url", url))
+    data = ok_json(
+        server.cli_in_process("--json", "merchants", "create", name, "--notify-url", url)
+    )
     merchant = data["merchant"]
     assert (merchant["name"], merchant["currency"], merchant["notify_url"]) == (name, "CNY", url)
-    assert_error(live_server.cli("merchants", "create", name), "merchant_exists")
-    with live_server.session() as session:
+    assert_error(server.cli_in_process("merchants", "create", name), "merchant_exists")
+    with server.session() as session:
         row = session.get(Merchant, merchant["id"])
         assert row is not None
         account = session.scalars(
@@ -232,11 +237,11 @@ def test_terminal_secret_is_shown_once_and_stored_sealed(live_server: LiveServer
     merchant = unique("Shop")
     with live_server.session() as session:
         admin.create_merchant(session, merchant, "USD")
-    created = ok_json(live_server.cli("--json", "terminals", "create", merchant))
+    created = ok_json(live_server.cli_in_process("--json", "terminals", "create", merchant))
     key_id, secret_b64 = created["key_id"], created["secret"]
     secret = base64.b64decode(secret_b64, validate=True)
     assert key_id.startswith("term_") and len(secret) == 32
-    later = parallel(
+    later = in_turn(
         live_server, ["terminals", "create", merchant], ["terminals", "create", unique("missing")]
     )
     assert later[0].returncode == 0 and "not shown again" in later[0].stdout
@@ -274,7 +279,7 @@ def test_terminals_revoke_cuts_off_a_till_at_once(live_server: LiveServer) -> No
         with pytest.raises(ServerRejected) as refused:
             call()
         assert (refused.value.status, refused.value.code) == (401, "unauthorized")
-    again, unknown = parallel(
+    again, unknown = in_turn(
         live_server,
         ["--json", "terminals", "revoke", created["key_id"]],
         ["terminals", "revoke", unique("term")],
@@ -292,13 +297,13 @@ def test_terminals_revoke_cuts_off_a_till_at_once(live_server: LiveServer) -> No
     assert created["secret"] not in json.dumps(listed) + again.stdout + live_server.log()
 
 
-def test_worker_once_purges_expired_rows(live_server: LiveServer) -> None:
-    user_id = seed_user(live_server, unique("dave"))
+def test_worker_once_purges_expired_rows(server: Server) -> None:
+    user_id = seed_user(server, unique("dave"))
     now_s = time.time()
     stale, fresh = unique("claim-stale"), unique("claim-fresh")
     nonce_scope, token = unique("terminal:t"), secrets.token_hex(16)
     quiet_scope, live_scope = unique("ip:quiet"), unique("ip:live")
-    with live_server.session() as session:
+    with server.session() as session:
         session.add_all(
             [
                 Claim(claim_key=stale, device_id="dev_x", expires_at_s=now_s - 1),
@@ -325,15 +330,15 @@ def test_worker_once_purges_expired_rows(live_server: LiveServer) -> None:
                 ),
             ]
         )
-    late, waiting = _pending_payments(live_server, user_id, now_s)
-    purged = ok_json(live_server.cli("--json", "worker", "--once"))["purged"]
+    late, waiting = _pending_payments(server, user_id, now_s)
+    purged = ok_json(server.cli_in_process("--json", "worker", "--once"))["purged"]
     assert min(purged.values()) >= 1, purged
-    with live_server.session() as session:
+    with server.session() as session:
         expired, still = session.get(Payment, late), session.get(Payment, waiting)
         assert expired is not None and still is not None
         assert (expired.status, expired.failure_code) == ("cancelled", "confirmation_expired")
         assert (still.status, still.failure_code) == ("pending_confirmation", None)
-    with live_server.session() as session:
+    with server.session() as session:
         assert session.get(Claim, stale) is None
         assert session.get(Claim, fresh) is not None
         assert session.get(RequestNonce, (nonce_scope, "n" * 32)) is None
@@ -343,10 +348,10 @@ def test_worker_once_purges_expired_rows(live_server: LiveServer) -> None:
         assert session.get(FailureCounter, live_scope) is not None
 
 
-def test_devices_revoke(live_server: LiveServer) -> None:
-    user_id = seed_user(live_server, unique("erin"))
+def test_devices_revoke(server: Server) -> None:
+    user_id = seed_user(server, unique("erin"))
     device_id = unique("dev")
-    with live_server.session() as session:
+    with server.session() as session:
         session.add(
             Device(
                 id=device_id,
@@ -358,24 +363,24 @@ def test_devices_revoke(live_server: LiveServer) -> None:
                 created_at_s=time.time(),
             )
         )
-    first = ok_json(live_server.cli("--json", "devices", "revoke", device_id))
+    first = ok_json(server.cli_in_process("--json", "devices", "revoke", device_id))
     assert first["revoked"] is True
-    second, unknown = parallel(
-        live_server, ["devices", "revoke", device_id], ["devices", "revoke", unique("dev")]
+    second, unknown = in_turn(
+        server, ["devices", "revoke", device_id], ["devices", "revoke", unique("dev")]
     )
     assert second.returncode == 0 and "already revoked" in second.stdout
     assert_error(unknown, "not_found")
-    with live_server.session() as session:
+    with server.session() as session:
         device = session.get(Device, device_id)
     assert device is not None and device.revoked_at_s is not None
 
 
 @pytest.mark.postgres
-def test_init_db_hides_the_database_password(live_postgres: LiveServer) -> None:
+def test_init_db_hides_the_database_password(app_postgres: Server) -> None:
     """PostgreSQL here trusts every local login, so a URL with a password still connects."""
-    url = live_postgres.database_url.replace("postgres@", "postgres:hunter2secret@")
-    env = {**live_postgres.env, "PAYCODE_DATABASE_URL": url}
-    result = run_cli(env, "init-db")
+    url = app_postgres.database_url.replace("postgres@", "postgres:hunter2secret@")
+    env = {**app_postgres.env, "PAYCODE_DATABASE_URL": url}
+    result = run_cli_in_process(env, "init-db")
     assert result.returncode == 0, result.stderr
     assert "hunter2secret" not in result.stdout + result.stderr
     assert "***" in result.stdout
@@ -402,7 +407,7 @@ def test_master_key_file_is_created_0600(tmp_path: Path) -> None:
     env = server_env(instance, f"sqlite:///{instance / 'paycode.db'}")
     del env["PAYCODE_MASTER_KEY"]
     for _ in range(2):  # the second run reads the file the first one wrote
-        result = run_cli(env, "init-db")
+        result = run_cli_in_process(env, "init-db")
         assert result.returncode == 0, result.stderr
     key_file = instance / "master.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
@@ -410,7 +415,7 @@ def test_master_key_file_is_created_0600(tmp_path: Path) -> None:
 
 
 def test_errors_before_any_database_work_have_codes(tmp_path: Path) -> None:
-    """Input and configuration errors need no live server: one batch, run side by side."""
+    """Input and configuration errors need no server: each command in this process."""
     env = server_env(tmp_path, f"sqlite:///{tmp_path / 'paycode.db'}")
     runs = [
         (env, ["users", "create", "nopw"], "password_required"),  # stdin is /dev/null
@@ -428,8 +433,7 @@ def test_errors_before_any_database_work_have_codes(tmp_path: Path) -> None:
             "database_error",
         ),
     ]
-    with ThreadPoolExecutor(max_workers=len(runs)) as pool:
-        results = list(pool.map(lambda run: run_cli(run[0], *run[1]), runs))
+    results = [run_cli_in_process(env_of_run, *args) for env_of_run, args, _code in runs]
     for result, (_env, _args, code) in zip(results, runs, strict=True):
         assert_error(result, code)
 
@@ -549,7 +553,7 @@ def test_admin_services_refuse_bad_input(tmp_path: Path) -> None:
         session.commit()
 
 
-def _pending_payments(server: LiveServer, user_id: str, now_s: float) -> tuple[str, str]:
+def _pending_payments(server: Server, user_id: str, now_s: float) -> tuple[str, str]:
     """Two payments waiting for the customer's PIN: one past its deadline, one not."""
     merchant_id = new_id("mer")
     ids = (new_id("pay"), new_id("pay"))

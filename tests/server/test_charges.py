@@ -1,56 +1,60 @@
-"""Charges, payments and refunds over real HTTP with the real terminal client (SQLite)."""
+"""Charges, payments and refunds with the real terminal client, on SQLite and PostgreSQL.
+
+Each test gets a fresh bank (tests.support.shop.open_bank: a customer with a device per
+version, two merchants with a till each) on the module's in-process server. The hostile bodies
+and the signature checks are raw HTTP requests, so they go over real HTTP to the live servers
+(`paycode-server run` on SQLite, gunicorn on PostgreSQL): the wire of this area."""
 
 from __future__ import annotations
 
 import json
-import os
 import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import make_url, update
 
 from paycode.merchant_pos.terminal_client import TerminalClient
-from paycode.server.database.models import Device, Terminal, new_id
+from paycode.server.config import ServerConfig
+from paycode.server.database.models import Device, Terminal
+from paycode.server.operations import admin
+from paycode.server.safety.secretbox import SecretBox
 from paycode.shared import terminal_auth
 from paycode.shared.binding import MerchantBinding
 from paycode.shared.errors import ServerRejected
 from paycode.shared.timestep import STEP_SECONDS, step_at
 from paycode.shared.versions.base import Flags
 from paycode.shared.versions.registry import by_name
-from tests.support.bank import (
-    Bank,
-    device_of,
-    revoke,
-    served_bank,
-)
-from tests.support.servers import admin_connection
+from tests.support.servers import InProcessServer, LiveServer, Server, admin_connection
+from tests.support.shop import Bank, open_bank
 
 START_MINOR = 10_000
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def bank(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bank]:
-    with served_bank(request.param, tmp_path, START_MINOR) as bank:
-        yield bank
+@pytest.fixture
+def bank(server: Server) -> Bank:
+    """A fresh customer and two fresh merchants on the in-process server."""
+    return open_bank(server, START_MINOR)
+
+
+@pytest.fixture
+def live_bank(live_server: LiveServer) -> Bank:
+    """The same on the live server, for requests written byte by byte."""
+    return open_bank(live_server, START_MINOR)
 
 
 def terminal(bank: Bank, index: int = 0) -> TerminalClient:
-    key_id, secret = list(bank.terminals.values())[index]
-    return TerminalClient(bank.url, key_id, secret, sleep=lambda _s: None)
+    return bank.till(index)
 
 
 def merchant_id(bank: Bank, index: int = 0) -> str:
-    return list(bank.terminals)[index]
+    return bank.merchant_id(index)
 
 
 def code(bank: Bank, version: str, *, counter: int = 0, at_s: float | None = None) -> str:
-    _, credential = device_of(bank, version)
-    step = step_at(time.time() if at_s is None else at_s)
-    return by_name(version).generate(credential, step=step, counter=counter)
+    return bank.code(version, counter=counter, at_s=at_s)
 
 
 def tampered_tag(v2_code: str) -> str:
@@ -82,9 +86,9 @@ def test_charge_moves_money_once(bank: Bank, version: str) -> None:
     )
     assert reply["status"] == "succeeded" and reply["amount"] == "12.50"
     assert reply["code_version"] == version
-    assert bank.balance("user", bank.user_id) == START_MINOR - 1250
-    assert bank.balance("merchant", merchant_id(bank)) == 1250
-    assert bank.ledger_sum() == 0
+    assert bank.balance_minor("user", bank.user_id) == START_MINOR - 1250
+    assert bank.balance_minor("merchant", merchant_id(bank)) == 1250
+    assert bank.ledger_sum_minor() == 0
     assert pos.payment(reply["payment_id"])["status"] == "succeeded"
     assert [p["payment_id"] for p in pos.payments_by_order("A-1")] == [reply["payment_id"]]
 
@@ -95,7 +99,7 @@ def test_replay_is_refused_and_moves_nothing(bank: Bank) -> None:
     pos.charge(code=text, amount="1.00", currency="CNY")
     error = expect_error("code_replayed", pos.charge, code=text, amount="1.00", currency="CNY")
     assert error.status == 422
-    assert bank.balance("user", bank.user_id) == START_MINOR - 100
+    assert bank.balance_minor("user", bank.user_id) == START_MINOR - 100
 
 
 def test_idempotent_retry_returns_the_first_answer(bank: Bank) -> None:
@@ -105,7 +109,7 @@ def test_idempotent_retry_returns_the_first_answer(bank: Bank) -> None:
     first = pos.charge(code=text, amount="3.00", currency="CNY", idempotency_key=key)
     again = pos.charge(code=text, amount="3.00", currency="CNY", idempotency_key=key)
     assert again["payment_id"] == first["payment_id"]
-    assert bank.balance("user", bank.user_id) == START_MINOR - 300
+    assert bank.balance_minor("user", bank.user_id) == START_MINOR - 300
     expect_error(
         "idempotency_conflict",
         pos.charge,
@@ -123,9 +127,9 @@ def test_insufficient_funds_burns_the_code_and_records_a_failure(bank: Bank) -> 
         "insufficient_funds", pos.charge, code=text, amount="1000.00", currency="CNY"
     )
     assert error.status == 422
-    assert bank.balance("user", bank.user_id) == START_MINOR
+    assert bank.balance_minor("user", bank.user_id) == START_MINOR
     expect_error("code_replayed", pos.charge, code=text, amount="1.00", currency="CNY")
-    assert bank.ledger_sum() == 0
+    assert bank.ledger_sum_minor() == 0
 
 
 def test_failure_is_stored_for_its_idempotency_key(bank: Bank) -> None:
@@ -162,12 +166,12 @@ def test_failure_is_stored_for_its_idempotency_key(bank: Bank) -> None:
 def test_bad_codes_get_their_codes(bank: Bank, text_of: object, error_code: str) -> None:
     text = text_of(bank)  # type: ignore[operator]
     expect_error(error_code, terminal(bank).charge, code=text, amount="1.00", currency="CNY")
-    assert bank.balance("user", bank.user_id) == START_MINOR
+    assert bank.balance_minor("user", bank.user_id) == START_MINOR
 
 
 def test_revoked_device_is_refused(bank: Bank) -> None:
-    device_id, _ = device_of(bank, "v2")
-    revoke(bank, device_id)
+    device_id, _ = bank.device("v2")
+    bank.revoke(device_id)
     expect_error(
         "device_revoked",
         terminal(bank).charge,
@@ -180,30 +184,30 @@ def test_revoked_device_is_refused(bank: Bank) -> None:
 def test_revocations_reach_a_server_that_cached_the_secrets(bank: Bank) -> None:
     """Terminal secrets and device keys are cached per process; revocations must not be."""
     pos = terminal(bank)
-    device_id, _ = device_of(bank, "v1")
+    device_id, _ = bank.device("v1")
     pos.charge(code=code(bank, "v1", counter=0), amount="1.00", currency="CNY")  # now cached
-    revoke(bank, device_id)
+    bank.revoke(device_id)
     later = code(bank, "v1", counter=1)
     expect_error("device_revoked", pos.charge, code=later, amount="1.00", currency="CNY")
     key_id, _ = next(iter(bank.terminals.values()))
-    with bank.session() as session, session.begin():
+    with bank.server.session() as session:
         session.execute(update(Terminal).where(Terminal.id == key_id).values(revoked_at_s=1.0))
     expect_error("unauthorized", pos.charge, code=code(bank, "v2"), amount="1.00", currency="CNY")
-    assert bank.balance("user", bank.user_id) == START_MINOR - 100
-    assert bank.ledger_sum() == 0
+    assert bank.balance_minor("user", bank.user_id) == START_MINOR - 100
+    assert bank.ledger_sum_minor() == 0
 
 
 def test_drift_learned_elsewhere_is_used(bank: Bank) -> None:
     """Another worker learned that this device runs 3 steps fast; this server cached drift 0.
     Its codes verify here too: a code failing on a cached device is judged on fresh rows."""
     pos = terminal(bank)
-    device_id, _ = device_of(bank, "v2")
+    device_id, _ = bank.device("v2")
     pos.charge(code=code(bank, "v2", counter=0), amount="1.00", currency="CNY")
-    with bank.session() as session, session.begin():
+    with bank.server.session() as session:
         session.execute(update(Device).where(Device.id == device_id).values(drift_steps=3))
     fast = code(bank, "v2", counter=1, at_s=time.time() + 3 * STEP_SECONDS)
     assert pos.charge(code=fast, amount="1.00", currency="CNY")["status"] == "succeeded"
-    assert bank.balance("user", bank.user_id) == START_MINOR - 200
+    assert bank.balance_minor("user", bank.user_id) == START_MINOR - 200
 
 
 @pytest.mark.parametrize(
@@ -217,7 +221,7 @@ def test_bad_amounts_are_amount_invalid(bank: Bank, amount: str) -> None:
         amount=amount,
         currency="CNY",
     )
-    assert bank.balance("user", bank.user_id) == START_MINOR
+    assert bank.balance_minor("user", bank.user_id) == START_MINOR
 
 
 def test_wrong_currency(bank: Bank) -> None:
@@ -244,9 +248,9 @@ def test_refunds_partial_then_rest_never_more(bank: Bank) -> None:
     rest = pos.refund(paid["payment_id"])
     assert rest["amount"] == "6.00" and rest["payment"]["refunded"] == "10.00"
     expect_error("refund_exceeds_payment", pos.refund, paid["payment_id"], amount="0.01")
-    assert bank.balance("user", bank.user_id) == START_MINOR
-    assert bank.balance("merchant", merchant_id(bank)) == 0
-    assert bank.ledger_sum() == 0
+    assert bank.balance_minor("user", bank.user_id) == START_MINOR
+    assert bank.balance_minor("merchant", merchant_id(bank)) == 0
+    assert bank.ledger_sum_minor() == 0
 
 
 def test_a_terminal_sees_only_its_merchants_payments(bank: Bank) -> None:
@@ -259,7 +263,7 @@ def test_a_terminal_sees_only_its_merchants_payments(bank: Bank) -> None:
 
 def bound_code(bank: Bank, version: str, binding: MerchantBinding, *, counter: int = 0) -> str:
     """What the wallet makes after scanning the collection QR that names `binding`."""
-    _, credential = device_of(bank, version)
+    _, credential = bank.device(version)
     return by_name(version).generate(
         credential,
         step=step_at(time.time()),
@@ -270,19 +274,12 @@ def bound_code(bank: Bank, version: str, binding: MerchantBinding, *, counter: i
 
 
 def second_terminal(bank: Bank, merchant: str) -> TerminalClient:
-    """Another till of the same merchant (the bank fixture makes one per merchant)."""
-    secret, terminal_id = os.urandom(32), new_id("term")
-    key_id, sealed = bank.box.seal(secret, row_id=terminal_id)
-    with bank.session() as session, session.begin():
-        session.add(
-            Terminal(
-                id=terminal_id,
-                merchant_id=merchant,
-                key_id=key_id,
-                secret_sealed=sealed,
-                created_at_s=time.time(),
-            )
-        )
+    """Another till of the same merchant (the bank makes one per merchant), made as
+    `terminals create` makes it."""
+    box = SecretBox.from_config(ServerConfig.from_env(bank.server.env))
+    with bank.server.session() as session:
+        made, secret = admin.create_terminal(session, box, merchant, time.time())
+        terminal_id = made.id
     return TerminalClient(bank.url, terminal_id, secret, sleep=lambda _s: None)
 
 
@@ -298,17 +295,17 @@ def test_bound_code_relayed_to_another_merchant_is_refused_unburned(
         "merchant_mismatch", terminal(bank, 1).charge, code=text, amount="5.00", currency="CNY"
     )
     assert error.status == 422
-    assert bank.balance("user", bank.user_id) == START_MINOR
-    assert bank.balance("merchant", shop) == 0
+    assert bank.balance_minor("user", bank.user_id) == START_MINOR
+    assert bank.balance_minor("merchant", shop) == 0
     assert terminal(bank, 1).payments_by_order("nothing") == []
     paid = terminal(bank, 0).charge(code=text, amount="5.00", currency="CNY")
     assert paid["status"] == "succeeded" and paid["merchant_id"] == cafe
-    assert bank.balance("user", bank.user_id) == START_MINOR - 500
-    assert bank.balance("merchant", cafe) == 500
+    assert bank.balance_minor("user", bank.user_id) == START_MINOR - 500
+    assert bank.balance_minor("merchant", cafe) == 500
     expect_error(
         "code_replayed", terminal(bank, 0).charge, code=text, amount="5.00", currency="CNY"
     )
-    assert bank.ledger_sum() == 0
+    assert bank.ledger_sum_minor() == 0
 
 
 @pytest.mark.parametrize("version", ["v2", "v3"])
@@ -321,7 +318,7 @@ def test_terminal_bound_code_pays_only_at_its_till(bank: Bank, version: str) -> 
     expect_error(
         "merchant_mismatch", terminal(bank, 1).charge, code=text, amount="2.00", currency="CNY"
     )
-    assert bank.balance("user", bank.user_id) == START_MINOR
+    assert bank.balance_minor("user", bank.user_id) == START_MINOR
     assert terminal(bank, 0).charge(code=text, amount="2.00", currency="CNY")["status"] == (
         "succeeded"
     )
@@ -329,9 +326,9 @@ def test_terminal_bound_code_pays_only_at_its_till(bank: Bank, version: str) -> 
     assert till_2.charge(code=merchant_only, amount="1.00", currency="CNY")["status"] == (
         "succeeded"
     )
-    assert bank.balance("user", bank.user_id) == START_MINOR - 300
-    assert bank.balance("merchant", cafe) == 300
-    assert bank.ledger_sum() == 0
+    assert bank.balance_minor("user", bank.user_id) == START_MINOR - 300
+    assert bank.balance_minor("merchant", cafe) == 300
+    assert bank.ledger_sum_minor() == 0
 
 
 def _raw_post(bank: Bank, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, object]]:
@@ -385,16 +382,18 @@ def _signed(
     ids=["malformed", "array", "code-not-string", "float-amount", "deep", "form", "huge"],
 )
 def test_hostile_bodies_get_problems(
-    bank: Bank, body: bytes, content_type: str, status: int, error_code: str
+    live_bank: Bank, body: bytes, content_type: str, status: int, error_code: str
 ) -> None:
+    bank = live_bank  # raw HTTP: the live server
     headers = _signed(bank, body) | {"Content-Type": content_type}
     got_status, problem = _raw_post(bank, body, headers)
     assert (got_status, problem["code"]) == (status, error_code)
     assert "Traceback" not in json.dumps(problem)
-    assert bank.balance("user", bank.user_id) == START_MINOR
+    assert bank.balance_minor("user", bank.user_id) == START_MINOR
 
 
-def test_signatures_are_checked(bank: Bank) -> None:
+def test_signatures_are_checked(live_bank: Bank) -> None:
+    bank = live_bank  # raw HTTP: the live server
     body = json.dumps({"code": code(bank, "v1"), "amount": "1.00", "currency": "CNY"}).encode()
     assert _raw_post(bank, body, _signed(bank, body, secret=b"x" * 32))[1]["code"] == "unauthorized"
     stale = _signed(bank, body, timestamp_s=int(time.time()) - 3600)
@@ -405,7 +404,7 @@ def test_signatures_are_checked(bank: Bank) -> None:
     assert _raw_post(bank, body, replayed)[1]["code"] == "unauthorized"
     unsigned = {"Content-Type": "application/json", "Idempotency-Key": "k"}
     assert _raw_post(bank, body, unsigned)[1]["code"] == "unauthorized"
-    assert bank.balance("user", bank.user_id) == START_MINOR - 100
+    assert bank.balance_minor("user", bank.user_id) == START_MINOR - 100
 
 
 def test_secrets_never_in_responses(bank: Bank) -> None:
@@ -419,7 +418,7 @@ def test_secrets_never_in_responses(bank: Bank) -> None:
 
 def _kill_server_connections(bank: Bank) -> int:
     """Terminate the app's pooled PostgreSQL sessions, as a database restart would."""
-    database = bank.engine.url.database
+    database = make_url(bank.server.database_url).database
     with admin_connection() as admin:
         rows = admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
@@ -429,23 +428,32 @@ def _kill_server_connections(bank: Bank) -> int:
     return len(rows)
 
 
+@pytest.fixture
+def postgres_bank(app_postgres: Server) -> Iterator[Bank]:
+    """A bank on the in-process PostgreSQL server, whose pool is emptied afterwards: the test
+    leaves dead connections in it on purpose."""
+    yield open_bank(app_postgres, START_MINOR)
+    assert isinstance(app_postgres, InProcessServer) and app_postgres.app is not None
+    app_postgres.app.extensions["paycode_engine"].dispose()
+
+
 @pytest.mark.postgres
-def test_lost_database_connections_are_retryable_not_500(tmp_path: Path) -> None:
+def test_lost_database_connections_are_retryable_not_500(postgres_bank: Bank) -> None:
     """No pre-ping: a pooled connection found dead answers 503 database_busy (retryable), and
     the till's retry with the same key charges exactly once."""
-    with served_bank("postgres", tmp_path, START_MINOR) as bank:
-        pos = terminal(bank)
-        pos.charge(code=code(bank, "v1", counter=0), amount="1.00", currency="CNY")
-        bank.engine.dispose()
-        assert _kill_server_connections(bank) >= 1
-        single_try = TerminalClient(pos.base_url, pos.key_id, pos.secret)
-        single_try_error = _one_attempt(single_try, code(bank, "v1", counter=1))
-        assert (single_try_error.status, single_try_error.code) == (503, "database_busy")
-        assert _kill_server_connections(bank) >= 0
-        paid = pos.charge(code=code(bank, "v1", counter=2), amount="2.00", currency="CNY")
-        assert paid["status"] == "succeeded"
-        assert bank.balance("user", bank.user_id) == START_MINOR - 300
-        assert bank.ledger_sum() == 0
+    bank = postgres_bank
+    pos = terminal(bank)
+    pos.charge(code=code(bank, "v1", counter=0), amount="1.00", currency="CNY")
+    bank.server.engine.dispose()
+    assert _kill_server_connections(bank) >= 1
+    single_try = TerminalClient(pos.base_url, pos.key_id, pos.secret)
+    single_try_error = _one_attempt(single_try, code(bank, "v1", counter=1))
+    assert (single_try_error.status, single_try_error.code) == (503, "database_busy")
+    assert _kill_server_connections(bank) >= 0
+    paid = pos.charge(code=code(bank, "v1", counter=2), amount="2.00", currency="CNY")
+    assert paid["status"] == "succeeded"
+    assert bank.balance_minor("user", bank.user_id) == START_MINOR - 300
+    assert bank.ledger_sum_minor() == 0
 
 
 def _one_attempt(pos: TerminalClient, text: str) -> ServerRejected:

@@ -1,56 +1,71 @@
-"""The guessing guard: failed verifications per terminal, merchant and IP, over live HTTP, and
-the back-off arithmetic of the counters on both databases."""
+"""The guessing guard: failed verifications per terminal, merchant and IP, and the back-off
+arithmetic of the counters, on both databases.
+
+Each test gets a fresh bank (tests.support.shop.open_bank) on the module's in-process server,
+with no failure counters left from the tests before it, and its own guard numbers (the app's
+configuration, put back afterwards). The Retry-After header is read over real HTTP from a live
+server started with those numbers in its environment (the wire of this area)."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, delete, text
 
 from paycode.appkit.http_client import ServerClient
 from paycode.client.online import DeviceAuth
 from paycode.merchant_pos.terminal_client import TerminalClient
+from paycode.server.database.models import FailureCounter
 from paycode.server.safety import guard
 from paycode.server.safety.guard import GuardScopes, GuardSettings
 from paycode.shared.enrollment import new_ed25519_seed
 from paycode.shared.errors import ServerRejected
 from paycode.shared.timestep import step_at
 from paycode.shared.versions.registry import by_name
-from tests.support.bank import Bank, device_of, served_bank
+from tests.support.in_process import reconfigure
+from tests.support.servers import BACKEND_PARAMS, Server, started
+from tests.support.shop import Bank, open_bank
 
 START_MINOR = 10_000
 BAD_V2 = "PC2" + "A" * 40
+RETRY_AFTER_GUARD = {"PAYCODE_GUESS_TERMINAL_MAX": "1", "PAYCODE_GUESS_BACKOFF_S": "90"}
+"""The live server's guard: one guess blocks a terminal for 90 s."""
 
 
-def configure_guard(bank: Bank, **numbers: Any) -> None:
+@pytest.fixture
+def bank(server: Server) -> Bank:
+    """A fresh customer and two fresh merchants, and no failure counter from an earlier test
+    (the address 127.0.0.1 is every test's)."""
+    with server.session() as session:
+        session.execute(delete(FailureCounter))
+    return open_bank(server, START_MINOR)
+
+
+def configure_guard(monkeypatch: pytest.MonkeyPatch, bank: Bank, **numbers: Any) -> None:
     """The app's guessing guard, for this test: its configuration with other numbers."""
-    config = bank.app.config["PAYCODE"]
-    bank.app.config["PAYCODE"] = dataclasses.replace(config, guard=GuardSettings(**numbers))
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def bank(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bank]:
-    with served_bank(request.param, tmp_path, START_MINOR) as bank:
-        yield bank
+    reconfigure(monkeypatch, bank.server, guard=GuardSettings(**numbers))
 
 
 def _tills(bank: Bank) -> list[TerminalClient]:
-    return [
-        TerminalClient(bank.url, key, secret, sleep=lambda _s: None)
-        for key, secret in bank.terminals.values()
-    ]
+    return [bank.till(index) for index in range(len(bank.terminals))]
 
 
 def _code(bank: Bank, counter: int) -> str:
-    _, credential = device_of(bank, "v2")
-    return by_name("v2").generate(credential, step=step_at(time.time()), counter=counter)
+    return bank.code("v2", counter=counter)
+
+
+@pytest.fixture(params=BACKEND_PARAMS)
+def strict_live_server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    """A live server (`run` on SQLite, gunicorn on PostgreSQL) with RETRY_AFTER_GUARD."""
+    with started(request.param, "process", extra_env=RETRY_AFTER_GUARD) as server:
+        yield server
 
 
 def _error(till: TerminalClient, code: str) -> ServerRejected:
@@ -59,18 +74,20 @@ def _error(till: TerminalClient, code: str) -> ServerRejected:
     return caught.value
 
 
-def test_guessing_at_one_terminal_blocks_it_and_only_it(bank: Bank) -> None:
-    configure_guard(bank, terminal_failures_max=3, ip_failures_max=99)
+def test_guessing_at_one_terminal_blocks_it_and_only_it(
+    bank: Bank, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure_guard(monkeypatch, bank, terminal_failures_max=3, ip_failures_max=99)
     cafe, other = _tills(bank)
     assert [_error(cafe, BAD_V2).code for _ in range(3)] == ["code_invalid"] * 3
     blocked = _error(cafe, _code(bank, 0))
     assert (blocked.code, blocked.status) == ("rate_limited", 429)
-    assert bank.balance("user", bank.user_id) == START_MINOR
+    assert bank.balance_minor("user", bank.user_id) == START_MINOR
     assert other.charge(code=_code(bank, 0), amount="1.00", currency="CNY")["status"] == "succeeded"
 
 
-def test_the_block_says_when_to_retry(bank: Bank) -> None:
-    configure_guard(bank, terminal_failures_max=1, backoff_base_s=90)
+def test_the_block_says_when_to_retry(strict_live_server: Server) -> None:
+    bank = open_bank(strict_live_server, START_MINOR)  # its guard: RETRY_AFTER_GUARD
     cafe = _tills(bank)[0]
     _error(cafe, BAD_V2)
     body = b'{"code": "x", "amount": "1.00", "currency": "CNY"}'
@@ -87,8 +104,10 @@ def test_the_block_says_when_to_retry(bank: Bank) -> None:
     assert 85 <= int(caught.value.headers["Retry-After"]) <= 90
 
 
-def test_one_address_guessing_at_many_terminals_is_blocked(bank: Bank) -> None:
-    configure_guard(bank, terminal_failures_max=99, ip_failures_max=2)
+def test_one_address_guessing_at_many_terminals_is_blocked(
+    bank: Bank, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure_guard(monkeypatch, bank, terminal_failures_max=99, ip_failures_max=2)
     cafe, other = _tills(bank)
     assert _error(cafe, BAD_V2).code == "code_invalid"
     assert _error(other, BAD_V2).code == "code_invalid"
@@ -96,10 +115,10 @@ def test_one_address_guessing_at_many_terminals_is_blocked(bank: Bank) -> None:
     assert _error(other, _code(bank, 1)).code == "rate_limited"
 
 
-def test_honest_failures_are_not_counted(bank: Bank) -> None:
-    configure_guard(bank, terminal_failures_max=2)
+def test_honest_failures_are_not_counted(bank: Bank, monkeypatch: pytest.MonkeyPatch) -> None:
+    configure_guard(monkeypatch, bank, terminal_failures_max=2)
     cafe = _tills(bank)[0]
-    _, credential = device_of(bank, "v2")
+    _, credential = bank.device("v2")
     stale = by_name("v2").generate(credential, step=step_at(time.time() - 600), counter=0)
     paid = _code(bank, 3)
     cafe.charge(code=paid, amount="1.00", currency="CNY")
@@ -139,32 +158,33 @@ def test_backoff_doubles_and_resets_after_quiet(bank: Bank) -> None:
     """Both databases run the same arithmetic: limit 2, base 60 s, max 600 s, window 300 s."""
     settings = GuardSettings(window_s=300, backoff_base_s=60, backoff_max_s=600)
     scopes = GuardScopes(("terminal:t-backoff",), (2,))
-    _count(bank.engine, scopes, settings, 1000.0)
-    assert _until(bank.engine, "terminal:t-backoff") is None
-    _count(bank.engine, scopes, settings, 1001.0)
-    assert _until(bank.engine, "terminal:t-backoff") == 1061.0
-    _count(bank.engine, scopes, settings, 1100.0)
-    _count(bank.engine, scopes, settings, 1101.0)
-    assert _until(bank.engine, "terminal:t-backoff") == 1101.0 + 120
+    _count(bank.server.engine, scopes, settings, 1000.0)
+    assert _until(bank.server.engine, "terminal:t-backoff") is None
+    _count(bank.server.engine, scopes, settings, 1001.0)
+    assert _until(bank.server.engine, "terminal:t-backoff") == 1061.0
+    _count(bank.server.engine, scopes, settings, 1100.0)
+    _count(bank.server.engine, scopes, settings, 1101.0)
+    assert _until(bank.server.engine, "terminal:t-backoff") == 1101.0 + 120
     for index in range(8):  # blocks keep doubling up to the maximum
-        _count(bank.engine, scopes, settings, 2000.0 + 10 * index)
-        _count(bank.engine, scopes, settings, 2001.0 + 10 * index)
-    assert _until(bank.engine, "terminal:t-backoff") == 2071.0 + 600
-    _count(bank.engine, scopes, settings, 9000.0)  # long quiet: the strikes reset
-    _count(bank.engine, scopes, settings, 9001.0)
-    assert _until(bank.engine, "terminal:t-backoff") == 9061.0
+        _count(bank.server.engine, scopes, settings, 2000.0 + 10 * index)
+        _count(bank.server.engine, scopes, settings, 2001.0 + 10 * index)
+    assert _until(bank.server.engine, "terminal:t-backoff") == 2071.0 + 600
+    _count(bank.server.engine, scopes, settings, 9000.0)  # long quiet: the strikes reset
+    _count(bank.server.engine, scopes, settings, 9001.0)
+    assert _until(bank.server.engine, "terminal:t-backoff") == 9061.0
 
 
 def test_merchant_ip_allow_list(bank: Bank) -> None:
-    """Corner Cafe's terminals may only call from 10.0.0.0/8; Other Shop's from loopback."""
-    with bank.engine.begin() as connection:
-        for name, networks in (
-            ("Corner Cafe", "10.0.0.0/8"),
-            ("Other Shop", "127.0.0.0/8,::1/128"),
+    """The first merchant's terminals may only call from 10.0.0.0/8; the second's from
+    loopback."""
+    with bank.server.engine.begin() as connection:
+        for merchant_id, networks in (
+            (bank.merchant_id(0), "10.0.0.0/8"),
+            (bank.merchant_id(1), "127.0.0.0/8,::1/128"),
         ):
             connection.execute(
-                text("UPDATE merchants SET allowed_cidrs = :n WHERE name = :name"),
-                {"n": networks, "name": name},
+                text("UPDATE merchants SET allowed_cidrs = :n WHERE id = :id"),
+                {"n": networks, "id": merchant_id},
             )
     cafe, other = _tills(bank)
     refused = _error(cafe, _code(bank, 0))
@@ -173,7 +193,7 @@ def test_merchant_ip_allow_list(bank: Bank) -> None:
         cafe.payments_by_order("any")
     assert caught.value.code == "forbidden"
     assert other.charge(code=_code(bank, 0), amount="1.00", currency="CNY")["status"] == "succeeded"
-    assert bank.balance("user", bank.user_id) == START_MINOR - 100
+    assert bank.balance_minor("user", bank.user_id) == START_MINOR - 100
 
 
 def test_allow_list_is_validated() -> None:
@@ -189,17 +209,17 @@ def test_allow_list_is_validated() -> None:
 
 @pytest.mark.parametrize("version", ["v1", "v2", "v3"])
 def test_forgeries_aimed_at_one_device_lock_it_until_its_wallet_calls(
-    bank: Bank, version: str
+    bank: Bank, version: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Someone who extracted a version's hiding key (or, for v3, the seal) names a victim's
     device in forged codes from many tills; the device's own counter catches what no till's
     or address's counter sees, and locks it. Its genuine codes then pay nothing until the
     phone makes one signed online call (proof its key is in the owner's hands)."""
-    configure_guard(bank,
+    configure_guard(monkeypatch, bank,
         terminal_failures_max=99, merchant_failures_max=99, ip_failures_max=99,
         device_failures_max=3,
     )  # fmt: skip
-    device_id, genuine = device_of(bank, version)
+    device_id, genuine = bank.device(version)
     forger = dataclasses.replace(genuine, secret=_wrong_key(version))
     codec, step = by_name(version), step_at(time.time())
     tills = _tills(bank)
@@ -209,7 +229,7 @@ def test_forgeries_aimed_at_one_device_lock_it_until_its_wallet_calls(
     real = codec.generate(genuine, step=step, counter=5)
     locked = _error(tills[1], real)
     assert (locked.code, locked.status) == ("device_locked", 422)
-    assert bank.balance("user", bank.user_id) == START_MINOR
+    assert bank.balance_minor("user", bank.user_id) == START_MINOR
     wallet_call = ServerClient(bank.url).call(
         "GET", "/v1/wallet/balance", signer=DeviceAuth(device_id, genuine).sign
     )

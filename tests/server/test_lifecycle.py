@@ -1,8 +1,11 @@
 """Code-version lifecycle (server/lifecycle.py): operators deprecate, retire and re-activate
 versions with `paycode-server versions`; charges and the wallet's online calls follow.
 
-The end-to-end tests run over real HTTP with the real terminal client, on SQLite and PostgreSQL,
-and change states with the real CLI (a subprocess on the same database).
+The end-to-end tests run the real terminal client and wallet calls on SQLite and PostgreSQL,
+against a fresh bank (tests.support.shop.open_bank) on the module's in-process server whose
+version states are put back to the defaults before each test, and change states with the real
+CLI (its main(argv) in this process, on the same database). A change reaching a running server
+by its own cache TTL is watched over real HTTP on live servers (the wire of this area).
 """
 
 from __future__ import annotations
@@ -12,12 +15,11 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session
 
 from paycode.appkit.http_client import ServerClient
@@ -29,29 +31,19 @@ from paycode.server.database.models import Base, Claim, Payment, VersionState
 from paycode.server.operations import lifecycle
 from paycode.server.wallets.devices import parse_enroll
 from paycode.shared.errors import ApiError, ConfigError, ServerRejected
-from paycode.shared.timestep import step_at
 from paycode.shared.versions.base import VersionStatus
-from paycode.shared.versions.registry import DEFAULT_STATUS, by_name
-from tests.support.bank import (
-    Bank,
-    add_devices,
-    add_merchant,
-    add_user,
-    database_url,
-    device_of,
-    make_bank,
-    served,
-)
-from tests.support.servers import run_cli, server_env
+from paycode.shared.versions.registry import DEFAULT_STATUS
+from tests.support.in_process import reconfigure
+from tests.support.servers import BACKEND_PARAMS, Server, run_cli_in_process, server_env, started
+from tests.support.shop import Bank, open_bank
 
 START_MINOR = 10_000
 ACTIVE, DEPRECATED, RETIRED = VersionStatus.ACTIVE, VersionStatus.DEPRECATED, VersionStatus.RETIRED
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 BLOCKED_WAIT_S = 0.5
 """How long a second transition is watched to prove it waits for the first one's commit."""
 PROPAGATION_SLACK_S = 2.0
 STATUSES_TTL_S = 0.5
-"""The served banks here cache the statuses this long (ServerConfig.statuses_ttl_s), not the
+"""The servers here cache the statuses this long (ServerConfig.statuses_ttl_s), not the
 production lifecycle.STATUSES_TTL_S (5 s), so that a change reaches them sooner."""
 
 
@@ -63,21 +55,31 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     made.dispose()
 
 
-@pytest.fixture(params=BACKENDS)
-def bank(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bank]:
-    """alice with a device per version, a merchant with a terminal, served over HTTP."""
-    with database_url(request.param, tmp_path) as url:
-        bank = make_bank(url, tmp_path, statuses_ttl_s=STATUSES_TTL_S)
-        lifecycle.forget_cache()
-        bank.user_id = add_user(bank, "alice", START_MINOR)
-        bank.credentials = add_devices(bank, bank.user_id)
-        add_merchant(bank, "Corner Cafe")
-        try:
-            with served(bank):
-                yield bank
-        finally:
-            bank.engine.dispose()
-            bank.app.extensions["paycode_engine"].dispose()
+@pytest.fixture
+def default_states(server: Server) -> Server:
+    """The module's in-process server with no version state stored (every version at its
+    default) and no cached one, as a fresh database has it."""
+    with server.session() as session:
+        session.execute(delete(VersionState))
+    lifecycle.forget_cache()
+    return server
+
+
+@pytest.fixture
+def bank(default_states: Server, monkeypatch: pytest.MonkeyPatch) -> Bank:
+    """A customer with a device per version and a merchant with a terminal, on a server that
+    caches the states for STATUSES_TTL_S."""
+    reconfigure(monkeypatch, default_states, statuses_ttl_s=STATUSES_TTL_S)
+    return open_bank(default_states, START_MINOR, merchants=1)
+
+
+@pytest.fixture(scope="module", params=BACKEND_PARAMS)
+def short_ttl_live_server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    """A live server (`run` on SQLite, gunicorn on PostgreSQL) caching the states for
+    STATUSES_TTL_S (the test servers' knob, PAYCODE_VERSION_STATUSES_TTL_S)."""
+    extra_env = {STATUSES_TTL_ENV: str(STATUSES_TTL_S)}
+    with started(request.param, "process", extra_env=extra_env) as server:
+        yield server
 
 
 def statuses(bind: Engine) -> dict[str, VersionStatus]:
@@ -179,20 +181,14 @@ def test_enrollment_follows_the_live_states() -> None:
     assert caught.value.code == "version_retired"
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_two_operators_cannot_leave_no_active_version(backend: str, tmp_path: Path) -> None:
+def test_two_operators_cannot_leave_no_active_version(default_states: Server) -> None:
     """v3 is deprecated; one operator deprecates v1 while another deprecates v2. Without the
     transition lock both would see the other version active and both would succeed."""
-    with database_url(backend, tmp_path) as url:
-        bound = make_engine(url)
-        try:
-            Base.metadata.create_all(bound)
-            transition(bound, "v3", DEPRECATED)
-            second = race_second_transition(bound)
-            assert second == "last_active_version"
-            assert statuses(bound) == {"v1": DEPRECATED, "v2": ACTIVE, "v3": DEPRECATED}
-        finally:
-            bound.dispose()
+    bound = default_states.engine
+    transition(bound, "v3", DEPRECATED)
+    second = race_second_transition(bound)
+    assert second == "last_active_version"
+    assert statuses(bound) == {"v1": DEPRECATED, "v2": ACTIVE, "v3": DEPRECATED}
 
 
 def race_second_transition(bound: Engine) -> str:
@@ -221,7 +217,8 @@ def race_second_transition(bound: Engine) -> str:
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return run_cli(env, *args)
+    """`paycode-server ARGS` as main(argv) in this process."""
+    return run_cli_in_process(env, *args)
 
 
 def ok_json(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
@@ -265,8 +262,7 @@ def test_versions_commands(tmp_path: Path) -> None:
         ["versions", "activate", "v7", "--json"],
         ["versions", "retire", "v3"],
     ]
-    with ThreadPoolExecutor(max_workers=len(refusals)) as pool:  # start-up is mostly imports
-        preferred, last, unknown, plain = pool.map(lambda args: cli(env, *args), refusals)
+    preferred, last, unknown, plain = [cli(env, *args) for args in refusals]
     assert error_code(preferred) == "version_preferred"
     assert error_code(last) == "last_active_version"
     assert error_code(unknown) == "version_unknown"
@@ -283,45 +279,41 @@ def test_versions_commands(tmp_path: Path) -> None:
 # -- end to end: charges and the wallet over HTTP -----------------------------------------------
 
 
-def set_by_cli(bank: Bank, tmp_path: Path, action: str, version: str) -> None:
+def set_by_cli(bank: Bank, action: str, version: str) -> None:
     """What an operator types; then this process forgets its cached states, as every worker
     does within its TTL (test_a_change_reaches_a_running_server)."""
-    url = bank.engine.url.render_as_string(hide_password=False)
-    result = cli(server_env(tmp_path / "cli", url), "versions", action, version, "--json")
-    ok_json(result)
+    ok_json(cli(bank.server.env, "versions", action, version, "--json"))
     lifecycle.forget_cache()
 
 
 def terminal(bank: Bank) -> TerminalClient:
-    key_id, secret = next(iter(bank.terminals.values()))
-    return TerminalClient(bank.url, key_id, secret, sleep=lambda _s: None)
+    return bank.till()
 
 
 def code(bank: Bank, version: str, counter: int = 0) -> str:
-    _, credential = device_of(bank, version)
-    return by_name(version).generate(credential, step=step_at(time.time()), counter=counter)
+    return bank.code(version, counter=counter)
 
 
 def wallet_get(bank: Bank, version: str, path: str) -> dict[str, Any]:
-    """A wallet call signed by alice's device of `version`."""
-    device_id, credential = device_of(bank, version)
+    """A wallet call signed by the customer's device of `version`."""
+    device_id, credential = bank.device(version)
     reply = ServerClient(bank.url).call("GET", path, signer=DeviceAuth(device_id, credential).sign)
     return reply.body
 
 
 def rows(bank: Bank, model: type[Base]) -> int:
-    with bank.session() as session:
+    with bank.server.session() as session:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
 
-def test_deprecated_version_pays_and_the_wallet_is_told(bank: Bank, tmp_path: Path) -> None:
-    set_by_cli(bank, tmp_path, "deprecate", "v1")
+def test_deprecated_version_pays_and_the_wallet_is_told(bank: Bank) -> None:
+    set_by_cli(bank, "deprecate", "v1")
     pos = terminal(bank)
     paid = pos.charge(code=code(bank, "v1"), amount="2.00", currency="CNY")
     assert paid["status"] == "succeeded"
     assert paid["notice"] == "code version v1 is deprecated"
     assert "notice" not in pos.charge(code=code(bank, "v2"), amount="1.00", currency="CNY")
-    assert bank.balance("user", bank.user_id) == START_MINOR - 300
+    assert bank.balance_minor("user", bank.user_id) == START_MINOR - 300
     advice = {"version": "v3", "reason": "code version v1 is deprecated"}
     balance = wallet_get(bank, "v1", "/v1/wallet/balance")
     assert balance["reenroll"] == advice
@@ -331,34 +323,35 @@ def test_deprecated_version_pays_and_the_wallet_is_told(bank: Bank, tmp_path: Pa
     assert "reenroll" not in wallet_get(bank, "v2", "/v1/wallet/history")
 
 
-def test_retired_version_moves_nothing_until_activated(bank: Bank, tmp_path: Path) -> None:
+def test_retired_version_moves_nothing_until_activated(bank: Bank) -> None:
     pos = terminal(bank)
     text = code(bank, "v1")
     claims, payments = rows(bank, Claim), rows(bank, Payment)
-    set_by_cli(bank, tmp_path, "retire", "v1")
+    set_by_cli(bank, "retire", "v1")
     with pytest.raises(ServerRejected) as caught:
         pos.charge(code=text, amount="5.00", currency="CNY")
     assert (caught.value.code, caught.value.status) == ("version_retired", 422)
     assert (rows(bank, Claim), rows(bank, Payment)) == (claims, payments)
-    assert bank.balance("user", bank.user_id) == START_MINOR
+    assert bank.balance_minor("user", bank.user_id) == START_MINOR
     assert wallet_get(bank, "v1", "/v1/wallet/balance")["reenroll"] == {
         "version": "v3",
         "reason": "code version v1 is retired",
     }
-    set_by_cli(bank, tmp_path, "activate", "v1")
+    set_by_cli(bank, "activate", "v1")
     paid = pos.charge(code=text, amount="5.00", currency="CNY")  # the same code: never claimed
     assert paid["status"] == "succeeded" and "notice" not in paid
-    assert bank.balance("user", bank.user_id) == START_MINOR - 500
-    assert bank.ledger_sum() == 0
+    assert bank.balance_minor("user", bank.user_id) == START_MINOR - 500
+    assert bank.ledger_sum_minor() == 0
     assert "reenroll" not in wallet_get(bank, "v1", "/v1/wallet/balance")
 
 
-def test_a_change_reaches_a_running_server(bank: Bank, tmp_path: Path) -> None:
+def test_a_change_reaches_a_running_server(short_ttl_live_server: Server) -> None:
     """No cache is forgotten by hand here: the server's own TTL brings the change (this
-    module's short one; the production default is test_the_cache_is_stale_at_most_the_ttl's)."""
+    module's short one; the production default is test_the_cache_is_stale_at_most_the_ttl's).
+    The server is a process of its own, over real HTTP: nothing in this process is shared."""
+    bank = open_bank(short_ttl_live_server, START_MINOR, merchants=1)
     assert "reenroll" not in wallet_get(bank, "v1", "/v1/wallet/balance")  # cached: active
-    url = bank.engine.url.render_as_string(hide_password=False)
-    ok_json(cli(server_env(tmp_path / "cli", url), "versions", "deprecate", "v1", "--json"))
+    ok_json(cli(bank.server.env, "versions", "deprecate", "v1", "--json"))
     changed_at_s = time.monotonic()
     deadline_s = changed_at_s + STATUSES_TTL_S + PROPAGATION_SLACK_S
     seen = False

@@ -1,14 +1,15 @@
-"""Merchant notifications over real HTTP, on SQLite and PostgreSQL.
+"""Merchant notifications, on SQLite and PostgreSQL.
 
-A real server (tests/live_server.py) and `paycode-server worker --once` passes deliver to a tiny
-HTTP receiver in a thread, which checks every signature with the recipe printed in
-docs/operations.md (the snippet is executed as it stands). Payments are made by the real
-wallet and terminal clients; the outbox is read back with SQLAlchemy.
+`paycode-server worker --once` passes deliver over real HTTP to a tiny receiver in a thread,
+which checks every signature with the recipe printed in docs/operations.md (the snippet is
+executed as it stands). Payments are made by the real wallet and terminal clients against the
+app in this process (the `server` fixture); the outbox is read back with SQLAlchemy.
 
-Most commands (the worker pass, the shop's set-up) run the console script's `main(argv)` in this
-process (tests.support.servers.run_cli_in_process): a process each would cost about a second. The
-tests that need real processes spawn them: a worker killed mid-delivery, several workers at
-once, and the secret never printed by any command.
+The commands (the worker pass, the shop's set-up) run the console script's `main(argv)` in this
+process (tests.support.servers.run_cli_in_process): a process each would cost about a second.
+The tests whose subject is the process spawn it: a worker killed mid-delivery, several workers
+at once. The secret's test runs against a live server on each backend (the wire of this area),
+whose own log is searched for the secret too.
 """
 
 from __future__ import annotations
@@ -39,11 +40,12 @@ from paycode.server.database.models import Merchant, Notification, Payment, new_
 from paycode.server.notifications import delivery
 from paycode.shared.emv.collection import CollectionCode, build_collection_payload
 from paycode.shared.errors import ConfigError
-from tests.support.bank import SHUTDOWN_POLL_S
-from tests.support.servers import REPO_ROOT, LiveServer, run_cli, run_cli_in_process
+from tests.support.servers import REPO_ROOT, LiveServer, Server, run_cli, run_cli_in_process
 from tests.support.shop import (
     PASSWORD,
+    MerchantTill,
     code_of,
+    new_merchant,
     new_phone,
     new_till,
     new_user,
@@ -57,6 +59,8 @@ PIN = "246810"
 WAIT_S = 30.0
 """Upper bound on any wait for a delivery to arrive."""
 WORKER_ENV = {"PAYCODE_NOTIFY_TIMEOUT_S": "3", "PAYCODE_NOTIFY_LEASE_S": "10"}
+RECEIVER_POLL_S = 0.02
+"""How often a receiver's loop looks for shutdown (the default 0.5 s delays every teardown)."""
 
 
 def _documented_verifier() -> Callable[..., bool]:
@@ -113,7 +117,7 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self._server.server_port}/paycode/notify"
         self._thread = threading.Thread(
             target=self._server.serve_forever,
-            kwargs={"poll_interval": SHUTDOWN_POLL_S},
+            kwargs={"poll_interval": RECEIVER_POLL_S},
             daemon=True,
         )
         self._thread.start()
@@ -172,51 +176,38 @@ def receiver() -> Iterator[Receiver]:
 # -- shops, customers, the worker --------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Shop:
-    merchant_id: str
-    name: str
-    secret_b64: str
-    till: TerminalClient
+def open_shop(server: Server, receiver: Receiver) -> MerchantTill:
+    """A merchant notified at the receiver's URL (made by `merchants create --notify-url`),
+    with a terminal; the receiver checks signatures with the secret that command issued."""
+    shop = new_merchant(server, "Notified", notify_url=receiver.url)
+    receiver.secret_b64 = shop.notify_secret_b64
+    return shop
 
 
-def open_shop(server: LiveServer, receiver: Receiver) -> Shop:
-    """A merchant notified at the receiver's URL (made with the real CLI), with a terminal."""
-    name = unique("Notified")
-    made = ok_json(
-        server.cli_in_process("--json", "merchants", "create", name, "--notify-url", receiver.url)
-    )
-    receiver.secret_b64 = made["notify_secret"]
-    terminal = ok_json(server.cli_in_process("--json", "terminals", "create", name))
-    secret = base64.b64decode(terminal["secret"])
-    till = TerminalClient(server.url, terminal["key_id"], secret, sleep=lambda _s: None)
-    return Shop(made["merchant"]["id"], name, made["notify_secret"], till)
-
-
-def customer(server: LiveServer, home: Path, *limits: str, top_up: str = "500.00") -> Wallet:
+def customer(server: Server, home: Path, *limits: str, top_up: str = "500.00") -> Wallet:
     name = new_user(server, "payer", top_up=top_up)
     if limits:
         ok_json(server.cli_in_process("--json", "users", "limits", name, *limits))
     return new_phone(server, home / name, name, ["v2"])
 
 
-def charge(shop: Shop, wallet: Wallet, amount: str, **extra: Any) -> dict[str, Any]:
+def charge(shop: MerchantTill, wallet: Wallet, amount: str, **extra: Any) -> dict[str, Any]:
     return shop.till.charge(code=code_of(wallet, "v2"), amount=amount, currency="CNY", **extra)
 
 
-def worker(server: LiveServer, **env: str) -> dict[str, Any]:
+def worker(server: Server, **env: str) -> dict[str, Any]:
     """One `paycode-server worker --once` pass, run in this process; its JSON report."""
     done = run_cli_in_process(server.env | WORKER_ENV | env, "--json", "worker", "--once")
     return ok_json(done)
 
 
-def worker_process(server: LiveServer, **env: str) -> dict[str, Any]:
+def worker_process(server: Server, **env: str) -> dict[str, Any]:
     """The same pass as a real process of its own, as an operator runs it."""
     done = run_cli(server.env | WORKER_ENV | env, "--json", "worker", "--once")
     return ok_json(done)
 
 
-def outbox(server: LiveServer, *, payment_id: str = "", merchant_id: str = "") -> list[Any]:
+def outbox(server: Server, *, payment_id: str = "", merchant_id: str = "") -> list[Any]:
     statement = select(Notification).order_by(Notification.created_at_s)
     if payment_id:
         statement = statement.where(Notification.payment_id == payment_id)
@@ -238,15 +229,13 @@ def delivered_types(receiver: Receiver, payment_id: str) -> list[str]:
 # -- what is told -------------------------------------------------------------------------------
 
 
-def test_a_charge_is_told_once_signed(
-    live_server: LiveServer, receiver: Receiver, tmp_path: Path
-) -> None:
-    shop = open_shop(live_server, receiver)
-    paid = charge(shop, customer(live_server, tmp_path), "12.50", merchant_order_id="A-1")
-    [row] = outbox(live_server, payment_id=paid["payment_id"])
+def test_a_charge_is_told_once_signed(server: Server, receiver: Receiver, tmp_path: Path) -> None:
+    shop = open_shop(server, receiver)
+    paid = charge(shop, customer(server, tmp_path), "12.50", merchant_order_id="A-1")
+    [row] = outbox(server, payment_id=paid["payment_id"])
     assert (row.event_type, row.attempts, row.delivered_at_s) == ("payment.succeeded", 0, None)
     assert row.event_id.startswith("evt_") and row.merchant_id == shop.merchant_id
-    report = worker(live_server)["notifications"]
+    report = worker(server)["notifications"]
     assert report["delivered"] >= 1
     [got] = receiver.for_payment(paid["payment_id"])
     assert got.valid
@@ -257,20 +246,20 @@ def test_a_charge_is_told_once_signed(
     assert event["merchant_id"] == shop.merchant_id and event["created_at"].endswith("Z")
     assert event["payment"] == payment_of(paid)
     assert got.body == row.payload.encode()
-    [done] = outbox(live_server, payment_id=paid["payment_id"])
+    [done] = outbox(server, payment_id=paid["payment_id"])
     assert done.delivered_at_s is not None and done.next_attempt_at_s is None
     assert (done.attempts, done.last_error, done.dead_at_s) == (1, None, None)
-    worker(live_server)
+    worker(server)
     assert len(receiver.for_payment(paid["payment_id"])) == 1  # delivered: never again
-    assert not VERIFY(shop.secret_b64, got.headers, got.body + b" ")  # the recipe checks
+    assert not VERIFY(shop.notify_secret_b64, got.headers, got.body + b" ")  # the recipe checks
     assert not VERIFY(base64.b64encode(b"k" * 32).decode(), got.headers, got.body)
 
 
-def test_a_refund_is_told(live_server: LiveServer, receiver: Receiver, tmp_path: Path) -> None:
-    shop = open_shop(live_server, receiver)
-    paid = charge(shop, customer(live_server, tmp_path), "10.00")
+def test_a_refund_is_told(server: Server, receiver: Receiver, tmp_path: Path) -> None:
+    shop = open_shop(server, receiver)
+    paid = charge(shop, customer(server, tmp_path), "10.00")
     refunded = shop.till.refund(paid["payment_id"], amount="2.50")
-    worker(live_server)
+    worker(server)
     assert delivered_types(receiver, paid["payment_id"]) == [
         "payment.succeeded",
         "payment.refunded",
@@ -287,13 +276,11 @@ def test_a_refund_is_told(live_server: LiveServer, receiver: Receiver, tmp_path:
     }
 
 
-def test_step_up_pending_then_cancelled(
-    live_server: LiveServer, receiver: Receiver, tmp_path: Path
-) -> None:
-    shop = open_shop(live_server, receiver)
-    waiting = charge(shop, customer(live_server, tmp_path, "--payment-max", "5.00"), "8.00")
+def test_step_up_pending_then_cancelled(server: Server, receiver: Receiver, tmp_path: Path) -> None:
+    shop = open_shop(server, receiver)
+    waiting = charge(shop, customer(server, tmp_path, "--payment-max", "5.00"), "8.00")
     assert waiting["status"] == "pending_confirmation"
-    worker(live_server)
+    worker(server)
     [first] = receiver.for_payment(waiting["payment_id"])
     assert first.valid and first.event["type"] == "payment.pending_confirmation"
     assert first.event["payment"]["status"] == "pending_confirmation"
@@ -301,7 +288,7 @@ def test_step_up_pending_then_cancelled(
     assert "code" not in first.event["payment"]  # the till's advice is not the payment
     gave_up = shop.till.cancel(waiting["payment_id"])
     shop.till.cancel(waiting["payment_id"])  # a second cancel changes nothing: no event
-    worker(live_server)
+    worker(server)
     assert delivered_types(receiver, waiting["payment_id"]) == [
         "payment.pending_confirmation",
         "payment.cancelled",
@@ -312,16 +299,14 @@ def test_step_up_pending_then_cancelled(
     assert second.event["event_id"] != first.event["event_id"]
 
 
-def test_the_customers_answers_are_told(
-    live_server: LiveServer, receiver: Receiver, tmp_path: Path
-) -> None:
-    shop = open_shop(live_server, receiver)
-    wallet = customer(live_server, tmp_path, "--payment-max", "5.00")
+def test_the_customers_answers_are_told(server: Server, receiver: Receiver, tmp_path: Path) -> None:
+    shop = open_shop(server, receiver)
+    wallet = customer(server, tmp_path, "--payment-max", "5.00")
     pending.set_pin(wallet, password=PASSWORD, pin=PIN)
     confirmed, declined = charge(shop, wallet, "20.00"), charge(shop, wallet, "30.00")
     pending.confirm(wallet, confirmed["payment_id"], PIN)
     pending.decline(wallet, declined["payment_id"])
-    worker(live_server)
+    worker(server)
     assert delivered_types(receiver, confirmed["payment_id"]) == [
         "payment.pending_confirmation",
         "payment.succeeded",
@@ -337,11 +322,11 @@ def test_the_customers_answers_are_told(
 
 
 def test_an_expired_confirmation_is_told(
-    live_server: LiveServer, receiver: Receiver, tmp_path: Path
+    server: Server, receiver: Receiver, tmp_path: Path
 ) -> None:
-    shop = open_shop(live_server, receiver)
-    waiting = charge(shop, customer(live_server, tmp_path, "--payment-max", "5.00"), "9.00")
-    with live_server.session() as session:
+    shop = open_shop(server, receiver)
+    waiting = charge(shop, customer(server, tmp_path, "--payment-max", "5.00"), "9.00")
+    with server.session() as session:
         session.execute(
             update(Notification)
             .where(Notification.payment_id == waiting["payment_id"])
@@ -352,21 +337,21 @@ def test_an_expired_confirmation_is_told(
             .where(Payment.id == waiting["payment_id"])
             .values(confirm_by_s=time.time() - 1)
         )
-    worker(live_server)  # the sweep cancels it and writes the event; this pass delivers it
+    worker(server)  # the sweep cancels it and writes the event; this pass delivers it
     [told] = receiver.for_payment(waiting["payment_id"])
     assert told.valid and told.event["type"] == "payment.cancelled"
     assert told.event["payment"]["failure_code"] == "confirmation_expired"
 
 
 def test_a_failure_after_the_claim_is_told(
-    live_server: LiveServer, receiver: Receiver, tmp_path: Path
+    server: Server, receiver: Receiver, tmp_path: Path
 ) -> None:
-    shop = open_shop(live_server, receiver)
-    wallet = customer(live_server, tmp_path, top_up="1.00")
+    shop = open_shop(server, receiver)
+    wallet = customer(server, tmp_path, top_up="1.00")
     order = unique("order")
     refused("insufficient_funds", charge, shop, wallet, "5.00", merchant_order_id=order)
     [failed] = shop.till.payments_by_order(order)
-    worker(live_server)
+    worker(server)
     [told] = receiver.for_payment(failed["payment_id"])
     assert told.valid and told.event["type"] == "payment.failed"
     assert told.event["payment"] == failed
@@ -374,13 +359,13 @@ def test_a_failure_after_the_claim_is_told(
 
 
 def test_a_collection_qr_payment_is_told(
-    live_server: LiveServer, receiver: Receiver, tmp_path: Path
+    server: Server, receiver: Receiver, tmp_path: Path
 ) -> None:
-    shop = open_shop(live_server, receiver)
-    wallet = customer(live_server, tmp_path)
+    shop = open_shop(server, receiver)
+    wallet = customer(server, tmp_path)
     qr = CollectionCode(shop.merchant_id, shop.name, "Beijing", "CNY", amount="3.00")
     paid = online.pay(wallet, qr_payload=build_collection_payload(qr), amount=None)
-    worker(live_server)
+    worker(server)
     [told] = receiver.for_payment(paid["payment_id"])
     assert told.valid and told.event["type"] == "payment.succeeded"
     assert told.event["payment"]["code_version"] == "mpm"
@@ -388,83 +373,79 @@ def test_a_collection_qr_payment_is_told(
 
 
 def test_nothing_is_told_for_a_charge_refused_before_the_claim(
-    live_server: LiveServer, receiver: Receiver, tmp_path: Path
+    server: Server, receiver: Receiver, tmp_path: Path
 ) -> None:
-    shop = open_shop(live_server, receiver)
-    wallet = customer(live_server, tmp_path)
+    shop = open_shop(server, receiver)
+    wallet = customer(server, tmp_path)
     code = code_of(wallet, "v2")
     shop.till.charge(code=code, amount="1.00", currency="CNY")
-    assert len(outbox(live_server, merchant_id=shop.merchant_id)) == 1
+    assert len(outbox(server, merchant_id=shop.merchant_id)) == 1
     pay = shop.till.charge
     refused("code_replayed", lambda: pay(code=code, amount="1.00", currency="CNY"))
     refused("code_malformed", lambda: pay(code="12345", amount="1.00", currency="CNY"))
     fresh = code_of(wallet, "v2")
     refused("currency_mismatch", lambda: pay(code=fresh, amount="1.00", currency="USD"))
-    assert len(outbox(live_server, merchant_id=shop.merchant_id)) == 1
-    quiet = new_till(live_server)  # a merchant without a notify URL
+    assert len(outbox(server, merchant_id=shop.merchant_id)) == 1
+    quiet = new_till(server)  # a merchant without a notify URL
     paid = quiet.charge(code=code_of(wallet, "v2"), amount="1.00", currency="CNY")
-    assert outbox(live_server, payment_id=paid["payment_id"]) == []
+    assert outbox(server, payment_id=paid["payment_id"]) == []
 
 
 # -- delivery: retries, dead rows, crashes, several workers ------------------------------------
 
 
 def test_a_failing_endpoint_is_retried_with_back_off_then_dead(
-    live_server: LiveServer, receiver: Receiver, tmp_path: Path
+    server: Server, receiver: Receiver, tmp_path: Path
 ) -> None:
     env = {"PAYCODE_NOTIFY_BACKOFF_S": "5", "PAYCODE_NOTIFY_ATTEMPTS_MAX": "3"}
-    shop = open_shop(live_server, receiver)
+    shop = open_shop(server, receiver)
     receiver.status = 500
-    paid = charge(shop, customer(live_server, tmp_path), "4.00")
+    paid = charge(shop, customer(server, tmp_path), "4.00")
     pid = paid["payment_id"]
 
     def attempt(number: int) -> Any:
-        assert worker(live_server, **env)["notifications"]["dead"] >= (number == 3)
-        [row] = outbox(live_server, payment_id=pid)
+        assert worker(server, **env)["notifications"]["dead"] >= (number == 3)
+        [row] = outbox(server, payment_id=pid)
         assert (row.attempts, row.last_error) == (number, "http 500")
         return row
 
     row = attempt(1)
     sent_s = receiver.for_payment(pid)[-1].received_at_s
     assert row.next_attempt_at_s == pytest.approx(sent_s + 5, abs=1.5)  # 5 s x 2^0
-    worker(live_server, **env)  # not due yet: nothing is sent
+    worker(server, **env)  # not due yet: nothing is sent
     assert len(receiver.for_payment(pid)) == 1
-    _make_due(live_server, pid)  # as if the 5 s had passed
+    _make_due(server, pid)  # as if the 5 s had passed
     row = attempt(2)
     sent_s = receiver.for_payment(pid)[-1].received_at_s
     assert row.next_attempt_at_s == pytest.approx(sent_s + 10, abs=1.5)  # 5 s x 2^1
-    _make_due(live_server, pid)
+    _make_due(server, pid)
     row = attempt(3)
     assert row.dead_at_s is not None and row.next_attempt_at_s is None
     got = receiver.for_payment(pid)
     assert len(got) == 3 and all(delivery.valid for delivery in got)
     assert {delivery.headers["Paycode-Event-Id"] for delivery in got} == {row.event_id}
-    worker(live_server, **env)  # dead: left alone
+    worker(server, **env)  # dead: left alone
     assert len(receiver.for_payment(pid)) == 3
     dead = ok_json(
-        live_server.cli_in_process(
-            "--json", "notifications", "list", "--dead", "--merchant", shop.name
-        )
+        server.cli_in_process("--json", "notifications", "list", "--dead", "--merchant", shop.name)
     )["notifications"]
     assert [(d["event_id"], d["state"], d["attempts"]) for d in dead] == [(row.event_id, "dead", 3)]
     assert dead[0]["last_error"] == "http 500" and "payload" not in dead[0]
     receiver.status = 204
-    retried = ok_json(live_server.cli_in_process("--json", "notifications", "retry", row.event_id))
+    retried = ok_json(server.cli_in_process("--json", "notifications", "retry", row.event_id))
     assert (retried["state"], retried["attempts"]) == ("pending", 0)
-    worker(live_server, **env)
+    worker(server, **env)
     assert [d.headers["Paycode-Event-Id"] for d in receiver.for_payment(pid)] == [row.event_id] * 4
-    assert outbox(live_server, payment_id=pid)[0].delivered_at_s is not None
+    assert outbox(server, payment_id=pid)[0].delivered_at_s is not None
     listed = ok_json(
-        live_server.cli_in_process(
-            "--json", "notifications", "list", "--merchant", shop.merchant_id
-        )
+        server.cli_in_process("--json", "notifications", "list", "--merchant", shop.merchant_id)
     )
     assert listed["notifications"] == []
-    unknown = live_server.cli_in_process("--json", "notifications", "retry", "evt_nope")
+    unknown = server.cli_in_process("--json", "notifications", "retry", "evt_nope")
     assert unknown.returncode == 1 and json.loads(unknown.stdout)["error"]["code"] == "not_found"
 
 
-def _make_due(server: LiveServer, payment_id: str) -> None:
+def _make_due(server: Server, payment_id: str) -> None:
     with server.session() as session:
         session.execute(
             update(Notification)
@@ -474,16 +455,17 @@ def _make_due(server: LiveServer, payment_id: str) -> None:
 
 
 def test_a_worker_killed_mid_delivery_loses_nothing(
-    live_server: LiveServer, receiver: Receiver, tmp_path: Path
+    server: Server, receiver: Receiver, tmp_path: Path
 ) -> None:
-    env = WORKER_ENV | {"PAYCODE_NOTIFY_TIMEOUT_S": "2", "PAYCODE_NOTIFY_LEASE_S": "3"}
-    shop = open_shop(live_server, receiver)
-    paid = charge(shop, customer(live_server, tmp_path), "6.00")
+    # A short lease (it must outlast the POST's timeout): the test waits it out below.
+    env = WORKER_ENV | {"PAYCODE_NOTIFY_TIMEOUT_S": "1", "PAYCODE_NOTIFY_LEASE_S": "1.5"}
+    shop = open_shop(server, receiver)
+    paid = charge(shop, customer(server, tmp_path), "6.00")
     pid = paid["payment_id"]
     receiver.hang.set()  # the endpoint takes the POST and does not answer
     process = subprocess.Popen(
         [sys.executable, "-m", "paycode.server.cli", "--json", "worker", "--once"],
-        env=live_server.env | env,
+        env=server.env | env,
         cwd=REPO_ROOT,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -500,26 +482,26 @@ def test_a_worker_killed_mid_delivery_loses_nothing(
         process.wait(timeout=WAIT_S)
     receiver.hang.clear()
     receiver.release.set()
-    [row] = outbox(live_server, payment_id=pid)
+    [row] = outbox(server, payment_id=pid)
     assert (row.attempts, row.delivered_at_s, row.last_error) == (1, None, None)
     assert row.next_attempt_at_s is not None and row.next_attempt_at_s > time.time()  # leased
-    worker(live_server, **env)  # still leased by the dead worker: not sent
+    worker(server, **env)  # still leased by the dead worker: not sent
     assert len(receiver.for_payment(pid)) == 1
     time.sleep(max(0.0, row.next_attempt_at_s - time.time()) + 0.2)
-    worker(live_server, **env)  # the lease ended: the row was due again
+    worker(server, **env)  # the lease ended: the row was due again
     got = receiver.for_payment(pid)
     assert len(got) == 2 and all(delivery.valid for delivery in got)
     assert got[0].headers["Paycode-Event-Id"] == got[1].headers["Paycode-Event-Id"] == row.event_id
     assert got[0].body == got[1].body  # a duplicate is the same event, byte for byte
-    [done] = outbox(live_server, payment_id=pid)
+    [done] = outbox(server, payment_id=pid)
     assert done.delivered_at_s is not None and done.attempts == 2
 
 
-def test_several_workers_deliver_each_row_once(live_server: LiveServer, receiver: Receiver) -> None:
-    shop = open_shop(live_server, receiver)
+def test_several_workers_deliver_each_row_once(server: Server, receiver: Receiver) -> None:
+    shop = open_shop(server, receiver)
     now_s = time.time()
     events = [new_id("evt") for _ in range(24)]
-    with live_server.session() as session:
+    with server.session() as session:
         for index, event_id in enumerate(events):
             payment = {"payment_id": f"pay_many{index:04d}", "merchant_id": shop.merchant_id}
             body = {"event_id": event_id, "merchant_id": shop.merchant_id, "payment": payment}
@@ -537,11 +519,11 @@ def test_several_workers_deliver_each_row_once(live_server: LiveServer, receiver
             )
     env = {"PAYCODE_NOTIFY_BATCH_ROWS": "2"}
     with ThreadPoolExecutor(max_workers=3) as pool:
-        reports = list(pool.map(lambda _i: worker_process(live_server, **env), range(3)))
+        reports = list(pool.map(lambda _i: worker_process(server, **env), range(3)))
     got = [d.headers["Paycode-Event-Id"] for d in receiver.for_merchant(shop.merchant_id)]
     assert sorted(got) == sorted(events)  # every row, each exactly once
     assert sum(r["notifications"]["delivered"] for r in reports) >= len(events)
-    rows = outbox(live_server, merchant_id=shop.merchant_id)
+    rows = outbox(server, merchant_id=shop.merchant_id)
     assert all(row.delivered_at_s is not None and row.attempts == 1 for row in rows)
 
 
@@ -554,10 +536,10 @@ def _undelivered(till: TerminalClient, query: str = "") -> dict[str, Any]:
 
 
 def test_requery_lists_what_is_still_undelivered(
-    live_server: LiveServer, receiver: Receiver, tmp_path: Path
+    server: Server, receiver: Receiver, tmp_path: Path
 ) -> None:
-    shop = open_shop(live_server, receiver)
-    paid = charge(shop, customer(live_server, tmp_path), "7.00")
+    shop = open_shop(server, receiver)
+    paid = charge(shop, customer(server, tmp_path), "7.00")
     listed = _undelivered(shop.till, "?older_than_s=0")
     [item] = [i for i in listed["items"] if i["payment"]["payment_id"] == paid["payment_id"]]
     assert (item["event_type"], item["state"], item["attempts"]) == (
@@ -566,13 +548,13 @@ def test_requery_lists_what_is_still_undelivered(
         0,
     )
     assert item["payment"] == payment_of(paid) and listed["older_than_s"] == 0
-    assert item["event_id"] == outbox(live_server, payment_id=paid["payment_id"])[0].event_id
+    assert item["event_id"] == outbox(server, payment_id=paid["payment_id"])[0].event_id
     assert _undelivered(shop.till)["items"] == []  # younger than the default 300 s
-    other = new_till(live_server)
+    other = new_till(server)
     assert _undelivered(other, "?older_than_s=0")["items"] == []  # another merchant's: not seen
     for bad in ("?older_than_s=abc", "?older_than_s=-1", "?older_than_s=99999999"):
         refused("invalid_request", _undelivered, shop.till, bad)
-    worker(live_server)
+    worker(server)
     assert _undelivered(shop.till, "?older_than_s=0")["items"] == []
 
 
@@ -580,16 +562,16 @@ def test_the_secret_is_shown_only_when_issued(
     live_server: LiveServer, receiver: Receiver, tmp_path: Path
 ) -> None:
     shop = open_shop(live_server, receiver)
-    raw = base64.b64decode(shop.secret_b64)
-    forms = {shop.secret_b64, raw.hex(), base64.urlsafe_b64encode(raw).decode().rstrip("=")}
+    raw = base64.b64decode(shop.notify_secret_b64)
+    forms = {shop.notify_secret_b64, raw.hex(), base64.urlsafe_b64encode(raw).decode().rstrip("=")}
     paid = charge(shop, customer(live_server, tmp_path), "5.00")
     shop.till.refund(paid["payment_id"])
     commands = [
-        run_cli(live_server.env | WORKER_ENV, "--json", "worker", "--once"),
-        run_cli(live_server.env | WORKER_ENV, "worker", "--once"),
-        live_server.cli("--json", "notifications", "list", "--all"),
-        live_server.cli("notifications", "list", "--all"),
-        live_server.cli("--json", "merchants", "notify-secret", shop.name),
+        run_cli_in_process(live_server.env | WORKER_ENV, "--json", "worker", "--once"),
+        run_cli_in_process(live_server.env | WORKER_ENV, "worker", "--once"),
+        live_server.cli_in_process("--json", "notifications", "list", "--all"),
+        live_server.cli_in_process("notifications", "list", "--all"),
+        live_server.cli_in_process("--json", "merchants", "notify-secret", shop.name),
     ]
     seen = [done.stdout for done in commands] + [done.stderr for done in commands]
     seen += [
@@ -614,21 +596,21 @@ def test_the_secret_is_shown_only_when_issued(
         for form in forms:
             assert form not in text
     rotated = ok_json(
-        live_server.cli("--json", "merchants", "notify-secret", shop.name, "--rotate")
+        live_server.cli_in_process("--json", "merchants", "notify-secret", shop.name, "--rotate")
     )
-    assert rotated["notify_secret"] != shop.secret_b64
+    assert rotated["notify_secret"] != shop.notify_secret_b64
     assert len(base64.b64decode(rotated["notify_secret"])) == 32
     receiver.secret_b64 = rotated["notify_secret"]
     again = charge(shop, customer(live_server, tmp_path), "1.00")
     worker(live_server)
     [told] = receiver.for_payment(again["payment_id"])
     assert told.valid  # signed with the new secret
-    assert not VERIFY(shop.secret_b64, told.headers, told.body)  # not with the old one
+    assert not VERIFY(shop.notify_secret_b64, told.headers, told.body)  # not with the old one
 
 
-def test_the_outbox_schema_matches_the_model(live_server: LiveServer) -> None:
+def test_the_outbox_schema_matches_the_model(server: Server) -> None:
     """init-db (the migrations) made what server.models describes."""
-    inspector = inspect(live_server.engine)
+    inspector = inspect(server.engine)
     columns = {c["name"] for c in inspector.get_columns("notification_outbox")}
     assert columns == set(Notification.__table__.columns.keys())
     indexed = {tuple(i["column_names"]) for i in inspector.get_indexes("notification_outbox")}
@@ -673,7 +655,7 @@ def test_redirects_are_not_followed(receiver: Receiver) -> None:
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
         thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": SHUTDOWN_POLL_S}, daemon=True
+            target=server.serve_forever, kwargs={"poll_interval": RECEIVER_POLL_S}, daemon=True
         )
         thread.start()
         try:

@@ -7,7 +7,9 @@ password-free limit confirmed with the PIN, and a second log-in whose session to
 device. Then every secret and every full payment code used is looked for in the server's whole
 log and in every console output (but the two whose job is to show one: `terminals create`
 prints the terminal secret, `paycode-wallet code` the code), and the metrics are checked
-against what was done, summed over both workers.
+against what was done, summed over both workers. The console scripts run as their main(argv)
+in this process (the one shop builder's in-process Shop), over real HTTP to gunicorn, but for
+the POS that waits for the PIN: a process, while this thread plays the customer.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import dataclasses
 import json
 import logging
 import os
-import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -43,11 +44,18 @@ from paycode.server.operations import metrics, observability
 from paycode.shared.errors import ConfigError
 from tests.support.servers import BACKENDS, LiveServer, postgres_database, run_command
 from tests.support.servers import start_server as _start_live_server
-from tests.support.shop import waiting_payment
+from tests.support.shop import PASSWORD as SHOP_PASSWORD
+from tests.support.shop import (
+    Ran,
+    Shop,
+    ok_json,
+    open_shop,
+    use_fast_keystore,
+    waiting_payment,
+)
 
 PASSWORD = "obs test password 7Q"
 PIN = "739152"
-PASSPHRASE = "obs test wallet"
 MERCHANT = "Observed Cafe"
 REQUEST_ID = "obs-e2e-0001"
 METRICS_TOKEN = "metrics-token-for-tests-0123456789"
@@ -269,60 +277,6 @@ def test_unmatched_paths_are_one_label(app: Flask) -> None:
 
 
 @dataclass
-class ShopRun:
-    """A shop driven through the console scripts; every output is kept for the secret scan."""
-
-    server: LiveServer
-    home: Path
-    outputs: list[str] = field(default_factory=list)
-
-    @property
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PAYCODE_")}
-        return env | {"PAYCODE_WALLET_PASSPHRASE": PASSPHRASE, "PYTHONUNBUFFERED": "1"}
-
-    def _kept(
-        self, done: subprocess.CompletedProcess[str], *, keep: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        if keep:
-            self.outputs.append(done.stdout + done.stderr)
-        return done
-
-    def admin(self, *args: str, stdin: str | None = None, keep: bool = True) -> Any:
-        done = self._kept(self.server.cli("--json", *args, stdin=stdin), keep=keep)
-        assert done.returncode == 0, done.stdout + done.stderr
-        return json.loads(done.stdout)
-
-    def wallet(self, *args: str, stdin: str | None = None, keep: bool = True) -> Any:
-        command = [
-            sys.executable,
-            "-m",
-            "paycode.client.cli",
-            "--json",
-            "--home",
-            str(self.home / "w"),
-        ]
-        done = self._kept(run_command([*command, *args], self.env, stdin), keep=keep)
-        assert done.returncode == 0, done.stdout + done.stderr
-        return json.loads(done.stdout)
-
-    def pos(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "paycode.merchant_pos.cli", "--json", *args]
-        env = self.env | {"PAYCODE_POS_HOME": str(self.home / "pos")}
-        return self._kept(run_command(command, env, stdin))
-
-    def code(self, version: str) -> str:
-        # `paycode-wallet code` exists to show the code: its output is not scanned.
-        return str(self.wallet("code", "--version", version, keep=False)["code"])
-
-    def charge(self, code: str, amount: str, *, wait_s: str = "5") -> Any:
-        return self.pos(
-            "charge", "--amount", amount, "--source", "stdin", "--confirm-wait-s", wait_s,
-            stdin=code + "\n",
-        )  # fmt: skip
-
-
-@dataclass
 class Secrets:
     """Everything that must never be logged, as text and (for keys) as raw bytes."""
 
@@ -341,44 +295,58 @@ class Secrets:
         return hits + [name for name, value in self.raw.items() if value in data]
 
 
-def _shop_flow(shop: ShopRun, secrets: Secrets) -> dict[tuple[str, str], int]:
-    """The whole flow; returns the charges made, (outcome, code_version) -> count."""
+def _pos_charge(shop: Shop, code: str, amount: str, *, wait_s: str = "5") -> Any:
+    return shop.pos(
+        "charge", "--amount", amount, "--source", "stdin", "--confirm-wait-s", wait_s,
+        stdin=code + "\n",
+    )  # fmt: skip
+
+
+def _waiting_pos_charge(shop: Shop, code: str, amount: str) -> Any:
+    """`paycode-pos charge` as a process, waiting while this thread is the customer."""
+    return shop.spawn_pos(
+        "charge", "--amount", amount, "--source", "stdin", "--confirm-wait-s", "60",
+        stdin=code + "\n",
+    )  # fmt: skip
+
+
+def _shows_a_secret(ran: Ran) -> bool:
+    """The two commands whose job is to show one: `terminals create` prints the terminal
+    secret, `paycode-wallet code` the code."""
+    if ran.script == "paycode-wallet":
+        return ran.args[:1] == ("code",)
+    return ran.script == "paycode-server" and "terminals" in ran.args and "create" in ran.args
+
+
+def _shop_flow(shop: Shop, secrets: Secrets) -> dict[tuple[str, str], int]:
+    """The whole flow after open_shop (users create, top-up, merchants create, terminals create,
+    pos configure, wallet enroll); returns the charges made, (outcome, code_version) -> count."""
     made: Counter[tuple[str, str]] = Counter()
-    shop.admin("users", "create", "carol", "--password-stdin", stdin=PASSWORD + "\n")
-    shop.admin("users", "top-up", "carol", "500.00")
-    shop.admin("merchants", "create", MERCHANT, "--currency", "CNY")
-    terminal = shop.admin("terminals", "create", MERCHANT, keep=False)  # shows the secret once
+    [created] = [ran for ran in shop.ran if _shows_a_secret(ran)]  # the terminal, shown once
+    terminal = json.loads(created.done.stdout)
     secrets.key("terminal secret", base64.b64decode(terminal["secret"]))
-    shop.pos(
-        "configure", "--server", shop.server.url, "--key-id", terminal["key_id"],
-        "--secret-stdin", stdin=terminal["secret"] + "\n",
-    )  # fmt: skip
-    shop.wallet(
-        "enroll", "--server", shop.server.url, "--user", "carol", "--password-stdin",
-        stdin=PASSWORD + "\n",
-    )  # fmt: skip
-    shop.wallet("set-pin", "--stdin", stdin=f"{PASSWORD}\n{PIN}\n")
+    shop.wallet("set-pin", "--stdin", stdin=f"{SHOP_PASSWORD}\n{PIN}\n")
 
     codes = {version: shop.code(version) for version in ("v1", "v2", "v3")}
     payment_ids = []
     for version, code in codes.items():
         secrets.texts[f"{version} code"] = code
-        paid = shop.charge(code, "1.00")
+        paid = _pos_charge(shop, code, "1.00")
         assert paid.returncode == 0, paid.stdout + paid.stderr
         payment_ids.append(json.loads(paid.stdout)["payment"]["payment_id"])
         made["succeeded", version] += 1
-    replayed = shop.charge(codes["v1"], "1.00")  # the failed charge: a code is single-use
+    replayed = _pos_charge(shop, codes["v1"], "1.00")  # the failed charge: a code is single-use
     assert replayed.returncode == 3 and json.loads(replayed.stdout)["code"] == "code_replayed"
     made["code_replayed", "v1"] += 1
     refunded = shop.pos("refund", payment_ids[0], "--amount", "0.50")
     assert refunded.returncode == 0, refunded.stdout + refunded.stderr
     assert shop.pos("query", payment_ids[0]).returncode == 0
 
-    shop.admin("users", "limits", "carol", "--payment-max", "5.00")
+    ok_json(shop.server_cli("--json", "users", "limits", "carol", "--payment-max", "5.00"))
     big = shop.code("v2")
     secrets.texts["step-up code"] = big
     with ThreadPoolExecutor(max_workers=1) as pool:
-        till = pool.submit(shop.charge, big, "20.00", wait_s="60")
+        till = pool.submit(_waiting_pos_charge, shop, big, "20.00")
         waiting = waiting_payment(lambda: shop.wallet("pending")["items"], till)
         confirmed = shop.wallet("confirm", waiting, "--stdin", stdin=PIN + "\n")
         done = till.result()
@@ -388,11 +356,12 @@ def _shop_flow(shop: ShopRun, secrets: Secrets) -> dict[tuple[str, str], int]:
     return dict(made)
 
 
-def _token_login(shop: ShopRun, secrets: Secrets) -> None:
+def _token_login(shop: Shop, secrets: Secrets) -> None:
     """A second password log-in, in process, so the test knows the session token, which then
     enrolls a device through `Authorization: Bearer`."""
     client = ServerClient(shop.server.url)
-    session = client.call("POST", "/v1/wallet/sessions", {"user": "carol", "password": PASSWORD})
+    login = {"user": "carol", "password": SHOP_PASSWORD}
+    session = client.call("POST", "/v1/wallet/sessions", login)
     token = str(session.body["token"])
     secrets.texts["session token"] = token
     grant = client.call(
@@ -463,13 +432,14 @@ def served(request: pytest.FixtureRequest) -> Iterator[LiveServer]:
 def test_end_to_end_no_secret_in_logs_and_metrics_add_up(
     served: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(keystore.PASSPHRASE_ENV, PASSPHRASE)
-    shop = ShopRun(served, tmp_path)
+    use_fast_keystore(monkeypatch)
+    shop = open_shop(served, tmp_path, merchants=[MERCHANT], top_up="500.00", in_process=True)
+    monkeypatch.setenv(keystore.PASSPHRASE_ENV, shop.env[keystore.PASSPHRASE_ENV])
     secrets = Secrets()
-    secrets.texts |= {"password": PASSWORD, "PIN": PIN}
+    secrets.texts |= {"password": SHOP_PASSWORD, "PIN": PIN}
     secrets.key("master key", base64.b64decode(served.env["PAYCODE_MASTER_KEY"]))
     made = _shop_flow(shop, secrets)
-    _device_keys(Wallet.open(tmp_path / "w"), "cli wallet", secrets)
+    _device_keys(Wallet.open(shop.wallet_home), "cli wallet", secrets)
     _token_login(shop, secrets)
 
     # Requests spread over both workers; one of them carries its own request id.
@@ -488,8 +458,10 @@ def test_end_to_end_no_secret_in_logs_and_metrics_add_up(
     # 1. No secret anywhere: the server's whole log, and every console output.
     log_bytes = served.log_path.read_bytes()
     assert secrets.found_in(log_bytes) == []
-    for output in shop.outputs:
-        assert secrets.found_in(output.encode()) == [], output[:500]
+    scanned = [ran for ran in shop.ran if not _shows_a_secret(ran)]
+    assert len(scanned) == len(shop.ran) - 1 - 4  # terminals create; code x 4
+    for ran in scanned:
+        assert secrets.found_in(ran.output.encode()) == [], (ran.script, ran.args, ran.output[:500])
 
     # 2. The log is JSON lines; each request has one line with its request id.
     records = _log_lines(served)

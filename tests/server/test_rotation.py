@@ -1,15 +1,20 @@
 """Master-key rotation (server/rotation.py, server/config.py): several master keys configured at
 once, every sealed secret re-wrapped under the new one in resumable batches, while servers keep
 charging; then the old key goes and everything still opens, verifies and pays.
+
+The servers are apps in this process (paycode.server.testing.start_server, "in_process"), each
+test on a fresh database (the tests count every sealed row); a second server on the same
+database is a fresh app with its own engine and caches, as a worker just started. The
+operator's procedure runs `paycode-server` as main(argv) in this process.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,8 +24,6 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from paycode.merchant_pos.terminal_client import TerminalClient
-from paycode.server.app import create_app
 from paycode.server.config import ServerConfig, master_keys
 from paycode.server.database.engine import make_engine
 from paycode.server.database.models import Base
@@ -28,18 +31,15 @@ from paycode.server.safety import keyring
 from paycode.server.safety.rotation import SEALED_COLUMNS, key_usage, rotate_master
 from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.errors import ApiError, ConfigError
-from paycode.shared.timestep import step_at
-from paycode.shared.versions.registry import by_name
-from tests.support.bank import (
-    Bank,
-    add_devices,
-    add_merchant,
-    add_user,
-    database_url,
-    device_of,
-    served,
+from tests.support.servers import (
+    BACKEND_PARAMS,
+    postgres_database,
+    run_cli_in_process,
+    server_env,
+    start_server,
+    started,
 )
-from tests.support.servers import run_cli, server_env
+from tests.support.shop import Bank, bank_devices, bank_user, open_bank
 
 OLD, NEW = os.urandom(32), os.urandom(32)
 BOTH = {"mk1": OLD, "mk2": NEW}
@@ -128,66 +128,45 @@ def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
 # -- rotation while servers charge --------------------------------------------------------------
 
 
-def app_bank(url: str, instance: Path, keys: dict[str, bytes], current: str) -> Bank:
-    """A server (its own engine and caches) on `url` with these master keys."""
-    config = ServerConfig(
-        database_url=url,
-        instance_path=instance,
-        master_keys=keys,
-        master_key_id=current,
-        testing=True,
-    )
-    box = SecretBox.from_config(config)
-    return Bank(create_app(config), make_engine(url), box)
+def keys_env(keys: dict[str, bytes], current: str) -> dict[str, str]:
+    """The environment that configures `keys`, sealing under `current`."""
+    others = ",".join(f"{key_id}:{b64(key)}" for key_id, key in keys.items() if key_id != current)
+    env = {"PAYCODE_MASTER_KEY_ID": current, "PAYCODE_MASTER_KEY": b64(keys[current])}
+    return env | ({"PAYCODE_MASTER_KEYS": others} if others else {})
 
 
-@pytest.fixture(params=BACKENDS)
-def bank(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bank]:
-    """A live server that already has the new key configured, still sealing under the old one;
-    alice and bob with a device per version, three merchants with a terminal each."""
-    with database_url(request.param, tmp_path) as url:
-        keyring.forget_cache()
-        bank = app_bank(url, tmp_path, BOTH, "mk1")
-        Base.metadata.create_all(bank.engine)
-        with bank.session() as session, session.begin():
-            keyring.ensure_keys(session, bank.box, time.time())
-        bank.user_id = add_user(bank, "alice", START_MINOR, pinless_count_max=1000)
-        bank.credentials = add_devices(bank, bank.user_id)
-        add_devices(bank, add_user(bank, "bob", 0))
-        for name in ("Corner Cafe", "Other Shop", "Third Shop"):
-            add_merchant(bank, name)
-        try:
-            with served(bank):
-                yield bank
-        finally:
-            bank.engine.dispose()
-            bank.app.extensions["paycode_engine"].dispose()
+@pytest.fixture(params=BACKEND_PARAMS)
+def bank(request: pytest.FixtureRequest) -> Iterator[Bank]:
+    """A server that already has the new key configured, still sealing under the old one, on
+    a fresh database; alice (the bank's customer) and bob with a device per version, three
+    merchants with a terminal each."""
+    keyring.forget_cache()
+    with started(request.param, "in_process", extra_env=keys_env(BOTH, "mk1")) as server:
+        made = open_bank(server, START_MINOR, merchants=3, pinless_count_max=1000)
+        bank_devices(server, bank_user(server, 0))
+        yield made
+
+
+def box_of(bank: Bank) -> SecretBox:
+    """The bank server's own secret box: the keys its environment configures."""
+    return SecretBox.from_config(ServerConfig.from_env(bank.server.env))
 
 
 @contextmanager
 def another_server(bank: Bank, keys: dict[str, bytes], current: str) -> Iterator[Bank]:
     """A second server on the same database, with fresh caches (a worker just started)."""
-    url = bank.engine.url.render_as_string(hide_password=False)
-    other = app_bank(url, Path(str(bank.app.config["PAYCODE"].instance_path)), keys, current)
-    other.credentials, other.terminals, other.user_id = (
-        bank.credentials,
-        bank.terminals,
-        bank.user_id,
-    )
-    try:
-        with served(other):
-            yield other
-    finally:
-        other.engine.dispose()
-        other.app.extensions["paycode_engine"].dispose()
+    with start_server(
+        bank.server.backend,
+        where="in_process",
+        database_url=bank.server.database_url,
+        extra_env=keys_env(keys, current),
+    ) as other:
+        yield dataclasses.replace(bank, server=other)
 
 
 def charge(bank: Bank, version: str, amount: str = "1.00", counter: int = 0) -> dict[str, Any]:
-    key_id, secret = next(iter(bank.terminals.values()))
-    pos = TerminalClient(bank.url, key_id, secret, sleep=lambda _s: None)
-    _, credential = device_of(bank, version)
-    text = by_name(version).generate(credential, step=step_at(time.time()), counter=counter)
-    reply = pos.charge(code=text, amount=amount, currency="CNY")
+    text = bank.code(version, counter=counter)
+    reply = bank.till().charge(code=text, amount=amount, currency="CNY")
     assert reply["status"] == "succeeded", reply
     return reply
 
@@ -195,7 +174,7 @@ def charge(bank: Bank, version: str, amount: str = "1.00", counter: int = 0) -> 
 def secrets_of(bank: Bank, box: SecretBox) -> dict[tuple[str, str], bytes]:
     """(table, row id) -> plaintext of every sealed secret."""
     found: dict[tuple[str, str], bytes] = {}
-    with bank.session() as session:
+    with bank.server.session() as session:
         for name, column in SEALED_COLUMNS:
             table = Base.metadata.tables[name]
             rows = session.execute(
@@ -209,19 +188,19 @@ def secrets_of(bank: Bank, box: SecretBox) -> dict[tuple[str, str], bytes]:
 
 
 def rotate(bank: Bank, box: SecretBox, **limits: int) -> Any:
-    with bank.session() as session:
+    with bank.server.session() as session:
         return rotate_master(session, box, **limits)
 
 
 def usage(bank: Bank) -> dict[str, dict[str, int]]:
-    with bank.session() as session:
+    with bank.server.session() as session:
         return key_usage(session)
 
 
 def all_under(key_id: str) -> dict[str, dict[str, int]]:
     """The bank's sealed rows, all under `key_id`: 2 users x (v1, v2) devices (v3 devices store
     only a public key), 3 terminals, 3 verifier keys; its merchants have no notification
-    secret (they were made without `merchants create`)."""
+    secret (they were made without `merchants create --notify-url`)."""
     return {
         "devices": {key_id: 4},
         "terminals": {key_id: 3},
@@ -231,7 +210,7 @@ def all_under(key_id: str) -> dict[str, dict[str, int]]:
 
 
 def test_rotation_without_downtime(bank: Bank) -> None:
-    before = secrets_of(bank, bank.box)
+    before = secrets_of(bank, box_of(bank))
     assert usage(bank) == all_under("mk1")
     charge(bank, "v1")  # the running server has every secret cached now
     rotator = SecretBox(BOTH, "mk2")
@@ -252,8 +231,8 @@ def test_rotation_without_downtime(bank: Bank) -> None:
     with another_server(bank, {"mk2": NEW}, "mk2") as after:  # the old key is gone
         for version in ("v1", "v2", "v3"):
             charge(after, version, amount="2.00", counter=3)
-    assert bank.balance("user", bank.user_id) == START_MINOR - 2 * 100 - 3 * 100 - 3 * 200
-    assert bank.ledger_sum() == 0
+    assert bank.balance_minor("user", bank.user_id) == START_MINOR - 2 * 100 - 3 * 100 - 3 * 200
+    assert bank.ledger_sum_minor() == 0
     again = rotate(bank, rotator)
     assert again.complete and not any(again.rewrapped.values())
 
@@ -273,7 +252,7 @@ class CrashingBox(SecretBox):
 
 
 def test_a_crash_mid_rotation_is_finished_by_a_rerun(bank: Bank) -> None:
-    before = secrets_of(bank, bank.box)
+    before = secrets_of(bank, box_of(bank))
     with pytest.raises(RuntimeError, match="killed"):
         rotate(bank, CrashingBox(BOTH, "mk2", crash_at=4), batch_rows=2)
     # The first batch (2 devices) was committed; the second died after one row: rolled back.
@@ -305,7 +284,7 @@ def test_rows_under_an_unconfigured_key_stop_it_before_any_change(bank: Bank) ->
 
 
 def cli_json(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any]]:
-    result: subprocess.CompletedProcess[str] = run_cli(env, *args, "--json")
+    result: subprocess.CompletedProcess[str] = run_cli_in_process(env, *args, "--json")
     assert "Traceback" not in result.stdout + result.stderr
     assert b64(OLD) not in result.stdout + result.stderr
     data: dict[str, Any] = json.loads(result.stdout)
@@ -328,7 +307,7 @@ def failed(env: dict[str, str], *args: str) -> str:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_rotation_procedure_with_key_files(backend: str, tmp_path: Path) -> None:
     instance = tmp_path / "instance"
-    with database_url(backend, tmp_path) as url:
+    with fresh_database_url(backend, tmp_path) as url:
         env = server_env(instance, url)
         del env["PAYCODE_MASTER_KEY"]  # the default set-up: instance/master.key, id mk1
         ok(env, "init-db")
@@ -366,6 +345,16 @@ def test_rotation_procedure_with_key_files(backend: str, tmp_path: Path) -> None
         }
         assert_opens_under_new_key_only(url, secret, notify_secret)
         assert old != NEW
+
+
+@contextmanager
+def fresh_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """An SQLite file in `tmp_path`, or a fresh PostgreSQL database dropped afterwards."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'paycode.db'}"
+        return
+    with postgres_database() as url:
+        yield url
 
 
 def assert_opens_under_new_key_only(url: str, terminal_secret: bytes, notify_secret: bytes) -> None:

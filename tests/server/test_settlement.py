@@ -7,9 +7,11 @@ the signed API must produce the same CSV, whose totals equal the movement of the
 ledger account in the window. Reconciliation passes on the healthy ledger and names each
 mismatch once the test corrupts a balance or deletes a ledger entry.
 
-The commands mostly run the console script's main(argv) in this process
-(tests.support.servers.run_cli_in_process); one settlement file, one reconcile and the unknown
-merchant run `paycode-server` as a process of its own.
+The day is made once per backend on a live server (`paycode-server run` on SQLite, gunicorn
+on PostgreSQL), whose signed API serves the file over real HTTP: the wire of this area. The
+commands run the console script's main(argv) in this process
+(tests.support.servers.run_cli_in_process); the unknown merchant runs `paycode-server` as a
+process of its own, whose exit status is checked.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ from paycode.server.database.models import (
     Account,
     LedgerEntry,
     LedgerTransaction,
-    Merchant,
     Payment,
     Refund,
 )
@@ -47,9 +48,10 @@ from paycode.shared.emv.collection import CollectionCode, build_collection_paylo
 from tests.support.servers import LiveServer, run_cli, run_cli_in_process
 from tests.support.shop import (
     PASSWORD,
+    MerchantTill,
     code_of,
+    new_merchant,
     new_phone,
-    new_till,
     new_user,
     ok_json,
     refused,
@@ -67,14 +69,20 @@ class Shop:
     """A merchant's day, already moved onto DAY (one payment onto NEXT_DAY)."""
 
     server: LiveServer
-    till: TerminalClient
-    merchant: str
-    merchant_id: str
+    merchant: MerchantTill
     account_id: int
     window: DayWindow
     paid: dict[str, str] = field(default_factory=dict)
     """label -> payment id."""
     refund_id: str = ""
+
+    @property
+    def till(self) -> TerminalClient:
+        return self.merchant.till
+
+    @property
+    def merchant_id(self) -> str:
+        return self.merchant.merchant_id
 
 
 def _charge(shop: Shop, wallet: Any, label: str, amount: str, **extra: Any) -> dict[str, Any]:
@@ -168,19 +176,16 @@ def _move_onto_day(shop: Shop) -> None:
 def shop(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     with pytest.MonkeyPatch.context() as patch:
         use_fast_keystore(patch)
-        till = new_till(live_server)
-        merchant_id = till.merchant()["merchant_id"]
+        merchant = new_merchant(live_server, "Cafe")
         with live_server.session() as session:
-            merchant = session.get(Merchant, merchant_id)
-            assert merchant is not None
             account_id = session.scalar(
                 select(Account.id).where(
-                    Account.owner_kind == "merchant", Account.owner_id == merchant_id
+                    Account.owner_kind == "merchant", Account.owner_id == merchant.merchant_id
                 )
             )
         assert account_id is not None
         window = day_window(DAY, LimitSettings())
-        made = Shop(live_server, till, merchant.name, merchant_id, account_id, window)
+        made = Shop(live_server, merchant, account_id, window)
         _make_day(made, tmp_path_factory.mktemp("settlement"))
         _move_onto_day(made)
         yield made
@@ -233,14 +238,10 @@ def _signed_get(shop: Shop, path: str) -> tuple[int, str, str]:
         return error.code, error.headers.get_content_type(), error.read().decode()
 
 
-def _settlement_cli(
-    shop: Shop, *args: str, env: dict[str, str] | None = None, process: bool = False
-) -> Any:
-    """`paycode-server settlement`: its main(argv) in this process, or with `process` the
-    console script as a process of its own (a second a run)."""
-    command = ("settlement", "--merchant", shop.merchant, *args)
-    run = run_cli if process else run_cli_in_process
-    return run(shop.server.env | (env or {}), *command)
+def _settlement_cli(shop: Shop, *args: str, env: dict[str, str] | None = None) -> Any:
+    """`paycode-server settlement`: its main(argv) in this process."""
+    command = ("settlement", "--merchant", shop.merchant.name, *args)
+    return run_cli_in_process(shop.server.env | (env or {}), *command)
 
 
 def _reconcile(shop: Shop, *args: str) -> tuple[int, dict[str, Any]]:
@@ -253,9 +254,7 @@ def _reconcile(shop: Shop, *args: str) -> tuple[int, dict[str, Any]]:
 
 def test_cli_file_lists_the_days_movements_and_adds_up(shop: Shop, tmp_path: Path) -> None:
     out = tmp_path / "day.csv"
-    reply = ok_json(
-        _settlement_cli(shop, "--date", DAY.isoformat(), "--out", str(out), "--json", process=True)
-    )
+    reply = ok_json(_settlement_cli(shop, "--date", DAY.isoformat(), "--out", str(out), "--json"))
     rows = _rows(out.read_text(encoding="utf-8"))
     movements = _movements(rows)
     by_payment = {(row["payment_id"], row["type"]): row for row in movements}
@@ -408,7 +407,7 @@ def test_reconcile_passes_on_a_healthy_ledger(shop: Shop) -> None:
     assert set(summary["sums_minor"].values()) == {0}
     paged_code, paged = _reconcile(shop, "--batch-rows", "2")  # keyset pages of two rows
     assert paged_code == 0 and paged["summary"] == summary
-    human = shop.server.cli("reconcile")
+    human = shop.server.cli_in_process("reconcile")
     assert human.returncode == 0 and human.stdout.startswith("ledger reconciled:")
 
 

@@ -1,9 +1,13 @@
-"""Password-free limits and step-up confirmation, over real HTTP on SQLite and PostgreSQL.
+"""Password-free limits and step-up confirmation, on SQLite and PostgreSQL.
 
 Each limit is tried at its boundary (limit - 1 minor unit, limit, limit + 1); above it the
 charge waits in `pending_confirmation` and moves nothing until the customer confirms with the
-PIN. The confirm, decline and timeout paths run end to end through the console scripts: the
-POS (`paycode-pos charge`) waits while the wallet (`paycode-wallet confirm`) answers.
+PIN. These run the real wallet and terminal clients against the app in this process.
+
+The confirm, decline and timeout paths also run end to end through the console scripts, over
+real HTTP to a live server: the POS (`paycode-pos charge`, a process: its exit status is part
+of the answer) waits while the wallet (`paycode-wallet pending`, `confirm`, `decline`, run in
+this process) answers.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.server.database.models import Account, LedgerEntry, LedgerTransaction, Payment, User
 from paycode.server.operations import admin
 from paycode.shared.errors import ServerRejected
-from tests.support.servers import LiveServer
+from tests.support.servers import LiveServer, Server
 from tests.support.shop import (
     PASSWORD,
     Shop,
@@ -50,7 +54,7 @@ def _fast_wallets(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _customer(
-    server: LiveServer,
+    server: Server,
     home: Path,
     *,
     payment_max: str | None = None,
@@ -79,7 +83,7 @@ def _pay(till: TerminalClient, wallet: Wallet, amount: str) -> dict[str, Any]:
     return till.charge(code=code_of(wallet, "v2"), amount=amount, currency="CNY")
 
 
-def _balance_minor(server: LiveServer, name: str) -> int:
+def _balance_minor(server: Server, name: str) -> int:
     with server.session() as session:
         user_id = session.scalar(select(User.id).where(User.name == name))
         balance = session.scalar(
@@ -91,7 +95,7 @@ def _balance_minor(server: LiveServer, name: str) -> int:
     return int(balance)
 
 
-def _entries_of(server: LiveServer, payment_id: str) -> list[int]:
+def _entries_of(server: Server, payment_id: str) -> list[int]:
     """The ledger entries of the payment's charge transaction (none while it waits)."""
     charge = select(LedgerTransaction.id).where(LedgerTransaction.payment_id == payment_id)
     with server.session() as session:
@@ -108,30 +112,30 @@ def charge_once(till: TerminalClient, code: str, amount: str) -> dict[str, Any]:
 # -- each limit at its boundary --------------------------------------------------------------
 
 
-def test_payment_limit_boundary(live_server: LiveServer, tmp_path: Path) -> None:
-    name, wallet = _customer(live_server, tmp_path, payment_max="10.00")
-    till = new_till(live_server)
+def test_payment_limit_boundary(server: Server, tmp_path: Path) -> None:
+    name, wallet = _customer(server, tmp_path, payment_max="10.00")
+    till = new_till(server)
     assert _pay(till, wallet, "9.99")["status"] == "succeeded"
     assert _pay(till, wallet, "10.00")["status"] == "succeeded"
-    before = _balance_minor(live_server, name)
+    before = _balance_minor(server, name)
     waiting = _pay(till, wallet, "10.01")
     assert waiting["status"] == "pending_confirmation"
     assert waiting["code"] == "confirmation_required" and waiting["confirm_by"]
-    assert _balance_minor(live_server, name) == before  # nothing moved yet
-    assert _entries_of(live_server, waiting["payment_id"]) == []
+    assert _balance_minor(server, name) == before  # nothing moved yet
+    assert _entries_of(server, waiting["payment_id"]) == []
     assert till.payment(waiting["payment_id"])["status"] == "pending_confirmation"
 
 
-def test_daily_count_boundary(live_server: LiveServer, tmp_path: Path) -> None:
-    _, wallet = _customer(live_server, tmp_path, daily_count=3)
-    till = new_till(live_server)
+def test_daily_count_boundary(server: Server, tmp_path: Path) -> None:
+    _, wallet = _customer(server, tmp_path, daily_count=3)
+    till = new_till(server)
     statuses = [_pay(till, wallet, "1.00")["status"] for _ in range(4)]
     assert statuses == ["succeeded"] * 3 + ["pending_confirmation"]  # 2 = limit-1, 3, 4
 
 
-def test_daily_amount_boundary(live_server: LiveServer, tmp_path: Path) -> None:
-    _, wallet = _customer(live_server, tmp_path, daily_max="10.00")
-    till = new_till(live_server)
+def test_daily_amount_boundary(server: Server, tmp_path: Path) -> None:
+    _, wallet = _customer(server, tmp_path, daily_max="10.00")
+    till = new_till(server)
     assert _pay(till, wallet, "6.00")["status"] == "succeeded"
     assert _pay(till, wallet, "3.99")["status"] == "succeeded"  # today 9.99: limit - 1
     assert _pay(till, wallet, "0.01")["status"] == "succeeded"  # today 10.00: the limit
@@ -150,39 +154,37 @@ def test_daily_amount_boundary(live_server: LiveServer, tmp_path: Path) -> None:
     ]
 
 
-def test_operator_sets_and_resets_limits_from_the_cli(live_server: LiveServer) -> None:
-    name = new_user(live_server, "limited")
+def test_operator_sets_and_resets_limits_from_the_cli(server: Server) -> None:
+    name = new_user(server, "limited")
     shown = ok_json(
-        live_server.cli("--json", "users", "limits", name, "--payment-max", "200.00",
-                        "--daily-count", "0")
+        server.cli_in_process("--json", "users", "limits", name, "--payment-max", "200.00",
+                              "--daily-count", "0")
     )["limits"]  # fmt: skip
     assert (shown["payment_max"], shown["daily_count_max"], shown["custom"]) == ("200.00", 0, True)
-    human = live_server.cli("users", "limits", name, "--reset")
+    human = server.cli_in_process("users", "limits", name, "--reset")
     assert human.returncode == 0 and "server defaults" in human.stdout and "1000.00" in human.stdout
-    wrong = live_server.cli("--json", "users", "limits", name, "--payment-max", "-1")
+    wrong = server.cli_in_process("--json", "users", "limits", name, "--payment-max", "-1")
     assert wrong.returncode == 1
     assert json.loads(wrong.stdout)["error"]["code"] == "amount_invalid"
 
 
-def test_no_code_pays_above_the_hard_ceiling(live_server: LiveServer, tmp_path: Path) -> None:
-    name, wallet = _customer(live_server, tmp_path)
-    topped_up = live_server.cli_in_process("users", "top-up", name, "50000.00")
+def test_no_code_pays_above_the_hard_ceiling(server: Server, tmp_path: Path) -> None:
+    name, wallet = _customer(server, tmp_path)
+    topped_up = server.cli_in_process("users", "top-up", name, "50000.00")
     assert topped_up.returncode == 0, topped_up.stderr
-    till = new_till(live_server)
+    till = new_till(server)
     code = code_of(wallet, "v2")
-    before = _balance_minor(live_server, name)
+    before = _balance_minor(server, name)
     error = refused("limit_exceeded", lambda: charge_once(till, code, "50000.01"))
     assert error.status == 422
     refused("code_replayed", lambda: charge_once(till, code, "1.00"))  # burned
     assert _pay(till, wallet, "50000.00")["status"] == "pending_confirmation"
-    assert _balance_minor(live_server, name) == before
+    assert _balance_minor(server, name) == before
 
 
-def test_racing_charges_cannot_both_pass_the_daily_limit(
-    live_server: LiveServer, tmp_path: Path
-) -> None:
-    _, wallet = _customer(live_server, tmp_path, daily_count=3, daily_max="100.00")
-    till = new_till(live_server)
+def test_racing_charges_cannot_both_pass_the_daily_limit(server: Server, tmp_path: Path) -> None:
+    _, wallet = _customer(server, tmp_path, daily_count=3, daily_max="100.00")
+    till = new_till(server)
     codes = [code_of(wallet, "v2") for _ in range(8)]
     with ThreadPoolExecutor(max_workers=8) as pool:
         replies = list(
@@ -196,11 +198,11 @@ def test_racing_charges_cannot_both_pass_the_daily_limit(
 # -- confirm, decline, PIN --------------------------------------------------------------------
 
 
-def test_confirm_moves_the_money_once(live_server: LiveServer, tmp_path: Path) -> None:
-    name, wallet = _customer(live_server, tmp_path, payment_max="5.00")
-    till = new_till(live_server)
+def test_confirm_moves_the_money_once(server: Server, tmp_path: Path) -> None:
+    name, wallet = _customer(server, tmp_path, payment_max="5.00")
+    till = new_till(server)
     waiting = _pay(till, wallet, "80.00")
-    before = _balance_minor(live_server, name)
+    before = _balance_minor(server, name)
     listed = pending.pending(wallet)
     assert [item["payment_id"] for item in listed] == [waiting["payment_id"]]
     assert listed[0]["amount"] == "80.00" and listed[0]["merchant"]
@@ -208,60 +210,58 @@ def test_confirm_moves_the_money_once(live_server: LiveServer, tmp_path: Path) -
     assert till.payment(waiting["payment_id"])["status"] == "pending_confirmation"
     paid = pending.confirm(wallet, waiting["payment_id"], PIN)
     assert paid["status"] == "succeeded" and paid["amount"] == "80.00"
-    assert _balance_minor(live_server, name) == before - 8000
-    assert _entries_of(live_server, waiting["payment_id"]) == [-8000, 8000]
+    assert _balance_minor(server, name) == before - 8000
+    assert _entries_of(server, waiting["payment_id"]) == [-8000, 8000]
     refused("payment_not_pending", pending.confirm, wallet, waiting["payment_id"], PIN)
     assert till.cancel(waiting["payment_id"])["status"] == "succeeded"  # too late to cancel
-    assert _balance_minor(live_server, name) == before - 8000
+    assert _balance_minor(server, name) == before - 8000
     assert pending.pending(wallet) == []
 
 
-def test_decline_and_cancel_move_nothing(live_server: LiveServer, tmp_path: Path) -> None:
-    name, wallet = _customer(live_server, tmp_path, payment_max="5.00")
-    till = new_till(live_server)
+def test_decline_and_cancel_move_nothing(server: Server, tmp_path: Path) -> None:
+    name, wallet = _customer(server, tmp_path, payment_max="5.00")
+    till = new_till(server)
     declined, cancelled = _pay(till, wallet, "7.00"), _pay(till, wallet, "8.00")
-    before = _balance_minor(live_server, name)
+    before = _balance_minor(server, name)
     said_no = pending.decline(wallet, declined["payment_id"])
     assert (said_no["status"], said_no["failure_code"]) == ("declined", "declined_by_customer")
     gave_up = till.cancel(cancelled["payment_id"])
     assert (gave_up["status"], gave_up["failure_code"]) == ("cancelled", "cancelled_by_merchant")
     for payment in (declined, cancelled):
         refused("payment_not_pending", pending.confirm, wallet, payment["payment_id"], PIN)
-        assert _entries_of(live_server, payment["payment_id"]) == []
-    assert _balance_minor(live_server, name) == before
+        assert _entries_of(server, payment["payment_id"]) == []
+    assert _balance_minor(server, name) == before
 
 
-def test_confirm_after_the_deadline_is_refused(live_server: LiveServer, tmp_path: Path) -> None:
-    name, wallet = _customer(live_server, tmp_path, payment_max="5.00")
-    till = new_till(live_server)
+def test_confirm_after_the_deadline_is_refused(server: Server, tmp_path: Path) -> None:
+    name, wallet = _customer(server, tmp_path, payment_max="5.00")
+    till = new_till(server)
     waiting = _pay(till, wallet, "9.00")
-    with live_server.session() as session:
+    with server.session() as session:
         payment = session.get(Payment, waiting["payment_id"])
         assert payment is not None
         payment.confirm_by_s = time.time() - 1
-    before = _balance_minor(live_server, name)
+    before = _balance_minor(server, name)
     refused("confirmation_expired", pending.confirm, wallet, waiting["payment_id"], PIN)
     ended = till.payment(waiting["payment_id"])
     assert (ended["status"], ended["failure_code"]) == ("cancelled", "confirmation_expired")
-    assert _balance_minor(live_server, name) == before
+    assert _balance_minor(server, name) == before
 
 
-def test_confirm_without_funds_fails_and_moves_nothing(
-    live_server: LiveServer, tmp_path: Path
-) -> None:
-    name, wallet = _customer(live_server, tmp_path, payment_max="5.00")
-    till = new_till(live_server)
+def test_confirm_without_funds_fails_and_moves_nothing(server: Server, tmp_path: Path) -> None:
+    name, wallet = _customer(server, tmp_path, payment_max="5.00")
+    till = new_till(server)
     first, second = _pay(till, wallet, "6000.00"), _pay(till, wallet, "6000.00")
     pending.confirm(wallet, first["payment_id"], PIN)
     error = refused("insufficient_funds", pending.confirm, wallet, second["payment_id"], PIN)
     assert error.status == 422
     assert till.payment(second["payment_id"])["failure_code"] == "insufficient_funds"
-    assert _balance_minor(live_server, name) == 400000
+    assert _balance_minor(server, name) == 400000
 
 
-def test_wrong_pins_are_throttled(live_server: LiveServer, tmp_path: Path) -> None:
-    _, wallet = _customer(live_server, tmp_path, payment_max="5.00")
-    till = new_till(live_server)
+def test_wrong_pins_are_throttled(server: Server, tmp_path: Path) -> None:
+    _, wallet = _customer(server, tmp_path, payment_max="5.00")
+    till = new_till(server)
     waiting = _pay(till, wallet, "9.00")
     for _ in range(5):
         refused("pin_invalid", pending.confirm, wallet, waiting["payment_id"], WRONG_PIN)
@@ -270,17 +270,17 @@ def test_wrong_pins_are_throttled(live_server: LiveServer, tmp_path: Path) -> No
     assert till.payment(waiting["payment_id"])["status"] == "pending_confirmation"
 
 
-def test_another_customers_payment_is_not_found(live_server: LiveServer, tmp_path: Path) -> None:
-    _, wallet = _customer(live_server, tmp_path, payment_max="5.00")
-    _, stranger = _customer(live_server, tmp_path)
-    waiting = _pay(new_till(live_server), wallet, "9.00")
+def test_another_customers_payment_is_not_found(server: Server, tmp_path: Path) -> None:
+    _, wallet = _customer(server, tmp_path, payment_max="5.00")
+    _, stranger = _customer(server, tmp_path)
+    waiting = _pay(new_till(server), wallet, "9.00")
     refused("not_found", pending.confirm, stranger, waiting["payment_id"], PIN)
     refused("not_found", pending.decline, stranger, waiting["payment_id"])
     assert pending.pending(stranger) == []
 
 
-def test_a_pin_needs_the_password(live_server: LiveServer, tmp_path: Path) -> None:
-    _, wallet = _customer(live_server, tmp_path)
+def test_a_pin_needs_the_password(server: Server, tmp_path: Path) -> None:
+    _, wallet = _customer(server, tmp_path)
     refused("unauthorized", pending.set_pin, wallet, password="not it", pin="111111")
     bad = refused("invalid_request", online.signed_call, wallet, "POST", "/v1/wallet/pin",
                   {"password": PASSWORD, "pin": "12ab56"}, idempotency_key="k-bad-pin")  # fmt: skip
@@ -293,13 +293,14 @@ def test_a_pin_needs_the_password(live_server: LiveServer, tmp_path: Path) -> No
 @pytest.fixture(scope="module")
 def shop(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     home = tmp_path_factory.mktemp("step-up")
-    shop = open_shop(live_server, home, merchants=[MERCHANT], top_up="5000.00")
+    shop = open_shop(live_server, home, merchants=[MERCHANT], top_up="5000.00", in_process=True)
     shop.wallet("set-pin", "--stdin", stdin=f"{PASSWORD}\n{PIN}\n")
     yield shop
 
 
 def _pos_charge(shop: Shop, code: str, amount: str, wait_s: str) -> Any:
-    return shop.pos(
+    """`paycode-pos charge` as a process, which may wait while this thread is the customer."""
+    return shop.spawn_pos(
         "charge", "--amount", amount, "--source", "stdin", "--confirm-wait-s", wait_s,
         stdin=code + "\n",
     )  # fmt: skip
@@ -349,8 +350,8 @@ def test_pos_cancels_after_its_wait(shop: Shop) -> None:
     assert shop.wallet("pending")["items"] == []
 
 
-def test_server_rejections_are_typed(live_server: LiveServer, tmp_path: Path) -> None:
-    _, wallet = _customer(live_server, tmp_path)
+def test_server_rejections_are_typed(server: Server, tmp_path: Path) -> None:
+    _, wallet = _customer(server, tmp_path)
     with pytest.raises(ServerRejected) as caught:
         online.signed_call(
             wallet, "POST", "/v1/wallet/payments/pay_0000000000000000/confirm",

@@ -54,11 +54,12 @@ from paycode.shared.timestep import step_at
 from paycode.shared.verify import verify_code
 from paycode.shared.versions.base import Accepted, DeviceCredential, DeviceRecord, VerifyContext
 from paycode.shared.versions.registry import by_name
-from tests.support.bank import SHUTDOWN_POLL_S
 
 ALICE, ALICE_PASSWORD = "alice", "correct horse battery staple"
 BOB, BOB_PASSWORD = "bob", "tr0ub4dor&3"
 VERSIONS = ("v1", "v2", "v3")
+SHUTDOWN_POLL_S = 0.02
+"""How often the served app's loop looks for shutdown (the default 0.5 s delays teardown)."""
 
 
 # --- fixtures and helpers ---------------------------------------------------------------------

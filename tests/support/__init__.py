@@ -3,10 +3,13 @@
     servers     the server fixtures (`server` in this process, `live_server` as a process),
                 PostgreSQL databases, commands run as processes or in this process
     shop        the one shop builder: customers with wallets and merchants with tills, as
-                library objects or through the console scripts a person types
-    bank        an app with a user, devices of every version and two merchants, built directly
-                on the database (server unit tests)
+                library objects or through the console scripts a person types; banks (devices
+                and tills written to the database) for tests that make codes themselves
+    bank        an app of its own with a user, devices and merchants, served by werkzeug in a
+                thread: only tests/reliability/test_authorization.py still uses it (the server
+                tests use the `server` fixture and shop.open_bank)
     dashboard   a browser-like client for /dashboard (cookies, CSRF)
+    in_process  urllib through an in-process server's app; its configuration changed for a test
     races       two `serve` instances on one PostgreSQL database (tests/reliability/test_races.py)
     protocol    the published test vectors and an in-memory device registry
     wallet_stub a stand-in wallet API for the wallet library's own tests

@@ -1,48 +1,30 @@
-"""A merchant with a dashboard password and a till, and a cookie-keeping HTTP client for the
-dashboard pages (tests/test_dashboard.py over HTTP, tests/test_dashboard_browser.py in chromium).
+"""A merchant with a dashboard password and a till (the one shop builder's new_merchant), and a
+cookie-keeping HTTP client for the dashboard pages of any server, in this process or live
+(tests/dashboard/test_dashboard.py; test_dashboard_browser.py drives chromium instead).
 """
 
 from __future__ import annotations
 
 import http.cookiejar
 import re
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from email.message import Message
 
-from paycode.merchant_pos.terminal_client import TerminalClient
-from paycode.server.config import ServerConfig
 from paycode.server.dashboard import access
-from paycode.server.operations import admin
-from paycode.server.safety.secretbox import SecretBox
-from tests.support.servers import LiveServer
-from tests.support.shop import unique
+from tests.support.in_process import opener
+from tests.support.servers import Server
+from tests.support.shop import MerchantTill, new_merchant
 
 DASHBOARD_PASSWORD = "dashboard password 1"
 HTTP_TIMEOUT_S = 10.0
 
 
-@dataclass(frozen=True)
-class Shop:
-    name: str
-    merchant_id: str
-    till: TerminalClient
-
-
-def open_shop(server: LiveServer, prefix: str = "Shop") -> Shop:
-    """A fresh merchant with DASHBOARD_PASSWORD and one terminal, made in-process as
-    `merchants create`, `merchants set-password` and `terminals create` make them."""
-    name = unique(prefix)
-    box = SecretBox.from_config(ServerConfig.from_env(server.env))
-    with server.session() as session:
-        merchant = admin.create_merchant(session, name, "CNY", now_s=time.time())
-        access.set_password(session, merchant.id, DASHBOARD_PASSWORD)
-        terminal, secret = admin.create_terminal(session, box, name, time.time())
-        merchant_id, key_id = merchant.id, terminal.id
-    return Shop(name, merchant_id, TerminalClient(server.url, key_id, secret, sleep=lambda _s: 0))
+def open_shop(server: Server, prefix: str = "Shop") -> MerchantTill:
+    """A fresh merchant with DASHBOARD_PASSWORD and one terminal (new_merchant)."""
+    return new_merchant(server, prefix, dashboard_password=DASHBOARD_PASSWORD)
 
 
 @dataclass(frozen=True)
@@ -65,19 +47,20 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 @dataclass
 class Browser:
-    """Just enough of a browser: cookies, forms, and redirects seen one by one."""
+    """Just enough of a browser: cookies, forms, and redirects seen one by one, on `server`
+    wherever it runs (tests.support.in_process.opener)."""
 
-    base_url: str
+    server: Server
     cookies: http.cookiejar.CookieJar = field(default_factory=http.cookiejar.CookieJar)
 
     def _open(self, path: str, form: dict[str, str] | None) -> Page:
-        opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(self.cookies), _NoRedirect
+        browser = opener(
+            self.server, urllib.request.HTTPCookieProcessor(self.cookies), _NoRedirect()
         )
         data = None if form is None else urllib.parse.urlencode(form).encode()
-        request = urllib.request.Request(self.base_url + path, data=data)
+        request = urllib.request.Request(self.server.url + path, data=data)
         try:
-            with opener.open(request, timeout=HTTP_TIMEOUT_S) as reply:
+            with browser.open(request, timeout=HTTP_TIMEOUT_S) as reply:
                 return Page(reply.status, reply.read().decode(), reply.headers, path)
         except urllib.error.HTTPError as error:
             body = error.read().decode()

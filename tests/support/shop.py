@@ -7,9 +7,18 @@ the same operator services `paycode-server users create` and `merchants create` 
 the commands themselves run those). Servers are module-scoped, so every helper makes fresh
 names.
 
+Merchants (`new_merchant`): a merchant and one till, optionally notified at a URL (made by
+`merchants create --notify-url`, which issues the signing secret) or with a dashboard password.
+
+Banks (`open_bank`): a customer with a device of every live version and merchants with a till
+each, written directly to the database as enrollment and `terminals create` store them, for
+tests that make codes themselves (any counter, time step or merchant binding) and read the
+ledger.
+
 Console level (CLI end-to-end tests): `open_shop` makes a customer 'carol' with a wallet home
 and a POS home per merchant, and `Shop.wallet` / `Shop.pos` run `paycode-wallet` and
-`paycode-pos` with --json, as a person would type them.
+`paycode-pos` with --json, as a person would type them: as processes, or with `in_process`
+their main(argv) in this process (run_in_process); `Shop.ran` keeps every command's output.
 """
 
 from __future__ import annotations
@@ -27,22 +36,47 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from paycode.appkit.http_client import ServerClient
 from paycode.client import keystore, online
 from paycode.client.wallet import Wallet
 from paycode.merchant_pos.terminal_client import TerminalClient
+from paycode.server.books import ledger
 from paycode.server.config import ServerConfig
+from paycode.server.dashboard import access
+from paycode.server.database.models import Device, User, new_id
 from paycode.server.operations import admin
+from paycode.server.safety import keyring
 from paycode.server.safety.secretbox import SecretBox
+from paycode.shared.enrollment import new_ed25519_seed
 from paycode.shared.errors import ServerRejected
-from tests.support.servers import Server, run_command
+from paycode.shared.timestep import step_at
+from paycode.shared.versions.base import DeviceCredential
+from paycode.shared.versions.registry import VERSIONS, by_name
+from tests.support.servers import Server, run_command, run_in_process
 
 PASSWORD = "shop test password"
 """Every customer's log-in password (users are made with fresh names)."""
 PASSPHRASE = "phone test wallet"
 FAST_SCRYPT_N = 2**10
 """Wallets made in-process use cheap scrypt: a test opens and saves keystores many times."""
+WALLET_MODULE = "paycode.client.cli"
+POS_MODULE = "paycode.merchant_pos.cli"
+
+
+@dataclass(frozen=True)
+class Ran:
+    """One console command a Shop ran (`script` is paycode-wallet, paycode-pos or
+    paycode-server), its arguments and what it did."""
+
+    script: str
+    args: tuple[str, ...]
+    done: subprocess.CompletedProcess[str]
+
+    @property
+    def output(self) -> str:
+        return self.done.stdout + self.done.stderr
 
 
 @dataclass
@@ -52,6 +86,32 @@ class Shop:
     env: dict[str, str]
     tills: dict[str, Path] = field(default_factory=dict)
     """Merchant name -> its POS home."""
+    in_process: bool = False
+    """Run paycode-wallet and paycode-pos as main(argv) in this process (run_in_process), not
+    as processes: needed on an InProcessServer, a second a command sooner on a live one. One
+    at a time, from the main thread; `spawn_pos` (and `pos(wrap=...)`) still spawn."""
+    ran: list[Ran] = field(default_factory=list)
+    """Every command the shop ran, in order, with its output (for scans of what was printed)."""
+
+    def _kept(
+        self, script: str, args: tuple[str, ...], done: subprocess.CompletedProcess[str]
+    ) -> subprocess.CompletedProcess[str]:
+        self.ran.append(Ran(script, args, done))
+        return done
+
+    def _pos_env(self, merchant: str) -> dict[str, str]:
+        pos_home = self.tills[merchant or next(iter(self.tills))]
+        return self.env | {"PAYCODE_POS_HOME": str(pos_home)}
+
+    def spawn_pos(self, *args: str, merchant: str = "", stdin: str | None = None) -> Any:
+        """`paycode-pos --json ARGS` as a process, whatever `in_process` says: a POS that waits
+        while this thread plays the customer, or whose exit status is the point."""
+        command = [sys.executable, "-m", POS_MODULE, "--json", *args]
+        return self._kept("paycode-pos", args, run_command(command, self._pos_env(merchant), stdin))
+
+    def server_cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """`paycode-server ARGS` against the shop's database, in this process, kept in `ran`."""
+        return self._kept("paycode-server", args, self.server.cli_in_process(*args, stdin=stdin))
 
     @property
     def wallet_home(self) -> Path:
@@ -64,11 +124,20 @@ class Shop:
         stdin: str | None = None,
         wrap: list[str] | None = None,
     ) -> Any:
+        if self.in_process and wrap is None:
+            env = self._pos_env(merchant)
+            done = run_in_process(POS_MODULE, env, "--json", *args, stdin=stdin)
+            return self._kept("paycode-pos", args, done)
         pos_home = self.tills[merchant or next(iter(self.tills))]
         command = [*(wrap or []), sys.executable, "-m", "paycode.merchant_pos.cli", "--json", *args]
-        return run_command(command, self.env | {"PAYCODE_POS_HOME": str(pos_home)}, stdin)
+        done = run_command(command, self.env | {"PAYCODE_POS_HOME": str(pos_home)}, stdin)
+        return self._kept("paycode-pos", args, done)
 
     def wallet_raw(self, *args: str, stdin: str | None = None) -> Any:
+        if self.in_process:
+            home = ("--json", "--home", str(self.wallet_home))
+            done = run_in_process(WALLET_MODULE, self.env, *home, *args, stdin=stdin)
+            return self._kept("paycode-wallet", args, done)
         command = [
             sys.executable,
             "-m",
@@ -77,7 +146,7 @@ class Shop:
             "--home",
             str(self.wallet_home),
         ]
-        return run_command([*command, *args], self.env, stdin)
+        return self._kept("paycode-wallet", args, run_command([*command, *args], self.env, stdin))
 
     def wallet(self, *args: str, stdin: str | None = None) -> dict[str, Any]:
         return ok_json(self.wallet_raw(*args, stdin=stdin))
@@ -90,9 +159,9 @@ class Shop:
 
     def add_till(self, merchant: str) -> None:
         """Create the merchant and a terminal, and configure a POS home for it."""
-        made = self.server.cli_in_process("merchants", "create", merchant, "--currency", "CNY")
+        made = self.server_cli("merchants", "create", merchant, "--currency", "CNY")
         assert made.returncode == 0, made.stdout + made.stderr
-        terminal = ok_json(self.server.cli_in_process("--json", "terminals", "create", merchant))
+        terminal = ok_json(self.server_cli("--json", "terminals", "create", merchant))
         self.tills[merchant] = self.home / f"till-{len(self.tills)}"
         configured = self.pos(
             "configure",
@@ -107,16 +176,19 @@ class Shop:
         ok_json(configured)
 
 
-def open_shop(server: Server, home: Path, *, merchants: list[str], top_up: str) -> Shop:
-    """A customer 'carol' with `top_up` CNY and a wallet enrolled in every version."""
-    created = server.cli_in_process(
+def open_shop(
+    server: Server, home: Path, *, merchants: list[str], top_up: str, in_process: bool = False
+) -> Shop:
+    """A customer 'carol' with `top_up` CNY and a wallet enrolled in every version; with
+    `in_process` the shop runs the wallet and the POS in this process (Shop.in_process)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYCODE_")}
+    env |= {"PAYCODE_WALLET_PASSPHRASE": "shop test wallet", "PYTHONUNBUFFERED": "1"}
+    shop = Shop(server, home, env, in_process=in_process)
+    created = shop.server_cli(
         "users", "create", "carol", "--password-stdin", "--currency", "CNY", stdin=PASSWORD + "\n"
     )
     assert created.returncode == 0, created.stdout + created.stderr
-    assert server.cli_in_process("users", "top-up", "carol", top_up).returncode == 0
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYCODE_")}
-    env |= {"PAYCODE_WALLET_PASSPHRASE": "shop test wallet", "PYTHONUNBUFFERED": "1"}
-    shop = Shop(server, home, env)
+    assert shop.server_cli("users", "top-up", "carol", top_up).returncode == 0
     for merchant in merchants:
         shop.add_till(merchant)
     shop.wallet(
@@ -207,3 +279,191 @@ def refused(code: str, call: Any, *args: Any, **kwargs: Any) -> ServerRejected:
         call(*args, **kwargs)
     assert caught.value.code == code, (caught.value.code, caught.value.message)
     return caught.value
+
+
+# -- merchants ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MerchantTill:
+    """A merchant (CNY) and one till of it."""
+
+    name: str
+    merchant_id: str
+    till: TerminalClient
+    notify_secret_b64: str = ""
+    """The signing secret `merchants create --notify-url` issued ("" without a notify URL)."""
+
+
+def new_merchant(
+    server: Server,
+    prefix: str = "Shop",
+    *,
+    notify_url: str | None = None,
+    dashboard_password: str | None = None,
+) -> MerchantTill:
+    """A fresh merchant with one terminal. With `notify_url` the merchant is made by
+    `paycode-server merchants create --notify-url` run in this process, as only that command
+    issues the notification secret; otherwise in-process with the operator services that
+    `merchants create` runs. `dashboard_password` is set as `merchants set-password` sets it."""
+    name = unique(prefix)
+    notify_secret_b64 = ""
+    if notify_url is not None:
+        made = ok_json(
+            server.cli_in_process("--json", "merchants", "create", name, "--notify-url", notify_url)
+        )
+        notify_secret_b64 = str(made["notify_secret"])
+    box = SecretBox.from_config(ServerConfig.from_env(server.env))
+    with server.session() as session:
+        if notify_url is None:
+            merchant = admin.create_merchant(session, name, "CNY", now_s=time.time())
+        else:
+            merchant = admin.find_merchant(session, name)
+        if dashboard_password is not None:
+            access.set_password(session, merchant.id, dashboard_password)
+        terminal, secret = admin.create_terminal(session, box, name, time.time())
+        merchant_id, key_id = merchant.id, terminal.id
+    till = TerminalClient(server.url, key_id, secret, sleep=lambda _s: None)
+    return MerchantTill(name, merchant_id, till, notify_secret_b64)
+
+
+# -- banks: devices and terminals written to the database ---------------------------------------
+
+
+@dataclass
+class Bank:
+    """A customer with one device per live version and merchants with a till each, on a
+    (possibly shared) server: see open_bank."""
+
+    server: Server
+    user_id: str
+    credentials: dict[str, DeviceCredential]
+    """Device id -> its credential, as the customer's phone holds it."""
+    terminals: dict[str, tuple[str, bytes]]
+    """Merchant id -> (terminal key id, secret), in the order the merchants were made."""
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def device(self, version: str) -> tuple[str, DeviceCredential]:
+        """The customer's device of `version`: (device id, credential)."""
+        for device_id, credential in self.credentials.items():
+            if credential.version == version:
+                return device_id, credential
+        raise KeyError(version)
+
+    def code(self, version: str, *, counter: int = 0, at_s: float | None = None) -> str:
+        """A code of the customer's `version` device, for the time step of `at_s` (now)."""
+        _, credential = self.device(version)
+        step = step_at(time.time() if at_s is None else at_s)
+        return by_name(version).generate(credential, step=step, counter=counter)
+
+    def merchant_id(self, index: int = 0) -> str:
+        return list(self.terminals)[index]
+
+    def till(self, index: int = 0) -> TerminalClient:
+        """A terminal client of the `index`-th merchant's till (no waits between retries)."""
+        key_id, secret = list(self.terminals.values())[index]
+        return TerminalClient(self.server.url, key_id, secret, sleep=lambda _s: None)
+
+    def balance_minor(self, owner_kind: str, owner_id: str, currency: str = "CNY") -> int:
+        with self.server.session() as session:
+            found = ledger.account(session, owner_kind, owner_id, currency)
+            assert found is not None
+            return found.balance_minor
+
+    def ledger_sum_minor(self) -> int:
+        """The sum of every ledger entry on the server (zero while the books balance)."""
+        with self.server.session() as session:
+            return ledger.ledger_sum_minor(session)
+
+    def revoke(self, device_id: str) -> None:
+        with self.server.session() as session:
+            device = session.scalars(select(Device).where(Device.id == device_id)).one()
+            device.revoked_at_s = time.time()
+
+
+def open_bank(
+    server: Server,
+    start_minor: int,
+    *,
+    merchants: int = 2,
+    pinless_count_max: int | None = None,
+) -> Bank:
+    """A fresh customer with `start_minor` CNY and one device per live version, and
+    `merchants` fresh merchants with a till each. The rows are written directly, keyed and
+    sealed the way enrollment and `terminals create` store them: a phone and an enrollment
+    per test would cost a password hash and several requests. `pinless_count_max` raises the
+    customer's daily password-free count."""
+    user_id = bank_user(server, start_minor, pinless_count_max=pinless_count_max)
+    credentials = bank_devices(server, user_id)
+    terminals = dict(bank_merchant(server) for _ in range(merchants))
+    return Bank(server, user_id, credentials, terminals)
+
+
+def bank_user(server: Server, balance_minor: int, *, pinless_count_max: int | None = None) -> str:
+    """A fresh user (no usable password) with one CNY account holding `balance_minor`; its id."""
+    now_s = time.time()
+    with server.session() as session:
+        user = User(
+            id=new_id("usr"), name=unique("bank"), password_hash="scrypt$unused", created_at_s=now_s
+        )
+        session.add(user)
+        session.flush()
+        account = ledger.open_account(session, "user", user.id, "CNY")
+        account.pinless_daily_count_max = pinless_count_max
+        if balance_minor:
+            ledger.transfer(
+                session,
+                kind="top_up",
+                debit=ledger.system_account(session, "CNY"),
+                credit=account,
+                amount_minor=balance_minor,
+                now_s=now_s,
+            )
+        return user.id
+
+
+def bank_devices(server: Server, user_id: str) -> dict[str, DeviceCredential]:
+    """One device per live version for `user_id`, keyed and sealed as enrollment stores them."""
+    box = SecretBox.from_config(ServerConfig.from_env(server.env))
+    now_s = time.time()
+    credentials: dict[str, DeviceCredential] = {}
+    with server.session() as session:
+        _, current = keyring.load_keys(session, box)
+        for codec in VERSIONS:
+            device_id, handle = new_id("dev"), codec.new_handle()
+            row = Device(
+                id=device_id,
+                user_id=user_id,
+                version=codec.version,
+                handle=handle,
+                drift_steps=0,
+                label="test",
+                created_at_s=now_s,
+            )
+            if codec.version == "v3":
+                seed, public = new_ed25519_seed()
+                row.public_key = public
+                credentials[device_id] = DeviceCredential(
+                    "v3", handle, seed, seal_public_key=current["seal_public"]
+                )
+            else:
+                device_key = os.urandom(32)
+                row.key_id, row.key_sealed = box.seal(device_key, row_id=device_id)
+                credentials[device_id] = DeviceCredential(
+                    codec.version, handle, device_key, hiding_key=current[codec.version]
+                )
+            session.add(row)
+    return credentials
+
+
+def bank_merchant(server: Server) -> tuple[str, tuple[str, bytes]]:
+    """A fresh CNY merchant with one terminal: (merchant id, (terminal key id, secret))."""
+    box = SecretBox.from_config(ServerConfig.from_env(server.env))
+    name = unique("Bank Shop")
+    with server.session() as session:
+        merchant = admin.create_merchant(session, name, "CNY", now_s=time.time())
+        terminal, secret = admin.create_terminal(session, box, name, time.time())
+        return merchant.id, (terminal.id, secret)
