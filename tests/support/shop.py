@@ -9,7 +9,10 @@ names.
 
 Console level (CLI end-to-end tests): `open_shop` makes a customer 'carol' with a wallet home
 and a POS home per merchant, and `Shop.wallet` / `Shop.pos` run `paycode-wallet` and
-`paycode-pos` with --json, as a person would type them.
+`paycode-pos` with --json, as a person would type them: in this process (the console script's
+main(argv), run_in_process) when the server is an InProcessServer, which no other process could
+reach, and as processes of their own when it is a LiveServer (tests of the process itself, or
+of a command wrapped in another, `wrap=["xvfb-run", ...]`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from paycode.server.config import ServerConfig
 from paycode.server.operations import admin
 from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.errors import ServerRejected
-from tests.support.servers import Server, run_command
+from tests.support.servers import InProcessServer, Server, run_command, run_in_process
 
 PASSWORD = "shop test password"
 """Every customer's log-in password (users are made with fresh names)."""
@@ -57,6 +60,28 @@ class Shop:
     def wallet_home(self) -> Path:
         return self.home / "wallet"
 
+    @property
+    def in_process(self) -> bool:
+        """Whether the console scripts run in this process: only they reach an in-process
+        server (its URL is mounted here, not listened on)."""
+        return isinstance(self.server, InProcessServer)
+
+    def run(
+        self,
+        module: str,
+        args: list[str],
+        env: dict[str, str],
+        stdin: str | None = None,
+        wrap: list[str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """`python -m MODULE ARGS`: its main(argv) in this process for an in-process server,
+        else a process of its own (always one when `wrap`ped, which needs a live server)."""
+        if wrap:
+            assert not self.in_process, "a wrapped command is a process: give it a LiveServer"
+        elif self.in_process:
+            return run_in_process(module, env, *args, stdin=stdin)
+        return run_command([*(wrap or []), sys.executable, "-m", module, *args], env, stdin)
+
     def pos(
         self,
         *args: str,
@@ -65,19 +90,12 @@ class Shop:
         wrap: list[str] | None = None,
     ) -> Any:
         pos_home = self.tills[merchant or next(iter(self.tills))]
-        command = [*(wrap or []), sys.executable, "-m", "paycode.merchant_pos.cli", "--json", *args]
-        return run_command(command, self.env | {"PAYCODE_POS_HOME": str(pos_home)}, stdin)
+        env = self.env | {"PAYCODE_POS_HOME": str(pos_home)}
+        return self.run("paycode.merchant_pos.cli", ["--json", *args], env, stdin, wrap)
 
     def wallet_raw(self, *args: str, stdin: str | None = None) -> Any:
-        command = [
-            sys.executable,
-            "-m",
-            "paycode.client.cli",
-            "--json",
-            "--home",
-            str(self.wallet_home),
-        ]
-        return run_command([*command, *args], self.env, stdin)
+        options = ["--json", "--home", str(self.wallet_home)]
+        return self.run("paycode.client.cli", [*options, *args], self.env, stdin)
 
     def wallet(self, *args: str, stdin: str | None = None) -> dict[str, Any]:
         return ok_json(self.wallet_raw(*args, stdin=stdin))
