@@ -11,8 +11,9 @@ Console level (CLI end-to-end tests): `open_shop` makes a customer 'carol' with 
 and a POS home per merchant, and `Shop.wallet` / `Shop.pos` run `paycode-wallet` and
 `paycode-pos` with --json, as a person would type them: in this process (the console script's
 main(argv), run_in_process) when the server is an InProcessServer, which no other process could
-reach, and as processes of their own when it is a LiveServer (tests of the process itself, or
-of a command wrapped in another, `wrap=["xvfb-run", ...]`).
+reach, and as processes of their own when it is a LiveServer (tests of the process itself), or
+with `open_shop(..., in_process=True)` in this process over real HTTP to it. A command wrapped
+in another (`wrap=["xvfb-run", ...]`) is always a process, and needs a LiveServer.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class Shop:
     env: dict[str, str]
     tills: dict[str, Path] = field(default_factory=dict)
     """Merchant name -> its POS home."""
+    commands_in_process: bool | None = None
+    """Run the console scripts in this process; None: exactly when the server is in-process."""
 
     @property
     def wallet_home(self) -> Path:
@@ -64,7 +67,10 @@ class Shop:
     def in_process(self) -> bool:
         """Whether the console scripts run in this process: only they reach an in-process
         server (its URL is mounted here, not listened on)."""
-        return isinstance(self.server, InProcessServer)
+        if isinstance(self.server, InProcessServer):
+            assert self.commands_in_process is not False, "no process reaches an in-process server"
+            return True
+        return bool(self.commands_in_process)
 
     def run(
         self,
@@ -77,7 +83,7 @@ class Shop:
         """`python -m MODULE ARGS`: its main(argv) in this process for an in-process server,
         else a process of its own (always one when `wrap`ped, which needs a live server)."""
         if wrap:
-            assert not self.in_process, "a wrapped command is a process: give it a LiveServer"
+            assert not isinstance(self.server, InProcessServer), "a wrapped command is a process"
         elif self.in_process:
             return run_in_process(module, env, *args, stdin=stdin)
         return run_command([*(wrap or []), sys.executable, "-m", module, *args], env, stdin)
@@ -125,8 +131,16 @@ class Shop:
         ok_json(configured)
 
 
-def open_shop(server: Server, home: Path, *, merchants: list[str], top_up: str) -> Shop:
-    """A customer 'carol' with `top_up` CNY and a wallet enrolled in every version."""
+def open_shop(
+    server: Server,
+    home: Path,
+    *,
+    merchants: list[str],
+    top_up: str,
+    in_process: bool | None = None,
+) -> Shop:
+    """A customer 'carol' with `top_up` CNY and a wallet enrolled in every version.
+    `in_process`: Shop.commands_in_process."""
     created = server.cli_in_process(
         "users", "create", "carol", "--password-stdin", "--currency", "CNY", stdin=PASSWORD + "\n"
     )
@@ -134,7 +148,7 @@ def open_shop(server: Server, home: Path, *, merchants: list[str], top_up: str) 
     assert server.cli_in_process("users", "top-up", "carol", top_up).returncode == 0
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYCODE_")}
     env |= {"PAYCODE_WALLET_PASSPHRASE": "shop test wallet", "PYTHONUNBUFFERED": "1"}
-    shop = Shop(server, home, env)
+    shop = Shop(server, home, env, commands_in_process=in_process)
     for merchant in merchants:
         shop.add_till(merchant)
     shop.wallet(

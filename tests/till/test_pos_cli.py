@@ -33,9 +33,10 @@ def till(app_sqlite: Server, tmp_path_factory: pytest.TempPathFactory) -> Shop:
 
 @pytest.fixture(scope="module")
 def live_till(live_sqlite: Server, tmp_path_factory: pytest.TempPathFactory) -> Shop:
-    """The same shop with a live server: its commands are processes over real HTTP."""
+    """The same shop with a live server: its commands run in this process over real HTTP,
+    except the one wrapped in xvfb-run, a process."""
     home = tmp_path_factory.mktemp("pos-live")
-    return open_shop(live_sqlite, home, merchants=["Noodle Bar"], top_up=TOP_UP)
+    return open_shop(live_sqlite, home, merchants=["Noodle Bar"], top_up=TOP_UP, in_process=True)
 
 
 def _video_with(code_text: str, symbology: str, path: Path) -> Path:
