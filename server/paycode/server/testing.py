@@ -463,7 +463,9 @@ def _running(servers: list[Server], *, start: Callable[[Server], None]) -> Itera
         raise
     finally:
         with ThreadPoolExecutor(max_workers=len(servers)) as pool:
-            list(pool.map(Server.stop, servers))  # together: each takes about a second
+            # together: each takes about a second. `server.stop()`, not Server.stop: the
+            # subclass's own (a LiveServer kills its process, an InProcessServer unmounts).
+            list(pool.map(lambda server: server.stop(), servers))
         for server in servers:
             if failed:
                 print(
