@@ -2,29 +2,31 @@
 
 And the sniff-and-spend defence: a code bound to one merchant's poster is refused at another
 merchant's till, burns nothing there, and still pays where it was meant to.
+
+`paycode-pos` and `paycode-wallet` run in this process against the app in this process: what
+they print and what the ledger does is the subject (test_tools_cli.py's demo runs the whole
+flow as processes over real HTTP).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from paycode.appkit.decoding import decode_image_file
 from paycode.merchant_pos.identify import describe
-from tests.support.servers import start_server
+from tests.support.servers import Server
 from tests.support.shop import Shop, ok_json, open_shop
 
 CAFE, SHOP = "Corner Cafe", "Other Shop"
 
 
 @pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+def shop(app_sqlite: Server, tmp_path_factory: pytest.TempPathFactory) -> Shop:
     home = tmp_path_factory.mktemp("collection")
-    with start_server("sqlite") as server:
-        yield open_shop(server, home, merchants=[CAFE, SHOP], top_up="100.00")
+    return open_shop(app_sqlite, home, merchants=[CAFE, SHOP], top_up="100.00")
 
 
 def _poster(shop: Shop, path: Path, *args: str) -> dict[str, object]:

@@ -1,4 +1,9 @@
-"""paycode-pos inspect and paycode-server versions, run as real processes."""
+"""paycode-pos inspect, paycode-server versions, the console scripts' --help, and `make demo`.
+
+`inspect` and `versions` run their console script's main(argv) in this process
+(tests/support/servers.py, run_in_process): what they print is the subject. The scripts' help
+and usage errors (exit codes 0 and 2) and the demo run as processes of their own.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import pytest
 
 from paycode.appkit.rendering import qr_image, save_png
 from tests.support.protocol import load_vectors
+from tests.support.servers import run_in_process
 
 REPO = Path(__file__).resolve().parents[2]
 EMV_EXAMPLE = "hQVDUFYwMWEaTwegAAAAVVVVVw8SNFZ4kBI0WNGRIgESNF8="
@@ -31,8 +37,15 @@ def run(
     )
 
 
+def in_process(
+    module: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`run`, but the console script's main(argv) in this process."""
+    return run_in_process(module, {**os.environ, **(env or {})}, *args)
+
+
 def inspect_json(*args: str) -> dict[str, object]:
-    done = run("paycode.merchant_pos.cli", "inspect", *args, "--json")
+    done = in_process("paycode.merchant_pos.cli", "inspect", *args, "--json")
     assert done.returncode == 0, done.stderr
     reply: dict[str, object] = json.loads(done.stdout)
     return reply
@@ -69,11 +82,13 @@ def test_inspect_image(tmp_path: Path) -> None:
 
 
 def test_inspect_errors_have_codes_and_no_traceback(tmp_path: Path) -> None:
-    missing = run("paycode.merchant_pos.cli", "inspect", "--image", str(tmp_path / "none.png"))
+    missing = in_process(
+        "paycode.merchant_pos.cli", "inspect", "--image", str(tmp_path / "none.png")
+    )
     assert missing.returncode == 1 and "[image_unreadable]" in missing.stderr
     blank = tmp_path / "blank.png"
     save_png(qr_image("x").resize((8, 8)).point(lambda _: 255), blank)
-    empty = run("paycode.merchant_pos.cli", "--json", "inspect", "--image", str(blank))
+    empty = in_process("paycode.merchant_pos.cli", "--json", "inspect", "--image", str(blank))
     assert empty.returncode == 1
     assert json.loads(empty.stdout)["error"]["code"] == "no_code_found"
     for done in (missing, empty):
@@ -83,8 +98,8 @@ def test_inspect_errors_have_codes_and_no_traceback(tmp_path: Path) -> None:
 def test_server_versions_lists_three_live_versions(tmp_path: Path) -> None:
     """The statuses are the database's (server/lifecycle.py): a fresh one has them all active."""
     env = {"PAYCODE_INSTANCE": str(tmp_path), "PAYCODE_DATABASE_URL": ""}
-    assert run("paycode.server.cli", "init-db", env=env).returncode == 0
-    done = run("paycode.server.cli", "versions", "--json", env=env)
+    assert in_process("paycode.server.cli", "init-db", env=env).returncode == 0
+    done = in_process("paycode.server.cli", "versions", "--json", env=env)
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)["versions"]
     assert [r["version"] for r in rows] == ["v1", "v2", "v3"]

@@ -12,7 +12,9 @@
     in_process  urllib through an in-process server's app; its configuration changed for a test
     races       two `serve` instances on one PostgreSQL database (tests/reliability/test_races.py)
     protocol    the published test vectors and an in-memory device registry
-    wallet_stub a stand-in wallet API for the wallet library's own tests
+    wallet_server  the real server as the wallet's tests need it: its verdict on a code at
+                any time, the requests a wallet sent an in-process server, a reply edited
+                on its way back, its wallet clock moved
 
 The servers themselves are started by paycode.server.testing (the benchmarks use it too), and
 camera-like frames come from paycode.merchant_pos.synthetic_frames.

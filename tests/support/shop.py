@@ -17,8 +17,12 @@ ledger.
 
 Console level (CLI end-to-end tests): `open_shop` makes a customer 'carol' with a wallet home
 and a POS home per merchant, and `Shop.wallet` / `Shop.pos` run `paycode-wallet` and
-`paycode-pos` with --json, as a person would type them: as processes, or with `in_process`
-their main(argv) in this process (run_in_process); `Shop.ran` keeps every command's output.
+`paycode-pos` with --json, as a person would type them: in this process (the console script's
+main(argv), run_in_process) when the server is an InProcessServer, which no other process could
+reach, and as processes of their own when it is a LiveServer (tests of the process itself), or
+with `open_shop(..., in_process=True)` in this process over real HTTP to it. A command wrapped
+in another (`wrap=["xvfb-run", ...]`) is always a process, and needs a LiveServer;
+`spawn_pos` always spawns the POS. `Shop.ran` keeps every command's output.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ from paycode.shared.errors import ServerRejected
 from paycode.shared.timestep import step_at
 from paycode.shared.versions.base import DeviceCredential
 from paycode.shared.versions.registry import VERSIONS, by_name
-from tests.support.servers import Server, run_command, run_in_process
+from tests.support.servers import InProcessServer, Server, run_command, run_in_process
 
 PASSWORD = "shop test password"
 """Every customer's log-in password (users are made with fresh names)."""
@@ -86,10 +90,8 @@ class Shop:
     env: dict[str, str]
     tills: dict[str, Path] = field(default_factory=dict)
     """Merchant name -> its POS home."""
-    in_process: bool = False
-    """Run paycode-wallet and paycode-pos as main(argv) in this process (run_in_process), not
-    as processes: needed on an InProcessServer, a second a command sooner on a live one. One
-    at a time, from the main thread; `spawn_pos` (and `pos(wrap=...)`) still spawn."""
+    commands_in_process: bool | None = None
+    """Run the console scripts in this process; None: exactly when the server is in-process."""
     ran: list[Ran] = field(default_factory=list)
     """Every command the shop ran, in order, with its output (for scans of what was printed)."""
 
@@ -106,6 +108,7 @@ class Shop:
     def spawn_pos(self, *args: str, merchant: str = "", stdin: str | None = None) -> Any:
         """`paycode-pos --json ARGS` as a process, whatever `in_process` says: a POS that waits
         while this thread plays the customer, or whose exit status is the point."""
+        assert not isinstance(self.server, InProcessServer), "no process reaches it"
         command = [sys.executable, "-m", POS_MODULE, "--json", *args]
         return self._kept("paycode-pos", args, run_command(command, self._pos_env(merchant), stdin))
 
@@ -117,6 +120,31 @@ class Shop:
     def wallet_home(self) -> Path:
         return self.home / "wallet"
 
+    @property
+    def in_process(self) -> bool:
+        """Whether the console scripts run in this process: only they reach an in-process
+        server (its URL is mounted here, not listened on)."""
+        if isinstance(self.server, InProcessServer):
+            assert self.commands_in_process is not False, "no process reaches an in-process server"
+            return True
+        return bool(self.commands_in_process)
+
+    def run(
+        self,
+        module: str,
+        args: list[str],
+        env: dict[str, str],
+        stdin: str | None = None,
+        wrap: list[str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """`python -m MODULE ARGS`: its main(argv) in this process for an in-process server,
+        else a process of its own (always one when `wrap`ped, which needs a live server)."""
+        if wrap:
+            assert not isinstance(self.server, InProcessServer), "a wrapped command is a process"
+        elif self.in_process:
+            return run_in_process(module, env, *args, stdin=stdin)
+        return run_command([*(wrap or []), sys.executable, "-m", module, *args], env, stdin)
+
     def pos(
         self,
         *args: str,
@@ -124,29 +152,13 @@ class Shop:
         stdin: str | None = None,
         wrap: list[str] | None = None,
     ) -> Any:
-        if self.in_process and wrap is None:
-            env = self._pos_env(merchant)
-            done = run_in_process(POS_MODULE, env, "--json", *args, stdin=stdin)
-            return self._kept("paycode-pos", args, done)
-        pos_home = self.tills[merchant or next(iter(self.tills))]
-        command = [*(wrap or []), sys.executable, "-m", "paycode.merchant_pos.cli", "--json", *args]
-        done = run_command(command, self.env | {"PAYCODE_POS_HOME": str(pos_home)}, stdin)
+        done = self.run(POS_MODULE, ["--json", *args], self._pos_env(merchant), stdin, wrap)
         return self._kept("paycode-pos", args, done)
 
     def wallet_raw(self, *args: str, stdin: str | None = None) -> Any:
-        if self.in_process:
-            home = ("--json", "--home", str(self.wallet_home))
-            done = run_in_process(WALLET_MODULE, self.env, *home, *args, stdin=stdin)
-            return self._kept("paycode-wallet", args, done)
-        command = [
-            sys.executable,
-            "-m",
-            "paycode.client.cli",
-            "--json",
-            "--home",
-            str(self.wallet_home),
-        ]
-        return self._kept("paycode-wallet", args, run_command([*command, *args], self.env, stdin))
+        options = ["--json", "--home", str(self.wallet_home)]
+        done = self.run(WALLET_MODULE, [*options, *args], self.env, stdin)
+        return self._kept("paycode-wallet", args, done)
 
     def wallet(self, *args: str, stdin: str | None = None) -> dict[str, Any]:
         return ok_json(self.wallet_raw(*args, stdin=stdin))
@@ -177,13 +189,18 @@ class Shop:
 
 
 def open_shop(
-    server: Server, home: Path, *, merchants: list[str], top_up: str, in_process: bool = False
+    server: Server,
+    home: Path,
+    *,
+    merchants: list[str],
+    top_up: str,
+    in_process: bool | None = None,
 ) -> Shop:
-    """A customer 'carol' with `top_up` CNY and a wallet enrolled in every version; with
-    `in_process` the shop runs the wallet and the POS in this process (Shop.in_process)."""
+    """A customer 'carol' with `top_up` CNY and a wallet enrolled in every version.
+    `in_process`: Shop.commands_in_process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYCODE_")}
     env |= {"PAYCODE_WALLET_PASSPHRASE": "shop test wallet", "PYTHONUNBUFFERED": "1"}
-    shop = Shop(server, home, env, in_process=in_process)
+    shop = Shop(server, home, env, commands_in_process=in_process)
     created = shop.server_cli(
         "users", "create", "carol", "--password-stdin", "--currency", "CNY", stdin=PASSWORD + "\n"
     )

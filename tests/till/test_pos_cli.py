@@ -1,16 +1,17 @@
-"""paycode-pos end to end: a live server, a real wallet, codes in synthetic camera video.
+"""paycode-pos end to end: a real server, a real wallet, codes in synthetic camera video.
 
 No camera: the wallet's code is composed into 720p frames (distorted, among empty frames and
 foreign codes), written as a video, and `paycode-pos charge --source video:...` must charge it
 exactly once. The numeric code also goes through `--source stdin` as a barcode gun types it.
-Under Xvfb the till's OpenCV window is screenshotted and must show the outcome it printed.
+The commands run in this process against the app in this process (what they print and what the
+ledger does is the subject); under Xvfb the till is a process of its own, over real HTTP to a
+live server, and its OpenCV window is screenshotted and must show the outcome it printed.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -18,17 +19,24 @@ import numpy as np
 import pytest
 
 from paycode.merchant_pos.synthetic_frames import Subject, compose_frame, empty_frame, write_video
-from tests.support.servers import start_server
+from tests.support.servers import Server
 from tests.support.shop import Shop, ok_json, open_shop
 
 TOP_UP = "500.00"
 
 
 @pytest.fixture(scope="module")
-def till(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+def till(app_sqlite: Server, tmp_path_factory: pytest.TempPathFactory) -> Shop:
     home = tmp_path_factory.mktemp("pos")
-    with start_server("sqlite") as server:
-        yield open_shop(server, home, merchants=["Noodle Bar"], top_up=TOP_UP)
+    return open_shop(app_sqlite, home, merchants=["Noodle Bar"], top_up=TOP_UP)
+
+
+@pytest.fixture(scope="module")
+def live_till(live_sqlite: Server, tmp_path_factory: pytest.TempPathFactory) -> Shop:
+    """The same shop with a live server: its commands run in this process over real HTTP,
+    except the one wrapped in xvfb-run, a process."""
+    home = tmp_path_factory.mktemp("pos-live")
+    return open_shop(live_sqlite, home, merchants=["Noodle Bar"], top_up=TOP_UP, in_process=True)
 
 
 def _video_with(code_text: str, symbology: str, path: Path) -> Path:
@@ -116,7 +124,9 @@ def test_scan_timeout_is_a_clear_outcome(till: Shop, tmp_path: Path) -> None:
     assert outcome["code"] == "no_payment_code" and "4 frames scanned" in outcome["message"]
 
 
-def test_window_screenshot_under_xvfb(till: Shop, tmp_path: Path) -> None:
+def test_window_screenshot_under_xvfb(live_till: Shop, tmp_path: Path) -> None:
+    """paycode-pos as a process (under xvfb-run), charging over real HTTP: the till's wire."""
+    till = live_till
     from paycode.merchant_pos.display import render_outcome
     from paycode.merchant_pos.till import SaleOutcome
 

@@ -455,7 +455,7 @@ def _single_backends() -> list[str]:
 
 @dataclass
 class Robustness:
-    """Which frames each single backend and the Scanner read, per (subject, distortion)."""
+    """Which frames zxing, any single backend and the Scanner read, per (subject, distortion)."""
 
     columns: list[str]
     reads: dict[tuple[str, str], dict[str, list[bool]]]
@@ -482,20 +482,30 @@ class Robustness:
 def _subject_reads(
     subject: Subject, names: list[str]
 ) -> dict[tuple[str, str], dict[str, list[bool]]]:
-    """Per distortion, which of one subject's frames each backend and the Scanner read.
-    Top-level so a worker process can run it."""
+    """Per distortion, which of one subject's frames zxing, any single backend and the Scanner
+    read. Top-level so a worker process can run it.
+
+    "any" asks the backends in `names` order and stops at the first that reads the frame:
+    the same answer as asking all of them, for a fraction of the time (zxing, first, reads 95%
+    of the set; pyzbar and OpenCV at full size cost 5 and 8 times as much, and ran on every
+    frame only to fill columns no assertion reads). Their own read rates are the benchmark's
+    (`make bench-scanner`, docs/scanner.md)."""
     decoders = {name: backends.make_backend(name) for name in names}
+    first = names[0]
     scanner = Scanner(clock=frozen)
     reads: dict[tuple[str, str], dict[str, list[bool]]] = {}
     for frame in synthetic_set([subject], per_distortion=FRAMES_PER_DISTORTION):
         cell = reads.setdefault(
-            (_label(subject), frame.distortion), {c: [] for c in [*names, "any", "scanner"]}
+            (_label(subject), frame.distortion), {c: [] for c in [first, "any", "scanner"]}
         )
         gray = to_gray(frame.image)
-        single = [subject.text in {d.text for d in decoders[n].decode(gray)} for n in names]
-        for name, read in zip(names, single, strict=True):
-            cell[name].append(read)
-        cell["any"].append(any(single))
+
+        def reads_it(name: str, gray: decoding.Gray = gray) -> bool:
+            return subject.text in {d.text for d in decoders[name].decode(gray)}
+
+        first_read = reads_it(first)
+        cell[first].append(first_read)
+        cell["any"].append(first_read or any(reads_it(name) for name in names[1:]))
         scanner.reset()
         cell["scanner"].append([d.text for d in scanner.scan_frame(frame.image)] == [subject.text])
     return reads
@@ -511,7 +521,7 @@ def robustness() -> Robustness:
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         parts = list(pool.map(_subject_reads, SUBJECTS, [names] * len(SUBJECTS)))
     reads = {key: cell for part in parts for key, cell in part.items()}
-    return Robustness([*names, "any", "scanner"], reads)
+    return Robustness([names[0], "any", "scanner"], reads)
 
 
 def test_robustness_scanner_reads_what_any_single_backend_reads(robustness: Robustness) -> None:

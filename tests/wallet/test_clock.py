@@ -1,9 +1,10 @@
 """Clocks: a phone whose clock is off, the wallet re-syncing on every online call, the `code`
 command's warning, and the drift the server learns per device from accepted codes.
 
-Over real HTTP against a live server on SQLite and on PostgreSQL (tests/live_server.py). The
-phone's clock is moved by giving the wallet library a skewed clock (`local_now_s`, and the
-clock its HTTP client stamps signatures with); the server keeps the real one.
+Against the real app in this process, on SQLite and on PostgreSQL (tests/support/servers.py):
+what the server answers and learns is the subject, not HTTP. The phone's clock is moved by giving
+the wallet library a skewed clock (`local_now_s`, and the clock its HTTP client stamps
+signatures with); the server keeps the real one.
 """
 
 from __future__ import annotations
@@ -12,10 +13,7 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,7 +39,7 @@ from paycode.shared.versions.base import (
     VerifyContext,
     judge_window,
 )
-from tests.support.servers import LiveServer, run_command
+from tests.support.servers import InProcessServer, Server, run_in_process
 from tests.support.shop import (
     PASSPHRASE,
     charge,
@@ -63,8 +61,8 @@ def _fast_keystore(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def till(live_server: LiveServer) -> TerminalClient:
-    return new_till(live_server)
+def till(server: Server) -> TerminalClient:
+    return new_till(server)
 
 
 class SkewedClock:
@@ -89,33 +87,29 @@ def phone_clock(monkeypatch: pytest.MonkeyPatch, skew_s: float) -> Iterator[Skew
         yield clock
 
 
-def raw_charge(till: TerminalClient, code: str) -> tuple[int, dict[str, Any]]:
-    """A charge sent by hand, to read the whole answer (problem members included)."""
+def raw_charge(server: Server, till: TerminalClient, code: str) -> tuple[int, dict[str, Any]]:
+    """A charge signed and sent by hand to the app, to read the whole answer (problem members
+    included)."""
+    assert isinstance(server, InProcessServer) and server.app is not None
     body = json.dumps({"code": code, "amount": "1.00", "currency": "CNY"}).encode()
     headers = terminal_auth.sign_headers(
         till.key_id, till.secret, "POST", "/v1/charges", body, timestamp_s=int(time.time())
     )
     headers |= {"Content-Type": "application/json", "Idempotency-Key": str(uuid.uuid4())}
-    request = urllib.request.Request(
-        f"{till.base_url}/v1/charges", data=body, headers=headers, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    reply = server.app.test_client().post("/v1/charges", data=body, headers=headers)
+    return reply.status_code, json.loads(reply.get_data())
 
 
 def test_a_phone_5_minutes_off_is_told_then_resyncs_with_one_call(
-    live_server: LiveServer,
+    server: Server,
     till: TerminalClient,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    phone = new_phone(live_server, tmp_path / "p", new_user(live_server), ["v1", "v3"])
+    phone = new_phone(server, tmp_path / "p", new_user(server), ["v1", "v3"])
     assert abs(phone.clock_offset_s) < 2.0  # enrolled while its clock was right
     clock = SkewedClock(300.0)  # then it jumped 5 minutes ahead
-    status, problem = raw_charge(till, code_of(phone, "v1", local_now_s=clock.time()))
+    status, problem = raw_charge(server, till, code_of(phone, "v1", local_now_s=clock.time()))
     assert (status, problem["code"]) == (422, "code_expired")
     assert "clock looks off by about 300 seconds (ahead of the server)" in problem["detail"]
     assert abs(problem["server_time"] - time.time()) < 5
@@ -130,11 +124,11 @@ def test_a_phone_5_minutes_off_is_told_then_resyncs_with_one_call(
 
 
 def test_a_signature_refused_for_the_clock_is_signed_again_once(
-    live_server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """10 minutes off: past the 300 s the server allows a signature. The refusal still
     carries the server's time; the wallet learns it and signs once more."""
-    phone = new_phone(live_server, tmp_path / "p", new_user(live_server), ["v2"])
+    phone = new_phone(server, tmp_path / "p", new_user(server), ["v2"])
     skewed = SkewedClock(-600.0)  # no till in this test
     monkeypatch.setattr(api, "time", skewed)
     monkeypatch.setattr(online, "time", skewed)
@@ -159,11 +153,11 @@ def test_a_signature_refused_for_the_clock_is_signed_again_once(
 
 
 def wallet_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`paycode-wallet --home HOME ARGS`, its main(argv) run in this process: what it prints
+    is the subject (tests/wallet/test_wallet_cli.py runs the console script as a process)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYCODE_")}
     env["PAYCODE_WALLET_PASSPHRASE"] = PASSPHRASE
-    return run_command(
-        [sys.executable, "-m", "paycode.client.cli", "--home", str(home), *args], env
-    )
+    return run_in_process("paycode.client.cli", env, "--home", str(home), *args)
 
 
 def forget_sync_time(home: Path) -> None:
@@ -174,9 +168,9 @@ def forget_sync_time(home: Path) -> None:
 
 
 def test_code_warns_on_stderr_when_the_clock_was_not_checked_lately(
-    live_server: LiveServer, tmp_path: Path
+    server: Server, tmp_path: Path
 ) -> None:
-    phone = new_phone(live_server, tmp_path / "p", new_user(live_server), ["v1"])
+    phone = new_phone(server, tmp_path / "p", new_user(server), ["v1"])
     fresh = wallet_cli(phone.home, "code")
     assert fresh.returncode == 0 and fresh.stderr == ""
     days = CLOCK_SYNC_AGE_S_MAX / 86400 + 1
@@ -202,7 +196,7 @@ def test_code_warns_on_stderr_when_the_clock_was_not_checked_lately(
     assert wallet_cli(phone.home, "code").stderr == ""
 
 
-def drift_of(server: LiveServer, device_id: str) -> int:
+def drift_of(server: Server, device_id: str) -> int:
     with server.session() as session:
         device = session.get(Device, device_id)
         assert device is not None
@@ -217,27 +211,27 @@ def code_ahead(wallet: Wallet, version: str, steps: int) -> str:
 
 
 def test_drift_learned_from_accepted_codes_moves_the_window(
-    live_server: LiveServer, till: TerminalClient, tmp_path: Path
+    server: Server, till: TerminalClient, tmp_path: Path
 ) -> None:
     """A phone whose clock creeps ahead a step at a time is followed (each code is inside
     the window around the drift learned so far); a phone of the same user whose drift was
     never learned is refused for the same clock. A re-synced clock pays at once."""
-    user = new_user(live_server)
-    phone = new_phone(live_server, tmp_path / "p", user, ["v2"])
-    fresh = new_phone(live_server, tmp_path / "f", user, ["v2"])
+    user = new_user(server)
+    phone = new_phone(server, tmp_path / "p", user, ["v2"])
+    fresh = new_phone(server, tmp_path / "f", user, ["v2"])
     device_id = phone.enrollment("v2").device_id
     for steps in (1, 2, 3):  # five charges in all: within a user's password-free day
         assert charge(till, code_ahead(phone, "v2", steps))["status"] == "succeeded"
-        assert drift_of(live_server, device_id) == steps
+        assert drift_of(server, device_id) == steps
     error = refused("code_expired", charge, till, code_ahead(fresh, "v2", 4))
     assert "looks off by about 120 seconds (ahead" in error.message
     assert charge(till, code_ahead(phone, "v2", 4))["status"] == "succeeded"
-    assert drift_of(live_server, device_id) == 4
+    assert drift_of(server, device_id) == 4
     # The wallet re-synced (its clock is right now): its codes pay, and the drift follows.
     # (To 0, or to 1 when the worker that charges holds an older cached drift of 1: a code
     # one step behind the drift it knows reads as latency; see learned_drift.)
     assert charge(till, code_ahead(phone, "v2", 0))["status"] == "succeeded"
-    assert drift_of(live_server, device_id) in (0, 1)
+    assert drift_of(server, device_id) in (0, 1)
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,13 @@
-"""The wallet library: keystore at rest, offline code generation, enrollment over real HTTP.
+"""The wallet library: keystore at rest, offline code generation, enrollment and signed calls.
 
-Codes are checked the way the server checks them: `shared.verify.verify_code` against the
-device records that the stub server (tests/wallet_stub_server.py) kept when it enrolled the
-wallet over real HTTP. Time is a parameter: tests pass `local_now_s`, they never sleep.
+The server is the real app in this process, on SQLite and on PostgreSQL (the `server`
+fixture). Codes are checked the way its charge checks them: `shared.verify.verify_code` on the
+device rows it wrote and the keys it sealed when it enrolled the wallet
+(tests/support/wallet_server.py), at a time the test chooses. Time is a parameter: tests pass
+`local_now_s`, they never sleep. The requests a wallet sends are read off the in-process wire;
+the grant that allows fewer codes than the version does is the server's, edited on its way
+back (no honest server sends one). The wallet's requests over a real socket are
+tests/wallet/test_wallet_cli.py's.
 """
 
 from __future__ import annotations
@@ -10,13 +15,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,6 @@ from paycode.shared import wallet_auth
 from paycode.shared.binding import MerchantBinding, charging_point_bindings
 from paycode.shared.errors import CounterExhausted, ServerRejected, ServerUnreachable, WalletError
 from paycode.shared.timestep import STEP_SECONDS, step_at
-from paycode.shared.verify import verify_code
 from paycode.shared.versions.base import (
     Accepted,
     DeviceCredential,
@@ -39,54 +41,97 @@ from paycode.shared.versions.base import (
     Reason,
     Rejected,
     Verification,
-    VerifyContext,
 )
-from tests.support.wallet_stub import DEFAULT_USERS, WalletStub, closed_port_url, running_stub
+from paycode.shared.versions.registry import by_name
+from tests.support.servers import InProcessServer, Server, start_server
+from tests.support.shop import PASSWORD, charge, code_of, new_till, new_user
+from tests.support.wallet_server import (
+    Verifier,
+    closed_port_url,
+    intercepted,
+    json_edit,
+    server_clock,
+)
 
 PASSPHRASE = "test passphrase, not a secret"
-USER = "alice"
-PASSWORD = DEFAULT_USERS[USER]
+TOP_UP = "100.00"
 VERSIONS = ["v1", "v2", "v3"]
 T0_S = 1_800_000_000.0
 """A fixed local time at the start of a step (1_800_000_000 is a multiple of 30)."""
 assert T0_S % STEP_SECONDS == 0
+FAST_SCRYPT_N = 2**10
+"""New keystores here use the cheapest scrypt the reader accepts (n is stored in the file, so
+opening works the same); the CLI tests keep the real cost."""
+
+
+def use_test_keystore(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PASSPHRASE_ENV, PASSPHRASE)
+    monkeypatch.setattr(keystore, "SCRYPT_N", FAST_SCRYPT_N)
 
 
 @pytest.fixture(autouse=True)
 def _passphrase(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(PASSPHRASE_ENV, PASSPHRASE)
-    # New keystores here use the cheapest scrypt the reader accepts (n is stored in the file,
-    # so opening works the same); the CLI tests keep the real cost.
-    monkeypatch.setattr(keystore, "SCRYPT_N", 2**10)
+    use_test_keystore(monkeypatch)
 
 
-@pytest.fixture
-def stub() -> Iterator[WalletStub]:
-    with running_stub() as server:
-        yield server
+@pytest.fixture(scope="module")
+def verifier(server: Server) -> Verifier:
+    return Verifier(server)
+
+
+@pytest.fixture(scope="module")
+def customer(server: Server) -> str:
+    """A user (TOP_UP CNY) whose wallets no test charges: many tests enroll one of their own,
+    and making a user costs a tenth of a second (the server hashes its password with scrypt)."""
+    return new_user(server, "alice", TOP_UP)
 
 
 def enrolled_wallet(
-    home: Path, stub: WalletStub, versions: list[str] = VERSIONS, *, keep_offset: bool = False
+    home: Path,
+    server: Server,
+    versions: list[str] = VERSIONS,
+    *,
+    user: str | None = None,
+    keep_offset: bool = False,
+    server_offset_s: float = 0.0,
 ) -> Wallet:
-    """Enroll over HTTP. The learned offset (a few ms here) is reset to 0 unless kept, so
-    `local_now_s` is exactly the device's time and steps are deterministic."""
+    """Enroll `user` (default: a new one with TOP_UP CNY). The learned offset (a few ms here)
+    is reset to 0 unless kept, so `local_now_s` is exactly the device's time and steps are
+    deterministic. `server_offset_s`: how far the server's clock is from the real one
+    (server_clock)."""
     wallet = Wallet.open_or_create(home)
-    client = ServerClient(stub.url)
-    online.enroll(wallet, client, user=USER, password=PASSWORD, versions=versions)
-    assert abs(wallet.clock_offset_s - stub.server_time_offset_s) < 2.0
+    client = ServerClient(server.url)
+    user = user or new_user(server, "alice", TOP_UP)
+    online.enroll(wallet, client, user=user, password=PASSWORD, versions=versions)
+    assert abs(wallet.clock_offset_s - server_offset_s) < 2.0
     if not keep_offset:
         wallet.record_clock_offset(0.0)
     return wallet
 
 
+@pytest.fixture(scope="module")
+def enrolled_home(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One wallet enrolled in every version per server, which `wallet` copies for each test.
+    Enrolling costs a third of a second (the server checks the password with scrypt), a copy
+    nothing, and a copy is that same keystore: what these tests read and change (the file,
+    its counters, its clock offset) is the copy's own. A test that charges its codes (the
+    copies share devices, so their counters would meet) enrolls a wallet of its own."""
+    home = tmp_path_factory.mktemp("enrolled") / "wallet"
+    with pytest.MonkeyPatch.context() as patch:
+        use_test_keystore(patch)
+        enrolled_wallet(home, server)
+    return home
+
+
 @pytest.fixture
-def wallet(tmp_path: Path, stub: WalletStub) -> Wallet:
-    return enrolled_wallet(tmp_path / "wallet", stub)
+def wallet(tmp_path: Path, enrolled_home: Path) -> Wallet:
+    home = tmp_path / "wallet"
+    shutil.copytree(enrolled_home, home)
+    return Wallet.open(home)
 
 
-def accepted(stub: WalletStub, code: GeneratedCode, *, now_s: float) -> Accepted:
-    result = stub.verify(code.text, now_s=now_s)
+def accepted(verifier: Verifier, code: GeneratedCode, *, now_s: float) -> Accepted:
+    result = verifier.verify(code.text, now_s=now_s)
     assert isinstance(result, Accepted), result
     assert (result.version, result.step, result.counter) == (code.version, code.step, code.counter)
     return result
@@ -135,13 +180,14 @@ def test_keystore_file_is_private_and_holds_no_key_material(wallet: Wallet) -> N
                 assert form.encode() not in raw
         assert enrollment.device_id.encode() not in raw
     assert PASSPHRASE.encode() not in raw
-    assert USER.encode() not in raw
+    assert wallet.user.encode() not in raw
 
 
 def test_keystore_reopens_with_the_same_enrollments(wallet: Wallet) -> None:
     again = Wallet.open(wallet.home)
     assert again.enrollments() == wallet.enrollments()
-    assert (again.server_url, again.user) == (wallet.server_url, USER)
+    assert (again.server_url, again.user) == (wallet.server_url, wallet.user)
+    assert again.user.startswith("alice_")
 
 
 def test_wrong_passphrase_is_wallet_locked(wallet: Wallet, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,11 +251,11 @@ def test_absurd_scrypt_parameters_are_corrupt_without_hanging(
 
 
 def test_secret_file_stands_in_for_the_passphrase(
-    tmp_path: Path, stub: WalletStub, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, server: Server, customer: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(PASSPHRASE_ENV)
     home = tmp_path / "wallet"
-    enrolled_wallet(home, stub, ["v1"])
+    enrolled_wallet(home, server, ["v1"], user=customer)
     secret_path = home / SECRET_NAME
     assert stat.S_IMODE(secret_path.stat().st_mode) == 0o600
     assert Wallet.open(home).enrollment("v1").device_id
@@ -222,7 +268,7 @@ def test_secret_file_stands_in_for_the_passphrase(
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_codes_verify_against_the_server_records(
-    wallet: Wallet, stub: WalletStub, version: str
+    wallet: Wallet, verifier: Verifier, version: str
 ) -> None:
     device_id = wallet.enrollment(version).device_id
     now_s = time.time()
@@ -233,39 +279,51 @@ def test_codes_verify_against_the_server_records(
     for code in codes:
         assert code.version == version
         assert 0 < code.refresh_in_s <= STEP_SECONDS
-        result = accepted(stub, code, now_s=stub.now_s())
+        result = accepted(verifier, code, now_s=time.time())
         assert result.device.device_id == device_id
         claims.add(result.claim_key)
     assert len(claims) == 3
 
 
-def test_default_version_is_the_numeric_one(wallet: Wallet, stub: WalletStub) -> None:
+def test_default_version_is_the_numeric_one(wallet: Wallet, verifier: Verifier) -> None:
     code = wallet.next_code(local_now_s=T0_S)
     assert code.version == "v1" and code.symbology == "numeric"
     assert len(code.text) == 24 and code.text.isdigit()
-    accepted(stub, code, now_s=T0_S)
+    accepted(verifier, code, now_s=T0_S)
 
 
 def test_a_code_expires_and_is_not_accepted_by_another_device(
-    tmp_path: Path, wallet: Wallet, stub: WalletStub
+    tmp_path: Path, wallet: Wallet, verifier: Verifier
 ) -> None:
     code = wallet.next_code("v2", local_now_s=T0_S)
-    late = stub.verify(code.text, now_s=T0_S + 3 * STEP_SECONDS)
+    late = verifier.verify(code.text, now_s=T0_S + 3 * STEP_SECONDS)
     assert isinstance(late, Rejected) and late.reason is Reason.CODE_EXPIRED
-    with running_stub() as other_server:
+    with start_server("sqlite", where="in_process") as other_server:
         other = enrolled_wallet(tmp_path / "other", other_server, ["v2"])
         foreign = other.next_code("v2", local_now_s=T0_S)
-    invalid = stub.verify(foreign.text, now_s=T0_S)
+    invalid = verifier.verify(foreign.text, now_s=T0_S)
     assert isinstance(invalid, Rejected) and invalid.reason is Reason.CODE_INVALID
 
 
 @pytest.mark.parametrize(("version", "counter_max"), [("v1", 9), ("v2", 3), ("v3", 2)])
 def test_counter_exhausted_after_counter_max_plus_one_codes(
-    tmp_path: Path, stub: WalletStub, version: str, counter_max: int
+    tmp_path: Path,
+    server: Server,
+    customer: str,
+    verifier: Verifier,
+    version: str,
+    counter_max: int,
 ) -> None:
-    if version != "v1":  # v2/v3 allow 65536 codes a step; the grant may allow fewer
-        stub.counter_max_override = counter_max
-    wallet = enrolled_wallet(tmp_path / "wallet", stub, [version])
+    # v1's grant is the server's own (10 codes a step). v2/v3 allow 65536 codes a step and the
+    # server grants them all; a grant may allow fewer, so for them its grant is edited to.
+    assert (by_name(version).counter_max == counter_max) is (version == "v1")
+
+    def allow_fewer(grant: dict[str, Any]) -> None:
+        grant["counter_max"] = counter_max
+
+    fewer = None if version == "v1" else json_edit("POST", "/v1/wallet/devices", allow_fewer)
+    with intercepted(server, fewer):
+        wallet = enrolled_wallet(tmp_path / "wallet", server, [version], user=customer)
     assert wallet.enrollment(version).counter_max == counter_max
     now_s = T0_S + 12.5
     codes = [wallet.next_code(version, local_now_s=now_s) for _ in range(counter_max + 1)]
@@ -277,12 +335,12 @@ def test_counter_exhausted_after_counter_max_plus_one_codes(
     next_step = wallet.next_code(version, local_now_s=T0_S + STEP_SECONDS)
     assert (next_step.step, next_step.counter) == (step_at(T0_S) + 1, 0)
     for code in [*codes, next_step]:
-        accepted(stub, code, now_s=T0_S + STEP_SECONDS)
+        accepted(verifier, code, now_s=T0_S + STEP_SECONDS)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_counters_survive_reopening_and_a_clock_stepping_back(
-    wallet: Wallet, stub: WalletStub, version: str
+    wallet: Wallet, verifier: Verifier, version: str
 ) -> None:
     """Every (step, counter) is handed out once, whatever the clock and the process do."""
     home = wallet.home
@@ -304,7 +362,7 @@ def test_counters_survive_reopening_and_a_clock_stepping_back(
         if reopen:
             wallet = Wallet.open(home)
         code = wallet.next_code(version, local_now_s=now_s)
-        result = accepted(stub, code, now_s=now_s)
+        result = accepted(verifier, code, now_s=now_s)
         assert result.claim_key not in claims, f"repeated {result.claim_key!r} at {now_s}"
         claims.add(result.claim_key)
         texts.add(code.text)
@@ -314,38 +372,47 @@ def test_counters_survive_reopening_and_a_clock_stepping_back(
 
 
 def test_a_clock_far_behind_never_repeats_forgotten_counters(
-    wallet: Wallet, stub: WalletStub
+    wallet: Wallet, verifier: Verifier
 ) -> None:
     """Past the steps the wallet remembers, it refuses rather than hand out counter 0 again."""
     claims = set()
     for step_index in range(COUNTER_STEPS_KEPT + 1):  # one step more than it remembers
         now_s = T0_S + step_index * STEP_SECONDS
-        claims.add(accepted(stub, wallet.next_code("v1", local_now_s=now_s), now_s=now_s).claim_key)
+        code = wallet.next_code("v1", local_now_s=now_s)
+        claims.add(accepted(verifier, code, now_s=now_s).claim_key)
     for _ in range(2):  # back to the first step, whose counter the wallet has forgotten
         with pytest.raises(CounterExhausted) as caught:
             Wallet.open(wallet.home).next_code("v1", local_now_s=T0_S + 1)
         assert caught.value.retry_after_s == pytest.approx(STEP_SECONDS - 1)
     remembered = wallet.next_code("v1", local_now_s=T0_S + STEP_SECONDS + 1)
     assert remembered.counter == 1
-    assert accepted(stub, remembered, now_s=T0_S + STEP_SECONDS).claim_key not in claims
+    assert accepted(verifier, remembered, now_s=T0_S + STEP_SECONDS).claim_key not in claims
 
 
 def test_learned_clock_offset_makes_codes_the_server_accepts(
-    tmp_path: Path, stub: WalletStub
+    tmp_path: Path,
+    server: Server,
+    customer: str,
+    verifier: Verifier,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The phone's clock is 10 minutes fast; enrollment taught it the server's time."""
-    stub.server_time_offset_s = -600.0
-    wallet = enrolled_wallet(tmp_path / "wallet", stub, keep_offset=True)
+    server_clock(monkeypatch, -600.0)
+    wallet = enrolled_wallet(
+        tmp_path / "wallet", server, user=customer, keep_offset=True, server_offset_s=-600.0
+    )
     assert wallet.clock_offset_s == pytest.approx(-600.0, abs=2.0)
     assert Wallet.open(wallet.home).clock_offset_s == wallet.clock_offset_s
     local_now_s = time.time()  # the real clock is the phone's: 600 s ahead of the server
     for version in VERSIONS:
         result = accepted(
-            stub, wallet.next_code(version, local_now_s=local_now_s), now_s=stub.now_s()
+            verifier, wallet.next_code(version, local_now_s=local_now_s), now_s=time.time() - 600
         )
         assert abs(result.drift_steps) <= 1
     wallet.record_clock_offset(0.0)  # forget it: the same phone's codes are now 10 min ahead
-    ahead = stub.verify(wallet.next_code("v1", local_now_s=local_now_s).text)
+    ahead = verifier.verify(
+        wallet.next_code("v1", local_now_s=local_now_s).text, now_s=time.time() - 600
+    )
     assert isinstance(ahead, Rejected) and ahead.reason is Reason.CODE_EXPIRED
 
 
@@ -356,8 +423,8 @@ def test_absurd_clock_offsets_are_ignored(wallet: Wallet) -> None:
     assert Wallet.open(wallet.home).clock_offset_s == 12.346
 
 
-def test_unenrolled_version_is_not_enrolled(tmp_path: Path, stub: WalletStub) -> None:
-    wallet = enrolled_wallet(tmp_path / "wallet", stub, ["v2"])
+def test_unenrolled_version_is_not_enrolled(tmp_path: Path, server: Server, customer: str) -> None:
+    wallet = enrolled_wallet(tmp_path / "wallet", server, ["v2"], user=customer)
     assert wallet.next_code(local_now_s=T0_S).version == "v2"
     with pytest.raises(WalletError) as caught:
         wallet.next_code("v3", local_now_s=T0_S)
@@ -368,51 +435,54 @@ def test_unenrolled_version_is_not_enrolled(tmp_path: Path, stub: WalletStub) ->
     assert caught.value.code == "not_enrolled"
 
 
-# --- online, over real HTTP -----------------------------------------------------------------
+# --- online ---------------------------------------------------------------------------------
 
 
-def test_enroll_all_versions_over_http(tmp_path: Path, stub: WalletStub) -> None:
+def test_enroll_all_versions(tmp_path: Path, server: Server, verifier: Verifier) -> None:
     wallet = Wallet.open_or_create(tmp_path / "wallet")
-    result = online.enroll(
-        wallet, ServerClient(stub.url + "/"), user=USER, password=PASSWORD, versions=VERSIONS
-    )
+    user = new_user(server, "alice")
+    with intercepted(server) as exchanges:
+        result = online.enroll(
+            wallet, ServerClient(server.url + "/"), user=user, password=PASSWORD, versions=VERSIONS
+        )
     assert [grant.version for grant in result.granted] == VERSIONS
-    assert (wallet.server_url, wallet.user) == (stub.url, USER)
+    assert (wallet.server_url, wallet.user) == (server.url, user)
     enrollments = wallet.enrollments()
     for grant in result.granted:
         enrollment: Enrollment = enrollments[grant.version]
         assert enrollment.device_id == grant.device_id
-        record = stub.record_for(grant.device_id)
-        assert record.handle == enrollment.credential.handle
+        record = verifier.lookup(grant.version, enrollment.credential.handle)
+        assert record is not None and record.device_id == grant.device_id
         if grant.version == "v3":  # the server holds only the public half
             assert record.key != enrollment.credential.secret
-            assert enrollment.credential.seal_public_key == stub.seal_public_key
+            assert enrollment.credential.seal_public_key == verifier.seal_public_key
         else:
             assert record.key == enrollment.credential.secret
-    posts = [seen for seen in stub.seen if seen.path == "/v1/wallet/devices"]
+    posts = [seen for seen in exchanges if seen.path == "/v1/wallet/devices"]
     assert len(posts) == 3
     keys = {seen.headers.get("Idempotency-Key") for seen in posts}
     assert len(keys) == 3 and None not in keys
     assert all(seen.headers["Authorization"].startswith("Bearer ") for seen in posts)
 
 
-def test_enroll_with_a_wrong_password_is_unauthorized(tmp_path: Path, stub: WalletStub) -> None:
+def test_enroll_with_a_wrong_password_is_unauthorized(tmp_path: Path, server: Server) -> None:
     wallet = Wallet.open_or_create(tmp_path / "wallet")
-    with pytest.raises(ServerRejected) as caught:
+    user = new_user(server, "alice")
+    with intercepted(server) as exchanges, pytest.raises(ServerRejected) as caught:
         online.enroll(
-            wallet, ServerClient(stub.url), user=USER, password="wrong", versions=VERSIONS
+            wallet, ServerClient(server.url), user=user, password="wrong", versions=VERSIONS
         )
     assert (caught.value.code, caught.value.status) == ("unauthorized", 401)
-    assert "wrong password" in caught.value.message
+    assert "wrong user name or password" in caught.value.message
     assert wallet.enrollments() == {}
-    assert [seen.path for seen in stub.seen] == ["/v1/wallet/sessions"]
+    assert [seen.path for seen in exchanges] == ["/v1/wallet/sessions"]
 
 
 def test_enroll_with_the_server_down_is_unreachable(tmp_path: Path) -> None:
     wallet = Wallet.open_or_create(tmp_path / "wallet")
     url = closed_port_url()
     with pytest.raises(ServerUnreachable) as caught:
-        online.enroll(wallet, ServerClient(url), user=USER, password=PASSWORD, versions=VERSIONS)
+        online.enroll(wallet, ServerClient(url), user="alice", password=PASSWORD, versions=VERSIONS)
     assert caught.value.code == "server_unreachable"
     assert url in caught.value.message
 
@@ -422,14 +492,20 @@ def test_server_url_must_be_http(tmp_path: Path) -> None:
         ServerClient("ftp://example.org")
 
 
-def test_balance_and_history_are_signed_requests(wallet: Wallet, stub: WalletStub) -> None:
-    item = {"created_at": "2027-01-15T08:00:00Z", "amount": "3.20", "currency": "CNY"}
-    stub.history_items = [item, {**item, "amount": "9.99"}]
-    body = online.balance(wallet)
-    assert body["accounts"] == [{"currency": "CNY", "balance": "12.50", "balance_minor": 1250}]
-    assert online.history(wallet, limit=1)["items"] == [item]
-    assert len(online.history(wallet, limit=500)["items"]) == 2
-    gets = [seen for seen in stub.seen if seen.method == "GET"]
+def test_balance_and_history_are_signed_requests(tmp_path: Path, server: Server) -> None:
+    """Its own wallet: two of its codes are charged (real payments in its history)."""
+    wallet = enrolled_wallet(tmp_path / "wallet", server)
+    till = new_till(server)
+    for amount in ("3.20", "9.99"):
+        assert charge(till, code_of(wallet, "v1"), amount)["status"] == "succeeded"
+    with intercepted(server) as exchanges:
+        body = online.balance(wallet)
+        newest = online.history(wallet, limit=1)["items"]
+        everything = online.history(wallet, limit=500)["items"]
+    assert body["accounts"] == [{"currency": "CNY", "balance": "86.81", "balance_minor": 8681}]
+    assert [item["amount"] for item in everything] == ["9.99", "3.20"]  # newest first
+    assert newest == everything[:1]
+    gets = [seen for seen in exchanges if seen.method == "GET"]
     assert [(seen.path, seen.status) for seen in gets] == [
         ("/v1/wallet/balance", 200),
         ("/v1/wallet/history?limit=1", 200),
@@ -439,53 +515,57 @@ def test_balance_and_history_are_signed_requests(wallet: Wallet, stub: WalletStu
     assert all(seen.headers["Paycode-Device"] == v1_device for seen in gets)
 
 
-def test_signed_requests_work_with_a_learned_clock_offset(tmp_path: Path, stub: WalletStub) -> None:
+def test_signed_requests_work_with_a_learned_clock_offset(
+    tmp_path: Path, server: Server, customer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A phone 10 minutes fast signs with server time, or the server refuses its timestamp."""
-    stub.server_time_offset_s = -600.0
-    wallet = enrolled_wallet(tmp_path / "wallet", stub, ["v3"], keep_offset=True)
-    assert online.balance(wallet)["accounts"][0]["balance_minor"] == 1250
+    server_clock(monkeypatch, -600.0)
+    wallet = enrolled_wallet(
+        tmp_path / "wallet", server, ["v3"], user=customer, keep_offset=True, server_offset_s=-600.0
+    )
+    assert online.balance(wallet)["accounts"][0]["balance_minor"] == 10000
 
 
-def _raw_get(url: str, headers: dict[str, str]) -> int:
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=5) as reply:
-            return int(reply.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
+def _raw_get(server: Server, path: str, headers: dict[str, str]) -> int:
+    """The status of a GET the test signs by hand, sent straight to the app."""
+    assert isinstance(server, InProcessServer) and server.app is not None
+    return int(server.app.test_client().get(path, headers=headers).status_code)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_stub_rejects_tampered_signatures(wallet: Wallet, stub: WalletStub, version: str) -> None:
+def test_server_rejects_tampered_signatures(wallet: Wallet, server: Server, version: str) -> None:
+    """What the wallet's signature proves: the server refuses every change to it."""
     enrollment = wallet.enrollment(version)
 
     def headers(
         path: str, *, nonce: str, credential: DeviceCredential | None = None
     ) -> dict[str, str]:
-        timestamp_s = int(stub.now_s())
+        timestamp_s = int(time.time())
         message = wallet_auth.signing_message("GET", path, timestamp_s, nonce, b"")
         signature = wallet_auth.sign(credential or enrollment.credential, message)
         signed = wallet_auth.SignedHeaders(enrollment.device_id, timestamp_s, nonce, signature)
         return signed.as_dict()
 
     path = "/v1/wallet/history?limit=5"
-    good = headers(path, nonce="n1")
-    assert _raw_get(stub.url + path, good) == 200
-    assert _raw_get(stub.url + path, good) == 401, "a replayed nonce"
-    other_path = headers("/v1/wallet/history?limit=50", nonce="n2")
-    assert _raw_get(stub.url + path, other_path) == 401, "signature over another query"
-    flipped = headers(path, nonce="n3")
+    # Nonces are the server's to remember for every test's copy of this wallet: fresh ones.
+    nonce = f"{version}-{time.time_ns()}-"
+    good = headers(path, nonce=nonce + "1")
+    assert _raw_get(server, path, good) == 200
+    assert _raw_get(server, path, good) == 401, "a replayed nonce"
+    other_path = headers("/v1/wallet/history?limit=50", nonce=nonce + "2")
+    assert _raw_get(server, path, other_path) == 401, "signature over another query"
+    flipped = headers(path, nonce=nonce + "3")
     raw = bytearray(base64.b64decode(flipped["Paycode-Signature"]))
     raw[0] ^= 0x80
     flipped["Paycode-Signature"] = base64.b64encode(bytes(raw)).decode()
-    assert _raw_get(stub.url + path, flipped) == 401, "a flipped signature bit"
+    assert _raw_get(server, path, flipped) == 401, "a flipped signature bit"
     wrong_key = DeviceCredential(version, enrollment.credential.handle, bytes(32))
-    assert _raw_get(stub.url + path, headers(path, nonce="n4", credential=wrong_key)) == 401
-    assert _raw_get(stub.url + path, {}) == 401, "no signature at all"
+    assert _raw_get(server, path, headers(path, nonce=nonce + "4", credential=wrong_key)) == 401
+    assert _raw_get(server, path, {}) == 401, "no signature at all"
 
     forged = DeviceAuth(enrollment.device_id, wrong_key)
     with pytest.raises(ServerRejected) as caught:
-        ServerClient(stub.url).call("GET", "/v1/wallet/balance", signer=forged.sign)
+        ServerClient(server.url).call("GET", "/v1/wallet/balance", signer=forged.sign)
     assert (caught.value.code, caught.value.status) == ("unauthorized", 401)
 
 
@@ -495,42 +575,44 @@ CAFE_TILL = MerchantBinding("mer_cafe", "term_1")
 
 
 def charged_at(
-    stub: WalletStub, code: GeneratedCode, merchant_id: str, terminal_id: str
+    verifier: Verifier, code: GeneratedCode, merchant_id: str, terminal_id: str
 ) -> Verification:
     """Verify as the server does for a charge from `terminal_id` of `merchant_id`."""
     bindings = charging_point_bindings(merchant_id, terminal_id)
-    return verify_code(code.text, VerifyContext(T0_S, stub.lookup, stub.keys, bindings=bindings))
+    return verifier.verify(code.text, now_s=T0_S, bindings=bindings)
 
 
 @pytest.mark.parametrize("version", ["v2", "v3"])
 def test_bound_code_pays_only_where_it_was_made_for(
-    wallet: Wallet, stub: WalletStub, version: str
+    wallet: Wallet, verifier: Verifier, version: str
 ) -> None:
     code = wallet.next_code(version, local_now_s=T0_S, binding=CAFE_TILL)
     assert code.binding == CAFE_TILL
-    result = charged_at(stub, code, "mer_cafe", "term_1")
+    result = charged_at(verifier, code, "mer_cafe", "term_1")
     assert isinstance(result, Accepted) and result.flags == Flags.MERCHANT_BOUND
     for merchant_id, terminal_id in (("mer_cafe", "term_2"), ("mer_shop", "term_1")):
-        elsewhere = charged_at(stub, code, merchant_id, terminal_id)
+        elsewhere = charged_at(verifier, code, merchant_id, terminal_id)
         assert isinstance(elsewhere, Rejected) and elsewhere.reason is Reason.MERCHANT_MISMATCH
     unbound = wallet.next_code(version, local_now_s=T0_S)
     assert unbound.binding is None
-    assert isinstance(charged_at(stub, unbound, "mer_shop", "term_1"), Accepted)
+    assert isinstance(charged_at(verifier, unbound, "mer_shop", "term_1"), Accepted)
 
 
 @pytest.mark.parametrize(
     ("enrolled_versions", "expected"), [(VERSIONS, "v3"), (["v1", "v2"], "v2")]
 )
 def test_bound_code_defaults_to_a_version_that_can_be_bound(
-    tmp_path: Path, stub: WalletStub, enrolled_versions: list[str], expected: str
+    tmp_path: Path, server: Server, customer: str, enrolled_versions: list[str], expected: str
 ) -> None:
-    wallet = enrolled_wallet(tmp_path / "wallet", stub, enrolled_versions)
+    wallet = enrolled_wallet(tmp_path / "wallet", server, enrolled_versions, user=customer)
     assert wallet.next_code(local_now_s=T0_S, binding=CAFE_TILL).version == expected
     assert wallet.next_code(local_now_s=T0_S).version == "v1"  # unbound default unchanged
 
 
-def test_v1_cannot_be_bound_and_spends_no_counter(tmp_path: Path, stub: WalletStub) -> None:
-    wallet = enrolled_wallet(tmp_path / "wallet", stub, ["v1"])
+def test_v1_cannot_be_bound_and_spends_no_counter(
+    tmp_path: Path, server: Server, customer: str
+) -> None:
+    wallet = enrolled_wallet(tmp_path / "wallet", server, ["v1"], user=customer)
     for version in ("v1", None):
         with pytest.raises(WalletError) as caught:
             wallet.next_code(version, local_now_s=T0_S, binding=CAFE_TILL)

@@ -2,9 +2,11 @@
 
 A user's devices are listed, revoked one by one (from any of the user's wallets, itself
 included), rotated to new keys and moved off deprecated versions, with no password. Everything
-runs over real HTTP against a live server on SQLite and on PostgreSQL: wallets are the real
-wallet library and CLI, charges go through the real terminal client, and lifecycle changes are
-made with the real `paycode-server` CLI.
+runs against the real app in this process, on SQLite and on PostgreSQL: wallets are the real
+wallet library and CLI (its main(argv), run in this process), charges go through the real
+terminal client, and lifecycle changes are made with the real `paycode-server` CLI. What the
+API answers is the subject here; the wallet's requests over real HTTP, and the console script
+as a process, are tests/wallet/test_wallet_cli.py's.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,13 +29,7 @@ from paycode.server.database.models import Device
 from paycode.server.operations import lifecycle
 from paycode.shared.enrollment import read_grant
 from paycode.shared.errors import WalletError
-from tests.support.servers import (
-    LiveServer,
-    postgres_database,
-    run_command,
-    run_in_process,
-    start_server,
-)
+from tests.support.servers import Server, postgres_database, run_in_process, start_server
 from tests.support.shop import (
     PASSPHRASE,
     PASSWORD,
@@ -50,28 +44,29 @@ from tests.support.shop import (
 )
 
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
-STATUSES_TTL_S = 0.5
-"""This module's servers cache the code-version statuses this long, not the production
-lifecycle.STATUSES_TTL_S (5 s): PAYCODE_VERSION_STATUSES_TTL_S, read by server.config."""
-LIFECYCLE_WAIT_S = STATUSES_TTL_S + 0.5
-"""Every worker of the live server applies a lifecycle change within its cache's TTL."""
+STATUSES_TTL_S = 0.0
+"""This module's servers do not cache the code-version statuses (the production
+lifecycle.STATUSES_TTL_S is 5 s): PAYCODE_VERSION_STATUSES_TTL_S, read by server.config. The
+app is the one in this process, so a lifecycle change applies to the next request."""
 SERVER_ENV = {"PAYCODE_VERSION_STATUSES_TTL_S": str(STATUSES_TTL_S)}
 assert STATUSES_TTL_S < lifecycle.STATUSES_TTL_S
 
 
 @pytest.fixture(scope="module")
-def live_sqlite() -> Iterator[LiveServer]:
-    """tests.support.servers's live_sqlite (and so live_server), with the short TTL."""
-    with start_server("sqlite", extra_env=SERVER_ENV) as server:
+def app_sqlite() -> Iterator[Server]:
+    """tests.support.servers's app_sqlite (and so server), with no statuses cache."""
+    with start_server("sqlite", where="in_process", extra_env=SERVER_ENV) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def live_postgres() -> Iterator[LiveServer]:
-    """tests.support.servers's live_postgres (and so live_server), with the short TTL."""
+def app_postgres() -> Iterator[Server]:
+    """tests.support.servers's app_postgres (and so server), with no statuses cache."""
     with (
         postgres_database() as url,
-        start_server("postgres", database_url=url, extra_env=SERVER_ENV) as server,
+        start_server(
+            "postgres", where="in_process", database_url=url, extra_env=SERVER_ENV
+        ) as server,
     ):
         yield server
 
@@ -82,8 +77,8 @@ def _fast_keystore(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def till(live_server: LiveServer) -> TerminalClient:
-    return new_till(live_server)
+def till(server: Server) -> TerminalClient:
+    return new_till(server)
 
 
 def listed(wallet: Wallet) -> dict[str, dict[str, Any]]:
@@ -95,7 +90,7 @@ def device_ids(wallet: Wallet) -> dict[str, str]:
     return {version: item.device_id for version, item in wallet.enrollments().items()}
 
 
-def row(server: LiveServer, device_id: str) -> Device:
+def row(server: Server, device_id: str) -> Device:
     with server.session() as session:
         found = session.get(Device, device_id)
         assert found is not None
@@ -105,13 +100,11 @@ def row(server: LiveServer, device_id: str) -> Device:
 # --- list -------------------------------------------------------------------------------------
 
 
-def test_list_shows_every_phone_and_marks_this_wallet(
-    live_server: LiveServer, tmp_path: Path
-) -> None:
-    user = new_user(live_server)
-    phone = new_phone(live_server, tmp_path / "a", user, ["v1", "v2", "v3"])
-    other = new_phone(live_server, tmp_path / "b", user, ["v1"])
-    stranger = new_phone(live_server, tmp_path / "c", new_user(live_server), ["v1"])
+def test_list_shows_every_phone_and_marks_this_wallet(server: Server, tmp_path: Path) -> None:
+    user = new_user(server)
+    phone = new_phone(server, tmp_path / "a", user, ["v1", "v2", "v3"])
+    other = new_phone(server, tmp_path / "b", user, ["v1"])
+    stranger = new_phone(server, tmp_path / "c", new_user(server), ["v1"])
     listing = devices.list_devices(phone)
     items = {str(item["device_id"]): item for item in listing.items}
     mine, theirs = device_ids(phone), device_ids(other)
@@ -135,12 +128,10 @@ def test_list_shows_every_phone_and_marks_this_wallet(
 # --- revoke -----------------------------------------------------------------------------------
 
 
-def test_revoke_another_phones_device(
-    live_server: LiveServer, till: TerminalClient, tmp_path: Path
-) -> None:
-    user = new_user(live_server)
-    phone = new_phone(live_server, tmp_path / "new", user, ["v1", "v2"])
-    lost = new_phone(live_server, tmp_path / "lost", user, ["v1"])
+def test_revoke_another_phones_device(server: Server, till: TerminalClient, tmp_path: Path) -> None:
+    user = new_user(server)
+    phone = new_phone(server, tmp_path / "new", user, ["v1", "v2"])
+    lost = new_phone(server, tmp_path / "lost", user, ["v1"])
     lost_id = device_ids(lost)["v1"]
     charge(till, code_of(lost, "v1"))  # now cached by the server that charged it
     stale = code_of(lost, "v1")
@@ -154,14 +145,14 @@ def test_revoke_another_phones_device(
     items = list(devices.list_devices(phone).items)
     assert [item["device_id"] for item in items][-1] == lost_id  # revoked ones come last
     assert items[-1]["revoked"] is True and ISO_UTC.fullmatch(items[-1]["revoked_at"])
-    assert row(live_server, lost_id).revoked_at_s is not None
+    assert row(server, lost_id).revoked_at_s is not None
     assert sorted(device_ids(phone)) == ["v1", "v2"]  # nothing removed from this wallet
 
 
 def test_revoke_own_device_removes_it_here(
-    live_server: LiveServer, till: TerminalClient, tmp_path: Path
+    server: Server, till: TerminalClient, tmp_path: Path
 ) -> None:
-    phone = new_phone(live_server, tmp_path / "p", new_user(live_server), ["v1", "v2"])
+    phone = new_phone(server, tmp_path / "p", new_user(server), ["v1", "v2"])
     v1_id = device_ids(phone)["v1"]
     made_before = code_of(phone, "v1")
     done = devices.revoke(phone, v1_id)  # signed by the wallet's other device, v2
@@ -172,10 +163,10 @@ def test_revoke_own_device_removes_it_here(
     assert listed(phone)[v1_id]["revoked"] is True
 
 
-def test_a_device_revokes_itself(live_server: LiveServer, tmp_path: Path) -> None:
+def test_a_device_revokes_itself(server: Server, tmp_path: Path) -> None:
     """Signed by the device it revokes: the answer says so; a retry of the same request
     (answer lost) gets the same answer; any other request from it is refused."""
-    phone = new_phone(live_server, tmp_path / "p", new_user(live_server), ["v3"])
+    phone = new_phone(server, tmp_path / "p", new_user(server), ["v3"])
     device_id = device_ids(phone)["v3"]
     path, key = f"/v1/wallet/devices/{device_id}/revoke", str(uuid.uuid4())
     first = online.signed_call(phone, "POST", path, {}, idempotency_key=key).body
@@ -193,15 +184,15 @@ def test_a_device_revokes_itself(live_server: LiveServer, tmp_path: Path) -> Non
 
 
 def test_another_users_device_is_not_found(
-    live_server: LiveServer, till: TerminalClient, tmp_path: Path
+    server: Server, till: TerminalClient, tmp_path: Path
 ) -> None:
-    phone = new_phone(live_server, tmp_path / "p", new_user(live_server), ["v1"])
-    victim = new_phone(live_server, tmp_path / "v", new_user(live_server), ["v2"])
+    phone = new_phone(server, tmp_path / "p", new_user(server), ["v1"])
+    victim = new_phone(server, tmp_path / "v", new_user(server), ["v2"])
     victim_id = device_ids(victim)["v2"]
     theirs = refused("not_found", devices.revoke, phone, victim_id)
     unknown = refused("not_found", devices.revoke, phone, "dev_0000000000000000")
     assert theirs.message == unknown.message and theirs.status == unknown.status == 404
-    assert row(live_server, victim_id).revoked_at_s is None
+    assert row(server, victim_id).revoked_at_s is None
     assert charge(till, code_of(victim, "v2"))["status"] == "succeeded"
     with pytest.raises(WalletError) as bad:
         devices.revoke(phone, "dev/../x")
@@ -212,9 +203,9 @@ def test_another_users_device_is_not_found(
 
 
 def test_rotate_gives_new_keys_and_revokes_the_old_ones(
-    live_server: LiveServer, till: TerminalClient, tmp_path: Path
+    server: Server, till: TerminalClient, tmp_path: Path
 ) -> None:
-    phone = new_phone(live_server, tmp_path / "p", new_user(live_server), ["v1", "v3"])
+    phone = new_phone(server, tmp_path / "p", new_user(server), ["v1", "v3"])
     before = device_ids(phone)
     old_codes = {version: code_of(phone, version) for version in before}
     rotated = devices.rotate(phone)
@@ -236,11 +227,11 @@ def test_rotate_gives_new_keys_and_revokes_the_old_ones(
 
 
 def test_a_lost_rotation_answer_is_recovered_with_the_old_key(
-    live_server: LiveServer, till: TerminalClient, tmp_path: Path
+    server: Server, till: TerminalClient, tmp_path: Path
 ) -> None:
     """The server rotated, the answer never arrived: the wallet still holds only the old (now
     revoked) key and the saved request. Running `rotate` again gets the same grant."""
-    phone = new_phone(live_server, tmp_path / "p", new_user(live_server), ["v2"])
+    phone = new_phone(server, tmp_path / "p", new_user(server), ["v2"])
     old_id = device_ids(phone)["v2"]
     pending = PendingRotation("v2", "v2", str(uuid.uuid4()), b"")
     phone.begin_rotation(pending)
@@ -253,7 +244,7 @@ def test_a_lost_rotation_answer_is_recovered_with_the_old_key(
     ).body
     read_grant(lost)  # a whole grant, with the new device key
     assert lost["revoked_device_id"] == old_id
-    assert row(live_server, old_id).revoked_at_s is not None
+    assert row(server, old_id).revoked_at_s is not None
     refused(
         "unauthorized",  # a new request from the revoked device: refused
         online.signed_call,
@@ -270,8 +261,8 @@ def test_a_lost_rotation_answer_is_recovered_with_the_old_key(
     assert charge(till, code_of(wallet, "v2"))["status"] == "succeeded"
 
 
-def test_rotation_refusals_keep_the_old_device(live_server: LiveServer, tmp_path: Path) -> None:
-    phone = new_phone(live_server, tmp_path / "p", new_user(live_server), ["v1"])
+def test_rotation_refusals_keep_the_old_device(server: Server, tmp_path: Path) -> None:
+    phone = new_phone(server, tmp_path / "p", new_user(server), ["v1"])
     old_id = device_ids(phone)["v1"]
     bad = {"version": "v3", "public_key": "not base64"}
     refused(
@@ -288,29 +279,28 @@ def test_rotation_refusals_keep_the_old_device(live_server: LiveServer, tmp_path
         refused("invalid_request", online.signed_call, phone, "POST", path, {"version": "v1"})
     assert Wallet.open(phone.home).pending_rotation("v1") is None  # refused: not kept
     assert device_ids(Wallet.open(phone.home)) == {"v1": old_id}
-    assert row(live_server, old_id).revoked_at_s is None
+    assert row(server, old_id).revoked_at_s is None
     assert online.balance(phone)["accounts"][0]["balance"] == "100.00"
 
 
 # --- lifecycle: re-enroll, retired versions ---------------------------------------------------
 
 
-def set_version(server: LiveServer, action: str, version: str) -> None:
-    done = server.cli("versions", action, version)
+def set_version(server: Server, action: str, version: str) -> None:
+    done = server.cli_in_process("versions", action, version)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_reenroll_after_deprecate_and_retired_versions_refused(
-    live_server: LiveServer, till: TerminalClient, tmp_path: Path
+    server: Server, till: TerminalClient, tmp_path: Path
 ) -> None:
-    user = new_user(live_server)
-    moving = new_phone(live_server, tmp_path / "moving", user, ["v1", "v2"])
-    holding = new_phone(live_server, tmp_path / "holding", user, ["v1", "v3"])
+    user = new_user(server)
+    moving = new_phone(server, tmp_path / "moving", user, ["v1", "v2"])
+    holding = new_phone(server, tmp_path / "holding", user, ["v1", "v3"])
     old = {**device_ids(moving), "holding v1": device_ids(holding)["v1"]}
-    set_version(live_server, "deprecate", "v1")
-    set_version(live_server, "retire", "v2")
+    set_version(server, "deprecate", "v1")
+    set_version(server, "retire", "v2")
     try:
-        time.sleep(LIFECYCLE_WAIT_S)
         assert online.reenroll_of(online.balance(moving)) == online.Reenroll(
             "v3", "code version v1 is deprecated"
         )
@@ -327,13 +317,12 @@ def test_reenroll_after_deprecate_and_retired_versions_refused(
         done = devices.reenroll(holding)
         assert (done.rotated, [d.removed_version for d in done.dropped]) == ([], ["v1"])
         for device_id in old.values():
-            assert row(live_server, device_id).revoked_at_s is not None
+            assert row(server, device_id).revoked_at_s is not None
         assert devices.reenroll(moving).as_json() == {"rotated": [], "dropped": []}
         assert online.reenroll_of(online.balance(moving)) is None
     finally:
-        set_version(live_server, "activate", "v1")
-        set_version(live_server, "activate", "v2")
-        time.sleep(LIFECYCLE_WAIT_S)
+        set_version(server, "activate", "v1")
+        set_version(server, "activate", "v2")
 
 
 # --- the console scripts ----------------------------------------------------------------------
@@ -345,20 +334,12 @@ def wallet_env() -> dict[str, str]:
     return env
 
 
-def wallet_cli(
-    home: Path, *args: str, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """`paycode-wallet --home HOME ARGS`, the console script as a process of its own."""
-    command = [sys.executable, "-m", "paycode.client.cli", "--home", str(home), *args]
-    return run_command(command, wallet_env(), stdin)
-
-
 def wallet_main(
     home: Path, *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """The same command, its main(argv) run in this process (tests.support.servers.run_in_process):
-    test_wallet_commands runs a dozen, and test_wallet_help and tests/test_wallet_cli.py run the
-    console script itself."""
+    """`paycode-wallet --home HOME ARGS`, its main(argv) run in this process
+    (tests.support.servers.run_in_process): the only way to reach the in-process server, and a
+    second sooner a command; tests/wallet/test_wallet_cli.py runs the console script itself."""
     return run_in_process(
         "paycode.client.cli", wallet_env(), "--home", str(home), *args, stdin=stdin
     )
@@ -369,29 +350,29 @@ def cli_error(done: subprocess.CompletedProcess[str], code: str) -> None:
     assert f"error [{code}]" in done.stderr and "Traceback" not in done.stderr + done.stdout
 
 
-def test_wallet_commands(live_server: LiveServer, till: TerminalClient, tmp_path: Path) -> None:
-    user = new_user(live_server)
+def test_wallet_commands(server: Server, till: TerminalClient, tmp_path: Path) -> None:
+    user = new_user(server)
     home = tmp_path / "cli"
-    enroll = ("enroll", "--server", live_server.url, "--user", user, "--password-stdin")
+    enroll = ("enroll", "--server", server.url, "--user", user, "--password-stdin")
     ok_json(
-        wallet_cli(
+        wallet_main(
             home, "--json", *enroll, "--version", "v1", "--version", "v2", stdin=PASSWORD + "\n"
         )
     )
-    other = new_phone(live_server, tmp_path / "other", user, ["v3"])
+    other = new_phone(server, tmp_path / "other", user, ["v3"])
     other_id = device_ids(other)["v3"]
     listing = ok_json(wallet_main(home, "devices", "--json"))
     marks = {item["device_id"]: item["this_wallet"] for item in listing["devices"]}
     assert sorted(mark for mark in marks.values() if mark) == ["v1", "v2"]
     assert marks[other_id] is None and "reenroll" not in listing
-    human = wallet_cli(home, "devices")  # a process of its own: nothing at all on stderr
+    human = wallet_main(home, "devices")  # nothing at all on stderr
     assert human.returncode == 0 and human.stderr == ""
     own_lines = [line for line in human.stdout.splitlines() if line.startswith("* ")]
     assert len(own_lines) == 2 and all("this wallet's v" in line for line in own_lines)
     assert f"  {other_id}  v3  live  created " in human.stdout
     # revoke asks first; with no terminal to ask on, --yes is required
     cli_error(wallet_main(home, "revoke", other_id), "confirmation_required")
-    assert row(live_server, other_id).revoked_at_s is None
+    assert row(server, other_id).revoked_at_s is None
     done = ok_json(wallet_main(home, "revoke", other_id, "--yes", "--json"))
     assert (done["device_id"], done["already_revoked"], done["removed_from_wallet"]) == (
         other_id,
@@ -417,29 +398,29 @@ def test_wallet_commands(live_server: LiveServer, till: TerminalClient, tmp_path
     assert own.stdout == f"device {v2_after} revoked; removed v2 from this wallet\n"
     assert list(ok_json(wallet_main(home, "status", "--json"))["enrolled"]) == ["v1"]
     # the admin CLI sees the same devices
-    admin = ok_json(live_server.cli_in_process("--json", "devices", "list", user))
+    admin = ok_json(server.cli_in_process("--json", "devices", "list", user))
     states = {item["device_id"]: item["revoked"] for item in admin["devices"]}
     assert states[other_id] is True and states[v2_before] is True and states[v2_after] is True
     assert sum(not revoked for revoked in states.values()) == 1
     assert all(ISO_UTC.fullmatch(item["created_at"]) for item in admin["devices"])
-    text = live_server.cli("devices", "list", user)
+    text = server.cli_in_process("devices", "list", user)
     assert text.returncode == 0 and f"{other_id}  v3  created " in text.stdout
     assert "revoked " in text.stdout and "live" in text.stdout
-    missing = live_server.cli_in_process("devices", "list", "nobody_here")
+    missing = server.cli_in_process("devices", "list", "nobody_here")
     assert missing.returncode == 1 and "error [not_found]" in missing.stderr
 
 
 @pytest.mark.parametrize("command", ["devices", "revoke", "rotate", "reenroll"])
 def test_wallet_help(tmp_path: Path, command: str) -> None:
-    done = wallet_cli(tmp_path, command, "--help")
+    done = wallet_main(tmp_path, command, "--help")
     assert done.returncode == 0 and done.stdout.startswith(f"usage: paycode-wallet {command}")
     assert "--json" in done.stdout
 
 
-def test_no_secret_in_device_listings(live_server: LiveServer, tmp_path: Path) -> None:
-    phone = new_phone(live_server, tmp_path / "p", new_user(live_server), ["v1", "v2", "v3"])
+def test_no_secret_in_device_listings(server: Server, tmp_path: Path) -> None:
+    phone = new_phone(server, tmp_path / "p", new_user(server), ["v1", "v2", "v3"])
     text = str(devices.list_devices(phone).items)
-    with live_server.session() as session:
+    with server.session() as session:
         rows = session.scalars(select(Device).where(Device.id.in_(device_ids(phone).values())))
         for device in rows:
             assert device.handle.hex() not in text

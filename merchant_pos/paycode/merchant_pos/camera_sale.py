@@ -28,6 +28,9 @@ from paycode.merchant_pos.till import CONFIRM_POLL_S, ConfirmWait, Sale, SaleOut
 
 SCREENSHOT_SETTLE_S = 0.5
 """Time for the window manager-less X server to map and paint the window before a grab."""
+SCREENSHOT_ATTEMPTS_MAX = 5
+"""Now and then (1 start in 10 or so) Xvfb never paints a window Qt reports shown, however
+long one waits; a new window is painted. A blank grab is retried in a new window this often."""
 
 
 def charge_from_frames(client: TerminalClient, sale: Sale, args: argparse.Namespace) -> SaleOutcome:
@@ -97,13 +100,21 @@ def _show_outcome(
 ) -> None:
     image = render_outcome(outcome)
     if screenshot is not None:
-        window.hold(image, SCREENSHOT_SETTLE_S)
-        _grab_screen(screenshot)
+        for attempt in range(SCREENSHOT_ATTEMPTS_MAX):
+            if attempt:
+                window.reopen()
+            window.hold(image, SCREENSHOT_SETTLE_S)
+            if _grab_screen(screenshot):
+                break
     window.hold(image, hold_s)
 
 
-def _grab_screen(path: Path) -> None:
-    """A real screenshot of the X display (the window as the cashier sees it)."""
+def _grab_screen(path: Path) -> bool:
+    """A real screenshot of the X display (the window as the cashier sees it), saved to
+    `path`; whether it shows anything (a display with no window painted is one colour)."""
     from PIL import ImageGrab  # noqa: PLC0415 - only tests ask for screenshots
 
-    ImageGrab.grab(xdisplay=os.environ.get("DISPLAY")).save(path)
+    grab = ImageGrab.grab(xdisplay=os.environ.get("DISPLAY"))
+    grab.save(path)
+    darkest, brightest = grab.convert("L").getextrema()
+    return bool(darkest != brightest)

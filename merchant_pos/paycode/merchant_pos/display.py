@@ -114,3 +114,8 @@ class TillWindow:
     def close(self) -> None:
         cv2.destroyWindow(WINDOW_TITLE)
         cv2.waitKey(1)
+
+    def reopen(self) -> None:
+        """Close the window and open a new one in its place (it shows nothing until `show`)."""
+        self.close()
+        cv2.namedWindow(WINDOW_TITLE, cv2.WINDOW_AUTOSIZE)
