@@ -64,7 +64,7 @@ from paycode.shared.enrollment import b64, new_ed25519_seed
 from paycode.shared.prf import mac
 from paycode.shared.versions.base import DeviceCredential
 from tests.reliability.figures import Figures, Scale, current_scale
-from tests.support import phones
+from tests.support import shop as phones
 from tests.support.servers import LiveServer, postgres_database, start_server
 
 SECTION = "7. Authorization matrix"

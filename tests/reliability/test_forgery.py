@@ -55,7 +55,7 @@ from tests.reliability.code_world import (
     genuine_codes,
 )
 from tests.reliability.figures import Figures, Scale
-from tests.support import phones
+from tests.support import shop as phones
 from tests.support.servers import LiveServer, postgres_database, start_server
 
 SECTION = "6. Forgery"

@@ -70,7 +70,7 @@ from paycode.shared.versions.base import Accepted, DeviceCredential, Rejected
 from paycode.shared.versions.registry import by_name
 from tests.reliability.code_world import VERSIONS, World, build_world, genuine_codes
 from tests.reliability.figures import Figures, Scale
-from tests.support import phones
+from tests.support import shop as phones
 from tests.support.servers import LiveServer, postgres_database, start_server
 
 SECTION = "5. Hostile input"
