@@ -32,11 +32,16 @@ from paycode.appkit.http_client import ServerClient
 from paycode.client import keystore, online
 from paycode.client.wallet import Wallet
 from paycode.merchant_pos.terminal_client import TerminalClient
+from paycode.server.books import ledger
 from paycode.server.config import ServerConfig
+from paycode.server.dashboard import access
+from paycode.server.database.models import User, new_id
+from paycode.server.notifications import events
 from paycode.server.operations import admin
+from paycode.server.safety.passwords import hash_password
 from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.errors import ServerRejected
-from tests.support.servers import Server, run_command
+from tests.support.servers import Server, run_command, run_in_process
 
 PASSWORD = "shop test password"
 """Every customer's log-in password (users are made with fresh names)."""
@@ -207,3 +212,139 @@ def refused(code: str, call: Any, *args: Any, **kwargs: Any) -> ServerRejected:
         call(*args, **kwargs)
     assert caught.value.code == code, (caught.value.code, caught.value.message)
     return caught.value
+
+
+# -- merchants and customers by id, many at once (tests/reliability) ----------------------------
+
+
+@dataclass(frozen=True)
+class Merchant:
+    """A merchant and one terminal key of it, with the ids a test reads the database by."""
+
+    name: str
+    merchant_id: str
+    key_id: str
+    secret: bytes = field(repr=False)
+
+    def till(self, url: str, **options: Any) -> TerminalClient:
+        """The real terminal client for this key at `url` (a server's address can change when
+        it restarts); its back-off sleeps are skipped unless `sleep` is given."""
+        no_sleep: dict[str, Any] = {"sleep": lambda _s: None}
+        return TerminalClient(url, self.key_id, self.secret, **(no_sleep | options))
+
+
+def new_merchant(
+    server: Server,
+    prefix: str = "Cafe",
+    *,
+    notify_url: str | None = None,
+    allow_ips: list[str] | None = None,
+    notify_secret: bool = False,
+    dashboard_password: str | None = None,
+) -> Merchant:
+    """A fresh merchant with one terminal, made in-process with what `merchants create
+    [--notify-url] [--allow-ip]`, `merchants notify-secret`, `merchants set-password` and
+    `terminals create` run."""
+    box = SecretBox.from_config(ServerConfig.from_env(server.env))
+    now_s = time.time()
+    with server.session() as session:
+        merchant = admin.create_merchant(
+            session, unique(prefix), "CNY", notify_url, allow_ips=allow_ips, now_s=now_s
+        )
+        if notify_secret:
+            events.issue_secret(session, box, merchant)
+        if dashboard_password is not None:
+            access.set_password(session, merchant.id, dashboard_password)
+        terminal, secret = admin.create_terminal(session, box, merchant.id, now_s)
+        return Merchant(merchant.name, merchant.id, terminal.id, secret)
+
+
+def new_terminal(server: Server, merchant: Merchant) -> Merchant:
+    """Another terminal key of the same merchant (`terminals create`)."""
+    box = SecretBox.from_config(ServerConfig.from_env(server.env))
+    with server.session() as session:
+        terminal, secret = admin.create_terminal(session, box, merchant.merchant_id, time.time())
+    return Merchant(merchant.name, merchant.merchant_id, terminal.id, secret)
+
+
+def set_limits(
+    server: Server,
+    user: str,
+    *,
+    payment_max: str | None = None,
+    daily_max: str | None = None,
+    daily_count_max: int = admin.DAILY_COUNT_MAX,
+) -> None:
+    """`users limits` for `user` in CNY: None keeps the server's default. By default only the
+    daily count is lifted (to its maximum): tests that race money, not limits, pay often."""
+    with server.session() as session:
+        admin.set_limits(
+            session,
+            user,
+            "CNY",
+            payment_max=payment_max,
+            daily_max=daily_max,
+            daily_count_max=daily_count_max,
+            reset=False,
+        )
+
+
+def new_users(server: Server, prefix: str, top_ups: list[str]) -> list[str]:
+    """One user per amount in `top_ups`, as new_user makes them, but sharing one password
+    hash: the server's scrypt costs ~0.1 s a user, and a load test that makes dozens of users
+    is not about their log-ins. Each user's password is still PASSWORD."""
+    password_hash = hash_password(PASSWORD)
+    names = [unique(prefix) for _ in top_ups]
+    now_s = time.time()
+    with server.session() as session:
+        for name, top_up in zip(names, top_ups, strict=True):
+            # admin.create_user's rows, with the hash made once above
+            user = User(
+                id=new_id("usr"),
+                name=admin.check_user_name(name),
+                password_hash=password_hash,
+                created_at_s=now_s,
+            )
+            session.add(user)
+            session.flush()
+            ledger.open_account(session, "user", user.id, "CNY")
+            admin.top_up(session, name, top_up, now_s, "CNY")
+    return names
+
+
+def user_id(server: Server, name: str) -> str:
+    with server.session() as session:
+        return admin.find_user(session, name).id
+
+
+# -- the console scripts, as processes or in this process ---------------------------------------
+
+CONSOLE_SCRIPTS = {
+    "server": "paycode.server.cli",
+    "wallet": "paycode.client.cli",
+    "pos": "paycode.merchant_pos.cli",
+}
+"""`paycode-<name>` -> its module."""
+
+
+def person_env() -> dict[str, str]:
+    """A person's shell for paycode-wallet and paycode-pos: the test runner's environment
+    without any PAYCODE_* setting (so a wallet keeps its passphrase in its own file)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PAYCODE_")}
+    return env | {"PYTHONUNBUFFERED": "1"}
+
+
+def run_console(
+    program: str,
+    args: list[str],
+    env: dict[str, str],
+    stdin: str = "",
+    *,
+    own_process: bool,
+) -> subprocess.CompletedProcess[str]:
+    """`paycode-<program> ARGS` as its own process, or its `main` in this one (the same code
+    without the interpreter's start-up; see paycode.server.testing.run_in_process)."""
+    module = CONSOLE_SCRIPTS[program]
+    if own_process:
+        return run_command([sys.executable, "-m", module, *args], env, stdin)
+    return run_in_process(module, env, *args, stdin=stdin)
