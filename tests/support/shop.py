@@ -10,6 +10,11 @@ names.
 Console level (CLI end-to-end tests): `open_shop` makes a customer 'carol' with a wallet home
 and a POS home per merchant, and `Shop.wallet` / `Shop.pos` run `paycode-wallet` and
 `paycode-pos` with --json, as a person would type them.
+
+By id, many at once (the reliability suite): `new_merchant` (a `Merchant`: its ids, a terminal
+key, its till; with a notify URL, an allow-list, a dashboard password), `new_terminal`,
+`set_limits`, `new_users` (one shared password hash) and `user_id`; `run_console` runs any
+console script as a process or in this process, with `person_env` for the wallet and the POS.
 """
 
 from __future__ import annotations
