@@ -60,7 +60,7 @@ from paycode.shared.enrollment import b64, new_ed25519_seed
 from paycode.shared.prf import mac
 from paycode.shared.versions.base import DeviceCredential
 from tests.reliability.figures import Figures, Scale, current_scale
-from tests.support.servers import LiveServer, postgres_database, start_server
+from tests.support.servers import Server, postgres_database, start_server
 from tests.support.shop import (
     PASSWORD,
     Merchant,
@@ -250,7 +250,7 @@ class Snapshot:
         return (self.balances, self.ledger_sum_minor, self.transactions, self.refunds)
 
 
-def snapshot(server: LiveServer) -> Snapshot:
+def snapshot(server: Server) -> Snapshot:
     with server.engine.connect() as connection:
 
         def rows(query: str) -> list[Any]:
@@ -278,7 +278,7 @@ def snapshot(server: LiveServer) -> Snapshot:
 
 @dataclass
 class World:
-    server: LiveServer
+    server: Server
     today: str
     tag: str
     users: dict[str, str] = field(default_factory=dict)
@@ -325,13 +325,13 @@ class World:
             return int(value)
 
 
-def _set_version(server: LiveServer, action: str, version: str) -> None:
+def _set_version(server: Server, action: str, version: str) -> None:
     done = server.cli_in_process("versions", action, version)
     assert done.returncode == 0, done.stdout + done.stderr
     time.sleep(STATUSES_TTL_S + 0.2)  # every worker's cache of the statuses has expired
 
 
-def build_world(server: LiveServer, home: Path, round_no: int) -> World:
+def build_world(server: Server, home: Path, round_no: int) -> World:
     """Users A and B with wallets, merchants A, B, C, D with terminals, payments of each, two
     dashboard log-ins, a revoked terminal, and code version v1 retired at the end."""
     tag = f"{round_no}{secrets.token_hex(3)}"
@@ -365,7 +365,7 @@ def build_world(server: LiveServer, home: Path, round_no: int) -> World:
     return world
 
 
-def _merchant_behind_allow_list(server: LiveServer, name: str) -> Merchant:
+def _merchant_behind_allow_list(server: Server, name: str) -> Merchant:
     """Merchant C, made by the console script's main (in this process: a subprocess costs a
     second of start-up) with `--allow-ip 10.0.0.0/8`: its terminals may not call from 127.0.0.1."""
     made = server.cli_in_process("--json", "merchants", "create", name, "--allow-ip", "10.0.0.0/8")
@@ -1056,7 +1056,7 @@ def _difference(before: Snapshot, after: Snapshot) -> str:
 
 
 @pytest.fixture(scope="module", params=_backends())
-def authz_server(request: pytest.FixtureRequest) -> Iterator[LiveServer]:
+def authz_server(request: pytest.FixtureRequest) -> Iterator[Server]:
     backend: str = request.param
     knob = {"PAYCODE_VERSION_STATUSES_TTL_S": str(STATUSES_TTL_S)}
     with pytest.MonkeyPatch.context() as patch:
@@ -1074,7 +1074,7 @@ def authz_server(request: pytest.FixtureRequest) -> Iterator[LiveServer]:
 
 
 def test_authorization_matrix(
-    authz_server: LiveServer, figures: Figures, scale: Scale, tmp_path: Path
+    authz_server: Server, figures: Figures, scale: Scale, tmp_path: Path
 ) -> None:
     figures.section = SECTION
     server = authz_server
