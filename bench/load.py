@@ -183,7 +183,7 @@ class Fixture:
 
 def populate(server: LiveServer, customers: int, merchants: int) -> Fixture:
     """Users and top-ups through server.admin (what `paycode-server users ...` runs), v2 devices
-    inserted and sealed as tests/support/bank.py::add_devices does, merchants and terminals
+    inserted and sealed as tests/support/shop.py::bank_devices does, merchants and terminals
     through server.admin (what `merchants create` / `terminals create` run)."""
     box = SecretBox.from_config(ServerConfig.from_env(server.env))
     password_hash = hash_password(BENCH_PASSWORD)

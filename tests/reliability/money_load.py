@@ -1,8 +1,8 @@
 """Money under load, for the bank-invariant (test_bank.py) and crash (test_crashes.py) tests.
 
-A `Bank` on a live server: users topped up and limited through server.admin (what
-`paycode-server users top-up | limits` run) with wallets enrolled over HTTP by the real wallet
-library, merchants with a terminal each (`merchants create`, `terminals create`). Client
+A `Bank` on a live server, made by the one shop builder (tests/support/shop.py): users topped
+up and limited in-process (what `paycode-server users top-up | limits` run) with wallets
+enrolled over HTTP by the real wallet library, merchants with a terminal each. Client
 threads (`run_clients`) do seeded random operations: charges of fresh wallet codes of random
 versions through the real TerminalClient (each with its own Idempotency-Key and
 merchant_order_id), partial and full refunds of earlier payments, and operator top-ups
@@ -38,7 +38,6 @@ import contextlib
 import itertools
 import os
 import random
-import secrets
 import signal
 import threading
 import time
@@ -54,12 +53,8 @@ from sqlalchemy import Connection, Engine, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from bench.load import worker_pids
-from paycode.appkit.http_client import ServerClient
-from paycode.client import online
 from paycode.client.wallet import Wallet
 from paycode.merchant_pos.terminal_client import TerminalClient
-from paycode.server.books import ledger
-from paycode.server.config import ServerConfig
 from paycode.server.database.engine import READ_ONLY_OPTION, make_engine
 from paycode.server.database.models import (
     SYSTEM,
@@ -68,17 +63,15 @@ from paycode.server.database.models import (
     LedgerTransaction,
     Payment,
     Refund,
-    User,
-    new_id,
 )
 from paycode.server.operations import admin
-from paycode.server.safety.passwords import hash_password
-from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.errors import CounterExhausted, ServerRejected, ServerUnreachable
 from tests.support.servers import LiveServer
+from tests.support.shop import Merchant, new_merchant, new_phone, new_users, set_limits, user_id
 
 CURRENCY = "CNY"
-PASSWORD = "reliability bank password"
+DAILY_MAX = "10000000.00"
+"""Customers' password-free daily total: never what stops a charge here."""
 VERSIONS = ("v1", "v2", "v3")
 CHARGE_MINOR_MAX = 3000
 """Charges of 0.01-30.00: with START and TOP_UP below, customers run dry now and then."""
@@ -132,14 +125,6 @@ class Customer:
         raise AssertionError("every version's counters are used up")
 
 
-@dataclass(frozen=True)
-class Shop:
-    name: str
-    merchant_id: str
-    key_id: str
-    secret: bytes = field(repr=False)
-
-
 @dataclass(eq=False)
 class Op:
     """One client operation and what its client learned."""
@@ -149,7 +134,7 @@ class Op:
     key: str
     """Its Idempotency-Key, the same on every retry ("" for a top-up)."""
     customer: int
-    shop: int
+    merchant: int
     amount_minor: int
     order_id: str = ""
     code: str = ""
@@ -284,7 +269,7 @@ class Bank:
     engine: Engine
     """The test's own engine on the server's database (top-ups, snapshots)."""
     customers: list[Customer]
-    shops: list[Shop]
+    merchants: list[Merchant]
     book: Book
     up: threading.Event = field(default_factory=threading.Event)
     """Set while the server serves; a whole-server crash clears it until the restart."""
@@ -298,64 +283,33 @@ class Bank:
     def url(self) -> str:
         return self.server.url
 
-    def till(self, shop: int) -> TerminalClient:
+    def till(self, merchant: int) -> TerminalClient:
         """The real terminal client, on the server's current address, its back-off counted."""
-        found = self.shops[shop]
-        return TerminalClient(
-            self.url,
-            found.key_id,
-            found.secret,
-            timeout_s=CLIENT_TIMEOUT_S,
-            sleep=self.book.counted_sleep,
+        return self.merchants[merchant].till_at(
+            self.url, timeout_s=CLIENT_TIMEOUT_S, sleep=self.book.counted_sleep
         )
 
 
-def open_bank(server: LiveServer, home: Path, rng: random.Random, users: int, shops: int) -> Bank:
+def open_bank(
+    server: LiveServer, home: Path, rng: random.Random, users: int, merchants: int
+) -> Bank:
     """`users` customers (each topped up once, password-free limits lifted: this races money,
-    not limits) with a wallet enrolled in v1, v2 and v3; `shops` merchants with a terminal."""
+    not limits) with a wallet enrolled in v1, v2 and v3; `merchants` with a terminal each.
+    Made by the one shop builder (tests/support/shop.py), wallets enrolled over HTTP."""
     engine = make_engine(server.database_url)
-    box = SecretBox.from_config(ServerConfig.from_env(server.env))
-    tag = secrets.token_hex(3)
     book = Book()
-    made: list[Shop] = []
-    with Session(engine) as session:
-        for index in range(shops):
-            merchant = admin.create_merchant(session, f"Rel Shop {tag} {index}", CURRENCY)
-            terminal, secret = admin.create_terminal(session, box, merchant.id, time.time())
-            made.append(Shop(merchant.name, merchant.id, terminal.id, secret))
-        session.commit()
+    made = [new_merchant(server, "RelShop") for _ in range(merchants)]
     starts = [Op("top_up", "", index, -1, rng.randint(*START_MINOR)) for index in range(users)]
-    password_hash = hash_password(PASSWORD)  # one scrypt for all: logins are not under test
+    names = new_users(server, "rel", [money(start.amount_minor) for start in starts])
+    for name in names:
+        set_limits(server, name, daily_max=DAILY_MAX)
 
-    def customer(start: Op) -> Customer:
-        """Made as `users create` (but with the shared password hash), `users limits` and
-        `users top-up` make it; then its wallet is enrolled over HTTP."""
-        name = f"rel-{tag}-{start.customer}"
-        with Session(engine) as session:
-            user = User(id=new_id("usr"), name=name, password_hash=password_hash, created_at_s=0.0)
-            session.add(user)
-            session.flush()
-            ledger.open_account(session, "user", user.id, CURRENCY)
-            user_id = user.id
-            admin.set_limits(
-                session,
-                name,
-                CURRENCY,
-                payment_max=None,
-                daily_max="10000000.00",
-                daily_count_max=admin.DAILY_COUNT_MAX,
-                reset=False,
-            )
-            admin.top_up(session, name, money(start.amount_minor), time.time(), CURRENCY)
-            session.commit()
-        wallet = Wallet.open_or_create(home / name)
-        online.enroll(
-            wallet, ServerClient(server.url), user=name, password=PASSWORD, versions=list(VERSIONS)
-        )
-        return Customer(name, user_id, wallet)
+    def customer(name: str) -> Customer:
+        wallet = new_phone(server, home / name, name, list(VERSIONS))
+        return Customer(name, user_id(server, name), wallet)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        customers = list(pool.map(customer, starts))
+        customers = list(pool.map(customer, names))
     for start in starts:
         book.start(start)
         book.acked(start)
@@ -374,7 +328,7 @@ def _answer(bank: Bank, op: Op, call: Callable[[TerminalClient], dict[str, Any]]
     deadline = time.monotonic() + OUTAGE_WAIT_S
     while True:
         try:
-            reply = call(bank.till(op.shop))
+            reply = call(bank.till(op.merchant))
         except ServerRejected as error:
             if error.status < 500 and error.code != "idempotency_in_progress":
                 bank.book.refused(op, error.code)
@@ -397,10 +351,10 @@ def _answer(bank: Bank, op: Op, call: Callable[[TerminalClient], dict[str, Any]]
 
 
 def _check_reply(bank: Bank, op: Op, reply: dict[str, Any]) -> None:
-    shop = bank.shops[op.shop]
+    merchant = bank.merchants[op.merchant]
     if op.kind == "charge":
         op.payment_id = str(reply.get("payment_id", ""))
-        expected = ("succeeded", op.amount_minor, op.order_id, shop.merchant_id, op.version)
+        expected = ("succeeded", op.amount_minor, op.order_id, merchant.merchant_id, op.version)
         found = (
             reply.get("status"),
             reply.get("amount_minor"),
@@ -439,7 +393,7 @@ def charge(bank: Bank, rng: random.Random, order_id: str) -> Op:
         "charge",
         str(uuid.UUID(int=rng.getrandbits(128), version=4)),
         customer,
-        rng.randrange(len(bank.shops)),
+        rng.randrange(len(bank.merchants)),
         rng.randint(1, CHARGE_MINOR_MAX),
         order_id=order_id,
         patient=rng.random() < bank.patience,
@@ -472,7 +426,7 @@ def rescan(bank: Bank, rng: random.Random, earlier: Op, order_id: str) -> Op:
         "charge",
         str(uuid.UUID(int=rng.getrandbits(128), version=4)),
         earlier.customer,
-        earlier.shop,
+        earlier.merchant,
         earlier.amount_minor,
         order_id=order_id,
         code=earlier.code,
@@ -497,7 +451,7 @@ def refund(bank: Bank, rng: random.Random) -> Op | None:
         "refund",
         str(uuid.UUID(int=rng.getrandbits(128), version=4)),
         target.customer,
-        target.shop,
+        target.merchant,
         amount,
         payment_id=target.payment_id,
         patient=rng.random() < bank.patience,
@@ -826,7 +780,9 @@ def settle_and_reconcile(bank: Bank, rng: random.Random, gets_max: int) -> dict[
     after = check_snapshot(bank, notes)
     _check_exact(bank, after, notes)
     gets = _check_api(bank, after, rng, gets_max, notes)
-    reconciled = bank.server.cli("--json", "reconcile")
+    # The command's main in this process: its verdict is the subject here, not its process
+    # (tests/server/test_settlement.py spawns it); a process would cost a second of start-up.
+    reconciled = bank.server.cli_in_process("--json", "reconcile")
     if reconciled.returncode != 0:
         notes.append(
             f"paycode-server reconcile exited {reconciled.returncode}: {reconciled.stdout}"
@@ -888,15 +844,15 @@ def _check_doubtful(bank: Bank, found: Snapshot, doubtful: list[Op], notes: list
         extra = found.balances.get(("user", customer.user_id), 0) - expected
         if extra not in subset_sums(top_ups_doubt.get(index, [])):
             notes.append(f"{customer.name}: balance off by {extra} beyond what was in doubt")
-    for shop in bank.shops:
+    for merchant in bank.merchants:
         takings = sum(
             row[1] - row[2]
             for row in found.payments.values()
-            if row[0] == "succeeded" and row[3] == shop.merchant_id
+            if row[0] == "succeeded" and row[3] == merchant.merchant_id
         )
-        balance = found.balances.get(("merchant", shop.merchant_id), 0)
+        balance = found.balances.get(("merchant", merchant.merchant_id), 0)
         if balance != takings:
-            notes.append(f"{shop.name}: balance {balance}, its payments net {takings}")
+            notes.append(f"{merchant.name}: balance {balance}, its payments net {takings}")
 
 
 def _customer_expected(bank: Bank, index: int, found: Snapshot) -> int:
@@ -934,10 +890,10 @@ def _check_exact(bank: Bank, found: Snapshot, notes: list[str]) -> None:
         notes.append(f"acknowledged payment {payment_id} is {found.payments.get(payment_id)}")
     for payment_id, op in paid.items():
         row = found.payments.get(payment_id)
-        shop, customer = bank.shops[op.shop], bank.customers[op.customer]
+        merchant, customer = bank.merchants[op.merchant], bank.customers[op.customer]
         if row is not None and (row[1], row[3], row[4], row[5]) != (
             op.amount_minor,
-            shop.merchant_id,
+            merchant.merchant_id,
             customer.user_id,
             op.order_id,
         ):
@@ -987,10 +943,10 @@ def _check_balances(bank: Bank, found: Snapshot, notes: list[str]) -> None:
             continue
         if op.state != "acked":
             continue
-        shop = ("merchant", bank.shops[op.shop].merchant_id)
+        merchant = ("merchant", bank.merchants[op.merchant].merchant_id)
         sign = 1 if op.kind == "charge" else -1
         expected[user] -= sign * op.amount_minor
-        expected[shop] += sign * op.amount_minor
+        expected[merchant] += sign * op.amount_minor
     for owner, balance in found.balances.items():
         if owner[0] == SYSTEM:
             continue
@@ -1014,7 +970,7 @@ def _check_api(
     errored_ids = {id(op) for op in errored}
 
     def look(op: Op) -> str | None:
-        till = bank.till(op.shop)
+        till = bank.till(op.merchant)
         if id(op) in errored_ids:
             items = till.payments_by_order(op.order_id)
             statuses = sorted(str(item.get("status")) for item in items)

@@ -24,7 +24,7 @@ ledger always sums to zero.
 
 Time is moved for one thing only: the wallet session token's expiry, which no setting shortens
 (ServerConfig.session_ttl_s is not read from the environment), is set in the past in its row.
-There is no command to revoke a terminal key, so the revoked terminal is revoked in its row too.
+The users, merchants and terminals come from the one shop builder (tests/support/shop.py).
 """
 
 from __future__ import annotations
@@ -51,21 +51,29 @@ from paycode.client import online
 from paycode.client.wallet import Wallet
 from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.server.books import settlement
-from paycode.server.config import ServerConfig
 from paycode.server.dashboard import access
 from paycode.server.http.problems import PROBLEM_BASE
-from paycode.server.notifications import events
-from paycode.server.operations import admin
 from paycode.server.safety.limits import LimitSettings
-from paycode.server.safety.secretbox import SecretBox
 from paycode.shared import terminal_auth, wallet_auth
 from paycode.shared.emv.collection import CollectionCode, build_collection_payload
 from paycode.shared.enrollment import b64, new_ed25519_seed
 from paycode.shared.prf import mac
 from paycode.shared.versions.base import DeviceCredential
 from tests.reliability.figures import Figures, Scale, current_scale
-from tests.support import phones
-from tests.support.servers import LiveServer, postgres_database, start_server
+from tests.support.servers import Server, postgres_database, start_server
+from tests.support.shop import (
+    PASSWORD,
+    Merchant,
+    code_of,
+    new_merchant,
+    new_phone,
+    new_terminal,
+    new_user,
+    open_bank,
+    set_limits,
+    use_fast_keystore,
+    user_id,
+)
 
 SECTION = "7. Authorization matrix"
 HTTP_TIMEOUT_S = 15.0
@@ -151,15 +159,8 @@ def json_bytes(payload: dict[str, Any] | None) -> bytes:
     return b"" if payload is None else json.dumps(payload).encode()
 
 
-@dataclass(frozen=True)
-class TerminalKey:
-    key_id: str
-    secret: bytes = field(repr=False)
-    merchant_id: str
-
-
 def by_terminal(
-    key: TerminalKey,
+    key: Merchant,
     method: str,
     path: str,
     payload: dict[str, Any] | None = None,
@@ -250,7 +251,7 @@ class Snapshot:
         return (self.balances, self.ledger_sum_minor, self.transactions, self.refunds)
 
 
-def snapshot(server: LiveServer) -> Snapshot:
+def snapshot(server: Server) -> Snapshot:
     with server.engine.connect() as connection:
 
         def rows(query: str) -> list[Any]:
@@ -278,7 +279,7 @@ def snapshot(server: LiveServer) -> Snapshot:
 
 @dataclass
 class World:
-    server: LiveServer
+    server: Server
     today: str
     tag: str
     users: dict[str, str] = field(default_factory=dict)
@@ -286,7 +287,7 @@ class World:
     user_names: dict[str, str] = field(default_factory=dict)
     merchants: dict[str, str] = field(default_factory=dict)
     """"A", "B", "C" (allow-list excludes loopback), "D" (allow-list is loopback) -> id."""
-    terminals: dict[str, TerminalKey] = field(default_factory=dict)
+    terminals: dict[str, Merchant] = field(default_factory=dict)
     """Merchant letter -> its terminal; "R": A's second terminal, revoked."""
     wallets: dict[str, Wallet] = field(default_factory=dict)
     """"A1" (v1, v2, v3), "A2" (v2; revoked in the matrix), "B" (v3)."""
@@ -307,7 +308,7 @@ class World:
         return Phone(enrollment.device_id, enrollment.credential, wallet[0])
 
     def code(self, wallet: str, version: str) -> str:
-        return phones.code_of(self.wallets[wallet], version)
+        return code_of(self.wallets[wallet], version)
 
     def devices_of_user(self, letter: str) -> set[str]:
         with self.server.engine.connect() as connection:
@@ -325,13 +326,13 @@ class World:
             return int(value)
 
 
-def _set_version(server: LiveServer, action: str, version: str) -> None:
+def _set_version(server: Server, action: str, version: str) -> None:
     done = server.cli_in_process("versions", action, version)
     assert done.returncode == 0, done.stdout + done.stderr
     time.sleep(STATUSES_TTL_S + 0.2)  # every worker's cache of the statuses has expired
 
 
-def build_world(server: LiveServer, home: Path, round_no: int) -> World:
+def build_world(server: Server, home: Path, round_no: int) -> World:
     """Users A and B with wallets, merchants A, B, C, D with terminals, payments of each, two
     dashboard log-ins, a revoked terminal, and code version v1 retired at the end."""
     tag = f"{round_no}{secrets.token_hex(3)}"
@@ -339,20 +340,20 @@ def build_world(server: LiveServer, home: Path, round_no: int) -> World:
     if round_no > 0:
         _set_version(server, "activate", "v1")  # the previous round retired it
     allow_list = _merchant_behind_allow_list(server, f"Authz C {tag}")
-    _accounts(world, tag)
+    _accounts(world)
     world.terminals["C"] = allow_list
     world.merchants["C"] = allow_list.merchant_id
     world.wallets = {
-        "A1": phones.new_phone(server, home / "A1", world.user_names["A"], ["v1", "v2", "v3"]),
-        "A2": phones.new_phone(server, home / "A2", world.user_names["A"], ["v2"]),
-        "B": phones.new_phone(server, home / "B", world.user_names["B"], ["v3"]),
+        "A1": new_phone(server, home / "A1", world.user_names["A"], ["v1", "v2", "v3"]),
+        "A2": new_phone(server, home / "A2", world.user_names["A"], ["v2"]),
+        "B": new_phone(server, home / "B", world.user_names["B"], ["v3"]),
     }
     for letter, wallet in (("A", world.wallets["A1"]), ("B", world.wallets["B"])):
         online.signed_call(
             wallet,
             "POST",
             "/v1/wallet/pin",
-            {"password": phones.PASSWORD, "pin": PIN[letter]},
+            {"password": PASSWORD, "pin": PIN[letter]},
             enrollment=wallet.enrollment("v3"),
             idempotency_key=str(uuid.uuid4()),
         )
@@ -365,7 +366,7 @@ def build_world(server: LiveServer, home: Path, round_no: int) -> World:
     return world
 
 
-def _merchant_behind_allow_list(server: LiveServer, name: str) -> TerminalKey:
+def _merchant_behind_allow_list(server: Server, name: str) -> Merchant:
     """Merchant C, made by the console script's main (in this process: a subprocess costs a
     second of start-up) with `--allow-ip 10.0.0.0/8`: its terminals may not call from 127.0.0.1."""
     made = server.cli_in_process("--json", "merchants", "create", name, "--allow-ip", "10.0.0.0/8")
@@ -375,50 +376,34 @@ def _merchant_behind_allow_list(server: LiveServer, name: str) -> TerminalKey:
     created = server.cli_in_process("--json", "terminals", "create", name)
     assert created.returncode == 0, created.stdout + created.stderr
     terminal = json.loads(created.stdout)
-    return TerminalKey(terminal["key_id"], base64.b64decode(terminal["secret"]), merchant["id"])
+    secret = base64.b64decode(terminal["secret"])
+    return Merchant(merchant["name"], merchant["id"], terminal["key_id"], secret)
 
 
-def _accounts(world: World, tag: str) -> None:
+def _accounts(world: World) -> None:
+    """Users A and B (password-free up to 50.00 a payment) and merchants A, B (a notify URL
+    nobody listens on, a dashboard password) and D (allow-list 127.0.0.0/8), each with a
+    terminal, and A's second terminal R, from the one shop builder (tests/support/shop.py)."""
     server = world.server
-    box = SecretBox.from_config(ServerConfig.from_env(server.env))
-    now_s = time.time()
-    with server.session() as session:
-        for letter in ("A", "B"):
-            name = f"authz_{letter.lower()}_{tag}"
-            user = admin.create_user(session, name, phones.PASSWORD, "CNY", now_s=now_s)
-            admin.top_up(session, name, "1000.00", now_s, "CNY")
-            admin.set_limits(
-                session,
-                name,
-                "CNY",
-                payment_max="50.00",
-                daily_max="100000.00",
-                daily_count_max=1000,
-                reset=False,
-            )
-            world.users[letter], world.user_names[letter] = user.id, name
-        for letter in ("A", "B", "D"):
-            merchant = admin.create_merchant(
-                session,
-                f"Authz {letter} {tag}",
-                "CNY",
-                DEAD_HOOK if letter != "D" else None,
-                allow_ips=["127.0.0.0/8"] if letter == "D" else None,
-                now_s=now_s,
-            )
-            events.issue_secret(session, box, merchant)
-            if letter != "D":
-                access.set_password(session, merchant.id, DASHBOARD_PASSWORD)
-            terminal, secret = admin.create_terminal(session, box, merchant.id, now_s)
-            world.merchants[letter] = merchant.id
-            world.terminals[letter] = TerminalKey(terminal.id, secret, merchant.id)
-        terminal, secret = admin.create_terminal(session, box, world.merchants["A"], now_s)
-        world.terminals["R"] = TerminalKey(terminal.id, secret, world.merchants["A"])
+    for letter in ("A", "B"):
+        name = new_user(server, f"authz_{letter.lower()}", top_up="1000.00")
+        set_limits(server, name, payment_max="50.00", daily_max="100000.00", daily_count_max=1000)
+        world.users[letter], world.user_names[letter] = user_id(server, name), name
+    for letter in ("A", "B", "D"):
+        made = new_merchant(
+            server,
+            f"Authz_{letter}",
+            notify_url=DEAD_HOOK if letter != "D" else None,
+            allow_ips=["127.0.0.0/8"] if letter == "D" else None,
+            notify_secret=True,
+            dashboard_password=DASHBOARD_PASSWORD if letter != "D" else None,
+        )
+        world.merchants[letter], world.terminals[letter] = made.merchant_id, made
+    world.terminals["R"] = new_terminal(server, world.terminals["A"])
 
 
 def _till(world: World, letter: str) -> TerminalClient:
-    key = world.terminals[letter]
-    return TerminalClient(world.server.url, key.key_id, key.secret, sleep=lambda _s: None)
+    return world.terminals[letter].till_at(world.server.url)
 
 
 def _payments(world: World) -> None:
@@ -450,18 +435,15 @@ def _day_of(world: World, payment_id: str) -> str:
 
 
 def _revoke_terminal(world: World) -> None:
-    """Terminal R answers once (so a worker caches its secret), then is revoked in its row:
-    there is no command for it (only tests/test_server_charges.py does the same)."""
+    """Terminal R answers once (so a worker caches its secret), then is revoked by
+    `paycode-server terminals revoke` (its main, in this process)."""
     assert _till(world, "R").merchant()["merchant_id"] == world.merchants["A"]
-    with world.server.session() as session:
-        session.execute(
-            text("UPDATE terminals SET revoked_at_s = :now WHERE id = :id"),
-            {"now": time.time(), "id": world.terminals["R"].key_id},
-        )
+    done = world.server.cli_in_process("terminals", "revoke", world.terminals["R"].key_id)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def _dashboard_login(world: World, letter: str) -> str:
-    name = f"Authz {letter} {world.tag}"
+    name = world.terminals[letter].name
     form = urllib.parse.urlencode({"name": name, "password": DASHBOARD_PASSWORD}).encode()
     reply = world.send(
         Req(
@@ -506,7 +488,7 @@ def _wallet_tokens(world: World) -> None:
 
 
 def _wallet_login(world: World, letter: str) -> str:
-    payload = {"user": world.user_names[letter], "password": phones.PASSWORD}
+    payload = {"user": world.user_names[letter], "password": PASSWORD}
     reply = world.send(
         Req(
             "POST", "/v1/wallet/sessions", json_bytes(payload), {"Content-Type": "application/json"}
@@ -890,7 +872,7 @@ def terminal_state_cells(world: World) -> list[Cell]:
     own = f"/v1/payments/{world.payments['A']}"
     codes: dict[str, str] = {}
 
-    def charge(key: TerminalKey, name: str, headers: dict[str, str] | None = None) -> Reply:
+    def charge(key: Merchant, name: str, headers: dict[str, str] | None = None) -> Reply:
         code = codes.setdefault(name, world.code("A1", "v2"))
         payload = {"code": code, "amount": "1.00", "currency": "CNY"}
         return send(by_terminal(key, "POST", "/v1/charges", payload, headers=headers))
@@ -1064,7 +1046,7 @@ def _difference(before: Snapshot, after: Snapshot) -> str:
     for name in ("balances", "payments", "devices"):
         old, new = getattr(before, name), getattr(after, name)
         keys = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
-        changed += [f"{name}[{k}] {old.get(k)} -> {new.get(k)}" for k in sorted(map(str, keys))]
+        changed += [f"{name}[{k}] {old.get(k)} -> {new.get(k)}" for k in sorted(keys, key=str)]
     for name in ("ledger_sum_minor", "transactions", "refunds"):
         if getattr(before, name) != getattr(after, name):
             changed.append(f"{name} {getattr(before, name)} -> {getattr(after, name)}")
@@ -1075,11 +1057,11 @@ def _difference(before: Snapshot, after: Snapshot) -> str:
 
 
 @pytest.fixture(scope="module", params=_backends())
-def authz_server(request: pytest.FixtureRequest) -> Iterator[LiveServer]:
+def authz_server(request: pytest.FixtureRequest) -> Iterator[Server]:
     backend: str = request.param
     knob = {"PAYCODE_VERSION_STATUSES_TTL_S": str(STATUSES_TTL_S)}
     with pytest.MonkeyPatch.context() as patch:
-        phones.use_fast_keystore(patch)
+        use_fast_keystore(patch)
         if backend == "sqlite":  # this one also checks the metrics token rule
             extra = knob | {"PAYCODE_METRICS_TOKEN": METRICS_TOKEN}
             with start_server("sqlite", extra_env=extra) as server:
@@ -1093,7 +1075,7 @@ def authz_server(request: pytest.FixtureRequest) -> Iterator[LiveServer]:
 
 
 def test_authorization_matrix(
-    authz_server: LiveServer, figures: Figures, scale: Scale, tmp_path: Path
+    authz_server: Server, figures: Figures, scale: Scale, tmp_path: Path
 ) -> None:
     figures.section = SECTION
     server = authz_server
@@ -1105,9 +1087,9 @@ def test_authorization_matrix(
         world.metrics_token = server.env.get("PAYCODE_METRICS_TOKEN")
         cells = the_table(world)
         assert len({cell.name() for cell in cells}) == len(cells), "every cell is named once"
+        before = snapshot(server)
         for cell in cells:
             assert cell.effect in ALLOWED_EFFECTS, cell.name()
-            before = snapshot(server)
             reply = cell.send()
             after = snapshot(server)
             figures.operations += 1
@@ -1115,6 +1097,10 @@ def test_authorization_matrix(
             groups[cell.group] = groups.get(cell.group, 0) + 1
             for problem in judge(cell, reply, before, after):
                 figures.anomaly(f"{server.backend} {cell.name()}: {problem}")
+            # The bank after one cell is the bank before the next: nothing but reads runs
+            # between them, and a change that landed late would be charged to the next cell,
+            # never missed.
+            before = after
         figures.runs += 1
         final = snapshot(server)
         if final.ledger_sum_minor != 0 or sum(final.balances.values()) != 0:
@@ -1129,37 +1115,36 @@ def test_authorization_matrix(
 
 
 def test_regression_signature_covers_a_trailing_question_mark(
-    figures: Figures, tmp_path: Path
+    figures: Figures, live_sqlite: Server
 ) -> None:
     """The server checked signatures against `full_path.rstrip("?")` (terminals) and
     `full_path.removesuffix("?")` (wallets): a '?' added to the end of a signed query, after
     signing, still verified, and the server then ran the changed query
     (`merchant_order_id=A-1?` instead of `A-1`). Now the signed path is the path and query
-    exactly as sent (server.auth.signed_path)."""
-    from tests.support.bank import served_bank
-
+    exactly as sent (paycode.server.http.signed_requests.signed_path). Over real HTTP: the
+    query string is what the client sent, byte for byte."""
     figures.section = SECTION
-    with served_bank("sqlite", tmp_path, 10_000) as bank:
-        merchant_id, (key_id, secret) = next(iter(bank.terminals.items()))
-        terminal = TerminalKey(key_id, secret, merchant_id)
-        device_id, credential = next(iter(bank.credentials.items()))
-        phone = Phone(device_id, credential, "alice")
-        lookup = "/v1/payments?merchant_order_id=A-1"
-        cases = [  # (request, expected status)
-            (by_terminal(terminal, "GET", lookup + "?", sign_path=lookup), 401),
-            (by_terminal(terminal, "GET", lookup + "??", sign_path=lookup), 401),
-            (by_terminal(terminal, "GET", lookup + "?"), 200),  # signed as sent: fine
-            (by_terminal(terminal, "GET", lookup), 200),
-            (by_device(phone, "GET", "/v1/wallet/history?limit=5?",
-                       sign_path="/v1/wallet/history?limit=5"), 401),
-            (by_device(phone, "GET", "/v1/wallet/balance?x=?", sign_path="/v1/wallet/balance?x="),
-             401),
-            (by_device(phone, "GET", "/v1/wallet/history?limit=5"), 200),
-        ]  # fmt: skip
-        for req, status in cases:
-            reply = exchange(bank.url, req)
-            figures.operations += 1
-            if reply.status != status:
-                figures.anomaly(f"{req.method} {req.path}: {reply.status}, expected {status}")
-        figures.runs = 1
+    bank = open_bank(live_sqlite, 10_000, merchants=1)
+    merchant_id, (key_id, secret) = next(iter(bank.terminals.items()))
+    terminal = Merchant("Corner Cafe", merchant_id, key_id, secret)
+    device_id, credential = next(iter(bank.credentials.items()))
+    phone = Phone(device_id, credential, "alice")
+    lookup = "/v1/payments?merchant_order_id=A-1"
+    cases = [  # (request, expected status)
+        (by_terminal(terminal, "GET", lookup + "?", sign_path=lookup), 401),
+        (by_terminal(terminal, "GET", lookup + "??", sign_path=lookup), 401),
+        (by_terminal(terminal, "GET", lookup + "?"), 200),  # signed as sent: fine
+        (by_terminal(terminal, "GET", lookup), 200),
+        (by_device(phone, "GET", "/v1/wallet/history?limit=5?",
+                   sign_path="/v1/wallet/history?limit=5"), 401),
+        (by_device(phone, "GET", "/v1/wallet/balance?x=?", sign_path="/v1/wallet/balance?x="),
+         401),
+        (by_device(phone, "GET", "/v1/wallet/history?limit=5"), 200),
+    ]  # fmt: skip
+    for req, status in cases:
+        reply = exchange(bank.url, req)
+        figures.operations += 1
+        if reply.status != status:
+            figures.anomaly(f"{req.method} {req.path}: {reply.status}, expected {status}")
+    figures.runs = 1
     assert figures.anomalies == 0, figures.anomaly_notes

@@ -55,8 +55,8 @@ from tests.reliability.code_world import (
     genuine_codes,
 )
 from tests.reliability.figures import Figures, Scale
-from tests.support import phones
 from tests.support.servers import LiveServer, postgres_database, start_server
+from tests.support.shop import code_of, new_phone, new_till, new_user, use_fast_keystore
 
 SECTION = "6. Forgery"
 ALPHABETS = {
@@ -381,9 +381,9 @@ def guess_against(
     server: LiveServer, home: Path, rng: random.Random, guesses: int, figures: Figures
 ) -> dict[str, object]:
     """One terminal guesses; the figures of what it met."""
-    user = phones.new_user(server, "guessed", top_up="10.00")
-    wallet = phones.new_phone(server, home, user, ["v3"])
-    guesser, other = phones.new_till(server), phones.new_till(server)
+    user = new_user(server, "guessed", top_up="10.00")
+    wallet = new_phone(server, home, user, ["v3"])
+    guesser, other = new_till(server), new_till(server)
     forgers = [random_codes(version, rng) for version in VERSIONS]
     statuses: Counter[str] = Counter()
     first_block = None
@@ -407,7 +407,7 @@ def guess_against(
         figures.anomaly(
             f"{server.backend}: first 429 at guess {first_block}, expected {GUESS_LIMIT + 1}"
         )
-    genuine = phones.code_of(wallet, "v3")
+    genuine = code_of(wallet, "v3")
     blocked = signed_charge(server, guesser.key_id, guesser.secret, genuine, "genuine-blocked")
     elsewhere = signed_charge(server, other.key_id, other.secret, genuine, "genuine-elsewhere")
     figures.operations += 2
@@ -433,7 +433,7 @@ def test_guessing_one_terminal_is_throttled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     figures.section, figures.seed = SECTION, seed
-    phones.use_fast_keystore(monkeypatch)
+    use_fast_keystore(monkeypatch)
     rng = random.Random(seed)
     guesses = scale.pick(short=GUESS_LIMIT + 5, full=200)
     figures.details["PAYCODE_GUESS_TERMINAL_MAX"] = GUESS_LIMIT

@@ -70,7 +70,7 @@ from paycode.shared.versions.base import Accepted, DeviceCredential, Rejected
 from paycode.shared.versions.registry import by_name
 from tests.reliability.code_world import VERSIONS, World, build_world, genuine_codes
 from tests.reliability.figures import Figures, Scale
-from tests.support import phones
+from tests.support import shop
 from tests.support.servers import LiveServer, postgres_database, start_server
 
 SECTION = "5. Hostile input"
@@ -755,10 +755,10 @@ def live_target(name: str, home: Path) -> Iterator[Target]:
             server = stack.enter_context(
                 start_server("postgres", database_url=url, mode=mode, extra_env=GUARD_OFF)
             )
-        user = phones.new_user(server, "hostile", top_up="100000.00")
-        wallet = phones.new_phone(server, home / name, user, ["v3"])
-        till = phones.new_till(server)
-        paid = phones.charge(till, phones.code_of(wallet, "v3"), "5.00")
+        user = shop.new_user(server, "hostile", top_up="100000.00")
+        wallet = shop.new_phone(server, home / name, user, ["v3"])
+        till = shop.new_till(server)
+        paid = shop.charge(till, shop.code_of(wallet, "v3"), "5.00")
         yield Target(name, server, wallet, till, str(paid["payment_id"]), user)
 
 
@@ -769,7 +769,7 @@ def targets(scale: Scale, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     )
     home = tmp_path_factory.mktemp("hostile")
     with pytest.MonkeyPatch.context() as monkeypatch, contextlib.ExitStack() as stack:
-        phones.use_fast_keystore(monkeypatch)
+        shop.use_fast_keystore(monkeypatch)
         yield [stack.enter_context(live_target(name, home)) for name in names]
 
 
@@ -845,7 +845,7 @@ def authenticators(target: Target) -> dict[str, requests.auth.AuthBase]:
 
     login = requests.post(
         f"{target.server.url}/v1/wallet/sessions",
-        json={"user": target.user, "password": phones.PASSWORD},
+        json={"user": target.user, "password": shop.PASSWORD},
         timeout=30,
     )
     assert login.status_code == 201, login.text
@@ -946,7 +946,7 @@ def aim_at_real_objects(case: schemathesis.Case, target: Target, rng: random.Ran
     if case.path_parameters and "payment_id" in case.path_parameters and rng.random() < 0.5:
         case.path_parameters["payment_id"] = target.payment_id
     if case.operation.path == "/v1/charges" and isinstance(case.body, dict) and rng.random() < 0.4:
-        case.body["code"] = phones.code_of(target.wallet, "v3")
+        case.body["code"] = shop.code_of(target.wallet, "v3")
 
 
 def test_openapi_fuzzing_never_5xx(
@@ -1061,7 +1061,7 @@ def charge_with_genuine(template: str) -> Callable[[Target], bytes]:
     between it and a payment."""
 
     def build(target: Target) -> bytes:
-        body = template.replace("GENUINE", phones.code_of(target.wallet, "v3")).encode()
+        body = template.replace("GENUINE", shop.code_of(target.wallet, "v3")).encode()
         return charge(body)(target)
 
     return build
@@ -1377,8 +1377,8 @@ def test_hostile_http_requests(
     for shared in targets:
         figures.runs += 1
         # A customer of its own: what the fuzzing before did to the shared one is no matter.
-        user = phones.new_user(shared.server, "hostile_raw", top_up="100.00")
-        wallet = phones.new_phone(shared.server, tmp_path / shared.name, user, ["v3"])
+        user = shop.new_user(shared.server, "hostile_raw", top_up="100.00")
+        wallet = shop.new_phone(shared.server, tmp_path / shared.name, user, ["v3"])
         target = dataclasses.replace(shared, wallet=wallet, user=user)
         before = ledger_state(target.server)
         answers: Counter[str] = Counter()
@@ -1393,7 +1393,7 @@ def test_hostile_http_requests(
         if ledger_state(target.server) != before:
             figures.anomaly(f"{target.name}: the ledger changed under hostile requests")
         # The same customer and till do pay when asked properly: the refusals were the inputs'.
-        paid = phones.charge(target.till, phones.code_of(wallet, "v3"), "1.00")
+        paid = shop.charge(target.till, shop.code_of(wallet, "v3"), "1.00")
         figures.operations += 1
         if paid.get("status") != "succeeded":
             figures.anomaly(f"{target.name}: a clean charge after the hostile ones: {paid}")

@@ -41,13 +41,13 @@ from paycode.client.wallet import Wallet
 from paycode.merchant_pos import terminal_client as pos_api
 from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.merchant_pos.till import ConfirmWait, Sale, SaleOutcome, charge_code
-from paycode.server.database.models import Payment, Refund, Terminal
+from paycode.server.database.models import Payment, Refund
 from paycode.shared.errors import ServerRejected, ServerUnreachable
 from tests.reliability.faultproxy import Fault, FaultProxy, Region, Step, fault_proxy
 from tests.reliability.figures import Figures, Scale
 from tests.support.races import Till, books, customer, ledger_sum, merchant_balance
-from tests.support.servers import LiveServer, postgres_database, start_server
-from tests.support.shop import code_of, new_till, use_fast_keystore
+from tests.support.servers import LiveServer
+from tests.support.shop import code_of, new_merchant, use_fast_keystore
 
 pytestmark = pytest.mark.postgres
 
@@ -166,13 +166,7 @@ def make_plan(seed: int, full: bool) -> list[Planned]:
     return plan
 
 
-# -- the shop -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[LiveServer]:
-    with postgres_database() as url, start_server("postgres", database_url=url) as live:
-        yield live
+# -- the checkout ---------------------------------------------------------------------------
 
 
 @pytest.fixture(autouse=True)
@@ -181,7 +175,7 @@ def _fast_wallets(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @dataclass
-class Shop:
+class Checkout:
     """A merchant's till reaching the server through the proxy, a customer, and the books."""
 
     server: LiveServer
@@ -221,25 +215,22 @@ class Shop:
 
 
 @pytest.fixture
-def shop(server: LiveServer, tmp_path: Path) -> Iterator[Shop]:
+def checkout(live_postgres: LiveServer, tmp_path: Path) -> Iterator[Checkout]:
+    """A fresh customer and merchant (the one shop builder) on the module's live `serve` on
+    PostgreSQL, the merchant's till behind a fault proxy of its own."""
+    server = live_postgres
     name, wallet = customer(server, tmp_path / "phone", TOP_UP)
-    made = new_till(server)
-    with server.session() as session:
-        terminal = session.get(Terminal, made.key_id)
-        assert terminal is not None
-        merchant_id = terminal.merchant_id
+    merchant = new_merchant(server)
     with fault_proxy(server.url) as proxy:
-        pos = TerminalClient(
+        pos = merchant.till_at(
             proxy.url,
-            made.key_id,
-            made.secret,
             timeout_s=CLIENT_TIMEOUT_S,
             sleep=lambda seconds: time.sleep(seconds * BACKOFF_SCALE),
         )
-        clean = TerminalClient(server.url, made.key_id, made.secret, sleep=lambda _s: None)
-        till = Till(server.url, made.key_id, made.secret)
+        clean = merchant.till_at(server.url)
+        till = Till(server.url, merchant.key_id, merchant.secret)
         start = books(server, name).balance_minor
-        yield Shop(server, proxy, name, wallet, pos, clean, merchant_id, till, start)
+        yield Checkout(server, proxy, name, wallet, pos, clean, merchant.merchant_id, till, start)
 
 
 # -- one sale, judged -----------------------------------------------------------------------
@@ -258,19 +249,19 @@ class Tally:
 
 
 def _apply(
-    shop: Shop, steps: tuple[Step, ...], tally: Tally, figures: Figures
+    checkout: Checkout, steps: tuple[Step, ...], tally: Tally, figures: Figures
 ) -> Callable[[], None]:
     """Script the proxy; returns the call that counts what it did, after waiting until no
     request of the sale can still reach the server (one held back, or one the till stopped
     waiting for): until then the sale's truth is not settled. An answer still held back needs
     no wait: the server's work is done."""
-    shop.proxy.script(steps)
-    first = shop.proxy.accepted
+    checkout.proxy.script(steps)
+    first = checkout.proxy.accepted
 
     def settle() -> None:
-        if not shop.proxy.wait_settled(first):
+        if not checkout.proxy.wait_settled(first):
             figures.anomaly("the proxy did not settle")
-        records = shop.proxy.records_since(first)
+        records = checkout.proxy.records_since(first)
         tally.connections += len(records)
         figures.operations += len(records)
         for record in records:
@@ -282,41 +273,41 @@ def _apply(
 
 
 def run_sale(
-    shop: Shop, planned: Planned, tally: Tally, figures: Figures, rng: random.Random
+    checkout: Checkout, planned: Planned, tally: Tally, figures: Figures, rng: random.Random
 ) -> None:
     """One sale through the planned faults, then its outcome against the database."""
     amount_minor = rng.randint(2, 500)
     sale = Sale(f"{amount_minor // 100}.{amount_minor % 100:02d}", "CNY")
-    replay = planned.replay_code and bool(shop.paid_codes)
-    code = rng.choice(shop.paid_codes) if replay else code_of(shop.wallet, "v2")
+    replay = planned.replay_code and bool(checkout.paid_codes)
+    code = rng.choice(checkout.paid_codes) if replay else code_of(checkout.wallet, "v2")
     where = f"sale {planned.label} order {sale.order_id}"
-    settle = _apply(shop, planned.steps, tally, figures)
+    settle = _apply(checkout, planned.steps, tally, figures)
     outcome: SaleOutcome | None = None
     try:
-        outcome = charge_code(shop.pos, code, sale, WAIT)
+        outcome = charge_code(checkout.pos, code, sale, WAIT)
     except Exception as error:  # the till must answer, never raise: recorded
         figures.anomaly(f"{where}: charge_code raised {type(error).__name__}: {error}")
     settle()
     figures.runs += 1
-    truth = shop.payments_of(sale.order_id)
+    truth = checkout.payments_of(sale.order_id)
     paid = [row for row in truth if row[1] == "succeeded"]
     if len(truth) > 1:
         figures.anomaly(f"{where}: {len(truth)} payments for one order: {truth}")
     if replay and paid:
         figures.anomaly(f"{where}: a used code paid again: {paid}")
     if outcome is not None:
-        _judge(shop, where, sale, outcome, paid, tally, figures)
+        _judge(checkout, where, sale, outcome, paid, tally, figures)
     if paid:
-        shop.paid_codes.append(code)
-        shop.expected_minor -= sum(row[2] for row in paid)
-        shop.merchant_minor += sum(row[2] for row in paid)
-    _check_books(shop, where, figures)
+        checkout.paid_codes.append(code)
+        checkout.expected_minor -= sum(row[2] for row in paid)
+        checkout.merchant_minor += sum(row[2] for row in paid)
+    _check_books(checkout, where, figures)
     if planned.refund is not None and len(paid) == 1:
-        run_refund(shop, paid[0], planned.refund, tally, figures)
+        run_refund(checkout, paid[0], planned.refund, tally, figures)
 
 
 def _judge(
-    shop: Shop,
+    checkout: Checkout,
     where: str,
     sale: Sale,
     outcome: SaleOutcome,
@@ -331,7 +322,7 @@ def _judge(
             figures.anomaly(
                 f"{where}: giving up is not clear: {outcome.headline} {outcome.message}"
             )
-        later = shop.clean.payments_by_order(sale.order_id)
+        later = checkout.clean.payments_by_order(sale.order_id)
         later_paid = [p["payment_id"] for p in later if p.get("status") == "succeeded"]
         if later_paid != [row[0] for row in paid]:
             figures.anomaly(f"{where}: later query says paid {later_paid}, database {paid}")
@@ -347,23 +338,23 @@ def _judge(
         figures.anomaly(f"{where}: till's payment {outcome.payment} is not {paid[0][0]}")
 
 
-def _check_books(shop: Shop, where: str, figures: Figures) -> None:
-    now = books(shop.server, shop.customer)
-    if now.balance_minor != shop.expected_minor:
+def _check_books(checkout: Checkout, where: str, figures: Figures) -> None:
+    now = books(checkout.server, checkout.customer)
+    if now.balance_minor != checkout.expected_minor:
         figures.anomaly(
-            f"{where}: customer balance {now.balance_minor}, expected {shop.expected_minor}"
+            f"{where}: customer balance {now.balance_minor}, expected {checkout.expected_minor}"
         )
-        shop.expected_minor = now.balance_minor  # one anomaly per fault, not one per sale after
+        checkout.expected_minor = now.balance_minor  # one anomaly per fault, not one per sale after
     if now.balance_minor != now.entries_minor:
         figures.anomaly(f"{where}: balance {now.balance_minor} != entries {now.entries_minor}")
-    credited = merchant_balance(shop.server, shop.till)
-    if credited != shop.merchant_minor:
-        figures.anomaly(f"{where}: merchant balance {credited}, expected {shop.merchant_minor}")
-        shop.merchant_minor = credited
+    credited = merchant_balance(checkout.server, checkout.till)
+    if credited != checkout.merchant_minor:
+        figures.anomaly(f"{where}: merchant balance {credited}, expected {checkout.merchant_minor}")
+        checkout.merchant_minor = credited
 
 
 def run_refund(
-    shop: Shop,
+    checkout: Checkout,
     payment: tuple[str, str, int],
     steps: tuple[Step, ...],
     tally: Tally,
@@ -376,10 +367,10 @@ def run_refund(
     amount = f"{half // 100}.{half % 100:02d}"
     key = str(uuid.uuid4())
     where = f"refund of {payment_id}"
-    settle = _apply(shop, steps, tally, figures)
+    settle = _apply(checkout, steps, tally, figures)
     reply: dict[str, Any] | None = None
     try:
-        reply = shop.pos.refund(payment_id, amount=amount, idempotency_key=key)
+        reply = checkout.pos.refund(payment_id, amount=amount, idempotency_key=key)
         tally.refunds["answered"] += 1
     except ServerUnreachable:
         tally.refunds["gave_up"] += 1
@@ -390,25 +381,28 @@ def run_refund(
     settle()
     figures.runs += 1
     if reply is None:
-        reply = shop.clean.refund(payment_id, amount=amount, idempotency_key=key)
-    rows, refunded_minor = shop.refunds_of(payment_id)
+        reply = checkout.clean.refund(payment_id, amount=amount, idempotency_key=key)
+    rows, refunded_minor = checkout.refunds_of(payment_id)
     if len(rows) != 1 or rows[0][1] != half or refunded_minor != half:
         figures.anomaly(f"{where}: refunds {rows}, refunded {refunded_minor}, not one of {half}")
     elif reply.get("refund_id") != rows[0][0]:
         figures.anomaly(f"{where}: till's refund {reply} is not {rows[0][0]}")
-    again = shop.clean.refund(payment_id, amount=amount, idempotency_key=key)
-    if again.get("refund_id") != reply.get("refund_id") or len(shop.refunds_of(payment_id)[0]) != 1:
+    again = checkout.clean.refund(payment_id, amount=amount, idempotency_key=key)
+    if (
+        again.get("refund_id") != reply.get("refund_id")
+        or len(checkout.refunds_of(payment_id)[0]) != 1
+    ):
         figures.anomaly(f"{where}: a retry with the key did not replay: {again}")
-    shop.expected_minor += refunded_minor
-    shop.merchant_minor -= refunded_minor
-    _check_books(shop, where, figures)
+    checkout.expected_minor += refunded_minor
+    checkout.merchant_minor -= refunded_minor
+    _check_books(checkout, where, figures)
 
 
 # -- the tests ------------------------------------------------------------------------------
 
 
 def test_charges_and_refunds_under_seeded_network_faults(
-    shop: Shop, figures: Figures, seed: int, scale: Scale
+    checkout: Checkout, figures: Figures, seed: int, scale: Scale
 ) -> None:
     figures.section = SECTION
     figures.seed = seed
@@ -416,10 +410,10 @@ def test_charges_and_refunds_under_seeded_network_faults(
     rng = random.Random(seed + 1)
     tally = Tally()
     for planned in plan:
-        run_sale(shop, planned, tally, figures, rng)
-    if not shop.proxy.wait_idle():
+        run_sale(checkout, planned, tally, figures, rng)
+    if not checkout.proxy.wait_idle():
         figures.anomaly("the proxy did not go idle")
-    if ledger_sum(shop.server) != 0:
+    if ledger_sum(checkout.server) != 0:
         figures.anomaly("the ledger does not sum to zero")
     missing = set(KINDS) - set(tally.faults)
     if missing:
@@ -437,11 +431,13 @@ def test_charges_and_refunds_under_seeded_network_faults(
     assert figures.anomalies == 0, figures.anomaly_notes
 
 
-def _one_sale(shop: Shop, steps: tuple[Step, ...], figures: Figures, label: str) -> None:
-    run_sale(shop, Planned(label, steps), Tally(), figures, random.Random(0))
+def _one_sale(checkout: Checkout, steps: tuple[Step, ...], figures: Figures, label: str) -> None:
+    run_sale(checkout, Planned(label, steps), Tally(), figures, random.Random(0))
 
 
-def test_regression_a_cut_answer_is_not_read_as_a_refusal(shop: Shop, figures: Figures) -> None:
+def test_regression_a_cut_answer_is_not_read_as_a_refusal(
+    checkout: Checkout, figures: Figures
+) -> None:
     """A 201 whose body (or headers, or status line) was cut: the till read an empty body as a
     failed payment ("NOT PAID" while the server had charged), or crashed on the status line.
     A reply it cannot read is no reply: it retries with the key and hears the stored answer."""
@@ -449,15 +445,17 @@ def test_regression_a_cut_answer_is_not_read_as_a_refusal(shop: Shop, figures: F
     for region in Region:
         for at in (0.0, 0.5, 0.99):
             step = Step(Fault.CUT_RESPONSE, region=region, at=at, label=f"cut_{region}")
-            _one_sale(shop, (step,), figures, step.name)
+            _one_sale(checkout, (step,), figures, step.name)
     assert figures.anomalies == 0, figures.anomaly_notes
 
 
-def test_regression_a_late_request_is_not_called_not_charged(shop: Shop, figures: Figures) -> None:
+def test_regression_a_late_request_is_not_called_not_charged(
+    checkout: Checkout, figures: Figures
+) -> None:
     """Every attempt failed, the order query found nothing, and the till said "not charged":
     but the first attempt was only held up, and the server ran it after the query. The till
     now settles by sending the same charge (same key) again: whichever copy runs first, the
     other replays it, and the till hears the truth."""
     figures.section = SECTION
-    _one_sale(shop, _late_then_dropped(random.Random(1)).steps, figures, "late_then_dropped")
+    _one_sale(checkout, _late_then_dropped(random.Random(1)).steps, figures, "late_then_dropped")
     assert figures.anomalies == 0, figures.anomaly_notes

@@ -44,14 +44,13 @@ import random
 import re
 import shutil
 import stat
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,13 +64,8 @@ from paycode.client import keystore
 from paycode.client.wallet import Wallet
 from paycode.server.dashboard import access
 from tests.reliability.figures import Figures, Scale
-from tests.support.servers import (
-    LiveServer,
-    postgres_database,
-    run_command,
-    run_in_process,
-    server_env,
-)
+from tests.support.servers import LiveServer, postgres_database, server_env
+from tests.support.shop import person_env, run_console
 
 SECTION = "8. Secrets"
 HTTP_TIMEOUT_S = 15.0
@@ -248,33 +242,14 @@ class NotifyEndpoint:
         self._thread.join(timeout=10)
 
 
-# -- the console scripts -------------------------------------------------------------------------
-
-
-PROGRAMS = {
-    "server": "paycode.server.cli",
-    "wallet": "paycode.client.cli",
-    "pos": "paycode.merchant_pos.cli",
-}
-
-
-def run_console(
-    program: str, args: Sequence[str], env: dict[str, str], stdin: str, *, own_process: bool
-) -> subprocess.CompletedProcess[str]:
-    """`paycode-<program> ARGS` as its own process, or its `main` in this one (the same code
-    without the interpreter's start-up: environment, stdin and stdout are swapped in for it)."""
-    module = PROGRAMS[program]
-    if own_process:
-        return run_command([sys.executable, "-m", module, *args], env, stdin)
-    return run_in_process(module, env, *args, stdin=stdin)
-
-
-# -- one shop ------------------------------------------------------------------------------------
+# -- one server's recording ----------------------------------------------------------------------
 
 
 @dataclass
-class Shop:
-    """One backend's server, behind its recording proxy, and everything the run collected."""
+class Recording:
+    """One backend's server, behind its recording proxy, and everything the run collected
+    (not a shop builder: its shop is made through the console scripts, whose outputs are
+    places to search; tests/support/shop.py runs them, `run_console`)."""
 
     server: LiveServer
     proxy: RecordingProxy
@@ -290,15 +265,9 @@ class Shop:
     pos_homes: list[Path] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
 
-    @property
-    def client_env(self) -> dict[str, str]:
-        """A person's shell: no PAYCODE_* (so the wallet keeps its passphrase in a file)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PAYCODE_")}
-        return env | {"PYTHONUNBUFFERED": "1"}
-
     def run(self, program: str, *args: str, stdin: str = "", output: str = "") -> Any:
         """Run a console script with --json; keep its output (named `output`) for the search."""
-        env = self.server.env if program == "server" else self.client_env
+        env = self.server.env if program == "server" else person_env()
         done = run_console(program, ["--json", *args], env, stdin, own_process=self.own_process)
         name = output or f"paycode-{program} {' '.join(a for a in args if not a.startswith('/'))}"
         self.outputs.append(Place("output", name[:120], (done.stdout + done.stderr).encode()))
@@ -310,42 +279,44 @@ class Shop:
         self.secrets.append(secret)
 
 
-def open_shop(shop: Shop, round_no: int) -> None:
-    """One round of the whole flow; every secret it makes is added to shop.secrets."""
-    tag = f"{round_no}{shop.rng.randrange(16**6):06x}"
+def run_round(recording: Recording, round_no: int) -> None:
+    """One round of the whole flow; every secret it makes is added to recording.secrets."""
+    tag = f"{round_no}{recording.rng.randrange(16**6):06x}"
     user, merchant = f"carol_{tag}", f"Secret Cafe {tag}"
-    password = f"pw-{shop.rng.randrange(16**16):016x}"
-    dashboard_password = f"dash-{shop.rng.randrange(16**16):016x}"
-    pin = f"{shop.rng.randrange(10**6):06d}"
-    shop.secret(text_secret(f"{tag} user password", password, sent=SESSIONS))
-    shop.secret(text_secret(f"{tag} dashboard password", dashboard_password, sent=LOGIN))
-    shop.secret(
+    password = f"pw-{recording.rng.randrange(16**16):016x}"
+    dashboard_password = f"dash-{recording.rng.randrange(16**16):016x}"
+    pin = f"{recording.rng.randrange(10**6):06d}"
+    recording.secret(text_secret(f"{tag} user password", password, sent=SESSIONS))
+    recording.secret(text_secret(f"{tag} dashboard password", dashboard_password, sent=LOGIN))
+    recording.secret(
         Secret(f"{tag} payment PIN", pin.encode(), word=True, sent=("POST", "/v1/wallet/pin"))
     )
-    wallet_home, pos_home = shop.home / f"wallet-{tag}", shop.home / f"pos-{tag}"
-    shop.wallet_homes.append(wallet_home)
-    shop.pos_homes.append(pos_home)
+    wallet_home, pos_home = recording.home / f"wallet-{tag}", recording.home / f"pos-{tag}"
+    recording.wallet_homes.append(wallet_home)
+    recording.pos_homes.append(pos_home)
 
-    shop.run("server", "users", "create", user, "--password-stdin", stdin=password + "\n")
-    shop.run("server", "users", "top-up", user, "500.00")
-    made = shop.run(
-        "server", "merchants", "create", merchant, "--notify-url", shop.endpoint.url,
+    recording.run("server", "users", "create", user, "--password-stdin", stdin=password + "\n")
+    recording.run("server", "users", "top-up", user, "500.00")
+    made = recording.run(
+        "server", "merchants", "create", merchant, "--notify-url", recording.endpoint.url,
         output=f"merchants create {tag}",
     )  # fmt: skip
     merchant_id = made["merchant"]["id"]
     notify_secret = base64.b64decode(made["notify_secret"])
-    shop.notify_secrets[merchant_id] = notify_secret
-    shop.secret(
+    recording.notify_secrets[merchant_id] = notify_secret
+    recording.secret(
         key_secret(
             f"{tag} notification secret", notify_secret, outputs=(f"merchants create {tag}",)
         )
     )
-    shop.run(
+    recording.run(
         "server", "merchants", "set-password", merchant, "--password-stdin",
         stdin=dashboard_password + "\n",
     )  # fmt: skip
-    terminal = shop.run("server", "terminals", "create", merchant, output=f"terminals create {tag}")
-    shop.secret(
+    terminal = recording.run(
+        "server", "terminals", "create", merchant, output=f"terminals create {tag}"
+    )
+    recording.secret(
         key_secret(
             f"{tag} terminal secret",
             base64.b64decode(terminal["secret"]),
@@ -353,33 +324,33 @@ def open_shop(shop: Shop, round_no: int) -> None:
             files=(f"{pos_home.name}/pos.json",),
         )
     )
-    shop.run(
-        "pos", "--home", str(pos_home), "configure", "--server", shop.proxy.url,
+    recording.run(
+        "pos", "--home", str(pos_home), "configure", "--server", recording.proxy.url,
         "--key-id", terminal["key_id"], "--secret-stdin", stdin=terminal["secret"] + "\n",
     )  # fmt: skip
     wallet = ("wallet", "--home", str(wallet_home))
-    shop.run(
-        *wallet, "enroll", "--server", shop.proxy.url, "--user", user, "--password-stdin",
+    recording.run(
+        *wallet, "enroll", "--server", recording.proxy.url, "--user", user, "--password-stdin",
         stdin=password + "\n",
     )  # fmt: skip
-    shop.run(*wallet, "set-pin", "--stdin", stdin=f"{password}\n{pin}\n{pin}\n")
-    _wallet_keys(shop, wallet_home, tag)
-    paid = _charges(shop, wallet, pos_home, tag)
-    shop.run("pos", "--home", str(pos_home), "refund", paid[0], "--amount", "0.50")
-    _second_login(shop, user, password, tag)
-    _dashboard(shop, merchant, dashboard_password, paid[1])
-    if shop.own_process:  # FULL: rotations make new keys; the old ones must vanish as well
-        shop.run(*wallet, "rotate")
-        _wallet_keys(shop, wallet_home, f"{tag} rotated")
-        rotated = shop.run(
+    recording.run(*wallet, "set-pin", "--stdin", stdin=f"{password}\n{pin}\n{pin}\n")
+    _wallet_keys(recording, wallet_home, tag)
+    paid = _charges(recording, wallet, pos_home, tag)
+    recording.run("pos", "--home", str(pos_home), "refund", paid[0], "--amount", "0.50")
+    _second_login(recording, user, password, tag)
+    _dashboard(recording, merchant, dashboard_password, paid[1])
+    if recording.own_process:  # FULL: rotations make new keys; the old ones must vanish as well
+        recording.run(*wallet, "rotate")
+        _wallet_keys(recording, wallet_home, f"{tag} rotated")
+        rotated = recording.run(
             "server", "merchants", "notify-secret", merchant, "--rotate",
             output=f"notify-secret rotate {tag}",
         )  # fmt: skip
-        shop.notify_secrets[merchant_id] = base64.b64decode(rotated["notify_secret"])
-        shop.secret(
+        recording.notify_secrets[merchant_id] = base64.b64decode(rotated["notify_secret"])
+        recording.secret(
             key_secret(
                 f"{tag} rotated notification secret",
-                shop.notify_secrets[merchant_id],
+                recording.notify_secrets[merchant_id],
                 outputs=(f"notify-secret rotate {tag}",),
             )
         )
@@ -392,11 +363,11 @@ LOGIN = ("POST", "/dashboard/login")
 CHARGES = ("POST", "/v1/charges")
 
 
-def _wallet_keys(shop: Shop, home: Path, tag: str) -> None:
+def _wallet_keys(recording: Recording, home: Path, tag: str) -> None:
     """The keys the wallet received (or made), read back from its keystore."""
     wallet = Wallet.open(home)
     passphrase = (home / "device-secret").read_bytes().strip()
-    shop.secret(
+    recording.secret(
         text_secret(
             f"{tag} wallet passphrase",
             passphrase.decode(),
@@ -406,24 +377,26 @@ def _wallet_keys(shop: Shop, home: Path, tag: str) -> None:
     for version, enrollment in wallet.enrollments().items():
         credential = enrollment.credential
         if version == "v3":
-            shop.secret(key_secret(f"{tag} v3 device seed", credential.secret))
+            recording.secret(key_secret(f"{tag} v3 device seed", credential.secret))
             continue
-        shop.secret(
+        recording.secret(
             key_secret(f"{tag} {version} device key", credential.secret, routes=GRANTS, once=True)
         )
-        shop.secret(key_secret(f"{tag} {version} hiding key", credential.hiding_key, routes=GRANTS))
+        recording.secret(
+            key_secret(f"{tag} {version} hiding key", credential.hiding_key, routes=GRANTS)
+        )
 
 
-def _charges(shop: Shop, wallet: tuple[str, ...], pos_home: Path, tag: str) -> list[str]:
+def _charges(recording: Recording, wallet: tuple[str, ...], pos_home: Path, tag: str) -> list[str]:
     """A charge with a code of each version, made and charged by the console scripts."""
     paid = []
     for version in ("v1", "v2", "v3"):
         name = f"code {version} {tag}"
-        code = shop.run(*wallet, "code", "--version", version, output=name)["code"]
-        shop.secret(
+        code = recording.run(*wallet, "code", "--version", version, output=name)["code"]
+        recording.secret(
             text_secret(f"{tag} {version} payment code", code, outputs=(name,), sent=CHARGES)
         )
-        charged = shop.run(
+        charged = recording.run(
             "pos", "--home", str(pos_home), "charge", "--amount", "1.00", "--source", "stdin",
             stdin=code + "\n",
         )  # fmt: skip
@@ -432,63 +405,63 @@ def _charges(shop: Shop, wallet: tuple[str, ...], pos_home: Path, tag: str) -> l
     return paid
 
 
-def _second_login(shop: Shop, user: str, password: str, tag: str) -> None:
+def _second_login(recording: Recording, user: str, password: str, tag: str) -> None:
     """A password log-in over HTTP, so the session token is known; it enrolls one more device."""
-    client = ServerClient(shop.proxy.url)
+    client = ServerClient(recording.proxy.url)
     session = client.call("POST", "/v1/wallet/sessions", {"user": user, "password": password})
     token = str(session.body["token"])
-    shop.secret(text_secret(f"{tag} wallet session token", token,
+    recording.secret(text_secret(f"{tag} wallet session token", token,
                             routes=(SESSIONS,), once=True))  # fmt: skip
     grant = client.call(
         "POST", "/v1/wallet/devices", {"version": "v2", "label": "second phone"},
         bearer=token, idempotency_key=str(uuid.uuid4()),
     ).body  # fmt: skip
-    home = shop.home / f"wallet-{tag}-second"
+    home = recording.home / f"wallet-{tag}-second"
     second = Wallet.open_or_create(home)
-    second.set_server(shop.proxy.url, user)
+    second.set_server(recording.proxy.url, user)
     second.add_grant(grant)
-    shop.wallet_homes.append(home)
-    _wallet_keys(shop, home, f"{tag} second")
+    recording.wallet_homes.append(home)
+    _wallet_keys(recording, home, f"{tag} second")
 
 
-def _dashboard(shop: Shop, merchant: str, password: str, payment_id: str) -> None:
+def _dashboard(recording: Recording, merchant: str, password: str, payment_id: str) -> None:
     """Log in to the dashboard, read the page, refund from it."""
     form = urllib.parse.urlencode({"name": merchant, "password": password}).encode()
     form_type = {"Content-Type": "application/x-www-form-urlencoded"}
-    status, headers, _ = shop.proxy.send("POST", "/dashboard/login", form, form_type)
+    status, headers, _ = recording.proxy.send("POST", "/dashboard/login", form, form_type)
     assert status == 302, status
     cookie = dict(headers).get("Set-Cookie", "")
     found = re.match(rf"{access.COOKIE_NAME}=([^;]+)", cookie)
     assert found is not None, cookie
     token = found.group(1)
-    shop.secret(text_secret(f"{merchant} dashboard session token", token,
+    recording.secret(text_secret(f"{merchant} dashboard session token", token,
                             routes=(LOGIN,), once=True))  # fmt: skip
     jar = {"Cookie": f"{access.COOKIE_NAME}={token}"}
-    status, _, page = shop.proxy.send("GET", "/dashboard/", None, jar)
+    status, _, page = recording.proxy.send("GET", "/dashboard/", None, jar)
     csrf = re.search(rb'name="csrf" value="([0-9a-f]{64})"', page)
     assert status == 200 and csrf is not None, status
     refund = urllib.parse.urlencode(
         {"csrf": csrf.group(1).decode(), "amount": "0.30", "refunded_seen_minor": "0"}
     ).encode()
-    status, _, _ = shop.proxy.send(
+    status, _, _ = recording.proxy.send(
         "POST", f"/dashboard/payments/{payment_id}/refund", refund, jar | form_type
     )
     assert status == 303, status
 
 
-def deliver_notifications(shop: Shop) -> list[str]:
+def deliver_notifications(recording: Recording) -> list[str]:
     """`paycode-server worker --once`; every notification the endpoint got must verify with
     its merchant's notification secret. Returns what did not."""
-    shop.run("server", "worker", "--once")
+    recording.run("server", "worker", "--once")
     problems = []
-    for headers, body in shop.endpoint.received:
+    for headers, body in recording.endpoint.received:
         merchant_id = json.loads(body)["merchant_id"]
-        key = shop.notify_secrets.get(merchant_id, b"")
+        key = recording.notify_secrets.get(merchant_id, b"")
         signed = headers.get("Paycode-Timestamp", "").encode() + b"." + body
         expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
         if not hmac.compare_digest(expected, headers.get("Paycode-Signature", "")):
             problems.append(f"notification {headers.get('Paycode-Event-Id')} does not verify")
-        shop.outputs.append(
+        recording.outputs.append(
             Place("notification", f"notification {headers.get('Paycode-Event-Id')}",
                   json.dumps(headers).encode() + b"\n" + body)
         )  # fmt: skip
@@ -623,12 +596,12 @@ class Permissions:
             self.problems.append(f"{what}: {path} is {found:o}, expected {mode:o}")
 
 
-def check_client_files(shop: Shop, permissions: Permissions) -> None:
-    for home in shop.wallet_homes:
+def check_client_files(recording: Recording, permissions: Permissions) -> None:
+    for home in recording.wallet_homes:
         permissions.expect(home, OWNER_ONLY_DIR, f"wallet home {home.name}")
         for name in ("wallet.json", "device-secret", "wallet.lock"):
             permissions.expect(home / name, OWNER_ONLY_FILE, f"wallet {name} ({home.name})")
-    for home in shop.pos_homes:
+    for home in recording.pos_homes:
         permissions.expect(home, OWNER_ONLY_DIR, f"till home {home.name}")
         permissions.expect(home / "pos.json", OWNER_ONLY_FILE, f"till pos.json ({home.name})")
 
@@ -637,12 +610,12 @@ def check_client_files(shop: Shop, permissions: Permissions) -> None:
 
 
 @contextlib.contextmanager
-def served_shops(
+def recorded_servers(
     tmp_path: Path, *, own_process: bool, rng: random.Random
-) -> Iterator[Iterator[Shop]]:
+) -> Iterator[Iterator[Recording]]:
     """Two servers, each behind its own recording proxy, with its own notification endpoint;
-    the shops come one at a time, each as soon as its server answers (the PostgreSQL one
-    starts while the SQLite shop runs). SQLite: `run`, with no master key configured, so the
+    the recordings come one at a time, each as soon as its server answers (the PostgreSQL one
+    starts while the SQLite recording runs). SQLite: `run`, with no master key configured, so the
     server makes instance/master.key at its first start, in an instance folder it creates.
     PostgreSQL: `serve` (2 workers), the key from the environment."""
     with contextlib.ExitStack() as stack:
@@ -659,16 +632,16 @@ def served_shops(
         ]  # fmt: skip
         starts = stack.enter_context(_running(servers, own_process=own_process))
 
-        def shops() -> Iterator[Shop]:
+        def recordings() -> Iterator[Recording]:
             for server, home, started in zip(servers, homes, starts, strict=True):
                 started.result()
                 endpoint = NotifyEndpoint()
                 stack.callback(endpoint.close)
                 proxy = RecordingProxy(server.url)
                 stack.callback(proxy.close)
-                yield Shop(server, proxy, endpoint, home, own_process, rng)
+                yield Recording(server, proxy, endpoint, home, own_process, rng)
 
-        yield shops()
+        yield recordings()
 
 
 def _live(backend: str, database_url: str, extra_env: dict[str, str]) -> LiveServer:
@@ -704,37 +677,39 @@ def _running(servers: list[LiveServer], *, own_process: bool) -> Iterator[list[F
             shutil.rmtree(server.instance, ignore_errors=True)
 
 
-def server_secrets(shop: Shop) -> None:
+def server_secrets(recording: Recording) -> None:
     """The master key: from the environment, or the file the server made at first start."""
-    configured = shop.server.env.get("PAYCODE_MASTER_KEY")
+    configured = recording.server.env.get("PAYCODE_MASTER_KEY")
     if configured:
-        shop.secret(key_secret("master key", base64.b64decode(configured)))
+        recording.secret(key_secret("master key", base64.b64decode(configured)))
         return
-    key_file = Path(shop.server.env["PAYCODE_INSTANCE"]) / "master.key"
+    key_file = Path(recording.server.env["PAYCODE_INSTANCE"]) / "master.key"
     key = base64.b64decode(key_file.read_bytes().strip())
-    shop.secret(key_secret("master key (made at first start)", key, files=("instance/master.key",)))
+    recording.secret(
+        key_secret("master key (made at first start)", key, files=("instance/master.key",))
+    )
 
 
-def places_of(shop: Shop) -> list[Place]:
-    server = shop.server
+def places_of(recording: Recording) -> list[Place]:
+    server = recording.server
     places = [
         *database_places(server.database_url),
         Place("log", "server log", server.log_path.read_bytes()),
-        *shop.proxy.answers,
-        *shop.outputs,
+        *recording.proxy.answers,
+        *recording.outputs,
     ]
     for folder in sorted({Path(server.env["PAYCODE_INSTANCE"]), server.instance}):
         # the database files too (SQLite: free pages and the journal included); the log is
         # searched above
         found = file_places(folder, folder.name)
         places += [place for place in found if not place.name.endswith("/server.log")]
-    for home in [*shop.wallet_homes, *shop.pos_homes]:
+    for home in [*recording.wallet_homes, *recording.pos_homes]:
         places += file_places(home, home.name)
     return places
 
 
-def server_permissions(shop: Shop, permissions: Permissions) -> None:
-    server = shop.server
+def server_permissions(recording: Recording, permissions: Permissions) -> None:
+    server = recording.server
     if server.backend == "sqlite":
         instance = Path(server.env["PAYCODE_INSTANCE"])
         permissions.expect(instance, OWNER_ONLY_DIR, "instance folder made at first start")
@@ -762,25 +737,25 @@ def test_no_secret_at_rest_in_answers_or_logs(
     started = time.monotonic()
     if not own_process:  # the keystore's KDF cost is not what this test is about
         monkeypatch.setattr(keystore, "SCRYPT_N", FAST_SCRYPT_N)
-    with served_shops(tmp_path, own_process=own_process, rng=rng) as shops:
-        for shop in shops:
-            backend = shop.server.backend
-            server_secrets(shop)
+    with recorded_servers(tmp_path, own_process=own_process, rng=rng) as recordings:
+        for recording in recordings:
+            backend = recording.server.backend
+            server_secrets(recording)
             for round_no in range(rounds):
-                open_shop(shop, round_no)
+                run_round(recording, round_no)
                 figures.runs += 1
-            for problem in deliver_notifications(shop):
+            for problem in deliver_notifications(recording):
                 figures.anomaly(f"{backend}: {problem}")
-            delivered = len(shop.endpoint.received)
+            delivered = len(recording.endpoint.received)
             if delivered == 0:
                 figures.anomaly(f"{backend}: no notification was delivered")
-            places = places_of(shop)
-            searched, findings = search(shop.secrets, places)
-            for name in blind_spots(shop.secrets, places, shop.proxy.requests):
+            places = places_of(recording)
+            searched, findings = search(recording.secrets, places)
+            for name in blind_spots(recording.secrets, places, recording.proxy.requests):
                 figures.anomaly(f"{backend}: the search did not find {name} where it must be")
-            figures.operations += controlled(shop.secrets)
-            server_permissions(shop, permissions)
-            check_client_files(shop, permissions)
+            figures.operations += controlled(recording.secrets)
+            server_permissions(recording, permissions)
+            check_client_files(recording, permissions)
             figures.operations += searched
             for finding in findings:
                 figures.anomaly(f"{backend}: {finding.secret} in {finding.place} ({finding.forms})")
@@ -788,12 +763,12 @@ def test_no_secret_at_rest_in_answers_or_logs(
             for place in places:
                 kinds[place.kind] = kinds.get(place.kind, 0) + 1
             figures.details |= {
-                f"{backend} secrets": len(shop.secrets),
-                f"{backend} positive controls": controlled(shop.secrets),
+                f"{backend} secrets": len(recording.secrets),
+                f"{backend} positive controls": controlled(recording.secrets),
                 f"{backend} places": len(places),
                 **{f"{backend} places: {kind}": count for kind, count in sorted(kinds.items())},
                 f"{backend} notifications": delivered,
-                f"{backend} console commands": shop.counts.get("console commands", 0),
+                f"{backend} console commands": recording.counts.get("console commands", 0),
             }
     figures.operations += len(permissions.checked)
     for problem in permissions.problems:

@@ -43,7 +43,6 @@ from paycode.shared.errors import ConfigError
 from tests.support.servers import REPO_ROOT, LiveServer, Server, run_cli, run_cli_in_process
 from tests.support.shop import (
     PASSWORD,
-    MerchantTill,
     code_of,
     new_merchant,
     new_phone,
@@ -53,6 +52,9 @@ from tests.support.shop import (
     refused,
     unique,
     use_fast_keystore,
+)
+from tests.support.shop import (
+    Merchant as ShopMerchant,
 )
 
 PIN = "246810"
@@ -176,9 +178,9 @@ def receiver() -> Iterator[Receiver]:
 # -- shops, customers, the worker --------------------------------------------------------------
 
 
-def open_shop(server: Server, receiver: Receiver) -> MerchantTill:
-    """A merchant notified at the receiver's URL (made by `merchants create --notify-url`),
-    with a terminal; the receiver checks signatures with the secret that command issued."""
+def open_shop(server: Server, receiver: Receiver) -> ShopMerchant:
+    """A merchant notified at the receiver's URL (as `merchants create --notify-url` makes it),
+    with a terminal; the receiver checks signatures with the secret it issued."""
     shop = new_merchant(server, "Notified", notify_url=receiver.url)
     receiver.secret_b64 = shop.notify_secret_b64
     return shop
@@ -191,7 +193,7 @@ def customer(server: Server, home: Path, *limits: str, top_up: str = "500.00") -
     return new_phone(server, home / name, name, ["v2"])
 
 
-def charge(shop: MerchantTill, wallet: Wallet, amount: str, **extra: Any) -> dict[str, Any]:
+def charge(shop: ShopMerchant, wallet: Wallet, amount: str, **extra: Any) -> dict[str, Any]:
     return shop.till.charge(code=code_of(wallet, "v2"), amount=amount, currency="CNY", **extra)
 
 

@@ -48,7 +48,7 @@ from paycode.shared.emv.collection import CollectionCode, build_collection_paylo
 from tests.support.servers import LiveServer, run_cli, run_cli_in_process
 from tests.support.shop import (
     PASSWORD,
-    MerchantTill,
+    Merchant,
     code_of,
     new_merchant,
     new_phone,
@@ -69,7 +69,7 @@ class Shop:
     """A merchant's day, already moved onto DAY (one payment onto NEXT_DAY)."""
 
     server: LiveServer
-    merchant: MerchantTill
+    merchant: Merchant
     account_id: int
     window: DayWindow
     paid: dict[str, str] = field(default_factory=dict)

@@ -4,10 +4,8 @@
                 PostgreSQL databases, commands run as processes or in this process
     shop        the one shop builder: customers with wallets and merchants with tills, as
                 library objects or through the console scripts a person types; banks (devices
-                and tills written to the database) for tests that make codes themselves
-    bank        an app of its own with a user, devices and merchants, served by werkzeug in a
-                thread: only tests/reliability/test_authorization.py still uses it (the server
-                tests use the `server` fixture and shop.open_bank)
+                and tills written to the database) for tests that make codes themselves;
+                many users and merchants at once for the reliability suite
     dashboard   a browser-like client for /dashboard (cookies, CSRF)
     in_process  urllib through an in-process server's app; its configuration changed for a test
     races       two `serve` instances on one PostgreSQL database (tests/reliability/test_races.py)

@@ -16,13 +16,13 @@ from email.message import Message
 from paycode.server.dashboard import access
 from tests.support.in_process import opener
 from tests.support.servers import Server
-from tests.support.shop import MerchantTill, new_merchant
+from tests.support.shop import Merchant, new_merchant
 
 DASHBOARD_PASSWORD = "dashboard password 1"
 HTTP_TIMEOUT_S = 10.0
 
 
-def open_shop(server: Server, prefix: str = "Shop") -> MerchantTill:
+def open_shop(server: Server, prefix: str = "Shop") -> Merchant:
     """A fresh merchant with DASHBOARD_PASSWORD and one terminal (new_merchant)."""
     return new_merchant(server, prefix, dashboard_password=DASHBOARD_PASSWORD)
 

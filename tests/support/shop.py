@@ -7,8 +7,13 @@ the same operator services `paycode-server users create` and `merchants create` 
 the commands themselves run those). Servers are module-scoped, so every helper makes fresh
 names.
 
-Merchants (`new_merchant`): a merchant and one till, optionally notified at a URL (made by
-`merchants create --notify-url`, which issues the signing secret) or with a dashboard password.
+Merchants (`new_merchant`): a `Merchant` (its ids, one terminal key and its till), optionally
+notified at a URL (with the signing secret `merchants create` issues), behind an address
+allow-list, or with a dashboard password.
+
+By id, many at once (the reliability suite): `new_terminal`, `set_limits`, `new_users` (one
+shared password hash) and `user_id`; `run_console` runs any console script as a process or in
+this process, with `person_env` for the wallet and the POS.
 
 Banks (`open_bank`): a customer with a device of every live version and merchants with a till
 each, written directly to the database as enrollment and `terminals create` store them, for
@@ -27,6 +32,7 @@ in another (`wrap=["xvfb-run", ...]`) is always a process, and needs a LiveServe
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -50,8 +56,10 @@ from paycode.server.books import ledger
 from paycode.server.config import ServerConfig
 from paycode.server.dashboard import access
 from paycode.server.database.models import Device, User, new_id
+from paycode.server.notifications import events
 from paycode.server.operations import admin
 from paycode.server.safety import keyring
+from paycode.server.safety.passwords import hash_password
 from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.enrollment import new_ed25519_seed
 from paycode.shared.errors import ServerRejected
@@ -141,9 +149,10 @@ class Shop:
         else a process of its own (always one when `wrap`ped, which needs a live server)."""
         if wrap:
             assert not isinstance(self.server, InProcessServer), "a wrapped command is a process"
-        elif self.in_process:
+            return run_command([*wrap, sys.executable, "-m", module, *args], env, stdin)
+        if self.in_process:
             return run_in_process(module, env, *args, stdin=stdin)
-        return run_command([*(wrap or []), sys.executable, "-m", module, *args], env, stdin)
+        return run_command([sys.executable, "-m", module, *args], env, stdin)
 
     def pos(
         self,
@@ -302,46 +311,147 @@ def refused(code: str, call: Any, *args: Any, **kwargs: Any) -> ServerRejected:
 
 
 @dataclass(frozen=True)
-class MerchantTill:
-    """A merchant (CNY) and one till of it."""
+class Merchant:
+    """A merchant (CNY) and one terminal key of it, with the ids a test reads the database by."""
 
     name: str
     merchant_id: str
-    till: TerminalClient
-    notify_secret_b64: str = ""
-    """The signing secret `merchants create --notify-url` issued ("" without a notify URL)."""
+    key_id: str
+    secret: bytes = field(repr=False)
+    url: str = ""
+    """The server the merchant was made on: `till` calls it."""
+    notify_secret_b64: str = field(default="", repr=False)
+    """The notification signing secret issued with the merchant ("" when none was)."""
+
+    @property
+    def till(self) -> TerminalClient:
+        """The real terminal client for this key on its server (back-off sleeps skipped)."""
+        return self.till_at(self.url)
+
+    def till_at(self, url: str, **options: Any) -> TerminalClient:
+        """The terminal client at `url` (a server's address changes when it restarts); its
+        back-off sleeps are skipped unless `sleep` is given."""
+        no_sleep: dict[str, Any] = {"sleep": lambda _s: None}
+        return TerminalClient(url, self.key_id, self.secret, **(no_sleep | options))
 
 
 def new_merchant(
     server: Server,
-    prefix: str = "Shop",
+    prefix: str = "Cafe",
     *,
     notify_url: str | None = None,
+    allow_ips: list[str] | None = None,
+    notify_secret: bool = False,
     dashboard_password: str | None = None,
-) -> MerchantTill:
-    """A fresh merchant with one terminal. With `notify_url` the merchant is made by
-    `paycode-server merchants create --notify-url` run in this process, as only that command
-    issues the notification secret; otherwise in-process with the operator services that
-    `merchants create` runs. `dashboard_password` is set as `merchants set-password` sets it."""
-    name = unique(prefix)
-    notify_secret_b64 = ""
-    if notify_url is not None:
-        made = ok_json(
-            server.cli_in_process("--json", "merchants", "create", name, "--notify-url", notify_url)
-        )
-        notify_secret_b64 = str(made["notify_secret"])
+) -> Merchant:
+    """A fresh merchant with one terminal, made in this process with what `merchants create
+    [--notify-url] [--allow-ip]` (which issues the notification secret), `merchants
+    notify-secret`, `merchants set-password` and `terminals create` run. The secret is issued
+    when there is a `notify_url` or `notify_secret` asks for it."""
     box = SecretBox.from_config(ServerConfig.from_env(server.env))
+    now_s = time.time()
+    secret_b64 = ""
     with server.session() as session:
-        if notify_url is None:
-            merchant = admin.create_merchant(session, name, "CNY", now_s=time.time())
-        else:
-            merchant = admin.find_merchant(session, name)
+        merchant = admin.create_merchant(
+            session, unique(prefix), "CNY", notify_url, allow_ips=allow_ips, now_s=now_s
+        )
+        if notify_url is not None or notify_secret:
+            secret_b64 = base64.b64encode(events.issue_secret(session, box, merchant)).decode()
         if dashboard_password is not None:
             access.set_password(session, merchant.id, dashboard_password)
-        terminal, secret = admin.create_terminal(session, box, name, time.time())
-        merchant_id, key_id = merchant.id, terminal.id
-    till = TerminalClient(server.url, key_id, secret, sleep=lambda _s: None)
-    return MerchantTill(name, merchant_id, till, notify_secret_b64)
+        terminal, secret = admin.create_terminal(session, box, merchant.id, now_s)
+        return Merchant(merchant.name, merchant.id, terminal.id, secret, server.url, secret_b64)
+
+
+def new_terminal(server: Server, merchant: Merchant) -> Merchant:
+    """Another terminal key of the same merchant (`terminals create`)."""
+    box = SecretBox.from_config(ServerConfig.from_env(server.env))
+    with server.session() as session:
+        terminal, secret = admin.create_terminal(session, box, merchant.merchant_id, time.time())
+    return Merchant(merchant.name, merchant.merchant_id, terminal.id, secret, server.url)
+
+
+def set_limits(
+    server: Server,
+    user: str,
+    *,
+    payment_max: str | None = None,
+    daily_max: str | None = None,
+    daily_count_max: int = admin.DAILY_COUNT_MAX,
+) -> None:
+    """`users limits` for `user` in CNY: None keeps the server's default. By default only the
+    daily count is lifted (to its maximum): tests that race money, not limits, pay often."""
+    with server.session() as session:
+        admin.set_limits(
+            session,
+            user,
+            "CNY",
+            payment_max=payment_max,
+            daily_max=daily_max,
+            daily_count_max=daily_count_max,
+            reset=False,
+        )
+
+
+def new_users(server: Server, prefix: str, top_ups: list[str]) -> list[str]:
+    """One user per amount in `top_ups`, as new_user makes them, but sharing one password
+    hash: the server's scrypt costs ~0.1 s a user, and a load test that makes dozens of users
+    is not about their log-ins. Each user's password is still PASSWORD."""
+    password_hash = hash_password(PASSWORD)
+    names = [unique(prefix) for _ in top_ups]
+    now_s = time.time()
+    with server.session() as session:
+        for name, top_up in zip(names, top_ups, strict=True):
+            # admin.create_user's rows, with the hash made once above
+            user = User(
+                id=new_id("usr"),
+                name=admin.check_user_name(name),
+                password_hash=password_hash,
+                created_at_s=now_s,
+            )
+            session.add(user)
+            session.flush()
+            ledger.open_account(session, "user", user.id, "CNY")
+            admin.top_up(session, name, top_up, now_s, "CNY")
+    return names
+
+
+def user_id(server: Server, name: str) -> str:
+    with server.session() as session:
+        return admin.find_user(session, name).id
+
+
+# -- the console scripts, as processes or in this process ---------------------------------------
+
+CONSOLE_SCRIPTS = {
+    "server": "paycode.server.cli",
+    "wallet": "paycode.client.cli",
+    "pos": "paycode.merchant_pos.cli",
+}
+"""`paycode-<name>` -> its module."""
+
+
+def person_env() -> dict[str, str]:
+    """A person's shell for paycode-wallet and paycode-pos: the test runner's environment
+    without any PAYCODE_* setting (so a wallet keeps its passphrase in its own file)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PAYCODE_")}
+    return env | {"PYTHONUNBUFFERED": "1"}
+
+
+def run_console(
+    program: str,
+    args: list[str],
+    env: dict[str, str],
+    stdin: str = "",
+    *,
+    own_process: bool,
+) -> subprocess.CompletedProcess[str]:
+    """`paycode-<program> ARGS` as its own process, or its `main` in this one (the same code
+    without the interpreter's start-up; see paycode.server.testing.run_in_process)."""
+    module = CONSOLE_SCRIPTS[program]
+    if own_process:
+        return run_command([sys.executable, "-m", module, *args], env, stdin)
+    return run_in_process(module, env, *args, stdin=stdin)
 
 
 # -- banks: devices and terminals written to the database ---------------------------------------
