@@ -19,7 +19,7 @@ from paycode.server.database.engine import make_engine
 from paycode.server.safety.guard import GuardSettings, scopes_for
 from paycode.server.safety.limits import LimitSettings
 from paycode.shared.versions.base import Accepted, DeviceRecord
-from tests.live_server import postgres_database
+from tests.support.servers import postgres_database
 
 NAMES = postgres.REQUEST_PARAMETERS + postgres.CLAIM_PARAMETERS
 NAMED_ARGUMENT = re.compile(r"(\w+) => %\((\w+)\)s")

@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session
 
 from paycode.server.charge import planning, transaction
 from paycode.server.charge.planning import ChargeAttempt, ChargePlan
-from paycode.server.charge.result import RATE_LIMITED, STORED, ChargeResult
+from paycode.server.charge.result import STORED, ChargeResult
 from paycode.server.database import migrate
 from paycode.server.database.directory import Directory, TerminalCredential
 from paycode.server.database.engine import make_engine
@@ -49,22 +49,16 @@ from paycode.server.database.models import Base, Device, new_id
 from paycode.server.operations import admin
 from paycode.server.safety import guard, keyring
 from paycode.server.safety.guard import GuardSettings
-from paycode.server.safety.limits import (
-    CONFIRMATION_REQUIRED,
-    DAY_S,
-    LimitSettings,
-    maxima,
-    needs_confirmation,
-    used_on,
-)
+from paycode.server.safety.limits import DAY_S, LimitSettings, maxima, needs_confirmation, used_on
 from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.binding import MerchantBinding
+from paycode.shared.codes import ErrorCode, PaymentStatus
 from paycode.shared.enrollment import new_ed25519_seed
 from paycode.shared.money import Money, currency, format_amount
 from paycode.shared.timestep import step_at
 from paycode.shared.versions.base import DeviceCredential, Flags, VerifierKeys
 from paycode.shared.versions.registry import VERSIONS, by_name
-from tests.live_server import postgres_database
+from tests.support.servers import postgres_database
 
 pytestmark = pytest.mark.postgres
 
@@ -409,7 +403,9 @@ def comparable(result: ChargeResult) -> tuple[str, int, str | float, str]:
     each database prints its own way when it is whole (repr: '1767282360.0', PostgreSQL's
     float8 text: '1767282360'); paycode.server.http.charges reads it with float(), so only the
     number is behaviour. Every other member is compared as it is."""
-    body: str | float = float(result.body) if result.outcome == RATE_LIMITED else result.body
+    body: str | float = (
+        float(result.body) if result.outcome == ErrorCode.RATE_LIMITED else result.body
+    )
     return result.outcome, result.status, body, result.request_hash
 
 
@@ -635,7 +631,7 @@ class ChargeMachine(RuleBasedStateMachine):
         assert comparable(actual) == comparable(expected), (
             f"{self._where()}: sqlite {expected} != postgresql {actual}"
         )
-        if expected.outcome == planning.SUCCEEDED and plan.accepted and plan.device:
+        if expected.outcome == PaymentStatus.SUCCEEDED and plan.accepted and plan.device:
             # As the HTTP layer does after a success (paycode.server.http.charges).
             self.directory.learned_drift(plan.accepted.version, plan.device, plan.drift_steps)
         self._label(plan, expected, payer_before)
@@ -679,7 +675,7 @@ class ChargeMachine(RuleBasedStateMachine):
                     plan.suspect_device_id
                 )
                 self.locked_devices.add(suspect)
-        if outcome == planning.SUCCEEDED and plan.order_id is not None:
+        if outcome == PaymentStatus.SUCCEEDED and plan.order_id is not None:
             terminal = self.world.terminals.index(plan.attempt.terminal)
             self.paid_orders.add((terminal, plan.order_id))
         if before is not None and plan.limits is not None:
@@ -691,7 +687,7 @@ class ChargeMachine(RuleBasedStateMachine):
         counted = (before[3], before[4], before[5])
         used = used_on(plan.day, counted)
         over = needs_confirmation(plan.amount_minor, in_force, used)
-        if outcome == CONFIRMATION_REQUIRED:
+        if outcome == ErrorCode.CONFIRMATION_REQUIRED:
             for name, exceeded in (
                 ("payment", plan.amount_minor > in_force[0]),
                 ("daily_amount", used[1] + plan.amount_minor > in_force[1]),
@@ -699,7 +695,7 @@ class ChargeMachine(RuleBasedStateMachine):
             ):
                 if exceeded:
                     self.labels[f"pinless:{name}"] += 1
-        if outcome == planning.SUCCEEDED and before[3] != plan.day and before[4] > 0:
+        if outcome == PaymentStatus.SUCCEEDED and before[3] != plan.day and before[4] > 0:
             self.labels["pinless:day_rolled_over"] += 1  # an earlier day's count started over
         if outcome == "duplicate_order":
             self.labels[

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, text
 
 from paycode.server.database import functions, migrate
 from paycode.server.database.engine import make_engine
-from tests.live_server import postgres_database
+from tests.support.servers import postgres_database
 
 FROZEN_SQL_SHA256 = {
     "0002_charge_function.sql": "3d29b54fb4a641271ede502bc55de403e573bb4f815c8674cfa33d0d7b7067f0",
