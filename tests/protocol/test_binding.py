@@ -23,7 +23,8 @@ from paycode.shared.versions.base import (
     Verification,
 )
 from paycode.shared.versions.registry import VERSIONS, by_name
-from tests.protocol.test_versions import NOW_S, STEP, World
+from tests.protocol.test_versions import NOW_S, STEP
+from tests.support.protocol import CodeServer
 
 BOUND = int(Flags.MERCHANT_BOUND)
 CAFE, SHOP = "mer_cafe", "mer_shop"
@@ -32,12 +33,17 @@ BINDABLE = [codec.version for codec in VERSIONS if codec.bindable]
 
 
 @pytest.fixture(scope="module")
-def world() -> World:
-    return World()
+def world() -> CodeServer:
+    return CodeServer.new(NOW_S)
 
 
 def _bound(
-    world: World, version: str, binding: MerchantBinding, *, flags: int = BOUND, counter: int = 0
+    world: CodeServer,
+    version: str,
+    binding: MerchantBinding,
+    *,
+    flags: int = BOUND,
+    counter: int = 0,
 ) -> tuple[DeviceCredential, str]:
     credential = world.enroll(version)
     code = by_name(version).generate(
@@ -46,7 +52,7 @@ def _bound(
     return credential, code
 
 
-def _at(world: World, code: str, merchant_id: str, terminal_id: str) -> Verification:
+def _at(world: CodeServer, code: str, merchant_id: str, terminal_id: str) -> Verification:
     """Verify as the server does for a charge from `terminal_id` of `merchant_id`."""
     bindings = charging_point_bindings(merchant_id, terminal_id)
     return verify_code(code, world.registry.context(world.keys, NOW_S, bindings=bindings))
@@ -97,7 +103,7 @@ def test_bad_ids_raise(merchant_id: str, terminal_id: str | None) -> None:
 
 @pytest.mark.parametrize("version", BINDABLE)
 def test_merchant_bound_code_pays_at_any_terminal_of_its_merchant(
-    world: World, version: str
+    world: CodeServer, version: str
 ) -> None:
     _, code = _bound(world, version, MerchantBinding(CAFE))
     for terminal_id in (TILL_1, TILL_2):
@@ -108,7 +114,7 @@ def test_merchant_bound_code_pays_at_any_terminal_of_its_merchant(
 
 
 @pytest.mark.parametrize("version", BINDABLE)
-def test_terminal_bound_code_pays_only_at_its_terminal(world: World, version: str) -> None:
+def test_terminal_bound_code_pays_only_at_its_terminal(world: CodeServer, version: str) -> None:
     _, code = _bound(world, version, MerchantBinding(CAFE, TILL_1))
     assert isinstance(_at(world, code, CAFE, TILL_1), Accepted)
     assert _mismatch(_at(world, code, CAFE, TILL_2))
@@ -117,7 +123,7 @@ def test_terminal_bound_code_pays_only_at_its_terminal(world: World, version: st
 
 @pytest.mark.parametrize("version", BINDABLE)
 def test_bound_code_without_charging_point_is_a_mismatch_not_a_proof(
-    world: World, version: str
+    world: CodeServer, version: str
 ) -> None:
     _, code = _bound(world, version, MerchantBinding(CAFE))
     result = world.verify(code)  # a context that names no charging point
@@ -126,7 +132,7 @@ def test_bound_code_without_charging_point_is_a_mismatch_not_a_proof(
 
 
 @pytest.mark.parametrize("version", BINDABLE)
-def test_bound_code_keeps_its_other_flags_and_window(world: World, version: str) -> None:
+def test_bound_code_keeps_its_other_flags_and_window(world: CodeServer, version: str) -> None:
     flags = BOUND | int(Flags.USER_VERIFIED)
     credential, code = _bound(world, version, MerchantBinding(CAFE), flags=flags)
     result = _at(world, code, CAFE, TILL_1)
@@ -139,7 +145,7 @@ def test_bound_code_keeps_its_other_flags_and_window(world: World, version: str)
 
 
 @pytest.mark.parametrize("version", BINDABLE)
-def test_unbound_codes_ignore_the_charging_point(world: World, version: str) -> None:
+def test_unbound_codes_ignore_the_charging_point(world: CodeServer, version: str) -> None:
     credential = world.enroll(version)
     code = by_name(version).generate(credential, step=STEP, counter=0)
     for merchant_id in (CAFE, SHOP):
@@ -150,7 +156,7 @@ def test_unbound_codes_ignore_the_charging_point(world: World, version: str) -> 
 # --- the binding cannot be stripped, added or moved -----------------------------------------
 
 
-def _v2_rewrite_flags(world: World, code: str, flags: int) -> str:
+def _v2_rewrite_flags(world: CodeServer, code: str, flags: int) -> str:
     """What anyone holding K_hide[v2] (every v2 phone) can do: unmask, edit, re-mask."""
     tag, masked = v2_qr.CODEC.parse(code)
     hiding_key = world.hiding["v2"]
@@ -159,7 +165,7 @@ def _v2_rewrite_flags(world: World, code: str, flags: int) -> str:
     return v2_qr.PREFIX + base64.b32encode(tag + v2_qr._xor_pad(hiding_key, tag, edited)).decode()
 
 
-def test_v2_stripping_the_flag_fails_everywhere(world: World) -> None:
+def test_v2_stripping_the_flag_fails_everywhere(world: CodeServer) -> None:
     _, code = _bound(world, "v2", MerchantBinding(CAFE))
     stripped = _v2_rewrite_flags(world, code, 0)
     for merchant_id in (CAFE, SHOP):
@@ -168,7 +174,7 @@ def test_v2_stripping_the_flag_fails_everywhere(world: World) -> None:
     assert isinstance(world.verify(stripped), Rejected)
 
 
-def test_v2_adding_the_flag_never_pays(world: World) -> None:
+def test_v2_adding_the_flag_never_pays(world: CodeServer) -> None:
     credential = world.enroll("v2")
     code = v2_qr.CODEC.generate(credential, step=STEP, counter=0)
     added = _v2_rewrite_flags(world, code, BOUND)
@@ -176,7 +182,7 @@ def test_v2_adding_the_flag_never_pays(world: World) -> None:
         assert not isinstance(_at(world, added, merchant_id, TILL_1), Accepted)
 
 
-def test_v3_resealing_without_the_flag_fails(world: World) -> None:
+def test_v3_resealing_without_the_flag_fails(world: CodeServer) -> None:
     """Even the holder of the server's seal key cannot strip the flag: the signature covers
     the envelope (and, for a bound code, the binding)."""
     _, code = _bound(world, "v3", MerchantBinding(CAFE))
@@ -195,7 +201,7 @@ def test_v3_resealing_without_the_flag_fails(world: World) -> None:
 
 
 @pytest.mark.parametrize("version", BINDABLE)
-def test_another_device_cannot_forge_a_bound_code(world: World, version: str) -> None:
+def test_another_device_cannot_forge_a_bound_code(world: CodeServer, version: str) -> None:
     """The attacker's own device signs for the victim's handle: still not the victim's code."""
     victim = world.enroll(version)
     attacker = world.enroll(version)
@@ -210,7 +216,7 @@ def test_another_device_cannot_forge_a_bound_code(world: World, version: str) ->
 
 
 @pytest.mark.parametrize("version", BINDABLE)
-def test_every_bit_flip_of_a_bound_code_is_refused(world: World, version: str) -> None:
+def test_every_bit_flip_of_a_bound_code_is_refused(world: CodeServer, version: str) -> None:
     _, code = _bound(world, version, MerchantBinding(CAFE))
     codec = by_name(version)
     raw = base64.b32decode(code[3:]) if version == "v2" else base64.b64decode(code)
@@ -235,7 +241,7 @@ def test_every_bit_flip_of_a_bound_code_is_refused(world: World, version: str) -
 
 
 @pytest.mark.parametrize("version", BINDABLE)
-def test_flag_and_binding_go_together(world: World, version: str) -> None:
+def test_flag_and_binding_go_together(world: CodeServer, version: str) -> None:
     credential = world.enroll(version)
     codec = by_name(version)
     digest = MerchantBinding(CAFE).digest

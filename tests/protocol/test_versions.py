@@ -20,59 +20,27 @@ from paycode.shared.versions.base import (
     Accepted,
     CodeVersion,
     DeviceCredential,
-    DeviceRecord,
     Reason,
     Rejected,
     VerifierKeys,
     VersionStatus,
 )
 from paycode.shared.versions.registry import DEFAULT_STATUS, VERSIONS, by_name, route
-from tests.support.protocol import Registry
+from tests.support.protocol import CodeServer
 
 NOW_S = 1_763_888_400.0
 STEP = int(NOW_S // STEP_SECONDS)
 VERSION_NAMES = [codec.version for codec in VERSIONS]
 
 
-class World:
-    """One server's keys and devices, and a wallet credential per device."""
-
-    def __init__(self) -> None:
-        seal = X25519PrivateKey.generate()
-        self.seal_public = seal.public_key().public_bytes_raw()
-        self.hiding = {"v1": os.urandom(32), "v2": os.urandom(32)}
-        self.keys = VerifierKeys(
-            hiding_keys={v: (k,) for v, k in self.hiding.items()},
-            seal_keys=(seal.private_bytes_raw(),),
-        )
-        self.registry = Registry()
-
-    def enroll(self, version: str, *, drift_steps: int = 0) -> DeviceCredential:
-        from paycode.shared.enrollment import new_ed25519_seed
-
-        codec = by_name(version)
-        handle = codec.new_handle()
-        if version == "v3":
-            seed, public = new_ed25519_seed()
-            credential = DeviceCredential(version, handle, seed, seal_public_key=self.seal_public)
-            record = DeviceRecord(f"d{len(self.registry.records)}", handle, public, drift_steps)
-        else:
-            key = os.urandom(32)
-            credential = DeviceCredential(version, handle, key, hiding_key=self.hiding[version])
-            record = DeviceRecord(f"d{len(self.registry.records)}", handle, key, drift_steps)
-        self.registry.add(record, version)
-        return credential
-
-    def verify(self, code: str, now_s: float = NOW_S, **kwargs: object) -> Accepted | Rejected:
-        return verify_code(code, self.registry.context(self.keys, now_s), **kwargs)  # type: ignore[arg-type]
-
-
 @pytest.fixture(scope="module")
-def world() -> World:
-    return World()
+def world() -> CodeServer:
+    return CodeServer.new(NOW_S)
 
 
-def _make(world: World, version: str, step: int = STEP, counter: int = 0, flags: int = 0) -> str:
+def _make(
+    world: CodeServer, version: str, step: int = STEP, counter: int = 0, flags: int = 0
+) -> str:
     credential = world.enroll(version)
     return by_name(version).generate(credential, step=step, counter=counter, flags=flags)
 
@@ -95,12 +63,12 @@ def test_v1_layout(step: int, counter: int, key: bytes) -> None:
 
 
 @pytest.mark.parametrize("version", ["v2", "v3"])
-def test_qr_versions_have_fixed_length(world: World, version: str) -> None:
+def test_qr_versions_have_fixed_length(world: CodeServer, version: str) -> None:
     lengths = {len(_make(world, version, counter=c)) for c in range(5)}
     assert lengths == {43 if version == "v2" else 212}
 
 
-def test_v3_is_an_emv_cpm_payload(world: World) -> None:
+def test_v3_is_an_emv_cpm_payload(world: CodeServer) -> None:
     from paycode.shared.emv.cpm import decode_cpm
 
     code = _make(world, "v3")
@@ -110,7 +78,7 @@ def test_v3_is_an_emv_cpm_payload(world: World) -> None:
     assert payload.applications[0].aid == v3_ed25519.AID
 
 
-def test_prefixes_route_each_version(world: World) -> None:
+def test_prefixes_route_each_version(world: CodeServer) -> None:
     for codec in VERSIONS:
         assert route(_make(world, codec.version)) is codec
 
@@ -119,7 +87,7 @@ def test_prefixes_route_each_version(world: World) -> None:
 
 
 @pytest.mark.parametrize("version", VERSION_NAMES)
-def test_round_trip_and_distinct_codes_per_step(world: World, version: str) -> None:
+def test_round_trip_and_distinct_codes_per_step(world: CodeServer, version: str) -> None:
     credential = world.enroll(version)
     codec = by_name(version)
     codes = [
@@ -139,7 +107,7 @@ def test_round_trip_and_distinct_codes_per_step(world: World, version: str) -> N
     ("offset_steps", "outcome"),
     [(-2, Reason.CODE_EXPIRED), (-1, None), (0, None), (1, None), (2, Reason.CODE_EXPIRED)],
 )
-def test_window(world: World, version: str, offset_steps: int, outcome: Reason | None) -> None:
+def test_window(world: CodeServer, version: str, offset_steps: int, outcome: Reason | None) -> None:
     result = world.verify(_make(world, version, step=STEP + offset_steps))
     if outcome is None:
         assert isinstance(result, Accepted)
@@ -150,14 +118,14 @@ def test_window(world: World, version: str, offset_steps: int, outcome: Reason |
 
 
 @pytest.mark.parametrize("version", VERSION_NAMES)
-def test_learned_drift_moves_the_window(world: World, version: str) -> None:
+def test_learned_drift_moves_the_window(world: CodeServer, version: str) -> None:
     credential = world.enroll(version, drift_steps=10)
     code = by_name(version).generate(credential, step=STEP + 10, counter=0)
     result = world.verify(code)
     assert isinstance(result, Accepted) and result.drift_steps == 10
 
 
-def test_v1_resolves_the_step_across_a_hundred_boundary(world: World) -> None:
+def test_v1_resolves_the_step_across_a_hundred_boundary(world: CodeServer) -> None:
     boundary_step = (STEP // 100 + 1) * 100  # a step ending in 00
     credential = world.enroll("v1")
     code = v1_numeric.CODEC.generate(credential, step=boundary_step - 1, counter=2)
@@ -165,7 +133,7 @@ def test_v1_resolves_the_step_across_a_hundred_boundary(world: World) -> None:
     assert isinstance(result, Accepted) and result.step == boundary_step - 1
 
 
-def test_expired_code_message_says_how_old(world: World) -> None:
+def test_expired_code_message_says_how_old(world: CodeServer) -> None:
     result = world.verify(_make(world, "v2"), now_s=NOW_S + 600)
     assert isinstance(result, Rejected) and "600 s old" in result.detail
 
@@ -174,7 +142,7 @@ def test_expired_code_message_says_how_old(world: World) -> None:
 
 
 @pytest.mark.parametrize("version", VERSION_NAMES)
-def test_revoked_device_is_refused(world: World, version: str) -> None:
+def test_revoked_device_is_refused(world: CodeServer, version: str) -> None:
     credential = world.enroll(version)
     key = (version, credential.handle)
     world.registry.records[key] = replace(world.registry.records[key], revoked=True)
@@ -183,7 +151,7 @@ def test_revoked_device_is_refused(world: World, version: str) -> None:
 
 
 @pytest.mark.parametrize("version", VERSION_NAMES)
-def test_retired_and_deprecated_versions(world: World, version: str) -> None:
+def test_retired_and_deprecated_versions(world: CodeServer, version: str) -> None:
     code = _make(world, version)
     retired = {**DEFAULT_STATUS, version: VersionStatus.RETIRED}
     result = world.verify(code, statuses=retired)
@@ -194,7 +162,7 @@ def test_retired_and_deprecated_versions(world: World, version: str) -> None:
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
-def test_hiding_key_rotation_accepts_old_and_new(world: World, version: str) -> None:
+def test_hiding_key_rotation_accepts_old_and_new(world: CodeServer, version: str) -> None:
     code = _make(world, version)
     rotated = VerifierKeys(
         hiding_keys={version: (os.urandom(32), world.hiding[version])},
@@ -205,14 +173,14 @@ def test_hiding_key_rotation_accepts_old_and_new(world: World, version: str) -> 
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
-def test_two_genuine_readings_are_ambiguous_not_guessed(world: World, version: str) -> None:
+def test_two_genuine_readings_are_ambiguous_not_guessed(world: CodeServer, version: str) -> None:
     code = _make(world, version)
     doubled = VerifierKeys(hiding_keys={version: (world.hiding[version],) * 2})
     result = verify_code(code, world.registry.context(doubled, NOW_S))
     assert isinstance(result, Rejected) and result.reason is Reason.CODE_AMBIGUOUS
 
 
-def test_v3_seal_key_rotation(world: World) -> None:
+def test_v3_seal_key_rotation(world: CodeServer) -> None:
     code = _make(world, "v3")
     old_first = VerifierKeys(
         seal_keys=(X25519PrivateKey.generate().private_bytes_raw(), *world.keys.seal_keys)
@@ -224,7 +192,7 @@ def test_v3_seal_key_rotation(world: World) -> None:
 
 
 @pytest.mark.parametrize("version", VERSION_NAMES)
-def test_every_single_character_change_is_refused(world: World, version: str) -> None:
+def test_every_single_character_change_is_refused(world: CodeServer, version: str) -> None:
     code = _make(world, version)
     alphabet = "0123456789" if version == "v1" else "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
     start = len(by_name(version).prefix)
@@ -238,7 +206,7 @@ def test_every_single_character_change_is_refused(world: World, version: str) ->
         assert isinstance(result, Rejected), (position, tampered)
 
 
-def test_v3_signature_from_another_device_is_refused(world: World) -> None:
+def test_v3_signature_from_another_device_is_refused(world: CodeServer) -> None:
     victim = world.enroll("v3")
     attacker = world.enroll("v3")
     forged = v3_ed25519.CODEC.generate(
@@ -249,7 +217,7 @@ def test_v3_signature_from_another_device_is_refused(world: World) -> None:
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
-def test_device_key_of_another_device_is_refused(world: World, version: str) -> None:
+def test_device_key_of_another_device_is_refused(world: CodeServer, version: str) -> None:
     victim = world.enroll(version)
     attacker = world.enroll(version)
     forged = by_name(version).generate(
@@ -286,7 +254,7 @@ def test_random_v1_digits_are_refused(body: str) -> None:
     assert isinstance(result, Rejected) and result.reason is Reason.CODE_INVALID
 
 
-_WORLD = World()
+_WORLD = CodeServer.new(NOW_S)
 for _ in range(50):
     _WORLD.enroll("v1")
 

@@ -50,11 +50,11 @@ from paycode.shared.versions.registry import by_name
 from tests.reliability.code_world import (
     REAL_DEVICES,
     VERSIONS,
-    World,
     build_world,
     genuine_codes,
 )
 from tests.reliability.figures import Figures, Scale
+from tests.support.protocol import CodeServer
 from tests.support.servers import LiveServer, postgres_database, start_server
 from tests.support.shop import code_of, new_phone, new_till, new_user, use_fast_keystore
 
@@ -189,7 +189,7 @@ def text_flipped_codes(genuine: list[str], rng: random.Random) -> Iterator[str]:
         yield _substitute(code, position, char)
 
 
-def insider_codes(world: World, version: str, rng: random.Random) -> Iterator[str]:
+def insider_codes(world: CodeServer, version: str, rng: random.Random) -> Iterator[str]:
     """Codes naming a real device, made with the forger's own key: the hiding key names the
     device in v1/v2 (every phone of the version has it), the server's public seal key in v3."""
     codec = by_name(version)
@@ -296,7 +296,7 @@ def test_forged_codes_are_never_accepted(
             "version": version,
             "forgeries": forged,
             "target": sum(budgets.values()),
-            "devices_in_table": sum(1 for v, _ in world.table if v == version),
+            "devices_in_table": sum(1 for v, _ in world.registry.records if v == version),
             "real_devices": REAL_DEVICES,
             "genuine_codes": len(genuine),
             "flip coverage": f"{covered['codes']} codes with every position changed "

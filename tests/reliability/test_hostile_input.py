@@ -68,9 +68,10 @@ from paycode.shared.money import MAX_AMOUNT_MINOR, Money, format_amount, parse_a
 from paycode.shared.verify import verify_code
 from paycode.shared.versions.base import Accepted, DeviceCredential, Rejected
 from paycode.shared.versions.registry import by_name
-from tests.reliability.code_world import VERSIONS, World, build_world, genuine_codes
+from tests.reliability.code_world import VERSIONS, build_world, genuine_codes
 from tests.reliability.figures import Figures, Scale
 from tests.support import shop
+from tests.support.protocol import CodeServer
 from tests.support.servers import LiveServer, postgres_database, start_server
 
 SECTION = "5. Hostile input"
@@ -217,7 +218,7 @@ class Sweep:
     errors: Counter[str] = field(default_factory=Counter)
 
 
-def code_parsers(world: World, rng: random.Random) -> list[Parser]:
+def code_parsers(world: CodeServer, rng: random.Random) -> list[Parser]:
     ctx = world.context()
     genuine = {version: genuine_codes(world, version, rng, 12) for version in VERSIONS}
     every = {code for codes in genuine.values() for code in codes}
@@ -683,7 +684,7 @@ PARSER_IDS = {
 """Test id -> parser: one test (and one record) per parser, each a few minutes at most in FULL."""
 
 
-def all_parsers(rng: random.Random, world: World) -> dict[str, Parser]:
+def all_parsers(rng: random.Random, world: CodeServer) -> dict[str, Parser]:
     parsers = [
         *code_parsers(world, rng),
         *emv_parsers(),

@@ -1,19 +1,30 @@
-"""Builders shared by the protocol tests: an in-memory 'server' of DeviceRecords and keys."""
+"""Builders shared by the protocol tests: an in-memory 'server' of DeviceRecords and keys
+(CodeServer: the device table and keys, with the credentials of the wallets it enrolled)."""
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from paycode.shared.enrollment import new_ed25519_seed
+from paycode.shared.timestep import STEP_SECONDS
+from paycode.shared.verify import verify_code
 from paycode.shared.versions.base import (
+    Accepted,
     DeviceCredential,
     DeviceRecord,
+    Rejected,
     VerifierKeys,
     VerifyContext,
     Window,
 )
+from paycode.shared.versions.registry import by_name
 
 VECTORS_PATH = Path(__file__).resolve().parents[1] / "vectors" / "codes.json"
 DEFAULT_WINDOW = Window()
@@ -84,3 +95,68 @@ def vector_setup(vector: dict[str, Any]) -> tuple[DeviceCredential, DeviceRecord
     credential = DeviceCredential(version, handle, device_key, hiding_key=hiding_key)
     record = DeviceRecord("dev-" + vector["handle"], handle, device_key)
     return credential, record, VerifierKeys(hiding_keys={version: (hiding_key,)})
+
+
+@dataclass
+class CodeServer:
+    """One server's keys (v1/v2 hiding keys, the v3 seal key) and device table at `now_s`, with
+    the credential of every wallet it enrolled; `bindings` are the charging point's."""
+
+    now_s: float
+    keys: VerifierKeys
+    seal_public: bytes
+    hiding: dict[str, bytes]
+    registry: Registry = field(default_factory=Registry)
+    credentials: dict[str, list[DeviceCredential]] = field(default_factory=dict)
+    bindings: tuple[bytes, ...] = ()
+    filler_public: bytes = b""
+
+    @classmethod
+    def new(cls, now_s: float, randbytes: Callable[[int], bytes] = os.urandom) -> CodeServer:
+        seal = X25519PrivateKey.from_private_bytes(randbytes(32))
+        hiding = {"v1": randbytes(32), "v2": randbytes(32)}
+        keys = VerifierKeys({v: (k,) for v, k in hiding.items()}, (seal.private_bytes_raw(),))
+        return cls(now_s, keys, seal.public_key().public_bytes_raw(), hiding)
+
+    @property
+    def step(self) -> int:
+        return int(self.now_s // STEP_SECONDS)
+
+    def enroll(
+        self,
+        version: str,
+        *,
+        drift_steps: int = 0,
+        randbytes: Callable[[int], bytes] = os.urandom,
+        filler: bool = False,
+    ) -> DeviceCredential:
+        """A new device in the table, its credential kept in `credentials` unless it is `filler`
+        (a row among which the real devices hide; v3 fillers share one public key nobody
+        holds the seed of, as a large table in bench/bench_codes.py does)."""
+        handle = by_name(version).new_handle(randbytes)
+        record_id = f"{version}-{len(self.registry.records)}"
+        if version == "v3":
+            seed, public = (b"", self._filler_public()) if filler else new_ed25519_seed(randbytes)
+            credential = DeviceCredential(version, handle, seed, seal_public_key=self.seal_public)
+            record = DeviceRecord(record_id, handle, public, drift_steps)
+        else:
+            key = randbytes(32)
+            credential = DeviceCredential(version, handle, key, hiding_key=self.hiding[version])
+            record = DeviceRecord(record_id, handle, key, drift_steps)
+        self.registry.add(record, version)
+        if not filler:
+            self.credentials.setdefault(version, []).append(credential)
+        return credential
+
+    def _filler_public(self) -> bytes:
+        if not self.filler_public:
+            self.filler_public = new_ed25519_seed()[1]
+        return self.filler_public
+
+    def context(self, now_s: float | None = None) -> VerifyContext:
+        now_s = self.now_s if now_s is None else now_s
+        return self.registry.context(self.keys, now_s, bindings=self.bindings)
+
+    def verify(self, code: str, now_s: float | None = None, **kwargs: Any) -> Accepted | Rejected:
+        """verify_code at `now_s` (default: the server's); kwargs go to verify_code."""
+        return verify_code(code, self.context(now_s), **kwargs)
