@@ -157,7 +157,7 @@ class Phone:
 
 
 @dataclass(frozen=True, slots=True)
-class World:
+class SeededRows:
     """The seeded rows (a snapshot to restore) and what tests need to act on them."""
 
     snapshot: Mapping[str, list[dict[str, Any]]]
@@ -175,14 +175,14 @@ class Backends:
     """SQLite: paycode.server.charge.steps."""
     production: Engine
     """PostgreSQL: the paycode_charge function."""
-    world: World
+    world: SeededRows
 
 
 TABLES: tuple[Table, ...] = tuple(Base.metadata.sorted_tables)
 """Every table, parents first: compared after every step, restored between examples."""
 
 
-def seed_world(engine: Engine) -> World:
+def seed_world(engine: Engine) -> SeededRows:
     """Users, merchants, terminals, devices and keys made as operators make them
     (paycode.server.operations.admin, the keyring), on the reference database."""
     box = SecretBox({"mk1": os.urandom(32)}, "mk1")
@@ -238,7 +238,7 @@ def seed_world(engine: Engine) -> World:
             )
     assert len(terminals) == TERMINAL_COUNT and len(phones) == DEVICE_COUNT
     snapshot = as_dicts(read_rows(engine))
-    return World(snapshot, tuple(terminals), tuple(phones), keys, box, user_ids)
+    return SeededRows(snapshot, tuple(terminals), tuple(phones), keys, box, user_ids)
 
 
 def _record_pinless_use(

@@ -1,6 +1,6 @@
 """Money under load, for the bank-invariant (test_bank.py) and crash (test_crashes.py) tests.
 
-A `Bank` on a live server, made by the one shop builder (tests/support/shop.py): users topped
+A `MoneyLoad` on a live server, made by the one shop builder (tests/support/shop.py): users topped
 up and limited in-process (what `paycode-server users top-up | limits` run) with wallets
 enrolled over HTTP by the real wallet library, merchants with a terminal each. Client
 threads (`run_clients`) do seeded random operations: charges of fresh wallet codes of random
@@ -150,7 +150,7 @@ class Op:
     errors: list[str] = field(default_factory=list)
     """Every error its calls met, in order: an op that has any was in doubt for a while."""
     patient: bool = False
-    """After an error, wait for the server and send it again (see Bank.patience)."""
+    """After an error, wait for the server and send it again (see MoneyLoad.patience)."""
     resolved: str = ""
     """How an in-doubt op was settled after the load: "resent" (its own key again)."""
 
@@ -264,7 +264,10 @@ class KnownBefore:
 
 
 @dataclass
-class Bank:
+class MoneyLoad:
+    """One run of the money load: its customers and merchants (made by the one shop builder),
+    the book of every acknowledged operation, and how the run treats faults and outages."""
+
     server: LiveServer
     engine: Engine
     """The test's own engine on the server's database (top-ups, snapshots)."""
@@ -290,9 +293,9 @@ class Bank:
         )
 
 
-def open_bank(
+def open_money_load(
     server: LiveServer, home: Path, rng: random.Random, users: int, merchants: int
-) -> Bank:
+) -> MoneyLoad:
     """`users` customers (each topped up once, password-free limits lifted: this races money,
     not limits) with a wallet enrolled in v1, v2 and v3; `merchants` with a terminal each.
     Made by the one shop builder (tests/support/shop.py), wallets enrolled over HTTP."""
@@ -313,7 +316,7 @@ def open_bank(
     for start in starts:
         book.start(start)
         book.acked(start)
-    bank = Bank(server, engine, customers, made, book)
+    bank = MoneyLoad(server, engine, customers, made, book)
     bank.up.set()
     return bank
 
@@ -321,7 +324,7 @@ def open_bank(
 # -- operations ---------------------------------------------------------------------------------
 
 
-def _answer(bank: Bank, op: Op, call: Callable[[TerminalClient], dict[str, Any]]) -> None:
+def _answer(bank: MoneyLoad, op: Op, call: Callable[[TerminalClient], dict[str, Any]]) -> None:
     """Send `op` with the real TerminalClient (its own retries, same key); a refusal or a
     reply settles it; an error leaves it in doubt, or, in a crash test, waits for the server
     and sends it again with the same key, until OUTAGE_WAIT_S has passed."""
@@ -350,7 +353,7 @@ def _answer(bank: Bank, op: Op, call: Callable[[TerminalClient], dict[str, Any]]
             bank.book.outage_waits += 1
 
 
-def _check_reply(bank: Bank, op: Op, reply: dict[str, Any]) -> None:
+def _check_reply(bank: MoneyLoad, op: Op, reply: dict[str, Any]) -> None:
     merchant = bank.merchants[op.merchant]
     if op.kind == "charge":
         op.payment_id = str(reply.get("payment_id", ""))
@@ -378,7 +381,7 @@ def _check_reply(bank: Bank, op: Op, reply: dict[str, Any]) -> None:
     bank.book.acked(op)
 
 
-def _check_refusal(bank: Bank, op: Op) -> None:
+def _check_refusal(bank: MoneyLoad, op: Op) -> None:
     allowed = RESCAN_REFUSALS if op.rescan_of is not None else ANSWERED_REFUSALS[op.kind]
     if op.resolved and op.kind == "charge":
         allowed = {*allowed, "code_expired"}  # sent again after the load: it may be too old
@@ -386,7 +389,7 @@ def _check_refusal(bank: Bank, op: Op) -> None:
         bank.book.anomaly(f"{op.kind} {op.order_id or op.payment_id}: refused {op.refusal}")
 
 
-def charge(bank: Bank, rng: random.Random, order_id: str) -> Op:
+def charge(bank: MoneyLoad, rng: random.Random, order_id: str) -> Op:
     customer = rng.randrange(len(bank.customers))
     wanted = rng.choice(VERSIONS)
     op = Op(
@@ -403,7 +406,7 @@ def charge(bank: Bank, rng: random.Random, order_id: str) -> Op:
     return op
 
 
-def send_charge(bank: Bank, op: Op, *, again: bool = False) -> None:
+def send_charge(bank: MoneyLoad, op: Op, *, again: bool = False) -> None:
     """Send a charge; `again`: an op already in the book, re-sent with its own key."""
     if not again:
         bank.book.start(op)
@@ -420,7 +423,7 @@ def send_charge(bank: Bank, op: Op, *, again: bool = False) -> None:
     )
 
 
-def rescan(bank: Bank, rng: random.Random, earlier: Op, order_id: str) -> Op:
+def rescan(bank: MoneyLoad, rng: random.Random, earlier: Op, order_id: str) -> Op:
     """The cashier scans the same code again as a new sale (new key, new order id)."""
     op = Op(
         "charge",
@@ -438,7 +441,7 @@ def rescan(bank: Bank, rng: random.Random, earlier: Op, order_id: str) -> Op:
     return op
 
 
-def refund(bank: Bank, rng: random.Random) -> Op | None:
+def refund(bank: MoneyLoad, rng: random.Random) -> Op | None:
     """A partial or full refund of a random acknowledged payment (None: none yet)."""
     with bank.book.lock:
         if not bank.book.paid:
@@ -460,7 +463,7 @@ def refund(bank: Bank, rng: random.Random) -> Op | None:
     return op
 
 
-def send_refund(bank: Bank, op: Op, *, again: bool = False) -> None:
+def send_refund(bank: MoneyLoad, op: Op, *, again: bool = False) -> None:
     if not again:
         bank.book.start(op)
     _answer(
@@ -472,7 +475,7 @@ def send_refund(bank: Bank, op: Op, *, again: bool = False) -> None:
     )
 
 
-def top_up(bank: Bank, rng: random.Random) -> Op:
+def top_up(bank: MoneyLoad, rng: random.Random) -> Op:
     """What `paycode-server users top-up` runs, in-process, committed here."""
     op = Op("top_up", "", rng.randrange(len(bank.customers)), -1, rng.randint(*TOP_UP_MINOR))
     bank.book.start(op)
@@ -490,7 +493,7 @@ def top_up(bank: Bank, rng: random.Random) -> Op:
 
 
 def client_loop(
-    bank: Bank,
+    bank: MoneyLoad,
     rng: random.Random,
     thread: int,
     stop: threading.Event,
@@ -515,7 +518,7 @@ def client_loop(
 
 
 def run_clients(
-    bank: Bank,
+    bank: MoneyLoad,
     seed: int,
     threads: int,
     stop: threading.Event,
@@ -538,7 +541,7 @@ def run_clients(
     return started
 
 
-def _guarded(bank: Bank, target: Callable[..., None]) -> Callable[..., None]:
+def _guarded(bank: MoneyLoad, target: Callable[..., None]) -> Callable[..., None]:
     """A client thread that dies of an unexpected exception is an anomaly, not a silent hole."""
 
     def run(*args: Any, **kwargs: Any) -> None:
@@ -582,7 +585,7 @@ class Snapshot:
     top_ups_minor: int
 
 
-def check_snapshot(bank: Bank, notes: list[str]) -> Snapshot:
+def check_snapshot(bank: MoneyLoad, notes: list[str]) -> Snapshot:
     """Read one snapshot, append every invariant it breaks to `notes`, and return it."""
     book = bank.book
     before = book.view()  # acknowledged before the snapshot begins: all must be in it
@@ -722,7 +725,7 @@ def _check_payments(
 class Reader:
     """A thread checking snapshots while the load runs; `stop()` returns how many it read."""
 
-    def __init__(self, bank: Bank) -> None:
+    def __init__(self, bank: MoneyLoad) -> None:
         self.bank = bank
         self.checks = 0
         self.errors: Counter[str] = Counter()
@@ -752,7 +755,7 @@ class Reader:
 # -- after the load -------------------------------------------------------------------------------
 
 
-def settle_and_reconcile(bank: Bank, rng: random.Random, gets_max: int) -> dict[str, object]:
+def settle_and_reconcile(bank: MoneyLoad, rng: random.Random, gets_max: int) -> dict[str, object]:
     """At quiescence: the in-doubt calls against the database, then each sent again with its
     own key until answered; then the books and the database must agree exactly, the API must
     tell each payment as the database holds it (a seeded sample of `gets_max` of them, and
@@ -810,7 +813,7 @@ def _truth_of(found: Snapshot, op: Op) -> tuple[str, str] | None:
     return None
 
 
-def _check_doubtful(bank: Bank, found: Snapshot, doubtful: list[Op], notes: list[str]) -> None:
+def _check_doubtful(bank: MoneyLoad, found: Snapshot, doubtful: list[Op], notes: list[str]) -> None:
     """Before anything is re-sent: every succeeded payment is an acknowledged charge or an
     in-doubt one; each payment's refunds are the acknowledged ones plus some of its in-doubt
     ones; and each balance is what the acknowledged calls make it, plus what the in-doubt
@@ -855,7 +858,7 @@ def _check_doubtful(bank: Bank, found: Snapshot, doubtful: list[Op], notes: list
             notes.append(f"{merchant.name}: balance {balance}, its payments net {takings}")
 
 
-def _customer_expected(bank: Bank, index: int, found: Snapshot) -> int:
+def _customer_expected(bank: MoneyLoad, index: int, found: Snapshot) -> int:
     """Acknowledged top-ups, minus the customer's succeeded payments in `found`, plus their
     refunds (both checked against the acknowledged and in-doubt calls elsewhere)."""
     user_id = bank.customers[index].user_id
@@ -879,7 +882,7 @@ def subset_sums(amounts: list[int]) -> set[int]:
     return sums
 
 
-def _check_exact(bank: Bank, found: Snapshot, notes: list[str]) -> None:
+def _check_exact(bank: MoneyLoad, found: Snapshot, notes: list[str]) -> None:
     """Quiescent and resolved: the database holds exactly what the clients were told."""
     ops = bank.book.ops
     paid = {op.payment_id: op for op in ops if op.kind == "charge" and op.state == "acked"}
@@ -929,7 +932,7 @@ def _check_exact(bank: Bank, found: Snapshot, notes: list[str]) -> None:
     _check_balances(bank, found, notes)
 
 
-def _check_balances(bank: Bank, found: Snapshot, notes: list[str]) -> None:
+def _check_balances(bank: MoneyLoad, found: Snapshot, notes: list[str]) -> None:
     ops = bank.book.ops
     expected: dict[tuple[str, str], int] = defaultdict(int)
     doubt: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -958,7 +961,7 @@ def _check_balances(bank: Bank, found: Snapshot, notes: list[str]) -> None:
 
 
 def _check_api(
-    bank: Bank, found: Snapshot, rng: random.Random, gets_max: int, notes: list[str]
+    bank: MoneyLoad, found: Snapshot, rng: random.Random, gets_max: int, notes: list[str]
 ) -> int:
     """GET /v1/payments/<id> of (a seeded sample of `gets_max`) acknowledged payments must say
     what the database holds; every charge that met an error is looked up by its
@@ -1002,7 +1005,7 @@ def _check_api(
     return len(checked)
 
 
-def checker_self_test(bank: Bank) -> list[str]:
+def checker_self_test(bank: MoneyLoad) -> list[str]:
     """Corrupt the settled database three ways, one after another, and see check_snapshot
     name each one: a balance moved without a ledger entry, an acknowledged refund deleted, an
     acknowledged payment turned failed. Returns what it missed (run it last: it breaks the

@@ -278,7 +278,10 @@ def snapshot(server: Server) -> Snapshot:
 
 
 @dataclass
-class World:
+class Principals:
+    """Two users, four merchants and every credential the matrix acts with (terminals,
+    wallets, dashboard cookies, wallet and metrics tokens), made fresh for each round."""
+
     server: Server
     today: str
     tag: str
@@ -332,11 +335,11 @@ def _set_version(server: Server, action: str, version: str) -> None:
     time.sleep(STATUSES_TTL_S + 0.2)  # every worker's cache of the statuses has expired
 
 
-def build_world(server: Server, home: Path, round_no: int) -> World:
+def build_principals(server: Server, home: Path, round_no: int) -> Principals:
     """Users A and B with wallets, merchants A, B, C, D with terminals, payments of each, two
     dashboard log-ins, a revoked terminal, and code version v1 retired at the end."""
     tag = f"{round_no}{secrets.token_hex(3)}"
-    world = World(server, "", tag)
+    world = Principals(server, "", tag)
     if round_no > 0:
         _set_version(server, "activate", "v1")  # the previous round retired it
     allow_list = _merchant_behind_allow_list(server, f"Authz C {tag}")
@@ -380,7 +383,7 @@ def _merchant_behind_allow_list(server: Server, name: str) -> Merchant:
     return Merchant(merchant["name"], merchant["id"], terminal["key_id"], secret)
 
 
-def _accounts(world: World) -> None:
+def _accounts(world: Principals) -> None:
     """Users A and B (password-free up to 50.00 a payment) and merchants A, B (a notify URL
     nobody listens on, a dashboard password) and D (allow-list 127.0.0.0/8), each with a
     terminal, and A's second terminal R, from the one shop builder (tests/support/shop.py)."""
@@ -402,11 +405,11 @@ def _accounts(world: World) -> None:
     world.terminals["R"] = new_terminal(server, world.terminals["A"])
 
 
-def _till(world: World, letter: str) -> TerminalClient:
+def _till(world: Principals, letter: str) -> TerminalClient:
     return world.terminals[letter].till_at(world.server.url)
 
 
-def _payments(world: World) -> None:
+def _payments(world: Principals) -> None:
     """A and B: one paid payment each (with an order id) and payments waiting for the PIN."""
     for letter, wallet in (("A", "A1"), ("B", "B")):
         order = f"ORD-{letter}-{secrets.token_hex(4)}"
@@ -424,7 +427,7 @@ def _payments(world: World) -> None:
         world.payments[name] = pending["payment_id"]
 
 
-def _day_of(world: World, payment_id: str) -> str:
+def _day_of(world: Principals, payment_id: str) -> str:
     """The settlement day a payment belongs to (PAYCODE_LIMIT_DAY_OFFSET_MINUTES)."""
     with world.server.engine.connect() as connection:
         created_at_s = connection.execute(
@@ -434,7 +437,7 @@ def _day_of(world: World, payment_id: str) -> str:
     return (settlement.EPOCH + dt.timedelta(days=day)).isoformat()
 
 
-def _revoke_terminal(world: World) -> None:
+def _revoke_terminal(world: Principals) -> None:
     """Terminal R answers once (so a worker caches its secret), then is revoked by
     `paycode-server terminals revoke` (its main, in this process)."""
     assert _till(world, "R").merchant()["merchant_id"] == world.merchants["A"]
@@ -442,7 +445,7 @@ def _revoke_terminal(world: World) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def _dashboard_login(world: World, letter: str) -> str:
+def _dashboard_login(world: Principals, letter: str) -> str:
     name = world.terminals[letter].name
     form = urllib.parse.urlencode({"name": name, "password": DASHBOARD_PASSWORD}).encode()
     reply = world.send(
@@ -460,7 +463,7 @@ def _dashboard_login(world: World, letter: str) -> str:
     return found.group(1)
 
 
-def _dashboard_sessions(world: World) -> None:
+def _dashboard_sessions(world: Principals) -> None:
     for letter in ("A", "B"):
         token = _dashboard_login(world, letter)
         page = world.send(dashboard_get("/dashboard/", token))
@@ -476,7 +479,7 @@ def _dashboard_sessions(world: World) -> None:
     world.cookies["A_expired"] = expired
 
 
-def _wallet_tokens(world: World) -> None:
+def _wallet_tokens(world: Principals) -> None:
     """A session token whose expiry is moved into the past (no setting shortens the TTL)."""
     token = _wallet_login(world, "A")
     with world.server.session() as session:
@@ -487,7 +490,7 @@ def _wallet_tokens(world: World) -> None:
     world.tokens["expired"] = token
 
 
-def _wallet_login(world: World, letter: str) -> str:
+def _wallet_login(world: Principals, letter: str) -> str:
     payload = {"user": world.user_names[letter], "password": PASSWORD}
     reply = world.send(
         Req(
@@ -542,7 +545,7 @@ class Cell:
 class Replay:
     """A request built and sent once, then sent again byte for byte (same nonce)."""
 
-    def __init__(self, world: World, make: Callable[[], Req]) -> None:
+    def __init__(self, world: Principals, make: Callable[[], Req]) -> None:
         self._world, self._make = world, make
         self._req: Req | None = None
 
@@ -603,7 +606,7 @@ def redirect_to_login(reply: Reply) -> list[str]:
     return [] if location.endswith("/dashboard/login") else [f"redirects to {location!r}"]
 
 
-def terminal_cells(world: World) -> list[Cell]:
+def terminal_cells(world: Principals) -> list[Cell]:
     """Terminal of merchant A against merchant B's payments, and against its own."""
     a, b = world.terminals["A"], world.terminals["B"]
     pay, order, send = world.payments, world.orders, world.send
@@ -646,7 +649,7 @@ def terminal_cells(world: World) -> list[Cell]:
     ]  # fmt: skip
 
 
-def wallet_cells(world: World) -> list[Cell]:
+def wallet_cells(world: Principals) -> list[Cell]:
     """The wallets of user B against user A's payments and devices, and A's own calls."""
     ua, ub = world.phone("A1", "v3"), world.phone("B", "v3")
     pay, send = world.payments, world.send
@@ -741,7 +744,7 @@ def wallet_cells(world: World) -> list[Cell]:
     ]  # fmt: skip
 
 
-def lifecycle_cells(world: World) -> list[Cell]:
+def lifecycle_cells(world: Principals) -> list[Cell]:
     """Revoked devices, the retired version, wallet session tokens."""
     a, send = world.terminals["A"], world.send
     gone, retired, live = world.phone("A2", "v2"), world.phone("A1", "v1"), world.phone("A1", "v3")
@@ -797,7 +800,7 @@ def lifecycle_cells(world: World) -> list[Cell]:
     ]  # fmt: skip
 
 
-def signature_cells(world: World) -> list[Cell]:
+def signature_cells(world: Principals) -> list[Cell]:
     """Replays, clocks, key ids, secrets, and every part of a request changed after signing."""
     a, b, pay, send = world.terminals["A"], world.terminals["B"], world.payments, world.send
     ua = world.phone("A1", "v3")
@@ -865,7 +868,7 @@ def signature_cells(world: World) -> list[Cell]:
     ]  # fmt: skip
 
 
-def terminal_state_cells(world: World) -> list[Cell]:
+def terminal_state_cells(world: Principals) -> list[Cell]:
     """The revoked terminal and the allow-lists; a code refused there stays unused."""
     a, r, c, d = (world.terminals[k] for k in "ARCD")
     send = world.send
@@ -906,7 +909,7 @@ def terminal_state_cells(world: World) -> list[Cell]:
     ]  # fmt: skip
 
 
-def dashboard_cells(world: World) -> list[Cell]:
+def dashboard_cells(world: Principals) -> list[Cell]:
     pay, send, cookie, csrf = world.payments, world.send, world.cookies, world.csrf
     refund = f"/dashboard/payments/{pay['A']}/refund"
 
@@ -942,7 +945,7 @@ def dashboard_cells(world: World) -> list[Cell]:
     ]  # fmt: skip
 
 
-def metrics_cells(world: World) -> list[Cell]:
+def metrics_cells(world: Principals) -> list[Cell]:
     send, token = world.send, world.metrics_token
     g = "metrics"
 
@@ -973,7 +976,7 @@ def metrics_cells(world: World) -> list[Cell]:
     ]  # fmt: skip
 
 
-def the_table(world: World) -> list[Cell]:
+def the_table(world: Principals) -> list[Cell]:
     """In order: some cells use what earlier ones left (a revoked device, a replayed request)."""
     cells = [
         *terminal_cells(world),
@@ -1083,7 +1086,7 @@ def test_authorization_matrix(
     figures.details |= {"backend": server.backend, "rounds": rounds}
     groups: dict[str, int] = {}
     for round_no in range(rounds):
-        world = build_world(server, tmp_path / f"round-{round_no}", round_no)
+        world = build_principals(server, tmp_path / f"round-{round_no}", round_no)
         world.metrics_token = server.env.get("PAYCODE_METRICS_TOKEN")
         cells = the_table(world)
         assert len({cell.name() for cell in cells}) == len(cells), "every cell is named once"

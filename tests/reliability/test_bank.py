@@ -29,7 +29,7 @@ from tests.reliability.money_load import (
     Reader,
     checker_self_test,
     derived_rng,
-    open_bank,
+    open_money_load,
     run_clients,
     settle_and_reconcile,
 )
@@ -58,7 +58,7 @@ def test_money_is_conserved_under_concurrent_clients(
         postgres_database() as url,
         start_server("postgres", database_url=url, workers=WORKERS) as server,
     ):
-        bank = open_bank(server, tmp_path, derived_rng(seed, "bank"), users, MERCHANTS)
+        bank = open_money_load(server, tmp_path, derived_rng(seed, "bank"), users, MERCHANTS)
         stop = threading.Event()
         reader = Reader(bank)
         started = time.monotonic()

@@ -35,12 +35,12 @@ from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.shared.errors import ServerRejected
 from tests.reliability.figures import Figures, Scale
 from tests.reliability.money_load import (
-    Bank,
+    MoneyLoad,
     Reader,
     derived_rng,
     kill_server,
     kill_worker,
-    open_bank,
+    open_money_load,
     run_clients,
     settle_and_reconcile,
 )
@@ -58,7 +58,7 @@ RESPAWN_WAIT_S = 30.0
 
 
 def _load_with_faults(
-    bank: Bank,
+    bank: MoneyLoad,
     figures: Figures,
     seed: int,
     *,
@@ -126,7 +126,7 @@ def _load_with_faults(
     }
 
 
-def _workers_respawned(bank: Bank, server: LiveServer) -> None:
+def _workers_respawned(bank: MoneyLoad, server: LiveServer) -> None:
     """The arbiter replaced every killed worker (bounded wait)."""
     deadline = time.monotonic() + RESPAWN_WAIT_S
     while len(worker_pids(server)) != WORKERS and time.monotonic() < deadline:
@@ -135,7 +135,7 @@ def _workers_respawned(bank: Bank, server: LiveServer) -> None:
         bank.book.anomaly(f"{len(worker_pids(server))} workers, not {WORKERS}, after the kills")
 
 
-def _record(figures: Figures, bank: Bank, details: dict[str, object]) -> None:
+def _record(figures: Figures, bank: MoneyLoad, details: dict[str, object]) -> None:
     figures.details.update(details)
     for note in bank.book.notes:
         figures.anomaly(note)
@@ -157,7 +157,7 @@ def test_postgres_survives_killed_workers_and_a_killed_server(
         postgres_database() as url,
         start_server("postgres", database_url=url, workers=WORKERS) as server,
     ):
-        bank = open_bank(server, tmp_path, derived_rng(seed, "bank"), users, MERCHANTS)
+        bank = open_money_load(server, tmp_path, derived_rng(seed, "bank"), users, MERCHANTS)
         details = _load_with_faults(
             bank,
             figures,
@@ -187,7 +187,7 @@ def test_sqlite_survives_a_killed_server(
     kills = scale.pick(short=1, full=10)
     users, threads = scale.pick(short=4, full=8), scale.pick(short=4, full=8)
     with start_server("sqlite") as server:
-        bank = open_bank(server, tmp_path, derived_rng(seed, "bank"), users, MERCHANTS)
+        bank = open_money_load(server, tmp_path, derived_rng(seed, "bank"), users, MERCHANTS)
         details = _load_with_faults(
             bank,
             figures,
