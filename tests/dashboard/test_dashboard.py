@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from paycode.server.dashboard import access
 from paycode.server.database.models import LedgerEntry, MerchantSession, Payment, Refund
 from paycode.shared.errors import ServerRejected
-from tests.support.dashboard import DASHBOARD_PASSWORD, Browser, open_shop
+from tests.support.dashboard import DASHBOARD_PASSWORD, Browser, dashboard_merchant
 from tests.support.servers import Server
 from tests.support.shop import charge, code_of, new_phone, new_user, use_fast_keystore
 
@@ -60,7 +60,7 @@ def _refund_form(page_body: str, payment_id: str) -> dict[str, str]:
 
 
 def test_a_merchant_sees_its_day_and_refunds_once(server: Server, tmp_path: Path) -> None:
-    shop = open_shop(server)
+    shop = dashboard_merchant(server)
     user = new_user(server, top_up="20.00")
     wallet = new_phone(server, tmp_path, user, ["v1"])
     paid = charge(shop.till, code_of(wallet, "v1"), "12.50")
@@ -107,7 +107,7 @@ def test_a_merchant_sees_its_day_and_refunds_once(server: Server, tmp_path: Path
 
 
 def test_refund_mistakes_move_no_money(server: Server, tmp_path: Path) -> None:
-    shop, other = open_shop(server), open_shop(server, "Other")
+    shop, other = dashboard_merchant(server), dashboard_merchant(server, "Other")
     user = new_user(server, top_up="20.00")
     wallet = new_phone(server, tmp_path, user, ["v1"])
     paid = charge(shop.till, code_of(wallet, "v1"), "3.00")
@@ -142,7 +142,7 @@ def test_refund_mistakes_move_no_money(server: Server, tmp_path: Path) -> None:
 
 
 def test_settlement_download_matches_the_day(server: Server, tmp_path: Path) -> None:
-    shop = open_shop(server)
+    shop = dashboard_merchant(server)
     user = new_user(server, top_up="20.00")
     wallet = new_phone(server, tmp_path, user, ["v2"])
     paid = charge(shop.till, code_of(wallet, "v2"), "6.00")
@@ -173,7 +173,7 @@ def test_settlement_download_matches_the_day(server: Server, tmp_path: Path) -> 
 
 
 def test_log_in_log_out_and_the_throttle(live_server: Server) -> None:
-    shop = open_shop(live_server)
+    shop = dashboard_merchant(live_server)
     browser = Browser(live_server)
     wrong = browser.log_in(shop.name, "not the password")
     assert wrong.status == 401 and "wrong merchant name or password" in wrong.body
@@ -211,7 +211,7 @@ def test_log_in_log_out_and_the_throttle(live_server: Server) -> None:
 
 
 def test_set_password_command(server: Server) -> None:
-    shop = open_shop(server)
+    shop = dashboard_merchant(server)
     browser = Browser(server)
     page = browser.follow(browser.log_in(shop.name))
     assert page.status == 200

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from paycode.server.database.models import Payment
-from tests.support.dashboard import DASHBOARD_PASSWORD, open_shop
+from tests.support.dashboard import DASHBOARD_PASSWORD, dashboard_merchant
 from tests.support.servers import REPO_ROOT, LiveServer
 from tests.support.shop import charge, code_of, new_phone, new_user, use_fast_keystore
 
@@ -62,7 +62,7 @@ def test_log_in_see_refund_download(
     chromium: Any, live_sqlite: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use_fast_keystore(monkeypatch)
-    shop = open_shop(live_sqlite, "Tea House")
+    shop = dashboard_merchant(live_sqlite, "Tea House")
     user = new_user(live_sqlite, top_up="50.00")
     wallet = new_phone(live_sqlite, tmp_path / "phone", user, ["v1", "v3"])
     paid = charge(shop.till, code_of(wallet, "v3"), "8.80")

@@ -178,7 +178,7 @@ def receiver() -> Iterator[Receiver]:
 # -- shops, customers, the worker --------------------------------------------------------------
 
 
-def open_shop(server: Server, receiver: Receiver) -> ShopMerchant:
+def notified_merchant(server: Server, receiver: Receiver) -> ShopMerchant:
     """A merchant notified at the receiver's URL (as `merchants create --notify-url` makes it),
     with a terminal; the receiver checks signatures with the secret it issued."""
     shop = new_merchant(server, "Notified", notify_url=receiver.url)
@@ -232,7 +232,7 @@ def delivered_types(receiver: Receiver, payment_id: str) -> list[str]:
 
 
 def test_a_charge_is_told_once_signed(server: Server, receiver: Receiver, tmp_path: Path) -> None:
-    shop = open_shop(server, receiver)
+    shop = notified_merchant(server, receiver)
     paid = charge(shop, customer(server, tmp_path), "12.50", merchant_order_id="A-1")
     [row] = outbox(server, payment_id=paid["payment_id"])
     assert (row.event_type, row.attempts, row.delivered_at_s) == ("payment.succeeded", 0, None)
@@ -258,7 +258,7 @@ def test_a_charge_is_told_once_signed(server: Server, receiver: Receiver, tmp_pa
 
 
 def test_a_refund_is_told(server: Server, receiver: Receiver, tmp_path: Path) -> None:
-    shop = open_shop(server, receiver)
+    shop = notified_merchant(server, receiver)
     paid = charge(shop, customer(server, tmp_path), "10.00")
     refunded = shop.till.refund(paid["payment_id"], amount="2.50")
     worker(server)
@@ -279,7 +279,7 @@ def test_a_refund_is_told(server: Server, receiver: Receiver, tmp_path: Path) ->
 
 
 def test_step_up_pending_then_cancelled(server: Server, receiver: Receiver, tmp_path: Path) -> None:
-    shop = open_shop(server, receiver)
+    shop = notified_merchant(server, receiver)
     waiting = charge(shop, customer(server, tmp_path, "--payment-max", "5.00"), "8.00")
     assert waiting["status"] == "pending_confirmation"
     worker(server)
@@ -302,7 +302,7 @@ def test_step_up_pending_then_cancelled(server: Server, receiver: Receiver, tmp_
 
 
 def test_the_customers_answers_are_told(server: Server, receiver: Receiver, tmp_path: Path) -> None:
-    shop = open_shop(server, receiver)
+    shop = notified_merchant(server, receiver)
     wallet = customer(server, tmp_path, "--payment-max", "5.00")
     pending.set_pin(wallet, password=PASSWORD, pin=PIN)
     confirmed, declined = charge(shop, wallet, "20.00"), charge(shop, wallet, "30.00")
@@ -326,7 +326,7 @@ def test_the_customers_answers_are_told(server: Server, receiver: Receiver, tmp_
 def test_an_expired_confirmation_is_told(
     server: Server, receiver: Receiver, tmp_path: Path
 ) -> None:
-    shop = open_shop(server, receiver)
+    shop = notified_merchant(server, receiver)
     waiting = charge(shop, customer(server, tmp_path, "--payment-max", "5.00"), "9.00")
     with server.session() as session:
         session.execute(
@@ -348,7 +348,7 @@ def test_an_expired_confirmation_is_told(
 def test_a_failure_after_the_claim_is_told(
     server: Server, receiver: Receiver, tmp_path: Path
 ) -> None:
-    shop = open_shop(server, receiver)
+    shop = notified_merchant(server, receiver)
     wallet = customer(server, tmp_path, top_up="1.00")
     order = unique("order")
     refused("insufficient_funds", charge, shop, wallet, "5.00", merchant_order_id=order)
@@ -363,7 +363,7 @@ def test_a_failure_after_the_claim_is_told(
 def test_a_collection_qr_payment_is_told(
     server: Server, receiver: Receiver, tmp_path: Path
 ) -> None:
-    shop = open_shop(server, receiver)
+    shop = notified_merchant(server, receiver)
     wallet = customer(server, tmp_path)
     qr = CollectionCode(shop.merchant_id, shop.name, "Beijing", "CNY", amount="3.00")
     paid = online.pay(wallet, qr_payload=build_collection_payload(qr), amount=None)
@@ -377,7 +377,7 @@ def test_a_collection_qr_payment_is_told(
 def test_nothing_is_told_for_a_charge_refused_before_the_claim(
     server: Server, receiver: Receiver, tmp_path: Path
 ) -> None:
-    shop = open_shop(server, receiver)
+    shop = notified_merchant(server, receiver)
     wallet = customer(server, tmp_path)
     code = code_of(wallet, "v2")
     shop.till.charge(code=code, amount="1.00", currency="CNY")
@@ -400,7 +400,7 @@ def test_a_failing_endpoint_is_retried_with_back_off_then_dead(
     server: Server, receiver: Receiver, tmp_path: Path
 ) -> None:
     env = {"PAYCODE_NOTIFY_BACKOFF_S": "5", "PAYCODE_NOTIFY_ATTEMPTS_MAX": "3"}
-    shop = open_shop(server, receiver)
+    shop = notified_merchant(server, receiver)
     receiver.status = 500
     paid = charge(shop, customer(server, tmp_path), "4.00")
     pid = paid["payment_id"]
@@ -461,7 +461,7 @@ def test_a_worker_killed_mid_delivery_loses_nothing(
 ) -> None:
     # A short lease (it must outlast the POST's timeout): the test waits it out below.
     env = WORKER_ENV | {"PAYCODE_NOTIFY_TIMEOUT_S": "1", "PAYCODE_NOTIFY_LEASE_S": "1.5"}
-    shop = open_shop(server, receiver)
+    shop = notified_merchant(server, receiver)
     paid = charge(shop, customer(server, tmp_path), "6.00")
     pid = paid["payment_id"]
     receiver.hang.set()  # the endpoint takes the POST and does not answer
@@ -500,7 +500,7 @@ def test_a_worker_killed_mid_delivery_loses_nothing(
 
 
 def test_several_workers_deliver_each_row_once(server: Server, receiver: Receiver) -> None:
-    shop = open_shop(server, receiver)
+    shop = notified_merchant(server, receiver)
     now_s = time.time()
     events = [new_id("evt") for _ in range(24)]
     with server.session() as session:
@@ -540,7 +540,7 @@ def _undelivered(till: TerminalClient, query: str = "") -> dict[str, Any]:
 def test_requery_lists_what_is_still_undelivered(
     server: Server, receiver: Receiver, tmp_path: Path
 ) -> None:
-    shop = open_shop(server, receiver)
+    shop = notified_merchant(server, receiver)
     paid = charge(shop, customer(server, tmp_path), "7.00")
     listed = _undelivered(shop.till, "?older_than_s=0")
     [item] = [i for i in listed["items"] if i["payment"]["payment_id"] == paid["payment_id"]]
@@ -563,7 +563,7 @@ def test_requery_lists_what_is_still_undelivered(
 def test_the_secret_is_shown_only_when_issued(
     live_server: LiveServer, receiver: Receiver, tmp_path: Path
 ) -> None:
-    shop = open_shop(live_server, receiver)
+    shop = notified_merchant(live_server, receiver)
     raw = base64.b64decode(shop.notify_secret_b64)
     forms = {shop.notify_secret_b64, raw.hex(), base64.urlsafe_b64encode(raw).decode().rstrip("=")}
     paid = charge(shop, customer(live_server, tmp_path), "5.00")

@@ -65,7 +65,7 @@ SPACING_S = 60
 
 
 @dataclass
-class Shop:
+class MerchantDay:
     """A merchant's day, already moved onto DAY (one payment onto NEXT_DAY)."""
 
     server: LiveServer
@@ -85,9 +85,9 @@ class Shop:
         return self.merchant.merchant_id
 
 
-def _charge(shop: Shop, wallet: Any, label: str, amount: str, **extra: Any) -> dict[str, Any]:
-    reply = shop.till.charge(code=code_of(wallet, "v2"), amount=amount, currency="CNY", **extra)
-    shop.paid[label] = reply["payment_id"]
+def _charge(day: MerchantDay, wallet: Any, label: str, amount: str, **extra: Any) -> dict[str, Any]:
+    reply = day.till.charge(code=code_of(wallet, "v2"), amount=amount, currency="CNY", **extra)
+    day.paid[label] = reply["payment_id"]
     return reply
 
 
@@ -106,8 +106,8 @@ def _collection_payload(till: TerminalClient, amount: str, reference: str) -> st
     return build_collection_payload(code)
 
 
-def _make_day(shop: Shop, home: Path) -> None:
-    server = shop.server
+def _make_day(day: MerchantDay, home: Path) -> None:
+    server = day.server
     name = new_user(server, "payer", top_up="1000.00")
     ok_json(server.cli_in_process("--json", "users", "limits", name, "--payment-max", "50.00"))
     ok_json(server.cli_in_process("--json", "users", "limits", name, "--daily-count", "20"))
@@ -116,37 +116,35 @@ def _make_day(shop: Shop, home: Path) -> None:
     poor = new_user(server, "poor", top_up="1.00")
     poor_wallet = new_phone(server, home / poor, poor, ["v2"])
 
-    _charge(shop, wallet, "first", "12.50", merchant_order_id="=A-1")
-    _charge(shop, wallet, "second", "7.25", merchant_order_id="A-2")
-    shop.refund_id = shop.till.refund(shop.paid["first"], amount="2.50")["refund_id"]
+    _charge(day, wallet, "first", "12.50", merchant_order_id="=A-1")
+    _charge(day, wallet, "second", "7.25", merchant_order_id="A-2")
+    day.refund_id = day.till.refund(day.paid["first"], amount="2.50")["refund_id"]
     poor_code = code_of(poor_wallet, "v2")
     refused(
         "insufficient_funds",
-        lambda: shop.till.charge(code=poor_code, amount="5.00", currency="CNY"),
+        lambda: day.till.charge(code=poor_code, amount="5.00", currency="CNY"),
     )
-    waiting = _charge(shop, wallet, "step_up", "80.00")
+    waiting = _charge(day, wallet, "step_up", "80.00")
     assert waiting["status"] == "pending_confirmation"
     assert pending.confirm(wallet, waiting["payment_id"], PIN)["status"] == "succeeded"
-    declined = _charge(shop, wallet, "declined", "60.00")
+    declined = _charge(day, wallet, "declined", "60.00")
     pending.decline(wallet, declined["payment_id"])
-    paid = online.pay(
-        wallet, qr_payload=_collection_payload(shop.till, "4.00", "QR-1"), amount=None
-    )
-    shop.paid["collection"] = paid["payment_id"]
-    _charge(shop, wallet, "next_day", "3.00")
+    paid = online.pay(wallet, qr_payload=_collection_payload(day.till, "4.00", "QR-1"), amount=None)
+    day.paid["collection"] = paid["payment_id"]
+    _charge(day, wallet, "next_day", "3.00")
 
 
-def _move_onto_day(shop: Shop) -> None:
+def _move_onto_day(day: MerchantDay) -> None:
     """Every movement of the merchant onto DAY, a minute apart in their order; 'first' on the
     day's first second, 'next_day' on the next day's first second. Refund rows and payments
     move with their transactions (a refund row and its transaction share their time)."""
-    start_s, end_s = shop.window.start_s, shop.window.end_s
-    pinned = {shop.paid["first"]: float(start_s), shop.paid["next_day"]: float(end_s)}
-    with shop.server.session() as session:
+    start_s, end_s = day.window.start_s, day.window.end_s
+    pinned = {day.paid["first"]: float(start_s), day.paid["next_day"]: float(end_s)}
+    with day.server.session() as session:
         moves = session.execute(
             select(LedgerTransaction.id, LedgerTransaction.kind, LedgerTransaction.payment_id)
             .join(LedgerEntry, LedgerEntry.transaction_id == LedgerTransaction.id)
-            .where(LedgerEntry.account_id == shop.account_id)
+            .where(LedgerEntry.account_id == day.account_id)
             .order_by(LedgerTransaction.created_at_s)
         ).all()
         for index, (txn_id, kind, payment_id) in enumerate(moves):
@@ -167,13 +165,13 @@ def _move_onto_day(shop: Shop) -> None:
             )
         session.execute(  # the payments that moved nothing fall inside the day too
             update(Payment)
-            .where(Payment.merchant_id == shop.merchant_id, Payment.status != "succeeded")
+            .where(Payment.merchant_id == day.merchant_id, Payment.status != "succeeded")
             .values(created_at_s=float(start_s + 30))
         )
 
 
 @pytest.fixture(scope="module")
-def shop(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+def day(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MerchantDay]:
     with pytest.MonkeyPatch.context() as patch:
         use_fast_keystore(patch)
         merchant = new_merchant(live_server, "Cafe")
@@ -185,7 +183,7 @@ def shop(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> I
             )
         assert account_id is not None
         window = day_window(DAY, LimitSettings())
-        made = Shop(live_server, merchant, account_id, window)
+        made = MerchantDay(live_server, merchant, account_id, window)
         _make_day(made, tmp_path_factory.mktemp("settlement"))
         _move_onto_day(made)
         yield made
@@ -210,14 +208,14 @@ def _total(rows: list[dict[str, str]]) -> dict[str, str]:
     return totals[0]
 
 
-def _ledger_movement_minor(shop: Shop, window: DayWindow) -> int:
+def _ledger_movement_minor(day: MerchantDay, window: DayWindow) -> int:
     """The sum of the merchant account's entries whose transaction is in the window."""
-    with shop.server.session() as session:
+    with day.server.session() as session:
         value = session.scalar(
             select(func.coalesce(func.sum(LedgerEntry.amount_minor), 0))
             .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
             .where(
-                LedgerEntry.account_id == shop.account_id,
+                LedgerEntry.account_id == day.account_id,
                 LedgerTransaction.created_at_s >= window.start_s,
                 LedgerTransaction.created_at_s < window.end_s,
             )
@@ -225,12 +223,12 @@ def _ledger_movement_minor(shop: Shop, window: DayWindow) -> int:
     return int(value or 0)
 
 
-def _signed_get(shop: Shop, path: str) -> tuple[int, str, str]:
+def _signed_get(day: MerchantDay, path: str) -> tuple[int, str, str]:
     """(status, content type, body) of a terminal-signed GET."""
     headers = terminal_auth.sign_headers(
-        shop.till.key_id, shop.till.secret, "GET", path, b"", timestamp_s=int(time.time())
+        day.till.key_id, day.till.secret, "GET", path, b"", timestamp_s=int(time.time())
     )
-    request = urllib.request.Request(shop.server.url + path, headers=headers)
+    request = urllib.request.Request(day.server.url + path, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.headers.get_content_type(), response.read().decode()
@@ -238,27 +236,27 @@ def _signed_get(shop: Shop, path: str) -> tuple[int, str, str]:
         return error.code, error.headers.get_content_type(), error.read().decode()
 
 
-def _settlement_cli(shop: Shop, *args: str, env: dict[str, str] | None = None) -> Any:
+def _settlement_cli(day: MerchantDay, *args: str, env: dict[str, str] | None = None) -> Any:
     """`paycode-server settlement`: its main(argv) in this process."""
-    command = ("settlement", "--merchant", shop.merchant.name, *args)
-    return run_cli_in_process(shop.server.env | (env or {}), *command)
+    command = ("settlement", "--merchant", day.merchant.name, *args)
+    return run_cli_in_process(day.server.env | (env or {}), *command)
 
 
-def _reconcile(shop: Shop, *args: str) -> tuple[int, dict[str, Any]]:
-    done = shop.server.cli_in_process("--json", "reconcile", *args)
+def _reconcile(day: MerchantDay, *args: str) -> tuple[int, dict[str, Any]]:
+    done = day.server.cli_in_process("--json", "reconcile", *args)
     return done.returncode, json.loads(done.stdout)
 
 
 # -- the settlement file ----------------------------------------------------------------------
 
 
-def test_cli_file_lists_the_days_movements_and_adds_up(shop: Shop, tmp_path: Path) -> None:
+def test_cli_file_lists_the_days_movements_and_adds_up(day: MerchantDay, tmp_path: Path) -> None:
     out = tmp_path / "day.csv"
-    reply = ok_json(_settlement_cli(shop, "--date", DAY.isoformat(), "--out", str(out), "--json"))
+    reply = ok_json(_settlement_cli(day, "--date", DAY.isoformat(), "--out", str(out), "--json"))
     rows = _rows(out.read_text(encoding="utf-8"))
     movements = _movements(rows)
     by_payment = {(row["payment_id"], row["type"]): row for row in movements}
-    paid = shop.paid
+    paid = day.paid
     assert sorted(by_payment) == sorted(
         [
             (paid["first"], "charge"),
@@ -272,10 +270,10 @@ def test_cli_file_lists_the_days_movements_and_adds_up(shop: Shop, tmp_path: Pat
     assert first["created_at"] == "2026-01-14T16:00:00Z"  # 00:00 UTC+8, the day's first second
     assert (first["amount"], first["amount_minor"], first["sign"]) == ("12.50", "1250", "credit")
     assert first["merchant_order_id"] == "'=A-1"  # a spreadsheet never runs it
-    assert first["terminal_id"] == shop.till.key_id and first["code_version"] == "v2"
+    assert first["terminal_id"] == day.till.key_id and first["code_version"] == "v2"
     assert first["ledger_transaction_id"].startswith("txn_") and first["refund_id"] == ""
     refund = by_payment[(paid["first"], "refund")]
-    assert refund["refund_id"] == shop.refund_id
+    assert refund["refund_id"] == day.refund_id
     assert (refund["amount"], refund["amount_minor"], refund["sign"]) == ("-2.50", "-250", "debit")
     assert by_payment[(paid["step_up"], "charge")]["amount"] == "80.00"
     collection = by_payment[(paid["collection"], "charge")]
@@ -285,7 +283,7 @@ def test_cli_file_lists_the_days_movements_and_adds_up(shop: Shop, tmp_path: Pat
     total = _total(rows)
     net_minor = sum(int(row["amount_minor"]) for row in movements)
     assert net_minor == 1250 + 725 - 250 + 8000 + 400
-    assert net_minor == _ledger_movement_minor(shop, shop.window)
+    assert net_minor == _ledger_movement_minor(day, day.window)
     assert (total["count"], total["amount_minor"], total["amount"]) == (
         "5",
         str(net_minor),
@@ -304,38 +302,38 @@ def test_cli_file_lists_the_days_movements_and_adds_up(shop: Shop, tmp_path: Pat
     assert reply["out"] == str(out) and reply["lines"] == 5
 
 
-def test_money_that_did_not_move_is_left_out(shop: Shop) -> None:
-    with shop.server.session() as session:
+def test_money_that_did_not_move_is_left_out(day: MerchantDay) -> None:
+    with day.server.session() as session:
         unmoved = set(
             session.scalars(
                 select(Payment.id).where(
-                    Payment.merchant_id == shop.merchant_id, Payment.status != "succeeded"
+                    Payment.merchant_id == day.merchant_id, Payment.status != "succeeded"
                 )
             )
         )
         statuses = set(session.scalars(select(Payment.status).where(Payment.id.in_(unmoved))))
     assert statuses == {"failed", "declined"}
-    done = _settlement_cli(shop, "--date", DAY.isoformat())
+    done = _settlement_cli(day, "--date", DAY.isoformat())
     assert done.returncode == 0, done.stderr
     listed = {row["payment_id"] for row in _movements(_rows(done.stdout))}
     assert listed and not listed & unmoved
-    assert shop.paid["next_day"] not in listed
+    assert day.paid["next_day"] not in listed
 
 
-def test_a_movement_on_the_next_days_first_second_is_the_next_days(shop: Shop) -> None:
-    done = _settlement_cli(shop, "--date", NEXT_DAY.isoformat())
+def test_a_movement_on_the_next_days_first_second_is_the_next_days(day: MerchantDay) -> None:
+    done = _settlement_cli(day, "--date", NEXT_DAY.isoformat())
     assert done.returncode == 0, done.stderr
     rows = _rows(done.stdout)
-    assert [row["payment_id"] for row in _movements(rows)] == [shop.paid["next_day"]]
+    assert [row["payment_id"] for row in _movements(rows)] == [day.paid["next_day"]]
     assert _total(rows)["amount_minor"] == "300"
     next_window = day_window(NEXT_DAY, LimitSettings())
-    assert _ledger_movement_minor(shop, next_window) == 300
+    assert _ledger_movement_minor(day, next_window) == 300
 
 
-def test_fees_are_reported_in_minor_units_and_never_moved(shop: Shop) -> None:
-    with shop.server.session() as session:
-        before = session.scalar(select(Account.balance_minor).where(Account.id == shop.account_id))
-    done = _settlement_cli(shop, "--date", DAY.isoformat(), env={"PAYCODE_FEE_BPS": "60"})
+def test_fees_are_reported_in_minor_units_and_never_moved(day: MerchantDay) -> None:
+    with day.server.session() as session:
+        before = session.scalar(select(Account.balance_minor).where(Account.id == day.account_id))
+    done = _settlement_cli(day, "--date", DAY.isoformat(), env={"PAYCODE_FEE_BPS": "60"})
     assert done.returncode == 0, done.stderr
     rows = _rows(done.stdout)
     fees = {(row["amount_minor"], row["type"]): int(row["fee_minor"]) for row in _movements(rows)}
@@ -349,48 +347,48 @@ def test_fees_are_reported_in_minor_units_and_never_moved(shop: Shop) -> None:
     }
     total = _total(rows)
     assert (total["fee"], total["fee_minor"], total["amount_minor"]) == ("0.62", "62", "10125")
-    with shop.server.session() as session:
-        after = session.scalar(select(Account.balance_minor).where(Account.id == shop.account_id))
+    with day.server.session() as session:
+        after = session.scalar(select(Account.balance_minor).where(Account.id == day.account_id))
     assert after == before
-    bad = _settlement_cli(shop, "--date", DAY.isoformat(), env={"PAYCODE_FEE_BPS": "1.5"})
+    bad = _settlement_cli(day, "--date", DAY.isoformat(), env={"PAYCODE_FEE_BPS": "1.5"})
     assert bad.returncode == 1 and "error [config_invalid]" in bad.stderr
 
 
-def test_api_serves_the_same_file_as_the_cli(shop: Shop, tmp_path: Path) -> None:
-    status, content_type, body = _signed_get(shop, f"/v1/settlement?date={DAY.isoformat()}")
+def test_api_serves_the_same_file_as_the_cli(day: MerchantDay, tmp_path: Path) -> None:
+    status, content_type, body = _signed_get(day, f"/v1/settlement?date={DAY.isoformat()}")
     assert (status, content_type) == (200, "text/csv"), body
     out = tmp_path / "cli.csv"
-    done = _settlement_cli(shop, "--date", DAY.isoformat(), "--out", str(out))
+    done = _settlement_cli(day, "--date", DAY.isoformat(), "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert body.encode() == out.read_bytes()  # byte for byte, CRLF line ends (RFC 4180)
     assert body.count("\r\n") == len(body.splitlines()) == 1 + 5 + 1
 
 
 @pytest.mark.parametrize("date", ["2026-02-30", "2026-13-01", "yesterday", "2026-1-5", ""])
-def test_a_bad_date_is_a_typed_error(shop: Shop, date: str) -> None:
-    status, content_type, body = _signed_get(shop, f"/v1/settlement?date={date}")
+def test_a_bad_date_is_a_typed_error(day: MerchantDay, date: str) -> None:
+    status, content_type, body = _signed_get(day, f"/v1/settlement?date={date}")
     assert (status, content_type) == (400, "application/problem+json")
     assert json.loads(body)["code"] == "date_invalid"
-    done = _settlement_cli(shop, "--date", date)
+    done = _settlement_cli(day, "--date", date)
     assert done.returncode == 1 and "error [date_invalid]" in done.stderr
     assert done.stdout == ""
-    as_json = json.loads(_settlement_cli(shop, "--date", date, "--json").stdout)
+    as_json = json.loads(_settlement_cli(day, "--date", date, "--json").stdout)
     assert as_json["ok"] is False and as_json["error"]["code"] == "date_invalid"
 
 
-def test_api_needs_a_signature_and_a_date(shop: Shop) -> None:
-    missing, _, body = _signed_get(shop, "/v1/settlement")
+def test_api_needs_a_signature_and_a_date(day: MerchantDay) -> None:
+    missing, _, body = _signed_get(day, "/v1/settlement")
     assert missing == 400 and json.loads(body)["code"] == "date_invalid"
-    request = urllib.request.Request(f"{shop.server.url}/v1/settlement?date={DAY.isoformat()}")
+    request = urllib.request.Request(f"{day.server.url}/v1/settlement?date={DAY.isoformat()}")
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=10)
     assert caught.value.code == 401
     assert json.loads(caught.value.read())["code"] == "unauthorized"
 
 
-def test_unknown_merchant_is_not_found(shop: Shop) -> None:
+def test_unknown_merchant_is_not_found(day: MerchantDay) -> None:
     done = run_cli(
-        shop.server.env, "settlement", "--merchant", "No Such Shop", "--date", "2026-01-15"
+        day.server.env, "settlement", "--merchant", "No Such Shop", "--date", "2026-01-15"
     )
     assert done.returncode == 1 and "error [not_found]" in done.stderr
 
@@ -398,50 +396,50 @@ def test_unknown_merchant_is_not_found(shop: Shop) -> None:
 # -- reconciliation ---------------------------------------------------------------------------
 
 
-def test_reconcile_passes_on_a_healthy_ledger(shop: Shop) -> None:
-    code, reply = _reconcile(shop)
+def test_reconcile_passes_on_a_healthy_ledger(day: MerchantDay) -> None:
+    code, reply = _reconcile(day)
     assert code == 0 and reply["ok"] is True, reply
     summary = reply["summary"]
     assert summary["mismatch_count"] == 0 and reply["mismatches"] == []
     assert summary["payments"] >= 7 and summary["refunds"] >= 1
     assert set(summary["sums_minor"].values()) == {0}
-    paged_code, paged = _reconcile(shop, "--batch-rows", "2")  # keyset pages of two rows
+    paged_code, paged = _reconcile(day, "--batch-rows", "2")  # keyset pages of two rows
     assert paged_code == 0 and paged["summary"] == summary
-    human = shop.server.cli_in_process("reconcile")
+    human = day.server.cli_in_process("reconcile")
     assert human.returncode == 0 and human.stdout.startswith("ledger reconciled:")
 
 
-def test_reconcile_names_a_corrupted_balance(shop: Shop) -> None:
-    with shop.server.session() as session:
+def test_reconcile_names_a_corrupted_balance(day: MerchantDay) -> None:
+    with day.server.session() as session:
         session.execute(
             update(Account)
-            .where(Account.id == shop.account_id)
+            .where(Account.id == day.account_id)
             .values(balance_minor=Account.balance_minor + 1)
         )
     try:
-        code, reply = _reconcile(shop)
+        code, reply = _reconcile(day)
         assert code == 1 and reply["ok"] is False
         assert reply["error"]["code"] == "ledger_mismatch"
         assert [(m["code"], m["subject"]) for m in reply["mismatches"]] == [
-            ("balance_mismatch", f"account:{shop.account_id}")
+            ("balance_mismatch", f"account:{day.account_id}")
         ]
-        human = shop.server.cli_in_process("reconcile")
+        human = day.server.cli_in_process("reconcile")
         assert human.returncode == 1
-        assert f"mismatch [balance_mismatch] account:{shop.account_id}" in human.stdout
+        assert f"mismatch [balance_mismatch] account:{day.account_id}" in human.stdout
         assert "error [ledger_mismatch]" in human.stderr
     finally:
-        with shop.server.session() as session:
+        with day.server.session() as session:
             session.execute(
                 update(Account)
-                .where(Account.id == shop.account_id)
+                .where(Account.id == day.account_id)
                 .values(balance_minor=Account.balance_minor - 1)
             )
-    assert _reconcile(shop)[0] == 0
+    assert _reconcile(day)[0] == 0
 
 
-def test_a_deleted_ledger_entry_fails_reconcile_and_the_settlement(shop: Shop) -> None:
-    payment_id = shop.paid["second"]
-    with shop.server.session() as session:
+def test_a_deleted_ledger_entry_fails_reconcile_and_the_settlement(day: MerchantDay) -> None:
+    payment_id = day.paid["second"]
+    with day.server.session() as session:
         entry = session.execute(
             select(
                 LedgerEntry.id,
@@ -453,27 +451,27 @@ def test_a_deleted_ledger_entry_fails_reconcile_and_the_settlement(shop: Shop) -
             .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
             .where(
                 LedgerTransaction.payment_id == payment_id,
-                LedgerEntry.account_id == shop.account_id,
+                LedgerEntry.account_id == day.account_id,
             )
         ).one()
         session.execute(delete(LedgerEntry).where(LedgerEntry.id == entry.id))
     try:
-        code, reply = _reconcile(shop)
+        code, reply = _reconcile(day)
         assert code == 1 and reply["error"]["code"] == "ledger_mismatch"
         named = {(m["code"], m["subject"]) for m in reply["mismatches"]}
         assert named == {
             ("ledger_not_zero", "CNY"),
-            ("balance_mismatch", f"account:{shop.account_id}"),
+            ("balance_mismatch", f"account:{day.account_id}"),
             ("transaction_unbalanced", entry.transaction_id),
             ("charge_mismatch", payment_id),
         }
         assert reply["summary"]["mismatch_count"] == 4
-        done = _settlement_cli(shop, "--date", DAY.isoformat(), "--json")
+        done = _settlement_cli(day, "--date", DAY.isoformat(), "--json")
         assert done.returncode == 1
         assert json.loads(done.stdout)["error"]["code"] == "ledger_mismatch"
-        status, _, body = _signed_get(shop, f"/v1/settlement?date={DAY.isoformat()}")
+        status, _, body = _signed_get(day, f"/v1/settlement?date={DAY.isoformat()}")
         assert status == 409 and json.loads(body)["code"] == "ledger_mismatch"
     finally:
-        with shop.server.session() as session:
+        with day.server.session() as session:
             session.execute(insert(LedgerEntry).values(**entry._asdict()))
-    assert _reconcile(shop)[0] == 0
+    assert _reconcile(day)[0] == 0

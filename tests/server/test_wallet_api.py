@@ -3,7 +3,7 @@
 Requests are signed by the real wallet code (`paycode.client.online.DeviceAuth`), grants are read by
 the real `shared.enrollment.read_grant`, and codes are checked by `shared.verify.verify_code`
 with a lookup built from the database rows, so server and wallet are held to one protocol.
-The last test runs a real HTTP server and drives the wallet library against it.
+The last test drives the wallet library against a live server (tests/support/servers.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import functools
 import os
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,11 +22,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
 from paycode.appkit.http_client import ServerClient
-from paycode.client import keystore, online
+from paycode.client import online
 from paycode.client.online import DeviceAuth
 from paycode.client.wallet import Wallet
 from paycode.server.app import create_app
@@ -45,6 +43,7 @@ from paycode.server.database.models import (
     WalletSession,
     new_id,
 )
+from paycode.server.operations import admin
 from paycode.server.safety import keyring, passwords
 from paycode.server.safety.secretbox import SecretBox
 from paycode.server.wallets import devices, sessions
@@ -54,12 +53,12 @@ from paycode.shared.timestep import step_at
 from paycode.shared.verify import verify_code
 from paycode.shared.versions.base import Accepted, DeviceCredential, DeviceRecord, VerifyContext
 from paycode.shared.versions.registry import by_name
+from tests.support.servers import Server
+from tests.support.shop import PASSWORD, code_of, new_till, new_user, use_fast_keystore
 
 ALICE, ALICE_PASSWORD = "alice", "correct horse battery staple"
 BOB, BOB_PASSWORD = "bob", "tr0ub4dor&3"
 VERSIONS = ("v1", "v2", "v3")
-SHUTDOWN_POLL_S = 0.02
-"""How often the served app's loop looks for shutdown (the default 0.5 s delays teardown)."""
 
 
 # --- fixtures and helpers ---------------------------------------------------------------------
@@ -662,54 +661,39 @@ def test_malformed_requests_get_problems_never_500(app: Flask, client: FlaskClie
 # --- the real wallet over real HTTP ---------------------------------------------------------------
 
 
-@pytest.fixture
-def served(app: Flask) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(
-        target=server.serve_forever,
-        kwargs={"poll_interval": SHUTDOWN_POLL_S},
-        name="paycode-test-server",
-        daemon=True,
-    )
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
-        server.server_close()
-
-
 def test_wallet_library_end_to_end_over_http(
-    app: Flask, served: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    live_sqlite: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(keystore.PASSPHRASE_ENV, "test passphrase, not a secret")
-    monkeypatch.setattr(keystore, "SCRYPT_N", 2**10)
-    seed_money(app)
+    """The wallet library against `paycode-server run`: enroll, a code of each version paid at
+    a real till, balance and history as the wallet reads them, and a typed refusal."""
+    use_fast_keystore(monkeypatch)
+    name = new_user(live_sqlite, "alice", top_up="88.00")
+    new_user(live_sqlite, "bob", top_up="1.00")  # another customer, whom she must not see
     wallet = Wallet.open_or_create(tmp_path / "wallet")
     result = online.enroll(
-        wallet, ServerClient(served), user=ALICE, password=ALICE_PASSWORD, versions=list(VERSIONS)
+        wallet, ServerClient(live_sqlite.url), user=name, password=PASSWORD, versions=list(VERSIONS)
     )
     assert [info.version for info in result.granted] == list(VERSIONS)
     assert abs(result.clock_offset_s) < 2.0
-    assert count(app, Device) == 3
+    with live_sqlite.session() as session:
+        owner = admin.find_user(session, name).id
+        assert session.scalar(select(func.count()).where(Device.user_id == owner)) == 3
+    till = new_till(live_sqlite)
+    paid = []
+    for version, amount in zip(VERSIONS, ("12.50", "9.99", "1.00"), strict=True):
+        payment = till.charge(code=code_of(wallet, version), amount=amount, currency="CNY")
+        assert payment["status"] == "succeeded", payment
+        paid.append(payment["payment_id"])
     balance = online.balance(wallet)
-    assert balance["accounts"][0] == {"currency": "CNY", "balance": "88.00", "balance_minor": 8800}
+    assert balance["accounts"] == [{"currency": "CNY", "balance": "64.51", "balance_minor": 6451}]
     history = online.history(wallet, limit=2)
-    assert [item["payment_id"] for item in history["items"]] == ["pay_new", "pay_mid"]
-    now_s = time.time()
-    for version in VERSIONS:
-        code = wallet.next_code(version, local_now_s=now_s)
-        result_of = verify_with_db(app, code.text, now_s + wallet.clock_offset_s)
-        assert isinstance(result_of, Accepted), result_of
-        assert result_of.device.device_id == wallet.enrollment(version).device_id
-        assert (result_of.step, result_of.counter) == (code.step, code.counter)
+    assert [item["payment_id"] for item in history["items"]] == paid[:0:-1]
     # Wrong password through the real client: the stable code reaches the wallet.
     with pytest.raises(ServerRejected) as caught:
         online.enroll(
             Wallet.open_or_create(tmp_path / "other"),
-            ServerClient(served),
-            user=ALICE,
+            ServerClient(live_sqlite.url),
+            user=name,
             password="wrong",
             versions=["v1"],
         )

@@ -22,7 +22,7 @@ DASHBOARD_PASSWORD = "dashboard password 1"
 HTTP_TIMEOUT_S = 10.0
 
 
-def open_shop(server: Server, prefix: str = "Shop") -> Merchant:
+def dashboard_merchant(server: Server, prefix: str = "Shop") -> Merchant:
     """A fresh merchant with DASHBOARD_PASSWORD and one terminal (new_merchant)."""
     return new_merchant(server, prefix, dashboard_password=DASHBOARD_PASSWORD)
 
