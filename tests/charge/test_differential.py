@@ -446,6 +446,8 @@ REQUIRED_LABELS = frozenset(
     {
         "succeeded",
         "insufficient_funds",
+        "balance:whole_paid",
+        "balance:one_over_refused",
         "currency_mismatch",
         "limit_exceeded",
         "confirmation_required",
@@ -748,6 +750,36 @@ class ChargeMachine(RuleBasedStateMachine):
     def big_purchase(self, terminal: int, device: int, amount_minor: int) -> None:
         """Above a password-free limit or the code ceiling, or beyond the balance."""
         self._fresh_charge(terminal, device, amount_minor, None, 0)
+
+    @rule(
+        terminal=st.integers(0, HOME_TERMINALS - 1),
+        device=st.integers(0, DEVICE_COUNT - 1),
+        over_minor=st.sampled_from([0, 0, 1, -1]),
+    )
+    def pay_whole_balance(self, terminal: int, device: int, over_minor: int) -> None:
+        """Exactly the payer's balance (it pays), or one minor unit more (insufficient_funds):
+        the boundary a `<` written `<=` on one backend would move."""
+        phone = self.world.phones[device]
+        alpha = self.world.terminals[terminal].currency
+        with self.backends.reference.connect() as connection:
+            balance_minor = connection.execute(
+                text(
+                    "SELECT balance_minor FROM accounts WHERE owner_kind = 'user'"
+                    " AND owner_id = :user AND currency = :currency"
+                ),
+                {"user": phone.user_id, "currency": alpha},
+            ).scalar_one()
+        amount_minor = balance_minor + over_minor
+        if amount_minor < 1:
+            return  # a zero or negative amount is refused in planning (refused_in_planning)
+        self._fresh_charge(terminal, device, amount_minor, None, 0)
+        if over_minor == 0 and self.last_outcome in {
+            PaymentStatus.SUCCEEDED,
+            ErrorCode.CONFIRMATION_REQUIRED,
+        }:
+            self.labels["balance:whole_paid"] += 1
+        if over_minor == 1 and self.last_outcome == ErrorCode.INSUFFICIENT_FUNDS:
+            self.labels["balance:one_over_refused"] += 1
 
     def _fresh_charge(
         self, terminal: int, device: int, amount_minor: int, order_id: str | None, delta_steps: int
@@ -1110,6 +1142,9 @@ WALK = (
     step("purchase", "confirmation_required", terminal=0, device=0, amount_minor=300),
     # ben's v3 phone runs a step fast: the drift moves.
     step("purchase", "succeeded", terminal=0, device=5, amount_minor=100, delta_steps=1),
+    # ben's whole 39.00: one fen more is refused, exactly it pays (his second payment today).
+    step("pay_whole_balance", "insufficient_funds", terminal=0, device=3, over_minor=1),
+    step("pay_whole_balance", "succeeded", terminal=0, device=3, over_minor=0),
     step("revoke", None, pick=3),
     step("charge", "terminal_revoked", terminal=3, device=0, amount_minor=100),
     # A new day, and ana's own count limit: she pays without her PIN again.
