@@ -119,6 +119,9 @@ LOCKED_PHONES = (8,)
 """cai's v3 phone starts locked by the guard."""
 PAYING_PHONES = (0, 1, 2, 6, 7)
 """Phones of the users with money (ana, cai), live at the start."""
+BALANCE_PHONES = (1, 2, 3, 5)
+"""Phones whose owner's balance is under the code ceiling (ana, ben) and that forgeries leave
+alone: paying their whole balance meets the balance check, not a lock or the ceiling."""
 FORGERY_TARGETS = (0, 0, 0, 0, 4, 8)
 """Devices forgeries aim at, mostly ana's first: repeated, they reach its lock."""
 IPS = ("203.0.113.7", "198.51.100.2", None)
@@ -753,8 +756,8 @@ class ChargeMachine(RuleBasedStateMachine):
 
     @rule(
         terminal=st.integers(0, HOME_TERMINALS - 1),
-        device=st.integers(0, DEVICE_COUNT - 1),
-        over_minor=st.sampled_from([0, 0, 1, -1]),
+        device=st.sampled_from(BALANCE_PHONES),
+        over_minor=st.sampled_from([0, 1, 1, -1]),
     )
     def pay_whole_balance(self, terminal: int, device: int, over_minor: int) -> None:
         """Exactly the payer's balance (it pays), or one minor unit more (insufficient_funds):
