@@ -1,10 +1,14 @@
 """Paycode's merchant collection QR (the printed "收款码"): an EMV MPM payload we can recognise.
 
 Our merchant account template sits under tag 26: a reverse-domain GUID ("dev.paycode", 00), the
-merchant id (01) and optionally a terminal id (02). A static code (01 = "11") hangs by the till
-and the consumer types the amount; a dynamic one (01 = "12") fixes the amount (54) and carries
-an order reference (62/05) so that the order pays once. The poster, the wallet and the server
-all go through these two functions, so each reads exactly what the other printed.
+merchant id (01), optionally a terminal id (02) and, for an order the server created, the order
+token (03). A static code (01 = "11") hangs by the till and the consumer types the amount; a
+dynamic one (01 = "12") fixes the amount (54); only an order token makes it pay once, and only
+the server's order row says what it pays (docs/spec.md, section 12). 62/05 shows the merchant's
+order reference; the language template 64 carries the name and city in the merchant's own
+script (59 and 60 are ASCII). The server signs what it issues (shared.emv.qr_signature). The
+poster, the wallet and the server all go through these functions, so each reads exactly what
+the other printed.
 
 Writing is strict (anything the spec or our template forbids raises); reading is strict too for
 our own codes, because we only ever print compliant ones: any deviation from the spec means the
@@ -16,7 +20,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from paycode.shared.emv.mpm import DataObject, FieldValue, MpmPayload, decode_mpm, encode_mpm
+from paycode.shared.emv.mpm import (
+    CRC_HEADER,
+    DataObject,
+    FieldValue,
+    MpmPayload,
+    decode_mpm,
+    encode_mpm,
+)
+from paycode.shared.emv.qr_signature import (
+    QrSignature,
+    Signer,
+    read_signature,
+    signature_fields,
+    signed_message,
+)
 from paycode.shared.errors import (
     AmountInvalid,
     CollectionInvalid,
@@ -34,6 +52,10 @@ CITY_CHARS_MAX: Final = 15
 REFERENCE_CHARS_MAX: Final = 25
 AMOUNT_CHARS_MAX: Final = 13
 TEMPLATE_CHARS_MAX: Final = 99
+LOCAL_NAME_CHARS_MAX: Final = 25
+LOCAL_CITY_CHARS_MAX: Final = 15
+ORDER_TOKEN_CHARS: Final = 24
+"""An order token: 18 random bytes in base64url (144 bits), 26/03."""
 STATIC, DYNAMIC = "11", "12"
 
 
@@ -59,12 +81,31 @@ class CollectionCode:
     """Tag 62/05, the order reference; only dynamic codes carry one."""
     mcc: str = "0000"
     """Tag 52, ISO 18245 merchant category code."""
+    order_token: str | None = None
+    """Tag 26/03: the server's order this code pays (dynamic codes only)."""
+    language: str | None = None
+    """Tag 64/00, ISO 639-1 in capitals ("ZH"), when the merchant has a name in its own script."""
+    local_name: str | None = None
+    """Tag 64/01: the name in the merchant's own script (UTF-8, at most 25 characters)."""
+    local_city: str | None = None
+    """Tag 64/02: the city in the merchant's own script (at most 15 characters)."""
+    signature: QrSignature | None = None
+    """The server's signature, as read (build_collection_payload signs with its `sign`)."""
+
+    @property
+    def display_name(self) -> str:
+        return self.local_name or self.merchant_name
+
+    @property
+    def display_city(self) -> str:
+        return self.local_city or self.merchant_city
 
 
-def build_collection_payload(code: CollectionCode) -> str:
-    """The payload text to print. Raises AmountInvalid (CurrencyUnknown) for the amount or
-    currency and CollectionInvalid (a ValueError) for anything else that cannot be written.
-    The amount is written canonically ("12.5" CNY becomes "12.50")."""
+def build_collection_payload(code: CollectionCode, sign: Signer | None = None) -> str:
+    """The payload text to print, signed by `sign` when given (the server's QR key). Raises
+    AmountInvalid (CurrencyUnknown) for the amount or currency and CollectionInvalid (a
+    ValueError) for anything else that cannot be written. The amount is written canonically
+    ("12.5" CNY becomes "12.50")."""
     found = _currency(code.currency)
     amount = _amount_text(code.amount, found)
     _check_fields(code, dynamic=amount is not None)
@@ -79,10 +120,31 @@ def build_collection_payload(code: CollectionCode) -> str:
     fields += [("58", code.country_code), ("59", code.merchant_name), ("60", code.merchant_city)]
     if code.reference is not None:
         fields.append(("62", [("05", code.reference)]))
+    if code.local_name is not None:
+        fields.append(("64", _language_fields(code)))
+    unsigned = _encode(fields)
+    if sign is None:
+        return unsigned
+    covered = unsigned[: -len(CRC_HEADER) - 4]
+    key_id, signature = sign(signed_message(covered))
+    signed = _encode(fields + signature_fields(key_id, signature))
+    assert signed.startswith(covered), "the signature covers the fields as they are printed"
+    return signed
+
+
+def _encode(fields: list[tuple[str, FieldValue]]) -> str:
     try:
         return encode_mpm(fields)
     except ValueError as error:
         raise CollectionInvalid(f"cannot write this collection code: {error}") from error
+
+
+def _language_fields(code: CollectionCode) -> list[tuple[str, str]]:
+    assert code.local_name is not None
+    fields = [("00", code.language or ""), ("01", code.local_name)]
+    if code.local_city is not None:
+        fields.append(("02", code.local_city))
+    return fields
 
 
 def read_collection(payload: str) -> CollectionCode:
@@ -103,7 +165,13 @@ def read_collection(payload: str) -> CollectionCode:
     reference = _read_reference(decoded)
     if reference is not None and amount is None:
         raise EmvFormatError("a static collection code carries an order reference", offset=end)
-    terminal = template.child("02")
+    token = template.child("03")
+    if token is not None and (amount is None or len(token.value) != ORDER_TOKEN_CHARS):
+        raise EmvFormatError(
+            "an order token needs an amount and 24 characters", offset=token.offset
+        )
+    terminal, token = template.child("02"), template.child("03")
+    language = decoded.find("64")
     return CollectionCode(
         merchant_id=merchant.value,
         merchant_name=decoded.value("59") or "",
@@ -114,7 +182,17 @@ def read_collection(payload: str) -> CollectionCode:
         amount=amount,
         reference=reference,
         mcc=decoded.value("52") or "",
+        order_token=None if token is None else token.value,
+        language=_child_value(language, "00"),
+        local_name=_child_value(language, "01"),
+        local_city=_child_value(language, "02"),
+        signature=read_signature(payload, decoded),
     )
+
+
+def _child_value(template: DataObject | None, tag: str) -> str | None:
+    found = None if template is None else template.child(tag)
+    return None if found is None else found.value
 
 
 def _currency(code: str) -> Currency:
@@ -144,8 +222,32 @@ def _check_fields(code: CollectionCode, *, dynamic: bool) -> None:
         if not dynamic:
             raise CollectionInvalid("an order reference needs an amount (a dynamic code)")
         _check_text("order reference", code.reference, REFERENCE_CHARS_MAX)
+    if code.order_token is not None:
+        if not dynamic or len(code.order_token) != ORDER_TOKEN_CHARS:
+            raise CollectionInvalid("an order token needs an amount and 24 characters")
+        _check_text("order token", code.order_token, ORDER_TOKEN_CHARS)
+    _check_local(code)
     if len(_account_value(code)) > TEMPLATE_CHARS_MAX:
         raise CollectionInvalid("merchant id and terminal id together are too long for tag 26")
+
+
+def _check_local(code: CollectionCode) -> None:
+    """Tag 64: a language and a name go together; the city needs the name."""
+    if code.local_name is None:
+        if code.language is not None or code.local_city is not None:
+            raise CollectionInvalid("a local city or language needs a local name")
+        return
+    language = code.language or ""
+    if not (len(language) == 2 and language.isascii() and language.isalpha()):
+        raise CollectionInvalid("language must be two letters (ISO 639-1), e.g. ZH")
+    for what, value, chars_max in (
+        ("local merchant name", code.local_name, LOCAL_NAME_CHARS_MAX),
+        ("local merchant city", code.local_city, LOCAL_CITY_CHARS_MAX),
+    ):
+        if value is None:
+            continue
+        if not value or len(value) > chars_max or not value.isprintable():
+            raise CollectionInvalid(f"{what} must be 1..{chars_max} printable characters")
 
 
 def _check_text(what: str, value: object, chars_max: int) -> None:
@@ -161,6 +263,8 @@ def _account_fields(code: CollectionCode) -> list[tuple[str, str]]:
     fields = [("00", GUID), ("01", code.merchant_id)]
     if code.terminal_id is not None:
         fields.append(("02", code.terminal_id))
+    if code.order_token is not None:
+        fields.append(("03", code.order_token))
     return fields
 
 
