@@ -77,6 +77,13 @@ class Merchant(Base):
     """Comma-separated networks its terminals may call from; NULL: from anywhere."""
     password_hash: Mapped[str | None] = mapped_column(String(256))
     """The dashboard log-in (scrypt), held by no terminal; NULL: the dashboard is closed to it."""
+    ascii_name: Mapped[str | None] = mapped_column(String(25))
+    """EMV tag 59 when `name` is not printable ASCII (given by the operator or transliterated);
+    `name` then goes in the language template 64. NULL: `name` is ASCII and is tag 59."""
+    ascii_city: Mapped[str | None] = mapped_column(String(15))
+    """EMV tag 60 when `city` is not printable ASCII; NULL: `city` is."""
+    language: Mapped[str | None] = mapped_column(String(2))
+    """ISO 639-1 (capitals) of `name` when it is not ASCII: EMV 64/00."""
     created_at_s: Mapped[float] = mapped_column(Float)
 
 
@@ -323,3 +330,28 @@ class Notification(Base):
 def _after_create(_target: Any, connection: Connection, **_kw: Any) -> None:
     """Schemas made by metadata.create_all (tests, benchmarks) get what migrations add."""
     functions.install_current(connection)
+
+
+class Order(Base):
+    """A dynamic order a till created (POST /v1/orders): the amount, currency and merchant come
+    from this row, never from the payer. Its token (in the QR, 26/03) is the only way to pay
+    it; `status` moves from open to paid or cancelled once, by a conditional UPDATE."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        UniqueConstraint("merchant_id", "merchant_order_id", name="uq_order_merchant_order"),
+        CheckConstraint("amount_minor > 0", name="ck_order_amount_positive"),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token: Mapped[str] = mapped_column(String(24), unique=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    terminal_id: Mapped[str | None] = mapped_column(ForeignKey("terminals.id"))
+    merchant_order_id: Mapped[str] = mapped_column(String(64))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(16))
+    """'open', 'paid' or 'cancelled'; an open order past `expires_at_s` reads as expired."""
+    payment_id: Mapped[str | None] = mapped_column(String(32))
+    created_at_s: Mapped[float] = mapped_column(Float)
+    expires_at_s: Mapped[float] = mapped_column(Float)
+    ended_at_s: Mapped[float | None] = mapped_column(Float)
