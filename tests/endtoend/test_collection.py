@@ -33,9 +33,9 @@ def _poster(shop: Shop, path: Path, *args: str) -> dict[str, object]:
     return ok_json(shop.pos("poster", "--out", str(path), *args, merchant=CAFE))
 
 
-def test_dynamic_poster_is_scanned_and_paid_once(shop: Shop, tmp_path: Path) -> None:
+def test_order_poster_is_scanned_and_paid_once(shop: Shop, tmp_path: Path) -> None:
     poster = tmp_path / "order.png"
-    made = _poster(shop, poster, "--amount", "12.00")
+    made = _poster(shop, poster, "--amount", "12.00", "--order", "INV-1042")
     decoded = decode_image_file(poster)
     assert [d.format for d in decoded] == ["qr"]
     info = describe(decoded[0].text)
@@ -47,12 +47,25 @@ def test_dynamic_poster_is_scanned_and_paid_once(shop: Shop, tmp_path: Path) -> 
     assert paid["status"] == "succeeded" and paid["amount"] == "12.00"
     assert paid["merchant"] == CAFE
     assert float(shop.balance()) == pytest.approx(before - 12.00)
-    seen = ok_json(shop.pos("query", "--order", str(made["reference"]), merchant=CAFE))
+    seen = ok_json(shop.pos("query", "--order", "INV-1042", merchant=CAFE))
     assert [p["payment_id"] for p in seen["payments"]] == [paid["payment_id"]]
     again = shop.wallet_raw("pay", "--qr-image", str(poster), "--yes")
     assert again.returncode == 1
     assert json.loads(again.stdout)["error"]["code"] == "duplicate_order"
     assert float(shop.balance()) == pytest.approx(before - 12.00)
+
+
+def test_fixed_amount_poster_pays_each_time(shop: Shop, tmp_path: Path) -> None:
+    poster = tmp_path / "coffee.png"
+    _poster(shop, poster, "--amount", "2.50")
+    before = float(shop.balance())
+    for _ in range(2):
+        paid = shop.wallet("pay", "--qr-image", str(poster), "--yes")
+        assert paid["payment"]["amount"] == "2.50"
+        assert paid["payee"]["verdict"] == "verified" and paid["payee"]["name"] == CAFE
+    other = shop.wallet_raw("pay", "--qr-image", str(poster), "--amount", "0.01", "--yes")
+    assert json.loads(other.stdout)["error"]["code"] == "amount_invalid"
+    assert float(shop.balance()) == pytest.approx(before - 5.00)
 
 
 def test_static_poster_takes_the_customers_amount(shop: Shop, tmp_path: Path) -> None:

@@ -38,13 +38,13 @@ from paycode.client.wallet import Wallet
 from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.server.database.models import Merchant, Notification, Payment, new_id
 from paycode.server.notifications import delivery
-from paycode.shared.emv.collection import CollectionCode, build_collection_payload
 from paycode.shared.errors import ConfigError
 from tests.support.servers import REPO_ROOT, LiveServer, Server, run_cli, run_cli_in_process
 from tests.support.shop import (
     PASSWORD,
     code_of,
     new_merchant,
+    new_order,
     new_phone,
     new_till,
     new_user,
@@ -365,8 +365,8 @@ def test_a_collection_qr_payment_is_told(
 ) -> None:
     shop = notified_merchant(server, receiver)
     wallet = customer(server, tmp_path)
-    qr = CollectionCode(shop.merchant_id, shop.name, "Beijing", "CNY", amount="3.00")
-    paid = online.pay(wallet, qr_payload=build_collection_payload(qr), amount=None)
+    order = new_order(shop.till, "3.00", "QR-told")
+    paid = online.pay(wallet, qr_payload=order["qr_payload"], amount=None)
     worker(server)
     [told] = receiver.for_payment(paid["payment_id"])
     assert told.valid and told.event["type"] == "payment.succeeded"

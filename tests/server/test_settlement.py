@@ -44,13 +44,13 @@ from paycode.server.database.models import (
 )
 from paycode.server.safety.limits import LimitSettings
 from paycode.shared import terminal_auth
-from paycode.shared.emv.collection import CollectionCode, build_collection_payload
 from tests.support.servers import LiveServer, run_cli, run_cli_in_process
 from tests.support.shop import (
     PASSWORD,
     Merchant,
     code_of,
     new_merchant,
+    new_order,
     new_phone,
     new_user,
     ok_json,
@@ -92,18 +92,8 @@ def _charge(day: MerchantDay, wallet: Any, label: str, amount: str, **extra: Any
 
 
 def _collection_payload(till: TerminalClient, amount: str, reference: str) -> str:
-    profile = till.merchant()
-    code = CollectionCode(
-        merchant_id=profile["merchant_id"],
-        merchant_name=profile["name"][:25],
-        merchant_city=profile["city"],
-        currency=profile["currency"],
-        country_code=profile["country"],
-        terminal_id=profile["terminal_id"],
-        amount=amount,
-        reference=reference,
-    )
-    return build_collection_payload(code)
+    """A till's order, paid by a wallet scanning it: its order id is `reference`."""
+    return str(new_order(till, amount, reference)["qr_payload"])
 
 
 def _make_day(day: MerchantDay, home: Path) -> None:

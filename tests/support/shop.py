@@ -299,6 +299,17 @@ def charge(till: TerminalClient, code: str, amount: str = "1.00") -> dict[str, A
     return till.charge(code=code, amount=amount, currency="CNY")
 
 
+def new_order(
+    till: TerminalClient, amount: str, order_id: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """POST /v1/orders: a dynamic order the customer pays by scanning (its signed payload in
+    `qr_payload`)."""
+    body: dict[str, Any] = {"amount": amount, "currency": "CNY", **extra}
+    if order_id is not None:
+        body["merchant_order_id"] = order_id
+    return till._call("POST", "/v1/orders", body, idempotency_key=unique("order"))
+
+
 def refused(code: str, call: Any, *args: Any, **kwargs: Any) -> ServerRejected:
     """`call(*args, **kwargs)` fails with the stable `code`; returns the error."""
     with pytest.raises(ServerRejected) as caught:

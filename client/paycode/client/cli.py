@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from paycode.appkit import rendering
-from paycode.appkit.console import add_json_flag, confirm_or_stop, emit, run, wants_json
+from paycode.appkit.console import add_json_flag, emit, run, wants_json
 from paycode.appkit.http_client import ServerClient
 from paycode.client import online
 from paycode.client.devices_cli import PROG, add_device_commands, advice_notice
+from paycode.client.pay_cli import add_pay_command
 from paycode.client.pending_cli import add_pending_commands
 from paycode.client.wallet import GeneratedCode, Wallet, live_versions
 from paycode.shared.binding import MerchantBinding
@@ -201,42 +202,6 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_pay(args: argparse.Namespace) -> int:
-    """Read the poster offline, show who is paid and how much, confirm, then pay online."""
-    # Deferred: OpenCV and zxing load in ~0.2 s, which `code` (the hot path) should not pay.
-    from paycode.appkit.decoding import decode_image_file  # noqa: PLC0415
-
-    found = [d for d in decode_image_file(args.qr_image) if d.format == "qr"]
-    if not found:
-        raise WalletError(f"no QR code found in {args.qr_image}", code=ErrorCode.QR_NOT_FOUND)
-    collection = read_collection(found[0].text)
-    amount = _pay_amount(collection, args.amount)
-    confirm_or_stop(
-        args,
-        f"pay {amount} {collection.currency} to {collection.merchant_name}, "
-        f"{collection.merchant_city} ({collection.merchant_id})",
-    )
-    wallet = Wallet.open(args.home)
-    body = online.pay(wallet, qr_payload=found[0].text, amount=args.amount)
-    paid = f"{body.get('amount')} {body.get('currency')}"
-    human = f"paid {paid} to {body.get('merchant')}: {body.get('status')}"
-    notice = _reenroll_notice(args, wallet, body)
-    emit(args, human, {"payment": {k: v for k, v in body.items() if k != "reenroll"}, **notice})
-    return 0
-
-
-def _pay_amount(collection: CollectionCode, asked: str | None) -> str:
-    """The amount to confirm: the poster's own, or the one the payer typed."""
-    if collection.amount is not None:
-        if asked is not None and asked != collection.amount:
-            # The server compares the values exactly; here only a clear early word is given.
-            print(f"note: this QR fixes the amount at {collection.amount}", file=sys.stderr)
-        return collection.amount
-    if asked is None:
-        raise WalletError("this QR has no amount: pass --amount", code=ErrorCode.AMOUNT_INVALID)
-    return asked
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     wallet = Wallet.open(args.home)
     enrolled = {v: e.device_id for v, e in wallet.enrollments().items()}
@@ -305,11 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20, help="how many (1-100)")
     p.set_defaults(func=cmd_history)
 
-    p = sub.add_parser("pay", help="pay a merchant's collection QR (online)")
-    p.add_argument("--qr-image", required=True, type=Path, help="photo or PNG of the merchant's QR")
-    p.add_argument("--amount", help="amount as a decimal string, e.g. 12.50 (if the QR has none)")
-    p.add_argument("--yes", action="store_true", help="pay without asking to confirm")
-    p.set_defaults(func=cmd_pay)
+    add_pay_command(sub)
 
     sub.add_parser("status", help="show what this wallet is enrolled for").set_defaults(
         func=cmd_status

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from paycode.appkit.http_client import Response, ServerClient
+from paycode.client.merchant_qr import parse_qr_keys
 from paycode.client.wallet import Enrollment, Wallet
 from paycode.shared import wallet_auth
 from paycode.shared.codes import ErrorCode
@@ -107,6 +108,8 @@ def _enroll_one(wallet: Wallet, client: ServerClient, token: str, version: str) 
         "POST", "/v1/wallet/devices", body, bearer=token, idempotency_key=str(uuid.uuid4())
     )
     info = wallet.add_grant(reply.body, ed25519_seed=seed)
+    if "qr_keys" in reply.body:
+        wallet.set_qr_keys(parse_qr_keys(reply.body["qr_keys"]))
     wallet.record_clock_offset(reply.clock_offset_s)
     return info
 
@@ -165,10 +168,21 @@ def history(wallet: Wallet, *, limit: int = 20) -> dict[str, Any]:
     return _signed_get(wallet, f"/v1/wallet/history?limit={limit}").body
 
 
-def pay(wallet: Wallet, *, qr_payload: str, amount: str | None) -> dict[str, Any]:
-    """Pay a merchant's collection QR online; one idempotency key per attempt."""
+def refresh_qr_keys(wallet: Wallet) -> None:
+    """Learn the server's current merchant-QR keys (after a rotation)."""
+    reply = signed_call(wallet, "GET", "/v1/wallet/qr-keys")
+    wallet.set_qr_keys(parse_qr_keys(reply.body.get("keys")))
+
+
+def pay(
+    wallet: Wallet, *, qr_payload: str, amount: str | None, pin: str | None = None
+) -> dict[str, Any]:
+    """Pay a merchant's QR online; one idempotency key per attempt. Above the password-free
+    limits the server answers pin_required: pay again with the PIN."""
     body: dict[str, Any] = {"qr_payload": qr_payload}
     if amount is not None:
         body["amount"] = amount
+    if pin is not None:
+        body["pin"] = pin
     key = str(uuid.uuid4())
     return signed_call(wallet, "POST", "/v1/wallet/payments", body, idempotency_key=key).body

@@ -16,7 +16,7 @@ from paycode.shared.errors import WalletError
 SECRET_LINE_CHARS_MAX = 1026
 
 
-def _secret(prompt: str, from_stdin: bool, code: ErrorCode, *, repeat: bool = False) -> str:
+def secret_line(prompt: str, from_stdin: bool, code: ErrorCode, *, repeat: bool = False) -> str:
     """One line from stdin, or a hidden prompt on a terminal; never from the command line."""
     if from_stdin:
         return sys.stdin.readline(SECRET_LINE_CHARS_MAX).rstrip("\r\n")
@@ -46,7 +46,7 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     wallet = Wallet.open(args.home)
     payment_id = args.payment_id or pending.only_pending(wallet)
     pending.check_payment_id(payment_id)
-    pin = pending.check_pin(_secret("payment PIN", args.stdin, ErrorCode.PIN_REQUIRED))
+    pin = pending.check_pin(secret_line("payment PIN", args.stdin, ErrorCode.PIN_REQUIRED))
     payment = pending.confirm(wallet, payment_id, pin)
     human = f"paid {payment.get('amount')} {payment.get('currency')} ({payment.get('payment_id')})"
     emit(args, human, {"payment": payment})
@@ -64,11 +64,11 @@ def cmd_decline(args: argparse.Namespace) -> int:
 
 def cmd_set_pin(args: argparse.Namespace) -> int:
     """The account password proves the owner; the PIN then confirms large payments."""
-    password = _secret("account password", args.stdin, ErrorCode.PASSWORD_REQUIRED)
+    password = secret_line("account password", args.stdin, ErrorCode.PASSWORD_REQUIRED)
     if not password:
         raise WalletError("the password is empty", code=ErrorCode.PASSWORD_REQUIRED)
     pin = pending.check_pin(
-        _secret("new payment PIN", args.stdin, ErrorCode.PIN_REQUIRED, repeat=True)
+        secret_line("new payment PIN", args.stdin, ErrorCode.PIN_REQUIRED, repeat=True)
     )
     pending.set_pin(Wallet.open(args.home), password=password, pin=pin)
     emit(args, "payment PIN set", {"pin_set": True})

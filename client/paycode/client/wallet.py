@@ -207,6 +207,15 @@ class Wallet:
             self._doc["server_url"] = server_url
             self._doc["user"] = user
 
+    @property
+    def qr_keys(self) -> dict[str, str]:
+        """The server's merchant-QR public keys: key id -> base64url (client.merchant_qr)."""
+        return dict(self._doc.get("qr_keys", {}))
+
+    def set_qr_keys(self, keys: Mapping[str, str]) -> None:
+        with self._editing():
+            self._doc["qr_keys"] = dict(keys)
+
     def add_grant(self, grant: Mapping[str, object], *, ed25519_seed: bytes = b"") -> GrantInfo:
         """Install a server's enrollment grant (validated) and save it."""
         credential, info = read_grant(grant, ed25519_seed=ed25519_seed)

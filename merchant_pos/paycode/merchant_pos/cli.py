@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from paycode.merchant_pos.till import (
     new_order_id,
 )
 from paycode.shared.codes import ErrorCode
+from paycode.shared.emv.collection import read_collection
 from paycode.shared.errors import AmountInvalid, PaycodeError
 from paycode.shared.money import parse_amount
 
@@ -163,19 +165,37 @@ def cmd_poster(args: argparse.Namespace) -> int:
     # Deferred: the poster pulls in PIL drawing and the QR encoder; other commands need neither.
     from paycode.merchant_pos import poster  # noqa: PLC0415
 
-    reply = settings.load(args.home).client().merchant()
+    client = settings.load(args.home).client()
+    if args.order is not None:
+        if args.amount is None:
+            raise poster.PosterInvalid("--order needs --amount (the order's amount)")
+        order = client._call(
+            "POST",
+            "/v1/orders",
+            {
+                "amount": args.amount,
+                "currency": client.merchant()["currency"],
+                "merchant_order_id": args.order,
+                "expires_in_s": args.expires_in_s,
+            },
+            idempotency_key=str(uuid.uuid4()),
+        )
+        payload = str(order["qr_payload"])
+    else:
+        payload = client.collection_code(amount=args.amount, this_terminal=not args.any_terminal)
+    code = read_collection(payload)
     profile = poster.MerchantProfile(
-        merchant_id=str(reply["merchant_id"]),
-        name=str(reply["name"]),
-        city=str(reply["city"]),
-        country=str(reply["country"]),
-        currency=str(reply["currency"]),
-        terminal_id=None if args.any_terminal else str(reply["terminal_id"]),
+        merchant_id=code.merchant_id,
+        name=code.display_name,
+        city=code.display_city,
+        country=code.country_code,
+        currency=code.currency,
+        terminal_id=code.terminal_id,
     )
-    reference = args.reference or (new_order_id() if args.amount else None)
-    code = poster.collection_code(profile, amount=args.amount, reference=reference)
-    path = poster.save_poster(poster.render_poster(profile, code), args.out)
-    what = f"{code.amount} {code.currency}, order {reference}" if code.amount else "any amount"
+    path = poster.save_poster(poster.render_poster(profile, code, payload), args.out)
+    what = f"{code.amount} {code.currency}" if code.amount else "any amount"
+    if args.order is not None:
+        what += f", order {args.order}, pays once"
     emit(
         args,
         f"poster for {profile.name} ({what}) written to {path}",
@@ -183,8 +203,9 @@ def cmd_poster(args: argparse.Namespace) -> int:
             "path": str(path),
             "merchant_id": profile.merchant_id,
             "amount": code.amount,
-            "reference": reference,
+            "order": args.order,
             "terminal_id": profile.terminal_id,
+            "qr_payload": payload,
         },
     )
     return 0
@@ -264,13 +285,23 @@ def _add_poster(sub: Any) -> None:
     p = sub.add_parser(
         "poster",
         help="print an A6 collection QR poster customers scan to pay",
-        description="Render the merchant's EMV collection QR as a printable A6 poster. Without "
-        "--amount the customer enters the amount (a static poster); with it, the poster is "
-        "for one order and pays once.",
+        description="Render the merchant's collection QR, signed by the server, as a printable "
+        "A6 poster (PNG or PDF). Without --amount the customer enters the amount; with it the "
+        "amount is fixed; with --order too, the poster is one server order that pays once.",
     )
     p.add_argument("--out", type=Path, required=True, help="poster.png or poster.pdf")
-    p.add_argument("--amount", help="fix the amount (a one-order poster)")
-    p.add_argument("--reference", help="order reference for --amount (default: a new one)")
+    p.add_argument("--amount", help="fix the amount (paid any number of times, unless --order)")
+    p.add_argument(
+        "--order",
+        metavar="ORDER_ID",
+        help="make the poster one order of --amount, paid once (a server order; it expires)",
+    )
+    p.add_argument(
+        "--expires-in-s",
+        type=int,
+        default=3600,
+        help="with --order: seconds until the order expires (30-3600, default 3600)",
+    )
     p.add_argument(
         "--any-terminal", action="store_true", help="leave this terminal's id off the QR"
     )

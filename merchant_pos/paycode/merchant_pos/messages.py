@@ -59,6 +59,11 @@ CASHIER_MESSAGES: Mapping[str, str] = MappingProxyType(
             "This order was already paid: check the payment before charging again."
         ),
         ErrorCode.AMOUNT_INVALID: "Amount not accepted: check the amount and currency.",
+        ErrorCode.ORDER_EXPIRED: "The order's QR expired before it was paid: start the sale again.",
+        ErrorCode.ORDER_CANCELLED: "This order was cancelled: nothing was paid.",
+        ErrorCode.PIN_REQUIRED: (
+            "The customer must confirm this payment with their PIN in the wallet."
+        ),
         ErrorCode.IDEMPOTENCY_CONFLICT: (
             "This sale was already sent with different details: start a new sale."
         ),

@@ -76,13 +76,16 @@ def _centered(draw: ImageDraw.ImageDraw, y_px: int, text: str, size_px: int, wid
     return y_px + (bottom - top) + size_px // 2
 
 
-def render_poster(profile: MerchantProfile, code: CollectionCode) -> Image.Image:
+def render_poster(
+    profile: MerchantProfile, code: CollectionCode, payload: str | None = None
+) -> Image.Image:
+    """`payload`: the server-signed text of `code` (unsigned when built here, for tests)."""
     width_px, height_px = _size_px()
     poster = Image.new("L", (width_px, height_px), 255)
     draw = ImageDraw.Draw(poster)
     y_px = _centered(draw, MARGIN_PX, profile.name, 78, width_px)
     y_px = _centered(draw, y_px, profile.city, 48, width_px)
-    qr = qr_image(build_collection_payload(code), box_px=1, border_modules=4)
+    qr = qr_image(payload or build_collection_payload(code), box_px=1, border_modules=4)
     box_px = max(1, (width_px - 2 * MARGIN_PX) // qr.width)
     qr = qr.resize((qr.width * box_px, qr.height * box_px), Image.Resampling.NEAREST)
     poster.paste(qr, ((width_px - qr.width) // 2, y_px))

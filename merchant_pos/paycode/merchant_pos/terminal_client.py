@@ -88,6 +88,14 @@ class TerminalClient:
         """The merchant this terminal collects for (for collection QR posters)."""
         return self._call("GET", "/v1/merchant")
 
+    def collection_code(self, *, amount: str | None, this_terminal: bool) -> str:
+        """A poster payload signed by the server: static, or for a fixed `amount`."""
+        body: dict[str, Any] = {"terminal": this_terminal}
+        if amount is not None:
+            body["amount"] = amount
+        reply = self._call("POST", "/v1/collection-codes", body, idempotency_key=str(uuid.uuid4()))
+        return str(reply["qr_payload"])
+
     def payment(self, payment_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/payments/{payment_id}")
 

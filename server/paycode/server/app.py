@@ -79,12 +79,16 @@ def _register_blueprints(app: Flask) -> None:
         dashboard,
         meta,
         notifications,
+        orders,
         wallet,
+        wallet_payments,
     )
 
     app.register_blueprint(meta.bp)
     app.register_blueprint(wallet.bp)
     app.register_blueprint(confirm.bp)
+    app.register_blueprint(wallet_payments.bp)
     app.register_blueprint(charges.bp)
+    app.register_blueprint(orders.bp)
     app.register_blueprint(notifications.bp)
     app.register_blueprint(dashboard.bp)

@@ -65,6 +65,8 @@ class ErrorCode(enum.StrEnum):
     QR_INVALID = "qr_invalid"
     QR_NOT_FOUND = "qr_not_found"
     NOT_PAYCODE_COLLECTION = "not_paycode_collection"
+    ORDER_EXPIRED = "order_expired"
+    ORDER_CANCELLED = "order_cancelled"
     # -- accounts and operators ------------------------------------------------------------
     PASSWORD_INVALID = "password_invalid"  # noqa: S105 - a code, not a password
     PASSWORD_REQUIRED = "password_required"  # noqa: S105 - a code, not a password
@@ -121,6 +123,7 @@ HTTP_STATUS: Mapping[str, int] = MappingProxyType(
         ErrorCode.UNAUTHORIZED: 401,
         ErrorCode.FORBIDDEN: 403,
         ErrorCode.PIN_INVALID: 403,
+        ErrorCode.PIN_REQUIRED: 403,  # a wallet payment above the password-free limits
         ErrorCode.NOT_FOUND: 404,
         ErrorCode.METHOD_NOT_ALLOWED: 405,
         ErrorCode.USER_EXISTS: 409,
@@ -128,6 +131,8 @@ HTTP_STATUS: Mapping[str, int] = MappingProxyType(
         ErrorCode.IDEMPOTENCY_CONFLICT: 409,
         ErrorCode.IDEMPOTENCY_IN_PROGRESS: 409,
         ErrorCode.DUPLICATE_ORDER: 409,
+        ErrorCode.ORDER_CANCELLED: 409,
+        ErrorCode.ORDER_EXPIRED: 409,
         ErrorCode.PIN_NOT_SET: 409,
         ErrorCode.PAYMENT_NOT_PENDING: 409,
         ErrorCode.CONFIRMATION_EXPIRED: 409,

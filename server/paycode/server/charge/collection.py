@@ -1,25 +1,41 @@
-"""A consumer pays a merchant's collection QR (EMV MPM) online, from the wallet.
+"""A consumer pays a merchant's QR (EMV MPM) online, from the wallet (docs/spec.md, section 12).
 
-The wallet scans the poster, shows the merchant and the amount, and sends the payload it
-read; the server trusts nothing in it but the merchant id it names: name, currency and
-terminal are checked against the merchant's own rows. A dynamic QR fixes the amount and an
-order reference, and the reference pays once (the same partial unique index as charges).
+The server trusts nothing in the payload it did not sign: the signature must verify under one
+of its live QR keys, and the merchant fields must still match the merchant's rows. A dynamic
+QR names an order by its token and the order row says what is paid; a static QR takes the
+consumer's amount, a fixed-amount poster its signed amount. Every wallet payment obeys the
+same password-free limits as a payment code: above them the request must carry the PIN, which
+the HTTP layer has already checked (`pin_checked`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from paycode.server.books import ledger
+from paycode.server.charge import orders
 from paycode.server.charge.planning import payment_json
-from paycode.server.database.models import Device, Merchant, Payment, Terminal, new_id
+from paycode.server.database.models import (
+    Account,
+    Device,
+    Merchant,
+    Order,
+    Payment,
+    Terminal,
+    new_id,
+)
 from paycode.server.http.request_fields import string_field
 from paycode.server.notifications import events
+from paycode.server.safety.limits import LimitSettings, maxima, needs_confirmation, used_on
+from paycode.server.safety.qr_keys import QrKeys
 from paycode.shared.codes import ErrorCode, PaymentStatus
 from paycode.shared.emv.collection import CollectionCode, read_collection
+from paycode.shared.emv.qr_signature import Verdict, verify_signature
 from paycode.shared.errors import AmountInvalid, ApiError, CodeMalformed
 from paycode.shared.money import Money, format_amount, parse_amount
 
@@ -29,42 +45,76 @@ CODE_VERSION_MPM = "mpm"
 """What payments made from a collection QR show as their code version."""
 
 
-def _collection(body: dict[str, Any]) -> CollectionCode:
+@dataclass(frozen=True)
+class PayRules:
+    keys: QrKeys
+    limits: LimitSettings
+    pin_checked: bool
+    """The request carried the user's PIN and it was right."""
+
+
+def signed_collection(body: dict[str, Any], keys: QrKeys) -> CollectionCode:
+    """The payload in `body`, read and its signature verified; qr_invalid otherwise."""
     payload = string_field(body, "qr_payload", max_chars=QR_PAYLOAD_CHARS_MAX)
     assert payload is not None
     try:
-        return read_collection(payload)
+        code = read_collection(payload)
     except CodeMalformed as error:
         raise ApiError(
             ErrorCode.QR_INVALID, f"not a Paycode collection QR: {error.message}"
         ) from error
+    verdict = verify_signature(code.signature, keys.public_keys)
+    if verdict is not Verdict.VERIFIED:
+        raise ApiError(ErrorCode.QR_INVALID, _REFUSALS[verdict])
+    return code
+
+
+_REFUSALS = {
+    Verdict.UNSIGNED: "this QR is not signed by this server",
+    Verdict.UNKNOWN_KEY: "this QR is signed with a key this server does not hold",
+    Verdict.ALTERED: "this QR was changed after the server signed it",
+}
 
 
 def _merchant(session: Session, code: CollectionCode) -> Merchant:
+    """The merchant the QR names, its printed fields still those of its rows."""
     merchant = session.get(Merchant, code.merchant_id[:ID_CHARS_MAX])
     if merchant is None:
-        raise ApiError(ErrorCode.NOT_FOUND, "this QR names a merchant the server does not know")
+        raise ApiError(ErrorCode.QR_INVALID, "this QR names a merchant the server does not know")
+    expected = orders.collection_code_for(merchant)
+    printed = (code.merchant_name, code.merchant_city, code.local_name, code.local_city)
+    if printed != (
+        expected.merchant_name,
+        expected.merchant_city,
+        expected.local_name,
+        expected.local_city,
+    ):
+        raise ApiError(ErrorCode.QR_INVALID, "this QR's merchant details are not the merchant's")
     if code.currency != merchant.currency:
         raise ApiError(ErrorCode.CURRENCY_MISMATCH, f"this merchant takes {merchant.currency}")
     if code.terminal_id is not None:
         terminal = session.get(Terminal, code.terminal_id[:ID_CHARS_MAX])
-        if terminal is None or terminal.merchant_id != merchant.id:
-            raise ApiError(ErrorCode.QR_INVALID, "this QR names a terminal of another merchant")
+        if terminal is None or terminal.merchant_id != merchant.id or terminal.revoked_at_s:
+            raise ApiError(ErrorCode.QR_INVALID, "this QR names a till that cannot take payments")
     return merchant
 
 
-def _amount(body: dict[str, Any], code: CollectionCode) -> Money:
-    """A dynamic QR's amount is the amount; a static QR needs the consumer's amount."""
+def _asked_amount(body: dict[str, Any], code: CollectionCode) -> Money | None:
     asked = body.get("amount")
     if asked is not None and not isinstance(asked, str):
         raise ApiError(
             ErrorCode.AMOUNT_INVALID, "'amount' must be a decimal string such as '12.50'"
         )
     try:
-        fixed = parse_amount(code.amount, code.currency) if code.amount is not None else None
-        wanted = parse_amount(asked, code.currency) if asked is not None else None
+        return None if asked is None else parse_amount(asked, code.currency)
     except AmountInvalid as error:
         raise ApiError(ErrorCode.AMOUNT_INVALID, error.message) from error
+
+
+def _amount(body: dict[str, Any], code: CollectionCode, fixed: Money | None) -> Money:
+    """A fixed amount (an order's, a fixed-amount poster's) is the amount; a consumer's
+    amount must equal it; a static QR needs the consumer's."""
+    wanted = _asked_amount(body, code)
     if fixed is not None and wanted is not None and fixed != wanted:
         raise ApiError(
             ErrorCode.AMOUNT_INVALID, f"this QR fixes the amount at {format_amount(fixed)}"
@@ -75,27 +125,108 @@ def _amount(body: dict[str, Any], code: CollectionCode) -> Money:
     return amount
 
 
-def pay(session: Session, device: Device, body: dict[str, Any], now_s: float) -> dict[str, Any]:
+def _fixed_amount(code: CollectionCode) -> Money | None:
+    return None if code.amount is None else parse_amount(code.amount, code.currency)
+
+
+def pay(
+    session: Session, device: Device, body: dict[str, Any], now_s: float, rules: PayRules
+) -> dict[str, Any]:
     """Move the money, or raise ApiError having moved nothing."""
-    code = _collection(body)
+    code = signed_collection(body, rules.keys)
     merchant = _merchant(session, code)
-    money = _amount(body, code)
-    payer = ledger.account(session, "user", device.user_id, money.currency)
-    payee = ledger.account(session, "merchant", merchant.id, money.currency)
+    order = None
+    if code.order_token is not None:
+        order = orders.open_order(session, code.order_token, merchant.id, now_s)
+        money = _amount(body, code, Money(order.amount_minor, order.currency))
+    else:
+        money = _amount(body, code, _fixed_amount(code))
+    payer = _locked_payer(session, device.user_id, money.currency)
+    pinless = _within_pinless(payer, money.amount_minor, rules.limits, now_s)
+    if not pinless and not rules.pin_checked:
+        raise ApiError(
+            ErrorCode.PIN_REQUIRED, "above your password-free limits: pay again with your PIN"
+        )
+    payment = _insert_payment(
+        session, device, merchant=merchant, code=code, order=order, money=money, now_s=now_s
+    )
+    if order is not None:
+        orders.mark_paid(session, order, payment.id, now_s)
+    _move(session, payer, merchant=merchant, money=money, payment_id=payment.id, now_s=now_s)
+    if pinless:
+        _count_pinless(session, payer, money.amount_minor, rules.limits, now_s)
+    told = payment_json(payment)
+    events.record(session, told, events.SUCCEEDED, now_s, notify=merchant.notify_url is not None)
+    return told | {"merchant": merchant.name}
+
+
+def _locked_payer(session: Session, user_id: str, currency: str) -> Account:
+    """The payer's account, locked (PostgreSQL) so that two payments cannot both pass the
+    password-free limits; SQLite serialises writers anyway."""
+    payer = session.scalars(
+        select(Account)
+        .where(
+            Account.owner_kind == "user", Account.owner_id == user_id, Account.currency == currency
+        )
+        .with_for_update()
+    ).first()
     if payer is None:
-        raise ApiError(ErrorCode.CURRENCY_MISMATCH, f"you have no {money.currency} account")
-    assert payee is not None, "a merchant's account is opened with the merchant"
+        raise ApiError(ErrorCode.CURRENCY_MISMATCH, f"you have no {currency} account")
+    return payer
+
+
+def _within_pinless(payer: Account, amount_minor: int, limits: LimitSettings, now_s: float) -> bool:
+    own = (
+        payer.pinless_payment_max_minor,
+        payer.pinless_daily_max_minor,
+        payer.pinless_daily_count_max,
+    )
+    in_force = maxima(limits.defaults_minor(payer.currency), own)
+    counted = (payer.pinless_day, payer.pinless_day_count, payer.pinless_day_minor)
+    used = used_on(limits.day(now_s), counted)
+    return not needs_confirmation(amount_minor, in_force, used)
+
+
+def _count_pinless(
+    session: Session, payer: Account, amount_minor: int, limits: LimitSettings, now_s: float
+) -> None:
+    """Today's password-free count and amount, as a code's charge counts them."""
+    day = limits.day(now_s)
+    count, spent_minor = used_on(
+        day, (payer.pinless_day, payer.pinless_day_count, payer.pinless_day_minor)
+    )
+    session.execute(
+        update(Account)
+        .where(Account.id == payer.id)
+        .values(
+            pinless_day=day,
+            pinless_day_count=count + 1,
+            pinless_day_minor=spent_minor + amount_minor,
+        )
+    )
+
+
+def _insert_payment(
+    session: Session,
+    device: Device,
+    *,
+    merchant: Merchant,
+    code: CollectionCode,
+    order: Order | None,
+    money: Money,
+    now_s: float,
+) -> Payment:
     payment = Payment(
         id=new_id("pay"),
         merchant_id=merchant.id,
-        terminal_id=code.terminal_id,
+        terminal_id=order.terminal_id if order is not None else code.terminal_id,
         user_id=device.user_id,
         device_id=device.id,
         amount_minor=money.amount_minor,
         currency=money.currency,
         refunded_minor=0,
         status=PaymentStatus.SUCCEEDED,
-        merchant_order_id=code.reference,
+        merchant_order_id=None if order is None else order.merchant_order_id,
         code_version=CODE_VERSION_MPM,
         created_at_s=now_s,
     )
@@ -105,6 +236,20 @@ def pay(session: Session, device: Device, body: dict[str, Any], now_s: float) ->
             session.flush()
     except IntegrityError as error:
         raise ApiError(ErrorCode.DUPLICATE_ORDER, "this QR's order is already paid") from error
+    return payment
+
+
+def _move(
+    session: Session,
+    payer: Account,
+    *,
+    merchant: Merchant,
+    money: Money,
+    payment_id: str,
+    now_s: float,
+) -> None:
+    payee = ledger.account(session, "merchant", merchant.id, money.currency)
+    assert payee is not None, "a merchant's account is opened with the merchant"
     ledger.transfer(
         session,
         kind="charge",
@@ -112,9 +257,5 @@ def pay(session: Session, device: Device, body: dict[str, Any], now_s: float) ->
         credit=payee,
         amount_minor=money.amount_minor,
         now_s=now_s,
-        payment_id=payment.id,
+        payment_id=payment_id,
     )
-    told = payment_json(payment)
-    notify = merchant.notify_url is not None
-    events.record(session, told, events.SUCCEEDED, now_s, notify=notify)
-    return told | {"merchant": merchant.name}

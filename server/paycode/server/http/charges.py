@@ -40,7 +40,7 @@ TerminalAction = Callable[
 ]
 
 
-def _signed_idempotent_post(action: TerminalAction) -> Response:
+def signed_idempotent_post(action: TerminalAction) -> Response:
     """Every terminal POST: signature, Idempotency-Key, JSON body, then `action` run once."""
     now_s = time.time()
     with db.transaction() as session:
@@ -99,7 +99,7 @@ def create_charge() -> Response:
 
 @bp.post("/payments/<payment_id>/refunds")
 def create_refund(payment_id: str) -> Response:
-    return _signed_idempotent_post(
+    return signed_idempotent_post(
         lambda session, terminal, body, now_s: refunds.refund(
             session, terminal.merchant_id, payment_id, body, now_s
         )
@@ -109,7 +109,7 @@ def create_refund(payment_id: str) -> Response:
 @bp.post("/payments/<payment_id>/cancel")
 def cancel_payment(payment_id: str) -> Response:
     """Give up on a payment waiting for the customer's confirmation (the POS's timeout)."""
-    return _signed_idempotent_post(
+    return signed_idempotent_post(
         lambda session, terminal, _body, now_s: step_up.cancel(
             session, refunds.owned_payment(session, terminal.merchant_id, payment_id), now_s
         )

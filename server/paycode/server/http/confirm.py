@@ -18,18 +18,17 @@ from paycode.server.charge import step_up
 from paycode.server.database.engine import db
 from paycode.server.database.models import User
 from paycode.server.http.idempotency import require_key, respond, run_once
-from paycode.server.http.problems import rate_limited
+from paycode.server.http.pin_check import PinBlocked, check_pin, pin_blocked
 from paycode.server.http.request_fields import json_object, string_field
 from paycode.server.http.wallet import authenticate_device, stamp_problems
 from paycode.server.safety.limits import limits_json, limits_of
 from paycode.server.safety.passwords import PASSWORD_CHARS_MAX
 from paycode.server.services import config
 from paycode.server.wallets import sessions
-from paycode.shared.codes import ErrorCode
-from paycode.shared.errors import ApiError
 
 bp = Blueprint("wallet_confirm", __name__, url_prefix="/v1/wallet")
 bp.after_request(stamp_problems)
+bp.register_error_handler(PinBlocked, pin_blocked)
 
 
 def _keyed_to_action(
@@ -80,7 +79,7 @@ def confirm_payment(payment_id: str) -> Response:
     now_s = sessions.now_s()
     key = require_key()
     pin = step_up.parse_pin(json_object().get("pin"))
-    user_id, device_id = _check_pin(pin, now_s)
+    user_id, device_id = check_pin(pin, now_s)
     with db.transaction() as session:
         return _keyed_to_action(
             session,
@@ -90,34 +89,6 @@ def confirm_payment(payment_id: str) -> Response:
             now_s=now_s,
             work=lambda: step_up.confirm(session, user_id, payment_id, now_s),
         )
-
-
-def _check_pin(pin: str, now_s: float) -> tuple[str, str]:
-    """(user id, device id) of the signing device whose user's PIN this is; wrong PINs count
-    towards a block (confirmations.PIN_GUARD), so a stolen phone cannot try them all."""
-    with db.transaction() as session:
-        device = authenticate_device(session, now_s)
-        user_id, device_id = device.user_id, device.id
-        wait_s = step_up.pin_blocked_for_s(session, user_id, now_s)
-        stored = step_up.stored_pin(session, user_id)
-    if wait_s is not None:
-        raise _PinBlocked(wait_s)
-    if not step_up.pin_matches(stored, pin):
-        with db.transaction() as session:
-            step_up.count_wrong_pin(session, user_id, now_s)
-        raise ApiError(ErrorCode.PIN_INVALID, "the PIN is not right")
-    return user_id, device_id
-
-
-class _PinBlocked(Exception):
-    def __init__(self, wait_s: float) -> None:
-        super().__init__("PIN attempts blocked")
-        self.wait_s = wait_s
-
-
-@bp.errorhandler(_PinBlocked)
-def _pin_blocked(error: _PinBlocked) -> Response:
-    return rate_limited(error.wait_s, "too many wrong PINs")
 
 
 @bp.post("/payments/<payment_id>/decline")

@@ -14,7 +14,6 @@ import time
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.orm import Session
 
-from paycode.server.charge import collection
 from paycode.server.database.engine import db
 from paycode.server.database.models import Device, IdempotencyRecord
 from paycode.server.http.idempotency import require_key, respond, run_keyed_post, run_once
@@ -30,6 +29,7 @@ from paycode.server.operations.observability import annotate
 from paycode.server.safety import keyring
 from paycode.server.safety.guard import unlock_device
 from paycode.server.safety.passwords import PASSWORD_CHARS_MAX
+from paycode.server.safety.qr_keys import load_qr_keys
 from paycode.server.services import config, directory, secret_box
 from paycode.server.wallets import devices, sessions, statements
 from paycode.shared.codes import ErrorCode
@@ -141,6 +141,7 @@ def enroll_device() -> Response:
         if status == 201:
             device_id = str(body["device_id"])
             body = devices.grant_for(session, device_id, secret_box(), current, sessions.now_s())
+            body["qr_keys"] = load_qr_keys(session, secret_box()).public_json()
     return respond(status, body, replayed)
 
 
@@ -160,7 +161,7 @@ def _statuses() -> lifecycle.Statuses:
     return lifecycle.load_statuses(db.engine, time.monotonic(), config().statuses_ttl_s)
 
 
-def _reenroll(device: Device) -> dict[str, object]:
+def reenroll(device: Device) -> dict[str, object]:
     """`{"reenroll": {...}}` when the calling device's code version is deprecated or retired:
     the wallet's online calls are the only way to reach a phone that otherwise works offline."""
     advice = lifecycle.reenroll_advice(device.version, _statuses())
@@ -172,7 +173,7 @@ def balance() -> Response:
     with db.transaction() as session:
         device = authenticate_device(session, sessions.now_s())
         accounts = statements.balances(session, device.user_id)
-    return _ok({"accounts": accounts, **_reenroll(device)})
+    return _ok({"accounts": accounts, **reenroll(device)})
 
 
 @bp.get("/history")
@@ -181,23 +182,7 @@ def history() -> Response:
         device = authenticate_device(session, sessions.now_s())
         limit = statements.parse_limit(request.args.get("limit"))
         items = statements.history(session, device.user_id, limit)
-    return _ok({"items": items, **_reenroll(device)})
-
-
-@bp.post("/payments")
-def pay_merchant() -> Response:
-    """Pay a merchant's collection QR; the Idempotency-Key makes a retry pay once."""
-    now_s = sessions.now_s()
-    with db.transaction() as session:
-        device = authenticate_device(session, now_s)
-        status, reply, replayed = run_keyed_post(
-            session,
-            scope=f"device:{device.id}",
-            now_s=now_s,
-            work=lambda body: (201, collection.pay(session, device, body, now_s)),
-        )
-    advice = _reenroll(device) if status < 300 else {}
-    return respond(status, reply | advice | {"server_time": now_s}, replayed)
+    return _ok({"items": items, **reenroll(device)})
 
 
 # --- device lifecycle: list, revoke, rotate (docs/api.md, "Manage devices") -------------------
@@ -213,7 +198,7 @@ def list_devices() -> Response:
             devices.wallet_device_json(row, statuses, caller.id)
             for row in devices.user_devices(session, caller.user_id)
         ]
-    return _ok({"items": items, **_reenroll(caller)})
+    return _ok({"items": items, **reenroll(caller)})
 
 
 def _retry_of_revoked(session: Session, caller: Device) -> None:

@@ -24,6 +24,8 @@ from paycode.shared.versions.base import VerifierKeys
 KEYS_TTL_S = 30.0
 HIDING_PURPOSES = {"hiding:v1": "v1", "hiding:v2": "v2"}
 SEAL_PURPOSE = "seal"
+QR_PURPOSE = "qr"
+"""The Ed25519 seed that signs merchant QR payloads (paycode.server.safety.qr_keys)."""
 
 _lock = threading.Lock()
 _cache: weakref.WeakKeyDictionary[Engine, tuple[float, VerifierKeys, dict[str, bytes]]] = (
@@ -36,7 +38,7 @@ def ensure_keys(session: Session, box: SecretBox, now_s: float) -> None:
     present = set(
         session.scalars(select(ServerKey.purpose).where(ServerKey.retired_at_s.is_(None)))
     )
-    for purpose in (*HIDING_PURPOSES, SEAL_PURPOSE):
+    for purpose in (*HIDING_PURPOSES, SEAL_PURPOSE, QR_PURPOSE):
         if purpose in present:
             continue
         secret = os.urandom(32)
