@@ -40,7 +40,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ from paycode.server.dashboard import access
 from paycode.server.http.problems import PROBLEM_BASE
 from paycode.server.safety.limits import LimitSettings
 from paycode.shared import terminal_auth, wallet_auth
-from paycode.shared.emv.collection import CollectionCode, build_collection_payload
+from paycode.shared.emv.collection import build_collection_payload, read_collection
 from paycode.shared.enrollment import b64, new_ed25519_seed
 from paycode.shared.prf import mac
 from paycode.shared.versions.base import DeviceCredential
@@ -684,11 +684,14 @@ def wallet_cells(world: Principals) -> list[Cell]:
         return check
 
     def pay_qr(terminal: str) -> Reply:
-        code = CollectionCode(
-            world.merchants["A"], "Authz A", "Beijing", "CNY",
-            terminal_id=world.terminals[terminal].key_id,
-        )  # fmt: skip
-        payload = {"qr_payload": build_collection_payload(code), "amount": "1.00"}
+        """A's signed poster for A's own till; for B's till, the best a forger can do: the
+        same fields naming B's till, unsigned."""
+        signed = world.terminals["A"].till.collection_code(amount=None, this_terminal=True)
+        code = replace(read_collection(signed), terminal_id=world.terminals[terminal].key_id)
+        text = (
+            signed if terminal == "A" else build_collection_payload(replace(code, signature=None))
+        )
+        payload = {"qr_payload": text, "amount": "1.00"}
         return send(by_device(ub, "POST", "/v1/wallet/payments", payload))
 
     user_a = world.users["A"]
