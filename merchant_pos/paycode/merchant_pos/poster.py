@@ -138,8 +138,9 @@ def font_for(text: str) -> Path | None:
         if candidate.is_file() and draws_every_character(candidate, text):
             return candidate
     raise FontMissing(
-        f"no installed font draws {text!r}: install one, e.g. `apt-get install {FONT_PACKAGE}` "
-        "(`make system-deps` does), and print the poster again"
+        f"no installed font draws {text!r}: install one that does, `apt-get install "
+        f"{FONT_PACKAGE}` for Chinese, Japanese and Korean (`make system-deps` does) or "
+        "fonts-noto-core for most other scripts, and print the poster again"
     )
 
 
