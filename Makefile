@@ -9,12 +9,16 @@ STAMP  := $(VENV)/.installed
 setup: system-deps $(STAMP)
 
 # Debian packages pip cannot provide: libzbar0 (the pyzbar backend), xvfb (the POS window test
-# runs under a virtual display) and chromium (the dashboard's browser test, driven by
-# Playwright). Installed when we can (root with apt-get) and missing.
+# runs under a virtual display), chromium (the dashboard's browser test, driven by Playwright)
+# and fonts-wqy-microhei (a 1.6 MB Chinese, Japanese and Korean font: `paycode-pos poster`
+# prints merchant names in their own script with it). Installed when we can (root with apt-get)
+# and missing.
+CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
 system-deps:
 	@if ! ldconfig -p 2>/dev/null | grep -q 'libzbar\.so\.0'; then $(call apt_install,libzbar0); fi
 	@if ! command -v xvfb-run >/dev/null; then $(call apt_install,xvfb); fi
 	@if ! [ -x /usr/bin/chromium ]; then $(call apt_install,chromium); fi
+	@if ! [ -f $(CJK_FONT) ]; then $(call apt_install,fonts-wqy-microhei); fi
 
 define apt_install
 if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \

@@ -12,7 +12,16 @@ import paycode.merchant_pos
 import paycode.server
 import paycode.shared
 
-SERVER_ONLY = {"flask", "sqlalchemy", "alembic", "psycopg", "gunicorn", "prometheus-client"}
+SERVER_ONLY = {
+    "flask",
+    "sqlalchemy",
+    "alembic",
+    "psycopg",
+    "gunicorn",
+    "prometheus-client",
+    "pypinyin",
+    "anyascii",
+}
 TILL_ONLY = {"opencv-python", "pyzbar"}
 
 

@@ -184,27 +184,19 @@ def cmd_poster(args: argparse.Namespace) -> int:
     else:
         payload = client.collection_code(amount=args.amount, this_terminal=not args.any_terminal)
     code = read_collection(payload)
-    profile = poster.MerchantProfile(
-        merchant_id=code.merchant_id,
-        name=code.display_name,
-        city=code.display_city,
-        country=code.country_code,
-        currency=code.currency,
-        terminal_id=code.terminal_id,
-    )
-    path = poster.save_poster(poster.render_poster(profile, code, payload), args.out)
+    path = poster.save_poster(poster.render_poster(code, payload), args.out)
     what = f"{code.amount} {code.currency}" if code.amount else "any amount"
     if args.order is not None:
         what += f", order {args.order}, pays once"
     emit(
         args,
-        f"poster for {profile.name} ({what}) written to {path}",
+        f"poster for {code.display_name} ({what}) written to {path}",
         {
             "path": str(path),
-            "merchant_id": profile.merchant_id,
+            "merchant_id": code.merchant_id,
             "amount": code.amount,
             "order": args.order,
-            "terminal_id": profile.terminal_id,
+            "terminal_id": code.terminal_id,
             "qr_payload": payload,
         },
     )

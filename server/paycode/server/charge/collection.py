@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from paycode.server.books import ledger
 from paycode.server.charge import orders
+from paycode.server.charge.merchant_qr import collection_code_for
 from paycode.server.charge.planning import payment_json
 from paycode.server.database.models import (
     Account,
@@ -81,7 +82,7 @@ def _merchant(session: Session, code: CollectionCode) -> Merchant:
     merchant = session.get(Merchant, code.merchant_id[:ID_CHARS_MAX])
     if merchant is None:
         raise ApiError(ErrorCode.QR_INVALID, "this QR names a merchant the server does not know")
-    expected = orders.collection_code_for(merchant)
+    expected = collection_code_for(merchant)
     printed = (code.merchant_name, code.merchant_city, code.local_name, code.local_city)
     if printed != (
         expected.merchant_name,

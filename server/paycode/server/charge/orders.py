@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from paycode.server.charge.merchant_qr import collection_code_for
 from paycode.server.charge.planning import ORDER_ID_CHARS_MAX, payment_json
 from paycode.server.database.directory import TerminalCredential
 from paycode.server.database.models import Merchant, Order, Payment, new_id
@@ -26,7 +27,6 @@ from paycode.shared.codes import ErrorCode
 from paycode.shared.emv.collection import (
     ORDER_TOKEN_CHARS,
     REFERENCE_CHARS_MAX,
-    CollectionCode,
     build_collection_payload,
 )
 from paycode.shared.errors import AmountInvalid, ApiError
@@ -38,32 +38,6 @@ EXPIRES_IN_S_DEFAULT = 300
 EXPIRES_IN_S_MIN, EXPIRES_IN_S_MAX = 30, 3600
 TOKEN_BYTES = 18
 """144 bits: base64url in ORDER_TOKEN_CHARS characters."""
-
-
-def collection_code_for(
-    merchant: Merchant,
-    *,
-    amount: str | None = None,
-    order_token: str | None = None,
-    reference: str | None = None,
-    terminal_id: str | None = None,
-) -> CollectionCode:
-    """The merchant's collection QR content as its rows say: ASCII 59/60, its own script in 64."""
-    local = merchant.ascii_name is not None or merchant.ascii_city is not None
-    return CollectionCode(
-        merchant_id=merchant.id,
-        merchant_name=(merchant.ascii_name or merchant.name)[:25],
-        merchant_city=merchant.ascii_city or merchant.city,
-        currency=merchant.currency,
-        country_code=merchant.country,
-        terminal_id=terminal_id,
-        amount=amount,
-        reference=reference,
-        order_token=order_token,
-        language=(merchant.language or "ZH") if local else None,
-        local_name=merchant.name[:25] if local else None,
-        local_city=merchant.city if local and merchant.ascii_city is not None else None,
-    )
 
 
 def status_of(order: Order, now_s: float) -> str:

@@ -9,6 +9,7 @@ import sys
 import time
 
 from paycode.appkit.console import emit
+from paycode.server.charge.merchant_qr import collection_code_for
 from paycode.server.commands.common import (
     CliError,
     Subparsers,
@@ -24,9 +25,9 @@ from paycode.server.commands.common import (
 )
 from paycode.server.commands.notifications import add_notify_secret_command
 from paycode.server.dashboard import access
-from paycode.server.database.models import DEFAULT_CITY, DEFAULT_COUNTRY, Terminal
+from paycode.server.database.models import DEFAULT_CITY, DEFAULT_COUNTRY, Merchant, Terminal
 from paycode.server.notifications import events
-from paycode.server.operations import admin
+from paycode.server.operations import admin, merchant_names
 from paycode.server.safety.limits import limits_json, limits_of
 from paycode.server.safety.passwords import PASSWORD_CHARS_MAX
 from paycode.server.safety.secretbox import SecretBox
@@ -135,10 +136,14 @@ def cmd_merchants_create(args: argparse.Namespace) -> int:
             city=args.city,
             country=args.country,
             allow_ips=args.allow_ip,
+            ascii_name=args.ascii_name,
+            ascii_city=args.ascii_city,
+            language=args.language,
             now_s=time.time(),
         )
         secret = events.issue_secret(session, SecretBox.from_config(config), merchant)
     secret_human, secret_data = secret_lines(merchant.id, secret)
+    emv_human, emv_data = _emv_lines(args, merchant)
     data = {
         "notify_secret": secret_data["notify_secret"],
         "merchant": {
@@ -149,11 +154,50 @@ def cmd_merchants_create(args: argparse.Namespace) -> int:
             "country": merchant.country,
             "allowed_networks": merchant.allowed_cidrs.split(",") if merchant.allowed_cidrs else [],
             "notify_url": merchant.notify_url,
+            "ascii_name": merchant.ascii_name,
+            "ascii_city": merchant.ascii_city,
+            "language": merchant.language,
+            "emv": emv_data,
         },
     }
     human = f"created merchant {merchant.name} ({merchant.id}), {merchant.currency}"
-    emit(args, f"{human}\n{secret_human}", data)
+    emit(args, "\n".join(filter(None, (human, emv_human, secret_human))), data)
     return 0
+
+
+def _emv_lines(args: argparse.Namespace, merchant: Merchant) -> tuple[str, dict[str, object]]:
+    """What the merchant's collection QR says in EMV tags 59, 60 and 64, and whether we
+    transliterated it; no line when the name and city are ASCII and print as they are."""
+    code = collection_code_for(merchant)
+    transliterated = [
+        what
+        for what, stored, given in (
+            ("name", merchant.ascii_name, args.ascii_name),
+            ("city", merchant.ascii_city, args.ascii_city),
+        )
+        if stored is not None and given is None
+    ]
+    data: dict[str, object] = {
+        "name": code.merchant_name,
+        "city": code.merchant_city,
+        "language": code.language,
+        "local_name": code.local_name,
+        "local_city": code.local_city,
+        "transliterated": transliterated,
+    }
+    if code.local_name is None:
+        return "", data
+
+    def how(what: str) -> str:
+        return " (transliterated)" if what in transliterated else ""
+
+    human = (
+        f"EMV name: {code.merchant_name}{how('name')}\n"
+        f"EMV city: {code.merchant_city}{how('city')}\n"
+        f"EMV tag 64 ({code.language}): "
+        + ", ".join(filter(None, (code.local_name, code.local_city)))
+    )
+    return human, data
 
 
 def cmd_merchants_set_password(args: argparse.Namespace) -> int:
@@ -308,11 +352,33 @@ def add_account_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
     limits.add_argument("--reset", action="store_true", help="back to the server defaults first")
     limits.set_defaults(func=cmd_users_limits)
     merchants = sub.add_parser("merchants", help="merchants").add_subparsers(metavar="ACTION")
-    merchant = merchants.add_parser("create", help="create a merchant and its account")
-    merchant.add_argument("name")
+    merchant = merchants.add_parser(
+        "create",
+        help="create a merchant and its account",
+        description="Create a merchant and its settlement account. The name and city may be in "
+        "any script (a name that is not ASCII has at most 25 characters, a city 15: EMV tag 64 "
+        "carries them). EMV tags 59 and 60 take ASCII only: give it with --ascii-name and "
+        "--ascii-city, or it is transliterated, Chinese as pinyin without tones with each "
+        "word capitalised (北京烤鸭店 -> Beijing Kaoya Dian), other scripts with anyascii, "
+        "and cut to 25 and 15 characters; the output says which.",
+    )
+    merchant.add_argument("name", help="as customers know it, any script (<= 64; 25 if not ASCII)")
     merchant.add_argument("--currency", default=DEFAULT_CURRENCY)
     merchant.add_argument("--notify-url", default=None)
     merchant.add_argument("--city", default=DEFAULT_CITY, help="city on its QR posters (<= 15)")
+    merchant.add_argument(
+        "--ascii-name",
+        help="EMV tag 59 for a name that is not ASCII (<= 25; default: transliterated)",
+    )
+    merchant.add_argument(
+        "--ascii-city",
+        help="EMV tag 60 for a city that is not ASCII (<= 15; default: transliterated)",
+    )
+    merchant.add_argument(
+        "--language",
+        help="ISO 639-1 of a name or city that is not ASCII, EMV tag 64/00 (default: from the "
+        f"script: {merchant_names.INFERRED_SCRIPTS}; others must name it)",
+    )
     merchant.add_argument("--country", default=DEFAULT_COUNTRY, help="ISO 3166 alpha-2 (CN)")
     merchant.add_argument(
         "--allow-ip",

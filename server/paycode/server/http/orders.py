@@ -12,6 +12,7 @@ import time
 from flask import Blueprint, Response, jsonify
 
 from paycode.server.charge import orders
+from paycode.server.charge.merchant_qr import collection_code_for
 from paycode.server.database.engine import db
 from paycode.server.database.models import Merchant
 from paycode.server.http.charges import signed_idempotent_post
@@ -71,7 +72,7 @@ def create_collection_code() -> Response:
             except AmountInvalid as error:
                 raise ApiError(ErrorCode.AMOUNT_INVALID, error.message) from error
         terminal_id = terminal.terminal_id if body.get("terminal") is True else None
-        code = orders.collection_code_for(merchant, amount=amount, terminal_id=terminal_id)
+        code = collection_code_for(merchant, amount=amount, terminal_id=terminal_id)
         return 201, {"qr_payload": build_collection_payload(code, keys.sign)}
 
     return signed_idempotent_post(work)

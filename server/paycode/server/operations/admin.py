@@ -31,6 +31,13 @@ from paycode.server.database.models import (
     User,
     new_id,
 )
+from paycode.server.operations import merchant_names
+from paycode.server.operations.merchant_names import (
+    EMV_CITY_CHARS_MAX,
+    EMV_NAME_CHARS_MAX,
+    INFERRED_SCRIPTS,
+    is_ascii_text,
+)
 from paycode.server.safety.passwords import PasswordInvalid, hash_password
 from paycode.server.safety.secretbox import SecretBox
 from paycode.server.wallets import devices
@@ -255,20 +262,35 @@ def create_merchant(
     city: str = DEFAULT_CITY,
     country: str = DEFAULT_COUNTRY,
     allow_ips: list[str] | None = None,
+    ascii_name: str | None = None,
+    ascii_city: str | None = None,
+    language: str | None = None,
     now_s: float | None = None,
 ) -> Merchant:
-    """A merchant with an empty settlement account in `currency`."""
+    """A merchant with an empty settlement account in `currency`.
+
+    `name` and `city` may be in any script. EMV tags 59 and 60 take printable ASCII, so a name
+    or city that is not ASCII also gets an ASCII form, `ascii_name` / `ascii_city` when the
+    operator gives it and transliterated otherwise (paycode.server.operations.merchant_names),
+    and a `language` (ISO 639-1, inferred from the script when it can be): the original then
+    travels in the language template 64, whose name holds 25 characters and city 15. The three
+    columns stay NULL for a merchant whose name and city are ASCII."""
     check_merchant_name(name)
     alpha = check_currency(currency)
     url = check_notify_url(notify_url) if notify_url is not None else None
+    city = check_city(city)
+    emv = _emv_names(name, city, ascii_name=ascii_name, ascii_city=ascii_city, language=language)
     merchant = Merchant(
         id=new_id("mch"),
         name=name,
         currency=alpha,
-        city=check_city(city),
+        city=city,
         country=check_country(country),
         notify_url=url,
         allowed_cidrs=check_networks(allow_ips or []),
+        ascii_name=emv[0],
+        ascii_city=emv[1],
+        language=emv[2],
         created_at_s=_now(now_s),
     )
     _insert_unique(
@@ -276,6 +298,81 @@ def create_merchant(
     )
     ledger.open_account(session, "merchant", merchant.id, alpha)
     return merchant
+
+
+def _emv_names(
+    name: str, city: str, *, ascii_name: str | None, ascii_city: str | None, language: str | None
+) -> tuple[str | None, str | None, str | None]:
+    """(ascii_name, ascii_city, language) as stored: each NULL where it is not needed."""
+    name_is_ascii, city_is_ascii = is_ascii_text(name), is_ascii_text(city)
+    if not name_is_ascii and len(name) > EMV_NAME_CHARS_MAX:
+        raise ApiError(
+            ErrorCode.NAME_INVALID,
+            f"a merchant name that is not ASCII has at most {EMV_NAME_CHARS_MAX} characters "
+            f"(EMV tag 64/01); {name!r} has {len(name)}",
+        )
+    for option, given, is_ascii in (
+        ("--ascii-name", ascii_name, name_is_ascii),
+        ("--ascii-city", ascii_city, city_is_ascii),
+    ):
+        if given is not None and is_ascii:
+            what = "name" if option == "--ascii-name" else "city"
+            raise ApiError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"{option} is for a {what} that is not ASCII; this one is its own EMV {what}",
+            )
+    if name_is_ascii and city_is_ascii:
+        if language is not None:
+            raise ApiError(
+                ErrorCode.INVALID_ARGUMENT,
+                "--language is for a name or city that is not ASCII (EMV tag 64/00)",
+            )
+        return None, None, None
+    found = (
+        check_language(language)
+        if language is not None
+        else merchant_names.infer_language(name, city)
+    )
+    if found is None:
+        raise ApiError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"name the language of {name if not name_is_ascii else city!r} with --language "
+            f"(ISO 639-1, e.g. FR): it is inferred only from {INFERRED_SCRIPTS}",
+        )
+    return (
+        None if name_is_ascii else _ascii_form("name", name, ascii_name, found),
+        None if city_is_ascii else _ascii_form("city", city, ascii_city, found),
+        found,
+    )
+
+
+def check_language(language: str) -> str:
+    """ISO 639-1, stored in capitals as EMV 64/00 carries it."""
+    if not (len(language) == 2 and language.isascii() and language.isalpha()):
+        raise ApiError(
+            ErrorCode.INVALID_ARGUMENT, "a language is an ISO 639-1 code such as ZH, JA or KO"
+        )
+    return language.upper()
+
+
+def _ascii_form(what: str, text: str, given: str | None, language: str) -> str:
+    """The operator's ASCII form of `text`, checked, or its transliteration."""
+    chars_max = EMV_NAME_CHARS_MAX if what == "name" else EMV_CITY_CHARS_MAX
+    code = ErrorCode.NAME_INVALID if what == "name" else ErrorCode.INVALID_ARGUMENT
+    if given is None:
+        written = merchant_names.transliterate(text, language, chars_max, city=what == "city")
+        if not written:
+            raise ApiError(
+                code, f"{text!r} has nothing to transliterate to ASCII: give --ascii-{what}"
+            )
+        return written
+    if not (is_ascii_text(given) and 1 <= len(given) <= chars_max and given == given.strip()):
+        raise ApiError(
+            code,
+            f"--ascii-{what} has 1-{chars_max} printable ASCII characters (EMV tag "
+            f"{'59' if what == 'name' else '60'}), without leading or trailing spaces",
+        )
+    return given
 
 
 def find_merchant(session: Session, name_or_id: str) -> Merchant:
