@@ -22,6 +22,7 @@ from paycode.client.wallet import Wallet
 from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.server.database.models import Merchant as MerchantRow
 from paycode.server.database.models import Order
+from paycode.server.safety import qr_keys
 from paycode.shared.emv.collection import CollectionCode, build_collection_payload, read_collection
 from paycode.shared.emv.mpm import crc16_ccitt_false, decode_mpm
 from paycode.shared.emv.qr_signature import Verdict
@@ -34,6 +35,7 @@ from tests.support.shop import (
     new_order,
     new_phone,
     new_user,
+    ok_json,
     refused,
     set_limits,
     use_fast_keystore,
@@ -249,3 +251,28 @@ def test_a_merchant_in_its_own_script_gets_the_language_template(server: Server)
     assert (code.merchant_name, code.merchant_city) == ("Beijing Kaoya Dian", "Beijing")
     assert (code.language, code.local_name, code.local_city) == ("ZH", "北京烤鸭店", "北京")
     assert code.display_name == "北京烤鸭店"
+
+
+def test_qr_key_rotation_keeps_old_posters_until_the_key_is_retired(
+    server: Server, tmp_path: Path
+) -> None:
+    cafe = new_merchant(server)
+    _, wallet = _customer(server, tmp_path)
+    old_poster = cafe.till.collection_code(amount="1.00", this_terminal=False)
+    old_key = read_collection(old_poster).signature
+    assert old_key is not None
+    rotated = ok_json(server.cli_in_process("--json", "keys", "rotate-qr"))
+    qr_keys.forget_cache()  # the server's workers see it within KEYS_TTL_S
+    new_poster = cafe.till.collection_code(amount="1.00", this_terminal=False)
+    assert read_collection(new_poster).signature.key_id == rotated["key_id"]  # type: ignore[union-attr]
+    assert merchant_qr.check(wallet, new_poster).verdict is Verdict.UNKNOWN_KEY
+    online.refresh_qr_keys(wallet)  # what `paycode-wallet pay` does for an unknown key
+    assert merchant_qr.check(wallet, new_poster).verdict is Verdict.VERIFIED
+    assert merchant_qr.check(wallet, old_poster).verdict is Verdict.VERIFIED
+    online.pay(wallet, qr_payload=old_poster, amount=None)  # the old poster still pays
+    ok_json(server.cli_in_process("--json", "keys", "retire-qr", old_key.key_id))
+    qr_keys.forget_cache()
+    refused("qr_invalid", online.pay, wallet, qr_payload=old_poster, amount=None)
+    online.pay(wallet, qr_payload=new_poster, amount=None)
+    last = server.cli_in_process("--json", "keys", "retire-qr", rotated["key_id"])
+    assert last.returncode != 0 and "last live QR key" in last.stdout

@@ -1,4 +1,4 @@
-"""paycode-server versions | keys: code-version lifecycle and master-key rotation."""
+"""paycode-server versions | keys: code-version lifecycle, master-key rotation, QR keys."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from paycode.server.commands.common import (
     session as _session,
 )
 from paycode.server.operations import lifecycle
-from paycode.server.safety import rotation
+from paycode.server.safety import keyring, qr_keys, rotation
 from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.codes import ErrorCode
+from paycode.shared.errors import ApiError
 from paycode.shared.versions.base import VersionStatus
 from paycode.shared.versions.registry import PREFERRED_VERSION, VERSIONS
 
@@ -140,6 +141,42 @@ def cmd_keys_rotate_master(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_qr(args: argparse.Namespace) -> int:
+    """The QR signing keys: the newest live one signs; every live one verifies."""
+    with _session(_config()) as session:
+        rows = qr_keys.key_rows(session)
+    lines = [f"{row['key_id']}  " + ("retired" if row["retired_at_s"] else "live") for row in rows]
+    emit(args, "\n".join(lines) or "no QR key: run init-db", {"keys": rows})
+    return 0
+
+
+def cmd_keys_rotate_qr(args: argparse.Namespace) -> int:
+    config = _config()
+    with _session(config) as session:
+        key_id = qr_keys.add_key(session, SecretBox.from_config(config), time.time())
+    human = (
+        f"new QR signing key {key_id}: new posters and orders are signed with it within "
+        f"{keyring.KEYS_TTL_S:g} s; old posters still pay until you retire their key "
+        "(keys retire-qr); wallets learn the new key at their next payment"
+    )
+    emit(args, human, {"key_id": key_id})
+    return 0
+
+
+def cmd_keys_retire_qr(args: argparse.Namespace) -> int:
+    with _session(_config()) as session:
+        try:
+            qr_keys.retire_key(session, args.key_id, time.time())
+        except ApiError as error:
+            raise CliError(ErrorCode(error.code), error.message) from error
+    emit(
+        args,
+        f"retired {args.key_id}: posters signed with it no longer pay",
+        {"key_id": args.key_id},
+    )
+    return 0
+
+
 def add_lifecycle_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
     versions = sub.add_parser("versions", help="list code versions, or change one's lifecycle")
     versions.set_defaults(func=cmd_versions)
@@ -162,4 +199,13 @@ def add_lifecycle_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
         "--batches-max", type=int, default=rotation.BATCHES_MAX, help="per table, then stop"
     )
     rotate.set_defaults(func=cmd_keys_rotate_master)
-    return [*leaves, status, rotate]
+    qr = keys.add_parser("qr", help="the keys that sign merchant QR payloads (posters, orders)")
+    qr.set_defaults(func=cmd_keys_qr)
+    rotate_qr = keys.add_parser(
+        "rotate-qr", help="a new QR signing key; old posters pay until their key is retired"
+    )
+    rotate_qr.set_defaults(func=cmd_keys_rotate_qr)
+    retire_qr = keys.add_parser("retire-qr", help="posters signed with this key stop paying")
+    retire_qr.add_argument("key_id", help="sk_... (keys qr lists them)")
+    retire_qr.set_defaults(func=cmd_keys_retire_qr)
+    return [*leaves, status, rotate, qr, rotate_qr, retire_qr]

@@ -21,10 +21,11 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from paycode.server.database.engine import read_only
-from paycode.server.database.models import ServerKey
+from paycode.server.database.models import ServerKey, new_id
 from paycode.server.safety.keyring import KEYS_TTL_S, QR_PURPOSE
 from paycode.server.safety.secretbox import SecretBox
-from paycode.shared.errors import ConfigError
+from paycode.shared.codes import ErrorCode
+from paycode.shared.errors import ApiError, ConfigError
 
 
 @dataclass(frozen=True)
@@ -87,3 +88,43 @@ def load_qr_keys(bind: Session | Engine, box: SecretBox) -> QrKeys:
 def forget_cache() -> None:
     with _lock:
         _cache.clear()
+
+
+def add_key(session: Session, box: SecretBox, now_s: float) -> str:
+    """A new QR signing key (it signs from now on); older live keys still verify."""
+    seed = Ed25519PrivateKey.generate().private_bytes_raw()
+    row_id = new_id("sk")
+    key_id, sealed = box.seal(seed, row_id=row_id)
+    session.add(
+        ServerKey(
+            id=row_id, purpose=QR_PURPOSE, key_id=key_id, key_sealed=sealed, created_at_s=now_s
+        )
+    )
+    return row_id
+
+
+def retire_key(session: Session, row_id: str, now_s: float) -> None:
+    """Posters signed with `row_id` stop paying. The last live key cannot be retired."""
+    live = session.scalars(
+        select(ServerKey).where(ServerKey.purpose == QR_PURPOSE, ServerKey.retired_at_s.is_(None))
+    ).all()
+    found = next((row for row in live if row.id == row_id), None)
+    if found is None:
+        raise ApiError(ErrorCode.NOT_FOUND, f"no live QR key {row_id[:32]!r}")
+    if len(live) == 1:
+        raise ApiError(
+            ErrorCode.INVALID_ARGUMENT, "the last live QR key cannot be retired: rotate-qr first"
+        )
+    found.retired_at_s = now_s
+
+
+def key_rows(session: Session) -> list[dict[str, object]]:
+    rows = session.scalars(
+        select(ServerKey)
+        .where(ServerKey.purpose == QR_PURPOSE)
+        .order_by(ServerKey.created_at_s.desc(), ServerKey.id)
+    ).all()
+    return [
+        {"key_id": row.id, "created_at_s": row.created_at_s, "retired_at_s": row.retired_at_s}
+        for row in rows
+    ]
