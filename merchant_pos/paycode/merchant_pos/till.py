@@ -86,14 +86,15 @@ class Sale:
     ) -> SaleOutcome:
         return SaleOutcome(paid, code, message, self.amount, self.currency, self.order_id, payment)
 
-    def is_paid_by(self, payment: dict[str, Any]) -> bool:
-        """Whether `payment` moved exactly this sale's money: its integer `amount_minor` and
-        its `currency` (the decimal `amount` is for people; a payment without them is not)."""
-        amount_minor = payment.get("amount_minor")
+    def same_money(self, item: dict[str, Any]) -> bool:
+        """Whether `item` (a payment or an order) carries exactly this sale's money: its
+        integer `amount_minor` and its `currency`. The decimal `amount` is for people; an item
+        without those two does not match."""
+        amount_minor = item.get("amount_minor")
         return (
             type(amount_minor) is int
             and amount_minor == parse_amount(self.amount, self.currency).amount_minor
-            and payment.get("currency") == self.currency
+            and item.get("currency") == self.currency
         )
 
 
@@ -144,7 +145,7 @@ def final_outcome(sale: Sale, payment: dict[str, Any]) -> SaleOutcome:
     the sale's amount and currency. A success of another amount (an order id used before, an
     order paid for something else) is NOT PAID, `amount_mismatch`, saying what it paid."""
     if payment.get("status") == PaymentStatus.SUCCEEDED:
-        if sale.is_paid_by(payment):
+        if sale.same_money(payment):
             return sale.outcome(True, "paid", PAID_MESSAGE, payment)
         paid = f"{payment.get('amount')} {payment.get('currency')}"
         message = (
