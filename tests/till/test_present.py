@@ -25,94 +25,20 @@ from paycode.merchant_pos.present import (
 from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.merchant_pos.till import Sale
 from paycode.shared.errors import ServerRejected, ServerUnreachable
+from tests.support.orders import (
+    MERCHANT_ORDER_ID,
+    ORDER_ID,
+    PAID,
+    PAYLOAD,
+    Answer,
+    FakeOrders,
+    order_of,
+    payment_of,
+)
 
-PAYLOAD = "00020101021226300011dev.paycode0107mer_0016304ABCD"
 WAIT_S = 5.0
 POLL_S = 1.0
 POLLS_MAX = math.ceil(WAIT_S / POLL_S) + 1
-
-
-def payment_of(amount: str = "12.50", amount_minor: int = 1250, currency: str = "CNY") -> Any:
-    return {
-        "payment_id": "pay_1",
-        "status": "succeeded",
-        "amount": amount,
-        "amount_minor": amount_minor,
-        "currency": currency,
-    }
-
-
-def order_of(
-    status: str = "open",
-    *,
-    amount: str = "12.50",
-    amount_minor: int = 1250,
-    payment: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    return {
-        "order_id": "ord_1",
-        "status": status,
-        "amount": amount,
-        "amount_minor": amount_minor,
-        "currency": "CNY",
-        "merchant_order_id": "INV-1",
-        "expires_at": "2026-12-06T10:50:00Z",
-        "qr_payload": PAYLOAD,
-        "payment": payment,
-    }
-
-
-PAID = order_of("paid", payment=payment_of())
-Answer = dict[str, Any] | BaseException
-
-
-class FakeOrders:
-    """The server's side of one order: each poll answers the next of `polls` (then: still
-    open), raising it when it is an exception; the cancel answers `cancel`."""
-
-    def __init__(
-        self,
-        polls: list[Answer] | None = None,
-        *,
-        create: Answer | None = None,
-        cancel: Answer | None = None,
-    ) -> None:
-        self.polls = list(polls or [])
-        self.create = create if create is not None else order_of()
-        self.cancel = cancel if cancel is not None else order_of("cancelled")
-        self.created: list[dict[str, Any]] = []
-        self.gets = 0
-        self.cancel_keys: list[str | None] = []
-
-    def create_order(
-        self,
-        amount: str,
-        currency: str,
-        merchant_order_id: str | None = None,
-        expires_in_s: int | None = None,
-        idempotency_key: str | None = None,
-    ) -> dict[str, Any]:
-        self.created.append(
-            {"amount": amount, "currency": currency, "merchant_order_id": merchant_order_id,
-             "expires_in_s": expires_in_s, "idempotency_key": idempotency_key}
-        )  # fmt: skip
-        return self._answer(self.create)
-
-    def order(self, order_id: str, *, attempts_max: int = 4) -> dict[str, Any]:
-        assert order_id == "ord_1" and attempts_max == 1, "a poll is one attempt"
-        self.gets += 1
-        return self._answer(self.polls.pop(0) if self.polls else order_of())
-
-    def cancel_order(self, order_id: str, idempotency_key: str | None = None) -> dict[str, Any]:
-        assert order_id == "ord_1"
-        self.cancel_keys.append(idempotency_key)
-        return self._answer(self.cancel)
-
-    @staticmethod
-    def _answer(answer: Answer) -> dict[str, Any]:
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
 
 
 class Screen:
@@ -140,7 +66,7 @@ class Screen:
 
 def run(client: FakeOrders, amount: str = "12.50") -> tuple[Any, Screen]:
     screen = Screen()
-    sale = Sale(amount, "CNY", "INV-1")
+    sale = Sale(amount, "CNY", MERCHANT_ORDER_ID)
     return present_order(client, sale, screen.wait()), screen
 
 
@@ -152,7 +78,7 @@ def test_paid_order_is_paid_with_its_payment() -> None:
     assert [order["qr_payload"] for order in screen.shown] == [PAYLOAD]
     assert client.gets == 3 and client.cancel_keys == []
     [created] = client.created
-    assert created["merchant_order_id"] == "INV-1" and created["idempotency_key"]
+    assert created["merchant_order_id"] == MERCHANT_ORDER_ID and created["idempotency_key"]
     assert created["amount"] == "12.50" and created["currency"] == "CNY"
     assert created["expires_in_s"] == 65, "the order outlives the wait: the till's cancel ends it"
     assert screen.countdown == sorted(screen.countdown, reverse=True)
@@ -162,7 +88,7 @@ def test_paid_order_is_paid_with_its_payment() -> None:
 def test_order_cancelled_elsewhere_is_not_paid() -> None:
     outcome, _screen = run(client := FakeOrders([order_of(), order_of("cancelled")]))
     assert not outcome.paid and outcome.code == "order_cancelled"
-    assert "cancelled before it was paid" in outcome.message and "ord_1" in outcome.message
+    assert "cancelled before it was paid" in outcome.message and ORDER_ID in outcome.message
     assert client.cancel_keys == []
 
 
@@ -231,7 +157,7 @@ def test_refused_create_says_why() -> None:
     taken = ServerRejected("duplicate_order", "merchant order id taken", status=409)
     outcome, screen = run(FakeOrders(create=taken))
     assert not outcome.paid and outcome.code == "duplicate_order"
-    assert "INV-1" in outcome.message and screen.shown == []
+    assert MERCHANT_ORDER_ID in outcome.message and screen.shown == []
     invalid = ServerRejected("amount_invalid", "too large", status=400)
     outcome, _screen = run(FakeOrders(create=invalid))
     assert outcome.code == "amount_invalid" and "Amount not accepted" in outcome.message
@@ -256,7 +182,8 @@ def test_unreachable_cancel_is_unknown_with_the_order_ids() -> None:
     outcome, _screen = run(client)
     assert not outcome.paid and outcome.code == "outcome_unknown"
     assert outcome.headline == "OUTCOME UNKNOWN"
-    assert "ord_1" in outcome.message and "query --order-id INV-1" in outcome.message
+    assert ORDER_ID in outcome.message
+    assert f"query --order-id {MERCHANT_ORDER_ID}" in outcome.message
 
 
 def test_wait_is_bounded() -> None:
@@ -297,7 +224,7 @@ def _client() -> TerminalClient:
 
 def test_client_creates_gets_and_cancels_orders(wire: Wire) -> None:
     client = _client()
-    assert client.create_order("88.00", "CNY", "INV-1042", 300, "key-1")["order_id"] == "ord_1"
+    assert client.create_order("88.00", "CNY", "INV-1042", 300, "key-1")["order_id"] == ORDER_ID
     client.create_order("1.00", "CNY")
     client.order("ord_1")
     client.cancel_order("ord_1", idempotency_key="key-2")
