@@ -161,6 +161,9 @@ def test_refused_create_says_why() -> None:
     invalid = ServerRejected("amount_invalid", "too large", status=400)
     outcome, _screen = run(FakeOrders(create=invalid))
     assert outcome.code == "amount_invalid" and "Amount not accepted" in outcome.message
+    older = ServerRejected("not_found", "no such route", status=404)
+    outcome, _screen = run(FakeOrders(create=older))
+    assert outcome.code == "not_found" and "takes no orders" in outcome.message
 
 
 def test_unreachable_while_polling_keeps_polling() -> None:

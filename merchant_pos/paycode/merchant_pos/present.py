@@ -57,6 +57,10 @@ NOTHING_CHARGED = (
     "Cannot reach the payment server: no order was shown, so nothing was charged. Check the "
     "network and start the sale again."
 )
+NO_ORDERS = (
+    "This payment server takes no orders (no /v1/orders): nothing was charged. Update the "
+    "server, or scan the customer's code instead."
+)
 CANCELLED_HERE = "Not paid in time: the till cancelled the order and nothing was paid."
 
 
@@ -130,6 +134,8 @@ def _refused_message(sale: Sale, error: ServerRejected) -> str:
             f"Order {sale.order_id} already exists on the server: query it "
             f"(paycode-pos query --order-id {sale.order_id}) or use another order id."
         )
+    if error.code == ErrorCode.NOT_FOUND:
+        return NO_ORDERS
     return cashier_message(error.code, error.message)
 
 
