@@ -88,7 +88,7 @@ def test_paid_order_is_paid_with_its_payment() -> None:
 def test_order_cancelled_elsewhere_is_not_paid() -> None:
     outcome, _screen = run(client := FakeOrders([order_of(), order_of("cancelled")]))
     assert not outcome.paid and outcome.code == "order_cancelled"
-    assert "cancelled before it was paid" in outcome.message and ORDER_ID in outcome.message
+    assert "cancelled: nothing was paid" in outcome.message and ORDER_ID in outcome.message
     assert client.cancel_keys == []
 
 

@@ -58,8 +58,6 @@ CASHIER_MESSAGES: Mapping[str, str] = MappingProxyType(
         ErrorCode.DUPLICATE_ORDER: (
             "This order was already paid: check the payment before charging again."
         ),
-        "order_cancelled": "The order was cancelled before it was paid: nothing was paid.",
-        "order_expired": "The order expired before it was paid: nothing was paid.",
         ErrorCode.AMOUNT_INVALID: "Amount not accepted: check the amount and currency.",
         ErrorCode.ORDER_EXPIRED: "The order's QR expired before it was paid: start the sale again.",
         ErrorCode.ORDER_CANCELLED: "This order was cancelled: nothing was paid.",

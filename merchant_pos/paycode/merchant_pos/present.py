@@ -49,9 +49,9 @@ PAID = "paid"
 CANCELLED = "cancelled"
 EXPIRED = "expired"
 """An order's `status`."""
-ORDER_CANCELLED = "order_cancelled"
-ORDER_EXPIRED = "order_expired"
-"""The till's codes for an order that ended unpaid (the server's, for paying one that has)."""
+ORDER_CANCELLED = ErrorCode.ORDER_CANCELLED
+ORDER_EXPIRED = ErrorCode.ORDER_EXPIRED
+"""The codes of an order that ended unpaid (the server's, when a wallet pays one)."""
 
 NOTHING_CHARGED = (
     "Cannot reach the payment server: no order was shown, so nothing was charged. Check the "
