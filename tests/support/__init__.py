@@ -10,6 +10,8 @@
     in_process  urllib through an in-process server's app; its configuration changed for a test
     races       two `serve` instances on one PostgreSQL database (tests/reliability/test_races.py)
     protocol    the published test vectors and an in-memory device registry
+    orders      a fake orders API for the till's `charge --present`, scripted poll by poll;
+                as a script, the till's present window under Xvfb against it
     wallet_server  the real server as the wallet's tests need it: its verdict on a code at
                 any time, the requests a wallet sent an in-process server, a reply edited
                 on its way back, its wallet clock moved

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from paycode.merchant_pos.messages import CASHIER_MESSAGES, cashier_message
-from paycode.merchant_pos.till import Sale, charge_code, codes_from_lines
+from paycode.merchant_pos.till import Sale, charge_code, codes_from_lines, final_outcome
 from paycode.shared.codes import HTTP_STATUS
 from paycode.shared.errors import ServerRejected, ServerUnreachable
 from tests.support.protocol import load_vectors
@@ -35,10 +35,48 @@ class LostAnswers:
         return self.by_order
 
 
+def _succeeded(amount: str, amount_minor: int, currency: str = "CNY") -> dict[str, Any]:
+    """A successful payment as GET /v1/payments answers it (docs/api.md)."""
+    return {
+        "status": "succeeded",
+        "payment_id": "pay_1",
+        "amount": amount,
+        "amount_minor": amount_minor,
+        "currency": currency,
+    }
+
+
 def test_lost_answer_after_a_debit_is_reported_paid() -> None:
-    client = LostAnswers([{"status": "succeeded", "payment_id": "pay_1", "amount": "5.00"}])
+    client = LostAnswers([_succeeded("5.00", 500)])
     outcome = charge_code(client, "code", Sale("5.00", "CNY"))  # type: ignore[arg-type]
     assert outcome.paid and outcome.payment is not None and client.charges == 1
+
+
+def test_regression_order_recovery_prints_paid_for_another_amount() -> None:
+    """The order id already had a successful payment of 5.00 (a reused --order-id): the lookup
+    after lost answers found it and the till printed PAID for a 12.50 sale. PAID needs the
+    sale's amount and currency; another payment is NOT PAID, amount_mismatch, with what it
+    paid."""
+    client = LostAnswers([_succeeded("5.00", 500)])
+    outcome = charge_code(client, "code", Sale("12.50", "CNY"))  # type: ignore[arg-type]
+    assert not outcome.paid and outcome.code == "amount_mismatch"
+    assert outcome.headline == "NOT PAID" and "5.00 CNY" in outcome.message
+    assert outcome.payment is not None and outcome.payment["payment_id"] == "pay_1"
+
+
+@pytest.mark.parametrize(
+    "payment",
+    [
+        _succeeded("5.00", 500, "USD"),  # same digits, another currency
+        _succeeded("5.00", 501),  # the decimal says one thing, the minor units another
+        {"status": "succeeded", "payment_id": "pay_1", "amount": "5.00"},  # nothing to check
+        _succeeded("5.00", True),  # type: ignore[arg-type] # a bool is not an amount
+    ],
+)
+def test_paid_only_for_the_sales_amount_and_currency(payment: dict[str, Any]) -> None:
+    outcome = final_outcome(Sale("5.00", "CNY"), payment)
+    assert not outcome.paid and outcome.code == "amount_mismatch"
+    assert final_outcome(Sale("5.00", "CNY"), _succeeded("5.00", 500)).paid
 
 
 def test_lost_answer_with_a_recorded_failure_gives_its_reason() -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import time
 from pathlib import Path
 
@@ -19,18 +18,13 @@ from paycode.merchant_pos.display import (
     render_outcome,
     render_scan_frame,
     render_waiting,
+    screenshot,
 )
 from paycode.merchant_pos.frames import open_source
 from paycode.merchant_pos.messages import cashier_message
 from paycode.merchant_pos.scanloop import Detection, NoPaymentCode, Scanner
 from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.merchant_pos.till import CONFIRM_POLL_S, ConfirmWait, Sale, SaleOutcome, charge_code
-
-SCREENSHOT_SETTLE_S = 0.5
-"""Time for the window manager-less X server to map and paint the window before a grab."""
-SCREENSHOT_ATTEMPTS_MAX = 5
-"""Now and then (1 start in 10 or so) Xvfb never paints a window Qt reports shown, however
-long one waits; a new window is painted. A blank grab is retried in a new window this often."""
 
 
 def charge_from_frames(client: TerminalClient, sale: Sale, args: argparse.Namespace) -> SaleOutcome:
@@ -96,25 +90,9 @@ def _scan_and_charge(
 
 
 def _show_outcome(
-    window: TillWindow, outcome: SaleOutcome, hold_s: float, screenshot: Path | None
+    window: TillWindow, outcome: SaleOutcome, hold_s: float, screenshot_path: Path | None
 ) -> None:
     image = render_outcome(outcome)
-    if screenshot is not None:
-        for attempt in range(SCREENSHOT_ATTEMPTS_MAX):
-            if attempt:
-                window.reopen()
-            window.hold(image, SCREENSHOT_SETTLE_S)
-            if _grab_screen(screenshot):
-                break
+    if screenshot_path is not None:
+        screenshot(window, image, screenshot_path)
     window.hold(image, hold_s)
-
-
-def _grab_screen(path: Path) -> bool:
-    """A real screenshot of the X display (the window as the cashier sees it), saved to
-    `path`; whether it shows anything (a display with no window painted is one colour)."""
-    from PIL import ImageGrab  # noqa: PLC0415 - only tests ask for screenshots
-
-    grab = ImageGrab.grab(xdisplay=os.environ.get("DISPLAY"))
-    grab.save(path)
-    darkest, brightest = grab.convert("L").getextrema()
-    return bool(darkest != brightest)

@@ -2,6 +2,7 @@
 
 paycode-pos configure --server URL --key-id KEY --secret-stdin [--currency CNY]
 paycode-pos charge --amount 12.50 [--source camera:0|video:PATH|image:PATH|stdin]
+paycode-pos charge --amount 12.50 --present [--present-wait-s 120]
 paycode-pos refund PAYMENT_ID [--amount 5.00]
 paycode-pos query (PAYMENT_ID | --order-id ORDER)
 paycode-pos inspect (--image FILE | --text STRING)
@@ -21,6 +22,7 @@ from paycode.appkit.console import add_json_flag, emit, run, wants_json
 from paycode.merchant_pos import settings
 from paycode.merchant_pos.identify import describe
 from paycode.merchant_pos.messages import cashier_message
+from paycode.merchant_pos.present import PRESENT_WAIT_S, PRESENT_WAIT_S_MAX
 from paycode.merchant_pos.till import (
     CONFIRM_POLL_S,
     CONFIRM_WAIT_S,
@@ -41,6 +43,7 @@ PROG = "paycode-pos"
 EXIT_NOT_PAID = 3
 """`charge` exits 0 only when paid; 3 when the server refused or the outcome is unknown."""
 SCAN_TIMEOUT_S_DEFAULT = 60.0
+SOURCE_DEFAULT = "camera:0"
 HOLD_S_DEFAULT = 3.0
 WAIT_REPORT_S = 10.0
 """While waiting for a customer's confirmation, the seconds left are printed this often."""
@@ -112,15 +115,33 @@ def cmd_charge(args: argparse.Namespace) -> int:
         raise settings.SettingsInvalid(
             f"--confirm-wait-s must be more than 0 and at most {CONFIRM_WAIT_S_MAX:g}"
         )
+    if not 0 < args.present_wait_s <= PRESENT_WAIT_S_MAX:
+        raise settings.SettingsInvalid(
+            f"--present-wait-s must be more than 0 and at most {PRESENT_WAIT_S_MAX:g}"
+        )
+    if args.present and args.source is not None:
+        raise settings.SettingsInvalid("--present shows a code, --source scans one: pick one")
     configured = settings.load(args.home)
     currency = args.currency or configured.currency
     sale = Sale(_checked_amount(args.amount, currency), currency, args.order_id or new_order_id())
     client = configured.client()
-    if args.source == "stdin":
+    if args.present:
+        from paycode.merchant_pos.present_sale import charge_by_presenting  # noqa: PLC0415
+
+        outcome = charge_by_presenting(
+            client,
+            sale,
+            wait_s=args.present_wait_s,
+            headless=args.headless,
+            hold_s=args.hold_s,
+            screenshot_path=args.screenshot,
+        )
+    elif (args.source or SOURCE_DEFAULT) == "stdin":
         outcome = _charge_from_stdin(client, sale, _wait_on_stderr(args.confirm_wait_s))
     else:
         from paycode.merchant_pos.camera_sale import charge_from_frames  # noqa: PLC0415 - loads OpenCV
 
+        args.source = args.source or SOURCE_DEFAULT
         outcome = charge_from_frames(client, sale, args)
     _report(args, outcome)
     return 0 if outcome.paid else EXIT_NOT_PAID
@@ -303,16 +324,31 @@ def _add_poster(sub: Any) -> None:
 def _add_charge(sub: Any) -> None:
     p = sub.add_parser(
         "charge",
-        help="scan a payment code and charge it",
-        description="Scan the customer's payment code and charge it once. Exit 0 when paid, "
+        help="scan a payment code and charge it, or --present a code the customer scans",
+        description="Scan the customer's payment code and charge it once; or, with --present, "
+        "show the customer a QR code for this sale's order (in the window, or drawn on stderr "
+        "without a display) for them to scan and pay with their wallet. Exit 0 when paid, "
         f"{EXIT_NOT_PAID} when not paid (the reason is printed), 1 on other errors.",
     )
     p.add_argument("--amount", required=True, help="decimal amount, e.g. 12.50")
     p.add_argument("--currency", help="ISO 4217 code (default: the configured one)")
     p.add_argument(
         "--source",
-        default="camera:0",
         help="camera:N, video:PATH, image:PATH, or stdin (a barcode gun); default camera:0",
+    )
+    p.add_argument(
+        "--present",
+        action="store_true",
+        help="customer scans the till: create an order on the server and show its QR code "
+        "until it is paid; PAID only for the payment of this amount",
+    )
+    p.add_argument(
+        "--present-wait-s",
+        type=float,
+        default=PRESENT_WAIT_S,
+        help="with --present: cancel the order when it is not paid after this many seconds "
+        f"(default {PRESENT_WAIT_S:g}, at most {PRESENT_WAIT_S_MAX:g}); Ctrl-C (or Esc in the "
+        "window) cancels it at once. A payment that beat the cancel is still PAID",
     )
     p.add_argument("--order-id", help="your order number (default: a new one per sale)")
     p.add_argument(
@@ -336,7 +372,8 @@ def _add_charge(sub: Any) -> None:
         default=HOLD_S_DEFAULT,
         help=f"seconds the result stays on screen (default {HOLD_S_DEFAULT:g})",
     )
-    p.add_argument("--screenshot", type=Path, help=argparse.SUPPRESS)  # tests: grab the screen
+    # Tests: grab the screen (the result; with --present, the order's QR as it is first shown).
+    p.add_argument("--screenshot", type=Path, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_charge)
 
 

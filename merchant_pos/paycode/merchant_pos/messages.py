@@ -64,6 +64,10 @@ CASHIER_MESSAGES: Mapping[str, str] = MappingProxyType(
         ErrorCode.PIN_REQUIRED: (
             "The customer must confirm this payment with their PIN in the wallet."
         ),
+        ErrorCode.AMOUNT_MISMATCH: (
+            "Paid, but not this sale's amount: check the payment (refund it if it is wrong) "
+            "before charging again."
+        ),
         ErrorCode.IDEMPOTENCY_CONFLICT: (
             "This sale was already sent with different details: start a new sale."
         ),

@@ -1,4 +1,5 @@
-"""The terminal's HTTP client: signed requests to /v1/charges and /v1/payments (docs/api.md).
+"""The terminal's HTTP client: signed requests to /v1/charges, /v1/payments and /v1/orders
+(docs/api.md).
 
 A sale has one Idempotency-Key, reused on every retry of that sale, so a connection dropped
 after the server debited can only ever return the first outcome, never charge twice. Retries
@@ -110,9 +111,43 @@ class TerminalClient:
         items: list[dict[str, Any]] = reply.get("items", [])
         return items
 
+    def create_order(
+        self,
+        amount: str,
+        currency: str,
+        merchant_order_id: str | None = None,
+        expires_in_s: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """A dynamic order the customer pays by scanning its `qr_payload` (the till presents
+        it); one key per order, reused on every retry, so a lost answer never makes two."""
+        body: dict[str, Any] = {"amount": amount, "currency": currency}
+        if merchant_order_id is not None:
+            body["merchant_order_id"] = merchant_order_id
+        if expires_in_s is not None:
+            body["expires_in_s"] = expires_in_s
+        key = idempotency_key or str(uuid.uuid4())
+        return self._call("POST", "/v1/orders", body, idempotency_key=key)
+
+    def order(self, order_id: str, *, attempts_max: int = ATTEMPTS_MAX) -> dict[str, Any]:
+        """The order as it stands (`payment` is its payment once paid). A till polling it asks
+        `attempts_max=1`: the next poll is its retry, and a poll must not outlast the wait."""
+        return self._call("GET", _order_path(order_id), attempts_max=attempts_max)
+
+    def cancel_order(self, order_id: str, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Stop taking payment for an order; answers the order as it ends (still `paid` when
+        the customer paid first)."""
+        key = idempotency_key or str(uuid.uuid4())
+        return self._call("POST", f"{_order_path(order_id)}/cancel", {}, idempotency_key=key)
+
     def refund(
         self, payment_id: str, *, amount: str | None = None, idempotency_key: str | None = None
     ) -> dict[str, Any]:
         body: dict[str, Any] = {} if amount is None else {"amount": amount}
         key = idempotency_key or str(uuid.uuid4())
         return self._call("POST", f"/v1/payments/{payment_id}/refunds", body, idempotency_key=key)
+
+
+def _order_path(order_id: str) -> str:
+    """The server makes order ids (`ord_...`); whatever one holds stays one path segment."""
+    return f"/v1/orders/{quote(order_id, safe='')}"

@@ -20,6 +20,7 @@ from paycode.merchant_pos.messages import cashier_message
 from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.shared.codes import ErrorCode, PaymentStatus
 from paycode.shared.errors import CodeMalformed, ServerRejected, ServerUnreachable
+from paycode.shared.money import parse_amount
 from paycode.shared.versions.registry import route
 
 CONFIRM_WAIT_S = 60.0
@@ -85,6 +86,17 @@ class Sale:
     ) -> SaleOutcome:
         return SaleOutcome(paid, code, message, self.amount, self.currency, self.order_id, payment)
 
+    def same_money(self, item: dict[str, Any]) -> bool:
+        """Whether `item` (a payment or an order) carries exactly this sale's money: its
+        integer `amount_minor` and its `currency`. The decimal `amount` is for people; an item
+        without those two does not match."""
+        amount_minor = item.get("amount_minor")
+        return (
+            type(amount_minor) is int
+            and amount_minor == parse_amount(self.amount, self.currency).amount_minor
+            and item.get("currency") == self.currency
+        )
+
 
 @dataclass(frozen=True)
 class ConfirmWait:
@@ -129,9 +141,18 @@ def _charge(client: TerminalClient, code: str, sale: Sale, key: str) -> dict[str
 
 
 def final_outcome(sale: Sale, payment: dict[str, Any]) -> SaleOutcome:
-    """A payment in an end state, as the cashier reads it."""
+    """A payment in an end state, as the cashier reads it: PAID only when it succeeded with
+    the sale's amount and currency. A success of another amount (an order id used before, an
+    order paid for something else) is NOT PAID, `amount_mismatch`, saying what it paid."""
     if payment.get("status") == PaymentStatus.SUCCEEDED:
-        return sale.outcome(True, "paid", PAID_MESSAGE, payment)
+        if sale.same_money(payment):
+            return sale.outcome(True, "paid", PAID_MESSAGE, payment)
+        paid = f"{payment.get('amount')} {payment.get('currency')}"
+        message = (
+            f"{cashier_message(ErrorCode.AMOUNT_MISMATCH)} (payment {payment.get('payment_id')} "
+            f"paid {paid}, the sale is {sale.amount} {sale.currency})"
+        )
+        return sale.outcome(False, ErrorCode.AMOUNT_MISMATCH, message, payment)
     code = str(payment.get("failure_code") or payment.get("status") or "payment_failed")
     return sale.outcome(False, code, cashier_message(code), payment)
 

@@ -52,6 +52,8 @@ class ErrorCode(enum.StrEnum):
     REFUND_EXCEEDS_PAYMENT = "refund_exceeds_payment"
     PAYMENT_NOT_REFUNDABLE = "payment_not_refundable"
     PAYMENT_CHANGED = "payment_changed"
+    AMOUNT_MISMATCH = "amount_mismatch"
+    """A payment for the sale's order carries another amount or currency than the sale."""
     # -- confirmation above the password-free limits (step-up) -----------------------------
     CONFIRMATION_REQUIRED = "confirmation_required"
     CONFIRMATION_EXPIRED = "confirmation_expired"
@@ -137,6 +139,7 @@ HTTP_STATUS: Mapping[str, int] = MappingProxyType(
         ErrorCode.PAYMENT_NOT_PENDING: 409,
         ErrorCode.CONFIRMATION_EXPIRED: 409,
         ErrorCode.PAYMENT_CHANGED: 409,
+        ErrorCode.AMOUNT_MISMATCH: 409,
         ErrorCode.LEDGER_MISMATCH: 409,  # the settlement does not add up: `reconcile`
         ErrorCode.PAYLOAD_TOO_LARGE: 413,
         ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
