@@ -9,7 +9,6 @@ password-free limits at limit - 1, the limit and limit + 1, with and without the
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -54,13 +53,8 @@ def _customer(server: Server, home: Path, top_up: str = "500.00") -> tuple[str, 
     return name, new_phone(server, home / name, name, ["v2"])
 
 
-def _order(till: TerminalClient, amount: str, order_id: str, **extra: Any) -> dict[str, Any]:
-    body = {"amount": amount, "currency": "CNY", "merchant_order_id": order_id, **extra}
-    return till._call("POST", "/v1/orders", body, idempotency_key=str(uuid.uuid4()))
-
-
 def _order_now(till: TerminalClient, order_id: str) -> dict[str, Any]:
-    return till._call("GET", f"/v1/orders/{order_id}")
+    return till.order(order_id)
 
 
 def _balance(wallet: Wallet) -> str:
@@ -166,9 +160,7 @@ def test_expired_and_cancelled_orders_are_refused(server: Server, tmp_path: Path
     with server.session() as session:
         session.execute(update(Order).where(Order.id == late["order_id"]).values(expires_at_s=1.0))
     gone = new_order(cafe.till, "12.00", "INV-gone")
-    cancelled = cafe.till._call(
-        "POST", f"/v1/orders/{gone['order_id']}/cancel", {}, idempotency_key="c-1"
-    )
+    cancelled = cafe.till.cancel_order(gone["order_id"])
     assert cancelled["status"] == "cancelled"
     before = _balance(wallet)
     refused("order_expired", online.pay, wallet, qr_payload=late["qr_payload"], amount=None)
@@ -181,9 +173,7 @@ def test_an_order_id_is_the_merchants_once(server: Server) -> None:
     cafe = new_merchant(server)
     new_order(cafe.till, "1.00", "INV-once")
     refused("duplicate_order", new_order, cafe.till, "2.00", "INV-once")
-    refused("currency_mismatch", lambda: cafe.till._call(
-        "POST", "/v1/orders", {"amount": "1.00", "currency": "USD"}, idempotency_key="k-usd"
-    ))  # fmt: skip
+    refused("currency_mismatch", cafe.till.create_order, "1.00", "USD")
     refused("not_found", _order_now, new_merchant(server).till, "ord_0000000000000000")
 
 

@@ -304,10 +304,7 @@ def new_order(
 ) -> dict[str, Any]:
     """POST /v1/orders: a dynamic order the customer pays by scanning (its signed payload in
     `qr_payload`)."""
-    body: dict[str, Any] = {"amount": amount, "currency": "CNY", **extra}
-    if order_id is not None:
-        body["merchant_order_id"] = order_id
-    return till._call("POST", "/v1/orders", body, idempotency_key=unique("order"))
+    return till.create_order(amount, "CNY", merchant_order_id=order_id, **extra)
 
 
 def refused(code: str, call: Any, *args: Any, **kwargs: Any) -> ServerRejected:

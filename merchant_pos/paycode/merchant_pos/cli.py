@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -190,16 +189,11 @@ def cmd_poster(args: argparse.Namespace) -> int:
     if args.order is not None:
         if args.amount is None:
             raise poster.PosterInvalid("--order needs --amount (the order's amount)")
-        order = client._call(
-            "POST",
-            "/v1/orders",
-            {
-                "amount": args.amount,
-                "currency": client.merchant()["currency"],
-                "merchant_order_id": args.order,
-                "expires_in_s": args.expires_in_s,
-            },
-            idempotency_key=str(uuid.uuid4()),
+        order = client.create_order(
+            args.amount,
+            client.merchant()["currency"],
+            merchant_order_id=args.order,
+            expires_in_s=args.expires_in_s,
         )
         payload = str(order["qr_payload"])
     else:

@@ -139,7 +139,6 @@ HTTP_STATUS: Mapping[str, int] = MappingProxyType(
         ErrorCode.PAYMENT_NOT_PENDING: 409,
         ErrorCode.CONFIRMATION_EXPIRED: 409,
         ErrorCode.PAYMENT_CHANGED: 409,
-        ErrorCode.AMOUNT_MISMATCH: 409,
         ErrorCode.LEDGER_MISMATCH: 409,  # the settlement does not add up: `reconcile`
         ErrorCode.PAYLOAD_TOO_LARGE: 413,
         ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
