@@ -26,6 +26,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from paycode.appkit import rendering
 from paycode.appkit.decoding import decode_image_file
 from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.shared.errors import ServerRejected
@@ -49,18 +50,23 @@ def env() -> dict[str, str]:
     }
 
 
-def run(tool: str, *args: str, stdin: str | None = None) -> dict[str, Any]:
-    """Run a console script with --json; stop the demo with its error if it fails."""
+def run_raw(tool: str, *args: str, stdin: str | None = None) -> dict[str, Any]:
+    """Run a console script with --json: its JSON answer, a refusal included."""
     module = {"server": "paycode.server.cli", "wallet": "paycode.client.cli"}[tool]
     command = [sys.executable, "-m", module, "--json", *args]
     done = subprocess.run(
         command, input=stdin, env=env(), capture_output=True, text=True, timeout=120, check=False
     )
     reply: dict[str, Any] = json.loads(done.stdout or "{}")
-    if done.returncode != 0:
-        raise SystemExit(
-            f"paycode-{tool} {' '.join(args)} failed: {reply.get('error') or done.stderr}"
-        )
+    reply.setdefault("ok", done.returncode == 0)
+    return reply
+
+
+def run(tool: str, *args: str, stdin: str | None = None) -> dict[str, Any]:
+    """Run a console script with --json; stop the demo with its error if it fails."""
+    reply = run_raw(tool, *args, stdin=stdin)
+    if not reply["ok"]:
+        raise SystemExit(f"paycode-{tool} {' '.join(args)} failed: {reply.get('error') or reply}")
     return reply
 
 
@@ -158,9 +164,27 @@ def show_step_up(till: TerminalClient, wallet: str) -> None:
     print(f"   alice confirms with her PIN: the till polls and sees {final['status']}")
 
 
+def show_order_scanned(till: TerminalClient, wallet: str) -> None:
+    """The customer scans the till: a server-owned order, its signed QR, paid once."""
+    print("7. the till creates an order (paycode-pos charge --present shows its QR full screen)")
+    order = till.create_order("4.50", "CNY", merchant_order_id="demo-order-1")
+    png = OUT / "order.png"
+    rendering.save_png(rendering.qr_image(order["qr_payload"]), png)
+    paid = run("wallet", "--home", wallet, "pay", "--qr-image", str(png), "--yes")
+    payee = paid["payee"]
+    print(f"   alice's phone reads it: {payee['name']}, {payee['city']}, {payee['verdict']}")
+    final = till.order(order["order_id"])
+    print(
+        f"   paid {paid['payment']['amount']} CNY; the till sees the order {final['status']} "
+        f"({final['payment']['amount']} CNY, {final['merchant_order_id']})"
+    )
+    again = run_raw("wallet", "--home", wallet, "pay", "--qr-image", str(png), "--yes")
+    print(f"   the same QR again: {again['error']['code']}")
+
+
 def show_dashboard(base_url: str) -> None:
     """The merchant's own log-in (no terminal key) opens /dashboard; read today's volume."""
-    print("7. operator sets Corner Cafe's dashboard password; the merchant logs in")
+    print("8. operator sets Corner Cafe's dashboard password; the merchant logs in")
     run(
         "server",
         "merchants",
@@ -215,6 +239,7 @@ def main() -> int:
         show_step_up(till, wallet)
         balance = run("wallet", "--home", wallet, "balance")["accounts"][0]
         print(f"   her balance: {balance['balance']} {balance['currency']}")
+        show_order_scanned(till, wallet)
         show_dashboard(till.base_url)
     finally:
         stop_server(server)
