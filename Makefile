@@ -90,6 +90,7 @@ bench-deps:
 
 vectors: setup
 	$(PY) -m scripts.gen_vectors
+	$(PY) -m scripts.gen_qr_vectors
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
