@@ -18,17 +18,6 @@ from paycode.shared.emv.collection import (
     read_collection,
 )
 
-BEIJING_DUCK = poster.MerchantProfile(
-    merchant_id="mch_0123456789abcdef",
-    name="北京烤鸭店",
-    city="北京",
-    country="CN",
-    currency="CNY",
-    terminal_id="term_0123456789abcdef",
-    ascii_name="Beijing Kaoya Dian",
-    ascii_city="Beijing",
-    language="ZH",
-)
 NAME = "北京烤鸭店"
 LATIN_ONLY_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 """Installed on every Debian machine with fontconfig; it has no Han characters."""
@@ -36,8 +25,18 @@ SHOWN = Path("/tmp/cjk-poster.png")
 
 
 def _code(amount: str | None = "88.00") -> tuple[CollectionCode, str]:
-    code = poster.collection_code(
-        BEIJING_DUCK, amount=amount, reference="order-1" if amount else None
+    """The code the server issues for 北京烤鸭店 (paycode.server.charge.merchant_qr)."""
+    code = CollectionCode(
+        merchant_id="mch_0123456789abcdef",
+        merchant_name="Beijing Kaoya Dian",
+        merchant_city="Beijing",
+        currency="CNY",
+        terminal_id="term_0123456789abcdef",
+        amount=amount,
+        reference="order-1" if amount else None,
+        language="ZH",
+        local_name=NAME,
+        local_city="北京",
     )
     return code, build_collection_payload(code)
 
@@ -144,25 +143,10 @@ def test_a_payload_of_another_code_is_refused() -> None:
     assert poster.render_poster(other, other_payload).size == (1240, 1748)
 
 
-def test_without_the_servers_ascii_name_the_till_says_why() -> None:
-    bare = poster.MerchantProfile(
-        merchant_id="mch_0123456789abcdef", name=NAME, city="北京", country="CN", currency="CNY"
-    )
-    with pytest.raises(poster.PosterInvalid, match="no ASCII name"):
-        poster.collection_code(bare, amount=None, reference=None)
-
-
 def test_a_long_ascii_name_is_printed_whole() -> None:
-    profile = poster.MerchantProfile(
-        merchant_id="mch_0123456789abcdef",
-        name="The Very Long Name Of A Noodle House On Wangfujing Street",
-        city="Beijing",
-        country="CN",
-        currency="CNY",
-    )
-    code = poster.collection_code(profile, amount=None, reference=None)
-    assert code.merchant_name == profile.name[:25]
-    image = poster.render_poster(code, build_collection_payload(code), full_name=profile.name)
+    full_name = "The Very Long Name Of A Noodle House On Wangfujing Street"
+    code = CollectionCode("mch_0123456789abcdef", full_name[:25], "Beijing", "CNY")
+    image = poster.render_poster(code, build_collection_payload(code), full_name=full_name)
     top, bottom = _ink_rows(image)[0]
     inked_columns = np.flatnonzero((np.asarray(image)[top:bottom] < 128).any(axis=0))
     assert inked_columns[0] >= poster.MARGIN_PX  # shrunk to fit between the margins

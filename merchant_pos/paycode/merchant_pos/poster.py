@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -27,13 +26,10 @@ from PIL import Image, ImageDraw, ImageFont
 from paycode.appkit.rendering import qr_image
 from paycode.shared.codes import ErrorCode
 from paycode.shared.emv.collection import (
-    LOCAL_CITY_CHARS_MAX,
-    LOCAL_NAME_CHARS_MAX,
     CollectionCode,
     read_collection,
 )
 from paycode.shared.errors import CodeMalformed, PaycodeError
-from paycode.shared.money import format_amount, parse_amount
 
 A6_MM = (105, 148)
 DPI = 300
@@ -70,56 +66,6 @@ class FontMissing(PaycodeError):
     """No installed font draws the merchant's name or city: the machine's setup is incomplete."""
 
     code = ErrorCode.CONFIG_INVALID
-
-
-@dataclass(frozen=True)
-class MerchantProfile:
-    """What GET /v1/merchant tells a terminal about the merchant it collects for. `ascii_name`,
-    `ascii_city` and `language` are there for a merchant named in another script (EMV tag 64);
-    None for an ASCII one."""
-
-    merchant_id: str
-    name: str
-    city: str
-    country: str
-    currency: str
-    terminal_id: str | None = None
-    ascii_name: str | None = None
-    ascii_city: str | None = None
-    language: str | None = None
-
-
-def collection_code(
-    profile: MerchantProfile, *, amount: str | None, reference: str | None
-) -> CollectionCode:
-    """The QR's content, built on the till. EMV allows 25 characters of name: longer ASCII names
-    are cut for the QR (the wallet shows the server's full name once paid) and printed whole on
-    the poster. A name or city in another script goes in tag 64 beside its ASCII form."""
-    if amount is not None:
-        amount = format_amount(parse_amount(amount, profile.currency))
-    local = profile.ascii_name is not None or profile.ascii_city is not None
-    for what, text, ascii_form in (
-        ("name", profile.name, profile.ascii_name),
-        ("city", profile.city, profile.ascii_city),
-    ):
-        if ascii_form is None and not (text.isascii() and text.isprintable()):
-            raise PosterInvalid(
-                f"the server sent no ASCII {what} for {text!r} (EMV tags 59 and 60 need "
-                "one beside it): update the server"
-            )
-    return CollectionCode(
-        merchant_id=profile.merchant_id,
-        merchant_name=profile.ascii_name or profile.name[:EMV_NAME_CHARS_MAX],
-        merchant_city=profile.ascii_city or profile.city,
-        currency=profile.currency,
-        country_code=profile.country,
-        terminal_id=profile.terminal_id,
-        amount=amount,
-        reference=reference if amount is not None else None,
-        language=profile.language if local else None,
-        local_name=profile.name[:LOCAL_NAME_CHARS_MAX] if local else None,
-        local_city=profile.city[:LOCAL_CITY_CHARS_MAX] if profile.ascii_city else None,
-    )
 
 
 def _size_px() -> tuple[int, int]:
