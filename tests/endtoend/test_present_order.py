@@ -2,8 +2,9 @@
 presents a dynamic order QR in its window under Xvfb; a real screenshot of that window is what
 `paycode-wallet pay --qr-image` reads and pays; the till then shows PAID for the sale's amount.
 
-Every piece is a process of its own over real HTTP: `paycode-pos` under xvfb-run, the wallet,
-the server (`live_server`).
+Over real HTTP to a live server (`live_server`): `paycode-pos` under xvfb-run is a process of
+its own; the wallet's commands run their `main` in this process (the same code without an
+interpreter start-up each, tests/support/shop.py).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ SHOWN_WITHIN_S = 30.0
 @pytest.fixture(scope="module")
 def shop(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Shop:
     home = tmp_path_factory.mktemp("present")
-    return open_shop(live_server, home, merchants=[CAFE], top_up="100.00")
+    return open_shop(live_server, home, merchants=[CAFE], top_up="100.00", in_process=True)
 
 
 def _shown(screenshot: Path, till: Future[Any]) -> None:
