@@ -3,8 +3,9 @@ arithmetic of the counters, on both databases.
 
 Each test gets a fresh bank (tests.support.shop.open_bank) on the module's in-process server,
 with no failure counters left from the tests before it, and its own guard numbers (the app's
-configuration, put back afterwards). The Retry-After header is read over real HTTP from a live
-server started with those numbers in its environment (the wire of this area)."""
+configuration, put back afterwards). The Retry-After header is read with urllib through the
+app (tests.support.in_process.urlopen); the guard's numbers from the environment are
+ServerConfig's tests, and live HTTP answers of the guard are the reliability suite's."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,14 +29,12 @@ from paycode.shared.enrollment import new_ed25519_seed
 from paycode.shared.errors import ServerRejected
 from paycode.shared.timestep import step_at
 from paycode.shared.versions.registry import by_name
-from tests.support.in_process import reconfigure
-from tests.support.servers import BACKEND_PARAMS, Server, started
+from tests.support.in_process import reconfigure, urlopen
+from tests.support.servers import Server
 from tests.support.shop import Bank, open_bank
 
 START_MINOR = 10_000
 BAD_V2 = "PC2" + "A" * 40
-RETRY_AFTER_GUARD = {"PAYCODE_GUESS_TERMINAL_MAX": "1", "PAYCODE_GUESS_BACKOFF_S": "90"}
-"""The live server's guard: one guess blocks a terminal for 90 s."""
 
 
 @pytest.fixture
@@ -61,13 +59,6 @@ def _code(bank: Bank, counter: int) -> str:
     return bank.code("v2", counter=counter)
 
 
-@pytest.fixture(params=BACKEND_PARAMS)
-def strict_live_server(request: pytest.FixtureRequest) -> Iterator[Server]:
-    """A live server (`run` on SQLite, gunicorn on PostgreSQL) with RETRY_AFTER_GUARD."""
-    with started(request.param, "process", extra_env=RETRY_AFTER_GUARD) as server:
-        yield server
-
-
 def _error(till: TerminalClient, code: str) -> ServerRejected:
     with pytest.raises(ServerRejected) as caught:
         till.charge(code=code, amount="1.00", currency="CNY")
@@ -86,8 +77,8 @@ def test_guessing_at_one_terminal_blocks_it_and_only_it(
     assert other.charge(code=_code(bank, 0), amount="1.00", currency="CNY")["status"] == "succeeded"
 
 
-def test_the_block_says_when_to_retry(strict_live_server: Server) -> None:
-    bank = open_bank(strict_live_server, START_MINOR)  # its guard: RETRY_AFTER_GUARD
+def test_the_block_says_when_to_retry(bank: Bank, monkeypatch: pytest.MonkeyPatch) -> None:
+    configure_guard(monkeypatch, bank, terminal_failures_max=1, backoff_base_s=90.0)
     cafe = _tills(bank)[0]
     _error(cafe, BAD_V2)
     body = b'{"code": "x", "amount": "1.00", "currency": "CNY"}'
@@ -99,7 +90,7 @@ def test_the_block_says_when_to_retry(strict_live_server: Server) -> None:
     headers |= {"Content-Type": "application/json", "Idempotency-Key": "k-retry-after"}
     request = urllib.request.Request(f"{bank.url}/v1/charges", body, headers, method="POST")
     with pytest.raises(urllib.error.HTTPError) as caught:
-        urllib.request.urlopen(request, timeout=10)
+        urlopen(bank.server, request)
     assert caught.value.code == 429
     assert 85 <= int(caught.value.headers["Retry-After"]) <= 90
 
