@@ -4,8 +4,8 @@ arithmetic of the counters, on both databases.
 Each test gets a fresh bank (tests.support.shop.open_bank) on the module's in-process server,
 with no failure counters left from the tests before it, and its own guard numbers (the app's
 configuration, put back afterwards). The Retry-After header is read with urllib through the
-app (tests.support.in_process.urlopen); the guard's numbers from the environment are
-ServerConfig's tests, and live HTTP answers of the guard are the reliability suite's."""
+app (tests.support.in_process.urlopen); a live server reading the guard's numbers from its
+environment and answering over HTTP is tests/reliability/test_forgery.py's subject."""
 
 from __future__ import annotations
 
