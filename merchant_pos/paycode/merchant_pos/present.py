@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from paycode.merchant_pos.messages import cashier_message
-from paycode.merchant_pos.till import Sale, SaleOutcome, final_outcome
+from paycode.merchant_pos.till import Sale, SaleOutcome, final_outcome, poll_until_ended
 from paycode.shared.codes import ErrorCode, PaymentStatus
 from paycode.shared.errors import ServerRejected, ServerUnreachable
 
@@ -158,23 +158,12 @@ def _await_payment(
 ) -> SaleOutcome:
     """Poll until the order ends; past the wait (or on Ctrl-C), cancel it. Silence or a
     refusal on one poll is not an answer: the next poll, or the cancel, is."""
-    deadline_s = wait.clock() + wait.wait_s
-    try:
-        for _poll in range(math.ceil(wait.wait_s / wait.poll_s) + 1):
-            remaining_s = deadline_s - wait.clock()
-            if remaining_s <= 0:
-                break
-            wait.on_waiting(remaining_s)
-            wait.sleep(min(wait.poll_s, remaining_s))
-            try:
-                current = client.order(order_id, attempts_max=1)
-            except (ServerUnreachable, ServerRejected):
-                continue
-            if current.get("status") != OPEN:
-                return order_outcome(sale, current)
-    except KeyboardInterrupt:
-        pass
-    return _cancel(client, sale, order_id)
+    ended = poll_until_ended(
+        wait,
+        lambda: client.order(order_id, attempts_max=1),
+        lambda current: current.get("status") == OPEN,
+    )
+    return order_outcome(sale, ended) if ended is not None else _cancel(client, sale, order_id)
 
 
 def _cancel(client: OrderClient, sale: Sale, order_id: str) -> SaleOutcome:

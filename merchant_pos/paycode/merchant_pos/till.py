@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from paycode.merchant_pos.messages import cashier_message
 from paycode.merchant_pos.terminal_client import TerminalClient
@@ -157,12 +157,27 @@ def final_outcome(sale: Sale, payment: dict[str, Any]) -> SaleOutcome:
     return sale.outcome(False, code, cashier_message(code), payment)
 
 
-def _await_confirmation(
-    client: TerminalClient, sale: Sale, payment: dict[str, Any], wait: ConfirmWait
-) -> SaleOutcome:
-    """Poll until the customer confirms or declines; past the wait (or on Ctrl-C), cancel.
-    The cancel answers the payment as it ends, so a confirm that won the race is still paid."""
-    payment_id = str(payment.get("payment_id", ""))
+class PollWait(Protocol):
+    """What a bounded poll needs: ConfirmWait and present.PresentWait both are one."""
+
+    @property
+    def wait_s(self) -> float: ...
+    @property
+    def poll_s(self) -> float: ...
+    @property
+    def on_waiting(self) -> Callable[[float], None]: ...
+    @property
+    def clock(self) -> Callable[[], float]: ...
+    @property
+    def sleep(self) -> Callable[[float], None]: ...
+
+
+def poll_until_ended(
+    wait: PollWait, fetch: Callable[[], dict[str, Any]], waiting: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any] | None:
+    """`fetch()` every `wait.poll_s` until an answer is no longer `waiting` (returned), or None
+    when `wait.wait_s` passes or on Ctrl-C. A poll the server does not answer, or refuses, is
+    not an answer: the next poll (or the caller's cancel) is. Bounded: ceil(wait/poll) + 1."""
     deadline_s = wait.clock() + wait.wait_s
     try:
         for _poll in range(math.ceil(wait.wait_s / wait.poll_s) + 1):
@@ -172,14 +187,28 @@ def _await_confirmation(
             wait.on_waiting(remaining_s)
             wait.sleep(min(wait.poll_s, remaining_s))
             try:
-                current = client.payment(payment_id)
+                current = fetch()
             except (ServerUnreachable, ServerRejected):
-                continue  # keep waiting; the cancel below settles it
-            if current.get("status") != PaymentStatus.PENDING_CONFIRMATION:
-                return final_outcome(sale, current)
+                continue
+            if not waiting(current):
+                return current
     except KeyboardInterrupt:
         pass
-    return _cancel(client, sale, payment_id)
+    return None
+
+
+def _await_confirmation(
+    client: TerminalClient, sale: Sale, payment: dict[str, Any], wait: ConfirmWait
+) -> SaleOutcome:
+    """Poll until the customer confirms or declines; past the wait (or on Ctrl-C), cancel.
+    The cancel answers the payment as it ends, so a confirm that won the race is still paid."""
+    payment_id = str(payment.get("payment_id", ""))
+    ended = poll_until_ended(
+        wait,
+        lambda: client.payment(payment_id),
+        lambda current: current.get("status") == PaymentStatus.PENDING_CONFIRMATION,
+    )
+    return final_outcome(sale, ended) if ended is not None else _cancel(client, sale, payment_id)
 
 
 def _cancel(client: TerminalClient, sale: Sale, payment_id: str) -> SaleOutcome:
