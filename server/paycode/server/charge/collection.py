@@ -32,7 +32,12 @@ from paycode.server.database.models import (
 )
 from paycode.server.http.request_fields import string_field
 from paycode.server.notifications import events
-from paycode.server.safety.limits import LimitSettings, maxima, needs_confirmation, used_on
+from paycode.server.safety.limits import (
+    LimitSettings,
+    UserLimits,
+    account_limits,
+    within_pinless,
+)
 from paycode.server.safety.qr_keys import QrKeys
 from paycode.shared.codes import ErrorCode, PaymentStatus
 from paycode.shared.emv.collection import CollectionCode, read_collection
@@ -143,7 +148,8 @@ def pay(
     else:
         money = _amount(body, code, _fixed_amount(code))
     payer = _locked_payer(session, device.user_id, money.currency)
-    pinless = _within_pinless(payer, money.amount_minor, rules.limits, now_s)
+    today = account_limits(rules.limits, payer, now_s)
+    pinless = within_pinless(today, money.amount_minor)
     if not pinless and not rules.pin_checked:
         raise ApiError(
             ErrorCode.PIN_REQUIRED, "above your password-free limits: pay again with your PIN"
@@ -155,7 +161,7 @@ def pay(
         orders.mark_paid(session, order, payment.id, now_s)
     _move(session, payer, merchant=merchant, money=money, payment_id=payment.id, now_s=now_s)
     if pinless:
-        _count_pinless(session, payer, money.amount_minor, rules.limits, now_s)
+        _count_pinless(session, payer.id, today, money.amount_minor, rules.limits.day(now_s))
     told = payment_json(payment)
     events.record(session, told, events.SUCCEEDED, now_s, notify=merchant.notify_url is not None)
     return told | {"merchant": merchant.name}
@@ -176,33 +182,17 @@ def _locked_payer(session: Session, user_id: str, currency: str) -> Account:
     return payer
 
 
-def _within_pinless(payer: Account, amount_minor: int, limits: LimitSettings, now_s: float) -> bool:
-    own = (
-        payer.pinless_payment_max_minor,
-        payer.pinless_daily_max_minor,
-        payer.pinless_daily_count_max,
-    )
-    in_force = maxima(limits.defaults_minor(payer.currency), own)
-    counted = (payer.pinless_day, payer.pinless_day_count, payer.pinless_day_minor)
-    used = used_on(limits.day(now_s), counted)
-    return not needs_confirmation(amount_minor, in_force, used)
-
-
 def _count_pinless(
-    session: Session, payer: Account, amount_minor: int, limits: LimitSettings, now_s: float
+    session: Session, payer_id: int, today: UserLimits, amount_minor: int, day: int
 ) -> None:
     """Today's password-free count and amount, as a code's charge counts them."""
-    day = limits.day(now_s)
-    count, spent_minor = used_on(
-        day, (payer.pinless_day, payer.pinless_day_count, payer.pinless_day_minor)
-    )
     session.execute(
         update(Account)
-        .where(Account.id == payer.id)
+        .where(Account.id == payer_id)
         .values(
             pinless_day=day,
-            pinless_day_count=count + 1,
-            pinless_day_minor=spent_minor + amount_minor,
+            pinless_day_count=today.today_count + 1,
+            pinless_day_minor=today.today_minor + amount_minor,
         )
     )
 

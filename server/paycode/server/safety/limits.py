@@ -189,20 +189,28 @@ def limits_of(
         .where(Account.owner_kind == "user", Account.owner_id == user_id)
         .order_by(Account.currency)
     ).all()
-    return [
-        effective(
-            settings,
-            currency_code=row.currency,
-            own=(
-                row.pinless_payment_max_minor,
-                row.pinless_daily_max_minor,
-                row.pinless_daily_count_max,
-            ),
-            counted=(row.pinless_day, row.pinless_day_count, row.pinless_day_minor),
-            now_s=now_s,
-        )
-        for row in accounts
-    ]
+    return [account_limits(settings, row, now_s) for row in accounts]
+
+
+def account_limits(settings: LimitSettings, row: Account, now_s: float) -> UserLimits:
+    """One account row's effective limits and today's password-free use."""
+    return effective(
+        settings,
+        currency_code=row.currency,
+        own=(
+            row.pinless_payment_max_minor,
+            row.pinless_daily_max_minor,
+            row.pinless_daily_count_max,
+        ),
+        counted=(row.pinless_day, row.pinless_day_count, row.pinless_day_minor),
+        now_s=now_s,
+    )
+
+
+def within_pinless(limits: UserLimits, amount_minor: int) -> bool:
+    """Whether `amount_minor` may be paid without the PIN under `limits` (needs_confirmation)."""
+    in_force = (limits.payment_max_minor, limits.daily_max_minor, limits.daily_count_max)
+    return not needs_confirmation(amount_minor, in_force, (limits.today_count, limits.today_minor))
 
 
 def limits_json(limits: UserLimits) -> dict[str, object]:
