@@ -8,8 +8,6 @@ verified", or a plain warning. An altered Paycode payload is refused here, befor
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +15,12 @@ from typing import Any
 from paycode.client.wallet import Wallet
 from paycode.shared.codes import ErrorCode
 from paycode.shared.emv.collection import CollectionCode, read_collection
-from paycode.shared.emv.qr_signature import KEY_ID_CHARS_MAX, PUBLIC_KEY_BYTES, Verdict
+from paycode.shared.emv.qr_signature import (
+    KEY_ID_CHARS_MAX,
+    PUBLIC_KEY_BYTES,
+    Verdict,
+    from_b64url,
+)
 from paycode.shared.emv.qr_signature import verify_signature as verify
 from paycode.shared.errors import WalletError
 
@@ -52,21 +55,14 @@ def parse_qr_keys(listed: object) -> dict[str, str]:
         public = item.get("public_key") if isinstance(item, dict) else None
         if not isinstance(key_id, str) or not 0 < len(key_id) <= KEY_ID_CHARS_MAX:
             raise WalletError("a QR key has no valid id", code=ErrorCode.ENROLLMENT_INVALID)
-        if not isinstance(public, str) or len(_decode(public)) != PUBLIC_KEY_BYTES:
+        if not isinstance(public, str) or len(from_b64url(public) or b"") != PUBLIC_KEY_BYTES:
             raise WalletError("a QR key is not 32 bytes", code=ErrorCode.ENROLLMENT_INVALID)
         keys[key_id] = public
     return keys
 
 
-def _decode(text: str) -> bytes:
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
-        return b""
-
-
 def public_keys(stored: Mapping[str, str]) -> dict[str, bytes]:
-    return {key_id: _decode(text) for key_id, text in stored.items()}
+    return {key_id: from_b64url(text) or b"" for key_id, text in stored.items()}
 
 
 def check(wallet: Wallet, payload: str) -> CheckedQr:

@@ -8,7 +8,6 @@ old posters payable until the old key is retired. A key's id in a payload is its
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
 import weakref
@@ -25,6 +24,7 @@ from paycode.server.database.models import ServerKey, new_id
 from paycode.server.safety.keyring import KEYS_TTL_S, QR_PURPOSE
 from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.codes import ErrorCode
+from paycode.shared.emv.qr_signature import b64url
 from paycode.shared.errors import ApiError, ConfigError
 
 
@@ -45,7 +45,7 @@ class QrKeys:
         return [
             {
                 "key_id": key_id,
-                "public_key": base64.urlsafe_b64encode(public).decode().rstrip("="),
+                "public_key": b64url(public),
                 "status": "current" if key_id == self.signing_key_id else "old",
             }
             for key_id, public in self.public_keys.items()

@@ -64,6 +64,19 @@ class QrSignature:
     """DOMAIN + the payload text the signature covers."""
 
 
+def b64url(data: bytes) -> str:
+    """Base64url without padding: signatures in 80/81 and QR public keys in the API."""
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def from_b64url(text: str) -> bytes | None:
+    """The bytes of unpadded base64url `text`; None when it is not base64url."""
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        return None
+
+
 def signed_message(covered_text: str) -> bytes:
     return DOMAIN + covered_text.encode("utf-8")
 
@@ -72,7 +85,7 @@ def signature_fields(key_id: str, signature: bytes) -> list[tuple[str, FieldValu
     """Templates 80 and 81 for `signature`, to append after every other field."""
     assert len(signature) == SIGNATURE_BYTES
     assert 0 < len(key_id) <= KEY_ID_CHARS_MAX and key_id.isascii() and key_id.isprintable()
-    text = base64.urlsafe_b64encode(signature).decode().rstrip("=")
+    text = b64url(signature)
     assert len(text) == 2 * _HALF_CHARS
     return [
         (FIRST_TAG, [("00", GUID), ("01", key_id), ("02", text[:_HALF_CHARS])]),
@@ -104,10 +117,9 @@ def read_signature(payload: str, decoded: MpmPayload) -> QrSignature | None:
     key_id, head, tail = first.child("01"), first.child("02"), second.child("01")
     if key_id is None or head is None or tail is None:
         raise EmvFormatError("signature template is missing a field", offset=first.offset)
-    try:
-        signature = base64.urlsafe_b64decode(head.value + tail.value + "==")
-    except (binascii.Error, ValueError):
-        raise EmvFormatError("signature is not base64url", offset=head.offset) from None
+    signature = from_b64url(head.value + tail.value)
+    if signature is None:
+        raise EmvFormatError("signature is not base64url", offset=head.offset)
     if len(signature) != SIGNATURE_BYTES:
         raise EmvFormatError("signature is not 64 bytes", offset=head.offset)
     return QrSignature(key_id.value, signature, signed_message(payload[: first.offset]))
