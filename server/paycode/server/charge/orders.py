@@ -79,10 +79,28 @@ def _order_money(body: dict[str, Any], merchant: Merchant) -> Money:
     assert amount is not None and asked is not None
     if asked != merchant.currency:
         raise ApiError(ErrorCode.CURRENCY_MISMATCH, f"this merchant takes {merchant.currency}")
+    return _money(amount, merchant)
+
+
+def _money(amount: str, merchant: Merchant) -> Money:
     try:
         return parse_amount(amount, merchant.currency)
     except AmountInvalid as error:
         raise ApiError(ErrorCode.AMOUNT_INVALID, error.message) from error
+
+
+def poster(
+    session: Session, terminal: TerminalCredential, body: dict[str, Any], keys: QrKeys
+) -> tuple[int, dict[str, Any]]:
+    """A signed poster payload: static, or for a fixed `amount` (paid any number of times);
+    `"terminal": true` names the calling till."""
+    merchant = session.get(Merchant, terminal.merchant_id)
+    assert merchant is not None, "a terminal belongs to a merchant"
+    asked = body.get("amount")
+    amount = None if asked is None else format_amount(_money(str(asked), merchant))
+    terminal_id = terminal.terminal_id if body.get("terminal") is True else None
+    code = collection_code_for(merchant, amount=amount, terminal_id=terminal_id)
+    return 201, {"qr_payload": build_collection_payload(code, keys.sign)}
 
 
 def _expires_in_s(body: dict[str, Any]) -> int:

@@ -12,17 +12,11 @@ import time
 from flask import Blueprint, Response, jsonify
 
 from paycode.server.charge import orders
-from paycode.server.charge.merchant_qr import collection_code_for
 from paycode.server.database.engine import db
-from paycode.server.database.models import Merchant
 from paycode.server.http.charges import signed_idempotent_post
 from paycode.server.http.signed_requests import authenticate_terminal
 from paycode.server.safety.qr_keys import load_qr_keys
 from paycode.server.services import secret_box
-from paycode.shared.codes import ErrorCode
-from paycode.shared.emv.collection import build_collection_payload
-from paycode.shared.errors import AmountInvalid, ApiError
-from paycode.shared.money import format_amount, parse_amount
 
 bp = Blueprint("orders", __name__, url_prefix="/v1")
 
@@ -61,18 +55,6 @@ def create_collection_code() -> Response:
     """A signed poster payload: static (the consumer types the amount) or with a fixed
     `amount` (paid any number of times); `"terminal": true` names the calling till."""
     keys = load_qr_keys(db.engine, secret_box())
-
-    def work(session, terminal, body, now_s):  # type: ignore[no-untyped-def]
-        merchant = session.get(Merchant, terminal.merchant_id)
-        assert merchant is not None
-        amount = body.get("amount")
-        if amount is not None:
-            try:
-                amount = format_amount(parse_amount(str(amount), merchant.currency))
-            except AmountInvalid as error:
-                raise ApiError(ErrorCode.AMOUNT_INVALID, error.message) from error
-        terminal_id = terminal.terminal_id if body.get("terminal") is True else None
-        code = collection_code_for(merchant, amount=amount, terminal_id=terminal_id)
-        return 201, {"qr_payload": build_collection_payload(code, keys.sign)}
-
-    return signed_idempotent_post(work)
+    return signed_idempotent_post(
+        lambda session, terminal, body, _now_s: orders.poster(session, terminal, body, keys)
+    )
