@@ -37,6 +37,7 @@ from tests.support.shop import (
     ok_json,
     refused,
     set_limits,
+    unique,
     use_fast_keystore,
 )
 
@@ -266,3 +267,16 @@ def test_qr_key_rotation_keeps_old_posters_until_the_key_is_retired(
     online.pay(wallet, qr_payload=new_poster, amount=None)
     last = server.cli_in_process("--json", "keys", "retire-qr", rotated["key_id"])
     assert last.returncode != 0 and "last live QR key" in last.stdout
+
+
+def test_regression_poster_amount_as_a_json_number_is_refused(server: Server) -> None:
+    """Money is a decimal string: a JSON number (a float on the wire) makes no poster."""
+    cafe = new_merchant(server)
+    for amount in (2.5, 88, True):
+        refused(
+            "amount_invalid",
+            lambda a=amount: cafe.till._call(
+                "POST", "/v1/collection-codes", {"amount": a}, idempotency_key=unique("k")
+            ),
+        )
+    assert cafe.till.collection_code(amount="2.50", this_terminal=False)

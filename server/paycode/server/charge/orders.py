@@ -97,7 +97,11 @@ def poster(
     merchant = session.get(Merchant, terminal.merchant_id)
     assert merchant is not None, "a terminal belongs to a merchant"
     asked = body.get("amount")
-    amount = None if asked is None else format_amount(_money(str(asked), merchant))
+    if asked is not None and not isinstance(asked, str):
+        raise ApiError(
+            ErrorCode.AMOUNT_INVALID, "'amount' must be a decimal string such as '12.50'"
+        )
+    amount = None if asked is None else format_amount(_money(asked, merchant))
     terminal_id = terminal.terminal_id if body.get("terminal") is True else None
     code = collection_code_for(merchant, amount=amount, terminal_id=terminal_id)
     return 201, {"qr_payload": build_collection_payload(code, keys.sign)}
