@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup bytecode system-deps bench-deps demo test lint typecheck pytest reliability bench bench-quick bench-charges bench-scanner bench-pos vectors clean
+.PHONY: setup bytecode system-deps bench-deps webwallet jstest demo test lint typecheck pytest reliability bench bench-quick bench-charges bench-scanner bench-pos vectors clean
 
 setup: system-deps $(STAMP)
 
@@ -47,7 +47,22 @@ SOURCES := appkit client merchant_pos server shared
 bytecode: setup
 	$(PY) -m compileall -q -j 0 $(SOURCES)
 
-demo: bytecode
+# The web wallet (webwallet/): npm installs the locked packages once, esbuild bundles the app
+# into the server's package data (paycode/server/wallet_app/), served at /wallet/.
+NPM_STAMP := webwallet/node_modules/.installed
+$(NPM_STAMP): webwallet/package.json webwallet/package-lock.json
+	@command -v node >/dev/null || { echo "error: Node.js 20 or newer is needed for the web wallet (apt-get install nodejs npm)"; exit 1; }
+	cd webwallet && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NPM_STAMP)
+
+webwallet: $(NPM_STAMP)
+	node webwallet/build.mjs
+
+# The JavaScript protocol core against tests/vectors/, with Node's own test runner.
+jstest: $(NPM_STAMP)
+	cd webwallet && node --test test/
+
+demo: bytecode webwallet
 	$(PY) -m scripts.demo
 
 # ruff, then the import contracts of pyproject.toml: the apps are peers over appkit over the
@@ -60,10 +75,10 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-pytest: bytecode
+pytest: bytecode webwallet
 	$(PY) -m pytest
 
-test: lint typecheck pytest
+test: lint typecheck jstest pytest
 
 # The reliability and security suite at full scale (tests/reliability; `make test` runs it short),
 # then docs/reliability.md from the figures every test recorded. Fails if any test failed.
@@ -93,7 +108,7 @@ vectors: setup
 	$(PY) -m scripts.gen_qr_vectors
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) build webwallet/node_modules server/paycode/server/wallet_app *.egg-info .mypy_cache .pytest_cache .ruff_cache
 
 # POS scanner ms per 720p frame and read rate vs each decoder (docs/bars.md); writes docs/scanner.md.
 # e.g. `make bench-scanner BENCH_ARGS=--quick`.

@@ -2,4 +2,9 @@
 cluster of the race tests (tests/support/races.py), and the reliability suite's scale, seed and
 figures (tests/reliability/figures.py). tests/support/__init__.py says where everything is."""
 
-pytest_plugins = ("tests.support.servers", "tests.support.races", "tests.reliability.figures")
+pytest_plugins = (
+    "tests.support.servers",
+    "tests.support.browser",
+    "tests.support.races",
+    "tests.reliability.figures",
+)

@@ -9,53 +9,20 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from paycode.server.database.models import Payment
+from tests.support.browser import PNG_MAGIC, TIMEOUT_MS, screenshot_dir
 from tests.support.dashboard import DASHBOARD_PASSWORD, dashboard_merchant
-from tests.support.servers import REPO_ROOT, LiveServer
+from tests.support.servers import LiveServer
 from tests.support.shop import charge, code_of, new_phone, new_user, use_fast_keystore
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu"]
-TIMEOUT_MS = 15_000
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _unavailable(reason: str) -> None:
-    """Skip on a developer machine without a browser; fail under CI=true (`make setup`
-    installs both)."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed: make setup")
-    if shutil.which(CHROMIUM) is None:
-        _unavailable(f"{CHROMIUM} is missing: make system-deps (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
-        browser.close()
 
 
 def _screenshot_path() -> Path:
-    folder = Path(os.environ.get("PAYCODE_SCREENSHOT_DIR") or REPO_ROOT / "build" / "screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / "dashboard.png"
+    return screenshot_dir() / "dashboard.png"
 
 
 def test_log_in_see_refund_download(

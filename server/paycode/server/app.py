@@ -82,6 +82,7 @@ def _register_blueprints(app: Flask) -> None:
         orders,
         wallet,
         wallet_payments,
+        web_wallet,
     )
 
     app.register_blueprint(meta.bp)
@@ -92,3 +93,4 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(orders.bp)
     app.register_blueprint(notifications.bp)
     app.register_blueprint(dashboard.bp)
+    app.register_blueprint(web_wallet.bp)

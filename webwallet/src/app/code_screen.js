@@ -1,0 +1,161 @@
+// The code a cashier scans: full width, black on white, a countdown, a new code at every time
+// step (and on a tap), never in the page's URL, history or any cache. Offline.
+import { bindingDigest, stepOf } from '../core/index.js';
+import { $, describe, element, setMessage } from './dom.js';
+import { t } from './i18n.js';
+import { clearCanvas, drawCode128, drawQr, groupDigits } from './render.js';
+
+const TICK_MS = 250;
+const VERSION_LABELS = { v3: 'v_qr', v2: 'v_qr2', v1: 'v_bar' };
+
+export class CodeScreen {
+  constructor(wallet, { onStorageLost }) {
+    this.wallet = wallet;
+    this.onStorageLost = onStorageLost;
+    this.shown = null;
+    this.binding = null;
+    this.busy = null;
+    this.timer = null;
+    this.version = null;
+    $('code-box').addEventListener('click', () => this.refresh());
+    $('code-unbind').addEventListener('click', () => { this.binding = null; this.refresh(); });
+    document.addEventListener('visibilitychange', () => {
+      if (!this.active) return;
+      // The app switcher keeps a picture of the page: no live code in it.
+      if (document.hidden) this.blank();
+      else this.refresh();
+    });
+  }
+
+  get active() { return !$('screen-code').hidden; }
+
+  enter() {
+    this.drawVersionTabs();
+    clearInterval(this.timer);
+    this.timer = setInterval(() => this.tick(), TICK_MS);
+    return this.refresh();
+  }
+
+  leave() {
+    clearInterval(this.timer);
+    this.timer = null;
+    this.blank();
+  }
+
+  async bindTo(merchant) {
+    const digest = await bindingDigest(merchant.merchantId, merchant.terminalId || '');
+    this.binding = { ...merchant, digest };
+    if (this.chosenVersion() === 'v1') this.version = this.wallet.device('v3') ? 'v3' : 'v2';
+  }
+
+  chosenVersion() {
+    const enrolled = this.wallet.devices.map((device) => device.version);
+    const wanted = this.version || this.wallet.meta?.preferredVersion;
+    if (enrolled.includes(wanted) && !(this.binding && wanted === 'v1')) return wanted;
+    return enrolled.find((version) => !(this.binding && version === 'v1')) || null;
+  }
+
+  drawVersionTabs() {
+    const box = $('versions');
+    box.replaceChildren();
+    for (const device of this.wallet.devices) {
+      const button = element('button', { text: t(VERSION_LABELS[device.version]), attrs: { type: 'button', 'data-version': device.version } });
+      button.setAttribute('aria-pressed', String(device.version === this.chosenVersion()));
+      if (this.binding && device.version === 'v1') button.disabled = true;
+      button.addEventListener('click', () => {
+        this.version = device.version;
+        this.wallet.store.updateMeta((meta) => { meta.preferredVersion = device.version; }).catch(() => {});
+        this.drawVersionTabs();
+        this.refresh();
+      });
+      box.append(button);
+    }
+  }
+
+  /** One new code at a time. A request during generation (a tap, a new version) is served
+   * by one more code right after, never by a second generation racing the first. */
+  refresh() {
+    if (this.busy) {
+      this.again = true;
+      return this.busy;
+    }
+    this.busy = this.show().finally(() => {
+      this.busy = null;
+      if (this.again) {
+        this.again = false;
+        this.refresh();
+      }
+    });
+    return this.busy;
+  }
+
+  async show() {
+    const version = this.chosenVersion();
+    if (!version) return;
+    setMessage('code-error', '');
+    let code;
+    try {
+      code = await this.wallet.nextCode(version, this.binding);
+    } catch (error) {
+      this.blank();
+      if (error.code === 'storage_lost') { this.onStorageLost(); return; }
+      if (error.code === 'counter_exhausted') {
+        setMessage('code-error', t(error.reason === 'behind' ? 'clock_behind' : 'counter_used', { s: Math.ceil(error.retryAfterS) }));
+        this.shown = { step: stepOf(this.wallet.deviceNowS()), failed: true };
+        return;
+      }
+      setMessage('code-error', describe(error));
+      return;
+    }
+    try {
+      this.draw(code);
+    } catch (error) {
+      this.blank();
+      setMessage('code-error', describe(error));
+    }
+  }
+
+  draw(code) {
+    const box = $('code-box');
+    const canvas = $('code-canvas');
+    const barcode = code.version === 'v1';
+    box.classList.toggle('barcode', barcode);
+    if (barcode) drawCode128(canvas, code.text);
+    else drawQr(canvas, code.text);
+    $('code-digits').textContent = barcode ? groupDigits(code.text) : '';
+    $('code-digits').hidden = !barcode;
+    Object.assign(box.dataset, { version: code.version, step: String(code.step), counter: String(code.counter) });
+    box.setAttribute('aria-label', barcode ? groupDigits(code.text) : t(VERSION_LABELS[code.version]));
+    this.shown = { ...code, text: undefined };
+    const binding = this.binding;
+    $('binding').hidden = !binding;
+    $('code-unbind').hidden = !binding;
+    if (binding) {
+      $('binding').textContent = t('bound_to', {
+        name: binding.name || binding.merchantId, merchant: binding.merchantId, terminal: binding.terminalId ? ` · ${binding.terminalId}` : '',
+      });
+    }
+    const warning = this.wallet.clockWarning();
+    setMessage('code-error', warning ? t(warning.key, warning.values) : '');
+    this.tick();
+  }
+
+  blank() {
+    clearCanvas($('code-canvas'));
+    $('code-digits').textContent = '';
+    const box = $('code-box');
+    delete box.dataset.step;
+    delete box.dataset.counter;
+    this.shown = null;
+  }
+
+  tick() {
+    if (!this.shown || document.hidden || this.busy) return;
+    const nowS = this.wallet.deviceNowS();
+    if (stepOf(nowS) !== this.shown.step) { this.refresh(); return; }
+    if (this.shown.failed) return;
+    const leftS = Math.max(0, (this.shown.step + 1) * 30 - nowS);
+    $('countdown-bar').style.transform = `scaleX(${(leftS / 30).toFixed(3)})`;
+    $('code-status').textContent = `${t('refresh_in', { s: Math.ceil(leftS) })} · ${t('code_of', { version: this.shown.version, counter: this.shown.counter + 1 })}`;
+  }
+}
