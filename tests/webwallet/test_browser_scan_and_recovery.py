@@ -1,0 +1,153 @@
+"""The web wallet beyond showing codes, on a live SQLite server: scanning a shop's signed QR
+from a photo (the page's own decoder), paying it and binding a code to that shop; losing the
+browser's storage, in part or whole, and enrolling again in one step; Chinese from the
+browser's language."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from paycode.appkit.rendering import qr_image, save_png
+from paycode.server.database.models import Device, User
+from paycode.shared.emv.mpm import crc16_ccitt_false
+from tests.support.servers import LiveServer
+from tests.support.shop import Shop, new_user, ok_json
+from tests.support.web_wallet import (
+    enroll,
+    fill_enrollment,
+    open_phone,
+    screenshot,
+    shown,
+    till_charges,
+    web_shop,
+)
+
+DROP_V2_RECORD = """() => new Promise((resolve, reject) => {
+  const request = indexedDB.open('paycode-wallet');
+  request.onsuccess = () => {
+    const store = request.result.transaction('devices', 'readwrite').objectStore('devices');
+    const all = store.getAll();
+    all.onsuccess = () => {
+      const lost = all.result.find((record) => record.version === 'v2');
+      store.delete(lost.device_id).onsuccess = () => resolve(lost.device_id);
+    };
+  };
+  request.onerror = () => reject(request.error);
+})"""
+
+
+@pytest.fixture
+def shop(live_sqlite: LiveServer, tmp_path: Path) -> Shop:
+    return web_shop(live_sqlite, tmp_path)
+
+
+def _devices(server: LiveServer, user: str) -> dict[str, bool]:
+    """device id -> revoked, for `user`."""
+    with server.session() as session:
+        user_id = session.scalars(select(User.id).where(User.name == user)).one()
+        rows = session.scalars(select(Device).where(Device.user_id == user_id)).all()
+        return {row.id: row.revoked_at_s is not None for row in rows}
+
+
+def test_scan_a_signed_poster_pay_it_and_bind_a_code_to_the_shop(
+    shop: Shop, phone: Any, live_sqlite: LiveServer, tmp_path: Path
+) -> None:
+    user = new_user(live_sqlite, "webscan", top_up="50.00")
+    poster = tmp_path / "poster.png"
+    ok_json(shop.pos("poster", "--out", str(poster)))  # a static poster: any amount
+    page = phone
+    enroll(page, live_sqlite, user)
+    page.click("#nav-scan")
+    page.set_input_files("#scan-file", str(poster))
+    verdict = page.wait_for_selector("#payee-verdict.verified")
+    merchant = next(iter(shop.tills))
+    assert verdict.inner_text().startswith(merchant) and "verified" in verdict.inner_text()
+    page.fill("#pay-amount", "4.40")
+    page.click("#pay-submit")
+    page.wait_for_selector(f"#pay-result:has-text('Paid 4.40 CNY to {merchant}')")
+
+    page.click("#bind-code")
+    page.wait_for_selector("#binding:not([hidden])")
+    assert merchant in page.inner_text("#binding")
+    assert page.is_disabled("#versions button[data-version='v1']")
+    bound = screenshot(page, "wallet-code-bound.png")
+    paid = till_charges(shop, bound, "2.20")
+    assert paid["code_version"] == "v3" and paid["amount"] == "2.20"
+    assert page.console_errors == []
+
+
+def test_a_poster_altered_after_signing_is_not_payable(
+    shop: Shop, phone: Any, live_sqlite: LiveServer, tmp_path: Path
+) -> None:
+    """A sticker over the poster: another name, a correct CRC, the server's signature kept."""
+    user = new_user(live_sqlite, "webaltered", top_up="50.00")
+    signed = ok_json(shop.pos("poster", "--out", str(tmp_path / "real.png")))["qr_payload"]
+    name = next(iter(shop.tills))
+    changed = signed[:-4].replace(name, "Evil" + name[4:])
+    altered = changed + f"{crc16_ccitt_false(changed.encode()):04X}"
+    sticker = tmp_path / "sticker.png"
+    save_png(qr_image(altered), sticker)
+    page = phone
+    enroll(page, live_sqlite, user)
+    page.click("#nav-scan")
+    page.set_input_files("#scan-file", str(sticker))
+    line = page.wait_for_selector("#payee-verdict.unverified")
+    assert "altered" in line.inner_text()
+    assert page.is_disabled("#pay-submit") and page.is_disabled("#bind-code")
+
+
+def test_part_of_the_storage_lost_re_enrolls_and_revokes_the_lost_device(
+    phone: Any, live_sqlite: LiveServer
+) -> None:
+    user = new_user(live_sqlite, "weblost", top_up="10.00")
+    page = phone
+    enroll(page, live_sqlite, user)
+    lost_id = page.evaluate(DROP_V2_RECORD)
+    page.reload()
+    warning = page.wait_for_selector("#enroll-lost:not([hidden])")
+    assert "v2" in warning.inner_text() and page.is_hidden("#screen-code")
+    assert page.input_value("#enroll-user") == user
+    fill_enrollment(page, user, pin="")
+    page.wait_for_selector("#screen-code:not([hidden])")
+    assert shown(page)[0] == "v3"
+    devices = _devices(live_sqlite, user)
+    assert devices[lost_id] is True
+    assert sorted(devices.values()) == [False, False, False, True]
+
+
+def test_a_wiped_browser_offers_to_revoke_its_old_web_devices(
+    chromium: Any, live_sqlite: LiveServer
+) -> None:
+    user = new_user(live_sqlite, "webwiped", top_up="10.00")
+    for _ in range(2):  # the same phone, its storage wiped in between
+        for page in open_phone(chromium):
+            enroll(page, live_sqlite, user)
+            old = _devices(live_sqlite, user)
+    offer = page_offer = None
+    for page in open_phone(chromium):
+        enroll(page, live_sqlite, user)
+        offer = page.wait_for_selector("#notice:has(#revoke-others)")
+        page_offer = offer.inner_text()
+        page.click("#revoke-others")
+        page.wait_for_selector("#notice:has-text('Revoked 6 lost device(s).')")
+    assert page_offer is not None and "Web wallet" in page_offer
+    devices = _devices(live_sqlite, user)
+    assert all(devices[device_id] for device_id in old)
+    assert sorted(devices.values()).count(False) == 3
+
+
+@pytest.fixture
+def chinese_phone(chromium: Any) -> Iterator[Any]:
+    yield from open_phone(chromium, locale="zh-CN")
+
+
+def test_the_page_speaks_the_browsers_language(chinese_phone: Any, live_sqlite: LiveServer) -> None:
+    chinese_phone.goto(f"{live_sqlite.url}/wallet/")
+    assert chinese_phone.inner_text("#screen-enroll h1") == "设置本机"
+    assert chinese_phone.get_attribute("html", "lang") == "zh-CN"
+    assert chinese_phone.inner_text("#enroll-submit") == "启用本机"
