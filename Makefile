@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 setup: system-deps $(STAMP)
 
 # Debian packages pip cannot provide: libzbar0 (the pyzbar backend), xvfb (the POS window test
-# runs under a virtual display), chromium (the dashboard's browser test, driven by Playwright)
+# runs under a virtual display), chromium (the browser tests of the dashboard and the web wallet)
 # and fonts-wqy-microhei (a 1.6 MB Chinese, Japanese and Korean font: `paycode-pos poster`
 # prints merchant names in their own script with it). Installed when we can (root with apt-get)
 # and missing.

@@ -38,6 +38,7 @@ START_TIMEOUT_S = 30.0
 
 
 DEMO_PIN = "246810"
+WALLET_URL = "http://127.0.0.1:8000/wallet/"
 DASHBOARD_PASSWORD = "corner cafe dashboard"
 
 
@@ -206,6 +207,18 @@ def show_dashboard(base_url: str) -> None:
     print(f"   {base_url}/dashboard/: today {volume.group(1)} CNY in {count.group(1)} payments")
 
 
+def show_web_wallet(base_url: str) -> None:
+    """The web wallet is served by the same server (docs/webwallet.md)."""
+    print("9. the web wallet (a phone's browser: sign in once, then codes work offline)")
+    with urllib.request.urlopen(f"{base_url}/wallet/", timeout=10) as page:
+        policy = page.headers["Content-Security-Policy"]
+        if page.status != 200 or "script-src 'self'" not in policy:
+            raise SystemExit("the server did not serve the web wallet")
+    with urllib.request.urlopen(f"{base_url}/wallet/build.json", timeout=10) as built:
+        files = json.loads(built.read())["assets"]
+    print(f"   {base_url}/wallet/ serves {len(files)} files, no third-party origin")
+
+
 def main() -> int:
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
@@ -241,9 +254,13 @@ def main() -> int:
         print(f"   her balance: {balance['balance']} {balance['currency']}")
         show_order_scanned(till, wallet)
         show_dashboard(till.base_url)
+        show_web_wallet(till.base_url)
     finally:
         stop_server(server)
     print(f"done: server stopped; images, wallet and database in {OUT}/")
+    print("the web wallet for alice, in this machine's browser (README: on a phone):")
+    print(f"  PAYCODE_INSTANCE={OUT / 'instance'} .venv/bin/paycode-server run --port 8000")
+    print(f"  then open {WALLET_URL} (user alice, password {PASSWORD!r})")
     return 0
 
 

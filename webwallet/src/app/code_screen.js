@@ -22,14 +22,20 @@ export class CodeScreen {
     document.addEventListener('visibilitychange', () => {
       if (!this.active) return;
       // The app switcher keeps a picture of the page: no live code in it.
-      if (document.hidden) this.blank();
-      else this.refresh();
+      if (document.hidden) {
+        this.blank();
+        this.wakeLock = null; // the browser released it
+      } else {
+        this.keepScreenOn();
+        this.refresh();
+      }
     });
   }
 
   get active() { return !$('screen-code').hidden; }
 
   enter() {
+    this.keepScreenOn();
     this.drawVersionTabs();
     clearInterval(this.timer);
     this.timer = setInterval(() => this.tick(), TICK_MS);
@@ -37,9 +43,17 @@ export class CodeScreen {
   }
 
   leave() {
+    if (this.wakeLock) this.wakeLock.release().catch(() => {});
+    this.wakeLock = null;
     clearInterval(this.timer);
     this.timer = null;
     this.blank();
+  }
+
+  /** The screen stays on while the cashier scans (where the browser can). */
+  keepScreenOn() {
+    if (!navigator.wakeLock || this.wakeLock) return;
+    navigator.wakeLock.request('screen').then((lock) => { this.wakeLock = lock; }, () => {});
   }
 
   async bindTo(merchant) {
