@@ -60,7 +60,7 @@ webwallet: $(NPM_STAMP)
 
 # The JavaScript protocol core against tests/vectors/, with Node's own test runner.
 jstest: $(NPM_STAMP)
-	cd webwallet && node --test test/
+	cd webwallet && node --test --test-reporter=dot test/
 
 demo: bytecode webwallet
 	$(PY) -m scripts.demo

@@ -5,6 +5,7 @@ browser's language."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,10 @@ import pytest
 from sqlalchemy import select
 
 from paycode.appkit.rendering import qr_image, save_png
+from paycode.server.config import STATUSES_TTL_ENV
 from paycode.server.database.models import Device, User
 from paycode.shared.emv.mpm import crc16_ccitt_false
-from tests.support.servers import LiveServer
+from tests.support.servers import LiveServer, Server, started
 from tests.support.shop import Shop, new_user, ok_json
 from tests.support.web_wallet import (
     enroll,
@@ -46,7 +48,7 @@ def shop(live_sqlite: LiveServer, tmp_path: Path) -> Shop:
     return web_shop(live_sqlite, tmp_path)
 
 
-def _devices(server: LiveServer, user: str) -> dict[str, bool]:
+def _devices(server: Server, user: str) -> dict[str, bool]:
     """device id -> revoked, for `user`."""
     with server.session() as session:
         user_id = session.scalars(select(User.id).where(User.name == user)).one()
@@ -151,3 +153,46 @@ def test_the_page_speaks_the_browsers_language(chinese_phone: Any, live_sqlite: 
     assert chinese_phone.inner_text("#screen-enroll h1") == "设置本机"
     assert chinese_phone.get_attribute("html", "lang") == "zh-CN"
     assert chinese_phone.inner_text("#enroll-submit") == "启用本机"
+
+
+@pytest.fixture
+def lifecycle_server() -> Iterator[Server]:
+    """A server of this test's own (code-version states are server-wide), caching them 0.2 s."""
+    with started("sqlite", "process", extra_env={STATUSES_TTL_ENV: "0.2"}) as server:
+        yield server
+
+
+def _set_version(server: Server, action: str, version: str) -> None:
+    done = server.cli_in_process("versions", action, version)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_servers_advice_moves_the_phone_off_a_deprecated_version(
+    phone: Any, lifecycle_server: Server
+) -> None:
+    server = lifecycle_server
+    user = new_user(server, "webadvice", top_up="10.00")
+    _set_version(server, "retire", "v2")
+    page = phone
+    enroll(page, server, user)  # v2 cannot be enrolled: v3 and v1 are
+    assert page.locator("#versions button").count() == 2
+    _set_version(server, "activate", "v2")
+    _set_version(server, "deprecate", "v1")
+    time.sleep(0.3)
+    page.click("#nav-wallet")
+    advice = page.wait_for_selector("#reenroll:not([hidden])")
+    assert "v1 is deprecated" in advice.inner_text()
+    page.click("#reenroll-now")  # the phone has v3 already: the v1 device is only revoked
+    page.wait_for_selector("#notice:has-text('This phone now uses v3.')")
+    assert sorted(_devices(server, user).values()) == [False, True]
+
+    _set_version(server, "deprecate", "v3")
+    time.sleep(0.3)
+    page.click("#refresh")
+    page.wait_for_selector("#reenroll:has-text('v3 is deprecated')")
+    page.click("#reenroll-now")  # no v2 device here: the v3 device is rotated into one
+    page.wait_for_selector("#notice:has-text('This phone now uses v2.')")
+    assert sorted(_devices(server, user).values()) == [False, True, True]
+    page.click("#nav-code")
+    assert page.locator("#versions button").count() == 1 and shown(page)[0] == "v2"
+    assert page.console_errors == []

@@ -137,16 +137,7 @@ export class Wallet {
     }
     const grant = await this.api.enroll(token, body, newIdempotencyKey());
     if (grant.version !== version || typeof grant.device_id !== 'string') throw new ApiProblem('enrollment_invalid', 0, 'the server sent an unexpected grant');
-    const record = {
-      device_id: grant.device_id, version, handle: hexToBytes(grant.handle), counterMax: grant.counter_max,
-      label, user, enrolledAtS: Date.now() / 1000, counterState: { counters: {}, floor: -1 },
-    };
-    if (version === 'v3') {
-      record.keys = { signingKey: signing.privateKey };
-      record.sealPublic = b64decode(grant.seal_public_key);
-    } else {
-      record.keys = await importSymmetricDevice(b64decode(grant.device_key), b64decode(grant.hiding_key));
-    }
+    const record = await deviceRecord(grant, signing, label, user);
     await this.store.addDevice(record, (meta) => {
       meta.versions = { ...(meta.versions || {}), [grant.device_id]: version };
       if (Array.isArray(grant.qr_keys)) meta.qrKeys = grant.qr_keys;
@@ -167,10 +158,20 @@ export class Wallet {
     }
   }
 
-  /** Move one device to `version` with the rotate call (no password), keeping the old one
-   * until the new grant is stored. */
-  async reenroll(version) {
-    const old = this.signer();
+  /** Follow the server's advice for one of this phone's devices: when this phone already has
+   * a device of the advised version, the old one is simply revoked; otherwise it is replaced
+   * by the rotate call (signed by the old device, which the server revokes in the same
+   * transaction; no password). The old device stays stored until the new grant is. */
+  async reenroll(deviceId, version) {
+    const oldDevice = this.devices.find((device) => device.device_id === deviceId);
+    if (!oldDevice) throw new ApiProblem('not_found', 0, 'that device is not on this phone');
+    const old = { device_id: oldDevice.device_id, credential: credentialOf(oldDevice) };
+    if (this.device(version)) {
+      await this.api.signed(old, 'POST', `/v1/wallet/devices/${encodeURIComponent(deviceId)}/revoke`, { body: {}, idempotencyKey: newIdempotencyKey() });
+      await this.store.removeDevices([deviceId]);
+      await this.reload();
+      return { revoked_device_id: deviceId, version };
+    }
     const body = { version };
     let signing = null;
     if (version === 'v3') {
@@ -178,19 +179,10 @@ export class Wallet {
       body.public_key = b64encode(signing.publicKeyRaw);
     }
     const grant = await this.api.signed(old, 'POST', '/v1/wallet/devices/rotate', { body, idempotencyKey: newIdempotencyKey() });
-    const record = {
-      device_id: grant.device_id, version, handle: hexToBytes(grant.handle), counterMax: grant.counter_max,
-      label: this.devices[0].label, user: this.meta.user, enrolledAtS: Date.now() / 1000, counterState: { counters: {}, floor: -1 },
-    };
-    if (version === 'v3') {
-      record.keys = { signingKey: signing.privateKey };
-      record.sealPublic = b64decode(grant.seal_public_key);
-    } else {
-      record.keys = await importSymmetricDevice(b64decode(grant.device_key), b64decode(grant.hiding_key));
-    }
-    const replaced = this.devices.filter((device) => device.version === version || device.device_id === grant.revoked_device_id);
-    await this.store.removeDevices(replaced.map((device) => device.device_id));
+    if (grant.version !== version || typeof grant.device_id !== 'string') throw new ApiProblem('enrollment_invalid', 0, 'the server sent an unexpected grant');
+    const record = await deviceRecord(grant, signing, oldDevice.label, this.meta.user);
     await this.store.addDevice(record, (meta) => { meta.versions = { ...(meta.versions || {}), [grant.device_id]: version }; });
+    await this.store.removeDevices([deviceId]);
     await this.reload();
     return grant;
   }
@@ -207,6 +199,21 @@ export class Wallet {
   setQrKeys(keys) {
     return this.store.updateMeta((meta) => { meta.qrKeys = keys; }).then((meta) => { this.meta = meta; });
   }
+}
+
+/** The stored record of a new device: its keys imported non-extractable, no counter used. */
+async function deviceRecord(grant, signing, label, user) {
+  const record = {
+    device_id: grant.device_id, version: grant.version, handle: hexToBytes(grant.handle), counterMax: grant.counter_max,
+    label, user, enrolledAtS: Date.now() / 1000, counterState: { counters: {}, floor: -1 },
+  };
+  if (grant.version === 'v3') {
+    record.keys = { signingKey: signing.privateKey };
+    record.sealPublic = b64decode(grant.seal_public_key);
+  } else {
+    record.keys = await importSymmetricDevice(b64decode(grant.device_key), b64decode(grant.hiding_key));
+  }
+  return record;
 }
 
 export function credentialOf(device) {

@@ -32,12 +32,13 @@ export class WalletScreen {
     try {
       const balance = await this.signed('GET', '/v1/wallet/balance');
       this.drawBalances(balance);
-      this.drawAdvice(balance.reenroll);
       const history = await this.signed('GET', `/v1/wallet/history?limit=${HISTORY_LIMIT}`);
       this.drawHistory(history.items);
       await this.loadPending();
       const devices = await this.signed('GET', '/v1/wallet/devices');
       this.drawDevices(devices.items);
+      const mine = new Set(this.wallet.devices.map((device) => device.device_id));
+      this.drawAdvice(devices.items.find((item) => mine.has(item.device_id) && !item.revoked && item.reenroll));
     } catch (error) {
       setMessage('wallet-error', describe(error));
     }
@@ -53,15 +54,18 @@ export class WalletScreen {
     $('balances').replaceChildren(...balance.accounts.map((account) => element('li', { text: money(account.balance, account.currency) })));
   }
 
-  drawAdvice(advice) {
+  /** The server's advice for one of this phone's devices (docs/api.md, "Re-enrollment
+   * advice"), one button to follow it. */
+  drawAdvice(device) {
     const box = $('reenroll');
-    box.hidden = !advice;
-    if (!advice) return;
+    box.hidden = !device;
+    if (!device) return;
+    const advice = device.reenroll;
     const button = element('button', { text: t('reenroll_now'), attrs: { type: 'button', id: 'reenroll-now' } });
     button.addEventListener('click', async () => {
       button.disabled = true;
       try {
-        await this.wallet.reenroll(advice.version);
+        await this.wallet.reenroll(device.device_id, advice.version);
         notice(t('reenrolled', { version: advice.version }));
         await this.onChanged();
         await this.load();
