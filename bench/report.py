@@ -80,6 +80,7 @@ def write(results: Path, out: Path, status: dict[str, Any], *, quick: bool) -> N
         ("4. Charges against the database's own ceiling", "matrix", _ceiling),
         ("5. POS scanner per 720p frame", "scanner", _scanner),
         ("6. Claims table over a long run", "claims", _claims),
+        ("7. Web wallet: codes in the browser, bytes on the wire", "webwallet", _webwallet),
     ]
     for title, name, _section in sections:
         entry = status.get(name, {})
@@ -420,3 +421,78 @@ def _claims(data: dict[str, Any], figures: Path) -> list[str]:
     axis.set_ylabel("rows")
     axis.legend()
     return [*lines, "", _save(figure, figures / "fig6_claims.png")]
+
+
+# -- 7 --------------------------------------------------------------------------------------------
+
+
+def _webwallet(data: dict[str, Any], figures: Path) -> list[str]:
+    generation = data["generation"]
+    lines = [
+        f"The web wallet's protocol core (webwallet/src/core/, bundled) in headless Chromium "
+        f"{data['chromium']}" + (" and in Node" if "node" in generation else "") + ", with "
+        "non-extractable WebCrypto keys and a fresh v3 ephemeral per code, as the app makes "
+        f"them. {data['rounds']} rounds of {data['batches']} batches of ~{data['batch_ms']:g} ms "
+        "each: the median is over the batches, p90 over the codes timed one by one. `x prim` "
+        "is a code over one raw WebCrypto call (HMAC-SHA256 for v1/v2, Ed25519 sign for v3), "
+        "`x floor` over every primitive the version must call (v1/v2: HMAC + an AES block; v3: "
+        "an X25519 pair in pure JS (@noble) + HKDF + ChaCha20-Poly1305 + Ed25519 sign); both "
+        "are medians of per-round ratios.",
+        "",
+        "| runtime | version | median ms | p90 ms | codes/s | x prim | x floor |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for runtime, result in generation.items():
+        for version, v in result["versions"].items():
+            lines.append(
+                f"| {runtime} | {version} | {v['median_ms']:.3f} | {v['p90_ms']:.3f} | "
+                f"{1000 / v['median_ms']:,.0f} | {v['gen_vs_prim']:.2f} | "
+                f"{v['gen_vs_floor']:.2f} |"
+            )
+    chromium = generation.get("chromium")
+    if chromium:
+        pair = chromium["references"]["x25519"]["median_ms"]
+        lines += [
+            "",
+            f"In Chromium, the X25519 pair alone takes {pair:.2f} ms of v3's "
+            f"{chromium['versions']['v3']['median_ms']:.2f} ms: it runs in JavaScript (@noble; "
+            "WebCrypto has no X25519 in every browser), so v3 is far above one Ed25519 sign "
+            "and close to its floor.",
+        ]
+    assets, total = data["assets"], data["assets_total"]
+    lines += [
+        "",
+        f"What the service worker keeps (build {data['build_version']}); gzip level "
+        f"{data['gzip_level']} is what a compressing proxy would send (the server itself does "
+        "not compress):",
+        "",
+        "| file | bytes | gzip bytes |",
+        "| --- | ---: | ---: |",
+        *(f"| {row['name']} | {row['raw']:,} | {row['gzip']:,} |" for row in assets),
+        f"| **total** | **{total['raw']:,}** | **{total['gzip']:,}** |",
+        "",
+        "/wallet/ loaded from a live server in a fresh profile, counted on the wire (a relay "
+        "in front of the server: headers and bodies, every request the browser makes):",
+        "",
+        "| load | requests | bytes down | x app | bytes up | from the worker's cache | load ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, load in data["transfer"].items():
+        lines.append(
+            f"| {name.replace('_', ' ')} | {load['network_requests']} | "
+            f"{load['down_bytes']:,} | {load['down_bytes'] / total['raw']:.2f} | "
+            f"{load['up_bytes']:,} | {load['from_service_worker']} | {load['load_ms']:.0f} |"
+        )
+    figure, axis = plt.subplots(figsize=(7, 3.2))
+    runtimes = list(generation)
+    versions = list(generation[runtimes[0]]["versions"])
+    width = 0.8 / len(runtimes)
+    for offset, runtime in enumerate(runtimes):
+        xs = [x + (offset - (len(runtimes) - 1) / 2) * width for x in range(len(versions))]
+        values = [generation[runtime]["versions"][v]["median_ms"] for v in versions]
+        axis.bar(xs, values, width, label=runtime)
+    axis.set_xticks(list(range(len(versions))), versions)
+    axis.set_yscale("log")
+    axis.set_ylabel("ms per code (log)")
+    axis.legend()
+    return [*lines, "", _save(figure, figures / "fig7_webwallet.png")]

@@ -39,6 +39,7 @@ STEPS = (
     Step("matrix", "bench.bench_matrix", ("--quick",), ()),
     Step("scanner", "bench.bench_scanner", ("--quick",), ()),
     Step("claims", "bench.bench_claims", ("--quick",), ()),
+    Step("webwallet", "bench.bench_webwallet", ("--quick",), ()),
 )
 
 

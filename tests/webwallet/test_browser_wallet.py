@@ -36,6 +36,13 @@ from tests.support.web_wallet import (
 STEP_S = 30
 PHONE_AHEAD_S = 600
 """The phone's clock runs 10 minutes fast: the wallet's learned offset must make up for it."""
+CACHED_URLS = """async () => {
+  const urls = [];
+  for (const name of await caches.keys()) {
+    for (const request of await (await caches.open(name)).keys()) urls.push(request.url);
+  }
+  return urls;
+}"""
 EXPORT_PROBE = """async () => {
   const db = await new Promise((resolve, reject) => {
     const request = indexedDB.open('paycode-wallet');
@@ -109,6 +116,10 @@ def test_offline_code_pays_once_and_counters_never_repeat(
     assert [len(group) for group in grouped.split()] == [4, 4, 4, 4, 4, 4]
     barcode = screenshot(page, "wallet-code-v1.png")
     assert till_charges(shop, barcode, "3.20")["status"] == "succeeded"
+
+    cached = page.evaluate(CACHED_URLS)  # the app's files, never an API answer or a code
+    assert cached and all("/wallet/" in url and "/v1/" not in url for url in cached), cached
+    assert page.evaluate("location.href") == f"{live_server.url}/wallet/"
 
     exported = page.evaluate(EXPORT_PROBE)
     secret_keys = [row for row in exported if row[2] != "extractable"]

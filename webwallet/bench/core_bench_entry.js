@@ -4,10 +4,14 @@
 // non-extractable WebCrypto keys, as the app does, next to the raw primitives timed in the
 // same rounds: only ratios measured side by side mean anything on a shared machine.
 //
-//   runBench({step, rounds, perRound: {fast, slow}, devices: {v1: {...}, v2: {...}, v3: {...}}})
+// A browser's clock steps by 5 µs (cross-origin isolated; 100 µs otherwise) and an HMAC takes
+// about that long, so each op runs in batches of k calls, k chosen to last `batchMs`: a batch's
+// mean is the per-call figure, and each call is also timed alone for the tail (p90).
+//
+//   runBench({step, rounds, batches, batchMs, devices: {v1: {...}, v2: {...}, v3: {...}}})
 //     devices.v1/v2: {handle, deviceKey, hidingKey} (hex);  devices.v3: {handle, sealPublic}
-//   -> {runtime, isolated, samplesMs: {op: [ms, ...]}, roundMediansMs: {op: [ms per round]},
-//       codes: {v1, v2, v3}, publicKeys: {v3: hex}}
+//   -> {runtime, isolated, codes: {v1, v2, v3}, publicKeys: {v3: hex},
+//       ops: {name: {batch, batchMeansMs, roundMediansMs, singles, singleMedianMs, singleP90Ms}}}
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { x25519 } from '@noble/curves/ed25519.js';
 import {
@@ -24,8 +28,6 @@ const subtle = () => globalThis.crypto.subtle;
 const random = (n) => globalThis.crypto.getRandomValues(new Uint8Array(n));
 const HMAC = { name: 'HMAC', hash: 'SHA-256' };
 const ZERO_IV = new Uint8Array(16);
-/** Ops that take about a millisecond get `perRound.slow` samples a round, the rest `fast`. */
-const SLOW = new Set(['v3', 'x25519', 'v3_floor']);
 
 async function credentials(devices) {
   const out = {};
@@ -90,6 +92,14 @@ function median(values) {
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
+/** Each op's ms per call, timed over `n` calls after one warm-up call. */
+async function estimateMs(op, n) {
+  await op();
+  const start = performance.now();
+  for (let i = 0; i < n; i += 1) await op();
+  return (performance.now() - start) / n;
+}
+
 export async function runBench(config) {
   const { credentials: creds, publicKeys } = await credentials(config.devices);
   const sealPublic = hexToBytes(config.devices.v3.sealPublic);
@@ -107,33 +117,51 @@ export async function runBench(config) {
     codes[version] = await generateCode(creds[version], config.step, 1);
   }
   const names = Object.keys(ops);
-  for (const name of names) await ops[name](); // warm up every path once (JIT, key caches)
-  const samplesMs = Object.fromEntries(names.map((name) => [name, []]));
+  const batch = {};
+  for (const name of names) {
+    batch[name] = Math.max(1, Math.round(config.batchMs / (await estimateMs(ops[name], 20))));
+  }
+  const singles = Object.fromEntries(names.map((name) => [name, []]));
+  const batchMeansMs = Object.fromEntries(names.map((name) => [name, []]));
   const roundMediansMs = Object.fromEntries(names.map((name) => [name, []]));
-  const now = () => performance.now();
   for (let round = 0; round < config.rounds; round += 1) {
     // A different order every round, so a slow spell of the machine hits every op alike.
     const order = names.map((_, i) => names[(i + round) % names.length]);
     for (const name of order) {
-      const n = SLOW.has(name) ? config.perRound.slow : config.perRound.fast;
       const op = ops[name];
-      const times = new Array(n);
-      for (let i = 0; i < n; i += 1) {
-        const start = now();
-        await op();
-        times[i] = now() - start;
+      const k = batch[name];
+      const means = [];
+      for (let b = 0; b < config.batches; b += 1) {
+        const batchStart = performance.now();
+        for (let i = 0; i < k; i += 1) {
+          const start = performance.now();
+          await op();
+          singles[name].push(performance.now() - start);
+        }
+        means.push((performance.now() - batchStart) / k);
       }
-      samplesMs[name].push(...times);
-      roundMediansMs[name].push(median(times));
+      batchMeansMs[name].push(...means);
+      roundMediansMs[name].push(median(means));
     }
   }
   const runtime =
     typeof navigator !== 'undefined' && navigator.userAgent ? navigator.userAgent : 'node';
+  const figures = {};
+  for (const name of names) {
+    const sorted = singles[name].sort((a, b) => a - b);
+    figures[name] = {
+      batch: batch[name],
+      batchMeansMs: batchMeansMs[name],
+      roundMediansMs: roundMediansMs[name],
+      singles: sorted.length,
+      singleMedianMs: median(sorted),
+      singleP90Ms: sorted[Math.min(sorted.length - 1, Math.floor(0.9 * sorted.length))],
+    };
+  }
   return {
     runtime,
     isolated: Boolean(globalThis.crossOriginIsolated),
-    samplesMs,
-    roundMediansMs,
+    ops: figures,
     codes,
     publicKeys,
   };
