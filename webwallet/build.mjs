@@ -27,6 +27,8 @@ await esbuild.build({
 for (const name of readdirSync(join(here, 'static'))) {
   copyFileSync(join(here, 'static', name), join(out, name));
 }
+// ZXing's WebAssembly (src/app/qr_reader.js loads it from here, never from a CDN).
+copyFileSync(join(here, 'node_modules', 'zxing-wasm', 'dist', 'reader', 'zxing_reader.wasm'), join(out, 'zxing_reader.wasm'));
 const assets = readdirSync(out).sort();
 const digest = createHash('sha256');
 for (const name of assets) digest.update(name).update(readFileSync(join(out, name)));

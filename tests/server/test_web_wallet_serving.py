@@ -28,8 +28,11 @@ def test_the_app_is_served_with_a_strict_content_security_policy(client) -> None
     assert page.status_code == 200 and page.mimetype == "text/html"
     assert b'<script type="module" src="app.js">' in page.data
     policy = page.headers["Content-Security-Policy"]
-    assert "default-src 'none'" in policy and "script-src 'self';" in policy
-    assert "connect-src 'self'" in policy and "unsafe" not in policy
+    assert "default-src 'none'" in policy and "script-src 'self' 'wasm-unsafe-eval';" in policy
+    assert "connect-src 'self'" in policy
+    assert "'unsafe-inline'" not in policy and "'unsafe-eval'" not in policy
+    wasm = client.get("/wallet/zxing_reader.wasm")
+    assert wasm.status_code == 200 and wasm.mimetype == "application/wasm"
     assert page.headers["Cache-Control"] == "no-cache"
     worker = client.get("/wallet/sw.js")
     assert worker.status_code == 200 and worker.mimetype == "text/javascript"

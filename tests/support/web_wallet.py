@@ -37,6 +37,14 @@ def open_phone(chromium: Any, locale: str = "en-US") -> Iterator[Any]:
     page.console_errors = []
     page.on("console", lambda m: _page_error(m) and page.console_errors.append(m.text))
     page.on("pageerror", lambda error: page.console_errors.append(str(error)))
+    # No CDN, no font service: every request stays on the server's origin (127.0.0.1).
+    page.on(
+        "request",
+        lambda request: (
+            request.url.startswith("http://127.0.0.1:")
+            or page.console_errors.append(f"request to another origin: {request.url}")
+        ),
+    )
     yield page
     context.close()
 

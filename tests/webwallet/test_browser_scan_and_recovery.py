@@ -66,6 +66,8 @@ def test_scan_a_signed_poster_pay_it_and_bind_a_code_to_the_shop(
     enroll(page, live_sqlite, user)
     page.click("#nav-scan")
     page.set_input_files("#scan-file", str(poster))
+    page.wait_for_selector("#payee:not([hidden]), #scan-error:not([hidden])")
+    assert page.is_hidden("#scan-error"), page.inner_text("#scan-error")
     verdict = page.wait_for_selector("#payee-verdict.verified")
     merchant = next(iter(shop.tills))
     assert verdict.inner_text().startswith(merchant) and "verified" in verdict.inner_text()

@@ -1,13 +1,12 @@
 // Scan a shop's QR (camera or photo): show the payee as the server's signature proves it
 // (docs/spec.md §12), pay it online, or make a code bound to that shop (offline, §10).
-import decodeQR from '@paulmillr/qr/decode.js';
 import { readCollection, verifySignature } from '../core/index.js';
 import { newIdempotencyKey } from './api.js';
 import { $, describe, money, setMessage } from './dom.js';
 import { t } from './i18n.js';
+import { QrReader } from './qr_reader.js';
 
 const SCAN_SECONDS_MAX = 60;
-const FRAME_PX_MAX = 1280;
 
 export class ScanScreen {
   constructor(wallet, { onBind }) {
@@ -37,10 +36,10 @@ export class ScanScreen {
     video.srcObject = this.stream;
     video.hidden = false;
     await video.play();
-    const detector = await nativeDetector();
+    const reader = await QrReader.open();
     const deadline = performance.now() + SCAN_SECONDS_MAX * 1000;
     while (this.stream && performance.now() < deadline) {
-      const text = await detectIn(video, detector);
+      const text = await reader.read(video);
       if (text) { this.stopCamera(); await this.read(text); return; }
       await new Promise((resolve) => setTimeout(resolve, 120));
     }
@@ -58,7 +57,7 @@ export class ScanScreen {
     setMessage('scan-error', '');
     try {
       const bitmap = await createImageBitmap(file);
-      const text = await detectIn(bitmap, await nativeDetector());
+      const text = await (await QrReader.open()).read(bitmap);
       if (!text) { setMessage('scan-error', t('scan_none')); return; }
       await this.read(text);
     } catch (error) {
@@ -129,40 +128,5 @@ export class ScanScreen {
   async bind() {
     const { fields } = this.scanned;
     await this.onBind({ merchantId: fields.merchantId, terminalId: fields.terminalId || '', name: fields.localName || fields.merchantName });
-  }
-}
-
-async function nativeDetector() {
-  if (!('BarcodeDetector' in globalThis)) return null;
-  try {
-    const formats = await globalThis.BarcodeDetector.getSupportedFormats();
-    return formats.includes('qr_code') ? new globalThis.BarcodeDetector({ formats: ['qr_code'] }) : null;
-  } catch {
-    return null;
-  }
-}
-
-/** The browser's own detector where it has one, @paulmillr/qr's decoder otherwise. */
-async function detectIn(source, detector) {
-  if (detector) {
-    try {
-      const found = await detector.detect(source);
-      if (found.length) return found[0].rawValue;
-    } catch { /* fall through to the decoder */ }
-  }
-  const width = source.videoWidth || source.width;
-  const height = source.videoHeight || source.height;
-  if (!width || !height) return null;
-  const scale = Math.min(1, FRAME_PX_MAX / Math.max(width, height));
-  const canvas = document.createElement('canvas');
-  canvas.width = Math.round(width * scale);
-  canvas.height = Math.round(height * scale);
-  const context = canvas.getContext('2d', { willReadFrequently: true });
-  context.drawImage(source, 0, 0, canvas.width, canvas.height);
-  const image = context.getImageData(0, 0, canvas.width, canvas.height);
-  try {
-    return decodeQR({ width: image.width, height: image.height, data: image.data });
-  } catch {
-    return null;
   }
 }

@@ -3,7 +3,8 @@
 The app is built from webwallet/ (`make webwallet`: esbuild bundles it and our npm
 dependencies into paycode/server/wallet_app/). This blueprint only serves those files, with a
 Content-Security-Policy that lets the page talk to this server and nothing else: no CDN, no
-font service, no inline script or style. The service worker (sw.js) caches the app so it
+font service, no inline script or style, no eval ('wasm-unsafe-eval' admits only compiling
+WebAssembly: the QR reader, ZXing, served from here). The service worker (sw.js) caches the app so it
 starts in airplane mode; it never caches an API answer, and a code is never in a URL.
 """
 
@@ -22,7 +23,7 @@ bp = Blueprint("web_wallet", __name__, url_prefix="/wallet")
 APP_PACKAGE_DIR = "wallet_app"
 INDEX = "index.html"
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; "
     "connect-src 'self'; manifest-src 'self'; worker-src 'self'; media-src 'self' blob:; "
     "font-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
@@ -45,6 +46,7 @@ MEDIA_TYPES = {
     ".png": "image/png",
     ".html": "text/html",
     ".json": "application/json",
+    ".wasm": "application/wasm",
 }
 
 
