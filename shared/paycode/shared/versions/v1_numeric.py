@@ -6,7 +6,7 @@
     |  +- 8 digits: tag = HMAC-SHA256(device key, handle | step | counter) mod 10^8
     +- version prefix
 
-pad = AES-256(hiding key, "paycode-v1pd" | tag) mod 10^13. The tag comes first and the pad is
+pad = AES-256(hiding key, "pcv1pad:" | tag) mod 10^13. The tag comes first and the pad is
 derived from it (an SIV construction), so two codes of one device share nothing a merchant can
 see, while the server, holding the hiding key, unmasks the handle and finds the device in O(1).
 """
