@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from paycode.shared.emv.collection import CollectionCode, build_collection_payload, read_collection
-from paycode.shared.emv.qr_signature import verify_signature
+from paycode.shared.emv.qr_signature import b64url, from_b64url, verify_signature
 
 DOCUMENT = json.loads(
     (Path(__file__).resolve().parents[1] / "vectors" / "merchant_qr.json").read_text("utf-8")
@@ -49,3 +49,23 @@ def test_every_variant_reads_with_its_verdict(vector: dict[str, Any]) -> None:
     }
     assert verdicts == {variant["name"]: variant["verdict"] for variant in vector["variants"]}
     assert verdicts == {"as issued": "verified", "altered": "altered", "unsigned": "unsigned"}
+
+
+@pytest.mark.parametrize(
+    "respell",
+    [
+        lambda text: text[:10] + "=" + text[10:],
+        lambda text: text[:10] + "!" + text[10:],
+        lambda text: text.replace("-", "+").replace("_", "/"),
+        lambda text: text[:-1] + chr(ord(text[-1]) + 1),
+    ],
+    ids=["padding inside", "junk inside", "standard alphabet", "stray low bits"],
+)
+def test_a_respelled_signature_is_malformed_not_verified(respell: Any) -> None:
+    """Found by the JavaScript port: the lenient decoder read a signature re-spelled in the
+    payload as the same bytes, so an edited payload still read as verified."""
+    signature = bytes(range(64))
+    text = b64url(signature)
+    assert from_b64url(text) == signature
+    assert from_b64url(respell(text)) is None
+    assert from_b64url(text + "=") is None and from_b64url(text + "\n") is None

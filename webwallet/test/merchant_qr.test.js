@@ -245,3 +245,19 @@ test('an amount is read in its canonical form', () => {
   const payload = signed(DYNAMIC.slice(0, -8).replace('54042.50', '540402.5'));
   assert.equal(readCollection(payload).amountText, '2.50');
 });
+
+test('a re-spelled signature is malformed, never verified (one spelling per signature)', async () => {
+  const vector = QR.vectors[0];
+  const issued = vector.payload;
+  const start = issued.indexOf('0243') + 4; // 80/02: the signature's first 43 characters
+  const text = issued.slice(start, start + 43);
+  const respelled = [
+    text.slice(0, 10) + '!' + text.slice(11),
+    text.replace(/-/g, '+').replace(/_/g, '/'),
+  ].filter((other) => other !== text);
+  assert.ok(respelled.length >= 1);
+  for (const other of respelled) {
+    const payload = signed(issued.slice(0, start) + other + issued.slice(start + 43, -8));
+    assert.throws(() => readSignature(payload), (error) => error.code === 'code_malformed');
+  }
+});

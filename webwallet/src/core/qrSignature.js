@@ -8,7 +8,6 @@
 import { b64urlDecode, concatBytes, utf8 } from './bytes.js';
 import { EmvFormatError, invalidArgument } from './errors.js';
 import { decodeMpm } from './mpm.js';
-import { referenceB64urlDecode } from './referenceBase64.js';
 
 export const GUID = 'dev.paycode';
 export const DOMAIN = utf8('paycode-mpm-signature/1\n');
@@ -43,8 +42,13 @@ export function readSignature(payload, decoded = decodeMpm(payload)) {
   if (keyId === null || head === null || tail === null) {
     throw new EmvFormatError('signature template is missing a field', first.offset);
   }
-  const signature = referenceB64urlDecode(head.value + tail.value);
-  if (signature === null) throw new EmvFormatError('signature is not base64url', head.offset);
+  let signature;
+  try {
+    // One spelling per signature (docs/spec.md §12): the strict decoder, as the reference's.
+    signature = b64urlDecode(head.value + tail.value);
+  } catch {
+    throw new EmvFormatError('signature is not base64url', head.offset);
+  }
   if (signature.length !== SIGNATURE_BYTES) {
     throw new EmvFormatError('signature is not 64 bytes', head.offset);
   }

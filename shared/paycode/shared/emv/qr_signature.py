@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -69,12 +70,20 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
+BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def from_b64url(text: str) -> bytes | None:
-    """The bytes of unpadded base64url `text`; None when it is not base64url."""
+    """The bytes of unpadded base64url `text`; None when it is not exactly the text `b64url`
+    writes for them (only A-Z a-z 0-9 - _, no padding, no stray low bits): one signature has
+    one spelling, so a payload cannot be re-spelled and still read as the one issued."""
+    if not BASE64URL.fullmatch(text):
+        return None
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         return None
+    return data if b64url(data) == text else None
 
 
 def signed_message(covered_text: str) -> bytes:
