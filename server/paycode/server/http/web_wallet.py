@@ -4,8 +4,8 @@ The app is built from webwallet/ (`make webwallet`: esbuild bundles it and our n
 dependencies into paycode/server/wallet_app/). This blueprint only serves those files, with a
 Content-Security-Policy that lets the page talk to this server and nothing else: no CDN, no
 font service, no inline script or style, no eval ('wasm-unsafe-eval' admits only compiling
-WebAssembly: the QR reader, ZXing, served from here). The service worker (sw.js) caches the app so it
-starts in airplane mode; it never caches an API answer, and a code is never in a URL.
+WebAssembly: the QR reader, ZXing, served from here). The service worker (sw.js) caches the
+app so it starts in airplane mode; it never caches an API answer, and a code is never in a URL.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ bp = Blueprint("web_wallet", __name__, url_prefix="/wallet")
 APP_PACKAGE_DIR = "wallet_app"
 INDEX = "index.html"
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; "
+    "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; "
+    "img-src 'self' data: blob:; "
     "connect-src 'self'; manifest-src 'self'; worker-src 'self'; media-src 'self' blob:; "
     "font-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
