@@ -36,6 +36,7 @@ from paycode.server.safety.limits import (
     LimitSettings,
     UserLimits,
     account_limits,
+    pinless_reason,
     within_pinless,
 )
 from paycode.server.safety.qr_keys import QrKeys
@@ -151,9 +152,8 @@ def pay(
     today = account_limits(rules.limits, payer, now_s)
     pinless = within_pinless(today, money.amount_minor)
     if not pinless and not rules.pin_checked:
-        raise ApiError(
-            ErrorCode.PIN_REQUIRED, "above your password-free limits: pay again with your PIN"
-        )
+        reason = pinless_reason(today, money.amount_minor)
+        raise ApiError(ErrorCode.PIN_REQUIRED, f"{reason}: pay again with your PIN")
     payment = _insert_payment(
         session, device, merchant=merchant, code=code, order=order, money=money, now_s=now_s
     )

@@ -213,6 +213,31 @@ def within_pinless(limits: UserLimits, amount_minor: int) -> bool:
     return not needs_confirmation(amount_minor, in_force, (limits.today_count, limits.today_minor))
 
 
+def pinless_reason(limits: UserLimits, amount_minor: int) -> str | None:
+    """Which password-free limit `amount_minor` passes, in words for the payer (None: within
+    them all). Sent with `pin_required`, so a new user learns the rule where it meets them."""
+
+    def amount(minor: int) -> str:
+        return f"{format_amount(Money(minor, limits.currency))} {limits.currency}"
+
+    if amount_minor > limits.payment_max_minor:
+        return (
+            f"{amount(amount_minor)} is above the {amount(limits.payment_max_minor)} one payment "
+            "may be without the PIN"
+        )
+    if limits.today_count + 1 > limits.daily_count_max:
+        return (
+            f"{limits.daily_count_max} payments a day are password-free and "
+            f"{limits.today_count} were made today"
+        )
+    if limits.today_minor + amount_minor > limits.daily_max_minor:
+        return (
+            f"today's password-free total would pass {amount(limits.daily_max_minor)} "
+            f"({amount(limits.today_minor)} so far)"
+        )
+    return None
+
+
 def limits_json(limits: UserLimits) -> dict[str, object]:
     def amount(minor: int) -> str:
         return format_amount(Money(minor, limits.currency))
