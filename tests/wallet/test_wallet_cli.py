@@ -186,6 +186,29 @@ def test_enroll_prints_every_version(enrolled: Enrolled, app_sqlite: Server) -> 
     assert envelope["kdf"]["n"] == SCRYPT_N  # the console script writes the real cost
 
 
+def test_enroll_again_asks_and_replace_revokes_what_it_replaces(
+    app_sqlite: Server, tmp_path: Path
+) -> None:
+    """Re-running enroll replaced the keys silently and left the old devices live."""
+    user = new_user(app_sqlite, "again", TOP_UP)
+    home = tmp_path / "wallet"
+    enroll = ("enroll", "--server", app_sqlite.url, "--user", user, "--password-stdin")
+    first = wallet_cli(home, *enroll, stdin=PASSWORD + "\n")
+    assert first.returncode == 0, first
+    old_ids = device_ids_of(app_sqlite, user)
+    again = wallet_cli(home, *enroll, stdin=PASSWORD + "\n")
+    assert_error(again, "already_enrolled")
+    assert "enroll --replace" in again.stderr and device_ids_of(app_sqlite, user) == old_ids
+    replaced = wallet_cli(home, "--json", *enroll, "--replace", stdin=PASSWORD + "\n")
+    assert replaced.returncode == 0, replaced
+    assert set(replaced.json()["revoked"]) == old_ids
+    with app_sqlite.session() as session:
+        rows = session.scalars(select(Device).join(User).where(User.name == user)).all()
+        live = {row.id for row in rows if row.revoked_at_s is None}
+    assert live == {item["device_id"] for item in replaced.json()["enrolled"]}
+    assert not live & old_ids and len(live) == 3
+
+
 def test_status_human_and_json(enrolled: Enrolled, app_sqlite: Server) -> None:
     human = wallet_cli(enrolled.home, "status")
     assert human.returncode == 0, human

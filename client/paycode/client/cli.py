@@ -15,6 +15,7 @@ from paycode.appkit import rendering
 from paycode.appkit.console import add_json_flag, emit, run, wants_json
 from paycode.appkit.http_client import ServerClient
 from paycode.client import online
+from paycode.client.devices import revoke_replaced
 from paycode.client.devices_cli import PROG, add_device_commands, advice_notice
 from paycode.client.pay_cli import add_pay_command
 from paycode.client.pending_cli import add_pending_commands
@@ -51,13 +52,27 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     versions = args.version or live_versions()
     client = ServerClient(args.server)
     wallet = Wallet.open_or_create(args.home)
+    replaced = {v: e for v, e in wallet.enrollments().items() if v in versions}
+    old_server = wallet.server_url
+    if replaced and not args.replace:
+        listed = ", ".join(f"{v} ({e.device_id})" for v, e in sorted(replaced.items()))
+        message = (
+            f"this wallet is enrolled already: {listed} at {old_server}. 'paycode-wallet rotate' "
+            "renews its keys without a password; 'enroll --replace' enrolls again and revokes "
+            "the devices it replaces"
+        )
+        raise WalletError(message, code=ErrorCode.ALREADY_ENROLLED)
     password = _read_password(args)
     result = online.enroll(wallet, client, user=args.user, password=password, versions=versions)
+    revoked = revoke_replaced(wallet, replaced, old_server)
     enrolled = [{"version": g.version, "device_id": g.device_id} for g in result.granted]
     names = ", ".join(f"{g.version} ({g.device_id})" for g in result.granted)
     offset = f"clock offset {result.clock_offset_s:+.1f} s"
     human = f"enrolled {args.user} at {client.base_url}: {names}; {offset}"
-    emit(args, human, {"enrolled": enrolled, "clock_offset_s": result.clock_offset_s})
+    if revoked:
+        human += f"; revoked the replaced {', '.join(revoked)}"
+    answer = {"enrolled": enrolled, "revoked": revoked, "clock_offset_s": result.clock_offset_s}
+    emit(args, human, answer)
     return 0
 
 
@@ -238,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         choices=versions,
         help="code version (repeatable; default all)",
+    )
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="this wallet is enrolled: enroll again and revoke the devices it replaces "
+        "(without it, enroll refuses; 'rotate' renews keys without a password)",
     )
     p.set_defaults(func=cmd_enroll)
 

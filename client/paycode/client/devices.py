@@ -20,8 +20,9 @@ from urllib.parse import quote
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from paycode.appkit.http_client import ServerClient
 from paycode.client import online
-from paycode.client.wallet import PendingRotation, Wallet, live_versions
+from paycode.client.wallet import Enrollment, PendingRotation, Wallet, live_versions
 from paycode.shared.codes import ErrorCode
 from paycode.shared.enrollment import b64, new_ed25519_seed
 from paycode.shared.errors import ServerRejected, WalletError
@@ -252,3 +253,31 @@ def reenroll(wallet: Wallet) -> Reenrollment:
         else:
             result.rotated.append(rotate_one(wallet, version, target))
     return result
+
+
+def revoke_replaced(
+    wallet: Wallet, replaced: dict[str, Enrollment], old_server: str | None
+) -> list[str]:
+    """Each replaced device revokes itself at the server it was enrolled with (its key was
+    kept in memory for this): re-enrolling never leaves a live device behind. A failure names
+    the devices still live, for `revoke` from another wallet or the operator."""
+    revoked: list[str] = []
+    for enrollment in replaced.values():
+        path = f"{DEVICES_PATH}/{quote(enrollment.device_id, safe='')}/revoke"
+        try:
+            online.signed_call(
+                wallet, "POST", path, {}, enrollment=enrollment,
+                idempotency_key=str(uuid.uuid4()), client=ServerClient(old_server or ""),
+            )  # fmt: skip
+        except ServerRejected as error:
+            if error.code == ErrorCode.UNAUTHORIZED:
+                continue  # revoked already (the server refuses a revoked device's signature)
+            left = [e.device_id for e in replaced.values() if e.device_id not in revoked]
+            raise ServerRejected(
+                error.code,
+                f"enrolled again, but could not revoke the replaced devices {', '.join(left)}: "
+                f"{error.message}; revoke them with 'paycode-wallet revoke ID'",
+                status=error.status,
+            ) from error
+        revoked.append(enrollment.device_id)
+    return revoked

@@ -129,12 +129,14 @@ def signed_call(
     *,
     enrollment: Enrollment | None = None,
     idempotency_key: str | None = None,
+    client: ServerClient | None = None,
 ) -> Response:
-    """A call signed by `enrollment` (default: the wallet's default device). Its answer, or its
-    refusal, re-syncs the clock; a refusal that moved the clock is signed afresh and sent once
-    more (same Idempotency-Key: a refused request stored nothing)."""
+    """A call signed by `enrollment` (default: the wallet's default device), to `client`
+    (default: the wallet's server). Its answer, or its refusal, re-syncs the clock; a refusal
+    that moved the clock is signed afresh and sent once more (same Idempotency-Key: a refused
+    request stored nothing)."""
     signer = enrollment or wallet.enrollment()
-    client = client_for(wallet)
+    client = client or client_for(wallet)
     for attempt in range(1, SIGNED_ATTEMPTS_MAX + 1):
         used_offset_s = wallet.clock_offset_s
         auth = DeviceAuth(signer.device_id, signer.credential, used_offset_s)

@@ -40,6 +40,7 @@ class ErrorCode(enum.StrEnum):
     MERCHANT_MISMATCH = "merchant_mismatch"
     DEVICE_REVOKED = "device_revoked"
     DEVICE_LOCKED = "device_locked"
+    ALREADY_ENROLLED = "already_enrolled"
     BINDING_UNSUPPORTED = "binding_unsupported"
     # -- money -----------------------------------------------------------------------------
     AMOUNT_INVALID = "amount_invalid"
