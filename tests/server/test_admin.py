@@ -417,6 +417,7 @@ def test_master_key_file_is_created_0600(tmp_path: Path) -> None:
 def test_errors_before_any_database_work_have_codes(tmp_path: Path) -> None:
     """Input and configuration errors need no server: each command in this process."""
     env = server_env(tmp_path, f"sqlite:///{tmp_path / 'paycode.db'}")
+    assert run_cli_in_process(env, "init-db").returncode == 0  # else: no bank there
     runs = [
         (env, ["users", "create", "nopw"], "password_required"),  # stdin is /dev/null
         (env, ["users", "create", "has space", "--password-stdin"], "name_invalid"),
@@ -579,3 +580,27 @@ def _pending_payments(server: Server, user_id: str, now_s: float) -> tuple[str, 
                 )
             )
     return ids
+
+
+def test_a_command_from_another_folder_finds_the_same_bank_or_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue: the default instance was ./instance, so a command run from another folder
+    silently made a new, empty bank there (a master key and an SQLite file)."""
+    data_home = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYCODE_")}
+    env |= {"XDG_DATA_HOME": str(data_home), "HOME": str(tmp_path)}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    refused = run_cli_in_process(env, "users", "top-up", "alice", "1.00")
+    assert_error(refused, "config_invalid")
+    assert "no bank at" in refused.stderr and "init-db" in refused.stderr
+    assert not (data_home / "paycode").exists() and list(elsewhere.iterdir()) == []
+    made = run_cli_in_process(env, "init-db")
+    assert made.returncode == 0, made.stderr
+    assert f"instance folder {data_home / 'paycode'}" in made.stdout
+    monkeypatch.chdir(tmp_path)  # another folder: the same bank
+    created = run_cli_in_process(env, "users", "create", "alice", "--password-stdin", stdin="pw\n")
+    assert created.returncode == 0, created.stderr
+    assert (data_home / "paycode" / "paycode.db").exists() and list(elsewhere.iterdir()) == []

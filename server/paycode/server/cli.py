@@ -58,7 +58,7 @@ def cmd_init_db(args: argparse.Namespace) -> int:
     from paycode.server.database import migrate  # noqa: PLC0415 - keeps --help fast
     from paycode.server.safety import keyring  # noqa: PLC0415
 
-    config = _config()
+    config = _config(new_bank=True)
     if config.database_url.startswith("sqlite"):
         config.instance_path.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
@@ -72,8 +72,8 @@ def cmd_init_db(args: argparse.Namespace) -> int:
     revision = migrate.current_revision(config.database_url)
     emit(
         args,
-        f"database ready: {url} (schema {revision})",
-        {"database_url": url, "revision": revision},
+        f"database ready: {url} (schema {revision}); instance folder {config.instance_path}",
+        {"database_url": url, "revision": revision, "instance": str(config.instance_path)},
     )
     return 0
 

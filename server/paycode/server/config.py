@@ -1,8 +1,11 @@
-"""Server configuration: one object, read from the environment once at start (never per
+r"""Server configuration: one object, read from the environment once at start (never per
 request) by `ServerConfig.from_env`, and handed to `create_app`, the worker and the commands.
 
 PAYCODE_DATABASE_URL   SQLAlchemy URL; default an SQLite file in the instance folder
-PAYCODE_INSTANCE       instance folder (database, master key files); default ./instance
+PAYCODE_INSTANCE       instance folder (database, master key files); default the platform's
+                       data folder: $XDG_DATA_HOME/paycode or ~/.local/share/paycode (Linux),
+                       ~/Library/Application Support/paycode (macOS), %APPDATA%\paycode
+                       (Windows): the same bank whatever folder a command runs from
 PAYCODE_MASTER_KEY_ID  the current master key: new secrets are sealed under it, and its id is
                        stored with every row; default "mk1"
 PAYCODE_MASTER_KEY     base64 of 32 bytes: the current key
@@ -38,6 +41,7 @@ import binascii
 import math
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,7 +90,7 @@ class ServerConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServerConfig:
         env = os.environ if env is None else env
-        instance = Path(env.get("PAYCODE_INSTANCE") or "instance").resolve()
+        instance = instance_folder(env)
         url = env.get("PAYCODE_DATABASE_URL") or f"sqlite:///{instance / 'paycode.db'}"
         keys, key_id = master_keys(env, instance)
         values: dict[str, object] = {
@@ -104,6 +108,21 @@ class ServerConfig:
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def instance_folder(env: Mapping[str, str], platform: str = sys.platform) -> Path:
+    """PAYCODE_INSTANCE, else the platform's per-user data folder: never the current folder,
+    where a command run from elsewhere would silently open a second, empty bank."""
+    if env.get("PAYCODE_INSTANCE"):
+        return Path(env["PAYCODE_INSTANCE"]).expanduser().resolve()
+    home = Path(env.get("HOME") or Path.home())
+    if platform == "darwin":
+        base = home / "Library" / "Application Support"
+    elif platform.startswith("win"):
+        base = Path(env.get("APPDATA") or home / "AppData" / "Roaming")
+    else:
+        base = Path(env.get("XDG_DATA_HOME") or home / ".local" / "share")
+    return (base / "paycode").resolve()
 
 
 def _proxy_hops(env: Mapping[str, str]) -> int:

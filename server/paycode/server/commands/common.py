@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session
 
-from paycode.server.config import ServerConfig
+from paycode.server.config import ServerConfig, instance_folder
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import PaycodeError
 from paycode.shared.money import Money, format_amount
@@ -38,8 +40,36 @@ class DatabaseError(PaycodeError):
 # -- shared plumbing ---------------------------------------------------------------------------
 
 
-def config() -> ServerConfig:
+def config(*, new_bank: bool = False) -> ServerConfig:
+    """The configuration every command shares. Only `init-db` (`new_bank`) may start a bank:
+    any other command on an SQLite database that does not exist is refused before a file or
+    a master key is made, so a command run with the wrong PAYCODE_INSTANCE never opens a
+    second, empty bank."""
+    if not new_bank:
+        missing = missing_sqlite_bank(os.environ)
+        if missing is not None:
+            raise CliError(
+                ErrorCode.CONFIG_INVALID,
+                f"no bank at {missing}: run `{PROG} init-db` to create one there, or set "
+                "PAYCODE_INSTANCE (or PAYCODE_DATABASE_URL) to the bank you mean",
+            )
     return ServerConfig.from_env()
+
+
+def missing_sqlite_bank(env: Mapping[str, str]) -> Path | None:
+    """The SQLite file the configuration names, when it does not exist (else None)."""
+    url = env.get("PAYCODE_DATABASE_URL") or ""
+    if not url:
+        path = instance_folder(env) / "paycode.db"
+    else:
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            return None  # check_url reports it
+        if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+            return None
+        path = Path(parsed.database)
+    return None if path.exists() else path
 
 
 def hidden_url(url: str) -> str:
