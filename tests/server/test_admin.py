@@ -145,6 +145,18 @@ def test_init_db_twice_is_fine(server: Server) -> None:
     assert purposes == ["hiding:v1", "hiding:v2", "qr", "seal"]  # no second set of keys
 
 
+def test_a_one_character_account_password_is_refused(server: Server) -> None:
+    """Account passwords had no minimum (1 character accepted) while dashboard passwords
+    needed 10: one policy now, stated in --help."""
+    name = unique("shortpw")
+    for weak in ("x", "123456789"):
+        done = server.cli_in_process("users", "create", name, "--password-stdin", stdin=weak + "\n")
+        assert_error(done, "password_invalid")
+        assert "at least 10 characters" in done.stderr
+    helped = server.cli_in_process("users", "create", "--help")
+    assert "a password has 10 to 1024 characters" in helped.stdout.replace("\n", " ")
+
+
 def test_users_create_then_duplicate(server: Server) -> None:
     name = unique("alice")
     result = server.cli_in_process(
@@ -152,7 +164,9 @@ def test_users_create_then_duplicate(server: Server) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert name in result.stdout and "CNY" in result.stdout
-    again = server.cli_in_process("users", "create", name, "--password-stdin", stdin="other\n")
+    again = server.cli_in_process(
+        "users", "create", name, "--password-stdin", stdin="another password\n"
+    )
     assert_error(again, "user_exists")
     with server.session() as session:
         user = session.scalars(select(User).where(User.name == name)).one()
@@ -537,9 +551,11 @@ def test_purge_drops_only_guard_counters_that_have_gone_quiet(tmp_path: Path) ->
 def test_admin_services_refuse_bad_input(tmp_path: Path) -> None:
     with _migrated_session(tmp_path) as session:
         cases: list[tuple[Callable[[], object], str]] = [
-            (lambda: admin.create_user(session, "a" * 65, "pw", "CNY"), "name_invalid"),
-            (lambda: admin.create_user(session, "bob", "pw", "XXX"), "currency_unknown"),
+            (lambda: admin.create_user(session, "a" * 65, PASSWORD, "CNY"), "name_invalid"),
+            (lambda: admin.create_user(session, "bob", PASSWORD, "XXX"), "currency_unknown"),
             (lambda: admin.create_user(session, "bob", "", "CNY"), "password_invalid"),
+            (lambda: admin.create_user(session, "bob", "x", "CNY"), "password_invalid"),
+            (lambda: admin.create_user(session, "bob", "9 chars..", "CNY"), "password_invalid"),
             (lambda: admin.create_merchant(session, " Cafe", "CNY"), "name_invalid"),
             (lambda: admin.top_up(session, "nobody", "1", 0.0), "not_found"),
             (lambda: admin.revoke_device(session, "dev_none", 0.0), "not_found"),
@@ -548,7 +564,7 @@ def test_admin_services_refuse_bad_input(tmp_path: Path) -> None:
             with pytest.raises(ApiError) as raised:
                 call()
             assert raised.value.code == code
-        user = admin.create_user(session, "bob", "pw", "156")  # numeric ISO code accepted
+        user = admin.create_user(session, "bob", PASSWORD, "156")  # numeric ISO code accepted
         assert admin.default_currency(session, user.name) == "CNY"
         assert admin.top_up(session, "bob", "5", 1.0, currency="JPY") == 5  # a second currency
         session.commit()
@@ -601,6 +617,8 @@ def test_a_command_from_another_folder_finds_the_same_bank_or_refuses(
     assert made.returncode == 0, made.stderr
     assert f"instance folder {data_home / 'paycode'}" in made.stdout
     monkeypatch.chdir(tmp_path)  # another folder: the same bank
-    created = run_cli_in_process(env, "users", "create", "alice", "--password-stdin", stdin="pw\n")
+    created = run_cli_in_process(
+        env, "users", "create", "alice", "--password-stdin", stdin="alice password\n"
+    )
     assert created.returncode == 0, created.stderr
     assert (data_home / "paycode" / "paycode.db").exists() and list(elsewhere.iterdir()) == []

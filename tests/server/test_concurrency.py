@@ -51,14 +51,14 @@ def _customer(
     """The admin commands run in this process (tests.support.servers.run_cli_in_process): they only
     set the race up, and a process each would cost about a second."""
     cli = server.cli_in_process
-    _ok(cli("users", "create", name, "--password-stdin", stdin="pw-" + name + "\n"))
+    _ok(cli("users", "create", name, "--password-stdin", stdin="password-" + name + "\n"))
     _ok(cli("users", "top-up", name, amount))
     # Every payment here may go without the PIN: these tests race money, not limits.
     _ok(cli("users", "limits", name, "--daily-count", "1000"))
     monkeypatch.setenv("PAYCODE_WALLET_PASSPHRASE", "test passphrase")
     wallet = Wallet.open_or_create(home)
     online.enroll(
-        wallet, ServerClient(server.url), user=name, password="pw-" + name, versions=["v2"]
+        wallet, ServerClient(server.url), user=name, password="password-" + name, versions=["v2"]
     )
     return wallet
 

@@ -27,7 +27,7 @@ from paycode.client.wallet import Wallet
 from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.server.database.models import Account, LedgerEntry, LedgerTransaction, Payment, User
 from paycode.server.operations import admin
-from paycode.shared.errors import ServerRejected
+from paycode.shared.errors import ServerRejected, WalletError
 from tests.support.servers import LiveServer, Server
 from tests.support.shop import (
     PASSWORD,
@@ -281,10 +281,24 @@ def test_another_customers_payment_is_not_found(server: Server, tmp_path: Path) 
 
 def test_a_pin_needs_the_password(server: Server, tmp_path: Path) -> None:
     _, wallet = _customer(server, tmp_path)
-    refused("unauthorized", pending.set_pin, wallet, password="not it", pin="111111")
+    refused("unauthorized", pending.set_pin, wallet, password="not it", pin="482915")
     bad = refused("invalid_request", online.signed_call, wallet, "POST", "/v1/wallet/pin",
                   {"password": PASSWORD, "pin": "12ab56"}, idempotency_key="k-bad-pin")  # fmt: skip
     assert "6 digits" in bad.message
+
+
+@pytest.mark.parametrize("trivial", ["123456", "654321", "000000", "121212", "123123", "112233"])
+def test_a_trivial_pin_is_refused_when_set(server: Server, tmp_path: Path, trivial: str) -> None:
+    """PIN 123456 and the other first guesses were accepted as a payment PIN."""
+    _, wallet = _customer(server, tmp_path)
+    with pytest.raises(WalletError) as local:  # the wallet refuses before any network
+        pending.set_pin(wallet, password=PASSWORD, pin=trivial)
+    assert local.value.code == "pin_invalid"
+    assert "attacker" in local.value.message or "run such as 123456" in local.value.message
+    body = {"password": PASSWORD, "pin": trivial}
+    remote = refused("invalid_request", online.signed_call, wallet, "POST", "/v1/wallet/pin",
+                     body, idempotency_key=f"k-{trivial}")  # fmt: skip
+    assert "PIN" in remote.message
 
 
 # -- the POS and the wallet, end to end through the console scripts ---------------------------

@@ -103,3 +103,11 @@ test('a drawn QR reads back as the code, and v1 digits are Code 128 set C in gro
   assert.equal(groupDigits('873167583699589887379608'), '8731 6758 3699 5898 8737 9608');
   assert.throws(() => code128Modules('123'));
 });
+
+test('a payment PIN follows the server\'s rule (shared/paycode/shared/credentials.py)', async () => {
+  const { pinProblem } = await import('../src/core/index.js');
+  for (const pin of ['123456', '654321', '000000', '890123']) assert.equal(pinProblem(pin), 'run', pin);
+  for (const pin of ['121212', '123123', '112233', '520520']) assert.equal(pinProblem(pin), 'common', pin);
+  for (const pin of ['12345', '12345a', '1234567', '']) assert.equal(pinProblem(pin), 'format', pin);
+  for (const pin of ['246810', '135790', '739152', '135246']) assert.equal(pinProblem(pin), null, pin);
+});

@@ -15,6 +15,7 @@ from typing import Any
 from paycode.client.online import signed_call
 from paycode.client.wallet import Wallet
 from paycode.shared.codes import ErrorCode
+from paycode.shared.credentials import pin_problem
 from paycode.shared.errors import WalletError
 
 PIN_DIGITS = 6
@@ -66,6 +67,9 @@ def decline(wallet: Wallet, payment_id: str) -> dict[str, Any]:
 
 
 def set_pin(wallet: Wallet, *, password: str, pin: str) -> None:
+    problem = pin_problem(pin)
+    if problem is not None:
+        raise WalletError(problem, code=ErrorCode.PIN_INVALID)
     body = {"password": password, "pin": check_pin(pin)}
     signed_call(wallet, "POST", "/v1/wallet/pin", body, idempotency_key=str(uuid.uuid4()))
 

@@ -1,9 +1,8 @@
 // Enrollment: one sign-in enrolls every live code version and sets the PIN; after a storage
 // loss the same step revokes the devices this browser lost.
+import { pinProblem } from '../core/index.js';
 import { $, describe, element, notice, setMessage } from './dom.js';
 import { t } from './i18n.js';
-
-const PIN = /^\d{6}$/;
 
 export class EnrollScreen {
   constructor(wallet, { onEnrolled }) {
@@ -25,7 +24,8 @@ export class EnrollScreen {
     const user = $('enroll-user').value.trim();
     const password = $('enroll-password').value;
     const pin = $('enroll-pin').value.trim();
-    if (pin && !PIN.test(pin)) { setMessage('enroll-error', t('pin_bad')); return; }
+    const weak = pin ? pinProblem(pin) : null;
+    if (weak) { setMessage('enroll-error', t(weak === 'format' ? 'pin_bad' : 'pin_weak')); return; }
     const button = $('enroll-submit');
     button.disabled = true;
     button.textContent = t('enrolling');

@@ -40,6 +40,7 @@ export {
   generateCode,
   versionOf,
 } from './codes.js';
+export { PIN_DIGITS, pinProblem } from './credentials.js';
 export { SCHEME, newNonce, signRequest, signedHeaders, signingMessage } from './walletAuth.js';
 export { SUPPORTED_CURRENCIES, currency, formatAmount, parseAmount } from './money.js';
 export { DataObject } from './tlv.js';

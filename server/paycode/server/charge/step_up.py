@@ -39,6 +39,7 @@ from paycode.server.safety.guard import (
 )
 from paycode.server.safety.passwords import hash_password, verify_password
 from paycode.shared.codes import ErrorCode, PaymentStatus
+from paycode.shared.credentials import pin_problem
 from paycode.shared.errors import ApiError
 
 PIN_DIGITS = 6
@@ -90,6 +91,11 @@ def count_wrong_pin(session: Session, user_id: str, now_s: float) -> None:
 
 
 def set_pin(session: Session, user_id: str, pin: str) -> None:
+    """A new PIN must not be one an attacker tries first (paycode.shared.credentials); a PIN
+    set before that rule still confirms."""
+    problem = pin_problem(pin)
+    if problem is not None:
+        raise ApiError(ErrorCode.INVALID_REQUEST, problem)
     session.execute(update(User).where(User.id == user_id).values(pin_hash=hash_password(pin)))
 
 

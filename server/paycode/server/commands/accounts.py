@@ -33,6 +33,7 @@ from paycode.server.safety.passwords import PASSWORD_CHARS_MAX
 from paycode.server.safety.secretbox import SecretBox
 from paycode.server.wallets import devices
 from paycode.shared.codes import ErrorCode
+from paycode.shared.credentials import POLICY_TEXT, password_problem
 from paycode.shared.money import format_amount, parse_amount
 from paycode.shared.timestamps import iso_time
 
@@ -49,6 +50,9 @@ def _read_password(from_stdin: bool) -> str:
             ErrorCode.PASSWORD_REQUIRED, "no terminal to prompt on: use --password-stdin"
         )
     password = getpass.getpass("Password: ")
+    problem = password_problem(password)
+    if problem is not None:  # before the second prompt, not after it
+        raise CliError(ErrorCode.PASSWORD_INVALID, problem)
     if getpass.getpass("Repeat password: ") != password:
         raise CliError(ErrorCode.PASSWORD_MISMATCH, "the two passwords differ")
     return password
@@ -329,7 +333,12 @@ def _add_terminal_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
 
 def add_account_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
     users = sub.add_parser("users", help="wallet users").add_subparsers(metavar="ACTION")
-    create = users.add_parser("create", help="create a user and an empty account")
+    create = users.add_parser(
+        "create",
+        help="create a user and an empty account",
+        description=f"Create a wallet user. The password is prompted twice (or one line with "
+        f"--password-stdin): {POLICY_TEXT}.",
+    )
     create.add_argument("name")
     create.add_argument("--password-stdin", action="store_true", help="read one line as password")
     create.add_argument("--currency", default=DEFAULT_CURRENCY)

@@ -26,6 +26,7 @@ from paycode.server.safety.guard import (
 )
 from paycode.server.safety.passwords import PasswordInvalid, hash_password
 from paycode.server.wallets import sessions
+from paycode.shared import credentials
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import ApiError
 
@@ -35,7 +36,7 @@ SESSION_TTL_S = 8 * 3600
 TOKEN_BYTES = 32
 NAME_CHARS_MAX = 64
 PASSWORD_CHARS_MAX = 1024
-PASSWORD_CHARS_MIN = 10
+PASSWORD_CHARS_MIN = credentials.PASSWORD_CHARS_MIN  # one policy for every password
 """The dashboard can refund money, so its password is longer than a wallet's may be."""
 LOGIN_GUARD = GuardSettings(window_s=900.0, backoff_base_s=300.0, backoff_max_s=86_400.0)
 """Ten wrong passwords for one merchant (50 from one address) in 15 minutes block its log-in

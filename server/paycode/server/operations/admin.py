@@ -42,6 +42,7 @@ from paycode.server.safety.passwords import PasswordInvalid, hash_password
 from paycode.server.safety.secretbox import SecretBox
 from paycode.server.wallets import devices
 from paycode.shared.codes import ErrorCode
+from paycode.shared.credentials import password_problem
 from paycode.shared.errors import ApiError, CurrencyUnknown
 from paycode.shared.money import currency as lookup_currency
 from paycode.shared.money import parse_amount
@@ -119,6 +120,9 @@ def create_user(
     """A wallet user with a scrypt password hash and an empty account in `currency`."""
     check_user_name(name)
     alpha = check_currency(currency)
+    problem = password_problem(password)
+    if problem is not None:
+        raise ApiError(ErrorCode.PASSWORD_INVALID, problem)
     try:
         password_hash = hash_password(password)
     except PasswordInvalid as error:
