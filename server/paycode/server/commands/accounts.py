@@ -24,6 +24,7 @@ from paycode.server.commands.common import (
     session as _session,
 )
 from paycode.server.commands.notifications import add_notify_secret_command
+from paycode.server.commands.roster import add_roster_commands
 from paycode.server.dashboard import access
 from paycode.server.database.models import DEFAULT_CITY, DEFAULT_COUNTRY, Merchant, Terminal
 from paycode.server.notifications import events
@@ -409,6 +410,7 @@ def add_account_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
     password.add_argument("--password-stdin", action="store_true", help="read it from stdin")
     password.add_argument("--close", action="store_true", help="remove it: no log-in at all")
     password.set_defaults(func=cmd_merchants_set_password)
+    roster_parsers = add_roster_commands(users, merchants)
     terminal_parsers = _add_terminal_commands(sub)
     device_commands = sub.add_parser("devices", help="enrolled devices").add_subparsers(
         metavar="ACTION"
@@ -429,6 +431,7 @@ def add_account_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
         merchant,
         notify_secret,
         password,
+        *roster_parsers,
         *terminal_parsers,
         revoke,
         listing,

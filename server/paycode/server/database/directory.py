@@ -1,4 +1,6 @@
 """Per-process caches of what never changes for a row: terminal secrets and device keys.
+A terminal's entry also carries its merchant's allow-list and notify flag, which an operator
+may change (`merchants update`): those entries are reloaded after MERCHANT_SETTINGS_TTL_S.
 
 A charge must not pay for a database round trip and an AES-GCM unseal just to learn a secret
 that was fixed when its terminal or device was created. What can change (a revocation, a
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -27,6 +30,9 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 TERMINALS_CACHED_MAX = 10_000
+MERCHANT_SETTINGS_TTL_S = 5.0
+"""How long a worker keeps a terminal's merchant settings (allow-list, notify flag) before it
+reads them again: a `merchants update` is in force everywhere within this."""
 DEVICES_CACHED_MAX = 200_000
 """About 200 bytes an entry: 40 MB per worker at the bound, for the busiest devices."""
 
@@ -66,7 +72,8 @@ class BoundedCache(Generic[K, V]):
 
 @dataclass(frozen=True, slots=True)
 class TerminalCredential:
-    """A live terminal's signing secret and its merchant: fixed for the terminal's life."""
+    """A live terminal's signing secret and its merchant (the secret is fixed for the
+    terminal's life; the merchant's settings are re-read after MERCHANT_SETTINGS_TTL_S)."""
 
     terminal_id: str
     merchant_id: str
@@ -76,6 +83,8 @@ class TerminalCredential:
     """Where its requests may come from (the merchant's allow-list); () means anywhere."""
     notify: bool = False
     """The merchant has a notify_url: its charges write a notification in their transaction."""
+    loaded_at_s: float = 0.0
+    """time.monotonic() when read: the merchant's settings are re-read after a while."""
 
     def allows(self, address: str | None) -> bool:
         if not self.allowed_networks:
@@ -107,7 +116,7 @@ class Directory:
     def terminal(self, key_id: str) -> TerminalCredential | None:
         """The terminal signing with `key_id`, or None when it is unknown or revoked."""
         cached = self._terminals.get(key_id)
-        if cached is not None:
+        if cached is not None and time.monotonic() - cached.loaded_at_s < MERCHANT_SETTINGS_TTL_S:
             return cached
         statement = (
             select(
@@ -125,7 +134,13 @@ class Directory:
             ipaddress.ip_network(cidr) for cidr in (row.allowed_cidrs or "").split(",") if cidr
         )
         credential = TerminalCredential(
-            row.id, row.merchant_id, row.currency, secret, networks, row.notify_url is not None
+            row.id,
+            row.merchant_id,
+            row.currency,
+            secret,
+            networks,
+            row.notify_url is not None,
+            time.monotonic(),
         )
         self._terminals.put(key_id, credential)
         return credential

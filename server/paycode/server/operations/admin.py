@@ -283,7 +283,7 @@ def create_merchant(
     alpha = check_currency(currency)
     url = check_notify_url(notify_url) if notify_url is not None else None
     city = check_city(city)
-    emv = _emv_names(name, city, ascii_name=ascii_name, ascii_city=ascii_city, language=language)
+    emv = emv_names(name, city, ascii_name=ascii_name, ascii_city=ascii_city, language=language)
     merchant = Merchant(
         id=new_id("mch"),
         name=name,
@@ -304,7 +304,7 @@ def create_merchant(
     return merchant
 
 
-def _emv_names(
+def emv_names(
     name: str, city: str, *, ascii_name: str | None, ascii_city: str | None, language: str | None
 ) -> tuple[str | None, str | None, str | None]:
     """(ascii_name, ascii_city, language) as stored: each NULL where it is not needed."""
