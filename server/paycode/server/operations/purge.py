@@ -25,6 +25,7 @@ from paycode.server.database.models import (
     WalletSession,
 )
 from paycode.server.safety.guard import GuardSettings
+from paycode.server.wallets import sessions
 
 IDEMPOTENCY_TTL_S: Final = 24 * 3600
 """Idempotency records are kept a day: a client retrying later than that is a new request."""
@@ -37,6 +38,8 @@ Key = tuple[InstrumentedAttribute[str], ...]
 GUARD_RULES: Final[tuple[tuple[tuple[str, ...], GuardSettings], ...]] = (
     (("pin:",), step_up.PIN_GUARD),
     (("dashboard:", "dashboard-ip:"), access.LOGIN_GUARD),
+    (("wallet:",), sessions.LOGIN_GUARD),
+    (("wallet-ip:",), sessions.LOGIN_IP_GUARD),
 )
 """The guards outside the charge path, by the prefixes of their counters' scopes: each one's
 counters are purged by its own window and back-off maximum; every other counter is the charge
