@@ -32,10 +32,12 @@ from paycode.server.database.models import Merchant, Payment, User
 from paycode.server.http.problems import problem_reply
 from paycode.server.notifications import events
 from paycode.server.safety.guard import (
+    AttemptRefused,
     GuardScopes,
     GuardSettings,
-    blocked_until_s,
-    count_failure_any,
+    release_attempt,
+    reserve_attempt,
+    settle_wrong,
 )
 from paycode.server.safety.passwords import hash_password, verify_password
 from paycode.shared.codes import ErrorCode, PaymentStatus
@@ -67,12 +69,6 @@ def pin_scopes(user_id: str) -> GuardScopes:
     return GuardScopes((f"pin:{user_id}",), (PIN_FAILURES_MAX,))
 
 
-def pin_blocked_for_s(session: Session, user_id: str, now_s: float) -> float | None:
-    """Seconds left of a block on this user's PIN attempts, if one is in force."""
-    until_s = blocked_until_s(session.connection(), pin_scopes(user_id), now_s)
-    return None if until_s is None else until_s - now_s
-
-
 def stored_pin(session: Session, user_id: str) -> str | None:
     return session.scalar(select(User.pin_hash).where(User.id == user_id))
 
@@ -86,8 +82,21 @@ def pin_matches(stored: str | None, pin: str) -> bool:
     return verify_password(pin, stored)
 
 
-def count_wrong_pin(session: Session, user_id: str, now_s: float) -> None:
-    count_failure_any(session.connection(), pin_scopes(user_id), PIN_GUARD, now_s)
+def reserve_pin_attempt(session: Session, user_id: str, now_s: float) -> None:
+    """Take one of the user's PIN attempts before the PIN is checked, or raise AttemptRefused
+    (the caller's transaction rolls back): concurrent requests cannot check more than the
+    limit (paycode.server.safety.guard.reserve_attempt)."""
+    wait_s = reserve_attempt(session.connection(), pin_scopes(user_id), PIN_GUARD, now_s)
+    if wait_s is not None:
+        raise AttemptRefused(wait_s)
+
+
+def settle_pin_attempt(session: Session, user_id: str, now_s: float, *, right: bool) -> None:
+    """After the check: a right PIN gives its attempt back, a wrong one keeps it."""
+    if right:
+        release_attempt(session.connection(), pin_scopes(user_id))
+    else:
+        settle_wrong(session.connection(), pin_scopes(user_id), PIN_GUARD, now_s)
 
 
 def set_pin(session: Session, user_id: str, pin: str) -> None:

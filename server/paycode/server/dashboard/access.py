@@ -19,10 +19,12 @@ from sqlalchemy.orm import Session
 
 from paycode.server.database.models import Merchant, MerchantSession
 from paycode.server.safety.guard import (
+    AttemptRefused,
     GuardScopes,
     GuardSettings,
-    blocked_until_s,
-    count_failure_any,
+    release_attempt,
+    reserve_attempt,
+    settle_wrong,
 )
 from paycode.server.safety.passwords import PasswordInvalid, hash_password
 from paycode.server.wallets import sessions
@@ -62,13 +64,21 @@ def login_scopes(name: str, client_ip: str | None) -> GuardScopes:
     return GuardScopes(tuple(names), tuple(limits))
 
 
-def login_blocked_for_s(session: Session, scopes: GuardScopes, now_s: float) -> float | None:
-    until_s = blocked_until_s(session.connection(), scopes, now_s)
-    return None if until_s is None else until_s - now_s
+def reserve_login(session: Session, scopes: GuardScopes, now_s: float) -> None:
+    """Take one log-in attempt on every scope before the password is checked, or raise
+    AttemptRefused (the caller's transaction rolls back), so concurrent log-ins cannot check
+    more passwords than the limit (paycode.server.safety.guard.reserve_attempt)."""
+    wait_s = reserve_attempt(session.connection(), scopes, LOGIN_GUARD, now_s)
+    if wait_s is not None:
+        raise AttemptRefused(wait_s)
 
 
-def count_wrong_login(session: Session, scopes: GuardScopes, now_s: float) -> None:
-    count_failure_any(session.connection(), scopes, LOGIN_GUARD, now_s)
+def settle_login(session: Session, scopes: GuardScopes, now_s: float, *, right: bool) -> None:
+    """After the check: a right password gives its attempt back, a wrong one keeps it."""
+    if right:
+        release_attempt(session.connection(), scopes)
+    else:
+        settle_wrong(session.connection(), scopes, LOGIN_GUARD, now_s)
 
 
 def find_login(session: Session, name: str) -> tuple[str, str] | None:

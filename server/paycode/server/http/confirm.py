@@ -20,7 +20,13 @@ from paycode.server.database.models import User
 from paycode.server.http.idempotency import require_key, respond, run_once
 from paycode.server.http.pin_check import PinBlocked, check_pin, pin_blocked
 from paycode.server.http.request_fields import json_object, string_field
-from paycode.server.http.wallet import authenticate_device, stamp_problems
+from paycode.server.http.wallet import (
+    authenticate_device,
+    checked_password,
+    password_blocked,
+    stamp_problems,
+)
+from paycode.server.safety.guard import AttemptRefused
 from paycode.server.safety.limits import limits_json, limits_of
 from paycode.server.safety.passwords import PASSWORD_CHARS_MAX
 from paycode.server.services import config
@@ -29,6 +35,7 @@ from paycode.server.wallets import sessions
 bp = Blueprint("wallet_confirm", __name__, url_prefix="/v1/wallet")
 bp.after_request(stamp_problems)
 bp.register_error_handler(PinBlocked, pin_blocked)
+bp.register_error_handler(AttemptRefused, password_blocked)
 
 
 def _keyed_to_action(
@@ -120,7 +127,8 @@ def set_pin() -> Response:
         device = authenticate_device(session, now_s)
         device_id = device.id
         found = _login_of(session, device.user_id)
-    user_id = sessions.check_password(found, password)
+        user_name = session.get(User, device.user_id).name  # type: ignore[union-attr]
+    user_id = checked_password(user_name, now_s, found, password)
     with db.transaction() as session:
 
         def work() -> tuple[int, dict[str, Any]]:

@@ -20,6 +20,7 @@ from paycode.server.books import refunds, settlement, settlement_csv
 from paycode.server.dashboard import access, chart, overview
 from paycode.server.database.engine import db
 from paycode.server.database.models import Merchant
+from paycode.server.safety.guard import AttemptRefused
 from paycode.server.safety.limits import LimitSettings
 from paycode.server.services import config
 from paycode.shared.codes import HTTP_STATUS, ErrorCode
@@ -88,18 +89,21 @@ def login() -> Response | tuple[str, int]:
     name = request.form.get("name", "")[: access.NAME_CHARS_MAX].strip()
     password = request.form.get("password", "")
     scopes = access.login_scopes(name, request.remote_addr)
-    with db.transaction() as session:
-        wait_s = access.login_blocked_for_s(session, scopes, now_s)
-        found = access.find_login(session, name) if wait_s is None else None
-    if wait_s is not None:
-        detail = f"too many wrong passwords: try again in {max(1, round(wait_s))} s"
+    try:
+        with db.transaction() as session:
+            access.reserve_login(session, scopes, now_s)
+            found = access.find_login(session, name)
+    except AttemptRefused as refused:
+        detail = f"too many wrong passwords: try again in {max(1, round(refused.wait_s))} s"
         return render_template("dashboard/login.html", name=name, problem=detail), 429
     try:
         merchant_id = access.check_password(found, password)
     except ApiError as error:
         with db.transaction() as session:
-            access.count_wrong_login(session, scopes, now_s)
+            access.settle_login(session, scopes, now_s, right=False)
         return render_template("dashboard/login.html", name=name, problem=error.message), 401
+    with db.transaction() as session:
+        access.settle_login(session, scopes, now_s, right=True)
     with db.transaction() as session:
         opened = access.open_session(session, merchant_id, now_s)
     response: Response = redirect(url_for("dashboard.overview_page"))  # type: ignore[assignment]

@@ -11,23 +11,32 @@ from paycode.server.charge import step_up
 from paycode.server.database.engine import db
 from paycode.server.http.problems import rate_limited
 from paycode.server.http.wallet import authenticate_device
+from paycode.server.safety.guard import AttemptRefused
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import ApiError
 
 
 def check_pin(pin: str, now_s: float) -> tuple[str, str]:
-    """(user id, device id) of the signing device whose user's PIN this is; wrong PINs count
-    towards a block (confirmations.PIN_GUARD), so a stolen phone cannot try them all."""
+    """(user id, device id) of the signing device whose user's PIN this is; each check first
+    reserves one of the user's attempts (step_up.reserve_pin_attempt), a wrong PIN keeps it
+    and blocks at the limit (step_up.PIN_GUARD), so neither a stolen phone nor a burst of
+    concurrent requests can try more than the limit."""
     with db.transaction() as session:
         device = authenticate_device(session, now_s)
         user_id, device_id = device.user_id, device.id
-        wait_s = step_up.pin_blocked_for_s(session, user_id, now_s)
         stored = step_up.stored_pin(session, user_id)
-    if wait_s is not None:
-        raise PinBlocked(wait_s)
-    if not step_up.pin_matches(stored, pin):
+    if stored is None:
+        step_up.pin_matches(stored, pin)  # raises pin_not_set
+    try:
+        # Its own transaction: a refusal rolls the reservation back, not the signed call.
         with db.transaction() as session:
-            step_up.count_wrong_pin(session, user_id, now_s)
+            step_up.reserve_pin_attempt(session, user_id, now_s)
+    except AttemptRefused as refused:
+        raise PinBlocked(refused.wait_s) from None
+    right = step_up.pin_matches(stored, pin)
+    with db.transaction() as session:
+        step_up.settle_pin_attempt(session, user_id, now_s, right=right)
+    if not right:
         raise ApiError(ErrorCode.PIN_INVALID, "the PIN is not right")
     return user_id, device_id
 

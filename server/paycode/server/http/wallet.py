@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from paycode.server.database.engine import db
 from paycode.server.database.models import Device, IdempotencyRecord
 from paycode.server.http.idempotency import require_key, respond, run_keyed_post, run_once
+from paycode.server.http.problems import rate_limited
 from paycode.server.http.request_fields import json_object, request_sha256, string_field
 from paycode.server.http.signed_requests import (
     check_timestamp,
@@ -27,7 +28,7 @@ from paycode.server.http.signed_requests import (
 from paycode.server.operations import lifecycle
 from paycode.server.operations.observability import annotate
 from paycode.server.safety import keyring
-from paycode.server.safety.guard import unlock_device
+from paycode.server.safety.guard import AttemptRefused, unlock_device
 from paycode.server.safety.passwords import PASSWORD_CHARS_MAX
 from paycode.server.safety.qr_keys import load_qr_keys
 from paycode.server.services import config, directory, secret_box
@@ -37,6 +38,14 @@ from paycode.shared.errors import ApiError
 from paycode.shared.wallet_auth import signature_valid, signing_message
 
 bp = Blueprint("wallet", __name__, url_prefix="/v1/wallet")
+
+
+def password_blocked(error: AttemptRefused) -> Response:
+    """The reply to an AttemptRefused: register it on each blueprint that checks passwords."""
+    return rate_limited(error.wait_s, "too many wrong passwords")
+
+
+bp.register_error_handler(AttemptRefused, password_blocked)
 
 DEVICE_HEADERS = ("Paycode-Device", "Paycode-Timestamp", "Paycode-Nonce", "Paycode-Signature")
 DEVICE_ID_CHARS_MAX = 32
@@ -97,6 +106,26 @@ def authenticate_device(session: Session, now_s: float, *, revoked_ok: bool = Fa
     return device
 
 
+def checked_password(
+    user_name: str, now_s: float, found: tuple[str, str] | None, password: str
+) -> str:
+    """sessions.check_password between an attempt reserved on the user name's and the client
+    address's counters and its settlement, each in its own short transaction (never a lock
+    over scrypt); `rate_limited` (AttemptRefused) unchecked when either is full or blocked."""
+    scopes = sessions.login_scopes(user_name, request.remote_addr)
+    with db.transaction() as session:
+        sessions.reserve_login(session, scopes, now_s)
+    try:
+        user_id = sessions.check_password(found, password)
+    except ApiError:
+        with db.transaction() as session:
+            sessions.settle_login(session, scopes, now_s, right=False)
+        raise
+    with db.transaction() as session:
+        sessions.settle_login(session, scopes, now_s, right=True)
+    return user_id
+
+
 @bp.post("/sessions")
 def create_session() -> Response:
     """Log in: the password is checked between two short transactions, never holding a lock."""
@@ -104,9 +133,10 @@ def create_session() -> Response:
     user = string_field(body, "user", max_chars=sessions.USER_CHARS_MAX)
     password = string_field(body, "password", max_chars=PASSWORD_CHARS_MAX)
     assert user is not None and password is not None
+    now_s = sessions.now_s()
     with db.transaction() as session:
         found = sessions.find_login(session, user)
-    user_id = sessions.check_password(found, password)
+    user_id = checked_password(user, now_s, found, password)
     with db.transaction() as session:
         token, expires_at_s = sessions.open_session(
             session, user_id, sessions.now_s(), config().session_ttl_s

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Final
 
-from sqlalchemy import ColumnElement, and_, delete, func, select, tuple_
+from sqlalchemy import ColumnElement, and_, delete, func, not_, or_, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from paycode.server.charge import step_up
+from paycode.server.dashboard import access
 from paycode.server.database.models import (
     Base,
     Claim,
@@ -24,6 +25,7 @@ from paycode.server.database.models import (
     WalletSession,
 )
 from paycode.server.safety.guard import GuardSettings
+from paycode.server.wallets import sessions
 
 IDEMPOTENCY_TTL_S: Final = 24 * 3600
 """Idempotency records are kept a day: a client retrying later than that is a new request."""
@@ -32,6 +34,16 @@ PURGE_BATCHES_MAX: Final = 100
 """Per table and call: at most 100k rows go per purge; the worker's next run takes the rest."""
 
 Key = tuple[InstrumentedAttribute[str], ...]
+
+GUARD_RULES: Final[tuple[tuple[tuple[str, ...], GuardSettings], ...]] = (
+    (("pin:",), step_up.PIN_GUARD),
+    (("dashboard:", "dashboard-ip:"), access.LOGIN_GUARD),
+    (("wallet:",), sessions.LOGIN_GUARD),
+    (("wallet-ip:",), sessions.LOGIN_IP_GUARD),
+)
+"""The guards outside the charge path, by the prefixes of their counters' scopes: each one's
+counters are purged by its own window and back-off maximum; every other counter is the charge
+guard's (`guard`)."""
 
 
 def purge_expired(
@@ -70,7 +82,7 @@ def purge_expired(
             IdempotencyRecord.created_at_s < day_ago_s,
             (IdempotencyRecord.scope, IdempotencyRecord.key),
         ),
-        ("failure_counters", FailureCounter, quiet_counter(guard or GuardSettings(), now_s),
+        ("failure_counters", FailureCounter, quiet_counters(guard or GuardSettings(), now_s),
          (FailureCounter.scope,)),
     ]  # fmt: skip
     purged = {
@@ -86,6 +98,19 @@ def purge_expired(
     }
     purged["pending_expired"] = _expire_pending(session, now_s, batches_max)
     return purged
+
+
+def quiet_counters(charge_guard: GuardSettings, now_s: float) -> ColumnElement[bool]:
+    """quiet_counter by each counter's own guard (GUARD_RULES; else the charge guard's)."""
+    rules = []
+    for prefixes, settings in GUARD_RULES:
+        ours = or_(*(FailureCounter.scope.startswith(p, autoescape=True) for p in prefixes))
+        rules.append((ours, settings))
+    others = not_(or_(*(ours for ours, _ in rules)))
+    return or_(
+        *(and_(ours, quiet_counter(settings, now_s)) for ours, settings in rules),
+        and_(others, quiet_counter(charge_guard, now_s)),
+    )
 
 
 def quiet_counter(guard: GuardSettings, now_s: float) -> ColumnElement[bool]:

@@ -152,27 +152,6 @@ def blocked_until_s(connection: Connection, scopes: GuardScopes, now_s: float) -
     return until
 
 
-def count_failure_any(
-    connection: Connection, scopes: GuardScopes, settings: GuardSettings, now_s: float
-) -> None:
-    """count_failure on either database (PostgreSQL: its function, in the caller's
-    transaction); for the guards outside the charge path, such as wrong PINs."""
-    if connection.dialect.name != "postgresql":
-        count_failure(connection, scopes, settings, now_s)
-        return
-    connection.execute(
-        text("SELECT paycode_count_failure(:scopes, :limits, :now, :window, :base, :max)"),
-        {
-            "scopes": list(scopes.names),
-            "limits": list(scopes.limits),
-            "now": now_s,
-            "window": settings.window_s,
-            "base": settings.backoff_base_s,
-            "max": settings.backoff_max_s,
-        },
-    )
-
-
 def count_failure(
     connection: Connection, scopes: GuardScopes, settings: GuardSettings, now_s: float
 ) -> None:
@@ -217,3 +196,89 @@ _BLOCK_SQL = text(
     WHERE scope = :scope
     """
 )
+
+
+# -- attempts reserved before the check (the guards outside the charge path) -----------------
+#
+# A password or PIN check is slow (scrypt), so "is it blocked? check; count if wrong" lets
+# every request that arrives before the first wrong answer is counted through: concurrency
+# buys extra guesses. Instead each attempt first reserves one unit of every scope's count, in
+# one statement the database decides (the upsert takes the row's lock, and its WHERE is
+# re-evaluated on the latest row): a scope already at its limit or blocked reserves nothing
+# and the attempt is refused unchecked. A wrong answer then keeps its unit and blocks the
+# scope at its limit; a right one gives its unit back.
+
+RESERVE_BUSY_S = 1.0
+"""Retry-After when a scope is full of attempts still being checked (no block yet)."""
+
+_RESERVE_SQL = text(
+    """
+    INSERT INTO failure_counters (scope, window_start_s, failures, strikes, blocked_until_s)
+    VALUES (:scope, :now, 1, 0, NULL)
+    ON CONFLICT (scope) DO UPDATE SET
+        strikes = CASE WHEN failure_counters.window_start_s + :window <= :now
+                        AND COALESCE(failure_counters.blocked_until_s, 0) + :max <= :now
+                       THEN 0 ELSE failure_counters.strikes END,
+        failures = CASE WHEN failure_counters.window_start_s + :window <= :now
+                        THEN 1 ELSE failure_counters.failures + 1 END,
+        window_start_s = CASE WHEN failure_counters.window_start_s + :window <= :now
+                              THEN :now ELSE failure_counters.window_start_s END
+    WHERE COALESCE(failure_counters.blocked_until_s, 0) <= :now
+      AND (failure_counters.window_start_s + :window <= :now
+           OR failure_counters.failures < :limit)
+    RETURNING failures
+    """
+)
+_SETTLE_WRONG_SQL = text(
+    """
+    UPDATE failure_counters
+    SET blocked_until_s = :now + CASE
+            WHEN :base * (1 << (CASE WHEN strikes < 20 THEN strikes ELSE 20 END)) < :max
+            THEN :base * (1 << (CASE WHEN strikes < 20 THEN strikes ELSE 20 END))
+            ELSE :max END,
+        strikes = strikes + 1, failures = 0, window_start_s = :now
+    WHERE scope = :scope AND failures >= :limit
+    """
+)
+_RELEASE_SQL = text(
+    "UPDATE failure_counters SET failures = failures - 1 WHERE scope = :scope AND failures > 0"
+)
+_BLOCKED_SQL = text("SELECT blocked_until_s FROM failure_counters WHERE scope = :scope")
+
+
+def reserve_attempt(
+    connection: Connection, scopes: GuardScopes, settings: GuardSettings, now_s: float
+) -> float | None:
+    """Reserve one attempt on every scope; None when reserved, else the seconds to wait (and
+    the caller must roll back, so no scope keeps a unit: use it as the transaction's last
+    statement and raise). On both databases: plain SQL, decided row by row under its lock."""
+    for scope, limit in zip(scopes.names, scopes.limits, strict=True):
+        params = {**_params(scope, settings, now_s), "limit": limit}
+        if connection.execute(_RESERVE_SQL, params).first() is None:
+            until = connection.execute(_BLOCKED_SQL, {"scope": scope}).scalar()
+            if until is not None and float(until) > now_s:
+                return float(until) - now_s
+            return RESERVE_BUSY_S
+    return None
+
+
+def settle_wrong(
+    connection: Connection, scopes: GuardScopes, settings: GuardSettings, now_s: float
+) -> None:
+    """A reserved attempt was wrong: it stays counted; block each scope it filled."""
+    for scope, limit in zip(scopes.names, scopes.limits, strict=True):
+        connection.execute(_SETTLE_WRONG_SQL, {**_params(scope, settings, now_s), "limit": limit})
+
+
+def release_attempt(connection: Connection, scopes: GuardScopes) -> None:
+    """A reserved attempt was right: give its unit back (it was no guess)."""
+    for scope in scopes.names:
+        connection.execute(_RELEASE_SQL, {"scope": scope})
+
+
+class AttemptRefused(Exception):
+    """Too many attempts on a guarded secret: answer `rate_limited`, Retry-After `wait_s`."""
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__("attempts blocked")
+        self.wait_s = wait_s
