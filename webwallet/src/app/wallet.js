@@ -91,7 +91,7 @@ export class Wallet {
   }
 
   /** Log in once and enroll every live version; lost devices are revoked in the same step. */
-  async enroll(user, password, { pin = '', revokeIds = [], label } = {}) {
+  async enroll(user, password, { pin = '' } = {}) {
     const session = await this.api.login(user, password);
     const installId = crypto.randomUUID().slice(0, 8);
     if (!this.meta) {
@@ -100,7 +100,7 @@ export class Wallet {
     }
     const lostIds = this.lost.map((device) => device.device_id);
     if (lostIds.length) await this.store.removeDevices(lostIds);
-    const deviceLabel = label || `${LABEL_PREFIX} · ${browserName()} · ${installId}`;
+    const deviceLabel = `${LABEL_PREFIX} · ${browserName()} · ${installId}`;
     const enrolledIds = [];
     for (const version of VERSIONS) {
       if (this.device(version)) continue;
@@ -117,11 +117,7 @@ export class Wallet {
     if (pin) {
       await this.api.signed(signer, 'POST', '/v1/wallet/pin', { body: { password, pin }, idempotencyKey: newIdempotencyKey() });
     }
-    const revoked = [];
-    for (const deviceId of [...lostIds, ...revokeIds]) {
-      await this.api.signed(signer, 'POST', `/v1/wallet/devices/${encodeURIComponent(deviceId)}/revoke`, { body: {}, idempotencyKey: newIdempotencyKey() });
-      revoked.push(deviceId);
-    }
+    const revoked = await this.revoke(lostIds, signer);
     await this.store.updateMeta((meta) => { meta.user = user; meta.lostNotice = null; });
     await this.reload();
     if (navigator.storage && navigator.storage.persist) navigator.storage.persist().catch(() => false);
@@ -152,10 +148,15 @@ export class Wallet {
     return listed.items.filter((item) => !item.revoked && !mine.has(item.device_id) && String(item.label || '').startsWith(LABEL_PREFIX));
   }
 
-  async revoke(deviceIds) {
+  /** Revoke `deviceIds` one by one, signed by `signer` (this phone's signing device unless
+   * given); the ids revoked, in order. */
+  async revoke(deviceIds, signer = null) {
+    if (!deviceIds.length) return [];
+    const by = signer || this.signer();
     for (const deviceId of deviceIds) {
-      await this.api.signed(this.signer(), 'POST', `/v1/wallet/devices/${encodeURIComponent(deviceId)}/revoke`, { body: {}, idempotencyKey: newIdempotencyKey() });
+      await this.api.signed(by, 'POST', `/v1/wallet/devices/${encodeURIComponent(deviceId)}/revoke`, { body: {}, idempotencyKey: newIdempotencyKey() });
     }
+    return [...deviceIds];
   }
 
   /** Follow the server's advice for one of this phone's devices: when this phone already has
@@ -167,7 +168,7 @@ export class Wallet {
     if (!oldDevice) throw new ApiProblem('not_found', 0, 'that device is not on this phone');
     const old = { device_id: oldDevice.device_id, credential: credentialOf(oldDevice) };
     if (this.device(version)) {
-      await this.api.signed(old, 'POST', `/v1/wallet/devices/${encodeURIComponent(deviceId)}/revoke`, { body: {}, idempotencyKey: newIdempotencyKey() });
+      await this.revoke([deviceId], old);
       await this.store.removeDevices([deviceId]);
       await this.reload();
       return { revoked_device_id: deviceId, version };

@@ -173,8 +173,7 @@ def _params(scope: str, settings: GuardSettings, now_s: float) -> dict[str, obje
     }
 
 
-_COUNT_SQL = text(
-    """
+_UPSERT_ONE_FAILURE = """
     INSERT INTO failure_counters (scope, window_start_s, failures, strikes, blocked_until_s)
     VALUES (:scope, :now, 1, 0, NULL)
     ON CONFLICT (scope) DO UPDATE SET
@@ -185,9 +184,10 @@ _COUNT_SQL = text(
                         THEN 1 ELSE failure_counters.failures + 1 END,
         window_start_s = CASE WHEN failure_counters.window_start_s + :window <= :now
                               THEN :now ELSE failure_counters.window_start_s END
-    RETURNING failures
-    """
-)
+"""
+"""One more failure in `scope`'s window (a new window when the last one ended): counting a
+failure and reserving an attempt are this same upsert; a reservation only adds a WHERE."""
+_COUNT_SQL = text(_UPSERT_ONE_FAILURE + "    RETURNING failures")
 _BLOCK_SQL = text(
     """
     UPDATE failure_counters
@@ -212,17 +212,8 @@ RESERVE_BUSY_S = 1.0
 """Retry-After when a scope is full of attempts still being checked (no block yet)."""
 
 _RESERVE_SQL = text(
-    """
-    INSERT INTO failure_counters (scope, window_start_s, failures, strikes, blocked_until_s)
-    VALUES (:scope, :now, 1, 0, NULL)
-    ON CONFLICT (scope) DO UPDATE SET
-        strikes = CASE WHEN failure_counters.window_start_s + :window <= :now
-                        AND COALESCE(failure_counters.blocked_until_s, 0) + :max <= :now
-                       THEN 0 ELSE failure_counters.strikes END,
-        failures = CASE WHEN failure_counters.window_start_s + :window <= :now
-                        THEN 1 ELSE failure_counters.failures + 1 END,
-        window_start_s = CASE WHEN failure_counters.window_start_s + :window <= :now
-                              THEN :now ELSE failure_counters.window_start_s END
+    _UPSERT_ONE_FAILURE
+    + """
     WHERE COALESCE(failure_counters.blocked_until_s, 0) <= :now
       AND (failure_counters.window_start_s + :window <= :now
            OR failure_counters.failures < :limit)
