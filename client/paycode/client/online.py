@@ -19,6 +19,7 @@ from paycode.appkit.http_client import Response, ServerClient
 from paycode.client.merchant_qr import parse_qr_keys
 from paycode.client.wallet import Enrollment, Wallet
 from paycode.shared import wallet_auth
+from paycode.shared.code_keys import read_code_keys
 from paycode.shared.codes import ErrorCode
 from paycode.shared.enrollment import GrantInfo, b64, new_ed25519_seed
 from paycode.shared.errors import ServerRejected, WalletError
@@ -132,7 +133,8 @@ def signed_call(
     client: ServerClient | None = None,
 ) -> Response:
     """A call signed by `enrollment` (default: the wallet's default device), to `client`
-    (default: the wallet's server). Its answer, or its refusal, re-syncs the clock; a refusal
+    (default: the wallet's server). Its answer teaches the current code keys (a rotated hiding
+    or seal key, docs/spec.md §7). Its answer, or its refusal, re-syncs the clock; a refusal
     that moved the clock is signed afresh and sent once more (same Idempotency-Key: a refused
     request stored nothing)."""
     signer = enrollment or wallet.enrollment()
@@ -153,6 +155,7 @@ def signed_call(
                 raise
             continue
         wallet.record_clock_offset(reply.clock_offset_s)
+        wallet.set_code_keys(read_code_keys(reply.body.get("code_keys")))
         return reply
     raise AssertionError("unreachable: the loop returns or raises")
 

@@ -12,6 +12,7 @@ import json
 import time
 
 from flask import Blueprint, Response, jsonify, request
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from paycode.server.database.engine import db
@@ -33,6 +34,7 @@ from paycode.server.safety.passwords import PASSWORD_CHARS_MAX
 from paycode.server.safety.qr_keys import load_qr_keys
 from paycode.server.services import config, directory, secret_box
 from paycode.server.wallets import devices, sessions, statements
+from paycode.shared.code_keys import build_code_keys
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import ApiError
 from paycode.shared.wallet_auth import signature_valid, signing_message
@@ -191,6 +193,20 @@ def _statuses() -> lifecycle.Statuses:
     return lifecycle.load_statuses(db.engine, time.monotonic(), config().statuses_ttl_s)
 
 
+def code_keys(session: Session, device: Device) -> dict[str, object]:
+    """`{"code_keys": [...]}`: the keys the caller's user's live devices make codes with now
+    (docs/spec.md §7). A wallet learns a rotated hiding or seal key from any signed call."""
+    versions = set(
+        session.scalars(
+            select(Device.version)
+            .where(Device.user_id == device.user_id, Device.revoked_at_s.is_(None))
+            .distinct()
+        )
+    )
+    keys = keyring.load_keyring(session, secret_box())
+    return {"code_keys": build_code_keys(keys.current, keys.current_ids, versions)}
+
+
 def reenroll(device: Device) -> dict[str, object]:
     """`{"reenroll": {...}}` when the calling device's code version is deprecated or retired:
     the wallet's online calls are the only way to reach a phone that otherwise works offline."""
@@ -203,7 +219,8 @@ def balance() -> Response:
     with db.transaction() as session:
         device = authenticate_device(session, sessions.now_s())
         accounts = statements.balances(session, device.user_id)
-    return _ok({"accounts": accounts, **reenroll(device)})
+        learned = code_keys(session, device)
+    return _ok({"accounts": accounts, **reenroll(device), **learned})
 
 
 @bp.get("/history")
@@ -212,7 +229,8 @@ def history() -> Response:
         device = authenticate_device(session, sessions.now_s())
         limit = statements.parse_limit(request.args.get("limit"))
         items = statements.history(session, device.user_id, limit)
-    return _ok({"items": items, **reenroll(device)})
+        learned = code_keys(session, device)
+    return _ok({"items": items, **reenroll(device), **learned})
 
 
 # --- device lifecycle: list, revoke, rotate (docs/api.md, "Manage devices") -------------------
@@ -228,7 +246,8 @@ def list_devices() -> Response:
             devices.wallet_device_json(row, statuses, caller.id)
             for row in devices.user_devices(session, caller.user_id)
         ]
-    return _ok({"items": items, **reenroll(caller)})
+        learned = code_keys(session, caller)
+    return _ok({"items": items, **reenroll(caller), **learned})
 
 
 def _retry_of_revoked(session: Session, caller: Device) -> None:

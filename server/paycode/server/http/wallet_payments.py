@@ -21,7 +21,7 @@ from paycode.server.database.models import Device
 from paycode.server.http.idempotency import require_key, respond, run_once
 from paycode.server.http.pin_check import PinBlocked, check_pin, pin_blocked
 from paycode.server.http.request_fields import json_object
-from paycode.server.http.wallet import authenticate_device, reenroll, stamp_problems
+from paycode.server.http.wallet import authenticate_device, code_keys, reenroll, stamp_problems
 from paycode.server.safety.qr_keys import load_qr_keys
 from paycode.server.services import config, secret_box
 from paycode.server.wallets import sessions
@@ -56,7 +56,7 @@ def pay_merchant() -> Response:
             now_s=now_s,
             work=lambda: (201, collection.pay(session, device, body, now_s, rules)),
         )
-        advice = reenroll(device) if status < 300 else {}
+        advice = {**reenroll(device), **code_keys(session, device)} if status < 300 else {}
     return respond(status, reply | advice | {"server_time": now_s}, replayed)
 
 

@@ -1,0 +1,127 @@
+"""Hiding-key (v1, v2) and seal-key (v3) rotation (issue 19, item 14; docs/spec.md §7): an
+operator makes a new key live next to the old, codes made with the old one pay through the
+grace, a wallet's next signed online call teaches it the new key, and once the old key is
+retired its codes are refused. On both databases, in-process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from paycode.client import online
+from paycode.client.wallet import Wallet
+from paycode.server.safety import code_keys, keyring
+from paycode.shared.code_keys import read_code_keys
+from tests.support.servers import Server
+from tests.support.shop import (
+    charge,
+    code_of,
+    new_merchant,
+    new_phone,
+    new_user,
+    ok_json,
+    refused,
+    use_fast_keystore,
+)
+
+KIND = {"v1": "hiding", "v2": "hiding", "v3": "seal"}
+
+
+@pytest.fixture(autouse=True)
+def _fast_wallets(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_fast_keystore(monkeypatch)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches() -> None:
+    """Each step below stands for a wait of keyring.KEYS_TTL_S, after which every server
+    reloads the keys; forgetting the cache is that wait."""
+    keyring.forget_cache()
+
+
+def _code_key(wallet: Wallet, version: str) -> bytes:
+    credential = Wallet.open(wallet.home).enrollment(version).credential
+    return credential.seal_public_key if version == "v3" else credential.hiding_key
+
+
+def _cli(server: Server, *args: str) -> dict[str, object]:
+    reply = ok_json(server.cli_in_process("--json", "keys", *args))
+    keyring.forget_cache()
+    return reply
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "v3"])
+def test_a_rotated_code_key_pays_old_codes_in_the_grace_reaches_wallets_online_and_retires(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str
+) -> None:
+    kind = KIND[version]
+    cafe = new_merchant(server)
+    wallet = new_phone(server, tmp_path / "phone", new_user(server), [version])
+    old_key = _code_key(wallet, version)
+    paid_in_grace, refused_after = code_of(wallet, version), code_of(wallet, version)
+    rotated = _cli(server, f"rotate-{kind}", "--version", version)
+    assert charge(cafe.till, paid_in_grace)["status"] == "succeeded"
+    online.balance(wallet)  # the new key is not handed out before every cache can know it
+    assert _code_key(wallet, version) == old_key
+    monkeypatch.setattr(keyring, "HANDOUT_DELAY_S", 0.0)  # ... that long later
+    keyring.forget_cache()
+    online.balance(wallet)
+    assert _code_key(wallet, version) != old_key
+    assert charge(cafe.till, code_of(wallet, version))["status"] == "succeeded"
+    early = server.cli_in_process("--json", "keys", f"retire-{kind}", "--version", version)
+    assert early.returncode == 1 and '"invalid_argument"' in early.stdout
+    assert "wait" in early.stdout
+    monkeypatch.setattr(code_keys, "GRACE_S_MIN", 0.0)  # the test's own patience
+    retired = _cli(server, f"retire-{kind}", "--version", version, "--grace-days", "0")
+    assert retired["retired"] and rotated["key_id"] not in retired["retired"]  # type: ignore[operator]
+    refused("code_invalid", charge, cafe.till, refused_after)
+    assert charge(cafe.till, code_of(wallet, version))["status"] == "succeeded"
+
+
+def test_the_commands_help_is_clear_and_their_errors_typed(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    help_text = server.cli_in_process("keys", "rotate-hiding", "--help").stdout
+    for words in (
+        "--version",
+        "{v1,v2}",
+        "signed online call",
+        "At most 2 keys are live",
+        "retire-hiding after the grace",
+    ):
+        assert words in " ".join(help_text.split()), help_text
+    retire_help = " ".join(server.cli_in_process("keys", "retire-seal", "--help").stdout.split())
+    assert "--grace-days" in retire_help and "grace" in retire_help
+    wrong = server.cli_in_process("keys", "rotate-seal", "--version", "v1")
+    assert wrong.returncode == 2 and "invalid choice" in wrong.stderr
+    nothing = server.cli_in_process("keys", "retire-hiding", "--version", "v2")
+    assert nothing.returncode == 1 and "error [not_found]" in nothing.stderr
+    _cli(server, "rotate-hiding", "--version", "v2")
+    full = server.cli_in_process("keys", "rotate-hiding", "--version", "v2")
+    assert full.returncode == 1 and "error [invalid_argument]" in full.stderr
+    assert "at most 2" in full.stderr and "Traceback" not in full.stderr
+    negative = server.cli_in_process(
+        "keys", "retire-hiding", "--version", "v2", "--grace-days", "-1"
+    )
+    assert negative.returncode == 1 and "error [invalid_argument]" in negative.stderr
+    listing = _cli(server, "code")["keys"]
+    assert {row["version"] for row in listing} == {"v1", "v2", "v3"}  # type: ignore[index, union-attr]
+    assert "key_sealed" not in json.dumps(listing) and "hiding_key" not in json.dumps(listing)
+    monkeypatch.setattr(code_keys, "GRACE_S_MIN", 0.0)
+    _cli(server, "retire-hiding", "--version", "v2", "--grace-days", "0")  # one live key again
+
+
+def test_a_damaged_code_keys_field_never_replaces_a_working_key() -> None:
+    good = {"version": "v2", "key_id": "sk_1", "hiding_key": "A" * 43 + "="}
+    assert set(read_code_keys([good])) == {"v2"}
+    for junk in (
+        None,
+        "x",
+        [{"version": "v2", "key_id": "sk_1", "hiding_key": "short"}],
+        [{"version": "v9", "key_id": "sk_1", "hiding_key": "A" * 43 + "="}],
+        [{"version": "v3", "key_id": "sk_1", "hiding_key": "A" * 43 + "="}],
+        [{"version": "v1", "key_id": "\x1b[2J", "hiding_key": "A" * 43 + "="}],
+    ):
+        assert read_code_keys(junk) == {}, junk
