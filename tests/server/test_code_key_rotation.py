@@ -6,15 +6,19 @@ retired its codes are refused. On both databases, in-process."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 
 from paycode.client import online
 from paycode.client.wallet import Wallet
+from paycode.server.config import ServerConfig
 from paycode.server.safety import code_keys, keyring
+from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.code_keys import read_code_keys
-from tests.support.servers import Server
+from paycode.shared.errors import ApiError
+from tests.support.servers import Server, all_at_once
 from tests.support.shop import (
     charge,
     code_of,
@@ -125,3 +129,49 @@ def test_a_damaged_code_keys_field_never_replaces_a_working_key() -> None:
         [{"version": "v1", "key_id": "\x1b[2J", "hiding_key": "A" * 43 + "="}],
     ):
         assert read_code_keys(junk) == {}, junk
+
+
+def test_a_running_server_follows_a_rotation_within_the_key_cache_ttl(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No cache is forgotten here: a server that keeps running picks the new key up once its
+    cache is KEYS_TTL_S old (shortened for the test), and not before."""
+    monkeypatch.setattr(keyring, "KEYS_TTL_S", 0.5)
+    monkeypatch.setattr(keyring, "HANDOUT_DELAY_S", 0.0)
+    box = SecretBox.from_config(ServerConfig.from_env(server.env))
+    before = keyring.load_keyring(server.engine, box)
+    with server.session() as session:
+        new_id = code_keys.add_key(session, box, "v2", time.time())
+    assert keyring.load_keyring(server.engine, box) is before
+    time.sleep(0.6)
+    after = keyring.load_keyring(server.engine, box)
+    assert len(after.verifier.hiding_keys["v2"]) == 2 and after.current_ids["v2"] == new_id
+    with server.session() as session:
+        grace_s = code_keys.GRACE_S_MIN
+        code_keys.retire_old(session, "v2", time.time() + grace_s, grace_s)
+    time.sleep(0.6)
+    assert keyring.load_keyring(server.engine, box).verifier.hiding_keys["v2"] == (
+        after.current["v2"],
+    )
+
+
+def test_concurrent_rotations_never_make_a_third_live_key(server: Server) -> None:
+    """The guessing bound counts two live keys: rotations racing each other cannot add more."""
+    box = SecretBox.from_config(ServerConfig.from_env(server.env))
+
+    def rotate() -> str:
+        try:
+            with server.session() as session:
+                code_keys.add_key(session, box, "v1", time.time())
+        except ApiError as error:
+            return str(error.code)
+        return "rotated"
+
+    outcomes = all_at_once([rotate] * 4)
+    assert sorted(outcomes) == ["invalid_argument"] * 3 + ["rotated"], outcomes
+    rows = ok_json(server.cli_in_process("--json", "keys", "code"))["keys"]
+    live = [row for row in rows if row["version"] == "v1" and row["retired_at_s"] is None]
+    assert len(live) == code_keys.LIVE_KEYS_MAX
+    with server.session() as session:
+        grace_s = code_keys.GRACE_S_MIN
+        code_keys.retire_old(session, "v1", time.time() + grace_s, grace_s)

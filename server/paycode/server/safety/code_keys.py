@@ -74,6 +74,12 @@ def add_key(session: Session, box: SecretBox, version: str, now_s: float) -> str
     row = new_key_row(box, purpose, os.urandom(SECRET_BYTES), now_s)
     session.add(row)
     session.flush()
+    if len(_live(session, purpose)) > LIVE_KEYS_MAX:
+        # A rotation that waited on the lock above read the live keys before the other one
+        # committed its key; this second read, after the wait, sees it.
+        raise ApiError(
+            ErrorCode.INVALID_ARGUMENT, f"another rotation of {version} ran at the same time"
+        )
     return row.id
 
 
