@@ -3,7 +3,7 @@
 // online calls. The screens hold no key and no counter: they ask this object.
 import {
   COUNTER_MAX, FLAG_MERCHANT_BOUND, STEP_SECONDS, b64decode, b64encode, generateCode, generateSigningKey,
-  hexToBytes, importSymmetricDevice, stepOf,
+  hexToBytes, importHidingKey, importSymmetricDevice, readCodeKeys, stepOf,
 } from '../core/index.js';
 import { Api, ApiProblem, newIdempotencyKey } from './api.js';
 import { claimCounter } from './counters.js';
@@ -27,7 +27,8 @@ export class Wallet {
     this.meta = null;
     this.devices = [];
     this.lost = [];
-    this.api = new Api({ offsetS: () => this.offsetS(), learn: (serverS, localS) => this.learnClock(serverS, localS) });
+    const clock = { offsetS: () => this.offsetS(), learn: (serverS, localS) => this.learnClock(serverS, localS) };
+    this.api = new Api(clock, '', (answer) => this.learnCodeKeys(answer.code_keys));
   }
 
   async reload() {
@@ -195,6 +196,27 @@ export class Wallet {
       await this.store.clear();
       await this.reload();
     }
+  }
+
+  /** The server's current hiding (v1, v2) or seal (v3) key for this phone's devices
+   * (docs/spec.md §7): a key it has not stored yet replaces the old one, and the next code is
+   * made with it. The versions whose key changed. */
+  async learnCodeKeys(raw) {
+    const fresh = readCodeKeys(raw);
+    const changed = [];
+    for (const device of this.devices) {
+      const entry = fresh[device.version];
+      if (!entry || entry.keyId === device.codeKeyId) continue;
+      const hidingKey = device.version === 'v3' ? null : await importHidingKey(entry.key);
+      const stored = await this.store.updateDevice(device.device_id, (record) => {
+        if (hidingKey) record.keys.hidingKey = hidingKey;
+        else record.sealPublic = entry.key;
+        record.codeKeyId = entry.keyId;
+      });
+      if (stored) changed.push(device.version);
+    }
+    if (changed.length) await this.reload();
+    return changed;
   }
 
   setQrKeys(keys) {

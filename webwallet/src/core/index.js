@@ -15,6 +15,7 @@ export {
   u8,
   utf8,
 } from './bytes.js';
+export { readCodeKeys } from './codeKeys.js';
 export { EmvCrcError, EmvFormatError, NotPaycodeCollection, PaycodeError } from './errors.js';
 export {
   generateSigningKey,
