@@ -76,7 +76,7 @@ def test_a_rotated_code_key_pays_old_codes_in_the_grace_reaches_wallets_online_a
     assert charge(cafe.till, code_of(wallet, version))["status"] == "succeeded"
     early = server.cli_in_process("--json", "keys", f"retire-{kind}", "--version", version)
     assert early.returncode == 1 and '"invalid_argument"' in early.stdout
-    assert "wait" in early.stdout
+    assert "30.0 days grace: retire in" in early.stdout
     monkeypatch.setattr(code_keys, "GRACE_S_MIN", 0.0)  # the test's own patience
     retired = _cli(server, f"retire-{kind}", "--version", version, "--grace-days", "0")
     assert retired["retired"] and rotated["key_id"] not in retired["retired"]  # type: ignore[operator]

@@ -92,16 +92,27 @@ def retire_old(session: Session, version: str, now_s: float, grace_s: float) -> 
         raise ApiError(ErrorCode.NOT_FOUND, f"{version} has no old key to retire")
     newest_age_s = now_s - live[0].created_at_s
     if newest_age_s < grace_s:
-        wait_s = grace_s - newest_age_s
         raise ApiError(
             ErrorCode.INVALID_ARGUMENT,
-            f"the new {version} key is {newest_age_s / 86400:.1f} days old, the grace is "
-            f"{grace_s / 86400:.1f}: wait {wait_s / 3600:.1f} h more, or state a shorter grace "
-            "(wallets not online since the rotation then have codes refused until they are)",
+            f"the new {version} key has been live {_duration(newest_age_s)} of the "
+            f"{_duration(grace_s)} grace: retire in {_duration(grace_s - newest_age_s)}, or "
+            "state a shorter grace (wallets not online since the rotation then have codes "
+            "refused until they are)",
         )
     for row in live[1:]:
         row.retired_at_s = now_s
     return [row.id for row in live[1:]]
+
+
+def _duration(seconds: float) -> str:
+    """For the operator: '75 s', '12 min', '5.0 h', '29.5 days'."""
+    if seconds < 120:
+        return f"{max(seconds, 0.0):.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
 
 
 def key_rows(session: Session) -> list[dict[str, object]]:
