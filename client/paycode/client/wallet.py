@@ -21,7 +21,7 @@ from typing import Any
 
 from paycode.client.keystore import KEYSTORE_NAME, Keystore, passphrase_for
 from paycode.shared.binding import MerchantBinding
-from paycode.shared.code_keys import CodeKey
+from paycode.shared.code_keys import FIELD_OF_VERSION, CodeKey
 from paycode.shared.codes import ErrorCode
 from paycode.shared.enrollment import GrantInfo, read_grant
 from paycode.shared.errors import CounterExhausted, WalletError
@@ -97,14 +97,6 @@ def _enrollment_to_json(enrollment: Enrollment) -> dict[str, Any]:
         "seal_public_key": _b64(credential.seal_public_key),
         "counter_max": enrollment.counter_max,
     }
-
-
-def _code_key_field(version: str) -> str:
-    return "seal_public_key" if version == "v3" else "hiding_key"
-
-
-def _code_key(credential: DeviceCredential) -> bytes:
-    return credential.seal_public_key if credential.version == "v3" else credential.hiding_key
 
 
 def _enrollment_from_json(raw: Mapping[str, Any]) -> Enrollment:
@@ -232,7 +224,8 @@ class Wallet:
         changed = [
             version
             for version, enrollment in self.enrollments().items()
-            if version in keys and _code_key(enrollment.credential) != keys[version].key
+            if version in keys
+            and getattr(enrollment.credential, FIELD_OF_VERSION[version]) != keys[version].key
         ]
         if not changed:
             return []
@@ -240,7 +233,7 @@ class Wallet:
             for version in changed:
                 raw = self._doc["enrollments"].get(version)
                 if isinstance(raw, dict):
-                    raw[_code_key_field(version)] = _b64(keys[version].key)
+                    raw[FIELD_OF_VERSION[version]] = _b64(keys[version].key)
         return changed
 
     def add_grant(self, grant: Mapping[str, object], *, ed25519_seed: bytes = b"") -> GrantInfo:
