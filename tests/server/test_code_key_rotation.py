@@ -5,7 +5,9 @@ retired its codes are refused. On both databases, in-process."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import time
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from paycode.client.wallet import Wallet
 from paycode.server.config import ServerConfig
 from paycode.server.safety import code_keys, keyring
 from paycode.server.safety.secretbox import SecretBox
+from paycode.server.testing import run_in_process
 from paycode.shared.code_keys import read_code_keys
 from paycode.shared.errors import ApiError
 from tests.support.servers import Server, all_at_once
@@ -175,3 +178,22 @@ def test_concurrent_rotations_never_make_a_third_live_key(server: Server) -> Non
     with server.session() as session:
         grace_s = code_keys.GRACE_S_MIN
         code_keys.retire_old(session, "v1", time.time() + grace_s, grace_s)
+
+
+def test_the_wallet_never_prints_the_code_keys_it_learns(server: Server, tmp_path: Path) -> None:
+    """The hiding key is a secret of every phone of its version: the answers that carry it
+    are shown with --json, so the wallet library takes `code_keys` out before any caller
+    sees the answer."""
+    cafe = new_merchant(server)
+    home = tmp_path / "phone"
+    wallet = new_phone(server, home, new_user(server), ["v1", "v3"])
+    hiding_b64 = base64.b64encode(wallet.enrollment("v1").credential.hiding_key).decode()
+    assert "code_keys" not in online.balance(wallet)
+    poster = cafe.till.collection_code(amount="1.00", this_terminal=False)
+    for args in (["balance"], ["history"], ["devices"], ["pay", "--qr-text", poster, "--yes"]):
+        done = run_in_process(
+            "paycode.client.cli", dict(os.environ), "--json", "--home", str(home), *args
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        shown = done.stdout + done.stderr
+        assert hiding_b64 not in shown and "code_keys" not in shown, args

@@ -60,13 +60,14 @@ test('a rotated hiding key from a signed answer makes the next v1 code', async (
   assert.deepEqual(await wallet.learnCodeKeys([{ version: 'v1', key_id: 'sk_new', hiding_key: b64encode(bytes(3)) }]), []);
 });
 
-test('the Api hands every signed answer to the wallet', async () => {
+test('the Api hands every signed answer to the wallet, and no key to the screens', async () => {
   const wallet = await phone();
   const seen = [];
   wallet.api.onSigned = async (answer) => { seen.push(answer); };
-  wallet.api.send = async () => ({ code_keys: [] });
-  await wallet.api.signed({ device_id: 'dev_1', credential: credentialOf(wallet.device('v1')) }, 'GET', '/v1/wallet/balance');
-  assert.deepEqual(seen, [{ code_keys: [] }]);
+  wallet.api.send = async () => ({ accounts: [], code_keys: [] });
+  const answer = await wallet.api.signed({ device_id: 'dev_1', credential: credentialOf(wallet.device('v1')) }, 'GET', '/v1/wallet/balance');
+  assert.equal(seen.length, 1);
+  assert.deepEqual(answer, { accounts: [] }, 'the key material goes no further than the wallet');
 });
 
 test('a damaged code_keys entry never replaces a working key', async () => {

@@ -155,7 +155,8 @@ def signed_call(
                 raise
             continue
         wallet.record_clock_offset(reply.clock_offset_s)
-        wallet.set_code_keys(read_code_keys(reply.body.get("code_keys")))
+        # Key material stops here: no caller prints it (a --json answer would show it).
+        wallet.set_code_keys(read_code_keys(reply.body.pop("code_keys", None)))
         return reply
     raise AssertionError("unreachable: the loop returns or raises")
 

@@ -79,6 +79,7 @@ export class Api {
       data = await attempt();
     }
     if (this.onSigned) await this.onSigned(data);
+    delete data.code_keys; // key material stops here: no screen shows it
     return data;
   }
 
