@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -27,7 +26,8 @@ from paycode.server.operations import lifecycle
 from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.codes import ErrorCode
 from paycode.shared.enrollment import ED25519_BYTES, SYMMETRIC_KEY_BYTES, build_grant
-from paycode.shared.errors import ApiError
+from paycode.shared.errors import ApiError, WeakKey
+from paycode.shared.keycheck import check_ed25519_public
 from paycode.shared.timestamps import iso_time
 from paycode.shared.versions.base import VersionStatus
 from paycode.shared.versions.registry import DEFAULT_STATUS, by_name
@@ -92,12 +92,15 @@ def _public_key(value: object) -> bytes:
         raise refused
     try:
         raw = base64.b64decode(value, validate=True)
-        Ed25519PublicKey.from_public_bytes(raw)
     except (binascii.Error, ValueError) as error:
         raise refused from error
     if len(raw) != ED25519_BYTES:
         raise refused
-    return raw
+    try:
+        return check_ed25519_public(raw)
+    except WeakKey as error:
+        # An ApiError, so an idempotent retry is answered with the same refusal.
+        raise ApiError(ErrorCode.WEAK_KEY, error.message) from error
 
 
 def enroll_device(
