@@ -2,8 +2,8 @@
 // generation with the counter stored first (docs/spec.md §2, §9), enrollment and the signed
 // online calls. The screens hold no key and no counter: they ask this object.
 import {
-  COUNTER_MAX, FLAG_MERCHANT_BOUND, STEP_SECONDS, b64decode, b64encode, generateCode, generateSigningKey,
-  hexToBytes, importSymmetricDevice, stepOf,
+  COUNTER_MAX, FLAG_MERCHANT_BOUND, STEP_SECONDS, b64decode, b64encode, deviceScope, generateCode, generateSigningKey,
+  hexToBytes, importSymmetricDevice, makeKeyProof, sessionScope, stepOf,
 } from '../core/index.js';
 import { Api, ApiProblem, newIdempotencyKey } from './api.js';
 import { claimCounter } from './counters.js';
@@ -126,12 +126,9 @@ export class Wallet {
 
   async enrollOne(token, version, label, user) {
     const body = { version, label };
-    let signing = null;
-    if (version === 'v3') {
-      signing = await generateSigningKey();
-      body.public_key = b64encode(signing.publicKeyRaw);
-    }
-    const grant = await this.api.enroll(token, body, newIdempotencyKey());
+    const idempotencyKey = newIdempotencyKey();
+    const signing = await newProvenKey(version, body, await sessionScope(token, idempotencyKey));
+    const grant = await this.api.enroll(token, body, idempotencyKey);
     if (grant.version !== version || typeof grant.device_id !== 'string') throw new ApiProblem('enrollment_invalid', 0, 'the server sent an unexpected grant');
     const record = await deviceRecord(grant, signing, label, user);
     await this.store.addDevice(record, (meta) => {
@@ -174,12 +171,9 @@ export class Wallet {
       return { revoked_device_id: deviceId, version };
     }
     const body = { version };
-    let signing = null;
-    if (version === 'v3') {
-      signing = await generateSigningKey();
-      body.public_key = b64encode(signing.publicKeyRaw);
-    }
-    const grant = await this.api.signed(old, 'POST', '/v1/wallet/devices/rotate', { body, idempotencyKey: newIdempotencyKey() });
+    const idempotencyKey = newIdempotencyKey();
+    const signing = await newProvenKey(version, body, deviceScope(old.device_id, idempotencyKey));
+    const grant = await this.api.signed(old, 'POST', '/v1/wallet/devices/rotate', { body, idempotencyKey });
     if (grant.version !== version || typeof grant.device_id !== 'string') throw new ApiProblem('enrollment_invalid', 0, 'the server sent an unexpected grant');
     const record = await deviceRecord(grant, signing, oldDevice.label, this.meta.user);
     await this.store.addDevice(record, (meta) => { meta.versions = { ...(meta.versions || {}), [grant.device_id]: version }; });
@@ -200,6 +194,16 @@ export class Wallet {
   setQrKeys(keys) {
     return this.store.updateMeta((meta) => { meta.qrKeys = keys; }).then((meta) => { this.meta = meta; });
   }
+}
+
+/** For v3, a new key pair made here, its public half and its proof of possession bound to
+ * `scope` added to `body` (docs/spec.md §6.1); null for the symmetric versions. */
+async function newProvenKey(version, body, scope) {
+  if (version !== 'v3') return null;
+  const signing = await generateSigningKey();
+  body.public_key = b64encode(signing.publicKeyRaw);
+  body.proof = await makeKeyProof(signing.privateKey, version, signing.publicKeyRaw, scope);
+  return signing;
 }
 
 /** The stored record of a new device: its keys imported non-extractable, no counter used. */
