@@ -3,7 +3,7 @@
 // online calls. The screens hold no key and no counter: they ask this object.
 import {
   COUNTER_MAX, FLAG_MERCHANT_BOUND, STEP_SECONDS, b64decode, b64encode, deviceScope, generateCode, generateSigningKey,
-  hexToBytes, importSymmetricDevice, makeKeyProof, sessionScope, stepOf,
+  checkQrKeys, checkX25519Public, hexToBytes, importSymmetricDevice, makeKeyProof, sessionScope, stepOf,
 } from '../core/index.js';
 import { Api, ApiProblem, newIdempotencyKey } from './api.js';
 import { claimCounter } from './counters.js';
@@ -130,6 +130,7 @@ export class Wallet {
     const signing = await newProvenKey(version, body, await sessionScope(token, idempotencyKey));
     const grant = await this.api.enroll(token, body, idempotencyKey);
     if (grant.version !== version || typeof grant.device_id !== 'string') throw new ApiProblem('enrollment_invalid', 0, 'the server sent an unexpected grant');
+    if (Array.isArray(grant.qr_keys)) checkQrKeys(grant.qr_keys); // before anything is stored
     const record = await deviceRecord(grant, signing, label, user);
     await this.store.addDevice(record, (meta) => {
       meta.versions = { ...(meta.versions || {}), [grant.device_id]: version };
@@ -192,6 +193,7 @@ export class Wallet {
   }
 
   setQrKeys(keys) {
+    checkQrKeys(keys);
     return this.store.updateMeta((meta) => { meta.qrKeys = keys; }).then((meta) => { this.meta = meta; });
   }
 }
@@ -214,7 +216,7 @@ async function deviceRecord(grant, signing, label, user) {
   };
   if (grant.version === 'v3') {
     record.keys = { signingKey: signing.privateKey };
-    record.sealPublic = b64decode(grant.seal_public_key);
+    record.sealPublic = checkX25519Public(b64decode(grant.seal_public_key));
   } else {
     record.keys = await importSymmetricDevice(b64decode(grant.device_key), b64decode(grant.hiding_key));
   }
