@@ -5,6 +5,7 @@ server's enrollment and both of these."""
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from paycode.client.merchant_qr import parse_qr_keys
@@ -12,10 +13,8 @@ from paycode.shared.emv.qr_signature import b64url
 from paycode.shared.enrollment import b64, build_grant, new_ed25519_seed, read_grant
 from paycode.shared.errors import EnrollmentInvalid, WalletError, WeakKey
 from paycode.shared.keycheck import check_ed25519_public, check_x25519_public
-from tests.support.weak_keys import P as _P
-from tests.support.weak_keys import small_order_keys
+from tests.support.weak_keys import P, small_order_keys
 
-P = _P
 LOW_ORDER_X25519 = (
     0,
     1,
@@ -61,3 +60,14 @@ def test_a_small_order_qr_signing_key_from_the_server_is_refused() -> None:
         assert caught.value.code == "weak_key"
     good = b64url(new_ed25519_seed()[1])
     assert parse_qr_keys([{"key_id": "qr1", "public_key": good}]) == {"qr1": good}
+
+
+def test_why_the_identity_key_is_refused_one_signature_verifies_every_message() -> None:
+    """The attack item 6 closes, shown on the verifier the server uses (OpenSSL)."""
+    identity = bytes([1]) + bytes(31)
+    anything = identity + bytes(32)  # R = identity, S = 0
+    verifier = Ed25519PublicKey.from_public_bytes(identity)
+    for message in (b"paycode-v3sig", b"any code", b"any request"):
+        verifier.verify(anything, message)  # raises InvalidSignature if it did not verify
+    with pytest.raises(WeakKey, match="small order"):
+        check_ed25519_public(identity)

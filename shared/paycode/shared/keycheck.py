@@ -1,7 +1,8 @@
 """Public keys another party hands us, refused when they are weak (docs/spec.md §6.1).
 
-An Ed25519 public key of small order lets one fixed signature verify every message (with the
-cofactored check, or for a crafted R with the plain one): a device enrolled with such a key
+An Ed25519 public key of small order lets one fixed signature verify every message: with the
+identity as the key, R = identity and S = 0 pass OpenSSL's check for any message (the
+cofactored check accepts it for every small-order key), so a device enrolled with such a key
 could sign any code. A non-canonical spelling (y >= p) is refused too, so one key has one
 encoding, and a point that is not on the curve is no key at all. The check decompresses the
 point and multiplies it by the cofactor 8 with plain Edwards arithmetic: a small-order point
