@@ -85,3 +85,11 @@ test('a damaged code_keys entry never replaces a working key', async () => {
   }
   assert.equal(await v1Code(credentialOf(wallet.device('v1'))), before);
 });
+
+test('a rotated seal key of low order is ignored, not learned', () => {
+  const lowOrder = new Uint8Array(32); // u = 0: every shared secret would be zero
+  const genuine = new Uint8Array(32).fill(9);
+  assert.deepEqual(readCodeKeys([{ version: 'v3', key_id: 'weak', seal_public_key: b64encode(lowOrder) }]), {});
+  const read = readCodeKeys([{ version: 'v3', key_id: 'good', seal_public_key: b64encode(genuine) }]);
+  assert.deepEqual(read.v3.key, genuine);
+});

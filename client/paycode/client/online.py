@@ -23,6 +23,7 @@ from paycode.shared.code_keys import read_code_keys
 from paycode.shared.codes import ErrorCode
 from paycode.shared.enrollment import GrantInfo, b64, new_ed25519_seed
 from paycode.shared.errors import ServerRejected, WalletError
+from paycode.shared.key_proof import make_proof, session_scope
 from paycode.shared.versions.base import DeviceCredential
 
 HISTORY_LIMIT_MAX = 100
@@ -101,12 +102,13 @@ def enroll(
 
 def _enroll_one(wallet: Wallet, client: ServerClient, token: str, version: str) -> GrantInfo:
     body: dict[str, Any] = {"version": version, "label": f"paycode-wallet on {platform.node()}"}
-    seed = b""
+    seed, idempotency_key = b"", str(uuid.uuid4())
     if version == "v3":
         seed, public_key = new_ed25519_seed()
         body["public_key"] = b64(public_key)
+        body["proof"] = make_proof(seed, version, session_scope(token, idempotency_key))
     reply = client.call(
-        "POST", "/v1/wallet/devices", body, bearer=token, idempotency_key=str(uuid.uuid4())
+        "POST", "/v1/wallet/devices", body, bearer=token, idempotency_key=idempotency_key
     )
     info = wallet.add_grant(reply.body, ed25519_seed=seed)
     if "qr_keys" in reply.body:

@@ -12,6 +12,8 @@ import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from paycode.shared.errors import WeakKey
+from paycode.shared.keycheck import check_x25519_public
 from paycode.shared.enrollment import ED25519_BYTES, SYMMETRIC_KEY_BYTES, b64
 
 KEY_ID_CHARS_MAX = 32
@@ -65,7 +67,18 @@ def _entry(entry: object) -> CodeKey | None:
         return None
     name = FIELD_OF_VERSION[version]
     key = _key(entry.get(name), SIZE_OF_FIELD[name])
-    return None if key is None else CodeKey(version, key_id[:KEY_ID_CHARS_MAX], key)
+    if key is None or (version == "v3" and not _strong_seal_key(key)):
+        return None
+    return CodeKey(version, key_id[:KEY_ID_CHARS_MAX], key)
+
+
+def _strong_seal_key(key: bytes) -> bool:
+    # A low-order seal key would make every sealed code readable by anyone (keycheck.py says why).
+    try:
+        check_x25519_public(key)
+    except WeakKey:
+        return False
+    return True
 
 
 def _key(text: object, size: int) -> bytes | None:

@@ -3,6 +3,7 @@
 // entries are kept, so a damaged one never replaces a working key (shared/paycode/shared/
 // code_keys.py is the reference).
 import { b64decode } from './bytes.js';
+import { checkX25519Public } from './keyCheck.js';
 
 const KEY_BYTES = 32;
 const KEY_ID_CHARS_MAX = 32;
@@ -33,5 +34,16 @@ function readEntry(entry) {
     return null;
   }
   if (key.length !== KEY_BYTES) return null;
+  if (version === 'v3' && !strongSealKey(key)) return null;
   return { version, keyId: keyId.slice(0, KEY_ID_CHARS_MAX), key };
+}
+
+// A low-order seal key would make every sealed code readable by anyone (keyCheck.js says why).
+function strongSealKey(key) {
+  try {
+    checkX25519Public(key);
+    return true;
+  } catch {
+    return false;
+  }
 }

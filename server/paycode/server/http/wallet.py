@@ -37,6 +37,7 @@ from paycode.server.wallets import devices, sessions, statements
 from paycode.shared.code_keys import build_code_keys
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import ApiError
+from paycode.shared.key_proof import session_scope
 from paycode.shared.wallet_auth import signature_valid, signing_message
 
 bp = Blueprint("wallet", __name__, url_prefix="/v1/wallet")
@@ -151,9 +152,12 @@ def enroll_device() -> Response:
     """Enroll one device; the Idempotency-Key makes a retry return the same grant."""
     now_s = sessions.now_s()
     with db.transaction() as session:
-        user_id = sessions.session_user(session, request.headers.get("Authorization", ""), now_s)
+        authorization = request.headers.get("Authorization", "")
+        user_id = sessions.session_user(session, authorization, now_s)
         key = require_key()
-        wanted = devices.parse_enroll(json_object(), _statuses())
+        # A v3 key's proof of possession is bound to this session (as session_user reads it).
+        scope = session_scope(authorization.partition(" ")[2].strip(), key)
+        wanted = devices.parse_enroll(json_object(), _statuses(), scope)
         current = _enrollment_keys(session, wanted.version)
 
         def work() -> tuple[int, dict[str, object]]:
@@ -290,7 +294,13 @@ def rotate_device() -> Response:
 
         def work(body: dict[str, object]) -> tuple[int, dict[str, object]]:
             device = devices.rotate(
-                session, caller, dict(body), statuses=statuses, box=secret_box(), at_s=now_s
+                session,
+                caller,
+                dict(body),
+                statuses=statuses,
+                idempotency_key=require_key(),
+                box=secret_box(),
+                at_s=now_s,
             )
             return 201, {"device_id": device.id}
 
