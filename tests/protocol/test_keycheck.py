@@ -9,10 +9,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from paycode.client.merchant_qr import parse_qr_keys
+from paycode.shared.code_keys import read_code_keys
 from paycode.shared.emv.qr_signature import b64url
 from paycode.shared.enrollment import b64, build_grant, new_ed25519_seed, read_grant
 from paycode.shared.errors import EnrollmentInvalid, WalletError, WeakKey
-from paycode.shared.code_keys import read_code_keys
 from paycode.shared.keycheck import check_ed25519_public, check_x25519_public
 from tests.support.weak_keys import P, small_order_keys
 

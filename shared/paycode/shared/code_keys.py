@@ -12,9 +12,9 @@ import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from paycode.shared.enrollment import ED25519_BYTES, SYMMETRIC_KEY_BYTES, b64
 from paycode.shared.errors import WeakKey
 from paycode.shared.keycheck import check_x25519_public
-from paycode.shared.enrollment import ED25519_BYTES, SYMMETRIC_KEY_BYTES, b64
 
 KEY_ID_CHARS_MAX = 32
 ENTRIES_MAX = 8
