@@ -111,8 +111,9 @@ GUARD = GuardSettings(
     backoff_max_s=900.0,
 )
 """Small guard limits, so forgeries reach a block (and a device lock) within an example."""
-GUARD_BLOCKS = (("ip:198.51.100.2", 1, 120.0),)
-"""(scope, strikes, seconds from START_S): guard blocks in force, as guesses left them."""
+GUARD_BLOCKS = ((0, "198.51.100.2", 1, 120.0),)
+"""(terminal, address, strikes, seconds from START_S): address blocks in force at a terminal's
+merchant, as guesses left them."""
 REVOKED_AFTER_CACHING = (4,)
 """ben's v2 phone: revoked by an operator just after each example's worker cached it."""
 LOCKED_PHONES = (8,)
@@ -208,19 +209,6 @@ def seed_world(engine: Engine) -> SeededRows:
                 daily_count_max=count_max,
                 reset=False,
             )
-        for scope, strikes, blocked_for_s in GUARD_BLOCKS:
-            session.execute(
-                text(
-                    "INSERT INTO failure_counters (scope, window_start_s, failures, strikes,"
-                    " blocked_until_s) VALUES (:scope, :start, 0, :strikes, :until)"
-                ),
-                {
-                    "scope": scope,
-                    "start": START_S - 10,
-                    "strikes": strikes,
-                    "until": START_S + blocked_for_s,
-                },
-            )
         for name, alpha, days_ago, count, spent in PINLESS_USE:
             _record_pinless_use(session, user_ids[name], alpha, days_ago, count, spent)
         terminals = [
@@ -234,6 +222,19 @@ def seed_world(engine: Engine) -> SeededRows:
             for codec in VERSIONS
         ]
         session.flush()
+        for terminal, address, strikes, blocked_for_s in GUARD_BLOCKS:
+            session.execute(
+                text(
+                    "INSERT INTO failure_counters (scope, window_start_s, failures, strikes,"
+                    " blocked_until_s) VALUES (:scope, :start, 0, :strikes, :until)"
+                ),
+                {
+                    "scope": guard.address_scope(terminals[terminal].merchant_id, address),
+                    "start": START_S - 10,
+                    "strikes": strikes,
+                    "until": START_S + blocked_for_s,
+                },
+            )
         for index in LOCKED_PHONES:  # the guard locked it before START_S; no wallet call since
             session.execute(
                 text("UPDATE devices SET locked_at_s = :at WHERE id = :id"),

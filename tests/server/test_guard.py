@@ -22,9 +22,12 @@ from sqlalchemy import Engine, delete, text
 from paycode.appkit.http_client import ServerClient
 from paycode.client.online import DeviceAuth
 from paycode.merchant_pos.terminal_client import TerminalClient
-from paycode.server.database.models import FailureCounter
+from paycode.server.config import ServerConfig
+from paycode.server.database.models import FailureCounter, Merchant
+from paycode.server.operations import admin
 from paycode.server.safety import guard
 from paycode.server.safety.guard import GuardScopes, GuardSettings
+from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.enrollment import new_ed25519_seed
 from paycode.shared.errors import ServerRejected
 from paycode.shared.timestep import step_at
@@ -98,12 +101,24 @@ def test_the_block_says_when_to_retry(bank: Bank, monkeypatch: pytest.MonkeyPatc
 def test_one_address_guessing_at_many_terminals_is_blocked(
     bank: Bank, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """At one merchant's tills (the address counter is per merchant: test_guard_lockout)."""
     configure_guard(monkeypatch, bank, terminal_failures_max=99, ip_failures_max=2)
-    cafe, other = _tills(bank)
+    cafe, other = _tills(bank)[0], _second_till(bank)
     assert _error(cafe, BAD_V2).code == "code_invalid"
     assert _error(other, BAD_V2).code == "code_invalid"
     assert _error(cafe, _code(bank, 0)).code == "rate_limited"
     assert _error(other, _code(bank, 1)).code == "rate_limited"
+
+
+def _second_till(bank: Bank) -> TerminalClient:
+    """Another terminal of the first merchant."""
+    box = SecretBox.from_config(ServerConfig.from_env(bank.server.env))
+    with bank.server.session() as session:
+        merchant = session.get(Merchant, bank.merchant_id(0))
+        assert merchant is not None
+        terminal, secret = admin.create_terminal(session, box, merchant.name, time.time())
+        key_id = terminal.id
+    return TerminalClient(bank.url, key_id, secret, sleep=lambda _s: None)
 
 
 def test_honest_failures_are_not_counted(bank: Bank, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -36,6 +36,8 @@ COUNTED_FAILURES = frozenset(
     }
 )
 SCOPES_MAX = 3
+SCOPE_CHARS_MAX = 80
+"""failure_counters.scope's width: a scope built from request data is cut to it."""
 
 
 @dataclass(frozen=True)
@@ -93,13 +95,19 @@ class GuardScopes:
 def scopes_for(
     settings: GuardSettings, terminal_id: str, merchant_id: str, client_ip: str | None
 ) -> GuardScopes:
+    """The address counter is the address's at this merchant: tills of different merchants
+    behind one NAT share an address, and one merchant's junk must not block another's."""
     names = [f"terminal:{terminal_id}", f"merchant:{merchant_id}"]
     limits = [settings.terminal_failures_max, settings.merchant_failures_max]
     if client_ip:
-        names.append(f"ip:{client_ip[:64]}")
+        names.append(address_scope(merchant_id, client_ip))
         limits.append(settings.ip_failures_max)
     assert len(names) <= SCOPES_MAX
     return GuardScopes(tuple(names), tuple(limits))
+
+
+def address_scope(merchant_id: str, client_ip: str) -> str:
+    return f"ip:{merchant_id}:{client_ip}"[:SCOPE_CHARS_MAX]
 
 
 def device_scope(device_id: str) -> str:
