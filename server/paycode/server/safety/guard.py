@@ -48,7 +48,7 @@ class GuardSettings:
     terminal_failures_max: int = 20  # PAYCODE_GUESS_TERMINAL_MAX
     merchant_failures_max: int = 100  # PAYCODE_GUESS_MERCHANT_MAX
     ip_failures_max: int = 50  # PAYCODE_GUESS_IP_MAX
-    device_failures_max: int = 5  # PAYCODE_GUESS_DEVICE_MAX: per handle, per merchant
+    device_failures_max: int = 3  # PAYCODE_GUESS_DEVICE_MAX: per handle, per merchant
     backoff_base_s: float = 60.0  # PAYCODE_GUESS_BACKOFF_S: the first block; each next doubles
     backoff_max_s: float = 3600.0  # PAYCODE_GUESS_BACKOFF_MAX_S; also the quiet time that resets
 
