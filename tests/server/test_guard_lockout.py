@@ -6,7 +6,9 @@ on both databases, in-process (every request comes from 127.0.0.1, the shared ad
   only at the merchant it was sent from; the guessing limit still holds there;
 - item 13: a code naming no enrolled device and one naming a device with a wrong tag or
   signature get the same reply and the same guard answers, after the same verification work;
-  a v3 code anyone sealed for a known handle gets junk's reply, never `merchant_mismatch`.
+  a v3 code anyone sealed for a known handle gets junk's reply, never `merchant_mismatch`;
+  and the bound docs/spec.md §4.1 states on guesses against one handle is what the guard's
+  own SQL lets through.
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import create_engine, delete
 
 from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.server.database.models import FailureCounter
-from paycode.server.safety.guard import GuardSettings
+from paycode.server.safety import guard
+from paycode.server.safety.guard import GuardScopes, GuardSettings
 from paycode.shared.binding import MerchantBinding
 from paycode.shared.checkdigit import damm_digit
 from paycode.shared.enrollment import new_ed25519_seed
@@ -220,3 +224,43 @@ def test_a_v3_code_anyone_sealed_for_a_known_handle_gets_the_reply_of_junk(
     assert _answer(till, sealed(known, 1)) == junk
     assert _answer(till, sealed(free, 2)) == junk
     assert _answer(till, codec.generate(known, step=step, counter=3)) == junk
+
+
+# -- item 13: the spec's bound is the guard's own arithmetic ------------------------------------
+
+SPEC = Path(__file__).resolve().parents[2] / "docs" / "spec.md"
+
+
+def _attempts_against_one_handle(horizon_s: float) -> int:
+    """A tireless attacker at one merchant against one handle, under the default guard: it
+    sends a guess whenever the handle's counter is not blocked. Driven through the guard's own
+    SQL (SQLite path) on an in-memory database."""
+    settings = GuardSettings()
+    engine = create_engine("sqlite://")
+    FailureCounter.__table__.create(engine)
+    scopes = GuardScopes(("code:v1:00@m",), (settings.device_failures_max,))
+    attempts, now_s = 0, 0.0
+    with engine.begin() as connection:
+        for _ in range(10_000):  # bound: two days are under 200 attempts
+            until_s = guard.blocked_until_s(connection, scopes, now_s)
+            if until_s is not None:
+                now_s = until_s
+                continue
+            if now_s >= horizon_s:
+                break
+            guard.count_failure(connection, scopes, settings, now_s)
+            attempts += 1
+            now_s += 0.001
+    return attempts
+
+
+def test_the_spec_bound_on_guesses_against_one_handle_is_the_guards_own() -> None:
+    """Two days are simulated: from the second on, every day is alike (the back-off is at its
+    maximum and never resets while the attacker keeps at it)."""
+    limit = GuardSettings().device_failures_max
+    day, two_days = _attempts_against_one_handle(86_400), _attempts_against_one_handle(2 * 86_400)
+    year = day + 364 * (two_days - day)
+    assert (day, two_days - day, year) == (29 * limit, 24 * limit, 8_765 * limit)
+    spec = SPEC.read_text(encoding="utf-8")
+    assert f"default {limit})" in spec
+    assert "29 L" in spec and "8,765 L" in spec and f"{year:,}" in spec
