@@ -17,12 +17,7 @@ from sqlalchemy import Connection, text
 
 from paycode.server.charge.planning import RECORDED_FAILURES, ChargePlan
 from paycode.server.charge.result import NONCE_REPLAYED, STORED, TERMINAL_REVOKED, ChargeResult
-from paycode.server.safety.guard import (
-    GuardSettings,
-    blocked_until_s,
-    count_failure,
-    lock_device_if_blocked,
-)
+from paycode.server.safety.guard import GuardSettings, blocked_until_s, count_failure
 from paycode.server.safety.limits import maxima, needs_confirmation, used_on
 from paycode.shared.codes import ErrorCode, PaymentStatus
 
@@ -62,8 +57,6 @@ def run_charge(connection: Connection, plan: ChargePlan, guard: GuardSettings) -
         return ChargeResult(STORED, stored[0], stored[1], stored[2])
     if plan.counts_as_guess:
         count_failure(connection, scopes, guard, attempt.now_s)
-        if plan.suspect_device_id is not None:
-            lock_device_if_blocked(connection, plan.suspect_device_id, attempt.now_s)
     outcome = plan.rejection or _claim_and_pay(connection, plan)
     if plan.rejection is None:
         _notify(connection, plan, outcome)
