@@ -145,6 +145,7 @@ def cmd_merchants_create(args: argparse.Namespace) -> int:
             ascii_city=args.ascii_city,
             language=args.language,
             now_s=time.time(),
+            allow_private_notify=config.delivery.allow_private,
         )
         secret = events.issue_secret(session, SecretBox.from_config(config), merchant)
     secret_human, secret_data = secret_lines(merchant.id, secret)

@@ -43,6 +43,7 @@ def cmd_merchants_list(args: argparse.Namespace) -> int:
 
 
 def cmd_merchants_update(args: argparse.Namespace) -> int:
+    config = _config()
     change = roster.MerchantChange(
         name=args.name,
         city=args.city,
@@ -53,8 +54,9 @@ def cmd_merchants_update(args: argparse.Namespace) -> int:
         clear_notify_url=args.no_notify_url,
         allow_ips=args.allow_ip,
         allow_anywhere=args.allow_anywhere,
+        allow_private_notify=config.delivery.allow_private,
     )
-    with _session(_config()) as session:
+    with _session(config) as session:
         merchant = roster.update_merchant(session, args.merchant, change)
         data = roster.merchant_json(merchant)
     human = (
