@@ -11,6 +11,11 @@ from paycode.server.commands.common import session as _session
 from paycode.server.database.directory import MERCHANT_SETTINGS_TTL_S
 from paycode.server.operations import roster
 
+NOTIFY_URL_HELP = (
+    "where signed notifications are POSTed: a public http(s) URL (loopback, private and "
+    "link-local hosts need PAYCODE_NOTIFY_ALLOW_PRIVATE=1)"
+)
+
 
 def cmd_users_list(args: argparse.Namespace) -> int:
     with _session(_config()) as session:
@@ -90,7 +95,7 @@ def add_roster_commands(users: Subparsers, merchants: Subparsers) -> list[argpar
     update.add_argument("--ascii-name", help="the EMV form of a name that is not ASCII")
     update.add_argument("--ascii-city", help="the EMV form of a city that is not ASCII")
     update.add_argument("--language", help="ISO 639-1 language of a name that is not ASCII")
-    update.add_argument("--notify-url", help="where signed notifications are POSTed")
+    update.add_argument("--notify-url", help=NOTIFY_URL_HELP)
     update.add_argument("--no-notify-url", action="store_true", help="stop notifications")
     update.add_argument(
         "--allow-ip", action="append", metavar="CIDR", help="the allow-list (repeatable)"
