@@ -113,6 +113,7 @@ def test_delivery_to_a_name_resolving_to_a_private_address_is_refused(
 
 
 def test_post_refuses_every_non_public_address_before_connecting(rebinding: None) -> None:
-    for url in (*PRIVATE_URLS, f"http://{REBOUND_NAME}:9/x"):
+    # 2130706433 is 127.0.0.1 as one number: no literal at set time, refused when resolved
+    for url in (*PRIVATE_URLS, f"http://{REBOUND_NAME}:9/x", "http://2130706433:9/x"):
         error = delivery.post(url, b"{}", {}, timeout_s=2)
         assert error is not None and "non-public" in error, (url, error)

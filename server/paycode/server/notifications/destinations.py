@@ -121,7 +121,11 @@ class _CheckedHTTPHandler(urllib.request.HTTPHandler):
 
 class _CheckedHTTPSHandler(urllib.request.HTTPSHandler):
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(_CheckedHTTPS, req, context=self._context)  # type: ignore[attr-defined]
+        # As urllib's own: Python 3.11 still hands its check_hostname on, 3.12 has none
+        options: dict[str, Any] = {"context": getattr(self, "_context", None)}
+        if hasattr(self, "_check_hostname"):
+            options["check_hostname"] = self._check_hostname
+        return self.do_open(_CheckedHTTPS, req, **options)
 
 
 def public_only_handlers() -> list[urllib.request.BaseHandler]:
