@@ -241,6 +241,27 @@ _RELEASE_SQL = text(
     "UPDATE failure_counters SET failures = failures - 1 WHERE scope = :scope AND failures > 0"
 )
 _BLOCKED_SQL = text("SELECT blocked_until_s FROM failure_counters WHERE scope = :scope")
+_STANDING_SQL = text(
+    "SELECT failures, strikes, blocked_until_s FROM failure_counters WHERE scope = :scope"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """One scope's count as it stands: what a reply tells the person guessing (how many tries
+    are left), never a decision, which reserve_attempt alone takes."""
+
+    failures: int
+    strikes: int
+    blocked_until_s: float | None
+
+
+def standing(connection: Connection, scope: str) -> Standing:
+    row = connection.execute(_STANDING_SQL, {"scope": scope}).first()
+    if row is None:
+        return Standing(0, 0, None)
+    until = None if row.blocked_until_s is None else float(row.blocked_until_s)
+    return Standing(int(row.failures), int(row.strikes), until)
 
 
 def reserve_attempt(
