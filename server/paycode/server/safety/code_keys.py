@@ -50,15 +50,18 @@ def purpose_of(version: str) -> str:
 
 
 def _live(session: Session, purpose: str) -> list[ServerKey]:
-    """Newest first, locked against a concurrent rotation or retirement (PostgreSQL)."""
-    return list(
-        session.scalars(
-            select(ServerKey)
-            .where(ServerKey.purpose == purpose, ServerKey.retired_at_s.is_(None))
-            .order_by(ServerKey.created_at_s.desc(), ServerKey.id)
-            .with_for_update()
-        )
+    """Newest first, locked against a concurrent rotation or retirement (PostgreSQL).
+
+    Rows are locked oldest first: every rotation then takes the locks in one order, so a
+    rotation that already sees a newer key cannot hold it while waiting for the oldest one that
+    another rotation holds (a deadlock PostgreSQL broke by failing one of them)."""
+    oldest_first = session.scalars(
+        select(ServerKey)
+        .where(ServerKey.purpose == purpose, ServerKey.retired_at_s.is_(None))
+        .order_by(ServerKey.created_at_s, ServerKey.id)
+        .with_for_update()
     )
+    return list(oldest_first)[::-1]
 
 
 def add_key(session: Session, box: SecretBox, version: str, now_s: float) -> str:
