@@ -2,6 +2,10 @@
 
 Every command prints a human line or, with --json, one JSON object. Errors exit non-zero and
 name a stable code: `error [code]: message` on stderr, or {"ok": false, "error": {...}}.
+
+Human output goes through `printable`: a scanned QR, a merchant name or a server's detail is
+text someone else chose, and raw control sequences in it could clear the cashier's screen and
+draw a fake "PAID". JSON output is escaped by JSON itself.
 """
 
 from __future__ import annotations
@@ -23,6 +27,26 @@ EXIT_INTERRUPTED = 130
 
 Command = Callable[[argparse.Namespace], int]
 
+_BIDI_CONTROLS = (*range(0x202A, 0x202F), *range(0x2066, 0x206A))
+"""Embeddings, overrides and isolates: they reorder what follows them on screen."""
+_LINE_BREAKS = (0x2028, 0x2029)
+"""Unicode line and paragraph separators: some terminals break the line on them."""
+_ESCAPES: dict[int, str] = {
+    **{point: f"\\x{point:02x}" for point in (*range(0x20), *range(0x7F, 0xA0))},
+    **{point: f"\\u{point:04x}" for point in (*_BIDI_CONTROLS, *_LINE_BREAKS)},
+}
+_ESCAPES_KEEPING_NEWLINES = {point: text for point, text in _ESCAPES.items() if point != 0x0A}
+
+
+def printable(text: object, *, keep_newlines: bool = False) -> str:
+    """`text` safe to print on a terminal: C0 and C1 controls (ESC among them), DEL, bidi
+    overrides and Unicode line separators become visible `\\x1b` / `\\u202e` escapes;
+    everything else (accents, Chinese, emoji) stays as it is. `keep_newlines` is for a text
+    the program composed of several lines; a value from outside keeps its newline escaped,
+    so it cannot start a line of its own."""
+    table = _ESCAPES_KEEPING_NEWLINES if keep_newlines else _ESCAPES
+    return str(text).translate(table)
+
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
     """--json is accepted before or after the subcommand."""
@@ -39,14 +63,14 @@ def emit(args: argparse.Namespace, human: str, data: dict[str, Any]) -> None:
     if wants_json(args):
         print(json.dumps({"ok": True, **data}, sort_keys=True))
     else:
-        print(human)
+        print(printable(human, keep_newlines=True))
 
 
 def report_error(prog: str, args: argparse.Namespace | None, code: str, message: str) -> None:
     if args is not None and wants_json(args):
         print(json.dumps({"ok": False, "error": {"code": code, "message": message}}))
     else:
-        print(f"{prog}: error [{code}]: {message}", file=sys.stderr)
+        print(f"{prog}: error [{code}]: {printable(message)}", file=sys.stderr)
 
 
 def run(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
@@ -84,6 +108,6 @@ def confirm_or_stop(
         return
     if not sys.stdin.isatty():
         raise WalletError(f"confirm with --yes to {what}", code=ErrorCode.CONFIRMATION_REQUIRED)
-    answer = input(f"{what}? [y/N] ").strip().lower()
+    answer = input(f"{printable(what)}? [y/N] ").strip().lower()
     if answer not in ("y", "yes"):
         raise WalletError(cancelled, code=ErrorCode.CANCELLED)

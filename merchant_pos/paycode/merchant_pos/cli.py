@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from paycode.appkit.console import add_json_flag, emit, run, wants_json
+from paycode.appkit.console import add_json_flag, emit, printable, run
 from paycode.merchant_pos import settings
 from paycode.merchant_pos.identify import describe
 from paycode.merchant_pos.messages import cashier_message
@@ -53,6 +53,7 @@ class ScanError(PaycodeError):
 
 
 def _human(found: list[dict[str, object]]) -> str:
+    """What was scanned, each value escaped: the text is whoever printed the code's choice."""
     lines = []
     for item in found:
         head = f"[{item.get('format', 'text')}] {item.get('kind')}"
@@ -62,9 +63,9 @@ def _human(found: list[dict[str, object]]) -> str:
             head += (
                 " (well-formed)"
                 if item["well_formed"]
-                else f" ({item.get('error')}: {item.get('message')})"
+                else f" ({item.get('error')}: {printable(item.get('message'))})"
             )
-        lines.append(f"{head}\n    {item.get('text_preview')}")
+        lines.append(f"{printable(head)}\n    {printable(item.get('text_preview'))}")
     return "\n".join(lines)
 
 
@@ -172,13 +173,10 @@ def _charge_from_stdin(client: Any, sale: Sale, wait: ConfirmWait) -> SaleOutcom
 
 
 def _report(args: argparse.Namespace, outcome: SaleOutcome) -> None:
-    human = f"{outcome.headline}\n{outcome.message}\norder {outcome.merchant_order_id}"
+    human = f"{outcome.headline}\n{printable(outcome.message)}\norder {outcome.merchant_order_id}"
     if outcome.payment:
-        human += f", payment {outcome.payment.get('payment_id')}"
-    if wants_json(args):
-        emit(args, human, outcome.as_json())
-    else:
-        print(human)
+        human += f", payment {printable(outcome.payment.get('payment_id'))}"
+    emit(args, human, outcome.as_json())
 
 
 def cmd_poster(args: argparse.Namespace) -> int:
@@ -201,11 +199,12 @@ def cmd_poster(args: argparse.Namespace) -> int:
     code = read_collection(payload)
     path = poster.save_poster(poster.render_poster(code, payload), args.out)
     what = f"{code.amount} {code.currency}" if code.amount else "any amount"
+    name = printable(code.display_name)
     if args.order is not None:
         what += f", order {args.order}, pays once"
     emit(
         args,
-        f"poster for {code.display_name} ({what}) written to {path}",
+        f"poster for {name} ({what}) written to {path}",
         {
             "path": str(path),
             "merchant_id": code.merchant_id,
@@ -221,9 +220,10 @@ def cmd_poster(args: argparse.Namespace) -> int:
 def cmd_refund(args: argparse.Namespace) -> int:
     client = settings.load(args.home).client()
     reply = client.refund(args.payment_id, amount=args.amount)
+    said = {key: printable(reply.get(key, "")) for key in ("amount", "currency", "refund_id")}
     human = (
-        f"refunded {reply.get('amount')} {reply.get('currency', '')} of {args.payment_id} "
-        f"(refund {reply.get('refund_id')})"
+        f"refunded {said['amount']} {said['currency']} of {printable(args.payment_id)} "
+        f"(refund {said['refund_id']})"
     )
     emit(args, human, {"refund": reply})
     return 0
@@ -236,14 +236,19 @@ def cmd_query(args: argparse.Namespace) -> int:
         payments = [client.payment(payment_id)]
     else:
         payments = client.payments_by_order(args.order_id)
-    lines = [
-        f"{p['payment_id']}  {p['status']:<9} {p['amount']} {p['currency']}  "
-        f"refunded {p['refunded']}  order {p.get('merchant_order_id')}"
-        + (f"  ({p['failure_code']})" if p.get("failure_code") else "")
-        for p in payments
-    ]
+    lines = [_payment_line(payment) for payment in payments]
     emit(args, "\n".join(lines) or "no payment with that order id", {"payments": payments})
     return 0
+
+
+def _payment_line(payment: dict[str, Any]) -> str:
+    """One payment as `query` lists it; every field is the server's text, so escaped."""
+    p = {key: printable(value) for key, value in payment.items() if value is not None}
+    failure = f"  ({p['failure_code']})" if p.get("failure_code") else ""
+    return (
+        f"{p.get('payment_id')}  {p.get('status', ''):<9} {p.get('amount')} {p.get('currency')}  "
+        f"refunded {p.get('refunded')}  order {p.get('merchant_order_id')}{failure}"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
