@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -220,9 +221,18 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def _history_line(item: dict[str, Any]) -> str:
-    """A payment as the wallet lists it. The merchant's name is the server's text."""
-    columns = ("created_at", "amount", "currency", "status", "merchant")
-    return printable("  ".join(str(item.get(column, "")) for column in columns))
+    """A payment as the wallet lists it, with what was refunded of it: a refund is money back
+    the customer should see without --json. The merchant's name is the server's text."""
+    status = str(item.get("status", ""))
+    refunded = str(item.get("refunded") or "0")
+    try:
+        any_refund = Decimal(refunded) > 0
+    except InvalidOperation:  # a server's odd answer is shown, not trusted as a number
+        any_refund = refunded != "0"
+    if any_refund:
+        status += f", refunded {refunded} {item.get('currency', '')}".rstrip()
+    columns = (item.get("created_at", ""), item.get("amount", ""), item.get("currency", ""))
+    return printable("  ".join(str(field) for field in (*columns, status, item.get("merchant"))))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
