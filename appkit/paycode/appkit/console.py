@@ -2,6 +2,8 @@
 
 Every command prints a human line or, with --json, one JSON object. Errors exit non-zero and
 name a stable code: `error [code]: message` on stderr, or {"ok": false, "error": {...}}.
+A reader that goes away early (`paycode-wallet --json history | head -1`) ends the command
+quietly with status 141, what a shell reports for a command killed by SIGPIPE (128 + 13).
 
 Human output goes through `printable`: a scanned QR, a merchant name or a server's detail is
 text someone else chose, and raw control sequences in it could clear the cashier's screen and
@@ -24,6 +26,7 @@ from paycode.shared.errors import PaycodeError, WalletError
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -74,7 +77,29 @@ def report_error(prog: str, args: argparse.Namespace | None, code: str, message:
 
 
 def run(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
-    """Parse, dispatch to args.func, and turn every failure into a stable code."""
+    """Parse, dispatch to args.func, and turn every failure into a stable code; a closed
+    stdout (or stderr) ends the command quietly with EXIT_BROKEN_PIPE."""
+    try:
+        status = _dispatch(prog, parser, argv)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe would print a traceback
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+    return status
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null: the interpreter flushes it once more at exit, and that
+    write must not fail (and print) again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is no file (a test captures it): nothing to flush
+        return
+
+
+def _dispatch(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     func: Command | None = getattr(args, "func", None)
     if func is None:
@@ -82,6 +107,8 @@ def run(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None) 
         return EXIT_USAGE
     try:
         return func(args)
+    except BrokenPipeError:  # the reader went away: nobody is left to read an error either
+        raise
     except PaycodeError as error:
         report_error(prog, args, error.code, error.message)
         return EXIT_ERROR

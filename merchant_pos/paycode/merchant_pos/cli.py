@@ -35,13 +35,17 @@ from paycode.merchant_pos.till import (
 )
 from paycode.shared.codes import ErrorCode
 from paycode.shared.emv.collection import read_collection
-from paycode.shared.errors import AmountInvalid, PaycodeError
+from paycode.shared.errors import AmountInvalid, CurrencyUnknown, PaycodeError
+from paycode.shared.money import currency as currency_named
 from paycode.shared.money import parse_amount
 
 PROG = "paycode-pos"
 EXIT_NOT_PAID = 3
 """`charge` exits 0 only when paid; 3 when the server refused or the outcome is unknown."""
 SCAN_TIMEOUT_S_DEFAULT = 60.0
+SCAN_TIMEOUT_S_MAX = 3600.0
+"""An hour: the most frames a source yields (frames.FRAMES_MAX at 30 fps)."""
+HOLD_S_MAX = 60.0
 SOURCE_DEFAULT = "camera:0"
 HOLD_S_DEFAULT = 3.0
 WAIT_REPORT_S = 10.0
@@ -101,24 +105,32 @@ def cmd_configure(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checked_amount(text: str, currency: str) -> str:
-    """Refuse a bad amount before scanning: the customer's code must not be burned for it."""
+def _checked_amount(text: str, currency_code: str) -> str:
+    """Refuse a bad amount or currency before scanning: the customer's code must not be
+    burned for it. The message names the option that is wrong."""
     try:
-        parse_amount(text, currency)
+        currency_named(currency_code)
+    except CurrencyUnknown as error:
+        raise settings.SettingsInvalid(f"--currency: {error.message}") from error
+    try:
+        parse_amount(text, currency_code)
     except AmountInvalid as error:
         raise settings.SettingsInvalid(f"--amount: {error.message}") from error
     return text
 
 
+def _check_seconds(option: str, value_s: float, most_s: float, *, zero: bool = False) -> None:
+    """A duration option within (0, most_s] ([0, most_s] with `zero`); NaN is refused too."""
+    if not ((value_s >= 0 if zero else value_s > 0) and value_s <= most_s):
+        least = "at least 0" if zero else "more than 0"
+        raise settings.SettingsInvalid(f"{option} must be {least} and at most {most_s:g}")
+
+
 def cmd_charge(args: argparse.Namespace) -> int:
-    if not 0 < args.confirm_wait_s <= CONFIRM_WAIT_S_MAX:
-        raise settings.SettingsInvalid(
-            f"--confirm-wait-s must be more than 0 and at most {CONFIRM_WAIT_S_MAX:g}"
-        )
-    if not 0 < args.present_wait_s <= PRESENT_WAIT_S_MAX:
-        raise settings.SettingsInvalid(
-            f"--present-wait-s must be more than 0 and at most {PRESENT_WAIT_S_MAX:g}"
-        )
+    _check_seconds("--confirm-wait-s", args.confirm_wait_s, CONFIRM_WAIT_S_MAX)
+    _check_seconds("--present-wait-s", args.present_wait_s, PRESENT_WAIT_S_MAX)
+    _check_seconds("--timeout-s", args.timeout_s, SCAN_TIMEOUT_S_MAX)
+    _check_seconds("--hold-s", args.hold_s, HOLD_S_MAX, zero=True)
     if args.present and args.source is not None:
         raise settings.SettingsInvalid("--present shows a code, --source scans one: pick one")
     configured = settings.load(args.home)

@@ -14,12 +14,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 from paycode.appkit.rendering import qr_image
 from paycode.merchant_pos.messages import cashier_message
+from paycode.merchant_pos.opencv import cv2
 from paycode.merchant_pos.scanloop import Detection
 from paycode.merchant_pos.till import SaleOutcome
 from paycode.shared.codes import ErrorCode

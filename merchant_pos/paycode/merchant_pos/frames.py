@@ -23,7 +23,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
@@ -34,6 +33,7 @@ from paycode.appkit.decoding import (
     gray_image,
     open_image_file,
 )
+from paycode.merchant_pos.opencv import cv2, video_backend
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import ImageUnreadable, PaycodeError
 
@@ -140,7 +140,7 @@ def _open_capture(spec: SourceSpec) -> Any:
             capture.set(cv2.CAP_PROP_FRAME_WIDTH, CAMERA_WIDTH_PX)
             capture.set(cv2.CAP_PROP_FRAME_HEIGHT, CAMERA_HEIGHT_PX)
         else:
-            capture = cv2.VideoCapture(spec.target)
+            capture = cv2.VideoCapture(spec.target, video_backend())
     if not capture.isOpened():
         capture.release()
         what = f"camera {spec.target}" if spec.kind == "camera" else spec.target

@@ -20,12 +20,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import zxingcpp
 from numpy.typing import NDArray
 
 from paycode.appkit.rendering import code128_image, qr_image
+from paycode.merchant_pos.opencv import cv2
 
 __all__ = [
     "DISTORTIONS",
