@@ -20,10 +20,8 @@ from typing import Any
 from paycode.appkit.console import add_json_flag, emit, printable, run
 from paycode.merchant_pos import settings
 from paycode.merchant_pos.identify import describe
-from paycode.merchant_pos.messages import cashier_message
 from paycode.merchant_pos.present import PRESENT_WAIT_S, PRESENT_WAIT_S_MAX
 from paycode.merchant_pos.till import (
-    CONFIRM_POLL_S,
     CONFIRM_WAIT_S,
     CONFIRM_WAIT_S_MAX,
     ConfirmWait,
@@ -31,6 +29,7 @@ from paycode.merchant_pos.till import (
     SaleOutcome,
     charge_code,
     codes_from_lines,
+    confirm_wait_on_stderr,
     new_order_id,
 )
 from paycode.shared.codes import ErrorCode
@@ -48,8 +47,6 @@ SCAN_TIMEOUT_S_MAX = 3600.0
 HOLD_S_MAX = 60.0
 SOURCE_DEFAULT = "camera:0"
 HOLD_S_DEFAULT = 3.0
-WAIT_REPORT_S = 10.0
-"""While waiting for a customer's confirmation, the seconds left are printed this often."""
 
 
 class ScanError(PaycodeError):
@@ -149,7 +146,7 @@ def cmd_charge(args: argparse.Namespace) -> int:
             screenshot_path=args.screenshot,
         )
     elif (args.source or SOURCE_DEFAULT) == "stdin":
-        outcome = _charge_from_stdin(client, sale, _wait_on_stderr(args.confirm_wait_s))
+        outcome = _charge_from_stdin(client, sale, confirm_wait_on_stderr(args.confirm_wait_s))
     else:
         from paycode.merchant_pos.camera_sale import charge_from_frames  # noqa: PLC0415 - loads OpenCV
 
@@ -157,22 +154,6 @@ def cmd_charge(args: argparse.Namespace) -> int:
         outcome = charge_from_frames(client, sale, args)
     _report(args, outcome)
     return 0 if outcome.paid else EXIT_NOT_PAID
-
-
-def _wait_on_stderr(wait_s: float) -> ConfirmWait:
-    """Tell the cashier, once, that the customer must confirm (then the seconds left)."""
-    told: list[float] = []
-
-    def on_waiting(remaining_s: float) -> None:
-        if not told:
-            print(cashier_message(ErrorCode.CONFIRMATION_REQUIRED), file=sys.stderr)
-        elif told[-1] - remaining_s >= WAIT_REPORT_S:
-            print(f"  {remaining_s:.0f} s left", file=sys.stderr)
-        else:
-            return
-        told.append(remaining_s)
-
-    return ConfirmWait(wait_s=wait_s, poll_s=min(CONFIRM_POLL_S, wait_s), on_waiting=on_waiting)
 
 
 def _charge_from_stdin(client: Any, sale: Sale, wait: ConfirmWait) -> SaleOutcome:
