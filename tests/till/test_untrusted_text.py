@@ -16,6 +16,7 @@ from sqlalchemy import update
 from paycode.appkit import http_client, rendering
 from paycode.appkit.console import printable
 from paycode.appkit.http_client import WireReply, WireRequest
+from paycode.client import devices
 from paycode.server.database.models import Merchant
 from tests.support.servers import Server, run_in_process
 from tests.support.shop import (
@@ -59,6 +60,7 @@ def test_printable_escapes_controls_and_bidi_and_keeps_chinese() -> None:
     assert printable("two\nlines") == "two\\x0alines"
     assert printable("two\nlines", keep_newlines=True) == "two\nlines"
     assert printable("café ☕ 付款") == "café ☕ 付款"
+    assert devices.printable(ATTACK, 16) == "\\x1b[2J\\x1b[H\\x1b[42mPAID"  # the device list's cut
 
 
 def test_a_scanned_qr_carrying_escape_sequences_is_printed_escaped_by_inspect(
