@@ -139,4 +139,7 @@ def test_a_merchant_name_with_escape_sequences_reaches_the_wallet_escaped(
     done = run_in_process(WALLET_MODULE, env, "--home", str(tmp_path / "phone"), "history")
     assert done.returncode == 0, done.stderr
     _assert_shown_escaped(done.stdout)
+    for args in (["pay", "--qr-text", ATTACK, "--yes"], ["code", "--bind-payload", ATTACK]):
+        refused = run_in_process(WALLET_MODULE, env, "--home", str(tmp_path / "phone"), *args)
+        assert refused.returncode == 1 and _raw_controls(refused.stdout + refused.stderr) == []
     assert time.monotonic() - started < 10
