@@ -29,10 +29,10 @@ CONFIRM_WAIT_S = 60.0
 pending payment a little longer, PAYCODE_CONFIRM_WINDOW_S, so the till's cancel decides)."""
 CONFIRM_WAIT_S_MAX = 600.0
 CONFIRM_POLL_S = 1.0
-WAIT_REPORT_S = 10.0
-"""While waiting for a customer's confirmation, the seconds left are printed this often."""
 """The cashier sees PAID at most this long after the customer confirms; one GET a second from
 a till that waits (only above the password-free limit) costs the server nothing to speak of."""
+WAIT_REPORT_S = 10.0
+"""While waiting for a customer's confirmation, the seconds left are printed this often."""
 STDIN_LINES_MAX = 1000
 """A barcode gun types one code and Enter; a thousand lines without a code is not a sale."""
 LINE_CHARS_MAX = 4096
