@@ -6,6 +6,10 @@ camera's view is not a payment attempt. This module holds the one every app inst
 zxing-cpp (the fastest and most forgiving), which the wallet uses with Pillow to read a
 merchant's QR from an image file. The till adds pyzbar and OpenCV behind the same interface
 (paycode.merchant_pos.decoders), so the wallet never loads OpenCV or libzbar.
+
+Every image file any command reads goes through `open_image_file`, which reads the picture's
+size from its header and refuses one over IMAGE_PIXELS_MAX before a pixel is decoded: a 76 KB
+PNG of 20000 x 20000 white pixels would otherwise cost about a gigabyte.
 """
 
 from __future__ import annotations
@@ -22,14 +26,17 @@ import zxingcpp
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
-from paycode.shared.errors import ImageUnreadable
+from paycode.shared.errors import ImageTooLarge, ImageUnreadable
 
 __all__ = [
+    "IMAGE_PIXELS_MAX",
     "Decoded",
     "DecoderBackend",
     "ZxingBackend",
+    "check_pixels",
     "decode_image_file",
     "gray_image",
+    "open_image_file",
 ]
 
 Gray = NDArray[np.uint8]
@@ -38,6 +45,9 @@ Corners = tuple[tuple[int, int], ...]
 FORMAT_QR = "qr"
 FORMAT_CODE128 = "code128"
 CORNER_COUNT = 4
+IMAGE_PIXELS_MAX = 50_000_000
+"""A 50 MP photo (8660 x 5773); a larger picture is not of a phone screen or a poster. It
+decodes in about 250 MB (RGB and its gray copy), where a 400 MP bomb would take a gigabyte."""
 
 _ZXING_FORMATS = zxingcpp.BarcodeFormats(
     [zxingcpp.BarcodeFormat.QRCodeModel2, zxingcpp.BarcodeFormat.Code128]
@@ -126,18 +136,41 @@ def gray_image(image: Image.Image) -> Gray:
     return np.ascontiguousarray(np.asarray(image.convert("L"), dtype=np.uint8))
 
 
+def check_pixels(width_px: int, height_px: int, what: object) -> None:
+    """ImageTooLarge when a picture of this size is over IMAGE_PIXELS_MAX (videos too)."""
+    if width_px * height_px > IMAGE_PIXELS_MAX:
+        raise ImageTooLarge(
+            f"{what} is {width_px} x {height_px} pixels ({width_px * height_px / 1e6:.0f} MP); "
+            f"at most {IMAGE_PIXELS_MAX / 1e6:.0f} MP are read"
+        )
+
+
+def open_image_file(path: str | os.PathLike[str]) -> Image.Image:
+    """The picture in an image file (PNG, JPEG, ...), decoded: ImageUnreadable when there is
+    none, ImageTooLarge, from the header alone, when it has more than IMAGE_PIXELS_MAX pixels
+    (Pillow's open reads only the header; load() decodes the first frame). Use it in a `with`:
+    leaving it closes the file."""
+    file = Path(path)
+    if not file.is_file():
+        raise ImageUnreadable(f"no image file at {file}")
+    try:
+        image = Image.open(file)
+        try:
+            check_pixels(image.width, image.height, file)
+            image.load()
+        except BaseException:
+            image.close()
+            raise
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        raise ImageUnreadable(f"{file} is not an image that can be read") from error
+    return image
+
+
 def decode_image_file(
     path: str | os.PathLike[str], *, backend: DecoderBackend | None = None
 ) -> list[Decoded]:
     """Read an image file (PNG, JPEG, ...) and decode the payment codes in it (zxing-cpp unless
     another backend is given)."""
-    file = Path(path)
-    if not file.is_file():
-        raise ImageUnreadable(f"no image file at {file}")
-    try:
-        with Image.open(file) as image:
-            image.load()
-            gray = gray_image(image)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
-        raise ImageUnreadable(f"{file} is not an image that can be read") from error
+    with open_image_file(path) as image:
+        gray = gray_image(image)
     return (backend or ZxingBackend()).decode(gray)

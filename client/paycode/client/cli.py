@@ -8,11 +8,12 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from paycode.appkit import rendering
-from paycode.appkit.console import add_json_flag, emit, run, wants_json
+from paycode.appkit.console import add_json_flag, emit, printable, run, wants_json
 from paycode.appkit.http_client import ServerClient
 from paycode.client import online
 from paycode.client.devices import revoke_replaced
@@ -135,7 +136,7 @@ def _bound_line(collection: CollectionCode | None) -> list[str]:
         return []
     till = f", terminal {collection.terminal_id}" if collection.terminal_id else ""
     name = collection.merchant_name or collection.merchant_id
-    return [f"bound to {name} ({collection.merchant_id}{till}): pays nowhere else"]
+    return [printable(f"bound to {name} ({collection.merchant_id}{till}): pays nowhere else")]
 
 
 def _clock_check(wallet: Wallet, local_now_s: float) -> None:
@@ -200,7 +201,10 @@ def _reenroll_notice(
 def cmd_balance(args: argparse.Namespace) -> int:
     wallet = Wallet.open(args.home)
     body = online.balance(wallet)
-    lines = [f"{item.get('balance')} {item.get('currency')}" for item in body.get("accounts", [])]
+    lines = [
+        printable(f"{item.get('balance')} {item.get('currency')}")
+        for item in body.get("accounts", [])
+    ]
     notice = _reenroll_notice(args, wallet, body)
     emit(args, "\n".join(lines) or "no accounts", {"accounts": body.get("accounts", []), **notice})
     return 0
@@ -210,11 +214,25 @@ def cmd_history(args: argparse.Namespace) -> int:
     wallet = Wallet.open(args.home)
     body = online.history(wallet, limit=args.limit)
     items = body.get("items", [])
-    columns = ("created_at", "amount", "currency", "status", "merchant")
-    lines = ["  ".join(str(item.get(column, "")) for column in columns) for item in items]
+    lines = [_history_line(item) for item in items]
     notice = _reenroll_notice(args, wallet, body)
     emit(args, "\n".join(lines) or "no payments yet", {"items": items, **notice})
     return 0
+
+
+def _history_line(item: dict[str, Any]) -> str:
+    """A payment as the wallet lists it, with what was refunded of it: a refund is money back
+    the customer should see without --json. The merchant's name is the server's text."""
+    status = str(item.get("status", ""))
+    refunded = str(item.get("refunded") or "0")
+    try:
+        any_refund = Decimal(refunded) > 0
+    except InvalidOperation:  # a server's odd answer is shown, not trusted as a number
+        any_refund = refunded != "0"
+    if any_refund:
+        status += f", refunded {refunded} {item.get('currency', '')}".rstrip()
+    columns = (item.get("created_at", ""), item.get("amount", ""), item.get("currency", ""))
+    return printable("  ".join(str(field) for field in (*columns, status, item.get("merchant"))))
 
 
 def cmd_status(args: argparse.Namespace) -> int:

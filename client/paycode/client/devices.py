@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from paycode.appkit import console
 from paycode.appkit.http_client import ServerClient
 from paycode.client import online
 from paycode.client.wallet import Enrollment, PendingRotation, Wallet, live_versions
@@ -93,9 +94,8 @@ class Reenrollment:
 
 
 def printable(value: object, chars_max: int = TEXT_CHARS_MAX) -> str:
-    """Server text fit for a terminal: no control characters, at most one short line."""
-    text = str(value)[:chars_max]
-    return "".join(char if char.isprintable() else "?" for char in text)
+    """Server text fit for a terminal: controls escaped (console.printable), one short line."""
+    return console.printable(str(value)[:chars_max])
 
 
 # --- list -----------------------------------------------------------------------------------

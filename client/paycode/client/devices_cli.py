@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from paycode.appkit.console import confirm_or_stop, emit, wants_json
+from paycode.appkit.console import confirm_or_stop, emit, printable, wants_json
 from paycode.client import devices, online
 from paycode.client.wallet import Wallet
 from paycode.shared.errors import ServerUnreachable
@@ -19,7 +19,7 @@ def advice_notice(args: argparse.Namespace, advice: online.Reenroll | None) -> d
         return {}
     if not wants_json(args):
         print(
-            f"notice: {advice.reason}; re-enroll on {advice.version}: {PROG} reenroll",
+            printable(f"notice: {advice.reason}; re-enroll on {advice.version}: {PROG} reenroll"),
             file=sys.stderr,
         )
     return {"reenroll": {"version": advice.version, "reason": advice.reason}}

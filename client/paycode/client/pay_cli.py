@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from paycode.appkit.console import confirm_or_stop, emit
+from paycode.appkit.console import confirm_or_stop, emit, printable
 from paycode.client import merchant_qr, online
 from paycode.client.devices_cli import advice_notice
 from paycode.client.pending_cli import secret_line
@@ -68,7 +68,7 @@ def cmd_pay(args: argparse.Namespace) -> int:
     confirm_or_stop(args, question)
     body = _pay_with_pin_if_asked(args, wallet, payload)
     paid = f"{body.get('amount')} {body.get('currency')}"
-    human = f"paid {paid} to {checked.code.display_name}: {body.get('status')}"
+    human = printable(f"paid {paid} to {checked.code.display_name}: {body.get('status')}")
     notice = advice_notice(args, online.reenroll_of(body))
     payment = {k: v for k, v in body.items() if k != "reenroll"}
     emit(args, human, {"payment": payment, "payee": merchant_qr.checked_json(checked), **notice})

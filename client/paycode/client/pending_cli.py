@@ -7,7 +7,7 @@ import getpass
 import sys
 from typing import Any
 
-from paycode.appkit.console import emit
+from paycode.appkit.console import emit, printable
 from paycode.client import pending
 from paycode.client.wallet import Wallet
 from paycode.shared.codes import ErrorCode
@@ -29,7 +29,7 @@ def secret_line(prompt: str, from_stdin: bool, code: ErrorCode, *, repeat: bool 
 
 
 def _line(item: dict[str, Any]) -> str:
-    return (
+    return printable(
         f"{item.get('payment_id')}  {item.get('amount')} {item.get('currency')}  "
         f"{item.get('merchant', item.get('merchant_id'))}  confirm by {item.get('confirm_by')}"
     )

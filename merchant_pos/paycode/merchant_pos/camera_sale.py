@@ -24,7 +24,13 @@ from paycode.merchant_pos.frames import open_source
 from paycode.merchant_pos.messages import cashier_message
 from paycode.merchant_pos.scanloop import Detection, NoPaymentCode, Scanner
 from paycode.merchant_pos.terminal_client import TerminalClient
-from paycode.merchant_pos.till import CONFIRM_POLL_S, ConfirmWait, Sale, SaleOutcome, charge_code
+from paycode.merchant_pos.till import (
+    ConfirmWait,
+    Sale,
+    SaleOutcome,
+    charge_code,
+    confirm_wait_on_stderr,
+)
 
 
 def charge_from_frames(client: TerminalClient, sale: Sale, args: argparse.Namespace) -> SaleOutcome:
@@ -43,20 +49,24 @@ def charge_from_frames(client: TerminalClient, sale: Sale, args: argparse.Namesp
 
 
 def _wait_on_screen(window: TillWindow | None, sale: Sale, wait_s: float) -> ConfirmWait:
-    """While the customer confirms, the window says so (and stays responsive meanwhile)."""
-    poll_s = min(CONFIRM_POLL_S, wait_s)
+    """While the customer confirms, stderr says why (always: docs/pos.md) and the window, if
+    there is one, shows it with the seconds left (and stays responsive meanwhile)."""
     if window is None:
-        return ConfirmWait(wait_s=wait_s, poll_s=poll_s)
+        return confirm_wait_on_stderr(wait_s)
+    why: list[str] = []
     shown: list[Bgr] = []
 
     def on_waiting(remaining_s: float) -> None:
-        shown[:] = [render_waiting(f"{sale.amount} {sale.currency}", remaining_s)]
+        amount = f"{sale.amount} {sale.currency}"
+        shown[:] = [render_waiting(amount, remaining_s, why[0] if why else None)]
         window.show(shown[0])
 
     def sleep(seconds: float) -> None:
         window.hold(shown[0], seconds) if shown else time.sleep(seconds)
 
-    return ConfirmWait(wait_s=wait_s, poll_s=poll_s, on_waiting=on_waiting, sleep=sleep)
+    return dataclasses.replace(
+        confirm_wait_on_stderr(wait_s, on_pending=why.append), on_waiting=on_waiting, sleep=sleep
+    )
 
 
 def _scan_and_charge(

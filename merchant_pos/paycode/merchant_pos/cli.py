@@ -17,13 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from paycode.appkit.console import add_json_flag, emit, run, wants_json
+from paycode.appkit.console import add_json_flag, emit, printable, run
 from paycode.merchant_pos import settings
 from paycode.merchant_pos.identify import describe
-from paycode.merchant_pos.messages import cashier_message
 from paycode.merchant_pos.present import PRESENT_WAIT_S, PRESENT_WAIT_S_MAX
 from paycode.merchant_pos.till import (
-    CONFIRM_POLL_S,
     CONFIRM_WAIT_S,
     CONFIRM_WAIT_S_MAX,
     ConfirmWait,
@@ -31,21 +29,24 @@ from paycode.merchant_pos.till import (
     SaleOutcome,
     charge_code,
     codes_from_lines,
+    confirm_wait_on_stderr,
     new_order_id,
 )
 from paycode.shared.codes import ErrorCode
 from paycode.shared.emv.collection import read_collection
-from paycode.shared.errors import AmountInvalid, PaycodeError
+from paycode.shared.errors import AmountInvalid, CurrencyUnknown, PaycodeError
+from paycode.shared.money import currency as currency_named
 from paycode.shared.money import parse_amount
 
 PROG = "paycode-pos"
 EXIT_NOT_PAID = 3
 """`charge` exits 0 only when paid; 3 when the server refused or the outcome is unknown."""
 SCAN_TIMEOUT_S_DEFAULT = 60.0
+SCAN_TIMEOUT_S_MAX = 3600.0
+"""An hour: the most frames a source yields (frames.FRAMES_MAX at 30 fps)."""
+HOLD_S_MAX = 60.0
 SOURCE_DEFAULT = "camera:0"
 HOLD_S_DEFAULT = 3.0
-WAIT_REPORT_S = 10.0
-"""While waiting for a customer's confirmation, the seconds left are printed this often."""
 
 
 class ScanError(PaycodeError):
@@ -53,6 +54,7 @@ class ScanError(PaycodeError):
 
 
 def _human(found: list[dict[str, object]]) -> str:
+    """What was scanned, each value escaped: the text is whoever printed the code's choice."""
     lines = []
     for item in found:
         head = f"[{item.get('format', 'text')}] {item.get('kind')}"
@@ -62,9 +64,9 @@ def _human(found: list[dict[str, object]]) -> str:
             head += (
                 " (well-formed)"
                 if item["well_formed"]
-                else f" ({item.get('error')}: {item.get('message')})"
+                else f" ({item.get('error')}: {printable(item.get('message'))})"
             )
-        lines.append(f"{head}\n    {item.get('text_preview')}")
+        lines.append(f"{printable(head)}\n    {printable(item.get('text_preview'))}")
     return "\n".join(lines)
 
 
@@ -100,24 +102,32 @@ def cmd_configure(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checked_amount(text: str, currency: str) -> str:
-    """Refuse a bad amount before scanning: the customer's code must not be burned for it."""
+def _checked_amount(text: str, currency_code: str) -> str:
+    """Refuse a bad amount or currency before scanning: the customer's code must not be
+    burned for it. The message names the option that is wrong."""
     try:
-        parse_amount(text, currency)
+        currency_named(currency_code)
+    except CurrencyUnknown as error:
+        raise settings.SettingsInvalid(f"--currency: {error.message}") from error
+    try:
+        parse_amount(text, currency_code)
     except AmountInvalid as error:
         raise settings.SettingsInvalid(f"--amount: {error.message}") from error
     return text
 
 
+def _check_seconds(option: str, value_s: float, most_s: float, *, zero: bool = False) -> None:
+    """A duration option within (0, most_s] ([0, most_s] with `zero`); NaN is refused too."""
+    if not ((value_s >= 0 if zero else value_s > 0) and value_s <= most_s):
+        least = "at least 0" if zero else "more than 0"
+        raise settings.SettingsInvalid(f"{option} must be {least} and at most {most_s:g}")
+
+
 def cmd_charge(args: argparse.Namespace) -> int:
-    if not 0 < args.confirm_wait_s <= CONFIRM_WAIT_S_MAX:
-        raise settings.SettingsInvalid(
-            f"--confirm-wait-s must be more than 0 and at most {CONFIRM_WAIT_S_MAX:g}"
-        )
-    if not 0 < args.present_wait_s <= PRESENT_WAIT_S_MAX:
-        raise settings.SettingsInvalid(
-            f"--present-wait-s must be more than 0 and at most {PRESENT_WAIT_S_MAX:g}"
-        )
+    _check_seconds("--confirm-wait-s", args.confirm_wait_s, CONFIRM_WAIT_S_MAX)
+    _check_seconds("--present-wait-s", args.present_wait_s, PRESENT_WAIT_S_MAX)
+    _check_seconds("--timeout-s", args.timeout_s, SCAN_TIMEOUT_S_MAX)
+    _check_seconds("--hold-s", args.hold_s, HOLD_S_MAX, zero=True)
     if args.present and args.source is not None:
         raise settings.SettingsInvalid("--present shows a code, --source scans one: pick one")
     configured = settings.load(args.home)
@@ -136,7 +146,7 @@ def cmd_charge(args: argparse.Namespace) -> int:
             screenshot_path=args.screenshot,
         )
     elif (args.source or SOURCE_DEFAULT) == "stdin":
-        outcome = _charge_from_stdin(client, sale, _wait_on_stderr(args.confirm_wait_s))
+        outcome = _charge_from_stdin(client, sale, confirm_wait_on_stderr(args.confirm_wait_s))
     else:
         from paycode.merchant_pos.camera_sale import charge_from_frames  # noqa: PLC0415 - loads OpenCV
 
@@ -144,22 +154,6 @@ def cmd_charge(args: argparse.Namespace) -> int:
         outcome = charge_from_frames(client, sale, args)
     _report(args, outcome)
     return 0 if outcome.paid else EXIT_NOT_PAID
-
-
-def _wait_on_stderr(wait_s: float) -> ConfirmWait:
-    """Tell the cashier, once, that the customer must confirm (then the seconds left)."""
-    told: list[float] = []
-
-    def on_waiting(remaining_s: float) -> None:
-        if not told:
-            print(cashier_message(ErrorCode.CONFIRMATION_REQUIRED), file=sys.stderr)
-        elif told[-1] - remaining_s >= WAIT_REPORT_S:
-            print(f"  {remaining_s:.0f} s left", file=sys.stderr)
-        else:
-            return
-        told.append(remaining_s)
-
-    return ConfirmWait(wait_s=wait_s, poll_s=min(CONFIRM_POLL_S, wait_s), on_waiting=on_waiting)
 
 
 def _charge_from_stdin(client: Any, sale: Sale, wait: ConfirmWait) -> SaleOutcome:
@@ -172,13 +166,10 @@ def _charge_from_stdin(client: Any, sale: Sale, wait: ConfirmWait) -> SaleOutcom
 
 
 def _report(args: argparse.Namespace, outcome: SaleOutcome) -> None:
-    human = f"{outcome.headline}\n{outcome.message}\norder {outcome.merchant_order_id}"
+    human = f"{outcome.headline}\n{printable(outcome.message)}\norder {outcome.merchant_order_id}"
     if outcome.payment:
-        human += f", payment {outcome.payment.get('payment_id')}"
-    if wants_json(args):
-        emit(args, human, outcome.as_json())
-    else:
-        print(human)
+        human += f", payment {printable(outcome.payment.get('payment_id'))}"
+    emit(args, human, outcome.as_json())
 
 
 def cmd_poster(args: argparse.Namespace) -> int:
@@ -201,11 +192,12 @@ def cmd_poster(args: argparse.Namespace) -> int:
     code = read_collection(payload)
     path = poster.save_poster(poster.render_poster(code, payload), args.out)
     what = f"{code.amount} {code.currency}" if code.amount else "any amount"
+    name = printable(code.display_name)
     if args.order is not None:
         what += f", order {args.order}, pays once"
     emit(
         args,
-        f"poster for {code.display_name} ({what}) written to {path}",
+        f"poster for {name} ({what}) written to {path}",
         {
             "path": str(path),
             "merchant_id": code.merchant_id,
@@ -221,9 +213,10 @@ def cmd_poster(args: argparse.Namespace) -> int:
 def cmd_refund(args: argparse.Namespace) -> int:
     client = settings.load(args.home).client()
     reply = client.refund(args.payment_id, amount=args.amount)
+    said = {key: printable(reply.get(key, "")) for key in ("amount", "currency", "refund_id")}
     human = (
-        f"refunded {reply.get('amount')} {reply.get('currency', '')} of {args.payment_id} "
-        f"(refund {reply.get('refund_id')})"
+        f"refunded {said['amount']} {said['currency']} of {printable(args.payment_id)} "
+        f"(refund {said['refund_id']})"
     )
     emit(args, human, {"refund": reply})
     return 0
@@ -236,14 +229,19 @@ def cmd_query(args: argparse.Namespace) -> int:
         payments = [client.payment(payment_id)]
     else:
         payments = client.payments_by_order(args.order_id)
-    lines = [
-        f"{p['payment_id']}  {p['status']:<9} {p['amount']} {p['currency']}  "
-        f"refunded {p['refunded']}  order {p.get('merchant_order_id')}"
-        + (f"  ({p['failure_code']})" if p.get("failure_code") else "")
-        for p in payments
-    ]
+    lines = [_payment_line(payment) for payment in payments]
     emit(args, "\n".join(lines) or "no payment with that order id", {"payments": payments})
     return 0
+
+
+def _payment_line(payment: dict[str, Any]) -> str:
+    """One payment as `query` lists it; every field is the server's text, so escaped."""
+    p = {key: printable(value) for key, value in payment.items() if value is not None}
+    failure = f"  ({p['failure_code']})" if p.get("failure_code") else ""
+    return (
+        f"{p.get('payment_id')}  {p.get('status', ''):<9} {p.get('amount')} {p.get('currency')}  "
+        f"refunded {p.get('refunded')}  order {p.get('merchant_order_id')}{failure}"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

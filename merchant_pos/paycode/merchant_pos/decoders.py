@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-import cv2
 import numpy as np
 import zxingcpp
 
@@ -27,6 +26,7 @@ from paycode.appkit.decoding import (
     checked_gray,
     int_corners,
 )
+from paycode.merchant_pos.opencv import cv2
 
 __all__ = [
     "BACKEND_NAMES",

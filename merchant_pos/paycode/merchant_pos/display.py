@@ -14,12 +14,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 from paycode.appkit.rendering import qr_image
 from paycode.merchant_pos.messages import cashier_message
+from paycode.merchant_pos.opencv import cv2
 from paycode.merchant_pos.scanloop import Detection
 from paycode.merchant_pos.till import SaleOutcome
 from paycode.shared.codes import ErrorCode
@@ -96,13 +96,14 @@ def render_outcome(outcome: SaleOutcome) -> Bgr:
     return image
 
 
-def render_waiting(amount_text: str, remaining_s: float) -> Bgr:
-    """Amber: the payment is above the customer's password-free limit and waits for their PIN."""
+def render_waiting(amount_text: str, remaining_s: float, message: str | None = None) -> Bgr:
+    """Amber: the payment is above the customer's password-free limit and waits for their PIN;
+    `message` says which limit (messages.waiting_message), else the plain line."""
     width, height = OUTCOME_SIZE_PX
     image = np.full((height, width, 3), AMBER, dtype=np.uint8)
     _banner(image, "WAITING", top_px=height // 4, scale=3.2, thickness=7)
     _banner(image, amount_text, top_px=height // 2 - 40, scale=1.6, thickness=3)
-    message = cashier_message(ErrorCode.CONFIRMATION_REQUIRED)
+    message = message or cashier_message(ErrorCode.CONFIRMATION_REQUIRED)
     lines = textwrap.wrap(message, MESSAGE_CHARS_PER_LINE)[:MESSAGE_LINES_MAX]
     for index, line in enumerate(lines):
         _banner(image, line, top_px=height // 2 + 50 + 48 * index, scale=1.1, thickness=2)

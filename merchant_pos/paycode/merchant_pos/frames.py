@@ -23,13 +23,19 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from paycode.appkit.decoding import Gray
+from paycode.appkit.decoding import (
+    IMAGE_PIXELS_MAX,
+    Gray,
+    check_pixels,
+    gray_image,
+    open_image_file,
+)
+from paycode.merchant_pos.opencv import cv2, video_backend
 from paycode.shared.codes import ErrorCode
-from paycode.shared.errors import PaycodeError
+from paycode.shared.errors import ImageUnreadable, PaycodeError
 
 __all__ = [
     "FRAMES_MAX",
@@ -49,7 +55,6 @@ SourceKind = Literal["camera", "video", "image", "stdin"]
 
 FRAMES_MAX = 108_000  # one hour at 30 fps: no scan session is longer
 IMAGE_REPEATS = 12  # > the Scanner's starvation guard (10): every pass sees a still once
-IMAGE_PIXELS_MAX = 50_000_000  # a 50 MP photo; larger is not a picture of a phone screen
 CAMERA_INDEX_MAX = 63
 CAMERA_READ_FAILURES_MAX = 30  # ~1 s of dropped frames before the camera counts as gone
 CAMERA_WIDTH_PX, CAMERA_HEIGHT_PX = 1280, 720  # what the scanner is tuned and measured on
@@ -110,21 +115,16 @@ def _quiet_opencv() -> Iterator[None]:
 
 
 def _read_image(path: Path) -> Bgr:
-    """Load a still as 8-bit BGR. Transparent, 16-bit and gray images go through `to_gray`
-    (alpha flattened onto white, as a phone screen shows it) and come back as BGR."""
-    if not path.is_file():
-        raise SourceUnavailable(f"no image file at {path}")
-    image: NDArray[Any] | None = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise SourceUnavailable(f"{path} is not an image OpenCV can read")
-    if image.shape[0] * image.shape[1] > IMAGE_PIXELS_MAX:
-        raise SourceUnavailable(f"{path} has more than {IMAGE_PIXELS_MAX} pixels")
-    if image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
-        return np.asarray(image, dtype=np.uint8)
+    """Load a still as 8-bit BGR through the one bounded image reader (its size is checked
+    from the header before decoding). Transparent, 16-bit and gray images become gray (alpha
+    flattened onto white, as a phone screen shows it) and come back as BGR."""
     try:
-        gray = to_gray(image)
-    except ValueError as exc:
-        raise SourceUnavailable(f"{path}: {exc}") from exc
+        with open_image_file(path) as image:
+            if image.mode == "RGB":
+                return np.ascontiguousarray(np.asarray(image, dtype=np.uint8)[:, :, ::-1])
+            gray = gray_image(image)
+    except ImageUnreadable as error:
+        raise SourceUnavailable(error.message) from error
     return np.asarray(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), dtype=np.uint8)
 
 
@@ -140,11 +140,20 @@ def _open_capture(spec: SourceSpec) -> Any:
             capture.set(cv2.CAP_PROP_FRAME_WIDTH, CAMERA_WIDTH_PX)
             capture.set(cv2.CAP_PROP_FRAME_HEIGHT, CAMERA_HEIGHT_PX)
         else:
-            capture = cv2.VideoCapture(spec.target)
+            capture = cv2.VideoCapture(spec.target, video_backend())
     if not capture.isOpened():
         capture.release()
         what = f"camera {spec.target}" if spec.kind == "camera" else spec.target
         raise SourceUnavailable(f"cannot open {what} (is it connected / a video file?)")
+    try:
+        # A video's frame size is in its header: a frame too large to be a picture of a
+        # phone is refused before the first one is decoded (a camera's driver bounds its own).
+        width_px = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        height_px = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        check_pixels(width_px, height_px, spec.target if spec.kind == "video" else str(spec))
+    except BaseException:
+        capture.release()
+        raise
     return capture
 
 

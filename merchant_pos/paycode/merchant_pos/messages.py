@@ -9,7 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from paycode.appkit.console import printable
 from paycode.shared.codes import ErrorCode
+
+REASON_CHARS_MAX = 160
+"""The server's reason is a sentence (safety/limits.py); more is cut, not wrapped forever."""
 
 CASHIER_MESSAGES: Mapping[str, str] = MappingProxyType(
     {
@@ -41,7 +45,7 @@ CASHIER_MESSAGES: Mapping[str, str] = MappingProxyType(
             "Currency not accepted: this till and the customer's account use different currencies."
         ),
         ErrorCode.LIMIT_EXCEEDED: "Over the customer's limit: ask them to pay another way.",
-        ErrorCode.CONFIRMATION_REQUIRED: "Waiting for the customer to confirm on their phone.",
+        ErrorCode.CONFIRMATION_REQUIRED: "Waiting for the customer to confirm with their PIN.",
         ErrorCode.DECLINED_BY_CUSTOMER: "The customer declined the payment on their phone.",
         ErrorCode.CANCELLED_BY_MERCHANT: (
             "Not confirmed in time: the payment was cancelled and nothing was paid. Ask for another"
@@ -97,6 +101,17 @@ CASHIER_MESSAGES: Mapping[str, str] = MappingProxyType(
         ),
     }
 )
+
+
+def waiting_message(reason: object) -> str:
+    """The cashier's line while a payment waits for the customer's PIN, with why: the
+    password-free limit the server says it passed (the charge answer's `reason`), escaped
+    and bounded, as it is text from the network."""
+    waiting = cashier_message(ErrorCode.CONFIRMATION_REQUIRED)
+    if not isinstance(reason, str) or not reason.strip():
+        return waiting
+    why = printable(reason.strip())[:REASON_CHARS_MAX].rstrip(".")
+    return f"{waiting.rstrip('.')}: {why}."
 
 
 def cashier_message(code: str, server_message: str = "") -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from paycode.appkit.console import printable
 from paycode.appkit.rendering import terminal_qr
 from paycode.merchant_pos.display import (
     Bgr,
@@ -63,7 +64,7 @@ def _on_stderr(sale: Sale, wait_s: float) -> PresentWait:
         payload = str(order.get("qr_payload", ""))
         print(f"PAY {sale.amount} {sale.currency}: the customer scans this code", file=sys.stderr)
         print(terminal_qr(payload), file=sys.stderr)
-        print(f"{payload}\n{_order_text(sale, order)}", file=sys.stderr)
+        print(f"{printable(payload)}\n{printable(_order_text(sale, order))}", file=sys.stderr)
 
     def on_waiting(remaining_s: float) -> None:
         if not told or told[-1] - remaining_s >= WAIT_REPORT_S:

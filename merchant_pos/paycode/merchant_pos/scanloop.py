@@ -32,12 +32,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 from paycode.appkit.decoding import Corners, Decoded, Gray
 from paycode.merchant_pos.frames import to_gray
+from paycode.merchant_pos.opencv import cv2
 from paycode.merchant_pos.scanpasses import DecodePass, Plan, default_plan
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import CodeMalformed, PaycodeError

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 import zxingcpp
 
@@ -28,6 +27,7 @@ from paycode.appkit.decoding import (
     Gray,
 )
 from paycode.merchant_pos.decoders import available_backends, make_backend
+from paycode.merchant_pos.opencv import cv2
 
 __all__ = [
     "DEFAULT_BACKENDS",

@@ -20,12 +20,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import zxingcpp
 from numpy.typing import NDArray
 
 from paycode.appkit.rendering import code128_image, qr_image
+from paycode.merchant_pos.opencv import cv2, video_backend
 
 __all__ = [
     "DISTORTIONS",
@@ -383,7 +383,7 @@ def write_video(frames: Sequence[Bgr], path: Path, *, fps: float = 30.0) -> Path
 
 def read_video(path: Path) -> list[Bgr]:
     """Every frame of a video file (bounded by VIDEO_FRAMES_MAX)."""
-    capture = cv2.VideoCapture(str(path))
+    capture = cv2.VideoCapture(str(path), video_backend())
     frames: list[Bgr] = []
     try:
         for _ in range(VIDEO_FRAMES_MAX):

@@ -10,13 +10,14 @@ that fails too does the cashier see "outcome unknown", with the order id to quer
 from __future__ import annotations
 
 import math
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
-from paycode.merchant_pos.messages import cashier_message
+from paycode.merchant_pos.messages import cashier_message, waiting_message
 from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.shared.codes import ErrorCode, PaymentStatus
 from paycode.shared.errors import CodeMalformed, ServerRejected, ServerUnreachable
@@ -30,6 +31,8 @@ CONFIRM_WAIT_S_MAX = 600.0
 CONFIRM_POLL_S = 1.0
 """The cashier sees PAID at most this long after the customer confirms; one GET a second from
 a till that waits (only above the password-free limit) costs the server nothing to speak of."""
+WAIT_REPORT_S = 10.0
+"""While waiting for a customer's confirmation, the seconds left are printed this often."""
 STDIN_LINES_MAX = 1000
 """A barcode gun types one code and Enter; a thousand lines without a code is not a sale."""
 LINE_CHARS_MAX = 4096
@@ -107,6 +110,8 @@ class ConfirmWait:
     poll_s: float = CONFIRM_POLL_S
     on_waiting: Callable[[float], None] = field(default=lambda _remaining_s: None)
     """Told the seconds left before each poll (the display shows them)."""
+    on_pending: Callable[[str], None] = field(default=lambda _line: None)
+    """Told once, before the first poll, the cashier's line saying why the payment waits."""
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
 
@@ -203,12 +208,36 @@ def _await_confirmation(
     """Poll until the customer confirms or declines; past the wait (or on Ctrl-C), cancel.
     The cancel answers the payment as it ends, so a confirm that won the race is still paid."""
     payment_id = str(payment.get("payment_id", ""))
+    wait.on_pending(waiting_message(payment.get("reason")))
     ended = poll_until_ended(
         wait,
         lambda: client.payment(payment_id),
         lambda current: current.get("status") == PaymentStatus.PENDING_CONFIRMATION,
     )
     return final_outcome(sale, ended) if ended is not None else _cancel(client, sale, payment_id)
+
+
+def confirm_wait_on_stderr(
+    wait_s: float, *, on_pending: Callable[[str], None] | None = None
+) -> ConfirmWait:
+    """A ConfirmWait that tells the cashier on stderr why the payment waits, once, then the
+    seconds left every WAIT_REPORT_S; `on_pending` is told the line too (a window shows it)."""
+    told: list[float] = []
+
+    def pending(line: str) -> None:
+        print(line, file=sys.stderr)
+        if on_pending is not None:
+            on_pending(line)
+
+    def on_waiting(remaining_s: float) -> None:
+        if told and told[-1] - remaining_s < WAIT_REPORT_S:
+            return
+        if told:
+            print(f"  {remaining_s:.0f} s left", file=sys.stderr)
+        told.append(remaining_s)
+
+    poll_s = min(CONFIRM_POLL_S, wait_s)
+    return ConfirmWait(wait_s=wait_s, poll_s=poll_s, on_waiting=on_waiting, on_pending=pending)
 
 
 def _cancel(client: TerminalClient, sale: Sale, payment_id: str) -> SaleOutcome:

@@ -109,6 +109,7 @@ class ErrorCode(enum.StrEnum):
     CANCELLED = "cancelled"
     USAGE = "usage"
     IMAGE_UNREADABLE = "image_unreadable"
+    IMAGE_TOO_LARGE = "image_too_large"
     IO_ERROR = "io_error"
     POS_NOT_CONFIGURED = "pos_not_configured"
     SOURCE_INVALID = "source_invalid"

@@ -94,6 +94,13 @@ class ImageUnreadable(PaycodeError):
     code = ErrorCode.IMAGE_UNREADABLE
 
 
+class ImageTooLarge(PaycodeError):
+    """An image file (or a video's frames) has more pixels than a picture of a code needs:
+    refused from its header, before a decoder allocates them."""
+
+    code = ErrorCode.IMAGE_TOO_LARGE
+
+
 class ServerUnreachable(PaycodeError):
     """The server did not answer (network down, refused, timed out). Nothing was learned."""
 

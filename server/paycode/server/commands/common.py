@@ -94,14 +94,30 @@ def session(config: ServerConfig) -> Iterator[Session]:
         engine.dispose()
 
 
+SUPPORTED_DATABASES = "sqlite:///PATH or postgresql+psycopg://USER@HOST/DATABASE"
+_SUPPORTED_DRIVERS = frozenset({("sqlite", "pysqlite"), ("postgresql", "psycopg")})
+"""(backend, driver) pairs the server is built and tested on; SQLAlchemy knows many more
+(mysql, oracle, postgresql's default psycopg2) whose driver is not installed."""
+
+
 def check_url(url: str) -> None:
-    """A URL SQLAlchemy cannot use fails with config_invalid, before any connection."""
+    """A URL the server cannot use fails with config_invalid, before any connection: one
+    SQLAlchemy cannot read, or one for a database or driver the server does not support."""
     try:
-        make_url(url).get_dialect()
+        parsed = make_url(url)
+        parsed.get_dialect()
     except ArgumentError as error:  # includes an unknown dialect or a missing driver
         raise CliError(
-            ErrorCode.CONFIG_INVALID, f"PAYCODE_DATABASE_URL is not usable: {error}"
+            ErrorCode.CONFIG_INVALID,
+            f"PAYCODE_DATABASE_URL is not usable: {error}; use {SUPPORTED_DATABASES}",
         ) from None
+    used = (parsed.get_backend_name(), parsed.get_driver_name())
+    if used not in _SUPPORTED_DRIVERS:
+        raise CliError(
+            ErrorCode.CONFIG_INVALID,
+            f"PAYCODE_DATABASE_URL names {'+'.join(used)}, which this server does not support: "
+            f"use {SUPPORTED_DATABASES}",
+        )
 
 
 def database_error(error: DBAPIError) -> DatabaseError:

@@ -26,6 +26,7 @@ from paycode.server.http.signed_requests import (
 )
 from paycode.server.operations import lifecycle, metrics
 from paycode.server.safety import guard, keyring
+from paycode.server.safety.limits import limits_of, pinless_reason
 from paycode.server.services import config, directory, secret_box
 from paycode.shared.codes import ErrorCode, PaymentStatus
 from paycode.shared.errors import ApiError
@@ -94,6 +95,8 @@ def create_charge() -> Response:
     if result.outcome == PaymentStatus.SUCCEEDED and plan.accepted and plan.device:
         directory().learned_drift(plan.accepted.version, plan.device, plan.drift_steps)
     status, reply = plan.replies[result.outcome]
+    if result.outcome == ErrorCode.CONFIRMATION_REQUIRED:
+        reply = reply | _waiting_reason(plan, now_s)
     return respond(status, reply | {"server_time": now_s}, replayed=False)
 
 
@@ -107,6 +110,20 @@ def _blocked_detail(plan: planning.ChargePlan) -> str:
         "too many failed payment codes here (at this till, or naming this phone): the code was "
         "not used and pays at another shop"
     )
+
+
+def _waiting_reason(plan: planning.ChargePlan, now_s: float) -> dict[str, str]:
+    """Which password-free limit a pending charge passed, in words (limits.pinless_reason),
+    for the cashier to tell the customer. Read after the transaction: a pending payment moves
+    no password-free counter, so this is what it met. Only the first answer carries it; a
+    replay of the key answers what was stored."""
+    if plan.device is None:
+        return {}
+    with db.transaction() as session:
+        accounts = limits_of(session, plan.device.user_id, config().limits, now_s)
+    found = [limits for limits in accounts if limits.currency == plan.currency]
+    reason = pinless_reason(found[0], plan.amount_minor) if found else None
+    return {"reason": reason} if reason else {}
 
 
 @bp.post("/payments/<payment_id>/refunds")
