@@ -145,3 +145,18 @@ def test_opencv_prints_nothing_of_its_own_before_the_tills_error(tmp_path: Path)
         f"paycode-pos: error [source_unavailable]: cannot open {damaged} "
         "(is it connected / a video file?)"
     ]
+
+
+def test_a_count_or_limit_out_of_range_is_named_not_clamped_or_ignored(tmp_path: Path) -> None:
+    """`code --show --count -3` did nothing silently and `history --limit 0` asked for 1."""
+    env = dict(os.environ)
+    for args in (
+        ["code", "--show", "--count", "-3"],
+        ["code", "--show", "--count", "0"],
+        ["history", "--limit", "0"],
+        ["history", "--limit", "101"],
+    ):
+        done = run_in_process(WALLET_MODULE, env, "--json", "--home", str(tmp_path), *args)
+        error = json.loads(done.stdout)["error"]
+        assert done.returncode == 1 and error["code"] == "invalid_argument", args
+        assert error["message"].startswith(args[-2]), error

@@ -18,6 +18,7 @@ from paycode.appkit.http_client import ServerClient
 from paycode.client import online
 from paycode.client.devices import revoke_replaced
 from paycode.client.devices_cli import PROG, add_device_commands, advice_notice
+from paycode.client.online import HISTORY_LIMIT_MAX
 from paycode.client.pay_cli import add_pay_command
 from paycode.client.pending_cli import add_pending_commands
 from paycode.client.wallet import GeneratedCode, Wallet, live_versions
@@ -151,7 +152,14 @@ def _clock_check(wallet: Wallet, local_now_s: float) -> None:
         )
 
 
+def _check_count(option: str, value: int | None, most: int) -> None:
+    """A count option is 1..most: a value outside is named, never clamped or ignored."""
+    if value is not None and not 1 <= value <= most:
+        raise WalletError(f"{option} must be between 1 and {most}", code=ErrorCode.INVALID_ARGUMENT)
+
+
 def cmd_code(args: argparse.Namespace) -> int:
+    _check_count("--count", args.count, SHOW_REFRESHES_MAX)
     wallet = Wallet.open(args.home)
     _clock_check(wallet, time.time())
     collection = _collection(args)
@@ -172,7 +180,7 @@ def cmd_code(args: argparse.Namespace) -> int:
 
 
 def _show_loop(wallet: Wallet, args: argparse.Namespace, binding: MerchantBinding | None) -> int:
-    refreshes_max = min(args.count or SHOW_REFRESHES_MAX, SHOW_REFRESHES_MAX)
+    refreshes_max = args.count or SHOW_REFRESHES_MAX
     for _ in range(refreshes_max):
         code = wallet.next_code(args.version, local_now_s=time.time(), binding=binding)
         text = (
@@ -211,6 +219,7 @@ def cmd_balance(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    _check_count("--limit", args.limit, HISTORY_LIMIT_MAX)
     wallet = Wallet.open(args.home)
     body = online.history(wallet, limit=args.limit)
     items = body.get("items", [])
@@ -288,7 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--show", action="store_true", help="draw the QR in the terminal, refresh every step"
     )
-    p.add_argument("--count", type=int, default=0, help="with --show: stop after N refreshes")
+    p.add_argument(
+        "--count",
+        type=int,
+        help=f"with --show: stop after N refreshes (1-{SHOW_REFRESHES_MAX}; default: a day)",
+    )
     bind = p.add_mutually_exclusive_group()
     bind.add_argument(
         "--bind-qr",
@@ -306,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("balance", help="show your balances (online)").set_defaults(func=cmd_balance)
     p = sub.add_parser("history", help="show your recent payments (online)")
-    p.add_argument("--limit", type=int, default=20, help="how many (1-100)")
+    p.add_argument("--limit", type=int, default=20, help=f"how many (1-{HISTORY_LIMIT_MAX})")
     p.set_defaults(func=cmd_history)
 
     add_pay_command(sub)
