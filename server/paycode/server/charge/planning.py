@@ -58,19 +58,17 @@ FAILURE_DETAILS: Mapping[str, str] = {
     "to unlock it",
     ErrorCode.INSUFFICIENT_FUNDS: "the balance does not cover the amount",
     ErrorCode.CURRENCY_MISMATCH: "the customer has no account in this currency",
-    ErrorCode.DUPLICATE_ORDER: "this merchant_order_id already has a successful payment",
+    ErrorCode.DUPLICATE_ORDER: "this merchant_order_id already has a successful payment; the "
+    "code was not used and pays with another order id",
     ErrorCode.LIMIT_EXCEEDED: "the amount is above what a payment code may pay; use another method",
 }
 """Outcomes decided inside the transaction, after planning."""
 RECORDED_FAILURES = frozenset(
-    {
-        ErrorCode.INSUFFICIENT_FUNDS,
-        ErrorCode.CURRENCY_MISMATCH,
-        ErrorCode.DUPLICATE_ORDER,
-        ErrorCode.LIMIT_EXCEEDED,
-    }
+    {ErrorCode.INSUFFICIENT_FUNDS, ErrorCode.CURRENCY_MISMATCH, ErrorCode.LIMIT_EXCEEDED}
 )
-"""Outcomes that leave a failed payment behind (the code was claimed; the till can query it)."""
+"""Outcomes that leave a failed payment behind (the code was claimed; the till can query it).
+Not duplicate_order: the order is checked before the claim, so a reused order id costs the
+customer nothing and records nothing; the same code then pays with a fresh order id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +107,8 @@ class ChargePlan:
     confirm_by_s: float = 0.0
     suspect_device_id: str | None = None
     """A rejected code's target device (CodeRefused), counted by the guard."""
+    burn: Burn | None = None
+    """A genuine code refused for time: the transaction claims it all the same."""
     event_id: str | None = None
     """The notification's id when the merchant takes notifications
     (paycode.server.notifications.events)."""
@@ -130,7 +130,7 @@ class ChargePlan:
     @property
     def claim_expires_at_s(self) -> float:
         assert self.accepted is not None
-        return float((self.accepted.step + 1 + CLAIM_STEPS_KEPT) * STEP_SECONDS)
+        return claim_expiry_s(self.accepted.step)
 
     @property
     def drift_steps(self) -> int:
@@ -248,16 +248,49 @@ def _verify(
             break
     assert rejected is not None
     suspect = rejected.suspect.device_id if rejected.suspect is not None else None
-    raise CodeRefused(ErrorCode(rejected.reason), rejected.detail, suspect_device_id=suspect)
+    burn = None
+    if rejected.burn_key and rejected.device is not None:
+        burn = Burn(rejected.burn_key.decode(), rejected.device.device_id, rejected.burn_step)
+    raise CodeRefused(
+        ErrorCode(rejected.reason), rejected.detail, suspect_device_id=suspect, burn=burn
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Burn:
+    """A genuine code refused for time, claimed anyway: it must never pay later."""
+
+    claim_key: str
+    device_id: str
+    step: int
+
+    @property
+    def expires_at_s(self) -> float:
+        return claim_expiry_s(self.step)
+
+
+def claim_expiry_s(step: int) -> float:
+    """When the claim of a code of `step` may go: it outlives every moment the code could
+    verify (at most steps_back + DRIFT_STEPS_MAX steps after its step)."""
+    return float((step + 1 + CLAIM_STEPS_KEPT) * STEP_SECONDS)
 
 
 class CodeRefused(ApiError):
     """A well-formed code that does not pay; `suspect_device_id` names the enrolled device a
-    forged one was aimed at (its tag did not check), for the per-device guard."""
+    forged one was aimed at (its tag did not check), for the per-device guard; `burn` is the
+    claim a genuine code refused for time still makes."""
 
-    def __init__(self, code: ErrorCode, detail: str, *, suspect_device_id: str | None) -> None:
+    def __init__(
+        self,
+        code: ErrorCode,
+        detail: str,
+        *,
+        suspect_device_id: str | None,
+        burn: Burn | None = None,
+    ) -> None:
         super().__init__(code, detail)
         self.suspect_device_id = suspect_device_id
+        self.burn = burn
 
 
 def plan_charge(
@@ -293,6 +326,7 @@ def plan_charge(
             {error.code: (status, problem_body(error.code, error.message, status))},
             rejection=error.code,
             suspect_device_id=getattr(error, "suspect_device_id", None),
+            burn=getattr(error, "burn", None),
         )
     payment_id = new_id("pay")
     confirm_by_s = attempt.now_s + limits.confirm_window_s

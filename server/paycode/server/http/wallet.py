@@ -103,6 +103,10 @@ def authenticate_device(session: Session, now_s: float, *, revoked_ok: bool = Fa
         # the phone is in its owner's hands: this online contact is the re-sync that unlocks.
         unlock_device(session.connection(), device.id)
         session.refresh(device)
+    if device.drift_steps != 0:
+        # The reply carries the server's time and the wallet re-syncs its clock from it: from
+        # now on this device's codes come on the server's clock (docs/spec.md §2).
+        device.drift_steps = 0
     return device
 
 
