@@ -238,6 +238,24 @@ def test_drift_learned_from_accepted_codes_moves_the_window(
     assert drift_of(server, device_id) == 0
 
 
+def test_a_re_sync_signed_by_one_device_resets_the_drift_of_every_version(
+    server: Server, till: TerminalClient, tmp_path: Path
+) -> None:
+    """The wallet signs its calls with one device, but re-syncs the clock all its versions
+    use: a v3 device left on a learned drift of 4 (no second window any more) would refuse
+    the re-synced phone's codes for good."""
+    phone = new_phone(server, tmp_path / "p", new_user(server), ["v1", "v3"])
+    v3_device = phone.enrollment("v3").device_id
+    with server.session() as session:
+        device = session.get(Device, v3_device)
+        assert device is not None
+        device.drift_steps = 4
+    refused("code_expired", charge, till, code_ahead(phone, "v3", 0))
+    online.balance(phone)
+    assert drift_of(server, v3_device) == 0
+    assert charge(till, code_ahead(phone, "v3", 0))["status"] == "succeeded"
+
+
 @pytest.mark.parametrize(
     ("observed", "current", "learned"),
     [

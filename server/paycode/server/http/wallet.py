@@ -12,6 +12,7 @@ import json
 import time
 
 from flask import Blueprint, Response, jsonify, request
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from paycode.server.database.engine import db
@@ -103,10 +104,15 @@ def authenticate_device(session: Session, now_s: float, *, revoked_ok: bool = Fa
         # the phone is in its owner's hands: this online contact is the re-sync that unlocks.
         unlock_device(session.connection(), device.id)
         session.refresh(device)
-    if device.drift_steps != 0:
-        # The reply carries the server's time and the wallet re-syncs its clock from it: from
-        # now on this device's codes come on the server's clock (docs/spec.md §2).
-        device.drift_steps = 0
+    # The reply carries the server's time and the wallet re-syncs its clock from it: from now
+    # on its codes come on the server's clock, of every version it holds, though it signs with
+    # one device (docs/spec.md §2). Another phone of the user, offline on a wrong clock, is
+    # then refused until it goes online too: better than a version stuck on a stale drift.
+    session.execute(
+        update(Device)
+        .where(Device.user_id == device.user_id, Device.drift_steps != 0)
+        .values(drift_steps=0)
+    )
     return device
 
 
