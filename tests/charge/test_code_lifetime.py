@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
-from paycode.server.charge import planning, transaction
+from paycode.server.charge import planning, postgres, transaction
 from paycode.server.charge.planning import ChargeAttempt
-from paycode.server.database.directory import Directory
+from paycode.server.database.directory import Directory, TerminalCredential
 from paycode.server.safety import guard
 from paycode.shared.codes import ErrorCode, PaymentStatus
 from paycode.shared.timestep import STEP_SECONDS, step_at
@@ -29,10 +32,13 @@ from tests.charge.test_differential import (
     Backends,
     backends,
     comparable,
+    read_rows,
     restore,
+    table_differences,
 )
 
 __all__ = ["backends"]  # the module fixture, both databases seeded alike
+pytestmark = pytest.mark.postgres
 
 PHONE = 7
 """cai's v2 phone: money enough, live, never locked in the seeded world."""
@@ -46,6 +52,8 @@ LIFETIME_S = 90
 """The longest a code lives (docs/spec.md §2): 60 s, plus 30 s for a clock one step ahead of
 the drift the server learned."""
 ACCEPTED = frozenset({PaymentStatus.SUCCEEDED, ErrorCode.CONFIRMATION_REQUIRED})
+RACE_WAIT_S = 0.5
+"""Long enough for the racing charge to reach the row lock the first one holds."""
 REFUSED_FOR_TIME_OR_USED = frozenset({ErrorCode.CODE_EXPIRED, ErrorCode.CODE_REPLAYED})
 _serial = itertools.count()
 
@@ -66,11 +74,10 @@ def code_on(backends: Backends, clock_steps: int, counter: int) -> str:
     return by_name(credential.version).generate(credential, step=step, counter=counter)
 
 
-def present(backends: Backends, code: str, now_s: float, order_id: str | None = None) -> str:
-    """The charge at `now_s` on both databases; its outcome, the same on both."""
+def attempt_at(now_s: float, terminal: TerminalCredential) -> ChargeAttempt:
+    """A fresh signed request of the till at `now_s`."""
     serial = next(_serial)
-    terminal = backends.world.terminals[TILL]
-    attempt = ChargeAttempt(
+    return ChargeAttempt(
         terminal=terminal,
         nonce=f"lifetime-nonce-{serial}",
         nonce_expires_at_s=now_s + NONCE_TTL_S,
@@ -79,15 +86,32 @@ def present(backends: Backends, code: str, now_s: float, order_id: str | None = 
         now_s=now_s,
         guard_scopes=guard.scopes_for(GUARD, terminal.terminal_id, terminal.merchant_id, None),
     )
+
+
+def plan_at(
+    backends: Backends, code: str, now_s: float, order_id: str | None = None
+) -> planning.ChargePlan:
     body: dict[str, Any] = {"code": code, "amount": "0.01", "currency": "CNY"}
     if order_id is not None:
         body["merchant_order_id"] = order_id
     directory = Directory(backends.reference, backends.world.box)  # no stale cached drift
-    plan = planning.plan_charge(attempt, body, directory, backends.world.keys, limits=LIMITS)
+    attempt = attempt_at(now_s, backends.world.terminals[TILL])
+    return planning.plan_charge(attempt, body, directory, backends.world.keys, limits=LIMITS)
+
+
+def present(backends: Backends, code: str, now_s: float, order_id: str | None = None) -> str:
+    """The charge at `now_s` on both databases; its outcome, the same on both."""
+    plan = plan_at(backends, code, now_s, order_id)
     expected = transaction.execute(backends.reference, plan, GUARD)
     actual = transaction.execute(backends.production, plan, GUARD)
     assert comparable(actual) == comparable(expected), (expected, actual)
     return expected.outcome
+
+
+def same_rows(backends: Backends) -> None:
+    """Every table alike on both databases: the burns, the refusals, the payments."""
+    differences = table_differences(read_rows(backends.reference), read_rows(backends.production))
+    assert not differences, differences
 
 
 def walk(backends: Backends, code: str) -> list[tuple[int, str]]:
@@ -161,19 +185,7 @@ def test_an_early_code_is_burned_and_the_reply_names_no_time_to_come_back(
     for engine in (backends.reference, backends.production):
         restore(engine, backends.world.snapshot)
     code = code_on(backends, 4, 0)  # MADE_AT_S is 1 s into its step: 125 s ahead is 4 steps
-    terminal = backends.world.terminals[TILL]
-    directory = Directory(backends.reference, backends.world.box)
-    attempt = ChargeAttempt(
-        terminal=terminal,
-        nonce="early-nonce",
-        nonce_expires_at_s=MADE_AT_S + NONCE_TTL_S,
-        idempotency_key="early-key",
-        request_hash="0" * 64,
-        now_s=MADE_AT_S,
-        guard_scopes=guard.scopes_for(GUARD, terminal.terminal_id, terminal.merchant_id, None),
-    )
-    body = {"code": code, "amount": "0.01", "currency": "CNY"}
-    plan = planning.plan_charge(attempt, body, directory, backends.world.keys, limits=LIMITS)
+    plan = plan_at(backends, code, MADE_AT_S)
     assert plan.rejection == ErrorCode.CODE_EXPIRED and plan.burn is not None
     detail = plan.replies[ErrorCode.CODE_EXPIRED][1]["detail"]
     assert "clock is wrong" in detail and not any(ch.isdigit() for ch in detail), detail
@@ -181,6 +193,7 @@ def test_an_early_code_is_burned_and_the_reply_names_no_time_to_come_back(
     assert claims_of_phone(backends) == [1, 1]
     later = present(backends, code, MADE_AT_S + 120.0)
     assert later == ErrorCode.CODE_REPLAYED
+    same_rows(backends)
 
 
 def test_a_reused_order_id_refuses_the_charge_without_burning_the_code(
@@ -202,3 +215,33 @@ def test_a_reused_order_id_refuses_the_charge_without_burning_the_code(
             ).scalar_one()
             assert failed == 0
     assert present(backends, code, now_s + 2, "INV-8") in ACCEPTED
+    same_rows(backends)
+
+
+def test_a_reused_order_id_racing_its_success_gives_the_code_back_on_postgresql(
+    backends: Backends,
+) -> None:
+    """Two tills charge one order at once: the second passed the order check before the first
+    committed, claimed its code, then met the first's payment. It ends in duplicate_order and
+    its claim goes with it (the function deletes it), so that code still pays."""
+    for engine in (backends.reference, backends.production):
+        restore(engine, backends.world.snapshot)
+    first = plan_at(backends, code_on(backends, 0, 0), MADE_AT_S, "INV-race")
+    second_code = code_on(backends, 0, 1)
+    second = plan_at(backends, second_code, MADE_AT_S, "INV-race")
+    holder = backends.production.raw_connection()
+    try:
+        cursor = holder.cursor()  # the first charge, its transaction left open
+        cursor.execute(postgres.CALL_SQL, postgres.call_parameters(first, GUARD))
+        assert cursor.fetchone()[0] == PaymentStatus.SUCCEEDED  # type: ignore[index]
+        with ThreadPoolExecutor(1) as pool:
+            racing = pool.submit(transaction.execute, backends.production, second, GUARD)
+            time.sleep(RACE_WAIT_S)  # it waits on the merchant's account row the first holds
+            assert not racing.done()
+            holder.commit()
+            assert racing.result(timeout=30).outcome == ErrorCode.DUPLICATE_ORDER
+    finally:
+        holder.close()
+    assert claims_of_phone(backends)[1] == 1  # the first's only
+    later = plan_at(backends, second_code, MADE_AT_S + 1, "INV-after")
+    assert transaction.execute(backends.production, later, GUARD).outcome in ACCEPTED
