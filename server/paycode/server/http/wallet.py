@@ -108,11 +108,13 @@ def authenticate_device(session: Session, now_s: float, *, revoked_ok: bool = Fa
     # on its codes come on the server's clock, of every version it holds, though it signs with
     # one device (docs/spec.md §2). Another phone of the user, offline on a wrong clock, is
     # then refused until it goes online too: better than a version stuck on a stale drift.
-    session.execute(
-        update(Device)
-        .where(Device.user_id == device.user_id, Device.drift_steps != 0)
-        .values(drift_steps=0)
-    )
+    # A revoked device (let through for its own retry) resets nothing.
+    if device.revoked_at_s is None:
+        session.execute(
+            update(Device)
+            .where(Device.user_id == device.user_id, Device.drift_steps != 0)
+            .values(drift_steps=0)
+        )
     return device
 
 
