@@ -30,7 +30,7 @@ from sqlalchemy import text
 
 from bench import REPO_ROOT
 from bench.load import Fixture, ledger_sum, machine_line, populate, preflight, run_wrk
-from paycode.server.charge.verification import CLAIM_STEPS_KEPT
+from paycode.server.charge.planning import CLAIM_STEPS_KEPT
 from paycode.server.testing import LiveServer, postgres_database, start_server
 from paycode.shared.timestep import STEP_SECONDS
 

@@ -26,7 +26,7 @@ from paycode.client import online
 from paycode.client.keystore import KEYSTORE_NAME, Keystore
 from paycode.client.wallet import CLOCK_SYNC_AGE_S_MAX, Wallet
 from paycode.merchant_pos.terminal_client import TerminalClient
-from paycode.server.charge.verification import learned_drift
+from paycode.server.charge.planning import learned_drift
 from paycode.server.database.models import Device
 from paycode.shared import terminal_auth
 from paycode.shared.timestep import STEP_SECONDS, seconds_left_in_step

@@ -1,16 +1,13 @@
 """A charge, planned in Python and then carried out as one database transaction.
 
-    plan:    body fields -> currency -> verify (charge.verification)     no I/O but cached reads
-    execute: nonce -> idempotency -> device live -> order unpaid -> claim -> drift -> money ->
-             payment -> reply
+    plan:    body fields -> currency -> verify (shared.verify)           no I/O but cached reads
+    execute: nonce -> idempotency -> device live -> claim -> drift -> money -> payment -> reply
 
 Planning does the CPU work (parsing, signatures, the code's MAC) and renders every reply the
 transaction can end with; server.charge_store then runs the transaction in one round trip on
-PostgreSQL. The claim is made as soon as the code proves genuine (and its merchant order, if
-any, is not paid yet) and stays even when the payment then fails (insufficient funds,
-currency), so a code is never spendable twice, across workers and hosts. Verification failures
-claim nothing and move nothing, but for a genuine code refused for time: it is claimed all the
-same, so it never pays later (docs/spec.md §2).
+PostgreSQL. The claim is made as soon as the code proves genuine and stays even when the
+payment then fails (insufficient funds, currency), so a code is never spendable twice, across
+workers and hosts. Verification failures claim nothing and move nothing.
 """
 
 from __future__ import annotations
@@ -20,13 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from paycode.server.charge.verification import (
-    DRIFT_STEPS_MAX,
-    Burn,
-    claim_expiry_s,
-    learned_drift,
-    verify_charge_code,
-)
 from paycode.server.database.directory import CachedDevice, Directory, TerminalCredential
 from paycode.server.database.models import Payment, new_id
 from paycode.server.http.problems import problem_body, problem_reply
@@ -36,12 +26,26 @@ from paycode.server.safety.guard import COUNTED_FAILURES, GuardScopes, GuardSett
 from paycode.server.safety.limits import DefaultLimits, LimitSettings
 from paycode.shared.binding import charging_point_bindings
 from paycode.shared.codes import ErrorCode, PaymentStatus
-from paycode.shared.errors import ApiError
+from paycode.shared.errors import ApiError, CodeMalformed
 from paycode.shared.money import Money, format_amount
 from paycode.shared.timestamps import iso_time
-from paycode.shared.versions.base import Accepted, VerifierKeys, VersionStatus
+from paycode.shared.timestep import STEP_SECONDS
+from paycode.shared.verify import verify_code
+from paycode.shared.versions.base import (
+    Accepted,
+    DeviceRecord,
+    Rejected,
+    VerifierKeys,
+    VerifyContext,
+    VersionStatus,
+    Window,
+)
 from paycode.shared.versions.registry import DEFAULT_STATUS
 
+DRIFT_STEPS_MAX = 10
+"""A device clock followed up to 5 minutes off; further off, its codes expire (re-sync)."""
+CLAIM_STEPS_KEPT = Window().steps_ahead + DRIFT_STEPS_MAX + 2
+"""A claim outlives every moment its code could still verify; then the worker purges it."""
 CODE_CHARS_MAX = 512
 ORDER_ID_CHARS_MAX = 64
 DEFAULT_LIMITS = LimitSettings()
@@ -152,6 +156,14 @@ class ChargePlan:
         return json.dumps({name: list(notice) for name, notice in self.notices.items()})
 
 
+def learned_drift(observed_steps: int, current_steps: int) -> int:
+    """A code shown one step after it was made is ordinary latency, not a slow clock: learning
+    -1 from it would stretch that device's window past 60 s. Anything else moves the drift."""
+    if observed_steps == current_steps - 1:
+        return current_steps
+    return max(-DRIFT_STEPS_MAX, min(DRIFT_STEPS_MAX, observed_steps))
+
+
 def payment_reply(
     *,
     payment_id: str,
@@ -197,6 +209,90 @@ def payment_json(payment: Payment) -> dict[str, Any]:
     return reply
 
 
+def _verify(
+    code: str,
+    now_s: float,
+    directory: Directory,
+    keys: VerifierKeys,
+    *,
+    bindings: tuple[bytes, ...] = (),
+    statuses: Mapping[str, VersionStatus] = DEFAULT_STATUS,
+) -> tuple[Accepted, CachedDevice]:
+    """Verify on cached device rows; a code that fails on them is judged again on fresh rows,
+    since another worker may have learned a new drift for that device.
+
+    `bindings` name this charging point: a merchant-bound code made for another one fails as
+    merchant_mismatch before any claim, so the customer's code still pays where it belongs.
+    `statuses` are the live version lifecycle (server.lifecycle): a retired version is refused
+    before any device lookup."""
+    served: dict[str, CachedDevice] = {}
+    rejected: Rejected | None = None
+    for fresh in (False, True):
+
+        def lookup(version: str, handle: bytes, fresh: bool = fresh) -> DeviceRecord | None:
+            found = directory.device(version, handle, fresh=fresh)
+            if found is None:
+                return None
+            served[found.record.device_id] = found
+            return found.record
+
+        try:
+            context = VerifyContext(now_s, lookup, keys, bindings=bindings)
+            result = verify_code(code, context, statuses)
+        except CodeMalformed as error:
+            raise ApiError(ErrorCode.CODE_MALFORMED, error.message) from error
+        if isinstance(result, Accepted):
+            return result, served[result.device.device_id]
+        rejected = result
+        if not served:
+            break
+    assert rejected is not None
+    suspect = rejected.suspect.device_id if rejected.suspect is not None else None
+    burn = None
+    if rejected.burn_key and rejected.device is not None:
+        burn = Burn(rejected.burn_key.decode(), rejected.device.device_id, rejected.burn_step)
+    raise CodeRefused(
+        ErrorCode(rejected.reason), rejected.detail, suspect_device_id=suspect, burn=burn
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Burn:
+    """A genuine code refused for time, claimed anyway: it must never pay later."""
+
+    claim_key: str
+    device_id: str
+    step: int
+
+    @property
+    def expires_at_s(self) -> float:
+        return claim_expiry_s(self.step)
+
+
+def claim_expiry_s(step: int) -> float:
+    """When the claim of a code of `step` may go: it outlives every moment the code could
+    verify (at most steps_back + DRIFT_STEPS_MAX steps after its step)."""
+    return float((step + 1 + CLAIM_STEPS_KEPT) * STEP_SECONDS)
+
+
+class CodeRefused(ApiError):
+    """A well-formed code that does not pay; `suspect_device_id` names the enrolled device a
+    forged one was aimed at (its tag did not check), for the per-device guard; `burn` is the
+    claim a genuine code refused for time still makes."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        detail: str,
+        *,
+        suspect_device_id: str | None,
+        burn: Burn | None = None,
+    ) -> None:
+        super().__init__(code, detail)
+        self.suspect_device_id = suspect_device_id
+        self.burn = burn
+
+
 def plan_charge(
     attempt: ChargeAttempt,
     body: dict[str, Any],
@@ -220,7 +316,7 @@ def plan_charge(
             )
         terminal = attempt.terminal
         bindings = charging_point_bindings(terminal.merchant_id, terminal.terminal_id)
-        accepted, device = verify_charge_code(
+        accepted, device = _verify(
             code.strip(), attempt.now_s, directory, keys, bindings=bindings, statuses=statuses
         )
     except ApiError as error:

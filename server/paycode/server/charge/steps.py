@@ -15,9 +15,8 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from paycode.server.charge.planning import RECORDED_FAILURES, ChargePlan
+from paycode.server.charge.planning import RECORDED_FAILURES, Burn, ChargePlan
 from paycode.server.charge.result import NONCE_REPLAYED, STORED, TERMINAL_REVOKED, ChargeResult
-from paycode.server.charge.verification import Burn
 from paycode.server.safety.guard import (
     GuardSettings,
     blocked_until_s,
