@@ -12,7 +12,6 @@ import json
 import time
 
 from flask import Blueprint, Response, jsonify, request
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from paycode.server.database.engine import db
@@ -104,17 +103,7 @@ def authenticate_device(session: Session, now_s: float, *, revoked_ok: bool = Fa
         # the phone is in its owner's hands: this online contact is the re-sync that unlocks.
         unlock_device(session.connection(), device.id)
         session.refresh(device)
-    # The reply carries the server's time and the wallet re-syncs its clock from it: from now
-    # on its codes come on the server's clock, of every version it holds, though it signs with
-    # one device (docs/spec.md §2). Another phone of the user, offline on a wrong clock, is
-    # then refused until it goes online too: better than a version stuck on a stale drift.
-    # A revoked device (let through for its own retry) resets nothing.
-    if device.revoked_at_s is None:
-        session.execute(
-            update(Device)
-            .where(Device.user_id == device.user_id, Device.drift_steps != 0)
-            .values(drift_steps=0)
-        )
+    devices.reset_drift(session, device)  # the reply re-syncs the wallet's clock
     return device
 
 
