@@ -75,7 +75,7 @@ def test_call_sql_names_each_parameter_of_the_two_lists_once() -> None:
 @pytest.mark.parametrize(
     "plan",
     [
-        ChargePlan(attempt(), {}, rejection="code_invalid", suspect_device_id="dev_1"),
+        ChargePlan(attempt(), {}, rejection="code_invalid", named_handles=(("v2", bytes(8)),)),
         claimed_plan(),
     ],
     ids=["refused", "claimed"],

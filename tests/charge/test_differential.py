@@ -110,13 +110,16 @@ GUARD = GuardSettings(
     backoff_base_s=60.0,
     backoff_max_s=900.0,
 )
-"""Small guard limits, so forgeries reach a block (and a device lock) within an example."""
-GUARD_BLOCKS = (("ip:198.51.100.2", 1, 120.0),)
-"""(scope, strikes, seconds from START_S): guard blocks in force, as guesses left them."""
+"""Small guard limits, so forgeries reach a block (of a handle at a merchant) within an
+example."""
+GUARD_BLOCKS = ((0, "198.51.100.2", 1, 120.0),)
+"""(terminal, address, strikes, seconds from START_S): address blocks in force at a terminal's
+merchant, as guesses left them."""
 REVOKED_AFTER_CACHING = (4,)
 """ben's v2 phone: revoked by an operator just after each example's worker cached it."""
 LOCKED_PHONES = (8,)
-"""cai's v3 phone starts locked by the guard."""
+"""cai's v3 phone starts locked by the guard as it was before issue 19 (everywhere, until its
+wallet calls in); forgeries now block a handle at one merchant and lock no device."""
 PAYING_PHONES = (0, 1, 2, 6, 7)
 """Phones of the users with money (ana, cai), live at the start."""
 BALANCE_PHONES = (1, 2, 3, 5)
@@ -208,19 +211,6 @@ def seed_world(engine: Engine) -> SeededRows:
                 daily_count_max=count_max,
                 reset=False,
             )
-        for scope, strikes, blocked_for_s in GUARD_BLOCKS:
-            session.execute(
-                text(
-                    "INSERT INTO failure_counters (scope, window_start_s, failures, strikes,"
-                    " blocked_until_s) VALUES (:scope, :start, 0, :strikes, :until)"
-                ),
-                {
-                    "scope": scope,
-                    "start": START_S - 10,
-                    "strikes": strikes,
-                    "until": START_S + blocked_for_s,
-                },
-            )
         for name, alpha, days_ago, count, spent in PINLESS_USE:
             _record_pinless_use(session, user_ids[name], alpha, days_ago, count, spent)
         terminals = [
@@ -234,6 +224,19 @@ def seed_world(engine: Engine) -> SeededRows:
             for codec in VERSIONS
         ]
         session.flush()
+        for terminal, address, strikes, blocked_for_s in GUARD_BLOCKS:
+            session.execute(
+                text(
+                    "INSERT INTO failure_counters (scope, window_start_s, failures, strikes,"
+                    " blocked_until_s) VALUES (:scope, :start, 0, :strikes, :until)"
+                ),
+                {
+                    "scope": guard.address_scope(terminals[terminal].merchant_id, address),
+                    "start": START_S - 10,
+                    "strikes": strikes,
+                    "until": START_S + blocked_for_s,
+                },
+            )
         for index in LOCKED_PHONES:  # the guard locked it before START_S; no wallet call since
             session.execute(
                 text("UPDATE devices SET locked_at_s = :at WHERE id = :id"),
@@ -474,7 +477,7 @@ REQUIRED_LABELS = frozenset(
         "refused:amount_invalid",
         "refused:currency_mismatch",
         "rate_limited",
-        "device_locked_by_guard",
+        "handle_blocked_by_guard",
         "drift_learned",
         "notified",
     }
@@ -586,6 +589,24 @@ class ChargeMachine(RuleBasedStateMachine):
 
     # -- codes
 
+    def _blocked_handle_now(self, plan: ChargePlan) -> bool:
+        """Whether this refused code blocked a handle it named at its merchant (a block
+        restarts the counter's window at the moment it is set)."""
+        merchant_id = plan.attempt.terminal.merchant_id
+        scopes = [guard.handle_scope(v, handle, merchant_id) for v, handle in plan.named_handles]
+        with self.backends.reference.connect() as connection:
+            for scope in scopes:
+                row = connection.execute(
+                    text(
+                        "SELECT window_start_s, blocked_until_s FROM failure_counters"
+                        " WHERE scope = :scope"
+                    ),
+                    {"scope": scope},
+                ).first()
+                if row is not None and row[0] == plan.attempt.now_s and row[1] is not None:
+                    return True
+        return False
+
     def _device_row(self, device_id: str) -> Row[Any]:
         """(drift_steps, locked_at_s) as the reference holds them."""
         with self.backends.reference.connect() as connection:
@@ -672,14 +693,8 @@ class ChargeMachine(RuleBasedStateMachine):
             labels["stored:same_hash" if same else "stored:other_hash"] += 1
         if plan.notices and outcome in plan.notices and plan.attempt.terminal.notify:
             labels["notified"] += 1
-        if plan.counts_as_guess and plan.suspect_device_id:
-            locked_at_s = self._device_row(plan.suspect_device_id).locked_at_s
-            if locked_at_s == plan.attempt.now_s:  # this forgery locked it
-                labels["device_locked_by_guard"] += 1
-                suspect = [phone.device_id for phone in self.world.phones].index(
-                    plan.suspect_device_id
-                )
-                self.locked_devices.add(suspect)
+        if plan.counts_as_guess and self._blocked_handle_now(plan):
+            labels["handle_blocked_by_guard"] += 1
         if outcome == PaymentStatus.SUCCEEDED and plan.order_id is not None:
             terminal = self.world.terminals.index(plan.attempt.terminal)
             self.paid_orders.add((terminal, plan.order_id))
@@ -856,7 +871,7 @@ class ChargeMachine(RuleBasedStateMachine):
     )
     def forge(self, terminal: int, device: int, ip: str | None = None) -> None:
         """A code aimed at an enrolled device but made without its key: counted by the guard,
-        against the device too (its lock), as code_invalid."""
+        against the device's handle at this merchant too, as code_invalid."""
         phone = self.world.phones[device]
         forged_key = hashlib.sha256(b"forged " + phone.device_id.encode()).digest()
         credential = DeviceCredential(
@@ -887,7 +902,8 @@ class ChargeMachine(RuleBasedStateMachine):
     def bound_elsewhere(
         self, terminal: int, device: int, elsewhere: int, ip: str | None = None
     ) -> None:
-        """A genuine code bound to another merchant's till: merchant_mismatch, counted."""
+        """A genuine code bound to another merchant's till: merchant_mismatch (v2; v3 says
+        code_invalid, paycode.server.charge.verification), counted."""
         bindable = [
             index
             for index, phone in enumerate(self.world.phones)
@@ -1135,11 +1151,13 @@ WALK = (
         kind="other_currency",
     ),
     step("malformed", "refused:code_malformed", terminal=2, code="hello"),
-    step("bound_elsewhere", "refused:merchant_mismatch", terminal=2, device=1, elsewhere=1),
-    # Two forgeries aimed at ana's v1 phone lock it; the third meets the block.
+    step("bound_elsewhere", "refused:merchant_mismatch", terminal=2, device=0, elsewhere=1),
+    # Two forgeries aimed at ana's v1 phone block its handle at Other Shop; the third meets the
+    # block, and so does her genuine code there (nothing claimed); elsewhere it pays (below).
     step("forge", "refused:code_invalid", terminal=2, device=0),
     step("forge", "refused:code_invalid", terminal=2, device=0),
     step("forge", "rate_limited", terminal=2, device=0),
+    step("purchase", "rate_limited", terminal=2, device=0, amount_minor=100),
     step("pay_with_locked_device", "device_locked", pick=0, terminal=1),
     step("unlock_device", None, device=0),
     step("purchase", "confirmation_required", terminal=0, device=0, amount_minor=300),

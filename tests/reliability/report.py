@@ -29,6 +29,7 @@ SECTIONS = (
     "6. Forgery",
     "7. Authorization matrix",
     "8. Secrets",
+    "9. Guessing under concurrency",
 )
 NUMBERS = ("runs", "operations", "faults", "anomalies")
 

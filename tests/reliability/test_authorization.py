@@ -57,6 +57,7 @@ from paycode.server.safety.limits import LimitSettings
 from paycode.shared import terminal_auth, wallet_auth
 from paycode.shared.emv.collection import build_collection_payload, read_collection
 from paycode.shared.enrollment import b64, new_ed25519_seed
+from paycode.shared.key_proof import make_proof, session_scope
 from paycode.shared.prf import mac
 from paycode.shared.versions.base import DeviceCredential
 from tests.reliability.figures import Figures, Scale, current_scale
@@ -751,7 +752,8 @@ def lifecycle_cells(world: Principals) -> list[Cell]:
     """Revoked devices, the retired version, wallet session tokens."""
     a, send = world.terminals["A"], world.send
     gone, retired, live = world.phone("A2", "v2"), world.phone("A1", "v1"), world.phone("A1", "v3")
-    seed_public = b64(new_ed25519_seed()[1])
+    seed, public = new_ed25519_seed()
+    seed_public = b64(public)
 
     def charge(wallet: str, version: str) -> Reply:
         payload = {"code": world.code(wallet, version), "amount": "1.00", "currency": "CNY"}
@@ -759,9 +761,11 @@ def lifecycle_cells(world: Principals) -> list[Cell]:
 
     def enroll(token: str | None, version: str) -> Reply:
         payload: dict[str, Any] = {"version": version, "label": "authz"}
+        key = str(uuid.uuid4())
         if version == "v3":
             payload["public_key"] = seed_public
-        headers = {"Content-Type": "application/json", "Idempotency-Key": str(uuid.uuid4())}
+            payload["proof"] = make_proof(seed, version, session_scope(token or "", key))
+        headers = {"Content-Type": "application/json", "Idempotency-Key": key}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         return send(Req("POST", "/v1/wallet/devices", json_bytes(payload), headers))

@@ -267,7 +267,9 @@ class Recording:
 
     def run(self, program: str, *args: str, stdin: str = "", output: str = "") -> Any:
         """Run a console script with --json; keep its output (named `output`) for the search."""
-        env = self.server.env if program == "server" else person_env()
+        # The notification endpoint listens on 127.0.0.1: PAYCODE_NOTIFY_ALLOW_PRIVATE allows it
+        server_env = self.server.env | {"PAYCODE_NOTIFY_ALLOW_PRIVATE": "1"}
+        env = server_env if program == "server" else person_env()
         done = run_console(program, ["--json", *args], env, stdin, own_process=self.own_process)
         name = output or f"paycode-{program} {' '.join(a for a in args if not a.startswith('/'))}"
         self.outputs.append(Place("output", name[:120], (done.stdout + done.stderr).encode()))

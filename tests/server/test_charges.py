@@ -283,6 +283,12 @@ def second_terminal(bank: Bank, merchant: str) -> TerminalClient:
     return TerminalClient(bank.url, terminal_id, secret, sleep=lambda _s: None)
 
 
+def elsewhere(version: str) -> str:
+    """The refusal of a code bound to another charging point: a v3 one cannot be told from a
+    forgery anyone sealed (paycode.server.charge.verification), so it is code_invalid."""
+    return "code_invalid" if version == "v3" else "merchant_mismatch"
+
+
 @pytest.mark.parametrize("version", ["v2", "v3"])
 def test_bound_code_relayed_to_another_merchant_is_refused_unburned(
     bank: Bank, version: str
@@ -292,7 +298,7 @@ def test_bound_code_relayed_to_another_merchant_is_refused_unburned(
     cafe, shop = merchant_id(bank, 0), merchant_id(bank, 1)
     text = bound_code(bank, version, MerchantBinding(cafe))
     error = expect_error(
-        "merchant_mismatch", terminal(bank, 1).charge, code=text, amount="5.00", currency="CNY"
+        elsewhere(version), terminal(bank, 1).charge, code=text, amount="5.00", currency="CNY"
     )
     assert error.status == 422
     assert bank.balance_minor("user", bank.user_id) == START_MINOR
@@ -314,9 +320,9 @@ def test_terminal_bound_code_pays_only_at_its_till(bank: Bank, version: str) -> 
     till_1, _ = bank.terminals[cafe]
     till_2 = second_terminal(bank, cafe)
     text = bound_code(bank, version, MerchantBinding(cafe, till_1), counter=0)
-    expect_error("merchant_mismatch", till_2.charge, code=text, amount="2.00", currency="CNY")
+    expect_error(elsewhere(version), till_2.charge, code=text, amount="2.00", currency="CNY")
     expect_error(
-        "merchant_mismatch", terminal(bank, 1).charge, code=text, amount="2.00", currency="CNY"
+        elsewhere(version), terminal(bank, 1).charge, code=text, amount="2.00", currency="CNY"
     )
     assert bank.balance_minor("user", bank.user_id) == START_MINOR
     assert terminal(bank, 0).charge(code=text, amount="2.00", currency="CNY")["status"] == (

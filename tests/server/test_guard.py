@@ -22,9 +22,12 @@ from sqlalchemy import Engine, delete, text
 from paycode.appkit.http_client import ServerClient
 from paycode.client.online import DeviceAuth
 from paycode.merchant_pos.terminal_client import TerminalClient
-from paycode.server.database.models import FailureCounter
+from paycode.server.config import ServerConfig
+from paycode.server.database.models import FailureCounter, Merchant
+from paycode.server.operations import admin
 from paycode.server.safety import guard
 from paycode.server.safety.guard import GuardScopes, GuardSettings
+from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.enrollment import new_ed25519_seed
 from paycode.shared.errors import ServerRejected
 from paycode.shared.timestep import step_at
@@ -98,12 +101,24 @@ def test_the_block_says_when_to_retry(bank: Bank, monkeypatch: pytest.MonkeyPatc
 def test_one_address_guessing_at_many_terminals_is_blocked(
     bank: Bank, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """At one merchant's tills (the address counter is per merchant: test_guard_lockout)."""
     configure_guard(monkeypatch, bank, terminal_failures_max=99, ip_failures_max=2)
-    cafe, other = _tills(bank)
+    cafe, other = _tills(bank)[0], _second_till(bank)
     assert _error(cafe, BAD_V2).code == "code_invalid"
     assert _error(other, BAD_V2).code == "code_invalid"
     assert _error(cafe, _code(bank, 0)).code == "rate_limited"
     assert _error(other, _code(bank, 1)).code == "rate_limited"
+
+
+def _second_till(bank: Bank) -> TerminalClient:
+    """Another terminal of the first merchant."""
+    box = SecretBox.from_config(ServerConfig.from_env(bank.server.env))
+    with bank.server.session() as session:
+        merchant = session.get(Merchant, bank.merchant_id(0))
+        assert merchant is not None
+        terminal, secret = admin.create_terminal(session, box, merchant.name, time.time())
+        key_id = terminal.id
+    return TerminalClient(bank.url, key_id, secret, sleep=lambda _s: None)
 
 
 def test_honest_failures_are_not_counted(bank: Bank, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -199,34 +214,50 @@ def test_allow_list_is_validated() -> None:
 
 
 @pytest.mark.parametrize("version", ["v1", "v2", "v3"])
-def test_forgeries_aimed_at_one_device_lock_it_until_its_wallet_calls(
+def test_forgeries_aimed_at_one_device_from_many_tills_block_it_at_their_merchant(
     bank: Bank, version: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Someone who extracted a version's hiding key (or, for v3, the seal) names a victim's
-    device in forged codes from many tills; the device's own counter catches what no till's
-    or address's counter sees, and locks it. Its genuine codes then pay nothing until the
-    phone makes one signed online call (proof its key is in the owner's hands)."""
+    """Someone who extracted a version's hiding key (or, for v3, anyone: the seal key is
+    public) names a victim's device in forged codes from several tills of one merchant; the
+    handle's counter at that merchant catches what no till's counter sees. Its genuine codes
+    then pay nothing there until the block ends, and pay at any other merchant
+    (tests/server/test_guard_lockout.py: no third party locks a customer out)."""
     configure_guard(monkeypatch, bank,
         terminal_failures_max=99, merchant_failures_max=99, ip_failures_max=99,
         device_failures_max=3,
     )  # fmt: skip
-    device_id, genuine = bank.device(version)
+    _, genuine = bank.device(version)
     forger = dataclasses.replace(genuine, secret=_wrong_key(version))
     codec, step = by_name(version), step_at(time.time())
-    tills = _tills(bank)
+    tills = [_tills(bank)[0], _second_till(bank)]
     forged = [codec.generate(forger, step=step, counter=n) for n in range(4)]
     assert [_error(tills[n % 2], forged[n]).code for n in range(3)] == ["code_invalid"] * 3
-    assert _error(tills[0], forged[3]).code == "rate_limited"  # the device's counter is blocked
+    assert _error(tills[1], forged[3]).code == "rate_limited"  # the handle's counter there
     real = codec.generate(genuine, step=step, counter=5)
-    locked = _error(tills[1], real)
-    assert (locked.code, locked.status) == ("device_locked", 422)
+    blocked = _error(tills[0], real)
+    assert (blocked.code, blocked.status) == ("rate_limited", 429)
     assert bank.balance_minor("user", bank.user_id) == START_MINOR
+    paid = bank.till(1).charge(code=real, amount="1.00", currency="CNY")  # not burned there
+    assert paid["status"] == "succeeded"
+
+
+def test_a_device_locked_before_issue_19_is_unlocked_by_its_wallets_call(bank: Bank) -> None:
+    """Before issue 19 the guard locked a device everywhere (devices.locked_at_s); such a
+    lock still answers device_locked until the phone makes one signed online call."""
+    device_id, genuine = bank.device("v2")
+    with bank.server.session() as session:
+        session.execute(
+            text("UPDATE devices SET locked_at_s = :now WHERE id = :id"),
+            {"now": time.time(), "id": device_id},
+        )
+    real = _code(bank, 3)
+    locked = _error(bank.till(0), real)
+    assert (locked.code, locked.status) == ("device_locked", 422)
     wallet_call = ServerClient(bank.url).call(
         "GET", "/v1/wallet/balance", signer=DeviceAuth(device_id, genuine).sign
     )
     assert wallet_call.body["accounts"]
-    paid = tills[1].charge(code=real, amount="1.00", currency="CNY")  # not burned by the lock
-    assert paid["status"] == "succeeded"
+    assert bank.till(0).charge(code=real, amount="1.00", currency="CNY")["status"] == "succeeded"
 
 
 def _wrong_key(version: str) -> bytes:

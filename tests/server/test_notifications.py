@@ -60,7 +60,11 @@ from tests.support.shop import (
 PIN = "246810"
 WAIT_S = 30.0
 """Upper bound on any wait for a delivery to arrive."""
-WORKER_ENV = {"PAYCODE_NOTIFY_TIMEOUT_S": "3", "PAYCODE_NOTIFY_LEASE_S": "10"}
+WORKER_ENV = {
+    "PAYCODE_NOTIFY_TIMEOUT_S": "3",
+    "PAYCODE_NOTIFY_LEASE_S": "10",
+    "PAYCODE_NOTIFY_ALLOW_PRIVATE": "1",  # the receivers listen on 127.0.0.1
+}
 RECEIVER_POLL_S = 0.02
 """How often a receiver's loop looks for shutdown (the default 0.5 s delays every teardown)."""
 
@@ -662,17 +666,20 @@ def test_redirects_are_not_followed(receiver: Receiver) -> None:
         thread.start()
         try:
             url = f"http://127.0.0.1:{server.server_port}/hook"
-            error = delivery.post(url, b"{}", {}, timeout_s=5)
+            error = delivery.post(url, b"{}", {}, timeout_s=5, allow_private=True)
         finally:
             server.shutdown()
             server.server_close()
         assert error == "http 307 (redirects are not followed)"
         assert elsewhere.deliveries == []
         receiver.status = 500
-        assert delivery.post(receiver.url, b"{}", {}, timeout_s=5) == "http 500"
+        answer = delivery.post(receiver.url, b"{}", {}, timeout_s=5, allow_private=True)
+        assert answer == "http 500"
         receiver.status = 200
-        assert delivery.post(receiver.url, b"{}", {}, timeout_s=5) is None
-        refused_error = delivery.post("http://127.0.0.1:9/x", b"{}", {}, timeout_s=5)
+        assert delivery.post(receiver.url, b"{}", {}, timeout_s=5, allow_private=True) is None
+        refused_error = delivery.post(
+            "http://127.0.0.1:9/x", b"{}", {}, timeout_s=5, allow_private=True
+        )
         assert refused_error is not None and refused_error.startswith("connection failed")
     finally:
         elsewhere.close()

@@ -49,6 +49,7 @@ from paycode.server.safety.secretbox import SecretBox
 from paycode.server.wallets import devices, sessions
 from paycode.shared.enrollment import b64, new_ed25519_seed, read_grant
 from paycode.shared.errors import ServerRejected
+from paycode.shared.key_proof import make_proof, session_scope
 from paycode.shared.timestep import step_at
 from paycode.shared.verify import verify_code
 from paycode.shared.versions.base import Accepted, DeviceCredential, DeviceRecord, VerifyContext
@@ -146,12 +147,14 @@ class Enrolled:
         return DeviceAuth(self.device_id, self.credential, offset_s)
 
 
-def enroll_body(version: str) -> tuple[dict[str, Any], bytes]:
+def enroll_body(version: str, token: str = "", key: str = "") -> tuple[dict[str, Any], bytes]:
+    """A body for POST /v1/wallet/devices; a v3 key's proof is bound to `token` and `key`."""
     body: dict[str, Any] = {"version": version, "label": "test phone"}
     seed = b""
     if version == "v3":
         seed, public_key = new_ed25519_seed()
         body["public_key"] = b64(public_key)
+        body["proof"] = make_proof(seed, version, session_scope(token, key))
     return body, seed
 
 
@@ -165,8 +168,9 @@ def post_device(
 
 
 def enroll(client: FlaskClient, version: str, *, token: str | None = None) -> Enrolled:
-    body, seed = enroll_body(version)
-    reply = post_device(client, token or login(client), body, key=os.urandom(8).hex())
+    token, key = token or login(client), os.urandom(8).hex()
+    body, seed = enroll_body(version, token, key)
+    reply = post_device(client, token, body, key=key)
     assert reply.status_code == 201, reply.json
     assert reply.json is not None
     credential, _ = read_grant(reply.json, ed25519_seed=seed)

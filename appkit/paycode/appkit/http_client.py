@@ -179,7 +179,7 @@ def _problem_bytes(error: urllib.error.HTTPError, base_url: str) -> bytes:
     # A body shorter than its Content-Length was cut (a server killed mid-answer): read()
     # returns the part silently, and an empty problem would read as a refusal "http_422".
     length = error.headers.get("Content-Length", "")
-    if length.isdigit() and len(raw) < min(int(length), RESPONSE_BYTES_MAX):
+    if length.isascii() and length.isdigit() and len(raw) < min(int(length), RESPONSE_BYTES_MAX):
         raise ServerUnreachable(f"{base_url} answered {error.code}, but the reply was cut")
     return raw
 

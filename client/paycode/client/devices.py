@@ -26,6 +26,7 @@ from paycode.client.wallet import Enrollment, PendingRotation, Wallet, live_vers
 from paycode.shared.codes import ErrorCode
 from paycode.shared.enrollment import b64, new_ed25519_seed
 from paycode.shared.errors import ServerRejected, WalletError
+from paycode.shared.key_proof import device_scope, make_proof
 
 DEVICES_PATH = "/v1/wallet/devices"
 ROTATE_PATH = f"{DEVICES_PATH}/rotate"
@@ -189,6 +190,9 @@ def rotate_one(wallet: Wallet, version: str, target: str | None = None) -> Rotat
     body: dict[str, Any] = {"version": pending.target}
     if pending.seed:
         body["public_key"] = b64(_public_key(pending.seed))
+        # Deterministic (Ed25519): a resumed rotation sends the very same body again.
+        scope = device_scope(old.device_id, pending.idempotency_key)
+        body["proof"] = make_proof(pending.seed, pending.target, scope)
     try:
         reply = online.signed_call(
             wallet,

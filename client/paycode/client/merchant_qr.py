@@ -22,7 +22,8 @@ from paycode.shared.emv.qr_signature import (
     from_b64url,
 )
 from paycode.shared.emv.qr_signature import verify_signature as verify
-from paycode.shared.errors import WalletError
+from paycode.shared.errors import WalletError, WeakKey
+from paycode.shared.keycheck import check_ed25519_public
 
 QR_KEYS_MAX = 16
 WARNINGS = {
@@ -55,8 +56,15 @@ def parse_qr_keys(listed: object) -> dict[str, str]:
         public = item.get("public_key") if isinstance(item, dict) else None
         if not isinstance(key_id, str) or not 0 < len(key_id) <= KEY_ID_CHARS_MAX:
             raise WalletError("a QR key has no valid id", code=ErrorCode.ENROLLMENT_INVALID)
-        if not isinstance(public, str) or len(from_b64url(public) or b"") != PUBLIC_KEY_BYTES:
+        raw = from_b64url(public) if isinstance(public, str) else None
+        if not isinstance(public, str) or len(raw or b"") != PUBLIC_KEY_BYTES:
             raise WalletError("a QR key is not 32 bytes", code=ErrorCode.ENROLLMENT_INVALID)
+        try:
+            check_ed25519_public(raw or b"")
+        except WeakKey as error:
+            # A small-order key would let one fixed signature "verify" every merchant QR.
+            message = f"a QR key is refused: {error.message}"
+            raise WalletError(message, code=ErrorCode.WEAK_KEY) from error
         keys[key_id] = public
     return keys
 

@@ -19,9 +19,11 @@ from paycode.appkit.http_client import Response, ServerClient
 from paycode.client.merchant_qr import parse_qr_keys
 from paycode.client.wallet import Enrollment, Wallet
 from paycode.shared import wallet_auth
+from paycode.shared.code_keys import read_code_keys
 from paycode.shared.codes import ErrorCode
 from paycode.shared.enrollment import GrantInfo, b64, new_ed25519_seed
 from paycode.shared.errors import ServerRejected, WalletError
+from paycode.shared.key_proof import make_proof, session_scope
 from paycode.shared.versions.base import DeviceCredential
 
 HISTORY_LIMIT_MAX = 100
@@ -100,12 +102,13 @@ def enroll(
 
 def _enroll_one(wallet: Wallet, client: ServerClient, token: str, version: str) -> GrantInfo:
     body: dict[str, Any] = {"version": version, "label": f"paycode-wallet on {platform.node()}"}
-    seed = b""
+    seed, idempotency_key = b"", str(uuid.uuid4())
     if version == "v3":
         seed, public_key = new_ed25519_seed()
         body["public_key"] = b64(public_key)
+        body["proof"] = make_proof(seed, version, session_scope(token, idempotency_key))
     reply = client.call(
-        "POST", "/v1/wallet/devices", body, bearer=token, idempotency_key=str(uuid.uuid4())
+        "POST", "/v1/wallet/devices", body, bearer=token, idempotency_key=idempotency_key
     )
     info = wallet.add_grant(reply.body, ed25519_seed=seed)
     if "qr_keys" in reply.body:
@@ -132,7 +135,8 @@ def signed_call(
     client: ServerClient | None = None,
 ) -> Response:
     """A call signed by `enrollment` (default: the wallet's default device), to `client`
-    (default: the wallet's server). Its answer, or its refusal, re-syncs the clock; a refusal
+    (default: the wallet's server). Its answer teaches the current code keys (a rotated hiding
+    or seal key, docs/spec.md §7). Its answer, or its refusal, re-syncs the clock; a refusal
     that moved the clock is signed afresh and sent once more (same Idempotency-Key: a refused
     request stored nothing)."""
     signer = enrollment or wallet.enrollment()
@@ -153,6 +157,8 @@ def signed_call(
                 raise
             continue
         wallet.record_clock_offset(reply.clock_offset_s)
+        # Key material stops here: no caller prints it (a --json answer would show it).
+        wallet.set_code_keys(read_code_keys(reply.body.pop("code_keys", None)))
         return reply
     raise AssertionError("unreachable: the loop returns or raises")
 

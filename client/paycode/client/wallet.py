@@ -21,6 +21,7 @@ from typing import Any
 
 from paycode.client.keystore import KEYSTORE_NAME, Keystore, passphrase_for
 from paycode.shared.binding import MerchantBinding
+from paycode.shared.code_keys import FIELD_OF_VERSION, CodeKey
 from paycode.shared.codes import ErrorCode
 from paycode.shared.enrollment import GrantInfo, read_grant
 from paycode.shared.errors import CounterExhausted, WalletError
@@ -215,6 +216,25 @@ class Wallet:
     def set_qr_keys(self, keys: Mapping[str, str]) -> None:
         with self._editing():
             self._doc["qr_keys"] = dict(keys)
+
+    def set_code_keys(self, keys: Mapping[str, CodeKey]) -> list[str]:
+        """Install the server's current hiding or seal key for each enrolled version it names
+        (docs/spec.md §7), in one atomic save; codes are made with it from now on. Returns the
+        versions whose key changed; nothing is written when none did."""
+        changed = [
+            version
+            for version, enrollment in self.enrollments().items()
+            if version in keys
+            and getattr(enrollment.credential, FIELD_OF_VERSION[version]) != keys[version].key
+        ]
+        if not changed:
+            return []
+        with self._editing():
+            for version in changed:
+                raw = self._doc["enrollments"].get(version)
+                if isinstance(raw, dict):
+                    raw[FIELD_OF_VERSION[version]] = _b64(keys[version].key)
+        return changed
 
     def add_grant(self, grant: Mapping[str, object], *, ed25519_seed: bytes = b"") -> GrantInfo:
         """Install a server's enrollment grant (validated) and save it."""

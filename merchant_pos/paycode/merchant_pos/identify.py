@@ -110,7 +110,7 @@ def _optional_fields(decoded: MpmPayload, tag: str) -> str | dict[str, str] | No
 
 
 def _currency_alpha(numeric: str | None) -> str | None:
-    if numeric is None or len(numeric) != 3 or not numeric.isdigit():
+    if numeric is None or len(numeric) != 3 or not (numeric.isascii() and numeric.isdigit()):
         return None
     try:
         return currency(numeric).alpha

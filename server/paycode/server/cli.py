@@ -92,7 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _parse_bind(bind: str) -> str:
     host, sep, port = bind.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise CliError(ErrorCode.INVALID_ARGUMENT, f"--bind must be HOST:PORT, got {bind[:80]!r}")
     return bind
 

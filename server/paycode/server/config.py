@@ -127,7 +127,7 @@ def instance_folder(env: Mapping[str, str], platform: str = sys.platform) -> Pat
 
 def _proxy_hops(env: Mapping[str, str]) -> int:
     raw = (env.get(PROXY_HOPS_ENV) or "0").strip()
-    if not raw.isdigit() or int(raw) > PROXY_HOPS_MAX:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > PROXY_HOPS_MAX:
         raise ConfigError(
             f"{PROXY_HOPS_ENV} must be a whole number 0-{PROXY_HOPS_MAX}: the reverse proxies "
             "in front of the server (nginx alone: 1)"

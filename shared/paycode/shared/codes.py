@@ -42,6 +42,9 @@ class ErrorCode(enum.StrEnum):
     DEVICE_LOCKED = "device_locked"
     ALREADY_ENROLLED = "already_enrolled"
     BINDING_UNSUPPORTED = "binding_unsupported"
+    # -- keys a device or the server hands over (docs/spec.md §6.1) -------------------------
+    WEAK_KEY = "weak_key"
+    KEY_PROOF_INVALID = "key_proof_invalid"
     # -- money -----------------------------------------------------------------------------
     AMOUNT_INVALID = "amount_invalid"
     CURRENCY_MISMATCH = "currency_mismatch"
@@ -123,6 +126,8 @@ HTTP_STATUS: Mapping[str, int] = MappingProxyType(
         ErrorCode.AMOUNT_INVALID: 400,
         ErrorCode.PASSWORD_INVALID: 400,
         ErrorCode.DATE_INVALID: 400,
+        ErrorCode.WEAK_KEY: 400,
+        ErrorCode.KEY_PROOF_INVALID: 400,
         ErrorCode.UNAUTHORIZED: 401,
         ErrorCode.FORBIDDEN: 403,
         ErrorCode.PIN_INVALID: 403,

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from paycode.shared.errors import EnrollmentInvalid
+from paycode.shared.errors import EnrollmentInvalid, WeakKey
+from paycode.shared.keycheck import check_x25519_public
 from paycode.shared.timestep import STEP_SECONDS
 from paycode.shared.versions.base import DeviceCredential, Rng
 from paycode.shared.versions.registry import by_name
@@ -123,6 +124,11 @@ def read_grant(
         if len(ed25519_seed) != ED25519_BYTES:
             raise EnrollmentInvalid("a v3 enrollment needs the device's own Ed25519 seed")
         seal_public = _key_field(grant, "seal_public_key", ED25519_BYTES)
+        try:
+            check_x25519_public(seal_public)
+        except WeakKey as error:
+            # Every envelope sealed to a low-order key has an all-zero secret: it hides nothing.
+            raise EnrollmentInvalid(f"the grant's seal key is refused: {error.message}") from error
         credential = DeviceCredential(version, handle, ed25519_seed, seal_public_key=seal_public)
     else:
         device_key = _key_field(grant, "device_key", SYMMETRIC_KEY_BYTES)

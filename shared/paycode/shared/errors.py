@@ -72,6 +72,12 @@ class EnrollmentInvalid(PaycodeError):
     code = ErrorCode.ENROLLMENT_INVALID
 
 
+class WeakKey(PaycodeError):
+    """A public key is non-canonical, not a curve point, or of small order (docs/spec.md §6.1)."""
+
+    code = ErrorCode.WEAK_KEY
+
+
 class CounterExhausted(PaycodeError):
     """The device made every code it may make in this time step; the next step frees more."""
 

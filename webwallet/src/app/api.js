@@ -22,10 +22,12 @@ export function newIdempotencyKey() {
 }
 
 export class Api {
-  /** clock: {offsetS(), learn(serverTimeS, localS)}; base: the server's origin ('' = same). */
-  constructor(clock, base = '') {
+  /** clock: {offsetS(), learn(serverTimeS, localS)}; base: the server's origin ('' = same);
+   * onSigned: called with every signed call's answer (the wallet learns code keys from it). */
+  constructor(clock, base = '', onSigned = null) {
     this.clock = clock;
     this.base = base;
+    this.onSigned = onSigned;
   }
 
   async send(method, path, { body, headers = {} } = {}) {
@@ -68,13 +70,17 @@ export class Api {
       return this.send(method, path, { body, headers });
     };
     const offsetBefore = this.clock.offsetS();
+    let data;
     try {
-      return await attempt();
+      data = await attempt();
     } catch (error) {
       const moved = Math.abs(this.clock.offsetS() - offsetBefore) >= RESIGN_OFFSET_S_MIN;
-      if (error instanceof ApiProblem && error.status === 401 && moved) return attempt();
-      throw error;
+      if (!(error instanceof ApiProblem && error.status === 401 && moved)) throw error;
+      data = await attempt();
     }
+    if (this.onSigned) await this.onSigned(data);
+    delete data.code_keys; // key material stops here: no screen shows it
+    return data;
   }
 
   login(user, password) { return this.send('POST', '/v1/wallet/sessions', { body: { user, password } }); }

@@ -78,6 +78,21 @@ export class Store {
     return next;
   }
 
+  /** Change one stored device record in one transaction (false when it is gone). */
+  async updateDevice(deviceId, change) {
+    const tx = this.tx(['devices'], 'readwrite');
+    const store = tx.objectStore('devices');
+    const record = await promised(store.get(deviceId));
+    if (!record) {
+      tx.abort();
+      return false;
+    }
+    change(record);
+    store.put(record);
+    await finished(tx);
+    return true;
+  }
+
   async removeDevices(deviceIds) {
     const tx = this.tx(['devices', 'meta'], 'readwrite');
     for (const id of deviceIds) tx.objectStore('devices').delete(id);

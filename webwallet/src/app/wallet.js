@@ -2,8 +2,9 @@
 // generation with the counter stored first (docs/spec.md §2, §9), enrollment and the signed
 // online calls. The screens hold no key and no counter: they ask this object.
 import {
-  COUNTER_MAX, FLAG_MERCHANT_BOUND, STEP_SECONDS, b64decode, b64encode, generateCode, generateSigningKey,
-  hexToBytes, importSymmetricDevice, stepOf,
+  COUNTER_MAX, FLAG_MERCHANT_BOUND, STEP_SECONDS, b64decode, b64encode, checkQrKeys, checkX25519Public,
+  deviceScope, generateCode, generateSigningKey, hexToBytes, importHidingKey, importSymmetricDevice,
+  makeKeyProof, readCodeKeys, sessionScope, stepOf,
 } from '../core/index.js';
 import { Api, ApiProblem, newIdempotencyKey } from './api.js';
 import { claimCounter } from './counters.js';
@@ -27,7 +28,8 @@ export class Wallet {
     this.meta = null;
     this.devices = [];
     this.lost = [];
-    this.api = new Api({ offsetS: () => this.offsetS(), learn: (serverS, localS) => this.learnClock(serverS, localS) });
+    const clock = { offsetS: () => this.offsetS(), learn: (serverS, localS) => this.learnClock(serverS, localS) };
+    this.api = new Api(clock, '', (answer) => this.learnCodeKeys(answer.code_keys));
   }
 
   async reload() {
@@ -126,13 +128,11 @@ export class Wallet {
 
   async enrollOne(token, version, label, user) {
     const body = { version, label };
-    let signing = null;
-    if (version === 'v3') {
-      signing = await generateSigningKey();
-      body.public_key = b64encode(signing.publicKeyRaw);
-    }
-    const grant = await this.api.enroll(token, body, newIdempotencyKey());
+    const idempotencyKey = newIdempotencyKey();
+    const signing = await newProvenKey(version, body, await sessionScope(token, idempotencyKey));
+    const grant = await this.api.enroll(token, body, idempotencyKey);
     if (grant.version !== version || typeof grant.device_id !== 'string') throw new ApiProblem('enrollment_invalid', 0, 'the server sent an unexpected grant');
+    if (Array.isArray(grant.qr_keys)) checkQrKeys(grant.qr_keys); // before anything is stored
     const record = await deviceRecord(grant, signing, label, user);
     await this.store.addDevice(record, (meta) => {
       meta.versions = { ...(meta.versions || {}), [grant.device_id]: version };
@@ -174,12 +174,9 @@ export class Wallet {
       return { revoked_device_id: deviceId, version };
     }
     const body = { version };
-    let signing = null;
-    if (version === 'v3') {
-      signing = await generateSigningKey();
-      body.public_key = b64encode(signing.publicKeyRaw);
-    }
-    const grant = await this.api.signed(old, 'POST', '/v1/wallet/devices/rotate', { body, idempotencyKey: newIdempotencyKey() });
+    const idempotencyKey = newIdempotencyKey();
+    const signing = await newProvenKey(version, body, deviceScope(old.device_id, idempotencyKey));
+    const grant = await this.api.signed(old, 'POST', '/v1/wallet/devices/rotate', { body, idempotencyKey });
     if (grant.version !== version || typeof grant.device_id !== 'string') throw new ApiProblem('enrollment_invalid', 0, 'the server sent an unexpected grant');
     const record = await deviceRecord(grant, signing, oldDevice.label, this.meta.user);
     await this.store.addDevice(record, (meta) => { meta.versions = { ...(meta.versions || {}), [grant.device_id]: version }; });
@@ -197,9 +194,41 @@ export class Wallet {
     }
   }
 
+  /** The server's current hiding (v1, v2) or seal (v3) key for this phone's devices
+   * (docs/spec.md §7): a key it has not stored yet replaces the old one, and the next code is
+   * made with it. The versions whose key changed. */
+  async learnCodeKeys(raw) {
+    const fresh = readCodeKeys(raw);
+    const changed = [];
+    for (const device of this.devices) {
+      const entry = fresh[device.version];
+      if (!entry || entry.keyId === device.codeKeyId) continue;
+      const hidingKey = device.version === 'v3' ? null : await importHidingKey(entry.key);
+      const stored = await this.store.updateDevice(device.device_id, (record) => {
+        if (hidingKey) record.keys.hidingKey = hidingKey;
+        else record.sealPublic = entry.key;
+        record.codeKeyId = entry.keyId;
+      });
+      if (stored) changed.push(device.version);
+    }
+    if (changed.length) await this.reload();
+    return changed;
+  }
+
   setQrKeys(keys) {
+    checkQrKeys(keys);
     return this.store.updateMeta((meta) => { meta.qrKeys = keys; }).then((meta) => { this.meta = meta; });
   }
+}
+
+/** For v3, a new key pair made here, its public half and its proof of possession bound to
+ * `scope` added to `body` (docs/spec.md §6.1); null for the symmetric versions. */
+async function newProvenKey(version, body, scope) {
+  if (version !== 'v3') return null;
+  const signing = await generateSigningKey();
+  body.public_key = b64encode(signing.publicKeyRaw);
+  body.proof = await makeKeyProof(signing.privateKey, version, signing.publicKeyRaw, scope);
+  return signing;
 }
 
 /** The stored record of a new device: its keys imported non-extractable, no counter used. */
@@ -210,7 +239,7 @@ async function deviceRecord(grant, signing, label, user) {
   };
   if (grant.version === 'v3') {
     record.keys = { signingKey: signing.privateKey };
-    record.sealPublic = b64decode(grant.seal_public_key);
+    record.sealPublic = checkX25519Public(b64decode(grant.seal_public_key));
   } else {
     record.keys = await importSymmetricDevice(b64decode(grant.device_key), b64decode(grant.hiding_key));
   }

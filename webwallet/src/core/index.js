@@ -15,6 +15,7 @@ export {
   u8,
   utf8,
 } from './bytes.js';
+export { readCodeKeys } from './codeKeys.js';
 export { EmvCrcError, EmvFormatError, NotPaycodeCollection, PaycodeError } from './errors.js';
 export {
   generateSigningKey,
@@ -23,6 +24,8 @@ export {
   importHidingKey,
   importSymmetricDevice,
 } from './keys.js';
+export { checkEd25519Public, checkQrKeys, checkX25519Public } from './keyCheck.js';
+export { KEY_PROOF_DOMAIN, deviceScope, keyProofMessage, makeKeyProof, sessionScope } from './keyProof.js';
 export { STEP_SECONDS, secondsLeftInStep, stepOf, stepStartS } from './timestep.js';
 export { dammDigit, dammValid } from './damm.js';
 export { base32Decode, base32Encode } from './base32.js';

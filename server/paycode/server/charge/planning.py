@@ -17,26 +17,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from paycode.server.charge.verification import Burn, NamedHandle, verify_charge_code
 from paycode.server.database.directory import CachedDevice, Directory, TerminalCredential
 from paycode.server.database.models import Payment, new_id
 from paycode.server.http.problems import problem_body, problem_reply
 from paycode.server.http.request_fields import money_fields, string_field
 from paycode.server.notifications import events
-from paycode.server.safety.guard import COUNTED_FAILURES, GuardScopes, GuardSettings, with_device
+from paycode.server.safety.guard import COUNTED_FAILURES, GuardScopes, GuardSettings, with_handles
 from paycode.server.safety.limits import DefaultLimits, LimitSettings
 from paycode.shared.binding import charging_point_bindings
 from paycode.shared.codes import ErrorCode, PaymentStatus
-from paycode.shared.errors import ApiError, CodeMalformed
+from paycode.shared.errors import ApiError
 from paycode.shared.money import Money, format_amount
 from paycode.shared.timestamps import iso_time
 from paycode.shared.timestep import STEP_SECONDS
-from paycode.shared.verify import verify_code
 from paycode.shared.versions.base import (
     Accepted,
-    DeviceRecord,
-    Rejected,
     VerifierKeys,
-    VerifyContext,
     VersionStatus,
     Window,
 )
@@ -105,10 +102,11 @@ class ChargePlan:
     limits: DefaultLimits | None = None
     day: int = 0
     confirm_by_s: float = 0.0
-    suspect_device_id: str | None = None
-    """A rejected code's target device (CodeRefused), counted by the guard."""
+    named_handles: tuple[NamedHandle, ...] = ()
+    """The handles a refused code's readings named, enrolled or not (CodeRefused), counted by
+    the guard at this merchant."""
     burn: Burn | None = None
-    """A genuine code refused for time: the transaction claims it all the same."""
+    """A genuine code refused for time (CodeRefused): the transaction claims it all the same."""
     event_id: str | None = None
     """The notification's id when the merchant takes notifications
     (paycode.server.notifications.events)."""
@@ -117,10 +115,14 @@ class ChargePlan:
     outcomes before the claim have none (nothing happened to a payment)."""
 
     def guard_scopes(self, settings: GuardSettings) -> GuardScopes:
-        """The request's guard counters, plus the suspect device's when there is one."""
-        if self.suspect_device_id is None or not self.counts_as_guess:
-            return self.attempt.guard_scopes
-        return with_device(self.attempt.guard_scopes, settings, self.suspect_device_id)
+        """The request's guard counters, plus those of the handles the code named at this
+        merchant: a guess counts there, and a genuine code meets the block forgeries aimed at
+        its handle left there (nothing else counts a genuine code)."""
+        handles = self.named_handles if self.counts_as_guess else ()
+        if self.accepted is not None:
+            handles = ((self.accepted.version, self.accepted.device.handle),)
+        merchant_id = self.attempt.terminal.merchant_id
+        return with_handles(self.attempt.guard_scopes, settings, merchant_id, handles)
 
     @property
     def counts_as_guess(self) -> bool:
@@ -131,6 +133,11 @@ class ChargePlan:
     def claim_expires_at_s(self) -> float:
         assert self.accepted is not None
         return claim_expiry_s(self.accepted.step)
+
+    @property
+    def burn_expires_at_s(self) -> float:
+        assert self.burn is not None
+        return claim_expiry_s(self.burn.step)
 
     @property
     def drift_steps(self) -> int:
@@ -209,88 +216,10 @@ def payment_json(payment: Payment) -> dict[str, Any]:
     return reply
 
 
-def _verify(
-    code: str,
-    now_s: float,
-    directory: Directory,
-    keys: VerifierKeys,
-    *,
-    bindings: tuple[bytes, ...] = (),
-    statuses: Mapping[str, VersionStatus] = DEFAULT_STATUS,
-) -> tuple[Accepted, CachedDevice]:
-    """Verify on cached device rows; a code that fails on them is judged again on fresh rows,
-    since another worker may have learned a new drift for that device.
-
-    `bindings` name this charging point: a merchant-bound code made for another one fails as
-    merchant_mismatch before any claim, so the customer's code still pays where it belongs.
-    `statuses` are the live version lifecycle (server.lifecycle): a retired version is refused
-    before any device lookup."""
-    served: dict[str, CachedDevice] = {}
-    rejected: Rejected | None = None
-    for fresh in (False, True):
-
-        def lookup(version: str, handle: bytes, fresh: bool = fresh) -> DeviceRecord | None:
-            found = directory.device(version, handle, fresh=fresh)
-            if found is None:
-                return None
-            served[found.record.device_id] = found
-            return found.record
-
-        try:
-            context = VerifyContext(now_s, lookup, keys, bindings=bindings)
-            result = verify_code(code, context, statuses)
-        except CodeMalformed as error:
-            raise ApiError(ErrorCode.CODE_MALFORMED, error.message) from error
-        if isinstance(result, Accepted):
-            return result, served[result.device.device_id]
-        rejected = result
-        if not served:
-            break
-    assert rejected is not None
-    suspect = rejected.suspect.device_id if rejected.suspect is not None else None
-    burn = None
-    if rejected.burn_key and rejected.device is not None:
-        burn = Burn(rejected.burn_key.decode(), rejected.device.device_id, rejected.burn_step)
-    raise CodeRefused(
-        ErrorCode(rejected.reason), rejected.detail, suspect_device_id=suspect, burn=burn
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Burn:
-    """A genuine code refused for time, claimed anyway: it must never pay later."""
-
-    claim_key: str
-    device_id: str
-    step: int
-
-    @property
-    def expires_at_s(self) -> float:
-        return claim_expiry_s(self.step)
-
-
 def claim_expiry_s(step: int) -> float:
     """When the claim of a code of `step` may go: it outlives every moment the code could
     verify (at most steps_back + DRIFT_STEPS_MAX steps after its step)."""
     return float((step + 1 + CLAIM_STEPS_KEPT) * STEP_SECONDS)
-
-
-class CodeRefused(ApiError):
-    """A well-formed code that does not pay; `suspect_device_id` names the enrolled device a
-    forged one was aimed at (its tag did not check), for the per-device guard; `burn` is the
-    claim a genuine code refused for time still makes."""
-
-    def __init__(
-        self,
-        code: ErrorCode,
-        detail: str,
-        *,
-        suspect_device_id: str | None,
-        burn: Burn | None = None,
-    ) -> None:
-        super().__init__(code, detail)
-        self.suspect_device_id = suspect_device_id
-        self.burn = burn
 
 
 def plan_charge(
@@ -316,7 +245,7 @@ def plan_charge(
             )
         terminal = attempt.terminal
         bindings = charging_point_bindings(terminal.merchant_id, terminal.terminal_id)
-        accepted, device = _verify(
+        accepted, device = verify_charge_code(
             code.strip(), attempt.now_s, directory, keys, bindings=bindings, statuses=statuses
         )
     except ApiError as error:
@@ -325,7 +254,7 @@ def plan_charge(
             attempt,
             {error.code: (status, problem_body(error.code, error.message, status))},
             rejection=error.code,
-            suspect_device_id=getattr(error, "suspect_device_id", None),
+            named_handles=getattr(error, "handles", ()),
             burn=getattr(error, "burn", None),
         )
     payment_id = new_id("pay")

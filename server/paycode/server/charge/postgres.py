@@ -103,7 +103,9 @@ def call_parameters(plan: ChargePlan, guard: GuardSettings) -> dict[str, Any]:
         "p_now_s": attempt.now_s,
         "p_rejection": plan.rejection,
         "p_replies": json.dumps(plan.reply_texts()),
-        "p_suspect_device_id": plan.suspect_device_id,
+        # No device is locked everywhere any more: forgeries block a handle at one merchant
+        # (paycode.server.safety.guard.handle_scope), so the function's lock never fires.
+        "p_suspect_device_id": None,
     }
     return parameters | _claim_parameters(plan)
 
@@ -115,7 +117,7 @@ def _claim_parameters(plan: ChargePlan) -> dict[str, Any]:
         return dict.fromkeys(CLAIM_PARAMETERS) | {
             "p_device_id": burn.device_id,
             "p_claim_key": burn.claim_key,
-            "p_claim_expires_at_s": burn.expires_at_s,
+            "p_claim_expires_at_s": plan.burn_expires_at_s,
         }
     if accepted is None or device is None or limits is None:
         return dict.fromkeys(CLAIM_PARAMETERS)

@@ -15,14 +15,9 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from paycode.server.charge.planning import RECORDED_FAILURES, Burn, ChargePlan
+from paycode.server.charge.planning import RECORDED_FAILURES, ChargePlan
 from paycode.server.charge.result import NONCE_REPLAYED, STORED, TERMINAL_REVOKED, ChargeResult
-from paycode.server.safety.guard import (
-    GuardSettings,
-    blocked_until_s,
-    count_failure,
-    lock_device_if_blocked,
-)
+from paycode.server.safety.guard import GuardSettings, blocked_until_s, count_failure
 from paycode.server.safety.limits import maxima, needs_confirmation, used_on
 from paycode.shared.codes import ErrorCode, PaymentStatus
 
@@ -62,10 +57,8 @@ def run_charge(connection: Connection, plan: ChargePlan, guard: GuardSettings) -
         return ChargeResult(STORED, stored[0], stored[1], stored[2])
     if plan.counts_as_guess:
         count_failure(connection, scopes, guard, attempt.now_s)
-        if plan.suspect_device_id is not None:
-            lock_device_if_blocked(connection, plan.suspect_device_id, attempt.now_s)
     if plan.burn is not None:
-        _burn(connection, plan.burn)
+        _burn(connection, plan)
     outcome = plan.rejection or _claim_and_pay(connection, plan)
     if plan.rejection is None:
         _notify(connection, plan, outcome)
@@ -111,13 +104,15 @@ def _insert_new(connection: Connection, insert_sql: str, params: dict[str, Any])
     return result.rowcount == 1
 
 
-def _burn(connection: Connection, burn: Burn) -> None:
+def _burn(connection: Connection, plan: ChargePlan) -> None:
     """Claim a genuine code refused for time, so it can never pay later (a claim that exists
     already, of a code that paid, stays as it is)."""
+    burn = plan.burn
+    assert burn is not None
     _insert_new(
         connection,
         "INSERT INTO claims (claim_key, device_id, expires_at_s) VALUES (:key, :device, :exp)",
-        {"key": burn.claim_key, "device": burn.device_id, "exp": burn.expires_at_s},
+        {"key": burn.claim_key, "device": burn.device_id, "exp": plan.burn_expires_at_s},
     )
 
 

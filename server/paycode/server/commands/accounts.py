@@ -24,7 +24,7 @@ from paycode.server.commands.common import (
     session as _session,
 )
 from paycode.server.commands.notifications import add_notify_secret_command
-from paycode.server.commands.roster import add_roster_commands
+from paycode.server.commands.roster import NOTIFY_URL_HELP, add_roster_commands
 from paycode.server.dashboard import access
 from paycode.server.database.models import DEFAULT_CITY, DEFAULT_COUNTRY, Merchant, Terminal
 from paycode.server.notifications import events
@@ -145,6 +145,7 @@ def cmd_merchants_create(args: argparse.Namespace) -> int:
             ascii_city=args.ascii_city,
             language=args.language,
             now_s=time.time(),
+            allow_private_notify=config.delivery.allow_private,
         )
         secret = events.issue_secret(session, SecretBox.from_config(config), merchant)
     secret_human, secret_data = secret_lines(merchant.id, secret)
@@ -374,7 +375,7 @@ def add_account_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
     )
     merchant.add_argument("name", help="as customers know it, any script (<= 64; 25 if not ASCII)")
     merchant.add_argument("--currency", default=DEFAULT_CURRENCY)
-    merchant.add_argument("--notify-url", default=None)
+    merchant.add_argument("--notify-url", default=None, help=NOTIFY_URL_HELP)
     merchant.add_argument("--city", default=DEFAULT_CITY, help="city on its QR posters (<= 15)")
     merchant.add_argument(
         "--ascii-name",

@@ -1,4 +1,5 @@
-"""paycode-server versions | keys: code-version lifecycle, master-key rotation, QR keys."""
+"""paycode-server versions | keys: code-version lifecycle, master-key rotation, QR keys (the
+hiding and seal keys: paycode.server.commands.code_keys)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import time
 
 from paycode.appkit.console import emit
+from paycode.server.commands.code_keys import add_code_key_commands
 from paycode.server.commands.common import (
     CliError,
     Subparsers,
@@ -187,7 +189,8 @@ def add_lifecycle_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
         leaf.add_argument("version", help="v1, v2, v3, ...")
         leaf.set_defaults(func=cmd_versions_set, action=action)
         leaves.append(leaf)
-    keys = sub.add_parser("keys", help="master keys").add_subparsers(metavar="ACTION")
+    keys_parser = sub.add_parser("keys", help="master, code (hiding, seal) and QR keys")
+    keys = keys_parser.add_subparsers(metavar="ACTION")
     status = keys.add_parser("status", help="configured master keys and the rows each one seals")
     status.set_defaults(func=cmd_keys_status)
     rotate = keys.add_parser(
@@ -208,4 +211,5 @@ def add_lifecycle_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
     retire_qr = keys.add_parser("retire-qr", help="posters signed with this key stop paying")
     retire_qr.add_argument("key_id", help="sk_... (keys qr lists them)")
     retire_qr.set_defaults(func=cmd_keys_retire_qr)
-    return [*leaves, status, rotate, qr, rotate_qr, retire_qr]
+    code = add_code_key_commands(keys)
+    return [*leaves, status, rotate, qr, rotate_qr, retire_qr, *code]

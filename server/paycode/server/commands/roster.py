@@ -11,6 +11,11 @@ from paycode.server.commands.common import session as _session
 from paycode.server.database.directory import MERCHANT_SETTINGS_TTL_S
 from paycode.server.operations import roster
 
+NOTIFY_URL_HELP = (
+    "where signed notifications are POSTed: a public http(s) URL (loopback, private and "
+    "link-local hosts need PAYCODE_NOTIFY_ALLOW_PRIVATE=1)"
+)
+
 
 def cmd_users_list(args: argparse.Namespace) -> int:
     with _session(_config()) as session:
@@ -43,6 +48,7 @@ def cmd_merchants_list(args: argparse.Namespace) -> int:
 
 
 def cmd_merchants_update(args: argparse.Namespace) -> int:
+    config = _config()
     change = roster.MerchantChange(
         name=args.name,
         city=args.city,
@@ -53,8 +59,9 @@ def cmd_merchants_update(args: argparse.Namespace) -> int:
         clear_notify_url=args.no_notify_url,
         allow_ips=args.allow_ip,
         allow_anywhere=args.allow_anywhere,
+        allow_private_notify=config.delivery.allow_private,
     )
-    with _session(_config()) as session:
+    with _session(config) as session:
         merchant = roster.update_merchant(session, args.merchant, change)
         data = roster.merchant_json(merchant)
     human = (
@@ -88,7 +95,7 @@ def add_roster_commands(users: Subparsers, merchants: Subparsers) -> list[argpar
     update.add_argument("--ascii-name", help="the EMV form of a name that is not ASCII")
     update.add_argument("--ascii-city", help="the EMV form of a city that is not ASCII")
     update.add_argument("--language", help="ISO 639-1 language of a name that is not ASCII")
-    update.add_argument("--notify-url", help="where signed notifications are POSTed")
+    update.add_argument("--notify-url", help=NOTIFY_URL_HELP)
     update.add_argument("--no-notify-url", action="store_true", help="stop notifications")
     update.add_argument(
         "--allow-ip", action="append", metavar="CIDR", help="the allow-list (repeatable)"

@@ -135,11 +135,15 @@ def close_session(session: Session, token: str | None) -> None:
 def csrf_token(token: str) -> str:
     """The form token of a session: derived from the cookie's secret, which a page from another
     site can neither read nor guess, so only our own pages can post a refund."""
-    return hmac.new(token.encode(), b"paycode-dashboard-csrf", hashlib.sha256).hexdigest()
+    key = token.encode("utf-8", "surrogatepass")  # a cookie is whatever the client sent
+    return hmac.new(key, b"paycode-dashboard-csrf", hashlib.sha256).hexdigest()
 
 
 def csrf_valid(token: str, given: str | None) -> bool:
-    return isinstance(given, str) and hmac.compare_digest(csrf_token(token), given)
+    """Compared as bytes: compare_digest raises TypeError on a str that is not ASCII."""
+    if not isinstance(given, str):
+        return False
+    return hmac.compare_digest(csrf_token(token).encode(), given.encode("utf-8", "surrogatepass"))
 
 
 def set_password(session: Session, merchant_id: str, password: str) -> None:

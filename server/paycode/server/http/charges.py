@@ -83,7 +83,7 @@ def create_charge() -> Response:
     if result.outcome == TERMINAL_REVOKED:
         raise terminal_revoked(signed.terminal.terminal_id)
     if result.outcome == ErrorCode.RATE_LIMITED:
-        return rate_limited(float(result.body) - now_s, "too many failed payment codes here")
+        return rate_limited(float(result.body) - now_s, _blocked_detail(plan))
     if result.outcome == NONCE_REPLAYED:
         raise ApiError(ErrorCode.UNAUTHORIZED, "this request signature was already used")
     if result.outcome == STORED:
@@ -95,6 +95,18 @@ def create_charge() -> Response:
         directory().learned_drift(plan.accepted.version, plan.device, plan.drift_steps)
     status, reply = plan.replies[result.outcome]
     return respond(status, reply | {"server_time": now_s}, replayed=False)
+
+
+def _blocked_detail(plan: planning.ChargePlan) -> str:
+    """A genuine code met a block (this till's, this address's, or its phone's handle at this
+    merchant after forgeries named it): the customer learns it still pays elsewhere. Only a
+    genuine code gets this, so it tells a forger nothing."""
+    if plan.accepted is None:
+        return "too many failed payment codes here"
+    return (
+        "too many failed payment codes here (at this till, or naming this phone): the code was "
+        "not used and pays at another shop"
+    )
 
 
 @bp.post("/payments/<payment_id>/refunds")

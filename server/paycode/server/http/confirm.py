@@ -18,7 +18,7 @@ from paycode.server.charge import step_up
 from paycode.server.database.engine import db
 from paycode.server.database.models import User
 from paycode.server.http.idempotency import require_key, respond, run_once
-from paycode.server.http.pin_check import PinBlocked, check_pin, pin_blocked
+from paycode.server.http.pin_check import PinBlocked, PinWrong, check_pin, pin_blocked, pin_wrong
 from paycode.server.http.request_fields import json_object, string_field
 from paycode.server.http.wallet import (
     authenticate_device,
@@ -35,6 +35,7 @@ from paycode.server.wallets import sessions
 bp = Blueprint("wallet_confirm", __name__, url_prefix="/v1/wallet")
 bp.after_request(stamp_problems)
 bp.register_error_handler(PinBlocked, pin_blocked)
+bp.register_error_handler(PinWrong, pin_wrong)
 bp.register_error_handler(AttemptRefused, password_blocked)
 
 

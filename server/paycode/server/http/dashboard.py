@@ -88,6 +88,8 @@ def login() -> Response | tuple[str, int]:
     now_s = time.time()
     name = request.form.get("name", "")[: access.NAME_CHARS_MAX].strip()
     password = request.form.get("password", "")
+    if "\x00" in name:  # no shop has it, and PostgreSQL refuses NUL in a string
+        return render_template("dashboard/login.html", name="", problem=access.WRONG_LOGIN), 400
     scopes = access.login_scopes(name, request.remote_addr)
     try:
         with db.transaction() as session:

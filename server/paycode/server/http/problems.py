@@ -37,13 +37,15 @@ def problem_reply(code: str, detail: str, **extra: Any) -> tuple[int, dict[str, 
     return status, problem_body(code, detail, status) | extra
 
 
-def problem(code: str, detail: str, status: int | None = None) -> Response:
-    """A problem response; carries server_time like every body, so clients learn the clock."""
+def problem(code: str, detail: str, status: int | None = None, **extra: Any) -> Response:
+    """A problem response; carries server_time like every body, so clients learn the clock,
+    and `extra` members (a wrong PIN's `tries_left`)."""
     status = status or HTTP_STATUS.get(code, 400)
     if has_request_context():
         g.paycode_error_code = code  # for the request's log line and metrics
+    body = problem_body(code, detail, status) | extra | {"server_time": time.time()}
     return Response(
-        json.dumps(problem_body(code, detail, status) | {"server_time": time.time()}),
+        json.dumps(body),
         status=status,
         mimetype="application/problem+json",
     )

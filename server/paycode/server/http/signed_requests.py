@@ -38,7 +38,8 @@ def signed_path() -> str:
 
 
 def check_timestamp(timestamp: str, now_s: float) -> int:
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    # isdigit() alone takes superscript two, which int() refuses, and other scripts' digits
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
         raise ApiError(ErrorCode.UNAUTHORIZED, "Paycode-Timestamp must be Unix seconds")
     timestamp_s = int(timestamp)
     if abs(timestamp_s - now_s) > config().request_skew_s_max:

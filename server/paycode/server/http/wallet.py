@@ -12,6 +12,7 @@ import json
 import time
 
 from flask import Blueprint, Response, jsonify, request
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from paycode.server.database.engine import db
@@ -33,8 +34,10 @@ from paycode.server.safety.passwords import PASSWORD_CHARS_MAX
 from paycode.server.safety.qr_keys import load_qr_keys
 from paycode.server.services import config, directory, secret_box
 from paycode.server.wallets import devices, sessions, statements
+from paycode.shared.code_keys import build_code_keys
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import ApiError
+from paycode.shared.key_proof import session_scope
 from paycode.shared.wallet_auth import signature_valid, signing_message
 
 bp = Blueprint("wallet", __name__, url_prefix="/v1/wallet")
@@ -150,9 +153,12 @@ def enroll_device() -> Response:
     """Enroll one device; the Idempotency-Key makes a retry return the same grant."""
     now_s = sessions.now_s()
     with db.transaction() as session:
-        user_id = sessions.session_user(session, request.headers.get("Authorization", ""), now_s)
+        authorization = request.headers.get("Authorization", "")
+        user_id = sessions.session_user(session, authorization, now_s)
         key = require_key()
-        wanted = devices.parse_enroll(json_object(), _statuses())
+        # A v3 key's proof of possession is bound to this session (as session_user reads it).
+        scope = session_scope(authorization.partition(" ")[2].strip(), key)
+        wanted = devices.parse_enroll(json_object(), _statuses(), scope)
         current = _enrollment_keys(session, wanted.version)
 
         def work() -> tuple[int, dict[str, object]]:
@@ -192,6 +198,20 @@ def _statuses() -> lifecycle.Statuses:
     return lifecycle.load_statuses(db.engine, time.monotonic(), config().statuses_ttl_s)
 
 
+def code_keys(session: Session, device: Device) -> dict[str, object]:
+    """`{"code_keys": [...]}`: the keys the caller's user's live devices make codes with now
+    (docs/spec.md §7). A wallet learns a rotated hiding or seal key from any signed call."""
+    versions = set(
+        session.scalars(
+            select(Device.version)
+            .where(Device.user_id == device.user_id, Device.revoked_at_s.is_(None))
+            .distinct()
+        )
+    )
+    keys = keyring.load_keyring(session, secret_box())
+    return {"code_keys": build_code_keys(keys.current, keys.current_ids, versions)}
+
+
 def reenroll(device: Device) -> dict[str, object]:
     """`{"reenroll": {...}}` when the calling device's code version is deprecated or retired:
     the wallet's online calls are the only way to reach a phone that otherwise works offline."""
@@ -204,7 +224,8 @@ def balance() -> Response:
     with db.transaction() as session:
         device = authenticate_device(session, sessions.now_s())
         accounts = statements.balances(session, device.user_id)
-    return _ok({"accounts": accounts, **reenroll(device)})
+        learned = code_keys(session, device)
+    return _ok({"accounts": accounts, **reenroll(device), **learned})
 
 
 @bp.get("/history")
@@ -213,7 +234,8 @@ def history() -> Response:
         device = authenticate_device(session, sessions.now_s())
         limit = statements.parse_limit(request.args.get("limit"))
         items = statements.history(session, device.user_id, limit)
-    return _ok({"items": items, **reenroll(device)})
+        learned = code_keys(session, device)
+    return _ok({"items": items, **reenroll(device), **learned})
 
 
 # --- device lifecycle: list, revoke, rotate (docs/api.md, "Manage devices") -------------------
@@ -229,7 +251,8 @@ def list_devices() -> Response:
             devices.wallet_device_json(row, statuses, caller.id)
             for row in devices.user_devices(session, caller.user_id)
         ]
-    return _ok({"items": items, **reenroll(caller)})
+        learned = code_keys(session, caller)
+    return _ok({"items": items, **reenroll(caller), **learned})
 
 
 def _retry_of_revoked(session: Session, caller: Device) -> None:
@@ -272,7 +295,13 @@ def rotate_device() -> Response:
 
         def work(body: dict[str, object]) -> tuple[int, dict[str, object]]:
             device = devices.rotate(
-                session, caller, dict(body), statuses=statuses, box=secret_box(), at_s=now_s
+                session,
+                caller,
+                dict(body),
+                statuses=statuses,
+                idempotency_key=require_key(),
+                box=secret_box(),
+                at_s=now_s,
             )
             return 201, {"device_id": device.id}
 

@@ -19,9 +19,9 @@ from paycode.server.charge.step_up import parse_pin
 from paycode.server.database.engine import db
 from paycode.server.database.models import Device
 from paycode.server.http.idempotency import require_key, respond, run_once
-from paycode.server.http.pin_check import PinBlocked, check_pin, pin_blocked
+from paycode.server.http.pin_check import PinBlocked, PinWrong, check_pin, pin_blocked, pin_wrong
 from paycode.server.http.request_fields import json_object
-from paycode.server.http.wallet import authenticate_device, reenroll, stamp_problems
+from paycode.server.http.wallet import authenticate_device, code_keys, reenroll, stamp_problems
 from paycode.server.safety.qr_keys import load_qr_keys
 from paycode.server.services import config, secret_box
 from paycode.server.wallets import sessions
@@ -29,6 +29,7 @@ from paycode.server.wallets import sessions
 bp = Blueprint("wallet_payments", __name__, url_prefix="/v1/wallet")
 bp.after_request(stamp_problems)
 bp.register_error_handler(PinBlocked, pin_blocked)
+bp.register_error_handler(PinWrong, pin_wrong)
 
 
 @bp.post("/payments")
@@ -56,7 +57,7 @@ def pay_merchant() -> Response:
             now_s=now_s,
             work=lambda: (201, collection.pay(session, device, body, now_s, rules)),
         )
-        advice = reenroll(device) if status < 300 else {}
+        advice = {**reenroll(device), **code_keys(session, device)} if status < 300 else {}
     return respond(status, reply | advice | {"server_time": now_s}, replayed)
 
 

@@ -37,6 +37,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from paycode.server.database.models import Merchant, Notification
+from paycode.server.notifications import destinations
 from paycode.server.operations.purge import PURGE_BATCH_ROWS, PURGE_BATCHES_MAX, delete_in_batches
 from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.errors import ConfigError
@@ -62,6 +63,7 @@ class DeliverySettings:
     lease_s: float = 60.0  # PAYCODE_NOTIFY_LEASE_S: a claimed row is due again after it
     batch_rows: int = 10  # PAYCODE_NOTIFY_BATCH_ROWS: rows claimed per transaction
     batches_max: int = 50  # PAYCODE_NOTIFY_BATCHES_MAX: batches per worker pass
+    allow_private: bool = False  # PAYCODE_NOTIFY_ALLOW_PRIVATE: receivers on a private network
 
     @classmethod
     def parse(cls, env: Mapping[str, str]) -> DeliverySettings:
@@ -81,6 +83,7 @@ class DeliverySettings:
             batches_max=int(
                 _number(env, "PAYCODE_NOTIFY_BATCHES_MAX", base.batches_max, 1, 10_000)
             ),
+            allow_private=destinations.allow_private(env),
         )
         if settings.lease_s <= settings.timeout_s:
             raise ConfigError("PAYCODE_NOTIFY_LEASE_S must be longer than PAYCODE_NOTIFY_TIMEOUT_S")
@@ -135,18 +138,30 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirects())
+_OPENERS: Final = {
+    True: urllib.request.build_opener(_NoRedirects()),
+    False: urllib.request.build_opener(_NoRedirects(), *destinations.public_only_handlers()),
+}
+"""By PAYCODE_NOTIFY_ALLOW_PRIVATE: with it, any address; without, public ones only."""
 
 
-def post(url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> str | None:
+def post(
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    timeout_s: float,
+    *,
+    allow_private: bool = False,
+) -> str | None:
     """POST once; None when the receiver answered 2xx, else a short reason (no secret, no URL,
-    no body)."""
+    no body). Without `allow_private`, a host resolving to any non-public address is refused
+    before a connection is made (paycode.server.notifications.destinations)."""
     if urlsplit(url).scheme not in ALLOWED_SCHEMES:
         return "the notify URL is not http(s)"
     # S310: the scheme is http or https, checked above (never file: or a custom one).
     request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")  # noqa: S310
     try:
-        with _OPENER.open(request, timeout=timeout_s) as response:
+        with _OPENERS[allow_private].open(request, timeout=timeout_s) as response:
             response.read(RESPONSE_BYTES_MAX)
             status = int(response.status)
     except urllib.error.HTTPError as error:
@@ -299,7 +314,8 @@ def deliver(claimed: Claimed, settings: DeliverySettings) -> str | None:
         return claimed.problem or "nowhere to send it"
     body = claimed.payload.encode("utf-8")
     headers = signed_headers(claimed.key, claimed.event_id, claimed.event_type, body)
-    return post(claimed.url, body, headers, settings.timeout_s)
+    allow_private = settings.allow_private
+    return post(claimed.url, body, headers, settings.timeout_s, allow_private=allow_private)
 
 
 # -- one worker pass ---------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from paycode.server.database.models import (
     User,
     new_id,
 )
+from paycode.server.notifications import destinations
 from paycode.server.operations import merchant_names
 from paycode.server.operations.merchant_names import (
     EMV_CITY_CHARS_MAX,
@@ -95,8 +96,10 @@ def check_currency(code: str) -> str:
         raise ApiError(ErrorCode.CURRENCY_UNKNOWN, error.message) from error
 
 
-def check_notify_url(url: str) -> str:
-    """Notifications are POSTed to this URL, so only absolute http(s) URLs are stored."""
+def check_notify_url(url: str, *, allow_private: bool = False) -> str:
+    """Notifications are POSTed to this URL, so only absolute http(s) URLs are stored, and
+    unless `allow_private` (PAYCODE_NOTIFY_ALLOW_PRIVATE) none whose host is a loopback,
+    private or link-local address (paycode.server.notifications.destinations)."""
     parts = urlsplit(url) if isinstance(url, str) else None
     if (
         parts is None
@@ -111,6 +114,8 @@ def check_notify_url(url: str) -> str:
             f"the notify URL must be an absolute http(s) URL of at most {NOTIFY_URL_CHARS_MAX} "
             "characters",
         )
+    if not allow_private and destinations.literal_refused(parts.hostname or ""):
+        raise ApiError(ErrorCode.NOTIFY_URL_INVALID, destinations.REFUSED)
     return url
 
 
@@ -270,6 +275,7 @@ def create_merchant(
     ascii_city: str | None = None,
     language: str | None = None,
     now_s: float | None = None,
+    allow_private_notify: bool = False,
 ) -> Merchant:
     """A merchant with an empty settlement account in `currency`.
 
@@ -281,7 +287,9 @@ def create_merchant(
     columns stay NULL for a merchant whose name and city are ASCII."""
     check_merchant_name(name)
     alpha = check_currency(currency)
-    url = check_notify_url(notify_url) if notify_url is not None else None
+    url = None
+    if notify_url is not None:
+        url = check_notify_url(notify_url, allow_private=allow_private_notify)
     city = check_city(city)
     emv = emv_names(name, city, ascii_name=ascii_name, ascii_city=ascii_city, language=language)
     merchant = Merchant(

@@ -328,6 +328,11 @@ def _loopback(address: str | None) -> bool:
 # -- gunicorn: the multiprocess metrics directory ----------------------------------------------
 
 
+def _live_pid_name(name: str) -> bool:
+    """isascii() first: isdigit() alone takes "\u00b2", which int() refuses."""
+    return name.isascii() and name.isdigit() and _alive(int(name))
+
+
 def prepare_multiprocess_dir(instance: Path, pid: int | None = None) -> Path:
     """A fresh, empty instance/prometheus/<pid> for this `serve`. Directories left by servers
     that are gone (their pid is dead) are removed; a live server's are left alone."""
@@ -337,7 +342,7 @@ def prepare_multiprocess_dir(instance: Path, pid: int | None = None) -> Path:
     try:
         parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         for stale in sorted(parent.iterdir())[:MULTIPROC_STALE_DIRS_MAX]:
-            if stale.is_dir() and (not stale.name.isdigit() or not _alive(int(stale.name))):
+            if stale.is_dir() and not _live_pid_name(stale.name):
                 shutil.rmtree(stale, ignore_errors=True)
         shutil.rmtree(mine, ignore_errors=True)
         mine.mkdir(mode=0o700)

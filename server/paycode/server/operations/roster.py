@@ -30,6 +30,8 @@ class MerchantChange:
     clear_notify_url: bool = False
     allow_ips: list[str] | None = None
     allow_anywhere: bool = False
+    allow_private_notify: bool = False
+    """PAYCODE_NOTIFY_ALLOW_PRIVATE: the notify URL may name a private network's host."""
 
 
 def list_users(session: Session, limit: int = LIST_ROWS_MAX) -> list[dict[str, object]]:
@@ -103,7 +105,9 @@ def update_merchant(session: Session, name_or_id: str, change: MerchantChange) -
     if change.allow_ips is not None and change.allow_anywhere:
         raise ApiError(ErrorCode.INVALID_ARGUMENT, "--allow-ip and --allow-anywhere conflict")
     if change.notify_url is not None:
-        merchant.notify_url = admin.check_notify_url(change.notify_url)
+        merchant.notify_url = admin.check_notify_url(
+            change.notify_url, allow_private=change.allow_private_notify
+        )
     elif change.clear_notify_url:
         merchant.notify_url = None
     if change.allow_ips is not None or change.allow_anywhere:

@@ -1,6 +1,6 @@
-"""Guessing defence: failed code verifications are counted per terminal, merchant, client IP and
-device (a forged code that names an enrolled device counts against it, and locks it at its limit
-until the device's wallet calls in).
+"""Guessing defence: failed code verifications are counted per terminal, per merchant, per
+client address at that merchant, and per code handle at that merchant (a forged code that
+names a handle blocks that handle's codes at the merchant it came from, and nowhere else).
 
 A brute-forcer's guesses are verification failures (`code_invalid`, `code_malformed`,
 `code_ambiguous`, `merchant_mismatch`). Each failure adds one to the counter of every scope
@@ -36,6 +36,8 @@ COUNTED_FAILURES = frozenset(
     }
 )
 SCOPES_MAX = 3
+SCOPE_CHARS_MAX = 80
+"""failure_counters.scope's width: a scope built from request data is cut to it."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class GuardSettings:
     terminal_failures_max: int = 20  # PAYCODE_GUESS_TERMINAL_MAX
     merchant_failures_max: int = 100  # PAYCODE_GUESS_MERCHANT_MAX
     ip_failures_max: int = 50  # PAYCODE_GUESS_IP_MAX
-    device_failures_max: int = 5  # PAYCODE_GUESS_DEVICE_MAX: forgeries naming one device lock it
+    device_failures_max: int = 3  # PAYCODE_GUESS_DEVICE_MAX: per handle, per merchant
     backoff_base_s: float = 60.0  # PAYCODE_GUESS_BACKOFF_S: the first block; each next doubles
     backoff_max_s: float = 3600.0  # PAYCODE_GUESS_BACKOFF_MAX_S; also the quiet time that resets
 
@@ -93,49 +95,53 @@ class GuardScopes:
 def scopes_for(
     settings: GuardSettings, terminal_id: str, merchant_id: str, client_ip: str | None
 ) -> GuardScopes:
+    """The address counter is the address's at this merchant: tills of different merchants
+    behind one NAT share an address, and one merchant's junk must not block another's."""
     names = [f"terminal:{terminal_id}", f"merchant:{merchant_id}"]
     limits = [settings.terminal_failures_max, settings.merchant_failures_max]
     if client_ip:
-        names.append(f"ip:{client_ip[:64]}")
+        names.append(address_scope(merchant_id, client_ip))
         limits.append(settings.ip_failures_max)
     assert len(names) <= SCOPES_MAX
     return GuardScopes(tuple(names), tuple(limits))
 
 
-def device_scope(device_id: str) -> str:
-    return f"device:{device_id}"
+def address_scope(merchant_id: str, client_ip: str) -> str:
+    return f"ip:{merchant_id}:{client_ip}"[:SCOPE_CHARS_MAX]
 
 
-def with_device(scopes: GuardScopes, settings: GuardSettings, device_id: str) -> GuardScopes:
-    """`scopes` plus the counter of a device a forged code named (see
-    paycode.server.charge.planning)."""
+def handle_scope(version: str, handle: bytes, merchant_id: str) -> str:
+    """The counter of codes naming one handle at one merchant: forged codes aimed at a phone
+    block that phone's codes at the merchant they came from, never elsewhere (a third party
+    must not lock a customer out), and a handle nobody holds counts as an enrolled one (the
+    guard's answers must not tell them apart)."""
+    return f"code:{version}:{handle.hex()}@{merchant_id}"[:SCOPE_CHARS_MAX]
+
+
+def with_handles(
+    scopes: GuardScopes,
+    settings: GuardSettings,
+    merchant_id: str,
+    handles: tuple[tuple[str, bytes], ...],
+) -> GuardScopes:
+    """`scopes` plus the counters of the handles a code named at this merchant (see
+    paycode.server.charge.verification)."""
+    named = [handle_scope(version, handle, merchant_id) for version, handle in handles]
     return GuardScopes(
-        (*scopes.names, device_scope(device_id)),
-        (*scopes.limits, settings.device_failures_max),
-    )
-
-
-def lock_device_if_blocked(connection: Connection, device_id: str, now_s: float) -> None:
-    """Lock a device whose counter just reached its limit (SQLite path; PostgreSQL: the
-    charge function). The lock lasts until the device's wallet makes a signed call."""
-    connection.execute(
-        text(
-            "UPDATE devices SET locked_at_s = :now WHERE id = :id AND locked_at_s IS NULL"
-            " AND EXISTS (SELECT 1 FROM failure_counters WHERE scope = :scope"
-            " AND blocked_until_s > :now)"
-        ),
-        {"now": now_s, "id": device_id, "scope": device_scope(device_id)},
+        (*scopes.names, *named), (*scopes.limits, *[settings.device_failures_max] * len(named))
     )
 
 
 def unlock_device(connection: Connection, device_id: str) -> None:
-    """The device's own wallet called in (its key signed): lift the lock and its count."""
+    """The device's own wallet called in (its key signed): lift a lock the guard set before
+    issue 19, when forgeries locked a device everywhere (`device:<id>` counters; the worker
+    purges any left). Blocks at one merchant (handle_scope) are not lifted: they end with
+    their back-off, so a forger cannot reset them through the victim's routine calls."""
     connection.execute(
         text("UPDATE devices SET locked_at_s = NULL WHERE id = :id"), {"id": device_id}
     )
     connection.execute(
-        text("DELETE FROM failure_counters WHERE scope = :scope"),
-        {"scope": device_scope(device_id)},
+        text("DELETE FROM failure_counters WHERE scope = :scope"), {"scope": f"device:{device_id}"}
     )
 
 
@@ -235,6 +241,27 @@ _RELEASE_SQL = text(
     "UPDATE failure_counters SET failures = failures - 1 WHERE scope = :scope AND failures > 0"
 )
 _BLOCKED_SQL = text("SELECT blocked_until_s FROM failure_counters WHERE scope = :scope")
+_STANDING_SQL = text(
+    "SELECT failures, strikes, blocked_until_s FROM failure_counters WHERE scope = :scope"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """One scope's count as it stands: what a reply tells the person guessing (how many tries
+    are left), never a decision, which reserve_attempt alone takes."""
+
+    failures: int
+    strikes: int
+    blocked_until_s: float | None
+
+
+def standing(connection: Connection, scope: str) -> Standing:
+    row = connection.execute(_STANDING_SQL, {"scope": scope}).first()
+    if row is None:
+        return Standing(0, 0, None)
+    until = None if row.blocked_until_s is None else float(row.blocked_until_s)
+    return Standing(int(row.failures), int(row.strikes), until)
 
 
 def reserve_attempt(

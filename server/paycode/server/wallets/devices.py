@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -27,7 +26,9 @@ from paycode.server.operations import lifecycle
 from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.codes import ErrorCode
 from paycode.shared.enrollment import ED25519_BYTES, SYMMETRIC_KEY_BYTES, build_grant
-from paycode.shared.errors import ApiError
+from paycode.shared.errors import ApiError, WeakKey
+from paycode.shared.key_proof import ProofScope, device_scope, proof_valid
+from paycode.shared.keycheck import check_ed25519_public
 from paycode.shared.timestamps import iso_time
 from paycode.shared.versions.base import VersionStatus
 from paycode.shared.versions.registry import DEFAULT_STATUS, by_name
@@ -60,12 +61,17 @@ class EnrollRequest:
 
 
 def parse_enroll(
-    body: dict[str, Any], statuses: Mapping[str, VersionStatus] = DEFAULT_STATUS
+    body: dict[str, Any],
+    statuses: Mapping[str, VersionStatus] = DEFAULT_STATUS,
+    scope: ProofScope | None = None,
 ) -> EnrollRequest:
-    """Validate the enrollment body; `invalid_request` or `version_retired` otherwise.
+    """Validate the enrollment body; `invalid_request`, `version_retired`, `weak_key` or
+    `key_proof_invalid` otherwise.
 
     `statuses` is the live lifecycle (server.lifecycle): a deprecated version still enrolls
-    (a wallet may need it where tills read only numeric codes), a retired one does not."""
+    (a wallet may need it where tills read only numeric codes), a retired one does not.
+    `scope` is what a v3 key's proof of possession must be bound to; without one, no v3 key
+    enrolls."""
     version = body.get("version")
     if not isinstance(version, str) or version not in DEFAULT_STATUS:
         raise ApiError(
@@ -77,11 +83,19 @@ def parse_enroll(
     if not isinstance(label, str):
         raise ApiError(ErrorCode.INVALID_REQUEST, "'label' must be a string")
     if version != "v3":
-        if "public_key" in body:
-            raise ApiError(ErrorCode.INVALID_REQUEST, "'public_key' is for v3 devices only")
+        if "public_key" in body or "proof" in body:
+            raise ApiError(
+                ErrorCode.INVALID_REQUEST, "'public_key' and 'proof' are for v3 devices only"
+            )
         # The wallet builds the label from the host name, which can be long: cut, not refuse.
         return EnrollRequest(version, label[:LABEL_CHARS_MAX])
-    return EnrollRequest(version, label[:LABEL_CHARS_MAX], _public_key(body.get("public_key")))
+    public_key = _public_key(body.get("public_key"))
+    if scope is None or not proof_valid(body.get("proof"), version, public_key, scope):
+        raise ApiError(
+            ErrorCode.KEY_PROOF_INVALID,
+            "'proof' must be the new key's signature over this enrollment (docs/spec.md §6.1)",
+        )
+    return EnrollRequest(version, label[:LABEL_CHARS_MAX], public_key)
 
 
 def _public_key(value: object) -> bytes:
@@ -92,12 +106,15 @@ def _public_key(value: object) -> bytes:
         raise refused
     try:
         raw = base64.b64decode(value, validate=True)
-        Ed25519PublicKey.from_public_bytes(raw)
     except (binascii.Error, ValueError) as error:
         raise refused from error
     if len(raw) != ED25519_BYTES:
         raise refused
-    return raw
+    try:
+        return check_ed25519_public(raw)
+    except WeakKey as error:
+        # An ApiError, so an idempotent retry is answered with the same refusal.
+        raise ApiError(ErrorCode.WEAK_KEY, error.message) from error
 
 
 def enroll_device(
@@ -280,14 +297,17 @@ def rotate(
     body: dict[str, Any],
     *,
     statuses: Mapping[str, VersionStatus],
+    idempotency_key: str,
     box: SecretBox,
     at_s: float,
 ) -> Device:
     """Enroll a new device for the caller's user and revoke the caller, in one transaction:
     a key rotation (same version) or a re-enrollment (another one) without a password.
 
-    The new device keeps the caller's label unless the body names one."""
-    wanted = parse_enroll({"label": caller.label} | body, statuses)
+    The new device keeps the caller's label unless the body names one; a v3 key's proof is
+    bound to the caller."""
+    scope = device_scope(caller.id, idempotency_key)
+    wanted = parse_enroll({"label": caller.label} | body, statuses, scope)
     device = enroll_device(session, user_id=caller.user_id, wanted=wanted, box=box, at_s=at_s)
     if not revoke(session, caller, at_s):
         # Revoked by someone else since it signed this request: roll the new device back.

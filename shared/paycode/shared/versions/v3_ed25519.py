@@ -13,6 +13,7 @@ ChaCha20-Poly1305 with a zero nonce (the key is never reused). No secret is shar
 phones, and the server stores only device public keys: a database leak cannot forge codes.
 A merchant-bound code (flags has MERCHANT_BOUND, spec §10) also signs the binding digest,
 which it does not carry: the server supplies the charging point's bindings.
+A code has one spelling: `parse` rebuilds this exact layout and compares (spec §6).
 """
 
 from __future__ import annotations
@@ -165,6 +166,10 @@ class QrEd25519V3:
             raise CodeMalformed("a v3 code needs an envelope (DF01) and a signature (DF02)")
         if len(envelope.value) != ENVELOPE_BYTES or len(signature.value) != SIGNATURE_BYTES:
             raise CodeMalformed("a v3 code's envelope or signature has the wrong length")
+        if _container(envelope.value, signature.value) != payload:
+            # The signature covers the envelope, not the frame: swapped, repeated or extra
+            # fields would give one code other spellings that still verify.
+            raise CodeMalformed("a v3 code has one spelling: DF01 then DF02, nothing else")
         return envelope.value, signature.value
 
     def verify(self, text: str, ctx: VerifyContext) -> Verification:
