@@ -133,9 +133,19 @@ def test_v1_resolves_the_step_across_a_hundred_boundary(world: CodeServer) -> No
     assert isinstance(result, Accepted) and result.step == boundary_step - 1
 
 
-def test_expired_code_message_says_how_old(world: CodeServer) -> None:
-    result = world.verify(_make(world, "v2"), now_s=NOW_S + 600)
-    assert isinstance(result, Rejected) and "600 s old" in result.detail
+@pytest.mark.parametrize("offset_s", [-600.0, -125.0, 125.0, 600.0])
+def test_an_expired_code_names_no_time_and_carries_its_claim_to_burn(
+    world: CodeServer, offset_s: float
+) -> None:
+    """No seconds figure (it would tell whoever holds the code when to come back), and the
+    claim key the server stores so the code never pays later (issue 19, item 4)."""
+    code = _make(world, "v2")
+    result = world.verify(code, now_s=NOW_S - offset_s)
+    assert isinstance(result, Rejected) and result.reason is Reason.CODE_EXPIRED
+    assert "clock is wrong" in result.detail
+    assert not any(char.isdigit() for char in result.detail), result.detail
+    on_time = world.verify(code)
+    assert isinstance(on_time, Accepted) and result.burn_key == on_time.claim_key
 
 
 # --- lifecycle ------------------------------------------------------------------------------

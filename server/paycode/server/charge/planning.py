@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from paycode.server.charge.verification import NamedHandle, verify_charge_code
+from paycode.server.charge.verification import Burn, NamedHandle, verify_charge_code
 from paycode.server.database.directory import CachedDevice, Directory, TerminalCredential
 from paycode.server.database.models import Payment, new_id
 from paycode.server.http.problems import problem_body, problem_reply
@@ -55,19 +55,17 @@ FAILURE_DETAILS: Mapping[str, str] = {
     "to unlock it",
     ErrorCode.INSUFFICIENT_FUNDS: "the balance does not cover the amount",
     ErrorCode.CURRENCY_MISMATCH: "the customer has no account in this currency",
-    ErrorCode.DUPLICATE_ORDER: "this merchant_order_id already has a successful payment",
+    ErrorCode.DUPLICATE_ORDER: "this merchant_order_id already has a successful payment; the "
+    "code was not used and pays with another order id",
     ErrorCode.LIMIT_EXCEEDED: "the amount is above what a payment code may pay; use another method",
 }
 """Outcomes decided inside the transaction, after planning."""
 RECORDED_FAILURES = frozenset(
-    {
-        ErrorCode.INSUFFICIENT_FUNDS,
-        ErrorCode.CURRENCY_MISMATCH,
-        ErrorCode.DUPLICATE_ORDER,
-        ErrorCode.LIMIT_EXCEEDED,
-    }
+    {ErrorCode.INSUFFICIENT_FUNDS, ErrorCode.CURRENCY_MISMATCH, ErrorCode.LIMIT_EXCEEDED}
 )
-"""Outcomes that leave a failed payment behind (the code was claimed; the till can query it)."""
+"""Outcomes that leave a failed payment behind (the code was claimed; the till can query it).
+Not duplicate_order: the order is checked before the claim, so a reused order id costs the
+customer nothing and records nothing; the same code then pays with a fresh order id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +105,8 @@ class ChargePlan:
     named_handles: tuple[NamedHandle, ...] = ()
     """The handles a refused code's readings named, enrolled or not (CodeRefused), counted by
     the guard at this merchant."""
+    burn: Burn | None = None
+    """A genuine code refused for time (CodeRefused): the transaction claims it all the same."""
     event_id: str | None = None
     """The notification's id when the merchant takes notifications
     (paycode.server.notifications.events)."""
@@ -132,7 +132,12 @@ class ChargePlan:
     @property
     def claim_expires_at_s(self) -> float:
         assert self.accepted is not None
-        return float((self.accepted.step + 1 + CLAIM_STEPS_KEPT) * STEP_SECONDS)
+        return claim_expiry_s(self.accepted.step)
+
+    @property
+    def burn_expires_at_s(self) -> float:
+        assert self.burn is not None
+        return claim_expiry_s(self.burn.step)
 
     @property
     def drift_steps(self) -> int:
@@ -211,6 +216,12 @@ def payment_json(payment: Payment) -> dict[str, Any]:
     return reply
 
 
+def claim_expiry_s(step: int) -> float:
+    """When the claim of a code of `step` may go: it outlives every moment the code could
+    verify (at most steps_back + DRIFT_STEPS_MAX steps after its step)."""
+    return float((step + 1 + CLAIM_STEPS_KEPT) * STEP_SECONDS)
+
+
 def plan_charge(
     attempt: ChargeAttempt,
     body: dict[str, Any],
@@ -244,6 +255,7 @@ def plan_charge(
             {error.code: (status, problem_body(error.code, error.message, status))},
             rejection=error.code,
             named_handles=getattr(error, "handles", ()),
+            burn=getattr(error, "burn", None),
         )
     payment_id = new_id("pay")
     confirm_by_s = attempt.now_s + limits.confirm_window_s

@@ -4,7 +4,8 @@ charge costs one round trip (the function's body is the whole transaction).
 The function is the production path; its source is the SQL file of the migration that last
 installed it (paycode.server.database.functions), and paycode.server.charge.steps is the
 reference it is held to. It is called with named parameters: a plan that was refused before
-any claim (`plan.rejection`) leaves the claim's parameters NULL.
+any claim (`plan.rejection`) leaves the claim's parameters NULL, but for a genuine code refused
+for time, whose claim is made all the same (`plan.burn`).
 """
 
 from __future__ import annotations
@@ -111,6 +112,13 @@ def call_parameters(plan: ChargePlan, guard: GuardSettings) -> dict[str, Any]:
 
 def _claim_parameters(plan: ChargePlan) -> dict[str, Any]:
     accepted, device, limits = plan.accepted, plan.device, plan.limits
+    if plan.burn is not None:  # a genuine code refused for time: claimed, nothing else
+        burn = plan.burn
+        return dict.fromkeys(CLAIM_PARAMETERS) | {
+            "p_device_id": burn.device_id,
+            "p_claim_key": burn.claim_key,
+            "p_claim_expires_at_s": plan.burn_expires_at_s,
+        }
     if accepted is None or device is None or limits is None:
         return dict.fromkeys(CLAIM_PARAMETERS)
     return {

@@ -57,6 +57,8 @@ def run_charge(connection: Connection, plan: ChargePlan, guard: GuardSettings) -
         return ChargeResult(STORED, stored[0], stored[1], stored[2])
     if plan.counts_as_guess:
         count_failure(connection, scopes, guard, attempt.now_s)
+    if plan.burn is not None:
+        _burn(connection, plan)
     outcome = plan.rejection or _claim_and_pay(connection, plan)
     if plan.rejection is None:
         _notify(connection, plan, outcome)
@@ -102,10 +104,20 @@ def _insert_new(connection: Connection, insert_sql: str, params: dict[str, Any])
     return result.rowcount == 1
 
 
-def _claim_and_pay(connection: Connection, plan: ChargePlan) -> str:
-    accepted, device = plan.accepted, plan.device
-    assert accepted is not None and device is not None
-    device_id = accepted.device.device_id
+def _burn(connection: Connection, plan: ChargePlan) -> None:
+    """Claim a genuine code refused for time, so it can never pay later (a claim that exists
+    already, of a code that paid, stays as it is)."""
+    burn = plan.burn
+    assert burn is not None
+    _insert_new(
+        connection,
+        "INSERT INTO claims (claim_key, device_id, expires_at_s) VALUES (:key, :device, :exp)",
+        {"key": burn.claim_key, "device": burn.device_id, "exp": plan.burn_expires_at_s},
+    )
+
+
+def _refused_before_claim(connection: Connection, plan: ChargePlan, device_id: str) -> str | None:
+    """What stops the charge before the code is claimed: the device, or the order."""
     state = connection.execute(
         text("SELECT revoked_at_s, locked_at_s FROM devices WHERE id = :id"), {"id": device_id}
     ).first()
@@ -113,6 +125,20 @@ def _claim_and_pay(connection: Connection, plan: ChargePlan) -> str:
         return ErrorCode.DEVICE_REVOKED
     if state[1] is not None:
         return ErrorCode.DEVICE_LOCKED
+    # A cashier's reused order id must not cost the customer the code. The write lock is
+    # held, so no payment of this order can appear before ours is inserted.
+    if _order_paid(connection, plan):
+        return ErrorCode.DUPLICATE_ORDER
+    return None
+
+
+def _claim_and_pay(connection: Connection, plan: ChargePlan) -> str:
+    accepted, device = plan.accepted, plan.device
+    assert accepted is not None and device is not None
+    device_id = accepted.device.device_id
+    refused = _refused_before_claim(connection, plan, device_id)
+    if refused is not None:
+        return refused
     if not _insert_new(
         connection,
         "INSERT INTO claims (claim_key, device_id, expires_at_s) VALUES (:key, :device, :exp)",
@@ -128,10 +154,10 @@ def _claim_and_pay(connection: Connection, plan: ChargePlan) -> str:
     )
     outcome, payer, payee = _payable(connection, plan, device.user_id)
     if outcome in (PaymentStatus.SUCCEEDED, ErrorCode.CONFIRMATION_REQUIRED):
-        failure = _insert_payment(connection, plan, device.user_id, outcome)
-        if failure is None and outcome == ErrorCode.CONFIRMATION_REQUIRED:
+        inserted = _insert_payment(connection, plan, device.user_id, outcome)
+        assert inserted, "the order was checked before the claim, under the write lock"
+        if outcome == ErrorCode.CONFIRMATION_REQUIRED:
             return outcome
-        outcome = failure or outcome
     if outcome != PaymentStatus.SUCCEEDED:
         assert outcome in RECORDED_FAILURES
         _insert_payment(connection, plan, device.user_id, outcome)
@@ -190,11 +216,9 @@ def _payable(
     return PaymentStatus.SUCCEEDED, payer, payee
 
 
-def _insert_payment(
-    connection: Connection, plan: ChargePlan, user_id: str, outcome: str
-) -> str | None:
-    """Insert the payment as `outcome` says: succeeded, pending or failed. A successful or
-    pending one yields to an earlier success of the same order (then: duplicate_order)."""
+def _insert_payment(connection: Connection, plan: ChargePlan, user_id: str, outcome: str) -> bool:
+    """Insert the payment as `outcome` says: succeeded, pending or failed; whether it was (a
+    successful one yields to an earlier success of the same order)."""
     assert plan.accepted is not None
     sql = (
         "INSERT INTO payments (id, merchant_id, terminal_id, user_id, device_id, amount_minor,"
@@ -204,8 +228,6 @@ def _insert_payment(
     )
     if outcome == PaymentStatus.SUCCEEDED:
         sql += " ON CONFLICT (merchant_id, merchant_order_id) WHERE status = 'succeeded' DO NOTHING"
-    elif outcome == ErrorCode.CONFIRMATION_REQUIRED and _order_paid(connection, plan):
-        return ErrorCode.DUPLICATE_ORDER
     statuses: dict[str, PaymentStatus] = {
         PaymentStatus.SUCCEEDED: PaymentStatus.SUCCEEDED,
         ErrorCode.CONFIRMATION_REQUIRED: PaymentStatus.PENDING_CONFIRMATION,
@@ -234,12 +256,12 @@ def _insert_payment(
             else None,
         },
     )
-    return ErrorCode.DUPLICATE_ORDER if result.rowcount != 1 else None
+    return result.rowcount == 1
 
 
 def _order_paid(connection: Connection, plan: ChargePlan) -> bool:
-    """Whether the order already has a successful payment: a pending one would be confirmed
-    for nothing (confirming re-checks under the unique index in any case)."""
+    """Whether the order already has a successful payment: then the code is not claimed (a
+    pending one would be confirmed for nothing; confirming re-checks in any case)."""
     if plan.order_id is None:
         return False
     found = connection.execute(

@@ -7,8 +7,9 @@ function is held to, by a differential test that drives both (tests/charge/test_
 The steps, in both:
 
     terminal live -> guard not blocking -> nonce unseen -> idempotency key new (else: its
-    stored reply) -> rejection? count it for the guard, store it : device live -> claim ->
-    drift -> accounts locked in id order -> payment (or a failed payment) -> ledger entries ->
+    stored reply) -> rejection? count it for the guard (a genuine code refused for time: claim
+    it), store it : device live -> order not paid yet -> claim -> drift -> accounts locked in
+    id order -> payment (or a failed payment) -> ledger entries ->
     the merchant's notification (one outbox row, when it has a notify_url and a payment was
     recorded) -> store the reply
 """

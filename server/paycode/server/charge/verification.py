@@ -69,13 +69,31 @@ def decoy(version: str, handle: bytes) -> DeviceRecord:
     return DeviceRecord(DECOY_ID, handle, key)
 
 
+@dataclass(frozen=True, slots=True)
+class Burn:
+    """A genuine code refused for time, claimed anyway so it never pays later (docs/spec.md
+    §2); its claim is kept as an accepted code's is (paycode.server.charge.planning)."""
+
+    claim_key: str
+    device_id: str
+    step: int
+
+
 class CodeRefused(ApiError):
     """A well-formed code that does not pay; `handles` are what its readings named, for the
-    guard's per-handle counters."""
+    guard's per-handle counters; `burn` is the claim a genuine code refused for time makes."""
 
-    def __init__(self, code: ErrorCode, detail: str, *, handles: tuple[NamedHandle, ...]) -> None:
+    def __init__(
+        self,
+        code: ErrorCode,
+        detail: str,
+        *,
+        handles: tuple[NamedHandle, ...],
+        burn: Burn | None = None,
+    ) -> None:
         super().__init__(code, detail)
         self.handles = handles
+        self.burn = burn
 
 
 @dataclass
@@ -142,4 +160,7 @@ def _refused(rejected: Rejected, handles: tuple[NamedHandle, ...]) -> CodeRefuse
         reason = Reason.CODE_INVALID
     if reason == Reason.CODE_INVALID:
         detail = INVALID_DETAIL
-    return CodeRefused(ErrorCode(reason), detail, handles=handles)
+    burn = None
+    if rejected.burn_key and rejected.device is not None:
+        burn = Burn(rejected.burn_key.decode(), rejected.device.device_id, rejected.burn_step)
+    return CodeRefused(ErrorCode(reason), detail, handles=handles, burn=burn)

@@ -106,6 +106,7 @@ def authenticate_device(session: Session, now_s: float, *, revoked_ok: bool = Fa
         # the phone is in its owner's hands: this online contact is the re-sync that unlocks.
         unlock_device(session.connection(), device.id)
         session.refresh(device)
+    devices.reset_drift(session, device)  # the reply re-syncs the wallet's clock
     return device
 
 

@@ -200,6 +200,22 @@ def forget_old_nonces(session: Session, scope: str, at_s: float) -> None:
     )
 
 
+def reset_drift(session: Session, device: Device) -> None:
+    """The drift learned for every device of `device`'s user goes back to 0: its own key just
+    signed a call whose reply carries the server's time, and the wallet re-syncs from it the
+    clock every version it holds uses, though it signs with one device (docs/spec.md §2).
+    Another phone of the user, offline on a wrong clock, is then refused until it goes online
+    too: better than a version stuck on a stale drift (codes never move it down). A revoked
+    device (let through for its own retry) resets nothing."""
+    if device.revoked_at_s is not None:
+        return
+    session.execute(
+        update(Device)
+        .where(Device.user_id == device.user_id, Device.drift_steps != 0)
+        .values(drift_steps=0)
+    )
+
+
 def user_devices(session: Session, user_id: str, limit: int = DEVICES_LISTED_MAX) -> list[Device]:
     """A user's devices: live ones first (newest first), then the most recently revoked."""
     assert 1 <= limit <= DEVICES_LIMIT_MAX

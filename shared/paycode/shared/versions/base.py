@@ -100,12 +100,14 @@ class VerifierKeys:
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """Acceptance window around the step the server expects from this device."""
+    """Acceptance window around the step the server expects from this device: the only one,
+    so a code's life is one unbroken stretch of at most 3 steps (docs/spec.md §2)."""
 
     steps_back: int = 1
     """A code shown at the end of its step is still accepted during the next one (<= 60 s)."""
     steps_ahead: int = 1
-    """A device clock up to one step ahead of what the server learned is tolerated."""
+    """A device clock up to one step ahead of what the server learned is tolerated (then a
+    code lives up to 90 s: the longest any code lives)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,12 +142,12 @@ class Accepted(NamedTuple):
     @property
     def claim_key(self) -> bytes:
         """Identity of this code for the single-use claim: one per (device, step, counter)."""
-        return b"%s:%s:%d:%d" % (
-            self.version.encode(),
-            self.device.handle.hex().encode(),
-            self.step,
-            self.counter,
-        )
+        return claim_key_of(self.version, self.device.handle, self.step, self.counter)
+
+
+def claim_key_of(version: str, handle: bytes, step: int, counter: int) -> bytes:
+    """`version ":" hex(handle) ":" step ":" counter` (docs/spec.md §3)."""
+    return b"%s:%s:%d:%d" % (version.encode(), handle.hex().encode(), step, counter)
 
 
 class Rejected(NamedTuple):
@@ -158,6 +160,12 @@ class Rejected(NamedTuple):
     suspect: DeviceRecord | None = None
     """An enrolled device the reading named whose tag or signature did not check: the
     target of a forgery (or of a corrupted code). The server counts these per device."""
+    burn_key: bytes = b""
+    """The claim key of a genuine code refused for time: the server claims it anyway, so the
+    code can never pay later (a code made on a fast clock would otherwise come into its
+    window). Empty for every other refusal."""
+    burn_step: int = 0
+    """The step of that code, which decides how long its claim is kept."""
 
 
 Verification = Accepted | Rejected
@@ -206,34 +214,37 @@ class CodeVersion(Protocol):
 def judge_window(
     ctx: VerifyContext, version: str, device: DeviceRecord, *, step: int, counter: int, flags: int
 ) -> Verification:
-    """The checks every version makes once a code has proved genuine for `device`."""
+    """The checks every version makes once a code has proved genuine for `device`.
+
+    One window, around the step expected from the drift learned for this device: a second one
+    (around the server's own step, for a wallet that re-synced) would give a code made on a
+    clock the server follows a second life, up to minutes later. A wallet that re-synced
+    resets its devices' drift by the signed call that re-synced it (docs/spec.md §2)."""
     if device.revoked:
         return Rejected(version, Reason.DEVICE_REVOKED, "device was revoked", device)
     window = ctx.window
     clock_steps = step - int(ctx.now_s // STEP_SECONDS)
     offset_steps = clock_steps - device.drift_steps
-    # The window follows the drift learned for this device, and always covers the server's
-    # own clock too: a wallet that re-synced (its clock now right) must not be refused because
-    # the device ran fast or slow before.
-    learned = -window.steps_back <= offset_steps <= window.steps_ahead
-    if not learned and not -window.steps_back <= clock_steps <= window.steps_ahead:
-        return Rejected(version, Reason.CODE_EXPIRED, expired_detail(clock_steps), device)
+    if not -window.steps_back <= offset_steps <= window.steps_ahead:
+        burn_key = claim_key_of(version, device.handle, step, counter)
+        detail = expired_detail(offset_steps)
+        return Rejected(
+            version, Reason.CODE_EXPIRED, detail, device, burn_key=burn_key, burn_step=step
+        )
     return Accepted(version, device, step, counter, flags, clock_steps)
 
 
 def expired_detail(offset_steps: int) -> str:
-    """What a till shows for a code outside its window, made `offset_steps` steps from the
-    server's clock. A code made on a wrong clock and one shown too late look alike when
-    behind, so both are named; either way a re-synced wallet's fresh code pays."""
-    off_s = abs(offset_steps) * STEP_SECONDS
+    """What a till shows for a genuine code outside its window. No figure: the code is burned
+    anyway, and how far off the clock is would tell whoever holds a code when to come back."""
     if offset_steps > 0:
         return (
-            f"the phone's clock looks off by about {off_s} seconds (ahead of the server): "
-            "an online call in the wallet re-syncs it; then show a fresh code"
+            "the phone's clock is wrong (ahead of the server): sync it with an online call in "
+            "the wallet, then show a fresh code"
         )
     return (
-        f"code is about {off_s} s old: show a fresh one; if it was just made, the phone's "
-        f"clock looks off by about {off_s} seconds (behind the server)"
+        "this code is too old, or the phone's clock is wrong (behind the server): show a fresh "
+        "code; if it was just made, sync the clock with an online call in the wallet"
     )
 
 
