@@ -116,7 +116,7 @@ NOT_TILL_CODES = frozenset(
     {"password_invalid", "user_exists", "merchant_exists", "method_not_allowed", "qr_invalid",
      "payload_too_large", "unsupported_media_type", "invalid_request", "pin_invalid",
      "pin_not_set", "date_invalid", "ledger_mismatch", "settlement_too_large",
-     "payment_changed"}
+     "payment_changed", "weak_key", "key_proof_invalid"}
 )  # fmt: skip
 """Codes of the wallet and admin APIs, of the settlement file (GET /v1/settlement: the till
 never fetches it), of the merchant dashboard (payment_changed: its refund form only), or of

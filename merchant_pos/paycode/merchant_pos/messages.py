@@ -18,7 +18,8 @@ REASON_CHARS_MAX = 160
 CASHIER_MESSAGES: Mapping[str, str] = MappingProxyType(
     {
         ErrorCode.CODE_EXPIRED: (
-            "Code expired: ask the customer to refresh the code on their phone."
+            "Code expired: ask the customer to refresh the code on their phone (if it fails "
+            "again, the phone's clock is wrong: one online call in the wallet fixes it)."
         ),
         ErrorCode.CODE_REPLAYED: "Code already used: ask the customer for a fresh code.",
         ErrorCode.CODE_INVALID: (
@@ -60,7 +61,8 @@ CASHIER_MESSAGES: Mapping[str, str] = MappingProxyType(
         ),
         ErrorCode.PAYMENT_NOT_PENDING: "This payment is no longer waiting for a confirmation.",
         ErrorCode.DUPLICATE_ORDER: (
-            "This order was already paid: check the payment before charging again."
+            "This order id was used already; the customer's code was not used. Check that "
+            "order before charging again with a new order id."
         ),
         ErrorCode.AMOUNT_INVALID: "Amount not accepted: check the amount and currency.",
         ErrorCode.ORDER_EXPIRED: "The order's QR expired before it was paid: start the sale again.",
