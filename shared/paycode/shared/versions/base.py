@@ -159,7 +159,8 @@ class Rejected(NamedTuple):
     device: DeviceRecord | None = None
     suspect: DeviceRecord | None = None
     """An enrolled device the reading named whose tag or signature did not check: the
-    target of a forgery (or of a corrupted code). The server counts these per device."""
+    target of a forgery (or of a corrupted code). The server counts every handle a code
+    names per merchant, enrolled or not (docs/spec.md §4.1), so this is for logs and tests."""
     burn_key: bytes = b""
     """The claim key of a genuine code refused for time: the server claims it anyway, so the
     code can never pay later (a code made on a fast clock would otherwise come into its
