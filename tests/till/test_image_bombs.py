@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from paycode.appkit import decoding
+from paycode.appkit.decoding import open_image_file
 from paycode.client.wallet import Wallet
 from paycode.merchant_pos import settings
 from paycode.merchant_pos.frames import open_source
@@ -33,11 +34,14 @@ PEAK_RSS_MB_MAX = 400
 """The commands' interpreter, OpenCV and zxing take ~150 MB; decoding the bomb took ~0.9 GB."""
 REFUSED_IN_S = 10.0
 
+# VmHWM, not getrusage's ru_maxrss: Linux carries the maxrss of the process that forked into
+# the exec'd child, so a late pytest process (~470 MB) showed up as the command's own peak.
 MEASURED = """
-import resource, sys
+import sys
 from importlib import import_module
 code = import_module(sys.argv[1]).main(sys.argv[2:])
-peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+status = open("/proc/self/status").read()
+peak_mb = int(status.split("VmHWM:", 1)[1].split()[0]) / 1024
 print(f"peak_rss_mb={peak_mb:.0f}", file=sys.stderr)
 sys.exit(code)
 """
@@ -80,8 +84,10 @@ def _measured(module: str, env: dict[str, str], *args: str) -> tuple[dict[str, o
         check=False,
         stdin=subprocess.DEVNULL,
     )
-    peak = float(done.stderr.rsplit("peak_rss_mb=", 1)[1])
+    before_peak, peak_text = done.stderr.rsplit("peak_rss_mb=", 1)
     assert done.returncode == 1, done.stdout + done.stderr
+    assert "Warning" not in before_peak, before_peak  # Pillow's DecompressionBombWarning leaked
+    peak = float(peak_text)
     answer: dict[str, object] = json.loads(done.stdout)
     return answer, peak
 
@@ -132,3 +138,10 @@ def test_a_picture_at_the_bound_still_decodes(tmp_path: Path) -> None:
     path = tmp_path / "forty.png"
     Image.new("L", (8000, 5000), 255).save(path)
     assert decoding.decode_image_file(path) == []
+
+
+def test_a_png_past_pillows_own_limit_is_too_large_not_unreadable(tmp_path: Path) -> None:
+    """Over ~179 MP Pillow refuses to open at all: that too is image_too_large, in our words."""
+    huge = write_png_bomb(tmp_path / "huge.png", side_px=14_000)
+    with pytest.raises(ImageTooLarge, match="at most 50 MP"):
+        open_image_file(huge)

@@ -15,6 +15,7 @@ PNG of 20000 x 20000 white pixels would otherwise cost about a gigabyte.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,14 +155,22 @@ def open_image_file(path: str | os.PathLike[str]) -> Image.Image:
     if not file.is_file():
         raise ImageUnreadable(f"no image file at {file}")
     try:
-        image = Image.open(file)
+        with warnings.catch_warnings():
+            # Pillow warns on stderr about what check_pixels refuses below, in our own words.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(file)
         try:
             check_pixels(image.width, image.height, file)
             image.load()
         except BaseException:
             image.close()
             raise
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:
+        raise ImageTooLarge(
+            f"{file} has more pixels than Pillow opens at all; at most "
+            f"{IMAGE_PIXELS_MAX / 1e6:.0f} MP are read"
+        ) from error
+    except (UnidentifiedImageError, OSError, ValueError) as error:
         raise ImageUnreadable(f"{file} is not an image that can be read") from error
     return image
 
