@@ -28,16 +28,21 @@ from paycode.server.operations import admin
 from paycode.server.safety import guard
 from paycode.server.safety.guard import GuardScopes, GuardSettings
 from paycode.server.safety.secretbox import SecretBox
+from paycode.shared.checkdigit import damm_digit
 from paycode.shared.enrollment import new_ed25519_seed
 from paycode.shared.errors import ServerRejected
 from paycode.shared.timestep import step_at
+from paycode.shared.versions import v1_numeric
 from paycode.shared.versions.registry import by_name
 from tests.support.in_process import reconfigure, urlopen
 from tests.support.servers import Server
 from tests.support.shop import Bank, open_bank
 
 START_MINOR = 10_000
-BAD_V2 = "PC2" + "A" * 40
+BAD_CODE = v1_numeric.PREFIX + "0" * 21 + damm_digit(v1_numeric.PREFIX + "0" * 21)
+"""Junk that is refused as code_invalid whatever the bank's hiding key: v1 carries no
+merchant-bound flag (v2 junk unmasks to random flags and may read as bound elsewhere:
+merchant_mismatch)."""
 
 
 @pytest.fixture
@@ -73,7 +78,7 @@ def test_guessing_at_one_terminal_blocks_it_and_only_it(
 ) -> None:
     configure_guard(monkeypatch, bank, terminal_failures_max=3, ip_failures_max=99)
     cafe, other = _tills(bank)
-    assert [_error(cafe, BAD_V2).code for _ in range(3)] == ["code_invalid"] * 3
+    assert [_error(cafe, BAD_CODE).code for _ in range(3)] == ["code_invalid"] * 3
     blocked = _error(cafe, _code(bank, 0))
     assert (blocked.code, blocked.status) == ("rate_limited", 429)
     assert bank.balance_minor("user", bank.user_id) == START_MINOR
@@ -83,7 +88,7 @@ def test_guessing_at_one_terminal_blocks_it_and_only_it(
 def test_the_block_says_when_to_retry(bank: Bank, monkeypatch: pytest.MonkeyPatch) -> None:
     configure_guard(monkeypatch, bank, terminal_failures_max=1, backoff_base_s=90.0)
     cafe = _tills(bank)[0]
-    _error(cafe, BAD_V2)
+    _error(cafe, BAD_CODE)
     body = b'{"code": "x", "amount": "1.00", "currency": "CNY"}'
     from paycode.shared.terminal_auth import sign_headers
 
@@ -104,8 +109,8 @@ def test_one_address_guessing_at_many_terminals_is_blocked(
     """At one merchant's tills (the address counter is per merchant: test_guard_lockout)."""
     configure_guard(monkeypatch, bank, terminal_failures_max=99, ip_failures_max=2)
     cafe, other = _tills(bank)[0], _second_till(bank)
-    assert _error(cafe, BAD_V2).code == "code_invalid"
-    assert _error(other, BAD_V2).code == "code_invalid"
+    assert _error(cafe, BAD_CODE).code == "code_invalid"
+    assert _error(other, BAD_CODE).code == "code_invalid"
     assert _error(cafe, _code(bank, 0)).code == "rate_limited"
     assert _error(other, _code(bank, 1)).code == "rate_limited"
 
