@@ -1,0 +1,52 @@
+"""The counter screens in the till's real window under Xvfb (tests/support/counter.py in a
+process under xvfb-run, real grabs of the X screen): the window covers the whole screen with no
+toolkit chrome, and shows exactly what the screens draw. The pixels of each screen are checked
+in test_counter_screen.py; here, that the customer sees them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.support import counter
+from tests.support.servers import run_command
+
+SCREEN_PX = (1600, 900)
+QT_TOOLBAR_GREY = 240
+"""Qt's toolbar and status bar are light grey: none of the screens has a row of it."""
+
+
+@pytest.fixture(scope="module")
+def grabs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One process shows every screen: a window (and an X server) per screen would cost
+    seconds each."""
+    assert shutil.which("xvfb-run"), "Debian's xvfb is missing: `make setup` installs it"
+    out = tmp_path_factory.mktemp("counter")
+    xvfb = ["xvfb-run", "-a", "-s", f"-screen 0 {SCREEN_PX[0]}x{SCREEN_PX[1]}x24"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYCODE_")}
+    done = run_command([*xvfb, sys.executable, "-m", "tests.support.counter", str(out)], env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout) == {"size": list(SCREEN_PX)}, (
+        "the window's size is not the screen's"
+    )
+    return out
+
+
+@pytest.mark.parametrize("name", counter.SCREENS)
+def test_the_window_is_full_screen_without_a_toolbar(grabs: Path, name: str) -> None:
+    """OpenCV's default window was sized to the picture, with Qt's zoom and save toolbar on
+    top; the till's window is the whole screen and shows the screen pixel for pixel."""
+    grab = cv2.imread(str(grabs / f"{name}.png"))
+    assert grab is not None and grab.shape == (SCREEN_PX[1], SCREEN_PX[0], 3)
+    expected = counter.screens(SCREEN_PX)[name]
+    difference = np.abs(grab.astype(np.int16) - expected)
+    assert float(difference.mean()) < 1.0, f"the window does not show the {name} screen whole"
+    grey_rows = (np.abs(grab.astype(np.int16) - QT_TOOLBAR_GREY) < 4).all(axis=(1, 2))
+    assert not grey_rows.any(), "a toolbar or status bar is drawn"
