@@ -9,6 +9,7 @@ counts) changes nothing on screen. The same screens in a real window: test_count
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 import pytest
@@ -196,3 +197,39 @@ def test_every_screen_is_drawn_at_the_windows_size(size: tuple[int, int]) -> Non
         render_present("PC2" + "C" * 40, "12.50 CNY", 5.0, "order INV-1042", size),
     ]
     assert [screen.shape for screen in screens] == [(height, width, 3)] * len(screens)
+
+
+def test_drawing_a_camera_frame_leaves_the_scanner_its_budget() -> None:
+    """Each camera frame is drawn while the scanner waits: shrinking it with INTER_AREA cost
+    about 9 ms a 720p frame, more than the scanner's own budget (scanloop.BUDGET_MS)."""
+    frame, detection = _frame_with_code()
+    render_scan_frame(frame, [detection], "12.50 CNY")  # fonts loaded, band remembered
+    costs_ms = []
+    for _ in range(21):
+        started = time.perf_counter()
+        render_scan_frame(frame, [detection], "12.50 CNY")
+        costs_ms.append((time.perf_counter() - started) * 1000)
+    assert float(np.median(costs_ms)) < 4.0, f"{np.median(costs_ms):.1f} ms a frame"
+
+
+def _margins_blank(screen: Bgr, margin_px: int) -> bool:
+    """Nothing drawn in the left and right margins: text was shrunk to fit, not cut."""
+    edges = np.concatenate([screen[:, :margin_px], screen[:, -margin_px:]], axis=1)
+    return bool((edges == edges[0, 0]).all())
+
+
+def test_a_long_order_id_and_amount_shrink_to_fit_the_screen() -> None:
+    long = dataclasses.replace(NOT_PAID, amount="123456789.00", merchant_order_id="X" * 120)
+    screen = render_outcome(long)
+    assert _margins_blank(screen, round(WIDTH * 0.03))
+    assert _light_pixels(_rows(screen, 0.88, 0.96)) > 200, "the order id is not drawn"
+
+
+def test_an_order_id_in_chinese_is_drawn_not_boxes() -> None:
+    """A font with the glyphs is chosen (fonts-wqy-microhei): each character drawn differs,
+    where a font without them draws one 'missing' box for all."""
+    first = render_outcome(dataclasses.replace(PAID, merchant_order_id="订单"))
+    other = render_outcome(dataclasses.replace(PAID, merchant_order_id="发票"))
+    footer = (slice(round(HEIGHT * 0.88), round(HEIGHT * 0.96)), slice(None))
+    assert _light_pixels(first[footer]) > 200
+    assert not np.array_equal(first[footer], other[footer]), "the characters are all one box"
