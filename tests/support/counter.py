@@ -4,8 +4,9 @@ refreshes the pictures in docs/pos.md:
 
     xvfb-run -a -s "-screen 0 960x540x24" .venv/bin/python -m tests.support.counter docs/pos --small
 
-Prints the window's size as JSON; writes one PNG per screen (SCREENS) into the folder given,
-exactly as grabbed, or with `--small` in 64 colours (a tenth of the bytes, for the docs).
+Prints the window's sizes as JSON; writes one PNG per screen (SCREENS) into the folder given,
+exactly as grabbed, or with `--small` in 64 colours (a tenth of the bytes, for the docs); and
+a grab of the PAID screen in a `--windowed` window (WINDOWED_GRAB).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ CODE_TEXT = "PC2QW7RT2YUZ3PLKM4NBV5CXA6SDF7GHJ2KL3ZXC4VB"
 AMOUNT, CURRENCY, ORDER_ID = "12.50", "CNY", "INV-1042"
 ORDER_PAYLOAD = "PCO1" + "9" * 60
 PALETTE_COLOURS = 64
+WINDOWED_GRAB = "windowed-paid.png"
+"""The PAID screen in a `--windowed` window, grabbed with the rest of the screen."""
 NOT_PAID_DETAIL = "no_payment_code: no payment code in 12 frames (12 frames scanned)"
 
 
@@ -75,11 +78,16 @@ def main(out: Path, *, small: bool) -> int:
             screenshot(window, image, out / f"{name}.png")
     finally:
         window.close()
+    windowed = TillWindow(windowed=True)
+    try:
+        screenshot(windowed, screens(windowed.size)["paid"], out / WINDOWED_GRAB)
+    finally:
+        windowed.close()
     for name in SCREENS if small else ():
         with Image.open(out / f"{name}.png") as grab:
             palette = grab.convert("RGB").quantize(PALETTE_COLOURS, dither=Image.Dither.NONE)
         palette.save(out / f"{name}.png", optimize=True)
-    print(json.dumps({"size": list(window.size)}))
+    print(json.dumps({"size": list(window.size), "windowed_size": list(windowed.size)}))
     return 0
 
 

@@ -33,9 +33,9 @@ def grabs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYCODE_")}
     done = run_command([*xvfb, sys.executable, "-m", "tests.support.counter", str(out)], env)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert json.loads(done.stdout) == {"size": list(SCREEN_PX)}, (
-        "the window's size is not the screen's"
-    )
+    sizes = json.loads(done.stdout)
+    assert sizes["size"] == list(SCREEN_PX), "the window's size is not the screen's"
+    assert sizes["windowed_size"] == [1280, 720]
     return out
 
 
@@ -49,4 +49,18 @@ def test_the_window_is_full_screen_without_a_toolbar(grabs: Path, name: str) -> 
     difference = np.abs(grab.astype(np.int16) - expected)
     assert float(difference.mean()) < 1.0, f"the window does not show the {name} screen whole"
     grey_rows = (np.abs(grab.astype(np.int16) - QT_TOOLBAR_GREY) < 4).all(axis=(1, 2))
+    assert not grey_rows.any(), "a toolbar or status bar is drawn"
+
+
+def test_windowed_is_a_smaller_window_still_without_a_toolbar(grabs: Path) -> None:
+    """`charge --windowed` (development): the screen drawn at 1280x720 in a window that does
+    not cover the screen, still with no toolbar or status bar around the picture."""
+    grab = cv2.imread(str(grabs / counter.WINDOWED_GRAB))
+    assert grab is not None and grab.shape == (SCREEN_PX[1], SCREEN_PX[0], 3)
+    expected = counter.screens((1280, 720))["paid"]
+    match = cv2.matchTemplate(grab, expected, cv2.TM_SQDIFF_NORMED)
+    _, _, (left, top), _ = cv2.minMaxLoc(match)
+    assert float(match.min()) < 0.001, "the PAID screen is not shown whole"
+    shown = grab[max(0, top - 40) : top + 720 + 40, max(0, left - 40) : left + 1280 + 40]
+    grey_rows = (np.abs(shown.astype(np.int16) - QT_TOOLBAR_GREY) < 4).all(axis=(1, 2))
     assert not grey_rows.any(), "a toolbar or status bar is drawn"
