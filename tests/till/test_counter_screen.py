@@ -23,6 +23,7 @@ from paycode.merchant_pos.display import (
     render_scan_frame,
     render_waiting,
 )
+from paycode.merchant_pos.messages import CASHIER_MESSAGES, waiting_message
 from paycode.merchant_pos.scanloop import Detection
 from paycode.merchant_pos.till import SaleOutcome
 
@@ -233,3 +234,22 @@ def test_an_order_id_in_chinese_is_drawn_not_boxes() -> None:
     footer = (slice(round(HEIGHT * 0.88), round(HEIGHT * 0.96)), slice(None))
     assert _light_pixels(first[footer]) > 200
     assert not np.array_equal(first[footer], other[footer]), "the characters are all one box"
+
+
+def _longest_sentences() -> list[str]:
+    by_length = sorted(CASHIER_MESSAGES.values(), key=len, reverse=True)[:3]
+    reason = ("payments above 200.00 CNY need the PIN and this one is above that " * 3)[:160]
+    return [*by_length, waiting_message(reason)]
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (1024, 768)])
+@pytest.mark.parametrize("sentence", _longest_sentences())
+def test_the_longest_sentence_is_shrunk_to_fit_not_cut(
+    sentence: str, size: tuple[int, int]
+) -> None:
+    """The sentence was cut after three lines with an ellipsis ('(if it fails again, the
+    phone's clock is wrong: one online call in the ...'): its last word never reached the
+    screen. Two sentences that differ only in their last word must draw differently."""
+    first = render_waiting("12.50 CNY", 5.0, f"{sentence} Alpha.", size)
+    second = render_waiting("12.50 CNY", 5.0, f"{sentence} Omega.", size)
+    assert not np.array_equal(first, second), "the end of the sentence is not on screen"

@@ -43,7 +43,7 @@ HINT_SHARE = 0.1
 OUTLINE_SHARE = 1 / 120
 """The outline around a found code, as a share of the screen's height (6 px at 720p)."""
 MARGIN_SHARE = 0.04
-SENTENCE_LINES_MAX = 3
+SENTENCE_LINES_MAX = 4
 SCAN_HINT = "Show your payment code to the camera"
 SCAN_FOUND = "Code found: charging…"
 UNKNOWN_SENTENCE = "The payment did not go through: the till's log has the detail."

@@ -8,7 +8,6 @@ script. Every function here draws into a Pillow image in place and is pure other
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import ImageDraw, ImageFont
@@ -31,6 +30,8 @@ SHRINK_STEPS_MAX = 12
 """A fitted size is found in at most this many tries (each 10% smaller than the last)."""
 LINE_GAP = 1.25
 """Line pitch as a multiple of the font size."""
+WORDS_MAX = 120
+"""A screen holds a few dozen words; a longer text is not read there (bounds the wrap)."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -74,35 +75,48 @@ def draw_centred(draw: ImageDraw.ImageDraw, text: str, box: Box, size_px: int, f
     return size_px
 
 
-def wrap(text: str, size_px: int, width_px: int, lines_max: int) -> list[str]:
+def wrap(text: str, size_px: int, width_px: int) -> list[str]:
     """Greedy word wrap by measured width; a word wider than the line is left to overflow
-    (the caller shrinks the size). Past `lines_max` the text is cut with an ellipsis."""
+    (the caller shrinks the size)."""
     font = font_for(text, size_px)
     lines: list[str] = []
-    for word in text.split()[: lines_max * 40]:  # bounded: a screen holds a few dozen words
+    for word in text.split()[:WORDS_MAX]:
         if lines and font.getlength(f"{lines[-1]} {word}") <= width_px:
             lines[-1] = f"{lines[-1]} {word}"
         else:
             lines.append(word)
+    return lines
+
+
+def fit_paragraph(
+    text: str, room: tuple[int, int], size_px: int, *, lines_max: int
+) -> tuple[int, list[str]]:
+    """The largest size from `size_px` down to half of it at which `text` wraps into at most
+    `lines_max` lines that fit `room` (width, height), and those lines. Text that fits at no
+    size a metre can read is cut at the last line with an ellipsis: the log has it whole."""
+    width_px, height_px = room
+    smallest_px = max(FONT_PX_MIN, size_px // 2)
+    for _ in range(SHRINK_STEPS_MAX):
+        lines = wrap(text, size_px, width_px)
+        widest = max((font_for(text, size_px).getlength(line) for line in lines), default=0)
+        tall_px = len(lines) * size_px * LINE_GAP
+        if len(lines) <= lines_max and tall_px <= height_px and widest <= width_px:
+            return size_px, lines
+        if size_px <= smallest_px:
+            break
+        size_px = max(smallest_px, int(size_px * 0.9))
+    lines = wrap(text, size_px, width_px)
     if len(lines) > lines_max:
         lines = [*lines[: lines_max - 1], f"{lines[lines_max - 1]} …"]
-    return lines
+    return size_px, lines
 
 
 def draw_paragraph(
     draw: ImageDraw.ImageDraw, text: str, box: Box, size_px: int, fill: Rgb, *, lines_max: int
 ) -> int:
-    """`text` wrapped and centred in `box`, shrunk until the lines fit its height and width;
-    returns the size used."""
+    """`text` wrapped and centred in `box` (fit_paragraph); returns the size used."""
     left, top, right, bottom = box
-    lines: Sequence[str] = []
-    for _ in range(SHRINK_STEPS_MAX):
-        lines = wrap(text, size_px, right - left, lines_max)
-        widest = max((font_for(text, size_px).getlength(line) for line in lines), default=0)
-        fits = len(lines) * size_px * LINE_GAP <= bottom - top and widest <= right - left
-        if fits or size_px <= FONT_PX_MIN:
-            break
-        size_px = max(FONT_PX_MIN, int(size_px * 0.9))
+    size_px, lines = fit_paragraph(text, (right - left, bottom - top), size_px, lines_max=lines_max)
     pitch_px = round(size_px * LINE_GAP)
     first_top = top + (bottom - top - pitch_px * len(lines)) // 2
     for index, line in enumerate(lines):
