@@ -10,12 +10,15 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
 import pytest
 
+from paycode.merchant_pos import cli, present_sale, settings
 from tests.support import counter
+from tests.support.orders import PAID, FakeOrders, FakeSettings
 from tests.support.servers import run_command
 
 SCREEN_PX = (1600, 900)
@@ -64,3 +67,33 @@ def test_windowed_is_a_smaller_window_still_without_a_toolbar(grabs: Path) -> No
     shown = grab[max(0, top - 40) : top + 720 + 40, max(0, left - 40) : left + 1280 + 40]
     grey_rows = (np.abs(shown.astype(np.int16) - QT_TOOLBAR_GREY) < 4).all(axis=(1, 2))
     assert not grey_rows.any(), "a toolbar or status bar is drawn"
+
+
+class _RecordingWindow:
+    """Stands in for TillWindow in-process: records how it was opened, shows nothing."""
+
+    opened: ClassVar[list[bool]] = []
+    size = (1280, 720)
+
+    def __init__(self, *, windowed: bool = False) -> None:
+        self.opened.append(windowed)
+
+    def show(self, _image: object) -> None: ...
+
+    def hold(self, _image: object, _seconds: float) -> bool:
+        return False
+
+    def close(self) -> None: ...
+
+
+@pytest.mark.parametrize(("flag", "windowed"), [((), False), (("--windowed",), True)])
+def test_charge_opens_the_full_screen_window_unless_windowed(
+    monkeypatch: pytest.MonkeyPatch, flag: tuple[str, ...], windowed: bool
+) -> None:
+    monkeypatch.setattr(settings, "load", lambda _home: FakeSettings(FakeOrders([PAID])))
+    monkeypatch.setattr(present_sale, "display_available", lambda _headless: True)
+    monkeypatch.setattr(present_sale, "TillWindow", _RecordingWindow)
+    monkeypatch.setattr(_RecordingWindow, "opened", [])
+    argv = ["--json", "charge", "--amount", "12.50", "--present", "--hold-s", "0", *flag]
+    assert cli.main(argv) == 0
+    assert _RecordingWindow.opened == [windowed]
