@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from numpy.typing import NDArray
 
 from paycode.appkit.rendering import qr_image
-from paycode.merchant_pos import decoders
+from paycode.merchant_pos import decoders, screentext
 from paycode.merchant_pos.display import (
     render_outcome,
     render_present,
@@ -253,3 +254,20 @@ def test_the_longest_sentence_is_shrunk_to_fit_not_cut(
     first = render_waiting("12.50 CNY", 5.0, f"{sentence} Alpha.", size)
     second = render_waiting("12.50 CNY", 5.0, f"{sentence} Omega.", size)
     assert not np.array_equal(first, second), "the end of the sentence is not on screen"
+
+
+def test_without_any_installed_font_the_screens_still_have_text(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A till without DejaVu or a CJK font (a minimal image) draws with Pillow's own font."""
+    missing = (tmp_path / "no-such-font.ttf",)
+    monkeypatch.setattr(screentext, "HEAVY_FONTS", missing)
+    monkeypatch.setattr(screentext, "KNOWN_FONTS", missing)
+    screentext._font_path.cache_clear()
+    try:
+        screen = render_outcome(dataclasses.replace(PAID, merchant_order_id="订单-7"))
+    finally:
+        screentext._font_path.cache_clear()
+    for top, bottom in ((0.05, 0.35), (0.37, 0.52), (0.55, 0.85), (0.88, 0.96)):
+        region = _rows(screen, top, bottom)
+        assert _light_pixels(region) > 0.01 * region.shape[0] * region.shape[1]
