@@ -15,6 +15,7 @@ from typing import ClassVar
 import cv2
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from paycode.merchant_pos import cli, present_sale, settings
 from tests.support import counter
@@ -42,13 +43,20 @@ def grabs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def drawn() -> dict[str, NDArray[np.uint8]]:
+    return counter.screens(SCREEN_PX)
+
+
 @pytest.mark.parametrize("name", counter.SCREENS)
-def test_the_window_is_full_screen_without_a_toolbar(grabs: Path, name: str) -> None:
+def test_the_window_is_full_screen_without_a_toolbar(
+    grabs: Path, drawn: dict[str, NDArray[np.uint8]], name: str
+) -> None:
     """OpenCV's default window was sized to the picture, with Qt's zoom and save toolbar on
     top; the till's window is the whole screen and shows the screen pixel for pixel."""
     grab = cv2.imread(str(grabs / f"{name}.png"))
     assert grab is not None and grab.shape == (SCREEN_PX[1], SCREEN_PX[0], 3)
-    expected = counter.screens(SCREEN_PX)[name]
+    expected = drawn[name]
     difference = np.abs(grab.astype(np.int16) - expected)
     assert float(difference.mean()) < 1.0, f"the window does not show the {name} screen whole"
     grey_rows = (np.abs(grab.astype(np.int16) - QT_TOOLBAR_GREY) < 4).all(axis=(1, 2))
