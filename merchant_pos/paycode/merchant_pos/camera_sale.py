@@ -34,7 +34,7 @@ from paycode.merchant_pos.till import (
 
 
 def charge_from_frames(client: TerminalClient, sale: Sale, args: argparse.Namespace) -> SaleOutcome:
-    window = TillWindow() if display_available(args.headless) else None
+    window = TillWindow(windowed=args.windowed) if display_available(args.headless) else None
     try:
         wait = _wait_on_screen(window, sale, args.confirm_wait_s)
         outcome = _scan_and_charge(
@@ -58,7 +58,7 @@ def _wait_on_screen(window: TillWindow | None, sale: Sale, wait_s: float) -> Con
 
     def on_waiting(remaining_s: float) -> None:
         amount = f"{sale.amount} {sale.currency}"
-        shown[:] = [render_waiting(amount, remaining_s, why[0] if why else None)]
+        shown[:] = [render_waiting(amount, remaining_s, why[0] if why else None, window.size)]
         window.show(shown[0])
 
     def sleep(seconds: float) -> None:
@@ -85,7 +85,7 @@ def _scan_and_charge(
         if detections:
             seen_at.setdefault(detections[0].frame_index, time.monotonic())
         if window is not None:
-            window.show(render_scan_frame(frame, detections, amount_text))
+            window.show(render_scan_frame(frame, detections, amount_text, window.size))
 
     with open_source(source) as frames:
         try:
@@ -102,7 +102,7 @@ def _scan_and_charge(
 def _show_outcome(
     window: TillWindow, outcome: SaleOutcome, hold_s: float, screenshot_path: Path | None
 ) -> None:
-    image = render_outcome(outcome)
+    image = render_outcome(outcome, window.size)
     if screenshot_path is not None:
         screenshot(window, image, screenshot_path)
     window.hold(image, hold_s)

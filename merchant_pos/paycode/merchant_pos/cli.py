@@ -143,6 +143,7 @@ def cmd_charge(args: argparse.Namespace) -> int:
             wait_s=args.present_wait_s,
             headless=args.headless,
             hold_s=args.hold_s,
+            windowed=args.windowed,
             screenshot_path=args.screenshot,
         )
     elif (args.source or SOURCE_DEFAULT) == "stdin":
@@ -358,6 +359,11 @@ def _add_charge(sub: Any) -> None:
         f"{CONFIRM_WAIT_S_MAX:g})",
     )
     p.add_argument("--headless", action="store_true", help="no window, even with a display")
+    p.add_argument(
+        "--windowed",
+        action="store_true",
+        help="a movable 1280x720 window instead of the full screen (for development)",
+    )
     p.add_argument(
         "--hold-s",
         type=float,

@@ -37,17 +37,18 @@ def charge_by_presenting(
     wait_s: float,
     headless: bool,
     hold_s: float,
+    windowed: bool = False,
     screenshot_path: Path | None = None,
 ) -> SaleOutcome:
     """Present the sale's order and wait for its payment: in the till's window when there is a
     display (display_available), else on stderr."""
     if not display_available(headless):
         return present_order(client, sale, _on_stderr(sale, wait_s))
-    till_window = TillWindow()
+    till_window = TillWindow(windowed=windowed)
     try:
         screen = PresentScreen(till_window, sale, wait_s, screenshot_path)
         outcome = present_order(client, sale, screen.wait())
-        till_window.hold(render_outcome(outcome), hold_s)
+        till_window.hold(render_outcome(outcome, till_window.size), hold_s)
         return outcome
     finally:
         till_window.close()
@@ -108,7 +109,9 @@ class PresentScreen:
 
     def draw(self, remaining_s: float) -> None:
         amount_text = f"{self.sale.amount} {self.sale.currency}"
-        self.image = render_present(self.payload, amount_text, remaining_s, self.order_text)
+        self.image = render_present(
+            self.payload, amount_text, remaining_s, self.order_text, self.window.size
+        )
         self.window.show(self.image)
 
     def sleep(self, seconds: float) -> None:
