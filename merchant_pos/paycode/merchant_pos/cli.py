@@ -66,7 +66,7 @@ def _human(found: list[dict[str, object]]) -> str:
                 if item["well_formed"]
                 else f" ({item.get('error')}: {printable(item.get('message'))})"
             )
-        lines.append(f"{printable(head)}\n    {printable(item.get('text_preview'))}")
+        lines.append(f"{printable(head)}\n    {printable(item.get('text'))}")
     return "\n".join(lines)
 
 
