@@ -28,10 +28,10 @@ from paycode.merchant_pos.till import (
     Sale,
     SaleOutcome,
     charge_code,
-    codes_from_lines,
     confirm_wait_on_stderr,
     new_order_id,
 )
+from paycode.merchant_pos.typed_input import TypedScan, TypingTimedOut, lines_within
 from paycode.shared.codes import ErrorCode
 from paycode.shared.emv.collection import read_collection
 from paycode.shared.errors import AmountInvalid, CurrencyUnknown, PaycodeError
@@ -146,7 +146,8 @@ def cmd_charge(args: argparse.Namespace) -> int:
             screenshot_path=args.screenshot,
         )
     elif (args.source or SOURCE_DEFAULT) == "stdin":
-        outcome = _charge_from_stdin(client, sale, confirm_wait_on_stderr(args.confirm_wait_s))
+        wait = confirm_wait_on_stderr(args.confirm_wait_s)
+        outcome = _charge_from_stdin(client, sale, wait, args.timeout_s)
     else:
         from paycode.merchant_pos.camera_sale import charge_from_frames  # noqa: PLC0415 - loads OpenCV
 
@@ -156,13 +157,26 @@ def cmd_charge(args: argparse.Namespace) -> int:
     return 0 if outcome.paid else EXIT_NOT_PAID
 
 
-def _charge_from_stdin(client: Any, sale: Sale, wait: ConfirmWait) -> SaleOutcome:
+def _charge_from_stdin(client: Any, sale: Sale, wait: ConfirmWait, timeout_s: float) -> SaleOutcome:
+    """The first payment code typed (docs/pos.md, "Typing a code"); a mistyped one is told on
+    stderr at once and the sale waits for the next line."""
     if sys.stdin.isatty():
-        print(f"PAY {sale.amount} {sale.currency}: scan the customer's code", file=sys.stderr)
-    code = next(codes_from_lines(sys.stdin), None)
+        print(
+            f"PAY {sale.amount} {sale.currency}: scan the customer's code, or type it and Enter",
+            file=sys.stderr,
+        )
+    scan = TypedScan()
+    try:
+        code = scan.first_code(lines_within(sys.stdin, timeout_s), _tell_cashier)
+    except TypingTimedOut:
+        return sale.outcome(False, *scan.why_not(timed_out=True, timeout_s=timeout_s))
     if code is None:
-        raise ScanError("stdin ended without a payment code (other lines were ignored)")
+        return sale.outcome(False, *scan.why_not(timed_out=False, timeout_s=timeout_s))
     return charge_code(client, code, sale, wait)
+
+
+def _tell_cashier(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _report(args: argparse.Namespace, outcome: SaleOutcome) -> None:
