@@ -105,6 +105,7 @@ def hostile_till(tmp_path: Path) -> dict[str, str]:
         POS_MODULE,
         env,
         *("configure", "--server", HOSTILE_URL, "--key-id", "term_x", "--secret-stdin"),
+        "--offline",  # the hostile server is mounted below, after the set-up
         stdin=secret + "\n",
     )
     assert configured.returncode == 0, configured.stdout + configured.stderr

@@ -1,6 +1,6 @@
 """paycode-pos: the cashier's till (docs/pos.md).
 
-paycode-pos configure --server URL --key-id KEY --secret-stdin [--currency CNY]
+paycode-pos configure --server URL --key-id KEY --secret-stdin [--currency CNY] [--offline]
 paycode-pos charge --amount 12.50 [--source camera:0|video:PATH|image:PATH|stdin]
 paycode-pos charge --amount 12.50 --present [--present-wait-s 120]
 paycode-pos refund PAYMENT_ID [--amount 5.00]
@@ -47,6 +47,8 @@ SCAN_TIMEOUT_S_MAX = 3600.0
 HOLD_S_MAX = 60.0
 SOURCE_DEFAULT = "camera:0"
 HOLD_S_DEFAULT = 3.0
+MERCHANT_SHOWN = ("merchant_id", "name", "terminal_id")
+"""What `configure` repeats of the server's GET /v1/merchant: whom the key collects for."""
 
 
 class ScanError(PaycodeError):
@@ -93,12 +95,30 @@ def cmd_configure(args: argparse.Namespace) -> int:
     else:
         raise settings.SettingsInvalid("pass --secret-stdin and pipe the secret in")
     configured = settings.validated(
-        args.server, args.key_id, settings.parse_secret(secret_text), args.currency
+        args.server,
+        args.key_id,
+        settings.parse_secret(secret_text),
+        args.currency or settings.CURRENCY_DEFAULT,
     )
+    merchant: dict[str, Any] | None = None
+    if not args.offline:
+        merchant = settings.prove_key(configured)
+        configured = settings.with_merchant_currency(configured, merchant, args.currency)
     path = settings.save(args.home, configured)
     human = f"till configured: {configured.server_url} as {configured.key_id} ({path}, 0600)"
-    data = {"server_url": configured.server_url, "key_id": configured.key_id, "path": str(path)}
-    emit(args, human, data | {"currency": configured.currency})
+    if merchant is None:
+        human += "\nthe key was not checked (--offline): the first sale will check it"
+    else:
+        name = printable(merchant.get("name"))
+        human += f"\nkey checked: it collects for {name} in {configured.currency}"
+    data: dict[str, Any] = {
+        "server_url": configured.server_url,
+        "key_id": configured.key_id,
+        "path": str(path),
+    }
+    shown = None if merchant is None else {k: merchant.get(k) for k in MERCHANT_SHOWN}
+    data |= {"currency": configured.currency, "checked": merchant is not None, "merchant": shown}
+    emit(args, human, data)
     return 0
 
 
@@ -296,7 +316,15 @@ def _add_configure(sub: Any) -> None:
     p.add_argument("--server", required=True, help="payment server URL, e.g. https://pay.shop")
     p.add_argument("--key-id", required=True, help="key id from `paycode-server terminals create`")
     p.add_argument("--secret-stdin", action="store_true", help="read the secret from stdin")
-    p.add_argument("--currency", default="CNY", help="the merchant's currency (default CNY)")
+    p.add_argument(
+        "--currency",
+        help="the merchant's currency (default: the one the server names; CNY with --offline)",
+    )
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="save without proving the key with the server (the first sale checks it)",
+    )
     p.set_defaults(func=cmd_configure)
 
 
