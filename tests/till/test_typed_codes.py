@@ -83,6 +83,14 @@ def test_a_missing_or_extra_digit_is_told_with_the_count() -> None:
     assert code is None and feedback is not None and "25 digits" in feedback
 
 
+@pytest.mark.parametrize("wrong", ["O", "o", "l", "I"])
+def test_a_letter_typed_for_a_digit_is_told_not_ignored(wrong: str) -> None:
+    typed = group_digits(NUMERIC[:9] + wrong + NUMERIC[10:])
+    code, feedback = read_typed_line(typed)
+    assert code is None and feedback is not None
+    assert "digits only" in feedback and "re-type" in feedback
+
+
 @pytest.mark.parametrize(
     "typed", ["", "   ", "4006381333931", "8712345678901", "https://example.com/87", "hello"]
 )
@@ -160,7 +168,7 @@ def test_input_ending_without_a_code_is_not_paid_exit_3_like_a_camera_that_saw_n
     outcome = json.loads(done.stdout)
     assert (outcome["paid"], outcome["code"]) == (False, "no_payment_code")
     assert outcome["merchant_order_id"] == "typed-none"
-    assert "3 lines" in outcome["message"] and "check digit" in outcome["message"]
+    assert "3 lines" in outcome["message"] and "1 mistyped" in outcome["message"]
     assert CHECK_DIGIT_WRONG in done.stderr
     assert _attempts(shop, "typed-none") == []
 

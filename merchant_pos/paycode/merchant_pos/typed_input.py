@@ -31,6 +31,8 @@ LINES_MAX = 1000
 """A gun types one code and Enter; a thousand lines without a code is not a sale."""
 LINE_CHARS_MAX = 4096
 READ_BYTES = 4096
+LETTERS_AMONG_DIGITS = "a payment code is digits only (0 not O, 1 not l): re-type the code"
+LETTER_SLIPS_MAX = 3
 HAND_TYPED_DIGITS_MIN = 16
 """A run of digits this long that opens with the numeric prefix is a code attempt, not a
 product barcode (GTIN-14, the longest, has 14); a wrong count is then told, not ignored."""
@@ -59,7 +61,7 @@ def read_typed_line(line: str) -> TypedLine:
     try:
         codec = route(candidate)
     except CodeMalformed:
-        return TypedLine(None, None)
+        return TypedLine(None, _letters_feedback(text) if digits is None else None)
     try:
         codec.parse(candidate)
     except CodeMalformed:
@@ -93,6 +95,18 @@ def _numeric_feedback(digits: str, *, hand_typed: bool) -> str | None:
         return (
             f"{len(digits)} digits typed, a payment code has {v1_numeric.LENGTH}: re-type the code"
         )
+    return None
+
+
+def _letters_feedback(text: str) -> str | None:
+    """A numeric code with a letter or two among its digits (O for 0, l or I for 1) is a
+    typing slip, not a foreign barcode: say so rather than ignore it."""
+    kept = [char for char in text if char not in SEPARATORS]
+    digits = sum(char.isdecimal() for char in kept)
+    others = len(kept) - digits
+    opens = "".join(kept[: len(v1_numeric.PREFIX)]) == v1_numeric.PREFIX
+    if opens and digits >= HAND_TYPED_DIGITS_MIN and 0 < others <= LETTER_SLIPS_MAX:
+        return LETTERS_AMONG_DIGITS
     return None
 
 
@@ -170,7 +184,7 @@ class TypedScan:
 
     def why_not(self, *, timed_out: bool, timeout_s: float) -> tuple[str, str]:
         """(code, cashier's message) of a sale that ended without a code."""
-        told = f", {self.wrong} with a wrong check digit or count" if self.wrong else ""
+        told = f", {self.wrong} mistyped" if self.wrong else ""
         if timed_out:
             code = ErrorCode.SCAN_TIMEOUT
             detail = f"nothing typed was a payment code in {timeout_s:g} s: {self.lines} lines"
