@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ from paycode.merchant_pos.typed_input import (
     CHECK_DIGIT_WRONG,
     LINES_MAX,
     TypedScan,
+    TypingTimedOut,
     lines_within,
     read_typed_line,
 )
@@ -112,6 +114,20 @@ def test_lines_are_bounded_and_the_first_code_wins() -> None:
     scan = TypedScan()
     assert scan.first_code(lines_within(io.StringIO(typed), 1.0), told.append) == NUMERIC
     assert (scan.lines, scan.wrong, told) == (5, 1, [CHECK_DIGIT_WRONG])
+
+
+def test_lines_from_a_pipe_come_whole_however_they_are_cut_and_an_idle_pipe_times_out() -> None:
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(read_fd, encoding="utf-8") as stream:
+        for piece in (b"8712 34", b"56 \xe4\xb8", b"\xad\nhalf a li"):  # a UTF-8 character cut
+            os.write(write_fd, piece)
+        lines = lines_within(stream, 0.3)
+        assert next(lines) == "8712 3456 中"
+        with pytest.raises(TypingTimedOut):
+            next(lines)
+        os.close(write_fd)
+    ended = lines_within(io.StringIO("only line"), 0.3)
+    assert list(ended) == ["only line"]
 
 
 # -- the till process against a live server -----------------------------------------------------

@@ -31,6 +31,9 @@ LINES_MAX = 1000
 """A gun types one code and Enter; a thousand lines without a code is not a sale."""
 LINE_CHARS_MAX = 4096
 READ_BYTES = 4096
+READS_MAX = LINES_MAX * LINE_CHARS_MAX
+"""Each read brings a byte at least (a gun on a pipe may send them one at a time): no more
+than a thousand full lines' worth; the sale's --timeout-s ends it long before."""
 LETTERS_AMONG_DIGITS = "a payment code is digits only (0 not O, 1 not l): re-type the code"
 LETTER_SLIPS_MAX = 3
 HAND_TYPED_DIGITS_MIN = 16
@@ -143,7 +146,7 @@ def _buffered_lines(stream: TextIO) -> Iterator[str]:
 def _fd_lines(fd: int, deadline_s: float, clock: Callable[[], float]) -> Iterator[str]:
     """Lines read with os.read as they come (at most LINE_CHARS_MAX bytes kept of one)."""
     pending = b""
-    for _ in range(LINES_MAX * LINE_CHARS_MAX // READ_BYTES + LINES_MAX):
+    for _ in range(READS_MAX):
         remaining_s = deadline_s - clock()
         if remaining_s <= 0 or not select.select([fd], [], [], remaining_s)[0]:
             raise TypingTimedOut
