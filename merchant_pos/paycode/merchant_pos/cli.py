@@ -368,7 +368,8 @@ def _add_charge(sub: Any) -> None:
     p.add_argument("--currency", help="ISO 4217 code (default: the configured one)")
     p.add_argument(
         "--source",
-        help="camera:N, video:PATH, image:PATH, or stdin (a barcode gun); default camera:0",
+        help="camera:N, video:PATH, image:PATH, or stdin (a barcode gun, or the code typed "
+        "as the wallet shows it); default camera:0",
     )
     p.add_argument(
         "--present",
@@ -389,7 +390,8 @@ def _add_charge(sub: Any) -> None:
         "--timeout-s",
         type=float,
         default=SCAN_TIMEOUT_S_DEFAULT,
-        help=f"stop scanning after this many seconds (default {SCAN_TIMEOUT_S_DEFAULT:g})",
+        help="stop scanning (or waiting for a typed code) after this many seconds "
+        f"(default {SCAN_TIMEOUT_S_DEFAULT:g})",
     )
     p.add_argument(
         "--confirm-wait-s",
