@@ -11,30 +11,25 @@ paycode-pos inspect (--image FILE | --text STRING)
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from paycode.appkit.console import add_json_flag, emit, printable, run
-from paycode.merchant_pos import settings
-from paycode.merchant_pos.identify import describe
+from paycode.merchant_pos import settings, setup_commands
 from paycode.merchant_pos.present import PRESENT_WAIT_S, PRESENT_WAIT_S_MAX
 from paycode.merchant_pos.till import (
     CONFIRM_WAIT_S,
     CONFIRM_WAIT_S_MAX,
-    ConfirmWait,
     Sale,
     SaleOutcome,
-    charge_code,
     confirm_wait_on_stderr,
     new_order_id,
 )
-from paycode.merchant_pos.typed_input import TypedScan, TypingTimedOut, lines_within
-from paycode.shared.codes import ErrorCode
+from paycode.merchant_pos.typed_input import charge_from_typed
 from paycode.shared.emv.collection import read_collection
-from paycode.shared.errors import AmountInvalid, CurrencyUnknown, PaycodeError
+from paycode.shared.errors import AmountInvalid, CurrencyUnknown
 from paycode.shared.money import currency as currency_named
 from paycode.shared.money import parse_amount
 
@@ -47,79 +42,6 @@ SCAN_TIMEOUT_S_MAX = 3600.0
 HOLD_S_MAX = 60.0
 SOURCE_DEFAULT = "camera:0"
 HOLD_S_DEFAULT = 3.0
-MERCHANT_SHOWN = ("merchant_id", "name", "terminal_id")
-"""What `configure` repeats of the server's GET /v1/merchant: whom the key collects for."""
-
-
-class ScanError(PaycodeError):
-    code = ErrorCode.NO_CODE_FOUND
-
-
-def _human(found: list[dict[str, object]]) -> str:
-    """What was scanned, each value escaped: the text is whoever printed the code's choice."""
-    lines = []
-    for item in found:
-        head = f"[{item.get('format', 'text')}] {item.get('kind')}"
-        if item.get("version"):
-            head += f" {item['version']}"
-        if "well_formed" in item:
-            head += (
-                " (well-formed)"
-                if item["well_formed"]
-                else f" ({item.get('error')}: {printable(item.get('message'))})"
-            )
-        lines.append(f"{printable(head)}\n    {printable(item.get('text'))}")
-    return "\n".join(lines)
-
-
-def cmd_inspect(args: argparse.Namespace) -> int:
-    if args.text is not None:
-        found = [describe(args.text) | {"format": "text"}]
-    else:
-        # Deferred: OpenCV and zxing take ~0.2 s to load; --text should not pay for them.
-        from paycode.appkit.decoding import decode_image_file  # noqa: PLC0415
-
-        decoded = decode_image_file(args.image)
-        if not decoded:
-            raise ScanError(f"no QR code or Code 128 barcode found in {args.image}")
-        found = [describe(d.text) | {"format": d.format, "backend": d.backend} for d in decoded]
-    emit(args, _human(found), {"codes": found})
-    return 0
-
-
-def cmd_configure(args: argparse.Namespace) -> int:
-    if args.secret_stdin:
-        secret_text = sys.stdin.readline()
-    elif sys.stdin.isatty():
-        secret_text = getpass.getpass("terminal secret (base64, as printed once): ")
-    else:
-        raise settings.SettingsInvalid("pass --secret-stdin and pipe the secret in")
-    configured = settings.validated(
-        args.server,
-        args.key_id,
-        settings.parse_secret(secret_text),
-        args.currency or settings.CURRENCY_DEFAULT,
-    )
-    merchant: dict[str, Any] | None = None
-    if not args.offline:
-        merchant = settings.prove_key(configured)
-        configured = settings.with_merchant_currency(configured, merchant, args.currency)
-    path = settings.save(args.home, configured)
-    human = f"till configured: {configured.server_url} as {configured.key_id} ({path}, 0600)"
-    if merchant is None:
-        human += "\nthe key was not checked (--offline): the first sale will check it"
-    else:
-        name = printable(merchant.get("name"))
-        human += f"\nkey checked: it collects for {name} in {configured.currency}"
-    data: dict[str, Any] = {
-        "server_url": configured.server_url,
-        "key_id": configured.key_id,
-        "path": str(path),
-    }
-    shown = None if merchant is None else {k: merchant.get(k) for k in MERCHANT_SHOWN}
-    data |= {"currency": configured.currency, "checked": merchant is not None, "merchant": shown}
-    emit(args, human, data)
-    return 0
 
 
 def _checked_amount(text: str, currency_code: str) -> str:
@@ -167,7 +89,7 @@ def cmd_charge(args: argparse.Namespace) -> int:
         )
     elif (args.source or SOURCE_DEFAULT) == "stdin":
         wait = confirm_wait_on_stderr(args.confirm_wait_s)
-        outcome = _charge_from_stdin(client, sale, wait, args.timeout_s)
+        outcome = charge_from_typed(client, sale, wait, args.timeout_s, sys.stdin)
     else:
         from paycode.merchant_pos.camera_sale import charge_from_frames  # noqa: PLC0415 - loads OpenCV
 
@@ -175,28 +97,6 @@ def cmd_charge(args: argparse.Namespace) -> int:
         outcome = charge_from_frames(client, sale, args)
     _report(args, outcome)
     return 0 if outcome.paid else EXIT_NOT_PAID
-
-
-def _charge_from_stdin(client: Any, sale: Sale, wait: ConfirmWait, timeout_s: float) -> SaleOutcome:
-    """The first payment code typed (docs/pos.md, "Typing a code"); a mistyped one is told on
-    stderr at once and the sale waits for the next line."""
-    if sys.stdin.isatty():
-        print(
-            f"PAY {sale.amount} {sale.currency}: scan the customer's code, or type it and Enter",
-            file=sys.stderr,
-        )
-    scan = TypedScan()
-    try:
-        code = scan.first_code(lines_within(sys.stdin, timeout_s), _tell_cashier)
-    except TypingTimedOut:
-        return sale.outcome(False, *scan.why_not(timed_out=True, timeout_s=timeout_s))
-    if code is None:
-        return sale.outcome(False, *scan.why_not(timed_out=False, timeout_s=timeout_s))
-    return charge_code(client, code, sale, wait)
-
-
-def _tell_cashier(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 def _report(args: argparse.Namespace, outcome: SaleOutcome) -> None:
@@ -288,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_json_flag(parser)
     parser.add_argument("--home", type=Path, default=settings.default_home(), help="POS home")
     sub = parser.add_subparsers(metavar="COMMAND")
-    _add_configure(sub)
+    setup_commands.add_configure(sub)
     _add_charge(sub)
     _add_poster(sub)
     p = sub.add_parser("refund", help="refund a payment, wholly or in part")
@@ -301,31 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--payment", dest="payment_id_option", metavar="ID", help="the same")
     target.add_argument("--order", "--order-id", dest="order_id", metavar="ID", help="order id")
     p.set_defaults(func=cmd_query)
-    p = sub.add_parser("inspect", help="what is this code? (any QR/barcode, EMV fields)")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--image", type=Path, help="a photo or PNG containing codes")
-    source.add_argument("--text", help="the code's text, as a scanner or keyboard gives it")
-    p.set_defaults(func=cmd_inspect)
+    setup_commands.add_inspect(sub)
     for action in sub.choices.values():
         add_json_flag(action)
     return parser
-
-
-def _add_configure(sub: Any) -> None:
-    p = sub.add_parser("configure", help="set the server URL and this terminal's key, once")
-    p.add_argument("--server", required=True, help="payment server URL, e.g. https://pay.shop")
-    p.add_argument("--key-id", required=True, help="key id from `paycode-server terminals create`")
-    p.add_argument("--secret-stdin", action="store_true", help="read the secret from stdin")
-    p.add_argument(
-        "--currency",
-        help="the merchant's currency (default: the one the server names; CNY with --offline)",
-    )
-    p.add_argument(
-        "--offline",
-        action="store_true",
-        help="save without proving the key with the server (the first sale checks it)",
-    )
-    p.set_defaults(func=cmd_configure)
 
 
 def _add_poster(sub: Any) -> None:

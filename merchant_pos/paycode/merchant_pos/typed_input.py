@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import select
+import sys
 import time
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from typing import NamedTuple, TextIO
 
 from paycode.merchant_pos.messages import cashier_message
+from paycode.merchant_pos.terminal_client import TerminalClient
+from paycode.merchant_pos.till import ConfirmWait, Sale, SaleOutcome, charge_code
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import CodeMalformed
 from paycode.shared.versions import v1_numeric
@@ -195,3 +198,27 @@ class TypedScan:
             code = ErrorCode.NO_PAYMENT_CODE
             detail = f"input ended after {self.lines} lines, none a payment code"
         return code, f"{cashier_message(code)} ({detail}{told})"
+
+
+def charge_from_typed(
+    client: TerminalClient, sale: Sale, wait: ConfirmWait, timeout_s: float, stream: TextIO
+) -> SaleOutcome:
+    """The first payment code typed (docs/pos.md, "Typing a code"); a mistyped one is told on
+    stderr at once and the sale waits for the next line."""
+    if stream.isatty():
+        print(
+            f"PAY {sale.amount} {sale.currency}: scan the customer's code, or type it and Enter",
+            file=sys.stderr,
+        )
+    scan = TypedScan()
+    try:
+        code = scan.first_code(lines_within(stream, timeout_s), _tell_cashier)
+    except TypingTimedOut:
+        return sale.outcome(False, *scan.why_not(timed_out=True, timeout_s=timeout_s))
+    if code is None:
+        return sale.outcome(False, *scan.why_not(timed_out=False, timeout_s=timeout_s))
+    return charge_code(client, code, sale, wait)
+
+
+def _tell_cashier(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
