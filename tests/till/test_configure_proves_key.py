@@ -24,13 +24,14 @@ from tests.support.shop import POS_MODULE, Merchant, new_merchant, new_terminal,
 
 
 def _configure(
-    home: Path, url: str, key_id: str, secret: bytes, *extra: str
+    home: Path, url: str, key_id: str, secret: bytes, *extra: str, json_: bool = True
 ) -> subprocess.CompletedProcess[str]:
     env = person_env() | {"PAYCODE_POS_HOME": str(home)}
+    output = ["--json"] if json_ else []
     return run_in_process(
         POS_MODULE,
         env,
-        *("--json", "configure", "--server", url, "--key-id", key_id, "--secret-stdin", *extra),
+        *(*output, "configure", "--server", url, "--key-id", key_id, "--secret-stdin", *extra),
         stdin=base64.b64encode(secret).decode() + "\n",
     )
 
@@ -62,6 +63,9 @@ def test_the_right_key_is_checked_with_the_server_and_saved(
     saved = settings.load(tmp_path)
     assert (saved.key_id, saved.secret) == (merchant.key_id, merchant.secret)
     assert base64.b64encode(merchant.secret).decode() not in done.stdout + done.stderr
+    human = _configure(tmp_path, live_server.url, merchant.key_id, merchant.secret, json_=False)
+    assert human.returncode == 0, human.stderr
+    assert f"key checked: it collects for {merchant.name} in CNY" in human.stdout
 
 
 def test_a_wrong_secret_is_refused_with_the_servers_code_and_nothing_is_saved(
@@ -80,6 +84,14 @@ def test_an_unknown_key_id_is_refused_with_the_servers_code_and_nothing_is_saved
 ) -> None:
     done = _configure(tmp_path, live_server.url, "term_does_not_exist", merchant.secret)
     _refused(done, "unauthorized", tmp_path)
+
+
+def test_a_till_outside_the_merchants_allowed_addresses_is_refused_forbidden_at_set_up(
+    live_server: Server, tmp_path: Path
+) -> None:
+    fenced = new_merchant(live_server, "Fenced Cafe", allow_ips=["203.0.113.0/24"])
+    done = _configure(tmp_path, live_server.url, fenced.key_id, fenced.secret)
+    _refused(done, "forbidden", tmp_path)
 
 
 def test_a_currency_other_than_the_merchants_is_refused_and_nothing_is_saved(
