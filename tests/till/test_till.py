@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import pytest
 
 from paycode.merchant_pos.messages import CASHIER_MESSAGES, cashier_message
-from paycode.merchant_pos.till import Sale, charge_code, codes_from_lines, final_outcome
+from paycode.merchant_pos.till import Sale, charge_code, final_outcome
 from paycode.shared.codes import HTTP_STATUS
 from paycode.shared.errors import ServerRejected, ServerUnreachable
-from tests.support.protocol import load_vectors
 
 
 class LostAnswers:
@@ -130,11 +128,3 @@ def test_every_server_code_a_till_can_meet_has_a_cashier_message(code: str) -> N
 
 def test_unknown_code_falls_back_to_the_server_message() -> None:
     assert "newer thing" in cashier_message("brand_new_code", "newer thing")
-
-
-def test_barcode_gun_lines_skip_foreign_and_damaged_codes() -> None:
-    numeric = next(v["code"] for v in load_vectors() if v["version"] == "v1")
-    damaged = numeric[:-1] + str((int(numeric[-1]) + 1) % 10)
-    typed = f"\n4006381333931\n{damaged}\nhttps://x.example\n{numeric}\n{numeric}\n"
-    assert list(codes_from_lines(io.StringIO(typed))) == [numeric, numeric]
-    assert list(codes_from_lines(io.StringIO("a\n" * 5000), lines_max=10)) == []

@@ -74,7 +74,7 @@ def test_a_scanned_qr_carrying_escape_sequences_is_printed_escaped_by_inspect(
         _assert_shown_escaped(done.stdout + done.stderr)
     as_json = run_in_process(POS_MODULE, person_env(), "--json", "inspect", "--text", ATTACK)
     assert _raw_controls(as_json.stdout) == []
-    assert json.loads(as_json.stdout)["codes"][0]["text_preview"].startswith("\x1b[2J")
+    assert json.loads(as_json.stdout)["codes"][0]["text"].startswith("\x1b[2J")
 
 
 class _HostileServer:
@@ -105,6 +105,7 @@ def hostile_till(tmp_path: Path) -> dict[str, str]:
         POS_MODULE,
         env,
         *("configure", "--server", HOSTILE_URL, "--key-id", "term_x", "--secret-stdin"),
+        "--offline",  # the hostile server is mounted below, after the set-up
         stdin=secret + "\n",
     )
     assert configured.returncode == 0, configured.stdout + configured.stderr

@@ -1,6 +1,6 @@
 """paycode-pos: the cashier's till (docs/pos.md).
 
-paycode-pos configure --server URL --key-id KEY --secret-stdin [--currency CNY]
+paycode-pos configure --server URL --key-id KEY --secret-stdin [--currency CNY] [--offline]
 paycode-pos charge --amount 12.50 [--source camera:0|video:PATH|image:PATH|stdin]
 paycode-pos charge --amount 12.50 --present [--present-wait-s 120]
 paycode-pos refund PAYMENT_ID [--amount 5.00]
@@ -11,30 +11,25 @@ paycode-pos inspect (--image FILE | --text STRING)
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from paycode.appkit.console import add_json_flag, emit, printable, run
-from paycode.merchant_pos import settings
-from paycode.merchant_pos.identify import describe
+from paycode.merchant_pos import settings, setup_commands
 from paycode.merchant_pos.present import PRESENT_WAIT_S, PRESENT_WAIT_S_MAX
 from paycode.merchant_pos.till import (
     CONFIRM_WAIT_S,
     CONFIRM_WAIT_S_MAX,
-    ConfirmWait,
     Sale,
     SaleOutcome,
-    charge_code,
-    codes_from_lines,
     confirm_wait_on_stderr,
     new_order_id,
 )
-from paycode.shared.codes import ErrorCode
+from paycode.merchant_pos.typed_input import charge_from_typed
 from paycode.shared.emv.collection import read_collection
-from paycode.shared.errors import AmountInvalid, CurrencyUnknown, PaycodeError
+from paycode.shared.errors import AmountInvalid, CurrencyUnknown
 from paycode.shared.money import currency as currency_named
 from paycode.shared.money import parse_amount
 
@@ -47,59 +42,6 @@ SCAN_TIMEOUT_S_MAX = 3600.0
 HOLD_S_MAX = 60.0
 SOURCE_DEFAULT = "camera:0"
 HOLD_S_DEFAULT = 3.0
-
-
-class ScanError(PaycodeError):
-    code = ErrorCode.NO_CODE_FOUND
-
-
-def _human(found: list[dict[str, object]]) -> str:
-    """What was scanned, each value escaped: the text is whoever printed the code's choice."""
-    lines = []
-    for item in found:
-        head = f"[{item.get('format', 'text')}] {item.get('kind')}"
-        if item.get("version"):
-            head += f" {item['version']}"
-        if "well_formed" in item:
-            head += (
-                " (well-formed)"
-                if item["well_formed"]
-                else f" ({item.get('error')}: {printable(item.get('message'))})"
-            )
-        lines.append(f"{printable(head)}\n    {printable(item.get('text_preview'))}")
-    return "\n".join(lines)
-
-
-def cmd_inspect(args: argparse.Namespace) -> int:
-    if args.text is not None:
-        found = [describe(args.text) | {"format": "text"}]
-    else:
-        # Deferred: OpenCV and zxing take ~0.2 s to load; --text should not pay for them.
-        from paycode.appkit.decoding import decode_image_file  # noqa: PLC0415
-
-        decoded = decode_image_file(args.image)
-        if not decoded:
-            raise ScanError(f"no QR code or Code 128 barcode found in {args.image}")
-        found = [describe(d.text) | {"format": d.format, "backend": d.backend} for d in decoded]
-    emit(args, _human(found), {"codes": found})
-    return 0
-
-
-def cmd_configure(args: argparse.Namespace) -> int:
-    if args.secret_stdin:
-        secret_text = sys.stdin.readline()
-    elif sys.stdin.isatty():
-        secret_text = getpass.getpass("terminal secret (base64, as printed once): ")
-    else:
-        raise settings.SettingsInvalid("pass --secret-stdin and pipe the secret in")
-    configured = settings.validated(
-        args.server, args.key_id, settings.parse_secret(secret_text), args.currency
-    )
-    path = settings.save(args.home, configured)
-    human = f"till configured: {configured.server_url} as {configured.key_id} ({path}, 0600)"
-    data = {"server_url": configured.server_url, "key_id": configured.key_id, "path": str(path)}
-    emit(args, human, data | {"currency": configured.currency})
-    return 0
 
 
 def _checked_amount(text: str, currency_code: str) -> str:
@@ -147,7 +89,8 @@ def cmd_charge(args: argparse.Namespace) -> int:
             screenshot_path=args.screenshot,
         )
     elif (args.source or SOURCE_DEFAULT) == "stdin":
-        outcome = _charge_from_stdin(client, sale, confirm_wait_on_stderr(args.confirm_wait_s))
+        wait = confirm_wait_on_stderr(args.confirm_wait_s)
+        outcome = charge_from_typed(client, sale, wait, args.timeout_s, sys.stdin)
     else:
         from paycode.merchant_pos.camera_sale import charge_from_frames  # noqa: PLC0415 - loads OpenCV
 
@@ -155,15 +98,6 @@ def cmd_charge(args: argparse.Namespace) -> int:
         outcome = charge_from_frames(client, sale, args)
     _report(args, outcome)
     return 0 if outcome.paid else EXIT_NOT_PAID
-
-
-def _charge_from_stdin(client: Any, sale: Sale, wait: ConfirmWait) -> SaleOutcome:
-    if sys.stdin.isatty():
-        print(f"PAY {sale.amount} {sale.currency}: scan the customer's code", file=sys.stderr)
-    code = next(codes_from_lines(sys.stdin), None)
-    if code is None:
-        raise ScanError("stdin ended without a payment code (other lines were ignored)")
-    return charge_code(client, code, sale, wait)
 
 
 def _report(args: argparse.Namespace, outcome: SaleOutcome) -> None:
@@ -255,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_json_flag(parser)
     parser.add_argument("--home", type=Path, default=settings.default_home(), help="POS home")
     sub = parser.add_subparsers(metavar="COMMAND")
-    _add_configure(sub)
+    setup_commands.add_configure(sub)
     _add_charge(sub)
     _add_poster(sub)
     p = sub.add_parser("refund", help="refund a payment, wholly or in part")
@@ -268,23 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--payment", dest="payment_id_option", metavar="ID", help="the same")
     target.add_argument("--order", "--order-id", dest="order_id", metavar="ID", help="order id")
     p.set_defaults(func=cmd_query)
-    p = sub.add_parser("inspect", help="what is this code? (any QR/barcode, EMV fields)")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--image", type=Path, help="a photo or PNG containing codes")
-    source.add_argument("--text", help="the code's text, as a scanner or keyboard gives it")
-    p.set_defaults(func=cmd_inspect)
+    setup_commands.add_inspect(sub)
     for action in sub.choices.values():
         add_json_flag(action)
     return parser
-
-
-def _add_configure(sub: Any) -> None:
-    p = sub.add_parser("configure", help="set the server URL and this terminal's key, once")
-    p.add_argument("--server", required=True, help="payment server URL, e.g. https://pay.shop")
-    p.add_argument("--key-id", required=True, help="key id from `paycode-server terminals create`")
-    p.add_argument("--secret-stdin", action="store_true", help="read the secret from stdin")
-    p.add_argument("--currency", default="CNY", help="the merchant's currency (default CNY)")
-    p.set_defaults(func=cmd_configure)
 
 
 def _add_poster(sub: Any) -> None:
@@ -327,7 +248,8 @@ def _add_charge(sub: Any) -> None:
     p.add_argument("--currency", help="ISO 4217 code (default: the configured one)")
     p.add_argument(
         "--source",
-        help="camera:N, video:PATH, image:PATH, or stdin (a barcode gun); default camera:0",
+        help="camera:N, video:PATH, image:PATH, or stdin (a barcode gun, or the code typed "
+        "as the wallet shows it); default camera:0",
     )
     p.add_argument(
         "--present",
@@ -348,7 +270,8 @@ def _add_charge(sub: Any) -> None:
         "--timeout-s",
         type=float,
         default=SCAN_TIMEOUT_S_DEFAULT,
-        help=f"stop scanning after this many seconds (default {SCAN_TIMEOUT_S_DEFAULT:g})",
+        help="stop scanning (or waiting for a typed code) after this many seconds "
+        f"(default {SCAN_TIMEOUT_S_DEFAULT:g})",
     )
     p.add_argument(
         "--confirm-wait-s",

@@ -12,14 +12,17 @@ from paycode.shared.errors import CodeMalformed, CurrencyUnknown, EmvCrcError, N
 from paycode.shared.money import currency
 from paycode.shared.versions.registry import route
 
-MPM_PREFIX = "0002"
-"""Every merchant-presented payload opens with ID 00, length 02 ("01"; DuitNow writes "02")."""
+MPM_PREFIX = "000"
+"""Every merchant-presented payload opens with ID 00 and a length of 0X (02: "01", or DuitNow's
+"02"): text opening so is an EMV payload, well formed or not."""
+CRC_TAG = "6304"
+"""The CRC object (ID 63, length 04) closes every merchant-presented payload, 4 hex digits."""
+_HEX_DIGITS = frozenset("0123456789ABCDEFabcdef")
 
 
 def describe(text: str) -> dict[str, Any]:
     """A JSON-ready description of `text`. Never raises for any input."""
-    preview = text if len(text) <= 48 else text[:44] + "..."
-    info: dict[str, Any] = {"text_preview": preview, "length": len(text)}
+    info: dict[str, Any] = {"text": text, "length": len(text)}
     try:
         codec = route(text)
     except CodeMalformed:
@@ -48,9 +51,18 @@ def _describe_foreign(text: str) -> dict[str, Any]:
             {"aid": (a.aid or b"").hex().upper(), "label": a.label} for a in payload.applications
         ]
         return {"kind": "emv_cpm", "well_formed": True, "applications": apps}
-    if text.startswith(MPM_PREFIX):
+    if looks_like_mpm(text):
         return _describe_mpm(text)
     return {"kind": "not_ours", "note": "not a payment code of any live version"}
+
+
+def looks_like_mpm(text: str) -> bool:
+    """Whether `text` is meant as an EMV merchant-presented payload: it opens with ID 00 or
+    ends with the CRC object. Such text that does not parse gets the parser's error and its
+    offset, which says where it broke; "not a payment code" would say nothing."""
+    crc = text[-4:]
+    ends_with_crc = text[-8:-4] == CRC_TAG and len(crc) == 4 and set(crc) <= _HEX_DIGITS
+    return text.startswith(MPM_PREFIX) or ends_with_crc
 
 
 def _describe_mpm(text: str) -> dict[str, Any]:

@@ -13,16 +13,15 @@ import math
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol
 
 from paycode.merchant_pos.messages import cashier_message, waiting_message
 from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.shared.codes import ErrorCode, PaymentStatus
-from paycode.shared.errors import CodeMalformed, ServerRejected, ServerUnreachable
+from paycode.shared.errors import ServerRejected, ServerUnreachable
 from paycode.shared.money import parse_amount
-from paycode.shared.versions.registry import route
 
 CONFIRM_WAIT_S = 60.0
 """How long the till waits for the customer's PIN before cancelling (the server keeps a
@@ -33,9 +32,6 @@ CONFIRM_POLL_S = 1.0
 a till that waits (only above the password-free limit) costs the server nothing to speak of."""
 WAIT_REPORT_S = 10.0
 """While waiting for a customer's confirmation, the seconds left are printed this often."""
-STDIN_LINES_MAX = 1000
-"""A barcode gun types one code and Enter; a thousand lines without a code is not a sale."""
-LINE_CHARS_MAX = 4096
 PAID_MESSAGE = "Payment received."
 
 
@@ -288,23 +284,3 @@ def _charge_again(
 def _unknown(sale: Sale) -> SaleOutcome:
     message = f"{cashier_message('outcome_unknown')} (order {sale.order_id})"
     return sale.outcome(False, ErrorCode.OUTCOME_UNKNOWN, message)
-
-
-def codes_from_lines(stream: TextIO, *, lines_max: int = STDIN_LINES_MAX) -> Iterator[str]:
-    """Payment codes typed by a barcode gun (or pasted), one per line; other lines ignored.
-
-    A gun in keyboard mode types the digits then Enter. Blank lines, product barcodes and
-    URLs are skipped without charging; the caller takes the first code it wants.
-    """
-    for _ in range(lines_max):
-        line = stream.readline(LINE_CHARS_MAX)
-        if not line:
-            return
-        text = line.strip()
-        if not text:
-            continue
-        try:
-            route(text).parse(text)
-        except CodeMalformed:
-            continue  # a product barcode, a URL, or a misread: never charged
-        yield text
