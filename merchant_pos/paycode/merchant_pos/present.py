@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from paycode.merchant_pos.messages import cashier_message
-from paycode.merchant_pos.till import Sale, SaleOutcome, final_outcome, poll_until_ended
+from paycode.merchant_pos.polling import poll_until_ended
+from paycode.merchant_pos.till import Sale, SaleOutcome, final_outcome
 from paycode.shared.codes import ErrorCode, PaymentStatus
 from paycode.shared.errors import ServerRejected, ServerUnreachable
 
