@@ -229,3 +229,20 @@ def test_ctrl_c_while_waiting_for_the_pin_says_the_till_stopped_it_not_a_timeout
     assert "not confirmed in time" not in outcome["message"].lower()
     assert "stopped at the till" in outcome["message"].lower()
     assert _payments(merchant, outcome["order_id"]) == ["cancelled"]
+
+
+def test_a_kill_while_presenting_the_order_cancels_it_and_says_so(
+    live_server: Server, shop: tuple[Merchant, str], tmp_path: Path
+) -> None:
+    """`--present`: SIGTERM used to end the till silently, leaving the order open."""
+    merchant, _code = shop
+    home = pos_home(tmp_path / "pos", live_server.url, merchant)
+    till = TillProcess.start(home, "--amount", "1.00", "--present", "--headless")
+    try:
+        till.wait_for_line("PAY 1.00 CNY: the customer scans this code")
+        till.signal(signal.SIGTERM)
+        status, outcome, _stderr = till.finish()
+    finally:
+        till.kill()
+    assert status == EXIT_NOT_PAID and outcome["code"] == "order_cancelled", outcome
+    assert outcome["outcome"] == "not_paid" and outcome["order_id"].startswith("pos-")

@@ -1,0 +1,88 @@
+"""The till's sale logic after the cashier stops it (Ctrl-C or SIGTERM, merchant_pos.stopping),
+in this process with scripted clients: what it sends and what the cashier reads. The real
+signals to a real till process are tests/endtoend/test_sale_outcomes.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from paycode.merchant_pos.messages import STOPPED_WAITING
+from paycode.merchant_pos.till import ConfirmWait, Sale, charge_code
+from paycode.shared.errors import ServerUnreachable
+
+PENDING = {"status": "pending_confirmation", "payment_id": "pay_w", "reason": "over the limit"}
+CANCELLED = {"status": "cancelled", "failure_code": "cancelled_by_merchant", "payment_id": "pay_w"}
+
+
+def _stopped_wait() -> ConfirmWait:
+    return ConfirmWait(wait_s=5, poll_s=1, sleep=lambda _s: None, stopped=lambda: True)
+
+
+class Unanswered:
+    """Every charge attempt goes unanswered; the order has no payment yet."""
+
+    def __init__(self) -> None:
+        self.charges = 0
+
+    def charge(self, **_kwargs: Any) -> dict[str, Any]:
+        self.charges += 1
+        raise ServerUnreachable("reply cut")
+
+    def payments_by_order(self, _order_id: str) -> list[dict[str, Any]]:
+        return []
+
+
+class Waiting:
+    """The charge waits for the customer's PIN; the cancel answers `cancelled`, or nothing."""
+
+    def __init__(self, cancel_answers: bool) -> None:
+        self.cancel_answers = cancel_answers
+        self.cancels = 0
+
+    def charge(self, **_kwargs: Any) -> dict[str, Any]:
+        return dict(PENDING)
+
+    def payment(self, _payment_id: str) -> dict[str, Any]:
+        return dict(PENDING)
+
+    def cancel(self, _payment_id: str) -> dict[str, Any]:
+        self.cancels += 1
+        if not self.cancel_answers:
+            raise ServerUnreachable("no answer")
+        return dict(CANCELLED)
+
+
+def test_after_a_stop_a_lost_answer_is_never_charged_again() -> None:
+    client, sale = Unanswered(), Sale("5.00", "CNY")
+    outcome = charge_code(client, "code", sale, _stopped_wait())  # type: ignore[arg-type]
+    assert client.charges == 1 and outcome.outcome == "outcome_unknown"
+    assert f"paycode-pos query --order-id {sale.order_id}" in outcome.message
+
+
+def test_ctrl_c_while_waiting_for_the_pin_says_the_till_stopped_it_not_a_timeout() -> None:
+    client = Waiting(cancel_answers=True)
+    outcome = charge_code(client, "code", Sale("5.00", "CNY"), _stopped_wait())  # type: ignore[arg-type]
+    assert client.cancels == 1 and outcome.code == "cancelled_by_merchant"
+    assert outcome.message == STOPPED_WAITING and outcome.outcome == "not_paid"
+
+
+def test_a_stopped_wait_whose_cancel_is_unanswered_says_the_payment_waits_and_how_to_query() -> (
+    None
+):
+    client, sale = Waiting(cancel_answers=False), Sale("5.00", "CNY")
+    outcome = charge_code(client, "code", sale, _stopped_wait())  # type: ignore[arg-type]
+    assert (
+        outcome.outcome == "outcome_unknown" and "waiting for the customer's PIN" in outcome.message
+    )
+    assert f"paycode-pos query --order-id {sale.order_id}" in outcome.message
+
+
+def test_ctrl_c_inside_a_charge_request_is_outcome_unknown_not_a_crash() -> None:
+    class Interrupted:
+        def charge(self, **_kwargs: Any) -> dict[str, Any]:
+            raise KeyboardInterrupt
+
+    sale = Sale("5.00", "CNY")
+    outcome = charge_code(Interrupted(), "code", sale)  # type: ignore[arg-type]
+    assert outcome.outcome == "outcome_unknown" and outcome.headline == "OUTCOME UNKNOWN"
+    assert outcome.as_json()["order_id"] == sale.order_id
