@@ -86,3 +86,14 @@ def test_ctrl_c_inside_a_charge_request_is_outcome_unknown_not_a_crash() -> None
     outcome = charge_code(Interrupted(), "code", sale)  # type: ignore[arg-type]
     assert outcome.outcome == "outcome_unknown" and outcome.headline == "OUTCOME UNKNOWN"
     assert outcome.as_json()["order_id"] == sale.order_id
+
+
+def test_an_answer_the_till_cannot_read_after_sending_is_outcome_unknown_not_a_traceback() -> None:
+    class Garbled:
+        def charge(self, **_kwargs: Any) -> Any:
+            return ["not", "a", "payment"]  # a bug or a newer server's shape
+
+    sale = Sale("5.00", "CNY")
+    outcome = charge_code(Garbled(), "code", sale)  # type: ignore[arg-type]
+    assert outcome.outcome == "outcome_unknown" and "(AttributeError)" in outcome.message
+    assert f"paycode-pos query --order-id {sale.order_id}" in outcome.message

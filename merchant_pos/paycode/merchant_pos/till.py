@@ -13,8 +13,10 @@ sale is NOT PAID (`server_unreachable`). Ctrl-C and SIGTERM follow merchant_pos.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -163,6 +165,14 @@ def charge_code(
         if stops is not None and stops.deadline_passed:
             return _resolve_after_stop(client, sale)
         return sale.outcome(False, ErrorCode.OUTCOME_UNKNOWN, _stopped_unknown(sale))
+    except Exception as error:  # a bug, or an answer this till cannot read, after sending
+        if os.environ.get("PAYCODE_DEBUG"):
+            traceback.print_exc()
+        why = (
+            f"The till failed while the charge was on its way ({type(error).__name__}): the "
+            "sale may or may not be paid."
+        )
+        return sale.outcome(False, ErrorCode.OUTCOME_UNKNOWN, unknown_message(sale.order_id, why))
 
 
 def _charge_once(client: TerminalClient, code: str, sale: Sale, wait: ConfirmWait) -> SaleOutcome:
