@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from paycode.appkit import rendering
+from paycode.merchant_pos.terminal_client import TerminalClient
+from paycode.merchant_pos.till import Sale, charge_code
 from tests.endtoend.till_process import TillProcess, pos_home
 from tests.reliability.faultproxy import Fault, FaultProxy, Region, Step, fault_proxy
 from tests.support.servers import Server, free_port
@@ -246,3 +248,16 @@ def test_a_kill_while_presenting_the_order_cancels_it_and_says_so(
         till.kill()
     assert status == EXIT_NOT_PAID and outcome["code"] == "order_cancelled", outcome
     assert outcome["outcome"] == "not_paid" and outcome["order_id"].startswith("pos-")
+
+
+def test_replies_that_time_out_after_sending_are_resolved_by_the_order_id_not_called_unsent(
+    shop: tuple[Merchant, str], proxy: FaultProxy
+) -> None:
+    """A timeout is never taken for a refused connection (which would print NOT PAID while the
+    server charged): the till's own client, in this process, with a short timeout."""
+    merchant, code = shop
+    proxy.script([Step(Fault.DELAY_RESPONSE, delay_s=1.0)] * 4)
+    till = TerminalClient(proxy.url, merchant.key_id, merchant.secret, timeout_s=0.2)
+    outcome = charge_code(till, code, Sale("1.00", "CNY"))
+    assert outcome.outcome == "paid", outcome
+    assert _payments(merchant, outcome.merchant_order_id) == ["succeeded"]
