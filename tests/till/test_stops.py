@@ -4,9 +4,15 @@ signals to a real till process are tests/endtoend/test_sale_outcomes.py."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from typing import Any
 
+import pytest
+
 from paycode.merchant_pos.messages import STOPPED_WAITING
+from paycode.merchant_pos.stopping import SaleStops
 from paycode.merchant_pos.till import ConfirmWait, Sale, charge_code
 from paycode.shared.errors import ServerUnreachable
 
@@ -97,3 +103,31 @@ def test_an_answer_the_till_cannot_read_after_sending_is_outcome_unknown_not_a_t
     outcome = charge_code(Garbled(), "code", sale)  # type: ignore[arg-type]
     assert outcome.outcome == "outcome_unknown" and "(AttributeError)" in outcome.message
     assert f"paycode-pos query --order-id {sale.order_id}" in outcome.message
+
+
+def _press(number: signal.Signals = signal.SIGINT) -> None:
+    """A real signal to this process; Python runs the handler at the next bytecode."""
+    os.kill(os.getpid(), number)
+    time.sleep(0.01)
+
+
+def test_a_stop_raises_only_before_the_charge_then_waits_then_gives_up_then_is_ignored() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with SaleStops(stop_wait_s=30) as stops:
+        with pytest.raises(KeyboardInterrupt):
+            _press(signal.SIGTERM)  # scanning: the sale is cancelled
+        stops.stops = 0
+        with pytest.raises(KeyboardInterrupt), stops.charging():
+            _press()  # the first stop in flight only asks the waits to end
+            assert stops.stopped()
+            _press()  # the second one gives up
+        _press()  # settled: the outcome is printed first
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_the_stops_wait_runs_out_as_a_deadline() -> None:
+    with SaleStops(stop_wait_s=0.05) as stops, pytest.raises(KeyboardInterrupt), stops.charging():
+        _press()
+        time.sleep(5)  # the alarm ends this after 0.05 s
+    assert stops.deadline_passed

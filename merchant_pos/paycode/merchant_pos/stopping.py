@@ -43,6 +43,8 @@ class SaleStops:
     stops: int = 0
     phase: str = Phase.SCANNING
     deadline_passed: bool = False
+    _armed: bool = field(default=False, repr=False)
+    """The stop's wait is on the interval timer (only then is the timer ours to clear)."""
     _previous: dict[int, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -64,7 +66,7 @@ class SaleStops:
         trace: TracebackType | None,
     ) -> None:
         if self._previous:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            self._disarm()
             for number, handler in self._previous.items():
                 signal.signal(number, handler)
             self._previous.clear()
@@ -81,8 +83,12 @@ class SaleStops:
             yield
         finally:
             self.phase = Phase.SETTLED
-            if self._previous:
-                signal.setitimer(signal.ITIMER_REAL, 0)
+            self._disarm()
+
+    def _disarm(self) -> None:
+        if self._armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            self._armed = False
 
     def settled(self) -> None:
         """The outcome is known: from now on a stop waits for it to be printed."""
@@ -95,6 +101,7 @@ class SaleStops:
         if self.phase == Phase.SCANNING or self.stops > 1:
             raise KeyboardInterrupt
         signal.setitimer(signal.ITIMER_REAL, self.stop_wait_s)
+        self._armed = True
         # The main thread may be inside a write to stderr itself (the waiting countdown): the
         # buffered writer refuses a reentrant call, and this line is not worth the sale.
         with contextlib.suppress(RuntimeError):
