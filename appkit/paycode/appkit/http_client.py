@@ -1,7 +1,8 @@
 """The HTTP client the wallet and the till call the server with (docs/api.md). Standard
 library only.
 
-Every call has a bounded timeout. A network failure raises ServerUnreachable; a problem
+Every call has a bounded timeout. A network failure raises ServerUnreachable (ServerNotReached
+when no connection was made, so the server cannot have seen the request); a problem
 response (RFC 9457) raises ServerRejected with the server's stable code. Every response's
 server time feeds the caller's clock-offset estimate. Requests are signed by a `Signer` the
 caller passes: the wallet's device signature, the till's terminal HMAC.
@@ -10,8 +11,10 @@ caller passes: the wallet's device signature, the till's terminal HMAC.
 from __future__ import annotations
 
 import email.utils
+import errno
 import http.client
 import json
+import socket
 import time
 import urllib.error
 import urllib.parse
@@ -20,13 +23,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from paycode.shared.errors import ServerRejected, ServerUnreachable
+from paycode.shared.errors import ServerNotReached, ServerRejected, ServerUnreachable
 
 TIMEOUT_S = 10.0
 
 Signer = Callable[[str, str, bytes], dict[str, str]]
 """(method, path with query, body bytes) -> signature headers over the exact bytes sent."""
 RESPONSE_BYTES_MAX = 1 << 20
+NO_CONNECTION_ERRNOS = frozenset(
+    {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL}
+)
+"""connect() failed with these: the request never left. A timeout is not among them: a
+connect that timed out cannot be told here from a send or a read that did."""
 SERVER_TIME_MAX = 1e11
 """Unix seconds (the year 5138): a server_time beyond it (or NaN) is ignored, not believed."""
 
@@ -91,7 +99,18 @@ class UrllibTransport:
             OSError,
         ) as error:
             reason = getattr(error, "reason", error)
+            if isinstance(error, urllib.error.URLError) and _never_connected(reason):
+                raise ServerNotReached(f"cannot connect to {base_url}: {reason}") from error
             raise ServerUnreachable(f"cannot reach {base_url}: {reason}") from error
+
+
+def _never_connected(reason: object) -> bool:
+    """urllib wraps in URLError what failed while connecting or sending (what failed while
+    reading the answer comes bare); of those, a refused connection, a missing route or an
+    unknown host mean no connection was ever made."""
+    if isinstance(reason, socket.gaierror):
+        return True
+    return isinstance(reason, OSError) and reason.errno in NO_CONNECTION_ERRNOS
 
 
 NETWORK: Final = UrllibTransport()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from paycode.merchant_pos.display import (
@@ -23,6 +24,7 @@ from paycode.merchant_pos.display import (
 from paycode.merchant_pos.frames import open_source
 from paycode.merchant_pos.messages import cashier_message
 from paycode.merchant_pos.scanloop import Detection, NoPaymentCode, Scanner
+from paycode.merchant_pos.stopping import SaleStops
 from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.merchant_pos.till import (
     ConfirmWait,
@@ -33,12 +35,27 @@ from paycode.merchant_pos.till import (
 )
 
 
-def charge_from_frames(client: TerminalClient, sale: Sale, args: argparse.Namespace) -> SaleOutcome:
+def charge_from_frames(
+    client: TerminalClient,
+    sale: Sale,
+    args: argparse.Namespace,
+    stops: SaleStops | None = None,
+    on_scanning: Callable[[], None] = lambda: None,
+) -> SaleOutcome:
+    """The sale's outcome; KeyboardInterrupt (a stop) only before the charge is sent.
+    `on_scanning` is told once the source is open."""
     window = TillWindow(windowed=args.windowed) if display_available(args.headless) else None
     try:
         wait = _wait_on_screen(window, sale, args.confirm_wait_s)
         outcome = _scan_and_charge(
-            client, sale, args.source, args.timeout_s, window=window, wait=wait
+            client,
+            sale,
+            args.source,
+            args.timeout_s,
+            window=window,
+            wait=wait,
+            stops=stops,
+            on_scanning=on_scanning,
         )
         if window is not None:
             _show_outcome(window, outcome, args.hold_s, args.screenshot)
@@ -77,6 +94,8 @@ def _scan_and_charge(
     *,
     window: TillWindow | None,
     wait: ConfirmWait,
+    stops: SaleStops | None,
+    on_scanning: Callable[[], None],
 ) -> SaleOutcome:
     amount_text = f"{sale.amount} {sale.currency}"
     seen_at: dict[int, float] = {}
@@ -88,13 +107,14 @@ def _scan_and_charge(
             window.show(render_scan_frame(frame, detections, amount_text, window.size))
 
     with open_source(source) as frames:
+        on_scanning()
         try:
             found = Scanner().first_payment_code(
                 frames, clock=time.monotonic, timeout_seconds=timeout_s, on_frame=on_frame
             )
         except NoPaymentCode as error:
             return sale.outcome(False, error.code, f"{cashier_message(error.code)} ({error})")
-    outcome = charge_code(client, found.text, sale, wait)
+    outcome = charge_code(client, found.text, sale, wait, stops)
     read_at = seen_at.get(found.frame_index, time.monotonic())
     return dataclasses.replace(outcome, scan_to_answer_ms=(time.monotonic() - read_at) * 1000)
 

@@ -19,12 +19,20 @@ from typing import Any
 from paycode.appkit.console import add_json_flag, emit, printable, run
 from paycode.merchant_pos import settings, setup_commands
 from paycode.merchant_pos.present import PRESENT_WAIT_S, PRESENT_WAIT_S_MAX
+from paycode.merchant_pos.sale_run import (
+    EXIT_NOT_PAID,
+    EXIT_OUTCOME_UNKNOWN,
+    FromStdin,
+    exit_status,
+    run_sale,
+)
+from paycode.merchant_pos.stopping import STOP_WAIT_S, STOP_WAIT_S_MAX, SaleStops
 from paycode.merchant_pos.till import (
     CONFIRM_WAIT_S,
     CONFIRM_WAIT_S_MAX,
+    ConfirmWait,
     Sale,
     SaleOutcome,
-    confirm_wait_on_stderr,
     new_order_id,
 )
 from paycode.merchant_pos.typed_input import charge_from_typed
@@ -34,8 +42,6 @@ from paycode.shared.money import currency as currency_named
 from paycode.shared.money import parse_amount
 
 PROG = "paycode-pos"
-EXIT_NOT_PAID = 3
-"""`charge` exits 0 only when paid; 3 when the server refused or the outcome is unknown."""
 SCAN_TIMEOUT_S_DEFAULT = 60.0
 SCAN_TIMEOUT_S_MAX = 3600.0
 """An hour: the most frames a source yields (frames.FRAMES_MAX at 30 fps)."""
@@ -70,34 +76,27 @@ def cmd_charge(args: argparse.Namespace) -> int:
     _check_seconds("--present-wait-s", args.present_wait_s, PRESENT_WAIT_S_MAX)
     _check_seconds("--timeout-s", args.timeout_s, SCAN_TIMEOUT_S_MAX)
     _check_seconds("--hold-s", args.hold_s, HOLD_S_MAX, zero=True)
+    _check_seconds("--stop-wait-s", args.stop_wait_s, STOP_WAIT_S_MAX)
     if args.present and args.source is not None:
         raise settings.SettingsInvalid("--present shows a code, --source scans one: pick one")
     configured = settings.load(args.home)
     currency = args.currency or configured.currency
     sale = Sale(_checked_amount(args.amount, currency), currency, args.order_id or new_order_id())
     client = configured.client()
-    if args.present:
-        from paycode.merchant_pos.present_sale import charge_by_presenting  # noqa: PLC0415
+    with SaleStops(args.stop_wait_s) as stops:
+        outcome = run_sale(client, sale, args, stops, _typed_charge(args.timeout_s))
+        stops.settled()
+        _report(args, outcome)
+    return exit_status(outcome)
 
-        outcome = charge_by_presenting(
-            client,
-            sale,
-            wait_s=args.present_wait_s,
-            headless=args.headless,
-            hold_s=args.hold_s,
-            windowed=args.windowed,
-            screenshot_path=args.screenshot,
-        )
-    elif (args.source or SOURCE_DEFAULT) == "stdin":
-        wait = confirm_wait_on_stderr(args.confirm_wait_s)
-        outcome = charge_from_typed(client, sale, wait, args.timeout_s, sys.stdin)
-    else:
-        from paycode.merchant_pos.camera_sale import charge_from_frames  # noqa: PLC0415 - loads OpenCV
 
-        args.source = args.source or SOURCE_DEFAULT
-        outcome = charge_from_frames(client, sale, args)
-    _report(args, outcome)
-    return 0 if outcome.paid else EXIT_NOT_PAID
+def _typed_charge(timeout_s: float) -> FromStdin:
+    """The stdin source: a code typed or sent by a barcode gun (merchant_pos.typed_input)."""
+
+    def charge(client: Any, sale: Sale, wait: ConfirmWait, stops: SaleStops) -> SaleOutcome:
+        return charge_from_typed(client, sale, wait, timeout_s, sys.stdin, stops=stops)
+
+    return charge
 
 
 def _report(args: argparse.Namespace, outcome: SaleOutcome) -> None:
@@ -242,7 +241,8 @@ def _add_charge(sub: Any) -> None:
         description="Scan the customer's payment code and charge it once; or, with --present, "
         "show the customer a QR code for this sale's order (in the window, or drawn on stderr "
         "without a display) for them to scan and pay with their wallet. Exit 0 when paid, "
-        f"{EXIT_NOT_PAID} when not paid (the reason is printed), 1 on other errors.",
+        f"{EXIT_NOT_PAID} when not paid (the reason is printed), {EXIT_OUTCOME_UNKNOWN} when the "
+        "outcome is unknown (query the order id printed), 1 on other errors.",
     )
     p.add_argument("--amount", required=True, help="decimal amount, e.g. 12.50")
     p.add_argument("--currency", help="ISO 4217 code (default: the configured one)")
@@ -280,6 +280,14 @@ def _add_charge(sub: Any) -> None:
         help="above the customer's password-free limit the payment waits for their PIN; "
         f"cancel it after this many seconds (default {CONFIRM_WAIT_S:g}, at most "
         f"{CONFIRM_WAIT_S_MAX:g})",
+    )
+    p.add_argument(
+        "--stop-wait-s",
+        type=float,
+        default=STOP_WAIT_S,
+        help="after Ctrl-C (or SIGTERM) while a charge is on its way, wait at most this long "
+        f"for its answer (default {STOP_WAIT_S:g}, at most {STOP_WAIT_S_MAX:g}); Ctrl-C again "
+        "stops waiting and prints the order id to query",
     )
     p.add_argument("--headless", action="store_true", help="no window, even with a display")
     p.add_argument(

@@ -6,6 +6,7 @@ server) falls back to the server's own message rather than to nothing.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -92,17 +93,38 @@ CASHIER_MESSAGES: Mapping[str, str] = MappingProxyType(
         ErrorCode.RATE_LIMITED: "Too many failed attempts: wait a minute before trying again.",
         ErrorCode.DATABASE_BUSY: "The payment server is busy: try again.",
         ErrorCode.INTERNAL_ERROR: "The payment server had an error: try again.",
-        ErrorCode.SERVER_UNREACHABLE: "Cannot reach the payment server: check the network.",
+        ErrorCode.SERVER_UNREACHABLE: (
+            "Cannot reach the payment server (the connection was refused before the charge was "
+            "sent): nothing was charged. Check the network, then charge again."
+        ),
         ErrorCode.OUTCOME_UNKNOWN: (
             "No answer from the payment server: the sale may or may not be paid. Query it before "
             "charging again."
         ),
+        ErrorCode.CANCELLED: "Cancelled at the till before charging: nothing was charged.",
         ErrorCode.NO_PAYMENT_CODE: "No payment code seen: ask the customer to show their code.",
         ErrorCode.SCAN_TIMEOUT: (
             "No payment code seen in time: ask the customer to show their code."
         ),
     }
 )
+
+
+STOPPED_WAITING = (
+    "Stopped at the till while the payment waited for the customer's PIN: it was cancelled, "
+    "nothing was paid."
+)
+
+
+def query_command(order_id: str) -> str:
+    """What the cashier runs to learn how a sale ended (the order id quoted for a shell)."""
+    return f"paycode-pos query --order-id {shlex.quote(order_id)}"
+
+
+def unknown_message(order_id: str, why: str = "") -> str:
+    """OUTCOME UNKNOWN as the cashier reads it: why, if known, and how to find out."""
+    said = why or cashier_message(ErrorCode.OUTCOME_UNKNOWN)
+    return f"{said} Run: {query_command(order_id)}"
 
 
 def waiting_message(reason: object) -> str:

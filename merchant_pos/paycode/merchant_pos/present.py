@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from paycode.merchant_pos.messages import cashier_message
-from paycode.merchant_pos.till import Sale, SaleOutcome, final_outcome, poll_until_ended
+from paycode.merchant_pos.polling import poll_until_ended
+from paycode.merchant_pos.till import Sale, SaleOutcome, final_outcome
 from paycode.shared.codes import ErrorCode, PaymentStatus
 from paycode.shared.errors import ServerRejected, ServerUnreachable
 
@@ -124,7 +125,10 @@ def present_order(client: OrderClient, sale: Sale, wait: PresentWait) -> SaleOut
         return _not_this_sale(sale, order)
     if order.get("status") != OPEN:
         return order_outcome(sale, order)
-    wait.on_shown(order)
+    try:
+        wait.on_shown(order)
+    except KeyboardInterrupt:  # stopped while the QR was being drawn: it may be on screen
+        return _cancel(client, sale, order_id)
     return _await_payment(client, sale, order_id, wait)
 
 

@@ -9,6 +9,7 @@ its text under it, and the seconds left every few seconds. The flow is merchant_
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,15 +40,20 @@ def charge_by_presenting(
     hold_s: float,
     windowed: bool = False,
     screenshot_path: Path | None = None,
+    settled: Callable[[], None] = lambda: None,
 ) -> SaleOutcome:
     """Present the sale's order and wait for its payment: in the till's window when there is a
-    display (display_available), else on stderr."""
+    display (display_available), else on stderr. `settled` is told when the outcome is known
+    (merchant_pos.stopping: a stop no longer cancels anything)."""
     if not display_available(headless):
-        return present_order(client, sale, _on_stderr(sale, wait_s))
+        outcome = present_order(client, sale, _on_stderr(sale, wait_s))
+        settled()
+        return outcome
     till_window = TillWindow(windowed=windowed)
     try:
         screen = PresentScreen(till_window, sale, wait_s, screenshot_path)
         outcome = present_order(client, sale, screen.wait())
+        settled()
         till_window.hold(render_outcome(outcome, till_window.size), hold_s)
         return outcome
     finally:

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from paycode.appkit.http_client import ServerClient
 from paycode.shared import terminal_auth
-from paycode.shared.errors import ServerRejected, ServerUnreachable
+from paycode.shared.errors import ServerNotReached, ServerRejected, ServerUnreachable
 
 ATTEMPTS_MAX = 4
 BACKOFF_FIRST_S = 0.25
@@ -47,19 +47,29 @@ class TerminalClient:
         idempotency_key: str | None = None,
         attempts_max: int = ATTEMPTS_MAX,
     ) -> dict[str, Any]:
-        """One logical request, retried (same key, fresh signature) on network errors and 5xx."""
+        """One logical request, retried (same key, fresh signature) on network errors and 5xx.
+        Raises ServerNotReached only when no attempt reached the server: one that may have
+        (an answer lost, a 5xx) makes the last failure a plain ServerUnreachable."""
         assert 1 <= attempts_max <= ATTEMPTS_MAX
         client = ServerClient(self.base_url, timeout_s=self.timeout_s)
         delay_s = BACKOFF_FIRST_S
+        maybe_received = False
         for attempt in range(1, attempts_max + 1):
             try:
                 reply = client.call(
                     method, path, body, signer=self._signer, idempotency_key=idempotency_key
                 )
+            except ServerNotReached as error:
+                if attempt == attempts_max:
+                    if maybe_received:
+                        raise ServerUnreachable(error.message) from error
+                    raise
             except ServerUnreachable:
+                maybe_received = True
                 if attempt == attempts_max:
                     raise
             except ServerRejected as error:
+                maybe_received = True
                 if error.status < 500 or attempt == attempts_max:
                     raise
             else:
@@ -106,8 +116,11 @@ class TerminalClient:
         key = idempotency_key or str(uuid.uuid4())
         return self._call("POST", f"/v1/payments/{payment_id}/cancel", {}, idempotency_key=key)
 
-    def payments_by_order(self, merchant_order_id: str) -> list[dict[str, Any]]:
-        reply = self._call("GET", f"/v1/payments?merchant_order_id={quote(merchant_order_id)}")
+    def payments_by_order(
+        self, merchant_order_id: str, *, attempts_max: int = ATTEMPTS_MAX
+    ) -> list[dict[str, Any]]:
+        path = f"/v1/payments?merchant_order_id={quote(merchant_order_id)}"
+        reply = self._call("GET", path, attempts_max=attempts_max)
         items: list[dict[str, Any]] = reply.get("items", [])
         return items
 

@@ -5,22 +5,35 @@ that key on network errors and 5xx, so a dropped connection after the server deb
 return the first outcome. When every retry failed, the till asks for the order by its id, and
 if the server has no payment for it yet, sends the same charge (same key) once more; only when
 that fails too does the cashier see "outcome unknown", with the order id to query later.
+
+A refused connection is the one silence that is an answer: no byte of the charge left, so the
+sale is NOT PAID (`server_unreachable`). Ctrl-C and SIGTERM follow merchant_pos.stopping.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
+import os
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from paycode.merchant_pos.messages import cashier_message, waiting_message
+from paycode.merchant_pos.messages import (
+    STOPPED_WAITING,
+    cashier_message,
+    unknown_message,
+    waiting_message,
+)
+from paycode.merchant_pos.polling import poll_until_ended
+from paycode.merchant_pos.stopping import SaleStops
 from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.shared.codes import ErrorCode, PaymentStatus
-from paycode.shared.errors import ServerRejected, ServerUnreachable
+from paycode.shared.errors import ServerNotReached, ServerRejected, ServerUnreachable
 from paycode.shared.money import parse_amount
 
 CONFIRM_WAIT_S = 60.0
@@ -33,6 +46,8 @@ a till that waits (only above the password-free limit) costs the server nothing 
 WAIT_REPORT_S = 10.0
 """While waiting for a customer's confirmation, the seconds left are printed this often."""
 PAID_MESSAGE = "Payment received."
+RESOLVE_TIMEOUT_S = 3.0
+"""After a stop whose wait ran out, the one lookup of the order by its id gets this long."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +65,14 @@ class SaleOutcome:
     """From the frame the code was read in to the server's answer (camera sources)."""
 
     @property
+    def outcome(self) -> str:
+        """paid, not_paid (definitively) or outcome_unknown (query the order before charging
+        again): what a script reads from --json and the exit status (docs/pos.md)."""
+        if self.paid:
+            return "paid"
+        return "outcome_unknown" if self.code == ErrorCode.OUTCOME_UNKNOWN else "not_paid"
+
+    @property
     def headline(self) -> str:
         if self.paid:
             return f"PAID {self.amount} {self.currency}"
@@ -57,6 +80,8 @@ class SaleOutcome:
 
     def as_json(self) -> dict[str, Any]:
         return {
+            "outcome": self.outcome,
+            "order_id": self.merchant_order_id,
             "paid": self.paid,
             "code": self.code,
             "message": self.message,
@@ -110,25 +135,79 @@ class ConfirmWait:
     """Told once, before the first poll, the cashier's line saying why the payment waits."""
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    stopped: Callable[[], bool] = field(default=lambda: False)
+    """True once the cashier stopped the sale: the wait ends and the payment is cancelled."""
 
     def __post_init__(self) -> None:
         assert 0 < self.poll_s <= self.wait_s <= CONFIRM_WAIT_S_MAX
 
 
 def charge_code(
-    client: TerminalClient, code: str, sale: Sale, wait: ConfirmWait | None = None
+    client: TerminalClient,
+    code: str,
+    sale: Sale,
+    wait: ConfirmWait | None = None,
+    stops: SaleStops | None = None,
 ) -> SaleOutcome:
-    """Charge `code` once and return the final outcome; never raises for a server answer."""
+    """Charge `code` once and return the final outcome; never raises for a server answer,
+    nor for Ctrl-C (KeyboardInterrupt) once the charge may be on its way."""
+    wait = wait or ConfirmWait()
+    if stops is not None:
+        wait = dataclasses.replace(wait, stopped=stops.stopped)
+    try:
+        with stops.charging() if stops is not None else nullcontext():
+            return _charge_once(client, code, sale, wait)
+    except KeyboardInterrupt:
+        if stops is not None and stops.deadline_passed:
+            return _resolve_after_stop(client, sale)
+        return sale.outcome(False, ErrorCode.OUTCOME_UNKNOWN, _stopped_unknown(sale))
+    except Exception as error:  # a bug, or an answer this till cannot read, after sending
+        if os.environ.get("PAYCODE_DEBUG"):
+            traceback.print_exc()
+        why = (
+            f"The till failed while the charge was on its way ({type(error).__name__}): the "
+            "sale may or may not be paid."
+        )
+        return sale.outcome(False, ErrorCode.OUTCOME_UNKNOWN, unknown_message(sale.order_id, why))
+
+
+def _charge_once(client: TerminalClient, code: str, sale: Sale, wait: ConfirmWait) -> SaleOutcome:
     key = str(uuid.uuid4())
     try:
         payment = _charge(client, code, sale, key)
     except ServerRejected as error:
         return sale.outcome(False, error.code, cashier_message(error.code, error.message))
+    except ServerNotReached:
+        return sale.outcome(False, ErrorCode.SERVER_UNREACHABLE, _not_reached_message())
     except ServerUnreachable:
-        return _settle_by_order(client, code, sale, key, wait or ConfirmWait())
+        return _settle_by_order(client, code, sale, key, wait)
     if payment.get("status") == PaymentStatus.PENDING_CONFIRMATION:
-        return _await_confirmation(client, sale, payment, wait or ConfirmWait())
+        return _await_confirmation(client, sale, payment, wait)
     return final_outcome(sale, payment)
+
+
+def _not_reached_message() -> str:
+    return cashier_message(ErrorCode.SERVER_UNREACHABLE)
+
+
+def _stopped_unknown(sale: Sale) -> str:
+    why = "Stopped before the server answered: the sale may or may not be paid."
+    return unknown_message(sale.order_id, why)
+
+
+def _resolve_after_stop(client: TerminalClient, sale: Sale) -> SaleOutcome:
+    """The answer did not come within the stop's wait: one lookup of the order by its id,
+    bounded, decides if it can (a third Ctrl-C ends it too); else OUTCOME UNKNOWN."""
+    quick = dataclasses.replace(client, timeout_s=min(client.timeout_s, RESOLVE_TIMEOUT_S))
+    try:
+        found = quick.payments_by_order(sale.order_id, attempts_max=1)
+    except (ServerUnreachable, ServerRejected, KeyboardInterrupt):
+        found = []
+    ended = [p for p in found if p.get("status") != PaymentStatus.PENDING_CONFIRMATION]
+    succeeded = [p for p in ended if p.get("status") == PaymentStatus.SUCCEEDED]
+    if succeeded or ended:
+        return final_outcome(sale, (succeeded or ended)[0])
+    return sale.outcome(False, ErrorCode.OUTCOME_UNKNOWN, _stopped_unknown(sale))
 
 
 def _charge(client: TerminalClient, code: str, sale: Sale, key: str) -> dict[str, Any]:
@@ -158,46 +237,6 @@ def final_outcome(sale: Sale, payment: dict[str, Any]) -> SaleOutcome:
     return sale.outcome(False, code, cashier_message(code), payment)
 
 
-class PollWait(Protocol):
-    """What a bounded poll needs: ConfirmWait and present.PresentWait both are one."""
-
-    @property
-    def wait_s(self) -> float: ...
-    @property
-    def poll_s(self) -> float: ...
-    @property
-    def on_waiting(self) -> Callable[[float], None]: ...
-    @property
-    def clock(self) -> Callable[[], float]: ...
-    @property
-    def sleep(self) -> Callable[[float], None]: ...
-
-
-def poll_until_ended(
-    wait: PollWait, fetch: Callable[[], dict[str, Any]], waiting: Callable[[dict[str, Any]], bool]
-) -> dict[str, Any] | None:
-    """`fetch()` every `wait.poll_s` until an answer is no longer `waiting` (returned), or None
-    when `wait.wait_s` passes or on Ctrl-C. A poll the server does not answer, or refuses, is
-    not an answer: the next poll (or the caller's cancel) is. Bounded: ceil(wait/poll) + 1."""
-    deadline_s = wait.clock() + wait.wait_s
-    try:
-        for _poll in range(math.ceil(wait.wait_s / wait.poll_s) + 1):
-            remaining_s = deadline_s - wait.clock()
-            if remaining_s <= 0:
-                break
-            wait.on_waiting(remaining_s)
-            wait.sleep(min(wait.poll_s, remaining_s))
-            try:
-                current = fetch()
-            except (ServerUnreachable, ServerRejected):
-                continue
-            if not waiting(current):
-                return current
-    except KeyboardInterrupt:
-        pass
-    return None
-
-
 def _await_confirmation(
     client: TerminalClient, sale: Sale, payment: dict[str, Any], wait: ConfirmWait
 ) -> SaleOutcome:
@@ -209,8 +248,11 @@ def _await_confirmation(
         wait,
         lambda: client.payment(payment_id),
         lambda current: current.get("status") == PaymentStatus.PENDING_CONFIRMATION,
+        wait.stopped,
     )
-    return final_outcome(sale, ended) if ended is not None else _cancel(client, sale, payment_id)
+    if ended is not None:
+        return final_outcome(sale, ended)
+    return _cancel(client, sale, payment_id, by_cashier=wait.stopped())
 
 
 def confirm_wait_on_stderr(
@@ -236,12 +278,22 @@ def confirm_wait_on_stderr(
     return ConfirmWait(wait_s=wait_s, poll_s=poll_s, on_waiting=on_waiting, on_pending=pending)
 
 
-def _cancel(client: TerminalClient, sale: Sale, payment_id: str) -> SaleOutcome:
+def _cancel(
+    client: TerminalClient, sale: Sale, payment_id: str, *, by_cashier: bool = False
+) -> SaleOutcome:
+    """Cancel the waiting payment; `by_cashier`: the cashier stopped the wait (Ctrl-C), which
+    the cashier reads, rather than that the customer took too long."""
     try:
-        return final_outcome(sale, client.cancel(payment_id))
+        ended = final_outcome(sale, client.cancel(payment_id))
     except (ServerUnreachable, ServerRejected):
-        message = f"{cashier_message('outcome_unknown')} (payment {payment_id})"
-        return sale.outcome(False, ErrorCode.OUTCOME_UNKNOWN, message)
+        why = (
+            f"The payment {payment_id} was waiting for the customer's PIN and its cancel got "
+            "no answer: it may still be paid."
+        )
+        return sale.outcome(False, ErrorCode.OUTCOME_UNKNOWN, unknown_message(sale.order_id, why))
+    if by_cashier and ended.code == ErrorCode.CANCELLED_BY_MERCHANT:
+        return dataclasses.replace(ended, message=STOPPED_WAITING)
+    return ended
 
 
 def _settle_by_order(
@@ -260,6 +312,8 @@ def _settle_by_order(
             return _await_confirmation(client, sale, payment, wait)
     if found:
         return final_outcome(sale, found[0])
+    if wait.stopped():  # the cashier stopped the sale: no new attempt, though one may be on its way
+        return _unknown(sale)
     return _charge_again(client, code, sale, key, wait)
 
 
@@ -282,5 +336,4 @@ def _charge_again(
 
 
 def _unknown(sale: Sale) -> SaleOutcome:
-    message = f"{cashier_message('outcome_unknown')} (order {sale.order_id})"
-    return sale.outcome(False, ErrorCode.OUTCOME_UNKNOWN, message)
+    return sale.outcome(False, ErrorCode.OUTCOME_UNKNOWN, unknown_message(sale.order_id))

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, TextIO
 
 from paycode.merchant_pos.messages import cashier_message
+from paycode.merchant_pos.stopping import SaleStops
 from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.merchant_pos.till import ConfirmWait, Sale, SaleOutcome, charge_code
 from paycode.shared.codes import ErrorCode
@@ -201,7 +202,13 @@ class TypedScan:
 
 
 def charge_from_typed(
-    client: TerminalClient, sale: Sale, wait: ConfirmWait, timeout_s: float, stream: TextIO
+    client: TerminalClient,
+    sale: Sale,
+    wait: ConfirmWait,
+    timeout_s: float,
+    stream: TextIO,
+    *,
+    stops: SaleStops | None = None,
 ) -> SaleOutcome:
     """The first payment code typed (docs/pos.md, "Typing a code"); a mistyped one is told on
     stderr at once and the sale waits for the next line."""
@@ -217,7 +224,7 @@ def charge_from_typed(
         return sale.outcome(False, *scan.why_not(timed_out=True, timeout_s=timeout_s))
     if code is None:
         return sale.outcome(False, *scan.why_not(timed_out=False, timeout_s=timeout_s))
-    return charge_code(client, code, sale, wait)
+    return charge_code(client, code, sale, wait, stops)
 
 
 def _tell_cashier(line: str) -> None:

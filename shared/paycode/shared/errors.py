@@ -107,6 +107,12 @@ class ServerUnreachable(PaycodeError):
     code = ErrorCode.SERVER_UNREACHABLE
 
 
+class ServerNotReached(ServerUnreachable):
+    """No connection was made (refused, no route, unknown host): not a byte of the request
+    left, so the server cannot have acted on it. Every other ServerUnreachable may have been
+    received and acted on."""
+
+
 class ServerRejected(PaycodeError):
     """The server answered with an RFC 9457 problem; `code` is the server's stable code.
 
