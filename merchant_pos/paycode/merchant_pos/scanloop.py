@@ -115,18 +115,22 @@ class _Session:
         return sum(1 for seen_kind in self.seen.values() if seen_kind == kind)
 
 
-def _to_original(corners: Corners, scale_x: float, scale_y: float) -> Corners:
+def to_original(corners: Corners, scale_x: float, scale_y: float) -> Corners:
     """Map pixel centres of an image resized by (scale_x, scale_y) back onto the frame."""
     return tuple(
         (round((x + 0.5) / scale_x - 0.5), round((y + 0.5) / scale_y - 0.5)) for x, y in corners
     )
 
 
-def _resize(gray: Gray, scale_x: float, scale_y: float) -> Gray:
+def resized(gray: Gray, scale_x: float, scale_y: float) -> Gray:
+    """`gray` resized by (scale_x, scale_y); the same array when both are 1."""
     if scale_x == 1.0 and scale_y == 1.0:
         return gray
     size = (max(1, round(gray.shape[1] * scale_x)), max(1, round(gray.shape[0] * scale_y)))
-    return np.asarray(cv2.resize(gray, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+    # Area averaging to shrink (it smooths noise); cubic to enlarge, where area would only
+    # replicate pixels and keep a small code's blocky edges.
+    method = cv2.INTER_CUBIC if scale_x > 1.0 or scale_y > 1.0 else cv2.INTER_AREA
+    return np.asarray(cv2.resize(gray, size, interpolation=method), dtype=np.uint8)
 
 
 class Scanner:
@@ -182,7 +186,7 @@ class Scanner:
         started = self._clock()
         gray = to_gray(frame)
         scale = min(1.0, self._width_max / gray.shape[1])
-        work = _resize(gray, scale, scale)
+        work = resized(gray, scale, scale)
         index = self._session.frames
         self._session.frames += 1
         found: list[Detection] = []
@@ -195,10 +199,10 @@ class Scanner:
         return [d for d in found if self._session.remember(d.text, "payment")]
 
     def _run(self, decode_pass: DecodePass, work: Gray, work_scale: float) -> list[Decoded]:
-        image = _resize(work, decode_pass.scale_x, decode_pass.scale_y)
+        image = resized(work, decode_pass.scale_x, decode_pass.scale_y)
         scale_x, scale_y = work_scale * decode_pass.scale_x, work_scale * decode_pass.scale_y
         return [
-            Decoded(d.format, d.text, _to_original(d.corners, scale_x, scale_y), decode_pass.label)
+            Decoded(d.format, d.text, to_original(d.corners, scale_x, scale_y), decode_pass.label)
             for d in decode_pass.decoder.decode(image)
         ]
 
