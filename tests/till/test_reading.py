@@ -2,7 +2,8 @@
 for the combined reader on a small fixed sample, and the frames one decoder or pass alone lost.
 
 The full figures, on both splits and beside each single decoder, are `make bench-scanner`'s
-(docs/scanner.md); this sample is every 4th frame of the `tune` split: 30 frames, ~3 s.
+(docs/scanner.md); this sample is every 5th frame of the `tune` split (5 is prime to the 12
+frames of a condition, so every kind and medium comes up): 24 frames, ~3 s.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class Tally:
 def tallies() -> dict[str, Tally]:
     zxing = make_backend("zxing")
     found = {"combined": Tally({}, {}), "zxing": Tally({}, {})}
-    for item in generate("tune", every=4):
+    for item in generate("tune", every=5):
         gray = to_gray(item.image())
         found["combined"].add(item, {d.text for d in read_still(gray)})
         found["zxing"].add(item, {d.text for d in zxing.decode(gray)})
@@ -58,15 +59,16 @@ def test_the_combined_reader_keeps_its_read_rate_floor_with_no_wrong_read(
     tallies: dict[str, Tally],
 ) -> None:
     combined = tallies["combined"]
-    assert combined.shown == {"qr": 20, "code128": 10}
-    assert combined.read["code128"] == 10, "every Code 128 frame of the sample"
-    assert combined.read["qr"] >= 18, f"QR {combined.read['qr']}/20"
+    assert combined.shown == {"qr": 16, "code128": 8}
+    # The one Code 128 frame missed (tune-0085: low light and defocus) no reader reads.
+    assert combined.read["code128"] >= 7, f"Code 128 {combined.read['code128']}/8"
+    assert combined.read["qr"] >= 14, f"QR {combined.read['qr']}/16"
     assert combined.wrong == 0
 
 
 def test_the_combined_reader_reads_more_than_zxing_alone(tallies: dict[str, Tally]) -> None:
     combined, zxing = tallies["combined"], tallies["zxing"]
-    assert sum(combined.read.values()) >= sum(zxing.read.values()) + 2, (combined, zxing)
+    assert sum(combined.read.values()) >= sum(zxing.read.values()) + 3, (combined, zxing)
 
 
 def test_a_barcode_leaning_in_perspective_is_read_not_lost_to_the_squeezed_pass() -> None:
@@ -79,6 +81,15 @@ def test_a_barcode_leaning_in_perspective_is_read_not_lost_to_the_squeezed_pass(
     for _ in range(HOLD_FRAMES):
         texts += [d.text for d in scanner.scan_frame(item.image())]
     assert texts == [item.payload.text]
+
+
+def test_a_small_printed_barcode_is_read_by_the_widened_pass() -> None:
+    """tune-0115: a v1 barcode printed small (under 2 px per module). No pass at working size
+    reads it; the Code 128 pass on an image widened 1.5x and sharpened does."""
+    item = sample("tune", 115)
+    assert (item.payload.symbology, item.condition) == ("code128", "small")
+    found = read_still(to_gray(item.image()))
+    assert [(d.text, d.backend) for d in found] == [(item.payload.text, "zxing-c128-sharp-wide")]
 
 
 def test_a_defocused_qr_zxing_alone_misses_is_read_by_inspect_image(tmp_path: Path) -> None:

@@ -123,14 +123,22 @@ def to_original(corners: Corners, scale_x: float, scale_y: float) -> Corners:
 
 
 def resized(gray: Gray, scale_x: float, scale_y: float) -> Gray:
-    """`gray` resized by (scale_x, scale_y); the same array when both are 1."""
-    if scale_x == 1.0 and scale_y == 1.0:
-        return gray
-    size = (max(1, round(gray.shape[1] * scale_x)), max(1, round(gray.shape[0] * scale_y)))
-    # Area averaging to shrink (it smooths noise); cubic to enlarge, where area would only
-    # replicate pixels and keep a small code's blocky edges.
-    method = cv2.INTER_CUBIC if scale_x > 1.0 or scale_y > 1.0 else cv2.INTER_AREA
-    return np.asarray(cv2.resize(gray, size, interpolation=method), dtype=np.uint8)
+    """`gray` resized by (scale_x, scale_y); the same array when both are 1.
+
+    Shrinking averages areas (it smooths noise); enlarging is cubic, where area would only
+    replicate pixels and keep a small code's blocky edges. A pass may do both (Code 128
+    widened and squeezed): the shrink comes first, so the enlarging step has less to do.
+    """
+    height, width = gray.shape[:2]
+    out = gray
+    shrink_x, shrink_y = min(scale_x, 1.0), min(scale_y, 1.0)
+    if (shrink_x, shrink_y) != (1.0, 1.0):
+        size = (max(1, round(width * shrink_x)), max(1, round(height * shrink_y)))
+        out = np.asarray(cv2.resize(out, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+    if scale_x > 1.0 or scale_y > 1.0:
+        size = (max(1, round(width * scale_x)), max(1, round(height * scale_y)))
+        out = np.asarray(cv2.resize(out, size, interpolation=cv2.INTER_CUBIC), dtype=np.uint8)
+    return out
 
 
 class Scanner:
