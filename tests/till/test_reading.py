@@ -12,13 +12,18 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench.scanner_set import Sample, generate, sample
+from paycode.appkit.decoding import Decoded, Gray
+from paycode.merchant_pos.codelike import looks_like_code
 from paycode.merchant_pos.decoders import make_backend
 from paycode.merchant_pos.frames import to_gray
 from paycode.merchant_pos.scanloop import Scanner
+from paycode.merchant_pos.scanpasses import DecodePass, Plan
 from paycode.merchant_pos.stillread import read_still
+from paycode.merchant_pos.synthetic_frames import empty_frame
 from tests.support.servers import run_in_process
 from tests.support.shop import POS_MODULE, person_env
 
@@ -47,11 +52,12 @@ class Tally:
 @pytest.fixture(scope="module")
 def tallies() -> dict[str, Tally]:
     zxing = make_backend("zxing")
-    found = {"combined": Tally({}, {}), "zxing": Tally({}, {})}
+    found = {"combined": Tally({}, {}), "zxing": Tally({}, {}), "gate": Tally({}, {})}
     for item in generate("tune", every=5):
         gray = to_gray(item.image())
         found["combined"].add(item, {d.text for d in read_still(gray)})
         found["zxing"].add(item, {d.text for d in zxing.decode(gray)})
+        found["gate"].add(item, {item.payload.text} if looks_like_code(gray) else set())
     return found
 
 
@@ -69,6 +75,42 @@ def test_the_combined_reader_keeps_its_read_rate_floor_with_no_wrong_read(
 def test_the_combined_reader_reads_more_than_zxing_alone(tallies: dict[str, Tally]) -> None:
     combined, zxing = tallies["combined"], tallies["zxing"]
     assert sum(combined.read.values()) >= sum(zxing.read.values()) + 3, (combined, zxing)
+
+
+def test_every_photo_with_a_code_in_the_sample_opens_the_gate(tallies: dict[str, Tally]) -> None:
+    gate = tallies["gate"]
+    assert gate.read == gate.shown
+
+
+@dataclass
+class CountingDecoder:
+    """A ring pass that reads nothing and counts the frames it was run on."""
+
+    name: str = "counting"
+    calls: int = 0
+
+    def decode(self, gray: Gray) -> list[Decoded]:
+        self.calls += 1
+        return []
+
+
+def test_a_scene_without_a_code_like_patch_runs_no_extra_pass() -> None:
+    """Most frames at a till show no code: after the first pass reads nothing, a frame with
+    no patch dense with edges skips the ring (and the starvation guard) altogether."""
+    rng = np.random.default_rng(5)
+    scenes = [empty_frame(rng).image for _ in range(40)]
+    plain = [scene for scene in scenes if not looks_like_code(to_gray(scene))][:12]
+    assert len(plain) == 12
+    counting = CountingDecoder()
+    plan = Plan(
+        always=(DecodePass("zxing", make_backend("zxing")),), ring=(DecodePass("x", counting),)
+    )
+    scanner = Scanner(plan=plan, clock=frozen)
+    for scene in plain:
+        assert scanner.scan_frame(scene) == []
+    assert counting.calls == 0
+    assert scanner.scan_frame(sample("tune", 40).image()) == []  # a blurred code: the ring runs
+    assert counting.calls == 1
 
 
 def test_a_barcode_leaning_in_perspective_is_read_not_lost_to_the_squeezed_pass() -> None:

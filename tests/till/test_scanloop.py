@@ -317,7 +317,7 @@ def test_ring_passes_share_the_budget_and_none_starves() -> None:
         always=(DecodePass("primary", primary),),
         ring=(DecodePass("cheap", cheap), DecodePass("costly", costly)),
     )
-    scanner = Scanner(plan=plan, budget_ms=8.0, clock=clock)
+    scanner = Scanner(plan=plan, budget_ms=8.0, clock=clock, gate=None)
     frame = np.full((72, 128, 3), 200, dtype=np.uint8)
     frames = 100
     spent_ms = []

@@ -6,10 +6,11 @@ core. `Scanner.scan_frame` therefore bounds the work per frame:
 
 1. gray conversion, and a downscale to at most `working_width_px_max` (1280 px: a 1080p or
    4K camera costs what a 720p one does);
-2. the plan's `always` passes (by default zxing-cpp: QR at working size, Code 128 on an image
-   squeezed along the bars), which read most codes for ~2.5 ms on a 720p frame;
-3. when those found no payment code, the `ring` passes (pyzbar, sharpened, turned, inverted,
-   other binarizer: see `merchant_pos.scanpasses`) run in turn while their measured cost fits
+2. the plan's `always` passes (by default one zxing-cpp read of QR and Code 128), which read
+   most codes for ~3.5 ms on a 720p frame;
+3. when those found no payment code and the frame looks like it may hold one (dense edges:
+   `merchant_pos.codelike`, ~0.4 ms), the `ring` passes (sharpened, enlarged, equalised,
+   pyzbar: see `merchant_pos.scanpasses`) run in turn while their measured cost fits
    what is left of `budget_ms`; the turn carries over to the next frame. A pass that does not
    fit is not locked out: the starvation guard runs it at least every `STARVED_FRAMES_MAX`
    frames (a third of a second at 30 fps), so a code held to the camera meets every pass.
@@ -36,6 +37,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from paycode.appkit.decoding import Corners, Decoded, Gray
+from paycode.merchant_pos.codelike import looks_like_code
 from paycode.merchant_pos.frames import to_gray
 from paycode.merchant_pos.opencv import cv2
 from paycode.merchant_pos.scanpasses import DecodePass, Plan, default_plan
@@ -54,6 +56,7 @@ __all__ = [
 ]
 
 Clock = Callable[[], float]
+Gate = Callable[[Gray], bool]
 FrameCallback = Callable[[NDArray[np.uint8], "list[Detection]"], None]
 
 BUDGET_MS = 8.0  # a quarter of a 33 ms frame: capture, JPEG decode and display need the rest
@@ -148,7 +151,9 @@ class Scanner:
     always-run passes and the starvation guard: a ring pass skipped for
     `STARVED_FRAMES_MAX` frames runs anyway, so a slow moment never locks a decoder out.
     `clock` (seconds, monotonic) times the passes; tests pass a frozen clock, under which
-    every pass fits and each frame's plan is deterministic.
+    every pass fits and each frame's plan is deterministic. `gate` decides, after the
+    always-run passes read nothing, whether the frame may hold a code at all; only then do
+    ring passes run (None: on every such frame).
     """
 
     def __init__(
@@ -159,6 +164,7 @@ class Scanner:
         budget_ms: float = BUDGET_MS,
         working_width_px_max: int = WORKING_WIDTH_PX_MAX,
         clock: Clock = time.perf_counter,
+        gate: Gate | None = looks_like_code,
     ) -> None:
         self.plan = plan if plan is not None else default_plan(backends)
         if not self.plan.always:
@@ -168,6 +174,7 @@ class Scanner:
         self._budget_ms = budget_ms
         self._width_max = working_width_px_max
         self._clock = clock
+        self._gate = gate
         self._cost_ms: list[float | None] = [None] * len(self.plan.ring)  # None: not yet run
         self._skipped = [0] * len(self.plan.ring)  # consecutive frames each pass sat out
         self._cursor = 0
@@ -202,7 +209,7 @@ class Scanner:
             found = self._classify(self._run(decode_pass, work, scale), index)
             if found:
                 break
-        if not found:
+        if not found and (self._gate is None or self._gate(work)):
             found = self._escalate(work, scale, started, index)
         return [d for d in found if self._session.remember(d.text, "payment")]
 
