@@ -43,7 +43,8 @@ import cv2
 import numpy as np
 
 from bench import load_vectors
-from bench.scanner_eval import EVALUATION_INTRO, REAL_PHOTOS, evaluation_section
+from bench.scanner_eval import evaluation_section
+from bench.scanner_notes import DESIGN_NOTES, EVALUATION_INTRO, REAL_PHOTOS
 from paycode.appkit.decoding import DecoderBackend, Gray
 from paycode.merchant_pos.decoders import available_backends, make_backend
 from paycode.merchant_pos.frames import to_gray
@@ -299,7 +300,7 @@ def environment(pinning: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 frames per distortion")
-    parser.add_argument("--per-distortion", type=int, default=6)
+    parser.add_argument("--per-distortion", type=int, default=4)
     parser.add_argument("--out", type=Path, default=DOC_PATH)
     parser.add_argument("--json", type=Path, default=None, help="the figures, for bench/report")
     args = parser.parse_args(argv)
@@ -414,23 +415,6 @@ def render(
         *DESIGN_NOTES,
     ]
     return lines
-
-
-DESIGN_NOTES = [
-    "## How a frame is spent",
-    "",
-    "`paycode.merchant_pos.scanloop` converts the frame to gray (downscaled to at most 1280 px",
-    "wide), runs the `always` passes, and, when they find no payment code, runs `ring` passes",
-    "in turn while each one's running cost estimate fits what is left of the budget; the turn",
-    "carries over to the next frame. A pass that never fits (pyzbar on a cluttered frame) still",
-    "runs at least every 10 frames (starvation guard), which is where the no-code p95 comes",
-    "from. Code 128 passes read an image squeezed to a quarter of its height: bars are",
-    "vertical, so the bar widths survive and there are 4x fewer rows to scan. Every decoded",
-    "text goes through the version registry (`route` + the version's `parse`); anything else is",
-    "dropped.",
-    "OpenCV is not in the default plan: it costs 5-10x as much per frame, its worst frame has",
-    "no bound (see its max column), and it adds no frame the others miss (line above).",
-]
 
 
 if __name__ == "__main__":
