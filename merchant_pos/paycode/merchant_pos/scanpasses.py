@@ -148,7 +148,8 @@ def _zxing_passes() -> tuple[list[DecodePass], list[DecodePass]]:
     Extra: QR sharpened (focus and motion blur, small codes: the most frames any one extra
     pass rescues); Code 128 sharpened on an image widened 1.5x and squeezed to a quarter
     height (bars under 2 px per module, focus blur: the squeeze keeps it cheap); both
-    formats at 1.5x (codes under ~2.5 px per module); QR after local contrast equalisation
+    formats at 1.5x (codes under ~2.5 px per module); both formats strongly sharpened (a
+    dim screen's amplified noise plus defocus, motion blur); QR after local contrast equalisation
     (glare, a fold's shadow); QR with the global binarizer at half size (screen moire).
     """
     both = [_QR, _C128]
@@ -162,6 +163,7 @@ def _zxing_passes() -> tuple[list[DecodePass], list[DecodePass]]:
             scale_y=0.25,
         ),
         DecodePass("zxing-x1.5", ZxingPass(both), 1.5, 1.5),
+        DecodePass("zxing-sharp-strong", SharpenedPass(ZxingPass(both), sigma_px=2.5, amount=3.0)),
         DecodePass("zxing-qr-clahe", EqualisedPass(ZxingPass([_QR]))),
         DecodePass(
             "zxing-qr-gh@0.5",
