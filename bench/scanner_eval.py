@@ -287,7 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
     names = [name.strip() for name in args.readers.split(",") if name.strip()]
-    tallies = evaluate(read_folder(args.folder), names)
+    try:
+        photos = read_folder(args.folder)
+    except (OSError, KeyError, ValueError) as error:  # KeyError: a column is missing
+        print(f"cannot read {args.folder / 'expected.tsv'}: {error!r}", file=sys.stderr)
+        return 2
+    tallies = evaluate(photos, names)
     print("\n".join(table(tallies)))
     for name, tally in tallies.items():
         if tally.wrong:
