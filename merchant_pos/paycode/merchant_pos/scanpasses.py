@@ -149,8 +149,9 @@ def _zxing_passes() -> tuple[list[DecodePass], list[DecodePass]]:
     pass rescues); Code 128 sharpened on an image widened 1.5x and squeezed to a quarter
     height (bars under 2 px per module, focus blur: the squeeze keeps it cheap); both
     formats at 1.5x (codes under ~2.5 px per module); both formats strongly sharpened (a
-    dim screen's amplified noise plus defocus, motion blur); QR after local contrast equalisation
-    (glare, a fold's shadow); QR with the global binarizer at half size (screen moire).
+    dim screen's amplified noise plus defocus, motion blur); QR after local contrast
+    equalisation (glare, a fold's shadow); QR with the global binarizer at half size (screen
+    moire).
     """
     both = [_QR, _C128]
     primary = [DecodePass("zxing", ZxingPass(both, try_rotate=True, try_invert=True))]
