@@ -17,7 +17,7 @@ import pytest
 
 from bench.scanner_set import Sample, generate, sample
 from paycode.appkit.decoding import Decoded, Gray
-from paycode.merchant_pos.codelike import looks_like_code
+from paycode.merchant_pos.codelike import code_region, looks_like_code
 from paycode.merchant_pos.decoders import make_backend
 from paycode.merchant_pos.frames import to_gray
 from paycode.merchant_pos.scanloop import Scanner
@@ -131,6 +131,21 @@ def test_a_small_printed_barcode_is_read_by_the_widened_pass() -> None:
     assert (item.payload.symbology, item.condition) == ("code128", "small")
     found = read_still(to_gray(item.image()))
     assert [(d.text, d.backend) for d in found] == [(item.payload.text, "zxing-c128-sharp-wide")]
+
+
+def test_a_small_qr_on_a_phone_is_read_by_enlarging_the_region_that_looks_like_a_code() -> None:
+    """tune-0350: a v1 QR code at ~2 px per module on a phone across the counter. Enlarging
+    the whole frame 1.5x is not enough; the dense-edge box round it, enlarged 2x and
+    sharpened, is read, and its outline comes back in the frame's pixels."""
+    item = sample("tune", 350)
+    assert (item.payload.kind, item.payload.symbology, item.condition) == ("v1", "qr", "small")
+    gray = to_gray(item.image())
+    found = read_still(gray)
+    assert [(d.text, d.backend) for d in found] == [(item.payload.text, "zxing-region-x2")]
+    box = code_region(gray)
+    assert box is not None
+    x0, y0, x1, y1 = box
+    assert all(x0 <= x < x1 and y0 <= y < y1 for x, y in found[0].corners)
 
 
 def test_a_barcode_in_low_light_and_out_of_focus_is_read_by_strong_sharpening() -> None:
