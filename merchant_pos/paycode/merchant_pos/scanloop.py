@@ -6,10 +6,11 @@ core. `Scanner.scan_frame` therefore bounds the work per frame:
 
 1. gray conversion, and a downscale to at most `working_width_px_max` (1280 px: a 1080p or
    4K camera costs what a 720p one does);
-2. the plan's `always` passes (by default zxing-cpp: QR at working size, Code 128 on an image
-   squeezed along the bars), which read most codes for ~2.5 ms on a 720p frame;
-3. when those found no payment code, the `ring` passes (pyzbar, sharpened, turned, inverted,
-   other binarizer: see `merchant_pos.scanpasses`) run in turn while their measured cost fits
+2. the plan's `always` passes (by default one zxing-cpp read of QR and Code 128), which read
+   most codes for ~3.5 ms on a 720p frame;
+3. when those found no payment code and the frame looks like it may hold one (dense edges:
+   `merchant_pos.codelike`, ~0.4 ms), the `ring` passes (sharpened, enlarged, equalised,
+   pyzbar: see `merchant_pos.scanpasses`) run in turn while their measured cost fits
    what is left of `budget_ms`; the turn carries over to the next frame. A pass that does not
    fit is not locked out: the starvation guard runs it at least every `STARVED_FRAMES_MAX`
    frames (a third of a second at 30 fps), so a code held to the camera meets every pass.
@@ -36,6 +37,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from paycode.appkit.decoding import Corners, Decoded, Gray
+from paycode.merchant_pos.codelike import looks_like_code
 from paycode.merchant_pos.frames import to_gray
 from paycode.merchant_pos.opencv import cv2
 from paycode.merchant_pos.scanpasses import DecodePass, Plan, default_plan
@@ -54,6 +56,7 @@ __all__ = [
 ]
 
 Clock = Callable[[], float]
+Gate = Callable[[Gray], bool]
 FrameCallback = Callable[[NDArray[np.uint8], "list[Detection]"], None]
 
 BUDGET_MS = 8.0  # a quarter of a 33 ms frame: capture, JPEG decode and display need the rest
@@ -115,18 +118,30 @@ class _Session:
         return sum(1 for seen_kind in self.seen.values() if seen_kind == kind)
 
 
-def _to_original(corners: Corners, scale_x: float, scale_y: float) -> Corners:
+def to_original(corners: Corners, scale_x: float, scale_y: float) -> Corners:
     """Map pixel centres of an image resized by (scale_x, scale_y) back onto the frame."""
     return tuple(
         (round((x + 0.5) / scale_x - 0.5), round((y + 0.5) / scale_y - 0.5)) for x, y in corners
     )
 
 
-def _resize(gray: Gray, scale_x: float, scale_y: float) -> Gray:
-    if scale_x == 1.0 and scale_y == 1.0:
-        return gray
-    size = (max(1, round(gray.shape[1] * scale_x)), max(1, round(gray.shape[0] * scale_y)))
-    return np.asarray(cv2.resize(gray, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+def resized(gray: Gray, scale_x: float, scale_y: float) -> Gray:
+    """`gray` resized by (scale_x, scale_y); the same array when both are 1.
+
+    Shrinking averages areas (it smooths noise); enlarging is cubic, where area would only
+    replicate pixels and keep a small code's blocky edges. A pass may do both (Code 128
+    widened and squeezed): the shrink comes first, so the enlarging step has less to do.
+    """
+    height, width = gray.shape[:2]
+    out = gray
+    shrink_x, shrink_y = min(scale_x, 1.0), min(scale_y, 1.0)
+    if (shrink_x, shrink_y) != (1.0, 1.0):
+        size = (max(1, round(width * shrink_x)), max(1, round(height * shrink_y)))
+        out = np.asarray(cv2.resize(out, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+    if scale_x > 1.0 or scale_y > 1.0:
+        size = (max(1, round(width * scale_x)), max(1, round(height * scale_y)))
+        out = np.asarray(cv2.resize(out, size, interpolation=cv2.INTER_CUBIC), dtype=np.uint8)
+    return out
 
 
 class Scanner:
@@ -136,7 +151,9 @@ class Scanner:
     always-run passes and the starvation guard: a ring pass skipped for
     `STARVED_FRAMES_MAX` frames runs anyway, so a slow moment never locks a decoder out.
     `clock` (seconds, monotonic) times the passes; tests pass a frozen clock, under which
-    every pass fits and each frame's plan is deterministic.
+    every pass fits and each frame's plan is deterministic. `gate` decides, after the
+    always-run passes read nothing, whether the frame may hold a code at all; only then do
+    ring passes run (None: on every such frame).
     """
 
     def __init__(
@@ -147,6 +164,7 @@ class Scanner:
         budget_ms: float = BUDGET_MS,
         working_width_px_max: int = WORKING_WIDTH_PX_MAX,
         clock: Clock = time.perf_counter,
+        gate: Gate | None = looks_like_code,
     ) -> None:
         self.plan = plan if plan is not None else default_plan(backends)
         if not self.plan.always:
@@ -156,6 +174,7 @@ class Scanner:
         self._budget_ms = budget_ms
         self._width_max = working_width_px_max
         self._clock = clock
+        self._gate = gate
         self._cost_ms: list[float | None] = [None] * len(self.plan.ring)  # None: not yet run
         self._skipped = [0] * len(self.plan.ring)  # consecutive frames each pass sat out
         self._cursor = 0
@@ -182,7 +201,7 @@ class Scanner:
         started = self._clock()
         gray = to_gray(frame)
         scale = min(1.0, self._width_max / gray.shape[1])
-        work = _resize(gray, scale, scale)
+        work = resized(gray, scale, scale)
         index = self._session.frames
         self._session.frames += 1
         found: list[Detection] = []
@@ -190,15 +209,15 @@ class Scanner:
             found = self._classify(self._run(decode_pass, work, scale), index)
             if found:
                 break
-        if not found:
+        if not found and (self._gate is None or self._gate(work)):
             found = self._escalate(work, scale, started, index)
         return [d for d in found if self._session.remember(d.text, "payment")]
 
     def _run(self, decode_pass: DecodePass, work: Gray, work_scale: float) -> list[Decoded]:
-        image = _resize(work, decode_pass.scale_x, decode_pass.scale_y)
+        image = resized(work, decode_pass.scale_x, decode_pass.scale_y)
         scale_x, scale_y = work_scale * decode_pass.scale_x, work_scale * decode_pass.scale_y
         return [
-            Decoded(d.format, d.text, _to_original(d.corners, scale_x, scale_y), decode_pass.label)
+            Decoded(d.format, d.text, to_original(d.corners, scale_x, scale_y), decode_pass.label)
             for d in decode_pass.decoder.decode(image)
         ]
 

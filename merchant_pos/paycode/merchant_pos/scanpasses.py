@@ -1,10 +1,10 @@
 """The decoding passes the POS scanner runs: which decoder, on what version of the frame.
 
-A pass is a decoder (any `DecoderBackend`) plus the resize it reads: a QR reader wants the
-frame at working size, a Code 128 reader an image squeezed along the bars (bars are vertical,
-so averaging rows keeps every bar width and leaves fewer rows to scan), pyzbar a half-size
-image. Wrappers add what a camera needs on top of the plain backends: turning the image for
-a barcode held sideways, sharpening it for one slightly out of focus.
+A pass is a decoder (any `DecoderBackend`) plus the resize it reads: the working frame, an
+image squeezed along the bars for Code 128 (bars are vertical, so averaging rows keeps every
+bar width and leaves fewer rows to scan), or an enlarged one for small codes. Wrappers add
+what a camera needs on top of the plain backends: sharpening for a code slightly out of
+focus, local contrast equalisation for glare and shadows.
 
 A `Plan` says which passes run on every frame and which share the rest of the frame's time
 budget in turn; `merchant_pos.scanloop.Scanner` runs it.
@@ -26,15 +26,17 @@ from paycode.appkit.decoding import (
     DecoderBackend,
     Gray,
 )
+from paycode.merchant_pos.codelike import code_region
 from paycode.merchant_pos.decoders import available_backends, make_backend
 from paycode.merchant_pos.opencv import cv2
 
 __all__ = [
     "DEFAULT_BACKENDS",
     "DecodePass",
+    "EqualisedPass",
     "Plan",
+    "RegionPass",
     "SharpenedPass",
-    "TurnedPass",
     "ZxingPass",
     "default_plan",
 ]
@@ -75,27 +77,6 @@ class ZxingPass:
         return [_from_zxing(code, self.name) for code in found if code.symbology in _ZXING_NAMES]
 
 
-class TurnedPass:
-    """Runs `inner` on the image turned 90 degrees clockwise and maps corners back.
-
-    Turning the image ourselves, rather than zxing's try_rotate, costs one scan instead of
-    two: zxing would scan the unturned orientation again, which the primary pass already did.
-    """
-
-    def __init__(self, inner: DecoderBackend) -> None:
-        self._inner = inner
-        self.name = inner.name
-
-    def decode(self, gray: Gray) -> list[Decoded]:
-        """Decode the turned image; a turned pixel (x, y) came from (y, height - 1 - x)."""
-        turned = np.ascontiguousarray(cv2.rotate(gray, cv2.ROTATE_90_CLOCKWISE), dtype=np.uint8)
-        last_row = gray.shape[0] - 1
-        return [
-            Decoded(d.format, d.text, tuple((y, last_row - x) for x, y in d.corners), d.backend)
-            for d in self._inner.decode(turned)
-        ]
-
-
 class SharpenedPass:
     """Runs `inner` on an unsharp-masked image. A camera out of focus by a pixel or two
     merges the narrowest Code 128 bars; restoring their edges makes most such frames
@@ -113,6 +94,58 @@ class SharpenedPass:
         blurred = cv2.GaussianBlur(gray, (0, 0), self._sigma_px)
         sharp = cv2.addWeighted(gray, 1.0 + self._amount, blurred, -self._amount, 0.0)
         return self._inner.decode(np.asarray(sharp, dtype=np.uint8))
+
+
+class EqualisedPass:
+    """Runs `inner` after CLAHE (contrast-limited local histogram equalisation): a glare
+    spot or a fold's shadow leaves part of a code too bright or too dark for one threshold,
+    and equalising each tile separately brings both parts back to full contrast."""
+
+    def __init__(self, inner: DecoderBackend, *, clip_limit: float = 2.0, tiles: int = 8):
+        self._inner = inner
+        self._clahe = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(tiles, tiles))
+        self.name = inner.name
+
+    def decode(self, gray: Gray) -> list[Decoded]:
+        """Decode the equalised image."""
+        return self._inner.decode(np.asarray(self._clahe.apply(gray), dtype=np.uint8))
+
+
+class RegionPass:
+    """Runs `inner` on the part of the frame that looks like a code (`codelike.code_region`),
+    enlarged `factor` times and sharpened. A code under ~2 px per module needs enlarging, and
+    enlarging only that box costs a fraction of enlarging the frame; nothing to enlarge when
+    no block is dense (an empty scene), or when the box is most of the frame anyway."""
+
+    def __init__(self, inner: DecoderBackend, *, factor: float = 2.0, area_share_max: float = 0.25):
+        self._inner = SharpenedPass(inner, sigma_px=2.0, amount=1.5)
+        self._factor = factor
+        self._area_share_max = area_share_max
+        self.name = inner.name
+
+    def decode(self, gray: Gray) -> list[Decoded]:
+        """Decode the enlarged box; corners come back in `gray`'s pixels."""
+        box = code_region(gray)
+        if box is None:
+            return []
+        x0, y0, x1, y1 = box
+        if (x1 - x0) * (y1 - y0) > self._area_share_max * gray.shape[0] * gray.shape[1]:
+            return []
+        size = (round((x1 - x0) * self._factor), round((y1 - y0) * self._factor))
+        crop = cv2.resize(gray[y0:y1, x0:x1], size, interpolation=cv2.INTER_CUBIC)
+        f = self._factor
+        return [
+            Decoded(
+                d.format,
+                d.text,
+                tuple(
+                    (round(x0 + (x + 0.5) / f - 0.5), round(y0 + (y + 0.5) / f - 0.5))
+                    for x, y in d.corners
+                ),
+                d.backend,
+            )
+            for d in self._inner.decode(np.ascontiguousarray(crop, dtype=np.uint8))
+        ]
 
 
 def _from_zxing(code: zxingcpp.Barcode, backend: str) -> Decoded:
@@ -145,46 +178,59 @@ _QR, _C128 = zxingcpp.BarcodeFormat.QRCodeModel2, zxingcpp.BarcodeFormat.Code128
 
 
 def _zxing_passes() -> tuple[list[DecodePass], list[DecodePass]]:
-    """zxing's primary and extra passes.
+    """zxing's primary and extra passes, chosen on the `tune` split of bench/scanner_set.py.
 
-    Primary: QR at working size (zxing's own pyramid handles large codes and moiré), and
-    Code 128 on an image squeezed to a quarter of its height: bars are vertical, so averaging
-    rows keeps every bar width, smooths noise, and leaves a quarter of the rows to scan
-    (Code 128 row scanning is most of zxing's cost on a 720p frame).
-    Extra: QR with the global binarizer at half size (screen moiré, uneven light); Code 128
-    sharpened (focus blur); Code 128 turned 90 degrees (a phone held sideways) on an image
-    squeezed in width; inverted QR at half size (light-on-dark, a phone in dark mode).
+    Primary: one zxing read of QR and Code 128 at working size with its own 90-degree and
+    inverted retries: on that set it reads every frame the two older primaries (QR, and Code
+    128 squeezed to a quarter height) read and a fifth more of the Code 128 frames, because a
+    squeeze smears bars that lean with the perspective.
+    Extra: QR sharpened (focus and motion blur, small codes: the most frames any one extra
+    pass rescues); Code 128 sharpened on an image widened 1.5x and squeezed to a quarter
+    height (bars under 2 px per module, focus blur: the squeeze keeps it cheap); both
+    formats at 1.5x (codes under ~2.5 px per module); the box that looks like a code
+    enlarged 2x and sharpened (codes near 2 px per module, for a fraction of enlarging the
+    frame); both formats strongly sharpened (a
+    dim screen's amplified noise plus defocus, motion blur); QR after local contrast
+    equalisation (glare, a fold's shadow); QR with the global binarizer at half size (screen
+    moire).
     """
-    primary = [
-        DecodePass("zxing-qr", ZxingPass([_QR])),
-        DecodePass("zxing-c128", ZxingPass([_C128]), scale_y=0.25),
-    ]
+    both = [_QR, _C128]
+    primary = [DecodePass("zxing", ZxingPass(both, try_rotate=True, try_invert=True))]
     extra = [
+        DecodePass("zxing-qr-sharp", SharpenedPass(ZxingPass([_QR]), sigma_px=1.5, amount=1.5)),
+        DecodePass(
+            "zxing-c128-sharp-wide",
+            SharpenedPass(ZxingPass([_C128])),
+            scale_x=1.5,
+            scale_y=0.25,
+        ),
+        DecodePass("zxing-x1.5", ZxingPass(both), 1.5, 1.5),
+        DecodePass("zxing-region-x2", RegionPass(ZxingPass(both))),
+        DecodePass("zxing-sharp-strong", SharpenedPass(ZxingPass(both), sigma_px=2.5, amount=3.0)),
+        DecodePass("zxing-qr-clahe", EqualisedPass(ZxingPass([_QR]))),
         DecodePass(
             "zxing-qr-gh@0.5",
             ZxingPass([_QR], binarizer=zxingcpp.Binarizer.GlobalHistogram),
             0.5,
             0.5,
         ),
-        DecodePass("zxing-c128-sharp", SharpenedPass(ZxingPass([_C128])), scale_y=0.25),
-        DecodePass("zxing-c128-90", TurnedPass(ZxingPass([_C128])), scale_x=0.25),
-        DecodePass("zxing-qr-inv@0.5", ZxingPass([_QR], try_invert=True), 0.5, 0.5),
     ]
     return primary, extra
 
 
 def _backend_passes(name: str) -> tuple[list[DecodePass], list[DecodePass]]:
-    """(primary, extra) passes of one backend. The others read half-size images: a quarter
-    of the pixels, and area averaging smooths noise and moiré too."""
+    """(primary, extra) passes of one backend. The others read the working image itself: at
+    half size pyzbar read less than half of what it reads at full size on the tune split
+    (small codes), and full size is where it reads frames zxing misses (folds, glare)."""
     if name == "zxing":
         return _zxing_passes()
-    return [DecodePass(f"{name}@0.5", make_backend(name), 0.5, 0.5)], []
+    return [DecodePass(name, make_backend(name))], []
 
 
 def default_plan(backends: Sequence[str] | None = None) -> Plan:
     """The plan for `backends` (default: those of DEFAULT_BACKENDS that load here): the first
-    backend's primary passes always run; every other pass joins the ring, other backends'
-    primaries first."""
+    backend's primary passes always run; every other pass joins the ring, the first backend's
+    extras (cheap, and they rescue the most frames) before the other backends' primaries."""
     names = (
         list(backends)
         if backends is not None
@@ -195,4 +241,4 @@ def default_plan(backends: Sequence[str] | None = None) -> Plan:
     per_backend = [_backend_passes(name) for name in names]
     others = [p for primary, _ in per_backend[1:] for p in primary]
     extras = [p for _, extra in per_backend for p in extra]
-    return Plan(tuple(per_backend[0][0]), tuple(others + extras))
+    return Plan(tuple(per_backend[0][0]), tuple(extras + others))

@@ -48,9 +48,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         found = [describe(args.text) | {"format": "text"}]
     else:
         # Deferred: OpenCV and zxing take ~0.2 s to load; --text should not pay for them.
-        from paycode.appkit.decoding import decode_image_file  # noqa: PLC0415
+        from paycode.merchant_pos.stillread import read_image_file  # noqa: PLC0415
 
-        decoded = decode_image_file(args.image)
+        decoded = read_image_file(args.image)  # every pass of the till's scanner
         if not decoded:
             raise ScanError(f"no QR code or Code 128 barcode found in {args.image}")
         found = [describe(d.text) | {"format": d.format, "backend": d.backend} for d in decoded]

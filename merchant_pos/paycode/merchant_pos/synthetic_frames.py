@@ -34,10 +34,12 @@ __all__ = [
     "FRAME_WIDTH_PX",
     "Subject",
     "SyntheticFrame",
+    "background",
     "compose_frame",
     "empty_frame",
     "payment_subjects",
     "read_video",
+    "screen_grid",
     "synthetic_set",
     "write_video",
 ]
@@ -149,7 +151,7 @@ def _phone(picture: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], NDArray[np.fl
     return phone, np.array([margin + bezel, margin + bezel], dtype=np.float64)
 
 
-def _background(rng: np.random.Generator) -> Bgr:
+def background(rng: np.random.Generator) -> Bgr:
     """A cluttered counter under uneven light: smooth colour noise plus random boxes and lines."""
     tint = rng.integers(90, 170, size=3).astype(np.float32)
     coarse = tint + rng.normal(0, 25, size=(6, 10, 3)).astype(np.float32)
@@ -229,7 +231,7 @@ def _subpixel_mask(height: int, width: int, upsample: int) -> Bgr:
     return np.tile(cell, (height // upsample, width // upsample, 1))
 
 
-def _screen_grid(phone: NDArray[np.uint8], upsample: int) -> Bgr:
+def screen_grid(phone: NDArray[np.uint8], upsample: int) -> Bgr:
     """The phone as its pixels look up close: RGB sub-pixel stripes with dark gaps between
     pixel rows. Sampled down by the camera without a prefilter, this grid aliases into moiré."""
     big = cv2.resize(phone, None, fx=upsample, fy=upsample, interpolation=cv2.INTER_NEAREST)
@@ -316,10 +318,10 @@ def compose_frame(
     phone, offset = _phone(picture)
     height, width = phone.shape
     homography = _placement(rng, (width, height), subject, distortion, centre_x_fraction)
-    scene = _background(rng) if base is None else base
+    scene = background(rng) if base is None else base
     if distortion == "moire":
         upsample = 4
-        phone_bgr = _screen_grid(phone, upsample)
+        phone_bgr = screen_grid(phone, upsample)
         scaled = homography @ np.diag([1.0 / upsample, 1.0 / upsample, 1.0])
         image = _paste(scene, phone_bgr, scaled)
     else:
@@ -334,7 +336,7 @@ def compose_frame(
 
 def empty_frame(rng: np.random.Generator) -> SyntheticFrame:
     """A frame with no code at all: what the camera sees most of the time at a till."""
-    return SyntheticFrame(_degrade(_background(rng), "clean", rng, np.zeros(2)), None, "none", None)
+    return SyntheticFrame(_degrade(background(rng), "clean", rng, np.zeros(2)), None, "none", None)
 
 
 def synthetic_set(
