@@ -169,3 +169,23 @@ def test_a_defocused_qr_zxing_alone_misses_is_read_by_inspect_image(tmp_path: Pa
     assert done.returncode == 0, done.stderr
     codes = json.loads(done.stdout)["codes"]
     assert [(c["kind"], c["version"], c["format"]) for c in codes] == [("payment_code", "v3", "qr")]
+
+
+def test_a_small_printed_barcode_every_grey_pass_loses_is_read_at_a_fixed_threshold() -> None:
+    """tune-0348: a v1 barcode printed under 2 px per module. Enlarged 2x, the local
+    binarizer still merges its narrowest bars with their neighbours; one fixed threshold on
+    the enlarged, sharpened box keeps them apart."""
+    item = sample("tune", 348)
+    assert (item.payload.symbology, item.condition) == ("code128", "small")
+    found = read_still(to_gray(item.image()))
+    assert [(d.text, d.backend) for d in found] == [(item.payload.text, "zxing-region-x2-fixed")]
+
+
+def test_a_defocused_qr_under_glare_is_read_after_a_fine_adaptive_threshold() -> None:
+    """tune-0158: a v1 QR code out of focus with a glare spot on it. Neither sharpening nor
+    CLAHE leaves a threshold that splits the modules under the glare; a 15 px local mean
+    threshold does."""
+    item = sample("tune", 158)
+    assert (item.payload.symbology, item.condition) == ("qr", "defocus+glare")
+    found = read_still(to_gray(item.image()))
+    assert [(d.text, d.backend) for d in found] == [(item.payload.text, "zxing-adaptive")]

@@ -37,6 +37,7 @@ __all__ = [
     "Plan",
     "RegionPass",
     "SharpenedPass",
+    "ThresholdedPass",
     "ZxingPass",
     "default_plan",
 ]
@@ -148,6 +149,27 @@ class RegionPass:
         ]
 
 
+class ThresholdedPass:
+    """Runs `inner` (a zxing pass with the BoolCast binarizer, which takes the image as
+    already black and white) on a mean-adaptive threshold of the frame: each pixel against
+    the mean of its `block_px` neighbourhood. A glare patch on a blurred code leaves no
+    contrast a whole-frame or coarse local threshold can use; a fine local one still
+    separates the modules."""
+
+    def __init__(self, inner: DecoderBackend, *, block_px: int = 15, offset: float = 5.0):
+        self._inner = inner
+        self._block_px = block_px
+        self._offset = offset
+        self.name = inner.name
+
+    def decode(self, gray: Gray) -> list[Decoded]:
+        """Decode the thresholded image."""
+        binary = cv2.adaptiveThreshold(
+            gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, self._block_px, self._offset
+        )
+        return self._inner.decode(np.asarray(binary, dtype=np.uint8))
+
+
 def _from_zxing(code: zxingcpp.Barcode, backend: str) -> Decoded:
     pos = code.position
     points = (pos.top_left, pos.top_right, pos.bottom_right, pos.bottom_left)
@@ -189,7 +211,10 @@ def _zxing_passes() -> tuple[list[DecodePass], list[DecodePass]]:
     height (bars under 2 px per module, focus blur: the squeeze keeps it cheap); both
     formats at 1.5x (codes under ~2.5 px per module); the box that looks like a code
     enlarged 2x and sharpened (codes near 2 px per module, for a fraction of enlarging the
-    frame); both formats strongly sharpened (a
+    frame), read once with zxing's local binarizer and once at one fixed threshold (small
+    or defocused barcodes whose narrowest bars the local one merges); both formats after a
+    fine adaptive threshold (a defocused code under glare); both formats strongly
+    sharpened (a
     dim screen's amplified noise plus defocus, motion blur); QR after local contrast
     equalisation (glare, a fold's shadow); QR with the global binarizer at half size (screen
     moire).
@@ -205,7 +230,22 @@ def _zxing_passes() -> tuple[list[DecodePass], list[DecodePass]]:
             scale_y=0.25,
         ),
         DecodePass("zxing-x1.5", ZxingPass(both), 1.5, 1.5),
-        DecodePass("zxing-region-x2", RegionPass(ZxingPass(both))),
+        DecodePass("zxing-region-x2", RegionPass(ZxingPass(both), area_share_max=0.4)),
+        DecodePass(
+            "zxing-region-x2-fixed",
+            RegionPass(
+                ZxingPass(
+                    both,
+                    binarizer=zxingcpp.Binarizer.FixedThreshold,
+                    try_rotate=True,
+                    try_invert=True,
+                )
+            ),
+        ),
+        DecodePass(
+            "zxing-adaptive",
+            ThresholdedPass(ZxingPass(both, binarizer=zxingcpp.Binarizer.BoolCast)),
+        ),
         DecodePass("zxing-sharp-strong", SharpenedPass(ZxingPass(both), sigma_px=2.5, amount=3.0)),
         DecodePass("zxing-qr-clahe", EqualisedPass(ZxingPass([_QR]))),
         DecodePass(
