@@ -27,6 +27,7 @@ from paycode.appkit.decoding import (
     Gray,
 )
 from paycode.merchant_pos.codelike import code_region
+from paycode.merchant_pos.deblur import DeblurredPass
 from paycode.merchant_pos.decoders import available_backends, make_backend
 from paycode.merchant_pos.opencv import cv2
 
@@ -213,7 +214,8 @@ def _zxing_passes() -> tuple[list[DecodePass], list[DecodePass]]:
     enlarged 2x and sharpened (codes near 2 px per module, for a fraction of enlarging the
     frame), read once with zxing's local binarizer and once at one fixed threshold (small
     or defocused barcodes whose narrowest bars the local one merges); both formats after a
-    fine adaptive threshold (a defocused code under glare); both formats strongly
+    fine adaptive threshold (a defocused code under glare); the box with its motion blur
+    divided out (`merchant_pos.deblur`: a hand moving the phone); both formats strongly
     sharpened (a
     dim screen's amplified noise plus defocus, motion blur); QR after local contrast
     equalisation (glare, a fold's shadow); QR with the global binarizer at half size (screen
@@ -245,6 +247,10 @@ def _zxing_passes() -> tuple[list[DecodePass], list[DecodePass]]:
         DecodePass(
             "zxing-adaptive",
             ThresholdedPass(ZxingPass(both, binarizer=zxingcpp.Binarizer.BoolCast)),
+        ),
+        DecodePass(
+            "zxing-deblur",
+            DeblurredPass(ZxingPass(both, binarizer=zxingcpp.Binarizer.FixedThreshold)),
         ),
         DecodePass("zxing-sharp-strong", SharpenedPass(ZxingPass(both), sigma_px=2.5, amount=3.0)),
         DecodePass("zxing-qr-clahe", EqualisedPass(ZxingPass([_QR]))),
