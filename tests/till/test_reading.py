@@ -23,7 +23,7 @@ from paycode.merchant_pos.decoders import make_backend
 from paycode.merchant_pos.frames import to_gray
 from paycode.merchant_pos.opencv import cv2
 from paycode.merchant_pos.scanloop import Scanner
-from paycode.merchant_pos.scanpasses import DecodePass, Plan
+from paycode.merchant_pos.scanpasses import DecodePass, Plan, default_plan
 from paycode.merchant_pos.stillread import read_still
 from paycode.merchant_pos.synthetic_frames import empty_frame
 from tests.support.servers import run_in_process
@@ -152,11 +152,14 @@ def test_a_small_qr_on_a_phone_is_read_by_enlarging_the_region_that_looks_like_a
 
 def test_a_barcode_in_low_light_and_out_of_focus_is_read_by_strong_sharpening() -> None:
     """tune-0085: a v1 barcode on a dim phone screen, out of focus. The gain lifts the noise
-    and the blur merges the narrow bars: only a strong unsharp mask separates them again."""
+    and the blur merges the narrow bars: a strong unsharp mask separates them again (so
+    does the defocus Wiener filter, which runs before it and reads it first now)."""
     item = sample("tune", 85)
     assert (item.payload.symbology, item.condition) == ("code128", "low_light+defocus")
-    found = read_still(to_gray(item.image()))
-    assert [(d.text, d.backend) for d in found] == [(item.payload.text, "zxing-sharp-strong")]
+    gray = to_gray(item.image())
+    strong = next(p for p in default_plan().ring if p.label == "zxing-sharp-strong")
+    assert [d.text for d in strong.decoder.decode(gray)] == [item.payload.text]
+    assert [d.text for d in read_still(gray)] == [item.payload.text]
 
 
 def test_a_defocused_qr_zxing_alone_misses_is_read_by_inspect_image(tmp_path: Path) -> None:
@@ -228,3 +231,13 @@ def test_the_blur_estimate_finds_a_known_smear_length_and_direction(
     found_px, angle_rad = blur_vector(smeared)
     assert found_px == pytest.approx(length_px, abs=0.5)
     assert abs(np.degrees(angle_rad)) == pytest.approx(angle_deg, abs=1.0)
+
+
+def test_a_small_qr_out_of_focus_is_read_once_the_lens_blur_is_divided_out() -> None:
+    """tune-1078: a v3 QR code at under 2 px per module, out of focus. Sharpening and
+    thresholds leave its modules merged; a Wiener filter for a defocus disk on the box that
+    looks like a code separates them again."""
+    item = sample("tune", 1078)
+    assert (item.payload.kind, item.condition) == ("v3", "small+defocus")
+    found = read_still(to_gray(item.image()))
+    assert [(d.text, d.backend) for d in found] == [(item.payload.text, "zxing-refocus")]

@@ -13,6 +13,7 @@ edges dominate the spectrum.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,7 +21,7 @@ from numpy.typing import NDArray
 from paycode.appkit.decoding import Decoded, DecoderBackend, Gray
 from paycode.merchant_pos.codelike import code_region
 
-__all__ = ["DeblurredPass", "blur_vector", "wiener_deblur"]
+__all__ = ["DeblurredPass", "RefocusedPass", "blur_vector", "wiener_deblur", "wiener_refocus"]
 
 BLUR_PX_MIN = 3  # shorter smears are what sharpening already handles
 BLUR_PX_MAX = 10  # a hand moving faster than this in one exposure leaves nothing to read
@@ -66,15 +67,35 @@ def _line_psf(length_px: float, angle_rad: float, shape: tuple[int, int]) -> Flo
     return psf / np.float32(psf.sum())
 
 
-def wiener_deblur(gray: Gray, length_px: float, angle_rad: float) -> Gray:
-    """`gray` with a straight blur of `length_px` at `angle_rad` divided out."""
+def _disk_psf(radius_px: float, shape: tuple[int, int]) -> Floats:
+    """A centred disk of `radius_px` (a lens out of focus), wrapped as `_line_psf`."""
+    psf = np.zeros(shape, dtype=np.float32)
+    r = math.ceil(radius_px)
+    dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
+    inside = np.hypot(dx, dy) <= round(radius_px)
+    psf[dy[inside] % shape[0], dx[inside] % shape[1]] = 1.0
+    return psf / np.float32(psf.sum())
+
+
+def _wiener(gray: Gray, psf: Floats) -> Gray:
+    """`gray` with the blur `psf` (same shape, FFT layout) divided out."""
     image = np.asarray(gray, dtype=np.float32) / 255.0
-    blur = np.fft.rfft2(_line_psf(round(length_px), angle_rad, image.shape))
+    blur = np.fft.rfft2(psf)
     restored = np.fft.irfft2(
         np.fft.rfft2(image) * np.conj(blur) / (np.abs(blur) ** 2 + NOISE_TO_SIGNAL),
         s=image.shape,
     )
     return np.asarray(np.clip(restored * 255.0, 0, 255), dtype=np.uint8)
+
+
+def wiener_deblur(gray: Gray, length_px: float, angle_rad: float) -> Gray:
+    """`gray` with a straight blur of `length_px` at `angle_rad` divided out."""
+    return _wiener(gray, _line_psf(round(length_px), angle_rad, gray.shape))
+
+
+def wiener_refocus(gray: Gray, radius_px: float) -> Gray:
+    """`gray` with a defocus disk of `radius_px` divided out."""
+    return _wiener(gray, _disk_psf(radius_px, gray.shape))
 
 
 class DeblurredPass:
@@ -89,16 +110,61 @@ class DeblurredPass:
 
     def decode(self, gray: Gray) -> list[Decoded]:
         """Decode the deblurred box."""
-        box = code_region(gray)
+        box = _usable_box(gray, self._area_share_max)
         if box is None:
             return []
         x0, y0, x1, y1 = box
-        too_big = (x1 - x0) * (y1 - y0) > self._area_share_max * gray.shape[0] * gray.shape[1]
-        if too_big or min(x1 - x0, y1 - y0) < SIDE_PX_MIN:
-            return []
         crop = np.ascontiguousarray(gray[y0:y1, x0:x1])
-        sharp = wiener_deblur(crop, *blur_vector(crop))
-        return [
-            Decoded(d.format, d.text, tuple((x + x0, y + y0) for x, y in d.corners), d.backend)
-            for d in self._inner.decode(sharp)
-        ]
+        return _shifted(self._inner.decode(wiener_deblur(crop, *blur_vector(crop))), x0, y0)
+
+
+class RefocusedPass:
+    """Runs `inners` in turn on the code-like box with a defocus disk of each of
+    `radii_px` divided out, until one reads; corners in the frame's pixels. A small code
+    out of focus loses its modules to the blur's disk, which sharpening only partly undoes.
+    Same box limits as `DeblurredPass`."""
+
+    def __init__(
+        self,
+        inners: Sequence[DecoderBackend],
+        *,
+        radii_px: Sequence[float] = (2.0, 3.0),
+        area_share_max: float = 0.5,
+    ) -> None:
+        self._inners = tuple(inners)
+        self._radii_px = tuple(radii_px)
+        self._area_share_max = area_share_max
+        self.name = self._inners[0].name
+
+    def decode(self, gray: Gray) -> list[Decoded]:
+        """Decode the refocused box: first radius, first decoder that reads."""
+        box = _usable_box(gray, self._area_share_max)
+        if box is None:
+            return []
+        x0, y0, x1, y1 = box
+        crop = np.ascontiguousarray(gray[y0:y1, x0:x1])
+        for radius_px in self._radii_px:
+            sharp = wiener_refocus(crop, radius_px)
+            for inner in self._inners:
+                found = inner.decode(sharp)
+                if found:
+                    return _shifted(found, x0, y0)
+        return []
+
+
+def _usable_box(gray: Gray, area_share_max: float) -> tuple[int, int, int, int] | None:
+    """The code-like box, or None when there is none, it is too small to show a blur, or it
+    is more than `area_share_max` of the frame (the FFTs' cost)."""
+    box = code_region(gray)
+    if box is None:
+        return None
+    x0, y0, x1, y1 = box
+    too_big = (x1 - x0) * (y1 - y0) > area_share_max * gray.shape[0] * gray.shape[1]
+    return None if too_big or min(x1 - x0, y1 - y0) < SIDE_PX_MIN else box
+
+
+def _shifted(found: list[Decoded], x0: int, y0: int) -> list[Decoded]:
+    return [
+        Decoded(d.format, d.text, tuple((x + x0, y + y0) for x, y in d.corners), d.backend)
+        for d in found
+    ]

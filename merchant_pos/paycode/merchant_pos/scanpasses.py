@@ -27,7 +27,7 @@ from paycode.appkit.decoding import (
     Gray,
 )
 from paycode.merchant_pos.codelike import code_region
-from paycode.merchant_pos.deblur import DeblurredPass
+from paycode.merchant_pos.deblur import DeblurredPass, RefocusedPass
 from paycode.merchant_pos.decoders import available_backends, make_backend
 from paycode.merchant_pos.opencv import cv2
 
@@ -251,6 +251,12 @@ def _zxing_passes() -> tuple[list[DecodePass], list[DecodePass]]:
         DecodePass(
             "zxing-deblur",
             DeblurredPass(ZxingPass(both, binarizer=zxingcpp.Binarizer.FixedThreshold)),
+        ),
+        DecodePass(
+            "zxing-refocus",
+            RefocusedPass(
+                [ZxingPass(both, binarizer=zxingcpp.Binarizer.FixedThreshold), ZxingPass(both)]
+            ),
         ),
         DecodePass("zxing-sharp-strong", SharpenedPass(ZxingPass(both), sigma_px=2.5, amount=3.0)),
         DecodePass("zxing-qr-clahe", EqualisedPass(ZxingPass([_QR]))),
