@@ -241,3 +241,20 @@ def test_a_small_qr_out_of_focus_is_read_once_the_lens_blur_is_divided_out() -> 
     assert (item.payload.kind, item.condition) == ("v3", "small+defocus")
     found = read_still(to_gray(item.image()))
     assert [(d.text, d.backend) for d in found] == [(item.payload.text, "zxing-refocus")]
+
+
+@pytest.mark.parametrize("index", [26, 146])
+def test_a_qr_on_a_folded_sheet_is_read_once_its_far_side_is_stretched_back(index: int) -> None:
+    """tune-0026 (under glare too) and tune-0146: a v1 QR code printed on a sheet folded
+    across the code. The far side's modules are foreshortened off the grid the finder
+    patterns give; every pass on the frame as it is missed them. Unfolding the code-like box
+    (a crease and a stretch among a few tried) puts them back; the outline is the box."""
+    item = sample("tune", index)
+    assert (item.payload.symbology, item.condition.split("+")[0]) == ("qr", "fold")
+    gray = to_gray(item.image())
+    found = read_still(gray)
+    assert [(d.text, d.backend) for d in found] == [(item.payload.text, "zxing-unfold")]
+    box = code_region(gray)
+    assert box is not None
+    x0, y0, x1, y1 = box
+    assert all(x0 <= x < x1 and y0 <= y < y1 for x, y in found[0].corners)

@@ -30,6 +30,7 @@ from paycode.merchant_pos.codelike import code_region
 from paycode.merchant_pos.deblur import DeblurredPass, RefocusedPass
 from paycode.merchant_pos.decoders import available_backends, make_backend
 from paycode.merchant_pos.opencv import cv2
+from paycode.merchant_pos.unfold import UnfoldedPass
 
 __all__ = [
     "DEFAULT_BACKENDS",
@@ -218,7 +219,8 @@ def _zxing_passes() -> tuple[list[DecodePass], list[DecodePass]]:
     divided out (`merchant_pos.deblur`: a hand moving the phone); both formats strongly
     sharpened (a
     dim screen's amplified noise plus defocus, motion blur); QR after local contrast
-    equalisation (glare, a fold's shadow); QR with the global binarizer at half size (screen
+    equalisation (glare, a fold's shadow); the box unfolded (`merchant_pos.unfold`: a
+    folded sheet's far side stretched back); QR with the global binarizer at half size (screen
     moire).
     """
     both = [_QR, _C128]
@@ -260,6 +262,7 @@ def _zxing_passes() -> tuple[list[DecodePass], list[DecodePass]]:
         ),
         DecodePass("zxing-sharp-strong", SharpenedPass(ZxingPass(both), sigma_px=2.5, amount=3.0)),
         DecodePass("zxing-qr-clahe", EqualisedPass(ZxingPass([_QR]))),
+        DecodePass("zxing-unfold", UnfoldedPass(ZxingPass(both))),
         DecodePass(
             "zxing-qr-gh@0.5",
             ZxingPass([_QR], binarizer=zxingcpp.Binarizer.GlobalHistogram),
