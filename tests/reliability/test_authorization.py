@@ -1078,7 +1078,7 @@ def authz_server(request: pytest.FixtureRequest) -> Iterator[Server]:
                 yield server
             return
         with (
-            postgres_database() as url,
+            postgres_database(migrated=True) as url,
             start_server("postgres", database_url=url, extra_env=knob) as server,
         ):
             yield server

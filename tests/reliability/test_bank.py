@@ -55,7 +55,7 @@ def test_money_is_conserved_under_concurrent_clients(
     threads = scale.pick(short=10, full=50)
     duration_s = scale.pick(short=5.0, full=60.0)
     with (
-        postgres_database() as url,
+        postgres_database(migrated=True) as url,
         start_server("postgres", database_url=url, workers=WORKERS) as server,
     ):
         bank = open_money_load(server, tmp_path, derived_rng(seed, "bank"), users, MERCHANTS)

@@ -154,7 +154,7 @@ def test_postgres_survives_killed_workers_and_a_killed_server(
     derived_rng(seed, "schedule").shuffle(schedule)
     users, threads = scale.pick(short=6, full=10), scale.pick(short=6, full=12)
     with (
-        postgres_database() as url,
+        postgres_database(migrated=True) as url,
         start_server("postgres", database_url=url, workers=WORKERS) as server,
     ):
         bank = open_money_load(server, tmp_path, derived_rng(seed, "bank"), users, MERCHANTS)

@@ -454,7 +454,7 @@ def guess_limited_server(backend: str) -> Iterator[LiveServer]:
             yield server
         return
     with (
-        postgres_database() as url,
+        postgres_database(migrated=True) as url,
         start_server("postgres", database_url=url, extra_env=GUESS_ENV) as server,
     ):
         yield server

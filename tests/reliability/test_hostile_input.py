@@ -752,7 +752,7 @@ def live_target(name: str, home: Path) -> Iterator[Target]:
         if backend == "sqlite":
             server = stack.enter_context(start_server("sqlite", mode=mode, extra_env=GUARD_OFF))
         else:
-            url = stack.enter_context(postgres_database())
+            url = stack.enter_context(postgres_database(migrated=True))
             server = stack.enter_context(
                 start_server("postgres", database_url=url, mode=mode, extra_env=GUARD_OFF)
             )

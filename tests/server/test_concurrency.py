@@ -34,7 +34,7 @@ CLIENTS = 50
 @pytest.fixture(scope="module")
 def bank4() -> Iterator[LiveServer]:
     with (
-        postgres_database() as url,
+        postgres_database(migrated=True) as url,
         start_server("postgres", database_url=url, mode="serve", workers=4) as server,
     ):
         yield server

@@ -422,7 +422,7 @@ def served(request: pytest.FixtureRequest) -> Iterator[LiveServer]:
             yield server
         return
     with (
-        postgres_database() as url,
+        postgres_database(migrated=True) as url,
         _start_live_server("postgres", database_url=url, mode="serve", workers=2) as server,
     ):
         yield server

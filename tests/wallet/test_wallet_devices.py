@@ -63,7 +63,7 @@ def app_sqlite() -> Iterator[Server]:
 def app_postgres() -> Iterator[Server]:
     """tests.support.servers's app_postgres (and so server), with no statuses cache."""
     with (
-        postgres_database() as url,
+        postgres_database(migrated=True) as url,
         start_server(
             "postgres", where="in_process", database_url=url, extra_env=SERVER_ENV
         ) as server,

@@ -95,11 +95,15 @@ def admin_connection() -> psycopg.Connection[Any]:
 
 
 @contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh database `paycode_test_<random>`; yields its SQLAlchemy URL, drops it after."""
+def postgres_database(template: str | None = None) -> Iterator[str]:
+    """A fresh database `paycode_test_<random>`, a copy of `template` if given (a database
+    nobody is connected to); yields its SQLAlchemy URL, drops it after."""
     name = f"paycode_test_{secrets.token_hex(6)}"
+    create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        create += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
     with admin_connection() as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        admin.execute(create)
     try:
         url = make_url(POSTGRES_ADMIN_URL).set(drivername="postgresql+psycopg", database=name)
         yield url.render_as_string(hide_password=False)
