@@ -81,3 +81,15 @@ def code_region(gray: Gray, *, margin_blocks: int = 2) -> Box | None:
     x1 = min(gray.shape[1], (int(columns.max()) + 1 + margin_blocks) * block_px)
     y1 = min(gray.shape[0], (int(rows.max()) + 1 + margin_blocks) * block_px)
     return x0, y0, x1, y1
+
+
+def code_region_within(gray: Gray, area_share_max: float) -> Box | None:
+    """code_region, or None when the box is more than `area_share_max` of the frame: the
+    passes that work on the box alone (enlarging, deblurring, unfolding) gain nothing over a
+    whole-frame pass there, at a box-sized cost."""
+    box = code_region(gray)
+    if box is None:
+        return None
+    x0, y0, x1, y1 = box
+    too_big = (x1 - x0) * (y1 - y0) > area_share_max * gray.shape[0] * gray.shape[1]
+    return None if too_big else box

@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from paycode.appkit.decoding import Decoded, DecoderBackend, Gray
-from paycode.merchant_pos.codelike import code_region
+from paycode.merchant_pos.codelike import code_region_within
 
 __all__ = ["DeblurredPass", "RefocusedPass", "blur_vector", "wiener_deblur", "wiener_refocus"]
 
@@ -155,12 +155,11 @@ class RefocusedPass:
 def _usable_box(gray: Gray, area_share_max: float) -> tuple[int, int, int, int] | None:
     """The code-like box, or None when there is none, it is too small to show a blur, or it
     is more than `area_share_max` of the frame (the FFTs' cost)."""
-    box = code_region(gray)
+    box = code_region_within(gray, area_share_max)
     if box is None:
         return None
     x0, y0, x1, y1 = box
-    too_big = (x1 - x0) * (y1 - y0) > area_share_max * gray.shape[0] * gray.shape[1]
-    return None if too_big or min(x1 - x0, y1 - y0) < SIDE_PX_MIN else box
+    return None if min(x1 - x0, y1 - y0) < SIDE_PX_MIN else box
 
 
 def _shifted(found: list[Decoded], x0: int, y0: int) -> list[Decoded]:

@@ -26,7 +26,7 @@ from paycode.appkit.decoding import (
     DecoderBackend,
     Gray,
 )
-from paycode.merchant_pos.codelike import code_region
+from paycode.merchant_pos.codelike import code_region_within
 from paycode.merchant_pos.deblur import DeblurredPass, RefocusedPass
 from paycode.merchant_pos.decoders import available_backends, make_backend
 from paycode.merchant_pos.opencv import cv2
@@ -128,12 +128,10 @@ class RegionPass:
 
     def decode(self, gray: Gray) -> list[Decoded]:
         """Decode the enlarged box; corners come back in `gray`'s pixels."""
-        box = code_region(gray)
+        box = code_region_within(gray, self._area_share_max)
         if box is None:
             return []
         x0, y0, x1, y1 = box
-        if (x1 - x0) * (y1 - y0) > self._area_share_max * gray.shape[0] * gray.shape[1]:
-            return []
         size = (round((x1 - x0) * self._factor), round((y1 - y0) * self._factor))
         crop = cv2.resize(gray[y0:y1, x0:x1], size, interpolation=cv2.INTER_CUBIC)
         f = self._factor

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from paycode.appkit.decoding import Decoded, DecoderBackend, Gray
-from paycode.merchant_pos.codelike import code_region
+from paycode.merchant_pos.codelike import code_region_within
 from paycode.merchant_pos.opencv import cv2
 
 __all__ = ["CREASE_SHARES", "STRETCHES", "UnfoldedPass", "unfolded"]
@@ -63,12 +63,10 @@ class UnfoldedPass:
 
     def decode(self, gray: Gray) -> list[Decoded]:
         """The codes in the first unfolding of the box that reads."""
-        box = code_region(gray)
+        box = code_region_within(gray, self._area_share_max)
         if box is None:
             return []
         x0, y0, x1, y1 = box
-        if (x1 - x0) * (y1 - y0) > self._area_share_max * gray.shape[0] * gray.shape[1]:
-            return []
         crop = np.ascontiguousarray(gray[y0:y1, x0:x1])
         outline = ((x0, y0), (x1 - 1, y0), (x1 - 1, y1 - 1), (x0, y1 - 1))
         for share, stretch, far_right in self._tries:
