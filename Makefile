@@ -38,6 +38,8 @@ endef
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip uv
+	@# opencv-python and the opencv-contrib-python the till now needs both own cv2/: drop the old one
+	-$(PY) -m pip uninstall -q -y opencv-python opencv-python-headless 2>/dev/null
 	$(PY) -m uv pip install -q --compile-bytecode --python $(PY) -e '.[dev]' || \
 	  $(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)

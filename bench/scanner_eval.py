@@ -4,8 +4,9 @@
 
 FOLDER holds the images (JPEG, PNG, ...) and `expected.tsv`: a header line, then one line per
 image, tab-separated: `file`, `symbology` (qr or code128), `text` (exactly what the code
-holds), and optionally `kind` (v1, v2, v3: payment codes; anything else, e.g. emv, is a code
-the till's scanner ignores by design). Each image should show one code.
+holds; a backslash escapes a tab, CR or LF inside it as \\t, \\r, \\n, and itself as \\\\), and
+optionally `kind` (v1, v2, v3: payment codes; anything else, e.g. emv, is a code the till's
+scanner ignores by design). Each image should show one code.
 
 Per reader: the share of QR and of Code 128 images whose expected text it read, wrong reads
 (an image where it returned any other text: a misread, the one failure that can charge the
@@ -49,6 +50,7 @@ __all__ = [
     "evaluation_section",
     "read_folder",
     "table",
+    "unescaped",
 ]
 
 HOLD_FRAMES = 3
@@ -120,6 +122,24 @@ def _file_loader(path: Path) -> Callable[[], Bgr]:
     return load
 
 
+_ESCAPES = {"\\": "\\", "t": "\t", "r": "\r", "n": "\n"}
+
+
+def unescaped(cell: str) -> str:
+    """A manifest's text cell with its backslash escapes (module docstring) resolved."""
+    parts = iter(cell)
+    out = []
+    for char in parts:
+        if char != "\\":
+            out.append(char)
+            continue
+        follower = next(parts, "")
+        if follower not in _ESCAPES:
+            raise ValueError(f"unknown escape \\{follower} in {cell!r}")
+        out.append(_ESCAPES[follower])
+    return "".join(out)
+
+
 def read_folder(folder: Path) -> list[Photo]:
     """The photos `folder/expected.tsv` lists (module docstring)."""
     manifest = folder / "expected.tsv"
@@ -132,7 +152,8 @@ def read_folder(folder: Path) -> list[Photo]:
             raise ValueError(f"{manifest}: {row['file']}: symbology must be one of {SYMBOLOGIES}")
         kind = (row.get("kind") or "").strip()
         path = folder / row["file"]
-        photos.append(Photo(row["file"], symbology, row["text"], kind, _file_loader(path)))
+        text = unescaped(row["text"])
+        photos.append(Photo(row["file"], symbology, text, kind, _file_loader(path)))
     return photos
 
 
@@ -221,11 +242,11 @@ def table(tallies: dict[str, Tally]) -> list[str]:
             f"{_percent(tally.rate(s))} ({tally.read.get(s, 0)}/{tally.shown.get(s, 0)})"
             for s in groups
         ]
-        median = statistics.median(tally.ms) if tally.ms else float("nan")
-        p95 = float(np.percentile(tally.ms, 95)) if tally.ms else float("nan")
-        lines.append(
-            f"| {name} | {' | '.join(cells)} | {len(tally.wrong)} | {median:.2f} | {p95:.2f} |"
-        )
+        times = "| - | -"
+        if tally.ms:
+            median = statistics.median(tally.ms)
+            times = f"| {median:.2f} | {float(np.percentile(tally.ms, 95)):.2f}"
+        lines.append(f"| {name} | {' | '.join(cells)} | {len(tally.wrong)} {times} |")
     return lines
 
 

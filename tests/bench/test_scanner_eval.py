@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import scanner_eval
+from bench import real_photos, scanner_eval
 from bench.scanner_set import generate, write_set
 
 
@@ -32,3 +32,25 @@ def test_a_manifest_without_a_symbology_column_is_a_clear_error_not_a_traceback(
     (tmp_path / "expected.tsv").write_text("file\ttext\nphoto.jpg\t123\n", encoding="utf-8")
     assert scanner_eval.main([str(tmp_path)]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_a_text_with_line_breaks_survives_the_manifest(tmp_path: Path) -> None:
+    """Real photographs hold codes with CR, LF and tabs (e.g. zxing's android-1/qrcode-2):
+    the manifest escapes them, so one line stays one photo and the text compares exactly."""
+    text = "UI office hours\r\nhttp://example.org/a\\b\tc \r\n"
+    row = f"photo.jpg\tqr\t{real_photos.escaped(text)}\tother"
+    (tmp_path / "expected.tsv").write_text(f"file\tsymbology\ttext\tkind\n{row}\n", "utf-8")
+    assert [p.text for p in scanner_eval.read_folder(tmp_path)] == [text]
+
+
+def test_an_unknown_escape_in_a_manifest_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"unknown escape \\x"):
+        scanner_eval.unescaped("a\\x41")
+
+
+def test_the_real_photographs_are_pinned_and_their_texts_escape_cleanly() -> None:
+    assert {p.tarball for p in real_photos.PHOTOS} == set(real_photos.TARBALLS)
+    assert all(len(t.sha256) == 64 for t in real_photos.TARBALLS.values())
+    assert len({p.file for p in real_photos.PHOTOS}) == len(real_photos.PHOTOS)
+    for photo in real_photos.PHOTOS:
+        assert scanner_eval.unescaped(real_photos.escaped(photo.text)) == photo.text

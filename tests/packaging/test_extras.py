@@ -22,7 +22,7 @@ SERVER_ONLY = {
     "pypinyin",
     "anyascii",
 }
-TILL_ONLY = {"opencv-python", "pyzbar"}
+TILL_ONLY = {"opencv-contrib-python", "pyzbar"}
 
 
 def _requirements(extra: str | None) -> set[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ from paycode.merchant_pos.unfold import UnfoldedPass
 
 __all__ = [
     "DEFAULT_BACKENDS",
+    "STILL_BACKENDS",
     "DecodePass",
     "EqualisedPass",
     "Plan",
@@ -42,9 +44,13 @@ __all__ = [
     "ThresholdedPass",
     "ZxingPass",
     "default_plan",
+    "still_plan",
 ]
 
 DEFAULT_BACKENDS = ("zxing", "pyzbar")  # opencv reads nothing these miss, at 5-10x the cost
+# A still is one chance and has no frame budget: WeChat's reader (~10 ms, up to ~100 ms on a
+# busy photo) runs there, last, after every pass of the camera's plan.
+STILL_BACKENDS = (*DEFAULT_BACKENDS, "wechat")
 
 _ZXING_NAMES = {
     zxingcpp.BarcodeFormat.QRCode: FORMAT_QR,
@@ -295,3 +301,10 @@ def default_plan(backends: Sequence[str] | None = None) -> Plan:
     others = [p for primary, _ in per_backend[1:] for p in primary]
     extras = [p for _, extra in per_backend for p in extra]
     return Plan(tuple(per_backend[0][0]), tuple(extras + others))
+
+
+@cache
+def still_plan() -> Plan:
+    """The plan for a still picture: the camera's, then the STILL_BACKENDS only stills can
+    afford. Built once per process: loading every backend costs more than most reads."""
+    return default_plan([name for name in available_backends() if name in STILL_BACKENDS])

@@ -13,7 +13,7 @@ import os
 
 from paycode.appkit.decoding import Decoded, Gray, gray_image, open_image_file
 from paycode.merchant_pos.scanloop import resized, to_original
-from paycode.merchant_pos.scanpasses import Plan, default_plan
+from paycode.merchant_pos.scanpasses import Plan, still_plan
 
 __all__ = ["read_image_file", "read_still"]
 
@@ -21,9 +21,9 @@ WORKING_WIDTH_PX_MAX = 1920  # a 12 MP photo is read at this width: codes in it 
 
 
 def read_still(gray: Gray, plan: Plan | None = None) -> list[Decoded]:
-    """The codes in `gray`, from the first pass of `plan` (default plan) that reads any;
+    """The codes in `gray`, from the first pass of `plan` (`still_plan`) that reads any;
     corners in `gray`'s pixels, `backend` naming the pass. Empty when no pass reads one."""
-    chosen = plan if plan is not None else default_plan()
+    chosen = plan if plan is not None else still_plan()
     scale = min(1.0, WORKING_WIDTH_PX_MAX / gray.shape[1])
     work = resized(gray, scale, scale)
     for decode_pass in (*chosen.always, *chosen.ring):

@@ -58,7 +58,7 @@ DISTORTIONS = (
 )
 SCREEN_MARGIN_FRACTION = 0.12  # white phone screen around the code, per side
 BEZEL_FRACTION = 0.06  # dark phone body around the screen, per side
-VIDEO_FOURCC = "MJPG"  # decodes everywhere opencv-python runs; mp4v needs codecs we can't assume
+VIDEO_FOURCC = "MJPG"  # decodes everywhere OpenCV runs; mp4v needs codecs we can't assume
 VIDEO_FRAMES_MAX = 10_000
 NOISE_MARGIN_PX = 64
 
