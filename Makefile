@@ -9,14 +9,15 @@ STAMP  := $(VENV)/.installed
 setup: system-deps $(STAMP)
 
 # Debian packages pip cannot provide: libzbar0 (the pyzbar backend), xvfb (the POS window test
-# runs under a virtual display), chromium (the browser tests of the dashboard and the web wallet)
-# and fonts-wqy-microhei (a 1.6 MB Chinese, Japanese and Korean font: `paycode-pos poster`
-# prints merchant names in their own script with it). Installed when we can (root with apt-get)
-# and missing.
+# runs under a virtual display), xdotool (presses the cashier's keys in that window), chromium
+# (the browser tests of the dashboard and the web wallet) and fonts-wqy-microhei (a 1.6 MB
+# Chinese, Japanese and Korean font: `paycode-pos poster` prints merchant names in their own
+# script with it). Installed when we can (root with apt-get) and missing.
 CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
 system-deps:
 	@if ! ldconfig -p 2>/dev/null | grep -q 'libzbar\.so\.0'; then $(call apt_install,libzbar0); fi
 	@if ! command -v xvfb-run >/dev/null; then $(call apt_install,xvfb); fi
+	@if ! command -v xdotool >/dev/null; then $(call apt_install,xdotool); fi
 	@if ! [ -x /usr/bin/chromium ]; then $(call apt_install,chromium); fi
 	@if ! [ -f $(CJK_FONT) ]; then $(call apt_install,fonts-wqy-microhei); fi
 

@@ -45,8 +45,11 @@ class TillProcess:
     reader: threading.Thread | None = None
 
     @classmethod
-    def start(cls, home: Path, *args: str) -> TillProcess:
+    def start(cls, home: Path, *args: str, display: str | None = None) -> TillProcess:
+        """`display`: an X display (":N") for a till with its window; None keeps the caller's."""
         env = person_env() | {"PAYCODE_POS_HOME": str(home)}
+        if display is not None:
+            env["DISPLAY"] = display
         process = subprocess.Popen(
             [sys.executable, "-m", POS_MODULE, "--json", "charge", *args],
             stdin=subprocess.PIPE,

@@ -1,7 +1,8 @@
 """A sale from frames (camera, video, image): scan, show, charge once, show the outcome.
 
 With a display, an OpenCV window shows each frame with the code outlined and the amount, then
-the result screen; without one, the till prints the same outcome (merchant_pos.cli).
+the result screen; without one, the till prints the same outcome (merchant_pos.cli). Esc or q
+in the window while scanning or waiting for the customer stops the sale as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def charge_from_frames(
     `on_scanning` is told once the source is open."""
     window = TillWindow(windowed=args.windowed) if display_available(args.headless) else None
     try:
-        wait = _wait_on_screen(window, sale, args.confirm_wait_s)
+        wait = _wait_on_screen(window, sale, args.confirm_wait_s, stops)
         outcome = _scan_and_charge(
             client,
             sale,
@@ -65,7 +66,16 @@ def charge_from_frames(
             window.close()
 
 
-def _wait_on_screen(window: TillWindow | None, sale: Sale, wait_s: float) -> ConfirmWait:
+def _cashier_stop(stops: SaleStops | None) -> None:
+    """Esc or q in the window: the same stop as Ctrl-C (merchant_pos.stopping)."""
+    if stops is None:
+        raise KeyboardInterrupt
+    stops.stop()
+
+
+def _wait_on_screen(
+    window: TillWindow | None, sale: Sale, wait_s: float, stops: SaleStops | None
+) -> ConfirmWait:
     """While the customer confirms, stderr says why (always: docs/pos.md) and the window, if
     there is one, shows it with the seconds left (and stays responsive meanwhile)."""
     if window is None:
@@ -76,10 +86,14 @@ def _wait_on_screen(window: TillWindow | None, sale: Sale, wait_s: float) -> Con
     def on_waiting(remaining_s: float) -> None:
         amount = f"{sale.amount} {sale.currency}"
         shown[:] = [render_waiting(amount, remaining_s, why[0] if why else None, window.size)]
-        window.show(shown[0])
+        if window.show(shown[0]):
+            _cashier_stop(stops)
 
     def sleep(seconds: float) -> None:
-        window.hold(shown[0], seconds) if shown else time.sleep(seconds)
+        if not shown:
+            time.sleep(seconds)
+        elif window.hold(shown[0], seconds):
+            _cashier_stop(stops)
 
     return dataclasses.replace(
         confirm_wait_on_stderr(wait_s, on_pending=why.append), on_waiting=on_waiting, sleep=sleep
@@ -103,8 +117,10 @@ def _scan_and_charge(
     def on_frame(frame: Bgr, detections: list[Detection]) -> None:
         if detections:
             seen_at.setdefault(detections[0].frame_index, time.monotonic())
-        if window is not None:
-            window.show(render_scan_frame(frame, detections, amount_text, window.size))
+        if window is not None and window.show(
+            render_scan_frame(frame, detections, amount_text, window.size)
+        ):
+            _cashier_stop(stops)  # while scanning: stopped, nothing charged
 
     with open_source(source) as frames:
         on_scanning()

@@ -89,14 +89,16 @@ class TillWindow:
         cv2.resizeWindow(WINDOW_TITLE, *self.size)
         cv2.setWindowProperty(WINDOW_TITLE, cv2.WND_PROP_FULLSCREEN, cv2.WINDOW_FULLSCREEN)
 
-    def show(self, image: Bgr) -> None:
+    def show(self, image: Bgr) -> bool:
+        """Show `image`; whether the cashier pressed Esc or q since the last picture."""
         cv2.imshow(WINDOW_TITLE, image)
-        cv2.waitKey(1)
+        return cv2.waitKey(1) in DISMISS_KEYS
 
     def hold(self, image: Bgr, seconds: float) -> bool:
         """Show `image` for `seconds` (the result screen), keeping the window responsive;
         whether the cashier dismissed it early (Esc or q)."""
-        self.show(image)
+        if self.show(image):
+            return True
         until = time.monotonic() + seconds
         while time.monotonic() < until:
             if cv2.waitKey(50) in DISMISS_KEYS:

@@ -118,7 +118,8 @@ class PresentScreen:
         self.image = render_present(
             self.payload, amount_text, remaining_s, self.order_text, self.window.size
         )
-        self.window.show(self.image)
+        if self.window.show(self.image):
+            raise KeyboardInterrupt  # Esc or q: the cashier stops waiting, as with Ctrl-C
 
     def sleep(self, seconds: float) -> None:
         assert self.image is not None

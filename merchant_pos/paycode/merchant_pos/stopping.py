@@ -7,7 +7,8 @@ already be debited): the till goes on waiting for it, for at most `stop_wait_s`,
 that waits for the customer's PIN is cancelled at once (`stopped()`). A second stop, or the end
 of that wait, raises KeyboardInterrupt: the till then ends with what it knows, OUTCOME UNKNOWN
 with the order id to query at worst. Once the outcome is known, stops are ignored until it is
-printed: that is the one thing left to do.
+printed: that is the one thing left to do. Esc or q in the till's window is a stop too
+(`stop`).
 """
 
 from __future__ import annotations
@@ -93,6 +94,10 @@ class SaleStops:
     def settled(self) -> None:
         """The outcome is known: from now on a stop waits for it to be printed."""
         self.phase = Phase.SETTLED
+
+    def stop(self) -> None:
+        """The cashier's stop from the till's window (Esc or q): exactly what Ctrl-C does."""
+        self._on_stop(signal.SIGINT, None)
 
     def _on_stop(self, _number: int, _frame: FrameType | None) -> None:
         self.stops += 1
