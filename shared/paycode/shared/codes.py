@@ -42,6 +42,11 @@ class ErrorCode(enum.StrEnum):
     DEVICE_LOCKED = "device_locked"
     ALREADY_ENROLLED = "already_enrolled"
     BINDING_UNSUPPORTED = "binding_unsupported"
+    # -- offline codes (docs/offline.md §4.2) ------------------------------------------------
+    CERTIFICATE_INVALID = "certificate_invalid"
+    """A v4 code's certificate: unknown server key, or its signature fails."""
+    CERTIFICATE_EXPIRED = "certificate_expired"
+    """A v4 code's certificate is outside its validity window."""
     # -- keys a device or the server hands over (docs/spec.md §6.1) -------------------------
     WEAK_KEY = "weak_key"
     KEY_PROOF_INVALID = "key_proof_invalid"

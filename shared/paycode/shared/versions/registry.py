@@ -5,6 +5,8 @@ Adding a version is adding a module and one line to `VERSIONS`; no other version
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from paycode.shared.errors import CodeMalformed
 from paycode.shared.versions import v1_numeric, v2_qr, v3_ed25519
 from paycode.shared.versions.base import CodeVersion, VersionStatus
@@ -27,12 +29,18 @@ TEXT_CHARS_MAX = 512
 _BY_NAME = {codec.version: codec for codec in VERSIONS}
 
 
-def _check_prefixes() -> None:
-    """Routing is unambiguous: no version's prefix starts another's."""
-    prefixes = [codec.prefix for codec in VERSIONS]
+def prefixes_disjoint(prefixes: Sequence[str]) -> bool:
+    """Whether routing by these prefixes is unambiguous: none starts another."""
     for i, first in enumerate(prefixes):
         for second in prefixes[i + 1 :]:
-            assert not first.startswith(second) and not second.startswith(first)
+            if first.startswith(second) or second.startswith(first):
+                return False
+    return True
+
+
+def _check_prefixes() -> None:
+    """Routing is unambiguous: no version's prefix starts another's."""
+    assert prefixes_disjoint([codec.prefix for codec in VERSIONS])
     assert len(_BY_NAME) == len(VERSIONS)
 
 
