@@ -210,7 +210,7 @@ def test_repeats_and_unknown_synced_records_are_refused(tmp_path: Path) -> None:
         assert log.unsynced() == []
 
 
-def test_append_fsyncs_the_line_and_the_new_folder_entry_before_it_returns(
+def test_every_write_is_fsynced_before_it_returns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events: list[str] = []
@@ -233,10 +233,16 @@ def test_append_fsyncs_the_line_and_the_new_folder_entry_before_it_returns(
         events.append("returned")
         log.mark_synced(first.id, result="paid", paid_minor=1250, loss_minor=0)
         events.append("returned")
+        log.begin_sale("pos-3")  # the marker's bytes, then its name in the folder
+        events.append("returned")
+        log.end_sale()
+        events.append("returned")
     assert events == [
         *("write", "fsync file", "fsync folder", "returned"),
         *("write", "fsync file", "returned"),
         *("write", "fsync file", "returned"),
+        *("fsync file", "fsync folder", "returned"),
+        *("fsync folder", "returned"),
     ]
 
 
@@ -354,7 +360,8 @@ def test_every_acknowledged_record_survives_sigkill_at_a_random_moment(tmp_path:
                 threading.Event().wait(randomness.uniform(0, 0.004))
         finally:
             child.send_signal(signal.SIGKILL)
-            rest, _ = child.communicate(timeout=30)
+            rest = child.stdout.read()  # not communicate(): it skips what readline buffered
+            child.wait(timeout=30)
         assert child.returncode == -signal.SIGKILL
         acknowledged.extend(rest.split())
         with open_log(tmp_path) as log:  # opens cleanly: at most a torn tail was cut
