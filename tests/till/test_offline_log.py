@@ -20,14 +20,13 @@ import pytest
 
 from paycode.merchant_pos import offline_log
 from paycode.merchant_pos.offline_log import (
-    GENESIS_HASH,
-    Acceptance,
     CertificateUse,
     InterruptedSale,
     OfflineLogDamaged,
     OfflineRecordInvalid,
     open_log,
 )
+from paycode.merchant_pos.offline_records import GENESIS_HASH, Acceptance, encode
 
 ROOT = Path(__file__).resolve().parents[2]
 CERT = "0123456789abcdef0123456789abcdef"
@@ -120,7 +119,7 @@ def test_a_torn_last_line_is_cut_and_the_log_goes_on(tmp_path: Path) -> None:
     path = _log_path(tmp_path)
     whole = path.read_bytes()
     with open_log(tmp_path) as log:
-        third = offline_log.encode(log.accept(**_sale(3)).fields())
+        third = encode(log.accept(**_sale(3)).fields())
     path.write_bytes(whole + third[: len(third) // 2])  # the crash hit mid-write
     with open_log(tmp_path) as log:
         assert log.truncated_bytes == len(third) // 2
@@ -138,7 +137,7 @@ def test_a_whole_last_line_that_does_not_follow_is_a_torn_write(tmp_path: Path) 
     path = _log_path(tmp_path)
     whole = path.read_bytes()
     stray = json.loads(whole.split(b"\n")[1]) | {"seq": 9, "id": "acc_00000000000000ff"}
-    path.write_bytes(whole + offline_log.encode(stray) + b"\n")
+    path.write_bytes(whole + encode(stray) + b"\n")
     with open_log(tmp_path) as log:
         assert log.last_seq == 2 and log.truncated_bytes > 0
     assert path.read_bytes() == whole

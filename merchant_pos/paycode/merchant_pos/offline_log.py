@@ -20,15 +20,26 @@ import fcntl
 import hashlib
 import json
 import os
-import re
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from paycode.appkit.private_files import FILE_MODE, FOLDER_MODE, write_private
+from paycode.merchant_pos.offline_records import (
+    FORMAT,
+    GENESIS_HASH,
+    MOVES_NOTHING,
+    RECORD_BYTES_MAX,
+    Acceptance,
+    LineInvalid,
+    Synced,
+    chain_hash,
+    checked_order,
+    encode,
+    new_acceptance_id,
+    parse,
+)
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import PaycodeError
 
@@ -36,35 +47,9 @@ LOG_FOLDER = "offline"
 LOG_FILE = "acceptances.log"
 LOCK_FILE = "acceptances.lock"
 PENDING_FILE = "sale.pending"
-FORMAT = 1
-GENESIS_HASH = "0" * 64
-"""`prev` of seq 1."""
-RECORD_BYTES_MAX = 2048
-"""A v4 code is 328 characters and the other fields about 300 bytes: room, and a bound."""
 RECORDS_MAX = 20_000
 """Lines read at a start. A log is rotated once all of it is synced (section 4.3), and a till
 holds at most `till_count_max` (200 by default) unsynced: a longer file is refused unread."""
-ORDER_CHARS_MAX = 64
-"""As the server's merchant order ids."""
-CODE_CHARS_MAX = 512
-"""As `TEXT_CHARS_MAX` of shared/paycode/shared/versions/registry.py."""
-U32_MAX = 2**32 - 1
-RESULTS = frozenset(
-    {"paid", "paid_short", "unpaid", "late", "refused_invalid", "duplicate", "duplicate_order"}
-)
-MOVES_NOTHING = frozenset({"duplicate", "duplicate_order"})
-"""Results whose paid and loss need not add up to the amount (docs/offline.md 6.2)."""
-
-_ID = re.compile(r"acc_[0-9a-f]{16}", re.ASCII)
-_CERT = re.compile(r"[0-9a-f]{32}", re.ASCII)
-_HASH = re.compile(r"[0-9a-f]{64}", re.ASCII)
-_CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
-_CODE = re.compile(r"[\x21-\x7e]+", re.ASCII)
-_ACCEPT_KEYS = frozenset(
-    {"amount_minor", "at_s", "cert", "code", "counter", "currency", "id", "kind", "order"}
-    | {"prev", "seq", "v"}
-)
-_SYNCED_KEYS = frozenset({"id", "kind", "loss_minor", "paid_minor", "result", "v"})
 
 
 class OfflineLogDamaged(PaycodeError):
@@ -78,50 +63,6 @@ class OfflineRecordInvalid(PaycodeError):
     """A record the caller asked to append would not read back (shape, bounds, a repeat)."""
 
     code = ErrorCode.INVALID_ARGUMENT
-
-
-class _BadLine(ValueError):
-    """Why one line is not a record that follows the ones before it."""
-
-
-@dataclass(frozen=True)
-class Acceptance:
-    """One offline sale the till acknowledged (PAID OFFLINE), in the log's words."""
-
-    id: str
-    seq: int
-    prev: str
-    order: str
-    cert: str
-    counter: int
-    code: str
-    amount_minor: int
-    currency: str
-    at_s: int
-
-    def fields(self) -> dict[str, Any]:
-        return {
-            "amount_minor": self.amount_minor, "at_s": self.at_s, "cert": self.cert,
-            "code": self.code, "counter": self.counter, "currency": self.currency,
-            "id": self.id, "kind": "accept", "order": self.order, "prev": self.prev,
-            "seq": self.seq, "v": FORMAT,
-        }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Synced:
-    """The server's final answer for one acceptance (docs/offline.md section 5)."""
-
-    id: str
-    result: str
-    paid_minor: int
-    loss_minor: int
-
-    def fields(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "kind": "synced", "loss_minor": self.loss_minor,
-            "paid_minor": self.paid_minor, "result": self.result, "v": FORMAT,
-        }  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -139,76 +80,6 @@ class InterruptedSale:
 
     order: str
     acceptance: Acceptance | None
-
-
-def encode(fields: dict[str, Any]) -> bytes:
-    """The one spelling of a record: the server rebuilds these bytes to check the chain."""
-    return json.dumps(fields, separators=(",", ":"), sort_keys=True).encode()
-
-
-def chain_hash(line: bytes) -> str:
-    """`prev` of the next accept: SHA-256 of this accept's line without its newline."""
-    return hashlib.sha256(line).hexdigest()
-
-
-def new_acceptance_id() -> str:
-    return "acc_" + secrets.token_hex(8)
-
-
-def _int(fields: dict[str, Any], key: str, low: int, high: int) -> int:
-    value = fields[key]
-    if type(value) is not int or not low <= value <= high:  # bool is not an amount
-        raise _BadLine(f"{key} must be an integer in {low}..{high}")
-    return value
-
-
-def _text(fields: dict[str, Any], key: str, pattern: re.Pattern[str], chars_max: int) -> str:
-    value = fields[key]
-    if not isinstance(value, str) or len(value) > chars_max or not pattern.fullmatch(value):
-        raise _BadLine(f"{key} is not of its form")
-    return value
-
-
-def _order(fields: dict[str, Any]) -> str:
-    value = fields["order"]
-    if not isinstance(value, str) or not 0 < len(value) <= ORDER_CHARS_MAX:
-        raise _BadLine(f"order must be 1..{ORDER_CHARS_MAX} characters")
-    if not value.isprintable():
-        raise _BadLine("order must be printable")
-    return value
-
-
-def parse(line: bytes) -> Acceptance | Synced:
-    """One line (without its newline) as a record; `_BadLine` unless canonical and in range."""
-    if len(line) > RECORD_BYTES_MAX:
-        raise _BadLine(f"longer than {RECORD_BYTES_MAX} bytes")
-    try:
-        fields = json.loads(line)
-    except (UnicodeDecodeError, ValueError) as error:
-        raise _BadLine("not JSON") from error
-    if not isinstance(fields, dict) or encode(fields) != line:
-        raise _BadLine("not a canonical JSON object")
-    kind, keys = fields.get("kind"), frozenset(fields)
-    if fields.get("v") != FORMAT or (kind, keys) not in (
-        ("accept", _ACCEPT_KEYS),
-        ("synced", _SYNCED_KEYS),
-    ):
-        raise _BadLine("not an accept or synced record of format 1")
-    if kind == "synced":
-        result = fields["result"]
-        if result not in RESULTS:
-            raise _BadLine("result unknown")
-        paid_minor = _int(fields, "paid_minor", 0, U32_MAX)
-        loss_minor = _int(fields, "loss_minor", 0, U32_MAX)
-        return Synced(_text(fields, "id", _ID, 20), result, paid_minor, loss_minor)
-    return Acceptance(
-        id=_text(fields, "id", _ID, 20), seq=_int(fields, "seq", 1, 2**53),
-        prev=_text(fields, "prev", _HASH, 64), order=_order(fields),
-        cert=_text(fields, "cert", _CERT, 32), counter=_int(fields, "counter", 0, 254),
-        code=_text(fields, "code", _CODE, CODE_CHARS_MAX),
-        amount_minor=_int(fields, "amount_minor", 1, U32_MAX),
-        currency=_text(fields, "currency", _CURRENCY, 3), at_s=_int(fields, "at_s", 0, 2**53),
-    )  # fmt: skip
 
 
 @dataclass
@@ -229,17 +100,17 @@ class _Index:
         if isinstance(record, Synced):
             accepted = self.accepts.get(record.id)
             if accepted is None or record.id in self.synced:
-                raise _BadLine("synced names no unsynced acceptance")
+                raise LineInvalid("synced names no unsynced acceptance")
             total_minor = record.paid_minor + record.loss_minor
             if total_minor != accepted.amount_minor and record.result not in MOVES_NOTHING:
-                raise _BadLine("paid and loss do not add up to the amount")
+                raise LineInvalid("paid and loss do not add up to the amount")
             return
         if record.seq != self.last_seq + 1 or record.prev != self.last_hash:
-            raise _BadLine(f"seq {record.seq} does not follow the chain")
+            raise LineInvalid(f"seq {record.seq} does not follow the chain")
         if record.id in self.accepts or record.order in self.by_order:
-            raise _BadLine("acceptance id or order id repeated")
+            raise LineInvalid("acceptance id or order id repeated")
         if (record.cert, record.counter) in self.counters:
-            raise _BadLine("certificate counter repeated")
+            raise LineInvalid("certificate counter repeated")
 
     def add(self, record: Acceptance | Synced, line: bytes) -> None:
         self.check(record)
@@ -283,10 +154,10 @@ def _recover(path: Path, index: _Index) -> int:
     for number, line in enumerate(lines, start=1):
         try:
             index.add(parse(line), line)
-        except _BadLine as bad:
+        except LineInvalid as bad:
             if number < len(lines) or tail:
                 raise OfflineLogDamaged(
-                    f"{path.name} line {number}: {bad}; not a torn write: an operator must look"
+                    f"{path.name} line {number}: {bad.message}; not a torn write: operator, look"
                 ) from bad
             break  # a complete last line that does not follow: torn, never acknowledged
         good_bytes += len(line) + 1
@@ -307,10 +178,10 @@ def _read_pending(path: Path) -> str | None:
     try:
         fields = json.loads(data)
         if not isinstance(fields, dict) or set(fields) != {"order", "v"} or fields["v"] != FORMAT:
-            raise _BadLine("not a sale.pending record")
-        return _order(fields)
+            raise LineInvalid("not a sale.pending record")
+        return checked_order(fields)
     except (ValueError, UnicodeDecodeError) as bad:  # written atomically: not a torn write
-        raise OfflineLogDamaged(f"{path.name}: {bad}") from bad
+        raise OfflineLogDamaged(f"{path.name} is not a pending sale's order id") from bad
 
 
 class OfflineLog:
@@ -361,10 +232,11 @@ class OfflineLog:
         try:
             line = encode(record.fields())
             if parse(line) != record:  # never write what the next start would not read
-                raise _BadLine("does not read back")
+                raise LineInvalid("does not read back")
             self._index.check(record)
-        except (_BadLine, TypeError) as bad:
-            raise OfflineRecordInvalid(f"not appended: {bad}") from bad
+        except (LineInvalid, TypeError) as bad:
+            why = bad.message if isinstance(bad, LineInvalid) else str(bad)
+            raise OfflineRecordInvalid(f"not appended: {why}") from bad
         self._write(line + b"\n")
         self._index.add(record, line)
 
@@ -385,7 +257,7 @@ class OfflineLog:
     # -- the interrupted sale -------------------------------------------------------------
     def begin_sale(self, order: str) -> None:
         """Marks a sale as deciding (durably), before any of section 4.2 runs."""
-        _order({"order": order})
+        checked_order({"order": order})
         write_private(self.folder / PENDING_FILE, encode({"order": order, "v": FORMAT}))
         _fsync_folder(self.folder)  # the rename, not only the bytes
         self._interrupted = None
