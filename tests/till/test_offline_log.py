@@ -368,3 +368,53 @@ def test_every_acknowledged_record_survives_sigkill_at_a_random_moment(tmp_path:
             assert acknowledged == logged[: len(acknowledged)]
             assert len(logged) - len(acknowledged) <= 1  # written, killed before printing
             acknowledged = logged  # that one was durable: the next child continues after it
+
+
+def test_a_synced_expired_log_rotates_and_the_next_one_continues_its_chain(
+    tmp_path: Path,
+) -> None:
+    written = _fill(tmp_path, 3)
+    newest_s = written[-1].at_s
+    later_s = newest_s + offline_log.LIFETIME_MAX_S
+    with open_log(tmp_path) as log:
+        for acceptance in written[:2]:
+            log.mark_synced(acceptance.id, result="paid", paid_minor=1250, loss_minor=0)
+        assert log.rotate(now_s=later_s) is None  # one is not synced yet
+        log.mark_synced(written[2].id, result="unpaid", paid_minor=0, loss_minor=1250)
+        assert log.rotate(now_s=later_s - 1) is None  # its certificate may still be live
+        last_line = _log_path(tmp_path).read_bytes().split(b"\n")[2]
+        rotated = log.rotate(now_s=later_s)
+    assert rotated == tmp_path / "offline" / "acceptances.3.log"
+    assert not _log_path(tmp_path).exists()
+    with open_log(tmp_path) as log:
+        assert (log.last_seq, log.last_hash) == (3, hashlib.sha256(last_line).hexdigest())
+        assert log.by_order("pos-1") is None and log.unsynced() == []
+        fourth = log.accept(**_sale(4))
+    assert (fourth.seq, fourth.prev) == (4, hashlib.sha256(last_line).hexdigest())
+    with open_log(tmp_path) as log:
+        assert [a.seq for a in log.unsynced()] == [4]
+
+
+def test_pruning_keeps_the_newest_rotated_log_whatever_its_age(tmp_path: Path) -> None:
+    folder = tmp_path / "offline"
+    for number in range(1, 4):
+        with open_log(tmp_path) as log:
+            sale = log.accept(**_sale(number))
+            log.mark_synced(sale.id, result="paid", paid_minor=1250, loss_minor=0)
+            assert log.rotate(now_s=sale.at_s + offline_log.LIFETIME_MAX_S) is not None
+    names = sorted(path.name for path in folder.glob("acceptances.*.log"))
+    assert names == ["acceptances.1.log", "acceptances.2.log", "acceptances.3.log"]
+    now_s = int((folder / "acceptances.3.log").stat().st_mtime) + offline_log.ROTATED_KEEP_S
+    with open_log(tmp_path) as log:
+        assert log.prune(now_s=now_s - 10) == []
+        gone = log.prune(now_s=now_s + 10)
+        assert sorted(path.name for path in gone) == names[:2]
+        assert log.last_seq == 3
+    assert [p.name for p in folder.glob("acceptances.*.log")] == ["acceptances.3.log"]
+
+
+def test_a_rotated_log_that_does_not_end_at_its_name_refuses(tmp_path: Path) -> None:
+    _fill(tmp_path, 2)
+    _log_path(tmp_path).rename(tmp_path / "offline" / "acceptances.5.log")
+    with pytest.raises(OfflineLogDamaged, match="seq 5"):
+        open_log(tmp_path).__enter__()

@@ -18,8 +18,10 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import itertools
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -50,6 +52,13 @@ PENDING_FILE = "sale.pending"
 RECORDS_MAX = 20_000
 """Lines read at a start. A log is rotated once all of it is synced (section 4.3), and a till
 holds at most `till_count_max` (200 by default) unsynced: a longer file is refused unread."""
+LIFETIME_MAX_S = 259_200
+"""The longest certificate lifetime (docs/offline.md 2.3). A log rotates only once its newest
+acceptance is older: every certificate in it has expired, so forgetting its codes and sums
+(section 4.2 steps 7 and 8) cannot let one certificate pay this till twice."""
+ROTATED_KEEP_S = 90 * 86_400
+FOLDER_ENTRIES_MAX = 10_000
+_ROTATED = re.compile(r"acceptances\.([1-9][0-9]{0,15})\.log", re.ASCII)
 
 
 class OfflineLogDamaged(PaycodeError):
@@ -144,6 +153,33 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def _rotated(folder: Path) -> list[tuple[int, Path]]:
+    """The rotated logs, `acceptances.<last seq>.log`, oldest first."""
+    entries = itertools.islice(folder.iterdir(), FOLDER_ENTRIES_MAX)
+    found = [(match, path) for path in entries if (match := _ROTATED.fullmatch(path.name))]
+    return sorted((int(match[1]), path) for match, path in found)
+
+
+def _chain_base(folder: Path) -> _Index:
+    """An empty index that continues the chain of the newest rotated log: seq and `prev`
+    never restart, since the server checks them across rotations (section 6.1)."""
+    rotated = _rotated(folder)
+    if not rotated:
+        return _Index()
+    seq, path = rotated[-1]
+    lines = _read_bounded(path, RECORDS_MAX * (RECORD_BYTES_MAX + 1)).split(b"\n")
+    for line in reversed(lines[-RECORDS_MAX - 1 : -1]):
+        try:
+            record = parse(line)
+        except LineInvalid as bad:
+            raise OfflineLogDamaged(f"{path.name}: {bad.message}") from bad
+        if isinstance(record, Acceptance):
+            if record.seq != seq:
+                break
+            return _Index(last_seq=seq, last_hash=chain_hash(line))
+    raise OfflineLogDamaged(f"{path.name} does not end its chain at seq {seq}")
+
+
 def _recover(path: Path, index: _Index) -> int:
     """Reads the log into `index`; truncates a torn last line. Returns the bytes cut off."""
     data = _read_bounded(path, RECORDS_MAX * (RECORD_BYTES_MAX + 1))
@@ -190,7 +226,7 @@ class OfflineLog:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.path = folder / LOG_FILE
-        self._index = _Index()
+        self._index = _chain_base(folder)
         self._fd: int | None = None
         self._usable = True
         self.truncated_bytes = 0
@@ -254,6 +290,35 @@ class OfflineLog:
             _fsync_folder(self.folder)
         self._usable = True
 
+    # -- rotation -------------------------------------------------------------------------
+    def rotate(self, *, now_s: int) -> Path | None:
+        """Renames the log `acceptances.<last seq>.log` once every acceptance in it is synced
+        and older than `LIFETIME_MAX_S`; the next acceptance continues its chain. Returns the
+        new name, or None when the log may not rotate yet."""
+        newest_s = max((a.at_s for a in self._index.accepts.values()), default=None)
+        if self._fd is None or newest_s is None or self.unsynced():
+            return None
+        if now_s - newest_s < LIFETIME_MAX_S:
+            return None
+        target = self.folder / f"acceptances.{self.last_seq}.log"
+        os.close(self._fd)
+        self._fd = None
+        self.path.rename(target)  # seqs only grow: the name is new
+        _fsync_folder(self.folder)
+        self._index = _Index(last_seq=self.last_seq, last_hash=self.last_hash)
+        return target
+
+    def prune(self, *, now_s: int) -> list[Path]:
+        """Deletes rotated logs unchanged for `ROTATED_KEEP_S`, except the newest: it holds
+        the end of the chain the next acceptance continues."""
+        old = [path for _, path in _rotated(self.folder)[:-1]]
+        gone = [path for path in old if now_s - path.stat().st_mtime >= ROTATED_KEEP_S]
+        for path in gone:
+            path.unlink()
+        if gone:
+            _fsync_folder(self.folder)
+        return gone
+
     # -- the interrupted sale -------------------------------------------------------------
     def begin_sale(self, order: str) -> None:
         """Marks a sale as deciding (durably), before any of section 4.2 runs."""
@@ -316,8 +381,9 @@ def open_log(home: Path) -> Iterator[OfflineLog]:
     process holds it: a sale and a sync never interleave their lines or their indexes."""
     folder = home / LOG_FOLDER
     if not folder.is_dir():
-        folder.mkdir(parents=True, mode=FOLDER_MODE)
-        _fsync_folder(folder.parent)
+        home.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
+        folder.mkdir(exist_ok=True, mode=FOLDER_MODE)
+        _fsync_folder(home)
     lock_fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
