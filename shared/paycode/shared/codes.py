@@ -117,6 +117,8 @@ class ErrorCode(enum.StrEnum):
     IMAGE_TOO_LARGE = "image_too_large"
     IO_ERROR = "io_error"
     POS_NOT_CONFIGURED = "pos_not_configured"
+    OFFLINE_LOG_DAMAGED = "offline_log_damaged"
+    """A line before the last of the till's offline log is bad: no offline sale, no sync."""
     SOURCE_INVALID = "source_invalid"
     SOURCE_UNAVAILABLE = "source_unavailable"
     SCAN_TIMEOUT = "scan_timeout"
