@@ -226,6 +226,19 @@ def test_v3_signature_from_another_device_is_refused(world: CodeServer) -> None:
     assert isinstance(result, Rejected) and result.reason is Reason.CODE_INVALID
 
 
+def test_a_v3_device_stored_with_a_damaged_key_refuses_its_codes_instead_of_raising(
+    world: CodeServer,
+) -> None:
+    """A stored public key of the wrong length (a damaged row) is no key: the code is refused
+    as invalid, as every other signature check (wallet calls, key proofs, v4) already did,
+    not a ValueError out of the verifier."""
+    credential = world.enroll("v3")
+    key = ("v3", credential.handle)
+    world.registry.records[key] = replace(world.registry.records[key], key=b"\x01" * 31)
+    result = world.verify(v3_ed25519.CODEC.generate(credential, step=STEP, counter=0))
+    assert isinstance(result, Rejected) and result.reason is Reason.CODE_INVALID
+
+
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_device_key_of_another_device_is_refused(world: CodeServer, version: str) -> None:
     victim = world.enroll(version)

@@ -23,8 +23,9 @@ import binascii
 import hashlib
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from paycode.shared.keycheck import ed25519_signed
 
 DOMAIN = b"paycode-v3-key-proof"
 FIELD_BYTES_MAX = 0xFFFF
@@ -78,9 +79,4 @@ def proof_valid(proof: object, version: str, public_key: bytes, scope: ProofScop
         return False
     if len(signature) != PROOF_BYTES:
         return False
-    message = proof_message(version, public_key, scope)
-    try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
-    except (InvalidSignature, ValueError):
-        return False
-    return True
+    return ed25519_signed(public_key, signature, proof_message(version, public_key, scope))

@@ -14,6 +14,8 @@ it hides nothing. RFC 7748 §6.1: check the exchange's output is not all zeros.
 
 from __future__ import annotations
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from paycode.shared.errors import WeakKey
@@ -88,3 +90,13 @@ def check_x25519_public(raw: bytes) -> bytes:
     except ValueError as error:  # OpenSSL refuses an all-zero shared secret
         raise WeakKey("the X25519 public key has low order") from error
     return raw
+
+
+def ed25519_signed(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    """Whether `signature` by `public_key` verifies over `message`; a key or signature of the
+    wrong length is no signature (False), never an exception."""
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True

@@ -23,13 +23,12 @@ import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from paycode.shared.binding import BINDING_BYTES
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import CodeMalformed, WeakKey
-from paycode.shared.keycheck import check_ed25519_public
+from paycode.shared.keycheck import check_ed25519_public, ed25519_signed
 from paycode.shared.timestep import STEP_SECONDS, step_at
 from paycode.shared.versions.base import BOUND_FLAG
 
@@ -258,14 +257,6 @@ def sign_payment(
     return OfflineCode(certificate, payment, private.sign(message))
 
 
-def _signed(public_key: bytes, signature: bytes, message: bytes) -> bool:
-    try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
-    except (InvalidSignature, ValueError):
-        return False
-    return True
-
-
 def _refuse(reason: OfflineReason, detail: str) -> OfflineRefused:
     return OfflineRefused(reason, detail)
 
@@ -278,7 +269,7 @@ def _certificate_genuine(
     public_key = server_keys.get(fields.server_key_id)
     if public_key is None:
         return _refuse(OfflineReason.CERTIFICATE_INVALID, "signed by an unknown server key")
-    if not _signed(public_key, certificate.signature, CERT_DOMAIN + certificate.body):
+    if not ed25519_signed(public_key, certificate.signature, CERT_DOMAIN + certificate.body):
         return _refuse(OfflineReason.CERTIFICATE_INVALID, "the server's signature fails")
     try:
         check_ed25519_public(fields.offline_pk)
@@ -336,9 +327,9 @@ def check_payment(
     payment, pk = code.payment, code.certificate.fields.offline_pk
     message = device_message(code.certificate.raw, pack_payment(payment))
     if payment.flags & BOUND_FLAG:
-        if not any(_signed(pk, code.device_sig, message + b) for b in bindings):
+        if not any(ed25519_signed(pk, code.device_sig, message + b) for b in bindings):
             return _refuse(OfflineReason.MERCHANT_MISMATCH, "the code is bound elsewhere")
-    elif not _signed(pk, code.device_sig, message):
+    elif not ed25519_signed(pk, code.device_sig, message):
         return _refuse(OfflineReason.CODE_INVALID, "the device signature fails")
     expected = step_at(now_s, STEP_SECONDS)
     if not expected - STEPS_BACK <= payment.step <= expected + STEPS_AHEAD:

@@ -13,9 +13,9 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from paycode.shared.keycheck import ed25519_signed
 from paycode.shared.prf import mac
 from paycode.shared.versions.base import DeviceCredential
 
@@ -69,9 +69,5 @@ def signature_valid(version: str, device_key: bytes, message: bytes, signature_b
     except ValueError:
         return False
     if version == "v3":
-        try:
-            Ed25519PublicKey.from_public_bytes(device_key).verify(signature, message)
-        except (InvalidSignature, ValueError):
-            return False
-        return True
+        return ed25519_signed(device_key, signature, message)
     return hmac.compare_digest(mac(api_key(device_key), message), signature)

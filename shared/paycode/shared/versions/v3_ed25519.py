@@ -23,15 +23,16 @@ import binascii
 import functools
 import os
 
-from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from paycode.shared.emv.tlv import decode_tlv, encode_constructed, encode_tlv, find_tlv
 from paycode.shared.errors import CodeMalformed
+from paycode.shared.keycheck import ed25519_signed
 from paycode.shared.versions import plaintext
 from paycode.shared.versions.base import (
     BOUND_FLAG,
@@ -189,10 +190,11 @@ class QrEd25519V3:
             if fields.flags & BOUND_FLAG:
                 # The flag is read before the signature checks; the signature covers it (it is
                 # inside the envelope), so a flipped flag only changes which message fails.
-                if not any(_signed(device.key, signature, message + b) for b in ctx.bindings):
+                signed = (ed25519_signed(device.key, signature, message + b) for b in ctx.bindings)
+                if not any(signed):
                     bound_elsewhere |= reads_as_bound(fields.flags)
                     continue
-            elif not _signed(device.key, signature, message):
+            elif not ed25519_signed(device.key, signature, message):
                 suspect = suspect or device
                 continue
             if fields.flags & ~KNOWN_FLAGS:
@@ -210,14 +212,6 @@ class QrEd25519V3:
                 )
             )
         return pick_single(VERSION, matches, bound_elsewhere=bound_elsewhere, suspect=suspect)
-
-
-def _signed(public_key: bytes, signature: bytes, message: bytes) -> bool:
-    try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
-    except InvalidSignature:
-        return False
-    return True
 
 
 CODEC = QrEd25519V3()
