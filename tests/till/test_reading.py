@@ -17,7 +17,7 @@ import pytest
 
 from bench.scanner_set import Sample, generate, sample
 from paycode.appkit.decoding import Decoded, Gray
-from paycode.merchant_pos.codelike import code_region, looks_like_code
+from paycode.merchant_pos.codelike import code_region, from_crop, looks_like_code
 from paycode.merchant_pos.deblur import blur_vector
 from paycode.merchant_pos.decoders import make_backend
 from paycode.merchant_pos.frames import to_gray
@@ -258,3 +258,22 @@ def test_a_qr_on_a_folded_sheet_is_read_once_its_far_side_is_stretched_back(inde
     assert box is not None
     x0, y0, x1, y1 = box
     assert all(x0 <= x < x1 and y0 <= y < y1 for x, y in found[0].corners)
+
+
+def test_corners_read_in_a_box_come_back_in_the_frames_pixels() -> None:
+    """The region, deblur, refocus passes read a crop (the region pass enlarged 2x): one
+    mapping takes its corners back, pixel centre to pixel centre."""
+    read = [Decoded("qr", "x", ((0, 0), (9, 0), (9, 9), (0, 9)), "zxing")]
+    assert from_crop(read, (100, 50, 140, 90))[0].corners == (
+        (100, 50),
+        (109, 50),
+        (109, 59),
+        (100, 59),
+    )
+    enlarged = [Decoded("qr", "x", ((1, 1), (19, 1), (19, 19), (1, 19)), "zxing")]
+    assert from_crop(enlarged, (100, 50, 140, 90), 2.0)[0].corners == (
+        (100, 50),
+        (109, 50),
+        (109, 59),
+        (100, 59),
+    )

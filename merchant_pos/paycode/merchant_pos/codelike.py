@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from paycode.appkit.decoding import Gray
+from paycode.appkit.decoding import Decoded, Gray
 from paycode.merchant_pos.opencv import cv2
 
 __all__ = [
@@ -28,8 +28,11 @@ __all__ = [
     "DENSE_SHARE_MIN",
     "EDGE_LEVEL_MIN",
     "Box",
+    "code_crop_within",
     "code_region",
+    "code_region_within",
     "dense_blocks",
+    "from_crop",
     "looks_like_code",
 ]
 
@@ -93,3 +96,31 @@ def code_region_within(gray: Gray, area_share_max: float) -> Box | None:
     x0, y0, x1, y1 = box
     too_big = (x1 - x0) * (y1 - y0) > area_share_max * gray.shape[0] * gray.shape[1]
     return None if too_big else box
+
+
+def code_crop_within(gray: Gray, area_share_max: float) -> tuple[Gray, Box] | None:
+    """code_region_within's box, and the frame's pixels in it (contiguous, as the decoders
+    want them); None when there is no such box."""
+    box = code_region_within(gray, area_share_max)
+    if box is None:
+        return None
+    x0, y0, x1, y1 = box
+    return np.ascontiguousarray(gray[y0:y1, x0:x1]), box
+
+
+def from_crop(found: list[Decoded], box: Box, factor: float = 1.0) -> list[Decoded]:
+    """Codes read in the crop of `box` enlarged `factor` times, their corners in the frame's
+    pixels (pixel centres map to pixel centres)."""
+    x0, y0 = box[0], box[1]
+    return [
+        Decoded(
+            d.format,
+            d.text,
+            tuple(
+                (round(x0 + (x + 0.5) / factor - 0.5), round(y0 + (y + 0.5) / factor - 0.5))
+                for x, y in d.corners
+            ),
+            d.backend,
+        )
+        for d in found
+    ]

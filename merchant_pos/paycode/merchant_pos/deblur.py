@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from paycode.appkit.decoding import Decoded, DecoderBackend, Gray
-from paycode.merchant_pos.codelike import code_region_within
+from paycode.merchant_pos.codelike import Box, code_crop_within, from_crop
 
 __all__ = ["DeblurredPass", "RefocusedPass", "blur_vector", "wiener_deblur", "wiener_refocus"]
 
@@ -110,12 +110,11 @@ class DeblurredPass:
 
     def decode(self, gray: Gray) -> list[Decoded]:
         """Decode the deblurred box."""
-        box = _usable_box(gray, self._area_share_max)
-        if box is None:
+        cropped = _usable_crop(gray, self._area_share_max)
+        if cropped is None:
             return []
-        x0, y0, x1, y1 = box
-        crop = np.ascontiguousarray(gray[y0:y1, x0:x1])
-        return _shifted(self._inner.decode(wiener_deblur(crop, *blur_vector(crop))), x0, y0)
+        crop, box = cropped
+        return from_crop(self._inner.decode(wiener_deblur(crop, *blur_vector(crop))), box)
 
 
 class RefocusedPass:
@@ -138,32 +137,23 @@ class RefocusedPass:
 
     def decode(self, gray: Gray) -> list[Decoded]:
         """Decode the refocused box: first radius, first decoder that reads."""
-        box = _usable_box(gray, self._area_share_max)
-        if box is None:
+        cropped = _usable_crop(gray, self._area_share_max)
+        if cropped is None:
             return []
-        x0, y0, x1, y1 = box
-        crop = np.ascontiguousarray(gray[y0:y1, x0:x1])
+        crop, box = cropped
         for radius_px in self._radii_px:
             sharp = wiener_refocus(crop, radius_px)
             for inner in self._inners:
                 found = inner.decode(sharp)
                 if found:
-                    return _shifted(found, x0, y0)
+                    return from_crop(found, box)
         return []
 
 
-def _usable_box(gray: Gray, area_share_max: float) -> tuple[int, int, int, int] | None:
-    """The code-like box, or None when there is none, it is too small to show a blur, or it
-    is more than `area_share_max` of the frame (the FFTs' cost)."""
-    box = code_region_within(gray, area_share_max)
-    if box is None:
+def _usable_crop(gray: Gray, area_share_max: float) -> tuple[Gray, Box] | None:
+    """The code-like box and its pixels, or None when there is none, it is too small to show
+    a blur, or it is more than `area_share_max` of the frame (the FFTs' cost)."""
+    cropped = code_crop_within(gray, area_share_max)
+    if cropped is None or min(cropped[0].shape) < SIDE_PX_MIN:
         return None
-    x0, y0, x1, y1 = box
-    return None if min(x1 - x0, y1 - y0) < SIDE_PX_MIN else box
-
-
-def _shifted(found: list[Decoded], x0: int, y0: int) -> list[Decoded]:
-    return [
-        Decoded(d.format, d.text, tuple((x + x0, y + y0) for x, y in d.corners), d.backend)
-        for d in found
-    ]
+    return cropped

@@ -27,7 +27,7 @@ from paycode.appkit.decoding import (
     DecoderBackend,
     Gray,
 )
-from paycode.merchant_pos.codelike import code_region_within
+from paycode.merchant_pos.codelike import code_crop_within, from_crop
 from paycode.merchant_pos.deblur import DeblurredPass, RefocusedPass
 from paycode.merchant_pos.decoders import available_backends, make_backend
 from paycode.merchant_pos.opencv import cv2
@@ -134,25 +134,14 @@ class RegionPass:
 
     def decode(self, gray: Gray) -> list[Decoded]:
         """Decode the enlarged box; corners come back in `gray`'s pixels."""
-        box = code_region_within(gray, self._area_share_max)
-        if box is None:
+        cropped = code_crop_within(gray, self._area_share_max)
+        if cropped is None:
             return []
-        x0, y0, x1, y1 = box
-        size = (round((x1 - x0) * self._factor), round((y1 - y0) * self._factor))
-        crop = cv2.resize(gray[y0:y1, x0:x1], size, interpolation=cv2.INTER_CUBIC)
-        f = self._factor
-        return [
-            Decoded(
-                d.format,
-                d.text,
-                tuple(
-                    (round(x0 + (x + 0.5) / f - 0.5), round(y0 + (y + 0.5) / f - 0.5))
-                    for x, y in d.corners
-                ),
-                d.backend,
-            )
-            for d in self._inner.decode(np.ascontiguousarray(crop, dtype=np.uint8))
-        ]
+        crop, box = cropped
+        size = (round(crop.shape[1] * self._factor), round(crop.shape[0] * self._factor))
+        enlarged = cv2.resize(crop, size, interpolation=cv2.INTER_CUBIC)
+        found = self._inner.decode(np.ascontiguousarray(enlarged, dtype=np.uint8))
+        return from_crop(found, box, self._factor)
 
 
 class ThresholdedPass:

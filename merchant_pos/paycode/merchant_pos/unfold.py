@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from paycode.appkit.decoding import Decoded, DecoderBackend, Gray
-from paycode.merchant_pos.codelike import code_region_within
+from paycode.merchant_pos.codelike import code_crop_within
 from paycode.merchant_pos.opencv import cv2
 
 __all__ = ["CREASE_SHARES", "STRETCHES", "UnfoldedPass", "unfolded"]
@@ -63,11 +63,10 @@ class UnfoldedPass:
 
     def decode(self, gray: Gray) -> list[Decoded]:
         """The codes in the first unfolding of the box that reads."""
-        box = code_region_within(gray, self._area_share_max)
-        if box is None:
+        cropped = code_crop_within(gray, self._area_share_max)
+        if cropped is None:
             return []
-        x0, y0, x1, y1 = box
-        crop = np.ascontiguousarray(gray[y0:y1, x0:x1])
+        crop, (x0, y0, x1, y1) = cropped
         outline = ((x0, y0), (x1 - 1, y0), (x1 - 1, y1 - 1), (x0, y1 - 1))
         for share, stretch, far_right in self._tries:
             crease_px = round(crop.shape[1] * share)
