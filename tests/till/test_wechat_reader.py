@@ -6,7 +6,10 @@ from __future__ import annotations
 import hashlib
 from importlib import resources
 
+import pytest
+
 from bench.scanner_set import sample
+from paycode.merchant_pos import decoders
 from paycode.merchant_pos.decoders import WECHAT_MODEL_FILES, make_backend
 from paycode.merchant_pos.frames import to_gray
 from paycode.merchant_pos.scanloop import Scanner
@@ -44,3 +47,20 @@ def test_a_moire_qr_every_other_pass_misses_is_read_by_the_wechat_reader() -> No
 def test_the_wechat_reader_runs_last_on_stills_and_never_on_camera_frames() -> None:
     assert still_plan().ring[-1].label == "wechat"
     assert "wechat" not in {p.label for p in (*Scanner().plan.always, *Scanner().plan.ring)}
+
+
+def test_starting_a_camera_scanner_does_not_load_the_wechat_networks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every sale builds a Scanner; asking which backends load used to build them all, WeChat's
+    networks and OpenCV's probe decode included, for a plan that uses neither."""
+    built: list[str] = []
+
+    def counted(name: str) -> decoders.DecoderBackend:
+        built.append(name)
+        return real(name)
+
+    real = decoders.make_backend
+    monkeypatch.setattr(decoders, "make_backend", counted)
+    Scanner()
+    assert "wechat" not in built and "opencv" not in built, built

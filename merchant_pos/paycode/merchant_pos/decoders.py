@@ -229,10 +229,12 @@ def make_backend(name: str) -> DecoderBackend:
     return factory()
 
 
-def available_backends() -> list[str]:
-    """Names of the backends that load on this machine, best first."""
+def available_backends(wanted: Sequence[str] = BACKEND_NAMES) -> list[str]:
+    """Names of the `wanted` backends that load on this machine, best first. Each is built to
+    find out (WeChat's loads its networks, OpenCV's decodes a probe), so ask only for those
+    a plan may use."""
     names = []
-    for name in BACKEND_NAMES:
+    for name in (name for name in BACKEND_NAMES if name in wanted):
         try:
             make_backend(name)
         except RuntimeError:

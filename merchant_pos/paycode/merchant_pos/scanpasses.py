@@ -279,11 +279,7 @@ def default_plan(backends: Sequence[str] | None = None) -> Plan:
     """The plan for `backends` (default: those of DEFAULT_BACKENDS that load here): the first
     backend's primary passes always run; every other pass joins the ring, the first backend's
     extras (cheap, and they rescue the most frames) before the other backends' primaries."""
-    names = (
-        list(backends)
-        if backends is not None
-        else [name for name in available_backends() if name in DEFAULT_BACKENDS]
-    )
+    names = list(backends) if backends is not None else available_backends(DEFAULT_BACKENDS)
     if not names:
         raise ValueError("a Scanner needs at least one decoder backend")
     per_backend = [_backend_passes(name) for name in names]
@@ -296,4 +292,4 @@ def default_plan(backends: Sequence[str] | None = None) -> Plan:
 def still_plan() -> Plan:
     """The plan for a still picture: the camera's, then the STILL_BACKENDS only stills can
     afford. Built once per process: loading every backend costs more than most reads."""
-    return default_plan([name for name in available_backends() if name in STILL_BACKENDS])
+    return default_plan(available_backends(STILL_BACKENDS))
