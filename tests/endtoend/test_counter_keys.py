@@ -13,19 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from paycode.appkit import rendering
 from paycode.merchant_pos.display import WINDOW_TITLE
 from paycode.merchant_pos.synthetic_frames import write_video
-from tests.endtoend.till_process import TillProcess, pos_home
+from tests.endtoend.till_process import TillProcess, code_waiting_for_the_pin, pos_home
 from tests.support.servers import Server
 from tests.support.shop import (
     Merchant,
-    charge,
-    code_of,
     new_merchant,
-    new_phone,
-    new_user,
-    set_limits,
     use_fast_keystore,
 )
 
@@ -108,16 +102,13 @@ def test_esc_or_q_while_scanning_stops_the_sale_and_says_nothing_was_charged(
     counter = write_video([np.full((180, 320, 3), 90, dtype=np.uint8)] * COUNTER_FRAMES,
                           tmp_path / "counter.avi")  # fmt: skip
     home = pos_home(tmp_path / "pos", live_server.url, merchant)
-    till = TillProcess.start(
+    with TillProcess.start(
         home, "--amount", "1.00", "--source", f"video:{counter}", "--timeout-s", "60",
         "--windowed", display=display,
-    )  # fmt: skip
-    try:
+    ) as till:  # fmt: skip
         till.wait_for_line(SCANNING)
         press(display, key)
         status, outcome, _stderr = till.finish()
-    finally:
-        till.kill()
     assert status == EXIT_NOT_PAID, outcome
     assert outcome["outcome"] == "not_paid" and outcome["code"] == "cancelled", outcome
     assert "nothing was charged" in outcome["message"]
@@ -128,23 +119,14 @@ def test_esc_while_waiting_for_the_pin_cancels_the_payment(
     live_server: Server, tmp_path: Path, display: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use_fast_keystore(monkeypatch)
-    merchant = new_merchant(live_server, "Keys Waiting Cafe")
-    user = new_user(live_server, top_up="50.00")
-    set_limits(live_server, user, daily_count_max=1)
-    wallet = new_phone(live_server, tmp_path / "phone", user, ["v2"])
-    assert charge(merchant.till, code_of(wallet, "v2"))["status"] == "succeeded"
-    image = tmp_path / "code.png"
-    rendering.save_png(rendering.qr_image(code_of(wallet, "v2")), image)
+    merchant, image = code_waiting_for_the_pin(live_server, tmp_path, "Keys Waiting Cafe")
     home = pos_home(tmp_path / "pos", live_server.url, merchant)
-    till = TillProcess.start(
+    with TillProcess.start(
         home, "--amount", "1.00", "--source", f"image:{image}", "--windowed", display=display
-    )
-    try:
+    ) as till:
         till.wait_for_line(WAITING)
         press(display, "Escape")
         status, outcome, _stderr = till.finish()
-    finally:
-        till.kill()
     assert status == EXIT_NOT_PAID and outcome["code"] == "cancelled_by_merchant", outcome
     assert "stopped at the till" in outcome["message"].lower()
     assert _payments(merchant, outcome["order_id"]) == ["cancelled"]

@@ -14,20 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from paycode.appkit import rendering
 from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.merchant_pos.till import Sale, charge_code
-from tests.endtoend.till_process import TillProcess, pos_home
+from tests.endtoend.till_process import TillProcess, code_waiting_for_the_pin, pos_home
 from tests.reliability.faultproxy import Fault, FaultProxy, Region, Step, fault_proxy
 from tests.support.servers import Server, free_port
 from tests.support.shop import (
     Merchant,
-    charge,
     code_of,
     new_merchant,
     new_phone,
     new_user,
-    set_limits,
     use_fast_keystore,
 )
 
@@ -73,8 +70,13 @@ def _wait_answered(proxy: FaultProxy) -> None:
 
 
 def _sale(home: Path, *extra: str) -> TillProcess:
+    """A till scanning typed input (its first line is out); `with` it, so it is killed after."""
     till = TillProcess.start(home, "--amount", "1.00", "--source", "stdin", *extra)
-    till.wait_for_line(SCANNING)
+    try:
+        till.wait_for_line(SCANNING)
+    except BaseException:
+        till.kill()
+        raise
     return till
 
 
@@ -83,12 +85,9 @@ def test_ctrl_c_or_a_kill_while_scanning_is_not_paid_and_says_nothing_was_charge
     live_server: Server, shop: tuple[Merchant, str], tmp_path: Path, number: signal.Signals
 ) -> None:
     merchant, _code = shop
-    till = _sale(pos_home(tmp_path / "pos", live_server.url, merchant))
-    try:
+    with _sale(pos_home(tmp_path / "pos", live_server.url, merchant)) as till:
         till.signal(number)
         status, outcome, _stderr = till.finish()
-    finally:
-        till.kill()
     assert status == EXIT_NOT_PAID, outcome
     assert outcome["outcome"] == "not_paid" and outcome["code"] == "cancelled"
     assert "nothing was charged" in outcome["message"]
@@ -102,14 +101,11 @@ def test_ctrl_c_while_the_charge_is_in_flight_waits_for_its_answer(
     takes the same path: test_a_kill_whose_answer_never_comes_is_resolved_by_the_order_id.)"""
     merchant, code = shop
     proxy.script([Step(Fault.DELAY_RESPONSE, delay_s=1.0)])
-    till = _sale(pos_home(tmp_path / "pos", proxy.url, merchant))
-    try:
+    with _sale(pos_home(tmp_path / "pos", proxy.url, merchant)) as till:
         till.type_code(code)
         _wait_answered(proxy)
         till.signal(signal.SIGINT)
         status, outcome, stderr = till.finish()
-    finally:
-        till.kill()
     assert status == EXIT_PAID and outcome["outcome"] == "paid", outcome
     assert STOPPING in stderr
     assert _payments(merchant, outcome["order_id"]) == ["succeeded"]
@@ -120,16 +116,13 @@ def test_a_second_ctrl_c_stops_the_wait_and_gives_the_query_command(
 ) -> None:
     merchant, code = shop
     proxy.script([Step(Fault.DELAY_RESPONSE, delay_s=15.0)])
-    till = _sale(pos_home(tmp_path / "pos", proxy.url, merchant))
-    try:
+    with _sale(pos_home(tmp_path / "pos", proxy.url, merchant)) as till:
         till.type_code(code)
         _wait_answered(proxy)
         till.signal(signal.SIGINT)
         till.wait_for_line(STOPPING)
         till.signal(signal.SIGINT)
         status, outcome, _stderr = till.finish()
-    finally:
-        till.kill()
     order_id = outcome["order_id"]
     assert status == EXIT_OUTCOME_UNKNOWN and outcome["outcome"] == "outcome_unknown", outcome
     assert f"paycode-pos query --order-id {order_id}" in outcome["message"]
@@ -142,15 +135,12 @@ def test_a_kill_whose_answer_never_comes_is_resolved_by_the_order_id(
     """The answer is held past --stop-wait-s: the till asks for the order by its id instead."""
     merchant, code = shop
     proxy.script([Step(Fault.DELAY_RESPONSE, delay_s=25.0)])
-    till = _sale(pos_home(tmp_path / "pos", proxy.url, merchant), "--stop-wait-s", "1")
-    started_s = time.monotonic()
-    try:
+    with _sale(pos_home(tmp_path / "pos", proxy.url, merchant), "--stop-wait-s", "1") as till:
+        started_s = time.monotonic()
         till.type_code(code)
         _wait_answered(proxy)
         till.signal(signal.SIGTERM)
         status, outcome, _stderr = till.finish()
-    finally:
-        till.kill()
     assert status == EXIT_PAID and outcome["outcome"] == "paid", outcome
     assert time.monotonic() - started_s < 10
 
@@ -161,12 +151,9 @@ def test_connection_refused_is_not_paid_definitively_with_its_own_code(
     """Before: "OUTCOME UNKNOWN ... may or may not be paid", though nothing can have been sent."""
     merchant, code = shop
     closed = f"http://127.0.0.1:{free_port()}"
-    till = _sale(pos_home(tmp_path / "pos", closed, merchant))
-    try:
+    with _sale(pos_home(tmp_path / "pos", closed, merchant)) as till:
         till.type_code(code)
         status, outcome, _stderr = till.finish()
-    finally:
-        till.kill()
     assert status == EXIT_NOT_PAID, outcome
     assert outcome["outcome"] == "not_paid" and outcome["code"] == "server_unreachable"
     assert "nothing was charged" in outcome["message"]
@@ -178,12 +165,9 @@ def test_a_reply_cut_after_the_charge_was_sent_is_resolved_by_the_order_id(
 ) -> None:
     merchant, code = shop
     proxy.script([Step(Fault.CUT_RESPONSE, region=Region.BODY)] * 4)
-    till = _sale(pos_home(tmp_path / "pos", proxy.url, merchant))
-    try:
+    with _sale(pos_home(tmp_path / "pos", proxy.url, merchant)) as till:
         till.type_code(code)
         status, outcome, _stderr = till.finish()
-    finally:
-        till.kill()
     assert status == EXIT_PAID and outcome["outcome"] == "paid", outcome
     assert _payments(merchant, outcome["order_id"]) == ["succeeded"]
 
@@ -193,12 +177,9 @@ def test_replies_always_cut_end_outcome_unknown_with_the_query_command(
 ) -> None:
     merchant, code = shop
     proxy.script([Step(Fault.DROP_RESPONSE)] * 20)
-    till = _sale(pos_home(tmp_path / "pos", proxy.url, merchant))
-    try:
+    with _sale(pos_home(tmp_path / "pos", proxy.url, merchant)) as till:
         till.type_code(code)
         status, outcome, _stderr = till.finish()
-    finally:
-        till.kill()
     order_id = outcome["order_id"]
     assert status == EXIT_OUTCOME_UNKNOWN and outcome["outcome"] == "outcome_unknown", outcome
     assert f"paycode-pos query --order-id {order_id}" in outcome["message"]
@@ -212,21 +193,14 @@ def test_ctrl_c_while_waiting_for_the_pin_says_the_till_stopped_it_not_a_timeout
     their PIN; Ctrl-C then cancels the payment, and the cashier reads that the till stopped
     it (before: "Not confirmed in time")."""
     use_fast_keystore(monkeypatch)
-    merchant = new_merchant(live_server, "Waiting Cafe")
-    user = new_user(live_server, top_up="50.00")
-    set_limits(live_server, user, daily_count_max=1)
-    wallet = new_phone(live_server, tmp_path / "phone", user, ["v2"])
-    assert charge(merchant.till, code_of(wallet, "v2"))["status"] == "succeeded"
-    image = tmp_path / "code.png"
-    rendering.save_png(rendering.qr_image(code_of(wallet, "v2")), image)
+    merchant, image = code_waiting_for_the_pin(live_server, tmp_path, "Waiting Cafe")
     home = pos_home(tmp_path / "pos", live_server.url, merchant)
-    till = TillProcess.start(home, "--amount", "1.00", "--source", f"image:{image}", "--headless")
-    try:
+    with TillProcess.start(
+        home, "--amount", "1.00", "--source", f"image:{image}", "--headless"
+    ) as till:
         till.wait_for_line(WAITING)
         till.signal(signal.SIGINT)
         status, outcome, _stderr = till.finish()
-    finally:
-        till.kill()
     assert status == EXIT_NOT_PAID and outcome["code"] == "cancelled_by_merchant", outcome
     assert "not confirmed in time" not in outcome["message"].lower()
     assert "stopped at the till" in outcome["message"].lower()
@@ -239,13 +213,10 @@ def test_a_kill_while_presenting_the_order_cancels_it_and_says_so(
     """`--present`: SIGTERM used to end the till silently, leaving the order open."""
     merchant, _code = shop
     home = pos_home(tmp_path / "pos", live_server.url, merchant)
-    till = TillProcess.start(home, "--amount", "1.00", "--present", "--headless")
-    try:
+    with TillProcess.start(home, "--amount", "1.00", "--present", "--headless") as till:
         till.wait_for_line("PAY 1.00 CNY: the customer scans this code")
         till.signal(signal.SIGTERM)
         status, outcome, _stderr = till.finish()
-    finally:
-        till.kill()
     assert status == EXIT_NOT_PAID and outcome["code"] == "order_cancelled", outcome
     assert outcome["outcome"] == "not_paid" and outcome["order_id"].startswith("pos-")
 

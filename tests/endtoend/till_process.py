@@ -17,9 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from paycode.appkit import rendering
 from paycode.merchant_pos import settings
-from tests.support.servers import REPO_ROOT
-from tests.support.shop import POS_MODULE, Merchant, person_env
+from tests.support.servers import REPO_ROOT, Server
+from tests.support.shop import (
+    POS_MODULE,
+    Merchant,
+    charge,
+    code_of,
+    new_merchant,
+    new_phone,
+    new_user,
+    person_env,
+    set_limits,
+)
 
 LINE_WAIT_S = 20.0
 """Python and the till's imports start in about a second; a busy CI machine gets more."""
@@ -35,9 +46,24 @@ def pos_home(home: Path, server_url: str, merchant: Merchant) -> Path:
     return home
 
 
+def code_waiting_for_the_pin(server: Server, home: Path, shop_name: str) -> tuple[Merchant, Path]:
+    """A merchant, and a PNG of a customer's code that `shop_name` will charge only with the
+    customer's PIN: the day's one password-free payment is already made. (The caller makes
+    wallets fast: tests.support.shop.use_fast_keystore.)"""
+    merchant = new_merchant(server, shop_name)
+    user = new_user(server, top_up="50.00")
+    set_limits(server, user, daily_count_max=1)
+    wallet = new_phone(server, home / "phone", user, ["v2"])
+    assert charge(merchant.till, code_of(wallet, "v2"))["status"] == "succeeded"
+    image = home / "code.png"
+    rendering.save_png(rendering.qr_image(code_of(wallet, "v2")), image)
+    return merchant, image
+
+
 @dataclass
 class TillProcess:
-    """One `paycode-pos --json charge` process; stop it with `signal`, read it with `finish`."""
+    """One `paycode-pos --json charge` process; stop it with `signal`, read it with `finish`.
+    As a context manager it is killed on the way out if it is still running."""
 
     process: subprocess.Popen[str]
     lines: queue.Queue[str] = field(default_factory=queue.Queue)
@@ -102,6 +128,12 @@ class TillProcess:
         stderr = "\n".join(self.seen)
         assert stdout, f"nothing on stdout; exit {self.process.returncode}, stderr: {stderr}"
         return self.process.returncode, json.loads(stdout), stderr
+
+    def __enter__(self) -> TillProcess:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.kill()
 
     def kill(self) -> None:
         if self.process.poll() is None:

@@ -32,11 +32,9 @@ import pytest
 from sqlalchemy import delete, or_, update
 
 from paycode.client import pending
-from paycode.client.wallet import Wallet
 from paycode.server.charge import step_up
 from paycode.server.dashboard import access
 from paycode.server.database.models import FailureCounter
-from paycode.server.operations import admin
 from paycode.server.safety.guard import GuardSettings
 from paycode.server.wallets import sessions
 from paycode.shared.errors import ServerRejected
@@ -44,11 +42,7 @@ from tests.reliability.figures import Figures, Scale
 from tests.support.dashboard import Browser, dashboard_merchant
 from tests.support.servers import Server, all_at_once
 from tests.support.shop import (
-    PASSWORD,
-    code_of,
-    new_phone,
-    new_till,
-    new_user,
+    charge_waiting_for_pin,
     use_fast_keystore,
     user_id,
 )
@@ -100,22 +94,8 @@ def _rejected_code(call: Callable[[], object]) -> str:
     return "200"
 
 
-def _customer(server: Server, home: Path) -> tuple[str, Wallet, str]:
-    """A user with a PIN, a phone, and a 9.00 charge waiting for the PIN (free up to 5.00)."""
-    name = new_user(server, "guessed", top_up="100.00")
-    with server.session() as session:
-        admin.set_limits(
-            session, name, "CNY", payment_max="5.00", daily_max=None, daily_count_max=None,
-            reset=False,
-        )  # fmt: skip
-    wallet = new_phone(server, home / name, name, ["v2"])
-    pending.set_pin(wallet, password=PASSWORD, pin=PIN)
-    waiting = new_till(server).charge(code=code_of(wallet, "v2"), amount="9.00", currency="CNY")
-    return name, wallet, str(waiting["payment_id"])
-
-
 def _targets(server: Server, home: Path) -> Iterator[Target]:
-    name, wallet, payment_id = _customer(server, home)
+    name, wallet, payment_id = charge_waiting_for_pin(server, home, "guessed", PIN)
     yield Target(
         "wallet log-in", lambda: _wallet_log_in(server, name), sessions.LOGIN_FAILURES_MAX,
         f"wallet:{name}", sessions.LOGIN_GUARD,

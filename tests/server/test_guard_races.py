@@ -19,12 +19,17 @@ from paycode.client import pending
 from paycode.server.charge import step_up
 from paycode.server.dashboard import access
 from paycode.server.database.models import FailureCounter
-from paycode.server.operations import admin
 from paycode.server.wallets import sessions
 from paycode.shared.errors import ServerRejected
 from tests.support.dashboard import Browser, dashboard_merchant
 from tests.support.servers import Server, all_at_once
-from tests.support.shop import PASSWORD, code_of, new_phone, new_till, new_user, use_fast_keystore
+from tests.support.shop import (
+    PASSWORD,
+    charge_waiting_for_pin,
+    new_phone,
+    new_user,
+    use_fast_keystore,
+)
 
 PIN = "246810"
 WRONG_PIN = "135790"
@@ -73,17 +78,7 @@ def _answer_code(call: object) -> str:
 def test_concurrent_wrong_pins_check_no_more_than_the_limit(
     live_server: Server, tmp_path: Path
 ) -> None:
-    name = new_user(live_server, "burst", top_up="1000.00")
-    with live_server.session() as session:
-        admin.set_limits(
-            session, name, "CNY", payment_max="5.00", daily_max=None, daily_count_max=None,
-            reset=False,
-        )  # fmt: skip
-    wallet = new_phone(live_server, tmp_path / name, name, ["v2"])
-    pending.set_pin(wallet, password=PASSWORD, pin=PIN)
-    till = new_till(live_server)
-    waiting = till.charge(code=code_of(wallet, "v2"), amount="9.00", currency="CNY")
-    payment_id = waiting["payment_id"]
+    _, wallet, payment_id = charge_waiting_for_pin(live_server, tmp_path, "burst", PIN)
 
     answers = Counter(
         all_at_once([lambda: _answer_code(lambda: pending.confirm(wallet, payment_id, WRONG_PIN))

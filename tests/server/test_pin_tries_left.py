@@ -13,17 +13,12 @@ import pytest
 from paycode.client import keystore, pending
 from paycode.client.wallet import Wallet
 from paycode.server.charge import step_up
-from paycode.server.operations import admin
 from paycode.shared.errors import ServerRejected
 from tests.support.servers import Server, run_in_process
 from tests.support.shop import (
     PASSPHRASE,
-    PASSWORD,
     WALLET_MODULE,
-    code_of,
-    new_phone,
-    new_till,
-    new_user,
+    charge_waiting_for_pin,
     person_env,
     refused,
     use_fast_keystore,
@@ -41,16 +36,8 @@ def _fast_wallets(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _waiting(server: Server, home: Path) -> tuple[Wallet, str]:
     """A customer whose 9.00 charge waits for the PIN (password-free up to 5.00)."""
-    name = new_user(server, "tries", top_up="100.00")
-    with server.session() as session:
-        admin.set_limits(
-            session, name, "CNY", payment_max="5.00", daily_max=None, daily_count_max=None,
-            reset=False,
-        )  # fmt: skip
-    wallet = new_phone(server, home / name, name, ["v2"])
-    pending.set_pin(wallet, password=PASSWORD, pin=PIN)
-    waiting = new_till(server).charge(code=code_of(wallet, "v2"), amount="9.00", currency="CNY")
-    return wallet, waiting["payment_id"]
+    _, wallet, payment_id = charge_waiting_for_pin(server, home, "tries", PIN)
+    return wallet, payment_id
 
 
 def _wrong_pin_problem(server: Server, wallet: Wallet, payment_id: str) -> dict[str, Any]:

@@ -49,7 +49,7 @@ import pytest
 from sqlalchemy import select
 
 from paycode.appkit.http_client import ServerClient
-from paycode.client import keystore, online
+from paycode.client import keystore, online, pending
 from paycode.client.wallet import Wallet
 from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.server.books import ledger
@@ -400,6 +400,23 @@ def set_limits(
             daily_count_max=daily_count_max,
             reset=False,
         )
+
+
+def charge_waiting_for_pin(
+    server: Server, home: Path, prefix: str, pin: str
+) -> tuple[str, Wallet, str]:
+    """A user (100.00, password-free up to 5.00) with `pin` set, a phone in `home`, and a 9.00
+    charge waiting for that PIN: (user name, wallet, payment id)."""
+    name = new_user(server, prefix, top_up="100.00")
+    with server.session() as session:
+        admin.set_limits(
+            session, name, "CNY", payment_max="5.00", daily_max=None, daily_count_max=None,
+            reset=False,
+        )  # fmt: skip
+    wallet = new_phone(server, home / name, name, ["v2"])
+    pending.set_pin(wallet, password=PASSWORD, pin=pin)
+    waiting = new_till(server).charge(code=code_of(wallet, "v2"), amount="9.00", currency="CNY")
+    return name, wallet, str(waiting["payment_id"])
 
 
 def new_users(server: Server, prefix: str, top_ups: list[str]) -> list[str]:

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +30,14 @@ from paycode.merchant_pos.typed_input import (
     read_typed_line,
 )
 from paycode.server.testing import REPO_ROOT
+from tests.endtoend.till_process import TillProcess
 from tests.support.protocol import load_vectors
 from tests.support.servers import Server
-from tests.support.shop import POS_MODULE, Shop, open_shop
+from tests.support.shop import Shop, open_shop
 
 NUMERIC = next(str(v["code"]) for v in load_vectors() if v["version"] == "v1")
 QR_CODES = [str(v["code"]) for v in load_vectors() if v["version"] != "v1"][:4]
 SHOP = "Typed Noodles"
-TIMEOUT_PROCESS_S = 60.0
 
 
 def _typo(code: str) -> str:
@@ -193,36 +192,13 @@ def test_nothing_typed_within_the_timeout_is_not_paid_exit_3_like_a_camera_timin
     shop: Shop,
 ) -> None:
     """A terminal left open (a keyboard nobody types on): the sale ends at --timeout-s."""
-    env = shop.env | {"PAYCODE_POS_HOME": str(shop.tills[SHOP])}
-    args = ["--json", "charge", "--amount", "2.00", "--source", "stdin", "--timeout-s", "1"]
-    with subprocess.Popen(
-        [sys.executable, "-m", POS_MODULE, *args, "--order-id", "typed-idle"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=REPO_ROOT,
-        text=True,
-    ) as till:
-        assert till.stdin is not None
-        till.stdin.write("4006381333931\n")  # a product barcode, then nothing
-        till.stdin.flush()
-        stdout, stderr = _idle(till)
-    assert till.returncode == 3, stdout + stderr
-    outcome = json.loads(stdout)
+    args = ["--amount", "2.00", "--source", "stdin", "--timeout-s", "1", "--order-id", "typed-idle"]
+    with TillProcess.start(shop.tills[SHOP], *args) as till:
+        till.type_code("4006381333931")  # a product barcode, then nothing: stdin stays open
+        status, outcome, stderr = till.finish()
+    assert status == 3, (outcome, stderr)
     assert (outcome["paid"], outcome["code"]) == (False, "scan_timeout")
     assert outcome["merchant_order_id"] == "typed-idle"
-
-
-def _idle(till: subprocess.Popen[str]) -> tuple[str, str]:
-    """Wait for the till to end by itself with its stdin still open; then close it."""
-    try:
-        till.wait(timeout=TIMEOUT_PROCESS_S)
-    finally:
-        if till.poll() is None:
-            till.kill()
-    assert till.stdout is not None and till.stderr is not None
-    return till.stdout.read(), till.stderr.read()
 
 
 def test_the_reading_rules_are_in_the_docs() -> None:
