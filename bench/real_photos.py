@@ -23,7 +23,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.scanner_eval import evaluate, read_folder, table
+from bench.scanner_eval import escaped, evaluate, read_folder, table
 
 __all__ = ["PHOTOS", "TARBALLS", "fetch", "section"]
 
@@ -78,11 +78,6 @@ PHOTOS = (
               "linphone-5.1.65/tester/images/qrcodesite_captured.jpg", "qr",
               "https://www.linphone.org/"),
 )  # fmt: skip
-
-
-def escaped(text: str) -> str:
-    """`text` for one TSV cell: backslash, tab, CR and LF as bench.scanner_eval unescapes them."""
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _download(tarball: Tarball, cache: Path) -> Path:

@@ -46,6 +46,7 @@ __all__ = [
     "HOLD_FRAMES",
     "Photo",
     "Tally",
+    "escaped",
     "evaluate",
     "evaluation_section",
     "read_folder",
@@ -120,6 +121,11 @@ def _file_loader(path: Path) -> Callable[[], Bgr]:
         return np.asarray(image, dtype=np.uint8)
 
     return load
+
+
+def escaped(text: str) -> str:
+    """`text` for one manifest cell: backslash, tab, CR and LF escaped as `unescaped` reads them."""
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\r", "\\r").replace("\n", "\\n")
 
 
 _ESCAPES = {"\\": "\\", "t": "\t", "r": "\r", "n": "\n"}

@@ -38,7 +38,7 @@ def test_a_text_with_line_breaks_survives_the_manifest(tmp_path: Path) -> None:
     """Real photographs hold codes with CR, LF and tabs (e.g. zxing's android-1/qrcode-2):
     the manifest escapes them, so one line stays one photo and the text compares exactly."""
     text = "UI office hours\r\nhttp://example.org/a\\b\tc \r\n"
-    row = f"photo.jpg\tqr\t{real_photos.escaped(text)}\tother"
+    row = f"photo.jpg\tqr\t{scanner_eval.escaped(text)}\tother"
     (tmp_path / "expected.tsv").write_text(f"file\tsymbology\ttext\tkind\n{row}\n", "utf-8")
     assert [p.text for p in scanner_eval.read_folder(tmp_path)] == [text]
 
@@ -53,4 +53,4 @@ def test_the_real_photographs_are_pinned_and_their_texts_escape_cleanly() -> Non
     assert all(len(t.sha256) == 64 for t in real_photos.TARBALLS.values())
     assert len({p.file for p in real_photos.PHOTOS}) == len(real_photos.PHOTOS)
     for photo in real_photos.PHOTOS:
-        assert scanner_eval.unescaped(real_photos.escaped(photo.text)) == photo.text
+        assert scanner_eval.unescaped(scanner_eval.escaped(photo.text)) == photo.text
