@@ -181,7 +181,7 @@ def _count_calls(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> Cal
     return lambda: calls[0]
 
 
-CHECKS = {"v1": (v1_numeric, "_tag"), "v2": (v2_qr, "_tag"), "v3": (v3_ed25519, "_signed")}
+CHECKS = {"v1": (v1_numeric, "_tag"), "v2": (v2_qr, "_tag"), "v3": (v3_ed25519, "ed25519_signed")}
 """The function each version checks a tag or signature with."""
 
 
