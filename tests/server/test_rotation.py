@@ -199,12 +199,13 @@ def usage(bank: Bank) -> dict[str, dict[str, int]]:
 
 def all_under(key_id: str) -> dict[str, dict[str, int]]:
     """The bank's sealed rows, all under `key_id`: 2 users x (v1, v2) devices (v3 devices store
-    only a public key), 3 terminals, 3 verifier keys and the QR signing key; its merchants have
+    only a public key), 3 terminals, 3 verifier keys, the QR signing key and the offline key that
+    signs certificates; its merchants have
     no notification secret (they were made without `merchants create --notify-url`)."""
     return {
         "devices": {key_id: 4},
         "terminals": {key_id: 3},
-        "server_keys": {key_id: 4},
+        "server_keys": {key_id: 5},
         "merchants": {},
     }
 
@@ -216,7 +217,7 @@ def test_rotation_without_downtime(bank: Bank) -> None:
     rotator = SecretBox(BOTH, "mk2")
     partial = rotate(bank, rotator, batch_rows=2, batches_max=1)  # as if stopped mid-way
     assert partial.rewrapped == {"devices": 2, "terminals": 2, "server_keys": 2, "merchants": 0}
-    assert partial.remaining == {"devices": 2, "terminals": 1, "server_keys": 2, "merchants": 0}
+    assert partial.remaining == {"devices": 2, "terminals": 1, "server_keys": 3, "merchants": 0}
     assert not partial.complete
     charge(bank, "v1", counter=1)  # the old server, cached, charges on
     with another_server(bank, BOTH, "mk2") as fresh:  # and a new one reads mixed rows
@@ -263,7 +264,7 @@ def test_a_crash_mid_rotation_is_finished_by_a_rerun(bank: Bank) -> None:
     assert done.complete and done.rewrapped == {
         "devices": 2,
         "terminals": 3,
-        "server_keys": 4,
+        "server_keys": 5,
         "merchants": 0,
     }
     assert secrets_of(bank, SecretBox({"mk2": NEW}, "mk2")) == before
@@ -331,7 +332,7 @@ def test_rotation_procedure_with_key_files(backend: str, tmp_path: Path) -> None
         assert done["rewrapped"] == {
             "devices": 0,
             "terminals": 0,
-            "server_keys": 3,
+            "server_keys": 4,
             "merchants": 0,  # the limited run above re-wrapped the only one
         }
         (instance / "master-mk1.key").unlink()  # 5. the old key goes
@@ -340,7 +341,7 @@ def test_rotation_procedure_with_key_files(backend: str, tmp_path: Path) -> None
         assert status["rows"] == {
             "devices": {},
             "terminals": {"mk2": 1},
-            "server_keys": {"mk2": 4},
+            "server_keys": {"mk2": 5},
             "merchants": {"mk2": 1},
         }
         assert_opens_under_new_key_only(url, secret, notify_secret)

@@ -25,7 +25,8 @@ The settings of the parts are fields of it, each parsed from the same environmen
 `guard` (PAYCODE_GUESS_*, paycode.server.safety.guard), `limits` (PAYCODE_PINLESS_*,
 PAYCODE_CODE_PAYMENT_MAX, PAYCODE_CONFIRM_WINDOW_S, PAYCODE_LIMIT_DAY_OFFSET_MINUTES,
 paycode.server.safety.limits), `delivery` (PAYCODE_NOTIFY_*, paycode.server.notifications.delivery),
-`settlement` (PAYCODE_FEE_BPS, paycode.server.books.settlement) and `metrics`
+`settlement` (PAYCODE_FEE_BPS, paycode.server.books.settlement), `offline` (PAYCODE_OFFLINE_*,
+paycode.server.safety.offline_settings) and `metrics`
 (PAYCODE_METRICS_TOKEN, paycode.server.operations.observability); docs/operations.md lists them.
 
 Every configured key opens the rows sealed under its id, so a master-key rotation
@@ -51,6 +52,7 @@ from paycode.server.notifications.delivery import DeliverySettings
 from paycode.server.operations.observability import MetricsAccess
 from paycode.server.safety.guard import GuardSettings
 from paycode.server.safety.limits import LimitSettings
+from paycode.server.safety.offline_settings import OfflineSettings
 from paycode.shared.errors import ConfigError
 
 MASTER_KEY_BYTES = 32
@@ -85,6 +87,7 @@ class ServerConfig:
     limits: LimitSettings = field(default_factory=LimitSettings)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     settlement: SettlementSettings = field(default_factory=SettlementSettings)
+    offline: OfflineSettings = field(default_factory=OfflineSettings)
     metrics: MetricsAccess = field(default_factory=MetricsAccess)
 
     @classmethod
@@ -104,6 +107,7 @@ class ServerConfig:
             "limits": LimitSettings.parse(env),
             "delivery": DeliverySettings.parse(env),
             "settlement": SettlementSettings.parse(env),
+            "offline": OfflineSettings.parse(env),
             "metrics": MetricsAccess.parse(env),
         }
         values.update(overrides)

@@ -10,11 +10,12 @@ Each mismatch names its subject and a stable code:
     entry_currency_mismatch     an entry's currency is not its account's
     transaction_unbalanced      a transaction's entries do not sum to zero, or are fewer than two
     transaction_mixed_currency  a transaction's entries hold more than one currency
-    transaction_kind_unknown    a transaction is not a top_up, charge or refund
+    transaction_kind_unknown    a transaction is not a top_up, charge, refund or offline_* kind
     transaction_orphan          a charge or refund transaction names no payment
     charge_missing              a succeeded payment has no charge transaction
     charge_duplicated           a succeeded payment has more than one
-    charge_mismatch             its entries are not -amount from the payer, +amount to the merchant
+    charge_mismatch             its entries are not -amount from the payer (the user, or for an
+                                offline payment its allowance's escrow), +amount to the merchant
     charge_without_success      a failed, pending, declined or cancelled payment moved money
     refund_mismatch             refund rows and refund transactions disagree (count or entries)
     refunded_mismatch           a payment's refunded_minor is not the sum of its refunds
@@ -34,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from paycode.server.database.engine import read_only
 from paycode.server.database.models import Account, LedgerEntry, LedgerTransaction, Payment, Refund
+from paycode.server.database.offline_models import ESCROW
 from paycode.shared.codes import PaymentStatus
 
 BATCH_ROWS: Final = 1000
@@ -42,7 +44,7 @@ BATCHES_MAX: Final = 100_000
 """Per table: at most 100,000 pages are read (10^8 rows at the default page size)."""
 MISMATCHES_LISTED_MAX: Final = 50
 """Every mismatch is counted; the first 50 are named (bounded output)."""
-KINDS: Final = ("top_up", "charge", "refund")
+KINDS: Final = ("top_up", "charge", "refund", "offline_fund", "offline_return", "offline_loss")
 CHARGE: Final = "charge"
 REFUND: Final = "refund"
 
@@ -321,10 +323,14 @@ def _moved(session: Session, payment_ids: list[str]) -> dict[str, _Moved]:
 
 
 def _transfer(payment: Payment, from_kind: str, amount_minor: int) -> dict[Side, int]:
-    """The sides a transfer of `amount_minor` between the payment's payer and merchant has."""
+    """The sides a transfer of `amount_minor` between the payment's payer and merchant has.
+
+    An offline payment is charged to its allowance's escrow and refunded to the user."""
     if amount_minor == 0:
         return {}
     user: Side = ("user", payment.user_id or "", payment.currency)
+    if payment.allowance_id is not None and from_kind == "user":
+        user = (ESCROW, payment.allowance_id, payment.currency)
     merchant: Side = ("merchant", payment.merchant_id, payment.currency)
     payer, payee = (user, merchant) if from_kind == "user" else (merchant, user)
     return {payer: -amount_minor, payee: amount_minor}

@@ -19,7 +19,7 @@ from paycode.server.commands.common import (
     session as _session,
 )
 from paycode.server.operations import lifecycle
-from paycode.server.safety import keyring, qr_keys, rotation
+from paycode.server.safety import keyring, offline_keys, qr_keys, rotation
 from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import ApiError
@@ -179,6 +179,74 @@ def cmd_keys_retire_qr(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_offline(args: argparse.Namespace) -> int:
+    """The offline keys: `next` is published to tills, `signing` signs, `old` verifies."""
+    config = _config()
+    with _session(config) as session:
+        rows = offline_keys.key_rows(
+            session,
+            SecretBox.from_config(config),
+            now_s=time.time(),
+            publish_s=config.offline.key_publish_s,
+        )
+    lines = [f"{row['key_id']}  {row['status']}" for row in rows]
+    emit(args, "\n".join(lines) or "no offline key: run init-db", {"keys": rows})
+    return 0
+
+
+def cmd_keys_rotate_offline(args: argparse.Namespace) -> int:
+    config = _config()
+    with _session(config) as session:
+        key_id = offline_keys.add_key(session, SecretBox.from_config(config), time.time())
+    human = (
+        f"new offline key {key_id}: tills fetch it now and it signs certificates after "
+        f"{config.offline.key_publish_s} s; retire the old one (keys retire-offline) once its "
+        "certificates can no longer settle"
+    )
+    emit(args, human, {"key_id": key_id, "signs_after_s": config.offline.key_publish_s})
+    return 0
+
+
+def cmd_keys_retire_offline(args: argparse.Namespace) -> int:
+    config = _config()
+    with _session(config) as session:
+        try:
+            offline_keys.retire_key(
+                session,
+                SecretBox.from_config(config),
+                args.key_id,
+                now_s=time.time(),
+                grace_s=config.offline.grace_s,
+                force=args.force,
+            )
+        except ApiError as error:
+            raise CliError(ErrorCode(error.code), error.message) from error
+    human = (
+        f"retired {args.key_id}: certificates it signed are refused by the server now and by "
+        "each till at its next key fetch"
+    )
+    emit(args, human, {"key_id": args.key_id})
+    return 0
+
+
+def _add_offline_key_commands(keys: Subparsers) -> list[argparse.ArgumentParser]:
+    listing = keys.add_parser("offline", help="the keys that sign offline certificates")
+    listing.set_defaults(func=cmd_keys_offline)
+    rotate = keys.add_parser(
+        "rotate-offline", help="a new offline key: published now, signing after the publish time"
+    )
+    rotate.set_defaults(func=cmd_keys_rotate_offline)
+    retire = keys.add_parser("retire-offline", help="certificates signed with this key stop paying")
+    retire.add_argument("key_id", help="8 hex characters (keys offline lists them)")
+    retire.add_argument(
+        "--force",
+        action="store_true",
+        help="retire even while its certificates can settle (a leaked key: they are refused)",
+    )
+    retire.set_defaults(func=cmd_keys_retire_offline)
+    return [listing, rotate, retire]
+
+
 def add_lifecycle_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
     versions = sub.add_parser("versions", help="list code versions, or change one's lifecycle")
     versions.set_defaults(func=cmd_versions)
@@ -189,7 +257,7 @@ def add_lifecycle_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
         leaf.add_argument("version", help="v1, v2, v3, ...")
         leaf.set_defaults(func=cmd_versions_set, action=action)
         leaves.append(leaf)
-    keys_parser = sub.add_parser("keys", help="master, code (hiding, seal) and QR keys")
+    keys_parser = sub.add_parser("keys", help="master, code (hiding, seal), QR and offline keys")
     keys = keys_parser.add_subparsers(metavar="ACTION")
     status = keys.add_parser("status", help="configured master keys and the rows each one seals")
     status.set_defaults(func=cmd_keys_status)
@@ -212,4 +280,5 @@ def add_lifecycle_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
     retire_qr.add_argument("key_id", help="sk_... (keys qr lists them)")
     retire_qr.set_defaults(func=cmd_keys_retire_qr)
     code = add_code_key_commands(keys)
-    return [*leaves, status, rotate, qr, rotate_qr, retire_qr, *code]
+    offline = _add_offline_key_commands(keys)
+    return [*leaves, status, rotate, qr, rotate_qr, retire_qr, *code, *offline]

@@ -52,6 +52,9 @@ class User(Base):
     pin_hash: Mapped[str | None] = mapped_column(String(256))
     """Payment PIN (scrypt, as passwords): confirms payments above the password-free limits."""
     created_at_s: Mapped[float] = mapped_column(Float)
+    offline_blocked_at_s: Mapped[float | None] = mapped_column(Float)
+    """Set when one of the user's offline allowances was over-spent (a cloned wallet): no new
+    allowance until an operator clears it (docs/offline.md §6.4)."""
 
 
 class Merchant(Base):
@@ -84,6 +87,9 @@ class Merchant(Base):
     """EMV tag 60 when `city` is not printable ASCII; NULL: `city` is."""
     language: Mapped[str | None] = mapped_column(String(2))
     """ISO 639-1 (capitals) of `name` when it is not ASCII: EMV 64/00."""
+    offline_floor_minor: Mapped[int | None] = mapped_column(BigInteger)
+    """The most one offline payment may be at its tills (docs/offline.md §4.1); NULL: the
+    server's default, 0: its tills take no offline payment."""
     created_at_s: Mapped[float] = mapped_column(Float)
 
 
@@ -97,7 +103,7 @@ class Account(Base):
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     owner_kind: Mapped[str] = mapped_column(String(8))
-    """'user', 'merchant' or 'system'."""
+    """'user', 'merchant', 'system', or offline: 'escrow' (one per allowance) and 'loss'."""
     owner_id: Mapped[str] = mapped_column(String(32))
     currency: Mapped[str] = mapped_column(String(3))
     balance_minor: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -115,7 +121,7 @@ class LedgerTransaction(Base):
     __tablename__ = "ledger_transactions"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
-    """'top_up', 'charge' or 'refund'."""
+    """'top_up', 'charge', 'refund', 'offline_fund', 'offline_return' or 'offline_loss'."""
     payment_id: Mapped[str | None] = mapped_column(String(32), index=True)
     created_at_s: Mapped[float] = mapped_column(Float, index=True)
 
@@ -156,7 +162,7 @@ class ServerKey(Base):
     __tablename__ = "server_keys"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     purpose: Mapped[str] = mapped_column(String(16), index=True)
-    """'hiding:v1', 'hiding:v2' or 'seal'."""
+    """'hiding:v1', 'hiding:v2', 'seal', 'qr' or 'offline' (signs offline certificates)."""
     key_id: Mapped[str] = mapped_column(String(16))
     key_sealed: Mapped[bytes] = mapped_column(LargeBinary(64))
     created_at_s: Mapped[float] = mapped_column(Float)
@@ -210,6 +216,8 @@ class Payment(Base):
     created_at_s: Mapped[float] = mapped_column(Float, index=True)
     confirm_by_s: Mapped[float | None] = mapped_column(Float)
     """A pending payment's deadline: after it, it can only be cancelled."""
+    allowance_id: Mapped[str | None] = mapped_column(String(32))
+    """An offline (v4) payment: the allowance whose escrow paid it (docs/offline.md §6.1)."""
 
 
 class Refund(Base):

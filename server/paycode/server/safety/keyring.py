@@ -37,6 +37,8 @@ HIDING_PURPOSES = {"hiding:v1": "v1", "hiding:v2": "v2"}
 SEAL_PURPOSE = "seal"
 QR_PURPOSE = "qr"
 """The Ed25519 seed that signs merchant QR payloads (paycode.server.safety.qr_keys)."""
+OFFLINE_PURPOSE = "offline"
+"""The Ed25519 seed that signs offline certificates (paycode.server.safety.offline_keys)."""
 PURPOSE_OF_VERSION = {"v1": "hiding:v1", "v2": "hiding:v2", "v3": SEAL_PURPOSE}
 
 
@@ -59,7 +61,7 @@ def ensure_keys(session: Session, box: SecretBox, now_s: float) -> None:
     present = set(
         session.scalars(select(ServerKey.purpose).where(ServerKey.retired_at_s.is_(None)))
     )
-    for purpose in (*HIDING_PURPOSES, SEAL_PURPOSE, QR_PURPOSE):
+    for purpose in (*HIDING_PURPOSES, SEAL_PURPOSE, QR_PURPOSE, OFFLINE_PURPOSE):
         if purpose in present:
             continue
         try:
