@@ -114,11 +114,14 @@ NOT_TILL_CODES = frozenset(
     {"password_invalid", "user_exists", "merchant_exists", "method_not_allowed", "qr_invalid",
      "payload_too_large", "unsupported_media_type", "invalid_request", "pin_invalid",
      "pin_not_set", "date_invalid", "ledger_mismatch", "settlement_too_large",
-     "payment_changed", "weak_key", "key_proof_invalid"}
+     "payment_changed", "weak_key", "key_proof_invalid", "offline_amount_invalid",
+     "offline_allowance_live", "offline_daily_limit", "offline_out_of_order",
+     "offline_chain_broken"}
 )  # fmt: skip
 """Codes of the wallet and admin APIs, of the settlement file (GET /v1/settlement: the till
 never fetches it), of the merchant dashboard (payment_changed: its refund form only), or of
-malformed requests the till never sends."""
+malformed requests the till never sends, or of its offline sync (offline_out_of_order,
+offline_chain_broken: paycode-pos sync reports them per record, no cashier reads them)."""
 
 
 @pytest.mark.parametrize("code", sorted(set(HTTP_STATUS) - NOT_TILL_CODES))

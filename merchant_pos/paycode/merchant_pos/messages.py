@@ -23,6 +23,18 @@ CASHIER_MESSAGES: Mapping[str, str] = MappingProxyType(
             "again, the phone's clock is wrong: one online call in the wallet fixes it)."
         ),
         ErrorCode.CODE_REPLAYED: "Code already used: ask the customer for a fresh code.",
+        ErrorCode.CERTIFICATE_INVALID: (
+            "Offline code not issued by this system: take another payment."
+        ),
+        ErrorCode.CERTIFICATE_EXPIRED: (
+            "Offline allowance expired: ask the customer for a normal code or another payment."
+        ),
+        ErrorCode.CERTIFICATE_RETURNED: (
+            "Offline allowance handed back or blocked: ask for a normal code or another payment."
+        ),
+        ErrorCode.OFFLINE_BLOCKED: (
+            "The customer's offline payments are blocked: take another payment."
+        ),
         ErrorCode.CODE_INVALID: (
             "Not a valid payment code: ask the customer to show the code again."
         ),

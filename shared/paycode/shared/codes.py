@@ -47,6 +47,32 @@ class ErrorCode(enum.StrEnum):
     """A v4 code's certificate: unknown server key, or its signature fails."""
     CERTIFICATE_EXPIRED = "certificate_expired"
     """A v4 code's certificate is outside its validity window."""
+    CERTIFICATE_RETURNED = "certificate_returned"
+    """The certificate was handed back, or its user was offline-blocked (denied)."""
+    OFFLINE_CODE_NEEDED = "offline_code_needed"
+    """The till is offline and the code is not v4: ask for an OFFLINE code."""
+    OFFLINE_NOT_READY = "offline_not_ready"
+    """The till holds no offline keys, or too old a copy: go online once."""
+    OFFLINE_LIMIT = "offline_limit"
+    """Above the floor limit, a code's amount limit, or its certificate's caps at this till."""
+    SPLIT_SALE = "split_sale"
+    """One sale, one offline payment: a second one for the same sale or certificate is refused."""
+    OFFLINE_TILL_FULL = "offline_till_full"
+    """The till's unsynced offline sales reached their bound: go online to sync first."""
+    OFFLINE_EXHAUSTED = "offline_exhausted"
+    """The wallet's allowance has no certificate left that covers the amount."""
+    OFFLINE_NONE = "offline_none"
+    """The wallet holds no live offline allowance."""
+    # -- offline allowances and settlement (docs/offline.md §2, §6) -------------------------
+    OFFLINE_AMOUNT_INVALID = "offline_amount_invalid"
+    OFFLINE_ALLOWANCE_LIVE = "offline_allowance_live"
+    OFFLINE_DAILY_LIMIT = "offline_daily_limit"
+    OFFLINE_BLOCKED = "offline_blocked"
+    """An over-spent allowance blocked the user from offline payments until an operator clears it."""
+    OFFLINE_OUT_OF_ORDER = "offline_out_of_order"
+    """An acceptance whose seq is not the till's last + 1: send the earlier ones first."""
+    OFFLINE_CHAIN_BROKEN = "offline_chain_broken"
+    """An acceptance whose prev hash is not the till's last line's."""
     # -- keys a device or the server hands over (docs/spec.md §6.1) -------------------------
     WEAK_KEY = "weak_key"
     KEY_PROOF_INVALID = "key_proof_invalid"
@@ -170,6 +196,15 @@ HTTP_STATUS: Mapping[str, int] = MappingProxyType(
         ErrorCode.REFUND_EXCEEDS_PAYMENT: 422,
         ErrorCode.PAYMENT_NOT_REFUNDABLE: 422,
         ErrorCode.SETTLEMENT_TOO_LARGE: 422,
+        ErrorCode.CERTIFICATE_INVALID: 422,
+        ErrorCode.CERTIFICATE_EXPIRED: 422,
+        ErrorCode.CERTIFICATE_RETURNED: 422,
+        ErrorCode.OFFLINE_AMOUNT_INVALID: 422,
+        ErrorCode.OFFLINE_ALLOWANCE_LIVE: 422,
+        ErrorCode.OFFLINE_DAILY_LIMIT: 422,
+        ErrorCode.OFFLINE_BLOCKED: 422,
+        ErrorCode.OFFLINE_OUT_OF_ORDER: 409,
+        ErrorCode.OFFLINE_CHAIN_BROKEN: 409,
         ErrorCode.CONFIRMATION_REQUIRED: 202,  # not an error: the charge waits for the PIN
         ErrorCode.RATE_LIMITED: 429,
         ErrorCode.INTERNAL_ERROR: 500,
