@@ -68,7 +68,7 @@ class ErrorCode(enum.StrEnum):
     OFFLINE_ALLOWANCE_LIVE = "offline_allowance_live"
     OFFLINE_DAILY_LIMIT = "offline_daily_limit"
     OFFLINE_BLOCKED = "offline_blocked"
-    """An over-spent allowance blocked the user from offline payments until an operator clears it."""
+    """An over-spent allowance blocked the user's offline payments until an operator clears it."""
     OFFLINE_OUT_OF_ORDER = "offline_out_of_order"
     """An acceptance whose seq is not the till's last + 1: send the earlier ones first."""
     OFFLINE_CHAIN_BROKEN = "offline_chain_broken"

@@ -97,6 +97,7 @@ def _check_limits(
 def _certify(
     session: Session,
     allowance: OfflineAllowance,
+    *,
     public_keys: Sequence[bytes],
     keys: OfflineKeys,
     settings: OfflineSettings,
@@ -185,7 +186,12 @@ def fund_allowance(
     session.add(allowance)
     session.flush()
     certificates = _certify(
-        session, allowance, public_keys, keys, settings, (not_before_s, expiry_s)
+        session,
+        allowance,
+        public_keys=public_keys,
+        keys=keys,
+        settings=settings,
+        window_s=(not_before_s, expiry_s),
     )
     assert len(certificates) == CERTIFICATES_PER_ALLOWANCE
     return IssuedAllowance(
