@@ -9,6 +9,7 @@ import { bindingDigest } from '../src/core/binding.js';
 import { b64decode, b64encode, b64urlDecode, bytesToHex, concatBytes, hexToBytes, u16, utf8 } from '../src/core/bytes.js';
 import { importEd25519Public, importEd25519Seed } from '../src/core/keys.js';
 import { makeOfflineKeyProof, offlineKeyProofMessage } from '../src/core/keyProof.js';
+import { sha256 } from '../src/core/prf.js';
 import {
   CERT_BYTES,
   deviceMessage,
@@ -366,6 +367,10 @@ test('the offline key proof signs the framed fields and verifies for its own req
   assert.equal(proof.length, 64);
   assert.ok(!proofText.includes('=') && !proofText.includes('+') && !proofText.includes('/'));
   assert.deepEqual(proof, ed25519.sign(message, seed), 'RFC 8032: deterministic');
+  // The Python reference (shared/paycode/shared/offline_proof.py, make_offline_key_proof) gives
+  // these bytes for the same seed, device, key and index.
+  assert.equal(bytesToHex(await sha256(message)), 'bc6e9856e881346b5c120d5494a4af43c7b9914cabcd232e160d3b312955b7e9');
+  assert.equal(bytesToHex(proof), 'aa1b97575c11ec5fb195d21d88b5e7b68ad15f9a8f2f6cefaa237475d2c2c0220a4d189db49c1a9ccb586946fe55c9d143e2bf1243b4e2cb8ba675fb4cb05c08');
   const verifier = await importEd25519Public(publicKey);
   const verify = (m) => globalThis.crypto.subtle.verify({ name: 'Ed25519' }, verifier, proof, m);
   assert.equal(await verify(message), true);
