@@ -1,12 +1,16 @@
 // The code a cashier scans: full width, black on white, a countdown, a new code at every time
 // step (and on a tap), never in the page's URL, history or any cache. Offline.
-import { bindingDigest, stepOf } from '../core/index.js';
-import { $, describe, element, setMessage } from './dom.js';
+// An offline (v4) code spends the allowance (docs/offline.md §3.5): it is made only on request
+// and on a tap, never on a timer, since each one uses a counter and reserves its amount.
+import { STEP_SECONDS, bindingDigest, formatAmount, parseAmount, stepOf } from '../core/index.js';
+import { $, describe, element, money, setMessage } from './dom.js';
 import { t } from './i18n.js';
+import { CODE_VALID_STEPS } from './offline.js';
 import { clearCanvas, drawCode128, drawQr, groupDigits } from './render.js';
 
 const TICK_MS = 250;
-const VERSION_LABELS = { v3: 'v_qr', v2: 'v_qr2', v1: 'v_bar' };
+const VERSION_LABELS = { v3: 'v_qr', v2: 'v_qr2', v1: 'v_bar', v4: 'v_offline' };
+const OFFLINE_ERRORS = { offline_exhausted: 'offline_exhausted', offline_limit: 'offline_limit', certificate_expired: 'offline_expired', offline_none: 'offline_none' };
 
 export class CodeScreen {
   constructor(wallet, { onStorageLost }) {
@@ -17,7 +21,10 @@ export class CodeScreen {
     this.busy = null;
     this.timer = null;
     this.version = null;
+    this.offline = null; // {amountMinor} while showing offline codes
     $('code-box').addEventListener('click', () => this.refresh());
+    $('code-offline').addEventListener('click', () => this.startOffline());
+    $('code-online').addEventListener('click', () => this.stopOffline());
     $('code-unbind').addEventListener('click', () => { this.binding = null; this.refresh(); });
     document.addEventListener('visibilitychange', () => {
       if (!this.active) return;
@@ -27,7 +34,8 @@ export class CodeScreen {
         this.wakeLock = null; // the browser released it
       } else {
         this.keepScreenOn();
-        this.refresh();
+        if (this.offline) setMessage('code-error', t('offline_tap'));
+        else this.refresh();
       }
     });
   }
@@ -37,6 +45,7 @@ export class CodeScreen {
   enter() {
     this.keepScreenOn();
     this.drawVersionTabs();
+    this.drawOfflineControls();
     clearInterval(this.timer);
     this.timer = setInterval(() => this.tick(), TICK_MS);
     return this.refresh();
@@ -47,6 +56,8 @@ export class CodeScreen {
     this.wakeLock = null;
     clearInterval(this.timer);
     this.timer = null;
+    this.offline = null; // back on this screen, an offline code is asked for again
+    $('code-online').hidden = true;
     this.blank();
   }
 
@@ -74,10 +85,12 @@ export class CodeScreen {
     box.replaceChildren();
     for (const device of this.wallet.devices) {
       const button = element('button', { text: t(VERSION_LABELS[device.version]), attrs: { type: 'button', 'data-version': device.version } });
-      button.setAttribute('aria-pressed', String(device.version === this.chosenVersion()));
+      button.setAttribute('aria-pressed', String(!this.offline && device.version === this.chosenVersion()));
       if (this.binding && device.version === 'v1') button.disabled = true;
       button.addEventListener('click', () => {
         this.version = device.version;
+        this.offline = null;
+        this.drawOfflineControls();
         this.wallet.store.updateMeta((meta) => { meta.preferredVersion = device.version; }).catch(() => {});
         this.drawVersionTabs();
         this.refresh();
@@ -103,16 +116,57 @@ export class CodeScreen {
     return this.busy;
   }
 
+  /** The offline row shows when this phone holds an allowance it can spend now. */
+  async drawOfflineControls() {
+    let record = null;
+    try { record = await this.wallet.offline.current(); } catch { /* no allowance store: none */ }
+    this.allowance = record;
+    $('offline-code').hidden = !record;
+    $('offline-code-amount').placeholder = t('offline_amount');
+    $('code-online').hidden = !this.offline;
+    if (!record && this.offline) this.stopOffline();
+  }
+
+  startOffline() {
+    const currency = this.allowance?.currency;
+    if (!currency) return null;
+    const text = $('offline-code-amount').value.trim();
+    let amountMinor = null;
+    try {
+      if (text) amountMinor = parseAmount(text, currency).amountMinor;
+    } catch (error) {
+      setMessage('code-error', describe(error));
+      return null;
+    }
+    this.offline = { amountMinor };
+    $('code-online').hidden = false;
+    this.drawVersionTabs();
+    return this.refresh();
+  }
+
+  stopOffline() {
+    this.offline = null;
+    $('code-online').hidden = true;
+    this.drawVersionTabs();
+    return this.refresh();
+  }
+
   async show() {
     const version = this.chosenVersion();
-    if (!version) return;
+    if (!version && !this.offline) return;
     setMessage('code-error', '');
     let code;
     try {
-      code = await this.wallet.nextCode(version, this.binding);
+      code = this.offline
+        ? await this.wallet.offline.nextCode(this.offline.amountMinor, this.binding)
+        : await this.wallet.nextCode(version, this.binding);
     } catch (error) {
       this.blank();
       if (error.code === 'storage_lost') { this.onStorageLost(); return; }
+      if (this.offline && OFFLINE_ERRORS[error.code]) {
+        setMessage('code-error', t(OFFLINE_ERRORS[error.code]));
+        return;
+      }
       if (error.code === 'counter_exhausted') {
         setMessage('code-error', t(error.reason === 'behind' ? 'clock_behind' : 'counter_used', { s: Math.ceil(error.retryAfterS) }));
         this.shown = { step: stepOf(this.wallet.deviceNowS()), failed: true };
@@ -151,6 +205,7 @@ export class CodeScreen {
     }
     const warning = this.wallet.clockWarning();
     setMessage('code-error', warning ? t(warning.key, warning.values) : '');
+    if (code.version === 'v4') this.drawOfflineControls();
     this.tick();
   }
 
@@ -166,10 +221,26 @@ export class CodeScreen {
   tick() {
     if (!this.shown || document.hidden || this.busy) return;
     const nowS = this.wallet.deviceNowS();
+    if (this.shown.version === 'v4') { this.tickOffline(nowS); return; }
     if (stepOf(nowS) !== this.shown.step) { this.refresh(); return; }
     if (this.shown.failed) return;
     const leftS = Math.max(0, (this.shown.step + 1) * 30 - nowS);
     $('countdown-bar').style.transform = `scaleX(${(leftS / 30).toFixed(3)})`;
     $('code-status').textContent = `${t('refresh_in', { s: Math.ceil(leftS) })} · ${t('code_of', { version: this.shown.version, counter: this.shown.counter + 1 })}`;
+  }
+
+  /** An offline code counts down to the end of the till's window and is then taken off the
+   * screen, never replaced by itself. */
+  tickOffline(nowS) {
+    const leftS = this.shown.validUntilS - nowS;
+    if (leftS <= 0) {
+      this.blank();
+      setMessage('code-error', t('offline_code_expired'));
+      return;
+    }
+    const windowS = CODE_VALID_STEPS * STEP_SECONDS;
+    $('countdown-bar').style.transform = `scaleX(${Math.min(1, leftS / windowS).toFixed(3)})`;
+    const amount = money(formatAmount({ amountMinor: this.shown.amountLimitMinor, currency: this.shown.currency }), this.shown.currency);
+    $('code-status').textContent = t('offline_code_line', { amount, s: Math.ceil(leftS) });
   }
 }

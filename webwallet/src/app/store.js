@@ -3,10 +3,12 @@
 // can never be read back out, not even by this page. A device's counters live in the same
 // record as its keys, so they vanish together or not at all; `meta` lists the devices that
 // should exist, so a record the browser lost is noticed rather than silently re-created.
+// Offline allowances (docs/offline.md §3.5) keep their certificates, keys, counters and
+// reservations in one record each; a request being taken keeps its keys until answered.
 import { validCounterState } from './counters.js';
 
 const DB_NAME = 'paycode-wallet';
-const DB_VERSION = 1;
+const DB_VERSION = 2;
 const META_KEY = 'wallet';
 
 function promised(request) {
@@ -30,8 +32,13 @@ export async function openStore() {
     const db = request.result;
     if (!db.objectStoreNames.contains('meta')) db.createObjectStore('meta');
     if (!db.objectStoreNames.contains('devices')) db.createObjectStore('devices', { keyPath: 'device_id' });
+    if (!db.objectStoreNames.contains('allowances')) db.createObjectStore('allowances', { keyPath: 'allowance_id' });
+    if (!db.objectStoreNames.contains('allowance_requests')) db.createObjectStore('allowance_requests', { keyPath: 'idempotencyKey' });
   };
-  return new Store(await promised(request));
+  const db = await promised(request);
+  // A newer page (another tab, after an update) asks to upgrade: let it rather than block it.
+  db.onversionchange = () => db.close();
+  return new Store(db);
 }
 
 export class Store {
@@ -122,10 +129,71 @@ export class Store {
   }
 
   async clear() {
-    const tx = this.tx(['devices', 'meta'], 'readwrite');
-    tx.objectStore('devices').clear();
-    tx.objectStore('meta').clear();
+    const names = ['devices', 'meta', 'allowances', 'allowance_requests'];
+    const tx = this.tx(names, 'readwrite');
+    for (const name of names) tx.objectStore(name).clear();
     await finished(tx);
+  }
+
+  async allowances() {
+    return promised(this.tx(['allowances'], 'readonly').objectStore('allowances').getAll());
+  }
+
+  /** The allowance request sent but not answered yet, or null (at most one is kept). */
+  async pendingAllowanceRequest() {
+    const all = await promised(this.tx(['allowance_requests'], 'readonly').objectStore('allowance_requests').getAll());
+    return all[0] ?? null;
+  }
+
+  async saveAllowanceRequest(request) {
+    const tx = this.tx(['allowance_requests'], 'readwrite');
+    tx.objectStore('allowance_requests').clear();
+    tx.objectStore('allowance_requests').put(request);
+    await finished(tx);
+  }
+
+  async dropAllowanceRequest(idempotencyKey) {
+    const tx = this.tx(['allowance_requests'], 'readwrite');
+    tx.objectStore('allowance_requests').delete(idempotencyKey);
+    await finished(tx);
+  }
+
+  /** The answered allowance in, its request out: one transaction. */
+  async saveAllowance(record, idempotencyKey) {
+    const tx = this.tx(['allowances', 'allowance_requests'], 'readwrite');
+    tx.objectStore('allowances').put(record);
+    tx.objectStore('allowance_requests').delete(idempotencyKey);
+    await finished(tx);
+  }
+
+  /** Read the allowance, let `choose` (offlineAllowance.chooseCertificate) pick the next
+   * certificate, write its counter and reservation back: one transaction, before any code. */
+  async claimOffline(allowanceId, choose) {
+    const tx = this.tx(['allowances'], 'readwrite');
+    const store = tx.objectStore('allowances');
+    const record = await promised(store.get(allowanceId));
+    let choice;
+    try {
+      if (!record) throw Object.assign(new Error('the offline allowance is gone'), { code: 'storage_lost' });
+      choice = choose(record);
+    } catch (error) {
+      tx.abort();
+      throw error;
+    }
+    store.put(choice.allowance);
+    await finished(tx);
+    return choice;
+  }
+
+  /** Delete every allowance `drop(record)` is true for (their keys with them). */
+  async removeAllowances(drop) {
+    const tx = this.tx(['allowances'], 'readwrite');
+    const store = tx.objectStore('allowances');
+    const records = await promised(store.getAll());
+    const gone = records.filter(drop).map((record) => record.allowance_id);
+    for (const id of gone) store.delete(id);
+    await finished(tx);
+    return gone;
   }
 }
 

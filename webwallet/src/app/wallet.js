@@ -8,6 +8,7 @@ import {
 } from '../core/index.js';
 import { Api, ApiProblem, newIdempotencyKey } from './api.js';
 import { claimCounter } from './counters.js';
+import { OfflineAllowances } from './offline.js';
 import { audit, openStore } from './store.js';
 
 export const VERSIONS = ['v3', 'v2', 'v1'];
@@ -20,6 +21,7 @@ export class Wallet {
     const store = await openStore();
     const wallet = new Wallet(store);
     await wallet.reload();
+    await wallet.offline.prune().catch(() => []); // expired: their keys can pay nothing more
     return wallet;
   }
 
@@ -30,6 +32,7 @@ export class Wallet {
     this.lost = [];
     const clock = { offsetS: () => this.offsetS(), learn: (serverS, localS) => this.learnClock(serverS, localS) };
     this.api = new Api(clock, '', (answer) => this.learnCodeKeys(answer.code_keys));
+    this.offline = new OfflineAllowances(this);
   }
 
   async reload() {

@@ -3,6 +3,7 @@
 import { newIdempotencyKey } from './api.js';
 import { $, describe, element, money, notice, setMessage } from './dom.js';
 import { LANGUAGE, t } from './i18n.js';
+import { OfflinePanel } from './offline_panel.js';
 
 const PENDING_POLL_MS = 3000;
 const HISTORY_LIMIT = 20;
@@ -12,6 +13,7 @@ export class WalletScreen {
     this.wallet = wallet;
     this.onChanged = onChanged;
     this.poll = null;
+    this.offline = new OfflinePanel(wallet, { onTaken: () => this.load() });
     $('refresh').addEventListener('click', () => this.load());
     $('resync').addEventListener('click', () => this.load());
     $('forget').addEventListener('click', () => this.forget());
@@ -29,6 +31,7 @@ export class WalletScreen {
 
   async load() {
     setMessage('wallet-error', '');
+    await this.offline.draw();
     try {
       const balance = await this.signed('GET', '/v1/wallet/balance');
       this.drawBalances(balance);
@@ -51,6 +54,7 @@ export class WalletScreen {
   }
 
   drawBalances(balance) {
+    this.offline.setCurrency(balance.accounts[0]?.currency ?? null);
     $('balances').replaceChildren(...balance.accounts.map((account) => element('li', { text: money(account.balance, account.currency) })));
   }
 

@@ -25,7 +25,16 @@ export {
   importSymmetricDevice,
 } from './keys.js';
 export { checkEd25519Public, checkQrKeys, checkX25519Public } from './keyCheck.js';
-export { KEY_PROOF_DOMAIN, deviceScope, keyProofMessage, makeKeyProof, sessionScope } from './keyProof.js';
+export {
+  KEY_PROOF_DOMAIN,
+  OFFLINE_KEY_PROOF_DOMAIN,
+  deviceScope,
+  keyProofMessage,
+  makeKeyProof,
+  makeOfflineKeyProof,
+  offlineKeyProofMessage,
+  sessionScope,
+} from './keyProof.js';
 export { STEP_SECONDS, secondsLeftInStep, stepOf, stepStartS } from './timestep.js';
 export { dammDigit, dammValid } from './damm.js';
 export { base32Decode, base32Encode } from './base32.js';
@@ -50,3 +59,34 @@ export { DataObject } from './tlv.js';
 export { MpmPayload, PAYLOAD_CHARS_MAX, crc16, decodeMpm } from './mpm.js';
 export { GUID, ORDER_TOKEN_CHARS, readCollection } from './collection.js';
 export { VERDICTS, readSignature, verifySignature } from './qrSignature.js';
+// Offline payment (docs/offline.md): the certificate, the v4 code, the till's own check and
+// the allowance's round-robin.
+export {
+  CERT_BYTES,
+  REASONS as OFFLINE_REASONS,
+  checkCertificate,
+  checkPayment,
+  deviceMessage,
+  offlineKeyId,
+  packCertificateBody,
+  packPayment,
+  parseCertificate,
+  signCertificate,
+  signPayment,
+  tillBindings,
+  unpackPayment,
+  verifyOffline,
+} from './offline.js';
+export {
+  LENGTH as V4_LENGTH,
+  PREFIX as V4_PREFIX,
+  encodeOffline,
+  matches as isOfflineCode,
+  parseOffline,
+} from './v4Offline.js';
+export {
+  CERTIFICATES_PER_ALLOWANCE,
+  allowanceLeft,
+  chooseCertificate,
+  offlineCode,
+} from './offlineAllowance.js';
