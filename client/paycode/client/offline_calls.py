@@ -60,6 +60,13 @@ class Returned:
     balance_minor: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class Taken:
+    allowance: Allowance
+    balance_minor: int | None
+    """The balance after the allowance was set aside, as the server answered it."""
+
+
 def _invalid(why: str) -> WalletError:
     return WalletError(
         f"the server's allowance answer is unusable ({why}); nothing of it was kept: "
@@ -142,7 +149,7 @@ def _signer(wallet: Wallet, pending: PendingTake) -> Enrollment:
     raise WalletError(message, code=ErrorCode.NOT_ENROLLED)
 
 
-def take(wallet: Wallet, *, amount_minor: int, currency: str, pin: str) -> Allowance:
+def take(wallet: Wallet, *, amount_minor: int, currency: str, pin: str) -> Taken:
     """Ask for an allowance (or finish the one asked for and never answered) and keep it.
 
     The PIN travels in the request only; it is never saved (a retry asks for it again and
@@ -173,21 +180,20 @@ def take(wallet: Wallet, *, amount_minor: int, currency: str, pin: str) -> Allow
         offline.abandon_take(wallet)  # the stored answer would come back just as bad
         raise
     offline.finish_take(wallet, allowance)
-    return allowance
+    return Taken(allowance, _minor_or_none(reply.body.get("balance_minor")))
+
+
+def _minor_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _returned(allowance_id: str, body: Mapping[str, Any]) -> Returned:
-    def minor(name: str) -> int:
-        value = body.get(name)
-        return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-    balance = body.get("balance_minor")
     return Returned(
         allowance_id,
         str(body.get("state", ""))[:32],
-        minor("returned_minor"),
-        minor("held_minor"),
-        balance if isinstance(balance, int) and not isinstance(balance, bool) else None,
+        _minor_or_none(body.get("returned_minor")) or 0,
+        _minor_or_none(body.get("held_minor")) or 0,
+        _minor_or_none(body.get("balance_minor")),
     )
 
 
