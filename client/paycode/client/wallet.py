@@ -206,7 +206,9 @@ class Wallet:
 
     def section(self, name: str) -> dict[str, Any]:
         """A copy of one top-level part of the document (another module's, such as
-        client.offline's), as this wallet last read or saved it."""
+        client.offline's), as saved now: another process may have changed it since."""
+        if self._store.path.exists():
+            self._doc = _with_defaults(self._store.reload())
         value = self._doc.get(name, {})
         return copy.deepcopy(value) if isinstance(value, dict) else {}
 
