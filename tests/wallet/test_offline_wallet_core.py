@@ -11,7 +11,10 @@ tests see what was saved before a request left. Time is a parameter: no test sle
 from __future__ import annotations
 
 import base64
+import io
 import json
+import re
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +23,7 @@ from typing import Any
 import pytest
 
 from paycode.appkit import http_client
-from paycode.client import keystore, offline, offline_calls
+from paycode.client import cli, keystore, offline, offline_calls
 from paycode.client.keystore import PASSPHRASE_ENV
 from paycode.client.offline_state import Allowance, HeldCertificate
 from paycode.client.wallet import Wallet
@@ -416,3 +419,95 @@ def test_expiry_deletes_the_seeds_and_the_sweep_the_allowance(
         allowance.allowance_id
     ]
     assert offline.allowances(Wallet.open(wallet.home)) == []
+
+
+# --- the command line (main() in this process) ----------------------------------------------
+
+
+def wallet_cli(home: Path, *argv: str) -> int:
+    return cli.main(["--home", str(home), *argv])
+
+
+def test_help_answers_what_offline_is(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, words in (
+        (["offline", "--help"], ["take", "status", "return", "code --offline"]),
+        (["offline", "take", "--help"], ["--amount", "PIN", "same request"]),
+        (["offline", "return", "--help"], ["deletes its offline keys first"]),
+        (["code", "--help"], ["--offline", "--amount", "offline allowance"]),
+    ):
+        with pytest.raises(SystemExit) as done:
+            cli.main(argv)
+        assert done.value.code == 0
+        shown = " ".join(capsys.readouterr().out.split())
+        assert all(word in shown for word in words), (argv, shown)
+
+
+def test_cli_takes_shows_spends_and_returns(
+    wallet: Wallet,
+    fake: FakeOfflineServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake.now_s = time.time()  # the commands read the real clock
+    home = wallet.home
+    assert wallet_cli(home, "code", "--offline") == 1
+    assert "error [offline_none]" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("135790\n"))
+    assert wallet_cli(home, "offline", "take", "--amount", "500.00", "--pin-stdin") == 0
+    taken = capsys.readouterr().out
+    assert "500.00 CNY" in taken and "balance: 500.00 CNY" in taken
+    assert json.loads(fake.requests[-1].body or b"")["pin"] == "135790"
+
+    assert wallet_cli(home, "balance") == 0
+    assert re.search(
+        r"^offline: 500\.00 CNY until \d\d \w{3} \d\d:\d\d$", capsys.readouterr().out, re.M
+    )
+
+    assert wallet_cli(home, "--json", "balance") == 0
+    (held,) = json.loads(capsys.readouterr().out)["offline"]
+    assert (held["left"], held["currency"]) == ("500.00", "CNY")
+
+    png = home.parent / "offline.png"
+    assert (
+        wallet_cli(home, "--json", "code", "--offline", "--amount", "12.50", "--png", str(png)) == 0
+    )
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["version"] == "v4" and answer["files"] == [str(png)] and png.exists()
+    assert answer["offline"]["amount_limit"] == "12.50" and answer["offline"]["certificate"] == 1
+    parsed = judged(answer["code"], at_s=time.time())
+    assert parsed.payment.amount_limit_minor == 1250
+
+    assert wallet_cli(home, "code", "--offline") == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[1] == "offline code: pays at most 100.00 CNY (certificate 2 of 4)"
+    judged(shown[0], at_s=time.time())
+
+    assert wallet_cli(home, "offline", "status") == 0
+    status = capsys.readouterr().out
+    assert "500.00 CNY, live; 387.50 left" in status
+    assert "certificate 1: 1 of 16 codes used, 12.50 of 125.00 reserved, 112.50 left" in status
+    assert "certificate 3: 0 of 16 codes used" in status
+
+    assert wallet_cli(home, "offline", "return") == 0
+    returned = capsys.readouterr().out
+    assert "387.50 CNY back on your balance now; 112.50 held" in returned
+    assert fake.returns[0]["certificates"][1]["reserved_minor"] == 10_000
+    assert wallet_cli(home, "offline", "status") == 0
+    assert capsys.readouterr().out.strip() == "no offline allowance"
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["code", "--offline", "--show"], "each offline code reserves money"),
+        (["code", "--amount", "1.00"], "--amount goes with --offline"),
+        (["code", "--offline", "--version", "v2"], "drop --version"),
+        (["offline"], "name an action"),
+    ],
+)
+def test_offline_options_that_do_not_mix_are_usage_errors(
+    wallet: Wallet, capsys: pytest.CaptureFixture[str], argv: list[str], says: str
+) -> None:
+    assert wallet_cli(wallet.home, *argv) == 1
+    error = capsys.readouterr().err
+    assert "error [usage]" in error and says in error

@@ -245,7 +245,8 @@ def cmd_balance(args: argparse.Namespace) -> int:
     ]
     notice = _reenroll_notice(args, wallet, body)
     held_lines, held = balance_lines(wallet, time.time())
-    answer = {"accounts": body.get("accounts", []), "offline": held, **notice}
+    # `offline` only when an allowance is held: the answer of a wallet without one is as it was.
+    answer = {"accounts": body.get("accounts", []), **({"offline": held} if held else {}), **notice}
     emit(args, "\n".join([*lines, *held_lines]) or "no accounts", answer)
     return 0
 

@@ -297,5 +297,5 @@ def add_offline_commands(sub: Any) -> None:
     )
     p.add_argument("allowance_id", nargs="?", help="as 'offline status' shows it (alw_...)")
     p.set_defaults(func=cmd_return)
-    for action in (group, *commands.choices.values()):
+    for action in commands.choices.values():  # the group's own is added with every command's
         add_json_flag(action)
