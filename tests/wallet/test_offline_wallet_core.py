@@ -25,12 +25,11 @@ import pytest
 from paycode.appkit import http_client
 from paycode.client import cli, keystore, offline, offline_calls
 from paycode.client.keystore import PASSPHRASE_ENV
-from paycode.client.offline_state import Allowance, HeldCertificate
+from paycode.client.offline_state import Allowance, HeldCertificate, public_key_of
 from paycode.client.wallet import Wallet
 from paycode.shared.binding import MerchantBinding, charging_point_bindings
 from paycode.shared.codes import ErrorCode
 from paycode.shared.emv.qr_signature import from_b64url
-from paycode.shared.enrollment import new_ed25519_seed
 from paycode.shared.errors import ServerRejected, ServerUnreachable, WalletError
 from paycode.shared.offline import (
     CertificateFields,
@@ -111,18 +110,17 @@ def test_take_sends_four_proven_keys_saved_before_the_request(
     assert sent["amount_minor"] == AMOUNT_MINOR and sent["currency"] == "CNY"
     assert sent["pin"] == "135790"
     key = request.headers["Idempotency-Key"]
-    keys = [from_b64url(item["public_key"]) for item in sent["keys"]]
-    assert len(keys) == 4 and len(set(keys)) == 4
+    keys = [from_b64url(item["public_key"]) or b"" for item in sent["keys"]]
+    assert len(keys) == 4 and len(set(keys)) == 4 and all(len(k) == 32 for k in keys)
     for index, item in enumerate(sent["keys"]):
-        proof = from_b64url(item["proof"])
-        assert proof is not None and keys[index] is not None
+        proof = from_b64url(item["proof"]) or b""
         assert check_offline_key_proof(keys[index], proof, DEVICE_ID, key, index)
         assert not check_offline_key_proof(keys[index], proof, DEVICE_ID, key, (index + 1) % 4)
     # The seeds were on disk, with the request's key, when the request arrived.
     saved = fake.on_disk[0]["pending_take"]
     assert saved["key"] == key
     seeds = [base64.b64decode(seed) for seed in saved["seeds"]]
-    assert [new_ed25519_seed(lambda _n, s=s: s)[1] for s in seeds] == keys
+    assert [public_key_of(seed) for seed in seeds] == keys
     # Answered: four certificates, each over the key sent at its place, with its seed.
     reopened = offline.allowances(Wallet.open(wallet.home))
     assert reopened == [allowance]
@@ -329,7 +327,7 @@ def test_the_step_is_on_the_server_corrected_clock(wallet: Wallet, fake: FakeOff
 
 
 def _certificate(seed: bytes, *, expiry_s: int, total_minor: int = T_MINOR) -> HeldCertificate:
-    public = new_ed25519_seed(lambda _n: seed)[1]
+    public = public_key_of(seed)
     fields = CertificateFields(
         cert_id=seed[:16],
         server_key_id=KEY_ID,
@@ -487,6 +485,10 @@ def test_cli_takes_shows_spends_and_returns(
     assert "500.00 CNY, live; 387.50 left" in status
     assert "certificate 1: 1 of 16 codes used, 12.50 of 125.00 reserved, 112.50 left" in status
     assert "certificate 3: 0 of 16 codes used" in status
+
+    assert wallet_cli(home, "offline", "status", "--online") == 0
+    listed = capsys.readouterr().out.splitlines()[-1]
+    assert listed.startswith("server: allowance_id=alw_") and "state=live" in listed
 
     assert wallet_cli(home, "offline", "return") == 0
     returned = capsys.readouterr().out
