@@ -18,6 +18,13 @@ from paycode.appkit.http_client import ServerClient
 from paycode.client import online
 from paycode.client.devices import revoke_replaced
 from paycode.client.devices_cli import PROG, add_device_commands, advice_notice
+from paycode.client.offline_cli import (
+    add_offline_commands,
+    balance_lines,
+    offline_code,
+    offline_code_json,
+    offline_code_line,
+)
 from paycode.client.online import HISTORY_LIMIT_MAX
 from paycode.client.pay_cli import add_pay_command
 from paycode.client.pending_cli import add_pending_commands
@@ -160,6 +167,7 @@ def _check_count(option: str, value: int | None, most: int) -> None:
 
 def cmd_code(args: argparse.Namespace) -> int:
     _check_count("--count", args.count, SHOW_REFRESHES_MAX)
+    _check_offline_options(args)
     wallet = Wallet.open(args.home)
     _clock_check(wallet, time.time())
     collection = _collection(args)
@@ -171,12 +179,34 @@ def cmd_code(args: argparse.Namespace) -> int:
                 code=ErrorCode.USAGE,
             )
         return _show_loop(wallet, args, binding)
-    code = wallet.next_code(args.version, local_now_s=time.time(), binding=binding)
+    offline_lines: list[str] = []
+    offline_data: dict[str, Any] = {}
+    if args.offline:
+        made = offline_code(wallet, args.amount, binding, time.time())
+        code = made.code
+        offline_lines, offline_data = (
+            [offline_code_line(made)],
+            {"offline": offline_code_json(made)},
+        )
+    else:
+        code = wallet.next_code(args.version, local_now_s=time.time(), binding=binding)
     files = _write_pngs(code, args.png) if args.png else []
     shown = rendering.group_digits(code.text) if code.symbology == "numeric" else code.text
-    lines = [shown, *_bound_line(collection), *(f"wrote {name}" for name in files)]
-    emit(args, "\n".join(lines), _code_data(code, files, collection))
+    lines = [shown, *offline_lines, *_bound_line(collection), *(f"wrote {name}" for name in files)]
+    emit(args, "\n".join(lines), _code_data(code, files, collection) | offline_data)
     return 0
+
+
+def _check_offline_options(args: argparse.Namespace) -> None:
+    """--offline makes a v4 code from the allowance; the options of the others do not mix."""
+    if args.amount is not None and not args.offline:
+        raise WalletError("--amount goes with --offline", code=ErrorCode.USAGE)
+    if args.offline and args.version is not None:
+        raise WalletError("--offline makes a v4 code: drop --version", code=ErrorCode.USAGE)
+    if args.offline and args.show:
+        # Each code reserves money from the allowance: a refresh every step would use it up.
+        message = "--offline cannot --show: each offline code reserves money; make one per sale"
+        raise WalletError(message, code=ErrorCode.USAGE)
 
 
 def _show_loop(wallet: Wallet, args: argparse.Namespace, binding: MerchantBinding | None) -> int:
@@ -214,7 +244,10 @@ def cmd_balance(args: argparse.Namespace) -> int:
         for item in body.get("accounts", [])
     ]
     notice = _reenroll_notice(args, wallet, body)
-    emit(args, "\n".join(lines) or "no accounts", {"accounts": body.get("accounts", []), **notice})
+    held_lines, held = balance_lines(wallet, time.time())
+    # `offline` only when an allowance is held: the answer of a wallet without one is as it was.
+    answer = {"accounts": body.get("accounts", []), **({"offline": held} if held else {}), **notice}
+    emit(args, "\n".join([*lines, *held_lines]) or "no accounts", answer)
     return 0
 
 
@@ -308,16 +341,29 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="IMAGE",
         help="bind the code to the merchant (and terminal) of this collection QR photo or PNG: "
-        "it pays nowhere else (v2/v3 only; offline)",
+        "it pays nowhere else (v2, v3 or --offline; needs no network)",
     )
     bind.add_argument(
         "--bind-payload",
         metavar="TEXT",
         help="like --bind-qr, from the collection QR's text (EMV payload)",
     )
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="a v4 code from your offline allowance ('offline take'): a till with no line "
+        "to the server can accept it. Each reserves up to what it may pay; may be bound",
+    )
+    p.add_argument(
+        "--amount",
+        help="with --offline: the most this code may pay, e.g. 12.50 (default: the most "
+        "its certificate has left, within the per-payment limit)",
+    )
     p.set_defaults(func=cmd_code)
 
-    sub.add_parser("balance", help="show your balances (online)").set_defaults(func=cmd_balance)
+    sub.add_parser(
+        "balance", help="show your balances (online), and the offline allowance held (local)"
+    ).set_defaults(func=cmd_balance)
     p = sub.add_parser("history", help="show your recent payments (online)")
     p.add_argument("--limit", type=int, default=20, help=f"how many (1-{HISTORY_LIMIT_MAX})")
     p.set_defaults(func=cmd_history)
@@ -329,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_device_commands(sub, versions)
     add_pending_commands(sub)
+    add_offline_commands(sub)
     for action in sub.choices.values():
         add_json_flag(action)
     return parser

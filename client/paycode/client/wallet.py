@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import fcntl
 import os
 import time
@@ -202,6 +203,30 @@ class Wallet:
                 self._doc = _with_defaults(self._store.reload())
             yield
             self._store.save(self._doc)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A copy of one top-level part of the document (another module's, such as
+        client.offline's), as saved now: another process may have changed it since."""
+        if self._store.path.exists():
+            self._doc = _with_defaults(self._store.reload())
+        value = self._doc.get(name, {})
+        return copy.deepcopy(value) if isinstance(value, dict) else {}
+
+    @contextmanager
+    def editing_section(self, name: str) -> Iterator[dict[str, Any]]:
+        """One part of the document, fresh from disk, changed in place and saved with the rest
+        in one atomic save under the home's lock. An exception inside saves nothing and leaves
+        the part as it was: a half-made change is never seen."""
+        with self._editing():
+            section = self._doc.get(name)
+            if not isinstance(section, dict):
+                section = self._doc[name] = {}
+            before = copy.deepcopy(section)
+            try:
+                yield section
+            except BaseException:
+                self._doc[name] = before
+                raise
 
     def set_server(self, server_url: str, user: str) -> None:
         with self._editing():

@@ -63,6 +63,12 @@ class ErrorCode(enum.StrEnum):
     """The wallet's allowance has no certificate left that covers the amount."""
     OFFLINE_NONE = "offline_none"
     """The wallet holds no live offline allowance."""
+    OFFLINE_EXPIRED = "offline_expired"
+    """Every offline certificate the wallet holds is outside its validity window."""
+    OFFLINE_ANSWER_INVALID = "offline_answer_invalid"
+    """The server's allowance answer does not match the request: nothing of it is kept."""
+    OFFLINE_PENDING = "offline_pending"
+    """An allowance request of another amount awaits its answer: finish it first."""
     # -- offline allowances and settlement (docs/offline.md §2, §6) -------------------------
     OFFLINE_AMOUNT_INVALID = "offline_amount_invalid"
     OFFLINE_ALLOWANCE_LIVE = "offline_allowance_live"
