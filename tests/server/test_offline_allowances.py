@@ -450,6 +450,21 @@ def test_hand_back_returns_what_was_not_reserved_and_denies_the_certificates(
     books_balance(server)
 
 
+def test_two_hand_backs_at_once_return_the_money_once(server: Server) -> None:
+    alice = customer(server, 100_000)
+    allowance_id = alice.take(20_000)["allowance_id"]
+
+    def hand_back() -> str:
+        try:
+            return str(alice.hand_back(allowance_id)["returned_minor"])
+        except ServerRejected as refused:
+            return refused.code
+
+    assert sorted(all_at_once([hand_back, hand_back])) == ["20000", "allowance_not_live"]
+    assert alice.balance_minor() == 100_000
+    books_balance(server)
+
+
 def test_hand_back_checks_owner_and_certificates(server: Server) -> None:
     alice, bob = customer(server), customer(server)
     allowance_id = alice.take(4_000)["allowance_id"]
