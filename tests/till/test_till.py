@@ -116,7 +116,7 @@ NOT_TILL_CODES = frozenset(
      "pin_not_set", "date_invalid", "ledger_mismatch", "settlement_too_large",
      "payment_changed", "weak_key", "key_proof_invalid", "offline_amount_invalid",
      "offline_allowance_live", "offline_daily_limit", "offline_out_of_order",
-     "offline_chain_broken"}
+     "offline_chain_broken", "allowance_not_live"}
 )  # fmt: skip
 """Codes of the wallet and admin APIs, of the settlement file (GET /v1/settlement: the till
 never fetches it), of the merchant dashboard (payment_changed: its refund form only), or of

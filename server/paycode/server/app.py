@@ -79,6 +79,7 @@ def _register_blueprints(app: Flask) -> None:
         dashboard,
         meta,
         notifications,
+        offline_wallet,
         orders,
         wallet,
         wallet_payments,
@@ -89,6 +90,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(wallet.bp)
     app.register_blueprint(confirm.bp)
     app.register_blueprint(wallet_payments.bp)
+    app.register_blueprint(offline_wallet.bp)
     app.register_blueprint(charges.bp)
     app.register_blueprint(orders.bp)
     app.register_blueprint(notifications.bp)

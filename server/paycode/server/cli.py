@@ -1,8 +1,9 @@
 """paycode-server: operator commands (README, "Running a shop"; docs/operations.md).
 
-    init-db | run | serve | worker (purges; delivers merchant notifications)
+    init-db | run | serve | worker (purges; sweeps offline escrows; delivers notifications)
     users create | users top-up | merchants create | terminals create | devices list | revoke
     versions [activate | deprecate | retire V] | keys status | keys rotate-master
+    offline sweep (return due offline escrows now)
     settlement --merchant M --date YYYY-MM-DD [--out FILE] | reconcile
 
 Every command reads its configuration from the environment (server.config), opens its own
@@ -36,6 +37,7 @@ from paycode.server.commands.common import session as _session
 from paycode.server.commands.keys import add_lifecycle_commands
 from paycode.server.commands.money import add_money_commands
 from paycode.server.commands.notifications import add_notification_commands
+from paycode.server.commands.offline import add_offline_commands
 from paycode.server.notifications import delivery
 from paycode.server.operations import observability, purge
 from paycode.server.safety.secretbox import SecretBox
@@ -160,11 +162,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
         with _session(config) as session:
             purged = purge.purge_expired(session, time.time(), guard=config.guard)
         with _session(config) as session:
+            swept = purge.sweep_allowances(session, time.time())
+        with _session(config) as session:
             sent = delivery.deliver_due(session, box, config.delivery, stopping=stop.is_set)
         counts = " ".join(f"{table}={count}" for table, count in purged.items())
         told = " ".join(f"{name}={count}" for name, count in sent.as_dict().items())
-        data = {"purged": purged, "notifications": sent.as_dict()}
-        emit(args, f"purged {counts}; notifications {told}", data)
+        data = {
+            "purged": purged,
+            "offline_swept": len(swept),
+            "notifications": sent.as_dict(),
+        }
+        emit(args, f"purged {counts}; offline swept {len(swept)}; notifications {told}", data)
         sys.stdout.flush()
         iteration += 1
         if iteration == iterations_max or stop.wait(args.interval_s):
@@ -201,7 +209,8 @@ def _add_server_commands(sub: Subparsers) -> None:
     serve.add_argument("--access-log", action="store_true", help="log every request to stdout")
     serve.set_defaults(func=cmd_serve)
     worker = sub.add_parser(
-        "worker", help="purge expired claims, nonces, sessions; deliver merchant notifications"
+        "worker",
+        help="purge expired claims, nonces, sessions; sweep offline escrows; deliver notifications",
     )
     worker.add_argument("--once", action="store_true", help="one pass, then exit")
     worker.add_argument("--interval-s", type=float, default=60.0, help="seconds between passes")
@@ -219,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         *add_lifecycle_commands(sub),
         *add_notification_commands(sub),
         *add_money_commands(sub),
+        *add_offline_commands(sub),
     ]
     for action in [*sub.choices.values(), *leaves]:
         add_json_flag(action)

@@ -75,6 +75,8 @@ class ErrorCode(enum.StrEnum):
     OFFLINE_DAILY_LIMIT = "offline_daily_limit"
     OFFLINE_BLOCKED = "offline_blocked"
     """An over-spent allowance blocked the user's offline payments until an operator clears it."""
+    ALLOWANCE_NOT_LIVE = "allowance_not_live"
+    """The offline allowance was already handed back or swept: nothing is left to return."""
     OFFLINE_OUT_OF_ORDER = "offline_out_of_order"
     """An acceptance whose seq is not the till's last + 1: send the earlier ones first."""
     OFFLINE_CHAIN_BROKEN = "offline_chain_broken"
@@ -209,6 +211,7 @@ HTTP_STATUS: Mapping[str, int] = MappingProxyType(
         ErrorCode.OFFLINE_ALLOWANCE_LIVE: 422,
         ErrorCode.OFFLINE_DAILY_LIMIT: 422,
         ErrorCode.OFFLINE_BLOCKED: 422,
+        ErrorCode.ALLOWANCE_NOT_LIVE: 409,
         ErrorCode.OFFLINE_OUT_OF_ORDER: 409,
         ErrorCode.OFFLINE_CHAIN_BROKEN: 409,
         ErrorCode.CONFIRMATION_REQUIRED: 202,  # not an error: the charge waits for the PIN

@@ -64,7 +64,10 @@ def _check_limits(
 ) -> None:
     """Called after the debit locked the user's account row: two requests of one user are
     serialised there, so each sees the other's allowance (never check-then-insert unlocked)."""
-    if user.offline_blocked_at_s is not None:
+    # Read again, not from `user`: the row was loaded before the lock, and a settlement may
+    # have blocked the user since (its commit is visible to this statement).
+    blocked_at_s = session.scalar(select(User.offline_blocked_at_s).where(User.id == user.id))
+    if blocked_at_s is not None:
         raise ApiError(
             ErrorCode.OFFLINE_BLOCKED,
             "offline payments are blocked for this user after an over-spent allowance",

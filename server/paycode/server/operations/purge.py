@@ -2,9 +2,10 @@
 
 Expired claims, request nonces and wallet sessions, day-old idempotency records, guessing-
 guard counters that have gone quiet, and payments left waiting for a confirmation past their
-deadline (cancelled, not deleted). Work goes in bounded batches, each its own transaction, so
-a large backlog never holds the write lock (SQLite) or a long transaction (PostgreSQL) against
-live charges.
+deadline (cancelled, not deleted); and the escrows of offline allowances whose sync grace has
+ended, swept back to their users (`sweep_allowances`). Work goes in bounded batches, each its
+own transaction, so a large backlog never holds the write lock (SQLite) or a long transaction
+(PostgreSQL) against live charges.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Final
 from sqlalchemy import ColumnElement, and_, delete, func, not_, or_, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from paycode.server.books import escrow_return
 from paycode.server.charge import step_up
 from paycode.server.dashboard import access
 from paycode.server.database.models import (
@@ -32,6 +34,9 @@ IDEMPOTENCY_TTL_S: Final = 24 * 3600
 PURGE_BATCH_ROWS: Final = 1000
 PURGE_BATCHES_MAX: Final = 100
 """Per table and call: at most 100k rows go per purge; the worker's next run takes the rest."""
+SWEEP_BATCH_ROWS: Final = 100
+SWEEP_BATCHES_MAX: Final = 100
+"""Allowances swept per transaction and transactions per call (each sweep is a transfer)."""
 
 Key = tuple[InstrumentedAttribute[str], ...]
 
@@ -161,3 +166,23 @@ def delete_in_batches(
         if deleted < batch_rows:
             break
     return purged
+
+
+def sweep_allowances(
+    session: Session,
+    now_s: float,
+    *,
+    batch_rows: int = SWEEP_BATCH_ROWS,
+    batches_max: int = SWEEP_BATCHES_MAX,
+) -> list[escrow_return.Swept]:
+    """Sweep every allowance due at `now_s` (docs/offline.md §2.4), committing after each batch
+    so a backlog never holds a long transaction against live settlements; what was swept."""
+    assert batch_rows > 0 and batches_max > 0
+    swept: list[escrow_return.Swept] = []
+    for _batch in range(batches_max):
+        batch = escrow_return.sweep_due(session, now_s, batch_rows)
+        session.commit()
+        swept.extend(batch)
+        if len(batch) < batch_rows:
+            break
+    return swept
