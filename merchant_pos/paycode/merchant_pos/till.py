@@ -46,8 +46,30 @@ a till that waits (only above the password-free limit) costs the server nothing 
 WAIT_REPORT_S = 10.0
 """While waiting for a customer's confirmation, the seconds left are printed this often."""
 PAID_MESSAGE = "Payment received."
+PAID_OFFLINE = "paid_offline"
+"""The code and outcome of a sale the till accepted alone (docs/offline.md 4.4): the goods go,
+and the money settles when the till syncs."""
+OFFLINE_MESSAGE = "Settles when the till is back online."
 RESOLVE_TIMEOUT_S = 3.0
 """After a stop whose wait ran out, the one lookup of the order by its id gets this long."""
+
+
+@dataclass(frozen=True)
+class OfflineReceipt:
+    """What PAID OFFLINE shows and prints: the log's acceptance, and what waits to sync."""
+
+    acceptance_id: str
+    cert: str
+    """The certificate id's first 8 hex: enough to find it, too little to link payers."""
+    counter: int
+    unsynced_count: int
+    unsynced_text: str
+    """The unsynced sum with its currency, "212.50 CNY"."""
+
+    @property
+    def note(self) -> str:
+        sales = "sale" if self.unsynced_count == 1 else "sales"
+        return f"offline: {self.unsynced_count} {sales}, {self.unsynced_text} to sync"
 
 
 @dataclass(frozen=True)
@@ -63,23 +85,41 @@ class SaleOutcome:
     payment: dict[str, Any] | None = field(default=None)
     scan_to_answer_ms: float | None = None
     """From the frame the code was read in to the server's answer (camera sources)."""
+    offline: OfflineReceipt | None = None
+    """Set when the till accepted the code offline (PAID OFFLINE)."""
+    hint: str = ""
+    """A line the screen shows under the sentence (the line is down: ask for an OFFLINE code)."""
 
     @property
     def outcome(self) -> str:
         """paid, not_paid (definitively) or outcome_unknown (query the order before charging
         again): what a script reads from --json and the exit status (docs/pos.md)."""
         if self.paid:
-            return "paid"
+            return PAID_OFFLINE if self.offline is not None else "paid"
         return "outcome_unknown" if self.code == ErrorCode.OUTCOME_UNKNOWN else "not_paid"
 
     @property
     def headline(self) -> str:
         if self.paid:
-            return f"PAID {self.amount} {self.currency}"
+            word = "PAID OFFLINE" if self.offline is not None else "PAID"
+            return f"{word} {self.amount} {self.currency}"
         return "NOT PAID" if self.code != ErrorCode.OUTCOME_UNKNOWN else "OUTCOME UNKNOWN"
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        offline = self.offline
+        extra: dict[str, Any] = (
+            {}
+            if offline is None
+            else {
+                "acceptance_id": offline.acceptance_id,
+                "cert": offline.cert,
+                "counter": offline.counter,
+                "offline_unsynced": offline.note,
+            }
+        )
+        if self.hint:
+            extra["hint"] = self.hint
+        return extra | {
             "outcome": self.outcome,
             "order_id": self.merchant_order_id,
             "paid": self.paid,
@@ -97,6 +137,10 @@ def new_order_id() -> str:
     return f"pos-{uuid.uuid4().hex[:20]}"
 
 
+OfflineFallback = Callable[[str, "Sale", SaleOutcome], SaleOutcome]
+"""(code, sale, the online outcome) -> the outcome after the till's offline decision."""
+
+
 @dataclass(frozen=True)
 class Sale:
     """What the cashier rang up; `order_id` names it to the server for its whole life."""
@@ -104,6 +148,8 @@ class Sale:
     amount: str
     currency: str
     order_id: str = field(default_factory=new_order_id)
+    offline: OfflineFallback | None = field(default=None, compare=False, repr=False)
+    """Decides the sale offline when the line is down (docs/offline.md 4.2); None: never."""
 
     def outcome(
         self, paid: bool, code: str, message: str, payment: dict[str, Any] | None = None
@@ -156,7 +202,7 @@ def charge_code(
         wait = dataclasses.replace(wait, stopped=stops.stopped)
     try:
         with stops.charging() if stops is not None else nullcontext():
-            return _charge_once(client, code, sale, wait)
+            outcome = _charge_once(client, code, sale, wait)
     except KeyboardInterrupt:
         if stops is not None and stops.deadline_passed:
             return _resolve_after_stop(client, sale)
@@ -169,6 +215,21 @@ def charge_code(
             "sale may or may not be paid."
         )
         return sale.outcome(False, ErrorCode.OUTCOME_UNKNOWN, unknown_message(sale.order_id, why))
+    return _offline_when_down(code, sale, outcome, wait)
+
+
+LINE_DOWN = frozenset({ErrorCode.SERVER_UNREACHABLE, ErrorCode.OUTCOME_UNKNOWN})
+"""Online outcomes after which the till may decide alone (docs/offline.md 4.2 step 1)."""
+
+
+def _offline_when_down(
+    code: str, sale: Sale, outcome: SaleOutcome, wait: ConfirmWait
+) -> SaleOutcome:
+    """The online attempt could not end the sale because the line is down: the offline
+    decision (if this sale has one) ends it; a sale the cashier stopped stays as it ended."""
+    if sale.offline is None or outcome.code not in LINE_DOWN or wait.stopped():
+        return outcome
+    return sale.offline(code, sale, outcome)
 
 
 def _charge_once(client: TerminalClient, code: str, sale: Sale, wait: ConfirmWait) -> SaleOutcome:
