@@ -21,8 +21,9 @@ import pytest
 from paycode.merchant_pos import cli, offline_keys, settings
 from paycode.merchant_pos.offline_charge import recover_interrupted
 from paycode.merchant_pos.offline_log import open_log
+from paycode.merchant_pos.offline_outcome import OfflineReceipt
 from paycode.merchant_pos.screens import AMBER, render_outcome
-from paycode.merchant_pos.till import OfflineReceipt, Sale
+from paycode.merchant_pos.till import Sale
 from paycode.merchant_pos.typed_input import read_typed_line
 from paycode.shared.versions import registry, v1_numeric, v4_offline
 from tests.support.offline_server import KEY_ID, SECRET, offline_server
@@ -180,3 +181,23 @@ def test_keys_too_old_refuse_offline_sales(
     code = _customer("frank").code(at_s=now_s)
     status, said, _ = _charge(down_till, code, capsys, monkeypatch, "--amount", "1.00")
     assert status == 3 and said["code"] == "offline_not_ready"
+
+
+def test_moments_after_a_failed_contact_a_v4_code_skips_the_online_attempt(
+    down_till: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = _customer("gina").code(at_s=time.time())
+    status, said, _ = _charge(down_till, first, capsys, monkeypatch, "--amount", "1.00")
+    assert status == 0 and (down_till / "offline" / "line.json").is_file()
+    with offline_server() as server:  # the line is back, but the till does not know yet
+        settings.save(down_till, settings.PosSettings(server.url, KEY_ID, SECRET, "CNY"))
+        code = _customer("hank").code(at_s=time.time())
+        status, said, _ = _charge(down_till, code, capsys, monkeypatch, "--amount", "2.00")
+        assert status == 0 and said["outcome"] == "paid_offline"
+        assert not [r for r in server.requests if r[1] == "/v1/charges"]
+        line = down_till / "offline" / "line.json"
+        line.write_text(json.dumps({"down_at_s": time.time() - 61, "v": 1}))
+        code = _customer("ivan").code(at_s=time.time())
+        status, said, _ = _charge(down_till, code, capsys, monkeypatch, "--amount", "3.00")
+        assert [r[1] for r in server.requests if r[1] == "/v1/charges"] == ["/v1/charges"]
+        assert status == 3 and said["code"] == "not_found"  # the stand-in takes no charges

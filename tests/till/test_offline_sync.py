@@ -222,3 +222,23 @@ def test_configure_fetches_the_offline_keys_and_tolerates_an_older_server(
     status, said = _pos(capsys, tmp_path / "old", *args)
     assert status == 0 and said["offline"] is None and said["checked"] is True
     assert offline_keys.load(tmp_path / "old") is None
+
+
+def test_a_log_all_synced_and_older_than_any_certificate_rotates_and_continues_its_chain(
+    server: OfflineServer, tmp_path: Path
+) -> None:
+    sold = _sell(tmp_path, 2)
+    assert _run(tmp_path, server.url).exit_status == 0
+    assert (tmp_path / "offline" / "acceptances.log").exists()  # too young to rotate
+    _run(tmp_path, server.url, now_s=NOW_S + 259_200)
+    assert not (tmp_path / "offline" / "acceptances.log").exists()
+    assert (tmp_path / "offline" / f"acceptances.{sold[-1].seq}.log").exists()
+    later = NOW_S + 300_000
+    keys = till_keys(fetched_at_s=later, accept_until_s=int(later) + 9)
+    customer = Allowance("late", not_before_s=int(later) - 60, expiry_s=int(later) + 3600)
+    with open_log(tmp_path) as log:
+        request = OfflineRequest(customer.code(at_s=later), 500, "CNY", "pos-late", later, later)
+        record = decide(request, keys, log)
+        assert isinstance(record, Acceptance) and record.seq == 3
+    assert _run(tmp_path, server.url, now_s=later).exit_status == 0  # the server's chain agrees
+    assert server.last_seq == 3

@@ -11,11 +11,14 @@ sale from the log (`recover_interrupted`), so PAID OFFLINE is never shown twice 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
+from paycode.appkit.private_files import write_private
 from paycode.merchant_pos import offline_keys
 from paycode.merchant_pos.messages import cashier_message
 from paycode.merchant_pos.offline_keys import OfflineKeys, OfflineKeysInvalid
@@ -26,6 +29,7 @@ from paycode.merchant_pos.offline_log import (
     OfflineLogDamaged,
     open_log,
 )
+from paycode.merchant_pos.offline_outcome import OFFLINE_MESSAGE, PAID_OFFLINE, OfflineReceipt
 from paycode.merchant_pos.offline_records import Acceptance
 from paycode.merchant_pos.offline_sale import (
     OfflineRequest,
@@ -33,18 +37,16 @@ from paycode.merchant_pos.offline_sale import (
     decide,
     is_offline_code,
 )
-from paycode.merchant_pos.till import (
-    OFFLINE_MESSAGE,
-    PAID_OFFLINE,
-    OfflineReceipt,
-    Sale,
-    SaleOutcome,
-)
+from paycode.merchant_pos.till import Sale, SaleOutcome
 from paycode.shared.codes import ErrorCode
 from paycode.shared.money import Money, format_money, parse_amount
 
 ASK_OFFLINE_CODE = "Server offline: ask for an OFFLINE code."
 CERT_SHOWN_HEX = 8
+LINE_FILE = "line.json"
+LINE_DOWN_FRESH_S = 60
+"""4.2 step 1: for this long after a failed contact a v4 code skips the online attempt (its
+retries cost the customer seconds, or minutes when packets vanish)."""
 
 
 def money_text(amount_minor: int, currency: str) -> str:
@@ -65,8 +67,18 @@ class OfflineCharge:
         self.clock = clock
         self._stack = ExitStack()
         self._log: OfflineLog | None = None
+        self._skipped = False
+
+    def skip_online(self, code: str) -> bool:
+        if not is_offline_code(code):
+            return False
+        down_at_s = _line_down_at(self.home)
+        self._skipped = down_at_s is not None and 0 <= self.clock() - down_at_s < LINE_DOWN_FRESH_S
+        return self._skipped
 
     def __call__(self, code: str, sale: Sale, outcome: SaleOutcome) -> SaleOutcome:
+        if not self._skipped:  # a skipped attempt says nothing new about the line
+            _write_line_down(self.home, self.clock())
         if not is_offline_code(code):
             return self._hint(outcome)
         keys: OfflineKeys | None = None
@@ -119,6 +131,30 @@ class OfflineCharge:
         finally:
             self._log = None
             self._stack.close()
+
+
+def _line_path(home: Path) -> Path:
+    return home / LOG_FOLDER / LINE_FILE
+
+
+def _line_down_at(home: Path) -> float | None:
+    """When the till's last contact failed; None when it did not lately (or the note is bad:
+    it only saves time, so a damaged one is simply not believed)."""
+    try:
+        value = json.loads(_line_path(home).read_bytes()[:256]).get("down_at_s")
+    except (OSError, ValueError, AttributeError):
+        return None
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
+
+
+def _write_line_down(home: Path, now_s: float) -> None:
+    write_private(_line_path(home), json.dumps({"down_at_s": now_s, "v": 1}).encode())
+
+
+def line_is_up(home: Path) -> None:
+    """An online answer came: the next v4 code tries online first again."""
+    _line_path(home).unlink(missing_ok=True)
 
 
 def paid_offline(sale: Sale, record: Acceptance, log: OfflineLog) -> SaleOutcome:

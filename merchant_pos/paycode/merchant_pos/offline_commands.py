@@ -17,10 +17,11 @@ from typing import Any
 
 from paycode.appkit.console import add_json_flag, emit, printable
 from paycode.merchant_pos import offline_keys, settings
-from paycode.merchant_pos.offline_charge import money_text, recover_interrupted
+from paycode.merchant_pos.offline_charge import line_is_up, money_text, recover_interrupted
 from paycode.merchant_pos.offline_keys import OfflineKeys, OfflineKeysInvalid
 from paycode.merchant_pos.offline_log import LOG_FOLDER, open_log
 from paycode.merchant_pos.offline_records import Acceptance, Synced
+from paycode.merchant_pos.offline_sale import SYNC_DEADLINE_S
 from paycode.merchant_pos.offline_sync import (
     EXIT_NOT_FORWARDED,
     EXIT_SETTLED_SHORT,
@@ -29,7 +30,7 @@ from paycode.merchant_pos.offline_sync import (
     sync,
 )
 from paycode.merchant_pos.terminal_client import TerminalClient
-from paycode.shared.errors import ServerRejected, ServerUnreachable
+from paycode.shared.errors import PaycodeError, ServerRejected, ServerUnreachable
 
 TAIL_RECORDS_MAX = 20
 TAIL_S = 10.0
@@ -81,9 +82,19 @@ def configure_offline(client: TerminalClient, home: Path) -> tuple[dict[str, Any
 def after_online_sale(client: TerminalClient, home: Path) -> None:
     """The tail of an online sale (the line is up): forwards a few waiting records and
     refreshes a keys copy older than `REFRESH_AGE_S`. Only for a till that sold offline or
-    holds keys; what fails here is retried by the next run, so it is not the sale's concern."""
+    holds keys; what fails here is retried by the next run, so it is not the sale's concern
+    (it is told on stderr, and the sale's exit status stays the sale's)."""
     if not (home / LOG_FOLDER).is_dir():
         return
+    try:
+        _after_online_sale(client, home)
+    except (PaycodeError, OSError) as error:
+        said = error.message if isinstance(error, PaycodeError) else str(error)
+        print(f"offline sync after the sale: {printable(said)}", file=sys.stderr)
+
+
+def _after_online_sale(client: TerminalClient, home: Path) -> None:
+    line_is_up(home)
     try:
         keys = offline_keys.load(home)
     except OfflineKeysInvalid:
@@ -200,6 +211,8 @@ def cmd_offline_status(args: argparse.Namespace) -> int:
             f"{money_text(limits.till_total_minor, keys.currency)} and {limits.till_count_max} "
             f"sales unsynced, synced within {limits.unsynced_age_max_s} s"
         )
+    if oldest_s is not None and now_s - oldest_s >= SYNC_DEADLINE_S:
+        lines.append("SYNC OVERDUE: no offline sale until `paycode-pos sync` goes through")
     if backoff.failures:
         lines.append(
             f"sync backing off: next try in {max(0, round(backoff.next_try_at_s - now_s))} s"
@@ -214,6 +227,7 @@ def cmd_offline_status(args: argparse.Namespace) -> int:
         "keys": None if keys is None else keys_summary(keys),
         "keys_error": keys_error or None,
         "sync_next_try_at_s": backoff.next_try_at_s if backoff.failures else None,
+        "sync_overdue": oldest_s is not None and now_s - oldest_s >= SYNC_DEADLINE_S,
     }  # fmt: skip
     emit(args, "\n".join(lines), data)
     return 0

@@ -24,6 +24,9 @@ from paycode.shared.errors import CodeMalformed
 from paycode.shared.offline import OfflineCode, OfflineReason, OfflineRefused, verify_offline
 from paycode.shared.versions import v4_offline
 
+SYNC_DEADLINE_S = 259_200
+"""D = G (section 5): past it an unsynced sale may find its escrow swept; the till takes no
+offline sale until it synced, whatever `unsynced_age_max_s` the server set."""
 SPLIT_WINDOW_S = 120
 """Step 9: a certificate that paid this till this recently may not pay it again yet, so one
 sale cannot be split over codes to pass the floor limit."""
@@ -135,7 +138,8 @@ def _till_exposure(
         return SaleRefused(ErrorCode.OFFLINE_TILL_FULL, "the unsynced sum would pass its limit")
     if len(unsynced) >= limits.till_count_max:
         return SaleRefused(ErrorCode.OFFLINE_TILL_FULL, "the unsynced count is at its limit")
-    if unsynced and request.now_s - unsynced[0].at_s >= limits.unsynced_age_max_s:
+    age_max_s = min(limits.unsynced_age_max_s, SYNC_DEADLINE_S)
+    if unsynced and request.now_s - unsynced[0].at_s >= age_max_s:
         return SaleRefused(ErrorCode.OFFLINE_TILL_FULL, "an unsynced sale is too old: sync")
     return None
 

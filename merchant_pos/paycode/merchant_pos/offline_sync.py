@@ -204,11 +204,13 @@ def sync(
     out_of_time: Callable[[], bool] = lambda: False,
 ) -> SyncOutcome:
     """One run of `paycode-pos sync`: skipped while the back-off holds (unless `force`), the
-    back-off doubled when the run leaves records unsent, cleared when it sent all."""
+    back-off doubled when the run leaves records unsent, cleared when it sent all; a log all
+    synced and old enough is rotated (offline_log.OfflineLog.rotate)."""
     backoff = load_backoff(home)
     if not log.unsynced():
         if backoff.failures:
             save_backoff(home, Backoff())
+        _tidy(log, now_s)
         return SyncOutcome()
     if not force and now_s < backoff.next_try_at_s:
         outcome = SyncOutcome(left=len(log.unsynced()), next_try_at_s=backoff.next_try_at_s)
@@ -222,4 +224,13 @@ def sync(
         outcome.next_try_at_s = backoff.next_try_at_s
     elif backoff.failures:
         save_backoff(home, Backoff())
+    if not outcome.left:
+        _tidy(log, now_s)
     return outcome
+
+
+def _tidy(log: OfflineLog, now_s: float) -> None:
+    """Everything is synced: the log rotates once its newest sale is older than any
+    certificate's life, and rotated logs past their keeping go (offline_log)."""
+    log.rotate(now_s=int(now_s))
+    log.prune(now_s=int(now_s))

@@ -18,10 +18,11 @@ from PIL import Image, ImageDraw
 
 from paycode.appkit.rendering import qr_image
 from paycode.merchant_pos.messages import CASHIER_MESSAGES, cashier_message
+from paycode.merchant_pos.offline_outcome import OFFLINE_MESSAGE
 from paycode.merchant_pos.opencv import cv2
 from paycode.merchant_pos.scanloop import Detection
 from paycode.merchant_pos.screentext import Rgb, draw_centred, draw_paragraph
-from paycode.merchant_pos.till import OFFLINE_MESSAGE, PAID_MESSAGE, SaleOutcome
+from paycode.merchant_pos.till import PAID_MESSAGE, SaleOutcome
 from paycode.shared.codes import ErrorCode
 
 Bgr = NDArray[np.uint8]

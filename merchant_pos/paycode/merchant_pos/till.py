@@ -29,6 +29,7 @@ from paycode.merchant_pos.messages import (
     unknown_message,
     waiting_message,
 )
+from paycode.merchant_pos.offline_outcome import PAID_OFFLINE, OfflineReceipt, OfflineSide
 from paycode.merchant_pos.polling import poll_until_ended
 from paycode.merchant_pos.stopping import SaleStops
 from paycode.merchant_pos.terminal_client import TerminalClient
@@ -46,30 +47,8 @@ a till that waits (only above the password-free limit) costs the server nothing 
 WAIT_REPORT_S = 10.0
 """While waiting for a customer's confirmation, the seconds left are printed this often."""
 PAID_MESSAGE = "Payment received."
-PAID_OFFLINE = "paid_offline"
-"""The code and outcome of a sale the till accepted alone (docs/offline.md 4.4): the goods go,
-and the money settles when the till syncs."""
-OFFLINE_MESSAGE = "Settles when the till is back online."
 RESOLVE_TIMEOUT_S = 3.0
 """After a stop whose wait ran out, the one lookup of the order by its id gets this long."""
-
-
-@dataclass(frozen=True)
-class OfflineReceipt:
-    """What PAID OFFLINE shows and prints: the log's acceptance, and what waits to sync."""
-
-    acceptance_id: str
-    cert: str
-    """The certificate id's first 8 hex: enough to find it, too little to link payers."""
-    counter: int
-    unsynced_count: int
-    unsynced_text: str
-    """The unsynced sum with its currency, "212.50 CNY"."""
-
-    @property
-    def note(self) -> str:
-        sales = "sale" if self.unsynced_count == 1 else "sales"
-        return f"offline: {self.unsynced_count} {sales}, {self.unsynced_text} to sync"
 
 
 @dataclass(frozen=True)
@@ -137,10 +116,6 @@ def new_order_id() -> str:
     return f"pos-{uuid.uuid4().hex[:20]}"
 
 
-OfflineFallback = Callable[[str, "Sale", SaleOutcome], SaleOutcome]
-"""(code, sale, the online outcome) -> the outcome after the till's offline decision."""
-
-
 @dataclass(frozen=True)
 class Sale:
     """What the cashier rang up; `order_id` names it to the server for its whole life."""
@@ -148,7 +123,7 @@ class Sale:
     amount: str
     currency: str
     order_id: str = field(default_factory=new_order_id)
-    offline: OfflineFallback | None = field(default=None, compare=False, repr=False)
+    offline: OfflineSide | None = field(default=None, compare=False, repr=False)
     """Decides the sale offline when the line is down (docs/offline.md 4.2); None: never."""
 
     def outcome(
@@ -200,6 +175,9 @@ def charge_code(
     wait = wait or ConfirmWait()
     if stops is not None:
         wait = dataclasses.replace(wait, stopped=stops.stopped)
+    if sale.offline is not None and sale.offline.skip_online(code):
+        not_tried = sale.outcome(False, ErrorCode.SERVER_UNREACHABLE, LINE_JUST_DOWN)
+        return sale.offline(code, sale, not_tried)
     try:
         with stops.charging() if stops is not None else nullcontext():
             outcome = _charge_once(client, code, sale, wait)
@@ -220,6 +198,7 @@ def charge_code(
 
 LINE_DOWN = frozenset({ErrorCode.SERVER_UNREACHABLE, ErrorCode.OUTCOME_UNKNOWN})
 """Online outcomes after which the till may decide alone (docs/offline.md 4.2 step 1)."""
+LINE_JUST_DOWN = "The server was unreachable moments ago: no online charge was tried."
 
 
 def _offline_when_down(
