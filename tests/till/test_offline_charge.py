@@ -201,3 +201,20 @@ def test_moments_after_a_failed_contact_a_v4_code_skips_the_online_attempt(
         status, said, _ = _charge(down_till, code, capsys, monkeypatch, "--amount", "3.00")
         assert [r[1] for r in server.requests if r[1] == "/v1/charges"] == ["/v1/charges"]
         assert status == 3 and said["code"] == "not_found"  # the stand-in takes no charges
+
+
+@pytest.mark.parametrize(
+    ("damaged", "code"),
+    [
+        ("offline/keys.json", "offline_not_ready"),
+        ("offline/acceptances.log", "offline_log_damaged"),
+    ],
+)
+def test_a_damaged_keys_copy_or_log_refuses_offline_sales(
+    down_till: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    damaged: str, code: str,
+) -> None:  # fmt: skip
+    (down_till / damaged).write_bytes(b"not a record\nnor this\n")
+    sale = _customer("judy").code(at_s=time.time())
+    status, said, _ = _charge(down_till, sale, capsys, monkeypatch, "--amount", "1.00")
+    assert status == 3 and said["outcome"] == "not_paid" and said["code"] == code

@@ -20,13 +20,11 @@ from pathlib import Path
 
 from paycode.appkit.private_files import write_private
 from paycode.merchant_pos import offline_keys
-from paycode.merchant_pos.messages import cashier_message
-from paycode.merchant_pos.offline_keys import OfflineKeys, OfflineKeysInvalid
+from paycode.merchant_pos.messages import cashier_message, unknown_message
 from paycode.merchant_pos.offline_log import (
     LOG_FOLDER,
     PENDING_FILE,
     OfflineLog,
-    OfflineLogDamaged,
     open_log,
 )
 from paycode.merchant_pos.offline_outcome import OFFLINE_MESSAGE, PAID_OFFLINE, OfflineReceipt
@@ -39,6 +37,7 @@ from paycode.merchant_pos.offline_sale import (
 )
 from paycode.merchant_pos.till import Sale, SaleOutcome
 from paycode.shared.codes import ErrorCode
+from paycode.shared.errors import PaycodeError
 from paycode.shared.money import Money, format_money, parse_amount
 
 ASK_OFFLINE_CODE = "Server offline: ask for an OFFLINE code."
@@ -77,22 +76,28 @@ class OfflineCharge:
         return self._skipped
 
     def __call__(self, code: str, sale: Sale, outcome: SaleOutcome) -> SaleOutcome:
-        if not self._skipped:  # a skipped attempt says nothing new about the line
-            _write_line_down(self.home, self.clock())
-        if not is_offline_code(code):
-            return self._hint(outcome)
-        keys: OfflineKeys | None = None
+        """Never raises: a disk that fails while the sale is logged leaves the sale's end
+        unknown (the record may or may not have reached it), which `query` then tells."""
         try:
-            keys = offline_keys.load(self.home)
-        except OfflineKeysInvalid as error:
-            return _refused(sale, outcome, SaleRefused(ErrorCode.OFFLINE_NOT_READY, error.message))
-        try:
-            log = self._open()
-            log.begin_sale(sale.order_id)
-        except OfflineLogDamaged as error:
-            return _refused(
-                sale, outcome, SaleRefused(ErrorCode.OFFLINE_LOG_DAMAGED, error.message)
+            if not self._skipped:  # a skipped attempt says nothing new about the line
+                _write_line_down(self.home, self.clock())
+            if not is_offline_code(code):
+                return self._hint(outcome)
+            return self._decide(code, sale, outcome)
+        except PaycodeError as error:  # a record the log will not take: nothing was written
+            return _refused(sale, outcome, SaleRefused(error.code, error.message))
+        except OSError as error:
+            why = f"The till's disk failed while it logged the offline sale ({error.strerror})."
+            return sale.outcome(
+                False, ErrorCode.OUTCOME_UNKNOWN, unknown_message(sale.order_id, why)
             )
+
+    def _decide(self, code: str, sale: Sale, outcome: SaleOutcome) -> SaleOutcome:
+        # A damaged keys copy (offline_not_ready) or log (offline_log_damaged) raises a
+        # PaycodeError with its code: the caller refuses with it.
+        keys = offline_keys.load(self.home)
+        log = self._open()
+        log.begin_sale(sale.order_id)
         local_now_s = self.clock()
         request = OfflineRequest(
             code_text=code,

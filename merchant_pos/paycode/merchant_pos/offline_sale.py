@@ -36,7 +36,7 @@ sale cannot be split over codes to pass the floor limit."""
 class SaleRefused:
     """NOT PAID offline: `code` is stable (shared.codes), `detail` is for the log."""
 
-    code: ErrorCode
+    code: str
     detail: str
 
 
