@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from paycode.merchant_pos import cli, offline_keys, settings
+from paycode.merchant_pos.offline_commands import TAIL_RECORDS_MAX, after_online_sale
 from paycode.merchant_pos.offline_log import open_log
 from paycode.merchant_pos.offline_records import Acceptance
 from paycode.merchant_pos.offline_sale import OfflineRequest, decide
@@ -242,3 +243,26 @@ def test_a_log_all_synced_and_older_than_any_certificate_rotates_and_continues_i
         assert isinstance(record, Acceptance) and record.seq == 3
     assert _run(tmp_path, server.url, now_s=later).exit_status == 0  # the server's chain agrees
     assert server.last_seq == 3
+
+
+def test_after_an_online_sale_a_few_records_go_and_old_keys_are_refreshed(
+    server: OfflineServer, tmp_path: Path
+) -> None:
+
+    _sell(tmp_path, TAIL_RECORDS_MAX + 2)
+    offline_keys.save(tmp_path, till_keys(fetched_at_s=NOW_S))  # years old by the test's clock
+    (tmp_path / "offline" / "line.json").write_text('{"down_at_s": 0, "v": 1}')
+    after_online_sale(_client(server.url), tmp_path)
+    assert len(server.accepted_ids()) == TAIL_RECORDS_MAX
+    assert len(_unsynced(tmp_path)) == 2
+    refreshed = offline_keys.load(tmp_path)
+    assert refreshed is not None and refreshed.fetched_at_s > NOW_S
+    assert not (tmp_path / "offline" / "line.json").exists()
+
+
+def test_after_an_online_sale_nothing_is_asked_of_a_till_that_never_went_offline(
+    server: OfflineServer, tmp_path: Path
+) -> None:
+
+    after_online_sale(_client(server.url), tmp_path)
+    assert server.requests == [] and not (tmp_path / "offline").exists()
