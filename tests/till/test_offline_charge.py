@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from paycode.appkit.rendering import qr_image
 from paycode.merchant_pos import cli, offline_keys, settings
 from paycode.merchant_pos.offline_charge import recover_interrupted
 from paycode.merchant_pos.offline_log import open_log
@@ -218,3 +219,16 @@ def test_a_damaged_keys_copy_or_log_refuses_offline_sales(
     sale = _customer("judy").code(at_s=time.time())
     status, said, _ = _charge(down_till, sale, capsys, monkeypatch, "--amount", "1.00")
     assert status == 3 and said["outcome"] == "not_paid" and said["code"] == code
+
+
+def test_the_camera_path_goes_paid_offline_too(
+    down_till: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The seam is charge_code, which the camera and the barcode gun share."""
+    code = _customer("kim").code(at_s=time.time())
+    picture = tmp_path / "phone.png"
+    qr_image(code, box_px=6).save(picture)
+    args = ["charge", "--amount", "4.00", "--source", f"image:{picture}", "--headless"]
+    status = cli.main(["--home", str(down_till), "--json", *args])
+    said = json.loads(capsys.readouterr().out)
+    assert status == 0 and said["outcome"] == "paid_offline", said

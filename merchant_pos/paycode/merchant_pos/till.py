@@ -176,6 +176,8 @@ def charge_code(
     if stops is not None:
         wait = dataclasses.replace(wait, stopped=stops.stopped)
     if sale.offline is not None and sale.offline.skip_online(code):
+        if stops is not None:
+            stops.settled()  # a stop may not cut the log's append from the screen that says it
         not_tried = sale.outcome(False, ErrorCode.SERVER_UNREACHABLE, LINE_JUST_DOWN)
         return sale.offline(code, sale, not_tried)
     try:
