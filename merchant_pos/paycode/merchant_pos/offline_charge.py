@@ -79,7 +79,8 @@ class OfflineCharge:
         """Never raises: a disk that fails while the sale is logged leaves the sale's end
         unknown (the record may or may not have reached it), which `query` then tells."""
         try:
-            if not self._skipped:  # a skipped attempt says nothing new about the line
+            # Noted only by a till that sells offline; a skipped attempt says nothing new.
+            if not self._skipped and offline_keys.keys_path(self.home).is_file():
                 _write_line_down(self.home, self.clock())
             if not is_offline_code(code):
                 return self._hint(outcome)

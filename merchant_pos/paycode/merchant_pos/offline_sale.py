@@ -139,7 +139,8 @@ def _till_exposure(
     if len(unsynced) >= limits.till_count_max:
         return SaleRefused(ErrorCode.OFFLINE_TILL_FULL, "the unsynced count is at its limit")
     age_max_s = min(limits.unsynced_age_max_s, SYNC_DEADLINE_S)
-    if unsynced and request.now_s - unsynced[0].at_s >= age_max_s:
+    # The oldest by time, not by seq: a till whose clock was set back wrote later seqs earlier.
+    if unsynced and request.now_s - min(a.at_s for a in unsynced) >= age_max_s:
         return SaleRefused(ErrorCode.OFFLINE_TILL_FULL, "an unsynced sale is too old: sync")
     return None
 
