@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -105,13 +106,24 @@ def _after_online_sale(client: TerminalClient, home: Path) -> None:
     with open_log(home) as log:
         if log.unsynced():
             sync(
-                client,
+                _TailSender(dataclasses.replace(client, timeout_s=min(client.timeout_s, TAIL_S))),
                 log,
                 home,
                 now_s=time.time(),
                 records_max=TAIL_RECORDS_MAX,
                 out_of_time=lambda: time.monotonic() - started_s > TAIL_S,
             )
+
+
+class _TailSender:
+    """One attempt per record, within the tail's time: the cashier is waiting for the next
+    sale, and `paycode-pos sync` retries what this leaves."""
+
+    def __init__(self, client: TerminalClient) -> None:
+        self.client = client
+
+    def offline_accept(self, record: Acceptance) -> dict[str, Any]:
+        return self.client.offline_accept(record, attempts_max=1)
 
 
 # -- sync --------------------------------------------------------------------------------------

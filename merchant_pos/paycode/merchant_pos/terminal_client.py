@@ -100,7 +100,9 @@ class TerminalClient:
         """The server's offline keys, denied certificates and this till's offline limits."""
         return self._call("GET", "/v1/offline/keys")
 
-    def offline_accept(self, record: Acceptance) -> dict[str, Any]:
+    def offline_accept(
+        self, record: Acceptance, *, attempts_max: int = ATTEMPTS_MAX
+    ) -> dict[str, Any]:
         """Forwards one logged offline acceptance; its id is the Idempotency-Key, so a retry,
         today or days later, gets the first answer and moves nothing twice."""
         body: dict[str, Any] = {
@@ -113,7 +115,13 @@ class TerminalClient:
             "merchant_order_id": record.order,
             "at_s": record.at_s,
         }
-        return self._call("POST", "/v1/offline/acceptances", body, idempotency_key=record.id)
+        return self._call(
+            "POST",
+            "/v1/offline/acceptances",
+            body,
+            idempotency_key=record.id,
+            attempts_max=attempts_max,
+        )
 
     def merchant(self) -> dict[str, Any]:
         """The merchant this terminal collects for (for collection QR posters)."""
