@@ -49,8 +49,8 @@ RETRY_LATER = frozenset(
         ErrorCode.IDEMPOTENCY_IN_PROGRESS,
         ErrorCode.RATE_LIMITED,
         ErrorCode.DATABASE_BUSY,
-        "offline_out_of_order",
-        "offline_chain_broken",
+        ErrorCode.OFFLINE_OUT_OF_ORDER,
+        ErrorCode.OFFLINE_CHAIN_BROKEN,
     }
 )
 """Refusals that say "not now": the server stored nothing and the same request may pass later."""
