@@ -5,6 +5,8 @@ paycode-pos charge --amount 12.50 [--source camera:0|video:PATH|image:PATH|stdin
 paycode-pos charge --amount 12.50 --present [--present-wait-s 120]
 paycode-pos refund PAYMENT_ID [--amount 5.00]
 paycode-pos query (PAYMENT_ID | --order-id ORDER)
+paycode-pos sync [--force]
+paycode-pos offline status
 paycode-pos inspect (--image FILE | --text STRING)
 """
 
@@ -17,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from paycode.appkit.console import add_json_flag, emit, printable, run
-from paycode.merchant_pos import settings, setup_commands
+from paycode.merchant_pos import offline_commands, settings, setup_commands
+from paycode.merchant_pos.offline_charge import OfflineCharge
 from paycode.merchant_pos.present import PRESENT_WAIT_S, PRESENT_WAIT_S_MAX
 from paycode.merchant_pos.sale_run import (
     EXIT_NOT_PAID,
@@ -80,13 +83,21 @@ def cmd_charge(args: argparse.Namespace) -> int:
     if args.present and args.source is not None:
         raise settings.SettingsInvalid("--present shows a code, --source scans one: pick one")
     configured = settings.load(args.home)
+    offline_commands.report_interrupted(args.home)
     currency = args.currency or configured.currency
-    sale = Sale(_checked_amount(args.amount, currency), currency, args.order_id or new_order_id())
+    offline = OfflineCharge(args.home)
+    order_id = args.order_id or new_order_id()
+    sale = Sale(_checked_amount(args.amount, currency), currency, order_id, offline=offline)
     client = configured.client()
-    with SaleStops(args.stop_wait_s) as stops:
-        outcome = run_sale(client, sale, args, stops, _typed_charge(args.timeout_s))
-        stops.settled()
-        _report(args, outcome)
+    try:
+        with SaleStops(args.stop_wait_s) as stops:
+            outcome = run_sale(client, sale, args, stops, _typed_charge(args.timeout_s))
+            stops.settled()
+            _report(args, outcome)
+    finally:
+        offline.close()  # after the outcome is shown: the sale no longer decides (4.3)
+    if outcome.code == "paid":
+        offline_commands.after_online_sale(client, args.home)
     return exit_status(outcome)
 
 
@@ -159,6 +170,8 @@ def cmd_refund(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     client = settings.load(args.home).client()
     payment_id = args.payment_id or args.payment_id_option
+    if not payment_id and offline_commands.query_offline(args, args.order_id):
+        return 0
     if payment_id:
         payments = [client.payment(payment_id)]
     else:
@@ -202,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--order", "--order-id", dest="order_id", metavar="ID", help="order id")
     p.set_defaults(func=cmd_query)
     setup_commands.add_inspect(sub)
+    offline_commands.add_commands(sub)
     for action in sub.choices.values():
         add_json_flag(action)
     return parser

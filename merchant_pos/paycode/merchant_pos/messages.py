@@ -118,6 +118,18 @@ CASHIER_MESSAGES: Mapping[str, str] = MappingProxyType(
         ErrorCode.SCAN_TIMEOUT: (
             "No payment code seen in time: ask the customer to show their code."
         ),
+        ErrorCode.OFFLINE_CODE_NEEDED: "Server offline: ask for an OFFLINE code.",
+        ErrorCode.OFFLINE_NOT_READY: (
+            "This till cannot take offline payments yet: go online once (paycode-pos sync)."
+        ),
+        ErrorCode.OFFLINE_LIMIT: "Above the offline limit: take another payment.",
+        ErrorCode.SPLIT_SALE: (
+            "One sale, one offline payment; above the limit take another payment."
+        ),
+        ErrorCode.OFFLINE_TILL_FULL: "The till must go online to sync first.",
+        ErrorCode.OFFLINE_LOG_DAMAGED: (
+            "The till's offline log is damaged: no offline sale until an operator looks."
+        ),
     }
 )
 

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 
 from paycode.appkit.rendering import qr_image
 from paycode.merchant_pos.messages import CASHIER_MESSAGES, cashier_message
+from paycode.merchant_pos.offline_outcome import OFFLINE_MESSAGE
 from paycode.merchant_pos.opencv import cv2
 from paycode.merchant_pos.scanloop import Detection
 from paycode.merchant_pos.screentext import Rgb, draw_centred, draw_paragraph
@@ -105,38 +106,46 @@ def _as_bgr(frame: Bgr) -> Bgr:
 
 
 def outcome_word(outcome: SaleOutcome) -> str:
-    """PAID, NOT PAID, or the till's headline for an outcome it cannot tell (no amount: the
-    amount has its own line)."""
-    return "PAID" if outcome.paid else outcome.headline
+    """PAID, PAID OFFLINE, NOT PAID, or the till's headline for an outcome it cannot tell (no
+    amount: the amount has its own line)."""
+    if outcome.paid:
+        return "PAID" if outcome.offline is None else "PAID OFFLINE"
+    return outcome.headline
 
 
 def outcome_sentence(outcome: SaleOutcome) -> str:
     """The one sentence on screen: the cashier's line for the code (messages.py), never the
     detail the outcome's message carries for the log."""
     if outcome.paid:
-        return f"{PAID_MESSAGE} Thank you."
+        return OFFLINE_MESSAGE if outcome.offline is not None else f"{PAID_MESSAGE} Thank you."
     if outcome.code in CASHIER_MESSAGES:
         return cashier_message(outcome.code)
     return UNKNOWN_SENTENCE
 
 
 def outcome_colour(outcome: SaleOutcome) -> Rgb:
+    """Green paid, amber paid offline (not settled yet) or unknown, red not paid."""
     if outcome.paid:
-        return GREEN
+        return GREEN if outcome.offline is None else AMBER
     return AMBER if outcome.code == ErrorCode.OUTCOME_UNKNOWN else RED
 
 
 def render_outcome(outcome: SaleOutcome, size: Size = SCREEN_SIZE_PX) -> Bgr:
-    """Green PAID, red NOT PAID or amber when unknown: the word, the amount, one sentence and
-    the order id, readable from a metre."""
+    """Green PAID, red NOT PAID or amber when unknown or PAID OFFLINE: the word, the amount,
+    one sentence, a note when there is one (what waits to sync, or to ask for an OFFLINE code)
+    and the order id (PAID OFFLINE: the receipt reference), readable from a metre."""
     colour = outcome_colour(outcome)
+    footer = f"Order {outcome.merchant_order_id}"
+    if outcome.offline is not None:
+        footer = f"ref {outcome.offline.acceptance_id}"
     return _status_screen(
         size,
         colour,
         word=outcome_word(outcome),
         amount_text=f"{outcome.amount} {outcome.currency}",
         sentence=outcome_sentence(outcome),
-        footer=f"Order {outcome.merchant_order_id}",
+        footer=footer,
+        note=outcome.hint,
     )
 
 
@@ -156,9 +165,17 @@ def render_waiting(
 
 
 def _status_screen(
-    size: Size, colour: Rgb, *, word: str, amount_text: str, sentence: str, footer: str
+    size: Size,
+    colour: Rgb,
+    *,
+    word: str,
+    amount_text: str,
+    sentence: str,
+    footer: str,
+    note: str = "",
 ) -> Bgr:
-    """The layout of every result screen, top to bottom: word, amount, sentence, footer."""
+    """The layout of every result screen, top to bottom: word, amount, sentence, a small note
+    when there is one, footer."""
     width, height = size
     ink = INK if colour == AMBER else WHITE
     image = Image.new("RGB", size, colour)
@@ -170,9 +187,17 @@ def _status_screen(
 
     draw_centred(draw, word, rows(0.05, 0.35), round(height * 0.26), ink)
     draw_centred(draw, amount_text, rows(0.37, 0.52), round(height * 0.12), ink)
+    sentence_bottom = 0.77 if note else 0.85
     draw_paragraph(
-        draw, sentence, rows(0.55, 0.85), round(height * 0.06), ink, lines_max=SENTENCE_LINES_MAX
+        draw,
+        sentence,
+        rows(0.55, sentence_bottom),
+        round(height * 0.06),
+        ink,
+        lines_max=SENTENCE_LINES_MAX,
     )
+    if note:
+        draw_centred(draw, note, rows(0.78, 0.86), round(height * 0.045), ink)
     draw_centred(draw, footer, rows(0.88, 0.96), round(height * 0.05), ink)
     return _bgr(image)
 

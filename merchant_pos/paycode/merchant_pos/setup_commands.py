@@ -13,6 +13,7 @@ from typing import Any
 from paycode.appkit.console import emit, printable
 from paycode.merchant_pos import settings
 from paycode.merchant_pos.identify import describe
+from paycode.merchant_pos.offline_commands import configure_offline
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import PaycodeError
 
@@ -77,11 +78,14 @@ def cmd_configure(args: argparse.Namespace) -> int:
         configured = settings.with_merchant_currency(configured, merchant, args.currency)
     path = settings.save(args.home, configured)
     human = f"till configured: {configured.server_url} as {configured.key_id} ({path}, 0600)"
+    offline: dict[str, Any] | None = None
     if merchant is None:
         human += "\nthe key was not checked (--offline): the first sale will check it"
     else:
         name = printable(merchant.get("name"))
         human += f"\nkey checked: it collects for {name} in {configured.currency}"
+        offline, said = configure_offline(configured.client(), args.home)
+        human += f"\n{said}"
     data: dict[str, Any] = {
         "server_url": configured.server_url,
         "key_id": configured.key_id,
@@ -89,6 +93,7 @@ def cmd_configure(args: argparse.Namespace) -> int:
     }
     shown = None if merchant is None else {k: merchant.get(k) for k in MERCHANT_SHOWN}
     data |= {"currency": configured.currency, "checked": merchant is not None, "merchant": shown}
+    data["offline"] = offline
     emit(args, human, data)
     return 0
 

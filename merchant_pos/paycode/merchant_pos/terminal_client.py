@@ -1,5 +1,5 @@
-"""The terminal's HTTP client: signed requests to /v1/charges, /v1/payments and /v1/orders
-(docs/api.md).
+"""The terminal's HTTP client: signed requests to /v1/charges, /v1/payments, /v1/orders and
+/v1/offline (docs/api.md, docs/offline.md 4.1 and 5).
 
 A sale has one Idempotency-Key, reused on every retry of that sale, so a connection dropped
 after the server debited can only ever return the first outcome, never charge twice. Retries
@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from paycode.appkit.http_client import ServerClient
+from paycode.merchant_pos.offline_records import Acceptance
 from paycode.shared import terminal_auth
 from paycode.shared.errors import ServerNotReached, ServerRejected, ServerUnreachable
 
@@ -94,6 +95,33 @@ class TerminalClient:
             body["merchant_order_id"] = merchant_order_id
         key = idempotency_key or str(uuid.uuid4())
         return self._call("POST", "/v1/charges", body, idempotency_key=key)
+
+    def offline_keys(self) -> dict[str, Any]:
+        """The server's offline keys, denied certificates and this till's offline limits."""
+        return self._call("GET", "/v1/offline/keys")
+
+    def offline_accept(
+        self, record: Acceptance, *, attempts_max: int = ATTEMPTS_MAX
+    ) -> dict[str, Any]:
+        """Forwards one logged offline acceptance; its id is the Idempotency-Key, so a retry,
+        today or days later, gets the first answer and moves nothing twice."""
+        body: dict[str, Any] = {
+            "id": record.id,
+            "seq": record.seq,
+            "prev": record.prev,
+            "code": record.code,
+            "amount_minor": record.amount_minor,
+            "currency": record.currency,
+            "merchant_order_id": record.order,
+            "at_s": record.at_s,
+        }
+        return self._call(
+            "POST",
+            "/v1/offline/acceptances",
+            body,
+            idempotency_key=record.id,
+            attempts_max=attempts_max,
+        )
 
     def merchant(self) -> dict[str, Any]:
         """The merchant this terminal collects for (for collection QR posters)."""

@@ -29,6 +29,7 @@ from paycode.merchant_pos.messages import (
     unknown_message,
     waiting_message,
 )
+from paycode.merchant_pos.offline_outcome import PAID_OFFLINE, OfflineReceipt, OfflineSide
 from paycode.merchant_pos.polling import poll_until_ended
 from paycode.merchant_pos.stopping import SaleStops
 from paycode.merchant_pos.terminal_client import TerminalClient
@@ -63,23 +64,41 @@ class SaleOutcome:
     payment: dict[str, Any] | None = field(default=None)
     scan_to_answer_ms: float | None = None
     """From the frame the code was read in to the server's answer (camera sources)."""
+    offline: OfflineReceipt | None = None
+    """Set when the till accepted the code offline (PAID OFFLINE)."""
+    hint: str = ""
+    """A line the screen shows under the sentence (the line is down: ask for an OFFLINE code)."""
 
     @property
     def outcome(self) -> str:
         """paid, not_paid (definitively) or outcome_unknown (query the order before charging
         again): what a script reads from --json and the exit status (docs/pos.md)."""
         if self.paid:
-            return "paid"
+            return PAID_OFFLINE if self.offline is not None else "paid"
         return "outcome_unknown" if self.code == ErrorCode.OUTCOME_UNKNOWN else "not_paid"
 
     @property
     def headline(self) -> str:
         if self.paid:
-            return f"PAID {self.amount} {self.currency}"
+            word = "PAID OFFLINE" if self.offline is not None else "PAID"
+            return f"{word} {self.amount} {self.currency}"
         return "NOT PAID" if self.code != ErrorCode.OUTCOME_UNKNOWN else "OUTCOME UNKNOWN"
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        offline = self.offline
+        extra: dict[str, Any] = (
+            {}
+            if offline is None
+            else {
+                "acceptance_id": offline.acceptance_id,
+                "cert": offline.cert,
+                "counter": offline.counter,
+                "offline_unsynced": offline.note,
+            }
+        )
+        if self.hint:
+            extra["hint"] = self.hint
+        return extra | {
             "outcome": self.outcome,
             "order_id": self.merchant_order_id,
             "paid": self.paid,
@@ -104,6 +123,8 @@ class Sale:
     amount: str
     currency: str
     order_id: str = field(default_factory=new_order_id)
+    offline: OfflineSide | None = field(default=None, compare=False, repr=False)
+    """Decides the sale offline when the line is down (docs/offline.md 4.2); None: never."""
 
     def outcome(
         self, paid: bool, code: str, message: str, payment: dict[str, Any] | None = None
@@ -154,9 +175,14 @@ def charge_code(
     wait = wait or ConfirmWait()
     if stops is not None:
         wait = dataclasses.replace(wait, stopped=stops.stopped)
+    if sale.offline is not None and sale.offline.skip_online(code):
+        if stops is not None:
+            stops.settled()  # a stop may not cut the log's append from the screen that says it
+        not_tried = sale.outcome(False, ErrorCode.SERVER_UNREACHABLE, LINE_JUST_DOWN)
+        return sale.offline(code, sale, not_tried)
     try:
         with stops.charging() if stops is not None else nullcontext():
-            return _charge_once(client, code, sale, wait)
+            outcome = _charge_once(client, code, sale, wait)
     except KeyboardInterrupt:
         if stops is not None and stops.deadline_passed:
             return _resolve_after_stop(client, sale)
@@ -169,6 +195,22 @@ def charge_code(
             "sale may or may not be paid."
         )
         return sale.outcome(False, ErrorCode.OUTCOME_UNKNOWN, unknown_message(sale.order_id, why))
+    return _offline_when_down(code, sale, outcome, wait)
+
+
+LINE_DOWN = frozenset({ErrorCode.SERVER_UNREACHABLE, ErrorCode.OUTCOME_UNKNOWN})
+"""Online outcomes after which the till may decide alone (docs/offline.md 4.2 step 1)."""
+LINE_JUST_DOWN = "The server was unreachable moments ago: no online charge was tried."
+
+
+def _offline_when_down(
+    code: str, sale: Sale, outcome: SaleOutcome, wait: ConfirmWait
+) -> SaleOutcome:
+    """The online attempt could not end the sale because the line is down: the offline
+    decision (if this sale has one) ends it; a sale the cashier stopped stays as it ended."""
+    if sale.offline is None or outcome.code not in LINE_DOWN or wait.stopped():
+        return outcome
+    return sale.offline(code, sale, outcome)
 
 
 def _charge_once(client: TerminalClient, code: str, sale: Sale, wait: ConfirmWait) -> SaleOutcome:
