@@ -291,6 +291,18 @@ class LiveServer(Server):
             if attempt == START_ATTEMPTS_MAX - 1:
                 raise RuntimeError(f"{mode} server did not start; its log:\n{self.log()}")
 
+    def restart(self, *, mode: str, workers: int) -> None:
+        """Start again after stop(), on the same port (clients keep their URL), as a server
+        back from an outage would."""
+        assert self._process is None and self.url
+        port = int(self.url.rsplit(":", 1)[1])
+        for _attempt in range(START_ATTEMPTS_MAX):
+            self._process = self._spawn(mode, port, workers)
+            if self._wait_healthy():
+                return
+            self.stop()
+        raise RuntimeError(f"{mode} server did not restart on {port}; its log:\n{self.log()}")
+
     def _spawn(self, mode: str, port: int, workers: int) -> subprocess.Popen[bytes]:
         if mode == "run":
             args = ["run", "--host", "127.0.0.1", "--port", str(port)]
