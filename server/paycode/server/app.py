@@ -79,6 +79,7 @@ def _register_blueprints(app: Flask) -> None:
         dashboard,
         meta,
         notifications,
+        offline_terminal,
         orders,
         wallet,
         wallet_payments,
@@ -91,6 +92,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(wallet_payments.bp)
     app.register_blueprint(charges.bp)
     app.register_blueprint(orders.bp)
+    app.register_blueprint(offline_terminal.bp)
     app.register_blueprint(notifications.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(web_wallet.bp)
