@@ -1,0 +1,445 @@
+"""Settling offline acceptances (docs/offline.md §6): each result of §6.2, the till's hash
+chain, retries, races between tills and merchants, over-spend, loss and the lock, on SQLite and
+PostgreSQL. Allowances are funded with `escrow.fund_allowance` over fresh Ed25519 keys this
+test holds (the wallet's role); codes are signed with the shared offline functions; a till's
+records are written as the till's log writes them (merchant_pos offline_records), so the
+server's rebuilt chain is checked against the till's own bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select
+
+from paycode.merchant_pos import offline_records
+from paycode.server.books import escrow, ledger, reconcile
+from paycode.server.books.offline_chain import AcceptanceRecord, ChainOutOfOrder, record_gap
+from paycode.server.books.offline_settlement import Settled, settle_acceptance
+from paycode.server.config import ServerConfig
+from paycode.server.database.models import SYSTEM, Account, Device, Merchant, Payment, User
+from paycode.server.database.offline_models import (
+    ESCROW,
+    LOSS,
+    SHORTFALL_OWNER,
+    OfflineAcceptance,
+    OfflineAllowance,
+    OfflineCertificate,
+)
+from paycode.server.safety.offline_keys import load_offline_keys
+from paycode.server.safety.offline_settings import OfflineSettings
+from paycode.server.safety.secretbox import SecretBox
+from paycode.server.testing import Server
+from paycode.shared.binding import MerchantBinding
+from paycode.shared.codes import ErrorCode
+from paycode.shared.errors import ApiError, CodeMalformed
+from paycode.shared.offline import PaymentFields, parse_certificate, sign_payment
+from paycode.shared.timestep import step_at
+from paycode.shared.versions import v4_offline
+from paycode.shared.versions.base import BOUND_FLAG
+from tests.support.shop import bank_devices, bank_user, new_merchant, new_terminal
+
+SETTINGS = OfflineSettings()
+
+
+@dataclass
+class OfflineWallet:
+    """What a wallet holds after `offline take`: four certificates and their seeds."""
+
+    allowance_id: str
+    user_id: str
+    device_id: str
+    certificates: list[bytes]
+    seeds: list[bytes] = field(repr=False)
+
+    def code(
+        self, index: int, counter: int, *, limit_minor: int, at_s: float, bound_to: str = ""
+    ) -> str:
+        certificate = parse_certificate(self.certificates[index])
+        binding = MerchantBinding(bound_to).digest if bound_to else b""
+        payment = PaymentFields(counter, step_at(at_s), limit_minor, BOUND_FLAG if binding else 0)
+        signed = sign_payment(certificate, payment, self.seeds[index], binding)
+        return v4_offline.encode(signed)
+
+    def cert_id(self, index: int) -> str:
+        return parse_certificate(self.certificates[index]).fields.cert_id.hex()
+
+
+@dataclass
+class Till:
+    """One terminal's offline log, kept as the till keeps it: seq and the hash of its last line."""
+
+    terminal_id: str
+    merchant_id: str
+    seq: int = 0
+    last_hash: str = offline_records.GENESIS_HASH
+
+    def record(
+        self, code: str, amount_minor: int, *, at_s: float, order: str = ""
+    ) -> AcceptanceRecord:
+        try:
+            parsed = v4_offline.parse(code)
+            cert, counter = parsed.certificate.fields.cert_id.hex(), parsed.payment.counter
+        except CodeMalformed:  # a broken till logs what it could not have checked
+            cert, counter = "0" * 32, 0
+        accept = offline_records.Acceptance(
+            id=offline_records.new_acceptance_id(),
+            seq=self.seq + 1,
+            prev=self.last_hash,
+            order=order or f"order-{os.urandom(4).hex()}",
+            cert=cert,
+            counter=counter,
+            code=code,
+            amount_minor=amount_minor,
+            currency="CNY",
+            at_s=int(at_s),
+        )
+        self.seq += 1
+        self.last_hash = offline_records.chain_hash(offline_records.encode(accept.fields()))
+        return AcceptanceRecord(
+            id=accept.id,
+            seq=accept.seq,
+            prev=accept.prev,
+            code=code,
+            amount_minor=amount_minor,
+            currency="CNY",
+            merchant_order_id=accept.order,
+            at_s=accept.at_s,
+        )
+
+
+def _box(server: Server) -> SecretBox:
+    return SecretBox.from_config(ServerConfig.from_env(server.env))
+
+
+def fund(server: Server, amount_minor: int = 4000, balance_minor: int = 100_000) -> OfflineWallet:
+    user_id = bank_user(server, balance_minor)
+    device_id = next(iter(bank_devices(server, user_id)))
+    seeds = [os.urandom(32) for _ in range(4)]
+    public_keys = [
+        Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw() for seed in seeds
+    ]
+    now_s = time.time()
+    config = ServerConfig.from_env(server.env)
+    with server.session() as session:
+        user = session.get(User, user_id)
+        assert user is not None
+        keys = load_offline_keys(session, _box(server), now_s=now_s, publish_s=0)
+        issued = escrow.fund_allowance(
+            session,
+            user=user,
+            device_id=device_id,
+            currency="CNY",
+            amount_minor=amount_minor,
+            public_keys=public_keys,
+            keys=keys,
+            settings=SETTINGS,
+            days=config.limits,
+            now_s=now_s,
+        )
+    return OfflineWallet(issued.allowance_id, user_id, device_id, list(issued.certificates), seeds)
+
+
+def till_of(server: Server, merchant: Any = None) -> Till:
+    found = new_terminal(server, merchant) if merchant else new_merchant(server, "Offline")
+    return Till(found.key_id, found.merchant_id)
+
+
+def settle(
+    server: Server, till: Till, record: AcceptanceRecord, now_s: float | None = None
+) -> Settled:
+    at_s = time.time() if now_s is None else now_s
+    with server.session() as session:
+        merchant = session.get(Merchant, till.merchant_id)
+        assert merchant is not None
+        keys = load_offline_keys(session, _box(server), now_s=at_s, publish_s=0)
+        return settle_acceptance(
+            session,
+            terminal_id=till.terminal_id,
+            merchant=merchant,
+            record=record,
+            keys=keys,
+            settings=SETTINGS,
+            now_s=at_s,
+        )
+
+
+def balances(server: Server) -> dict[tuple[str, str], int]:
+    with server.session() as session:
+        rows = session.execute(
+            select(Account.owner_kind, Account.owner_id, Account.balance_minor)
+        ).all()
+    return {(kind, owner): int(balance) for kind, owner, balance in rows}
+
+
+def changed(
+    before: dict[tuple[str, str], int], after: dict[tuple[str, str], int]
+) -> dict[tuple[str, str], int]:
+    return {
+        key: after[key] - before.get(key, 0) for key in after if after[key] != before.get(key, 0)
+    }
+
+
+def assert_books_clean(server: Server) -> None:
+    with server.session() as session:
+        assert ledger.ledger_sum_minor(session) == 0
+        report = reconcile.reconcile(session, now_s=time.time())
+    assert report.mismatches == [], report.mismatches
+    assert report.ok
+
+
+# -- each result --------------------------------------------------------------------------------
+
+
+def test_an_honest_acceptance_is_paid_from_escrow_and_a_retry_moves_nothing(server: Server) -> None:
+    wallet, till, now_s = fund(server), till_of(server), time.time()
+    record = till.record(wallet.code(0, 0, limit_minor=1000, at_s=now_s), 750, at_s=now_s)
+    before = balances(server)
+    settled = settle(server, till, record)
+    assert (settled.result, settled.paid_minor, settled.loss_minor) == ("paid", 750, 0)
+    after = balances(server)
+    assert changed(before, after) == {
+        (ESCROW, wallet.allowance_id): -750,
+        ("merchant", till.merchant_id): 750,
+    }
+    with server.session() as session:
+        payment = session.get(Payment, settled.payment_id)
+        assert payment is not None
+        assert (payment.code_version, payment.allowance_id, payment.user_id) == (
+            "v4",
+            wallet.allowance_id,
+            wallet.user_id,
+        )
+        assert (payment.amount_minor, payment.status, payment.terminal_id) == (
+            750,
+            "succeeded",
+            till.terminal_id,
+        )
+        assert payment.merchant_order_id == record.merchant_order_id
+    again = settle(server, till, record)
+    assert again.replayed and (again.result, again.payment_id) == ("paid", settled.payment_id)
+    assert balances(server) == after
+    assert_books_clean(server)
+
+
+def test_a_merchant_bound_code_pays_only_the_merchant_it_names(server: Server) -> None:
+    wallet, till, now_s = fund(server), till_of(server), time.time()
+    other = till_of(server)
+    here = wallet.code(0, 0, limit_minor=1000, at_s=now_s, bound_to=till.merchant_id)
+    assert settle(server, till, till.record(here, 500, at_s=now_s)).result == "paid"
+    there = wallet.code(0, 1, limit_minor=1000, at_s=now_s, bound_to=till.merchant_id)
+    refused = settle(server, other, other.record(there, 500, at_s=now_s))
+    assert (refused.result, refused.loss_minor) == ("refused_invalid", 500)
+    assert_books_clean(server)
+
+
+def test_what_the_till_should_have_refused_is_the_merchants_loss(server: Server) -> None:
+    wallet, till, now_s = fund(server), till_of(server), time.time()
+    before = balances(server)
+    above_limit = till.record(wallet.code(0, 0, limit_minor=300, at_s=now_s), 301, at_s=now_s)
+    stale = till.record(wallet.code(0, 1, limit_minor=300, at_s=now_s - 900), 100, at_s=now_s)
+    garbage = till.record(v4_offline.PREFIX + "A" * (v4_offline.LENGTH - 28), 200, at_s=now_s)
+    results = [settle(server, till, record) for record in (above_limit, stale)]
+    assert [(r.result, r.paid_minor, r.loss_minor) for r in results] == [
+        ("refused_invalid", 0, 301),
+        ("refused_invalid", 0, 100),
+    ]
+    # The garbage code's line cannot be rebuilt by the server: the next record's prev is
+    # taken as it comes (as after a recorded gap).
+    assert settle(server, till, garbage).result == "refused_invalid"
+    follow = till.record(wallet.code(1, 0, limit_minor=500, at_s=now_s), 500, at_s=now_s)
+    assert settle(server, till, follow).result == "paid"
+    assert changed(before, balances(server)) == {
+        (LOSS, till.merchant_id): 601,
+        (SYSTEM, SHORTFALL_OWNER): -601,
+        (ESCROW, wallet.allowance_id): -500,
+        ("merchant", till.merchant_id): 500,
+    }
+    assert_books_clean(server)
+
+
+def test_the_same_code_at_two_tills_of_one_merchant_pays_once(server: Server) -> None:
+    wallet = fund(server)
+    first = till_of(server)
+    second = Till(*_second_terminal(server, first))
+    now_s = time.time()
+    code = wallet.code(2, 3, limit_minor=1000, at_s=now_s)
+    assert settle(server, first, first.record(code, 900, at_s=now_s)).result == "paid"
+    before = balances(server)
+    duplicate = settle(server, second, second.record(code, 900, at_s=now_s))
+    assert (duplicate.result, duplicate.paid_minor, duplicate.loss_minor) == ("duplicate", 0, 0)
+    assert balances(server) == before
+    with server.session() as session:
+        user = session.get(User, wallet.user_id)
+        assert user is not None and user.offline_blocked_at_s is None
+    assert_books_clean(server)
+
+
+def _second_terminal(server: Server, till: Till) -> tuple[str, str]:
+    from paycode.server.operations import admin  # noqa: PLC0415
+
+    with server.session() as session:
+        terminal, _secret = admin.create_terminal(
+            session, _box(server), till.merchant_id, time.time()
+        )
+    return terminal.id, till.merchant_id
+
+
+def test_an_order_paid_before_is_not_paid_again_from_escrow(server: Server) -> None:
+    wallet, till, now_s = fund(server), till_of(server), time.time()
+    first = till.record(wallet.code(0, 0, limit_minor=1000, at_s=now_s), 400, at_s=now_s)
+    assert settle(server, till, first).result == "paid"
+    before = balances(server)
+    again = till.record(
+        wallet.code(1, 0, limit_minor=1000, at_s=now_s),
+        400,
+        at_s=now_s,
+        order=first.merchant_order_id,
+    )
+    settled = settle(server, till, again)
+    assert (settled.result, settled.paid_minor, settled.loss_minor) == ("duplicate_order", 0, 0)
+    assert balances(server) == before
+    assert_books_clean(server)
+
+
+def test_an_acceptance_after_the_sweep_time_is_late(server: Server) -> None:
+    wallet, till, now_s = fund(server), till_of(server), time.time()
+    with server.session() as session:
+        allowance = session.get(OfflineAllowance, wallet.allowance_id)
+        assert allowance is not None
+        returns_at_s = allowance.returns_at_s
+    record = till.record(wallet.code(3, 0, limit_minor=1000, at_s=now_s), 1000, at_s=now_s)
+    settled = settle(server, till, record, now_s=returns_at_s + 1)
+    # The worker has not swept this escrow (no worker here): it still pays, marked late.
+    assert (settled.result, settled.paid_minor, settled.loss_minor) == ("late", 1000, 0)
+    assert_books_clean(server)
+
+
+# -- the chain ------------------------------------------------------------------------------------
+
+
+def test_records_settle_in_seq_order_along_the_hash_chain(server: Server) -> None:
+    wallet, till, now_s = fund(server), till_of(server), time.time()
+    one, two, three = (
+        till.record(wallet.code(0, i, limit_minor=100, at_s=now_s), 100, at_s=now_s)
+        for i in range(3)
+    )
+    with pytest.raises(ChainOutOfOrder) as early:
+        settle(server, till, two)
+    assert early.value.expected_seq == 1 and early.value.code == ErrorCode.OFFLINE_OUT_OF_ORDER
+    with server.session() as session:
+        assert session.get(OfflineAcceptance, (till.terminal_id, two.id)) is None
+    assert settle(server, till, one).result == "paid"
+    forged = _with_prev(two)
+    with pytest.raises(ApiError) as broken:
+        settle(server, till, forged)
+    assert broken.value.code == ErrorCode.OFFLINE_CHAIN_BROKEN
+    with pytest.raises(ChainOutOfOrder) as late:
+        settle(server, till, three)
+    assert late.value.expected_seq == 2
+    assert settle(server, till, two).result == "paid"
+    assert settle(server, till, three).result == "paid"
+    assert settle(server, till, one).replayed  # an old retry still gets its stored answer
+    assert_books_clean(server)
+
+
+def _with_prev(record: AcceptanceRecord) -> AcceptanceRecord:
+    return AcceptanceRecord(
+        id=record.id,
+        seq=record.seq,
+        prev="f" * 64,
+        code=record.code,
+        amount_minor=record.amount_minor,
+        currency=record.currency,
+        merchant_order_id=record.merchant_order_id,
+        at_s=record.at_s,
+    )
+
+
+def test_a_recorded_gap_lets_the_till_continue_after_a_lost_log(server: Server) -> None:
+    wallet, till, now_s = fund(server), till_of(server), time.time()
+    first = till.record(wallet.code(0, 0, limit_minor=100, at_s=now_s), 100, at_s=now_s)
+    assert settle(server, till, first).result == "paid"
+    lost = Till(till.terminal_id, till.merchant_id, seq=5, last_hash="ab" * 32)  # a new disk
+    record = lost.record(wallet.code(0, 1, limit_minor=100, at_s=now_s), 100, at_s=now_s)
+    with pytest.raises(ChainOutOfOrder):
+        settle(server, till, record)
+    with server.session() as session:
+        with pytest.raises(ApiError):
+            record_gap(session, till.terminal_id, from_seq=3, to_seq=5)
+    with server.session() as session:
+        assert record_gap(session, till.terminal_id, from_seq=2, to_seq=5) == 6
+    assert settle(server, till, record).result == "paid"
+    assert_books_clean(server)
+
+
+# -- over-spend ---------------------------------------------------------------------------------
+
+
+def test_one_code_at_two_merchants_is_paid_at_both_then_locks_the_holder(server: Server) -> None:
+    wallet, now_s = fund(server), time.time()
+    first, second = till_of(server), till_of(server)
+    code = wallet.code(1, 0, limit_minor=1000, at_s=now_s)
+    assert settle(server, first, first.record(code, 600, at_s=now_s)).result == "paid"
+    settled = settle(server, second, second.record(code, 600, at_s=now_s))
+    assert (settled.result, settled.paid_minor) == ("paid", 600)
+    _assert_locked(server, wallet, now_s)
+    assert_books_clean(server)
+
+
+def _assert_locked(server: Server, wallet: OfflineWallet, now_s: float) -> None:
+    with server.session() as session:
+        user = session.get(User, wallet.user_id)
+        device = session.get(Device, wallet.device_id)
+        certificates = session.scalars(
+            select(OfflineCertificate).where(OfflineCertificate.allowance_id == wallet.allowance_id)
+        ).all()
+    assert user is not None and user.offline_blocked_at_s is not None
+    assert device is not None and device.revoked_at_s is not None
+    assert len(certificates) == 4 and all(c.denied_at_s is not None for c in certificates)
+
+
+def test_a_cloned_allowance_pays_up_to_its_escrow_and_the_rest_is_booked_loss(
+    server: Server,
+) -> None:
+    """A = 4000, T = p = 1000. The original spends 3600 at one merchant; the clone spends the
+    same certificates at another: escrow pays 400 more, then nothing. Loss = accepted - A."""
+    wallet, now_s = fund(server, 4000), time.time()
+    honest, clone = till_of(server), till_of(server)
+    before = balances(server)
+    spent = [(0, 600), (1, 1000), (2, 1000), (3, 1000)]
+    for index, amount in spent:
+        code = wallet.code(index, 0, limit_minor=1000, at_s=now_s)
+        assert settle(server, honest, honest.record(code, amount, at_s=now_s)).result == "paid"
+    with server.session() as session:
+        user = session.get(User, wallet.user_id)
+        assert user is not None and user.offline_blocked_at_s is None
+    cloned = [(0, 1, 600), (1, 1, 1000)]
+    results = [
+        settle(
+            server,
+            clone,
+            clone.record(wallet.code(i, c, limit_minor=1000, at_s=now_s), amount, at_s=now_s),
+        )
+        for i, c, amount in cloned
+    ]
+    assert [(r.result, r.paid_minor, r.loss_minor) for r in results] == [
+        ("paid_short", 400, 200),
+        ("unpaid", 0, 1000),
+    ]
+    accepted_minor = sum(a for _, a in spent) + sum(a for _, _, a in cloned)
+    loss_minor = accepted_minor - 4000
+    assert changed(before, balances(server)) == {
+        (ESCROW, wallet.allowance_id): -4000,
+        ("merchant", honest.merchant_id): 3600,
+        ("merchant", clone.merchant_id): 400,
+        (LOSS, clone.merchant_id): loss_minor,
+        (SYSTEM, SHORTFALL_OWNER): -loss_minor,
+    }
+    _assert_locked(server, wallet, now_s)
+    assert_books_clean(server)
