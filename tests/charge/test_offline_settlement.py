@@ -8,8 +8,11 @@ server's rebuilt chain is checked against the till's own bytes.
 
 from __future__ import annotations
 
+import json
 import os
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +38,7 @@ from paycode.server.safety.offline_keys import load_offline_keys
 from paycode.server.safety.offline_settings import OfflineSettings
 from paycode.server.safety.secretbox import SecretBox
 from paycode.server.testing import Server
+from paycode.shared import terminal_auth
 from paycode.shared.binding import MerchantBinding
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import ApiError, CodeMalformed
@@ -281,7 +285,7 @@ def test_the_same_code_at_two_tills_of_one_merchant_pays_once(server: Server) ->
 
 
 def _second_terminal(server: Server, till: Till) -> tuple[str, str]:
-    from paycode.server.operations import admin  # noqa: PLC0415
+    from paycode.server.operations import admin
 
     with server.session() as session:
         terminal, _secret = admin.create_terminal(
@@ -369,9 +373,8 @@ def test_a_recorded_gap_lets_the_till_continue_after_a_lost_log(server: Server) 
     record = lost.record(wallet.code(0, 1, limit_minor=100, at_s=now_s), 100, at_s=now_s)
     with pytest.raises(ChainOutOfOrder):
         settle(server, till, record)
-    with server.session() as session:
-        with pytest.raises(ApiError):
-            record_gap(session, till.terminal_id, from_seq=3, to_seq=5)
+    with server.session() as session, pytest.raises(ApiError):
+        record_gap(session, till.terminal_id, from_seq=3, to_seq=5)
     with server.session() as session:
         assert record_gap(session, till.terminal_id, from_seq=2, to_seq=5) == 6
     assert settle(server, till, record).result == "paid"
@@ -443,3 +446,117 @@ def test_a_cloned_allowance_pays_up_to_its_escrow_and_the_rest_is_booked_loss(
     }
     _assert_locked(server, wallet, now_s)
     assert_books_clean(server)
+
+
+# -- over HTTP ----------------------------------------------------------------------------------
+
+
+def _call(
+    server: Server,
+    merchant: Any,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    key: str = "",
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    raw = json.dumps(body).encode() if body is not None else b""
+    headers = terminal_auth.sign_headers(
+        merchant.key_id, merchant.secret, method, path, raw, timestamp_s=int(time.time())
+    )
+    if body is not None:
+        headers |= {"Content-Type": "application/json", "Idempotency-Key": key}
+    request = urllib.request.Request(
+        server.url + path, data=raw if body is not None else None, method=method, headers=headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=20) as reply:
+            return reply.status, json.loads(reply.read()), dict(reply.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read()), dict(error.headers)
+
+
+def _body(record: AcceptanceRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "seq": record.seq,
+        "prev": record.prev,
+        "code": record.code,
+        "amount_minor": record.amount_minor,
+        "currency": record.currency,
+        "merchant_order_id": record.merchant_order_id,
+        "at_s": record.at_s,
+    }
+
+
+def test_a_till_fetches_keys_and_forwards_its_log_over_http(live_server: Server) -> None:
+    server = live_server
+    merchant = new_merchant(server, "OfflineHttp")
+    till = Till(merchant.key_id, merchant.merchant_id)
+    wallet, now_s = fund(server), time.time()
+
+    status, keys, _ = _call(server, merchant, "GET", "/v1/offline/keys")
+    assert status == 200
+    assert (keys["merchant_id"], keys["terminal_id"], keys["currency"]) == (
+        merchant.merchant_id,
+        merchant.key_id,
+        "CNY",
+    )
+    assert keys["limits"] == {
+        "floor_minor": SETTINGS.floor_minor,
+        "till_total_minor": SETTINGS.till_total_minor,
+        "till_count_max": SETTINGS.till_count_max,
+        "unsynced_age_max_s": SETTINGS.unsynced_age_max_s,
+    }
+    signer = parse_certificate(wallet.certificates[0]).fields.server_key_id.hex()
+    published = {key["key_id"]: key for key in keys["keys"]}
+    assert signer in published
+    assert published[signer]["accept_until_s"] >= now_s + SETTINGS.lifetime_s
+    assert wallet.cert_id(0) not in {item["cert_id"] for item in keys["denied"]}
+
+    one, two, three = (
+        till.record(wallet.code(0, i, limit_minor=1000, at_s=now_s), 500, at_s=now_s)
+        for i in range(3)
+    )
+    status, early, _ = _call(server, merchant, "POST", PATH, _body(two), key=two.id)
+    assert (status, early["code"], early["expected_seq"]) == (409, "offline_out_of_order", 1)
+    status, wrong_key, _ = _call(server, merchant, "POST", PATH, _body(one), key="acc_other")
+    assert (status, wrong_key["code"]) == (400, "invalid_request")
+    extra = _body(one) | {"note": "x"}
+    status, strict, _ = _call(server, merchant, "POST", PATH, extra, key=one.id)
+    assert (status, strict["code"]) == (400, "invalid_request")
+
+    status, first, headers = _call(server, merchant, "POST", PATH, _body(one), key=one.id)
+    assert status == 200 and "Idempotent-Replayed" not in headers
+    assert {k: first[k] for k in ("id", "result", "paid_minor", "loss_minor")} == {
+        "id": one.id,
+        "result": "paid",
+        "paid_minor": 500,
+        "loss_minor": 0,
+    }
+    assert first["payment_id"].startswith("pay_")
+    before = balances(server)
+    status, again, headers = _call(server, merchant, "POST", PATH, _body(one), key=one.id)
+    assert status == 200 and headers.get("Idempotent-Replayed") == "true"
+    assert {k: again[k] for k in first if k != "server_time"} == {
+        k: first[k] for k in first if k != "server_time"
+    }
+    assert balances(server) == before
+
+    broken = _with_prev(two)
+    status, problem, _ = _call(server, merchant, "POST", PATH, _body(broken), key=two.id)
+    assert (status, problem["code"]) == (409, "offline_chain_broken")
+    for record in (two, three):
+        status, reply, _ = _call(server, merchant, "POST", PATH, _body(record), key=record.id)
+        assert (status, reply["result"]) == (200, "paid")
+
+    # The same code at another merchant: paid from escrow, and the holder is locked; every
+    # till that fetches keys afterwards refuses the user's certificates.
+    other = till_of(server)
+    assert settle(server, other, other.record(one.code, 500, at_s=now_s)).result == "paid"
+    status, keys, _ = _call(server, merchant, "GET", "/v1/offline/keys")
+    denied = {item["cert_id"]: item["until_s"] for item in keys["denied"]}
+    assert {wallet.cert_id(i) for i in range(4)} <= set(denied)
+    assert_books_clean(server)
+
+
+PATH = "/v1/offline/acceptances"
