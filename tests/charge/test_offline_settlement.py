@@ -8,6 +8,9 @@ server's rebuilt chain is checked against the till's own bytes.
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
+import io
 import json
 import os
 import time
@@ -21,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 
 from paycode.merchant_pos import offline_records
-from paycode.server.books import escrow, ledger, reconcile
+from paycode.server.books import escrow, ledger, reconcile, settlement, settlement_csv
 from paycode.server.books.offline_chain import AcceptanceRecord, ChainOutOfOrder, record_gap
 from paycode.server.books.offline_settlement import Settled, settle_acceptance
 from paycode.server.config import ServerConfig
@@ -560,3 +563,39 @@ def test_a_till_fetches_keys_and_forwards_its_log_over_http(live_server: Server)
 
 
 PATH = "/v1/offline/acceptances"
+
+
+def test_the_settlement_file_lists_offline_payments_and_losses_apart(server: Server) -> None:
+    wallet, now_s = fund(server, 4000), time.time()
+    honest, clone = till_of(server), till_of(server)
+    for index in range(4):
+        code = wallet.code(index, 0, limit_minor=1000, at_s=now_s)
+        assert settle(server, honest, honest.record(code, 900, at_s=now_s)).result == "paid"
+    code = wallet.code(0, 0, limit_minor=1000, at_s=now_s)
+    short = clone.record(code, 900, at_s=now_s)
+    assert settle(server, clone, short).result == "paid_short"  # 400 left in escrow
+    config = ServerConfig.from_env(server.env)
+    day = (dt.date(1970, 1, 1) + dt.timedelta(days=config.limits.day(now_s))).isoformat()
+    found = settlement.for_merchant(
+        server.engine, clone.merchant_id, day, config.limits, config.settlement
+    )
+    rows = list(csv.DictReader(io.StringIO(settlement_csv.to_csv(found))))
+    by_record: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        by_record.setdefault(row["record"], []).append(row)
+    [charge] = by_record["movement"]
+    assert (charge["type"], charge["code_version"]) == ("charge", "v4")
+    assert charge["amount_minor"] == "400"
+    assert charge["offline_ref"] == short.id
+    [loss] = by_record["offline_loss"]
+    assert (loss["type"], loss["amount_minor"], loss["offline_ref"], loss["offline_result"]) == (
+        "offline_loss",
+        "500",
+        short.id,
+        "paid_short",
+    )
+    [total] = by_record["total"]
+    assert total["amount_minor"] == "400"  # the loss is not money the merchant holds
+    [loss_total] = by_record["offline_loss_total"]
+    assert (loss_total["amount_minor"], loss_total["count"]) == ("500", "1")
+    assert_books_clean(server)
