@@ -49,7 +49,7 @@ from paycode.shared.offline import PaymentFields, parse_certificate, sign_paymen
 from paycode.shared.timestep import step_at
 from paycode.shared.versions import v4_offline
 from paycode.shared.versions.base import BOUND_FLAG
-from tests.support.shop import bank_devices, bank_user, new_merchant, new_terminal
+from tests.support.shop import bank_devices, bank_user, new_merchant, new_terminal, ok_json
 
 SETTINGS = OfflineSettings()
 
@@ -598,4 +598,51 @@ def test_the_settlement_file_lists_offline_payments_and_losses_apart(server: Ser
     assert total["amount_minor"] == "400"  # the loss is not money the merchant holds
     [loss_total] = by_record["offline_loss_total"]
     assert (loss_total["amount_minor"], loss_total["count"]) == ("500", "1")
+    assert_books_clean(server)
+
+
+# -- the operator's commands ------------------------------------------------------------------
+
+
+def test_the_operator_unblocks_a_user_records_a_gap_and_sets_a_floor(server: Server) -> None:
+    wallet, now_s = fund(server), time.time()
+    first, second = till_of(server), till_of(server)
+    code = wallet.code(0, 0, limit_minor=1000, at_s=now_s)
+    settle(server, first, first.record(code, 300, at_s=now_s))
+    settle(server, second, second.record(code, 300, at_s=now_s))
+    with server.session() as session:
+        user = session.get(User, wallet.user_id)
+        assert user is not None and user.offline_blocked_at_s is not None
+        name = user.name
+    done = ok_json(server.cli_in_process("--json", "users", "offline-unblock", name))
+    assert done["was_blocked"] is True
+    with server.session() as session:
+        user = session.get(User, wallet.user_id)
+        assert user is not None and user.offline_blocked_at_s is None
+
+    gap = ok_json(
+        server.cli_in_process(
+            "--json", "terminals", "offline-gap", first.terminal_id, "--from-seq", "2",
+            "--to-seq", "4",
+        )
+    )  # fmt: skip
+    assert gap["next_seq"] == 5
+    lost = Till(first.terminal_id, first.merchant_id, seq=4, last_hash="cd" * 32)
+    after = lost.record(wallet.code(1, 0, limit_minor=1000, at_s=now_s), 300, at_s=now_s)
+    assert settle(server, lost, after).result == "paid"
+    refused = server.cli_in_process(
+        "--json", "terminals", "offline-gap", first.terminal_id, "--from-seq", "9", "--to-seq", "9"
+    )
+    assert refused.returncode != 0
+
+    with server.session() as session:
+        merchant_name = session.get(Merchant, first.merchant_id).name  # type: ignore[union-attr]
+    updated = ok_json(
+        server.cli_in_process(
+            "--json", "merchants", "update", merchant_name, "--offline-floor", "2.50"
+        )
+    )
+    assert updated["merchant"]["offline_floor_minor"] == 250
+    above_floor = lost.record(wallet.code(2, 0, limit_minor=1000, at_s=now_s), 251, at_s=now_s)
+    assert settle(server, lost, above_floor).result == "refused_invalid"
     assert_books_clean(server)
