@@ -44,12 +44,18 @@ from paycode.server.testing import Server
 from paycode.shared import terminal_auth
 from paycode.shared.binding import MerchantBinding
 from paycode.shared.codes import ErrorCode
-from paycode.shared.errors import ApiError, CodeMalformed
+from paycode.shared.errors import ApiError, CodeMalformed, ServerRejected
 from paycode.shared.offline import PaymentFields, parse_certificate, sign_payment
 from paycode.shared.timestep import step_at
 from paycode.shared.versions import v4_offline
 from paycode.shared.versions.base import BOUND_FLAG
-from tests.support.shop import bank_devices, bank_user, new_merchant, new_terminal, ok_json
+from tests.support.shop import (
+    bank_devices,
+    bank_user,
+    new_merchant,
+    new_terminal,
+    ok_json,
+)
 
 SETTINGS = OfflineSettings()
 
@@ -645,4 +651,62 @@ def test_the_operator_unblocks_a_user_records_a_gap_and_sets_a_floor(server: Ser
     assert updated["merchant"]["offline_floor_minor"] == 250
     above_floor = lost.record(wallet.code(2, 0, limit_minor=1000, at_s=now_s), 251, at_s=now_s)
     assert settle(server, lost, above_floor).result == "refused_invalid"
+    assert_books_clean(server)
+
+
+# -- a v4 code charged online ---------------------------------------------------------------------
+
+
+def refused_charge(till: Any, expected: str, code_text: str, amount: str) -> Any:
+    with pytest.raises(ServerRejected) as caught:
+        till.charge(code=code_text, amount=amount, currency="CNY")
+    assert caught.value.code == expected, (caught.value.code, caught.value.message)
+    return caught.value
+
+
+def test_an_online_till_charges_a_v4_code_once_and_refuses_instead_of_paying_short(
+    server: Server,
+) -> None:
+    wallet, now_s = fund(server, 4000), time.time()
+    merchant = new_merchant(server, "OnlineV4")
+    till = merchant.till
+    code = wallet.code(0, 0, limit_minor=1000, at_s=now_s)
+    before = balances(server)
+    paid = till.charge(code=code, amount="5.00", currency="CNY", idempotency_key="v4-first")
+    assert (paid["status"], paid["code_version"], paid["amount_minor"]) == ("succeeded", "v4", 500)
+    assert changed(before, balances(server)) == {
+        (ESCROW, wallet.allowance_id): -500,
+        ("merchant", merchant.merchant_id): 500,
+    }
+    again = till.charge(code=code, amount="5.00", currency="CNY", idempotency_key="v4-first")
+    assert again["payment_id"] == paid["payment_id"]  # the stored reply, nothing moved
+    assert refused_charge(till, ErrorCode.CODE_REPLAYED, code, "5.00").status == 422
+    # The same code forwarded later by an offline till of this merchant pays nothing more.
+    other_till = Till(*_second_terminal(server, Till(merchant.key_id, merchant.merchant_id)))
+    assert settle(server, other_till, other_till.record(code, 500, at_s=now_s)).result == (
+        "duplicate"
+    )
+    offline = till_of(server)
+    for index in (1, 2, 3):
+        spent = wallet.code(index, 0, limit_minor=1000, at_s=now_s)
+        assert settle(server, offline, offline.record(spent, 1000, at_s=now_s)).result == "paid"
+    # 4000 - 500 - 3000 = 500 left: a 6.00 charge is refused whole, never paid short.
+    short = wallet.code(0, 1, limit_minor=1000, at_s=now_s)
+    before = balances(server)
+    refused_charge(till, ErrorCode.INSUFFICIENT_FUNDS, short, "6.00")
+    assert balances(server) == before
+    assert till.charge(code=short, amount="5.00", currency="CNY")["amount_minor"] == 500
+    refused_charge(till, ErrorCode.CODE_MALFORMED, code[:-4] + "AAAA", "1.00")
+    assert_books_clean(server)
+
+
+def test_an_online_v4_charge_is_refused_for_a_locked_holder(server: Server) -> None:
+    wallet, now_s = fund(server), time.time()
+    first, second = till_of(server), till_of(server)
+    code = wallet.code(0, 0, limit_minor=1000, at_s=now_s)
+    settle(server, first, first.record(code, 300, at_s=now_s))
+    settle(server, second, second.record(code, 300, at_s=now_s))  # over-spend: locked
+    till = new_merchant(server, "OnlineV4Locked").till
+    fresh = wallet.code(1, 0, limit_minor=1000, at_s=now_s)
+    refused_charge(till, ErrorCode.OFFLINE_BLOCKED, fresh, "1.00")
     assert_books_clean(server)
