@@ -22,11 +22,12 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from paycode.merchant_pos import offline_records
 from paycode.server.books import escrow, ledger, reconcile, settlement, settlement_csv
 from paycode.server.books.offline_chain import AcceptanceRecord, ChainOutOfOrder, record_gap
-from paycode.server.books.offline_settlement import Settled, settle_acceptance
+from paycode.server.books.offline_settlement import Settled, book_loss, settle_acceptance
 from paycode.server.config import ServerConfig
 from paycode.server.database.models import SYSTEM, Account, Device, Merchant, Payment, User
 from paycode.server.database.offline_models import (
@@ -49,6 +50,7 @@ from paycode.shared.offline import PaymentFields, parse_certificate, sign_paymen
 from paycode.shared.timestep import step_at
 from paycode.shared.versions import v4_offline
 from paycode.shared.versions.base import BOUND_FLAG
+from tests.support.servers import all_at_once
 from tests.support.shop import (
     bank_devices,
     bank_user,
@@ -709,4 +711,66 @@ def test_an_online_v4_charge_is_refused_for_a_locked_holder(server: Server) -> N
     till = new_merchant(server, "OnlineV4Locked").till
     fresh = wallet.code(1, 0, limit_minor=1000, at_s=now_s)
     refused_charge(till, ErrorCode.OFFLINE_BLOCKED, fresh, "1.00")
+    assert_books_clean(server)
+
+
+# -- races ----------------------------------------------------------------------------------------
+
+
+def test_racing_tills_settle_one_code_once_per_merchant_and_escrow_never_overpays(
+    server: Server,
+) -> None:
+    """Two tills of one merchant and two other merchants forward the same code at the same
+    moment: the merchant's UNIQUE claim makes one of its two a duplicate, the escrow lock
+    makes the merchants' payments add up to at most what escrow held."""
+    wallet, now_s = fund(server, 4000), time.time()
+    first = till_of(server)
+    second = Till(*_second_terminal(server, first))
+    others = [till_of(server), till_of(server)]
+    spent = wallet.code(1, 0, limit_minor=1000, at_s=now_s)
+    for index in (0, 2, 3):  # escrow keeps 1000 - 100 = 900 for the race
+        code = wallet.code(index, 0, limit_minor=1000, at_s=now_s)
+        assert settle(server, others[0], others[0].record(code, 1000, at_s=now_s)).result == "paid"
+    assert settle(server, others[0], others[0].record(spent, 100, at_s=now_s)).result == "paid"
+    code = wallet.code(1, 1, limit_minor=1000, at_s=now_s)
+    tills = [first, second, *others]
+    records = [till.record(code, 600, at_s=now_s) for till in tills]
+    results = all_at_once(
+        [
+            lambda till=till, record=record: settle(server, till, record)  # type: ignore[misc]
+            for till, record in zip(tills, records, strict=True)
+        ]
+    )
+    same_merchant = sorted(r.result for r in results[:2])
+    assert same_merchant[0] == "duplicate" and same_merchant[1] != "duplicate"
+    claiming = [r for r in results if r.result != "duplicate"]
+    assert len(claiming) == 3
+    assert sum(r.paid_minor for r in claiming) == 900  # all escrow held, no more
+    assert sum(r.loss_minor for r in claiming) == 3 * 600 - 900
+    _assert_locked(server, wallet, now_s)
+    assert_books_clean(server)
+
+
+# -- reconcile ------------------------------------------------------------------------------------
+
+
+def test_reconcile_names_what_offline_books_must_never_show(server: Server) -> None:
+    wallet, till, now_s = fund(server), till_of(server), time.time()
+    record = till.record(wallet.code(0, 0, limit_minor=1000, at_s=now_s), 300, at_s=now_s)
+    settle(server, till, record)
+    with Session(server.engine) as session:  # never committed
+        book_loss(
+            session, merchant_id=till.merchant_id, currency="CNY", amount_minor=7, now_s=now_s
+        )
+        allowance = session.get(OfflineAllowance, wallet.allowance_id)
+        assert allowance is not None
+        later_s = allowance.returns_at_s + 2 * 3600
+        report = reconcile.reconcile(session, now_s=later_s)
+        session.rollback()
+    found = {(item.code, item.subject) for item in report.mismatches}
+    assert ("escrow_not_swept", wallet.allowance_id) in found
+    assert ("loss_mismatch", f"loss:{till.merchant_id}:CNY") in found
+    assert any(
+        code == "transaction_orphan" and subject.startswith("txn_") for code, subject in found
+    )
     assert_books_clean(server)
