@@ -35,7 +35,7 @@ from paycode.shared.errors import ApiError
 bp = Blueprint("offline_terminal", __name__, url_prefix="/v1/offline")
 
 DENIED_LISTED_MAX = 10_000
-"""Denied certificates a till is sent, soonest-expiring last dropped first. Each is 32 hex and
+"""Denied certificates a till is sent (beyond it, the soonest to expire are left out). Each
 lives at most a certificate lifetime, so this bounds the answer, not a realistic list."""
 
 
