@@ -34,6 +34,9 @@ from paycode.shared.errors import ApiError
 
 bp = Blueprint("offline_terminal", __name__, url_prefix="/v1/offline")
 
+U32_MAX = 2**32 - 1
+"""A code's amount is a u32, so no larger limit means anything; tills read limits as u32."""
+
 DENIED_LISTED_MAX = 10_000
 """Denied certificates a till is sent (beyond it, the soonest to expire are left out). Each
 lives at most a certificate lifetime, so this bounds the answer, not a realistic list."""
@@ -67,8 +70,8 @@ def offline_keys() -> Response:
                 {"cert_id": cert_id, "until_s": int(until_s)} for cert_id, until_s in denied
             ],
             "limits": {
-                "floor_minor": floor_minor(merchant, settings),
-                "till_total_minor": settings.till_total_minor,
+                "floor_minor": min(floor_minor(merchant, settings), U32_MAX),
+                "till_total_minor": min(settings.till_total_minor, U32_MAX),
                 "till_count_max": settings.till_count_max,
                 "unsynced_age_max_s": settings.unsynced_age_max_s,
             },
