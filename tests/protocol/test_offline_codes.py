@@ -274,14 +274,17 @@ def test_a_certificate_with_a_broken_layout_is_malformed(offset: int, value: int
         offline.parse_certificate(bytes(raw))
 
 
-def test_v4_routes_apart_from_v3_and_is_not_registered_yet() -> None:
+def test_v4_routes_apart_from_v3_as_an_offline_version_no_device_path_takes() -> None:
     assert v4.PREFIX == "hQVDUFYwMWGB608J8FBBWUNPREUE"
     assert registry.prefixes_disjoint([v4.PREFIX, v3_ed25519.PREFIX])
-    assert registry.prefixes_disjoint([codec.prefix for codec in registry.VERSIONS] + [v4.PREFIX])
+    assert registry.prefixes_disjoint([codec.prefix for codec in registry.ROUTED])
     assert not registry.prefixes_disjoint(["hQVDUFYwMWGB", v4.PREFIX])
     assert len(UNBOUND["code"]) < registry.TEXT_CHARS_MAX
-    with pytest.raises(CodeMalformed):
-        registry.route(UNBOUND["code"])
+    assert registry.route(UNBOUND["code"]) is v4.CODEC
+    assert registry.is_offline(UNBOUND["code"])
+    assert "v4" not in {codec.version for codec in registry.VERSIONS}  # no device enrolls v4
+    with pytest.raises(CodeMalformed, match="offline code"):
+        registry.route_device(UNBOUND["code"])
 
 
 @settings(max_examples=300)

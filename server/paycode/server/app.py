@@ -79,6 +79,7 @@ def _register_blueprints(app: Flask) -> None:
         dashboard,
         meta,
         notifications,
+        offline_terminal,
         offline_wallet,
         orders,
         wallet,
@@ -93,6 +94,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(offline_wallet.bp)
     app.register_blueprint(charges.bp)
     app.register_blueprint(orders.bp)
+    app.register_blueprint(offline_terminal.bp)
     app.register_blueprint(notifications.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(web_wallet.bp)

@@ -12,7 +12,7 @@ from paycode.shared.versions.base import (
     VerifyContext,
     VersionStatus,
 )
-from paycode.shared.versions.registry import DEFAULT_STATUS, route
+from paycode.shared.versions.registry import DEFAULT_STATUS, route_device
 
 
 def verify_code(
@@ -25,7 +25,7 @@ def verify_code(
     Raises CodeMalformed for a string that is not a code; returns Rejected for a code that
     does not pay (invalid, expired, ambiguous, revoked device, retired version).
     """
-    codec = route(text)
+    codec = route_device(text)
     status = statuses.get(codec.version, VersionStatus.RETIRED)
     if status is VersionStatus.RETIRED:
         detail = f"code version {codec.version} is retired; re-enroll the wallet"

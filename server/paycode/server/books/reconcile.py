@@ -11,7 +11,8 @@ Each mismatch names its subject and a stable code:
     transaction_unbalanced      a transaction's entries do not sum to zero, or are fewer than two
     transaction_mixed_currency  a transaction's entries hold more than one currency
     transaction_kind_unknown    a transaction is not a top_up, charge, refund or offline_* kind
-    transaction_orphan          a charge or refund transaction names no payment
+    transaction_orphan          a charge or refund transaction names no payment, or an
+                                offline_loss no acceptance names
     charge_missing              a succeeded payment has no charge transaction
     charge_duplicated           a succeeded payment has more than one
     charge_mismatch             its entries are not -amount from the payer (the user, or for an
@@ -20,6 +21,8 @@ Each mismatch names its subject and a stable code:
     refund_mismatch             refund rows and refund transactions disagree (count or entries)
     refunded_mismatch           a payment's refunded_minor is not the sum of its refunds
     reconcile_incomplete        a table is larger than the batch bound: not everything was read
+    escrow_mismatch, acceptance_mismatch, loss_mismatch, escrow_not_swept
+                                offline payments (paycode.server.books.reconcile_offline)
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any, Final
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from paycode.server.books.reconcile_offline import check_offline
 from paycode.server.database.engine import read_only
 from paycode.server.database.models import Account, LedgerEntry, LedgerTransaction, Payment, Refund
 from paycode.server.database.offline_models import ESCROW
@@ -99,9 +103,14 @@ def snapshot_session(engine: Engine) -> Iterator[Session]:
 
 
 def reconcile(
-    session: Session, *, batch_rows: int = BATCH_ROWS, batches_max: int = BATCHES_MAX
+    session: Session,
+    *,
+    batch_rows: int = BATCH_ROWS,
+    batches_max: int = BATCHES_MAX,
+    now_s: float | None = None,
 ) -> Report:
-    """Run every check; the report says what was read and what does not add up."""
+    """Run every check; the report says what was read and what does not add up. `now_s`
+    (the clock of the run) enables the one check that depends on time, escrow_not_swept."""
     assert 1 <= batch_rows <= BATCH_ROWS_MAX and batches_max >= 1
     report = Report()
     _check_currency_sums(session, report)
@@ -109,6 +118,7 @@ def reconcile(
     _check_transactions(session, report, batch_rows, batches_max)
     _check_orphans(session, report)
     _check_payments(session, report, batch_rows, batches_max)
+    check_offline(session, report, batch_rows=batch_rows, batches_max=batches_max, now_s=now_s)
     return report
 
 

@@ -32,6 +32,12 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from paycode.server.books.reconcile import snapshot_session
+from paycode.server.books.settlement_offline import (
+    LOSS_KIND,
+    LossRow,
+    acceptance_refs,
+    loss_rows,
+)
 from paycode.server.database.models import (
     Account,
     LedgerEntry,
@@ -93,6 +99,10 @@ class Line:
     merchant_order_id: str | None = None
     terminal_id: str | None = None
     code_version: str | None = None
+    offline_ref: str | None = None
+    """The acceptance an offline payment or loss settled (books.settlement_offline)."""
+    offline_result: str | None = None
+    """A loss line's acceptance result (paid_short, unpaid, late, refused_invalid)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +121,9 @@ class Settlement:
     lines: tuple[Line, ...]
     totals: tuple[Total, ...]
     """One per currency the merchant holds an account in, even with no movement."""
+    losses: tuple[Line, ...] = ()
+    """Credits to the merchant's offline-loss account: not money it holds, not in `totals`."""
+    loss_totals: tuple[Total, ...] = ()
 
 
 # -- the day ----------------------------------------------------------------------------------
@@ -157,7 +170,19 @@ def settle(
     lines = _lines(session, merchant.id, accounts, window, settings.fee_bps)
     totals = _totals(lines, set(accounts.values()))
     _check_against_ledger(session, merchant.id, list(accounts), window, lines)
-    return Settlement(merchant.id, merchant.name, window, tuple(lines), totals)
+    losses = [_loss_line(row) for row in loss_rows(session, merchant.id, window)]
+    loss_totals = _totals(losses, {line.currency for line in losses})
+    return Settlement(
+        merchant.id, merchant.name, window, tuple(lines), totals, tuple(losses), loss_totals
+    )
+
+
+def _loss_line(row: LossRow) -> Line:
+    return Line(
+        row.transaction_id, LOSS_KIND, row.created_at_s, row.currency, row.amount_minor, 0,
+        merchant_order_id=row.merchant_order_id, terminal_id=row.terminal_id,
+        offline_ref=row.acceptance_id, offline_result=row.result,
+    )  # fmt: skip
 
 
 def _lines(
@@ -249,6 +274,7 @@ def _page_lines(
             ).where(Payment.id.in_(payment_ids))
         )
     }
+    offline_refs = acceptance_refs(session, payment_ids)
     refund_payments = {row[7] for row in rows if row[5] == REFUND}
     refunds = _refund_candidates(session, refund_payments, window)
     lines = []
@@ -259,6 +285,7 @@ def _page_lines(
         line = Line(txn_id, kind, at_s, currency, int(amount_minor), 0, payment_id)
         if kind in (CHARGE, REFUND):
             line = _payment_line(line, payment, page.merchant_id, page.fee_bps)
+            line = replace(line, offline_ref=offline_refs.get(payment_id or ""))
         if kind == REFUND:
             line = _with_refund(line, refunds, used_refunds)
         lines.append(line)

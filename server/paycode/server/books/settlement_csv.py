@@ -14,6 +14,10 @@ from paycode.shared.timestamps import iso_time
 
 MOVEMENT: Final = "movement"
 TOTAL: Final = "total"
+LOSS: Final = "offline_loss"
+LOSS_TOTAL: Final = "offline_loss_total"
+"""Offline losses (paycode.server.books.settlement_offline): lines and a total of their own,
+after the money's, never in its net."""
 FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
 """Free text starting with these is prefixed with ' so a spreadsheet never runs it."""
 
@@ -36,6 +40,8 @@ COLUMNS: Final = (
     "fee",
     "fee_minor",
     "count",
+    "offline_ref",
+    "offline_result",
 )
 
 
@@ -68,6 +74,10 @@ def to_csv(settlement: Settlement) -> str:
         writer.writerow(_movement_row(settlement.merchant_id, day, line))
     for total in settlement.totals:
         writer.writerow(_total_row(settlement.merchant_id, day, total))
+    for line in settlement.losses:
+        writer.writerow([LOSS, *_movement_row(settlement.merchant_id, day, line)[1:]])
+    for total in settlement.loss_totals:
+        writer.writerow([LOSS_TOTAL, *_total_row(settlement.merchant_id, day, total)[1:]])
     return out.getvalue()
 
 
@@ -91,6 +101,8 @@ def _movement_row(merchant_id: str, day: str, line: Line) -> list[str | int]:
         _amount(line.fee_minor, line.currency),
         line.fee_minor,
         "",
+        line.offline_ref or "",
+        line.offline_result or "",
     ]
 
 
@@ -108,6 +120,8 @@ def _total_row(merchant_id: str, day: str, total: Total) -> list[str | int]:
         _amount(total.fee_minor, total.currency),
         total.fee_minor,
         total.count,
+        "",
+        "",
     ]
 
 

@@ -24,6 +24,10 @@ from paycode.server.commands.common import (
     session as _session,
 )
 from paycode.server.commands.notifications import add_notify_secret_command
+from paycode.server.commands.offline_commands import (
+    add_offline_gap_command,
+    add_offline_unblock_command,
+)
 from paycode.server.commands.roster import NOTIFY_URL_HELP, add_roster_commands
 from paycode.server.dashboard import access
 from paycode.server.database.models import DEFAULT_CITY, DEFAULT_COUNTRY, Merchant, Terminal
@@ -330,7 +334,7 @@ def _add_terminal_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
     terminal_list = terminals.add_parser("list", help="a merchant's terminals, live ones first")
     terminal_list.add_argument("merchant", help="merchant id or name")
     terminal_list.set_defaults(func=cmd_terminals_list)
-    return [terminal, terminal_revoke, terminal_list]
+    return [terminal, terminal_revoke, terminal_list, add_offline_gap_command(terminals)]
 
 
 def add_account_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
@@ -412,6 +416,7 @@ def add_account_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
     password.add_argument("--close", action="store_true", help="remove it: no log-in at all")
     password.set_defaults(func=cmd_merchants_set_password)
     roster_parsers = add_roster_commands(users, merchants)
+    roster_parsers.append(add_offline_unblock_command(users))
     terminal_parsers = _add_terminal_commands(sub)
     device_commands = sub.add_parser("devices", help="enrolled devices").add_subparsers(
         metavar="ACTION"

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,7 +88,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             ErrorCode.INVALID_ARGUMENT, f"--batch-rows must be 1-{reconcile.BATCH_ROWS_MAX}"
         )
     with _snapshot(_config()) as session:
-        report = reconcile.reconcile(session, batch_rows=args.batch_rows)
+        report = reconcile.reconcile(session, batch_rows=args.batch_rows, now_s=time.time())
     data = reconcile.report_json(report)
     summary = (
         f"{report.accounts} accounts, {report.transactions} transactions, {report.entries} "

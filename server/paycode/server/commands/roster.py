@@ -60,6 +60,7 @@ def cmd_merchants_update(args: argparse.Namespace) -> int:
         allow_ips=args.allow_ip,
         allow_anywhere=args.allow_anywhere,
         allow_private_notify=config.delivery.allow_private,
+        offline_floor=args.offline_floor,
     )
     with _session(config) as session:
         merchant = roster.update_merchant(session, args.merchant, change)
@@ -84,7 +85,7 @@ def add_roster_commands(users: Subparsers, merchants: Subparsers) -> list[argpar
     merchants_list.set_defaults(func=cmd_merchants_list)
     update = merchants.add_parser(
         "update",
-        help="change a merchant's name, city, notify URL or allow-list",
+        help="change a merchant's name, city, notify URL, allow-list or offline floor",
         description="Change a merchant after it was created. A new name or city changes what "
         "its QR posters say: print them again (posters printed before are refused as "
         f"qr_invalid). Running servers follow within {MERCHANT_SETTINGS_TTL_S:.0f} s.",
@@ -101,5 +102,10 @@ def add_roster_commands(users: Subparsers, merchants: Subparsers) -> list[argpar
         "--allow-ip", action="append", metavar="CIDR", help="the allow-list (repeatable)"
     )
     update.add_argument("--allow-anywhere", action="store_true", help="drop the allow-list")
+    update.add_argument(
+        "--offline-floor",
+        metavar="AMOUNT",
+        help="the most one offline payment may be at its tills (0.00: no offline sales)",
+    )
     update.set_defaults(func=cmd_merchants_update)
     return [users_list, merchants_list, update]

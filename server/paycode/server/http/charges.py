@@ -12,24 +12,34 @@ from sqlalchemy.orm import Session
 
 from paycode.server.books import refunds, settlement, settlement_csv
 from paycode.server.charge import planning, step_up, transaction
+from paycode.server.charge.offline_charge import charge_offline_code
 from paycode.server.charge.result import NONCE_REPLAYED, STORED, TERMINAL_REVOKED
 from paycode.server.database.directory import TerminalCredential
 from paycode.server.database.engine import db
-from paycode.server.database.models import Merchant, Payment
-from paycode.server.http.idempotency import require_key, respond, run_keyed_post, stored_reply
+from paycode.server.database.models import Merchant, Payment, Terminal
+from paycode.server.http.idempotency import (
+    require_key,
+    respond,
+    run_keyed_post,
+    run_once,
+    stored_reply,
+)
 from paycode.server.http.problems import rate_limited
 from paycode.server.http.request_fields import json_object, request_sha256
 from paycode.server.http.signed_requests import (
     authenticate_terminal,
+    remember_nonce,
     signed_terminal_request,
     terminal_revoked,
 )
 from paycode.server.operations import lifecycle, metrics
 from paycode.server.safety import guard, keyring
 from paycode.server.safety.limits import limits_of, pinless_reason
+from paycode.server.safety.offline_keys import load_offline_keys
 from paycode.server.services import config, directory, secret_box
 from paycode.shared.codes import ErrorCode, PaymentStatus
 from paycode.shared.errors import ApiError
+from paycode.shared.versions.registry import is_offline
 
 bp = Blueprint("charges", __name__, url_prefix="/v1")
 
@@ -74,6 +84,8 @@ def create_charge() -> Response:
         ),
     )
     body = json_object()
+    if isinstance(body.get("code"), str) and is_offline(body["code"].strip()):
+        return _offline_charge(attempt, body)
     keys, _ = keyring.load_keys(db.engine, secret_box())
     statuses = lifecycle.load_statuses(db.engine, time.monotonic(), config().statuses_ttl_s)
     plan = planning.plan_charge(
@@ -98,6 +110,32 @@ def create_charge() -> Response:
     if result.outcome == ErrorCode.CONFIRMATION_REQUIRED:
         reply = reply | _waiting_reason(plan, now_s)
     return respond(status, reply | {"server_time": now_s}, replayed=False)
+
+
+def _offline_charge(attempt: planning.ChargeAttempt, body: dict[str, Any]) -> Response:
+    """A v4 code (paycode.server.charge.offline_charge): one ORM transaction, with the charge's
+    nonce, revocation and idempotency rules; the guessing guard does not count it (a v4 code
+    names no device handle to guess, and a forged one costs a signature check like any)."""
+    now_s, terminal = attempt.now_s, attempt.terminal
+    with db.transaction() as session:
+        row = session.get(Terminal, terminal.terminal_id)
+        if row is None or row.revoked_at_s is not None:
+            raise terminal_revoked(terminal.terminal_id)
+        remember_nonce(session, attempt.scope, attempt.nonce, now_s)
+        keys = load_offline_keys(
+            session, secret_box(), now_s=now_s, publish_s=config().offline.key_publish_s
+        )
+        status, reply, replayed = run_once(
+            session,
+            scope=attempt.scope,
+            key=attempt.idempotency_key,
+            request_hash=attempt.request_hash,
+            now_s=now_s,
+            work=lambda: charge_offline_code(
+                session, terminal, body, keys=keys, settings=config().offline, now_s=now_s
+            ),
+        )
+    return respond(status, reply | {"server_time": now_s}, replayed)
 
 
 def _blocked_detail(plan: planning.ChargePlan) -> str:

@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 from paycode.server.database.models import Account, Device, Merchant, Terminal, User
 from paycode.server.operations import admin
 from paycode.shared.codes import ErrorCode
-from paycode.shared.errors import ApiError
+from paycode.shared.errors import AmountInvalid, ApiError
+from paycode.shared.money import parse_amount
 
 LIST_ROWS_MAX = 1000
 
@@ -32,6 +33,8 @@ class MerchantChange:
     allow_anywhere: bool = False
     allow_private_notify: bool = False
     """PAYCODE_NOTIFY_ALLOW_PRIVATE: the notify URL may name a private network's host."""
+    offline_floor: str | None = None
+    """The most one offline payment may be at its tills, a decimal amount ("0": none)."""
 
 
 def list_users(session: Session, limit: int = LIST_ROWS_MAX) -> list[dict[str, object]]:
@@ -92,6 +95,7 @@ def merchant_json(merchant: Merchant) -> dict[str, object]:
         "ascii_city": merchant.ascii_city,
         "language": merchant.language,
         "dashboard_password_set": merchant.password_hash is not None,
+        "offline_floor_minor": merchant.offline_floor_minor,
     }
 
 
@@ -112,6 +116,12 @@ def update_merchant(session: Session, name_or_id: str, change: MerchantChange) -
         merchant.notify_url = None
     if change.allow_ips is not None or change.allow_anywhere:
         merchant.allowed_cidrs = admin.check_networks(change.allow_ips or [])
+    if change.offline_floor is not None:
+        try:
+            floor = parse_amount(change.offline_floor, merchant.currency, allow_zero=True)
+        except AmountInvalid as error:
+            raise ApiError(ErrorCode.AMOUNT_INVALID, f"--offline-floor: {error.message}") from error
+        merchant.offline_floor_minor = floor.amount_minor
     names = (change.name, change.city, change.ascii_name, change.ascii_city, change.language)
     if any(value is not None for value in names):
         _rename(session, merchant, change)

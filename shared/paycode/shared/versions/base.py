@@ -172,6 +172,19 @@ class Rejected(NamedTuple):
 Verification = Accepted | Rejected
 
 
+class RoutedVersion(Protocol):
+    """What routing a scanned string needs of any version, device or offline
+    (paycode.shared.versions.registry.route)."""
+
+    version: str
+    prefix: str
+    symbology: str
+
+    def matches(self, text: str) -> bool: ...
+
+    def parse(self, text: str) -> object: ...
+
+
 class CodeVersion(Protocol):
     """One code version: a module plus one registry line (paycode.shared.versions.registry)."""
 

@@ -10,7 +10,8 @@
 
 245 bytes, 328 characters of standard padded base64. What the fields mean and how a till
 checks them is `paycode.shared.offline`; this module only writes and strictly reads the frame.
-Not yet in `registry.VERSIONS`: step 4 of docs/offline.md §9 registers it.
+Routed by `registry.ROUTED` (an offline version: `registry.OFFLINE_VERSIONS`), not a device
+version of `registry.VERSIONS`.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def parse(text: str) -> OfflineCode:
 
 
 class OfflineV4:
-    """The pieces of a code version that routing needs (registered in step 4)."""
+    """The pieces of a code version that routing needs (`registry.RoutedVersion`)."""
 
     version = VERSION
     prefix = PREFIX
