@@ -318,3 +318,15 @@ def test_the_keys_clock_offset_moves_the_sale_clock(tmp_path: Path) -> None:
         code = Allowance("alice").code()
         request = _request(code, now_s=keys.server_time(NOW_S - 3600), local_now_s=NOW_S - 3600)
         assert _refusal(decide(request, keys, log)) == "accepted"
+
+
+def test_the_offline_limit_is_told_to_the_cashier_in_money_not_minor_units(
+    log: OfflineLog,
+) -> None:
+    """Found by hand: the refusal read "at most 5000 minor units offline"."""
+    code = Allowance("alice", per_payment_cap_minor=10_000, total_cap_minor=12_500).code(
+        amount_limit_minor=5000
+    )
+    refused = _decide(log, _request(code, 6000))
+    assert isinstance(refused, SaleRefused)
+    assert refused.detail == "this code pays at most 50.00 CNY offline"

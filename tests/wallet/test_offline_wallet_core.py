@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from paycode.appkit import http_client
-from paycode.client import cli, keystore, offline, offline_calls
+from paycode.client import cli, keystore, offline, offline_calls, offline_cli
 from paycode.client.keystore import PASSPHRASE_ENV
 from paycode.client.offline_state import Allowance, HeldCertificate, public_key_of
 from paycode.client.wallet import Wallet
@@ -488,7 +488,7 @@ def test_cli_takes_shows_spends_and_returns(
 
     assert wallet_cli(home, "offline", "status", "--online") == 0
     listed = capsys.readouterr().out.splitlines()[-1]
-    assert listed.startswith("server: allowance_id=alw_") and "state=live" in listed
+    assert listed.startswith("server: alw_") and " live: 500.00 CNY, paid to shops " in listed
 
     assert wallet_cli(home, "offline", "return") == 0
     returned = capsys.readouterr().out
@@ -513,3 +513,20 @@ def test_offline_options_that_do_not_mix_are_usage_errors(
     assert wallet_cli(wallet.home, *argv) == 1
     error = capsys.readouterr().err
     assert "error [usage]" in error and says in error
+
+
+@pytest.mark.parametrize(
+    "garbled",
+    [{"currency": "XXX"}, {"currency": None}, {"amount_minor": "12"}, {"amount_minor": True},
+     {"held_minor": 10**30}],
+)  # fmt: skip
+def test_a_garbled_server_listing_prints_question_marks_not_a_traceback(
+    garbled: dict[str, Any],
+) -> None:
+    """Found by hand: an unknown currency in the server's list reached Money() and its assert."""
+    item = {
+        "allowance_id": "alw_1", "state": "live", "amount_minor": 20_000, "currency": "CNY",
+        "settled_minor": 2500, "returned_minor": 0, "held_minor": 17_500,
+    } | garbled  # fmt: skip
+    line = offline_cli._server_line(item)
+    assert line.startswith("server: alw_1 live: ") and "?" in line

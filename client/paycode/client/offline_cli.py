@@ -17,7 +17,13 @@ from paycode.client.wallet import Wallet
 from paycode.shared.binding import MerchantBinding
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import WalletError
-from paycode.shared.money import Money, format_amount, parse_amount
+from paycode.shared.money import (
+    MAX_AMOUNT_MINOR,
+    SUPPORTED_CURRENCIES,
+    Money,
+    format_amount,
+    parse_amount,
+)
 
 SERVER_TEXT_CHARS_MAX = 64
 
@@ -137,9 +143,26 @@ def cmd_take(args: argparse.Namespace) -> int:
     return 0
 
 
+ALPHA_CODES = frozenset(known.alpha for known in SUPPORTED_CURRENCIES)
+
+
 def _server_line(item: dict[str, Any]) -> str:
-    fields = ("allowance_id", "state", "amount_minor", "currency", "settled_minor")
-    text = "  ".join(f"{name}={item.get(name)}" for name in fields)
+    """One allowance as the server books it; fields it lacks or garbles show as '?'."""
+    currency = item.get("currency")
+
+    def amount(name: str) -> str:
+        value = item.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or abs(value) > MAX_AMOUNT_MINOR:
+            return "?"
+        if not isinstance(currency, str) or currency not in ALPHA_CODES:
+            return "?"
+        return f"{_amount(value, currency)} {currency}"
+
+    text = (
+        f"{item.get('allowance_id')} {item.get('state')}: {amount('amount_minor')}, "
+        f"paid to shops {amount('settled_minor')}, returned {amount('returned_minor')}, "
+        f"held {amount('held_minor')}"
+    )
     return printable(f"server: {text[: SERVER_TEXT_CHARS_MAX * 3]}")
 
 

@@ -21,6 +21,7 @@ from paycode.merchant_pos.offline_log import OfflineLog
 from paycode.merchant_pos.offline_records import Acceptance
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import CodeMalformed
+from paycode.shared.money import Money, format_amount
 from paycode.shared.offline import OfflineCode, OfflineReason, OfflineRefused, verify_offline
 from paycode.shared.versions import v4_offline
 
@@ -108,12 +109,19 @@ def _single_use_and_caps(
     floor_minor = keys.limits.floor_minor
     most_minor = min(floor_minor, fields.per_payment_cap_minor, payment.amount_limit_minor)
     if request.amount_minor > most_minor:
-        return SaleRefused(ErrorCode.OFFLINE_LIMIT, f"at most {most_minor} minor units offline")
+        most = format_amount(Money(most_minor, request.currency))
+        return SaleRefused(
+            ErrorCode.OFFLINE_LIMIT, f"this code pays at most {most} {request.currency} offline"
+        )
     use = log.certificate_use(cert)
     if use.sum_minor + request.amount_minor > fields.total_cap_minor:
-        return SaleRefused(ErrorCode.OFFLINE_LIMIT, "the certificate's total at this till")
+        return SaleRefused(
+            ErrorCode.OFFLINE_LIMIT, "this code's allowance reached its total at this till"
+        )
     if use.count >= fields.count_max:
-        return SaleRefused(ErrorCode.OFFLINE_LIMIT, "the certificate's count at this till")
+        return SaleRefused(
+            ErrorCode.OFFLINE_LIMIT, "this code's allowance reached its count at this till"
+        )
     return None
 
 
