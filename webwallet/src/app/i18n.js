@@ -54,6 +54,9 @@ const EN = {
   offline_limit: 'Above the offline limit per payment: pay a smaller amount or another way.',
   offline_expired: 'The offline allowance has expired: take a new one while online.',
   offline_no_currency: 'Load the balance first: the allowance is taken in its currency.',
+  offline_return: 'Hand back now',
+  offline_returned: '{back} back on your balance; {held} stays held for codes already made until their shops send them.',
+  offline_return_waiting: 'A hand-back was not answered yet: tap “Hand back now” again while online.',
   error_generic: 'Something went wrong: {detail}',
 };
 
@@ -112,6 +115,9 @@ const ZH = {
   offline_limit: '超过离线单笔限额：请减少金额或换一种方式付款。',
   offline_expired: '离线额度已过期：请联网时重新领取。',
   offline_no_currency: '请先加载余额：离线额度以余额的币种领取。',
+  offline_return: '立即退回',
+  offline_returned: '{back} 已退回余额；{held} 为已生成的付款码保留，直至商户提交。',
+  offline_return_waiting: '退回尚未得到答复：请联网后再次轻点“立即退回”。',
   error_generic: '出错了：{detail}',
 };
 

@@ -3,8 +3,8 @@
 // alone. The four keys are made here, non-extractable: only their public halves and proofs
 // leave the phone. A code's counter and reservation are on disk before its text exists.
 import {
-  CERTIFICATES_PER_ALLOWANCE, STEP_SECONDS, allowanceLeft, b64urlEncode, chooseCertificate, generateSigningKey,
-  makeOfflineKeyProof, offlineCode, parseCertificate, stepOf,
+  CERTIFICATES_PER_ALLOWANCE, STEP_SECONDS, allowanceLeft, b64urlEncode, bytesToHex, chooseCertificate,
+  generateSigningKey, makeOfflineKeyProof, offlineCode, parseCertificate, stepOf,
 } from '../core/index.js';
 import { ApiProblem, newIdempotencyKey } from './api.js';
 
@@ -104,11 +104,52 @@ export function finalRefusal(error) {
   return error instanceof ApiProblem && error.status >= 400 && error.status < 500 && error.status !== 409;
 }
 
-/** The allowance to spend at `nowS`: this user's, not expired, the newest. */
+/** The allowance to spend at `nowS`: this user's, not expired, not being handed back, the
+ * newest. */
 export function currentAllowance(records, user, nowS) {
-  const live = records.filter((record) => record.user === user && nowS < record.expires_at_s);
+  const live = records.filter((record) => record.user === user && nowS < record.expires_at_s && !record.returning);
   live.sort((a, b) => b.taken_at_s - a.taken_at_s);
   return live[0] ?? null;
+}
+
+/** The hand-back report (docs/offline.md §2.4): per certificate its id, the codes made and
+ * the money they reserved, from the wallet's own record. */
+export function handBackReport(record) {
+  return record.certificates.map((entry) => ({
+    cert_id: bytesToHex(parseCertificate(entry.cert).fields.certId),
+    counters_used: entry.nextCounter,
+    reserved_minor: entry.reservedMinor,
+  }));
+}
+
+/** The record kept while its hand-back is sent: the certificates and their keys gone, the
+ * report and its Idempotency-Key kept so that an unanswered hand-back is sent again as it was.
+ * A record already returning is kept as it is. */
+export function returningRecord(record, idempotencyKey) {
+  if (record.returning) return record;
+  return {
+    ...record,
+    certificates: [],
+    returning: { idempotencyKey, certificates: handBackReport(record) },
+  };
+}
+
+/** This user's hand-backs begun and not answered yet. */
+export function pendingReturns(records, user) {
+  return records.filter((record) => record.user === user && record.returning);
+}
+
+/** A hand-back's refusal the server decided (a 4xx other than a request in progress or a
+ * rate limit): retrying would hear it again. The keys are gone either way, and the server
+ * sweeps what is left at returns_at_s. */
+export function returnAnswered(error) {
+  return error instanceof ApiProblem && error.status >= 400 && error.status < 500 && error.status !== 409 && error.status !== 429;
+}
+
+/** Forgotten at `nowS`: an expired allowance (its keys can pay nothing more), and a hand-back
+ * still unanswered once the server has swept the allowance back anyway. */
+export function forgotten(record, nowS) {
+  return record.returning ? nowS >= record.returns_at_s : nowS >= record.expires_at_s;
 }
 
 /** What the wallet screen says of an allowance: {leftMinor, codes, totalMinor}. */
@@ -169,8 +210,46 @@ export class OfflineAllowances {
     };
   }
 
+  /** This user's hand-backs not answered yet. */
+  async pendingReturns() {
+    return pendingReturns(await this.store.allowances(), this.wallet.meta?.user);
+  }
+
+  /** Hand back the current allowance now (online), after finishing any hand-back an earlier
+   * attempt left unanswered: the keys are deleted and the report stored before anything is
+   * sent (docs/offline.md §2.4). Returns the server's answers ({returned_minor, held_minor,
+   * balance_minor, ...}); `offline_none` when there is nothing to hand back. */
+  async handBack() {
+    const record = await this.current();
+    if (record) {
+      const key = newIdempotencyKey();
+      await this.store.updateAllowance(record.allowance_id, (stored) => returningRecord(stored, key));
+    }
+    const waiting = await this.pendingReturns();
+    if (waiting.length === 0) throw new ApiProblem('offline_none', 0, 'no offline allowance on this phone');
+    const answers = [];
+    for (const pending of waiting) answers.push(await this.sendReturn(pending));
+    return answers;
+  }
+
+  async sendReturn(record) {
+    const path = `${ALLOWANCES_PATH}/${encodeURIComponent(record.allowance_id)}/return`;
+    const drop = () => this.store.removeAllowances((stored) => stored.allowance_id === record.allowance_id);
+    let answer;
+    try {
+      answer = await this.wallet.api.signed(this.wallet.signer(), 'POST', path, {
+        body: { certificates: record.returning.certificates }, idempotencyKey: record.returning.idempotencyKey,
+      });
+    } catch (error) {
+      if (returnAnswered(error)) await drop();
+      throw error;
+    }
+    await drop();
+    return { ...answer, currency: record.currency };
+  }
+
   /** Allowances past their expiry lose their keys: nothing can spend them any more. */
   prune(nowS = this.wallet.deviceNowS()) {
-    return this.store.removeAllowances((record) => nowS >= record.expires_at_s);
+    return this.store.removeAllowances((record) => forgotten(record, nowS));
   }
 }

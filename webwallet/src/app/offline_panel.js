@@ -1,5 +1,6 @@
 // The wallet screen's offline allowance (docs/offline.md §1, "Consumer"): what is left and
-// until when, and taking a new one (online, PIN asked). The balance tells the currency.
+// until when, taking a new one (online, PIN asked) and handing it back at once (§2.4). The
+// balance tells the currency.
 import { formatAmount } from '../core/index.js';
 import { $, describe, element, money, notice, setMessage } from './dom.js';
 import { LANGUAGE, t } from './i18n.js';
@@ -16,15 +17,16 @@ function whenText(unixS) {
 }
 
 export class OfflinePanel {
-  /** onTaken: called after an allowance is stored (the balance changed). */
-  constructor(wallet, { onTaken }) {
+  /** onChanged: called after an allowance is taken or handed back (the balance changed). */
+  constructor(wallet, { onChanged }) {
     this.wallet = wallet;
-    this.onTaken = onTaken;
+    this.onChanged = onChanged;
     this.currency = null;
     $('offline-form').addEventListener('submit', (event) => {
       event.preventDefault();
       this.take();
     });
+    $('offline-return').addEventListener('click', () => this.handBack());
   }
 
   /** The currency the allowance is taken in: the balance's (the server refuses another). */
@@ -44,11 +46,15 @@ export class OfflinePanel {
   async draw() {
     const nowS = this.wallet.deviceNowS();
     let record = null;
+    let waiting = [];
     try {
       record = await this.wallet.offline.current(nowS);
+      waiting = await this.wallet.offline.pendingReturns();
     } catch (error) {
       setMessage('offline-error', describe(error));
     }
+    $('offline-return').hidden = !record && waiting.length === 0;
+    $('offline-return-waiting').hidden = waiting.length === 0;
     if (!record) {
       $('offline-line').textContent = t('offline_none');
       return;
@@ -76,7 +82,28 @@ export class OfflinePanel {
       const record = await this.wallet.offline.take(amountMinor, this.currency, pin.value.trim());
       pin.value = '';
       notice(t('offline_taken', { amount: amountText(record.amount_minor, record.currency), when: whenText(record.expires_at_s) }));
-      await this.onTaken();
+      await this.onChanged();
+    } catch (error) {
+      setMessage('offline-error', describe(error));
+    } finally {
+      button.disabled = false;
+      await this.draw();
+    }
+  }
+
+  /** The keys are deleted first, then the server is told what their codes reserved: what
+   * those codes may still take stays held, the rest is back on the balance at once. */
+  async handBack() {
+    setMessage('offline-error', '');
+    const button = $('offline-return');
+    button.disabled = true;
+    try {
+      const answers = await this.wallet.offline.handBack();
+      notice(answers.map((answer) => t('offline_returned', {
+        back: amountText(answer.returned_minor, answer.currency),
+        held: amountText(answer.held_minor, answer.currency),
+      })).join(' '));
+      await this.onChanged();
     } catch (error) {
       setMessage('offline-error', describe(error));
     } finally {

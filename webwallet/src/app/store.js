@@ -185,6 +185,21 @@ export class Store {
     return choice;
   }
 
+  /** Replace one stored allowance by `change(record)`: one transaction (false when it is
+   * gone). A hand-back's keys are deleted this way before the hand-back is sent. */
+  async updateAllowance(allowanceId, change) {
+    const tx = this.tx(['allowances'], 'readwrite');
+    const store = tx.objectStore('allowances');
+    const record = await promised(store.get(allowanceId));
+    if (!record) {
+      tx.abort();
+      return false;
+    }
+    store.put(change(record));
+    await finished(tx);
+    return true;
+  }
+
   /** Delete every allowance `drop(record)` is true for (their keys with them). */
   async removeAllowances(drop) {
     const tx = this.tx(['allowances'], 'readwrite');

@@ -13,7 +13,7 @@ export class WalletScreen {
     this.wallet = wallet;
     this.onChanged = onChanged;
     this.poll = null;
-    this.offline = new OfflinePanel(wallet, { onTaken: () => this.load() });
+    this.offline = new OfflinePanel(wallet, { onChanged: () => this.load() });
     $('refresh').addEventListener('click', () => this.load());
     $('resync').addEventListener('click', () => this.load());
     $('forget').addEventListener('click', () => this.forget());
