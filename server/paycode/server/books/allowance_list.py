@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from paycode.server.books.escrow import RETURN
 from paycode.server.database.models import Account, LedgerEntry, LedgerTransaction
-from paycode.server.database.offline_models import ESCROW, OfflineAllowance
+from paycode.server.database.offline_models import ESCROW, RETURN_KIND, OfflineAllowance
 
 LISTED_MAX = 50
 CHARGE = "charge"
@@ -81,7 +80,7 @@ def allowances_of(session: Session, user_id: str, limit: int = LISTED_MAX) -> li
                 int(allowance.expires_at_s),
                 int(allowance.returns_at_s),
                 settled_minor=out.get(CHARGE, 0),
-                returned_minor=out.get(RETURN, 0),
+                returned_minor=out.get(RETURN_KIND, 0),
                 held_minor=int(escrow.balance_minor) if escrow is not None else 0,
             )
         )

@@ -18,9 +18,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from paycode.server.books import ledger
-from paycode.server.database.models import User, new_id
+from paycode.server.database.models import Account, User, new_id
 from paycode.server.database.offline_models import (
     ESCROW,
+    FUND_KIND,
     OfflineAllowance,
     OfflineCertificate,
 )
@@ -33,9 +34,6 @@ from paycode.shared.offline import CERT_ID_BYTES, CertificateFields
 from paycode.shared.timestep import STEP_SECONDS
 
 HOUR_S = 3600
-FUND = "offline_fund"
-RETURN = "offline_return"
-LOSS = "offline_loss"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +45,21 @@ class IssuedAllowance:
     returns_at_s: int
     certificates: tuple[bytes, ...]
     """137 bytes each, in the order of the public keys asked for."""
+
+
+def locked_escrow(session: Session, allowance: OfflineAllowance) -> Account:
+    """The allowance's escrow row, locked (PostgreSQL; SQLite's write transaction already is)
+    and read fresh: every payment from it, a hand-back and a sweep each see the one before."""
+    return session.scalars(
+        select(Account)
+        .where(
+            Account.owner_kind == ESCROW,
+            Account.owner_id == allowance.id,
+            Account.currency == allowance.currency,
+        )
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
 
 
 def _window_s(now_s: float, lifetime_s: int) -> tuple[int, int]:
@@ -183,7 +196,7 @@ def fund_allowance(
     )
     escrow = ledger.open_account(session, ESCROW, allowance.id, currency)
     ledger.transfer(
-        session, kind=FUND, debit=payer, credit=escrow, amount_minor=amount_minor, now_s=now_s
+        session, kind=FUND_KIND, debit=payer, credit=escrow, amount_minor=amount_minor, now_s=now_s
     )
     _check_limits(session, user, settings, days, now_s)
     session.add(allowance)

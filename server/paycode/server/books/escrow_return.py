@@ -15,11 +15,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from paycode.server.books import ledger
-from paycode.server.books.escrow import RETURN
+from paycode.server.books.escrow import locked_escrow
 from paycode.server.database.models import Account
 from paycode.server.database.offline_models import (
     CLAIMING_RESULTS,
-    ESCROW,
+    RETURN_KIND,
     OfflineAcceptance,
     OfflineAllowance,
     OfflineCertificate,
@@ -61,22 +61,6 @@ class Swept:
 
 ENDABLE_STATES = ("live", "returned")
 """States whose escrow the sweep still has to empty."""
-
-
-def _locked_escrow(session: Session, allowance: OfflineAllowance) -> Account:
-    """The allowance's escrow row, locked (PostgreSQL; SQLite's write transaction already is):
-    a settlement paying from it waits, so its balance is the one this transaction moves."""
-    escrow = session.scalars(
-        select(Account)
-        .where(
-            Account.owner_kind == ESCROW,
-            Account.owner_id == allowance.id,
-            Account.currency == allowance.currency,
-        )
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
-    return escrow
 
 
 def _user_account(session: Session, allowance: OfflineAllowance) -> Account:
@@ -165,7 +149,7 @@ def return_allowance(
         .order_by(OfflineCertificate.cert_id)
     ).all()
     by_id = _checked_uses(certificates, uses)
-    escrow = _locked_escrow(session, allowance)
+    escrow = locked_escrow(session, allowance)
     settled = _settled_by_certificate(session, [c.cert_id for c in certificates])
     # What codes made before the hand-back may still claim: each certificate's reservation
     # less what its codes were already paid (never below zero: an over-spent certificate
@@ -179,7 +163,7 @@ def return_allowance(
     if returned_minor > 0:
         ledger.transfer(
             session,
-            kind=RETURN,
+            kind=RETURN_KIND,
             debit=escrow,
             credit=payee,
             amount_minor=returned_minor,
@@ -232,12 +216,12 @@ def _sweep_one(session: Session, allowance_id: str, now_s: float) -> Swept | Non
         return None
     allowance = session.get(OfflineAllowance, allowance_id, populate_existing=True)
     assert allowance is not None
-    escrow = _locked_escrow(session, allowance)
+    escrow = locked_escrow(session, allowance)
     returned_minor = escrow.balance_minor
     if returned_minor > 0:
         ledger.transfer(
             session,
-            kind=RETURN,
+            kind=RETURN_KIND,
             debit=escrow,
             credit=_user_account(session, allowance),
             amount_minor=returned_minor,

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from paycode.server.books import ledger
+from paycode.server.books.escrow import locked_escrow
 from paycode.server.books.offline_chain import (
     AcceptanceRecord,
     advance,
@@ -30,11 +31,10 @@ from paycode.server.books.offline_verify import Invalid, Verified, verify_code
 from paycode.server.charge.planning import payment_json
 from paycode.server.database.models import SYSTEM, Account, Merchant, Payment, new_id
 from paycode.server.database.offline_models import (
-    ESCROW,
     LOSS,
+    LOSS_KIND,
     SHORTFALL_OWNER,
     OfflineAcceptance,
-    OfflineAllowance,
 )
 from paycode.server.notifications import events
 from paycode.server.operations.observability import annotate
@@ -45,7 +45,6 @@ from paycode.shared.errors import ApiError, CodeMalformed
 from paycode.shared.versions import v4_offline
 
 CHARGE = "charge"
-OFFLINE_LOSS = "offline_loss"
 CODE_VERSION = "v4"
 
 
@@ -112,27 +111,12 @@ def book_loss(
     loss = ledger.open_account(session, LOSS, merchant_id, currency)
     return ledger.transfer(
         session,
-        kind=OFFLINE_LOSS,
+        kind=LOSS_KIND,
         debit=shortfall,
         credit=loss,
         amount_minor=amount_minor,
         now_s=now_s,
     )
-
-
-def locked_escrow(session: Session, allowance: OfflineAllowance) -> Account:
-    """The allowance's escrow row, locked (SQLite: the write transaction already is) and read
-    fresh: every payment from it sees the one before."""
-    return session.scalars(
-        select(Account)
-        .where(
-            Account.owner_kind == ESCROW,
-            Account.owner_id == allowance.id,
-            Account.currency == allowance.currency,
-        )
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
 
 
 def pay_from_escrow(

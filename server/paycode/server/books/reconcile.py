@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 from paycode.server.books.reconcile_offline import check_offline
 from paycode.server.database.engine import read_only
 from paycode.server.database.models import Account, LedgerEntry, LedgerTransaction, Payment, Refund
-from paycode.server.database.offline_models import ESCROW
+from paycode.server.database.offline_models import ESCROW, FUND_KIND, LOSS_KIND, RETURN_KIND
 from paycode.shared.codes import PaymentStatus
 
 BATCH_ROWS: Final = 1000
@@ -48,7 +48,7 @@ BATCHES_MAX: Final = 100_000
 """Per table: at most 100,000 pages are read (10^8 rows at the default page size)."""
 MISMATCHES_LISTED_MAX: Final = 50
 """Every mismatch is counted; the first 50 are named (bounded output)."""
-KINDS: Final = ("top_up", "charge", "refund", "offline_fund", "offline_return", "offline_loss")
+KINDS: Final = ("top_up", "charge", "refund", FUND_KIND, RETURN_KIND, LOSS_KIND)
 CHARGE: Final = "charge"
 REFUND: Final = "refund"
 

@@ -21,15 +21,15 @@ from sqlalchemy.orm import Session
 from paycode.server.database.models import Account, LedgerEntry, LedgerTransaction, Payment
 from paycode.server.database.offline_models import (
     ESCROW,
+    FUND_KIND,
     LOSS,
+    LOSS_KIND,
+    RETURN_KIND,
     OfflineAcceptance,
     OfflineAllowance,
 )
 from paycode.shared.codes import PaymentStatus
 
-FUND: Final = "offline_fund"
-RETURN: Final = "offline_return"
-LOSS_KIND: Final = "offline_loss"
 CHARGE: Final = "charge"
 SWEEP_LATE_S: Final = 3600
 """A worker sweeps at returns_at_s; an hour later money still in escrow means it stopped."""
@@ -83,11 +83,11 @@ def _check_escrows(
         )
         for allowance in page:
             kinds = moved.get(allowance.id, {})
-            expected = {FUND: allowance.amount_minor}
+            expected = {FUND_KIND: allowance.amount_minor}
             if paid.get(allowance.id):
                 expected[CHARGE] = -paid[allowance.id]
-            found = {kind: total for kind, total in kinds.items() if kind != RETURN}
-            if found != expected or kinds.get(RETURN, 0) > 0:
+            found = {kind: total for kind, total in kinds.items() if kind != RETURN_KIND}
+            if found != expected or kinds.get(RETURN_KIND, 0) > 0:
                 detail = f"escrow moved {dict(sorted(kinds.items()))}, expected {expected}"
                 report.add("escrow_mismatch", allowance.id, detail)
             balance = int(balances.get(allowance.id, 0))

@@ -33,7 +33,6 @@ from sqlalchemy.orm import Session
 
 from paycode.server.books.reconcile import snapshot_session
 from paycode.server.books.settlement_offline import (
-    LOSS_KIND,
     LossRow,
     acceptance_refs,
     loss_rows,
@@ -46,6 +45,7 @@ from paycode.server.database.models import (
     Payment,
     Refund,
 )
+from paycode.server.database.offline_models import LOSS_KIND
 from paycode.server.safety.limits import DAY_S, LimitSettings
 from paycode.shared.codes import ErrorCode, PaymentStatus
 from paycode.shared.errors import ApiError, ConfigError

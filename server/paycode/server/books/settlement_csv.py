@@ -9,12 +9,12 @@ import io
 from typing import Any, Final
 
 from paycode.server.books.settlement import Line, Settlement, Total
+from paycode.server.database.offline_models import LOSS_KIND
 from paycode.shared.money import currency as lookup_currency
 from paycode.shared.timestamps import iso_time
 
 MOVEMENT: Final = "movement"
 TOTAL: Final = "total"
-LOSS: Final = "offline_loss"
 LOSS_TOTAL: Final = "offline_loss_total"
 """Offline losses (paycode.server.books.settlement_offline): lines and a total of their own,
 after the money's, never in its net."""
@@ -75,7 +75,7 @@ def to_csv(settlement: Settlement) -> str:
     for total in settlement.totals:
         writer.writerow(_total_row(settlement.merchant_id, day, total))
     for line in settlement.losses:
-        writer.writerow([LOSS, *_movement_row(settlement.merchant_id, day, line)[1:]])
+        writer.writerow([LOSS_KIND, *_movement_row(settlement.merchant_id, day, line)[1:]])
     for total in settlement.loss_totals:
         writer.writerow([LOSS_TOTAL, *_total_row(settlement.merchant_id, day, total)[1:]])
     return out.getvalue()

@@ -17,11 +17,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from paycode.server.database.models import Account, LedgerEntry, LedgerTransaction
-from paycode.server.database.offline_models import LOSS, OfflineAcceptance
+from paycode.server.database.offline_models import LOSS, LOSS_KIND, OfflineAcceptance
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import ApiError
 
-LOSS_KIND: Final = "offline_loss"
 ROWS_MAX: Final = 100_000
 """As settlement.LINES_MAX: one merchant's day."""
 

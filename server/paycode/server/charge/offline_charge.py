@@ -18,7 +18,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from paycode.server.books.offline_settlement import locked_escrow, order_paid, pay_from_escrow
+from paycode.server.books.escrow import locked_escrow
+from paycode.server.books.offline_settlement import order_paid, pay_from_escrow
 from paycode.server.books.offline_verify import Invalid, verify_code
 from paycode.server.charge.planning import CODE_CHARS_MAX, ORDER_ID_CHARS_MAX, payment_json
 from paycode.server.database.directory import TerminalCredential

@@ -31,6 +31,12 @@ LOSS = "loss"
 what an over-spent allowance could not pay, so the loss is visible and never mixed with money."""
 SHORTFALL_OWNER = "offline-shortfall"
 """Owner id of the system account that books every offline loss (it may go below zero)."""
+FUND_KIND = "offline_fund"
+"""Ledger transaction kinds (ledger_transactions.kind): user -> escrow when an allowance is
+taken, escrow -> user when it is handed back or swept, shortfall -> loss:<merchant> for what an
+over-spent escrow could not pay. An offline payment itself is an ordinary `charge`."""
+RETURN_KIND = "offline_return"
+LOSS_KIND = "offline_loss"
 
 ALLOWANCE_STATES = ("live", "returned", "swept")
 CLAIMING_RESULTS = ("paid", "paid_short", "unpaid", "late")

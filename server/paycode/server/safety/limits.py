@@ -47,14 +47,14 @@ class LimitSettings:
         """From the environment variables in `env` (ServerConfig.from_env hands them in)."""
         base = cls()
         return cls(
-            payment_max=_integer(env, "PAYCODE_PINLESS_PAYMENT_MAX", base.payment_max),
-            daily_max=_integer(env, "PAYCODE_PINLESS_DAILY_MAX", base.daily_max),
-            daily_count_max=_integer(env, "PAYCODE_PINLESS_DAILY_COUNT", base.daily_count_max),
-            code_payment_max=_integer(env, "PAYCODE_CODE_PAYMENT_MAX", base.code_payment_max),
-            confirm_window_s=_integer(
+            payment_max=env_integer(env, "PAYCODE_PINLESS_PAYMENT_MAX", base.payment_max),
+            daily_max=env_integer(env, "PAYCODE_PINLESS_DAILY_MAX", base.daily_max),
+            daily_count_max=env_integer(env, "PAYCODE_PINLESS_DAILY_COUNT", base.daily_count_max),
+            code_payment_max=env_integer(env, "PAYCODE_CODE_PAYMENT_MAX", base.code_payment_max),
+            confirm_window_s=env_integer(
                 env, "PAYCODE_CONFIRM_WINDOW_S", base.confirm_window_s, low=10, high=3600
             ),
-            day_offset_minutes=_integer(
+            day_offset_minutes=env_integer(
                 env,
                 "PAYCODE_LIMIT_DAY_OFFSET_MINUTES",
                 base.day_offset_minutes,
@@ -92,9 +92,11 @@ def _defaults_minor(settings: LimitSettings, currency_code: str) -> DefaultLimit
     )
 
 
-def _integer(
+def env_integer(
     env: Mapping[str, str], name: str, default: int, *, low: int = 0, high: int = 10**12
 ) -> int:
+    """The whole number setting `name` within low..high, `default` when unset; ConfigError
+    naming the setting otherwise (every server setting is read through it)."""
     raw = env.get(name)
     if not raw:
         return default

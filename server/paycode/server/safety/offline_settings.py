@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from paycode.server.safety.limits import env_integer
 from paycode.shared.errors import ConfigError
 from paycode.shared.money import MAX_AMOUNT_MINOR
 from paycode.shared.offline import COUNT_MAX_LIMIT
@@ -45,34 +46,47 @@ class OfflineSettings:
         base = cls()
         settings = cls(
             allowances_minor=_ladder(env, base.allowances_minor),
-            per_day=_integer(env, "PAYCODE_OFFLINE_PER_DAY", base.per_day, high=100),
-            payment_max_minor=_integer(
-                env, "PAYCODE_OFFLINE_PAYMENT_MAX_MINOR", base.payment_max_minor, low=1
+            per_day=env_integer(env, "PAYCODE_OFFLINE_PER_DAY", base.per_day, high=100),
+            payment_max_minor=env_integer(
+                env,
+                "PAYCODE_OFFLINE_PAYMENT_MAX_MINOR",
+                base.payment_max_minor,
+                low=1,
+                high=MAX_AMOUNT_MINOR,
             ),
-            count=_integer(env, "PAYCODE_OFFLINE_COUNT", base.count, low=1, high=COUNT_MAX_LIMIT),
-            lifetime_s=_integer(
+            count=env_integer(
+                env, "PAYCODE_OFFLINE_COUNT", base.count, low=1, high=COUNT_MAX_LIMIT
+            ),
+            lifetime_s=env_integer(
                 env,
                 "PAYCODE_OFFLINE_LIFETIME_S",
                 base.lifetime_s,
                 low=LIFETIME_S_MIN,
                 high=LIFETIME_S_MAX,
             ),
-            grace_s=_integer(env, "PAYCODE_OFFLINE_GRACE_S", base.grace_s, low=600, high=2_592_000),
-            floor_minor=_integer(env, "PAYCODE_OFFLINE_FLOOR_MINOR", base.floor_minor),
-            till_total_minor=_integer(
-                env, "PAYCODE_OFFLINE_TILL_TOTAL_MINOR", base.till_total_minor
+            grace_s=env_integer(
+                env, "PAYCODE_OFFLINE_GRACE_S", base.grace_s, low=600, high=2_592_000
             ),
-            till_count_max=_integer(
+            floor_minor=env_integer(
+                env, "PAYCODE_OFFLINE_FLOOR_MINOR", base.floor_minor, high=MAX_AMOUNT_MINOR
+            ),
+            till_total_minor=env_integer(
+                env,
+                "PAYCODE_OFFLINE_TILL_TOTAL_MINOR",
+                base.till_total_minor,
+                high=MAX_AMOUNT_MINOR,
+            ),
+            till_count_max=env_integer(
                 env, "PAYCODE_OFFLINE_TILL_COUNT_MAX", base.till_count_max, high=20_000
             ),
-            unsynced_age_max_s=_integer(
+            unsynced_age_max_s=env_integer(
                 env,
                 "PAYCODE_OFFLINE_UNSYNCED_AGE_MAX_S",
                 base.unsynced_age_max_s,
                 low=60,
                 high=LIFETIME_S_MAX,
             ),
-            key_publish_s=_integer(
+            key_publish_s=env_integer(
                 env, "PAYCODE_OFFLINE_KEY_PUBLISH_S", base.key_publish_s, high=2_592_000
             ),
         )
@@ -83,21 +97,6 @@ class OfflineSettings:
         total_cap_minor = amount_minor // CERTIFICATES_PER_ALLOWANCE
         assert total_cap_minor * CERTIFICATES_PER_ALLOWANCE == amount_minor
         return min(total_cap_minor, self.payment_max_minor), total_cap_minor
-
-
-def _integer(
-    env: Mapping[str, str], name: str, default: int, *, low: int = 0, high: int = MAX_AMOUNT_MINOR
-) -> int:
-    raw = env.get(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as error:
-        raise ConfigError(f"{name} must be a whole number") from error
-    if not low <= value <= high:
-        raise ConfigError(f"{name} must be between {low} and {high}")
-    return value
 
 
 def _ladder(env: Mapping[str, str], default: tuple[int, ...]) -> tuple[int, ...]:
