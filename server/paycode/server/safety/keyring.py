@@ -79,6 +79,21 @@ def new_key_row(box: SecretBox, purpose: str, secret: bytes, now_s: float) -> Se
     )
 
 
+def live_rows(bind: Session | Engine, purpose: str) -> Sequence[Any]:
+    """The live `server_keys` rows of one purpose, newest first, read in `bind`'s transaction
+    (a Session) or on a read-only connection of its own (an Engine)."""
+    statement = (
+        select(ServerKey.__table__)
+        .where(ServerKey.purpose == purpose, ServerKey.retired_at_s.is_(None))
+        .order_by(ServerKey.created_at_s.desc(), ServerKey.id)
+    )
+    if isinstance(bind, Session):
+        return bind.execute(statement).all()
+    engine = bind
+    with read_only(engine) as connection:
+        return connection.execute(statement).all()
+
+
 def load_keys(bind: Session | Engine, box: SecretBox) -> tuple[VerifierKeys, dict[str, bytes]]:
     """(verifier keys, current public material for enrollment: hiding keys and seal public)."""
     keyring = load_keyring(bind, box)

@@ -23,10 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from paycode.server.database.engine import read_only
 from paycode.server.database.models import ServerKey
 from paycode.server.database.offline_models import OfflineCertificate
-from paycode.server.safety.keyring import KEYS_TTL_S, OFFLINE_PURPOSE, new_key_row
+from paycode.server.safety.keyring import KEYS_TTL_S, OFFLINE_PURPOSE, live_rows, new_key_row
 from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.codes import ErrorCode
 from paycode.shared.emv.qr_signature import b64url
@@ -102,16 +101,7 @@ def _live_keys(bind: Session | Engine, box: SecretBox) -> tuple[OfflineKey, ...]
         cached = _cache.get(engine)
         if cached is not None and time.monotonic() - cached[0] < KEYS_TTL_S:
             return cached[1]
-    statement = (
-        select(ServerKey.__table__)
-        .where(ServerKey.purpose == OFFLINE_PURPOSE, ServerKey.retired_at_s.is_(None))
-        .order_by(ServerKey.created_at_s.desc(), ServerKey.id)
-    )
-    if isinstance(bind, Session):
-        rows = bind.execute(statement).all()
-    else:
-        with read_only(engine) as connection:
-            rows = connection.execute(statement).all()
+    rows = live_rows(bind, OFFLINE_PURPOSE)
     live = []
     for row in rows:
         seed = box.open(row.key_id, row.key_sealed, row_id=row.id)

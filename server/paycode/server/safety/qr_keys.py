@@ -19,9 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from paycode.server.database.engine import read_only
 from paycode.server.database.models import ServerKey, new_id
-from paycode.server.safety.keyring import KEYS_TTL_S, QR_PURPOSE
+from paycode.server.safety.keyring import KEYS_TTL_S, QR_PURPOSE, live_rows
 from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.codes import ErrorCode
 from paycode.shared.emv.qr_signature import b64url
@@ -62,16 +61,7 @@ def load_qr_keys(bind: Session | Engine, box: SecretBox) -> QrKeys:
         cached = _cache.get(engine)
         if cached is not None and time.monotonic() - cached[0] < KEYS_TTL_S:
             return cached[1]
-    statement = (
-        select(ServerKey.__table__)
-        .where(ServerKey.purpose == QR_PURPOSE, ServerKey.retired_at_s.is_(None))
-        .order_by(ServerKey.created_at_s.desc(), ServerKey.id)
-    )
-    if isinstance(bind, Session):
-        rows = bind.execute(statement).all()
-    else:
-        with read_only(engine) as connection:
-            rows = connection.execute(statement).all()
+    rows = live_rows(bind, QR_PURPOSE)
     if not rows:
         raise ConfigError("no QR signing key: run 'paycode-server init-db' once after upgrading")
     seeds = {row.id: box.open(row.key_id, row.key_sealed, row_id=row.id) for row in rows}
