@@ -25,7 +25,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from paycode.merchant_pos import offline_records
-from paycode.server.books import escrow, ledger, reconcile, settlement, settlement_csv
+from paycode.server.books import (
+    escrow,
+    ledger,
+    offline_settlement,
+    reconcile,
+    settlement,
+    settlement_csv,
+)
 from paycode.server.books.offline_chain import AcceptanceRecord, ChainOutOfOrder, record_gap
 from paycode.server.books.offline_settlement import Settled, book_loss, settle_acceptance
 from paycode.server.config import ServerConfig
@@ -310,6 +317,28 @@ def test_an_order_paid_before_is_not_paid_again_from_escrow(server: Server) -> N
     first = till.record(wallet.code(0, 0, limit_minor=1000, at_s=now_s), 400, at_s=now_s)
     assert settle(server, till, first).result == "paid"
     before = balances(server)
+    again = till.record(
+        wallet.code(1, 0, limit_minor=1000, at_s=now_s),
+        400,
+        at_s=now_s,
+        order=first.merchant_order_id,
+    )
+    settled = settle(server, till, again)
+    assert (settled.result, settled.paid_minor, settled.loss_minor) == ("duplicate_order", 0, 0)
+    assert balances(server) == before
+    assert_books_clean(server)
+
+
+def test_an_order_paid_between_the_check_and_the_payment_is_duplicate_order_not_a_500(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: order_paid only reads; an online charge of the same order committing
+    after that read made the payment insert hit the UNIQUE index: an IntegrityError, a 500."""
+    wallet, till, now_s = fund(server), till_of(server), time.time()
+    first = till.record(wallet.code(0, 0, limit_minor=1000, at_s=now_s), 400, at_s=now_s)
+    assert settle(server, till, first).result == "paid"
+    before = balances(server)
+    monkeypatch.setattr(offline_settlement, "order_paid", lambda *_args: False)
     again = till.record(
         wallet.code(1, 0, limit_minor=1000, at_s=now_s),
         400,

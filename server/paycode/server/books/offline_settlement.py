@@ -131,7 +131,10 @@ def pay_from_escrow(
     merchant_order_id: str | None,
     now_s: float,
 ) -> Payment:
-    """A succeeded v4 payment of `amount_minor` from the (locked) escrow to the merchant."""
+    """A succeeded v4 payment of `amount_minor` from the (locked) escrow to the merchant.
+
+    Raises ApiError(duplicate_order), moving nothing, when a payment of this order succeeded
+    meanwhile (the UNIQUE index decides what order_paid only read)."""
     allowance = verified.allowance
     payment = Payment(
         id=payment_id,
@@ -148,8 +151,13 @@ def pay_from_escrow(
         created_at_s=now_s,
         allowance_id=allowance.id,
     )
-    session.add(payment)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(payment)
+    except IntegrityError as error:
+        raise ApiError(
+            ErrorCode.DUPLICATE_ORDER, "this merchant_order_id already has a successful payment"
+        ) from error
     merchant_account = ledger.open_account(session, "merchant", merchant_id, allowance.currency)
     ledger.transfer(
         session,
@@ -298,17 +306,25 @@ def _claim_and_pay(
     declared = not handed_back or verified.counter < (certificate.returned_counter or 0)
     paid_minor = min(row.amount_minor, escrow.balance_minor) if declared else 0
     if paid_minor > 0:
-        payment = pay_from_escrow(
-            session,
-            verified,
-            escrow,
-            payment_id=new_id("pay"),
-            amount_minor=paid_minor,
-            merchant_id=row.merchant_id,
-            terminal_id=row.terminal_id,
-            merchant_order_id=row.merchant_order_id,
-            now_s=now_s,
-        )
+        try:
+            payment = pay_from_escrow(
+                session,
+                verified,
+                escrow,
+                payment_id=new_id("pay"),
+                amount_minor=paid_minor,
+                merchant_id=row.merchant_id,
+                terminal_id=row.terminal_id,
+                merchant_order_id=row.merchant_order_id,
+                now_s=now_s,
+            )
+        except ApiError as error:
+            if error.code != ErrorCode.DUPLICATE_ORDER:
+                raise
+            # The order was paid online meanwhile: as step 8, nothing paid and no loss.
+            row.result, row.paid_minor, row.loss_minor = "duplicate_order", 0, 0
+            session.flush()
+            return _settled(row)
         row.payment_id = payment.id
     short_minor = row.amount_minor - paid_minor
     if short_minor > 0:
