@@ -293,6 +293,17 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_sync)
     p = sub.add_parser("offline", help="the till's offline state")
     inner = p.add_subparsers(metavar="WHAT", required=True)
-    status = inner.add_parser("status", help="what waits to sync, the keys' age, the limits")
+    status = inner.add_parser(
+        "status",
+        help="what waits to sync, the keys' age, the limits",
+        description=(
+            "What this till holds for offline sales: the sales accepted offline and not yet "
+            "synced (count, total, the oldest), how old its copy of the server's offline keys "
+            "is (older than 48 h: no offline sale until the till goes online once), and the "
+            "limits the server set: the most one offline sale may be, and the unsynced total "
+            "and count after which the till takes no offline sale until it syncs. A sale a "
+            "crash interrupted is reported first."
+        ),
+    )
     status.set_defaults(func=cmd_offline_status)
     add_json_flag(status)

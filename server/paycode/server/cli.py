@@ -37,7 +37,7 @@ from paycode.server.commands.common import session as _session
 from paycode.server.commands.keys import add_lifecycle_commands
 from paycode.server.commands.money import add_money_commands
 from paycode.server.commands.notifications import add_notification_commands
-from paycode.server.commands.offline import add_offline_commands
+from paycode.server.commands.offline_commands import add_offline_commands
 from paycode.server.notifications import delivery
 from paycode.server.operations import observability, purge
 from paycode.server.safety.secretbox import SecretBox

@@ -1,17 +1,21 @@
-"""paycode-server users offline-unblock | terminals offline-gap: the operator's two decisions
-about offline payments (docs/offline.md §5, §6.4)."""
+"""paycode-server offline sweep | users offline-unblock | terminals offline-gap: what an
+operator does about offline payments (docs/offline.md §2.4, §5, §6.4).
+
+`offline sweep` is the worker's escrow sweep run once by hand, e.g. after the worker was
+stopped past some allowance's `returns_at_s`; the other two are the operator's decisions."""
 
 from __future__ import annotations
 
 import argparse
+import time
 
 from paycode.appkit.console import emit
 from paycode.server.books.offline_chain import record_gap
-from paycode.server.commands.common import Subparsers
+from paycode.server.commands.common import Subparsers, money_text
 from paycode.server.commands.common import config as _config
 from paycode.server.commands.common import session as _session
 from paycode.server.database.models import Terminal
-from paycode.server.operations import admin
+from paycode.server.operations import admin, purge
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import ApiError
 
@@ -73,3 +77,45 @@ def add_offline_gap_command(terminals: Subparsers) -> argparse.ArgumentParser:
     gap.add_argument("--to-seq", type=int, required=True)
     gap.set_defaults(func=cmd_terminals_offline_gap)
     return gap
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Return every due escrow to its user now; lists what went back (nothing due: exit 0)."""
+    with _session(_config()) as session:
+        swept = purge.sweep_allowances(session, time.time())
+    rows = [
+        {
+            "allowance_id": one.allowance_id,
+            "user_id": one.user_id,
+            "currency": one.currency,
+            "returned_minor": one.returned_minor,
+        }
+        for one in swept
+    ]
+    lines = [
+        f"{one.allowance_id}  {one.user_id}  returned "
+        f"{money_text(one.returned_minor, one.currency)} {one.currency}"
+        for one in swept
+    ]
+    summary = f"swept {len(swept)} offline allowance(s)"
+    emit(args, "\n".join([*lines, summary]), {"swept": rows, "count": len(rows)})
+    return 0
+
+
+def add_offline_commands(sub: Subparsers) -> list[argparse.ArgumentParser]:
+    group = sub.add_parser("offline", help="offline allowances: sweep due escrows").add_subparsers(
+        metavar="ACTION"
+    )
+    sweep = group.add_parser(
+        "sweep",
+        help="return to their users the escrows of allowances past their sync grace",
+        description=(
+            "Return to each user what the escrow of an allowance still holds once its sync "
+            "grace (PAYCODE_OFFLINE_GRACE_S after the certificates expire) is over: no till "
+            "can forward a sale of it any more. 'paycode-server worker' does this on every "
+            "pass; run it by hand after the worker was stopped. Safe to run on several hosts "
+            "at once: each escrow is returned once."
+        ),
+    )
+    sweep.set_defaults(func=cmd_sweep)
+    return [sweep]
