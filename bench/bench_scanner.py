@@ -5,7 +5,8 @@
 docs/bars.md (the till's scanner). Two sets. First, the simulated phone photographs of
 bench/scanner_set.py, both splits (`tune`, and `holdout`, never tuned on), measured by
 bench/scanner_eval.py: read rate per QR payment code / other QR / Code 128, wrong reads, ms,
-for the Scanner, the combined still reader and each decoder alone. Second, frames from
+for the Scanner, the combined still reader and each decoder alone; then offline (v4) codes
+against v3 in the same scenes (bench/scanner_v4.py, docs/offline.md §3.3). Second, frames from
 paycode.merchant_pos.synthetic_frames: the four ways the wallet shows a code (v1 as Code 128
 and as QR, v2 QR, v3 EMV QR) under one distortion at a time, plus frames with no code and
 frames with only a foreign code (a URL, an EMV poster, a parcel label): the cost of frames
@@ -46,7 +47,7 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from bench import load_vectors, real_photos
+from bench import load_vectors, real_photos, scanner_v4
 from bench.scanner_eval import evaluation_section
 from bench.scanner_notes import DESIGN_NOTES, EVALUATION_INTRO, REAL_PHOTOS
 from paycode.appkit.decoding import DecoderBackend, Gray
@@ -314,6 +315,12 @@ def main(argv: list[str] | None = None) -> int:
         default=REAL_PHOTOS_DIR,
         help="where bench.real_photos keeps the real photographs (fetched once)",
     )
+    parser.add_argument(
+        "--v4-repeats",
+        type=int,
+        default=scanner_v4.REPEATS,
+        help="rounds of each split for the v4-against-v3 section",
+    )
     args = parser.parse_args(argv)
     per_distortion = 3 if args.quick else args.per_distortion
     env = environment(pin_one_core())
@@ -328,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         ["scanner", "reader", *names], quick=args.quick
     )
     real, real_figures = real_photos.section(args.real_photos, ["scanner", "reader", *names])
+    v4_rounds = (1, 3) if args.quick else (args.v4_repeats, scanner_v4.PER_DISTORTION)
+    v4 = scanner_v4.measure(repeats=v4_rounds[0], per_distortion=v4_rounds[1])
     samples = measure(frames, names)
     passes = pass_costs(frames)
     report = render(env, samples, passes, names, len(frames), coded)
@@ -336,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         *EVALUATION_INTRO,
         "",
         *evaluation,
+        *scanner_v4.section(v4),
         *real,
         *REAL_PHOTOS,
     ]
@@ -346,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         data = figures(env, samples, len(frames), coded) | {
             "evaluation": evaluation_figures,
             "real_photos": real_figures,
+            "v4": scanner_v4.as_json(v4),
         }
         args.json.write_text(json.dumps(data, indent=1))
     return 0

@@ -5,7 +5,7 @@
 FOLDER holds the images (JPEG, PNG, ...) and `expected.tsv`: a header line, then one line per
 image, tab-separated: `file`, `symbology` (qr or code128), `text` (exactly what the code
 holds; a backslash escapes a tab, CR or LF inside it as \\t, \\r, \\n, and itself as \\\\), and
-optionally `kind` (v1, v2, v3: payment codes; anything else, e.g. emv, is a code the till's
+optionally `kind` (v1, v2, v3, v4: payment codes; anything else, e.g. emv, is a code the till's
 scanner ignores by design). Each image should show one code.
 
 Per reader: the share of QR and of Code 128 images whose expected text it read, wrong reads
@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 HOLD_FRAMES = 3
-PAYMENT_KINDS = ("v1", "v2", "v3")
+PAYMENT_KINDS = ("v1", "v2", "v3", "v4")
 SYMBOLOGIES = ("qr", "code128")
 GROUPS = {"qr": "QR payment code", "other-qr": "other QR", "code128": "Code 128"}
 PHOTOS_MAX = 10_000

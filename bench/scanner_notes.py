@@ -33,7 +33,7 @@ REAL_PHOTOS = [
     "",
     "Put the photos in a folder with an `expected.tsv`: a header line `file<TAB>symbology<TAB>",
     "text<TAB>kind`, then one line per photo (`symbology` is qr or code128, `text` exactly what",
-    "the code holds, `\\t` `\\r` `\\n` `\\\\` for a tab, CR, LF, backslash; `kind` v1/v2/v3",
+    "the code holds, `\\t` `\\r` `\\n` `\\\\` for a tab, CR, LF, backslash; `kind` v1 to v4",
     "for payment codes, anything else for other codes), and run",
     "",
     "    .venv/bin/python -m bench.scanner_eval FOLDER --list-misses",

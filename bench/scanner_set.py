@@ -28,6 +28,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -47,9 +48,11 @@ __all__ = [
     "SPLIT_SEEDS",
     "Payload",
     "Sample",
+    "Shown",
     "generate",
     "payloads",
     "sample",
+    "twin",
     "write_set",
 ]
 
@@ -82,6 +85,14 @@ class Payload:
     kind: str  # v1, v2, v3 or emv
     symbology: str  # qr or code128
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """Another code in a frame's scene (`twin`): the payload, and how large it is drawn."""
+
+    payload: Payload
+    size: Literal["width", "module"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,9 +216,16 @@ def _fold(maps: Maps, size: tuple[int, int], rng: np.random.Generator) -> tuple[
     return (folded, v), (u, np.full_like(u, crease))
 
 
-def _compose(payload: Payload, medium: str, conditions: tuple[str, ...], seed: list[int]) -> Bgr:
+def _compose(
+    payload: Payload,
+    medium: str,
+    conditions: tuple[str, ...],
+    seed: list[int],
+    shown: Shown | None = None,
+) -> Bgr:
     rng = np.random.default_rng(seed)
     picture, modules = _flat_code(payload)
+    before_sheet = rng.bit_generator.state
     sheet = _sheet(picture, medium, rng)
     small = "small" in conditions
     if payload.symbology == "qr":
@@ -215,6 +233,16 @@ def _compose(payload: Payload, medium: str, conditions: tuple[str, ...], seed: l
         px_per_module = min(px_per_module, 420 / modules) if not small else px_per_module
     else:
         px_per_module = rng.uniform(1.45, 1.9) if small else rng.uniform(2.0, 3.2)
+    if shown is not None:
+        # The same scene with another code: the paper's grain is drawn per pixel, so the
+        # twin's sheet comes from a copy of the stream and the scene's draws stay in step.
+        twin_picture, twin_modules = _flat_code(shown.payload)
+        twin_rng = np.random.default_rng()
+        twin_rng.bit_generator.state = before_sheet
+        sheet = _sheet(twin_picture, medium, twin_rng)
+        if shown.size == "width":
+            px_per_module *= modules / twin_modules
+        payload = shown.payload
     scale = px_per_module / SHEET_PX_PER_MODULE
     tilt = "perspective" in conditions
     homography = _homography(rng, sheet, scale, payload, tilt)
@@ -294,21 +322,42 @@ def _plan(repeats: int) -> Iterator[tuple[Payload, str, str]]:
                     yield payload, medium, condition
 
 
+def _planned(index: int) -> tuple[Payload, str, str]:
+    per_repeat = len(CONDITIONS) * 2 * len(payloads())
+    return list(_plan(index // per_repeat + 1))[index]
+
+
 def sample(split: str, index: int) -> Sample:
     """Frame `index` of a split, rebuilt alone (a failing frame's name is split-index)."""
-    plan = list(_plan(index // (len(CONDITIONS) * 2 * len(payloads())) + 1))
-    return _sample(split, index, *plan[index])
+    return _sample(split, index, *_planned(index))
+
+
+def _conditions(split: str, index: int, condition: str) -> tuple[str, ...]:
+    """The frame's main condition and, on about a third of the frames, a second one."""
+    rng = np.random.default_rng([SPLIT_SEEDS[split], index, 1])
+    extra = SECONDARY[int(rng.integers(0, len(SECONDARY)))]
+    if rng.random() < SECONDARY_SHARE and extra != condition:
+        return (condition, extra)
+    return (condition,)
 
 
 def _sample(split: str, index: int, payload: Payload, medium: str, condition: str) -> Sample:
-    seed = SPLIT_SEEDS[split]
-    rng = np.random.default_rng([seed, index, 1])
-    extra = SECONDARY[int(rng.integers(0, len(SECONDARY)))]
-    conditions = (condition,)
-    if rng.random() < SECONDARY_SHARE and extra != condition:
-        conditions = (condition, extra)
-    jpeg = _compose(payload, medium, conditions, [seed, index, 2])
+    conditions = _conditions(split, index, condition)
+    jpeg = _compose(payload, medium, conditions, [SPLIT_SEEDS[split], index, 2])
     return Sample(f"{split}-{index:04d}", payload, medium, "+".join(conditions), jpeg.tobytes())
+
+
+def twin(split: str, index: int, shown: Shown) -> Sample:
+    """Frame `index` of a split with `shown.payload` in place of its own code: the same
+    medium, conditions, distance, angle, light and noise (every random draw is the same).
+    The code is drawn as wide as the original (size "width": a phone showing a denser code
+    in the same box, so finer modules) or at the original's pixels per module ("module": a
+    denser code shown larger)."""
+    payload, medium, condition = _planned(index)
+    conditions = _conditions(split, index, condition)
+    jpeg = _compose(payload, medium, conditions, [SPLIT_SEEDS[split], index, 2], shown)
+    name = f"{split}-{index:04d}-{shown.payload.kind}-{shown.size}"
+    return Sample(name, shown.payload, medium, "+".join(conditions), jpeg.tobytes())
 
 
 def generate(split: str, repeats: int = 1, *, every: int = 1) -> list[Sample]:

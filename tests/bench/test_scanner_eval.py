@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench import real_photos, scanner_eval
-from bench.scanner_set import generate, write_set
+from bench.scanner_set import Payload, Shown, generate, payloads, sample, twin, write_set
 
 
 def test_a_folder_of_labelled_photos_is_measured_per_group(
@@ -54,3 +54,20 @@ def test_the_real_photographs_are_pinned_and_their_texts_escape_cleanly() -> Non
     assert len({p.file for p in real_photos.PHOTOS}) == len(real_photos.PHOTOS)
     for photo in real_photos.PHOTOS:
         assert scanner_eval.unescaped(scanner_eval.escaped(photo.text)) == photo.text
+
+
+def test_a_twin_is_the_same_scene_with_another_code() -> None:
+    """bench.scanner_v4 compares v4 with v3 on twins: with its own code at its own size a twin
+    is the original frame byte for byte, so only the code differs between a v3 frame and its
+    v4 twin (both media: the print sheet's grain is drawn per pixel)."""
+    v3 = next(p for p in payloads() if p.kind == "v3")
+    v3_indices = [i for i, p in enumerate(payloads()) if p == v3]
+    screen, printed = v3_indices[0], v3_indices[0] + len(payloads())
+    for index in (screen, printed):
+        original = sample("holdout", index)
+        assert twin("holdout", index, Shown(v3, "module")).jpeg == original.jpeg
+        v4 = Payload("v4", "qr", "hQVDUFYwMWGB608J8FBBWUNPREUE" + "A" * 300)
+        other = twin("holdout", index, Shown(v4, "width"))
+        assert (other.medium, other.condition) == (original.medium, original.condition)
+        assert other.payload == v4 and other.jpeg != original.jpeg
+    assert {sample("holdout", i).medium for i in (screen, printed)} == {"screen", "print"}
