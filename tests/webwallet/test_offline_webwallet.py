@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from paycode.appkit.decoding import decode_image_file
 from paycode.merchant_pos import offline_keys, offline_sync
 from paycode.merchant_pos.offline_log import open_log
@@ -123,6 +125,11 @@ def test_web_wallet_takes_and_spends(live_server: LiveServer, phone: Any, tmp_pa
     page.click("#code-offline")
     page.wait_for_selector("#code-box[data-version='v4'][data-counter]")
     page.wait_for_selector("#code-status:has-text('up to 12.50 CNY')")
+    # 69 modules to v3's 57: drawn 69/57 wider, so each module is as wide (docs/offline.md 3.3).
+    drawn_width, viewport_width = page.evaluate(
+        "[document.getElementById('code-canvas').getBoundingClientRect().width, innerWidth]"
+    )
+    assert drawn_width == pytest.approx(min(0.96 * viewport_width, 557), abs=1)
     first = code_on_screen(page, "wallet-offline-code.png")
     online_till = new_merchant(live_server, "Web Online Cafe")
     paid = online_till.till.charge(code=first, amount="12.50", currency="CNY")

@@ -188,6 +188,7 @@ export class CodeScreen {
     const canvas = $('code-canvas');
     const barcode = code.version === 'v1';
     box.classList.toggle('barcode', barcode);
+    box.classList.toggle('offline', code.version === 'v4');
     if (barcode) drawCode128(canvas, code.text);
     else drawQr(canvas, code.text);
     $('code-digits').textContent = barcode ? groupDigits(code.text) : '';
