@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from paycode.client import pending
 from paycode.client.wallet import Wallet
@@ -50,6 +51,7 @@ class Phone:
     """A wallet home: an enrolled phone, or a copy of one (the cloned-wallet attack)."""
 
     user: str
+    user_id: str
     home: Path
     wallet: Wallet
     clone_of: int | None = None
@@ -96,13 +98,13 @@ def enrolled_phone(server: Server, home: Path, top_up: str) -> Phone:
     user = new_user(server, "offline", top_up=top_up)
     wallet = new_phone(server, home, user, ["v3"])
     pending.set_pin(wallet, password=PASSWORD, pin=PIN)
-    return Phone(user, home, wallet)
+    return Phone(user, user_id(server, user), home, wallet)
 
 
 def cloned_phone(phone: Phone, index: int, home: Path) -> Phone:
     """The keystore and its device secret copied to another home, as an attacker copies it."""
     shutil.copytree(phone.home, home)
-    return Phone(phone.user, home, Wallet.open(home), clone_of=index)
+    return Phone(phone.user, phone.user_id, home, Wallet.open(home), clone_of=index)
 
 
 # -- what the server booked ----------------------------------------------------------------
@@ -142,50 +144,67 @@ class AllowanceBooks:
     """k: the distinct tills whose offline acceptances name its certificates."""
 
 
+def _books(session: Session, allowance: OfflineAllowance) -> AllowanceBooks:
+    escrow = ledger.account(session, ESCROW, allowance.id, allowance.currency)
+    assert escrow is not None, allowance.id
+    rows = session.scalars(
+        select(OfflineAcceptance).where(OfflineAcceptance.allowance_id == allowance.id)
+    ).all()
+    returned = session.scalar(
+        select(func.coalesce(func.sum(LedgerEntry.amount_minor), 0))
+        .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
+        .where(LedgerEntry.account_id == escrow.id, LedgerTransaction.kind == RETURN)
+    )
+    return AllowanceBooks(
+        allowance_id=allowance.id,
+        user_id=allowance.user_id,
+        amount_minor=allowance.amount_minor,
+        escrow_minor=escrow.balance_minor,
+        paid_minor=sum(row.paid_minor for row in rows),
+        returned_minor=-int(returned or 0),
+        loss_minor=sum(row.loss_minor for row in rows),
+        honest_loss_minor=sum(row.loss_minor for row in rows if row.result != "late"),
+        offline_tills=len({row.terminal_id for row in rows if row.seq is not None}),
+    )
+
+
 def allowance_books(server: Server, allowance_id: str) -> AllowanceBooks:
     with server.session() as session:
         allowance = session.get(OfflineAllowance, allowance_id)
         assert allowance is not None, allowance_id
-        escrow = ledger.account(session, ESCROW, allowance_id, allowance.currency)
-        assert escrow is not None, allowance_id
-        rows = session.scalars(
-            select(OfflineAcceptance).where(OfflineAcceptance.allowance_id == allowance_id)
-        ).all()
-        returned = session.scalar(
-            select(func.coalesce(func.sum(LedgerEntry.amount_minor), 0))
-            .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
-            .where(LedgerEntry.account_id == escrow.id, LedgerTransaction.kind == RETURN)
-        )
-        return AllowanceBooks(
-            allowance_id=allowance_id,
-            user_id=allowance.user_id,
-            amount_minor=allowance.amount_minor,
-            escrow_minor=escrow.balance_minor,
-            paid_minor=sum(row.paid_minor for row in rows),
-            returned_minor=-int(returned or 0),
-            loss_minor=sum(row.loss_minor for row in rows),
-            honest_loss_minor=sum(row.loss_minor for row in rows if row.result != "late"),
-            offline_tills=len({row.terminal_id for row in rows if row.seq is not None}),
-        )
+        return _books(session, allowance)
 
 
-def user_balance_minor(server: Server, name: str) -> int:
+@dataclass(frozen=True)
+class UserBooks:
+    user_id: str
+    balance_minor: int
+    allowances: list[AllowanceBooks]
+
+
+def users_books(server: Server, user_ids: list[str]) -> list[UserBooks]:
+    """Each user's balance and the books of every allowance they took, read in one session."""
+    found: list[UserBooks] = []
     with server.session() as session:
-        found = ledger.account(session, "user", user_id(server, name), "CNY")
-        assert found is not None
-        return found.balance_minor
-
-
-def allowances_of(server: Server, name: str) -> list[str]:
-    uid = user_id(server, name)
-    with server.session() as session:
-        return list(
-            session.scalars(
-                select(OfflineAllowance.id)
+        for uid in user_ids:
+            account = ledger.account(session, "user", uid, "CNY")
+            assert account is not None, uid
+            allowances = session.scalars(
+                select(OfflineAllowance)
                 .where(OfflineAllowance.user_id == uid)
-                .order_by(OfflineAllowance.id)
-            )
-        )
+                .order_by(OfflineAllowance.created_at_s, OfflineAllowance.id)
+            ).all()
+            books = [_books(session, allowance) for allowance in allowances]
+            found.append(UserBooks(uid, account.balance_minor, books))
+    return found
+
+
+def acceptance_row(server: Server, acceptance_id: str) -> OfflineAcceptance:
+    """The server's row of one acceptance (a till's `acc_…`, or an online charge's payment)."""
+    with server.session() as session:
+        return session.scalars(
+            select(OfflineAcceptance).where(OfflineAcceptance.id == acceptance_id)
+        ).one()
 
 
 def claims_twice(server: Server, merchant_ids: list[str]) -> list[tuple[str, str, str, int]]:
