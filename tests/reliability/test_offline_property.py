@@ -17,6 +17,7 @@ three codes a certificate, a floor below the per-payment cap, a small till total
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -80,7 +81,7 @@ SETTINGS = OfflineSettings.parse(ENV)
 TOP_UP = "30.00"
 TOP_UP_MINOR = 3000
 USERS = 2
-EXAMPLES = {"sqlite": 15, "postgres": 6}
+EXAMPLES = {"sqlite": 12, "postgres": 6}
 STEPS = 50
 TORN_LINES = (b"", b'{"amount_minor":12,"at_s":17', b'{"amount_minor":12,"at_s":1700000000,"ce')
 
@@ -148,6 +149,7 @@ class OfflineWorld(RuleBasedStateMachine):
     def teardown(self) -> None:
         for till in self.tills:
             till.stack.close()
+        shutil.rmtree(self.root, ignore_errors=True)
 
     # -- helpers -------------------------------------------------------------------------
 
