@@ -236,22 +236,40 @@ class OfflineWorld(RuleBasedStateMachine):
     )
     def sell_offline(self, phone: int, till: int, amounts_minor: list[int], typed: bool) -> None:
         """One customer's sales at one till, a little over the split-sale window apart."""
-        held, chosen = self.phone(phone), self.till(till)
         for amount_minor in amounts_minor:
             self.now_s += SPLIT_WINDOW_S + 1
-            try:
-                made = offline.next_offline_code(
-                    held.wallet,
-                    local_now_s=self.now_s,
-                    amount_minor=amount_minor if typed else None,
-                )
-            except WalletError as refused:
-                assert refused.code in CODE_REFUSALS, refused
-                self.labels[f"code {refused.code}"] += 1
+            if not self.sell_one(self.phone(phone), self.till(till), amount_minor, typed):
                 return
-            self.held_by_two()
-            self.last_code = (made.code.text, amount_minor, made.allowance_id)
-            self.present(chosen, made.code.text, amount_minor)
+
+    def sell_one(self, held: Phone, till: Till, amount_minor: int, typed: bool) -> bool:
+        """One sale with a fresh code of `held`; False when the wallet could make none."""
+        try:
+            made = offline.next_offline_code(
+                held.wallet, local_now_s=self.now_s, amount_minor=amount_minor if typed else None
+            )
+        except WalletError as refused:
+            assert refused.code in CODE_REFUSALS, refused
+            self.labels[f"code {refused.code}"] += 1
+            return False
+        self.held_by_two()
+        self.last_code = (made.code.text, amount_minor, made.allowance_id)
+        self.present(till, made.code.text, amount_minor)
+        return True
+
+    @precondition(lambda self: any(phone.clone_of is not None for phone in self.phones))
+    @rule(clone=st.integers(0, 7), rounds=st.integers(2, 6), amount_minor=st.integers(20, 50))
+    def double_spend(self, clone: int, rounds: int, amount_minor: int) -> None:
+        """The attack of §7: a clone and the wallet it copied spend the same certificates at
+        the same time, at tills of different merchants, whose lines are down."""
+        copies = [phone for phone in self.phones if phone.clone_of is not None]
+        copy = copies[clone % len(copies)]
+        assert copy.clone_of is not None
+        pair = ((self.phones[copy.clone_of], self.tills[0]), (copy, self.tills[2]))
+        for _ in range(rounds):
+            self.now_s += SPLIT_WINDOW_S + 1
+            for held, till in pair:
+                self.sell_one(held, till, amount_minor, typed=True)
+        self.labels["double spend"] += 1
 
     @precondition(lambda self: self.last_code is not None)
     @rule(till=st.integers(0, 5))
