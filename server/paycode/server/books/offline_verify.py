@@ -40,6 +40,9 @@ class Verified:
 class Invalid:
     reason: str
     """For the server's log; the till only learns `refused_invalid`."""
+    over_limit_minor: int | None = None
+    """Set when the code is genuine but the amount is above this, the least of the caps and
+    the floor: an online charge says so (`limit_exceeded`) instead of "not genuine"."""
 
 
 def floor_minor(merchant: Merchant, settings: OfflineSettings) -> int:
@@ -103,7 +106,9 @@ def verify_code(
         floor_minor(merchant, settings),
     )
     if not 0 < amount_minor <= most_minor:
-        return Invalid(f"amount above {most_minor}, the least of the caps and the floor")
+        return Invalid(
+            f"amount above {most_minor}, the least of the caps and the floor", most_minor
+        )
     if abs(at_s - signed_s) > AT_SKEW_S_MAX:
         return Invalid("accepted too far from the code's signed time")
     allowance = session.get(OfflineAllowance, row.allowance_id)

@@ -30,6 +30,7 @@ from paycode.server.safety.offline_keys import OfflineKeys
 from paycode.server.safety.offline_settings import OfflineSettings
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import ApiError, CodeMalformed
+from paycode.shared.money import Money, format_amount
 from paycode.shared.versions import v4_offline
 
 INVALID_DETAIL = "offline code is not genuine here: show a fresh one"
@@ -71,6 +72,14 @@ def charge_offline_code(
         server_now_s=now_s,
     )
     if isinstance(verified, Invalid):
+        if verified.over_limit_minor is not None:
+            # Genuine, but above what one offline payment may be (its caps, the merchant's
+            # floor): a fresh code would be refused the same, so do not ask for one.
+            most = format_amount(Money(verified.over_limit_minor, money.currency))
+            raise ApiError(
+                ErrorCode.LIMIT_EXCEEDED,
+                f"an offline code pays at most {most} {money.currency} here: pay another way",
+            )
         raise ApiError(ErrorCode.CODE_INVALID, INVALID_DETAIL)
     allowance, certificate = verified.allowance, verified.certificate
     user = session.get(User, allowance.user_id)
