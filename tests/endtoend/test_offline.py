@@ -73,6 +73,16 @@ def live(request: pytest.FixtureRequest) -> Iterator[LiveServer]:
         yield server
 
 
+@pytest.fixture
+def live_pg() -> Iterator[LiveServer]:
+    """The clone test's own PostgreSQL server: its arithmetic is the same on SQLite, where
+    tests/charge/test_offline_settlement.py checks it in-process; here the processes and the
+    database where two tills' syncs really run side by side."""
+    with started("postgres", "process") as server:
+        assert isinstance(server, LiveServer)
+        yield server
+
+
 def minor(amount: str) -> int:
     return parse_amount(amount, "CNY").amount_minor
 
@@ -250,7 +260,9 @@ def test_outage_crash_and_sync_balance_exactly(live: LiveServer, tmp_path: Path)
     books_clean(live)
 
 
-def test_cloned_allowance_two_tills_loss_is_formula(live: LiveServer, tmp_path: Path) -> None:
+@pytest.mark.postgres
+def test_cloned_allowance_two_tills_loss_is_formula(live_pg: LiveServer, tmp_path: Path) -> None:
+    live = live_pg
     shops = [new_merchant(live, "CloneShopA"), new_merchant(live, "CloneShopB")]
     user_id, wallet = customer(live, tmp_path / "phone", top_up="250.00")
     clone = tmp_path / "clone"

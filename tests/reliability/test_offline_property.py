@@ -49,6 +49,7 @@ from paycode.server.operations import purge
 from paycode.server.safety.offline_settings import OfflineSettings
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import ServerRejected, WalletError
+from tests.reliability.figures import Scale
 from tests.support.offline_world import (
     PIN,
     Phone,
@@ -81,7 +82,10 @@ SETTINGS = OfflineSettings.parse(ENV)
 TOP_UP = "30.00"
 TOP_UP_MINOR = 3000
 USERS = 2
-EXAMPLES = {"sqlite": 12, "postgres": 6}
+EXAMPLES = {"sqlite": 8, "postgres": 4}
+"""Worlds per run inside `make test`; `make reliability` (PAYCODE_RELIABILITY=full) explores
+EXAMPLES_FULL: each world is a few seconds of real calls."""
+EXAMPLES_FULL = {"sqlite": 60, "postgres": 30}
 STEPS = 50
 TORN_LINES = (b"", b'{"amount_minor":12,"at_s":17', b'{"amount_minor":12,"at_s":1700000000,"ce')
 
@@ -416,7 +420,9 @@ class OfflineWorld(RuleBasedStateMachine):
             assert len(codes) == len(set(codes))
 
 
-def test_offline_world(offline_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_world(
+    offline_server: Server, monkeypatch: pytest.MonkeyPatch, scale: Scale
+) -> None:
     use_fast_keystore(monkeypatch)
     labels: Counter[str] = Counter()
     OfflineWorld.server, OfflineWorld.labels = offline_server, labels
@@ -425,7 +431,9 @@ def test_offline_world(offline_server: Server, monkeypatch: pytest.MonkeyPatch) 
     run_state_machine_as_test(
         OfflineWorld,
         settings=settings(
-            max_examples=EXAMPLES[offline_server.backend],
+            max_examples=scale.pick(
+                short=EXAMPLES[offline_server.backend], full=EXAMPLES_FULL[offline_server.backend]
+            ),
             stateful_step_count=STEPS,
             deadline=None,
             database=None,

@@ -25,7 +25,6 @@ from paycode.merchant_pos.offline_keys import OfflineKeys
 from paycode.merchant_pos.offline_log import OfflineLog, open_log
 from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.server.books import ledger
-from paycode.server.books.escrow import RETURN
 from paycode.server.database.models import (
     Account,
     Device,
@@ -36,6 +35,7 @@ from paycode.server.database.models import (
 from paycode.server.database.offline_models import (
     CLAIMING_RESULTS,
     ESCROW,
+    RETURN_KIND,
     OfflineAcceptance,
     OfflineAllowance,
 )
@@ -153,7 +153,7 @@ def _books(session: Session, allowance: OfflineAllowance) -> AllowanceBooks:
     returned = session.scalar(
         select(func.coalesce(func.sum(LedgerEntry.amount_minor), 0))
         .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
-        .where(LedgerEntry.account_id == escrow.id, LedgerTransaction.kind == RETURN)
+        .where(LedgerEntry.account_id == escrow.id, LedgerTransaction.kind == RETURN_KIND)
     )
     return AllowanceBooks(
         allowance_id=allowance.id,
