@@ -342,7 +342,7 @@ def _shop_flow(shop: Shop, secrets: Secrets) -> dict[tuple[str, str], int]:
     assert refunded.returncode == 0, refunded.stdout + refunded.stderr
     assert shop.pos("query", payment_ids[0]).returncode == 0
 
-    ok_json(shop.server_cli("--json", "users", "limits", "carol", "--payment-max", "5.00"))
+    ok_json(shop.server_cli("--json", "users", "limits", shop.customer, "--payment-max", "5.00"))
     big = shop.code("v2")
     secrets.texts["step-up code"] = big
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -360,7 +360,7 @@ def _token_login(shop: Shop, secrets: Secrets) -> None:
     """A second password log-in, in process, so the test knows the session token, which then
     enrolls a device through `Authorization: Bearer`."""
     client = ServerClient(shop.server.url)
-    login = {"user": "carol", "password": SHOP_PASSWORD}
+    login = {"user": shop.customer, "password": SHOP_PASSWORD}
     session = client.call("POST", "/v1/wallet/sessions", login)
     token = str(session.body["token"])
     secrets.texts["session token"] = token
@@ -369,7 +369,7 @@ def _token_login(shop: Shop, secrets: Secrets) -> None:
         bearer=token, idempotency_key=str(uuid.uuid4()),
     ).body  # fmt: skip
     wallet = Wallet.open_or_create(shop.home / "in-process")
-    wallet.set_server(shop.server.url, "carol")
+    wallet.set_server(shop.server.url, shop.customer)
     wallet.add_grant(grant)
     _device_keys(wallet, "in-process", secrets)
 

@@ -9,8 +9,10 @@ server; the benchmarks use it too).
     live_sqlite, live_postgres, app_sqlite, app_postgres   one backend of either
     postgres_url    a fresh, empty PostgreSQL database URL
 
-Servers are module-scoped (a live one costs about two seconds to start): tests that share one
-use distinct names. PostgreSQL unreachable: the test is skipped, except under CI=true where it
+In-process servers are module-scoped; the two live ones are shared by the whole run (one costs
+about two seconds to start and stop, and some thirty modules use one): tests that share one
+use distinct names, and a test that must stop, restart or configure a server starts its own
+(`started`). PostgreSQL unreachable: the test is skipped, except under CI=true where it
 fails. A failed test gets the logs of the live servers it used attached to its report.
 """
 
@@ -165,13 +167,13 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def live_sqlite() -> Iterator[Server]:
     with started("sqlite", "process") as server:
         yield server
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def live_postgres() -> Iterator[Server]:
     with started("postgres", "process") as server:
         yield server

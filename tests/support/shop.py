@@ -20,7 +20,7 @@ each, written directly to the database as enrollment and `terminals create` stor
 tests that make codes themselves (any counter, time step or merchant binding) and read the
 ledger.
 
-Console level (CLI end-to-end tests): `open_shop` makes a customer 'carol' with a wallet home
+Console level (CLI end-to-end tests): `open_shop` makes a customer 'carol_…' with a wallet home
 and a POS home per merchant, and `Shop.wallet` / `Shop.pos` run `paycode-wallet` and
 `paycode-pos` with --json, as a person would type them: in this process (the console script's
 main(argv), run_in_process) when the server is an InProcessServer, which no other process could
@@ -100,6 +100,9 @@ class Shop:
     """Merchant name -> its POS home."""
     commands_in_process: bool | None = None
     """Run the console scripts in this process; None: exactly when the server is in-process."""
+    customer: str = "carol"
+    """The customer's user name: 'carol' and a random suffix, as the live servers are shared
+    by every module of a run."""
     ran: list[Ran] = field(default_factory=list)
     """Every command the shop ran, in order, with its output (for scans of what was printed)."""
 
@@ -205,16 +208,17 @@ def open_shop(
     top_up: str,
     in_process: bool | None = None,
 ) -> Shop:
-    """A customer 'carol' with `top_up` CNY and a wallet enrolled in every version.
-    `in_process`: Shop.commands_in_process."""
+    """A customer (Shop.customer, 'carol_…') with `top_up` CNY and a wallet enrolled in every
+    version. `in_process`: Shop.commands_in_process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYCODE_")}
     env |= {"PAYCODE_WALLET_PASSPHRASE": "shop test wallet", "PYTHONUNBUFFERED": "1"}
-    shop = Shop(server, home, env, commands_in_process=in_process)
+    shop = Shop(server, home, env, commands_in_process=in_process, customer=unique("carol"))
     created = shop.server_cli(
-        "users", "create", "carol", "--password-stdin", "--currency", "CNY", stdin=PASSWORD + "\n"
-    )
+        "users", "create", shop.customer, "--password-stdin", "--currency", "CNY",
+        stdin=PASSWORD + "\n",
+    )  # fmt: skip
     assert created.returncode == 0, created.stdout + created.stderr
-    assert shop.server_cli("users", "top-up", "carol", top_up).returncode == 0
+    assert shop.server_cli("users", "top-up", shop.customer, top_up).returncode == 0
     for merchant in merchants:
         shop.add_till(merchant)
     shop.wallet(
@@ -222,7 +226,7 @@ def open_shop(
         "--server",
         server.url,
         "--user",
-        "carol",
+        shop.customer,
         "--password-stdin",
         stdin=PASSWORD + "\n",
     )
