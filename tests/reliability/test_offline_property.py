@@ -82,7 +82,7 @@ SETTINGS = OfflineSettings.parse(ENV)
 TOP_UP = "30.00"
 TOP_UP_MINOR = 3000
 USERS = 2
-EXAMPLES = {"sqlite": 8, "postgres": 4}
+EXAMPLES = {"sqlite": 6, "postgres": 3}
 """Worlds per run inside `make test`; `make reliability` (PAYCODE_RELIABILITY=full) explores
 EXAMPLES_FULL: each world is a few seconds of real calls."""
 EXAMPLES_FULL = {"sqlite": 60, "postgres": 30}

@@ -19,25 +19,24 @@ import numpy as np
 import pytest
 
 from paycode.appkit.rendering import qr_image
-from paycode.merchant_pos import cli, offline_keys, settings
+from paycode.merchant_pos import cli, offline_keys, settings, terminal_client
 from paycode.merchant_pos.offline_charge import recover_interrupted
 from paycode.merchant_pos.offline_log import open_log
 from paycode.merchant_pos.offline_outcome import OfflineReceipt
 from paycode.merchant_pos.screens import AMBER, render_outcome
 from paycode.merchant_pos.till import Sale
 from paycode.merchant_pos.typed_input import read_typed_line
-from paycode.shared.versions import registry, v1_numeric, v4_offline
+from paycode.shared.versions import v1_numeric
 from tests.support.offline_server import KEY_ID, SECRET, offline_server
 from tests.support.offline_till import Allowance, store_keys
 from tests.support.servers import free_port
 
 
 @pytest.fixture(autouse=True)
-def v4_routed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Step 4 of docs/offline.md §9 registers v4 with the server's side; until then the till's
-    readers (which route through the registry) are shown it here."""
-    if v4_offline.CODEC not in registry.VERSIONS:
-        monkeypatch.setattr(registry, "VERSIONS", (*registry.VERSIONS, v4_offline.CODEC))
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A closed port refuses at once; the terminal client's back-off between its attempts
+    (0.25 s doubling, 1.75 s a sale) is its own tests' business, not this module's."""
+    monkeypatch.setattr(terminal_client, "BACKOFF_FIRST_S", 0.0)
 
 
 @pytest.fixture

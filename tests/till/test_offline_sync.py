@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from paycode.merchant_pos import cli, offline_keys, settings
+from paycode.merchant_pos import cli, offline_keys, settings, terminal_client
 from paycode.merchant_pos.offline_commands import TAIL_RECORDS_MAX, after_online_sale
 from paycode.merchant_pos.offline_log import open_log
 from paycode.merchant_pos.offline_records import Acceptance
@@ -186,8 +186,12 @@ def _pos(capsys: pytest.CaptureFixture[str], home: Path, *args: str) -> tuple[in
 
 
 def test_sync_command_exits_0_5_6_and_refreshes_the_keys(
-    server: OfflineServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    server: OfflineServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(terminal_client, "BACKOFF_FIRST_S", 0.0)  # 4 busy answers, no waits
     _configure(tmp_path, server.url)
     _sell(tmp_path, 2)
     server.scripted = [problem(503, "database_busy")] * 4
