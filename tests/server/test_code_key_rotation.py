@@ -20,7 +20,7 @@ from paycode.server.safety import code_keys, keyring
 from paycode.server.safety.secretbox import SecretBox
 from paycode.server.testing import run_in_process
 from paycode.shared.code_keys import read_code_keys
-from paycode.shared.errors import ApiError
+from paycode.shared.errors import ApiError, ServerRejected
 from tests.support.servers import Server, all_at_once
 from tests.support.shop import (
     charge,
@@ -29,7 +29,6 @@ from tests.support.shop import (
     new_phone,
     new_user,
     ok_json,
-    refused,
     use_fast_keystore,
 )
 
@@ -83,7 +82,12 @@ def test_a_rotated_code_key_pays_old_codes_in_the_grace_reaches_wallets_online_a
     monkeypatch.setattr(code_keys, "GRACE_S_MIN", 0.0)  # the test's own patience
     retired = _cli(server, f"retire-{kind}", "--version", version, "--grace-days", "0")
     assert retired["retired"] and rotated["key_id"] not in retired["retired"]  # type: ignore[operator]
-    refused("code_invalid", charge, cafe.till, refused_after)
+    # Read with the wrong key, a v1/v2 code is noise; now and then the noise decodes with the
+    # merchant-bound flag set, and the server cannot tell it from a code bound elsewhere.
+    # Either refusal pays nothing (found when one full run met merchant_mismatch for v2).
+    with pytest.raises(ServerRejected) as after_retirement:
+        charge(cafe.till, refused_after)
+    assert after_retirement.value.code in {"code_invalid", "merchant_mismatch"}
     assert charge(cafe.till, code_of(wallet, version))["status"] == "succeeded"
 
 

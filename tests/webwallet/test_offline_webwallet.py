@@ -168,6 +168,14 @@ def test_web_wallet_takes_and_spends(live_server: LiveServer, phone: Any, tmp_pa
 
     # Hand-back: back at once = 100.00 - 22.50 spent - (2.50 left of the offline sale's
     # reservation + 12.50 of the unused code) = 62.50.
+    # It cannot be undone, so it is asked first; "Cancel" keeps the allowance and its keys.
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.click("#offline-return")
+    page.wait_for_selector("#offline-line:has-text('62.50 CNY left of 100.00 CNY')")
+    assert len(page.evaluate(STORED_ALLOWANCES)) == 1 and asked[0].startswith("Hand back")
+    assert balance_minor(live_server, "user", user) == 10_000
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
     page.click("#offline-return")
     page.wait_for_selector("#notice:has-text('62.50 CNY back on your balance; 15.00 CNY stays')")
     wait_balance(page, "162.50 CNY")

@@ -94,6 +94,8 @@ export class OfflinePanel {
   /** The keys are deleted first, then the server is told what their codes reserved: what
    * those codes may still take stays held, the rest is back on the balance at once. */
   async handBack() {
+    // It cannot be undone: the keys are gone before the server answers.
+    if (!window.confirm(t('offline_return_confirm'))) return;
     setMessage('offline-error', '');
     const button = $('offline-return');
     button.disabled = true;
