@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prometheus_client.registry import REGISTRY
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -729,6 +730,26 @@ def test_an_online_till_charges_a_v4_code_once_and_refuses_instead_of_paying_sho
     assert till.charge(code=short, amount="5.00", currency="CNY")["amount_minor"] == 500
     refused_charge(till, ErrorCode.CODE_MALFORMED, code[:-4] + "AAAA", "1.00")
     assert_books_clean(server)
+
+
+def _v4_charges(outcome: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "paycode_charges_total", {"outcome": outcome, "code_version": "v4"}
+    )
+    return value or 0.0
+
+
+def test_online_v4_charges_are_counted_in_the_metrics_under_v4(server: Server) -> None:
+    """Found in review: a v4 charge bypassed record_charge; the metrics counted it only as
+    outcome "http_201" or its error under code_version "unknown"."""
+    wallet, now_s = fund(server, 4000), time.time()
+    till = new_merchant(server, "CountedV4").till
+    code = wallet.code(0, 0, limit_minor=1000, at_s=now_s)
+    before = {name: _v4_charges(name) for name in ("succeeded", "code_replayed")}
+    till.charge(code=code, amount="5.00", currency="CNY")
+    refused_charge(till, ErrorCode.CODE_REPLAYED, code, "5.00")
+    assert _v4_charges("succeeded") == before["succeeded"] + 1
+    assert _v4_charges("code_replayed") == before["code_replayed"] + 1
 
 
 def test_an_online_v4_charge_is_refused_for_a_locked_holder(server: Server) -> None:

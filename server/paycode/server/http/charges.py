@@ -117,24 +117,35 @@ def _offline_charge(attempt: planning.ChargeAttempt, body: dict[str, Any]) -> Re
     nonce, revocation and idempotency rules; the guessing guard does not count it (a v4 code
     names no device handle to guess, and a forged one costs a signature check like any)."""
     now_s, terminal = attempt.now_s, attempt.terminal
-    with db.transaction() as session:
-        row = session.get(Terminal, terminal.terminal_id)
-        if row is None or row.revoked_at_s is not None:
-            raise terminal_revoked(terminal.terminal_id)
-        remember_nonce(session, attempt.scope, attempt.nonce, now_s)
-        keys = load_offline_keys(
-            session, secret_box(), now_s=now_s, publish_s=config().offline.key_publish_s
-        )
-        status, reply, replayed = run_once(
-            session,
-            scope=attempt.scope,
-            key=attempt.idempotency_key,
-            request_hash=attempt.request_hash,
-            now_s=now_s,
-            work=lambda: charge_offline_code(
-                session, terminal, body, keys=keys, settings=config().offline, now_s=now_s
-            ),
-        )
+    try:
+        with db.transaction() as session:
+            row = session.get(Terminal, terminal.terminal_id)
+            if row is None or row.revoked_at_s is not None:
+                raise terminal_revoked(terminal.terminal_id)
+            remember_nonce(session, attempt.scope, attempt.nonce, now_s)
+            keys = load_offline_keys(
+                session, secret_box(), now_s=now_s, publish_s=config().offline.key_publish_s
+            )
+            status, reply, replayed = run_once(
+                session,
+                scope=attempt.scope,
+                key=attempt.idempotency_key,
+                request_hash=attempt.request_hash,
+                now_s=now_s,
+                work=lambda: charge_offline_code(
+                    session, terminal, body, keys=keys, settings=config().offline, now_s=now_s
+                ),
+            )
+    except ApiError as refused:
+        metrics.record_offline_charge(str(refused.code), body.get("code"))
+        raise
+    if replayed:
+        outcome = "idempotent_replay"
+    elif status >= 400:  # a refusal run_once stored as the key's answer: a problem body
+        outcome = str(reply.get("code") or f"http_{status}")
+    else:
+        outcome = str(reply.get("status") or "succeeded")
+    metrics.record_offline_charge(outcome, body.get("code"), reply.get("payment_id"))
     return respond(status, reply | {"server_time": now_s}, replayed)
 
 

@@ -131,6 +131,21 @@ def record_charge(outcome: str, plan: ChargePlan, code: object) -> None:
     )
 
 
+def record_offline_charge(outcome: str, code: object, payment_id: str | None = None) -> None:
+    """Count a v4 charge (paycode.server.charge.offline_charge runs no ChargePlan) like any:
+    its outcome ("succeeded", "idempotent_replay" or the refusal's code) under version v4."""
+    g.paycode_charge_counted = True
+    CHARGES.labels(outcome, "v4").inc()
+    if outcome in VERIFICATION_REASONS:
+        VERIFICATION_FAILURES.labels(outcome, "v4").inc()
+    annotate(
+        outcome=outcome,
+        code_version="v4",
+        payment_code=mask_code(code) if isinstance(code, str) else None,
+        payment_id=payment_id,
+    )
+
+
 def _observe(response: Response) -> Response:
     started_s = g.get("paycode_started_s")
     if started_s is None:
