@@ -28,7 +28,6 @@ from sqlalchemy.orm import Session
 from paycode.merchant_pos import offline_records
 from paycode.server.books import (
     escrow,
-    ledger,
     offline_settlement,
     reconcile,
     settlement,
@@ -37,7 +36,7 @@ from paycode.server.books import (
 from paycode.server.books.offline_chain import AcceptanceRecord, ChainOutOfOrder, record_gap
 from paycode.server.books.offline_settlement import Settled, book_loss, settle_acceptance
 from paycode.server.config import ServerConfig
-from paycode.server.database.models import SYSTEM, Account, Device, Merchant, Payment, User
+from paycode.server.database.models import SYSTEM, Device, Merchant, Payment, User
 from paycode.server.database.offline_models import (
     ESCROW,
     LOSS,
@@ -58,6 +57,7 @@ from paycode.shared.offline import PaymentFields, parse_certificate, sign_paymen
 from paycode.shared.timestep import step_at
 from paycode.shared.versions import v4_offline
 from paycode.shared.versions.base import BOUND_FLAG
+from tests.support.books import assert_books_clean, balances
 from tests.support.servers import all_at_once
 from tests.support.shop import (
     bank_devices,
@@ -192,28 +192,12 @@ def settle(
         )
 
 
-def balances(server: Server) -> dict[tuple[str, str], int]:
-    with server.session() as session:
-        rows = session.execute(
-            select(Account.owner_kind, Account.owner_id, Account.balance_minor)
-        ).all()
-    return {(kind, owner): int(balance) for kind, owner, balance in rows}
-
-
 def changed(
     before: dict[tuple[str, str], int], after: dict[tuple[str, str], int]
 ) -> dict[tuple[str, str], int]:
     return {
         key: after[key] - before.get(key, 0) for key in after if after[key] != before.get(key, 0)
     }
-
-
-def assert_books_clean(server: Server) -> None:
-    with server.session() as session:
-        assert ledger.ledger_sum_minor(session) == 0
-        report = reconcile.reconcile(session, now_s=time.time())
-    assert report.mismatches == [], report.mismatches
-    assert report.ok
 
 
 # -- each result --------------------------------------------------------------------------------
@@ -313,11 +297,18 @@ def _second_terminal(server: Server, till: Till) -> tuple[str, str]:
     return terminal.id, till.merchant_id
 
 
-def test_an_order_paid_before_is_not_paid_again_from_escrow(server: Server) -> None:
+def _second_sale_of_a_paid_order_moves_nothing(
+    server: Server, monkeypatch: pytest.MonkeyPatch | None = None
+) -> None:
+    """A sale paid offline, then another code forwarded under the same order id: the second is
+    duplicate_order, nothing paid, no loss. With `monkeypatch`, order_paid reads nothing, as when
+    the first payment commits between that read and the second payment's insert."""
     wallet, till, now_s = fund(server), till_of(server), time.time()
     first = till.record(wallet.code(0, 0, limit_minor=1000, at_s=now_s), 400, at_s=now_s)
     assert settle(server, till, first).result == "paid"
     before = balances(server)
+    if monkeypatch is not None:
+        monkeypatch.setattr(offline_settlement, "order_paid", lambda *_args: False)
     again = till.record(
         wallet.code(1, 0, limit_minor=1000, at_s=now_s),
         400,
@@ -328,6 +319,10 @@ def test_an_order_paid_before_is_not_paid_again_from_escrow(server: Server) -> N
     assert (settled.result, settled.paid_minor, settled.loss_minor) == ("duplicate_order", 0, 0)
     assert balances(server) == before
     assert_books_clean(server)
+
+
+def test_an_order_paid_before_is_not_paid_again_from_escrow(server: Server) -> None:
+    _second_sale_of_a_paid_order_moves_nothing(server)
 
 
 def test_an_order_paid_between_the_check_and_the_payment_is_duplicate_order_not_a_500(
@@ -335,21 +330,7 @@ def test_an_order_paid_between_the_check_and_the_payment_is_duplicate_order_not_
 ) -> None:
     """Found in review: order_paid only reads; an online charge of the same order committing
     after that read made the payment insert hit the UNIQUE index: an IntegrityError, a 500."""
-    wallet, till, now_s = fund(server), till_of(server), time.time()
-    first = till.record(wallet.code(0, 0, limit_minor=1000, at_s=now_s), 400, at_s=now_s)
-    assert settle(server, till, first).result == "paid"
-    before = balances(server)
-    monkeypatch.setattr(offline_settlement, "order_paid", lambda *_args: False)
-    again = till.record(
-        wallet.code(1, 0, limit_minor=1000, at_s=now_s),
-        400,
-        at_s=now_s,
-        order=first.merchant_order_id,
-    )
-    settled = settle(server, till, again)
-    assert (settled.result, settled.paid_minor, settled.loss_minor) == ("duplicate_order", 0, 0)
-    assert balances(server) == before
-    assert_books_clean(server)
+    _second_sale_of_a_paid_order_moves_nothing(server, monkeypatch)
 
 
 def test_an_acceptance_after_the_sweep_time_is_late(server: Server) -> None:

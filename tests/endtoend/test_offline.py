@@ -25,9 +25,8 @@ import pytest
 from sqlalchemy import select
 
 from paycode.client.wallet import Wallet
-from paycode.server.books import reconcile
 from paycode.server.charge import step_up
-from paycode.server.database.models import SYSTEM, Account, Device, User
+from paycode.server.database.models import SYSTEM, Device, User
 from paycode.server.database.offline_models import (
     ESCROW,
     LOSS,
@@ -39,6 +38,7 @@ from paycode.server.testing import LiveServer
 from paycode.shared.errors import ServerRejected
 from paycode.shared.money import parse_amount
 from tests.endtoend.till_process import TillProcess
+from tests.support.books import assert_books_clean, balances
 from tests.support.servers import BACKEND_PARAMS, REPO_ROOT, run_in_process, started
 from tests.support.shop import (
     PASSPHRASE,
@@ -167,19 +167,6 @@ def customer(live: LiveServer, home: Path, top_up: str) -> tuple[str, Wallet]:
     return user_id, wallet
 
 
-def balances(live: LiveServer) -> dict[tuple[str, str], int]:
-    with live.session() as session:
-        rows = session.execute(select(Account.owner_kind, Account.owner_id, Account.balance_minor))
-        return {(kind, owner): int(balance) for kind, owner, balance in rows}
-
-
-def books_clean(live: LiveServer) -> None:
-    with live.session() as session:
-        report = reconcile.reconcile(session, now_s=time.time())
-    assert report.ok, report.mismatches
-    assert sum(report.sums_minor.values()) == 0
-
-
 def accepted_in_log(till: Path) -> dict[str, int]:
     """Acceptance id -> amount of every `accept` record the till's log holds."""
     lines = (till / "offline" / "acceptances.log").read_bytes().splitlines()
@@ -257,7 +244,7 @@ def test_outage_crash_and_sync_balance_exactly(live: LiveServer, tmp_path: Path)
     assert after[(ESCROW, allowance.id)] == minor(ALLOWANCE) - expected_paid
     assert after[("merchant", merchant.merchant_id)] == expected_paid
     assert (LOSS, merchant.merchant_id) not in after
-    books_clean(live)
+    assert_books_clean(live)
 
 
 @pytest.mark.postgres
@@ -315,7 +302,7 @@ def test_cloned_allowance_two_tills_loss_is_formula(live_pg: LiveServer, tmp_pat
     assert after[(LOSS, b)] == loss_formula_minor
     assert after[(SYSTEM, SHORTFALL_OWNER)] == -loss_formula_minor
     assert after[("user", user_id)] == before[("user", user_id)]
-    books_clean(live)
+    assert_books_clean(live)
     # The locked phone's codes are refused in every version, not only offline.
     with pytest.raises(ServerRejected) as refused:
         shops[0].till_at(live.url).charge(code=code_of(wallet, "v3"), amount="1.00", currency="CNY")

@@ -42,14 +42,13 @@ from paycode.merchant_pos import offline_keys, offline_sync
 from paycode.merchant_pos.offline_records import Acceptance
 from paycode.merchant_pos.offline_sale import SPLIT_WINDOW_S, OfflineRequest, decide
 from paycode.merchant_pos.till import new_order_id
-from paycode.server.books import ledger
-from paycode.server.books.reconcile import reconcile
 from paycode.server.database.offline_models import OfflineAllowance
 from paycode.server.operations import purge
 from paycode.server.safety.offline_settings import OfflineSettings
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import ServerRejected, WalletError
 from tests.reliability.figures import Scale
+from tests.support.books import assert_books_clean
 from tests.support.offline_world import (
     PIN,
     Phone,
@@ -379,10 +378,7 @@ class OfflineWorld(RuleBasedStateMachine):
 
     @invariant()
     def books_balance(self) -> None:
-        with self.server.session() as session:
-            assert ledger.ledger_sum_minor(session) == 0
-            report = reconcile(session, now_s=time.time())
-            assert report.ok, report.mismatches
+        assert_books_clean(self.server)
 
     @invariant()
     def no_code_claimed_or_paid_twice(self) -> None:

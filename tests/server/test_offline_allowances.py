@@ -17,7 +17,6 @@ from sqlalchemy import func, select, update
 from paycode.appkit.http_client import ServerClient
 from paycode.client.online import DeviceAuth
 from paycode.server.books import escrow_return, ledger
-from paycode.server.books.reconcile import reconcile
 from paycode.server.charge import step_up
 from paycode.server.config import ServerConfig
 from paycode.server.database.models import Account, User, new_id
@@ -36,6 +35,7 @@ from paycode.shared.enrollment import new_ed25519_seed
 from paycode.shared.errors import ServerRejected
 from paycode.shared.offline import check_certificate, parse_certificate
 from paycode.shared.offline_proof import make_offline_key_proof
+from tests.support.books import assert_books_clean
 from tests.support.servers import Server, all_at_once
 from tests.support.shop import bank_devices, bank_user, ok_json
 from tests.support.weak_keys import small_order_keys
@@ -180,13 +180,6 @@ def allowance_count(server: Server, user_id: str) -> int:
         )
 
 
-def books_balance(server: Server) -> None:
-    with server.session() as session:
-        assert ledger.ledger_sum_minor(session) == 0
-        report = reconcile(session)
-        assert report.ok, report.mismatches
-
-
 def published_keys(server: Server) -> dict[bytes, bytes]:
     box = SecretBox.from_config(ServerConfig.from_env(server.env))
     with server.session() as session:
@@ -218,7 +211,7 @@ def test_an_allowance_moves_into_escrow_and_certifies_the_four_keys(server: Serv
     assert reply["returns_at_s"] == reply["expires_at_s"] + SETTINGS.grace_s
     assert reply["expires_at_s"] % 3600 == 0
     assert reply["expires_at_s"] >= time.time() + SETTINGS.lifetime_s - 60  # rounded up
-    books_balance(server)
+    assert_books_clean(server)
     server_keys = published_keys(server)
     now_s = time.time()
     assert len(reply["certificates"]) == 4
@@ -267,7 +260,7 @@ def test_a_retry_replays_the_same_certificates_and_moves_nothing_twice(server: S
     refused_with("pin_required", alice.post, ALLOWANCES, without_pin, key)
     changed = alice.take_body(key, 40_000)
     refused_with("idempotency_conflict", alice.post, ALLOWANCES, changed, key)
-    books_balance(server)
+    assert_books_clean(server)
 
 
 def test_an_amount_off_the_ladder_is_refused(server: Server) -> None:
@@ -364,7 +357,7 @@ def test_insufficient_funds_moves_nothing(server: Server) -> None:
     assert refused_with("insufficient_funds", alice.take, 4_000).status == 422
     assert alice.balance_minor() == 3_000
     assert allowance_count(server, alice.user_id) == 0
-    books_balance(server)
+    assert_books_clean(server)
 
 
 def test_one_live_allowance_at_a_time(server: Server) -> None:
@@ -416,7 +409,7 @@ def test_two_requests_at_once_make_one_allowance(server: Server) -> None:
     assert "offline_allowance_live" in results
     assert alice.balance_minor() == 180_000
     assert allowance_count(server, alice.user_id) == 1
-    books_balance(server)
+    assert_books_clean(server)
 
 
 # -- handing it back and the sweep ----------------------------------------------------------------
@@ -456,7 +449,7 @@ def test_hand_back_returns_what_was_not_reserved_and_denies_the_certificates(
     listed = alice.listed()[0]
     assert listed["state"] == "returned"
     assert (listed["returned_minor"], listed["held_minor"]) == (6_500, 3_500)
-    books_balance(server)
+    assert_books_clean(server)
 
 
 def test_two_hand_backs_at_once_return_the_money_once(server: Server) -> None:
@@ -471,7 +464,7 @@ def test_two_hand_backs_at_once_return_the_money_once(server: Server) -> None:
 
     assert sorted(all_at_once([hand_back, hand_back])) == ["20000", "allowance_not_live"]
     assert alice.balance_minor() == 100_000
-    books_balance(server)
+    assert_books_clean(server)
 
 
 def test_hand_back_checks_owner_and_certificates(server: Server) -> None:
@@ -553,7 +546,7 @@ def test_the_sweep_returns_the_rest_once(server: Server) -> None:
         assert allowance.ended_at_s is not None and allowance.ended_at_s < returns_at_s
     assert alice.balance_minor() == 100_000
     assert alice.listed()[0]["state"] == "swept"
-    books_balance(server)
+    assert_books_clean(server)
 
 
 def test_the_sweep_command_and_the_worker_return_a_live_allowance(server: Server) -> None:
@@ -573,7 +566,7 @@ def test_the_sweep_command_and_the_worker_return_a_live_allowance(server: Server
     assert worker["offline_swept"] >= 1
     assert escrow_minor(server, second) == 0
     assert alice.balance_minor() == 100_000
-    books_balance(server)
+    assert_books_clean(server)
 
 
 def test_two_sweeps_at_once_return_the_money_once(server: Server) -> None:
@@ -594,7 +587,7 @@ def test_two_sweeps_at_once_return_the_money_once(server: Server) -> None:
 
     assert sorted(all_at_once([sweep, sweep])) == [0, 50_000]
     assert alice.balance_minor() == 100_000
-    books_balance(server)
+    assert_books_clean(server)
 
 
 def test_the_list_is_the_users_own_newest_first(server: Server) -> None:
@@ -623,4 +616,4 @@ def test_take_list_and_hand_back_over_http(live_server: Server) -> None:
     reply = alice.hand_back(taken["allowance_id"], [100, 0, 0, 0])
     assert (reply["returned_minor"], reply["held_minor"]) == (19_900, 100)
     assert alice.balance_minor() == 99_900
-    books_balance(live_server)
+    assert_books_clean(live_server)

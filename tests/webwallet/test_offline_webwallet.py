@@ -23,10 +23,9 @@ from paycode.merchant_pos import offline_keys, offline_sync
 from paycode.merchant_pos.offline_log import open_log
 from paycode.merchant_pos.offline_records import Acceptance
 from paycode.merchant_pos.offline_sale import OfflineRequest, decide
-from paycode.server.books import ledger, reconcile
 from paycode.server.database.offline_models import ESCROW
-from paycode.server.testing import Server
 from paycode.shared.versions import v4_offline
+from tests.support.books import assert_books_clean, balance_minor
 from tests.support.servers import LiveServer
 from tests.support.shop import new_merchant, new_user, user_id
 from tests.support.web_wallet import PIN, enroll, screenshot
@@ -49,20 +48,6 @@ STORED_ALLOWANCES = """async () => {
     request.onerror = () => reject(request.error);
   });
 }"""
-
-
-def balance_minor(server: Server, owner_kind: str, owner_id: str) -> int:
-    with server.session() as session:
-        found = ledger.account(session, owner_kind, owner_id, "CNY")
-        return 0 if found is None else found.balance_minor
-
-
-def assert_books_clean(server: Server) -> None:
-    with server.session() as session:
-        assert ledger.ledger_sum_minor(session) == 0
-        report = reconcile.reconcile(session, now_s=time.time())
-    assert report.mismatches == [], report.mismatches
-    assert report.ok
 
 
 def code_on_screen(page: Any, name: str) -> str:
