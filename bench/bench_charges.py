@@ -810,6 +810,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--duration-s", type=float, default=None)
     parser.add_argument("--customers", type=int, default=DEFAULT_CUSTOMERS)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="request threads per worker (serve's default)"
+    )
     parser.add_argument("--no-profile", action="store_true", help="skip the per-charge profile")
     parser.add_argument("--profile-only", action="store_true", help="only the profile")
     args = parser.parse_args(argv)
@@ -866,6 +869,10 @@ def _run(args: argparse.Namespace, started: float) -> int:
         ) as charge_server,
         bare_server() as bare,
     ):
+        if args.threads is not None:
+            for server in (charge_server, bare):
+                server.env["PAYCODE_SERVE_THREADS"] = str(args.threads)
+            restart(charge_server, args.workers[0])
         fixture = populate(charge_server, args.customers, max(args.merchants))
         pgbench_db = make_url(pgbench_url).database or ""
         pgbench_init(pgbench_db)

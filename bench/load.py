@@ -285,7 +285,9 @@ class BareServer(LiveServer):
 @contextlib.contextmanager
 def bare_server() -> Iterator[BareServer]:
     instance = Path(tempfile.mkdtemp(prefix="paycode-bench-bare-"))
-    url = f"sqlite:///{instance / 'unused.db'}"
+    unused = instance / "unused.db"
+    unused.touch()  # `serve` refuses a bank file that does not exist; the bare app never opens it
+    url = f"sqlite:///{unused}"
     server = BareServer("bare", url, instance, server_env(instance, url))
     try:
         yield server

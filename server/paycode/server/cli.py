@@ -47,6 +47,15 @@ if TYPE_CHECKING:
     from flask import Flask
 
 WORKERS_MAX = 64
+THREADS_MAX = 64
+THREADS_DEFAULT = 8
+"""Request threads per worker process: a charge waits on PostgreSQL for about half its time,
+and the threads' charges share one commit (paycode.server.charge.batch_writer)."""
+THREADS_ENV = "PAYCODE_SERVE_THREADS"
+"""The default of `serve --threads` where the flag is not given (benchmarks, test servers)."""
+KEEPALIVE_S = 5
+"""How long an idle client connection stays open: a till sends its next request on it instead
+of paying a new TCP connection (behind a proxy, set the proxy's upstream keep-alive lower)."""
 GUNICORN_TIMEOUT_S = 30
 GUNICORN_GRACEFUL_TIMEOUT_S = 10
 WORKER_INTERVAL_S_MIN = 0.1
@@ -100,9 +109,13 @@ def _parse_bind(bind: str) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """gunicorn with sync workers; each worker imports server.wsgi (its own engine) after fork."""
+    """gunicorn with threaded workers that keep connections alive; each worker imports
+    server.wsgi (its own engine) after fork."""
     if not 1 <= args.workers <= WORKERS_MAX:
         raise CliError(ErrorCode.INVALID_ARGUMENT, f"--workers must be 1-{WORKERS_MAX}")
+    threads = args.threads if args.threads is not None else _threads_from_env()
+    if not 1 <= threads <= THREADS_MAX:
+        raise CliError(ErrorCode.INVALID_ARGUMENT, f"--threads must be 1-{THREADS_MAX}")
     config = _config()  # a broken configuration fails here, with its code, not in every worker
     # Before anything imports prometheus_client: each worker writes its samples here.
     metrics_dir = observability.prepare_multiprocess_dir(config.instance_path)
@@ -110,7 +123,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "bind": [_parse_bind(args.bind)],
         "workers": args.workers,
-        "worker_class": "sync",
+        "worker_class": "gthread",
+        "threads": threads,
+        "keepalive": KEEPALIVE_S,
         "timeout": GUNICORN_TIMEOUT_S,
         "graceful_timeout": GUNICORN_GRACEFUL_TIMEOUT_S,
         "accesslog": "-" if args.access_log else None,
@@ -125,6 +140,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     }
     _run_gunicorn(options)
     return 0
+
+
+def _threads_from_env() -> int:
+    text = os.environ.get(THREADS_ENV, "").strip()
+    if not text:
+        return THREADS_DEFAULT
+    if not text.isdigit():
+        raise CliError(ErrorCode.CONFIG_INVALID, f"{THREADS_ENV} must be a whole number")
+    return int(text)
 
 
 def _run_gunicorn(options: dict[str, Any]) -> None:
@@ -203,8 +227,14 @@ def _add_server_commands(sub: Subparsers) -> None:
     run_parser.add_argument("--host", default="127.0.0.1")
     run_parser.add_argument("--port", type=int, default=5000)
     run_parser.set_defaults(func=cmd_run)
-    serve = sub.add_parser("serve", help="production server (gunicorn, sync workers)")
+    serve = sub.add_parser("serve", help="production server (gunicorn, threaded workers)")
     serve.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    serve.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help=f"request threads per worker (default {THREADS_DEFAULT}, or ${THREADS_ENV})",
+    )
     serve.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT (default %(default)s)")
     serve.add_argument("--access-log", action="store_true", help="log every request to stdout")
     serve.set_defaults(func=cmd_serve)
