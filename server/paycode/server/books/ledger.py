@@ -11,7 +11,13 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from paycode.server.database.models import SYSTEM, Account, LedgerEntry, LedgerTransaction, new_id
+from paycode.server.database.models import (
+    SYSTEM,
+    Account,
+    LedgerEntry,
+    LedgerTransaction,
+    time_ordered_id,
+)
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import ApiError
 
@@ -76,7 +82,7 @@ def transfer(
     for account_id, delta in sorted([(debit.id, -amount_minor), (credit.id, amount_minor)]):
         if not _move(session, account_id, delta):
             raise ApiError(ErrorCode.INSUFFICIENT_FUNDS, "the balance does not cover the amount")
-    transaction_id = new_id("txn")
+    transaction_id = time_ordered_id("txn", now_s)
     entries: list[dict[str, str | int]] = [
         {"transaction_id": transaction_id, "account_id": debit.id, "amount_minor": -amount_minor},
         {"transaction_id": transaction_id, "account_id": credit.id, "amount_minor": amount_minor},

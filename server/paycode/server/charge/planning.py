@@ -19,7 +19,7 @@ from typing import Any
 
 from paycode.server.charge.verification import Burn, NamedHandle, verify_charge_code
 from paycode.server.database.directory import CachedDevice, Directory, TerminalCredential
-from paycode.server.database.models import Payment, new_id
+from paycode.server.database.models import Payment, new_id, time_ordered_id
 from paycode.server.http.problems import problem_body, problem_reply
 from paycode.server.http.request_fields import money_fields, string_field
 from paycode.server.notifications import events
@@ -274,7 +274,7 @@ def plan_charge(
         accepted=accepted,
         device=device,
         payment_id=payment_id,
-        transaction_id=new_id("txn"),
+        transaction_id=time_ordered_id("txn", attempt.now_s),
         amount_minor=money.amount_minor,
         currency=money.currency,
         order_id=order_id,
