@@ -1,22 +1,30 @@
-"""Charges per second over HTTP (gunicorn, PostgreSQL) next to two ceilings, in one run.
+"""Charges per second over HTTP (gunicorn, PostgreSQL) next to two ceilings, and the latency of
+charges under open-loop load, in one run.
 
-    python -m bench.bench_charges [--quick] [--workers 2,4] [--merchants 1,8] [--rounds 3]
-                                  [--duration-s 10] [--customers 200] [--no-profile]
+    python -m bench.bench_charges [--quick] [--workers 2,4] [--merchants 8,1] [--rounds 3]
+                                  [--duration-s 10] [--customers 200] [--threads 8]
+                                  [--open-duration-s 10] [--sequential-duration-s 5]
+                                  [--no-open-loop] [--no-profile] [--json OUT]
 
-docs/bars.md (charge throughput). At 32 concurrent clients (wrk, one connection each) it measures,
-in
+docs/bars.md (charges). At 32 concurrent clients (wrk, one connection each) it measures, in
 interleaved rounds so that the noise of this shared machine hits all three alike:
 
   charge   `paycode-server serve --workers N` on a fresh PostgreSQL database: real signed
            POST /v1/charges (v2 codes, HMAC-signed terminal requests, unique Idempotency-Key),
-           each pre-built request sent once; the ledger must sum to zero after every run;
+           each pre-built request sent once, with 8 merchants and with 1; the ledger must sum
+           to zero after every run;
   bare     a Flask endpoint that parses the same JSON body and answers {"ok": true}, served by
-           the same `serve` code path with the same worker count (bench/bare_server.py);
+           the same `serve` code path with the same workers and threads (bench/bare_server.py);
   pgbench  TPC-B (`pgbench -i -s 10` on a scratch database, `-c 32 -j 2 -T <duration>`) on the
            same PostgreSQL.
 
-Targets: charge >= 0.8 x C with C = 1 / (1/bare + 1/pgbench), and charge p99 <= 25 ms. Then
-a per-charge profile: round trips and statements (libpq trace), Python vs database time,
+Then, on the same server, open-loop Poisson arrivals at 50% and 70% of this run's closed-loop
+maximum (8 merchants) and one client sending one charge at a time (bench/openloop.py, latency
+from the scheduled send time; bench/charge_targets.py checks that every acknowledged payment
+exists once). Targets: charge >= 0.8 x C with C = 1 / (1/bare + 1/pgbench) at 8 merchants;
+1 merchant >= 0.9 x 8 merchants; open-loop p99 <= 25 ms at 50%. The p99 at 32 closed-loop
+clients is printed but is no target: by Little's law it is a throughput bar in disguise.
+Then a per-charge profile: round trips and statements (libpq trace), Python vs database time,
 where Python time goes (cProfile in-process; py-spy on the gunicorn workers when installed),
 and what the database sessions wait on under load (pg_stat_activity samples).
 """
@@ -26,6 +34,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import datetime as dt
+import json
 import os
 import pstats
 import re
@@ -40,7 +50,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -49,6 +59,17 @@ import psycopg
 from sqlalchemy import Engine, event, make_url
 
 from bench import REPO_ROOT
+from bench.charge_targets import (
+    TARGET_RATIO,
+    OpenRun,
+    closed_loop_max,
+    one_merchant_ratio,
+    open_loop_runs,
+    print_verdicts,
+    server_settings,
+    settings_line,
+    verdicts_for,
+)
 from bench.load import (
     CHARGE_PATH,
     CLIENTS,
@@ -81,8 +102,6 @@ from paycode.server.testing import (
     start_server,
 )
 
-TARGET_RATIO = 0.8
-TARGET_P99_MS = 25.0
 RATE_GUESS_PER_S = 2500
 """Requests generated per second of run, at least; 1.5 x the best measured charge rate when that
 is more. A run that outruns its requests is flagged `exhausted`."""
@@ -278,18 +297,10 @@ def print_table(rows: list[Row], rounds: int, duration_s: float) -> None:
             f" {r.bad:>7} | {'yes' if r.valid else 'NO'}"
         )
     print("(latencies in ms; C = 1 / (1/bare + 1/pgbench), from the same round)")
-    print("\nverdict (targets: charge >= 0.8 x C, charge p99 <= 25 ms at 32 clients):")
-    for r in rows:
-        throughput = "meets" if r.ratio >= TARGET_RATIO else "MISSES"
-        latency = "meets" if r.p99_ms <= TARGET_P99_MS else "MISSES"
-        print(
-            f"  workers={r.workers} merchants={r.merchants}: throughput {throughput} "
-            f"({r.charge:.0f}/s = {r.ratio:.2f} x C of {r.ceiling:.0f}/s; 0.8 x C = "
-            f"{TARGET_RATIO * r.ceiling:.0f}/s), p99 {latency} ({r.p99_ms:.1f} ms)"
-        )
     print(
-        f"  note: {CLIENTS} closed-loop clients wait on average {CLIENTS} / rate (Little's law):"
-        f" even a mean of 25 ms needs >= {CLIENTS / (TARGET_P99_MS / 1000):.0f} charges/s."
+        f"  (the p99 at {CLIENTS} closed-loop clients is no target: they wait on average "
+        f"{CLIENTS} / rate by Little's law, so a 25 ms p99 there would need >= "
+        f"{CLIENTS / 0.025:.0f} charges/s; latency is measured open loop)"
     )
 
 
@@ -804,7 +815,9 @@ def _int_list(text: str) -> list[int]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="workers 2, 1 merchant, 2 x 8 s")
+    parser.add_argument(
+        "--quick", action="store_true", help="workers 2, merchants 8 and 1, 1 round of 4 s"
+    )
     parser.add_argument("--workers", type=_int_list, default=None, help="e.g. 2,4")
     parser.add_argument("--merchants", type=_int_list, default=None, help="e.g. 1,8")
     parser.add_argument("--rounds", type=int, default=None)
@@ -813,16 +826,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--threads", type=int, default=None, help="request threads per worker (serve's default)"
     )
+    parser.add_argument("--open-duration-s", type=float, default=None, help="each open-loop run")
+    parser.add_argument("--sequential-duration-s", type=float, default=None)
+    parser.add_argument("--no-open-loop", action="store_true", help="closed-loop rounds only")
     parser.add_argument("--no-profile", action="store_true", help="skip the per-charge profile")
     parser.add_argument("--profile-only", action="store_true", help="only the profile")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     quick = args.quick
     args.workers = args.workers or ([2] if quick else [2, 4])
-    args.merchants = args.merchants or ([1] if quick else [1, 8])
-    args.rounds = args.rounds or (2 if quick else 3)
-    args.duration_s = args.duration_s or (8.0 if quick else 10.0)
-    if not 1 <= args.duration_s <= DURATION_S_MAX:
-        parser.error(f"--duration-s must be 1-{DURATION_S_MAX} (codes expire)")
+    args.merchants = args.merchants or [8, 1]
+    args.rounds = args.rounds or (1 if quick else 3)
+    args.duration_s = args.duration_s or (4.0 if quick else 10.0)
+    args.open_duration_s = args.open_duration_s or (4.0 if quick else 10.0)
+    args.sequential_duration_s = args.sequential_duration_s or (3.0 if quick else 5.0)
+    durations = (args.duration_s, args.open_duration_s, args.sequential_duration_s)
+    if not all(1 <= d <= DURATION_S_MAX for d in durations):
+        parser.error(f"durations must be 1-{DURATION_S_MAX} s (codes expire)")
     if not all(1 <= w <= 16 for w in args.workers) or not all(m >= 1 for m in args.merchants):
         parser.error("--workers 1-16 each, --merchants >= 1 each")
     if not 1 <= args.rounds <= 20 or not 1 <= args.customers <= 10_000:
@@ -844,7 +864,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGINT, _raise_interrupt)
     started = time.monotonic()
-    print(machine_line())
+    args.machine = machine_line()
+    print(args.machine)
     print(
         f"setup: {args.customers} customers (one v2 device each), merchants {args.merchants} "
         f"(one terminal each), workers {args.workers}, {CLIENTS} clients (wrk -t "
@@ -880,8 +901,16 @@ def _run(args: argparse.Namespace, started: float) -> int:
             args, charge_server, bare, fixture, pgbench_db, Path(workdir), args.workers[0]
         )
         print(f"ready in {time.monotonic() - started:.0f} s; runs:", flush=True)
+        open_runs: list[OpenRun] = []
         for workers in args.workers if not args.profile_only else []:
             bench.measure(workers)
+            if not args.no_open_loop:
+                print(f"open loop (w={workers}, {CLIENTS} connections at most):", flush=True)
+                durations_s = (args.open_duration_s, args.sequential_duration_s)
+                rate = closed_loop_max(bench.runs, workers)
+                open_runs += open_loop_runs(
+                    charge_server, fixture, Path(workdir), workers, rate, durations_s
+                )
         rows = [
             row
             for workers in args.workers
@@ -890,30 +919,89 @@ def _run(args: argparse.Namespace, started: float) -> int:
         ]
         if rows:
             print_table(rows, args.rounds, args.duration_s)
-        missed = any(r.ratio < TARGET_RATIO or r.p99_ms > TARGET_P99_MS for r in rows)
+        settings = server_settings(charge_server.env, args.workers, args.threads)
+        print(f"server settings: {settings_line(settings)}")
+        verdicts = _verdicts(bench.runs, rows, open_runs, args.workers)
+        print_verdicts(verdicts)
         bench.target_per_s = {r.workers: TARGET_RATIO * r.ceiling for r in rows}
         if not args.no_profile:
+            missed = not all(v["throughput"]["ok"] for v in verdicts)
             print("\nprofile" + (" (targets missed: where the time goes)" if missed else ""))
-            profile_in_process(charge_server, fixture, Path(workdir))
-            workers = args.workers[-1]
-            if bench.charge_workers != workers:
-                restart(charge_server, workers)
-                bench.charge_workers = workers
-            for merchants in args.merchants if not args.quick else args.merchants[:1]:
-                profile_under_load(bench, workers, merchants)
+            _profile(bench, args, Path(workdir))
+        books_ok = ledger_sum(charge_server) == 0 and all_books_ok(bench.runs, open_runs)
         print(
-            f"\nledger sums to zero after every run: "
-            f"{'yes' if ledger_sum(charge_server) == 0 and all_books_ok(bench.runs) else 'NO'}; "
-            f"total {time.monotonic() - started:.0f} s"
+            f"\nbooks (ledger sums to zero; every acknowledged payment exists once) after every "
+            f"run: {'yes' if books_ok else 'NO'}; total {time.monotonic() - started:.0f} s"
         )
-        valid = all(r.valid for r in rows)
+        valid = all(r.valid for r in rows) and all(r.valid for r in open_runs)
+        if args.json:
+            write_json(args, rows, open_runs, verdicts, settings, books_ok, started)
         if not valid:
             print("INVALID: some runs had unexpected answers or exhausted their requests")
         return 0 if valid else 1
 
 
-def all_books_ok(runs: list[Run]) -> bool:
-    return not any("LEDGER" in note for run in runs for note in run.notes)
+def _verdicts(
+    runs: list[Run], rows: list[Row], open_runs: list[OpenRun], workers: list[int]
+) -> list[dict[str, Any]]:
+    verdicts = []
+    for count in workers:
+        row = next((r for r in rows if r.workers == count and r.merchants == 8), None)
+        verdicts.append(
+            verdicts_for(
+                count,
+                row.ratio if row else None,
+                row.ceiling if row else 0.0,
+                row.charge if row else 0.0,
+                one_merchant_ratio(runs, count),
+                [r for r in open_runs if r.workers == count],
+            )
+        )
+    return verdicts
+
+
+def _profile(bench: Bench, args: argparse.Namespace, workdir: Path) -> None:
+    profile_in_process(bench.charge_server, bench.fixture, workdir)
+    workers = args.workers[-1]
+    if bench.charge_workers != workers:
+        restart(bench.charge_server, workers)
+        bench.charge_workers = workers
+    for merchants in args.merchants if not args.quick else args.merchants[:1]:
+        profile_under_load(bench, workers, merchants)
+
+
+def write_json(
+    args: argparse.Namespace,
+    rows: list[Row],
+    open_runs: list[OpenRun],
+    verdicts: list[dict[str, Any]],
+    settings: dict[str, Any],
+    books_ok: bool,
+    started: float,
+) -> None:
+    """What bench/report.py needs for the charge targets' section of docs/benchmarks.md."""
+    data = {
+        "machine": args.machine,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "rounds": args.rounds,
+        "duration_s": args.duration_s,
+        "open_duration_s": args.open_duration_s,
+        "sequential_duration_s": args.sequential_duration_s,
+        "clients": CLIENTS,
+        "settings": settings,
+        "rows": [asdict(row) for row in rows],
+        "open_loop": [asdict(run) | {"valid": run.valid} for run in open_runs],
+        "verdicts": verdicts,
+        "books_ok": books_ok,
+        "elapsed_s": round(time.monotonic() - started),
+    }
+    args.json.write_text(json.dumps(data, indent=1))
+
+
+def all_books_ok(runs: list[Run], open_runs: list[OpenRun]) -> bool:
+    closed = not any("LEDGER" in note or "server made" in note for r in runs for note in r.notes)
+    return closed and not any(run.notes for run in open_runs)
 
 
 if __name__ == "__main__":

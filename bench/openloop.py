@@ -33,22 +33,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bench.keepalive import HttpError, Pool, Reply
+
 CHARGE_PATH = "/v1/charges"
 HEADER_NAMES = ("Paycode-Key-Id", "Paycode-Timestamp", "Paycode-Nonce", "Paycode-Signature")
 FIELDS = 6
-HEADER_BYTES_MAX = 64 * 1024
-BODY_BYTES_MAX = 1024 * 1024
-CHUNKS_MAX = 1024
 REQUEST_TIMEOUT_S = 10.0
 DRAIN_TIMEOUT_S = 10.0
 """After the schedule ends, how long answers still in flight are awaited."""
 PERCENTILES = (50, 90, 99)
 PAYMENT_ID = re.compile(rb'"payment_id"\s*:\s*"([^"]{1,100})"')
 FIRST_BAD_CHARS = 300
-
-
-class HttpError(Exception):
-    """The server's answer could not be read as HTTP/1.1."""
 
 
 # -- the requests and their schedule -------------------------------------------------------------
@@ -89,133 +84,6 @@ def percentile(sorted_values: list[float], percent: float) -> float:
         return math.nan
     rank = max(1, math.ceil(percent / 100 * len(sorted_values)))
     return sorted_values[min(rank, len(sorted_values)) - 1]
-
-
-# -- one keep-alive connection ---------------------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    status: int
-    body: bytes
-    keep_alive: bool
-
-
-class Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.used = False
-
-    @classmethod
-    async def open(cls, host: str, port: int) -> Connection:
-        reader, writer = await asyncio.open_connection(host, port)
-        return cls(reader, writer)
-
-    async def exchange(self, request: bytes) -> Reply:
-        self.used = True
-        self.writer.write(request)
-        await self.writer.drain()
-        return await read_reply(self.reader)
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-async def read_reply(reader: asyncio.StreamReader) -> Reply:
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as error:
-        raise HttpError("closed" if not error.partial else "truncated head") from None
-    except asyncio.LimitOverrunError:
-        raise HttpError("head too long") from None
-    if len(head) > HEADER_BYTES_MAX:
-        raise HttpError("head too long")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    parts = status_line.split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-        raise HttpError(f"bad status line {status_line[:60]!r}")
-    headers = {}
-    for line in lines:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
-    keep_alive = headers.get("connection", "").lower() != "close" and parts[0] == "HTTP/1.1"
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        body = await read_chunked(reader)
-    else:
-        length = int(headers.get("content-length", "0") or 0)
-        if not 0 <= length <= BODY_BYTES_MAX:
-            raise HttpError("bad content-length")
-        body = await reader.readexactly(length)
-    return Reply(int(parts[1]), body, keep_alive)
-
-
-async def read_chunked(reader: asyncio.StreamReader) -> bytes:
-    body = bytearray()
-    for _ in range(CHUNKS_MAX):
-        size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip() or b"0", 16)
-        if size == 0:
-            await reader.readuntil(b"\r\n")  # no trailers expected
-            return bytes(body)
-        body += await reader.readexactly(size)
-        await reader.readexactly(2)
-        if len(body) > BODY_BYTES_MAX:
-            break
-    raise HttpError("chunked body too long")
-
-
-class Pool:
-    """At most `size` keep-alive connections, opened when first needed. A request waits here
-    for a free one. A reused connection the server closed while idle (keep-alive timeout: no
-    byte of an answer) is replaced once; the server never read that request."""
-
-    def __init__(self, host: str, port: int, size: int) -> None:
-        self.host, self.port = host, port
-        self.idle: asyncio.Queue[Connection | None] = asyncio.Queue()
-        for _ in range(size):
-            self.idle.put_nowait(None)
-        self.opened = 0
-        self.reopened = 0
-
-    async def exchange(self, request: bytes) -> Reply:
-        connection = await self.idle.get()
-        try:
-            for _attempt in range(2):
-                if connection is None:
-                    connection = await Connection.open(self.host, self.port)
-                    self.opened += 1
-                reused = connection.used
-                try:
-                    reply = await connection.exchange(request)
-                except (HttpError, ConnectionError) as error:
-                    connection.close()
-                    connection = None
-                    if not (reused and _never_answered(error)):
-                        raise
-                    self.reopened += 1
-                    continue
-                if not reply.keep_alive:
-                    connection.close()
-                    connection = None
-                return reply
-            raise HttpError("closed twice")
-        except BaseException:
-            if connection is not None:  # cancelled or failed mid-exchange: never reuse it
-                connection.close()
-                connection = None
-            raise
-        finally:
-            self.idle.put_nowait(connection)
-
-    def close(self) -> None:
-        while not self.idle.empty():
-            connection = self.idle.get_nowait()
-            if connection is not None:
-                connection.close()
-
-
-def _never_answered(error: Exception) -> bool:
-    return isinstance(error, ConnectionError) or str(error) == "closed"
 
 
 # -- the runs ------------------------------------------------------------------------------------
@@ -288,7 +156,8 @@ def _cpu_s() -> float:
 async def _send(pool: Pool, request: bytes, due_s: float, tally: Tally, timeout_s: float) -> None:
     loop = asyncio.get_running_loop()
     try:
-        reply = await asyncio.wait_for(pool.exchange(request), timeout_s)
+        async with asyncio.timeout(timeout_s):  # no extra task per request, unlike wait_for
+            reply = await pool.exchange(request)
     except (TimeoutError, HttpError, OSError, asyncio.IncompleteReadError, ValueError) as error:
         tally.error(error)
         return
@@ -327,10 +196,13 @@ async def open_loop(
     for request, offset_s in zip(requests, schedule_s, strict=False):
         due_s = start_s + offset_s
         await asyncio.sleep(max(0.0, due_s - loop.time()))
-        try:
-            await asyncio.wait_for(slots.acquire(), max(0.0, stop_s - loop.time()))
-        except TimeoutError:
-            break
+        if slots.locked():  # the outstanding bound: wait, but not past the stop
+            try:
+                await asyncio.wait_for(slots.acquire(), max(0.0, stop_s - loop.time()))
+            except TimeoutError:
+                break
+        else:
+            await slots.acquire()
         lag_max_s = max(lag_max_s, loop.time() - due_s)
         task = loop.create_task(send(request, due_s))
         tasks.add(task)

@@ -74,8 +74,8 @@ async def stub_server(
                     b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s" % (status, len(body), body)
                 )
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            writer.close()  # the client hung up, or the test is over
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     async with server:
