@@ -816,7 +816,7 @@ def _int_list(text: str) -> list[int]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="workers 2, merchants 8 and 1, 1 round of 4 s"
+        "--quick", action="store_true", help="workers 2, merchants 8 and 1, 1 round of 3 s"
     )
     parser.add_argument("--workers", type=_int_list, default=None, help="e.g. 2,4")
     parser.add_argument("--merchants", type=_int_list, default=None, help="e.g. 1,8")
@@ -837,9 +837,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.workers = args.workers or ([2] if quick else [2, 4])
     args.merchants = args.merchants or [8, 1]
     args.rounds = args.rounds or (1 if quick else 3)
-    args.duration_s = args.duration_s or (4.0 if quick else 10.0)
-    args.open_duration_s = args.open_duration_s or (4.0 if quick else 10.0)
-    args.sequential_duration_s = args.sequential_duration_s or (3.0 if quick else 5.0)
+    args.duration_s = args.duration_s or (3.0 if quick else 10.0)
+    args.open_duration_s = args.open_duration_s or (3.0 if quick else 10.0)
+    args.sequential_duration_s = args.sequential_duration_s or (2.0 if quick else 5.0)
     durations = (args.duration_s, args.open_duration_s, args.sequential_duration_s)
     if not all(1 <= d <= DURATION_S_MAX for d in durations):
         parser.error(f"durations must be 1-{DURATION_S_MAX} s (codes expire)")

@@ -260,20 +260,23 @@ def verdicts_for(
     return {
         "workers": workers,
         "throughput": {
+            "value": ratio,
             "ok": ratio is not None and ratio >= TARGET_RATIO,
-            "text": f"{charge:.0f}/s = {ratio or 0:.2f} x C of {ceiling:.0f}/s "
-            f"(0.8 x C = {TARGET_RATIO * ceiling:.0f}/s)",
+            "text": f"{charge:.0f}/s = {ratio or 0:.2f} x C of {ceiling:.0f}/s; "
+            f"{TARGET_RATIO:g} x C = {TARGET_RATIO * ceiling:.0f}/s",
         },
         "one_merchant": {
+            "value": one,
             "ok": one is not None and one >= ONE_MERCHANT_RATIO,
             "text": "not measured" if one is None else f"1 merchant = {one:.2f} x 8 merchants",
         },
         "latency": {
+            "value": p99,
             "ok": bar is not None and bar.valid and p99 is not None and p99 <= TARGET_P99_MS,
             "text": "not measured"
             if bar is None
             else f"p99 {_ms(p99).strip()} ms at {bar.result['achieved_rate_per_s']:.0f}/s "
-            f"achieved ({bar.result['scheduled_rate_per_s']:.0f}/s scheduled)"
+            f"achieved, {bar.result['scheduled_rate_per_s']:.0f}/s scheduled"
             + ("" if bar.valid else "; the run was not clean: " + "; ".join(bar.notes)),
         },
     }
