@@ -122,14 +122,15 @@ def open_loop_runs(
     """Open loop at each share of `max_rate_per_s`, then one client sequential; each run's
     requests are signed just before it (codes expire after 30 s)."""
     open_s, sequential_s = durations_s
+    merchants = min(OPEN_MERCHANTS, len(fixture.terminals))  # fewer when --merchants says so
     runs = []
     path = workdir / "openloop.tsv"
     for share in OPEN_SHARES:
         rate = share * max_rate_per_s
-        fixture.write_requests(path, requests_for(rate, open_s), OPEN_MERCHANTS)
+        fixture.write_requests(path, requests_for(rate, open_s), merchants)
         runs.append(_checked(server, workers, f"{share:.0%}", share, path, open_s, rate))
     count = max(SEQUENTIAL_REQUESTS_MIN, requests_for(1.5 * max_rate_per_s, sequential_s))
-    fixture.write_requests(path, count, OPEN_MERCHANTS)
+    fixture.write_requests(path, count, merchants)
     run = _checked(server, workers, "sequential", None, path, sequential_s, None)
     if run.result["sent"] >= count:
         run.result["exhausted"] = 1  # it ran out of requests before its time was up

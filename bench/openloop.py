@@ -158,8 +158,8 @@ async def _send(pool: Pool, request: bytes, due_s: float, tally: Tally, timeout_
     try:
         async with asyncio.timeout(timeout_s):  # no extra task per request, unlike wait_for
             reply = await pool.exchange(request)
-    except (TimeoutError, HttpError, OSError, asyncio.IncompleteReadError, ValueError) as error:
-        tally.error(error)
+    except (TimeoutError, HttpError, OSError, EOFError, ValueError) as error:
+        tally.error(error)  # IncompleteReadError is an EOFError, LimitOverrunError a ValueError
         return
     now_s = loop.time()
     tally.answer(reply, now_s - due_s, now_s)

@@ -47,10 +47,11 @@ def test_percentiles_are_nearest_rank() -> None:
 
 @asynccontextmanager
 async def stub_server(
-    service_s: float, status_of: Callable[[int], int] = lambda _n: 201
+    service_s: float, status_of: Callable[[int], int] = lambda _n: 201, *, hang_up: bool = False
 ) -> AsyncIterator[int]:
     """HTTP/1.1 keep-alive server that answers one request at a time (a lock across all
-    connections), each after service_s: a server with one worker."""
+    connections), each after service_s: a server with one worker. `hang_up`: it closes every
+    connection after one answer without saying so (as an idle keep-alive timeout does)."""
     busy = asyncio.Lock()
     served = 0
 
@@ -74,6 +75,9 @@ async def stub_server(
                     b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s" % (status, len(body), body)
                 )
                 await writer.drain()
+                if hang_up:
+                    writer.close()
+                    return
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             writer.close()  # the client hung up, or the test is over
 
@@ -146,3 +150,17 @@ def test_counts_rates_and_payment_ids(tmp_path: Path) -> None:
     assert 0.6 * 200 * 0.8 < result["achieved_rate_per_s"] < 1.4 * 200 * 0.8
     assert result["cpu_s"] > 0 and result["cpu_per_request_ms"] > 0
     assert result["p99_ms"] < 100 and result["dispatch_lag_max_ms"] < 100
+
+
+def test_a_connection_the_server_closed_is_replaced_once(tmp_path: Path) -> None:
+    """A reused keep-alive connection the server has closed gives no byte of an answer: the
+    request goes again on a new connection and nothing is counted as an error."""
+    requests = _requests(tmp_path, 20)
+
+    async def run() -> openloop.Outcome:
+        async with stub_server(0.001, hang_up=True) as port:
+            return await openloop.sequential("127.0.0.1", port, requests[:5], 5.0, 201)
+
+    outcome = asyncio.run(run())
+    assert outcome.tally.ok == 5 and not outcome.tally.errors
+    assert outcome.connections_opened == 5 and outcome.reconnects == 4
