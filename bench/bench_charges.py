@@ -25,40 +25,31 @@ exists once). Targets: charge >= 0.8 x C with C = 1 / (1/bare + 1/pgbench) at 8 
 1 merchant >= 0.9 x 8 merchants; open-loop p99 <= 25 ms at 50%. The p99 at 32 closed-loop
 clients is printed but is no target: by Little's law it is a throughput bar in disguise.
 Then a per-charge profile: round trips and statements (libpq trace), Python vs database time,
-where Python time goes (cProfile in-process; py-spy on the gunicorn workers when installed),
-and what the database sessions wait on under load (pg_stat_activity samples).
+where Python time goes (cProfile in-process: bench/charge_profile.py; py-spy on the gunicorn
+workers when installed), and what the database sessions wait on under load (pg_stat_activity
+samples: bench/charge_load_profile.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import cProfile
 import datetime as dt
 import json
-import os
-import pstats
-import re
-import resource
-import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import psycopg
-from sqlalchemy import Engine, event, make_url
+from sqlalchemy import make_url
 
-from bench import REPO_ROOT
+from bench.charge_load_profile import profile_under_load
+from bench.charge_profile import profile_in_process
 from bench.charge_targets import (
     TARGET_RATIO,
     OpenRun,
@@ -71,10 +62,8 @@ from bench.charge_targets import (
     verdicts_for,
 )
 from bench.load import (
-    CHARGE_PATH,
     CLIENTS,
     PGBENCH_SCALE,
-    SUBPROCESS_SLACK_S,
     WRK_THREADS,
     BareServer,
     Fixture,
@@ -91,12 +80,9 @@ from bench.load import (
     run_pgbench,
     run_wrk,
     settle,
-    worker_pids,
     wrk_run,
 )
-from paycode.server.config import ServerConfig
 from paycode.server.testing import (
-    POSTGRES_ADMIN_URL,
     LiveServer,
     postgres_database,
     start_server,
@@ -112,12 +98,6 @@ DURATION_S_MAX = 20
 """Codes are made for the current 30 s step and accepted during the next one: a run started
 right after generating them must end within 30 s."""
 WARMUP_S = 2
-PROFILE_CHARGES = 200
-PROFILE_WARMUP_CHARGES = 20
-LOAD_PROFILE_S = 6
-SAMPLE_INTERVAL_S = 0.02
-PY_SPY_RATE_HZ = 100
-PY_SPY_TOP_FUNCTIONS = 12
 DEFAULT_CUSTOMERS = 200
 
 
@@ -304,508 +284,6 @@ def print_table(rows: list[Row], rounds: int, duration_s: float) -> None:
     )
 
 
-# -- profile: one charge in-process --------------------------------------------------------------
-
-
-@dataclass
-class DbClock:
-    """Time spent waiting on PostgreSQL in this process, by kind: the first keyword of each
-    statement (the first statement of a transaction also carries psycopg's BEGIN), plus the
-    pool's pre-ping and COMMIT."""
-
-    seconds: dict[str, float] = field(default_factory=dict)
-    counts: Counter[str] = field(default_factory=Counter)
-    enabled: bool = True
-
-    def add(self, kind: str, elapsed_s: float) -> None:
-        if self.enabled:
-            self.seconds[kind] = self.seconds.get(kind, 0.0) + elapsed_s
-            self.counts[kind] += 1
-
-
-def instrument(engine: Engine) -> DbClock:
-    clock = DbClock()
-    started: list[float] = []
-
-    @event.listens_for(engine, "before_cursor_execute")
-    def _before(*_args: Any) -> None:
-        started.append(time.perf_counter())
-
-    @event.listens_for(engine, "after_cursor_execute")
-    def _after(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        clock.add(_keyword(statement), time.perf_counter() - started.pop())
-
-    dialect = engine.dialect
-
-    def timed(name: str, kind: str) -> None:
-        original: Callable[..., Any] = getattr(dialect, name)
-
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                clock.add(kind, time.perf_counter() - start)
-
-        setattr(dialect, name, wrapper)
-
-    timed("do_ping", "ping (pool_pre_ping)")
-    timed("do_commit", "COMMIT")
-    return clock
-
-
-class WireTrace:
-    """libpq's own protocol trace (PQtrace) on every new connection of an engine: the exact
-    round trips (ReadyForQuery) and statements a charge costs, BEGIN/COMMIT and pings included."""
-
-    def __init__(self, engine: Engine, path: Path) -> None:
-        self.path = path
-        self._file = path.open("w")
-        self._connections: list[Any] = []
-        self.enabled = False
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-            if self.enabled:
-                dbapi_connection.pgconn.trace(self._file.fileno())
-                flags = psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE
-                dbapi_connection.pgconn.set_trace_flags(flags)
-                self._connections.append(dbapi_connection)
-
-    def close(self) -> tuple[int, Counter[str]]:
-        for connection in self._connections:
-            with contextlib.suppress(Exception):
-                connection.pgconn.untrace()
-        self._file.close()
-        return parse_trace(self.path.read_text())
-
-
-QUOTED = re.compile(r'"((?:[^"]|"")*)"')
-MESSAGE = re.compile(r"^([FB])\t\d+\t(\w+)", re.MULTILINE)
-
-
-def parse_trace(text: str) -> tuple[int, Counter[str]]:
-    """(round trips, statements by first keyword) from a libpq trace. A message starts a line
-    with F (frontend) or B (backend), its length and its type; SQL text may span lines."""
-    round_trips, statements = 0, Counter[str]()
-    prepared: dict[str, str] = {}
-    bound = ""
-    matches = list(MESSAGE.finditer(text))
-    for index, match in enumerate(matches):
-        direction, message = match.group(1), match.group(2)
-        end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
-        quoted = QUOTED.findall(text[match.end() : end])
-        if direction == "B" and message == "ReadyForQuery":
-            round_trips += 1
-        elif direction == "F" and message == "Query" and quoted:
-            statements[_keyword(quoted[0])] += 1
-        elif direction == "F" and message == "Parse" and len(quoted) >= 2:
-            prepared[quoted[0]] = quoted[1]
-        elif direction == "F" and message == "Bind" and len(quoted) >= 2:
-            bound = quoted[1]
-        elif direction == "F" and message == "Execute":
-            statements[_keyword(prepared.get(bound, "?"))] += 1
-    return round_trips, statements
-
-
-def _keyword(sql_text: str) -> str:
-    words = sql_text.strip().split(None, 1)
-    if not words or words[0] == ";":
-        return "; (pool ping)"
-    return words[0].upper()
-
-
-PACKAGES = (
-    ("sqlalchemy", "/sqlalchemy/"),
-    ("psycopg (incl. waiting for PostgreSQL)", "psycopg"),
-    ("flask + werkzeug", "/flask/"),
-    ("flask + werkzeug", "/werkzeug/"),
-    ("cryptography", "cryptography"),
-    ("server/ (app code)", f"{REPO_ROOT}/server/"),
-    ("shared/ (protocol)", f"{REPO_ROOT}/shared/"),
-    ("json", "/json/"),
-)
-PHASES = (
-    ("authenticate_terminal: terminal, HMAC, nonce", "authenticate_terminal"),
-    ("run_once: idempotency record + charge", "run_once"),
-    ("charge: verify, claim, move money", "charge"),
-    ("_verify: device lookup + crypto", "_verify"),
-    ("_claim: claim insert", "_claim"),
-    ("_move_money: accounts, ledger, payment", "_move_money"),
-    ("SessionTransaction.commit: flush + COMMIT/RELEASE", "commit"),
-)
-TPC_B_ROUND_TRIPS = 7
-"""pgbench's TPC-B transaction: BEGIN, 3 UPDATEs, SELECT, INSERT, END, simple protocol."""
-
-
-def _package(filename: str, function: str) -> str:
-    text = f"{filename} {function}"
-    for name, needle in PACKAGES:
-        if needle in text:
-            return name
-    return "other (stdlib, builtins)"
-
-
-def profile_in_process(server: LiveServer, fixture: Fixture, workdir: Path) -> None:
-    """Sequential charges through the real app (Flask test client, same database): no queueing,
-    no HTTP, no lock waits: what one charge costs by itself."""
-    from paycode.server.app import create_app  # noqa: PLC0415
-
-    app = create_app(ServerConfig.from_env(server.env))
-    engine: Engine = app.extensions["paycode_engine"]
-    client = app.test_client()
-    lines = list(fixture.request_lines(PROFILE_WARMUP_CHARGES + 3 * PROFILE_CHARGES, 1))
-    batches = iter(
-        [
-            lines[:PROFILE_WARMUP_CHARGES],
-            *[
-                lines[PROFILE_WARMUP_CHARGES + i * PROFILE_CHARGES :][:PROFILE_CHARGES]
-                for i in range(3)
-            ],
-        ]
-    )
-
-    def post_all(batch: list[str]) -> float:
-        start = time.perf_counter()
-        for line in batch:
-            key_id, timestamp, nonce, signature, idempotency_key, body = line.split("\t")
-            response = client.post(
-                CHARGE_PATH,
-                data=body,
-                headers={
-                    "Content-Type": "application/json",
-                    "Paycode-Key-Id": key_id,
-                    "Paycode-Timestamp": timestamp,
-                    "Paycode-Nonce": nonce,
-                    "Paycode-Signature": signature,
-                    "Idempotency-Key": idempotency_key,
-                },
-            )
-            assert response.status_code == 201, response.get_data(as_text=True)[:300]
-        return time.perf_counter() - start
-
-    post_all(next(batches))  # imports, key cache, prepared statements
-    # 1. exact round trips and statements, from libpq's trace, on fresh connections
-    engine.dispose()
-    trace = WireTrace(engine, workdir / "libpq.trace")
-    trace.enabled = True
-    post_all(next(batches))
-    trace.enabled = False
-    engine.dispose()
-    round_trips, statements = trace.close()
-    # 2. wall time vs time waiting on the database (no tracing, no profiler)
-    clock = instrument(engine)
-    wall_s = post_all(next(batches))
-    clock.enabled = False
-    # 3. where the Python time goes (cProfile: inflates Python time, so shares only)
-    profiler = cProfile.Profile()
-    profiler.enable()
-    post_all(next(batches))
-    profiler.disable()
-    engine.dispose()
-    n = PROFILE_CHARGES
-    print(f"\nper-charge profile, in-process (Flask test client, {n} sequential charges):")
-    print(
-        f"  round trips to PostgreSQL: {round_trips / n:.1f} per charge (a pgbench TPC-B "
-        f"transaction: {TPC_B_ROUND_TRIPS}); statements per charge: "
-        + ", ".join(f"{k} {v / n:.1f}" for k, v in statements.most_common())
-    )
-    db_ms, wall_ms = 1000 * sum(clock.seconds.values()) / n, 1000 * wall_s / n
-    print(
-        f"  time: {wall_ms:.2f} ms per charge = {wall_ms - db_ms:.2f} ms Python + {db_ms:.2f} ms "
-        "waiting on PostgreSQL, of which (ms per charge, calls per charge):"
-    )
-    for kind, seconds in sorted(clock.seconds.items(), key=lambda item: -item[1]):
-        print(f"    {kind:<24} {1000 * seconds / n:6.2f} ms  {clock.counts[kind] / n:5.1f}")
-    print(f"  so one worker alone does at most {1000 / wall_ms:.0f} charges/s")
-    print_cprofile(pstats.Stats(profiler), n)
-
-
-def print_cprofile(stats: pstats.Stats, n: int) -> None:
-    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
-    by_package: Counter[str] = Counter()
-    total = 0.0
-    for (filename, _line, function), (_cc, _nc, tottime, _ct, _callers) in raw.items():
-        by_package[_package(filename, function)] += tottime
-        total += tottime
-    print("  cProfile, own time by package (shares of a profiled charge):")
-    for name, seconds in by_package.most_common():
-        print(f"    {name:<40} {100 * seconds / total:5.1f} %")
-    print("  cProfile, cumulative time per charge phase (ms per charge, profiled):")
-    for label, function in PHASES:
-        cumulative = [
-            ct
-            for (filename, _line, fn), (_cc, _nc, _tt, ct, _callers) in raw.items()
-            if fn == function
-            and (f"{REPO_ROOT}/server/" in filename or "sqlalchemy/orm/session" in filename)
-        ]
-        if cumulative:
-            print(f"    {label:<52} {1000 * max(cumulative) / n:6.2f}")
-
-
-# -- profile: under load ------------------------------------------------------------------------
-
-
-def classify(state: str | None, wait_type: str | None, wait_event: str | None) -> str:
-    if state == "idle":
-        return "idle: no transaction open (worker in Python/HTTP, or no request)"
-    if state == "idle in transaction":
-        return "in transaction, waiting for the worker (Python between statements)"
-    if state == "active" and wait_type is None:
-        return "running a statement (PostgreSQL CPU)"
-    if wait_type == "Lock":
-        return f"waiting for a row lock (Lock:{wait_event})"
-    if wait_type in ("IO", "LWLock") and wait_event and "WAL" in wait_event:
-        return f"commit: WAL write/flush ({wait_type}:{wait_event})"
-    if wait_type == "Client":
-        return f"sending results to the worker (Client:{wait_event})"
-    return f"{state} {wait_type}:{wait_event}"
-
-
-@contextlib.contextmanager
-def sample_sessions(database: str) -> Iterator[Counter[str]]:
-    """Sample pg_stat_activity of the app's database every SAMPLE_INTERVAL_S (bounded by the
-    caller's block)."""
-    samples: Counter[str] = Counter()
-    stop = threading.Event()
-
-    def loop() -> None:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
-            while not stop.wait(SAMPLE_INTERVAL_S):
-                rows = conn.execute(
-                    "SELECT state, wait_event_type, wait_event FROM pg_stat_activity"
-                    " WHERE datname = %s AND backend_type = 'client backend'"
-                    " AND pid <> pg_backend_pid()",
-                    (database,),
-                ).fetchall()
-                for state, wait_type, wait_event in rows:
-                    samples[classify(state, wait_type, wait_event)] += 1
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
-        yield samples
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-
-
-def wal_counters() -> tuple[int, int]:
-    with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3) as conn:
-        row = conn.execute("SELECT wal_records, wal_sync FROM pg_stat_wal").fetchone()
-        assert row is not None
-        return int(row[0]), int(row[1])
-
-
-def py_spy_binary() -> str | None:
-    local = Path(sys.executable).with_name("py-spy")
-    return str(local) if local.exists() else shutil.which("py-spy")
-
-
-CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of one process (0 if it is gone)."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
-    return 0.0
-
-
-def postgres_pids() -> list[int]:
-    pids = []
-    for comm in Path("/proc").glob("[0-9]*/comm"):
-        with contextlib.suppress(OSError, ValueError):
-            if comm.read_text().strip() == "postgres":
-                pids.append(int(comm.parent.name))
-    return pids
-
-
-@dataclass
-class CpuSnapshot:
-    """CPU seconds used so far: by the gunicorn workers, by PostgreSQL (all its processes),
-    by this process's finished children (wrk), and by the whole machine (busy, steal)."""
-
-    workers_s: float
-    postgres_s: float
-    children_s: float
-    busy_s: float
-    steal_s: float
-
-    @classmethod
-    def take(cls, workers: list[int], postgres: list[int]) -> CpuSnapshot:
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle, iowait, steal = ticks[3], ticks[4], ticks[7] if len(ticks) > 7 else 0
-        busy = sum(ticks[:8]) - idle - iowait - steal
-        return cls(
-            workers_s=sum(process_cpu_s(pid) for pid in workers),
-            postgres_s=sum(process_cpu_s(pid) for pid in postgres),
-            children_s=usage.ru_utime + usage.ru_stime,
-            busy_s=busy / CLOCK_TICKS_PER_S,
-            steal_s=steal / CLOCK_TICKS_PER_S,
-        )
-
-
-def print_cpu(
-    before: CpuSnapshot, after: CpuSnapshot, charges: int, wall_s: float, target_per_s: float
-) -> None:
-    def ms(attr: str) -> float:
-        spent_s = float(getattr(after, attr)) - float(getattr(before, attr))
-        return 1000 * spent_s / max(1, charges)
-
-    other = ms("busy_s") - ms("workers_s") - ms("postgres_s") - ms("children_s")
-    cores = os.cpu_count() or 1
-    busy_share = (after.busy_s - before.busy_s) / (wall_s * cores)
-    print(
-        f"  CPU per charge: gunicorn workers {ms('workers_s'):.2f} ms, PostgreSQL "
-        f"{ms('postgres_s'):.2f} ms, wrk {ms('children_s'):.2f} ms, rest {other:.2f} ms "
-        f"(samplers, py-spy, other tenants); machine {100 * busy_share:.0f} % busy, "
-        f"steal {1000 * (after.steal_s - before.steal_s) / max(1, charges):.2f} ms/charge"
-    )
-    total_ms = ms("busy_s")
-    print(
-        f"  -> {cores} cores / {total_ms:.1f} ms of CPU per charge = "
-        f"{1000 * cores / max(total_ms, 1e-9):.0f} charges/s at most on this machine"
-        + (
-            f"; 0.8 x C = {target_per_s:.0f}/s allows {1000 * cores / target_per_s:.1f} ms"
-            if target_per_s
-            else ""
-        )
-    )
-
-
-def profile_under_load(bench: Bench, workers: int, merchants: int) -> None:
-    """Two extra charge runs (not counted above): a clean one that only reads CPU and WAL
-    counters, then one with the database sessions sampled and (when installed) py-spy on the
-    gunicorn workers; samplers cost CPU, so the first run's rate is the one to compare."""
-    server = bench.charge_server
-    path = bench.workdir / "profile.tsv"
-    # a short warm-up first: every worker has its database connection before pids are taken
-    bench.fixture.write_requests(path, bench.charge_requests(1), merchants)
-    run_wrk(server.url, path, 201, "once", 1)
-    settle(server)
-    print(
-        f"\nunder load: workers={workers}, merchants={merchants}, {CLIENTS} clients, "
-        f"{LOAD_PROFILE_S} s runs (not in the table)"
-    )
-    accounted_run(bench, path, workers, merchants)
-    sampled_run(bench, path, workers, merchants)
-
-
-def accounted_run(bench: Bench, path: Path, workers: int, merchants: int) -> None:
-    server = bench.charge_server
-    bench.fixture.write_requests(path, bench.charge_requests(LOAD_PROFILE_S), merchants)
-    wal_before, before = wal_counters(), payment_counts(server)
-    server.engine.dispose()  # the bench's own connection stays out of PostgreSQL's CPU
-    pids = worker_pids(server), postgres_pids()
-    cpu_before, started = CpuSnapshot.take(*pids), time.monotonic()
-    result = run_wrk(server.url, path, 201, "once", LOAD_PROFILE_S)
-    cpu_after, wall_s = CpuSnapshot.take(*pids), time.monotonic() - started
-    after, wal_after = settle(server), wal_counters()
-    run = wrk_run("charge", result, workers, merchants, 0)
-    bench.check_books(run, before, after)
-    charges = max(1, after["succeeded"] - before["succeeded"])
-    print(
-        f"  clean run: {run.rate_per_s:.0f} charges/s, p50 {run.p50_ms:.1f} ms, p99 "
-        f"{run.p99_ms:.1f} ms, non-201={run.bad}" + "".join(f"; ! {note}" for note in run.notes)
-    )
-    print_cpu(cpu_before, cpu_after, run.ok, wall_s, bench.target_per_s.get(workers, 0.0))
-    print(
-        f"  WAL: {(wal_after[0] - wal_before[0]) / charges:.1f} records and "
-        f"{(wal_after[1] - wal_before[1]) / charges:.2f} WAL flushes (fsync) per charge"
-    )
-
-
-def sampled_run(bench: Bench, path: Path, workers: int, merchants: int) -> None:
-    server = bench.charge_server
-    database = make_url(server.database_url).database or ""
-    bench.fixture.write_requests(path, bench.charge_requests(LOAD_PROFILE_S), merchants)
-    spy = py_spy_binary()
-    spies: list[tuple[subprocess.Popen[bytes], Path]] = []
-    before = payment_counts(server)
-    server.engine.dispose()  # only the workers' sessions remain in the database to sample
-    try:
-        for pid in worker_pids(server) if spy else []:
-            out = bench.workdir / f"py-spy-{pid}.txt"
-            command = [
-                str(spy), "record", "--pid", str(pid), "--rate", str(PY_SPY_RATE_HZ),
-                "--duration", str(LOAD_PROFILE_S), "--format", "raw", "--output", str(out),
-                "--nonblocking", "--full-filenames",
-            ]  # fmt: skip
-            process = subprocess.Popen(
-                command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            spies.append((process, out))
-        with sample_sessions(database) as samples:
-            result = run_wrk(server.url, path, 201, "once", LOAD_PROFILE_S)
-        for process, _out in spies:  # they stop by themselves after LOAD_PROFILE_S
-            process.wait(timeout=LOAD_PROFILE_S + SUBPROCESS_SLACK_S)
-    finally:
-        for process, _out in spies:
-            if process.poll() is None:
-                process.kill()
-                process.wait(timeout=10)
-    run = wrk_run("charge", result, workers, merchants, 0)
-    bench.check_books(run, before, settle(server))
-    total = sum(samples.values())
-    print(
-        f"  sampled run ({run.rate_per_s:.0f} charges/s, non-201={run.bad}"
-        + "".join(f"; ! {note}" for note in run.notes)
-        + f"): the workers' PostgreSQL sessions, {total} samples of pg_stat_activity:"
-    )
-    for label, count in samples.most_common():
-        print(f"    {100 * count / max(1, total):5.1f} %  {label}")
-    if not spy:
-        print("  (py-spy not installed: `.venv/bin/pip install py-spy` adds a worker profile)")
-        return
-    print_py_spy([out for _process, out in spies])
-
-
-def print_py_spy(files: list[Path]) -> None:
-    leaf: Counter[str] = Counter()
-    functions: Counter[str] = Counter()
-    phases: Counter[str] = Counter()
-    total = 0
-    for path in files:
-        if not path.exists():
-            continue
-        for line in path.read_text().splitlines():
-            stack, _, count_text = line.rpartition(" ")
-            if not count_text.isdigit():
-                continue
-            count = int(count_text)
-            frames = stack.split(";")
-            total += count
-            file_of_leaf = frames[-1].rsplit("(", 1)[-1]
-            leaf[_package(file_of_leaf, frames[-1])] += count
-            functions[_short_frame(frames[-1])] += count
-            for label, function in PHASES:
-                if any(frame.startswith(f"{function} (") for frame in frames):
-                    phases[label] += count
-    if not total:
-        print("  py-spy: no samples (ptrace not permitted?)")
-        return
-    print(f"  py-spy on the gunicorn workers ({total} samples, only when not idle):")
-    for name, count in leaf.most_common():
-        print(f"    {100 * count / total:5.1f} %  {name} (own time)")
-    for label, _function in PHASES:
-        if phases[label]:
-            print(f"    {100 * phases[label] / total:5.1f} %  in {label} (inclusive)")
-    print("  hottest functions (own time):")
-    for name, count in functions.most_common(PY_SPY_TOP_FUNCTIONS):
-        print(f"    {100 * count / total:5.1f} %  {name}")
-
-
-def _short_frame(frame: str) -> str:
-    """'send (/x/site-packages/psycopg/conn.py:12)' -> 'send (psycopg/conn.py)'."""
-    function, _, where = frame.partition(" (")
-    path = where.rstrip(")").rsplit(":", 1)[0]
-    tail = "/".join(Path(path).parts[-2:]) if path else "?"
-    return f"{function} ({tail})"
-
-
 # -- main ---------------------------------------------------------------------------------------
 
 
@@ -890,6 +368,7 @@ def _run(args: argparse.Namespace, started: float) -> int:
         ) as charge_server,
         bare_server() as bare,
     ):
+        assert isinstance(charge_server, LiveServer)  # mode="serve": a process of its own
         if args.threads is not None:
             for server in (charge_server, bare):
                 server.env["PAYCODE_SERVE_THREADS"] = str(args.threads)
