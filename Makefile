@@ -101,7 +101,8 @@ bench: setup bench-deps
 bench-quick: setup bench-deps
 	$(PY) -m bench.suite --quick
 
-# Charges over HTTP vs bare Flask and pgbench (docs/bars.md); e.g. `make bench-charges BENCH_ARGS=--quick`.
+# The charge targets (docs/bars.md): charges/s vs bare Flask and pgbench, open-loop latency,
+# and a per-charge profile; e.g. `make bench-charges BENCH_ARGS=--quick`.
 bench-charges: setup bench-deps
 	$(PY) -m bench.bench_charges $(BENCH_ARGS)
 

