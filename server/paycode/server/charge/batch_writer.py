@@ -113,7 +113,7 @@ class BatchWriter:
     def __init__(self, conninfo: str, settings: BatchSettings) -> None:
         self._conninfo = conninfo  # holds a password when the URL does: never logged
         self._settings = settings
-        self._queue: queue.Queue[_Call] = queue.Queue(maxsize=settings.queue_max)
+        self._queue: queue.Queue[_Call | None] = queue.Queue(maxsize=settings.queue_max)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
@@ -139,6 +139,10 @@ class BatchWriter:
                 self.stats.timed_out += 1
             raise database_busy() from None
 
+    def queued(self) -> int:
+        """Calls waiting for the writer now."""
+        return self._queue.qsize()
+
     def backend_pid(self) -> int | None:
         """The writer connection's server process (tests and the benchmark read it)."""
         connection = self._connection
@@ -146,6 +150,8 @@ class BatchWriter:
 
     def close(self) -> None:
         self._closed.set()
+        with contextlib.suppress(queue.Full):  # wakes an idle writer (a full one is busy)
+            self._queue.put_nowait(None)
         thread = self._thread
         if thread is not None:
             thread.join(timeout=CLOSE_WAIT_S)
@@ -175,14 +181,17 @@ class BatchWriter:
     def _next_batch(self) -> list[_Call]:
         """The first queued call (waiting at most POLL_S), then what else is queued."""
         try:
-            batch = [self._queue.get(timeout=POLL_S)]
+            first = self._queue.get(timeout=POLL_S)
         except queue.Empty:
             return []
+        batch = [] if first is None else [first]
         while len(batch) < self._settings.batch_max:
             try:
-                batch.append(self._queue.get_nowait())
+                more = self._queue.get_nowait()
             except queue.Empty:
                 break
+            if more is not None:  # None: close() waking the thread
+                batch.append(more)
         return batch
 
     def _write(self, batch: list[_Call]) -> None:
@@ -297,8 +306,12 @@ def writer_slot(engine: Engine, settings: BatchSettings) -> WriterSlot | None:
     """The slot of an app on `engine`; None on SQLite or with batching off."""
     if engine.dialect.name != "postgresql" or not settings.enabled:
         return None
-    conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    return WriterSlot(conninfo, settings)
+    return WriterSlot(conninfo_of(engine), settings)
+
+
+def conninfo_of(engine: Engine) -> str:
+    """libpq's URL of the engine's database (the SQLAlchemy URL without its driver name)."""
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 class WriterSlot:
