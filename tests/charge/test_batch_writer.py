@@ -40,7 +40,7 @@ from paycode.shared.versions.base import DeviceCredential, VerifierKeys
 from paycode.shared.versions.registry import by_name
 from tests.support.books import assert_books_clean, balance_minor
 from tests.support.servers import all_at_once
-from tests.support.shop import bank_devices, bank_merchant, bank_user
+from tests.support.shop import bank_devices, bank_merchant, bank_user, charge, open_bank
 
 pytestmark = pytest.mark.postgres
 
@@ -382,3 +382,14 @@ def test_a_writer_thread_that_died_is_restarted_by_the_next_submit(
     writer._thread = dead  # the state a crashed thread leaves
     assert writer.submit(parameters(plan(world, person.phones[1], 0, shop))).outcome == "succeeded"
     assert writer._thread is not dead
+
+
+def test_the_server_charges_through_its_process_writer(world: World) -> None:
+    """POST /v1/charges on the in-process PostgreSQL server goes through the app's writer."""
+    app = world.server.app  # type: ignore[attr-defined]
+    writer = app.extensions["paycode_charge_writer"].writer()
+    before = writer.stats.singles + writer.stats.batched_calls
+    bank = open_bank(world.server, START_MINOR, merchants=1)
+    reply = charge(bank.till(), bank.code("v2"))
+    assert reply["status"] == PaymentStatus.SUCCEEDED
+    assert writer.stats.singles + writer.stats.batched_calls == before + 1
