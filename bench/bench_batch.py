@@ -6,8 +6,10 @@ pre-planned charges of a fresh bank on a fresh database (issue 22, levers 6 and 
 
 Rounds alternate single / batched. Backend CPU is read from /proc/PID/stat of every server
 process connected to the bench's database (the commit's WAL flush is the backend's own), so
-other databases on the same server do not count; commits come from pg_stat_database. Every
-charge must succeed and the ledger must sum to zero.
+other databases on the same server do not count; this process's own CPU (planning excluded:
+the charges are planned before the clock starts) is the request threads' and the writer's.
+Transactions per charge: 1 for the single call; the writer's groups and single calls per
+charge when batched. Every charge must succeed and the ledger must sum to zero.
 """
 
 from __future__ import annotations
@@ -58,13 +60,15 @@ class Round:
     charges: int
     wall_s: float
     backend_cpu_s: float
-    commits: int
+    python_cpu_s: float
+    transactions: int
 
     def line(self) -> str:
         return (
             f"{self.mode:8} {self.charges / self.wall_s:8.0f} charges/s  "
             f"{self.backend_cpu_s / self.charges * 1e6:6.0f} us backend CPU/charge  "
-            f"{self.commits / self.charges:5.2f} commits/charge"
+            f"{self.python_cpu_s / self.charges * 1e6:6.0f} us Python CPU/charge  "
+            f"{self.transactions / self.charges:5.2f} transactions/charge"
         )
 
 
@@ -112,34 +116,27 @@ def backend_cpu_s(bench: Bench) -> dict[int, float]:
     return found
 
 
-def commits(bench: Bench) -> int:
-    with bench.engine.connect() as connection:
-        found = connection.execute(
-            text("SELECT xact_commit FROM pg_stat_database WHERE datname = :db"),
-            {"db": bench.database},
-        ).scalar_one()
-    return int(found)
-
-
 def run_round(
     bench: Bench,
     mode: str,
     charge: Callable[[ChargePlan], str],
     made: list[ChargePlan],
     threads: int,
+    transactions: Callable[[], int],
 ) -> Round:
     lanes = [made[lane::threads] for lane in range(threads)]
-    cpu_before, commits_before = backend_cpu_s(bench), commits(bench)
-    started_s = time.perf_counter()
+    cpu_before, transactions_before = backend_cpu_s(bench), transactions()
+    python_before_s, started_s = time.process_time(), time.perf_counter()
     with ThreadPoolExecutor(max_workers=threads) as pool:
         outcomes = list(pool.map(lambda lane: [charge(p) for p in lane], lanes))
     wall_s = time.perf_counter() - started_s
+    python_s = time.process_time() - python_before_s
     cpu_after = backend_cpu_s(bench)
     used_s = sum(cpu_after[pid] - cpu_before.get(pid, 0.0) for pid in cpu_after)
-    committed = commits(bench) - commits_before - 2  # the two reads of this function
     refused = [out for lane in outcomes for out in lane if out != "succeeded"]
     assert not refused, refused[:5]
-    return Round(mode, len(made), wall_s, used_s, committed)
+    count = transactions() - transactions_before
+    return Round(mode, len(made), wall_s, used_s, python_s, count)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -155,19 +152,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         bench = set_up(server, args.customers)
         writer = BatchWriter(conninfo_of(bench.engine), BatchSettings())
-        modes: dict[str, Callable[[ChargePlan], str]] = {
-            "single": lambda p: transaction.execute(bench.engine, p, GUARD).outcome,
-            "batched": lambda p: writer.submit(postgres.call_parameters(p, GUARD)).outcome,
+        single_calls = [0]
+
+        def single(made: ChargePlan) -> str:
+            single_calls[0] += 1  # the GIL makes += on one list item good enough for a count
+            return transaction.execute(bench.engine, made, GUARD).outcome
+
+        modes: dict[str, tuple[Callable[[ChargePlan], str], Callable[[], int]]] = {
+            "single": (single, lambda: single_calls[0]),
+            "batched": (
+                lambda p: writer.submit(postgres.call_parameters(p, GUARD)).outcome,
+                lambda: writer.stats.batches + writer.stats.singles,
+            ),
         }
         serial = [0]
-        for mode, charge in modes.items():  # warm-up: the pool's connections, prepared plans
-            run_round(bench, mode, charge, plans(bench, 4 * args.threads, serial), args.threads)
-        results: list[Round] = []
+        for mode, (charge, count) in modes.items():  # warm-up: connections, prepared plans
+            warm = plans(bench, 4 * args.threads, serial)
+            run_round(bench, mode, charge, warm, args.threads, count)
         for _ in range(args.rounds):
-            for mode, charge in modes.items():
+            for mode, (charge, count) in modes.items():
                 made = plans(bench, args.charges, serial)
-                results.append(run_round(bench, mode, charge, made, args.threads))
-                print(results[-1].line(), flush=True)
+                print(run_round(bench, mode, charge, made, args.threads, count).line(), flush=True)
         print(f"writer: {writer.stats}")
         writer.close()
         with bench.engine.connect() as connection:

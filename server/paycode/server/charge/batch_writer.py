@@ -281,8 +281,12 @@ def commit_batch(
     }
     with connection.pipeline(), connection.transaction():
         connection.execute(LOCK_SQL, accounts)
-        cursors = [connection.execute(CALL_SQL, call) for call in calls]
-    return [cursor.fetchone() for cursor in cursors]
+        cursor = connection.cursor()
+        cursor.executemany(CALL_SQL, calls, returning=True)
+    rows = [cursor.fetchone()]
+    while cursor.nextset():
+        rows.append(cursor.fetchone())
+    return rows
 
 
 def as_result(row: tuple[Any, ...] | None) -> ChargeResult:
