@@ -6,7 +6,7 @@ Request threads hand it the `paycode_charge` call's parameters (paycode.server.c
 and wait, bounded, for their ChargeResult. The writer takes the first queued call, blocking,
 then whatever else is queued without waiting, up to `batch_max`: one charge alone is never
 delayed, and under load the calls that queued during a commit share the next one. A batch is
-ONE transaction, sent as one pipeline (one round trip):
+ONE transaction, sent as one pipeline (no round trip per statement):
 
     BEGIN; lock the batch's accounts in id order; N x SELECT ... FROM paycode_charge(...); COMMIT
 
