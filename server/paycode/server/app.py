@@ -9,13 +9,14 @@ from sqlalchemy import text
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from paycode.server.charge.batch_writer import writer_slot
 from paycode.server.config import ServerConfig
 from paycode.server.database.directory import Directory
 from paycode.server.database.engine import db, read_only
 from paycode.server.http.problems import register_error_handlers
 from paycode.server.operations import metrics, observability
 from paycode.server.safety.secretbox import SecretBox
-from paycode.server.services import CONFIG_KEY
+from paycode.server.services import CHARGE_WRITER_KEY, CONFIG_KEY
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import ApiError
 
@@ -32,6 +33,10 @@ def create_app(config: ServerConfig) -> Flask:
     box = SecretBox.from_config(config)
     app.extensions["paycode_secrets"] = box
     app.extensions["paycode_directory"] = Directory(app.extensions["paycode_engine"], box)
+    # PostgreSQL: the process's charge writer, made at its first charge (after the fork).
+    app.extensions[CHARGE_WRITER_KEY] = writer_slot(
+        app.extensions["paycode_engine"], config.charge_batch
+    )
     register_error_handlers(app)
     observability.init_app(app)  # request id, JSON log line
     metrics.init_app(app)  # /metrics, latency

@@ -26,8 +26,9 @@ The settings of the parts are fields of it, each parsed from the same environmen
 PAYCODE_CODE_PAYMENT_MAX, PAYCODE_CONFIRM_WINDOW_S, PAYCODE_LIMIT_DAY_OFFSET_MINUTES,
 paycode.server.safety.limits), `delivery` (PAYCODE_NOTIFY_*, paycode.server.notifications.delivery),
 `settlement` (PAYCODE_FEE_BPS, paycode.server.books.settlement), `offline` (PAYCODE_OFFLINE_*,
-paycode.server.safety.offline_settings) and `metrics`
-(PAYCODE_METRICS_TOKEN, paycode.server.operations.observability); docs/operations.md lists them.
+paycode.server.safety.offline_settings), `metrics`
+(PAYCODE_METRICS_TOKEN, paycode.server.operations.observability) and `charge_batch`
+(PAYCODE_CHARGE_BATCH, paycode.server.charge.batch_settings); docs/operations.md lists them.
 
 Every configured key opens the rows sealed under its id, so a master-key rotation
 (docs/operations.md) adds the new key next to the old one, makes it current, re-wraps the rows
@@ -48,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from paycode.server.books.settlement import SettlementSettings
+from paycode.server.charge.batch_settings import BatchSettings
 from paycode.server.notifications.delivery import DeliverySettings
 from paycode.server.operations.observability import MetricsAccess
 from paycode.server.safety.guard import GuardSettings
@@ -89,6 +91,7 @@ class ServerConfig:
     settlement: SettlementSettings = field(default_factory=SettlementSettings)
     offline: OfflineSettings = field(default_factory=OfflineSettings)
     metrics: MetricsAccess = field(default_factory=MetricsAccess)
+    charge_batch: BatchSettings = field(default_factory=BatchSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServerConfig:
@@ -109,6 +112,7 @@ class ServerConfig:
             "settlement": SettlementSettings.parse(env),
             "offline": OfflineSettings.parse(env),
             "metrics": MetricsAccess.parse(env),
+            "charge_batch": BatchSettings.parse(env),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from flask import current_app
 
+from paycode.server.charge.batch_writer import BatchWriter, WriterSlot
 from paycode.server.config import ServerConfig
 from paycode.server.database.directory import Directory
 from paycode.server.safety.secretbox import SecretBox
 
 CONFIG_KEY = "PAYCODE"
 """app.config[CONFIG_KEY] is the ServerConfig the app was made with."""
+CHARGE_WRITER_KEY = "paycode_charge_writer"
+"""app.extensions[CHARGE_WRITER_KEY]: the WriterSlot, or None (SQLite, batching off)."""
 
 
 def config() -> ServerConfig:
@@ -26,3 +29,10 @@ def secret_box() -> SecretBox:
 def directory() -> Directory:
     found: Directory = current_app.extensions["paycode_directory"]
     return found
+
+
+def charge_writer() -> BatchWriter | None:
+    """This process's charge writer (paycode.server.charge.batch_writer), made on first use;
+    None on SQLite or with PAYCODE_CHARGE_BATCH=1."""
+    slot: WriterSlot | None = current_app.extensions.get(CHARGE_WRITER_KEY)
+    return None if slot is None else slot.writer()

@@ -396,6 +396,9 @@ class InProcessServer(Server):
         super().stop()
         if self.app is not None:
             unmount(self.url)
+            writer = self.app.extensions.get("paycode_charge_writer")
+            if writer is not None:
+                writer.close()
             self.app.extensions["paycode_engine"].dispose()
             self.app = None
 

@@ -149,6 +149,11 @@ def _claim_parameters(plan: ChargePlan) -> dict[str, Any]:
 
 def call_charge(engine: Engine, plan: ChargePlan, guard: GuardSettings) -> ChargeResult:
     """One statement in autocommit: the function's body is the whole transaction."""
+    return call_with(engine, call_parameters(plan, guard))
+
+
+def call_with(engine: Engine, parameters: dict[str, Any]) -> ChargeResult:
+    """call_charge with the parameters made already."""
     raw = engine.raw_connection()
     try:
         driver = raw.driver_connection
@@ -156,7 +161,7 @@ def call_charge(engine: Engine, plan: ChargePlan, guard: GuardSettings) -> Charg
         driver.autocommit = True
         try:
             cursor = raw.cursor()
-            cursor.execute(CALL_SQL, call_parameters(plan, guard))
+            cursor.execute(CALL_SQL, parameters)
             row = cursor.fetchone()
             cursor.close()
         finally:

@@ -36,7 +36,7 @@ from paycode.server.operations import lifecycle, metrics
 from paycode.server.safety import guard, keyring
 from paycode.server.safety.limits import limits_of, pinless_reason
 from paycode.server.safety.offline_keys import load_offline_keys
-from paycode.server.services import config, directory, secret_box
+from paycode.server.services import charge_writer, config, directory, secret_box
 from paycode.shared.codes import ErrorCode, PaymentStatus
 from paycode.shared.errors import ApiError
 from paycode.shared.versions.registry import is_offline
@@ -91,7 +91,7 @@ def create_charge() -> Response:
     plan = planning.plan_charge(
         attempt, body, directory(), keys, statuses=statuses, limits=config().limits
     )
-    result = transaction.execute(db.engine, plan, config().guard)
+    result = transaction.execute(db.engine, plan, config().guard, charge_writer())
     metrics.record_charge(result.outcome, plan, body.get("code"))  # no I/O: a few us
     if result.outcome == TERMINAL_REVOKED:
         raise terminal_revoked(signed.terminal.terminal_id)
