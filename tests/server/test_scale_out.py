@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from paycode.shared.money import parse_amount
-from tests.support.races import AMOUNT_MINOR, INSTANCES, WORKERS
+from tests.support.races import AMOUNT_MINOR, INSTANCES, WORKERS, Till
 from tests.support.races import books as _books
 from tests.support.races import customer as _customer
 from tests.support.races import ledger_sum as _ledger_sum
@@ -70,8 +70,7 @@ def test_one_code_raced_across_instances_pays_once(
     assert outcomes == {(201, "succeeded"): 1, (422, "code_replayed"): SAME_CODE_CHARGES - 1}
     # Both hosts refused the code, so one of them refused a payment the other one made.
     assert {a.url for a in answers if a.outcome == "code_replayed"} == {t.url for t in tills}
-    # Four processes on two hosts took part: both workers of each instance answered some.
-    assert [len(_workers_charging(server, tills)) for server in cluster] == [WORKERS] * INSTANCES
+    _assert_processes_took_part(cluster, tills)
     (paid,) = [a for a in answers if a.status == 201]
     books = _books(cluster[0], name)
     assert books.payments == {paid.body["payment_id"]: ("succeeded", AMOUNT_MINOR)}
@@ -126,7 +125,7 @@ def test_many_codes_across_instances_never_overdraw(
     )
     allowed = {(201, "succeeded"), (422, "insufficient_funds")}
     assert {(a.status, a.outcome) for a in answers} <= allowed, answers
-    assert [len(_workers_charging(server, tills)) for server in cluster] == [WORKERS] * INSTANCES
+    _assert_processes_took_part(cluster, tills)
     paid_ids = [a.body["payment_id"] for a in answers if a.status == 201]
     assert len(set(paid_ids)) == len(paid_ids)
     debited_minor = 0
@@ -150,3 +149,12 @@ def test_many_codes_across_instances_never_overdraw(
     credited_minor = sum(_merchant_balance(cluster[0], merchant[0]) for merchant in merchants)
     assert credited_minor == debited_minor
     assert _ledger_sum(cluster[0]) == 0
+
+
+def _assert_processes_took_part(cluster: list[LiveServer], tills: list[Till]) -> None:
+    """Every host answered charges of the race, from its own processes. Which of a host's
+    workers did is the kernel's choice: a threaded worker accepts while its threads are busy,
+    and one of them may take a whole burst (seen: 24 of 24)."""
+    served = [_workers_charging(server, tills) for server in cluster]
+    assert all(1 <= len(pids) <= WORKERS for pids in served), served
+    assert not set(served[0]) & set(served[1])  # two hosts: no process in common
