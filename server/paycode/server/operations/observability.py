@@ -3,7 +3,7 @@
     mask_code(text)        "87...2797": a payment code as logs may show it (prefix, last 4)
     redact(text)           known secret shapes replaced (codes masked, tokens and keys dropped)
     RedactSecrets          the logging filter that applies redact() to every record
-    JsonFormatter          one JSON object per line
+    JsonFormatter          one JSON object per line (paycode.server.operations.log_lines)
     configure_logging()    the root handler (`run`); GunicornJsonLogger does it for `serve`
     init_app(app)          request id in and out, one log line per request
     annotate(**fields)     add fields (terminal_id, device_id, ...) to this request's line
@@ -17,10 +17,8 @@ metrics library must be imported only after `serve` has set PROMETHEUS_MULTIPROC
 
 from __future__ import annotations
 
-import datetime as dt
 import hmac
 import ipaddress
-import json
 import logging
 import os
 import re
@@ -35,6 +33,7 @@ from typing import Any
 from flask import Flask, Response, g, has_request_context, request
 from gunicorn.glogging import Logger as GunicornLogger  # type: ignore[import-untyped]
 
+from paycode.server.operations.log_lines import JsonFormatter
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import ApiError, ConfigError
 from paycode.shared.versions.registry import VERSIONS
@@ -57,7 +56,6 @@ MULTIPROC_STALE_DIRS_MAX = 256
 PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 
 _REQUEST_LOG = logging.getLogger(REQUEST_LOGGER_NAME)
-_JSON = json.JSONEncoder(separators=(",", ":"), default=str)
 
 
 # -- masking and redaction ----------------------------------------------------------------------
@@ -151,33 +149,6 @@ class RedactSecrets(logging.Filter):
 
 
 # -- JSON lines ---------------------------------------------------------------------------------
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, pid, msg, then the record's `paycode`
-    fields; inside a request, its request_id."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        created = dt.datetime.fromtimestamp(record.created, dt.UTC)
-        line: dict[str, Any] = {
-            "ts": created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "pid": record.process,
-            "msg": record.getMessage(),
-        }
-        fields = getattr(record, "paycode", None)
-        if isinstance(fields, Mapping):
-            line.update(fields)
-        if "request_id" not in line and has_request_context():
-            request_id = g.get("paycode_request_id")
-            if request_id:
-                line["request_id"] = request_id
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self.formatException(record.exc_info)
-        if record.exc_text:
-            line["exc"] = record.exc_text
-        return _JSON.encode(line)
 
 
 def _is_ours(handler: logging.Handler) -> bool:
