@@ -8,7 +8,8 @@
     init_app(app)          request id in and out, one log line per request
     annotate(**fields)     add fields (terminal_id, device_id, ...) to this request's line
     MetricsAccess          who may read /metrics (PAYCODE_METRICS_TOKEN, else loopback only)
-    prepare_multiprocess_dir, gunicorn_child_exit, gunicorn_on_exit: `serve`'s metrics files
+    prepare_multiprocess_dir, gunicorn_child_exit, gunicorn_worker_exit, gunicorn_on_exit:
+                           `serve`'s metrics files
 
 Nothing here imports prometheus_client: the gunicorn master imports this module, and the
 metrics library must be imported only after `serve` has set PROMETHEUS_MULTIPROC_DIR
@@ -24,6 +25,7 @@ import os
 import re
 import secrets
 import shutil
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -343,6 +345,15 @@ def gunicorn_child_exit(_server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess  # noqa: PLC0415 - after the env is set
 
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def gunicorn_worker_exit(_server: Any, _worker: Any) -> None:
+    """gunicorn `worker_exit` (in the worker, as it exits): the samples it still holds
+    (paycode.server.operations.metric_buffer) are written before its process ends. A worker
+    that never loaded the app has none, and imports nothing here."""
+    metrics = sys.modules.get("paycode.server.operations.metrics")
+    if metrics is not None:
+        metrics.flush()
 
 
 def gunicorn_on_exit(_server: Any) -> None:
