@@ -45,6 +45,7 @@ from paycode.server.database.offline_models import (
     OfflineAllowance,
     OfflineCertificate,
 )
+from paycode.server.operations import metrics
 from paycode.server.safety.offline_keys import load_offline_keys
 from paycode.server.safety.offline_settings import OfflineSettings
 from paycode.server.safety.secretbox import SecretBox
@@ -714,6 +715,7 @@ def test_an_online_till_charges_a_v4_code_once_and_refuses_instead_of_paying_sho
 
 
 def _v4_charges(outcome: str) -> float:
+    metrics.flush()  # this process's samples are held until a flush (a scrape flushes too)
     value = REGISTRY.get_sample_value(
         "paycode_charges_total", {"outcome": outcome, "code_version": "v4"}
     )

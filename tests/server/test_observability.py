@@ -20,11 +20,12 @@ import json
 import logging
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ from paycode.client import keystore
 from paycode.client.wallet import Wallet
 from paycode.server.app import create_app
 from paycode.server.config import ServerConfig
-from paycode.server.operations import metrics, observability
+from paycode.server.operations import metric_buffer, metrics, observability
 from paycode.shared.errors import ConfigError
 from tests.support.servers import BACKENDS, LiveServer, postgres_database, run_command
 from tests.support.servers import start_server as _start_live_server
@@ -383,11 +384,27 @@ def _device_keys(wallet: Wallet, name: str, secrets: Secrets) -> None:
             secrets.key(f"{name} {version} hiding key", credential.hiding_key)
 
 
-def _scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+METRICS_LAG_S_MAX = 5 * metric_buffer.FLUSH_INTERVAL_S
+"""Each worker adds its samples to the shared files once per flush interval: a scrape answered
+by one worker may see another's last second late."""
+
+
+def _scrape_settled(url: str, settled: Callable[[Samples], bool]) -> Samples:
+    """Scrape until `settled` holds (every worker has flushed), at most METRICS_LAG_S_MAX."""
+    deadline = time.monotonic() + METRICS_LAG_S_MAX
+    samples = _scrape(url)
+    while not settled(samples) and time.monotonic() < deadline:
+        time.sleep(metric_buffer.FLUSH_INTERVAL_S / 4)
+        samples = _scrape(url)
+    return samples
+
+
+def _scrape(url: str) -> Samples:
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
         assert response.status == 200
         exposition = response.read().decode()
-    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    samples: Samples = {}
     for family in text_string_to_metric_families(exposition):
         for sample in family.samples:
             samples.setdefault(sample.name, []).append((sample.labels, sample.value))
@@ -479,25 +496,33 @@ def test_end_to_end_no_secret_in_logs_and_metrics_add_up(
     assert len(served_by) == 2, "both workers served requests"
 
     # 3. Metrics: summed over both workers, the charges are the ones made.
-    samples = _scrape(served.url)
-    counted = {
-        (labels["outcome"], labels["code_version"]): int(value)
-        for labels, value in samples["paycode_charges_total"]
-    }
-    assert counted == made
+    per_route = Counter(
+        (r["method"], r["route"], str(r["status"])) for r in requests if r["route"] != "/metrics"
+    )
+
+    def _counted(samples: Samples) -> dict[tuple[str, str], int]:
+        return {
+            (labels["outcome"], labels["code_version"]): int(value)
+            for labels, value in samples.get("paycode_charges_total", [])
+        }
+
+    def _histogram(samples: Samples) -> dict[tuple[str, str, str], int]:
+        return {
+            (labels["method"], labels["route"], labels["status"]): int(value)
+            for labels, value in samples.get("paycode_http_request_duration_seconds_count", [])
+            if labels["route"] != "/metrics"
+        }
+
+    samples = _scrape_settled(
+        served.url, lambda s: _counted(s) == made and _histogram(s) == dict(per_route)
+    )
+    assert _counted(samples) == made
     failures = {
         (labels["reason"], labels["code_version"]): int(value)
         for labels, value in samples["paycode_verification_failures_total"]
     }
     assert failures == {("code_replayed", "v1"): 1}
-    per_route = Counter(
-        (r["method"], r["route"], str(r["status"])) for r in requests if r["route"] != "/metrics"
-    )
-    histogram = {
-        (labels["method"], labels["route"], labels["status"]): int(value)
-        for labels, value in samples["paycode_http_request_duration_seconds_count"]
-        if labels["route"] != "/metrics"
-    }
+    histogram = _histogram(samples)
     assert histogram == dict(per_route)
     buckets = [
         labels

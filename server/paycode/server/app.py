@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from sqlalchemy import text
@@ -50,8 +52,7 @@ def create_app(config: ServerConfig) -> Flask:
     @app.before_request
     def _hostile_framing() -> None:
         # NUL reaches the database as text PostgreSQL refuses (a 500): refused here instead.
-        nul = "\x00" in request.path or b"%00" in request.query_string
-        if nul or any("\x00" in value for value in request.headers.values()):
+        if nul_in_request(request.environ):
             raise ApiError(
                 ErrorCode.INVALID_REQUEST, "NUL is not allowed in a path, query or header"
             )
@@ -75,6 +76,25 @@ def create_app(config: ServerConfig) -> Flask:
         return jsonify(status="ready", server_time=time.time())
 
     return app
+
+
+HEADERS_UNPREFIXED = ("CONTENT_TYPE", "CONTENT_LENGTH")
+"""The two request headers a WSGI environ holds without the HTTP_ prefix."""
+
+
+def nul_in_request(environ: Mapping[str, Any]) -> bool:
+    """NUL in the path, in the query (as %00) or in any header value, read from the WSGI
+    environ's raw strings (latin-1 as the server received them; request.path and
+    request.query_string hold NUL exactly when these do): one scan over the header values
+    joined, with no header object built per request."""
+    if "\x00" in environ.get("PATH_INFO", "") or "%00" in environ.get("QUERY_STRING", ""):
+        return True
+    values = [
+        value
+        for key, value in environ.items()
+        if (key.startswith("HTTP_") or key in HEADERS_UNPREFIXED) and isinstance(value, str)
+    ]
+    return "\x00" in "".join(values)
 
 
 def _register_blueprints(app: Flask) -> None:

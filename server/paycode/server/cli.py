@@ -133,6 +133,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "loglevel": "info",
         "logger_class": observability.GunicornJsonLogger,
         "child_exit": observability.gunicorn_child_exit,
+        "worker_exit": observability.gunicorn_worker_exit,
         "on_exit": observability.gunicorn_on_exit,
         "proc_name": PROG,
         # gunicorn >= 25.1 opens a control socket at one per-user path: two servers would clash.

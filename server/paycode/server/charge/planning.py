@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from paycode.server.charge.verification import Burn, NamedHandle, verify_charge_code
@@ -66,6 +66,12 @@ RECORDED_FAILURES = frozenset(
 """Outcomes that leave a failed payment behind (the code was claimed; the till can query it).
 Not duplicate_order: the order is checked before the claim, so a reused order id costs the
 customer nothing and records nothing; the same code then pays with a fresh order id."""
+FAILURE_REPLIES: Mapping[str, tuple[int, dict[str, Any]]] = {
+    outcome: problem_reply(outcome, detail) for outcome, detail in FAILURE_DETAILS.items()
+}
+"""The failures' replies, rendered once: every charge's are these, a recorded failure's with its
+payment_id added last. Shared by every plan, so never changed in place (senders copy with |)."""
+_FAILURE_TEXTS = {outcome: json.dumps(body) for outcome, (_, body) in FAILURE_REPLIES.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +119,8 @@ class ChargePlan:
     notices: Mapping[str, tuple[str, str]] | None = None
     """outcome -> (event type, body): the outbox row the transaction writes for that outcome;
     outcomes before the claim have none (nothing happened to a payment)."""
+    texts: Mapping[str, str] = field(default_factory=dict)
+    """outcome -> json.dumps of its reply body, where planning had it already (the failures)."""
 
     def guard_scopes(self, settings: GuardSettings) -> GuardScopes:
         """The request's guard counters, plus those of the handles the code named at this
@@ -154,7 +162,11 @@ class ChargePlan:
 
     def reply_texts(self) -> dict[str, list[int | str]]:
         """outcome -> [status, JSON body]: what the transaction stores for its key."""
-        return {name: [status, json.dumps(body)] for name, (status, body) in self.replies.items()}
+        texts = self.texts
+        return {
+            name: [status, texts.get(name) or json.dumps(body)]
+            for name, (status, body) in self.replies.items()
+        }
 
     def notice_texts(self) -> str | None:
         """outcome -> [event type, body] as JSON for the PostgreSQL function; None: no row."""
@@ -259,7 +271,7 @@ def plan_charge(
         )
     payment_id = new_id("pay")
     confirm_by_s = attempt.now_s + limits.confirm_window_s
-    replies = _replies(
+    replies, texts = _replies(
         attempt,
         accepted,
         payment_id=payment_id,
@@ -283,6 +295,7 @@ def plan_charge(
         confirm_by_s=confirm_by_s,
         event_id=event_id,
         notices=_notices(event_id, replies, attempt.now_s) if event_id else None,
+        texts=texts,
     )
 
 
@@ -327,8 +340,9 @@ def _replies(
     money: Money,
     order_id: str | None,
     confirm_by_s: float,
-) -> dict[str, tuple[int, dict[str, Any]]]:
-    """Every reply the transaction can end with, rendered before it starts."""
+) -> tuple[dict[str, tuple[int, dict[str, Any]]], dict[str, str]]:
+    """Every reply the transaction can end with, rendered before it starts, and the JSON text
+    of those taken from the constant table (FAILURE_REPLIES)."""
     success = payment_reply(
         payment_id=payment_id,
         status=PaymentStatus.SUCCEEDED,
@@ -353,7 +367,13 @@ def _replies(
         PaymentStatus.SUCCEEDED: (201, success),
         ErrorCode.CONFIRMATION_REQUIRED: (202, pending),
     }
-    for outcome, detail in FAILURE_DETAILS.items():
-        extra = {"payment_id": payment_id} if outcome in RECORDED_FAILURES else {}
-        replies[outcome] = problem_reply(outcome, detail, **extra)
-    return replies
+    texts: dict[str, str] = {}
+    paid_by = f', "payment_id": {json.dumps(payment_id)}}}'  # json.dumps' separators
+    for outcome, (status, body) in FAILURE_REPLIES.items():
+        text = _FAILURE_TEXTS[outcome]
+        if outcome in RECORDED_FAILURES:
+            body = body | {"payment_id": payment_id}  # noqa: PLW2901 - a copy, with its id
+            text = text[:-1] + paid_by
+        replies[outcome] = (status, body)
+        texts[outcome] = text
+    return replies, texts

@@ -7,7 +7,9 @@
     paycode_claims_rows                                              scrape time, cached
 
 A request costs one histogram observation (a charge: one counter increment more, and one for a
-verification failure); nothing touches the database per request. The two gauges are read at
+verification failure), held in this process (BUFFER, paycode.server.operations.metric_buffer)
+and added to the metrics every second, before this process renders /metrics, and at exit;
+nothing touches the database per request. The two gauges are read at
 scrape time, at most once per DB_GAUGES_TTL_S in each process, with bounded queries.
 
 Under `paycode-server serve` each gunicorn worker writes its samples to its own files in
@@ -39,6 +41,7 @@ from paycode.server import services
 from paycode.server.charge.planning import RECORDED_FAILURES, ChargePlan
 from paycode.server.charge.result import NONCE_REPLAYED, STORED, TERMINAL_REVOKED
 from paycode.server.database.engine import read_only
+from paycode.server.operations.metric_buffer import MetricBuffer
 from paycode.server.operations.observability import (
     MULTIPROC_ENV,
     annotate,
@@ -102,6 +105,13 @@ REQUEST_SECONDS = Histogram(
     ["method", "route", "status"],
     buckets=LATENCY_BUCKETS_S,
 )
+BUFFER = MetricBuffer()
+"""Every sample of this process goes through it (see the module's docstring)."""
+
+
+def flush() -> None:
+    """Add every held sample to the metrics now (a scrape does; tests that read REGISTRY too)."""
+    BUFFER.flush()
 
 
 def version_label(code: object) -> str:
@@ -120,9 +130,9 @@ def record_charge(outcome: str, plan: ChargePlan, code: object) -> None:
     name = _OUTCOME_NAMES.get(outcome, outcome)
     version = plan.accepted.version if plan.accepted is not None else version_label(code)
     g.paycode_charge_counted = True
-    CHARGES.labels(name, version).inc()
+    BUFFER.inc(CHARGES, (name, version))
     if name in VERIFICATION_REASONS:
-        VERIFICATION_FAILURES.labels(name, version).inc()
+        BUFFER.inc(VERIFICATION_FAILURES, (name, version))
     annotate(
         outcome=name,
         code_version=version,
@@ -135,9 +145,9 @@ def record_offline_charge(outcome: str, code: object, payment_id: str | None = N
     """Count a v4 charge (paycode.server.charge.offline_charge runs no ChargePlan) like any:
     its outcome ("succeeded", "idempotent_replay" or the refusal's code) under version v4."""
     g.paycode_charge_counted = True
-    CHARGES.labels(outcome, "v4").inc()
+    BUFFER.inc(CHARGES, (outcome, "v4"))
     if outcome in VERIFICATION_REASONS:
-        VERIFICATION_FAILURES.labels(outcome, "v4").inc()
+        BUFFER.inc(VERIFICATION_FAILURES, (outcome, "v4"))
     annotate(
         outcome=outcome,
         code_version="v4",
@@ -152,13 +162,12 @@ def _observe(response: Response) -> Response:
         return response
     status = response.status_code
     method = request.method if request.method in METHODS else "other"
-    REQUEST_SECONDS.labels(method, route_of_request(), str(status)).observe(
-        time.perf_counter() - started_s
-    )
+    elapsed_s = time.perf_counter() - started_s
+    BUFFER.observe(REQUEST_SECONDS, (method, route_of_request(), str(status)), elapsed_s)
     if request.endpoint == CHARGE_ENDPOINT and not g.get("paycode_charge_counted"):
         # Refused before its transaction (signature, body, Idempotency-Key): still a charge.
         outcome = g.get("paycode_error_code") or f"http_{status}"
-        CHARGES.labels(outcome, UNKNOWN).inc()
+        BUFFER.inc(CHARGES, (outcome, UNKNOWN))
     return response
 
 
@@ -255,7 +264,9 @@ def claims_rows(connection: Connection) -> int:
 
 def render(gauges: Collector) -> bytes:
     """The exposition text: every worker's samples (multiprocess) or this process's, then the
-    database gauges."""
+    database gauges. This process's held samples are added first; other workers' are as recent
+    as their last flush."""
+    BUFFER.flush()
     directory = os.environ.get(MULTIPROC_ENV)
     if directory:
         samples = CollectorRegistry(auto_describe=False)

@@ -3,12 +3,13 @@
     mask_code(text)        "87...2797": a payment code as logs may show it (prefix, last 4)
     redact(text)           known secret shapes replaced (codes masked, tokens and keys dropped)
     RedactSecrets          the logging filter that applies redact() to every record
-    JsonFormatter          one JSON object per line
+    JsonFormatter          one JSON object per line (paycode.server.operations.log_lines)
     configure_logging()    the root handler (`run`); GunicornJsonLogger does it for `serve`
     init_app(app)          request id in and out, one log line per request
     annotate(**fields)     add fields (terminal_id, device_id, ...) to this request's line
     MetricsAccess          who may read /metrics (PAYCODE_METRICS_TOKEN, else loopback only)
-    prepare_multiprocess_dir, gunicorn_child_exit, gunicorn_on_exit: `serve`'s metrics files
+    prepare_multiprocess_dir, gunicorn_child_exit, gunicorn_worker_exit, gunicorn_on_exit:
+                           `serve`'s metrics files
 
 Nothing here imports prometheus_client: the gunicorn master imports this module, and the
 metrics library must be imported only after `serve` has set PROMETHEUS_MULTIPROC_DIR
@@ -17,15 +18,14 @@ metrics library must be imported only after `serve` has set PROMETHEUS_MULTIPROC
 
 from __future__ import annotations
 
-import datetime as dt
 import hmac
 import ipaddress
-import json
 import logging
 import os
 import re
 import secrets
 import shutil
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +35,7 @@ from typing import Any
 from flask import Flask, Response, g, has_request_context, request
 from gunicorn.glogging import Logger as GunicornLogger  # type: ignore[import-untyped]
 
+from paycode.server.operations.log_lines import JsonFormatter
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import ApiError, ConfigError
 from paycode.shared.versions.registry import VERSIONS
@@ -57,7 +58,6 @@ MULTIPROC_STALE_DIRS_MAX = 256
 PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 
 _REQUEST_LOG = logging.getLogger(REQUEST_LOGGER_NAME)
-_JSON = json.JSONEncoder(separators=(",", ":"), default=str)
 
 
 # -- masking and redaction ----------------------------------------------------------------------
@@ -151,33 +151,6 @@ class RedactSecrets(logging.Filter):
 
 
 # -- JSON lines ---------------------------------------------------------------------------------
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, pid, msg, then the record's `paycode`
-    fields; inside a request, its request_id."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        created = dt.datetime.fromtimestamp(record.created, dt.UTC)
-        line: dict[str, Any] = {
-            "ts": created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "pid": record.process,
-            "msg": record.getMessage(),
-        }
-        fields = getattr(record, "paycode", None)
-        if isinstance(fields, Mapping):
-            line.update(fields)
-        if "request_id" not in line and has_request_context():
-            request_id = g.get("paycode_request_id")
-            if request_id:
-                line["request_id"] = request_id
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self.formatException(record.exc_info)
-        if record.exc_text:
-            line["exc"] = record.exc_text
-        return _JSON.encode(line)
 
 
 def _is_ours(handler: logging.Handler) -> bool:
@@ -372,6 +345,15 @@ def gunicorn_child_exit(_server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess  # noqa: PLC0415 - after the env is set
 
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def gunicorn_worker_exit(_server: Any, _worker: Any) -> None:
+    """gunicorn `worker_exit` (in the worker, as it exits): the samples it still holds
+    (paycode.server.operations.metric_buffer) are written before its process ends. A worker
+    that never loaded the app has none, and imports nothing here."""
+    metrics = sys.modules.get("paycode.server.operations.metrics")
+    if metrics is not None:
+        metrics.flush()
 
 
 def gunicorn_on_exit(_server: Any) -> None:
