@@ -23,6 +23,7 @@ from bench.load import (
     CHARGE_PATH,
     Fixture,
 )
+from paycode.server.charge import postgres
 from paycode.server.config import ServerConfig
 from paycode.server.testing import (
     LiveServer,
@@ -76,7 +77,23 @@ def instrument(engine: Engine) -> DbClock:
 
     timed("do_ping", "ping (pool_pre_ping)")
     timed("do_commit", "COMMIT")
+    _time_charge_calls(clock)
     return clock
+
+
+def _time_charge_calls(clock: DbClock) -> None:
+    """The charge's own call runs on a raw DBAPI cursor, which SQLAlchemy's events never see."""
+    original = postgres.call_with
+
+    def timed_call(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            clock.add("paycode_charge call", time.perf_counter() - start)
+
+    # transaction.execute looks the function up on the module at every call
+    postgres.call_with = timed_call  # type: ignore[assignment]
 
 
 class WireTrace:
@@ -173,20 +190,22 @@ def _package(filename: str, function: str) -> str:
 
 def profile_in_process(server: LiveServer, fixture: Fixture, workdir: Path) -> None:
     """Sequential charges through the real app (Flask test client, same database): no queueing,
-    no HTTP, no lock waits: what one charge costs by itself."""
+    no HTTP, no lock waits: what one charge costs by itself. Batching is off: charges one at a
+    time would only form groups of one, and the call then runs in this thread, where the wire
+    trace, the clock and cProfile see it (the writer's thread and connection they would not)."""
     from paycode.server.app import create_app  # noqa: PLC0415
 
-    app = create_app(ServerConfig.from_env(server.env))
+    app = create_app(ServerConfig.from_env(server.env | {"PAYCODE_CHARGE_BATCH": "1"}))
     engine: Engine = app.extensions["paycode_engine"]
     client = app.test_client()
-    lines = list(fixture.request_lines(PROFILE_WARMUP_CHARGES + 3 * PROFILE_CHARGES, 1))
+    # Warm every customer's device into the directory's cache, as a running server has it:
+    # a cold device costs a lookup (BEGIN, SELECT, ROLLBACK) no steady-state charge pays.
+    warmup = max(PROFILE_WARMUP_CHARGES, len(fixture.credentials))
+    lines = list(fixture.request_lines(warmup + 3 * PROFILE_CHARGES, 1))
     batches = iter(
         [
-            lines[:PROFILE_WARMUP_CHARGES],
-            *[
-                lines[PROFILE_WARMUP_CHARGES + i * PROFILE_CHARGES :][:PROFILE_CHARGES]
-                for i in range(3)
-            ],
+            lines[:warmup],
+            *[lines[warmup + i * PROFILE_CHARGES :][:PROFILE_CHARGES] for i in range(3)],
         ]
     )
 
