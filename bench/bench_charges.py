@@ -304,6 +304,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--threads", type=int, default=None, help="request threads per worker (serve's default)"
     )
+    parser.add_argument(
+        "--charge-batch",
+        type=int,
+        default=None,
+        help="PAYCODE_CHARGE_BATCH of the charge server (the shipped default; 1: no batching)",
+    )
     parser.add_argument("--open-duration-s", type=float, default=None, help="each open-loop run")
     parser.add_argument("--sequential-duration-s", type=float, default=None)
     parser.add_argument("--no-open-loop", action="store_true", help="closed-loop rounds only")
@@ -372,6 +378,9 @@ def _run(args: argparse.Namespace, started: float) -> int:
         if args.threads is not None:
             for server in (charge_server, bare):
                 server.env["PAYCODE_SERVE_THREADS"] = str(args.threads)
+        if args.charge_batch is not None:
+            charge_server.env["PAYCODE_CHARGE_BATCH"] = str(args.charge_batch)
+        if args.threads is not None or args.charge_batch is not None:
             restart(charge_server, args.workers[0])
         fixture = populate(charge_server, args.customers, max(args.merchants))
         pgbench_db = make_url(pgbench_url).database or ""

@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 
 from bench import REPO_ROOT
 from bench.load import CLIENTS, SUBPROCESS_SLACK_S, Fixture, Run, ledger_sum, payment_counts, settle
+from paycode.server.charge.batch_settings import BatchSettings
 from paycode.server.cli import KEEPALIVE_S, THREADS_DEFAULT, THREADS_ENV
 from paycode.server.database.models import Payment
 from paycode.server.testing import LiveServer
@@ -227,6 +228,7 @@ def server_settings(env: dict[str, str], workers: list[int], threads: int | None
         "workers": workers,
         "threads": threads,
         "keepalive_s": KEEPALIVE_S,
+        "charge_batch": BatchSettings.parse(env).batch_max,
     }
 
 
@@ -234,8 +236,9 @@ def settings_line(settings: dict[str, Any]) -> str:
     workers = ", ".join(str(w) for w in settings["workers"])
     return (
         f"{settings['server']}: {settings['worker_class']} workers ({workers}) x "
-        f"{settings['threads']} threads, keep-alive {settings['keepalive_s']} s; the bare Flask "
-        "endpoint runs under the same code path and settings"
+        f"{settings['threads']} threads, keep-alive {settings['keepalive_s']} s, charges committed "
+        f"in groups of up to {settings.get('charge_batch', '?')}; the bare Flask endpoint runs "
+        "under the same code path and settings"
     )
 
 
