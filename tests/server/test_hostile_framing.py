@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,18 +10,12 @@ import pytest
 from flask import Flask
 
 from paycode.server.app import create_app, nul_in_request
-from paycode.server.config import ServerConfig
+from tests.support.configs import sqlite_test_config
 
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Flask]:
-    config = ServerConfig(
-        database_url=f"sqlite:///{tmp_path / 'x.db'}",
-        instance_path=tmp_path,
-        master_keys={"mk1": os.urandom(32)},
-        master_key_id="mk1",
-        testing=True,
-    )
+    config = sqlite_test_config(tmp_path)
     application = create_app(config)
     yield application
     application.extensions["paycode_engine"].dispose()

@@ -40,9 +40,9 @@ from paycode.appkit.http_client import ServerClient
 from paycode.client import keystore
 from paycode.client.wallet import Wallet
 from paycode.server.app import create_app
-from paycode.server.config import ServerConfig
 from paycode.server.operations import metric_buffer, metrics, observability
 from paycode.shared.errors import ConfigError
+from tests.support.configs import sqlite_test_config
 from tests.support.servers import BACKENDS, LiveServer, postgres_database, run_command
 from tests.support.servers import start_server as _start_live_server
 from tests.support.shop import PASSWORD as SHOP_PASSWORD
@@ -226,13 +226,7 @@ def test_database_gauges_survive_a_missing_schema(tmp_path: Path) -> None:
 def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
     monkeypatch.delenv(observability.MULTIPROC_ENV, raising=False)
     monkeypatch.delenv(observability.METRICS_TOKEN_ENV, raising=False)
-    config = ServerConfig(
-        database_url=f"sqlite:///{tmp_path / 'x.db'}",
-        instance_path=tmp_path,
-        master_keys={"mk1": os.urandom(32)},
-        master_key_id="mk1",
-        testing=True,
-    )
+    config = sqlite_test_config(tmp_path)
     application = create_app(config)
     yield application
     application.extensions["paycode_engine"].dispose()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import tomllib
 from collections.abc import Iterator
@@ -14,8 +13,8 @@ import pytest
 from flask import Flask
 
 from paycode.server.app import create_app
-from paycode.server.config import ServerConfig
 from paycode.shared.codes import HTTP_STATUS
+from tests.support.configs import sqlite_test_config
 
 ROOT = Path(__file__).resolve().parents[2]
 OPENAPI_PATH = ROOT / "docs" / "openapi.json"
@@ -35,13 +34,7 @@ def document() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     tmp = tmp_path_factory.mktemp("openapi")
-    config = ServerConfig(
-        database_url=f"sqlite:///{tmp / 'x.db'}",
-        instance_path=tmp,
-        master_keys={"mk1": os.urandom(32)},
-        master_key_id="mk1",
-        testing=True,
-    )
+    config = sqlite_test_config(tmp)
     yield create_app(config)
 
 

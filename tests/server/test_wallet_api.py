@@ -29,7 +29,6 @@ from paycode.client import online
 from paycode.client.online import DeviceAuth
 from paycode.client.wallet import Wallet
 from paycode.server.app import create_app
-from paycode.server.config import ServerConfig
 from paycode.server.database.engine import db, make_engine
 from paycode.server.database.models import (
     Account,
@@ -54,6 +53,7 @@ from paycode.shared.timestep import step_at
 from paycode.shared.verify import verify_code
 from paycode.shared.versions.base import Accepted, DeviceCredential, DeviceRecord, VerifyContext
 from paycode.shared.versions.registry import by_name
+from tests.support.configs import sqlite_test_config
 from tests.support.servers import Server
 from tests.support.shop import PASSWORD, code_of, new_till, new_user, use_fast_keystore
 
@@ -68,13 +68,7 @@ VERSIONS = ("v1", "v2", "v3")
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Flask]:
     keyring.forget_cache()
-    config = ServerConfig(
-        database_url=f"sqlite:///{tmp_path}/t.db",
-        instance_path=tmp_path,
-        master_keys={"mk1": os.urandom(32)},
-        master_key_id="mk1",
-        testing=True,
-    )
+    config = sqlite_test_config(tmp_path, "t.db")
     engine = make_engine(config.database_url)
     Base.metadata.create_all(engine)
     with Session(engine) as session, session.begin():
