@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 WORKERS_MAX = 64
 THREADS_MAX = 64
-THREADS_DEFAULT = 8
+THREADS_DEFAULT = 4
 """Request threads per worker process: a charge waits on PostgreSQL for about half its time,
 and the threads' charges share one commit (paycode.server.charge.batch_writer)."""
 THREADS_ENV = "PAYCODE_SERVE_THREADS"
