@@ -8,8 +8,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import charge_targets, report
+from bench import charge_targets, report, report_targets
 from bench.charge_targets import OpenRun
+from paycode.server.cli import THREADS_DEFAULT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -201,8 +202,34 @@ def test_charge_targets_section_states_each_target(tmp_path: Path) -> None:
     assert "- charges/s >= 0.8 x C (8 merchants): **meets** (1000/s = 0.83 x C" in text
     assert "- one merchant >= 0.9 x eight merchants: **misses** (1 merchant = 0.85" in text
     assert "- open-loop p99 <= 25 ms at 50% of the maximum: **meets** (p99 20.0 ms" in text
-    assert "gthread workers (2) x 8 threads, keep-alive 5 s" in text
+    assert (
+        f"gthread workers (2) x {THREADS_DEFAULT} threads, keep-alive 5 s, charges committed in "
+        "groups of up to 64"
+    ) in text
     assert "more than 1280 charges/s, a throughput bar in disguise" in text
+    assert "What bounds the throughput bar" not in text  # met: nothing to explain
+
+
+def test_a_missed_throughput_bar_states_the_cpu_budget_per_charge(tmp_path: Path) -> None:
+    data = _charges(_open_run("50%", 0.5, 20, 250))
+    data["rows"][0] |= {"charge": 500.0, "ratio": 500 / 1200}
+    data["verdicts"] = [
+        charge_targets.verdicts_for(
+            2,
+            500 / 1200,
+            1200.0,
+            500.0,
+            1.0,
+            [],
+        )
+    ]
+    (tmp_path / "charges.json").write_text(json.dumps(data))
+    out = tmp_path / "benchmarks.md"
+    report.write(tmp_path, out, {}, quick=False)
+    text = out.read_text()
+    cores = report_targets.CORES
+    assert f"0.8 x C allows {1000 * cores / 960:.2f} ms of the {cores} cores per charge" in text
+    assert f"while a charge took {1000 * cores / 500:.2f} ms" in text
 
 
 def test_an_unclean_open_loop_run_misses_the_latency_target(tmp_path: Path) -> None:
