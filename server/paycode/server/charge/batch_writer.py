@@ -222,7 +222,7 @@ class BatchWriter:
             call.future.set_result(as_result(row))
 
     def _run_alone(self, connection: psycopg.Connection[Any], call: _Call) -> None:
-        """One call in autocommit, as paycode.server.charge.postgres.call_charge runs it."""
+        """One call in autocommit, as paycode.server.charge.postgres.call_with runs it."""
         self.stats.singles += 1
         if connection.broken or connection.closed:
             _answer_busy([call])

@@ -147,13 +147,9 @@ def _claim_parameters(plan: ChargePlan) -> dict[str, Any]:
     }
 
 
-def call_charge(engine: Engine, plan: ChargePlan, guard: GuardSettings) -> ChargeResult:
-    """One statement in autocommit: the function's body is the whole transaction."""
-    return call_with(engine, call_parameters(plan, guard))
-
-
 def call_with(engine: Engine, parameters: dict[str, Any]) -> ChargeResult:
-    """call_charge with the parameters made already."""
+    """One call (call_parameters) in autocommit on a pooled connection: the function's body is
+    the whole transaction."""
     raw = engine.raw_connection()
     try:
         driver = raw.driver_connection
