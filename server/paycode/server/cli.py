@@ -40,6 +40,7 @@ from paycode.server.commands.notifications import add_notification_commands
 from paycode.server.commands.offline_commands import add_offline_commands
 from paycode.server.notifications import delivery
 from paycode.server.operations import observability, purge
+from paycode.server.safety.limits import env_integer
 from paycode.server.safety.secretbox import SecretBox
 from paycode.shared.codes import ErrorCode
 
@@ -144,12 +145,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _threads_from_env() -> int:
-    text = os.environ.get(THREADS_ENV, "").strip()
-    if not text:
-        return THREADS_DEFAULT
-    if not text.isdigit():
-        raise CliError(ErrorCode.CONFIG_INVALID, f"{THREADS_ENV} must be a whole number")
-    return int(text)
+    return env_integer(os.environ, THREADS_ENV, THREADS_DEFAULT, low=1, high=THREADS_MAX)
 
 
 def _run_gunicorn(options: dict[str, Any]) -> None:
