@@ -19,7 +19,6 @@ from paycode.merchant_pos import settings
 from paycode.merchant_pos.synthetic_frames import write_video
 from tests.support.servers import REPO_ROOT, Server, run_cli_in_process, run_in_process
 from tests.support.shop import (
-    PASSPHRASE,
     POS_MODULE,
     WALLET_MODULE,
     Merchant,
@@ -30,6 +29,7 @@ from tests.support.shop import (
     new_user,
     person_env,
     use_fast_keystore,
+    wallet_env,
 )
 
 PIPE_TIMEOUT_S = 60
@@ -70,10 +70,10 @@ def test_a_closed_pipe_ends_wallet_history_and_till_query_quietly_with_141(
     home = tmp_path / "phone"
     wallet = new_phone(live_server, home, new_user(live_server), ["v2"])
     paid = charge(cafe.till, code_of(wallet, "v2"), "2.00")
-    wallet_env = person_env() | {"PAYCODE_WALLET_PASSPHRASE": PASSPHRASE}
+    phone_env = wallet_env()
     pos_env = _till_home(tmp_path / "pos", live_server.url, cafe)
     commands = [
-        (["-m", WALLET_MODULE, "--json", "--home", str(home), "history"], wallet_env),
+        (["-m", WALLET_MODULE, "--json", "--home", str(home), "history"], phone_env),
         (["-m", POS_MODULE, "--json", "query", paid["payment_id"]], pos_env),
         (["-m", POS_MODULE, "query", paid["payment_id"]], pos_env),
     ]

@@ -34,15 +34,15 @@ from paycode.server.database.offline_models import (
     OfflineAcceptance,
     OfflineAllowance,
 )
-from paycode.server.testing import LiveServer
+from paycode.server.testing import LiveServer, run_command
 from paycode.shared.errors import ServerRejected
 from paycode.shared.money import parse_amount
 from tests.endtoend.till_process import TillProcess
 from tests.support.books import assert_books_clean, balances
-from tests.support.servers import BACKEND_PARAMS, REPO_ROOT, run_in_process, started
+from tests.support.servers import BACKEND_PARAMS, run_in_process, started
 from tests.support.shop import (
-    PASSPHRASE,
     POS_MODULE,
+    WALLET_MODULE,
     Merchant,
     code_of,
     new_merchant,
@@ -50,13 +50,13 @@ from tests.support.shop import (
     new_user,
     person_env,
     use_fast_keystore,
+    wallet_env,
 )
 
 PIN = "246810"
 ALLOWANCE = "200.00"
 """Four certificates of T = 50.00; p = min(T, 100.00) = 50.00; n = 16 (the defaults)."""
 FLOOR = "30.00"
-WALLET_MODULE = "paycode.client.cli"
 PROCESS_WAIT_S = 60.0
 
 
@@ -87,10 +87,6 @@ def minor(amount: str) -> int:
     return parse_amount(amount, "CNY").amount_minor
 
 
-def wallet_env() -> dict[str, str]:
-    return person_env() | {"PAYCODE_WALLET_PASSPHRASE": PASSPHRASE}
-
-
 def run(
     module: str, args: list[str], env: dict[str, str], stdin: str, *, own_process: bool
 ) -> subprocess.CompletedProcess[str]:
@@ -98,16 +94,7 @@ def run(
     a second sooner: see run_in_process) where the process itself proves nothing."""
     if not own_process:
         return run_in_process(module, env, *args, stdin=stdin)
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO_ROOT,
-        timeout=PROCESS_WAIT_S,
-        check=False,
-    )
+    return run_command([sys.executable, "-m", module, *args], env, stdin)
 
 
 def wallet_json(home: Path, *args: str, stdin: str = "") -> dict[str, Any]:

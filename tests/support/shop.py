@@ -468,6 +468,11 @@ def person_env() -> dict[str, str]:
     return env | {"PYTHONUNBUFFERED": "1"}
 
 
+def wallet_env() -> dict[str, str]:
+    """person_env() for paycode-wallet, with the phones' passphrase (PASSPHRASE) set."""
+    return person_env() | {"PAYCODE_WALLET_PASSPHRASE": PASSPHRASE}
+
+
 def run_console(
     program: str,
     args: list[str],

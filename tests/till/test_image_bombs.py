@@ -25,7 +25,7 @@ from paycode.merchant_pos import settings
 from paycode.merchant_pos.frames import open_source
 from paycode.merchant_pos.synthetic_frames import write_video
 from paycode.shared.errors import ImageTooLarge
-from tests.support.shop import PASSPHRASE, person_env, use_fast_keystore
+from tests.support.shop import use_fast_keystore, wallet_env
 
 BOMB_SIDE_PX = 12_000
 """144 MP: under Pillow's own refusal (179 MP), so only our bound stands in the way."""
@@ -97,7 +97,7 @@ def test_a_png_bomb_is_refused_from_its_header_by_every_command(
 ) -> None:
     use_fast_keystore(monkeypatch)
     Wallet.open_or_create(tmp_path / "wallet").set_server("http://127.0.0.1:9", "carol")
-    env = person_env() | {"PAYCODE_WALLET_PASSPHRASE": PASSPHRASE}
+    env = wallet_env()
     pos_env = env | {"PAYCODE_POS_HOME": str(tmp_path / "pos")}
     configured = settings.validated("http://127.0.0.1:9", "term_x", b"k" * 32, "CNY")
     settings.save(tmp_path / "pos", configured)

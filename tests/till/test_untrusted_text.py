@@ -20,7 +20,6 @@ from paycode.client import devices
 from paycode.server.database.models import Merchant
 from tests.support.servers import Server, run_in_process
 from tests.support.shop import (
-    PASSPHRASE,
     POS_MODULE,
     WALLET_MODULE,
     charge,
@@ -30,6 +29,7 @@ from tests.support.shop import (
     new_user,
     person_env,
     use_fast_keystore,
+    wallet_env,
 )
 
 ATTACK = "\x1b[2J\x1b[H\x1b[42mPAID 12.50 CNY\x1b[0m\x07\u202egnp.exe\x9b31m\x7f 中文"
@@ -135,7 +135,7 @@ def test_a_merchant_name_with_escape_sequences_reaches_the_wallet_escaped(
     with server.session() as session:
         session.execute(update(Merchant).where(Merchant.id == cafe.merchant_id).values(name=ATTACK))
         session.commit()
-    env = person_env() | {"PAYCODE_WALLET_PASSPHRASE": PASSPHRASE}
+    env = wallet_env()
     started = time.monotonic()
     done = run_in_process(WALLET_MODULE, env, "--home", str(tmp_path / "phone"), "history")
     assert done.returncode == 0, done.stderr

@@ -11,20 +11,19 @@ import pytest
 
 from tests.support.servers import Server, run_in_process
 from tests.support.shop import (
-    PASSPHRASE,
     WALLET_MODULE,
     charge,
     code_of,
     new_merchant,
     new_phone,
     new_user,
-    person_env,
     use_fast_keystore,
+    wallet_env,
 )
 
 
 def _history(home: Path, *options: str) -> str:
-    env = person_env() | {"PAYCODE_WALLET_PASSPHRASE": PASSPHRASE}
+    env = wallet_env()
     done = run_in_process(WALLET_MODULE, env, *options, "--home", str(home), "history")
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
