@@ -8,15 +8,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from paycode.shared.errors import ConfigError
+from paycode.server.safety.limits import env_integer
 
 BATCH_ENV = "PAYCODE_CHARGE_BATCH"
 BATCH_MAX_LIMIT = 256
+BATCH_DEFAULT = 64
 
 
 @dataclass(frozen=True, slots=True)
 class BatchSettings:
-    batch_max: int = 64
+    batch_max: int = BATCH_DEFAULT
     """Charges per transaction at most; 1: no writer at all."""
     queue_max: int = 256
     """Charges waiting for the writer at most; one more is refused at once (database_busy)."""
@@ -29,12 +30,6 @@ class BatchSettings:
 
     @classmethod
     def parse(cls, env: Mapping[str, str]) -> BatchSettings:
-        raw = (env.get(BATCH_ENV) or "").strip()
-        if not raw:
-            return cls()
-        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= BATCH_MAX_LIMIT:
-            raise ConfigError(
-                f"{BATCH_ENV} must be a whole number 1-{BATCH_MAX_LIMIT}: charges committed "
-                "together at most (1: no batching)"
-            )
-        return cls(batch_max=int(raw))
+        return cls(
+            batch_max=env_integer(env, BATCH_ENV, BATCH_DEFAULT, low=1, high=BATCH_MAX_LIMIT)
+        )

@@ -100,10 +100,11 @@ def env_integer(
     raw = env.get(name)
     if not raw:
         return default
-    try:
-        value = int(raw)
-    except ValueError as error:
-        raise ConfigError(f"{name} must be a whole number") from error
+    text = raw.strip()
+    # ASCII digits only: int() also reads "1_0", "+8" and other scripts' digits.
+    if not (text.isascii() and text.isdigit()):
+        raise ConfigError(f"{name} must be a whole number")
+    value = int(text)
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low} and {high}")
     return value
