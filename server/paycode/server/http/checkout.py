@@ -128,6 +128,7 @@ def _page_fields(
         "wallet_href": "/wallet/#pay=" + urllib.parse.quote(payload, safe=""),
         "return_to": checkout.signed_return(session, order, keys, now_s),
         "expires_at": iso_time(order.expires_at_s),
+        "expires_at_text": iso_time(order.expires_at_s).replace("T", " ")[:16] + " UTC",
         "poll_ms": POLL_INTERVAL_MS,
     }
 
