@@ -16,10 +16,12 @@ from sqlalchemy import func, select, update
 
 from paycode.client import online
 from paycode.client.wallet import Wallet
+from paycode.server.config import public_url_of
 from paycode.server.database.models import Notification, Order, Payment
 from paycode.shared.checkout_return import ReturnCheck, ReturnVerdict, verify_return
 from paycode.shared.emv.qr_signature import from_b64url
-from tests.support.servers import Server, all_at_once
+from paycode.shared.errors import ConfigError
+from tests.support.servers import Server, all_at_once, started
 from tests.support.shop import (
     Merchant,
     new_merchant,
@@ -254,3 +256,23 @@ def test_racing_payers_never_push_a_link_past_its_payments_max(
     assert sorted(str(reference) for reference in numbered) == [
         f"{link['merchant_order_id']}/{n}" for n in (1, 2, 3)
     ]
+
+
+def test_pay_url_uses_the_public_url_when_the_operator_sets_one(tmp_path: Path) -> None:
+    """Behind a TLS proxy the request arrives as http://internal: PAYCODE_PUBLIC_URL says
+    where customers reach the server."""
+    public = {"PAYCODE_PUBLIC_URL": "https://pay.example.com/"}
+    with started("sqlite", "in_process", extra_env=public) as server:
+        made = create(new_merchant(server, "WebShop"))
+    assert made["pay_url"] == f"https://pay.example.com/pay/{made['token']}"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["pay.example.com", "ftp://pay.example.com", "https://", "https://a/?x=1", "https://u@a"],
+)
+def test_a_public_url_that_is_not_one_is_a_config_error(value: str) -> None:
+    with pytest.raises(ConfigError, match="PAYCODE_PUBLIC_URL"):
+        public_url_of({"PAYCODE_PUBLIC_URL": value})
+    assert public_url_of({}) is None
+    assert public_url_of({"PAYCODE_PUBLIC_URL": "http://127.0.0.1:8000"}) == "http://127.0.0.1:8000"

@@ -26,7 +26,7 @@ from paycode.server.database.models import Merchant, Order
 from paycode.server.http.charges import signed_idempotent_post
 from paycode.server.http.signed_requests import authenticate_terminal
 from paycode.server.safety.qr_keys import QrKeys, load_qr_keys
-from paycode.server.services import secret_box
+from paycode.server.services import config, secret_box
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import ApiError
 from paycode.shared.money import Money, format_amount
@@ -66,7 +66,7 @@ def _harden(response: Response) -> Response:
 @api.post("/checkouts")
 def create_checkout() -> Response:
     keys = load_qr_keys(db.engine, secret_box())
-    site_url = request.url_root
+    site_url = config().public_url or request.url_root
     return signed_idempotent_post(
         lambda session, terminal, body, now_s: checkout.create(
             session, terminal, body, now_s, keys, site_url=site_url
