@@ -74,15 +74,6 @@ def create_checkout() -> Response:
     )
 
 
-@dataclass(frozen=True)
-class QrDrawing:
-    """A QR as the page's inline SVG draws it: `size` modules square (quiet zone included),
-    `path` one unit square per dark module."""
-
-    size: int
-    path: str
-
-
 @api.get("/qr-keys")
 def qr_keys() -> Response:
     """The public keys that verify a signed return (and this server's merchant QR payloads),
@@ -92,6 +83,15 @@ def qr_keys() -> Response:
         authenticate_terminal(session, now_s)
     keys = load_qr_keys(db.engine, secret_box())
     return jsonify(keys=keys.public_json(), server_time=now_s)
+
+
+@dataclass(frozen=True)
+class QrDrawing:
+    """A QR as the page's inline SVG draws it: `size` modules square (quiet zone included),
+    `path` one unit square per dark module."""
+
+    size: int
+    path: str
 
 
 def qr_drawing(payload: str) -> QrDrawing:
