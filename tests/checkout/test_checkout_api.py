@@ -19,8 +19,9 @@ from paycode.client.wallet import Wallet
 from paycode.server.config import public_url_of
 from paycode.server.database.models import Notification, Order, Payment
 from paycode.shared.checkout_return import ReturnCheck, ReturnVerdict, verify_return
+from paycode.shared.codes import HTTP_STATUS
 from paycode.shared.emv.qr_signature import from_b64url
-from paycode.shared.errors import ConfigError
+from paycode.shared.errors import ConfigError, ServerRejected
 from tests.support.servers import Server, all_at_once, started
 from tests.support.shop import (
     Merchant,
@@ -276,3 +277,40 @@ def test_a_public_url_that_is_not_one_is_a_config_error(value: str) -> None:
         public_url_of({"PAYCODE_PUBLIC_URL": value})
     assert public_url_of({}) is None
     assert public_url_of({"PAYCODE_PUBLIC_URL": "http://127.0.0.1:8000"}) == "http://127.0.0.1:8000"
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"kind": ["link"]},
+        {"kind": {"a": 1}},
+        {"kind": None},
+        {"kind": "link", "payments_max": "3"},
+        {"kind": "link", "payments_max": 2.5},
+        {"kind": "link", "payments_max": 10**30},
+        {"return_url": 7},
+        {"return_url": ["https://shop.example/"]},
+        {"return_url": "https://[::1"},
+        {"return_url": "https://shop.example/\x00"},
+        {"return_url": "https://"},
+        {"return_url": "javascript:alert(1)"},
+        {"return_url": "data:text/html,hi"},
+        {"merchant_order_id": 12},
+        {"merchant_order_id": ""},
+        {"merchant_order_id": "x" * 65},
+        {"expires_in_s": 60.0},
+        {"expires_in_s": "60"},
+        {"amount": 12.5},
+    ],
+)
+def test_an_odd_body_is_refused_with_a_stable_code_and_creates_nothing(
+    server: Server, odd: dict[str, Any]
+) -> None:
+    shop = new_merchant(server, "WebShop")
+    body: dict[str, Any] = {"amount": "1.00", "currency": "CNY"} | odd
+    with pytest.raises(ServerRejected) as caught:
+        shop.till.create_checkout(body)
+    assert HTTP_STATUS[caught.value.code] == 400, (caught.value.code, caught.value.message)
+    with server.session() as session:
+        made = session.scalar(select(func.count()).where(Order.merchant_id == shop.merchant_id))
+    assert made == 0
