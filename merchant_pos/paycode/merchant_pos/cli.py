@@ -8,6 +8,8 @@ paycode-pos query (PAYMENT_ID | --order-id ORDER)
 paycode-pos sync [--force]
 paycode-pos offline status
 paycode-pos inspect (--image FILE | --text STRING)
+paycode-pos checkout --amount 12.50 [--return-url URL] [--link [--payments-max N]]
+paycode-pos verify-return URL
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from paycode.appkit.console import add_json_flag, emit, printable, run
-from paycode.merchant_pos import offline_commands, settings, setup_commands
+from paycode.merchant_pos import checkout_commands, offline_commands, settings, setup_commands
 from paycode.merchant_pos.offline_charge import OfflineCharge
 from paycode.merchant_pos.present import PRESENT_WAIT_S, PRESENT_WAIT_S_MAX
 from paycode.merchant_pos.sale_run import (
@@ -216,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_query)
     setup_commands.add_inspect(sub)
     offline_commands.add_commands(sub)
+    checkout_commands.add_commands(sub)
     for action in sub.choices.values():
         add_json_flag(action)
     return parser

@@ -170,6 +170,19 @@ class TerminalClient:
         key = idempotency_key or str(uuid.uuid4())
         return self._call("POST", "/v1/orders", body, idempotency_key=key)
 
+    def create_checkout(
+        self, body: dict[str, Any], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """A hosted checkout or payment link (docs/api.md, "Hosted checkout"): `body` as
+        POST /v1/checkouts takes it; the answer's `pay_url` is where the customer goes."""
+        key = idempotency_key or str(uuid.uuid4())
+        return self._call("POST", "/v1/checkouts", body, idempotency_key=key)
+
+    def qr_keys(self) -> list[dict[str, str]]:
+        """The server's QR public keys: they verify a checkout's signed return."""
+        keys: list[dict[str, str]] = self._call("GET", "/v1/qr-keys")["keys"]
+        return keys
+
     def order(self, order_id: str, *, attempts_max: int = ATTEMPTS_MAX) -> dict[str, Any]:
         """The order as it stands (`payment` is its payment once paid). A till polling it asks
         `attempts_max=1`: the next poll is its retry, and a poll must not outlast the wait."""

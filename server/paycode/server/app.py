@@ -100,6 +100,7 @@ def nul_in_request(environ: Mapping[str, Any]) -> bool:
 def _register_blueprints(app: Flask) -> None:
     from paycode.server.http import (  # noqa: PLC0415 - keeps import order acyclic
         charges,
+        checkout,
         confirm,
         dashboard,
         meta,
@@ -123,3 +124,5 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(notifications.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(web_wallet.bp)
+    app.register_blueprint(checkout.api)
+    app.register_blueprint(checkout.page)

@@ -66,6 +66,8 @@ KEY_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,16}")
 STATUSES_TTL_ENV = "PAYCODE_VERSION_STATUSES_TTL_S"
 PROXY_HOPS_ENV = "PAYCODE_PROXY_HOPS"
 PROXY_HOPS_MAX = 8
+PUBLIC_URL_ENV = "PAYCODE_PUBLIC_URL"
+PUBLIC_URL_CHARS_MAX = 200
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,9 @@ class ServerConfig:
     offline: OfflineSettings = field(default_factory=OfflineSettings)
     metrics: MetricsAccess = field(default_factory=MetricsAccess)
     charge_batch: BatchSettings = field(default_factory=BatchSettings)
+    public_url: str | None = None
+    """Where customers reach this server (PAYCODE_PUBLIC_URL, e.g. https://pay.example.com):
+    the base of a checkout's pay_url. None: the address the creating request arrived at."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServerConfig:
@@ -113,6 +118,7 @@ class ServerConfig:
             "offline": OfflineSettings.parse(env),
             "metrics": MetricsAccess.parse(env),
             "charge_batch": BatchSettings.parse(env),
+            "public_url": public_url_of(env),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -131,6 +137,29 @@ def instance_folder(env: Mapping[str, str], platform: str = sys.platform) -> Pat
     else:
         base = Path(env.get("XDG_DATA_HOME") or home / ".local" / "share")
     return (base / "paycode").resolve()
+
+
+def public_url_of(env: Mapping[str, str]) -> str | None:
+    """PAYCODE_PUBLIC_URL without its trailing slash: an absolute http(s) URL with no query or
+    fragment; None when unset."""
+    raw = (env.get(PUBLIC_URL_ENV) or "").strip()
+    if not raw:
+        return None
+    scheme, _, rest = raw.partition("://")
+    host = rest.split("/", 1)[0]
+    if (
+        scheme not in ("https", "http")
+        or not host
+        or "@" in host
+        or len(raw) > PUBLIC_URL_CHARS_MAX
+        or not (raw.isascii() and raw.isprintable())
+        or any(char in raw for char in " ?#")
+    ):
+        raise ConfigError(
+            f"{PUBLIC_URL_ENV} must be an absolute http(s) URL such as https://pay.example.com "
+            f"(no query or fragment, at most {PUBLIC_URL_CHARS_MAX} characters)"
+        )
+    return raw.rstrip("/")
 
 
 def _proxy_hops(env: Mapping[str, str]) -> int:

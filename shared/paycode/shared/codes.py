@@ -112,6 +112,9 @@ class ErrorCode(enum.StrEnum):
     NOT_PAYCODE_COLLECTION = "not_paycode_collection"
     ORDER_EXPIRED = "order_expired"
     ORDER_CANCELLED = "order_cancelled"
+    # -- hosted checkout and payment links (docs/spec.md §15) ---------------------------------
+    RETURN_URL_INVALID = "return_url_invalid"
+    """A checkout's return_url is not an absolute https URL the server can sign a return to."""
     # -- accounts and operators ------------------------------------------------------------
     PASSWORD_INVALID = "password_invalid"  # noqa: S105 - a code, not a password
     PASSWORD_REQUIRED = "password_required"  # noqa: S105 - a code, not a password
@@ -170,6 +173,7 @@ HTTP_STATUS: Mapping[str, int] = MappingProxyType(
         ErrorCode.DATE_INVALID: 400,
         ErrorCode.WEAK_KEY: 400,
         ErrorCode.KEY_PROOF_INVALID: 400,
+        ErrorCode.RETURN_URL_INVALID: 400,  # hosted checkout
         ErrorCode.UNAUTHORIZED: 401,
         ErrorCode.FORBIDDEN: 403,
         ErrorCode.PIN_INVALID: 403,

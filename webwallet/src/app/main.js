@@ -2,6 +2,7 @@
 // starts offline), and show the code screen when this phone is enrolled, the enrollment
 // screen otherwise (also after the browser lost the wallet's storage).
 import { CodeScreen } from './code_screen.js';
+import { payloadFromHash } from './deep_link.js';
 import { $, describe, showScreen } from './dom.js';
 import { EnrollScreen } from './enroll_screen.js';
 import { t, translatePage } from './i18n.js';
@@ -37,6 +38,18 @@ async function start() {
   drawNetwork();
   document.body.dataset.ready = 'true';
   await home();
+  // A shop's checkout page links to /wallet/#pay=<payload>: open it as a scan would. The hash
+  // is dropped at once so a reload or a shared screenshot of the address does not reopen it.
+  const openLinked = async () => {
+    const payload = payloadFromHash(window.location.hash);
+    if (payload === null) return;
+    history.replaceState(null, '', window.location.pathname + window.location.search);
+    if (!wallet.enrolled()) return;
+    await go('scan');
+    await screens.scan.read(payload);
+  };
+  window.addEventListener('hashchange', () => { openLinked().catch(() => { /* the scan screen shows its own errors */ }); });
+  await openLinked();
 }
 
 function registerServiceWorker() {

@@ -154,8 +154,16 @@ def pay(
     if not pinless and not rules.pin_checked:
         reason = pinless_reason(today, money.amount_minor)
         raise ApiError(ErrorCode.PIN_REQUIRED, f"{reason}: pay again with your PIN")
+    reference = None if order is None else orders.payment_reference(session, order, now_s)
     payment = _insert_payment(
-        session, device, merchant=merchant, code=code, order=order, money=money, now_s=now_s
+        session,
+        device,
+        merchant=merchant,
+        code=code,
+        order=order,
+        money=money,
+        now_s=now_s,
+        reference=reference,
     )
     if order is not None:
         orders.mark_paid(session, order, payment.id, now_s)
@@ -206,6 +214,7 @@ def _insert_payment(
     order: Order | None,
     money: Money,
     now_s: float,
+    reference: str | None,
 ) -> Payment:
     payment = Payment(
         id=new_id("pay"),
@@ -217,7 +226,7 @@ def _insert_payment(
         currency=money.currency,
         refunded_minor=0,
         status=PaymentStatus.SUCCEEDED,
-        merchant_order_id=None if order is None else order.merchant_order_id,
+        merchant_order_id=reference,
         code_version=CODE_VERSION_MPM,
         created_at_s=now_s,
     )

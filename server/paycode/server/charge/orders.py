@@ -11,9 +11,10 @@ racing to pay it exactly one does.
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,6 +35,7 @@ from paycode.shared.money import Money, format_amount, parse_amount
 from paycode.shared.timestamps import iso_time
 
 OPEN, PAID, CANCELLED, EXPIRED = "open", "paid", "cancelled", "expired"
+TILL, CHECKOUT, LINK = "till", "checkout", "link"
 EXPIRES_IN_S_DEFAULT = 300
 EXPIRES_IN_S_MIN, EXPIRES_IN_S_MAX = 30, 3600
 TOKEN_BYTES = 18
@@ -107,31 +109,58 @@ def poster(
     return 201, {"qr_payload": build_collection_payload(code, keys.sign)}
 
 
-def _expires_in_s(body: dict[str, Any]) -> int:
-    value = body.get("expires_in_s", EXPIRES_IN_S_DEFAULT)
+def expires_in_s_of(
+    body: dict[str, Any],
+    default_s: int = EXPIRES_IN_S_DEFAULT,
+    low_s: int = EXPIRES_IN_S_MIN,
+    high_s: int = EXPIRES_IN_S_MAX,
+) -> int:
+    value = body.get("expires_in_s", default_s)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ApiError(ErrorCode.INVALID_REQUEST, "'expires_in_s' must be a whole number")
-    if not EXPIRES_IN_S_MIN <= value <= EXPIRES_IN_S_MAX:
-        raise ApiError(
-            ErrorCode.INVALID_REQUEST,
-            f"'expires_in_s' must be {EXPIRES_IN_S_MIN}..{EXPIRES_IN_S_MAX}",
-        )
+    if not low_s <= value <= high_s:
+        raise ApiError(ErrorCode.INVALID_REQUEST, f"'expires_in_s' must be {low_s}..{high_s}")
     return value
+
+
+@dataclass(frozen=True)
+class OrderKind:
+    """What kind of order a request creates: a till's (the default), a web shop's checkout
+    or a payment link (paycode.server.charge.checkout)."""
+
+    kind: str = TILL
+    expires_in_s: int = EXPIRES_IN_S_DEFAULT
+    return_url: str | None = None
+    payments_max: int | None = None
+    order_id_chars_max: int = ORDER_ID_CHARS_MAX
 
 
 def create(
     session: Session, terminal: TerminalCredential, body: dict[str, Any], now_s: float, keys: QrKeys
 ) -> tuple[int, dict[str, Any]]:
+    order = insert_order(
+        session, terminal, body, now_s, OrderKind(expires_in_s=expires_in_s_of(body))
+    )
+    return 201, order_json(session, order, keys, now_s)
+
+
+def insert_order(
+    session: Session,
+    terminal: TerminalCredential,
+    body: dict[str, Any],
+    now_s: float,
+    kind: OrderKind,
+) -> Order:
     merchant = session.get(Merchant, terminal.merchant_id)
     assert merchant is not None, "a terminal belongs to a merchant"
     money = _order_money(body, merchant)
     given = body.get("merchant_order_id")
     merchant_order_id = given if given is not None else new_id("ord")
-    if (
-        not isinstance(merchant_order_id, str)
-        or not 1 <= len(merchant_order_id) <= ORDER_ID_CHARS_MAX
-    ):
-        raise ApiError(ErrorCode.INVALID_REQUEST, "'merchant_order_id' must be 1-64 characters")
+    high = kind.order_id_chars_max
+    if not isinstance(merchant_order_id, str) or not 1 <= len(merchant_order_id) <= high:
+        raise ApiError(
+            ErrorCode.INVALID_REQUEST, f"'merchant_order_id' must be 1-{high} characters"
+        )
     if _order_id_paid(session, merchant.id, merchant_order_id):
         raise ApiError(ErrorCode.DUPLICATE_ORDER, "this order id was already paid with a code")
     order = Order(
@@ -144,7 +173,11 @@ def create(
         currency=money.currency,
         status=OPEN,
         created_at_s=now_s,
-        expires_at_s=now_s + _expires_in_s(body),
+        expires_at_s=now_s + kind.expires_in_s,
+        kind=kind.kind,
+        return_url=kind.return_url,
+        payments_max=kind.payments_max,
+        paid_count=0,
     )
     assert len(order.token) == ORDER_TOKEN_CHARS
     try:
@@ -153,7 +186,7 @@ def create(
             session.flush()
     except IntegrityError as error:
         raise ApiError(ErrorCode.DUPLICATE_ORDER, "this merchant order id exists") from error
-    return 201, order_json(session, order, keys, now_s)
+    return order
 
 
 def _order_id_paid(session: Session, merchant_id: str, merchant_order_id: str) -> bool:
@@ -206,12 +239,50 @@ def _payable(order: Order, now_s: float) -> Order:
     return order
 
 
+def payment_reference(session: Session, order: Order, now_s: float) -> str:
+    """The merchant order id of the payment about to pay `order`. A link's payments are
+    numbered: its count moves first, by a conditional UPDATE that no racing payer can push
+    past `payments_max` (and a CHECK constraint backs it), and the n-th payment is
+    `<merchant order id>/<n>`, so one succeeded payment per merchant order id still holds.
+    A link of one payment (an invoice) is paid under its own id."""
+    if order.kind != LINK:
+        return order.merchant_order_id
+    assert order.payments_max is not None, "a link says how many payments it takes"
+    full = Order.paid_count + 1 >= Order.payments_max
+    moved = session.execute(
+        update(Order)
+        .where(
+            Order.id == order.id,
+            Order.status == OPEN,
+            Order.expires_at_s > now_s,
+            Order.paid_count < Order.payments_max,
+        )
+        .values(
+            paid_count=Order.paid_count + 1,
+            status=case((full, PAID), else_=OPEN),
+            ended_at_s=case((full, now_s), else_=None),
+        )
+    )
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        session.refresh(order)
+        _payable(order, now_s)
+        raise AssertionError("a link that did not move is no longer payable")
+    session.refresh(order)
+    if order.payments_max == 1:
+        return order.merchant_order_id
+    return f"{order.merchant_order_id}/{order.paid_count}"
+
+
 def mark_paid(session: Session, order: Order, payment_id: str, now_s: float) -> None:
-    """Open -> paid, or the ApiError that says why not (another wallet won, a cancel, expiry)."""
+    """Open -> paid, or the ApiError that says why not (another wallet won, a cancel, expiry).
+    A link has already counted the payment (payment_reference): it keeps the latest one."""
+    if order.kind == LINK:
+        session.execute(update(Order).where(Order.id == order.id).values(payment_id=payment_id))
+        return
     moved = session.execute(
         update(Order)
         .where(Order.id == order.id, Order.status == OPEN, Order.expires_at_s > now_s)
-        .values(status=PAID, payment_id=payment_id, ended_at_s=now_s)
+        .values(status=PAID, payment_id=payment_id, ended_at_s=now_s, paid_count=1)
     )
     if moved.rowcount == 1:  # type: ignore[attr-defined]
         return

@@ -364,6 +364,10 @@ class Order(Base):
     __table_args__ = (
         UniqueConstraint("merchant_id", "merchant_order_id", name="uq_order_merchant_order"),
         CheckConstraint("amount_minor > 0", name="ck_order_amount_positive"),
+        CheckConstraint(
+            "paid_count >= 0 AND (payments_max IS NULL OR paid_count <= payments_max)",
+            name="ck_order_paid_count",
+        ),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     token: Mapped[str] = mapped_column(String(24), unique=True)
@@ -378,3 +382,9 @@ class Order(Base):
     created_at_s: Mapped[float] = mapped_column(Float)
     expires_at_s: Mapped[float] = mapped_column(Float)
     ended_at_s: Mapped[float | None] = mapped_column(Float)
+    # Hosted checkout (docs/spec.md, section 15): a till's order, a checkout a web shop sends
+    # its customer to (return_url), or a payment link several customers may pay.
+    kind: Mapped[str] = mapped_column(String(16), server_default="till")
+    return_url: Mapped[str | None] = mapped_column(String(2000))
+    payments_max: Mapped[int | None] = mapped_column(Integer)
+    paid_count: Mapped[int] = mapped_column(Integer, server_default="0")
