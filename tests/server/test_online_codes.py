@@ -9,15 +9,17 @@ replay, refused after its lifetime, and never issued to a revoked device.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
+from paycode.client import cli as wallet_cli
 from paycode.client import online, pending
 from paycode.client.wallet import Wallet
-from paycode.server.database.models import Device, Payment
+from paycode.server.database.models import Device, IdempotencyRecord, Payment
 from paycode.server.database.online_models import ONLINE_CODES_PER_STEP, OnlineCode
 from paycode.server.operations import admin, purge
 from paycode.server.wallets import sessions
@@ -37,7 +39,7 @@ from tests.support.shop import (
     use_fast_keystore,
     user_id,
 )
-from tests.support.wallet_server import intercepted, server_clock
+from tests.support.wallet_server import closed_port_url, intercepted, server_clock
 
 PIN = "246810"
 
@@ -215,3 +217,67 @@ def test_the_purge_deletes_expired_issuance_rows(server: Server, tmp_path: Path)
         after = session.scalar(select(func.count()).select_from(OnlineCode))
     assert before is not None and before >= 1
     assert purged["online_codes"] >= 1 and after == 0
+
+
+def test_the_code_is_neither_logged_nor_kept(
+    server: Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The code is a bearer secret until it pays: it is in the one answer that issued it and
+    in the till's request, and in no log line (every attribute of every record searched), nor
+    in the idempotency record, which keeps only where the code is (issuer, step, counter)."""
+    _, wallet = _phone(server, tmp_path)
+    caplog.set_level(logging.DEBUG)
+    code = online.issue_code(wallet)["code"]
+    charge(new_till(server), code)
+    refused(ErrorCode.CODE_REPLAYED, charge, new_till(server), code)
+    assert caplog.records, "the request log is captured (a positive control)"
+    for record in caplog.records:
+        assert code not in record.getMessage()
+        assert code not in repr(vars(record))
+    with server.session() as session:
+        stored = session.scalars(
+            select(IdempotencyRecord.response_body).where(
+                IdempotencyRecord.scope == f"device:{wallet.enrollment().device_id}"
+            )
+        ).all()
+    assert stored and all(code not in body and "step" in body for body in stored)
+
+
+def test_the_wallet_cli_prints_a_code_issued_online(
+    server: Server,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`paycode-wallet code --online` (its `main`, in this process, against the app): the code
+    and the note that the server issued it; it pays at a till; usage errors are typed."""
+    name = new_user(server, "online")
+    new_phone(server, tmp_path / name, name, ["v3"])
+    monkeypatch.setenv(wallet_cli.HOME_ENV, str(tmp_path / name))
+    assert wallet_cli.main(["code", "--online"]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[1].startswith("issued by the server (online): pays once, expires in ")
+    assert charge(new_till(server), shown[0])["issued_online"] is True
+    assert wallet_cli.main(["code", "--online", "--version", "v1", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert (answer["version"], answer["issued_online"]) == ("v1", True)
+    assert charge(new_till(server), answer["code"])["code_version"] == "v1"
+    for wrong in (["--version", "v3"], ["--show"], ["--offline"]):
+        assert wallet_cli.main(["code", "--online", *wrong, "--json"]) != 0
+        assert json.loads(capsys.readouterr().out)["error"]["code"] == ErrorCode.USAGE
+    assert wallet_cli.main(["code", "--pin-stdin", "--json"]) != 0
+
+
+def test_the_wallet_cli_says_when_the_server_is_unreachable(
+    server: Server,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    name, wallet = _phone(server, tmp_path)
+    wallet.set_server(closed_port_url(), name)
+    monkeypatch.setenv(wallet_cli.HOME_ENV, str(tmp_path / name))
+    assert wallet_cli.main(["code", "--online", "--json"]) != 0
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error["code"] == ErrorCode.SERVER_UNREACHABLE
+    assert "needs the network" in error["message"]
