@@ -30,6 +30,7 @@ FROZEN_SQL_SHA256 = {
     "0006_charge_function.sql": "09025d320e6ef37b8e152448d213bc5013f903c0f4a993909bb3fde4e980e5aa",
     "0007_charge_function.sql": "85980cfaf747372219bfc8c2719f7362357f4e5ca2da5e377e86e7c1c5285121",
     "0010_charge_function.sql": "95dbdc1436e73be02eb4f06acafe56552ce17a3dc9136fbcd6ffe65f41222566",
+    "0012_charge_function.sql": "de65f6891da7bee237e63a10b8dc95478da30b9816b88b8c44cb9c55261b810e",
 }
 """SHA-256 of each released migration's SQL file, byte for byte."""
 VERSIONS_DIR = migrate.MIGRATIONS_DIR / "versions"

@@ -53,6 +53,7 @@ from paycode.server.database.models import (
     WalletSession,
     new_id,
 )
+from paycode.server.database.online_models import OnlineCode
 from paycode.server.notifications import delivery
 from paycode.server.operations import admin, purge
 from paycode.server.safety.guard import GuardSettings
@@ -139,7 +140,7 @@ def test_server_answers_over_http(live_server: LiveServer) -> None:
 
 def test_init_db_twice_is_fine(server: Server) -> None:
     data = ok_json(server.cli_in_process("init-db", "--json"))  # the harness ran it once already
-    assert data["revision"] == head_revision() == "0011"
+    assert data["revision"] == head_revision() == "0013"
     with server.session() as session:
         purposes = sorted(session.scalars(select(ServerKey.purpose)))
     assert purposes == ["hiding:v1", "hiding:v2", "offline", "qr", "seal"]  # no second set of keys
@@ -341,6 +342,9 @@ def test_worker_once_purges_expired_rows(server: Server) -> None:
                 ),
                 FailureCounter(  # still inside its window
                     scope=live_scope, window_start_s=now_s, failures=1, strikes=0
+                ),
+                OnlineCode(  # a code issued online past its life (docs/spec.md §14)
+                    issuer_id=unique("dev"), step=1, counter=0, issued_at_s=30.0, expires_at_s=90.0
                 ),
             ]
         )

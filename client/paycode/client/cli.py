@@ -26,6 +26,7 @@ from paycode.client.offline_cli import (
     offline_code_line,
 )
 from paycode.client.online import HISTORY_LIMIT_MAX
+from paycode.client.online_code_cli import add_online_options, cmd_online_code
 from paycode.client.pay_cli import add_pay_command
 from paycode.client.pending_cli import add_pending_commands
 from paycode.client.wallet import GeneratedCode, Wallet, live_versions
@@ -166,6 +167,10 @@ def _check_count(option: str, value: int | None, most: int) -> None:
 
 
 def cmd_code(args: argparse.Namespace) -> int:
+    if args.online:
+        return cmd_online_code(args)
+    if args.pin or args.pin_stdin:
+        raise WalletError("--pin goes with --online", code=ErrorCode.USAGE)
     _check_count("--count", args.count, SHOW_REFRESHES_MAX)
     _check_offline_options(args)
     wallet = Wallet.open(args.home)
@@ -322,7 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_enroll)
 
-    p = sub.add_parser("code", help="make a fresh single-use payment code (offline)")
+    p = sub.add_parser(
+        "code", help="make a fresh single-use payment code (offline; or --online: the server's)"
+    )
     p.add_argument("--version", choices=versions, help="code version (default v1, the numeric one)")
     p.add_argument(
         "--png", type=Path, help="write a QR PNG here (numeric codes also FILE.code128.png)"
@@ -359,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --offline: the most this code may pay, e.g. 12.50 (default: the most "
         "its certificate has left, within the per-payment limit)",
     )
+    add_online_options(p)
     p.set_defaults(func=cmd_code)
 
     sub.add_parser(

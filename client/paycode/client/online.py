@@ -194,3 +194,14 @@ def pay(
         body["pin"] = pin
     key = str(uuid.uuid4())
     return signed_call(wallet, "POST", "/v1/wallet/payments", body, idempotency_key=key).body
+
+
+def issue_code(wallet: Wallet, *, version: str = "v2", pin: str | None = None) -> dict[str, Any]:
+    """A single-use code the server issues online for this wallet's user (POST
+    /v1/wallet/codes, docs/spec.md §14), for when the wallet cannot make one itself; one
+    idempotency key per attempt. With `pin` (v2 only) the code carries USER_VERIFIED."""
+    body: dict[str, Any] = {"version": version}
+    if pin is not None:
+        body["pin"] = pin
+    key = str(uuid.uuid4())
+    return signed_call(wallet, "POST", "/v1/wallet/codes", body, idempotency_key=key).body

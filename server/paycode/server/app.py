@@ -109,6 +109,7 @@ def _register_blueprints(app: Flask) -> None:
         offline_wallet,
         orders,
         wallet,
+        wallet_codes,
         wallet_payments,
         web_wallet,
     )
@@ -117,6 +118,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(wallet.bp)
     app.register_blueprint(confirm.bp)
     app.register_blueprint(wallet_payments.bp)
+    app.register_blueprint(wallet_codes.bp)
     app.register_blueprint(offline_wallet.bp)
     app.register_blueprint(charges.bp)
     app.register_blueprint(orders.bp)

@@ -83,6 +83,12 @@ export class Api {
     return data;
   }
 
+  /** A single-use code the server issues online (docs/api.md, "Codes issued online"): for a
+   * phone that cannot make one itself. `version` is 'v2' or 'v1'; one key per attempt. */
+  issueCode(device, version, idempotencyKey) {
+    return this.signed(device, 'POST', '/v1/wallet/codes', { body: { version }, idempotencyKey });
+  }
+
   login(user, password) { return this.send('POST', '/v1/wallet/sessions', { body: { user, password } }); }
 
   enroll(token, body, idempotencyKey) {

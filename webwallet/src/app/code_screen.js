@@ -2,6 +2,9 @@
 // step (and on a tap), never in the page's URL, history or any cache. Offline.
 // An offline (v4) code spends the allowance (docs/offline.md §3.5): it is made only on request
 // and on a tap, never on a timer, since each one uses a counter and reserves its amount.
+// A code issued by the server (docs/spec.md §14) is asked for online, on a tap or when this
+// phone cannot make a code itself, and is shown with a note saying so; it is never replaced by
+// itself when its step ends (each one is a request), only taken off the screen when it expires.
 import { STEP_SECONDS, bindingDigest, formatAmount, parseAmount, stepOf } from '../core/index.js';
 import { $, describe, element, money, setMessage } from './dom.js';
 import { t } from './i18n.js';
@@ -22,7 +25,10 @@ export class CodeScreen {
     this.timer = null;
     this.version = null;
     this.offline = null; // {amountMinor} while showing offline codes
+    this.server = null; // {fallback: why this phone could not, or null} while showing server codes
     $('code-box').addEventListener('click', () => this.refresh());
+    $('code-server').addEventListener('click', () => this.startServer());
+    for (const event of ['online', 'offline']) window.addEventListener(event, () => this.drawServerButton());
     $('code-offline').addEventListener('click', () => this.startOffline());
     $('code-online').addEventListener('click', () => this.stopOffline());
     $('code-unbind').addEventListener('click', () => { this.binding = null; this.refresh(); });
@@ -44,6 +50,7 @@ export class CodeScreen {
 
   enter() {
     this.keepScreenOn();
+    this.drawServerButton();
     this.drawVersionTabs();
     this.drawOfflineControls();
     clearInterval(this.timer);
@@ -57,6 +64,7 @@ export class CodeScreen {
     clearInterval(this.timer);
     this.timer = null;
     this.offline = null; // back on this screen, an offline code is asked for again
+    this.server = null;
     $('code-online').hidden = true;
     this.blank();
   }
@@ -85,11 +93,12 @@ export class CodeScreen {
     box.replaceChildren();
     for (const device of this.wallet.devices) {
       const button = element('button', { text: t(VERSION_LABELS[device.version]), attrs: { type: 'button', 'data-version': device.version } });
-      button.setAttribute('aria-pressed', String(!this.offline && device.version === this.chosenVersion()));
+      button.setAttribute('aria-pressed', String(!this.offline && !this.server && device.version === this.chosenVersion()));
       if (this.binding && device.version === 'v1') button.disabled = true;
       button.addEventListener('click', () => {
         this.version = device.version;
         this.offline = null;
+        this.server = null;
         this.drawOfflineControls();
         this.wallet.store.updateMeta((meta) => { meta.preferredVersion = device.version; }).catch(() => {});
         this.drawVersionTabs();
@@ -127,6 +136,18 @@ export class CodeScreen {
     if (!record && this.offline) this.stopOffline();
   }
 
+  /** The server's button shows while the browser says it is online. */
+  drawServerButton() {
+    $('code-server').hidden = navigator.onLine === false;
+  }
+
+  startServer() {
+    this.offline = null;
+    this.server = { fallback: null };
+    this.drawVersionTabs();
+    return this.refresh();
+  }
+
   startOffline() {
     const currency = this.allowance?.currency;
     if (!currency) return null;
@@ -151,15 +172,20 @@ export class CodeScreen {
     return this.refresh();
   }
 
+  /** The next code: the server's, an offline one, or this phone's own. */
+  make(version) {
+    if (this.server) return this.wallet.onlineCode(version);
+    if (this.offline) return this.wallet.offline.nextCode(this.offline.amountMinor, this.binding);
+    return this.wallet.nextCode(version, this.binding);
+  }
+
   async show() {
     const version = this.chosenVersion();
-    if (!version && !this.offline) return;
+    if (!version && !this.offline && !this.server) return;
     setMessage('code-error', '');
     let code;
     try {
-      code = this.offline
-        ? await this.wallet.offline.nextCode(this.offline.amountMinor, this.binding)
-        : await this.wallet.nextCode(version, this.binding);
+      code = await this.make(version);
     } catch (error) {
       this.blank();
       if (error.code === 'storage_lost') { this.onStorageLost(); return; }
@@ -167,12 +193,19 @@ export class CodeScreen {
         setMessage('code-error', t(OFFLINE_ERRORS[error.code]));
         return;
       }
-      if (error.code === 'counter_exhausted') {
-        setMessage('code-error', t(error.reason === 'behind' ? 'clock_behind' : 'counter_used', { s: Math.ceil(error.retryAfterS) }));
-        this.shown = { step: stepOf(this.wallet.deviceNowS()), failed: true };
-        return;
+      const why = error.code === 'counter_exhausted'
+        ? t(error.reason === 'behind' ? 'clock_behind' : 'counter_used', { s: Math.ceil(error.retryAfterS) })
+        : describe(error);
+      if (!this.offline && !this.server && navigator.onLine !== false) {
+        // This phone cannot make a code itself: the server issues one, and the screen says so.
+        this.server = { fallback: why };
+        return this.show();
       }
-      setMessage('code-error', describe(error));
+      if (this.server?.fallback) this.server = null; // the next tap tries this phone again
+      if (error.code === 'counter_exhausted' && !this.server) {
+        this.shown = { step: stepOf(this.wallet.deviceNowS()), failed: true };
+      }
+      setMessage('code-error', why);
       return;
     }
     try {
@@ -193,10 +226,21 @@ export class CodeScreen {
     else drawQr(canvas, code.text);
     $('code-digits').textContent = barcode ? groupDigits(code.text) : '';
     $('code-digits').hidden = !barcode;
-    Object.assign(box.dataset, { version: code.version, step: String(code.step), counter: String(code.counter) });
+    Object.assign(box.dataset, { version: code.version });
+    if (code.issuedOnline) {
+      box.dataset.issuedOnline = 'true';
+      delete box.dataset.step;
+      delete box.dataset.counter;
+    } else {
+      delete box.dataset.issuedOnline;
+      Object.assign(box.dataset, { step: String(code.step), counter: String(code.counter) });
+    }
+    const fallback = code.issuedOnline ? this.server?.fallback : null;
+    $('code-note').hidden = !fallback;
+    $('code-note').textContent = fallback ? t('server_code_fallback', { reason: fallback }) : '';
     box.setAttribute('aria-label', barcode ? groupDigits(code.text) : t(VERSION_LABELS[code.version]));
     this.shown = { ...code, text: undefined };
-    const binding = this.binding;
+    const binding = code.issuedOnline ? null : this.binding; // the server's codes are not bound
     $('binding').hidden = !binding;
     $('code-unbind').hidden = !binding;
     if (binding) {
@@ -216,6 +260,8 @@ export class CodeScreen {
     const box = $('code-box');
     delete box.dataset.step;
     delete box.dataset.counter;
+    delete box.dataset.issuedOnline;
+    $('code-note').hidden = true;
     this.shown = null;
   }
 
@@ -223,11 +269,24 @@ export class CodeScreen {
     if (!this.shown || document.hidden || this.busy) return;
     const nowS = this.wallet.deviceNowS();
     if (this.shown.version === 'v4') { this.tickOffline(nowS); return; }
+    if (this.shown.issuedOnline) { this.tickServer(nowS); return; }
     if (stepOf(nowS) !== this.shown.step) { this.refresh(); return; }
     if (this.shown.failed) return;
     const leftS = Math.max(0, (this.shown.step + 1) * 30 - nowS);
     $('countdown-bar').style.transform = `scaleX(${(leftS / 30).toFixed(3)})`;
     $('code-status').textContent = `${t('refresh_in', { s: Math.ceil(leftS) })} · ${t('code_of', { version: this.shown.version, counter: this.shown.counter + 1 })}`;
+  }
+
+  /** A server's code counts down to its expiry, with the note that the server issued it. */
+  tickServer(nowS) {
+    const leftS = this.shown.expiresAtS - nowS;
+    if (leftS <= 0) {
+      this.blank();
+      setMessage('code-error', t('server_code_expired'));
+      return;
+    }
+    $('countdown-bar').style.transform = `scaleX(${Math.min(1, leftS / (2 * STEP_SECONDS)).toFixed(3)})`;
+    $('code-status').textContent = t('server_code_note', { s: Math.ceil(leftS) });
   }
 
   /** An offline code counts down to the end of the till's window and is then taken off the

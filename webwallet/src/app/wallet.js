@@ -13,6 +13,7 @@ import { audit, openStore } from './store.js';
 
 export const VERSIONS = ['v3', 'v2', 'v1'];
 export const LABEL_PREFIX = 'Web wallet';
+export const ONLINE_VERSIONS = ['v2', 'v1'];
 export const CLOCK_SYNC_AGE_S_MAX = 7 * 86400;
 const CLOCK_BACK_TOLERANCE_S = 120;
 
@@ -93,6 +94,18 @@ export class Wallet {
     const flags = binding ? FLAG_MERCHANT_BOUND : 0;
     const text = await generateCode(credentialOf(device), step, counter, flags, { binding: binding ? binding.digest : null });
     return { text, version, step, counter, flags, refreshInS: (step + 1) * STEP_SECONDS - nowS };
+  }
+
+  /** A code issued by the server, online (docs/spec.md §14), signed by this phone's signing
+   * device: for when this phone cannot make one itself. Nothing is stored: the server made it
+   * with its own key and counter. v3 is never issued (the server holds no v3 key): v2 then. */
+  async onlineCode(version) {
+    const wanted = ONLINE_VERSIONS.includes(version) ? version : ONLINE_VERSIONS[0];
+    const data = await this.api.issueCode(this.signer(), wanted, newIdempotencyKey());
+    return {
+      text: data.code, version: data.version, issuedOnline: true, userVerified: Boolean(data.user_verified),
+      expiresAtS: Date.parse(data.expires_at) / 1000,
+    };
   }
 
   /** Log in once and enroll every live version; lost devices are revoked in the same step. */

@@ -44,6 +44,8 @@ DRIFT_STEPS_MAX = 10
 CLAIM_STEPS_KEPT = Window().steps_ahead + DRIFT_STEPS_MAX + 2
 """A claim outlives every moment its code could still verify; then the worker purges it."""
 CODE_CHARS_MAX = 512
+ISSUED_ONLINE = "issued_online"
+"""Present, and true, on a payment by a code the server issued online (docs/spec.md §14)."""
 ORDER_ID_CHARS_MAX = 64
 DEFAULT_LIMITS = LimitSettings()
 
@@ -223,6 +225,8 @@ def payment_json(payment: Payment) -> dict[str, Any]:
         failure_code=payment.failure_code,
         created_at_s=payment.created_at_s,
     )
+    if payment.online_issuer_id is not None:
+        reply[ISSUED_ONLINE] = True
     if payment.status == PaymentStatus.PENDING_CONFIRMATION and payment.confirm_by_s is not None:
         reply["confirm_by"] = iso_time(payment.confirm_by_s)
     return reply
@@ -274,6 +278,7 @@ def plan_charge(
     replies, texts = _replies(
         attempt,
         accepted,
+        issued_online=device.online_for is not None,
         payment_id=payment_id,
         money=money,
         order_id=order_id,
@@ -336,6 +341,7 @@ def _replies(
     attempt: ChargeAttempt,
     accepted: Accepted,
     *,
+    issued_online: bool = False,
     payment_id: str,
     money: Money,
     order_id: str | None,
@@ -354,6 +360,8 @@ def _replies(
         failure_code=None,
         created_at_s=attempt.now_s,
     )
+    if issued_online:
+        success[ISSUED_ONLINE] = True
     if accepted.deprecated:
         success["notice"] = f"code version {accepted.version} is deprecated"
     pending = success | {

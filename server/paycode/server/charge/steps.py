@@ -116,10 +116,31 @@ def _burn(connection: Connection, plan: ChargePlan) -> None:
     )
 
 
-def _refused_before_claim(connection: Connection, plan: ChargePlan, device_id: str) -> str | None:
-    """What stops the charge before the code is claimed: the device, or the order."""
+@dataclass(frozen=True, slots=True)
+class _Payer:
+    account_id: int
+    day_count: int
+    """Password-free payments so far today (before this one)."""
+    day_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Recorded:
+    """Whose payment this is: the device it names, and the server-held issuer whose code paid
+    (docs/spec.md §14), None for a code the phone made itself."""
+
+    device_id: str
+    online_issuer_id: str | None
+
+
+def _refused_before_claim(
+    connection: Connection, plan: ChargePlan, device_id: str
+) -> str | _Recorded:
+    """What stops the charge before the code is claimed (the device, or the order), or whom
+    the payment is recorded for."""
     state = connection.execute(
-        text("SELECT revoked_at_s, locked_at_s FROM devices WHERE id = :id"), {"id": device_id}
+        text("SELECT revoked_at_s, locked_at_s, online_for_device_id FROM devices WHERE id = :id"),
+        {"id": device_id},
     ).first()
     if state is None or state[0] is not None:
         return ErrorCode.DEVICE_REVOKED
@@ -129,16 +150,18 @@ def _refused_before_claim(connection: Connection, plan: ChargePlan, device_id: s
     # held, so no payment of this order can appear before ours is inserted.
     if _order_paid(connection, plan):
         return ErrorCode.DUPLICATE_ORDER
-    return None
+    if state[2] is not None:
+        return _Recorded(state[2], device_id)
+    return _Recorded(device_id, None)
 
 
 def _claim_and_pay(connection: Connection, plan: ChargePlan) -> str:
     accepted, device = plan.accepted, plan.device
     assert accepted is not None and device is not None
     device_id = accepted.device.device_id
-    refused = _refused_before_claim(connection, plan, device_id)
-    if refused is not None:
-        return refused
+    recorded = _refused_before_claim(connection, plan, device_id)
+    if isinstance(recorded, str):
+        return recorded
     if not _insert_new(
         connection,
         "INSERT INTO claims (claim_key, device_id, expires_at_s) VALUES (:key, :device, :exp)",
@@ -154,25 +177,17 @@ def _claim_and_pay(connection: Connection, plan: ChargePlan) -> str:
     )
     outcome, payer, payee = _payable(connection, plan, device.user_id)
     if outcome in (PaymentStatus.SUCCEEDED, ErrorCode.CONFIRMATION_REQUIRED):
-        inserted = _insert_payment(connection, plan, device.user_id, outcome)
+        inserted = _insert_payment(connection, plan, device.user_id, outcome, recorded)
         assert inserted, "the order was checked before the claim, under the write lock"
         if outcome == ErrorCode.CONFIRMATION_REQUIRED:
             return outcome
     if outcome != PaymentStatus.SUCCEEDED:
         assert outcome in RECORDED_FAILURES
-        _insert_payment(connection, plan, device.user_id, outcome)
+        _insert_payment(connection, plan, device.user_id, outcome, recorded)
         return outcome
     assert payer is not None
     _move(connection, plan, payer, payee)
     return PaymentStatus.SUCCEEDED
-
-
-@dataclass(frozen=True, slots=True)
-class _Payer:
-    account_id: int
-    day_count: int
-    """Password-free payments so far today (before this one)."""
-    day_minor: int
 
 
 def _payable(
@@ -216,15 +231,18 @@ def _payable(
     return PaymentStatus.SUCCEEDED, payer, payee
 
 
-def _insert_payment(connection: Connection, plan: ChargePlan, user_id: str, outcome: str) -> bool:
+def _insert_payment(
+    connection: Connection, plan: ChargePlan, user_id: str, outcome: str, recorded: _Recorded
+) -> bool:
     """Insert the payment as `outcome` says: succeeded, pending or failed; whether it was (a
     successful one yields to an earlier success of the same order)."""
     assert plan.accepted is not None
     sql = (
         "INSERT INTO payments (id, merchant_id, terminal_id, user_id, device_id, amount_minor,"
         " currency, refunded_minor, status, failure_code, merchant_order_id, code_version,"
-        " created_at_s, confirm_by_s) VALUES (:id, :merchant, :terminal, :user, :device,"
-        " :amount, :currency, 0, :status, :failure, :order_id, :version, :now, :confirm_by)"
+        " created_at_s, confirm_by_s, online_issuer_id) VALUES (:id, :merchant, :terminal, :user,"
+        " :device, :amount, :currency, 0, :status, :failure, :order_id, :version, :now,"
+        " :confirm_by, :issuer)"
     )
     if outcome == PaymentStatus.SUCCEEDED:
         sql += " ON CONFLICT (merchant_id, merchant_order_id) WHERE status = 'succeeded' DO NOTHING"
@@ -241,7 +259,8 @@ def _insert_payment(connection: Connection, plan: ChargePlan, user_id: str, outc
             "merchant": attempt.terminal.merchant_id,
             "terminal": attempt.terminal.terminal_id,
             "user": user_id,
-            "device": plan.accepted.device.device_id,
+            "device": recorded.device_id,
+            "issuer": recorded.online_issuer_id,
             "amount": plan.amount_minor,
             "currency": plan.currency,
             "status": status,

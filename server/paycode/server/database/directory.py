@@ -100,6 +100,8 @@ class TerminalCredential:
 class CachedDevice:
     record: DeviceRecord
     user_id: str
+    online_for: str | None = None
+    """A server-held issuer's requesting device (docs/spec.md §14); fixed for the row's life."""
 
 
 class Directory:
@@ -168,7 +170,7 @@ class Directory:
             key = row.public_key
         revoked = row.revoked_at_s is not None
         record = DeviceRecord(row.id, row.handle, key, row.drift_steps, revoked)
-        found = CachedDevice(record, row.user_id)
+        found = CachedDevice(record, row.user_id, row.online_for_device_id)
         self._devices.put((version, handle), found)
         return found
 
@@ -184,4 +186,5 @@ class Directory:
             updated = DeviceRecord(
                 record.device_id, record.handle, record.key, drift_steps, record.revoked
             )
-            self._devices.put((version, record.handle), CachedDevice(updated, found.user_id))
+            cached = CachedDevice(updated, found.user_id, found.online_for)
+            self._devices.put((version, record.handle), cached)

@@ -14,8 +14,8 @@ from importlib import resources
 
 from sqlalchemy import Connection
 
-CHARGE_FUNCTIONS_SQL = "0010_charge_function.sql"
-"""The charge functions this code calls, as migration 0010 installed them."""
+CHARGE_FUNCTIONS_SQL = "0012_charge_function.sql"
+"""The charge functions this code calls, as migration 0012 installed them."""
 
 
 def frozen_sql(file_name: str) -> str:

@@ -153,7 +153,12 @@ class LedgerEntry(Base):
 
 class Device(Base):
     __tablename__ = "devices"
-    __table_args__ = (UniqueConstraint("version", "handle", name="uq_device_version_handle"),)
+    __table_args__ = (
+        UniqueConstraint("version", "handle", name="uq_device_version_handle"),
+        # One online issuer per requesting device and version (docs/spec.md §14): the
+        # constraint, not a prior SELECT, decides two first requests racing.
+        UniqueConstraint("online_for_device_id", "version", name="uq_device_online_for_version"),
+    )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
     version: Mapped[str] = mapped_column(String(8))
@@ -169,6 +174,9 @@ class Device(Base):
     revoked_at_s: Mapped[float | None] = mapped_column(Float)
     locked_at_s: Mapped[float | None] = mapped_column(Float)
     """Set after repeated bad codes naming this device; its next signed wallet call clears it."""
+    online_for_device_id: Mapped[str | None] = mapped_column(String(32))
+    """Set on a server-held issuer of codes issued online (docs/spec.md §14): the user's device
+    that asks for them. Its key never leaves the server; NULL on every enrolled device."""
 
 
 class ServerKey(Base):
@@ -233,6 +241,9 @@ class Payment(Base):
     """A pending payment's deadline: after it, it can only be cancelled."""
     allowance_id: Mapped[str | None] = mapped_column(String(32))
     """An offline (v4) payment: the allowance whose escrow paid it (docs/offline.md §6.1)."""
+    online_issuer_id: Mapped[str | None] = mapped_column(String(32))
+    """A payment by a code issued online (docs/spec.md §14): the server-held issuer whose code
+    paid; `device_id` is then the device that asked for the code. NULL for every other."""
 
 
 class Refund(Base):

@@ -90,6 +90,10 @@ def authenticate_device(session: Session, now_s: float, *, revoked_ok: bool = Fa
     device = session.get(Device, device_id[:DEVICE_ID_CHARS_MAX])
     if device is None or (device.revoked_at_s is not None and not revoked_ok):
         raise ApiError(ErrorCode.UNAUTHORIZED, "unknown or revoked device")
+    if device.online_for_device_id is not None:
+        # An issuer of codes issued online: its key never left the server, so no phone signs
+        # with it (docs/spec.md §14); answered as an unknown device.
+        raise ApiError(ErrorCode.UNAUTHORIZED, "unknown or revoked device")
     message = signing_message(
         request.method, _signed_path(), timestamp_s, nonce, request.get_data(cache=True)
     )
@@ -204,7 +208,11 @@ def code_keys(session: Session, device: Device) -> dict[str, object]:
     versions = set(
         session.scalars(
             select(Device.version)
-            .where(Device.user_id == device.user_id, Device.revoked_at_s.is_(None))
+            .where(
+                Device.user_id == device.user_id,
+                Device.revoked_at_s.is_(None),
+                Device.online_for_device_id.is_(None),
+            )
             .distinct()
         )
     )

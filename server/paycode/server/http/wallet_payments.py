@@ -53,7 +53,7 @@ def pay_merchant() -> Response:
             session,
             scope=f"device:{device.id}",
             key=key,
-            request_hash=_hash_without_pin(body),
+            request_hash=hash_without_pin(body),
             now_s=now_s,
             work=lambda: (201, collection.pay(session, device, body, now_s, rules)),
         )
@@ -61,7 +61,7 @@ def pay_merchant() -> Response:
     return respond(status, reply | advice | {"server_time": now_s}, replayed)
 
 
-def _hash_without_pin(body: dict[str, object]) -> str:
+def hash_without_pin(body: dict[str, object]) -> str:
     """A retry with or without the PIN is the same payment; a PIN's hash is never kept."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()

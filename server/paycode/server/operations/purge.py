@@ -1,16 +1,16 @@
 """What `paycode-server worker` deletes on every pass: rows whose job is over.
 
-Expired claims, request nonces and wallet sessions, day-old idempotency records, guessing-
-guard counters that have gone quiet, and payments left waiting for a confirmation past their
-deadline (cancelled, not deleted); and the escrows of offline allowances whose sync grace has
-ended, swept back to their users (`sweep_allowances`). Work goes in bounded batches, each its
-own transaction, so a large backlog never holds the write lock (SQLite) or a long transaction
-(PostgreSQL) against live charges.
+Expired claims, request nonces, wallet sessions and codes issued online, day-old idempotency
+records, guessing-guard counters that have gone quiet, and payments left waiting for a
+confirmation past their deadline (cancelled, not deleted); and the escrows of offline
+allowances whose sync grace has ended, swept back to their users (`sweep_allowances`). Work
+goes in bounded batches, each its own transaction, so a large backlog never holds the write
+lock (SQLite) or a long transaction (PostgreSQL) against live charges.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import ColumnElement, and_, delete, func, not_, or_, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
@@ -26,6 +26,7 @@ from paycode.server.database.models import (
     RequestNonce,
     WalletSession,
 )
+from paycode.server.database.online_models import OnlineCode
 from paycode.server.safety.guard import GuardSettings
 from paycode.server.wallets import sessions
 
@@ -38,7 +39,7 @@ SWEEP_BATCH_ROWS: Final = 100
 SWEEP_BATCHES_MAX: Final = 100
 """Allowances swept per transaction and transactions per call (each sweep is a transfer)."""
 
-Key = tuple[InstrumentedAttribute[str], ...]
+Key = tuple[InstrumentedAttribute[Any], ...]
 
 GUARD_RULES: Final[tuple[tuple[tuple[str, ...], GuardSettings], ...]] = (
     (("pin:",), step_up.PIN_GUARD),
@@ -89,6 +90,10 @@ def purge_expired(
         ),
         ("failure_counters", FailureCounter, quiet_counters(guard or GuardSettings(), now_s),
          (FailureCounter.scope,)),
+        # Codes issued online past their life (docs/spec.md §14): the claim, not this row,
+        # keeps a used code from paying again.
+        ("online_codes", OnlineCode, OnlineCode.expires_at_s < now_s,
+         (OnlineCode.issuer_id, OnlineCode.step, OnlineCode.counter)),
     ]  # fmt: skip
     purged = {
         name: delete_in_batches(

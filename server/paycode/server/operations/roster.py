@@ -50,7 +50,11 @@ def list_users(session: Session, limit: int = LIST_ROWS_MAX) -> list[dict[str, o
     live = dict(
         session.execute(
             select(Device.user_id, func.count())
-            .where(Device.user_id.in_(ids), Device.revoked_at_s.is_(None))
+            .where(
+                Device.user_id.in_(ids),
+                Device.revoked_at_s.is_(None),
+                Device.online_for_device_id.is_(None),  # the server's issuers (spec §14)
+            )
             .group_by(Device.user_id)
         ).all()
     )

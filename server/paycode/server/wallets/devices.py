@@ -217,11 +217,12 @@ def reset_drift(session: Session, device: Device) -> None:
 
 
 def user_devices(session: Session, user_id: str, limit: int = DEVICES_LISTED_MAX) -> list[Device]:
-    """A user's devices: live ones first (newest first), then the most recently revoked."""
+    """A user's devices: live ones first (newest first), then the most recently revoked. The
+    server's own issuers of codes issued online are not among them (docs/spec.md §14)."""
     assert 1 <= limit <= DEVICES_LIMIT_MAX
     rows = session.scalars(
         select(Device)
-        .where(Device.user_id == user_id)
+        .where(Device.user_id == user_id, Device.online_for_device_id.is_(None))
         .order_by(Device.revoked_at_s.desc().nulls_first(), Device.created_at_s.desc(), Device.id)
         .limit(limit)
     ).all()
@@ -256,11 +257,19 @@ def wallet_device_json(
 
 
 def revoke(session: Session, device: Device, at_s: float) -> bool:
-    """Revoke `device`. True if this call did, False if it already was: the conditional UPDATE
-    lets two racing revocations agree on one, and the first time is kept."""
+    """Revoke `device`, and the server-held issuers of codes issued online to it (docs/spec.md
+    §14), in the caller's transaction. True if this call revoked `device`, False if it already
+    was: the conditional UPDATE lets two racing revocations agree on one, and the first time
+    is kept."""
     result = session.execute(
         update(Device)
         .where(Device.id == device.id, Device.revoked_at_s.is_(None))
+        .values(revoked_at_s=at_s),
+        execution_options={"synchronize_session": False},
+    )
+    session.execute(
+        update(Device)
+        .where(Device.online_for_device_id == device.id, Device.revoked_at_s.is_(None))
         .values(revoked_at_s=at_s),
         execution_options={"synchronize_session": False},
     )
@@ -273,7 +282,9 @@ def own_device(session: Session, user_id: str, device_id: str) -> Device:
     does not exist gets, so ids cannot be probed."""
     device = session.scalars(
         select(Device).where(
-            Device.id == device_id[:DEVICE_ID_CHARS_MAX], Device.user_id == user_id
+            Device.id == device_id[:DEVICE_ID_CHARS_MAX],
+            Device.user_id == user_id,
+            Device.online_for_device_id.is_(None),
         )
     ).one_or_none()
     if device is None:

@@ -62,7 +62,7 @@ def history(session: Session, user_id: str, limit: int) -> list[dict[str, object
 
 
 def _history_item(payment: Payment, merchant: str) -> dict[str, object]:
-    return {
+    item: dict[str, object] = {
         "payment_id": payment.id,
         "created_at": iso_time(payment.created_at_s),
         "merchant": merchant,
@@ -71,3 +71,6 @@ def _history_item(payment: Payment, merchant: str) -> dict[str, object]:
         "status": payment.status,
         "refunded": format_amount(Money(payment.refunded_minor, payment.currency)),
     }
+    if payment.online_issuer_id is not None:
+        item["issued_online"] = True  # paid by a code the server issued (docs/spec.md §14)
+    return item
