@@ -107,6 +107,7 @@ def _register_blueprints(app: Flask) -> None:
         offline_terminal,
         offline_wallet,
         orders,
+        points,
         wallet,
         wallet_payments,
         web_wallet,
@@ -123,3 +124,5 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(notifications.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(web_wallet.bp)
+    app.register_blueprint(points.wallet_bp)
+    app.register_blueprint(points.merchant_bp)

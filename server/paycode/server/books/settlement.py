@@ -239,6 +239,7 @@ class _PaymentRef:
     merchant_id: str
     status: str
     amount_minor: int
+    """What it charged in money: a points redemption's amount less its points' value."""
     merchant_order_id: str | None
     terminal_id: str | None
     code_version: str | None
@@ -267,7 +268,7 @@ def _page_lines(
                 Payment.id,
                 Payment.merchant_id,
                 Payment.status,
-                Payment.amount_minor,
+                Payment.amount_minor - Payment.points_value_minor,  # the money leg
                 Payment.merchant_order_id,
                 Payment.terminal_id,
                 Payment.code_version,
@@ -389,7 +390,11 @@ def _check_against_ledger(
         .group_by(LedgerEntry.currency)
     ).all()
     charged = session.execute(
-        select(Payment.currency, func.count(), func.sum(Payment.amount_minor))
+        select(
+            Payment.currency,
+            func.count(),
+            func.sum(Payment.amount_minor - Payment.points_value_minor),
+        )
         .join(LedgerTransaction, LedgerTransaction.payment_id == Payment.id)
         .where(Payment.merchant_id == merchant_id, LedgerTransaction.kind == CHARGE, *in_window)
         .group_by(Payment.currency)
