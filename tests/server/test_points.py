@@ -6,6 +6,8 @@ refunds of each leg, the settlement file and a clean `reconcile` after all of it
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import time
 import uuid
@@ -401,12 +403,17 @@ def test_refunds_of_each_leg(server: Server, tmp_path: Path) -> None:
     assert mine["used_today_points"] == 300  # a refund does not give the day's cap back
 
 
-def test_refunded_points_are_whole_and_positive(server: Server, tmp_path: Path) -> None:
+def test_refunded_points_are_whole_and_exact_at_the_rate(server: Server, tmp_path: Path) -> None:
     customer = _customer(server, tmp_path)
     mandate_id = _bind(customer)
     paid = _redeem(customer, mandate_id, "10.00", 500)
     refused("points_invalid", customer.till.refund_points, paid["payment_id"], points=0)
     assert customer.till.payment(paid["payment_id"])["points"]["refunded_points"] == 0
+    thirds = _bind(customer, rate=(3, 1))  # 3 points = 0.01 CNY
+    paid = _redeem(customer, thirds, "1.00", 300)
+    refused("points_invalid", customer.till.refund_points, paid["payment_id"], points=100)
+    assert customer.till.refund_points(paid["payment_id"], points=99)["points"] == 99
+    assert customer.till.refund_points(paid["payment_id"])["points"] == 201  # the exact rest
 
 
 # -- the race with revocation -------------------------------------------------------------------
@@ -458,7 +465,7 @@ def test_settlement_and_reconcile_after_everything(server: Server, tmp_path: Pat
     customer = _customer(server, tmp_path)
     mandate_id = _bind(customer)
     mixed = _redeem(customer, mandate_id, "10.00", 300)
-    _redeem(customer, mandate_id, "1.00", 100)  # points only
+    points_only = _redeem(customer, mandate_id, "1.00", 100)
     customer.till.refund_points(mixed["payment_id"], points=50, amount="1.00")
     with server.session() as session:
         rows = session.scalars(
@@ -476,5 +483,24 @@ def test_settlement_and_reconcile_after_everything(server: Server, tmp_path: Pat
         "--json", "settlement", "--merchant", customer.merchant.merchant_id, "--date", today
     )
     assert settled.returncode == 0, settled.stdout + settled.stderr
-    totals = json.loads(settled.stdout)["totals"]
-    assert [(item["currency"], item["net"]) for item in totals] == [("CNY", "6.00")]
+    answer = json.loads(settled.stdout)
+    # The money net is money only: 7.00 charged, 1.00 refunded; the points stand apart.
+    assert [(item["currency"], item["net"]) for item in answer["totals"]] == [("CNY", "6.00")]
+    assert answer["points_totals"] == [
+        {"currency": "CNY", "count": 3, "value": "3.50", "value_minor": 350, "points": 350}
+    ]
+    rows = list(csv.DictReader(io.StringIO(answer["csv"])))
+    points_lines = [
+        (row["type"], row["points"], row["amount"], row["payment_id"])
+        for row in rows
+        if row["record"] == "points"
+    ]
+    assert points_lines == [
+        ("points_charge", "300", "3.00", mixed["payment_id"]),
+        ("points_charge", "100", "1.00", points_only["payment_id"]),
+        ("points_refund", "-50", "-0.50", mixed["payment_id"]),
+    ]
+    charges = [row["amount"] for row in rows if row["type"] == "charge"]
+    assert charges == ["7.00"]  # the points-only payment moved no money
+    (total,) = [row for row in rows if row["record"] == "points_total"]
+    assert (total["points"], total["amount"], total["count"]) == ("350", "3.50", "3")

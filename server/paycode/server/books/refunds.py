@@ -67,7 +67,7 @@ def refund(
         raise ApiError(
             ErrorCode.PAYMENT_NOT_REFUNDABLE, f"a {payment.status} payment moved no money"
         )
-    points = redemption.requested_points(body, payment)
+    points = redemption.requested_points(session, body, payment)
     if points is not None and "amount" not in body:
         # Points only (or a redemption's default: every leg's rest, its money leg maybe spent).
         amount_minor = _money_left_minor(payment) if "points" not in body else 0

@@ -37,6 +37,7 @@ from paycode.server.books.settlement_offline import (
     acceptance_refs,
     loss_rows,
 )
+from paycode.server.books.settlement_points import PointsRow, points_rows
 from paycode.server.database.models import (
     Account,
     LedgerEntry,
@@ -124,6 +125,9 @@ class Settlement:
     losses: tuple[Line, ...] = ()
     """Credits to the merchant's offline-loss account: not money it holds, not in `totals`."""
     loss_totals: tuple[Total, ...] = ()
+    points: tuple[PointsRow, ...] = ()
+    """Movements of the merchant's points account (books.settlement_points): not money, not
+    in `totals`."""
 
 
 # -- the day ----------------------------------------------------------------------------------
@@ -172,9 +176,11 @@ def settle(
     _check_against_ledger(session, merchant.id, list(accounts), window, lines)
     losses = [_loss_line(row) for row in loss_rows(session, merchant.id, window)]
     loss_totals = _totals(losses, {line.currency for line in losses})
+    points = tuple(points_rows(session, merchant.id, window))
     return Settlement(
-        merchant.id, merchant.name, window, tuple(lines), totals, tuple(losses), loss_totals
-    )
+        merchant.id, merchant.name, window, tuple(lines), totals, tuple(losses), loss_totals,
+        points,
+    )  # fmt: skip
 
 
 def _loss_line(row: LossRow) -> Line:

@@ -175,16 +175,26 @@ def _move_money(session: Session, mandate: PointsMandate, payment: Payment, now_
     )
 
 
-def requested_points(body: dict[str, Any], payment: Payment) -> int | None:
+def requested_points(session: Session, body: dict[str, Any], payment: Payment) -> int | None:
     """The points a refund request returns: `points`, or all that is left when neither
-    `points` nor `amount` is given; None: the request returns no points."""
+    `points` nor `amount` is given; None: the request returns no points. Refunded points,
+    like redeemed ones, are worth a whole number of minor units at the mandate's rate, so
+    every points line of the books has an exact money value."""
     if "points" in body:
         if payment.mandate_id is None:
             raise ApiError(ErrorCode.POINTS_INVALID, "this payment has no points leg")
-        return _points(body["points"])
+        points = _points(body["points"])
+        mandate = session.get(PointsMandate, payment.mandate_id)
+        assert mandate is not None, "a redemption names its mandate"
+        if points_value_minor(points, mandate.rate_points, mandate.rate_minor) is None:
+            raise ApiError(
+                ErrorCode.POINTS_INVALID,
+                f"{points} points are not a whole number of minor units at the mandate's rate",
+            )
+        return points
     if "amount" in body or payment.mandate_id is None:
         return None
-    left = payment.points - payment.points_refunded
+    left = payment.points - payment.points_refunded  # exact: redeemed and refunded parts are
     return left or None
 
 
