@@ -489,10 +489,10 @@ def test_settlement_and_reconcile_after_everything(server: Server, tmp_path: Pat
     assert answer["points_totals"] == [
         {"currency": "CNY", "count": 3, "value": "3.50", "value_minor": 350, "points": 350}
     ]
-    rows = list(csv.DictReader(io.StringIO(answer["csv"])))
+    lines = list(csv.DictReader(io.StringIO(answer["csv"])))
     points_lines = [
         (row["type"], row["points"], row["amount"], row["payment_id"])
-        for row in rows
+        for row in lines
         if row["record"] == "points"
     ]
     assert points_lines == [
@@ -500,7 +500,7 @@ def test_settlement_and_reconcile_after_everything(server: Server, tmp_path: Pat
         ("points_charge", "100", "1.00", points_only["payment_id"]),
         ("points_refund", "-50", "-0.50", mixed["payment_id"]),
     ]
-    charges = [row["amount"] for row in rows if row["type"] == "charge"]
+    charges = [row["amount"] for row in lines if row["type"] == "charge"]
     assert charges == ["7.00"]  # the points-only payment moved no money
-    (total,) = [row for row in rows if row["record"] == "points_total"]
+    (total,) = [row for row in lines if row["record"] == "points_total"]
     assert (total["points"], total["amount"], total["count"]) == ("350", "3.50", "3")
