@@ -180,6 +180,8 @@ def test_binding_is_listed_for_the_user_and_the_merchant(server: Server, tmp_pat
     assert mine["merchant"] == customer.merchant.name and mine["reference"] == "member-42"
     (theirs,) = customer.till.points_mandates()["items"]
     assert theirs == mine
+    assert customer.till.points_mandates(reference="member-42")["items"] == [mine]
+    assert customer.till.points_mandates(reference="member-43")["items"] == []
     row = _mandate(server, mandate_id)
     assert row.consent.startswith("paycode-mandate/1\n")
     assert json.loads(row.consent.partition("\n")[2])["device_id"] == row.device_id

@@ -188,9 +188,11 @@ class TerminalClient:
         key = idempotency_key or str(uuid.uuid4())
         return self._call("POST", f"/v1/payments/{payment_id}/refunds", body, idempotency_key=key)
 
-    def points_mandates(self) -> dict[str, Any]:
-        """The merchant's live points mandates (docs/api.md "Points mandates")."""
-        return self._call("GET", "/v1/points/mandates")
+    def points_mandates(self, *, reference: str | None = None) -> dict[str, Any]:
+        """The merchant's live points mandates (docs/api.md "Points mandates"), or those the
+        customer bound with `reference` (its customer number here)."""
+        query = "" if reference is None else f"?reference={quote(reference, safe='')}"
+        return self._call("GET", f"/v1/points/mandates{query}")
 
     def redeem_points(
         self,

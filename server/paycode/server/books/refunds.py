@@ -78,11 +78,13 @@ def refund(
                 ErrorCode.REFUND_EXCEEDS_PAYMENT, "this payment is already fully refunded"
             )
     reply: dict[str, Any] = {}
-    if amount_minor > 0:
-        reply = _refund_money(session, payment, amount_minor, now_s, refunded_seen_minor)
+    # Points before money, as a redemption moves them: two transactions touching the same
+    # user's and merchant's accounts lock them in one order, so they cannot deadlock.
     if points is not None:
         reply["points_refund_id"] = redemption.refund_points(session, payment, points, now_s)
         reply["points"] = points
+    if amount_minor > 0:
+        reply |= _refund_money(session, payment, amount_minor, now_s, refunded_seen_minor)
     if not reply:
         raise ApiError(ErrorCode.REFUND_EXCEEDS_PAYMENT, "this payment is already fully refunded")
     session.refresh(payment)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
 from paycode.server.database.engine import db
 from paycode.server.http.charges import signed_idempotent_post
@@ -20,6 +20,9 @@ from paycode.server.http.wallet import authenticate_device, stamp_problems
 from paycode.server.points import mandates, redemption
 from paycode.server.services import config, secret_box
 from paycode.server.wallets import devices, sessions
+from paycode.shared.codes import ErrorCode
+from paycode.shared.errors import ApiError
+from paycode.shared.points import REFERENCE_CHARS_MAX
 
 wallet_bp = Blueprint("wallet_mandates", __name__, url_prefix="/v1/wallet")
 wallet_bp.after_request(stamp_problems)
@@ -80,12 +83,19 @@ def revoke_mandate(mandate_id: str) -> Response:
 
 @merchant_bp.get("/mandates")
 def merchant_mandates() -> Response:
-    """This terminal's merchant's live mandates: how it learns a mandate id."""
+    """This terminal's merchant's live mandates: how it learns a mandate id; ?reference=
+    keeps those of one customer number."""
     now_s = time.time()
     with db.transaction() as session:
         terminal = authenticate_terminal(session, now_s)
+        reference = request.args.get("reference")
+        if reference is not None and len(reference) > REFERENCE_CHARS_MAX:
+            raise ApiError(
+                ErrorCode.INVALID_REQUEST,
+                f"'reference' is at most {REFERENCE_CHARS_MAX} characters",
+            )
         items = mandates.merchant_mandates(
-            session, terminal.merchant_id, now_s=now_s, day=_day(now_s)
+            session, terminal.merchant_id, now_s=now_s, day=_day(now_s), reference=reference
         )
     return jsonify(items=items, server_time=now_s)
 

@@ -200,9 +200,11 @@ def user_mandates(session: Session, user_id: str, *, now_s: float, day: int) -> 
 
 
 def merchant_mandates(
-    session: Session, merchant_id: str, *, now_s: float, day: int
+    session: Session, merchant_id: str, *, now_s: float, day: int, reference: str | None = None
 ) -> list[dict[str, Any]]:
-    """The merchant's live mandates (neither revoked nor expired), newest first."""
+    """The merchant's live mandates (neither revoked nor expired), newest first; only those
+    the user gave `reference` (its customer number) when it is given."""
+    chosen = () if reference is None else (PointsMandate.reference == reference,)
     rows = session.execute(
         select(PointsMandate, Merchant.name)
         .join(Merchant, Merchant.id == PointsMandate.merchant_id)
@@ -210,6 +212,7 @@ def merchant_mandates(
             PointsMandate.merchant_id == merchant_id,
             PointsMandate.revoked_at_s.is_(None),
             PointsMandate.expires_at_s > now_s,
+            *chosen,
         )
         .order_by(PointsMandate.created_at_s.desc(), PointsMandate.id)
         .limit(LIST_MAX)
