@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -506,3 +507,19 @@ def test_settlement_and_reconcile_after_everything(server: Server, tmp_path: Pat
     assert charges == ["7.00"]  # the points-only payment moved no money
     (total,) = [row for row in lines if row["record"] == "points_total"]
     assert (total["points"], total["amount"], total["count"]) == ("350", "3.50", "3")
+
+
+def test_the_consent_signature_is_never_logged(
+    server: Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    customer = _customer(server, tmp_path)
+    body = _consent_body(customer)
+    mandate_id = _post_binding(customer, body)["mandate_id"]
+    _redeem(customer, mandate_id, "2.00", 100)
+    refused("mandate_signature_invalid", _post_binding, customer,
+            _consent_body(customer, sign_over={"rate_minor": 1}))  # fmt: skip
+    logged = caplog.text + "".join(str(record.__dict__) for record in caplog.records)
+    assert "request" in logged  # the request lines were captured
+    assert body["signature"] not in logged
+    assert "paycode-mandate/1" not in logged
