@@ -25,6 +25,7 @@ from paycode.client.wallet import Wallet
 from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.server.books import ledger
 from paycode.server.config import ServerConfig
+from paycode.server.database.models import Payment
 from paycode.server.database.points_models import POINTS_MERCHANT, POINTS_USER, PointsMandate
 from paycode.server.operations import admin
 from paycode.server.points import redemption
@@ -523,3 +524,43 @@ def test_the_consent_signature_is_never_logged(
     assert "request" in logged  # the request lines were captured
     assert body["signature"] not in logged
     assert "paycode-mandate/1" not in logged
+
+
+def _reconcile_codes(server: Server) -> set[str]:
+    done = server.cli_in_process("--json", "reconcile")
+    report = json.loads(done.stdout)
+    return {item["code"] for item in report["mismatches"]}
+
+
+def test_reconcile_names_a_corrupted_redemption(server: Server, tmp_path: Path) -> None:
+    """Each check fires on the corruption it is for, and the ledger is restored after."""
+    customer = _customer(server, tmp_path)
+    mandate_id = _bind(customer)
+    payment_id = _redeem(customer, mandate_id, "10.00", 300)["payment_id"]
+    assert _reconcile_codes(server) == set()
+    corruptions: list[tuple[Any, dict[str, Any], dict[str, Any], set[str]]] = [
+        (PointsMandate, {"used_points": 301}, {"used_points": 300}, {"mandate_usage_mismatch"}),
+        (
+            Payment,
+            {"points_value_minor": 200},
+            {"points_value_minor": 300},
+            {"points_value_mismatch", "charge_mismatch"},
+        ),
+        (Payment, {"points_refunded": 1}, {"points_refunded": 0}, {"points_refund_mismatch"}),
+        (
+            Payment,
+            {"points": 299},
+            {"points": 300},
+            {"points_charge_mismatch", "points_value_mismatch", "mandate_usage_mismatch"},
+        ),
+    ]
+    for table, wrong, right, codes in corruptions:
+        key = mandate_id if table is PointsMandate else payment_id
+        with server.session() as session:
+            session.execute(update(table).where(table.id == key).values(**wrong))
+        try:
+            assert _reconcile_codes(server) == codes, wrong
+        finally:
+            with server.session() as session:
+                session.execute(update(table).where(table.id == key).values(**right))
+    assert _reconcile_codes(server) == set()

@@ -58,8 +58,8 @@ def _check_redemptions(
     for _page in range(batches_max):
         page = session.execute(
             select(Payment, PointsMandate)
-            .join(PointsMandate, PointsMandate.id == Payment.mandate_id)
-            .where(Payment.id > last_id)
+            .outerjoin(PointsMandate, PointsMandate.id == Payment.mandate_id)
+            .where(Payment.id > last_id, Payment.mandate_id.is_not(None))
             .order_by(Payment.id)
             .limit(batch_rows)
         ).all()
@@ -141,7 +141,12 @@ class _Moved:
     refunded: dict[str, tuple[int, int]]
 
 
-def _check_one(report: Findings, payment: Payment, mandate: PointsMandate, moved: _Moved) -> None:
+def _check_one(
+    report: Findings, payment: Payment, mandate: PointsMandate | None, moved: _Moved
+) -> None:
+    if mandate is None:
+        report.add("mandate_usage_mismatch", payment.id, "names a mandate that does not exist")
+        return
     sides, counts, refunded = moved.sides, moved.counts, moved.refunded
     succeeded = payment.status == PaymentStatus.SUCCEEDED
     charges = counts.get((payment.id, CHARGE_KIND), 0)
