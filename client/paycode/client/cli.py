@@ -18,6 +18,7 @@ from paycode.appkit.http_client import ServerClient
 from paycode.client import online
 from paycode.client.devices import revoke_replaced
 from paycode.client.devices_cli import PROG, add_device_commands, advice_notice
+from paycode.client.mandates_cli import add_mandate_commands
 from paycode.client.offline_cli import (
     add_offline_commands,
     balance_lines,
@@ -248,10 +249,22 @@ def cmd_balance(args: argparse.Namespace) -> int:
         printable(f"{item.get('balance')} {item.get('currency')}")
         for item in body.get("accounts", [])
     ]
+    # Loyalty points, their own asset (never a money balance): shown only when some are held,
+    # so the answer of a wallet without points is as it was.
+    points = body.get("points")
+    if not isinstance(points, dict) or not points.get("balance"):
+        points = None
+    else:
+        lines.append(printable(f"{points.get('balance')} points"))
     notice = _reenroll_notice(args, wallet, body)
     held_lines, held = balance_lines(wallet, time.time())
     # `offline` only when an allowance is held: the answer of a wallet without one is as it was.
-    answer = {"accounts": body.get("accounts", []), **({"offline": held} if held else {}), **notice}
+    answer = {
+        "accounts": body.get("accounts", []),
+        **({"points": points} if points else {}),
+        **({"offline": held} if held else {}),
+        **notice,
+    }
     emit(args, "\n".join([*lines, *held_lines]) or "no accounts", answer)
     return 0
 
@@ -384,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_commands(sub, versions)
     add_pending_commands(sub)
     add_offline_commands(sub)
+    add_mandate_commands(sub)
     for action in sub.choices.values():
         add_json_flag(action)
     return parser

@@ -201,6 +201,50 @@ class TerminalClient:
         key = idempotency_key or str(uuid.uuid4())
         return self._call("POST", f"/v1/payments/{payment_id}/refunds", body, idempotency_key=key)
 
+    def points_mandates(self, *, reference: str | None = None) -> dict[str, Any]:
+        """The merchant's live points mandates (docs/api.md "Points mandates"), or those the
+        customer bound with `reference` (its customer number here)."""
+        query = "" if reference is None else f"?reference={quote(reference, safe='')}"
+        return self._call("GET", f"/v1/points/mandates{query}")
+
+    def redeem_points(
+        self,
+        *,
+        mandate_id: str,
+        merchant_order_id: str,
+        amount: str,
+        currency: str,
+        points: int,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Deduct `points` under the mandate and money for the rest of `amount`, atomically."""
+        body: dict[str, Any] = {
+            "mandate_id": mandate_id,
+            "merchant_order_id": merchant_order_id,
+            "amount": amount,
+            "currency": currency,
+            "points": points,
+        }
+        key = idempotency_key or str(uuid.uuid4())
+        return self._call("POST", "/v1/points/redemptions", body, idempotency_key=key)
+
+    def refund_points(
+        self,
+        payment_id: str,
+        *,
+        points: int | None = None,
+        amount: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Refund a redemption's points leg and/or money leg (default: the rest of both)."""
+        body: dict[str, Any] = {}
+        if points is not None:
+            body["points"] = points
+        if amount is not None:
+            body["amount"] = amount
+        key = idempotency_key or str(uuid.uuid4())
+        return self._call("POST", f"/v1/payments/{payment_id}/refunds", body, idempotency_key=key)
+
 
 def _order_path(order_id: str) -> str:
     """The server makes order ids (`ord_...`); whatever one holds stays one path segment."""

@@ -108,6 +108,7 @@ def _register_blueprints(app: Flask) -> None:
         offline_terminal,
         offline_wallet,
         orders,
+        points,
         wallet,
         wallet_codes,
         wallet_payments,
@@ -128,3 +129,5 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(web_wallet.bp)
     app.register_blueprint(checkout.api)
     app.register_blueprint(checkout.page)
+    app.register_blueprint(points.wallet_bp)
+    app.register_blueprint(points.merchant_bp)

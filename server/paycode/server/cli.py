@@ -38,6 +38,7 @@ from paycode.server.commands.keys import add_lifecycle_commands
 from paycode.server.commands.money import add_money_commands
 from paycode.server.commands.notifications import add_notification_commands
 from paycode.server.commands.offline_commands import add_offline_commands
+from paycode.server.commands.points_commands import add_points_commands
 from paycode.server.notifications import delivery
 from paycode.server.operations import observability, purge
 from paycode.server.safety.limits import env_integer
@@ -256,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
         *add_notification_commands(sub),
         *add_money_commands(sub),
         *add_offline_commands(sub),
+        *add_points_commands(sub),
     ]
     for action in [*sub.choices.values(), *leaves]:
         add_json_flag(action)

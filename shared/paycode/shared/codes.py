@@ -97,6 +97,21 @@ class ErrorCode(enum.StrEnum):
     PAYMENT_CHANGED = "payment_changed"
     AMOUNT_MISMATCH = "amount_mismatch"
     """A payment for the sale's order carries another amount or currency than the sale."""
+    # -- points mandates (docs/spec.md §16) ------------------------------------------------
+    MANDATE_INVALID = "mandate_invalid"
+    """A mandate's consent fields are missing or out of range (caps, rate, expiry)."""
+    MANDATE_SIGNATURE_INVALID = "mandate_signature_invalid"
+    """The consent's signature does not verify under the calling device's key."""
+    MANDATE_REVOKED = "mandate_revoked"
+    MANDATE_EXPIRED = "mandate_expired"
+    MANDATE_PAYMENT_CAP = "mandate_payment_cap"
+    """More points than the mandate allows in one payment."""
+    MANDATE_DAY_CAP = "mandate_day_cap"
+    """More points than the mandate has left today."""
+    POINTS_INVALID = "points_invalid"
+    """Points not a whole number in range, not an exact number of minor units at the rate, or
+    worth more than the amount."""
+    INSUFFICIENT_POINTS = "insufficient_points"
     # -- confirmation above the password-free limits (step-up) -----------------------------
     CONFIRMATION_REQUIRED = "confirmation_required"
     CONFIRMATION_EXPIRED = "confirmation_expired"
@@ -218,6 +233,15 @@ HTTP_STATUS: Mapping[str, int] = MappingProxyType(
         ErrorCode.ALLOWANCE_NOT_LIVE: 409,
         ErrorCode.OFFLINE_OUT_OF_ORDER: 409,
         ErrorCode.OFFLINE_CHAIN_BROKEN: 409,
+        # points mandates (docs/spec.md §16)
+        ErrorCode.MANDATE_INVALID: 400,
+        ErrorCode.POINTS_INVALID: 400,
+        ErrorCode.MANDATE_REVOKED: 409,
+        ErrorCode.MANDATE_EXPIRED: 409,
+        ErrorCode.MANDATE_SIGNATURE_INVALID: 422,
+        ErrorCode.MANDATE_PAYMENT_CAP: 422,
+        ErrorCode.MANDATE_DAY_CAP: 422,
+        ErrorCode.INSUFFICIENT_POINTS: 422,
         ErrorCode.CONFIRMATION_REQUIRED: 202,  # not an error: the charge waits for the PIN
         ErrorCode.RATE_LIMITED: 429,
         ErrorCode.INTERNAL_ERROR: 500,

@@ -23,6 +23,10 @@ Each mismatch names its subject and a stable code:
     reconcile_incomplete        a table is larger than the batch bound: not everything was read
     escrow_mismatch, acceptance_mismatch, loss_mismatch, escrow_not_swept
                                 offline payments (paycode.server.books.reconcile_offline)
+    points_charge_mismatch, points_refund_mismatch, points_value_mismatch,
+    mandate_usage_mismatch      points redemptions (paycode.server.books.reconcile_points);
+                                a redemption's money `charge` is its amount less the points'
+                                value, and none at all when the points paid it whole
 """
 
 from __future__ import annotations
@@ -37,9 +41,13 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from paycode.server.books.reconcile_offline import check_offline
+from paycode.server.books.reconcile_points import check_points
 from paycode.server.database.engine import read_only
 from paycode.server.database.models import Account, LedgerEntry, LedgerTransaction, Payment, Refund
 from paycode.server.database.offline_models import ESCROW, FUND_KIND, LOSS_KIND, RETURN_KIND
+from paycode.server.database.points_models import CHARGE_KIND as POINTS_CHARGE
+from paycode.server.database.points_models import GRANT_KIND as POINTS_GRANT
+from paycode.server.database.points_models import REFUND_KIND as POINTS_REFUND
 from paycode.shared.codes import PaymentStatus
 
 BATCH_ROWS: Final = 1000
@@ -48,7 +56,10 @@ BATCHES_MAX: Final = 100_000
 """Per table: at most 100,000 pages are read (10^8 rows at the default page size)."""
 MISMATCHES_LISTED_MAX: Final = 50
 """Every mismatch is counted; the first 50 are named (bounded output)."""
-KINDS: Final = ("top_up", "charge", "refund", FUND_KIND, RETURN_KIND, LOSS_KIND)
+KINDS: Final = (
+    "top_up", "charge", "refund", FUND_KIND, RETURN_KIND, LOSS_KIND,
+    POINTS_GRANT, POINTS_CHARGE, POINTS_REFUND,
+)  # fmt: skip
 CHARGE: Final = "charge"
 REFUND: Final = "refund"
 
@@ -119,6 +130,7 @@ def reconcile(
     _check_orphans(session, report)
     _check_payments(session, report, batch_rows, batches_max)
     check_offline(session, report, batch_rows=batch_rows, batches_max=batches_max, now_s=now_s)
+    check_points(session, report, batch_rows=batch_rows, batches_max=batches_max)
     return report
 
 
@@ -353,13 +365,16 @@ def _check_charge(report: Report, payment: Payment, moved: _Moved) -> None:
             detail = f"a {payment.status} payment has {charges} charge transaction(s)"
             report.add("charge_without_success", payment.id, detail)
         return
+    money_minor = payment.amount_minor - payment.points_value_minor  # points paid the rest
     if charges == 0:
-        report.add("charge_missing", payment.id, "a succeeded payment has no charge transaction")
+        if money_minor != 0:
+            detail = "a succeeded payment has no charge transaction"
+            report.add("charge_missing", payment.id, detail)
         return
     if charges > 1:
         report.add("charge_duplicated", payment.id, f"{charges} charge transactions")
         return
-    expected = _transfer(payment, "user", payment.amount_minor)
+    expected = _transfer(payment, "user", money_minor)
     found = dict(moved.sides.get(CHARGE, {}))
     if found != expected:
         detail = f"entries {_sides_text(found)}, expected {_sides_text(expected)}"

@@ -15,6 +15,7 @@ from paycode.server.books import ledger
 from paycode.server.charge.planning import payment_json
 from paycode.server.database.models import Payment, Refund, new_id
 from paycode.server.notifications import events
+from paycode.server.points import redemption
 from paycode.shared.codes import ErrorCode, PaymentStatus
 from paycode.shared.errors import AmountInvalid, ApiError
 from paycode.shared.money import Money, format_amount, parse_amount
@@ -28,10 +29,16 @@ def owned_payment(session: Session, merchant_id: str, payment_id: str) -> Paymen
     return payment
 
 
+def _money_left_minor(payment: Payment) -> int:
+    """What the money leg has left to refund: a points redemption's points value was paid in
+    points (docs/spec.md §16), and comes back as points, never as money."""
+    return payment.amount_minor - (payment.points_value_minor or 0) - payment.refunded_minor
+
+
 def _amount(body: dict[str, Any], payment: Payment) -> int:
     text = body.get("amount")
     if text is None:
-        return payment.amount_minor - payment.refunded_minor
+        return _money_left_minor(payment)
     if not isinstance(text, str):
         raise ApiError(ErrorCode.AMOUNT_INVALID, "'amount' must be a decimal string")
     try:
@@ -49,7 +56,8 @@ def refund(
     *,
     refunded_seen_minor: int | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    """Refund `body["amount"]` (default: all that is left) of the merchant's payment.
+    """Refund `body["amount"]` (default: all that is left) of the merchant's payment; of a
+    points redemption, `amount` and/or `points` of each leg (default: the rest of both).
 
     `refunded_seen_minor` is what the caller saw refunded when it decided (the dashboard's
     form): the refund happens only if that is still so, which makes a double-submitted form
@@ -59,9 +67,43 @@ def refund(
         raise ApiError(
             ErrorCode.PAYMENT_NOT_REFUNDABLE, f"a {payment.status} payment moved no money"
         )
-    amount_minor = _amount(body, payment)
-    if amount_minor <= 0:
+    points = redemption.requested_points(session, body, payment)
+    if points is not None and "amount" not in body:
+        # Points only (or a redemption's default: every leg's rest, its money leg maybe spent).
+        amount_minor = _money_left_minor(payment) if "points" not in body else 0
+    else:
+        amount_minor = _amount(body, payment)
+        if amount_minor <= 0:
+            raise ApiError(
+                ErrorCode.REFUND_EXCEEDS_PAYMENT, "this payment is already fully refunded"
+            )
+    reply: dict[str, Any] = {}
+    # Points before money, as a redemption moves them: two transactions touching the same
+    # user's and merchant's accounts lock them in one order, so they cannot deadlock.
+    if points is not None:
+        reply["points_refund_id"] = redemption.refund_points(session, payment, points, now_s)
+        reply["points"] = points
+    if amount_minor > 0:
+        reply |= _refund_money(session, payment, amount_minor, now_s, refunded_seen_minor)
+    if not reply:
         raise ApiError(ErrorCode.REFUND_EXCEEDS_PAYMENT, "this payment is already fully refunded")
+    session.refresh(payment)
+    told = payment_json(payment)
+    refund_json = dict(reply)
+    if amount_minor > 0:
+        refund_json |= {"amount_minor": amount_minor, "currency": payment.currency}
+    events.record(session, told, events.REFUNDED, now_s, extra={"refund": refund_json})
+    return 201, reply | {"payment": told}
+
+
+def _refund_money(
+    session: Session,
+    payment: Payment,
+    amount_minor: int,
+    now_s: float,
+    refunded_seen_minor: int | None,
+) -> dict[str, Any]:
+    """The money refund: bounded by a conditional UPDATE on the payment's money leg."""
     unchanged = (
         () if refunded_seen_minor is None else (Payment.refunded_minor == refunded_seen_minor,)
     )
@@ -69,7 +111,8 @@ def refund(
         update(Payment)
         .where(
             Payment.id == payment.id,
-            Payment.refunded_minor + amount_minor <= Payment.amount_minor,
+            Payment.refunded_minor + amount_minor + Payment.points_value_minor
+            <= Payment.amount_minor,
             *unchanged,
         )
         .values(refunded_minor=Payment.refunded_minor + amount_minor),
@@ -81,7 +124,7 @@ def refund(
             raise ApiError(
                 ErrorCode.PAYMENT_CHANGED, "the payment was refunded meanwhile: look again"
             )
-        left = Money(payment.amount_minor - payment.refunded_minor, payment.currency)
+        left = Money(_money_left_minor(payment), payment.currency)
         raise ApiError(
             ErrorCode.REFUND_EXCEEDS_PAYMENT, f"at most {format_amount(left)} can be refunded"
         )
@@ -101,12 +144,7 @@ def refund(
         id=new_id("ref"), payment_id=payment.id, amount_minor=amount_minor, created_at_s=now_s
     )
     session.add(refund_row)
-    session.refresh(payment)
-    reply = {
+    return {
         "refund_id": refund_row.id,
         "amount": format_amount(Money(amount_minor, payment.currency)),
     }
-    told = payment_json(payment)
-    refund_json = reply | {"amount_minor": amount_minor, "currency": payment.currency}
-    events.record(session, told, events.REFUNDED, now_s, extra={"refund": refund_json})
-    return 201, reply | {"payment": told}

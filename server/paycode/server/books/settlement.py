@@ -37,6 +37,7 @@ from paycode.server.books.settlement_offline import (
     acceptance_refs,
     loss_rows,
 )
+from paycode.server.books.settlement_points import PointsRow, points_rows
 from paycode.server.database.models import (
     Account,
     LedgerEntry,
@@ -124,6 +125,9 @@ class Settlement:
     losses: tuple[Line, ...] = ()
     """Credits to the merchant's offline-loss account: not money it holds, not in `totals`."""
     loss_totals: tuple[Total, ...] = ()
+    points: tuple[PointsRow, ...] = ()
+    """Movements of the merchant's points account (books.settlement_points): not money, not
+    in `totals`."""
 
 
 # -- the day ----------------------------------------------------------------------------------
@@ -172,9 +176,11 @@ def settle(
     _check_against_ledger(session, merchant.id, list(accounts), window, lines)
     losses = [_loss_line(row) for row in loss_rows(session, merchant.id, window)]
     loss_totals = _totals(losses, {line.currency for line in losses})
+    points = tuple(points_rows(session, merchant.id, window))
     return Settlement(
-        merchant.id, merchant.name, window, tuple(lines), totals, tuple(losses), loss_totals
-    )
+        merchant.id, merchant.name, window, tuple(lines), totals, tuple(losses), loss_totals,
+        points,
+    )  # fmt: skip
 
 
 def _loss_line(row: LossRow) -> Line:
@@ -239,6 +245,7 @@ class _PaymentRef:
     merchant_id: str
     status: str
     amount_minor: int
+    """What it charged in money: a points redemption's amount less its points' value."""
     merchant_order_id: str | None
     terminal_id: str | None
     code_version: str | None
@@ -267,7 +274,7 @@ def _page_lines(
                 Payment.id,
                 Payment.merchant_id,
                 Payment.status,
-                Payment.amount_minor,
+                Payment.amount_minor - Payment.points_value_minor,  # the money leg
                 Payment.merchant_order_id,
                 Payment.terminal_id,
                 Payment.code_version,
@@ -389,7 +396,11 @@ def _check_against_ledger(
         .group_by(LedgerEntry.currency)
     ).all()
     charged = session.execute(
-        select(Payment.currency, func.count(), func.sum(Payment.amount_minor))
+        select(
+            Payment.currency,
+            func.count(),
+            func.sum(Payment.amount_minor - Payment.points_value_minor),
+        )
         .join(LedgerTransaction, LedgerTransaction.payment_id == Payment.id)
         .where(Payment.merchant_id == merchant_id, LedgerTransaction.kind == CHARGE, *in_window)
         .group_by(Payment.currency)

@@ -9,6 +9,7 @@ import io
 from typing import Any, Final
 
 from paycode.server.books.settlement import Line, Settlement, Total
+from paycode.server.books.settlement_points import PointsRow
 from paycode.server.database.offline_models import LOSS_KIND
 from paycode.shared.money import currency as lookup_currency
 from paycode.shared.timestamps import iso_time
@@ -16,6 +17,10 @@ from paycode.shared.timestamps import iso_time
 MOVEMENT: Final = "movement"
 TOTAL: Final = "total"
 LOSS_TOTAL: Final = "offline_loss_total"
+POINTS: Final = "points"
+POINTS_TOTAL: Final = "points_total"
+"""Points redemptions (paycode.server.books.settlement_points): `points` signed in the points
+column, their money value in amount; after the money's, never in its net."""
 """Offline losses (paycode.server.books.settlement_offline): lines and a total of their own,
 after the money's, never in its net."""
 FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
@@ -42,6 +47,7 @@ COLUMNS: Final = (
     "count",
     "offline_ref",
     "offline_result",
+    "points",
 )
 
 
@@ -78,7 +84,50 @@ def to_csv(settlement: Settlement) -> str:
         writer.writerow([LOSS_KIND, *_movement_row(settlement.merchant_id, day, line)[1:]])
     for total in settlement.loss_totals:
         writer.writerow([LOSS_TOTAL, *_total_row(settlement.merchant_id, day, total)[1:]])
+    for row in settlement.points:
+        writer.writerow(_points_row(settlement.merchant_id, day, row))
+    for currency_code, (count, value_minor, points) in points_totals(settlement).items():
+        writer.writerow([
+            POINTS_TOTAL, day, settlement.merchant_id, currency_code, *[""] * 8,
+            _sign(points), _amount(value_minor, currency_code), value_minor, "", "", count,
+            "", "", points,
+        ])  # fmt: skip
     return out.getvalue()
+
+
+def points_totals(settlement: Settlement) -> dict[str, tuple[int, int, int]]:
+    """Per currency of the points' value: (count, value_minor, points), each signed net."""
+    totals: dict[str, tuple[int, int, int]] = {}
+    for row in settlement.points:
+        count, value_minor, points = totals.get(row.currency, (0, 0, 0))
+        totals[row.currency] = (count + 1, value_minor + row.value_minor, points + row.points)
+    return dict(sorted(totals.items()))
+
+
+def _points_row(merchant_id: str, day: str, row: PointsRow) -> list[str | int]:
+    return [
+        POINTS,
+        day,
+        merchant_id,
+        row.currency,
+        iso_time(row.created_at_s),
+        row.transaction_id,
+        row.kind,
+        row.payment_id,
+        row.points_refund_id or "",
+        _safe_text(row.merchant_order_id),
+        row.terminal_id or "",
+        "points",
+        _sign(row.points),
+        _amount(row.value_minor, row.currency),
+        row.value_minor,
+        "",
+        "",
+        "",
+        "",
+        "",
+        row.points,
+    ]
 
 
 def _movement_row(merchant_id: str, day: str, line: Line) -> list[str | int]:
@@ -103,6 +152,7 @@ def _movement_row(merchant_id: str, day: str, line: Line) -> list[str | int]:
         "",
         line.offline_ref or "",
         line.offline_result or "",
+        "",
     ]
 
 
@@ -122,6 +172,7 @@ def _total_row(merchant_id: str, day: str, total: Total) -> list[str | int]:
         total.count,
         "",
         "",
+        "",
     ]
 
 
@@ -136,6 +187,19 @@ def totals_json(settlement: Settlement) -> list[dict[str, Any]]:
             "fee_minor": total.fee_minor,
         }
         for total in settlement.totals
+    ]
+
+
+def points_totals_json(settlement: Settlement) -> list[dict[str, Any]]:
+    return [
+        {
+            "currency": currency_code,
+            "count": count,
+            "value": _amount(value_minor, currency_code),
+            "value_minor": value_minor,
+            "points": points,
+        }
+        for currency_code, (count, value_minor, points) in points_totals(settlement).items()
     ]
 
 

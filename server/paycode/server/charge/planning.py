@@ -29,6 +29,7 @@ from paycode.shared.binding import charging_point_bindings
 from paycode.shared.codes import ErrorCode, PaymentStatus
 from paycode.shared.errors import ApiError
 from paycode.shared.money import Money, format_amount
+from paycode.shared.points import POINTS_ASSET
 from paycode.shared.timestamps import iso_time
 from paycode.shared.timestep import STEP_SECONDS
 from paycode.shared.versions.base import (
@@ -229,7 +230,25 @@ def payment_json(payment: Payment) -> dict[str, Any]:
         reply[ISSUED_ONLINE] = True
     if payment.status == PaymentStatus.PENDING_CONFIRMATION and payment.confirm_by_s is not None:
         reply["confirm_by"] = iso_time(payment.confirm_by_s)
+    if payment.mandate_id is not None:
+        reply["points"] = points_leg_json(payment)
     return reply
+
+
+def points_leg_json(payment: Payment) -> dict[str, Any]:
+    """A points redemption's two legs (docs/spec.md §16): `amount` is the whole price, of which
+    `value` was paid with points and `money` with money; `refunded` counts the money leg."""
+    money_minor = payment.amount_minor - payment.points_value_minor
+    return {
+        "mandate_id": payment.mandate_id,
+        "asset": POINTS_ASSET,
+        "points": payment.points,
+        "refunded_points": payment.points_refunded,
+        "value": format_amount(Money(payment.points_value_minor, payment.currency)),
+        "value_minor": payment.points_value_minor,
+        "money": format_amount(Money(money_minor, payment.currency)),
+        "money_minor": money_minor,
+    }
 
 
 def claim_expiry_s(step: int) -> float:

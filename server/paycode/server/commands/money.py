@@ -63,6 +63,7 @@ def cmd_settlement(args: argparse.Namespace) -> int:
         "fee_bps": config.settlement.fee_bps,
         "lines": len(report.lines),
         "totals": settlement_csv.totals_json(report),
+        "points_totals": settlement_csv.points_totals_json(report),
     }
     if args.out is None:
         if wants_json(args):

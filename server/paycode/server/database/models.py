@@ -136,7 +136,8 @@ class LedgerTransaction(Base):
     __tablename__ = "ledger_transactions"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
-    """'top_up', 'charge', 'refund', 'offline_fund', 'offline_return' or 'offline_loss'."""
+    """'top_up', 'charge', 'refund', 'offline_fund', 'offline_return', 'offline_loss', or for
+    points (docs/spec.md §16) 'points_grant', 'points_charge' or 'points_refund'."""
     payment_id: Mapped[str | None] = mapped_column(String(32), index=True)
     created_at_s: Mapped[float] = mapped_column(Float, index=True)
 
@@ -244,6 +245,13 @@ class Payment(Base):
     online_issuer_id: Mapped[str | None] = mapped_column(String(32))
     """A payment by a code issued online (docs/spec.md §14): the server-held issuer whose code
     paid; `device_id` is then the device that asked for the code. NULL for every other."""
+    # A points redemption (docs/spec.md §16): `amount_minor` is the whole price, of which
+    # `points_value_minor` was paid with `points` under the mandate and the rest with money;
+    # `refunded_minor` counts the money leg only, `points_refunded` the points leg.
+    mandate_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    points: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    points_value_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    points_refunded: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Refund(Base):

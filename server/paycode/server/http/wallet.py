@@ -28,6 +28,7 @@ from paycode.server.http.signed_requests import (
 )
 from paycode.server.operations import lifecycle
 from paycode.server.operations.observability import annotate
+from paycode.server.points.redemption import points_balance
 from paycode.server.safety import keyring
 from paycode.server.safety.guard import AttemptRefused, unlock_device
 from paycode.server.safety.passwords import PASSWORD_CHARS_MAX
@@ -38,6 +39,7 @@ from paycode.shared.code_keys import build_code_keys
 from paycode.shared.codes import ErrorCode
 from paycode.shared.errors import ApiError
 from paycode.shared.key_proof import session_scope
+from paycode.shared.points import POINTS_ASSET
 from paycode.shared.wallet_auth import signature_valid, signing_message
 
 bp = Blueprint("wallet", __name__, url_prefix="/v1/wallet")
@@ -232,8 +234,9 @@ def balance() -> Response:
     with db.transaction() as session:
         device = authenticate_device(session, sessions.now_s())
         accounts = statements.balances(session, device.user_id)
+        points = {"asset": POINTS_ASSET, "balance": points_balance(session, device.user_id)}
         learned = code_keys(session, device)
-    return _ok({"accounts": accounts, **reenroll(device), **learned})
+    return _ok({"accounts": accounts, "points": points, **reenroll(device), **learned})
 
 
 @bp.get("/history")

@@ -1,0 +1,1 @@
+"""Points mandates (docs/spec.md §16): binding, deduction, refunds of the points leg."""
