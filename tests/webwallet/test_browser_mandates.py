@@ -1,0 +1,155 @@
+"""The web wallet shows and revokes points mandates (docs/spec.md §16, docs/webwallet.md
+"Points mandates"), against a live server on SQLite and PostgreSQL.
+
+A user with points binds two shops through the wallet API (the Python client signs the consent,
+as the CLI does), one shop redeems points under its mandate, and the user opens the web wallet
+in a phone-sized chromium page: the points balance and both mandates are listed with their
+rate, caps and today's use. Revoking is asked twice; "Keep" sends nothing. Once revoked in the
+page, the server says the mandate is revoked, the shop's next redemption is refused
+`mandate_revoked`, and the other shop's mandate still works.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from paycode.client import mandates
+from paycode.client.wallet import Wallet
+from paycode.server.points import redemption
+from paycode.shared.errors import ServerRejected
+from tests.support.servers import LiveServer
+from tests.support.shop import (
+    Merchant,
+    new_merchant,
+    new_phone,
+    new_user,
+    unique,
+    use_fast_keystore,
+    user_id,
+)
+from tests.support.web_wallet import VIEWPORT, enroll, screenshot
+
+POINTS_GRANTED = 2000
+
+
+@pytest.fixture(autouse=True)
+def _fast_keystore(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_fast_keystore(monkeypatch)
+
+
+def _bind(wallet: Wallet, merchant: Merchant, *, rate: tuple[int, int]) -> str:
+    reply = mandates.bind(
+        wallet,
+        merchant_id=merchant.merchant_id,
+        currency="CNY",
+        rate=rate,
+        per_payment_points=500,
+        per_day_points=800,
+        expires_in_days=30,
+    )
+    return str(reply["mandate_id"])
+
+
+def _redeem(merchant: Merchant, mandate_id: str, amount: str, points: int) -> dict[str, Any]:
+    return merchant.till.redeem_points(
+        mandate_id=mandate_id,
+        merchant_order_id=unique("order"),
+        amount=amount,
+        currency="CNY",
+        points=points,
+    )
+
+
+def _row(page: Any, mandate_id: str) -> Any:
+    return page.locator(f"#mandates li[data-mandate='{mandate_id}']")
+
+
+def test_web_wallet_lists_and_revokes_mandates(
+    live_server: LiveServer, phone: Any, tmp_path: Path
+) -> None:
+    name = new_user(live_server, "webpoints", top_up="100.00")
+    with live_server.session() as session:
+        redemption.grant(session, user_id(live_server, name), POINTS_GRANTED, time.time())
+    wallet = new_phone(live_server, tmp_path / name, name, ["v2"])
+    tea, noodles = new_merchant(live_server, "Tea"), new_merchant(live_server, "Noodles")
+    tea_mandate = _bind(wallet, tea, rate=(100, 100))
+    noodles_mandate = _bind(wallet, noodles, rate=(50, 25))
+    paid = _redeem(tea, tea_mandate, "10.00", 300)
+    assert paid["status"] == "succeeded", paid
+
+    page = phone
+    enroll(page, live_server, user=name)
+    page.click("#nav-wallet")
+    page.wait_for_selector("#points-line:has-text('Points: 1,700')")
+    tea_row, noodles_row = _row(page, tea_mandate), _row(page, noodles_mandate)
+    tea_row.wait_for()
+    tea_text = tea_row.inner_text()
+    for part in (
+        tea.name,
+        "active",
+        "100 points = 1.00 CNY",
+        "Up to 500 points a payment, 800 points a day",
+        "Today: 300 points used, 500 left",
+        "Until ",
+    ):
+        assert part in tea_text, (part, tea_text)
+    noodles_text = noodles_row.inner_text()
+    assert "50 points = 0.25 CNY" in noodles_text
+    assert "Today: 0 points used, 800 left" in noodles_text
+    # The newest binding first, as the server lists them.
+    assert page.eval_on_selector_all(
+        "#mandates li[data-mandate]", "rows => rows.map(row => row.dataset.mandate)"
+    ) == [noodles_mandate, tea_mandate]
+    # Nothing is wider than the 390 px phone.
+    assert page.evaluate("document.documentElement.scrollWidth") <= VIEWPORT["width"]
+    screenshot(page, "wallet-mandates.png", full_page=True)
+
+    # "Revoke" only asks, saying it cannot be undone; "Keep" sends nothing.
+    tea_row.locator("button.revoke").click()
+    warning = tea_row.locator(".mandate-confirm .warn")
+    assert "cannot be undone" in warning.inner_text() and tea.name in warning.inner_text()
+    assert page.evaluate("document.documentElement.scrollWidth") <= VIEWPORT["width"]
+    screenshot(page, "wallet-mandate-revoke-confirm.png", full_page=True)
+    tea_row.locator("button.keep").click()
+    assert tea_row.locator(".mandate-confirm").is_hidden()
+    assert [m["status"] for m in mandates.mandates(wallet)] == ["active", "active"]
+
+    tea_row.locator("button.revoke").click()
+    tea_row.locator("button.revoke-now").click()
+    page.wait_for_selector(f"#mandates li[data-mandate='{tea_mandate}'][data-status='revoked']")
+    page.wait_for_selector(f"#notice:has-text('Revoked: {tea.name} can no longer take')")
+    tea_text = _row(page, tea_mandate).inner_text()
+    assert "Revoked on " in tea_text and "Today:" not in tea_text
+    assert _row(page, tea_mandate).locator("button").count() == 0
+    assert _row(page, noodles_mandate).get_attribute("data-status") == "active"
+
+    # Over the API: revoked for the server, and no deduction passes any more.
+    statuses = {m["mandate_id"]: m["status"] for m in mandates.mandates(wallet)}
+    assert statuses == {tea_mandate: "revoked", noodles_mandate: "active"}
+    with pytest.raises(ServerRejected) as caught:
+        _redeem(tea, tea_mandate, "5.00", 100)
+    assert caught.value.code == "mandate_revoked"
+    assert _redeem(noodles, noodles_mandate, "5.00", 100)["status"] == "succeeded"
+
+    # A fresh load of the page shows what the server holds.
+    page.click("#refresh")
+    page.wait_for_selector("#points-line:has-text('Points: 1,600')")
+    used = "Today: 100 points used, 700 left"
+    page.wait_for_selector(f"#mandates li[data-mandate='{noodles_mandate}']:has-text('{used}')")
+    assert _row(page, tea_mandate).get_attribute("data-status") == "revoked"
+    assert page.console_errors == []
+
+
+def test_web_wallet_without_mandates(live_server: LiveServer, phone: Any) -> None:
+    name = new_user(live_server, "webnopoints", top_up="10.00")
+    page = phone
+    enroll(page, live_server, user=name)
+    page.click("#nav-wallet")
+    page.wait_for_selector("#points-line:has-text('Points: 0')")
+    page.wait_for_selector("#mandates li.muted:has-text('No shop may take your points.')")
+    assert page.is_hidden("#mandates-error")
+    assert page.console_errors == []

@@ -1,0 +1,97 @@
+// What the wallet screen says of a points mandate (src/app/mandates.js), in both languages,
+// from items shaped as GET /v1/wallet/mandates answers them (server/paycode/server/points/
+// mandates.py, mandate_json).
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { TABLES } from '../src/app/i18n.js';
+import { mandateView, minorText, pointsText, withAnswer } from '../src/app/mandates.js';
+
+const DAY_S = 86_400;
+const EXPIRES_AT_S = Date.UTC(2027, 0, 15, 12) / 1000;
+
+function translator(table) {
+  return (key, values = {}) => table[key].replace(/\{(\w+)\}/g, (_, name) => String(values[name]));
+}
+
+const isoDate = (unixS) => new Date(unixS * 1000).toISOString().slice(0, 10);
+
+function item(changes = {}) {
+  return {
+    mandate_id: 'mdt_0123456789abcdef', merchant_id: 'mch_0123456789abcdef', merchant: 'Green Tea House',
+    asset: 'PTS', currency: 'CNY', rate_points: 100, rate_minor: 100,
+    cap_per_payment_points: 500, cap_per_day_points: 800, used_today_points: 300, left_today_points: 500,
+    used_points: 1300, reference: 'member-42', status: 'active',
+    created_at_s: EXPIRES_AT_S - 30 * DAY_S, expires_at_s: EXPIRES_AT_S, revoked_at_s: null,
+    ...changes,
+  };
+}
+
+const EN = { translate: translator(TABLES.en), date: isoDate, language: 'en' };
+const ZH = { translate: translator(TABLES['zh-CN']), date: isoDate, language: 'zh-CN' };
+
+test('an active mandate: rate in the currency, both caps, today’s use, the end date', () => {
+  assert.deepEqual(mandateView(item(), EN), {
+    merchant: 'Green Tea House',
+    status: 'active',
+    statusText: 'active',
+    active: true,
+    rate: '100 points = 1.00 CNY',
+    caps: 'Up to 500 points a payment, 800 points a day',
+    today: 'Today: 300 points used, 500 left',
+    until: 'Until 2027-01-15',
+  });
+});
+
+test('the same mandate in Chinese', () => {
+  const view = mandateView(item(), ZH);
+  assert.equal(view.rate, '100 积分 = 1.00 CNY');
+  assert.equal(view.caps, '每笔最多 500 积分，每天最多 800 积分');
+  assert.equal(view.today, '今日：已用 300 积分，剩余 500');
+  assert.equal(view.statusText, '有效');
+  assert.equal(view.until, '有效至 2027-01-15');
+});
+
+test('rates are exact: any points to any minor units, never rounded', () => {
+  assert.equal(mandateView(item({ rate_points: 1, rate_minor: 1 }), EN).rate, '1 points = 0.01 CNY');
+  assert.equal(mandateView(item({ rate_points: 3, rate_minor: 7 }), EN).rate, '3 points = 0.07 CNY');
+  assert.equal(mandateView(item({ rate_points: 1000000, rate_minor: 123456 }), EN).rate, '1,000,000 points = 1234.56 CNY');
+  assert.equal(mandateView(item({ currency: 'JPY', rate_points: 10, rate_minor: 1 }), EN).rate, '10 points = 1 JPY');
+  assert.equal(mandateView(item({ currency: 'KWD', rate_points: 10, rate_minor: 5 }), EN).rate, '10 points = 0.005 KWD');
+  // A currency this wallet does not know: its minor units, not a guess at its decimals.
+  assert.equal(minorText(250, 'XYZ'), '250 (XYZ minor units)');
+});
+
+test('points are whole numbers with digit grouping, largest caps included', () => {
+  assert.equal(pointsText(0, 'en'), '0');
+  assert.equal(pointsText(12000, 'en'), '12,000');
+  assert.equal(pointsText(10 ** 12, 'en'), '1,000,000,000,000');
+  const view = mandateView(item({ cap_per_payment_points: 10 ** 12, cap_per_day_points: 10 ** 12, used_today_points: 0, left_today_points: 10 ** 12 }), EN);
+  assert.equal(view.caps, 'Up to 1,000,000,000,000 points a payment, 1,000,000,000,000 points a day');
+  assert.equal(view.today, 'Today: 0 points used, 1,000,000,000,000 left');
+});
+
+test('revoked and expired mandates say when, offer no revoke, and show no use left today', () => {
+  const revokedAtS = EXPIRES_AT_S - 10 * DAY_S;
+  const revoked = mandateView(item({ status: 'revoked', revoked_at_s: revokedAtS }), EN);
+  assert.deepEqual([revoked.status, revoked.statusText, revoked.active, revoked.today, revoked.until], ['revoked', 'revoked', false, '', 'Revoked on 2027-01-05']);
+  const expired = mandateView(item({ status: 'expired' }), EN);
+  assert.deepEqual([expired.status, expired.statusText, expired.active, expired.today, expired.until], ['expired', 'expired', false, '', 'Expired on 2027-01-15']);
+  assert.equal(mandateView(item({ status: 'revoked', revoked_at_s: revokedAtS }), ZH).until, '已于 2027-01-05 撤销');
+  assert.equal(mandateView(item({ status: 'expired' }), ZH).statusText, '已过期');
+});
+
+test('a status this wallet does not know is never shown as active', () => {
+  const view = mandateView(item({ status: 'suspended' }), EN);
+  assert.equal(view.active, false);
+  assert.equal(view.status, 'expired');
+});
+
+test('after a revocation the server’s answer replaces that mandate, the others stay', () => {
+  const first = item();
+  const second = item({ mandate_id: 'mdt_other', merchant: 'Noodle Bar' });
+  const answer = item({ status: 'revoked', revoked_at_s: EXPIRES_AT_S - DAY_S });
+  const after = withAnswer([first, second], answer);
+  assert.deepEqual(after, [answer, second]);
+  assert.deepEqual(withAnswer([second], answer), [second]);
+});
