@@ -7,6 +7,11 @@ in a phone-sized chromium page: the points balance and both mandates are listed 
 rate, caps and today's use. Revoking is asked twice; "Keep" sends nothing. Once revoked in the
 page, the server says the mandate is revoked, the shop's next redemption is refused
 `mandate_revoked`, and the other shop's mandate still works.
+
+Binding from the page: the phone signs the consent (webwallet/src/core/mandateConsent.js) and
+the server, which verifies that signature over the bytes it rebuilds, stores the mandate; the
+shop then redeems under it. A form the wallet refuses sends nothing; a refusal of the server
+is shown with its stable code.
 """
 
 from __future__ import annotations
@@ -152,4 +157,74 @@ def test_web_wallet_without_mandates(live_server: LiveServer, phone: Any) -> Non
     page.wait_for_selector("#points-line:has-text('Points: 0')")
     page.wait_for_selector("#mandates li.muted:has-text('No shop may take your points.')")
     assert page.is_hidden("#mandates-error")
+    assert page.console_errors == []
+
+
+def _fill_binding(page: Any, merchant_id: str, **fields: str) -> None:
+    values = {
+        "#mandate-merchant": merchant_id,
+        "#mandate-rate-points": "10",
+        "#mandate-rate-amount": "0.05",
+        "#mandate-cap-payment": "200",
+        "#mandate-cap-day": "300",
+        "#mandate-days": "7",
+        "#mandate-reference": "card-7",
+    }
+    for selector, value in (values | fields).items():
+        page.fill(selector, value)
+    page.click("#mandate-submit")
+
+
+def test_web_wallet_binds_a_shop(live_server: LiveServer, phone: Any) -> None:
+    name = new_user(live_server, "webbind", top_up="50.00")
+    with live_server.session() as session:
+        redemption.grant(session, user_id(live_server, name), POINTS_GRANTED, time.time())
+    shop = new_merchant(live_server, "Bakery")
+    page = phone
+    enroll(page, live_server, user=name)
+    page.click("#nav-wallet")
+    page.wait_for_selector("#mandates li.muted:has-text('No shop may take your points.')")
+    page.click("#mandate-bind summary")
+    page.wait_for_selector("#mandate-rate-amount-label:has-text('are worth (CNY)')")
+    assert page.evaluate("document.documentElement.scrollWidth") <= VIEWPORT["width"]
+    screenshot(page, "wallet-mandate-bind.png", full_page=True)
+
+    # Refused in the page: nothing is signed or sent, the field to correct has the focus.
+    _fill_binding(page, shop.merchant_id, **{"#mandate-cap-payment": "500"})
+    page.wait_for_selector("#mandate-form-error:has-text('cannot be more than the most points')")
+    assert page.evaluate("document.activeElement.id") == "mandate-cap-payment"
+    # Refused by the server (no such shop): its detail and stable code.
+    _fill_binding(page, "mch_nobody")
+    page.wait_for_selector("#mandate-form-error:has-text('[not_found]')")
+    assert shop.till.points_mandates()["items"] == []
+
+    _fill_binding(page, shop.merchant_id)
+    page.wait_for_selector(f"#notice:has-text('Allowed: {shop.name} may take up to 200 points')")
+    assert page.is_hidden("#mandate-form-error")
+    row = page.locator("#mandates li[data-mandate][data-status='active']")
+    row.wait_for()
+    shown = row.inner_text()
+    for part in (
+        "10 points = 0.05 CNY",
+        "Up to 200 points a payment, 300 points a day",
+        "0 points used",
+    ):
+        assert part in shown, (part, shown)
+
+    # The server holds exactly what the form said, and the shop can use it.
+    ((held,),) = [shop.till.points_mandates()["items"]]
+    assert row.get_attribute("data-mandate") == held["mandate_id"]
+    assert {key: held[key] for key in ("rate_points", "rate_minor", "currency", "reference")} == {
+        "rate_points": 10,
+        "rate_minor": 5,
+        "currency": "CNY",
+        "reference": "card-7",
+    }
+    assert (held["cap_per_payment_points"], held["cap_per_day_points"]) == (200, 300)
+    assert 6.9 * 86_400 < held["expires_at_s"] - time.time() <= 7 * 86_400
+    paid = _redeem(shop, held["mandate_id"], "3.00", 200)  # 200 points = 1.00 CNY
+    assert paid["status"] == "succeeded", paid
+    page.click("#refresh")
+    page.wait_for_selector(f"#points-line:has-text('Points: {POINTS_GRANTED - 200:,}')")
+    page.wait_for_selector("#mandates li[data-mandate]:has-text('200 points used, 100 left')")
     assert page.console_errors == []

@@ -5,7 +5,11 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { TABLES } from '../src/app/i18n.js';
-import { mandateView, minorText, pointsText, withAnswer } from '../src/app/mandates.js';
+import {
+  DAY_S as FORM_DAY_S, FormProblem, bindingBody, consentFromForm, mandateView, minorText, pointsText, withAnswer,
+} from '../src/app/mandates.js';
+import { consentMessage } from '../src/core/mandateConsent.js';
+import { readVectors } from './helpers.js';
 
 const DAY_S = 86_400;
 const EXPIRES_AT_S = Date.UTC(2027, 0, 15, 12) / 1000;
@@ -94,4 +98,76 @@ test('after a revocation the server’s answer replaces that mandate, the others
   const after = withAnswer([first, second], answer);
   assert.deepEqual(after, [answer, second]);
   assert.deepEqual(withAnswer([second], answer), [second]);
+});
+
+// -- the binding form -------------------------------------------------------------------------
+
+const FORM = {
+  merchant_id: ' mch_0000000000000001 ', rate_points: '100', rate_amount: '1.00',
+  cap_per_payment_points: '500', cap_per_day_points: '800', days: '30', reference: '',
+};
+const NOW_S = 1_800_000_000 - 30 * DAY_S + 0.75;
+const CONTEXT = { deviceId: 'dev_0000000000000001', currency: 'CNY', nowS: NOW_S };
+
+function problem(changes, context = CONTEXT) {
+  try {
+    consentFromForm({ ...FORM, ...changes }, context);
+  } catch (error) {
+    assert.ok(error instanceof FormProblem, String(error));
+    assert.ok(error.key in TABLES.en && error.key in TABLES['zh-CN'], error.key);
+    return [error.field, error.key, error.values];
+  }
+  assert.fail(`accepted ${JSON.stringify(changes)}`);
+}
+
+test('the form becomes the consent the Python reference signs (the vector, byte for byte)', () => {
+  assert.equal(FORM_DAY_S, DAY_S);
+  const consent = consentFromForm(FORM, CONTEXT);
+  const vector = readVectors('mandate_consent.json').vectors.find((v) => v.name === 'no reference');
+  assert.deepEqual(consent, vector.consent);
+  assert.equal(new TextDecoder().decode(consentMessage(consent)), vector.message);
+  const withReference = consentFromForm({ ...FORM, reference: ' member-42 ' }, CONTEXT);
+  assert.equal(withReference.reference, 'member-42');
+});
+
+test('the rate’s amount is exact minor units of the balance’s currency', () => {
+  assert.equal(consentFromForm({ ...FORM, rate_amount: '0.07', rate_points: '3' }, CONTEXT).rate_minor, 7);
+  assert.equal(consentFromForm({ ...FORM, rate_amount: '10000' }, CONTEXT).rate_minor, 1_000_000);
+  assert.equal(consentFromForm({ ...FORM, rate_amount: '5' }, { ...CONTEXT, currency: 'JPY' }).rate_minor, 5);
+  for (const amount of ['', '0', '0.001', '1,00', '-1', '10000.01', '1e2', ' ']) {
+    assert.deepEqual(problem({ rate_amount: amount }).slice(0, 2), ['rate_amount', 'mandate_form_amount'], amount);
+  }
+  assert.deepEqual(problem({ rate_amount: '1.5' }, { ...CONTEXT, currency: 'JPY' })[2], { currency: 'JPY', max: '1000000 JPY' });
+});
+
+test('counts are whole numbers in range, and the per-payment cap is within the day’s', () => {
+  for (const text of ['', '0', '1.5', '-3', '1e3', '١٢', '1000001']) {
+    assert.deepEqual(problem({ rate_points: text }).slice(0, 2), ['rate_points', 'mandate_form_count'], text);
+  }
+  assert.deepEqual(problem({ cap_per_day_points: '1000000000001' }), ['cap_per_day_points', 'mandate_form_count', { max: '1,000,000,000,000' }]);
+  assert.deepEqual(problem({ days: '731' }), ['days', 'mandate_form_count', { max: '730' }]);
+  assert.deepEqual(problem({ cap_per_payment_points: '900' }).slice(0, 2), ['cap_per_payment_points', 'mandate_form_caps']);
+  const largest = consentFromForm({ ...FORM, cap_per_payment_points: '1000000000000', cap_per_day_points: '1000000000000', days: '730' }, CONTEXT);
+  assert.equal(largest.cap_per_day_points, 10 ** 12);
+  assert.equal(largest.expires_at_s, Math.floor(NOW_S) + 730 * DAY_S);
+});
+
+test('the shop id and the customer number are printable ASCII the server accepts', () => {
+  for (const id of ['', '   ', 'm'.repeat(33), 'mch_é', 'mch\t1']) {
+    assert.deepEqual(problem({ merchant_id: id }).slice(0, 2), ['merchant_id', 'mandate_form_merchant'], id);
+  }
+  for (const reference of ['r'.repeat(65), '会员', 'a\nb']) {
+    assert.deepEqual(problem({ reference }), ['reference', 'mandate_form_reference', { max: 64 }], reference);
+  }
+});
+
+test('the body sent is the consent without the device id (the caller’s), plus the signature', () => {
+  const consent = consentFromForm(FORM, CONTEXT);
+  const body = bindingBody(consent, 'c2lnbmF0dXJl');
+  assert.deepEqual(Object.keys(body).sort(), [
+    'asset', 'cap_per_day_points', 'cap_per_payment_points', 'currency', 'expires_at_s',
+    'merchant_id', 'rate_minor', 'rate_points', 'reference', 'signature',
+  ]);
+  assert.equal(body.signature, 'c2lnbmF0dXJl');
+  assert.equal(consent.device_id, 'dev_0000000000000001'); // the consent itself is unchanged
 });

@@ -1,7 +1,8 @@
 // What the wallet screen says of a points mandate (docs/api.md, "Points mandates"): the rate,
-// the caps, today's use, the expiry and the status, as text. Pure (no DOM, no network), so the
-// sentences are tested in Node; the panel (mandates_panel.js) only places them.
-import { formatAmount } from '../core/index.js';
+// the caps, today's use, the expiry and the status, as text; and the consent a binding form
+// asks the phone to sign. Pure (no DOM, no network), so both are tested in Node; the panel
+// (mandates_panel.js) only places them.
+import { POINTS_ASSET, formatAmount, parseAmount } from '../core/index.js';
 import { LANGUAGE, t } from './i18n.js';
 
 export const STATUSES = Object.freeze(['active', 'revoked', 'expired']);
@@ -49,4 +50,83 @@ export function mandateView(item, { translate = t, date = dateText, language = L
 /** The list after a revocation: the server's answer for that mandate replaces the one shown. */
 export function withAnswer(items, answer) {
   return items.map((item) => (item.mandate_id === answer.mandate_id ? answer : item));
+}
+
+// -- binding a shop: the form's fields to the consent the phone signs --------------------------
+
+export const RATE_TERM_MAX = 10 ** 6;
+export const POINTS_MAX = 10 ** 12;
+export const DAYS_MAX = 730;
+export const DAY_S = 86_400;
+const ID_CHARS_MAX = 32;
+const REFERENCE_CHARS_MAX = 64;
+const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
+
+/** A form field the wallet refuses before anything is signed or sent: `key` is the message's
+ * i18n key, `values` its placeholders, `field` the input to focus. */
+export class FormProblem extends Error {
+  constructor(field, key, values = {}) {
+    super(key);
+    this.field = field;
+    this.key = key;
+    this.values = values;
+  }
+}
+
+function count(text, field, maximum) {
+  const trimmed = String(text ?? '').trim();
+  if (!/^[0-9]{1,13}$/.test(trimmed)) throw new FormProblem(field, 'mandate_form_count', { max: pointsText(maximum) });
+  const value = Number(trimmed);
+  if (value < 1 || value > maximum) throw new FormProblem(field, 'mandate_form_count', { max: pointsText(maximum) });
+  return value;
+}
+
+/**
+ * The consent (shared/paycode/shared/points.py, Consent) for the form's text fields
+ * {merchant_id, rate_points, rate_amount, cap_per_payment_points, cap_per_day_points, days,
+ * reference}: the rate's amount is a decimal in `currency` (the balance's: a shop takes only
+ * its own currency), the expiry `days` whole days after the server's `nowS`.
+ */
+export function consentFromForm(form, { deviceId, currency: currencyCode, nowS }) {
+  const merchantId = String(form.merchant_id ?? '').trim();
+  if (!merchantId || merchantId.length > ID_CHARS_MAX || !PRINTABLE_ASCII.test(merchantId)) {
+    throw new FormProblem('merchant_id', 'mandate_form_merchant');
+  }
+  const ratePoints = count(form.rate_points, 'rate_points', RATE_TERM_MAX);
+  let rateMinor;
+  try {
+    rateMinor = parseAmount(String(form.rate_amount ?? '').trim(), currencyCode).amountMinor;
+  } catch {
+    rateMinor = 0;
+  }
+  if (rateMinor < 1 || rateMinor > RATE_TERM_MAX) {
+    throw new FormProblem('rate_amount', 'mandate_form_amount', { currency: currencyCode, max: minorText(RATE_TERM_MAX, currencyCode) });
+  }
+  const perPayment = count(form.cap_per_payment_points, 'cap_per_payment_points', POINTS_MAX);
+  const perDay = count(form.cap_per_day_points, 'cap_per_day_points', POINTS_MAX);
+  if (perPayment > perDay) throw new FormProblem('cap_per_payment_points', 'mandate_form_caps');
+  const days = count(form.days, 'days', DAYS_MAX);
+  const reference = String(form.reference ?? '').trim();
+  if (reference.length > REFERENCE_CHARS_MAX || !PRINTABLE_ASCII.test(reference)) {
+    throw new FormProblem('reference', 'mandate_form_reference', { max: REFERENCE_CHARS_MAX });
+  }
+  return {
+    merchant_id: merchantId,
+    asset: POINTS_ASSET,
+    currency: currencyCode,
+    rate_points: ratePoints,
+    rate_minor: rateMinor,
+    cap_per_payment_points: perPayment,
+    cap_per_day_points: perDay,
+    expires_at_s: Math.floor(nowS) + days * DAY_S,
+    device_id: deviceId,
+    reference,
+  };
+}
+
+/** POST /v1/wallet/mandates's body: the consent without the device id (the server takes the
+ * calling device's), and the signature over consentMessage(consent). */
+export function bindingBody(consent, signature) {
+  const { device_id: _signedByCaller, ...fields } = consent;
+  return { ...fields, signature };
 }

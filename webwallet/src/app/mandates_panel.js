@@ -1,22 +1,28 @@
 // The wallet screen's points mandates (docs/api.md, "Points mandates"; docs/spec.md §16): the
 // points balance, the shops allowed to take points with their rate, caps and today's use, and
-// revoking one. Revoking is asked twice in the page, with what it means, because the server
-// applies it at once and nothing undoes it (a new binding is a new consent).
+// revoking one (binding a new shop is mandate_form.js). Revoking is asked twice in the page,
+// with what it means, because the server applies it at once and nothing undoes it (a new
+// binding is a new consent).
 import { newIdempotencyKey } from './api.js';
 import { $, describe, element, notice, setMessage } from './dom.js';
 import { t } from './i18n.js';
+import { MandateForm } from './mandate_form.js';
 import { mandateView, pointsText, withAnswer } from './mandates.js';
 
 export class MandatesPanel {
   constructor(wallet) {
     this.wallet = wallet;
     this.items = [];
+    this.form = new MandateForm(wallet, { onBound: () => this.load() });
   }
 
   signed(method, path, options) { return this.wallet.api.signed(this.wallet.signer(), method, path, options); }
 
-  /** The balance answer's `points` ({asset, balance}); absent from an older server. */
-  drawPoints(points) {
+  /** From the balance answer: its `points` ({asset, balance}; absent from an older server)
+   * and its currency, the one a shop is bound in. */
+  drawBalance(balance) {
+    this.form.setCurrency(balance.accounts[0]?.currency ?? null);
+    const { points } = balance;
     const line = $('points-line');
     line.hidden = !points;
     if (points) line.textContent = t('points_line', { points: pointsText(points.balance) });

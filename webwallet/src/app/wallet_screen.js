@@ -37,7 +37,7 @@ export class WalletScreen {
     try {
       const balance = await this.signed('GET', '/v1/wallet/balance');
       this.drawBalances(balance);
-      this.mandates.drawPoints(balance.points);
+      this.mandates.drawBalance(balance);
       await this.mandates.load(); // its own errors go to its own line: the rest still loads
       const history = await this.signed('GET', `/v1/wallet/history?limit=${HISTORY_LIMIT}`);
       this.drawHistory(history.items);
