@@ -198,8 +198,26 @@ def test_web_wallet_binds_a_shop(live_server: LiveServer, phone: Any) -> None:
     page.wait_for_selector("#mandate-form-error:has-text('[not_found]')")
     assert shop.till.points_mandates()["items"] == []
 
+    # The server stores the binding but its answer is lost on the way back: the page says so,
+    # and tapping again resends the same consent under the same Idempotency-Key, so the
+    # server answers the binding it holds instead of making a second one.
+    sent: list[str] = []
+
+    def lose_the_answer(route: Any) -> None:
+        sent.append(route.request.headers["idempotency-key"])
+        route.fetch()
+        route.abort()
+
+    page.route("**/v1/wallet/mandates", lose_the_answer)
     _fill_binding(page, shop.merchant_id)
+    page.wait_for_selector("#mandate-form-error:has-text('No connection to the Paycode server')")
+    page.unroute("**/v1/wallet/mandates")
+    assert len(shop.till.points_mandates()["items"]) == 1
+    page.console_errors[:] = [e for e in page.console_errors if "net::ERR_FAILED" not in e]
+    page.wait_for_timeout(1100)  # a later second: a rebuilt consent would expire later
+    page.click("#mandate-submit")
     page.wait_for_selector(f"#notice:has-text('Allowed: {shop.name} may take up to 200 points')")
+    assert len(sent) == 1
     assert page.is_hidden("#mandate-form-error")
     row = page.locator("#mandates li[data-mandate][data-status='active']")
     row.wait_for()
@@ -212,7 +230,7 @@ def test_web_wallet_binds_a_shop(live_server: LiveServer, phone: Any) -> None:
         assert part in shown, (part, shown)
 
     # The server holds exactly what the form said, and the shop can use it.
-    ((held,),) = [shop.till.points_mandates()["items"]]
+    ((held,),) = [shop.till.points_mandates()["items"]]  # one: the retry was a replay
     assert row.get_attribute("data-mandate") == held["mandate_id"]
     assert {key: held[key] for key in ("rate_points", "rate_minor", "currency", "reference")} == {
         "rate_points": 10,

@@ -6,8 +6,10 @@ import { test } from 'node:test';
 
 import { TABLES } from '../src/app/i18n.js';
 import {
-  DAY_S as FORM_DAY_S, FormProblem, bindingBody, consentFromForm, mandateView, minorText, pointsText, withAnswer,
+  DAY_S as FORM_DAY_S, FormProblem, answerMayBeLost, bindingAttempt, bindingBody, consentFromForm, mandateView, minorText,
+  pointsText, withAnswer,
 } from '../src/app/mandates.js';
+import { ApiProblem } from '../src/app/api.js';
 import { consentMessage } from '../src/core/mandateConsent.js';
 import { readVectors } from './helpers.js';
 
@@ -170,4 +172,30 @@ test('the body sent is the consent without the device id (the caller’s), plus 
   ]);
   assert.equal(body.signature, 'c2lnbmF0dXJl');
   assert.equal(consent.device_id, 'dev_0000000000000001'); // the consent itself is unchanged
+});
+
+test('a binding whose answer was lost is resent unchanged (same consent and key); a changed form is new', () => {
+  let made = 0;
+  const make = () => { made += 1; return { consent: consentFromForm(FORM, { ...CONTEXT, nowS: NOW_S + made }), idempotencyKey: `key-${made}` }; };
+  const fields = { ...FORM, currency: 'CNY', device: 'dev_0000000000000001' };
+  const first = bindingAttempt(null, fields, make);
+  // The retry comes later (a later expiry if it were rebuilt) but the fields are the same.
+  const again = bindingAttempt(first, { device: fields.device, ...fields }, make);
+  assert.equal(again, first);
+  assert.equal(made, 1);
+  const changed = bindingAttempt(first, { ...fields, cap_per_day_points: '900' }, make);
+  assert.notEqual(changed.idempotencyKey, first.idempotencyKey);
+  const otherDevice = bindingAttempt(first, { ...fields, device: 'dev_other' }, make);
+  assert.notEqual(otherDevice.idempotencyKey, first.idempotencyKey);
+  assert.equal(made, 3);
+});
+
+test('only a 4xx answer is final: no answer or a server error may hide a stored binding', () => {
+  assert.equal(answerMayBeLost(new ApiProblem('server_unreachable', 0, 'offline')), true);
+  assert.equal(answerMayBeLost(new ApiProblem('internal_error', 500, 'boom')), true);
+  assert.equal(answerMayBeLost(new ApiProblem('http_502', 502, 'Bad Gateway')), true);
+  assert.equal(answerMayBeLost(new TypeError('x')), true);
+  for (const [code, status] of [['not_found', 404], ['mandate_invalid', 400], ['currency_mismatch', 409], ['mandate_signature_invalid', 422], ['rate_limited', 429]]) {
+    assert.equal(answerMayBeLost(new ApiProblem(code, status, code)), false, code);
+  }
 });

@@ -7,7 +7,7 @@ import { consentMessage, signRequest } from '../core/index.js';
 import { newIdempotencyKey } from './api.js';
 import { $, describe, notice, setMessage } from './dom.js';
 import { t } from './i18n.js';
-import { FormProblem, bindingBody, consentFromForm, pointsText } from './mandates.js';
+import { FormProblem, answerMayBeLost, bindingAttempt, bindingBody, consentFromForm, pointsText } from './mandates.js';
 
 const INPUTS = {
   merchant_id: 'mandate-merchant',
@@ -25,6 +25,7 @@ export class MandateForm {
     this.wallet = wallet;
     this.onBound = onBound;
     this.currency = null;
+    this.unanswered = null; // the last attempt whose answer never came: a retry resends it
     $('mandate-form').addEventListener('submit', (event) => {
       event.preventDefault();
       this.bind();
@@ -48,10 +49,14 @@ export class MandateForm {
       return;
     }
     let signer;
-    let consent;
+    let attempt;
     try {
       signer = this.wallet.signer();
-      consent = consentFromForm(this.fields(), { deviceId: signer.device_id, currency: this.currency, nowS: this.wallet.deviceNowS() });
+      const fields = this.fields();
+      const context = { deviceId: signer.device_id, currency: this.currency, nowS: this.wallet.deviceNowS() };
+      attempt = bindingAttempt(this.unanswered, { ...fields, currency: this.currency, device: signer.device_id }, () => ({
+        consent: consentFromForm(fields, context), idempotencyKey: newIdempotencyKey(),
+      }));
     } catch (error) {
       // Nothing was signed or sent: a field to correct, or no enrolled device.
       if (!(error instanceof FormProblem)) {
@@ -65,16 +70,20 @@ export class MandateForm {
     const button = $('mandate-submit');
     button.disabled = true;
     try {
-      const signature = await signRequest(signer.credential, consentMessage(consent));
+      // Both signature kinds are deterministic: a resent attempt is byte for byte the same.
+      const signature = await signRequest(signer.credential, consentMessage(attempt.consent));
+      this.unanswered = attempt;
       const answer = await this.wallet.api.signed(signer, 'POST', '/v1/wallet/mandates', {
-        body: bindingBody(consent, signature), idempotencyKey: newIdempotencyKey(),
+        body: bindingBody(attempt.consent, signature), idempotencyKey: attempt.idempotencyKey,
       });
+      this.unanswered = null;
       notice(t('mandate_bound', {
         merchant: answer.merchant, payment: pointsText(answer.cap_per_payment_points), day: pointsText(answer.cap_per_day_points),
       }));
       for (const id of ['mandate-merchant', 'mandate-reference']) $(id).value = '';
       await this.onBound(answer);
     } catch (error) {
+      if (!answerMayBeLost(error)) this.unanswered = null;
       setMessage('mandate-form-error', describe(error));
     } finally {
       button.disabled = false;

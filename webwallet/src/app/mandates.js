@@ -130,3 +130,19 @@ export function bindingBody(consent, signature) {
   const { device_id: _signedByCaller, ...fields } = consent;
   return { ...fields, signature };
 }
+
+/** What to send for the form `fields` (a plain object of its text, the currency and the
+ * signing device included): the attempt already made when the form is unchanged and its answer
+ * never came, so the retry carries the same consent and Idempotency-Key and the server binds
+ * once; otherwise `make()`'s new {consent, idempotencyKey}. */
+export function bindingAttempt(unanswered, fields, make) {
+  const form = JSON.stringify(Object.entries(fields).sort());
+  if (unanswered && unanswered.form === form) return unanswered;
+  return { form, ...make() };
+}
+
+/** Whether a failed binding may have been stored without the page hearing so: no answer
+ * (network, timeout) or a server error. A 4xx answer is final: nothing was stored. */
+export function answerMayBeLost(error) {
+  return !(error && Number.isInteger(error.status) && error.status >= 400 && error.status < 500);
+}
