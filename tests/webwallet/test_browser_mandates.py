@@ -157,6 +157,25 @@ def test_web_wallet_without_mandates(live_server: LiveServer, phone: Any) -> Non
     page.wait_for_selector("#points-line:has-text('Points: 0')")
     page.wait_for_selector("#mandates li.muted:has-text('No shop may take your points.')")
     assert page.is_hidden("#mandates-error")
+
+    # The list refused (here a server without the feature): the panel says so with the stable
+    # code, the rest of the screen still loads.
+    page.route(
+        "**/v1/wallet/mandates",
+        lambda route: route.fulfill(
+            status=404,
+            content_type="application/problem+json",
+            body='{"type": "about:blank", "title": "Not Found", "status": 404,'
+            ' "code": "not_found", "detail": "no such endpoint"}',
+        ),
+    )
+    for emptied in ("#history", "#devices"):
+        page.eval_on_selector(emptied, "list => list.replaceChildren()")
+    page.click("#refresh")
+    page.wait_for_selector("#mandates-error:has-text('no such endpoint [not_found]')")
+    page.wait_for_selector("#devices li", state="attached")  # inside the closed "This phone"
+    page.wait_for_selector("#history li:has-text('No payments yet.')")
+    assert page.is_hidden("#wallet-error")
     assert page.console_errors == []
 
 
