@@ -115,6 +115,7 @@ vectors: setup
 	$(PY) -m scripts.gen_qr_vectors
 	$(PY) -m scripts.gen_offline_vectors
 	$(PY) -m scripts.gen_checkout_vectors
+	$(PY) -m scripts.gen_mandate_vectors
 
 clean:
 	rm -rf $(VENV) build webwallet/node_modules server/paycode/server/wallet_app *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -1,8 +1,9 @@
-// Online: balance, history with refunds, payments waiting for the PIN, re-enrollment advice,
-// the clock and this user's devices. Nothing here is needed to make a code.
+// Online: balance, history with refunds, payments waiting for the PIN, points mandates,
+// re-enrollment advice, the clock and this user's devices. Nothing here is needed to make a code.
 import { newIdempotencyKey } from './api.js';
 import { $, describe, element, money, notice, setMessage } from './dom.js';
 import { LANGUAGE, t } from './i18n.js';
+import { MandatesPanel } from './mandates_panel.js';
 import { OfflinePanel } from './offline_panel.js';
 
 const PENDING_POLL_MS = 3000;
@@ -14,6 +15,7 @@ export class WalletScreen {
     this.onChanged = onChanged;
     this.poll = null;
     this.offline = new OfflinePanel(wallet, { onChanged: () => this.load() });
+    this.mandates = new MandatesPanel(wallet);
     $('refresh').addEventListener('click', () => this.load());
     $('resync').addEventListener('click', () => this.load());
     $('forget').addEventListener('click', () => this.forget());
@@ -35,6 +37,8 @@ export class WalletScreen {
     try {
       const balance = await this.signed('GET', '/v1/wallet/balance');
       this.drawBalances(balance);
+      this.mandates.drawBalance(balance);
+      await this.mandates.load(); // its own errors go to its own line: the rest still loads
       const history = await this.signed('GET', `/v1/wallet/history?limit=${HISTORY_LIMIT}`);
       this.drawHistory(history.items);
       await this.loadPending();

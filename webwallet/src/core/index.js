@@ -90,3 +90,4 @@ export {
   chooseCertificate,
   offlineCode,
 } from './offlineAllowance.js';
+export { CONSENT_SCHEME, POINTS_ASSET, canonicalJson, consentMessage } from './mandateConsent.js';
