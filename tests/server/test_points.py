@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import select, update
 
 from paycode.client import mandates, online
+from paycode.client.cli import _history_line as cli_history_line
 from paycode.client.wallet import Wallet
 from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.server.books import ledger
@@ -564,3 +565,20 @@ def test_reconcile_names_a_corrupted_redemption(server: Server, tmp_path: Path) 
             with server.session() as session:
                 session.execute(update(table).where(table.id == key).values(**right))
     assert _reconcile_codes(server) == set()
+
+
+def test_regression_history_showed_a_redemption_as_paid_wholly_in_money(
+    server: Server, tmp_path: Path
+) -> None:
+    """Found in review: a 10.00 redemption with 300 points took 7.00 from the balance, but the
+    wallet's history answered only `amount` 10.00, so the history and the balance disagreed."""
+    customer = _customer(server, tmp_path)
+    paid = _redeem(customer, _bind(customer), "10.00", 300)
+    (item,) = [
+        found
+        for found in online.history(customer.wallet)["items"]
+        if found["payment_id"] == paid["payment_id"]
+    ]
+    assert item["amount"] == "10.00"
+    assert (item["points"]["points"], item["points"]["money"]) == (300, "7.00")
+    assert "7.00 CNY money + 300 points" in cli_history_line(item)

@@ -291,8 +291,19 @@ def _history_line(item: dict[str, Any]) -> str:
         any_refund = refunded != "0"
     if any_refund:
         status += f", refunded {refunded} {item.get('currency', '')}".rstrip()
+    status += _points_part(item)
     columns = (item.get("created_at", ""), item.get("amount", ""), item.get("currency", ""))
     return printable("  ".join(str(field) for field in (*columns, status, item.get("merchant"))))
+
+
+def _points_part(item: dict[str, Any]) -> str:
+    """A points redemption's split: its `amount` is the whole price, and only the money part
+    left the balance."""
+    leg = item.get("points")
+    if not isinstance(leg, dict):
+        return ""
+    currency = item.get("currency", "")
+    return f", {leg.get('money')} {currency} money + {leg.get('points')} points"
 
 
 def cmd_status(args: argparse.Namespace) -> int:

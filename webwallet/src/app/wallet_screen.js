@@ -91,7 +91,9 @@ export class WalletScreen {
     list.replaceChildren(...items.map((item) => {
       const when = new Date(item.created_at).toLocaleString(LANGUAGE);
       const refunded = item.refunded && Number(item.refunded.replace('.', '')) > 0 ? ` · ${t('refunded', { amount: money(item.refunded, item.currency) })}` : '';
-      const what = element('span', { className: 'what', text: item.merchant }, [element('span', { className: 'sub', text: `${when} · ${t(`status_${item.status}`)}${refunded}` })]);
+      // A points redemption's amount is the whole price; only its money leg left the balance.
+      const points = item.points ? ` · ${t('paid_with_points', { money: money(item.points.money, item.currency), points: String(item.points.points) })}` : '';
+      const what = element('span', { className: 'what', text: item.merchant }, [element('span', { className: 'sub', text: `${when} · ${t(`status_${item.status}`)}${refunded}${points}` })]);
       return element('li', { attrs: { 'data-payment': item.payment_id } }, [what, element('span', { className: 'sum', text: `-${money(item.amount, item.currency)}` })]);
     }));
   }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from paycode.server.charge.planning import points_leg_json
 from paycode.server.database.models import (
     Account,
     Merchant,
@@ -71,6 +72,9 @@ def _history_item(payment: Payment, merchant: str) -> dict[str, object]:
         "status": payment.status,
         "refunded": format_amount(Money(payment.refunded_minor, payment.currency)),
     }
+    if payment.mandate_id is not None:
+        # `amount` is the whole price: the balance moved by the money leg only.
+        item["points"] = points_leg_json(payment)
     if payment.online_issuer_id is not None:
         item["issued_online"] = True  # paid by a code the server issued (docs/spec.md §14)
     return item
