@@ -116,12 +116,14 @@ NOT_TILL_CODES = frozenset(
      "pin_not_set", "date_invalid", "ledger_mismatch", "settlement_too_large",
      "payment_changed", "weak_key", "key_proof_invalid", "offline_amount_invalid",
      "offline_allowance_live", "offline_daily_limit", "offline_out_of_order",
-     "offline_chain_broken", "allowance_not_live"}
+     "offline_chain_broken", "allowance_not_live", "mandate_invalid",
+     "mandate_signature_invalid"}
 )  # fmt: skip
 """Codes of the wallet and admin APIs, of the settlement file (GET /v1/settlement: the till
 never fetches it), of the merchant dashboard (payment_changed: its refund form only), or of
 malformed requests the till never sends, or of its offline sync (offline_out_of_order,
-offline_chain_broken: paycode-pos sync reports them per record, no cashier reads them)."""
+offline_chain_broken: paycode-pos sync reports them per record, no cashier reads them), or of
+binding a points mandate (the wallet's: mandate_invalid, mandate_signature_invalid)."""
 
 
 @pytest.mark.parametrize("code", sorted(set(HTTP_STATUS) - NOT_TILL_CODES))

@@ -130,6 +130,31 @@ CASHIER_MESSAGES: Mapping[str, str] = MappingProxyType(
         ErrorCode.OFFLINE_LOG_DAMAGED: (
             "The till's offline log is damaged: no offline sale until an operator looks."
         ),
+        # Points redemptions (docs/api.md, "Points mandates"): the till's redeem call.
+        ErrorCode.MANDATE_REVOKED: (
+            "The customer revoked this shop's points mandate: nothing was taken. Take another "
+            "payment."
+        ),
+        ErrorCode.MANDATE_EXPIRED: (
+            "The customer's points mandate for this shop has ended: nothing was taken."
+        ),
+        ErrorCode.MANDATE_PAYMENT_CAP: (
+            "More points than the customer allows in one payment: use fewer points."
+        ),
+        ErrorCode.MANDATE_DAY_CAP: (
+            "Over the customer's points for today at this shop: use fewer points or money."
+        ),
+        ErrorCode.POINTS_INVALID: (
+            "Points not accepted: they must make a whole amount at the agreed rate and not "
+            "exceed the price."
+        ),
+        ErrorCode.INSUFFICIENT_POINTS: (
+            "The customer does not have that many points: nothing was taken."
+        ),
+        # Hosted checkout (paycode-pos checkout).
+        ErrorCode.RETURN_URL_INVALID: (
+            "The return address is not accepted: an https address without a user or password."
+        ),
     }
 )
 
