@@ -433,6 +433,10 @@ def test_offline_world(
             stateful_step_count=STEPS,
             deadline=None,
             database=None,
+            # Six worlds drawn at random sometimes hold no offline sale at all, and the check
+            # below (the run exercised sales) then fails by chance: the short run replays the
+            # worlds CI=true's derandomized profile draws; `make reliability` draws new ones.
+            derandomize=not scale.full,
             # Shrinking replays whole worlds (seconds each): the unshrunk steps are reported.
             phases=tuple(Phase) if shrink else (Phase.explicit, Phase.generate),
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
