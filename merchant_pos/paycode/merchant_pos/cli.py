@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from paycode.appkit.console import add_json_flag, emit, printable, run
-from paycode.merchant_pos import checkout_commands, offline_commands, settings, setup_commands
+from paycode.merchant_pos import (
+    checkout_commands,
+    offline_commands,
+    points_commands,
+    settings,
+    setup_commands,
+)
 from paycode.merchant_pos.offline_charge import OfflineCharge
 from paycode.merchant_pos.present import PRESENT_WAIT_S, PRESENT_WAIT_S_MAX
 from paycode.merchant_pos.sale_run import (
@@ -159,12 +165,18 @@ def cmd_poster(args: argparse.Namespace) -> int:
 
 def cmd_refund(args: argparse.Namespace) -> int:
     client = settings.load(args.home).client()
-    reply = client.refund(args.payment_id, amount=args.amount)
-    said = {key: printable(reply.get(key, "")) for key in ("amount", "currency", "refund_id")}
-    human = (
-        f"refunded {said['amount']} {said['currency']} of {printable(args.payment_id)} "
-        f"(refund {said['refund_id']})"
+    if args.points is None:
+        reply = client.refund(args.payment_id, amount=args.amount)
+    else:  # a points redemption's points leg, and its money leg only when --amount says so
+        reply = client.refund_points(args.payment_id, points=args.points, amount=args.amount)
+    said = {key: printable(str(reply.get(key, ""))) for key in ("amount", "currency", "refund_id")}
+    parts = [f"{said['amount']} {said['currency']}"] if "amount" in reply else []
+    if "points" in reply:  # a redemption's refund also (or only) gives points back
+        parts.append(f"{printable(str(reply['points']))} points")
+    refund_ids = " ".join(
+        printable(str(reply[k])) for k in ("refund_id", "points_refund_id") if k in reply
     )
+    human = f"refunded {' and '.join(parts)} of {printable(args.payment_id)} (refund {refund_ids})"
     emit(args, human, {"refund": reply})
     return 0
 
@@ -209,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("refund", help="refund a payment, wholly or in part")
     p.add_argument("payment_id")
     p.add_argument("--amount", help="decimal amount to refund (default: all that is left)")
+    p.add_argument(
+        "--points",
+        type=int,
+        help="a points redemption: whole points to give back (the money leg only with --amount)",
+    )
     p.set_defaults(func=cmd_refund)
     p = sub.add_parser("query", help="show a payment by id, or by the merchant order id")
     target = p.add_mutually_exclusive_group(required=True)
@@ -219,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     setup_commands.add_inspect(sub)
     offline_commands.add_commands(sub)
     checkout_commands.add_commands(sub)
+    points_commands.add_commands(sub)
     for action in sub.choices.values():
         add_json_flag(action)
     return parser
