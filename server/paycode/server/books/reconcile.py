@@ -40,6 +40,7 @@ from typing import Any, Final
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from paycode.server.books.ledger_moves import Side, ledger_moves
 from paycode.server.books.reconcile_offline import check_offline
 from paycode.server.books.reconcile_points import check_points
 from paycode.server.database.engine import read_only
@@ -62,9 +63,6 @@ KINDS: Final = (
 )  # fmt: skip
 CHARGE: Final = "charge"
 REFUND: Final = "refund"
-
-Side = tuple[str, str, str]
-"""(owner_kind, owner_id, currency) of an account."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,34 +304,11 @@ def _check_payments(session: Session, report: Report, batch_rows: int, batches_m
 def _moved(session: Session, payment_ids: list[str]) -> dict[str, _Moved]:
     """Three aggregates for one page of payments: no row per refund is ever loaded."""
     moved: dict[str, _Moved] = defaultdict(_Moved)
-    kinds = (CHARGE, REFUND)
-    for payment_id, kind, count in session.execute(
-        select(LedgerTransaction.payment_id, LedgerTransaction.kind, func.count())
-        .where(LedgerTransaction.payment_id.in_(payment_ids), LedgerTransaction.kind.in_(kinds))
-        .group_by(LedgerTransaction.payment_id, LedgerTransaction.kind)
-    ):
-        moved[str(payment_id)].transactions[kind] = int(count)
-    for payment_id, kind, owner_kind, owner_id, currency, sum_minor in session.execute(
-        select(
-            LedgerTransaction.payment_id,
-            LedgerTransaction.kind,
-            Account.owner_kind,
-            Account.owner_id,
-            LedgerEntry.currency,
-            func.sum(LedgerEntry.amount_minor),
-        )
-        .join(LedgerEntry, LedgerEntry.transaction_id == LedgerTransaction.id)
-        .join(Account, Account.id == LedgerEntry.account_id)
-        .where(LedgerTransaction.payment_id.in_(payment_ids), LedgerTransaction.kind.in_(kinds))
-        .group_by(
-            LedgerTransaction.payment_id,
-            LedgerTransaction.kind,
-            Account.owner_kind,
-            Account.owner_id,
-            LedgerEntry.currency,
-        )
-    ):
-        moved[str(payment_id)].sides[kind][(owner_kind, owner_id, currency)] = int(sum_minor)
+    sides, counts = ledger_moves(session, payment_ids, (CHARGE, REFUND))
+    for (payment_id, kind), count in counts.items():
+        moved[payment_id].transactions[kind] = count
+    for (payment_id, kind), by_side in sides.items():
+        moved[payment_id].sides[kind] = by_side
     for payment_id, count, sum_minor in session.execute(
         select(Refund.payment_id, func.count(), func.sum(Refund.amount_minor))
         .where(Refund.payment_id.in_(payment_ids))

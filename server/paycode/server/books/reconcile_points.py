@@ -17,14 +17,14 @@ entries, are the general checks (every asset is summed on its own); these are th
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Final, Protocol
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from paycode.server.database.models import Account, LedgerEntry, LedgerTransaction, Payment
+from paycode.server.books.ledger_moves import Side, ledger_moves
+from paycode.server.database.models import LedgerTransaction, Payment
 from paycode.server.database.points_models import (
     CHARGE_KIND,
     POINTS_MERCHANT,
@@ -37,8 +37,6 @@ from paycode.shared.codes import PaymentStatus
 from paycode.shared.points import POINTS_ASSET, points_value_minor
 
 LISTED_MAX: Final = 50
-
-Side = tuple[str, str, str]
 
 
 class Findings(Protocol):
@@ -67,48 +65,12 @@ def _check_redemptions(
             return
         last_id = page[-1][0].id
         ids = [payment.id for payment, _ in page]
-        moved = _Moved(*_moves(session, ids), _refunds(session, ids))
+        sides, counts = ledger_moves(session, ids, (CHARGE_KIND, REFUND_KIND))
+        moved = _Moved(sides, counts, _refunds(session, ids))
         for payment, mandate in page:
             _check_one(report, payment, mandate, moved)
         session.expunge_all()
     report.add("reconcile_incomplete", "payments", "more points redemptions than the bound")
-
-
-def _moves(
-    session: Session, payment_ids: list[str]
-) -> tuple[dict[tuple[str, str], dict[Side, int]], dict[tuple[str, str], int]]:
-    """(payment, kind) -> side -> sum, and (payment, kind) -> transaction count."""
-    sides: dict[tuple[str, str], dict[Side, int]] = defaultdict(dict)
-    counts: dict[tuple[str, str], int] = {}
-    kinds = (CHARGE_KIND, REFUND_KIND)
-    for payment_id, kind, count in session.execute(
-        select(LedgerTransaction.payment_id, LedgerTransaction.kind, func.count())
-        .where(LedgerTransaction.payment_id.in_(payment_ids), LedgerTransaction.kind.in_(kinds))
-        .group_by(LedgerTransaction.payment_id, LedgerTransaction.kind)
-    ):
-        counts[(str(payment_id), kind)] = int(count)
-    for payment_id, kind, owner_kind, owner_id, currency, sum_minor in session.execute(
-        select(
-            LedgerTransaction.payment_id,
-            LedgerTransaction.kind,
-            Account.owner_kind,
-            Account.owner_id,
-            LedgerEntry.currency,
-            func.sum(LedgerEntry.amount_minor),
-        )
-        .join(LedgerEntry, LedgerEntry.transaction_id == LedgerTransaction.id)
-        .join(Account, Account.id == LedgerEntry.account_id)
-        .where(LedgerTransaction.payment_id.in_(payment_ids), LedgerTransaction.kind.in_(kinds))
-        .group_by(
-            LedgerTransaction.payment_id,
-            LedgerTransaction.kind,
-            Account.owner_kind,
-            Account.owner_id,
-            LedgerEntry.currency,
-        )
-    ):
-        sides[(str(payment_id), kind)][(owner_kind, owner_id, currency)] = int(sum_minor)
-    return sides, counts
 
 
 def _refunds(session: Session, payment_ids: list[str]) -> dict[str, tuple[int, int]]:
