@@ -15,12 +15,11 @@ from flask import Blueprint, Response
 
 from paycode.server.charge.step_up import parse_pin
 from paycode.server.database.engine import db
-from paycode.server.database.models import Device
 from paycode.server.http.idempotency import require_key, respond, run_once
 from paycode.server.http.pin_check import PinBlocked, PinWrong, check_pin, pin_blocked, pin_wrong
 from paycode.server.http.request_fields import json_object
-from paycode.server.http.wallet import authenticate_device, code_keys, reenroll, stamp_problems
-from paycode.server.http.wallet_payments import hash_without_pin
+from paycode.server.http.wallet import code_keys, reenroll, stamp_problems
+from paycode.server.http.wallet_payments import calling_device, hash_without_pin
 from paycode.server.operations import lifecycle
 from paycode.server.safety import keyring
 from paycode.server.services import config, secret_box
@@ -45,12 +44,7 @@ def issue_code() -> Response:
     device_id = check_pin(parse_pin(pin), now_s)[1] if pin is not None else None
     box = secret_box()
     with db.transaction() as session:
-        if device_id is None:
-            device = authenticate_device(session, now_s)
-        else:
-            found = session.get(Device, device_id)
-            assert found is not None, "check_pin authenticated it"
-            device = found
+        device = calling_device(session, device_id, now_s)
         status, reply, replayed = run_once(
             session,
             scope=f"device:{device.id}",

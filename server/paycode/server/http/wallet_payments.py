@@ -13,6 +13,7 @@ import hashlib
 import json
 
 from flask import Blueprint, Response, jsonify
+from sqlalchemy.orm import Session
 
 from paycode.server.charge import collection
 from paycode.server.charge.step_up import parse_pin
@@ -43,12 +44,7 @@ def pay_merchant() -> Response:
     keys = load_qr_keys(db.engine, secret_box())
     rules = collection.PayRules(keys, config().limits, pin_checked=device_id is not None)
     with db.transaction() as session:
-        if device_id is None:
-            device = authenticate_device(session, now_s)
-        else:
-            found = session.get(Device, device_id)
-            assert found is not None, "check_pin authenticated it"
-            device = found
+        device = calling_device(session, device_id, now_s)
         status, reply, replayed = run_once(
             session,
             scope=f"device:{device.id}",
@@ -59,6 +55,16 @@ def pay_merchant() -> Response:
         )
         advice = {**reenroll(device), **code_keys(session, device)} if status < 300 else {}
     return respond(status, reply | advice | {"server_time": now_s}, replayed)
+
+
+def calling_device(session: Session, pin_device_id: str | None, now_s: float) -> Device:
+    """The device that calls: the one check_pin found with the PIN (a request carrying the
+    PIN is checked by it, not by a signature), else the one that signed the request."""
+    if pin_device_id is None:
+        return authenticate_device(session, now_s)
+    found = session.get(Device, pin_device_id)
+    assert found is not None, "check_pin authenticated it"
+    return found
 
 
 def hash_without_pin(body: dict[str, object]) -> str:
