@@ -7,23 +7,18 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from sqlalchemy import Engine, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from paycode.client import online
-from paycode.server.database import migrate
-from paycode.server.database.engine import make_engine
 from paycode.server.database.models import Base, Order
 from tests.checkout.test_checkout_api import SHOP_RETURN, create, customer
-from tests.support.servers import Server, postgres_database
+from tests.support.servers import Server
 from tests.support.shop import new_merchant, new_order, use_fast_keystore
 
 EXTERNAL = re.compile(r"(?:https?:)?//", re.IGNORECASE)
@@ -118,31 +113,6 @@ def test_an_unknown_token_is_a_plain_not_found_page(server: Server) -> None:
         assert "default-src 'self'" in page.headers["Content-Security-Policy"]
     status = get_page(server, f"/pay/{'A' * 24}/status")
     assert status.status_code == 404 and status.get_json()["code"] == "not_found"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def migrated(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'paycode.db'}"
-        migrate.upgrade(url)
-        engine = make_engine(url)
-        yield engine
-        engine.dispose()
-        return
-    with postgres_database() as url:
-        migrate.upgrade(url)
-        engine = make_engine(url)
-        yield engine
-        engine.dispose()
-
-
-def test_the_migration_builds_the_order_columns_the_models_declare(migrated: Engine) -> None:
-    with migrated.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
-        diffs = [
-            diff for diff in compare_metadata(context, Base.metadata) if "orders" in repr(diff)
-        ]
-    assert diffs == []
 
 
 def test_the_database_refuses_a_link_counted_past_its_payments_max(migrated: Engine) -> None:

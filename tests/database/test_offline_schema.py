@@ -7,18 +7,13 @@ when nothing they signed can still settle."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from paycode.server.config import ServerConfig
-from paycode.server.database import migrate
-from paycode.server.database.engine import make_engine
 from paycode.server.database.models import Account, Base
 from paycode.server.database.offline_models import (
     ESCROW,
@@ -31,7 +26,6 @@ from paycode.server.safety.secretbox import SecretBox
 from paycode.server.testing import Server
 from paycode.shared.errors import ApiError
 from paycode.shared.offline import key_id
-from tests.support.servers import postgres_database
 from tests.support.shop import new_merchant, new_user
 
 OFFLINE_TABLES = {
@@ -40,37 +34,6 @@ OFFLINE_TABLES = {
     "offline_acceptances",
     "offline_terminals",
 }
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def migrated(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('schema') / 'paycode.db'}"
-        migrate.upgrade(url)
-        engine = make_engine(url)
-        yield engine
-        engine.dispose()
-        return
-    with postgres_database() as url:
-        migrate.upgrade(url)
-        engine = make_engine(url)
-        yield engine
-        engine.dispose()
-
-
-def _touches_offline(diff: object) -> bool:
-    text = repr(diff)
-    return any(name in text for name in (*OFFLINE_TABLES, "allowance_id", "offline_"))
-
-
-def test_migrations_build_the_offline_tables_the_models_declare(migrated: Engine) -> None:
-    with migrated.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
-        diffs = compare_metadata(context, Base.metadata)
-    offline_diffs = [diff for diff in diffs if _touches_offline(diff)]
-    assert offline_diffs == []
 
 
 def _acceptance(**fields: object) -> dict[str, object]:

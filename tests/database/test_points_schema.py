@@ -4,47 +4,14 @@ PostgreSQL alike."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from sqlalchemy import Engine, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from paycode.server.database import migrate
-from paycode.server.database.engine import make_engine
-from paycode.server.database.models import Base, Merchant, User
+from paycode.server.database.models import Merchant, User
 from paycode.server.database.points_models import PointsMandate
-from tests.support.servers import postgres_database
 
 POINTS_NAMES = ("points_mandates", "points_refunds", "mandate_id", "points")
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def migrated(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('schema') / 'paycode.db'}"
-        migrate.upgrade(url)
-        engine = make_engine(url)
-        yield engine
-        engine.dispose()
-        return
-    with postgres_database() as url:
-        migrate.upgrade(url)
-        engine = make_engine(url)
-        yield engine
-        engine.dispose()
-
-
-def test_migrations_build_the_points_tables_the_models_declare(migrated: Engine) -> None:
-    with migrated.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
-        diffs = compare_metadata(context, Base.metadata)
-    assert [diff for diff in diffs if any(name in repr(diff) for name in POINTS_NAMES)] == []
 
 
 def _mandate(**fields: object) -> dict[str, object]:

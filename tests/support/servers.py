@@ -26,13 +26,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import pytest
-from sqlalchemy import make_url
+from sqlalchemy import Engine, make_url
 
 from paycode.server import testing
 from paycode.server.database import migrate
+from paycode.server.database.engine import make_engine
 from paycode.server.testing import (
     BACKENDS,
     POSTGRES_ADMIN_URL,
@@ -165,6 +167,24 @@ def postgres_url() -> Iterator[str]:
     """A fresh, empty (not migrated) PostgreSQL database, dropped after the test."""
     with postgres_database() as url:
         yield url
+
+
+@pytest.fixture(params=BACKENDS)
+def migrated(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An engine on a database the migrations alone built (no app, no keys), on each backend:
+    for what the schema itself refuses."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'migrated.db'}"
+        migrate.upgrade(url)
+        engine = make_engine(url)
+        yield engine
+        engine.dispose()
+        return
+    with postgres_database() as url:
+        migrate.upgrade(url)
+        engine = make_engine(url)
+        yield engine
+        engine.dispose()
 
 
 @pytest.fixture(scope="session")
