@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -27,7 +28,7 @@ from paycode.shared.codes import ErrorCode, PaymentStatus
 from paycode.shared.timestep import STEP_SECONDS, step_at
 from paycode.shared.versions.registry import route
 from tests.support.books import assert_books_clean, balance_minor
-from tests.support.servers import Server
+from tests.support.servers import InProcessServer, Server
 from tests.support.shop import (
     PASSWORD,
     charge,
@@ -192,6 +193,38 @@ def test_issuance_is_bounded_per_step(
     refused(ErrorCode.RATE_LIMITED, online.issue_code, wallet)
     monkeypatch.setattr(sessions, "now_s", lambda: step_start_s + STEP_SECONDS + 1.0)
     online.issue_code(wallet)
+
+
+def test_regression_the_bound_stored_its_429_under_the_key_and_said_no_retry_after(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: past the bound, the 429 was stored under the Idempotency-Key (a retry
+    with that key got the 429 forever) and had no Retry-After, unlike every other
+    rate_limited of the API (docs/api.md: nothing is stored, Retry-After says when)."""
+    _, wallet = _phone(server, tmp_path)
+    step_start_s = float(step_at(time.time()) * STEP_SECONDS)
+    monkeypatch.setattr(sessions, "now_s", lambda: step_start_s + 1.0)
+    for _ in range(ONLINE_CODES_PER_STEP):
+        online.issue_code(wallet)
+    assert isinstance(server, InProcessServer) and server.app is not None
+    client = server.app.test_client()
+    enrollment = wallet.enrollment()
+    data = json.dumps({"version": "v2"}).encode()
+
+    def post() -> Any:
+        auth = online.DeviceAuth(enrollment.device_id, enrollment.credential)
+        headers = auth.sign("POST", "/v1/wallet/codes", data) | {
+            "Idempotency-Key": "retry-after-the-bound",
+            "Content-Type": "application/json",
+        }
+        return client.post("/v1/wallet/codes", data=data, headers=headers)
+
+    bounded = post()
+    assert (bounded.status_code, bounded.get_json()["code"]) == (429, ErrorCode.RATE_LIMITED)
+    assert bounded.headers["Retry-After"] == str(STEP_SECONDS - 1)
+    monkeypatch.setattr(sessions, "now_s", lambda: step_start_s + STEP_SECONDS + 1.0)
+    issued = post()  # the same key, the step turned: issued, not the 429 again
+    assert issued.status_code == 201 and issued.get_json()["issued_online"] is True
 
 
 def test_issuers_are_not_the_users_devices(server: Server, tmp_path: Path) -> None:

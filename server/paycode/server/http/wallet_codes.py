@@ -17,6 +17,7 @@ from paycode.server.charge.step_up import parse_pin
 from paycode.server.database.engine import db
 from paycode.server.http.idempotency import require_key, respond, run_once
 from paycode.server.http.pin_check import PinBlocked, PinWrong, check_pin, pin_blocked, pin_wrong
+from paycode.server.http.problems import rate_limited
 from paycode.server.http.request_fields import json_object
 from paycode.server.http.wallet import code_keys, reenroll, stamp_problems
 from paycode.server.http.wallet_payments import calling_device, hash_without_pin
@@ -29,6 +30,11 @@ bp = Blueprint("wallet_codes", __name__, url_prefix="/v1/wallet")
 bp.after_request(stamp_problems)
 bp.register_error_handler(PinBlocked, pin_blocked)
 bp.register_error_handler(PinWrong, pin_wrong)
+
+
+@bp.errorhandler(online_codes.IssueBoundReached)
+def issue_bound_reached(error: online_codes.IssueBoundReached) -> Response:
+    return rate_limited(error.wait_s, error.detail)
 
 
 @bp.post("/codes")

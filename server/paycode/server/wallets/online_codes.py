@@ -115,7 +115,7 @@ def issue(
 ) -> dict[str, Any]:
     """Allocate one code for the caller: what the idempotency record keeps (no secret: the
     code is rebuilt from it by `render`). `device_revoked` when the caller's issuer was
-    revoked; `rate_limited` past ONLINE_CODES_PER_STEP codes in this step."""
+    revoked; IssueBoundReached past ONLINE_CODES_PER_STEP codes in this step."""
     issuer = issuer_for(session, caller, wanted.version, box, now_s)
     if issuer.revoked_at_s is not None:
         raise ApiError(ErrorCode.DEVICE_REVOKED, "codes issued online to this device are revoked")
@@ -151,12 +151,18 @@ def issue(
                 "flags": flags,
                 "expires_at_s": expires_at_s,
             }
-    wait_s = max(1, int((step + 1) * STEP_SECONDS - now_s + 0.999))
-    raise ApiError(
-        ErrorCode.RATE_LIMITED,
-        f"at most {ONLINE_CODES_PER_STEP} codes issued online per {STEP_SECONDS} s; "
-        f"try again in {wait_s} s",
-    )
+    raise IssueBoundReached((step + 1) * STEP_SECONDS - now_s)
+
+
+class IssueBoundReached(Exception):
+    """Past ONLINE_CODES_PER_STEP codes in this step: a 429 with Retry-After, like every
+    rate_limited (docs/api.md), and not an ApiError, so that nothing is stored under the
+    Idempotency-Key and the same request is answered once the step has turned."""
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(f"at most {ONLINE_CODES_PER_STEP} codes issued online per step")
+        self.wait_s = wait_s
+        self.detail = f"at most {ONLINE_CODES_PER_STEP} codes issued online per {STEP_SECONDS} s"
 
 
 def render(
