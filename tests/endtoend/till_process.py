@@ -73,7 +73,9 @@ class TillProcess:
     @classmethod
     def start(cls, home: Path, *args: str, display: str | None = None) -> TillProcess:
         """`display`: an X display (":N") for a till with its window; None keeps the caller's."""
-        env = person_env() | {"PAYCODE_POS_HOME": str(home)}
+        # A till that does not end in time is sent SIGABRT by `finish`: faulthandler then
+        # prints where each of its threads was, into the failure's message.
+        env = person_env() | {"PAYCODE_POS_HOME": str(home), "PYTHONFAULTHANDLER": "1"}
         if display is not None:
             env["DISPLAY"] = display
         process = subprocess.Popen(
@@ -119,7 +121,18 @@ class TillProcess:
 
     def finish(self) -> tuple[int, dict[str, Any], str]:
         """(exit status, the --json object on stdout, all of stderr) once the till ends."""
-        self.process.wait(timeout=EXIT_WAIT_S)  # a few lines of output never fill the pipe
+        try:
+            self.process.wait(timeout=EXIT_WAIT_S)  # a few lines of output never fill the pipe
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGABRT)
+            self.process.wait(timeout=EXIT_WAIT_S)
+            if self.reader is not None:
+                self.reader.join(timeout=EXIT_WAIT_S)
+            while not self.lines.empty():
+                self.seen.append(self.lines.get_nowait())
+            where = "\n".join(self.seen[-60:])
+            message = f"the till did not end in {EXIT_WAIT_S:g} s; it was at:\n{where}"
+            raise AssertionError(message) from None
         assert self.process.stdout is not None and self.reader is not None
         stdout = self.process.stdout.read()
         self.reader.join(timeout=EXIT_WAIT_S)
