@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 
 from paycode.client import cli as wallet_cli
 from paycode.client import online, pending
+from paycode.client.history_text import history_line
 from paycode.client.wallet import Wallet
 from paycode.server.database.models import Device, IdempotencyRecord, Payment
 from paycode.server.database.online_models import ONLINE_CODES_PER_STEP, OnlineCode
@@ -85,6 +86,7 @@ def test_an_issued_code_pays_at_a_till_and_is_marked_issued_online(
     assert_books_clean(server)
     (item,) = online.history(wallet)["items"]
     assert item["issued_online"] is True
+    assert history_line(item).endswith("succeeded, code issued online  " + item["merchant"])
     # The phone's own codes are as they were: no mark.
     own = charge(till, code_of(wallet, "v2"), "1.00")
     assert "issued_online" not in own and "issued_online" not in till.payment(own["payment_id"])

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import select, update
 
 from paycode.client import mandates, online
-from paycode.client.cli import _history_line as cli_history_line
+from paycode.client.history_text import history_line
 from paycode.client.wallet import Wallet
 from paycode.merchant_pos.terminal_client import TerminalClient
 from paycode.server.books import ledger
@@ -581,4 +581,4 @@ def test_regression_history_showed_a_redemption_as_paid_wholly_in_money(
     ]
     assert item["amount"] == "10.00"
     assert (item["points"]["points"], item["points"]["money"]) == (300, "7.00")
-    assert "7.00 CNY money + 300 points" in cli_history_line(item)
+    assert "7.00 CNY money + 300 points" in history_line(item)

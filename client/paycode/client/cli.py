@@ -8,7 +8,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from paycode.appkit.http_client import ServerClient
 from paycode.client import online
 from paycode.client.devices import revoke_replaced
 from paycode.client.devices_cli import PROG, add_device_commands, advice_notice
+from paycode.client.history_text import history_line
 from paycode.client.mandates_cli import add_mandate_commands
 from paycode.client.offline_cli import (
     add_offline_commands,
@@ -274,36 +274,10 @@ def cmd_history(args: argparse.Namespace) -> int:
     wallet = Wallet.open(args.home)
     body = online.history(wallet, limit=args.limit)
     items = body.get("items", [])
-    lines = [_history_line(item) for item in items]
+    lines = [history_line(item) for item in items]
     notice = _reenroll_notice(args, wallet, body)
     emit(args, "\n".join(lines) or "no payments yet", {"items": items, **notice})
     return 0
-
-
-def _history_line(item: dict[str, Any]) -> str:
-    """A payment as the wallet lists it, with what was refunded of it: a refund is money back
-    the customer should see without --json. The merchant's name is the server's text."""
-    status = str(item.get("status", ""))
-    refunded = str(item.get("refunded") or "0")
-    try:
-        any_refund = Decimal(refunded) > 0
-    except InvalidOperation:  # a server's odd answer is shown, not trusted as a number
-        any_refund = refunded != "0"
-    if any_refund:
-        status += f", refunded {refunded} {item.get('currency', '')}".rstrip()
-    status += _points_part(item)
-    columns = (item.get("created_at", ""), item.get("amount", ""), item.get("currency", ""))
-    return printable("  ".join(str(field) for field in (*columns, status, item.get("merchant"))))
-
-
-def _points_part(item: dict[str, Any]) -> str:
-    """A points redemption's split: its `amount` is the whole price, and only the money part
-    left the balance."""
-    leg = item.get("points")
-    if not isinstance(leg, dict):
-        return ""
-    currency = item.get("currency", "")
-    return f", {leg.get('money')} {currency} money + {leg.get('points')} points"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
