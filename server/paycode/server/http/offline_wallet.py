@@ -25,10 +25,14 @@ from paycode.server.books.allowance_list import allowances_of
 from paycode.server.charge.step_up import parse_pin
 from paycode.server.database.engine import db
 from paycode.server.database.models import Device, User
-from paycode.server.http.idempotency import require_key, respond, run_keyed_post, run_once
+from paycode.server.http.idempotency import require_key, respond, run_once
 from paycode.server.http.pin_check import PinBlocked, PinWrong, check_pin, pin_blocked, pin_wrong
 from paycode.server.http.request_fields import json_object
-from paycode.server.http.wallet import authenticate_device, stamp_problems
+from paycode.server.http.wallet import (
+    authenticate_device,
+    device_idempotent_post,
+    stamp_problems,
+)
 from paycode.server.safety.offline_keys import load_offline_keys
 from paycode.server.safety.offline_settings import CERTIFICATES_PER_ALLOWANCE
 from paycode.server.services import config, secret_box
@@ -227,10 +231,11 @@ def parse_uses(body: dict[str, Any]) -> list[escrow_return.CertificateUse]:
 @bp.post("/allowances/<allowance_id>/return")
 def return_allowance(allowance_id: str) -> Response:
     """Hand an allowance back: escrow keeps what the codes made may claim, the rest returns."""
-    now_s = sessions.now_s()
     wanted_id = allowance_id if len(allowance_id) <= ALLOWANCE_ID_CHARS_MAX else ""
 
-    def work(session: Session, device: Device, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def work(
+        session: Session, device: Device, body: dict[str, Any], now_s: float
+    ) -> tuple[int, dict[str, Any]]:
         uses = parse_uses(body)
         done = escrow_return.return_allowance(
             session, user_id=device.user_id, allowance_id=wanted_id, uses=uses, now_s=now_s
@@ -243,15 +248,7 @@ def return_allowance(allowance_id: str) -> Response:
             "balance_minor": done.balance_minor,
         }
 
-    with db.transaction() as session:
-        device = authenticate_device(session, now_s)
-        status, reply, replayed = run_keyed_post(
-            session,
-            scope=f"device:{device.id}",
-            now_s=now_s,
-            work=lambda body: work(session, device, body),
-        )
-    return respond(status, reply | {"server_time": now_s}, replayed)
+    return device_idempotent_post(work)
 
 
 @bp.get("/allowances")

@@ -14,9 +14,12 @@ from flask import Blueprint, Response, jsonify, request
 
 from paycode.server.database.engine import db
 from paycode.server.http.charges import signed_idempotent_post
-from paycode.server.http.idempotency import respond, run_keyed_post
 from paycode.server.http.signed_requests import authenticate_terminal
-from paycode.server.http.wallet import authenticate_device, stamp_problems
+from paycode.server.http.wallet import (
+    authenticate_device,
+    device_idempotent_post,
+    stamp_problems,
+)
 from paycode.server.points import mandates, redemption
 from paycode.server.services import config, secret_box
 from paycode.server.wallets import devices, sessions
@@ -37,20 +40,19 @@ def _day(now_s: float) -> int:
 @wallet_bp.post("/mandates")
 def bind_mandate() -> Response:
     """Bind a merchant: the consent fields and the device's signature over them."""
-    now_s = sessions.now_s()
-    with db.transaction() as session:
-        device = authenticate_device(session, now_s)
-        key = devices.device_verify_key(device, secret_box())
-        status, reply, replayed = run_keyed_post(
-            session,
-            scope=f"device:{device.id}",
-            now_s=now_s,
-            work=lambda body: (
-                201,
-                mandates.bind(session, device, body, device_key=key, now_s=now_s, day=_day(now_s)),
+    return device_idempotent_post(
+        lambda session, device, body, now_s: (
+            201,
+            mandates.bind(
+                session,
+                device,
+                body,
+                device_key=devices.device_verify_key(device, secret_box()),
+                now_s=now_s,
+                day=_day(now_s),
             ),
         )
-    return respond(status, reply | {"server_time": now_s}, replayed)
+    )
 
 
 @wallet_bp.get("/mandates")
@@ -66,19 +68,12 @@ def list_mandates() -> Response:
 @wallet_bp.post("/mandates/<mandate_id>/revoke")
 def revoke_mandate(mandate_id: str) -> Response:
     """Revoke at once: from its commit on, no deduction passes (docs/spec.md §16)."""
-    now_s = sessions.now_s()
-    with db.transaction() as session:
-        device = authenticate_device(session, now_s)
-        status, reply, replayed = run_keyed_post(
-            session,
-            scope=f"device:{device.id}",
-            now_s=now_s,
-            work=lambda _body: (
-                200,
-                mandates.revoke(session, device.user_id, mandate_id, now_s=now_s, day=_day(now_s)),
-            ),
+    return device_idempotent_post(
+        lambda session, device, _body, now_s: (
+            200,
+            mandates.revoke(session, device.user_id, mandate_id, now_s=now_s, day=_day(now_s)),
         )
-    return respond(status, reply | {"server_time": now_s}, replayed)
+    )
 
 
 @merchant_bp.get("/mandates")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import select
@@ -114,6 +116,24 @@ def authenticate_device(session: Session, now_s: float, *, revoked_ok: bool = Fa
         session.refresh(device)
     devices.reset_drift(session, device)  # the reply re-syncs the wallet's clock
     return device
+
+
+DeviceAction = Callable[[Session, Device, dict[str, Any], float], tuple[int, dict[str, Any]]]
+
+
+def device_idempotent_post(action: DeviceAction) -> Response:
+    """A device-signed POST: signature, Idempotency-Key, JSON body, then `action` run once
+    (the wallet's twin of charges.signed_idempotent_post)."""
+    now_s = sessions.now_s()
+    with db.transaction() as session:
+        device = authenticate_device(session, now_s)
+        status, reply, replayed = run_keyed_post(
+            session,
+            scope=f"device:{device.id}",
+            now_s=now_s,
+            work=lambda body: action(session, device, body, now_s),
+        )
+    return respond(status, reply | {"server_time": now_s}, replayed)
 
 
 def checked_password(
