@@ -28,6 +28,7 @@ from paycode.server.books.offline_chain import (
 )
 from paycode.server.books.offline_lock import lock_allowance_holder, overspent
 from paycode.server.books.offline_verify import Invalid, Verified, verify_code
+from paycode.server.charge.payment_rows import add_succeeded
 from paycode.server.charge.planning import payment_json
 from paycode.server.database.models import SYSTEM, Account, Merchant, Payment, new_id
 from paycode.server.database.offline_models import (
@@ -151,13 +152,7 @@ def pay_from_escrow(
         created_at_s=now_s,
         allowance_id=allowance.id,
     )
-    try:
-        with session.begin_nested():
-            session.add(payment)
-    except IntegrityError as error:
-        raise ApiError(
-            ErrorCode.DUPLICATE_ORDER, "this merchant_order_id already has a successful payment"
-        ) from error
+    add_succeeded(session, payment)
     merchant_account = ledger.open_account(session, "merchant", merchant_id, allowance.currency)
     ledger.transfer(
         session,

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from paycode.server.books import ledger
 from paycode.server.charge import orders
 from paycode.server.charge.merchant_qr import collection_code_for
+from paycode.server.charge.payment_rows import add_succeeded
 from paycode.server.charge.planning import payment_json
 from paycode.server.database.models import (
     Account,
@@ -230,12 +230,7 @@ def _insert_payment(
         code_version=CODE_VERSION_MPM,
         created_at_s=now_s,
     )
-    try:
-        with session.begin_nested():
-            session.add(payment)
-            session.flush()
-    except IntegrityError as error:
-        raise ApiError(ErrorCode.DUPLICATE_ORDER, "this QR's order is already paid") from error
+    add_succeeded(session, payment, detail="this QR's order is already paid")
     return payment
 
 

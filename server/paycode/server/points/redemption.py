@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Any, Final
 
 from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from paycode.server.books import ledger
+from paycode.server.charge.payment_rows import add_succeeded
 from paycode.server.charge.planning import ORDER_ID_CHARS_MAX, payment_json
 from paycode.server.database.models import SYSTEM, Account, Merchant, Payment, new_id
 from paycode.server.database.points_models import (
@@ -114,14 +114,7 @@ def redeem(
         points_value_minor=value_minor,
         points_refunded=0,
     )
-    try:
-        with session.begin_nested():
-            session.add(payment)
-            session.flush()
-    except IntegrityError as error:
-        raise ApiError(
-            ErrorCode.DUPLICATE_ORDER, "this merchant_order_id already has a successful payment"
-        ) from error
+    add_succeeded(session, payment)
     _move_points(session, mandate, payment, now_s)
     _move_money(session, mandate, payment, now_s)
     told = payment_json(payment)
